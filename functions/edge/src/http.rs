@@ -1,0 +1,64 @@
+//! Request and response helpers shared by the routes: JSON bodies with limits, the error
+//! body, auth, and structured JSON log lines.
+
+use edgejobs_core::auth::{self, Scope};
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::{ApiError, ErrorCode};
+use serde::Serialize;
+use serde_json::Value;
+use worker::{Request, Response, Result};
+
+/// Largest request body accepted: a batch of 100 jobs can carry more than one payload's
+/// 128 KiB, so the body limit is separate from the payload limit.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Writes one structured JSON log line.
+pub fn log(level: &str, msg: &str, fields: Value) {
+    let mut line = serde_json::json!({ "level": level, "msg": msg, "ts": edgejobs_core::time::format_rfc3339(crate::platform::now_ms()) });
+    if let (Some(obj), Value::Object(extra)) = (line.as_object_mut(), fields) {
+        obj.extend(extra);
+    }
+    worker::console_log!("{line}");
+}
+
+pub fn json<T: Serialize>(status: u16, body: &T) -> Result<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
+}
+
+pub fn error(e: &ApiError) -> Result<Response> {
+    json(e.status(), &e.body())
+}
+
+/// Reads a JSON body: 415 unless the content type is JSON, 413 past `MAX_BODY_BYTES`,
+/// 400 `invalid_json` when it does not parse.
+pub async fn read_json(req: &mut Request) -> std::result::Result<Value, ApiError> {
+    let ct = req.headers().get("content-type").ok().flatten().unwrap_or_default();
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence != "application/json" {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as 'Content-Type: application/json'",
+        ));
+    }
+    if let Some(len) = req.headers().get("content-length").ok().flatten().and_then(|l| l.parse::<usize>().ok())
+        && len > MAX_BODY_BYTES
+    {
+        return Err(too_large(len));
+    }
+    let bytes =
+        req.bytes().await.map_err(|_| ApiError::new(ErrorCode::InvalidJson, "could not read the request body"))?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(too_large(bytes.len()));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}")))
+}
+
+fn too_large(len: usize) -> ApiError {
+    ApiError::new(ErrorCode::PayloadTooLarge, format!("the body is {len} bytes; the limit is {MAX_BODY_BYTES}"))
+}
+
+/// Checks the request's bearer token against `scope`.
+pub fn authorize(req: &Request, scope: Scope, cfg: &EdgeConfig) -> std::result::Result<(), ApiError> {
+    let header = req.headers().get("authorization").ok().flatten();
+    auth::authorize(header.as_deref(), scope, cfg)
+}

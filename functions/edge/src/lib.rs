@@ -1,0 +1,32 @@
+//! edgejobs-edge: the Cloudflare Worker. It serves the job API, hosts the `JobShard` Durable
+//! Objects (the source of truth for job state), consumes the `jobs` queue and runs the cron
+//! tasks.
+//!
+//! Layout:
+//! - [`config`]: binding names and the typed configuration read from `[vars]` and secrets.
+//! - [`http`]: request/response helpers shared by the routes (JSON, errors, auth).
+//! - [`routes`]: one file per route group; [`routes::handle`] is the router.
+//! - [`shard`]: the `JobShard` Durable Object and the client the routes use to reach it.
+//! - [`consumer`]: the `jobs` queue consumer that runs edge-lane jobs.
+//! - [`handlers`]: the edge-lane job handlers (`noop`, `webhook`).
+//! - [`platform`]: the clock and the random source, the only impure inputs of the core.
+
+use worker::{Context, Env, MessageBatch, Request, Response, Result, event};
+
+pub mod config;
+pub mod consumer;
+pub mod handlers;
+pub mod http;
+pub mod platform;
+pub mod routes;
+pub mod shard;
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    routes::handle(req, env).await
+}
+
+#[event(queue)]
+async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> Result<()> {
+    consumer::handle_batch(batch, env).await
+}

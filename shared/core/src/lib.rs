@@ -1,0 +1,32 @@
+//! edgejobs-core: the pure domain of edgejobs, shared by the edge Worker and the native consumer.
+//!
+//! Nothing here does I/O or reads a clock or a random source: time (`now_ms`) and random
+//! samples are arguments, so every rule is a plain function that unit and property tests
+//! can drive. The crate builds for `wasm32-unknown-unknown` and native.
+//!
+//! Layout:
+//! - [`id`]: job ids, which carry their shard so lookups need no index.
+//! - [`job`]: the job record, its states and lanes.
+//! - [`spec`]: the registry of job types and validation of enqueue requests.
+//! - [`machine`]: the state machine; the only place that decides legal transitions.
+//! - [`retry`]: the backoff policy (exponential, full jitter, cap).
+//! - [`auth`]: API key scopes and constant-time comparison.
+//! - [`config`]: the typed edge configuration and the redacting [`config::Secret`].
+//! - [`error`]: the one API error type: a stable code, an HTTP status and a message.
+//! - [`time`]: ms timestamps and their RFC 3339 form.
+//! - [`wire`]: the messages exchanged between the edge router, the shards and the queue.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod id;
+pub mod job;
+pub mod machine;
+pub mod retry;
+pub mod spec;
+pub mod time;
+pub mod wire;
+
+pub use error::{ApiError, ErrorCode};
+pub use id::JobId;
+pub use job::{Job, JobState, Lane};

@@ -1,0 +1,322 @@
+//! Job specs: the registry of job types and the validation of an enqueue request into a new
+//! [`Job`]. Every problem is reported as an [`ApiError`] naming the field; nothing is
+//! silently dropped (unknown fields are refused, so a typo never goes unnoticed).
+
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::id::JobId;
+use crate::job::{Job, JobState, Lane};
+use crate::machine::Effect;
+use crate::retry::Backoff;
+
+/// Largest serialized payload: the Cloudflare Queues message limit.
+pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
+/// Largest serialized `metadata`.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+/// Longest accepted delay or distance of `run_at` into the future: 365 days.
+pub const MAX_DELAY_MS: u64 = 365 * 86_400_000;
+pub const MAX_TAGS: usize = 20;
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+/// Edge-lane attempts run inside a queue consumer invocation, which Cloudflare limits to
+/// 15 minutes of wall time.
+pub const MAX_EDGE_TIMEOUT_MS: u64 = 15 * 60_000;
+pub const MAX_NATIVE_TIMEOUT_MS: u64 = 24 * 3_600_000;
+
+/// The defaults of one job type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobType {
+    pub name: &'static str,
+    pub lane: Lane,
+    pub max_attempts: u32,
+    pub timeout_ms: u64,
+    pub backoff: Backoff,
+}
+
+/// The registered job types.
+pub const TYPES: &[JobType] = &[
+    JobType {
+        name: "noop",
+        lane: Lane::Edge,
+        max_attempts: 3,
+        timeout_ms: 10_000,
+        backoff: Backoff { base_ms: 1000, factor: 2.0, cap_ms: 3_600_000 },
+    },
+    JobType {
+        name: "webhook",
+        lane: Lane::Edge,
+        max_attempts: 5,
+        timeout_ms: 30_000,
+        backoff: Backoff { base_ms: 1000, factor: 2.0, cap_ms: 3_600_000 },
+    },
+    JobType {
+        name: "sleep",
+        lane: Lane::Native,
+        max_attempts: 3,
+        timeout_ms: 600_000,
+        backoff: Backoff { base_ms: 1000, factor: 2.0, cap_ms: 3_600_000 },
+    },
+    JobType {
+        name: "http.request",
+        lane: Lane::Native,
+        max_attempts: 5,
+        timeout_ms: 300_000,
+        backoff: Backoff { base_ms: 2000, factor: 2.0, cap_ms: 3_600_000 },
+    },
+    JobType {
+        name: "llm.chat",
+        lane: Lane::Native,
+        max_attempts: 5,
+        timeout_ms: 600_000,
+        backoff: Backoff { base_ms: 2000, factor: 2.0, cap_ms: 3_600_000 },
+    },
+];
+
+pub fn job_type(name: &str) -> Option<&'static JobType> {
+    TYPES.iter().find(|t| t.name == name)
+}
+
+/// A validated enqueue request, before it has an id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub job_type: &'static JobType,
+    pub payload: Value,
+    pub idempotency_key: Option<String>,
+    /// Absolute time (ms) before which the job must not run; `None` means now.
+    pub run_at: Option<u64>,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub timeout_ms: u64,
+    pub tags: Vec<String>,
+    pub metadata: Map<String, Value>,
+}
+
+const FIELDS: &[&str] = &[
+    "type",
+    "payload",
+    "idempotency_key",
+    "delay",
+    "run_at",
+    "max_attempts",
+    "backoff",
+    "timeout",
+    "tags",
+    "metadata",
+];
+
+/// Parses a duration: a non-negative integer of milliseconds, or a string such as `"250ms"`,
+/// `"30s"`, `"5m"`, `"2h"`, `"1d"`.
+pub fn parse_duration(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit())?;
+            let (num, unit) = s.split_at(split);
+            let n: u64 = num.parse().ok()?;
+            let mult = match unit.trim() {
+                "ms" => 1,
+                "s" => 1000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => return None,
+            };
+            n.checked_mul(mult)
+        }
+        _ => None,
+    }
+}
+
+fn duration_field(obj: &Map<String, Value>, name: &str, min: u64, max: u64) -> Result<Option<u64>, ApiError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match parse_duration(v) {
+            Some(ms) if (min..=max).contains(&ms) => Ok(Some(ms)),
+            Some(_) => Err(ApiError::field(name, format!("must be between {min} ms and {max} ms"))),
+            None => {
+                Err(ApiError::field(name, "must be milliseconds (integer) or a duration like \"30s\", \"5m\", \"2h\""))
+            }
+        },
+    }
+}
+
+/// Validates an enqueue request body (already parsed as JSON) at time `now` (ms).
+pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::field(unknown, "unknown field"));
+    }
+    let name = match obj.get("type") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        None => return Err(ApiError::field("type", "is required")),
+        _ => return Err(ApiError::field("type", "must be a non-empty string")),
+    };
+    let Some(jt) = job_type(name) else {
+        let known: Vec<&str> = TYPES.iter().map(|t| t.name).collect();
+        return Err(ApiError::new(
+            ErrorCode::UnknownType,
+            format!("unknown job type {name:?}; registered types: {}", known.join(", ")),
+        ));
+    };
+    let payload = obj.get("payload").cloned().unwrap_or(Value::Null);
+    let size = serde_json::to_string(&payload).map(|s| s.len()).unwrap_or(usize::MAX);
+    if size > MAX_PAYLOAD_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("payload is {size} bytes serialized; the limit is {MAX_PAYLOAD_BYTES}"),
+        ));
+    }
+    let idempotency_key = match obj.get("idempotency_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s.clone()),
+        Some(_) => {
+            return Err(ApiError::field("idempotency_key", "must be a string of 1 to 256 bytes"));
+        }
+    };
+    let delay = duration_field(obj, "delay", 0, MAX_DELAY_MS)?;
+    let run_at = match obj.get("run_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => match crate::time::parse_rfc3339(s) {
+            Some(t) if t <= now + MAX_DELAY_MS => Some(t),
+            Some(_) => {
+                return Err(ApiError::field("run_at", "must be at most 365 days in the future"));
+            }
+            None => return Err(ApiError::field("run_at", "must be an RFC 3339 timestamp")),
+        },
+        Some(_) => {
+            return Err(ApiError::field("run_at", "must be an RFC 3339 timestamp string"));
+        }
+    };
+    if delay.is_some() && run_at.is_some() {
+        return Err(ApiError::field("delay", "give either delay or run_at, not both"));
+    }
+    let run_at = run_at.or(delay.map(|d| now + d)).filter(|t| *t > now);
+    let max_attempts = match obj.get("max_attempts") {
+        None | Some(Value::Null) => jt.max_attempts,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_ATTEMPTS_LIMIT as u64).contains(&n) => n as u32,
+            _ => {
+                return Err(ApiError::field(
+                    "max_attempts",
+                    format!("must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}"),
+                ));
+            }
+        },
+    };
+    let max_timeout = match jt.lane {
+        Lane::Edge => MAX_EDGE_TIMEOUT_MS,
+        Lane::Native => MAX_NATIVE_TIMEOUT_MS,
+    };
+    let timeout_ms = duration_field(obj, "timeout", 1000, max_timeout)?.unwrap_or(jt.timeout_ms);
+    let backoff = parse_backoff(obj.get("backoff"), jt.backoff)?;
+    let tags = match obj.get("tags") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) if items.len() <= MAX_TAGS => {
+            let mut tags = Vec::with_capacity(items.len());
+            for t in items {
+                match t {
+                    Value::String(s) if !s.is_empty() && s.len() <= 64 => tags.push(s.clone()),
+                    _ => {
+                        return Err(ApiError::field("tags", "each tag must be a string of 1 to 64 bytes"));
+                    }
+                }
+            }
+            tags
+        }
+        Some(_) => {
+            return Err(ApiError::field("tags", format!("must be an array of at most {MAX_TAGS} strings")));
+        }
+    };
+    let metadata = match obj.get("metadata") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m))
+            if serde_json::to_string(m).map(|s| s.len()).unwrap_or(usize::MAX) <= MAX_METADATA_BYTES =>
+        {
+            m.clone()
+        }
+        Some(Value::Object(_)) => {
+            return Err(ApiError::field("metadata", format!("must be at most {MAX_METADATA_BYTES} bytes serialized")));
+        }
+        Some(_) => return Err(ApiError::field("metadata", "must be a JSON object")),
+    };
+    Ok(JobSpec { job_type: jt, payload, idempotency_key, run_at, max_attempts, backoff, timeout_ms, tags, metadata })
+}
+
+fn parse_backoff(v: Option<&Value>, default: Backoff) -> Result<Backoff, ApiError> {
+    let obj = match v {
+        None | Some(Value::Null) => return Ok(default),
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            return Err(ApiError::field("backoff", "must be an object with base, factor and cap"));
+        }
+    };
+    if let Some(k) = obj.keys().find(|k| !["base", "factor", "cap"].contains(&k.as_str())) {
+        return Err(ApiError::field(&format!("backoff.{k}"), "unknown field"));
+    }
+    let base_ms =
+        duration_field(obj, "base", 0, 86_400_000).map_err(|e| prefix("backoff", e))?.unwrap_or(default.base_ms);
+    let cap_ms =
+        duration_field(obj, "cap", 0, 7 * 86_400_000).map_err(|e| prefix("backoff", e))?.unwrap_or(default.cap_ms);
+    let factor = match obj.get("factor") {
+        None | Some(Value::Null) => default.factor,
+        Some(v) => match v.as_f64() {
+            Some(f) if (1.0..=10.0).contains(&f) => f,
+            _ => {
+                return Err(ApiError::field("backoff.factor", "must be a number from 1 to 10"));
+            }
+        },
+    };
+    if cap_ms < base_ms {
+        return Err(ApiError::field("backoff.cap", "must not be smaller than backoff.base"));
+    }
+    Ok(Backoff { base_ms, factor, cap_ms })
+}
+
+fn prefix(parent: &str, e: ApiError) -> ApiError {
+    match e.field {
+        Some(f) => ApiError::field(
+            &format!("{parent}.{f}"),
+            e.message.split_once(": ").map_or(e.message.as_str(), |(_, m)| m).to_owned(),
+        ),
+        None => e,
+    }
+}
+
+impl JobSpec {
+    /// Builds the new job with id `id` at `now`, and says what the shard must do next.
+    pub fn into_job(self, id: JobId, now: u64) -> (Job, Effect) {
+        let (state, run_at, effect) = match self.run_at {
+            Some(t) if t > now => (JobState::Scheduled, t, Effect::Alarm(t)),
+            _ => (JobState::Queued, now, Effect::Enqueue),
+        };
+        let job = Job {
+            id,
+            job_type: self.job_type.name.to_owned(),
+            lane: self.job_type.lane,
+            state,
+            payload: self.payload,
+            attempt: 0,
+            series_base: 0,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            timeout_ms: self.timeout_ms,
+            idempotency_key: self.idempotency_key,
+            tags: self.tags,
+            metadata: self.metadata,
+            created_at: now,
+            updated_at: now,
+            run_at,
+            started_at: None,
+            finished_at: None,
+            heartbeat_at: None,
+            result: None,
+            progress: None,
+            last_error: None,
+            cancel_requested: false,
+        };
+        (job, effect)
+    }
+}

