@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use edgejobs_tests::stack::Stack;
+use edgejobs_tests::hooks::Hooks;
+use edgejobs_tests::openapi::OpenApi;
+use edgejobs_tests::stack::{Stack, StackOptions};
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::Value;
 
@@ -15,11 +17,12 @@ pub type Test = (&'static str, fn(&Ctx) -> anyhow::Result<()>);
 pub struct Ctx {
     pub edge: String,
     pub api_key: String,
-    #[allow(dead_code)] // Used by the admin suites of later issues.
     pub admin_key: String,
-    #[allow(dead_code)] // Used by the consumer report suites of later issues.
     pub consumer_token: String,
+    pub webhook_secret: String,
     pub http: Client,
+    pub hooks: Hooks,
+    pub openapi: OpenApi,
 }
 
 /// A response, read whole.
@@ -44,7 +47,11 @@ impl Ctx {
             api_key: stack.secrets.api_key.clone(),
             admin_key: stack.secrets.admin_key.clone(),
             consumer_token: stack.secrets.consumer_token.clone(),
+            webhook_secret: stack.secrets.webhook_secret.clone(),
             http: Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            hooks: Hooks::start().expect("webhook target starts"),
+            openapi: OpenApi::load(&StackOptions::default_root().join("functions/edge/openapi.json"))
+                .expect("openapi.json"),
         }
     }
 
@@ -52,13 +59,18 @@ impl Ctx {
         format!("{}{path}", self.edge)
     }
 
+    /// Sends a request and checks the answer against the OpenAPI description: every
+    /// response any test sees must be documented.
     pub fn send(&self, req: RequestBuilder) -> anyhow::Result<Resp> {
-        let r = req.send().context("request failed")?;
+        let req = req.build().context("malformed request")?;
+        let (method, path) = (req.method().to_string(), req.url().path().to_owned());
+        let r = self.http.execute(req).context("request failed")?;
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text()?;
         let body =
             if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        self.openapi.check(&method, &path, status, &body).map_err(|e| anyhow::anyhow!("OpenAPI mismatch: {e}"))?;
         Ok(Resp { status, headers, body })
     }
 
@@ -103,4 +115,54 @@ impl Ctx {
 /// Fails with `msg` unless `cond` holds.
 pub fn ensure(cond: bool, msg: impl FnOnce() -> String) -> anyhow::Result<()> {
     if cond { Ok(()) } else { bail!(msg()) }
+}
+
+impl Ctx {
+    /// Sends with a specific bearer key (or none).
+    pub fn with_key(&self, req: RequestBuilder, key: Option<&str>) -> anyhow::Result<Resp> {
+        self.send(match key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        })
+    }
+
+    /// A consumer's report about attempt `attempt` of job `id`.
+    pub fn report(&self, id: &str, event: &Value) -> anyhow::Result<Resp> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/v1/internal/jobs/{id}/events")))
+                .bearer_auth(&self.consumer_token)
+                .json(event),
+        )
+    }
+
+    /// Ids of the jobs listed under `path` (following every cursor), newest first.
+    pub fn list_all(&self, path: &str) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = match &cursor {
+                Some(c) => format!("{path}{sep}cursor={c}"),
+                None => path.to_owned(),
+            };
+            let r = self.get(&url)?;
+            if r.status != 200 {
+                bail!("list {url}: {} {}", r.status, r.body);
+            }
+            for j in r.body["jobs"].as_array().cloned().unwrap_or_default() {
+                ids.push(j["id"].as_str().unwrap_or_default().to_owned());
+            }
+            match r.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return Ok(ids),
+            }
+        }
+        bail!("more than 100 pages under {path}")
+    }
+}
+
+/// A tag unique to one test run, so tests sharing the stack can find their own jobs.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", edgejobs_tests::stack::random_hex(6))
 }

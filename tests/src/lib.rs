@@ -4,6 +4,10 @@
 //! Layout:
 //! - [`stack`]: [`stack::Stack`]: redis-server, upstash-local, `wrangler dev`, the consumer.
 //! - [`proc`]: child processes in their own process groups, stopped even if we die.
+//! - [`openapi`]: checks real responses against `functions/edge/openapi.json`.
+//! - [`hooks`]: a scripted local webhook target that records what it receives.
 
+pub mod hooks;
+pub mod openapi;
 pub mod proc;
 pub mod stack;

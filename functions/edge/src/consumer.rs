@@ -74,6 +74,12 @@ async fn report(env: &Env, job: &Job, event: Event) -> std::result::Result<(), A
 }
 
 async fn process(env: &Env, cfg: &EdgeConfig, msg: QueueMessage) -> Verdict {
+    if msg.lane == Lane::Native {
+        // Native-lane jobs are not started here: the native consumer reports their start
+        // itself once it takes them. Handing them to the long-job stream is a later stage;
+        // until then they stay queued in their shard.
+        return Verdict::Ack;
+    }
     let start = Event::Start { attempt: msg.attempt };
     let job = match shard::call_job(env, msg.id.shard(), "event", &json!({ "id": msg.id, "event": start })).await {
         Ok((_, job)) => job,
@@ -81,10 +87,6 @@ async fn process(env: &Env, cfg: &EdgeConfig, msg: QueueMessage) -> Verdict {
         Err(e) if e.status() < 500 => return Verdict::Ack,
         Err(_) => return Verdict::Retry,
     };
-    if job.lane != Lane::Edge {
-        // Native-lane jobs are handed to the long-job stream by a later stage.
-        return Verdict::Ack;
-    }
     let timeout = Delay::from(Duration::from_millis(job.timeout_ms));
     let outcome = match select(Box::pin(handlers::run(&job, cfg)), timeout).await {
         Either::Left((outcome, _)) => outcome,

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
+    tags TEXT NOT NULL DEFAULT '',
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state_run_at ON jobs(state, run_at);
@@ -86,6 +87,7 @@ impl DurableObject for JobShard {
             "get" => self.get(body),
             "event" => self.event(body).await,
             "list" => self.list(body),
+            "replay_dead" => self.replay_dead(body).await,
             _ => Err(ApiError::new(ErrorCode::NotFound, format!("unknown shard operation {op:?}"))),
         };
         match out {
@@ -145,7 +147,7 @@ impl JobShard {
         let doc = serde_json::to_string(job).map_err(internal)?;
         self.sql
             .exec(
-                "INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, tags, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT(id) DO UPDATE SET state = excluded.state, run_at = excluded.run_at,
                  updated_at = excluded.updated_at, doc = excluded.doc",
                 vec![
@@ -155,6 +157,7 @@ impl JobShard {
                     int(job.run_at),
                     int(job.created_at),
                     int(job.updated_at),
+                    tags_column(&job.tags).into(),
                     doc.into(),
                 ],
             )
@@ -176,7 +179,7 @@ impl JobShard {
         match effect {
             Effect::None => {}
             Effect::Enqueue => {
-                let msg = QueueMessage { id: job.id.clone(), attempt: job.attempt + 1 };
+                let msg = QueueMessage { id: job.id.clone(), attempt: job.attempt + 1, lane: job.lane };
                 let sent = match self.env.queue(QUEUE_BINDING) {
                     Ok(q) => q.send(&msg).await,
                     Err(e) => Err(e),
@@ -293,12 +296,16 @@ impl JobShard {
             cond.push("type = ?".into());
             binds.push(t.clone().into());
         }
+        if let Some(tag) = &q.tag {
+            cond.push("tags LIKE ? ESCAPE '\\'".into());
+            binds.push(format!("%{}%", like_escape(&tags_column(std::slice::from_ref(tag)))).into());
+        }
         if let Some(from) = q.from_ms {
-            cond.push("created_at >= ?".into());
+            cond.push("updated_at >= ?".into());
             binds.push(int(from));
         }
         if let Some(to) = q.to_ms {
-            cond.push("created_at < ?".into());
+            cond.push("updated_at < ?".into());
             binds.push(int(to));
         }
         if let Some(Cursor { created_ms, id }) = &q.after {
@@ -309,6 +316,60 @@ impl JobShard {
         let jobs =
             self.load_where(&format!("{} ORDER BY created_at DESC, id DESC LIMIT ?", cond.join(" AND ")), binds)?;
         Ok((200, json!({ "jobs": jobs })))
+    }
+}
+
+/// Tags as stored for filtering: `,a,b,` so that `LIKE '%,a,%'` matches whole tags only.
+fn tags_column(tags: &[String]) -> String {
+    if tags.is_empty() { String::new() } else { format!(",{},", tags.join(",")) }
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+#[derive(Deserialize)]
+struct ReplayReq {
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+    limit: u32,
+}
+
+impl JobShard {
+    /// Replays up to `limit` dead jobs (oldest death first) and returns their ids.
+    async fn replay_dead(&self, body: Value) -> OpResult {
+        let req: ReplayReq = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        let mut cond = vec!["state = 'dead'".to_owned()];
+        let mut binds: Vec<SqlStorageValue> = Vec::new();
+        if let Some(t) = req.job_type {
+            cond.push("type = ?".into());
+            binds.push(t.into());
+        }
+        if let Some(from) = req.from_ms {
+            cond.push("updated_at >= ?".into());
+            binds.push(int(from));
+        }
+        if let Some(to) = req.to_ms {
+            cond.push("updated_at < ?".into());
+            binds.push(int(to));
+        }
+        binds.push(SqlStorageValue::Integer(req.limit.min(1000) as i64));
+        let dead =
+            self.load_where(&format!("{} ORDER BY updated_at ASC, id ASC LIMIT ?", cond.join(" AND ")), binds)?;
+        let now = now_ms();
+        let mut replayed = Vec::with_capacity(dead.len());
+        let mut effects = Vec::with_capacity(dead.len());
+        for job in &dead {
+            let t = self.transition(job, Event::Replay, now)?;
+            replayed.push(t.job.id.clone());
+            effects.push((t.job, t.effect));
+        }
+        for (job, effect) in effects {
+            self.carry_out(&job, effect).await;
+        }
+        Ok((200, json!({ "ids": replayed })))
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`config`]: the typed edge configuration and the redacting [`config::Secret`].
 //! - [`error`]: the one API error type: a stable code, an HTTP status and a message.
 //! - [`time`]: ms timestamps and their RFC 3339 form.
+//! - [`webhook`]: webhook signatures and the classification of answers.
 //! - [`wire`]: the messages exchanged between the edge router, the shards and the queue.
 
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod machine;
 pub mod retry;
 pub mod spec;
 pub mod time;
+pub mod webhook;
 pub mod wire;
 
 pub use error::{ApiError, ErrorCode};

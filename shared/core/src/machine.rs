@@ -223,3 +223,185 @@ fn cancelled_report(job: &Job, now: u64) -> Result<Transition, ApiError> {
         refusal: Some(ApiError::new(ErrorCode::JobCancelled, "the job was cancelled while it ran")),
     })
 }
+
+/// Every (from, to) state pair that [`apply`] may produce; anything else is a bug.
+pub const LEGAL: &[(JobState, JobState)] = &[
+    (JobState::Queued, JobState::Active),
+    (JobState::Queued, JobState::Cancelled),
+    (JobState::Scheduled, JobState::Queued),
+    (JobState::Scheduled, JobState::Cancelled),
+    (JobState::Active, JobState::Active),
+    (JobState::Active, JobState::Completed),
+    (JobState::Active, JobState::Scheduled),
+    (JobState::Active, JobState::Queued),
+    (JobState::Active, JobState::Dead),
+    (JobState::Active, JobState::Cancelled),
+    (JobState::Dead, JobState::Queued),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::JobId;
+    use crate::spec::parse_spec;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn new_job(max_attempts: u32) -> Job {
+        let spec = parse_spec(&json!({ "type": "noop", "max_attempts": max_attempts }), 1_000).expect("valid spec");
+        spec.into_job(JobId::new(0, 1_000, 1), 1_000).0
+    }
+
+    #[test]
+    fn happy_path_queued_active_completed() {
+        let j = new_job(3);
+        let t = apply(&j, Event::Start { attempt: 1 }, 2_000, 0.5).expect("start");
+        assert_eq!((t.job.state, t.job.attempt, t.effect), (JobState::Active, 1, Effect::None));
+        let t = apply(&t.job, Event::Complete { attempt: 1, result: Some(json!(1)) }, 3_000, 0.5).expect("complete");
+        assert_eq!(t.job.state, JobState::Completed);
+        assert_eq!(t.job.finished_at, Some(3_000));
+    }
+
+    #[test]
+    fn duplicate_start_and_stale_reports_are_refused() {
+        let j = new_job(3);
+        let active = apply(&j, Event::Start { attempt: 1 }, 2_000, 0.5).expect("start").job;
+        let dup = apply(&active, Event::Start { attempt: 1 }, 2_001, 0.5).expect_err("duplicate");
+        assert_eq!(dup.code, ErrorCode::InvalidTransition);
+        let stale = apply(&active, Event::Complete { attempt: 7, result: None }, 2_001, 0.5).expect_err("stale");
+        assert_eq!(stale.code, ErrorCode::StaleAttempt);
+        let skip = apply(&j, Event::Start { attempt: 2 }, 2_001, 0.5).expect_err("skipped attempt");
+        assert_eq!(skip.code, ErrorCode::StaleAttempt);
+    }
+
+    #[test]
+    fn failures_retry_with_backoff_then_die_after_max_attempts() {
+        let mut j = new_job(3);
+        for n in 1..=3 {
+            j = apply(&j, Event::Start { attempt: n }, 10_000 * n as u64, 0.5).expect("start").job;
+            let t = apply(
+                &j,
+                Event::Fail { attempt: n, error: "boom".into(), disposition: Disposition::Retryable },
+                10_000 * n as u64,
+                0.5,
+            )
+            .expect("fail");
+            j = t.job;
+            if n < 3 {
+                assert_eq!(j.state, JobState::Scheduled);
+                // Full jitter with a 0.5 sample: half of base * 2^(n-1).
+                assert_eq!(j.run_at - 10_000 * n as u64, 500 * (1 << (n - 1)));
+                assert_eq!(t.effect, Effect::Alarm(j.run_at));
+                j = apply(&j, Event::Wake, j.run_at, 0.5).expect("wake").job;
+                assert_eq!(j.state, JobState::Queued);
+            }
+        }
+        assert_eq!(j.state, JobState::Dead);
+        assert_eq!(j.attempt, 3);
+        assert_eq!(j.last_error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn permanent_errors_and_retry_after() {
+        let j = apply(&new_job(5), Event::Start { attempt: 1 }, 2_000, 0.5).expect("start").job;
+        let dead =
+            apply(&j, Event::Fail { attempt: 1, error: "400".into(), disposition: Disposition::Permanent }, 2_500, 0.5)
+                .expect("fail");
+        assert_eq!(dead.job.state, JobState::Dead);
+        let later = apply(
+            &j,
+            Event::Fail { attempt: 1, error: "429".into(), disposition: Disposition::RetryAfter(7_000) },
+            2_500,
+            0.0,
+        )
+        .expect("fail");
+        assert_eq!((later.job.state, later.job.run_at), (JobState::Scheduled, 9_500));
+    }
+
+    #[test]
+    fn wake_before_due_is_refused() {
+        let spec = parse_spec(&json!({ "type": "noop", "delay": 5000 }), 1_000).expect("valid");
+        let (j, effect) = spec.into_job(JobId::new(0, 1_000, 1), 1_000);
+        assert_eq!((j.state, effect), (JobState::Scheduled, Effect::Alarm(6_000)));
+        assert!(apply(&j, Event::Wake, 5_999, 0.5).is_err());
+        assert_eq!(apply(&j, Event::Wake, 6_000, 0.5).expect("due").effect, Effect::Enqueue);
+    }
+
+    #[test]
+    fn cancelling_an_active_job_refuses_its_next_report() {
+        let j = apply(&new_job(3), Event::Start { attempt: 1 }, 2_000, 0.5).expect("start").job;
+        let marked = apply(&j, Event::Cancel, 2_100, 0.5).expect("cancel");
+        assert_eq!((marked.job.state, marked.job.cancel_requested), (JobState::Active, true));
+        let t = apply(&marked.job, Event::Complete { attempt: 1, result: None }, 2_200, 0.5).expect("report");
+        assert_eq!(t.job.state, JobState::Cancelled);
+        assert_eq!(t.refusal.map(|e| e.code), Some(ErrorCode::JobCancelled));
+    }
+
+    #[test]
+    fn replay_starts_a_new_series_without_reusing_attempt_numbers() {
+        let mut j = new_job(1);
+        j = apply(&j, Event::Start { attempt: 1 }, 2_000, 0.5).expect("start").job;
+        j = apply(&j, Event::Fail { attempt: 1, error: "x".into(), disposition: Disposition::Retryable }, 2_000, 0.5)
+            .expect("fail")
+            .job;
+        assert_eq!(j.state, JobState::Dead);
+        let t = apply(&j, Event::Replay, 3_000, 0.5).expect("replay");
+        assert_eq!((t.job.state, t.effect, t.job.attempts_in_series()), (JobState::Queued, Effect::Enqueue, 0));
+        // A late report from the old series names attempt 1, which is no longer current.
+        assert!(apply(&t.job, Event::Start { attempt: 1 }, 3_001, 0.5).is_err());
+        assert!(apply(&t.job, Event::Start { attempt: 2 }, 3_001, 0.5).is_ok());
+    }
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        let attempt = 0u32..8;
+        prop_oneof![
+            attempt.clone().prop_map(|attempt| Event::Start { attempt }),
+            attempt.clone().prop_map(|attempt| Event::Heartbeat { attempt, progress: None }),
+            attempt.clone().prop_map(|attempt| Event::Complete { attempt, result: None }),
+            (attempt, 0u8..3, 0u64..5_000).prop_map(|(attempt, d, ms)| Event::Fail {
+                attempt,
+                error: "e".into(),
+                disposition: match d {
+                    0 => Disposition::Retryable,
+                    1 => Disposition::Permanent,
+                    _ => Disposition::RetryAfter(ms),
+                },
+            }),
+            Just(Event::Wake),
+            Just(Event::Cancel),
+            Just(Event::Replay),
+        ]
+    }
+
+    proptest! {
+        /// No sequence of events reaches an illegal state, attempts never exceed
+        /// `max_attempts` in a series, and a refused event changes nothing.
+        #[test]
+        fn no_event_sequence_breaks_the_invariants(
+            max_attempts in 1u32..5,
+            events in proptest::collection::vec((any_event(), 0u64..20_000, 0.0f64..1.0), 1..60),
+        ) {
+            let mut job = new_job(max_attempts);
+            let mut now = 1_000u64;
+            for (event, dt, unit) in events {
+                now += dt;
+                let before = job.clone();
+                match apply(&job, event.clone(), now, unit) {
+                    Ok(t) => {
+                        prop_assert!(LEGAL.contains(&(before.state, t.job.state)) || before.state == t.job.state,
+                            "illegal move {:?} -> {:?} on {:?}", before.state, t.job.state, event);
+                        job = t.job;
+                    }
+                    Err(_) => prop_assert_eq!(&job, &before),
+                }
+                prop_assert!(job.attempts_in_series() <= job.max_attempts);
+                prop_assert!(job.attempt >= before.attempt, "attempt numbers never go back");
+                match job.state {
+                    JobState::Active => prop_assert!(job.started_at.is_some() && job.attempt >= 1),
+                    JobState::Completed | JobState::Dead | JobState::Cancelled => prop_assert!(job.finished_at.is_some()),
+                    JobState::Queued | JobState::Scheduled => prop_assert!(job.finished_at.is_none() && !job.cancel_requested),
+                }
+            }
+        }
+    }
+}

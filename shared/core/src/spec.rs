@@ -162,6 +162,7 @@ pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
         ));
     };
     let payload = obj.get("payload").cloned().unwrap_or(Value::Null);
+    validate_payload(jt, &payload)?;
     let size = serde_json::to_string(&payload).map(|s| s.len()).unwrap_or(usize::MAX);
     if size > MAX_PAYLOAD_BYTES {
         return Err(ApiError::new(
@@ -218,9 +219,12 @@ pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
             let mut tags = Vec::with_capacity(items.len());
             for t in items {
                 match t {
-                    Value::String(s) if !s.is_empty() && s.len() <= 64 => tags.push(s.clone()),
+                    Value::String(s) if !s.is_empty() && s.len() <= 64 && !s.contains(',') => tags.push(s.clone()),
                     _ => {
-                        return Err(ApiError::field("tags", "each tag must be a string of 1 to 64 bytes"));
+                        return Err(ApiError::field(
+                            "tags",
+                            "each tag must be a string of 1 to 64 bytes without commas",
+                        ));
                     }
                 }
             }
@@ -243,6 +247,26 @@ pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
         Some(_) => return Err(ApiError::field("metadata", "must be a JSON object")),
     };
     Ok(JobSpec { job_type: jt, payload, idempotency_key, run_at, max_attempts, backoff, timeout_ms, tags, metadata })
+}
+
+/// Type-specific payload rules, checked at enqueue so a job that can never run is refused
+/// up front instead of dying later.
+fn validate_payload(jt: &JobType, payload: &Value) -> Result<(), ApiError> {
+    match jt.name {
+        "webhook" | "http.request" => {
+            let url = payload.get("url").and_then(Value::as_str).unwrap_or("");
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
+                return Err(ApiError::field("payload.url", "must be an http:// or https:// URL of at most 2048 bytes"));
+            }
+            if let Some(h) = payload.get("headers")
+                && !(h.is_object() && h.as_object().is_some_and(|m| m.values().all(Value::is_string)))
+            {
+                return Err(ApiError::field("payload.headers", "must be an object of string values"));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn parse_backoff(v: Option<&Value>, default: Backoff) -> Result<Backoff, ApiError> {
@@ -318,5 +342,109 @@ impl JobSpec {
             cancel_requested: false,
         };
         (job, effect)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn table_of_invalid_specs_names_the_field() {
+        let big = "x".repeat(MAX_PAYLOAD_BYTES);
+        let table: Vec<(Value, ErrorCode, Option<&str>)> = vec![
+            (json!([]), ErrorCode::InvalidJson, None),
+            (json!({}), ErrorCode::InvalidField, Some("type")),
+            (json!({ "type": 7 }), ErrorCode::InvalidField, Some("type")),
+            (json!({ "type": "nope" }), ErrorCode::UnknownType, None),
+            (json!({ "type": "noop", "typo": 1 }), ErrorCode::InvalidField, Some("typo")),
+            (json!({ "type": "noop", "payload": big }), ErrorCode::PayloadTooLarge, None),
+            (json!({ "type": "noop", "idempotency_key": "" }), ErrorCode::InvalidField, Some("idempotency_key")),
+            (json!({ "type": "noop", "delay": "soon" }), ErrorCode::InvalidField, Some("delay")),
+            (json!({ "type": "noop", "delay": -1 }), ErrorCode::InvalidField, Some("delay")),
+            (json!({ "type": "noop", "delay": "400d" }), ErrorCode::InvalidField, Some("delay")),
+            (json!({ "type": "noop", "run_at": "tomorrow" }), ErrorCode::InvalidField, Some("run_at")),
+            (
+                json!({ "type": "noop", "delay": 5, "run_at": "2027-06-01T00:00:00Z" }),
+                ErrorCode::InvalidField,
+                Some("delay"),
+            ),
+            (json!({ "type": "noop", "max_attempts": 0 }), ErrorCode::InvalidField, Some("max_attempts")),
+            (json!({ "type": "noop", "max_attempts": 1.5 }), ErrorCode::InvalidField, Some("max_attempts")),
+            (json!({ "type": "noop", "timeout": "20m" }), ErrorCode::InvalidField, Some("timeout")),
+            (json!({ "type": "noop", "backoff": { "factor": 0.5 } }), ErrorCode::InvalidField, Some("backoff.factor")),
+            (
+                json!({ "type": "noop", "backoff": { "base": "2s", "cap": "1s" } }),
+                ErrorCode::InvalidField,
+                Some("backoff.cap"),
+            ),
+            (json!({ "type": "noop", "backoff": { "bse": "2s" } }), ErrorCode::InvalidField, Some("backoff.bse")),
+            (json!({ "type": "noop", "backoff": { "base": "x" } }), ErrorCode::InvalidField, Some("backoff.base")),
+            (json!({ "type": "noop", "tags": "a" }), ErrorCode::InvalidField, Some("tags")),
+            (json!({ "type": "noop", "tags": [""] }), ErrorCode::InvalidField, Some("tags")),
+            (json!({ "type": "noop", "metadata": [] }), ErrorCode::InvalidField, Some("metadata")),
+            (json!({ "type": "webhook", "payload": {} }), ErrorCode::InvalidField, Some("payload.url")),
+            (
+                json!({ "type": "webhook", "payload": { "url": "ftp://x" } }),
+                ErrorCode::InvalidField,
+                Some("payload.url"),
+            ),
+            (
+                json!({ "type": "webhook", "payload": { "url": "http://x", "headers": { "a": 1 } } }),
+                ErrorCode::InvalidField,
+                Some("payload.headers"),
+            ),
+        ];
+        for (body, code, field) in table {
+            let e = parse_spec(&body, NOW).expect_err(&body.to_string());
+            assert_eq!(e.code, code, "{body}: {e}");
+            assert_eq!(e.field.as_deref(), field, "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = parse_spec(&json!({ "type": "webhook", "payload": { "url": "http://127.0.0.1:1/x" } }), NOW)
+            .expect("valid");
+        assert_eq!((s.max_attempts, s.timeout_ms, s.run_at), (5, 30_000, None));
+        let s = parse_spec(
+            &json!({ "type": "noop", "delay": "90s", "max_attempts": 7, "timeout": 5000,
+                     "backoff": { "base": "250ms", "factor": 3, "cap": "10s" }, "tags": ["a"], "metadata": { "k": 1 },
+                     "idempotency_key": "order-1" }),
+            NOW,
+        )
+        .expect("valid");
+        assert_eq!(s.run_at, Some(NOW + 90_000));
+        assert_eq!((s.max_attempts, s.timeout_ms), (7, 5000));
+        assert_eq!(s.backoff, Backoff { base_ms: 250, factor: 3.0, cap_ms: 10_000 });
+        let s = parse_spec(&json!({ "type": "noop", "run_at": "2027-01-15T10:00:00+01:00" }), NOW).expect("valid");
+        assert_eq!(s.run_at, crate::time::parse_rfc3339("2027-01-15T09:00:00Z"));
+    }
+
+    #[test]
+    fn a_run_at_in_the_past_means_now() {
+        let s = parse_spec(&json!({ "type": "noop", "run_at": "2001-01-01T00:00:00Z" }), NOW).expect("valid");
+        let (job, effect) = s.into_job(JobId::new(1, NOW, 2), NOW);
+        assert_eq!((job.state, effect), (JobState::Queued, Effect::Enqueue));
+    }
+
+    #[test]
+    fn durations() {
+        for (v, want) in [
+            (json!(10), Some(10)),
+            (json!("250ms"), Some(250)),
+            (json!("3m"), Some(180_000)),
+            (json!("1d"), Some(86_400_000)),
+            (json!("5 s"), Some(5000)),
+            (json!("h"), None),
+            (json!("5y"), None),
+            (json!(-5), None),
+            (json!(1.5), None),
+        ] {
+            assert_eq!(parse_duration(&v), want, "{v}");
+        }
     }
 }

@@ -19,3 +19,8 @@ pub async fn health(env: &Env) -> Result<Response> {
         }),
     )
 }
+
+/// `GET /health/live`: the process answers; checks nothing else.
+pub fn live() -> Result<Response> {
+    http::json(200, &json!({ "status": "live" }))
+}

@@ -1,8 +1,11 @@
-//! The job API: enqueue, read.
+//! The job API: enqueue (one or a batch), read, list, cancel, retry.
 
 use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::machine::Event;
 use edgejobs_core::spec::parse_spec;
-use edgejobs_core::{ApiError, ErrorCode, JobId};
+use edgejobs_core::wire::{ListQuery, merge_pages, parse_list_params};
+use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
+use futures_util::future::join_all;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use worker::{Env, Request, Response};
@@ -11,7 +14,14 @@ use crate::http;
 use crate::platform::{now_ms, random_u64};
 use crate::shard;
 
-type Out = std::result::Result<Response, ApiError>;
+pub type Out = std::result::Result<Response, ApiError>;
+
+/// Largest batch accepted by `POST /v1/jobs/batch`.
+pub const MAX_BATCH: usize = 100;
+
+pub fn respond(status: u16, body: &impl serde::Serialize) -> Out {
+    http::json(status, body).map_err(|_| ApiError::new(ErrorCode::Internal, "response encoding failed"))
+}
 
 /// Picks the shard of a new job: from the idempotency key when there is one (so every
 /// request with that key meets in one shard, which serializes them), else at random.
@@ -26,27 +36,47 @@ pub fn shard_for(key: Option<&str>, shard_count: u16) -> u16 {
 }
 
 /// Creates one job from a parsed body; returns the status (201 new, 200 existing) and job.
-pub async fn create_one(env: &Env, cfg: &EdgeConfig, body: &Value) -> std::result::Result<(u16, Value), ApiError> {
+pub async fn create_one(env: &Env, cfg: &EdgeConfig, body: &Value) -> std::result::Result<(u16, Job), ApiError> {
     let now = now_ms();
     let spec = parse_spec(body, now)?;
     let shard = shard_for(spec.idempotency_key.as_deref(), cfg.shard_count);
     let id = JobId::new(shard, now, random_u64());
     let (job, _effect) = spec.into_job(id, now);
-    let (status, job) = shard::call_job(
-        env,
-        shard,
-        "create",
-        &json!({ "job": job, "idempotency_window_ms": cfg.idempotency_window_ms }),
-    )
-    .await?;
-    Ok((status, serde_json::to_value(job).unwrap_or(Value::Null)))
+    shard::call_job(env, shard, "create", &json!({ "job": job, "idempotency_window_ms": cfg.idempotency_window_ms }))
+        .await
 }
 
 /// `POST /v1/jobs`
 pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let body = http::read_json(req).await?;
     let (status, job) = create_one(env, cfg, &body).await?;
-    http::json(status, &job).map_err(|_| ApiError::new(ErrorCode::Internal, "response encoding failed"))
+    respond(status, &job)
+}
+
+/// `POST /v1/jobs/batch` with `{"jobs":[...]}` (1 to 100): every item is validated and
+/// created on its own and answered in order with `{"status":201,"job":{...}}` or
+/// `{"status":400,"error":{...}}`. A malformed envelope creates nothing.
+pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
+    let body = http::read_json(req).await?;
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
+    };
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "jobs") {
+        return Err(ApiError::field(k, "unknown field"));
+    }
+    let items = match obj.get("jobs") {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_BATCH => items,
+        _ => return Err(ApiError::field("jobs", format!("must be an array of 1 to {MAX_BATCH} job specs"))),
+    };
+    let results = join_all(items.iter().map(|item| create_one(env, cfg, item))).await;
+    let out: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok((status, job)) => json!({ "status": status, "job": job }),
+            Err(e) => json!({ "status": e.status(), "error": e }),
+        })
+        .collect();
+    respond(200, &json!({ "results": out }))
 }
 
 /// Parses a job id from a path, answering 404 `job_not_found` for anything that is not one
@@ -59,5 +89,60 @@ pub fn parse_id(raw: &str) -> std::result::Result<JobId, ApiError> {
 pub async fn get(env: &Env, raw_id: &str) -> Out {
     let id = parse_id(raw_id)?;
     let (_, job) = shard::call_job(env, id.shard(), "get", &json!({ "id": id })).await?;
-    http::json(200, &job).map_err(|_| ApiError::new(ErrorCode::Internal, "response encoding failed"))
+    respond(200, &job)
+}
+
+async fn user_event(env: &Env, raw_id: &str, event: Event) -> Out {
+    let id = parse_id(raw_id)?;
+    let (_, job) = shard::call_job(env, id.shard(), "event", &json!({ "id": id, "event": event })).await?;
+    respond(200, &job)
+}
+
+/// `POST /v1/jobs/{id}/cancel`: a queued or scheduled job is cancelled at once; an active
+/// job is marked, and the report of its running attempt is refused.
+pub async fn cancel(env: &Env, raw_id: &str) -> Out {
+    user_event(env, raw_id, Event::Cancel).await
+}
+
+/// `POST /v1/jobs/{id}/retry`: replays a dead job as a new attempt series.
+pub async fn retry(env: &Env, raw_id: &str) -> Out {
+    user_event(env, raw_id, Event::Replay).await
+}
+
+/// Runs a listing over every shard and merges the pages, newest first.
+pub async fn fan_out_list(env: &Env, cfg: &EdgeConfig, q: ListQuery) -> Out {
+    let limit = q.limit;
+    let per_shard = ListQuery { limit: limit + 1, ..q };
+    let body = serde_json::to_value(&per_shard).map_err(|_| ApiError::new(ErrorCode::Internal, "query encoding"))?;
+    let calls = (0..cfg.shard_count).map(|s| shard::call(env, s, "list", &body));
+    let mut pages = Vec::with_capacity(cfg.shard_count as usize);
+    for r in join_all(calls).await {
+        let (status, v) = r?;
+        if status >= 400 {
+            return Err(
+                ApiError::from_body(&v).unwrap_or_else(|| ApiError::new(ErrorCode::Internal, "shard list failed"))
+            );
+        }
+        let jobs: Vec<Job> = serde_json::from_value(v["jobs"].clone())
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "malformed shard listing"))?;
+        pages.push(jobs);
+    }
+    let (jobs, next) = merge_pages(pages, limit);
+    respond(200, &json!({ "jobs": jobs, "next_cursor": next.map(|c| c.encode()) }))
+}
+
+/// Query pairs of a request, decoded.
+pub fn query_pairs(req: &Request) -> std::result::Result<Vec<(String, String)>, ApiError> {
+    let url = req.url().map_err(|_| ApiError::new(ErrorCode::InvalidField, "malformed URL"))?;
+    Ok(url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+}
+
+/// `GET /v1/jobs?state=&type=&tag=&limit=&cursor=`
+pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
+    let pairs = query_pairs(req)?;
+    let q = parse_list_params(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &["state", "type", "tag", "limit", "cursor"],
+    )?;
+    fan_out_list(env, cfg, q).await
 }

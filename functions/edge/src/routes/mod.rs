@@ -1,6 +1,6 @@
-//! The router: matches method and path, checks auth, and turns every [`ApiError`] into its
-//! JSON error response. Unknown paths answer 404 `not_found`, known paths with another
-//! method 405 `method_not_allowed` with an `Allow` header.
+//! The router: matches method and path, checks the route's auth scope, and turns every
+//! [`ApiError`] into its JSON error response. Unknown paths answer 404 `not_found`; a known
+//! path with another method answers 405 `method_not_allowed` with an `Allow` header.
 
 use edgejobs_core::auth::Scope;
 use edgejobs_core::{ApiError, ErrorCode};
@@ -8,22 +8,42 @@ use worker::{Env, Method, Request, Response, Result};
 
 use crate::http;
 
+pub mod dead;
 pub mod health;
+pub mod internal;
 pub mod jobs;
 
 /// What a path resolves to.
+#[derive(Debug, Clone, Copy)]
 enum Route<'a> {
     Health,
+    Live,
     Jobs,
+    Batch,
     Job(&'a str),
+    Cancel(&'a str),
+    Retry(&'a str),
+    Dead,
+    DeadReplay,
+    Events(&'a str),
 }
 
-fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
+/// The route, the methods it allows, and the scope it needs (`None`: public).
+fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method], Option<Scope>)> {
+    use Method::{Get, Post};
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let jobs = Some(Scope::Jobs);
     Some(match segs.as_slice() {
-        ["health"] => (Route::Health, &[Method::Get]),
-        ["v1", "jobs"] => (Route::Jobs, &[Method::Post]),
-        ["v1", "jobs", id] => (Route::Job(id), &[Method::Get]),
+        ["health"] => (Route::Health, &[Get], None),
+        ["health", "live"] => (Route::Live, &[Get], None),
+        ["v1", "jobs"] => (Route::Jobs, &[Get, Post], jobs),
+        ["v1", "jobs", "batch"] => (Route::Batch, &[Post], jobs),
+        ["v1", "jobs", id] => (Route::Job(id), &[Get], jobs),
+        ["v1", "jobs", id, "cancel"] => (Route::Cancel(id), &[Post], jobs),
+        ["v1", "jobs", id, "retry"] => (Route::Retry(id), &[Post], jobs),
+        ["v1", "dead"] => (Route::Dead, &[Get], jobs),
+        ["v1", "dead", "replay"] => (Route::DeadReplay, &[Post], Some(Scope::Admin)),
+        ["v1", "internal", "jobs", id, "events"] => (Route::Events(id), &[Post], Some(Scope::Consumer)),
         _ => return None,
     })
 }
@@ -31,7 +51,7 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method])> {
 /// Serves one request.
 pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
     let path = req.path();
-    let Some((route, methods)) = resolve(&path) else {
+    let Some((route, methods, scope)) = resolve(&path) else {
         return http::error(&ApiError::new(ErrorCode::NotFound, format!("no route for {path}")));
     };
     let method = req.method();
@@ -45,29 +65,34 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
         resp.headers_mut().set("allow", &allow.join(", "))?;
         return Ok(resp);
     }
-    let out = match route {
+    match route {
         Route::Health => return health::health(&env).await,
-        Route::Jobs | Route::Job(_) => {
-            let cfg = match crate::config::load(&env) {
-                Ok(c) => c,
-                Err(e) => return http::error(&e),
-            };
-            if let Err(e) = http::authorize(&req, Scope::Jobs, &cfg) {
-                return http::error(&e);
-            }
-            match route {
-                Route::Jobs => jobs::create(&mut req, &env, &cfg).await,
-                Route::Job(id) => jobs::get(&env, id).await,
-                Route::Health => unreachable_route(),
-            }
-        }
+        Route::Live => return health::live(),
+        _ => {}
+    }
+    let cfg = match crate::config::load(&env) {
+        Ok(c) => c,
+        Err(e) => return http::error(&e),
+    };
+    if let Some(scope) = scope
+        && let Err(e) = http::authorize(&req, scope, &cfg)
+    {
+        return http::error(&e);
+    }
+    let out = match route {
+        Route::Jobs if method == Method::Post => jobs::create(&mut req, &env, &cfg).await,
+        Route::Jobs => jobs::list(&req, &env, &cfg).await,
+        Route::Batch => jobs::batch(&mut req, &env, &cfg).await,
+        Route::Job(id) => jobs::get(&env, id).await,
+        Route::Cancel(id) => jobs::cancel(&env, id).await,
+        Route::Retry(id) => jobs::retry(&env, id).await,
+        Route::Dead => dead::list(&req, &env, &cfg).await,
+        Route::DeadReplay => dead::replay(&mut req, &env, &cfg).await,
+        Route::Events(id) => internal::event(&mut req, &env, id).await,
+        Route::Health | Route::Live => Err(ApiError::new(ErrorCode::Internal, "route dispatch error")),
     };
     match out {
         Ok(resp) => Ok(resp),
         Err(e) => http::error(&e),
     }
-}
-
-fn unreachable_route() -> std::result::Result<Response, ApiError> {
-    Err(ApiError::new(ErrorCode::Internal, "route dispatch error"))
 }

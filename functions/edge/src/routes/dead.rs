@@ -1,0 +1,81 @@
+//! The dead-letter set: jobs whose attempts ran out or that failed permanently.
+
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::time::parse_rfc3339;
+use edgejobs_core::wire::parse_list_params;
+use edgejobs_core::{ApiError, ErrorCode, JobState};
+use serde_json::{Value, json};
+use worker::{Env, Request};
+
+use super::jobs::{Out, fan_out_list, query_pairs, respond};
+use crate::http;
+use crate::shard;
+
+/// Largest number of jobs one bulk replay may requeue.
+pub const MAX_REPLAY: u64 = 1000;
+
+/// `GET /v1/dead?type=&from=&to=&limit=&cursor=` (`from`/`to`: when the job died).
+pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
+    let pairs = query_pairs(req)?;
+    let mut q = parse_list_params(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &["type", "tag", "from", "to", "limit", "cursor"],
+    )?;
+    q.state = Some(JobState::Dead);
+    fan_out_list(env, cfg, q).await
+}
+
+/// `POST /v1/dead/replay` with `{"type"?, "from"?, "to"?, "limit"?}` (admin scope):
+/// requeues up to `limit` (default 100, at most 1000) dead jobs as new attempt series.
+pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
+    let body = http::read_json(req).await?;
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
+    };
+    if let Some(k) = obj.keys().find(|k| !["type", "from", "to", "limit"].contains(&k.as_str())) {
+        return Err(ApiError::field(k, "unknown field"));
+    }
+    let time = |k: &str| -> Result<Option<u64>, ApiError> {
+        match obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => {
+                parse_rfc3339(s).map(Some).ok_or_else(|| ApiError::field(k, "must be an RFC 3339 timestamp"))
+            }
+            Some(_) => Err(ApiError::field(k, "must be an RFC 3339 timestamp string")),
+        }
+    };
+    let (from_ms, to_ms) = (time("from")?, time("to")?);
+    let job_type = match obj.get("type") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ApiError::field("type", "must be a string")),
+    };
+    let limit = match obj.get("limit") {
+        None | Some(Value::Null) => 100,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (1..=MAX_REPLAY).contains(n))
+            .ok_or_else(|| ApiError::field("limit", format!("must be an integer from 1 to {MAX_REPLAY}")))?,
+    };
+    let mut remaining = limit;
+    let mut ids: Vec<Value> = Vec::new();
+    for s in 0..cfg.shard_count {
+        if remaining == 0 {
+            break;
+        }
+        let (status, v) = shard::call(
+            env,
+            s,
+            "replay_dead",
+            &json!({ "type": job_type, "from_ms": from_ms, "to_ms": to_ms, "limit": remaining }),
+        )
+        .await?;
+        if status >= 400 {
+            return Err(ApiError::from_body(&v).unwrap_or_else(|| ApiError::new(ErrorCode::Internal, "replay failed")));
+        }
+        let got = v["ids"].as_array().cloned().unwrap_or_default();
+        remaining = remaining.saturating_sub(got.len() as u64);
+        ids.extend(got);
+    }
+    respond(200, &json!({ "replayed": ids.len(), "ids": ids }))
+}
