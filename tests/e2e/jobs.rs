@@ -219,12 +219,13 @@ fn delay_and_run_at_wait_for_the_alarm(ctx: &Ctx) -> anyhow::Result<()> {
     let created = ms(&r.body["created_at"]);
     let job = ctx.wait_state(&id, "completed", WAIT)?;
     ensure(ms(&job["started_at"]) >= created + 2000, || format!("ran too early: {job}"))?;
-    let at = edgejobs_core::time::format_rfc3339(created + 3000);
-    let r = ctx.post("/v1/jobs", &json!({ "type": "noop", "run_at": at }))?;
+    // run_at: three seconds after the edge's clock as it read when the first job finished.
+    let at = ms(&job["finished_at"]) + 3000;
+    let r = ctx.post("/v1/jobs", &json!({ "type": "noop", "run_at": edgejobs_core::time::format_rfc3339(at) }))?;
     ensure(r.body["state"] == "scheduled", || format!("run_at: {}", r.body))?;
     let id = r.body["id"].as_str().unwrap_or_default().to_owned();
     let job = ctx.wait_state(&id, "completed", WAIT)?;
-    ensure(ms(&job["started_at"]) >= created + 3000, || format!("ran before run_at: {job}"))
+    ensure(ms(&job["started_at"]) >= at, || format!("ran before run_at: {job}"))
 }
 
 fn webhook_job(url: &str, extra: Value) -> Value {

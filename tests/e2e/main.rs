@@ -6,6 +6,7 @@
 //! and the closing summary are cargo test's.
 
 mod jobs;
+mod upstash;
 mod util;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use util::Ctx;
 fn main() {
     let args = Arguments::from_args();
     let listing = args.list;
-    let tests: Vec<util::Test> = jobs::TESTS.to_vec();
+    let tests: Vec<util::Test> = [jobs::TESTS, upstash::TESTS].concat();
     if listing {
         let trials = tests.into_iter().map(|(name, _)| Trial::test(name, || Ok(()))).collect();
         libtest_mimic::run(&args, trials).exit();

@@ -1,5 +1,7 @@
 //! Test helpers: an HTTP client bound to the shared stack, and polling with bounds.
 
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -20,9 +22,16 @@ pub struct Ctx {
     pub admin_key: String,
     pub consumer_token: String,
     pub webhook_secret: String,
+    pub limited_key: String,
+    pub upstash_url: String,
+    pub upstash_token: String,
     pub http: Client,
     pub hooks: Hooks,
     pub openapi: OpenApi,
+    /// A second stack for tests that break things (stop Redis, restart wrangler, kill a
+    /// consumer), started on first use; the lock serializes those tests.
+    fault: Mutex<Option<Stack>>,
+    fault_dir: PathBuf,
 }
 
 /// A response, read whole.
@@ -48,11 +57,34 @@ impl Ctx {
             admin_key: stack.secrets.admin_key.clone(),
             consumer_token: stack.secrets.consumer_token.clone(),
             webhook_secret: stack.secrets.webhook_secret.clone(),
+            limited_key: stack.secrets.limited_key.clone().unwrap_or_default(),
+            upstash_url: stack.upstash_url.clone(),
+            upstash_token: stack.secrets.upstash_token.clone(),
             http: Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
             hooks: Hooks::start().expect("webhook target starts"),
             openapi: OpenApi::load(&StackOptions::default_root().join("functions/edge/openapi.json"))
                 .expect("openapi.json"),
+            fault: Mutex::new(None),
+            fault_dir: stack.opts.state_dir.join("fault"),
         }
+    }
+
+    /// Runs `f` with the fault stack (started on first use), holding it exclusively.
+    pub fn with_fault_stack<R>(&self, f: impl FnOnce(&mut Stack) -> anyhow::Result<R>) -> anyhow::Result<R> {
+        let mut guard = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let opts = StackOptions {
+                root: StackOptions::default_root(),
+                state_dir: self.fault_dir.clone(),
+                dev_vars: None,
+                consumer: true,
+                persist_redis: false,
+                vars: Vec::new(),
+            };
+            *guard = Some(Stack::start(opts).context("starting the fault stack")?);
+        }
+        let stack = guard.as_mut().context("fault stack")?;
+        f(stack)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -44,6 +44,8 @@ pub struct Secrets {
     pub consumer_token: String,
     pub webhook_secret: String,
     pub upstash_token: String,
+    /// A second `jobs` key with a tight rate limit (5 per minute), for rate-limit tests.
+    pub limited_key: Option<String>,
 }
 
 impl Secrets {
@@ -54,14 +56,19 @@ impl Secrets {
             consumer_token: format!("ej_consumer_{}", random_hex(16)),
             webhook_secret: format!("ej_whsec_{}", random_hex(16)),
             upstash_token: format!("local_{}", random_hex(16)),
+            limited_key: Some(format!("ej_limited_{}", random_hex(16))),
         }
     }
 
     /// The `.dev.vars` text holding these secrets.
     pub fn dev_vars(&self) -> String {
+        let api_keys = match &self.limited_key {
+            Some(k) => format!("{},{k}:5/60s", self.api_key),
+            None => self.api_key.clone(),
+        };
         format!(
             "EDGEJOBS_API_KEYS=\"{}\"\nEDGEJOBS_ADMIN_KEYS=\"{}\"\nEDGEJOBS_CONSUMER_TOKEN=\"{}\"\nWEBHOOK_SIGNING_SECRET=\"{}\"\nUPSTASH_REDIS_REST_TOKEN=\"{}\"\n",
-            self.api_key, self.admin_key, self.consumer_token, self.webhook_secret, self.upstash_token
+            api_keys, self.admin_key, self.consumer_token, self.webhook_secret, self.upstash_token
         )
     }
 
@@ -72,7 +79,10 @@ impl Secrets {
             text.lines()
                 .filter_map(|l| l.split_once('='))
                 .find(|(name, _)| name.trim() == k)
-                .map(|(_, v)| v.trim().trim_matches('"').split(',').next().unwrap_or("").trim().to_owned())
+                .map(|(_, v)| {
+                    let first = v.trim().trim_matches('"').split(',').next().unwrap_or("");
+                    first.split(':').next().unwrap_or("").trim().to_owned()
+                })
                 .filter(|v| !v.is_empty())
                 .with_context(|| format!("{} has no {k}", path.display()))
         };
@@ -82,6 +92,7 @@ impl Secrets {
             consumer_token: get("EDGEJOBS_CONSUMER_TOKEN")?,
             webhook_secret: get("WEBHOOK_SIGNING_SECRET")?,
             upstash_token: get("UPSTASH_REDIS_REST_TOKEN")?,
+            limited_key: None,
         })
     }
 }
@@ -179,7 +190,15 @@ impl Stack {
         self.opts.state_dir.join("logs").join(format!("{name}.log"))
     }
 
-    fn start_redis(&mut self) -> anyhow::Result<()> {
+    /// Stops redis-server (for fault tests); [`Stack::start_redis`] brings it back on the
+    /// same port.
+    pub fn stop_redis(&mut self) {
+        if let Some(mut p) = self.redis.take() {
+            p.stop(Duration::from_secs(5));
+        }
+    }
+
+    pub fn start_redis(&mut self) -> anyhow::Result<()> {
         let dir = self.opts.state_dir.join("redis");
         std::fs::create_dir_all(&dir)?;
         let mut cmd = Command::new("redis-server");
@@ -285,6 +304,13 @@ impl Stack {
             bail!("wrangler dev did not start:\n{}", self.tail("wrangler"));
         }
         Ok(())
+    }
+
+    /// Restarts `wrangler dev` with these `[vars]` overrides (same port and state).
+    pub fn restart_wrangler(&mut self, vars: Vec<(String, String)>) -> anyhow::Result<()> {
+        self.stop_wrangler();
+        self.opts.vars = vars;
+        self.start_wrangler()
     }
 
     /// Stops `wrangler dev` (and its workerd); local queue messages in memory are lost, as

@@ -18,7 +18,12 @@ pub fn log(level: &str, msg: &str, fields: Value) {
     if let (Some(obj), Value::Object(extra)) = (line.as_object_mut(), fields) {
         obj.extend(extra);
     }
-    worker::console_log!("{line}");
+    // wrangler dev at --log-level warn shows console.warn/error only; route by level.
+    match level {
+        "error" => worker::console_error!("{line}"),
+        "warn" => worker::console_warn!("{line}"),
+        _ => worker::console_log!("{line}"),
+    }
 }
 
 pub fn json<T: Serialize>(status: u16, body: &T) -> Result<Response> {
@@ -58,7 +63,7 @@ fn too_large(len: usize) -> ApiError {
 }
 
 /// Checks the request's bearer token against `scope`.
-pub fn authorize(req: &Request, scope: Scope, cfg: &EdgeConfig) -> std::result::Result<(), ApiError> {
+pub fn authorize(req: &Request, scope: Scope, cfg: &EdgeConfig) -> std::result::Result<auth::Principal, ApiError> {
     let header = req.headers().get("authorization").ok().flatten();
     auth::authorize(header.as_deref(), scope, cfg)
 }

@@ -9,6 +9,7 @@
 //! - [`shard`]: the `JobShard` Durable Object and the client the routes use to reach it.
 //! - [`consumer`]: the `jobs` queue consumer that runs edge-lane jobs.
 //! - [`handlers`]: the edge-lane job handlers (`noop`, `webhook`).
+//! - [`ratelimit`]: the per-key enqueue rate limit in Upstash.
 //! - [`platform`]: the clock and the random source, the only impure inputs of the core.
 
 use worker::{Context, Env, MessageBatch, Request, Response, Result, event};
@@ -18,6 +19,7 @@ pub mod consumer;
 pub mod handlers;
 pub mod http;
 pub mod platform;
+pub mod ratelimit;
 pub mod routes;
 pub mod shard;
 

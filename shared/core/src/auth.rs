@@ -2,8 +2,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{EdgeConfig, Secret};
+use crate::config::{ApiKey, EdgeConfig};
 use crate::error::{ApiError, ErrorCode};
+use crate::ratelimit::Limit;
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,14 +24,22 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     da.iter().zip(db.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn any_matches(keys: &[Secret], token: &str) -> bool {
-    // Check every key (no early exit) so timing does not tell which list matched.
-    keys.iter().fold(false, |hit, k| constant_time_eq(k.expose(), token) | hit)
+/// Who made a request: an opaque id of the key (never the key) and its own rate limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// The first 8 bytes of SHA-256 of the key, in hex: safe to log and to use in Redis keys.
+    pub key_id: String,
+    pub limit: Option<Limit>,
+}
+
+fn matching<'a>(keys: &'a [ApiKey], token: &str) -> Option<&'a ApiKey> {
+    // Check every key (no early exit) so timing does not tell which one matched.
+    keys.iter().fold(None, |hit, k| if constant_time_eq(k.secret.expose(), token) { Some(k) } else { hit })
 }
 
 /// Checks an `Authorization` header value against the scope a route needs.
 /// 401 when the token is missing or unknown, 403 when it is valid but lacks the scope.
-pub fn authorize(header: Option<&str>, scope: Scope, cfg: &EdgeConfig) -> Result<(), ApiError> {
+pub fn authorize(header: Option<&str>, scope: Scope, cfg: &EdgeConfig) -> Result<Principal, ApiError> {
     let token = header
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::trim)
@@ -38,8 +47,9 @@ pub fn authorize(header: Option<&str>, scope: Scope, cfg: &EdgeConfig) -> Result
         .ok_or_else(|| {
             ApiError::new(ErrorCode::Unauthorized, "missing bearer token: send 'Authorization: Bearer <key>'")
         })?;
-    let is_jobs = any_matches(&cfg.api_keys, token);
-    let is_admin = any_matches(&cfg.admin_keys, token);
+    let jobs_key = matching(&cfg.api_keys, token);
+    let admin_key = matching(&cfg.admin_keys, token);
+    let (is_jobs, is_admin) = (jobs_key.is_some(), admin_key.is_some());
     let is_consumer = constant_time_eq(cfg.consumer_token.expose(), token);
     if !(is_jobs || is_admin || is_consumer) {
         return Err(ApiError::new(ErrorCode::Unauthorized, "invalid API key"));
@@ -50,7 +60,8 @@ pub fn authorize(header: Option<&str>, scope: Scope, cfg: &EdgeConfig) -> Result
         Scope::Consumer => is_consumer,
     };
     if allowed {
-        Ok(())
+        let digest = Sha256::digest(token.as_bytes());
+        Ok(Principal { key_id: hex::encode(&digest[..8]), limit: jobs_key.or(admin_key).and_then(|k| k.limit) })
     } else {
         Err(ApiError::new(ErrorCode::Forbidden, format!("this key lacks the {scope:?} scope").to_lowercase()))
     }
@@ -60,14 +71,25 @@ pub fn authorize(header: Option<&str>, scope: Scope, cfg: &EdgeConfig) -> Result
 mod tests {
     use super::*;
 
+    use crate::config::Secret;
+
+    fn key(k: &str) -> ApiKey {
+        ApiKey { secret: Secret::new(k), limit: None }
+    }
+
     fn cfg() -> EdgeConfig {
         EdgeConfig {
             shard_count: 4,
             idempotency_window_ms: 1000,
-            api_keys: vec![Secret::new("jobs-key-0123456789")],
-            admin_keys: vec![Secret::new("admin-key-0123456789")],
+            api_keys: vec![key("jobs-key-0123456789")],
+            admin_keys: vec![key("admin-key-0123456789")],
             consumer_token: Secret::new("consumer-0123456789"),
             webhook_secret: Secret::new("webhook-0123456789"),
+            rate_limit: None,
+            rate_limit_fail_open: true,
+            upstash_url: "http://127.0.0.1:1".into(),
+            upstash_token: Secret::new("upstash-0123456789"),
+            upstash_timeout_ms: 1000,
         }
     }
 
@@ -91,6 +113,18 @@ mod tests {
             let got = authorize(*header, *scope, &c).err().map(|e| e.code);
             assert_eq!(got, *want, "{header:?} {scope:?}");
         }
+    }
+
+    #[test]
+    fn principals_name_keys_by_digest_and_carry_their_limit() {
+        let mut c = cfg();
+        c.api_keys[0].limit = Some(Limit { requests: 5, window_ms: 1000 });
+        let p = authorize(Some("Bearer jobs-key-0123456789"), Scope::Jobs, &c).expect("ok");
+        assert_eq!(p.key_id.len(), 16);
+        assert!(!p.key_id.contains("jobs-key"));
+        assert_eq!(p.limit, Some(Limit { requests: 5, window_ms: 1000 }));
+        let other = authorize(Some("Bearer admin-key-0123456789"), Scope::Jobs, &c).expect("ok");
+        assert_ne!(other.key_id, p.key_id);
     }
 
     #[test]

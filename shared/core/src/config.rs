@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::ratelimit::Limit;
+
 /// A secret string. Debug and Display print `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -31,6 +33,18 @@ pub mod names {
     pub const ADMIN_KEYS: &str = "EDGEJOBS_ADMIN_KEYS";
     pub const CONSUMER_TOKEN: &str = "EDGEJOBS_CONSUMER_TOKEN";
     pub const WEBHOOK_SECRET: &str = "WEBHOOK_SIGNING_SECRET";
+    pub const RATE_LIMIT: &str = "RATE_LIMIT";
+    pub const RATE_LIMIT_ON_ERROR: &str = "RATE_LIMIT_ON_ERROR";
+    pub const UPSTASH_URL: &str = "UPSTASH_REDIS_REST_URL";
+    pub const UPSTASH_TOKEN: &str = "UPSTASH_REDIS_REST_TOKEN";
+    pub const UPSTASH_TIMEOUT: &str = "UPSTASH_TIMEOUT";
+}
+
+/// An API key, optionally with its own rate limit (`key:100/60s` in the secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    pub secret: Secret,
+    pub limit: Option<Limit>,
 }
 
 /// The typed edge configuration.
@@ -41,14 +55,27 @@ pub struct EdgeConfig {
     pub shard_count: u16,
     /// How long an idempotency key maps to its job, in ms. Default 24 h.
     pub idempotency_window_ms: u64,
-    /// Keys with the `jobs` scope (comma-separated secret). Required.
-    pub api_keys: Vec<Secret>,
+    /// Keys with the `jobs` scope (comma-separated secret; `key:100/60s` gives one key its
+    /// own rate limit). Required.
+    pub api_keys: Vec<ApiKey>,
     /// Keys with the `admin` scope, which also covers `jobs` (comma-separated secret). Required.
-    pub admin_keys: Vec<Secret>,
+    pub admin_keys: Vec<ApiKey>,
     /// The token the native consumer uses for its reports. Required.
     pub consumer_token: Secret,
     /// The HMAC-SHA256 key for `X-Edgejobs-Signature` on webhooks. Required.
     pub webhook_secret: Secret,
+    /// Enqueue rate limit per API key, `"<requests>/<window>"`. Default `600/60s`; `off`
+    /// disables it. A key's own limit (`key:100/60s`) wins.
+    pub rate_limit: Option<Limit>,
+    /// When Upstash cannot be reached, admit requests (`open`, the default) or refuse them
+    /// with 503 (`closed`).
+    pub rate_limit_fail_open: bool,
+    /// The Upstash REST endpoint. Required.
+    pub upstash_url: String,
+    /// The Upstash REST token (a secret). Required.
+    pub upstash_token: Secret,
+    /// Timeout of each Upstash call from the edge, in ms. Default 2 s.
+    pub upstash_timeout_ms: u64,
 }
 
 impl EdgeConfig {
@@ -78,17 +105,24 @@ impl EdgeConfig {
                 }
             },
         };
-        let mut keys = |name: &str| -> Vec<Secret> {
-            let list: Vec<Secret> = get(name)
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|k| !k.is_empty())
-                .map(Secret::new)
-                .collect();
+        let mut keys = |name: &str| -> Vec<ApiKey> {
+            let mut list = Vec::new();
+            for entry in get(name).unwrap_or_default().split(',').map(str::trim).filter(|k| !k.is_empty()) {
+                let (key, limit) = match entry.split_once(':') {
+                    Some((k, l)) => match Limit::parse(l) {
+                        Some(limit) => (k, Some(limit)),
+                        None => {
+                            errors.push(format!("{name}: a key's limit must look like key:100/60s"));
+                            (k, None)
+                        }
+                    },
+                    None => (entry, None),
+                };
+                list.push(ApiKey { secret: Secret::new(key), limit });
+            }
             if list.is_empty() {
                 errors.push(format!("{name}: required (a secret; comma-separated keys)"));
-            } else if list.iter().any(|k| k.expose().len() < 16) {
+            } else if list.iter().any(|k| k.secret.expose().len() < 16) {
                 errors.push(format!("{name}: every key must be at least 16 characters"));
             }
             list
@@ -106,8 +140,57 @@ impl EdgeConfig {
         };
         let consumer_token = one(names::CONSUMER_TOKEN);
         let webhook_secret = one(names::WEBHOOK_SECRET);
+        let upstash_token = one(names::UPSTASH_TOKEN);
+        let rate_limit = match get(names::RATE_LIMIT).as_deref().map(str::trim) {
+            None | Some("") => Some(Limit { requests: 600, window_ms: 60_000 }),
+            Some("off") => None,
+            Some(s) => match Limit::parse(s) {
+                Some(l) => Some(l),
+                None => {
+                    errors.push(format!("{}: must look like \"600/60s\" or be \"off\"", names::RATE_LIMIT));
+                    None
+                }
+            },
+        };
+        let rate_limit_fail_open = match get(names::RATE_LIMIT_ON_ERROR).as_deref().map(str::trim) {
+            None | Some("") | Some("open") => true,
+            Some("closed") => false,
+            Some(_) => {
+                errors.push(format!("{}: must be \"open\" or \"closed\"", names::RATE_LIMIT_ON_ERROR));
+                true
+            }
+        };
+        let upstash_url = match get(names::UPSTASH_URL) {
+            Some(u) if u.starts_with("https://") || u.starts_with("http://") => u.trim_end_matches('/').to_owned(),
+            _ => {
+                errors.push(format!("{}: required (an http(s) URL)", names::UPSTASH_URL));
+                String::new()
+            }
+        };
+        let upstash_timeout_ms = match get(names::UPSTASH_TIMEOUT) {
+            None => 2000,
+            Some(s) => match crate::spec::parse_duration(&serde_json::Value::String(s)) {
+                Some(ms) if (10..=60_000).contains(&ms) => ms,
+                _ => {
+                    errors.push(format!("{}: must be a duration from 10ms to 60s", names::UPSTASH_TIMEOUT));
+                    2000
+                }
+            },
+        };
         if errors.is_empty() {
-            Ok(EdgeConfig { shard_count, idempotency_window_ms, api_keys, admin_keys, consumer_token, webhook_secret })
+            Ok(EdgeConfig {
+                shard_count,
+                idempotency_window_ms,
+                api_keys,
+                admin_keys,
+                consumer_token,
+                webhook_secret,
+                rate_limit,
+                rate_limit_fail_open,
+                upstash_url,
+                upstash_token,
+                upstash_timeout_ms,
+            })
         } else {
             Err(errors)
         }
@@ -129,6 +212,8 @@ mod tests {
         (names::ADMIN_KEYS, "k_admin_0123456789abcdef"),
         (names::CONSUMER_TOKEN, "c_0123456789abcdef"),
         (names::WEBHOOK_SECRET, "w_0123456789abcdef"),
+        (names::UPSTASH_URL, "http://127.0.0.1:1"),
+        (names::UPSTASH_TOKEN, "u_0123456789abcdef"),
     ];
 
     #[test]
@@ -137,12 +222,33 @@ mod tests {
         assert_eq!(c.shard_count, 16);
         assert_eq!(c.idempotency_window_ms, 86_400_000);
         assert_eq!(c.api_keys.len(), 2);
+        assert_eq!(c.rate_limit, Some(Limit { requests: 600, window_ms: 60_000 }));
+        assert!(c.rate_limit_fail_open);
+        assert_eq!(c.upstash_timeout_ms, 2000);
+    }
+
+    #[test]
+    fn per_key_limits_and_rate_limit_settings() {
+        let mut pairs = GOOD.to_vec();
+        pairs[0] = (names::API_KEYS, "k_jobs_0123456789abcdef:5/1m,k_jobs_second_key_000");
+        pairs.push((names::RATE_LIMIT, "off"));
+        pairs.push((names::RATE_LIMIT_ON_ERROR, "closed"));
+        let c = parse(&pairs).expect("valid");
+        assert_eq!(c.api_keys[0].limit, Some(Limit { requests: 5, window_ms: 60_000 }));
+        assert_eq!(c.api_keys[0].secret.expose(), "k_jobs_0123456789abcdef");
+        assert_eq!((c.rate_limit, c.rate_limit_fail_open), (None, false));
+        pairs.push((names::RATE_LIMIT, "lots"));
+        let mut bad = GOOD.to_vec();
+        bad.push((names::RATE_LIMIT, "lots"));
+        bad.push((names::RATE_LIMIT_ON_ERROR, "maybe"));
+        bad.push((names::UPSTASH_TIMEOUT, "0ms"));
+        assert_eq!(parse(&bad).expect_err("invalid").len(), 3);
     }
 
     #[test]
     fn every_problem_is_reported_and_no_secret_leaks() {
         let errs = parse(&[(names::SHARD_COUNT, "0"), (names::API_KEYS, "short-secret-x")]).expect_err("invalid");
-        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert_eq!(errs.len(), 7, "{errs:?}");
         assert!(errs.iter().all(|e| !e.contains("short-secret-x")));
         let c = parse(GOOD).expect("valid");
         assert!(!format!("{c:?}").contains("0123456789abcdef"));

@@ -9,6 +9,7 @@
 //! - [`job`]: the job record, its states and lanes.
 //! - [`spec`]: the registry of job types and validation of enqueue requests.
 //! - [`machine`]: the state machine; the only place that decides legal transitions.
+//! - [`ratelimit`]: rate limits and the sliding-window decision.
 //! - [`retry`]: the backoff policy (exponential, full jitter, cap).
 //! - [`auth`]: API key scopes and constant-time comparison.
 //! - [`config`]: the typed edge configuration and the redacting [`config::Secret`].
@@ -23,6 +24,7 @@ pub mod error;
 pub mod id;
 pub mod job;
 pub mod machine;
+pub mod ratelimit;
 pub mod retry;
 pub mod spec;
 pub mod time;

@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use clap::Parser;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 
 /// Command-line settings (each also readable from the environment).
@@ -37,7 +37,9 @@ struct Args {
 
 #[derive(Clone)]
 struct AppState {
-    conn: MultiplexedConnection,
+    /// `host:port` of redis, for transactions (which need a connection of their own).
+    redis_addr: String,
+    conn: ConnectionManager,
     token: String,
 }
 
@@ -47,8 +49,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.listen.ip().is_loopback(), "upstash-local listens on loopback only");
     let client = redis::Client::open(args.redis_url.as_str()).context("invalid redis url")?;
-    let conn = client.get_multiplexed_async_connection().await.context("cannot connect to redis")?;
-    let app = router(AppState { conn, token: args.token });
+    // The manager reconnects by itself when redis restarts.
+    let conn = ConnectionManager::new(client).await.context("cannot connect to redis")?;
+    let redis_addr = args.redis_url.trim_start_matches("redis://").trim_end_matches('/').to_owned();
+    let app = router(AppState { redis_addr, conn, token: args.token });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -104,13 +108,14 @@ async fn dispatch(State(st): State<AppState>, method: Method, uri: Uri, headers:
                 }
             }
             if path == "/multi-exec" {
-                multi_exec(&mut conn, parsed, b64).await
+                multi_exec(&st.redis_addr, parsed, b64).await
             } else {
                 let mut out = Vec::with_capacity(parsed.len());
                 for args in parsed {
                     out.push(match run(&mut conn, &args).await {
                         Ok(v) => json!({ "result": encode(v, b64) }),
-                        Err(e) => json!({ "error": e }),
+                        Err(Failed::Refused(e)) => json!({ "error": e }),
+                        Err(Failed::Unreachable(e)) => return err(StatusCode::INTERNAL_SERVER_ERROR, &e),
                     });
                 }
                 axum::Json(Value::Array(out)).into_response()
@@ -137,25 +142,92 @@ async fn dispatch(State(st): State<AppState>, method: Method, uri: Uri, headers:
     }
 }
 
-async fn single(conn: &mut MultiplexedConnection, args: &[Vec<u8>], b64: bool) -> Response {
+async fn single(conn: &mut ConnectionManager, args: &[Vec<u8>], b64: bool) -> Response {
     match run(conn, args).await {
         Ok(v) => axum::Json(json!({ "result": encode(v, b64) })).into_response(),
-        Err(e) => err(StatusCode::BAD_REQUEST, &e),
+        Err(Failed::Refused(e)) => err(StatusCode::BAD_REQUEST, &e),
+        Err(Failed::Unreachable(e)) => err(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
 }
 
-async fn multi_exec(conn: &mut MultiplexedConnection, cmds: Vec<Vec<Vec<u8>>>, b64: bool) -> Response {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    for args in &cmds {
-        pipe.add_command(build(args));
+/// Why a command has no result: Redis refused it (Upstash answers 400), or Redis could not
+/// be reached (Upstash answers 5xx).
+enum Failed {
+    Refused(String),
+    Unreachable(String),
+}
+
+/// A transaction runs on a connection of its own: MULTI/EXEC state belongs to a
+/// connection, and the shared multiplexed one interleaves other requests' commands. Each
+/// command's failure is reported on its own, as Upstash does; a command refused while
+/// queueing aborts the whole transaction (Redis's EXECABORT), answered as a 400.
+///
+/// It speaks RESP through redis-rs's parser directly because redis-rs turns any error
+/// nested in a reply into an error for the whole reply.
+async fn multi_exec(addr: &str, cmds: Vec<Vec<Vec<u8>>>, b64: bool) -> Response {
+    let addr = addr.to_owned();
+    let run = tokio::task::spawn_blocking(move || transaction(&addr, &cmds)).await;
+    match run {
+        Ok(Ok(values)) => axum::Json(Value::Array(
+            values
+                .into_iter()
+                .map(|v| match server_error_text(&v) {
+                    Some(e) => json!({ "error": e }),
+                    None => json!({ "result": encode(v, b64) }),
+                })
+                .collect(),
+        ))
+        .into_response(),
+        Ok(Err(TxError::Refused(e))) => err(StatusCode::BAD_REQUEST, &e),
+        Ok(Err(TxError::Io(e))) => err(StatusCode::INTERNAL_SERVER_ERROR, &format!("ERR redis unreachable: {e}")),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, &format!("ERR {e}")),
     }
-    match pipe.query_async::<Vec<redis::Value>>(conn).await {
-        Ok(values) => {
-            axum::Json(Value::Array(values.into_iter().map(|v| json!({ "result": encode(v, b64) })).collect()))
-                .into_response()
+}
+
+enum TxError {
+    Refused(String),
+    Io(String),
+}
+
+fn transaction(addr: &str, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<redis::Value>, TxError> {
+    use std::io::Write as _;
+    let io = |e: std::io::Error| TxError::Io(e.to_string());
+    let stream = std::net::TcpStream::connect(addr).map_err(io)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).map_err(io)?;
+    let mut packed = redis::cmd("MULTI").get_packed_command();
+    for args in cmds {
+        packed.extend(build(args).get_packed_command());
+    }
+    packed.extend(redis::cmd("EXEC").get_packed_command());
+    (&stream).write_all(&packed).map_err(io)?;
+    let mut reader = std::io::BufReader::new(&stream);
+    let mut parser = redis::Parser::new();
+    let mut next = || parser.parse_value(&mut reader).map_err(|e| TxError::Io(e.to_string()));
+    next()?; // +OK for MULTI
+    let mut queue_error = None;
+    for _ in cmds {
+        if let Some(e) = server_error_text(&next()?) {
+            queue_error.get_or_insert(e);
         }
-        Err(e) => err(StatusCode::BAD_REQUEST, &error_text(&e)),
+    }
+    match next()? {
+        redis::Value::Array(values) => Ok(values),
+        other => Err(TxError::Refused(
+            queue_error
+                .or_else(|| server_error_text(&other))
+                .unwrap_or_else(|| "EXECABORT Transaction discarded".into()),
+        )),
+    }
+}
+
+/// The text of an error reply nested in an array (`CODE detail`), if `v` is one.
+fn server_error_text(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::ServerError(e) => Some(match e.details() {
+            Some(d) => format!("{} {d}", e.code()),
+            None => e.code().to_owned(),
+        }),
+        _ => None,
     }
 }
 
@@ -183,8 +255,16 @@ fn build(args: &[Vec<u8>]) -> redis::Cmd {
     cmd
 }
 
-async fn run(conn: &mut MultiplexedConnection, args: &[Vec<u8>]) -> Result<redis::Value, String> {
-    build(args).query_async::<redis::Value>(conn).await.map_err(|e| error_text(&e))
+async fn run(conn: &mut ConnectionManager, args: &[Vec<u8>]) -> Result<redis::Value, Failed> {
+    build(args).query_async::<redis::Value>(conn).await.map_err(|e| {
+        // Every reply Redis itself sends has a code (ERR, WRONGTYPE, ...); anything else is
+        // the connection failing.
+        if e.code().is_none() || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+            Failed::Unreachable(format!("ERR redis unreachable: {e}"))
+        } else {
+            Failed::Refused(error_text(&e))
+        }
+    })
 }
 
 fn error_text(e: &redis::RedisError) -> String {
@@ -211,14 +291,15 @@ fn encode(v: redis::Value, b64: bool) -> Value {
         R::Int(i) => json!(i),
         R::BulkString(b) => text(&b, b64),
         R::SimpleString(s) => text(s.as_bytes(), b64),
-        R::Okay => text(b"OK", b64),
+        // Upstash sends OK as plain text even in base64 mode; the official client relies on it.
+        R::Okay => Value::String("OK".to_owned()),
         R::Array(items) | R::Set(items) => Value::Array(items.into_iter().map(|i| encode(i, b64)).collect()),
         R::Map(pairs) => Value::Array(pairs.into_iter().flat_map(|(k, v)| [encode(k, b64), encode(v, b64)]).collect()),
         R::Double(d) => text(d.to_string().as_bytes(), b64),
         R::Boolean(b) => json!(if b { 1 } else { 0 }),
         R::VerbatimString { text: t, .. } => text(t.as_bytes(), b64),
         R::BigNumber(n) => text(n.to_string().as_bytes(), b64),
-        R::ServerError(e) => json!({ "error": e.details().unwrap_or("ERR").to_owned() }),
+        e @ R::ServerError(_) => json!({ "error": server_error_text(&e) }),
         other => text(format!("{other:?}").as_bytes(), b64),
     }
 }

@@ -1,24 +1,21 @@
-//! edgejobs-upstash: the Upstash Redis REST client. This first cut holds the credentials type;
-//! the client itself, its transport trait and its fakes arrive with the Upstash issue.
+//! edgejobs-upstash: a client for Upstash Redis's REST API, used by the edge Worker (wasm32)
+//! and the native consumer alike.
+//!
+//! Layout:
+//! - [`transport`]: the HTTP transport trait the client is generic over, and its
+//!   implementations: [`transport::ReqwestTransport`] (native, and wasm32 where reqwest uses
+//!   the runtime's fetch), [`transport::ScriptedTransport`] (an in-memory fake for unit
+//!   tests) and [`transport::Faulty`] (injects failures and latency).
+//! - [`client`]: [`Client`]: single commands, pipelines, transactions, base64 replies.
+//! - [`reply`]: [`Reply`], a decoded Redis reply.
+//! - [`ratelimit`]: a sliding-window rate limiter kept in Redis, one pipeline per request.
+//!
+//! Tokens never appear in `Debug` output, errors or logs.
 
-use edgejobs_core::config::Secret;
+pub mod client;
+pub mod ratelimit;
+pub mod reply;
+pub mod transport;
 
-/// Where an Upstash database answers and the token it wants. Debug never shows the token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// `UPSTASH_REDIS_REST_URL`, e.g. `https://eu1-x.upstash.io`.
-    pub url: String,
-    /// `UPSTASH_REDIS_REST_TOKEN`.
-    pub token: Secret,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_hides_the_token() {
-        let c = Credentials { url: "http://127.0.0.1:1".into(), token: Secret::new("tok_very_secret") };
-        assert!(!format!("{c:?}").contains("very_secret"));
-    }
-}
+pub use client::{Client, Credentials, Error};
+pub use reply::Reply;

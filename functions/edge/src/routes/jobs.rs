@@ -1,7 +1,9 @@
 //! The job API: enqueue (one or a batch), read, list, cancel, retry.
 
+use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Event;
+use edgejobs_core::ratelimit::Decision;
 use edgejobs_core::spec::parse_spec;
 use edgejobs_core::wire::{ListQuery, merge_pages, parse_list_params};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
@@ -12,6 +14,7 @@ use worker::{Env, Request, Response};
 
 use crate::http;
 use crate::platform::{now_ms, random_u64};
+use crate::ratelimit;
 use crate::shard;
 
 pub type Out = std::result::Result<Response, ApiError>;
@@ -35,28 +38,70 @@ pub fn shard_for(key: Option<&str>, shard_count: u16) -> u16 {
     }
 }
 
-/// Creates one job from a parsed body; returns the status (201 new, 200 existing) and job.
-pub async fn create_one(env: &Env, cfg: &EdgeConfig, body: &Value) -> std::result::Result<(u16, Job), ApiError> {
+/// A validated job, with its shard, not yet stored.
+#[derive(Debug)]
+pub struct Prepared {
+    shard: u16,
+    job: Job,
+}
+
+/// Validates one job spec and gives it an id.
+pub fn prepare(cfg: &EdgeConfig, body: &Value) -> std::result::Result<Prepared, ApiError> {
     let now = now_ms();
     let spec = parse_spec(body, now)?;
     let shard = shard_for(spec.idempotency_key.as_deref(), cfg.shard_count);
     let id = JobId::new(shard, now, random_u64());
-    let (job, _effect) = spec.into_job(id, now);
-    shard::call_job(env, shard, "create", &json!({ "job": job, "idempotency_window_ms": cfg.idempotency_window_ms }))
-        .await
+    Ok(Prepared { shard, job: spec.into_job(id, now).0 })
+}
+
+/// Stores a prepared job; returns the status (201 new, 200 existing) and the job.
+pub async fn persist(env: &Env, cfg: &EdgeConfig, p: Prepared) -> std::result::Result<(u16, Job), ApiError> {
+    shard::call_job(
+        env,
+        p.shard,
+        "create",
+        &json!({ "job": p.job, "idempotency_window_ms": cfg.idempotency_window_ms }),
+    )
+    .await
+}
+
+/// Applies the rate limit for `cost` jobs: `Err(response)` is the 429 (or the 503 when the
+/// limiter fails closed), `Ok(decision)` the headers to add.
+async fn limit(cfg: &EdgeConfig, who: &Principal, cost: u32) -> std::result::Result<Option<Decision>, Out> {
+    match ratelimit::admit(cfg, who, cost).await {
+        Ok(Some(d)) if !d.allowed => {
+            Err(ratelimit::refusal(&d).map_err(|_| ApiError::new(ErrorCode::Internal, "response encoding failed")))
+        }
+        Ok(d) => Ok(d),
+        Err(e) => Err(Err(e)),
+    }
+}
+
+fn with_limit_headers(resp: Out, d: Option<Decision>) -> Out {
+    let mut resp = resp?;
+    if let Some(d) = d {
+        ratelimit::headers(&mut resp, &d);
+    }
+    Ok(resp)
 }
 
 /// `POST /v1/jobs`
-pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
+pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
     let body = http::read_json(req).await?;
-    let (status, job) = create_one(env, cfg, &body).await?;
-    respond(status, &job)
+    let prepared = prepare(cfg, &body)?;
+    let decision = match limit(cfg, who, 1).await {
+        Ok(d) => d,
+        Err(refused) => return refused,
+    };
+    let (status, job) = persist(env, cfg, prepared).await?;
+    with_limit_headers(respond(status, &job), decision)
 }
 
 /// `POST /v1/jobs/batch` with `{"jobs":[...]}` (1 to 100): every item is validated and
 /// created on its own and answered in order with `{"status":201,"job":{...}}` or
-/// `{"status":400,"error":{...}}`. A malformed envelope creates nothing.
-pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
+/// `{"status":400,"error":{...}}`. A malformed envelope creates nothing. The valid items
+/// count against the rate limit together; over it, nothing is created.
+pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
     let body = http::read_json(req).await?;
     let Some(obj) = body.as_object() else {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
@@ -68,7 +113,23 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
         Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_BATCH => items,
         _ => return Err(ApiError::field("jobs", format!("must be an array of 1 to {MAX_BATCH} job specs"))),
     };
-    let results = join_all(items.iter().map(|item| create_one(env, cfg, item))).await;
+    let prepared: Vec<std::result::Result<Prepared, ApiError>> = items.iter().map(|i| prepare(cfg, i)).collect();
+    let valid = prepared.iter().filter(|p| p.is_ok()).count() as u32;
+    let decision = if valid > 0 {
+        match limit(cfg, who, valid).await {
+            Ok(d) => d,
+            Err(refused) => return refused,
+        }
+    } else {
+        None
+    };
+    let results = join_all(prepared.into_iter().map(|p| async move {
+        match p {
+            Ok(p) => persist(env, cfg, p).await,
+            Err(e) => Err(e),
+        }
+    }))
+    .await;
     let out: Vec<Value> = results
         .into_iter()
         .map(|r| match r {
@@ -76,7 +137,7 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
             Err(e) => json!({ "status": e.status(), "error": e }),
         })
         .collect();
-    respond(200, &json!({ "results": out }))
+    with_limit_headers(respond(200, &json!({ "results": out })), decision)
 }
 
 /// Parses a job id from a path, answering 404 `job_not_found` for anything that is not one

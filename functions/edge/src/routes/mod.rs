@@ -74,25 +74,36 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
         Ok(c) => c,
         Err(e) => return http::error(&e),
     };
-    if let Some(scope) = scope
-        && let Err(e) = http::authorize(&req, scope, &cfg)
-    {
-        return http::error(&e);
-    }
-    let out = match route {
-        Route::Jobs if method == Method::Post => jobs::create(&mut req, &env, &cfg).await,
-        Route::Jobs => jobs::list(&req, &env, &cfg).await,
-        Route::Batch => jobs::batch(&mut req, &env, &cfg).await,
-        Route::Job(id) => jobs::get(&env, id).await,
-        Route::Cancel(id) => jobs::cancel(&env, id).await,
-        Route::Retry(id) => jobs::retry(&env, id).await,
-        Route::Dead => dead::list(&req, &env, &cfg).await,
-        Route::DeadReplay => dead::replay(&mut req, &env, &cfg).await,
-        Route::Events(id) => internal::event(&mut req, &env, id).await,
-        Route::Health | Route::Live => Err(ApiError::new(ErrorCode::Internal, "route dispatch error")),
+    let principal = match scope.map(|s| http::authorize(&req, s, &cfg)) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => return http::error(&e),
+        None => None,
+    };
+    let out = match (route, principal) {
+        (Route::Jobs, Some(who)) if method == Method::Post => jobs::create(&mut req, &env, &cfg, &who).await,
+        (Route::Batch, Some(who)) => jobs::batch(&mut req, &env, &cfg, &who).await,
+        (route, _) => dispatch(route, &mut req, &env, &cfg).await,
     };
     match out {
         Ok(resp) => Ok(resp),
         Err(e) => http::error(&e),
+    }
+}
+
+async fn dispatch(
+    route: Route<'_>,
+    req: &mut Request,
+    env: &Env,
+    cfg: &edgejobs_core::config::EdgeConfig,
+) -> jobs::Out {
+    match route {
+        Route::Jobs => jobs::list(req, env, cfg).await,
+        Route::Job(id) => jobs::get(env, id).await,
+        Route::Cancel(id) => jobs::cancel(env, id).await,
+        Route::Retry(id) => jobs::retry(env, id).await,
+        Route::Dead => dead::list(req, env, cfg).await,
+        Route::DeadReplay => dead::replay(req, env, cfg).await,
+        Route::Events(id) => internal::event(req, env, id).await,
+        Route::Health | Route::Live | Route::Batch => Err(ApiError::new(ErrorCode::Internal, "route dispatch error")),
     }
 }

@@ -1,0 +1,94 @@
+//! Enqueue rate limiting per API key, kept in Upstash (a sliding window, one pipeline per
+//! request). When Upstash cannot be reached the configured behaviour applies: admit (the
+//! default; counted, and logged at most once a minute per isolate) or refuse with 503.
+
+use std::cell::Cell;
+
+use edgejobs_core::auth::Principal;
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::ratelimit::Decision;
+use edgejobs_core::{ApiError, ErrorCode};
+use edgejobs_upstash::transport::ReqwestTransport;
+use edgejobs_upstash::{Client, Credentials, ratelimit};
+use serde_json::json;
+use worker::Response;
+
+use crate::http::log;
+use crate::platform::{now_ms, random_u64};
+
+thread_local! {
+    /// When this isolate last logged an Upstash failure of the limiter, and how many it
+    /// has seen since it started (wasm isolates are single-threaded).
+    static LAST_LOG_MS: Cell<u64> = const { Cell::new(0) };
+    static FAILURES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The Upstash client for the edge, with the configured timeout.
+pub fn upstash(cfg: &EdgeConfig) -> Client<ReqwestTransport> {
+    let mut c = Client::new(
+        Credentials { url: cfg.upstash_url.clone(), token: cfg.upstash_token.clone() },
+        ReqwestTransport::new(),
+    );
+    c.timeout = std::time::Duration::from_millis(cfg.upstash_timeout_ms);
+    c
+}
+
+/// Counts `cost` enqueues for `who`. `Ok(None)`: no limit applies (or Upstash failed and
+/// the limiter fails open); `Ok(Some(d))`: the decision, allowed or not.
+pub async fn admit(cfg: &EdgeConfig, who: &Principal, cost: u32) -> Result<Option<Decision>, ApiError> {
+    let Some(limit) = who.limit.or(cfg.rate_limit) else { return Ok(None) };
+    let key = format!("edgejobs:ratelimit:{}", who.key_id);
+    let nonce = format!("{:016x}", random_u64());
+    match ratelimit::check(&upstash(cfg), &key, limit, cost, now_ms(), &nonce).await {
+        Ok(d) => Ok(Some(d)),
+        Err(e) => {
+            let failures = FAILURES.with(|f| {
+                f.set(f.get() + 1);
+                f.get()
+            });
+            let now = now_ms();
+            if LAST_LOG_MS.with(|l| now.saturating_sub(l.get()) >= 60_000) {
+                LAST_LOG_MS.with(|l| l.set(now));
+                log(
+                    "error",
+                    "rate limiter cannot reach Upstash",
+                    json!({ "error": e.to_string(), "fail_open": cfg.rate_limit_fail_open, "failures_in_isolate": failures }),
+                );
+            }
+            if cfg.rate_limit_fail_open {
+                Ok(None)
+            } else {
+                Err(ApiError::new(ErrorCode::Unavailable, "the rate limiter cannot reach Upstash; retry later"))
+            }
+        }
+    }
+}
+
+/// Failures of the limiter seen by this isolate (for metrics).
+pub fn failures() -> u64 {
+    FAILURES.with(Cell::get)
+}
+
+fn secs(ms: u64) -> String {
+    ms.div_ceil(1000).max(1).to_string()
+}
+
+/// Adds `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds).
+pub fn headers(resp: &mut Response, d: &Decision) {
+    let h = resp.headers_mut();
+    let _ = h.set("ratelimit-limit", &d.limit.to_string());
+    let _ = h.set("ratelimit-remaining", &d.remaining.to_string());
+    let _ = h.set("ratelimit-reset", &secs(d.reset_ms));
+}
+
+/// The 429 answer for a refused decision.
+pub fn refusal(d: &Decision) -> worker::Result<Response> {
+    let e = ApiError::new(
+        ErrorCode::RateLimited,
+        format!("rate limit of {} enqueues exceeded; retry in {} s", d.limit, secs(d.retry_after_ms)),
+    );
+    let mut resp = crate::http::error(&e)?;
+    headers(&mut resp, d);
+    resp.headers_mut().set("retry-after", &secs(d.retry_after_ms))?;
+    Ok(resp)
+}
