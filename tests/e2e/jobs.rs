@@ -26,7 +26,6 @@ pub const TESTS: &[Test] = &[
     ("timeout_fails_the_attempt", timeout_fails_the_attempt),
     ("cancel_queued_scheduled_and_active", cancel_queued_scheduled_and_active),
     ("bulk_dead_replay_is_admin_only", bulk_dead_replay_is_admin_only),
-    ("reports_are_fenced_by_attempt", reports_are_fenced_by_attempt),
 ];
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -314,10 +313,6 @@ fn cancel_queued_scheduled_and_active(ctx: &Ctx) -> anyhow::Result<()> {
     let r = ctx.post(&format!("/v1/jobs/{id}/cancel"), &json!({}))?;
     ensure(r.status == 200 && r.body["state"] == "cancelled", || format!("cancel: {} {}", r.status, r.body))?;
     expect_error(&ctx.post(&format!("/v1/jobs/{id}/cancel"), &json!({}))?, 409, "invalid_transition")?;
-    // Queued (a native job waits for its consumer) → cancelled.
-    let id = ctx.enqueue(&json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
-    let r = ctx.post(&format!("/v1/jobs/{id}/cancel"), &json!({}))?;
-    ensure(r.body["state"] == "cancelled", || format!("cancel queued: {}", r.body))?;
     // Active → marked; its report is refused and the job ends cancelled.
     let path = format!("/{}", unique("cancel-active"));
     let url = ctx.hooks.script(&path, vec![Reply::status(200).delay(Duration::from_secs(3))]);
@@ -366,32 +361,4 @@ fn bulk_dead_replay_is_admin_only(ctx: &Ctx) -> anyhow::Result<()> {
     let r =
         ctx.send(ctx.http.post(ctx.url("/v1/dead/replay")).bearer_auth(&ctx.admin_key).json(&json!({ "limit": 0 })))?;
     expect_error(&r, 400, "invalid_field")
-}
-
-fn reports_are_fenced_by_attempt(ctx: &Ctx) -> anyhow::Result<()> {
-    // A native job stays queued until a consumer takes it: act as that consumer.
-    let id = ctx.enqueue(&json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
-    let r = ctx.report(&id, &json!({ "event": "start", "attempt": 2 }))?;
-    expect_error(&r, 409, "stale_attempt")?;
-    let r = ctx.report(&id, &json!({ "event": "start", "attempt": 1 }))?;
-    ensure(r.status == 200 && r.body["state"] == "active", || format!("start: {} {}", r.status, r.body))?;
-    expect_error(&ctx.report(&id, &json!({ "event": "start", "attempt": 1 }))?, 409, "invalid_transition")?;
-    expect_error(&ctx.report(&id, &json!({ "event": "complete", "attempt": 7 }))?, 409, "stale_attempt")?;
-    let r = ctx.report(&id, &json!({ "event": "heartbeat", "attempt": 1, "progress": { "pct": 50 } }))?;
-    ensure(r.status == 200 && r.body["progress"]["pct"] == 50, || format!("heartbeat: {}", r.body))?;
-    expect_error(&ctx.report(&id, &json!({ "event": "cancel" }))?, 400, "invalid_field")?;
-    expect_error(&ctx.report(&id, &json!({ "event": "complete" }))?, 400, "invalid_field")?;
-    let r = ctx.report(&id, &json!({ "event": "complete", "attempt": 1, "result": { "ok": 1 } }))?;
-    ensure(r.status == 200 && r.body["state"] == "completed", || format!("complete: {}", r.body))?;
-    // A late report from the same attempt changes nothing.
-    expect_error(
-        &ctx.report(
-            &id,
-            &json!({ "event": "fail", "attempt": 1, "error": "late", "disposition": { "kind": "retryable" } }),
-        )?,
-        409,
-        "invalid_transition",
-    )?;
-    let job = ctx.get(&format!("/v1/jobs/{id}"))?.body;
-    ensure(job["state"] == "completed" && job["result"]["ok"] == 1, || format!("unchanged: {job}"))
 }

@@ -5,6 +5,7 @@
 //! Custom harness (libtest-mimic) so that the stack is started once and shared; the output
 //! and the closing summary are cargo test's.
 
+mod consumer;
 mod jobs;
 mod upstash;
 mod util;
@@ -19,11 +20,20 @@ use util::Ctx;
 fn main() {
     let args = Arguments::from_args();
     let listing = args.list;
-    let tests: Vec<util::Test> = [jobs::TESTS, upstash::TESTS].concat();
+    let tests: Vec<util::Test> = [jobs::TESTS, upstash::TESTS, consumer::TESTS].concat();
     if listing {
         let trials = tests.into_iter().map(|(name, _)| Trial::test(name, || Ok(()))).collect();
         libtest_mimic::run(&args, trials).exit();
     }
+    let llm =
+        match edgejobs_tests::fake_llm::FakeLlm::start(&format!("sk-fake-{}", edgejobs_tests::stack::random_hex(8))) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("could not start the fake LLM API: {e:#}");
+                std::process::exit(1);
+            }
+        };
+    let consumer_env = util::consumer_env(&llm);
     let state_dir = std::env::temp_dir().join(format!("edgejobs-e2e-{}", std::process::id()));
     let opts = StackOptions {
         root: StackOptions::default_root(),
@@ -32,6 +42,7 @@ fn main() {
         consumer: true,
         persist_redis: false,
         vars: Vec::new(),
+        consumer_env,
     };
     let stack = match Stack::start(opts) {
         Ok(s) => s,
@@ -40,7 +51,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let ctx = Arc::new(Ctx::new(&stack));
+    let ctx = Arc::new(Ctx::new(&stack, llm));
     let trials = tests
         .into_iter()
         .map(|(name, f)| {
@@ -50,12 +61,16 @@ fn main() {
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
     if conclusion.has_failed() {
-        for part in ["wrangler", "consumer", "upstash-local"] {
+        for part in ["wrangler", "consumer-0", "upstash-local"] {
             eprintln!("{}", stack.tail(part));
         }
     }
     drop(ctx);
     drop(stack);
-    let _ = std::fs::remove_dir_all(&state_dir);
+    if conclusion.has_failed() {
+        eprintln!("logs of the failed run are kept in {}", state_dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
     conclusion.exit();
 }

@@ -313,6 +313,12 @@ fn redis_down_fails_open_by_default_and_closed_when_configured(ctx: &Ctx) -> any
         stack.start_redis()?;
         stack.restart_wrangler(Vec::new())?;
         result?;
-        ensure(enqueue(stack)?.status == 201, || "works again once redis is back".into())
+        ensure(enqueue(stack)?.status == 201, || "works again once redis is back".into())?;
+        // The gateway reconnects by itself.
+        let c = client(&stack.upstash_url, &stack.secrets.upstash_token);
+        let ok = edgejobs_tests::proc::wait_until(std::time::Duration::from_secs(15), || {
+            rt().is_ok_and(|rt| rt.block_on(c.ping()).is_ok())
+        });
+        ensure(ok, || "the gateway answers PING again after redis restarts".into())
     })
 }

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use edgejobs_tests::fake_llm::FakeLlm;
 use edgejobs_tests::hooks::Hooks;
 use edgejobs_tests::openapi::OpenApi;
 use edgejobs_tests::stack::{Stack, StackOptions};
@@ -31,6 +32,9 @@ pub struct Ctx {
     /// A second stack for tests that break things (stop Redis, restart wrangler, kill a
     /// consumer), started on first use; the lock serializes those tests.
     fault: Mutex<Option<Stack>>,
+    pub consumer_url: String,
+    pub consumer_env: Vec<(String, String)>,
+    pub llm: FakeLlm,
     fault_dir: PathBuf,
 }
 
@@ -50,7 +54,7 @@ impl Resp {
 }
 
 impl Ctx {
-    pub fn new(stack: &Stack) -> Ctx {
+    pub fn new(stack: &Stack, llm: FakeLlm) -> Ctx {
         Ctx {
             edge: stack.edge_url.clone(),
             api_key: stack.secrets.api_key.clone(),
@@ -64,6 +68,9 @@ impl Ctx {
             hooks: Hooks::start().expect("webhook target starts"),
             openapi: OpenApi::load(&StackOptions::default_root().join("functions/edge/openapi.json"))
                 .expect("openapi.json"),
+            consumer_url: stack.consumer_url.clone(),
+            consumer_env: stack.opts.consumer_env.clone(),
+            llm,
             fault: Mutex::new(None),
             fault_dir: stack.opts.state_dir.join("fault"),
         }
@@ -77,9 +84,10 @@ impl Ctx {
                 root: StackOptions::default_root(),
                 state_dir: self.fault_dir.clone(),
                 dev_vars: None,
-                consumer: true,
+                consumer: false,
                 persist_redis: false,
                 vars: Vec::new(),
+                consumer_env: self.consumer_env.clone(),
             };
             *guard = Some(Stack::start(opts).context("starting the fault stack")?);
         }
@@ -89,6 +97,17 @@ impl Ctx {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.edge)
+    }
+
+    /// Sends a request to something other than the edge API (no OpenAPI check).
+    pub fn send_unchecked(&self, req: RequestBuilder) -> anyhow::Result<Resp> {
+        let r = req.send().context("request failed")?;
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text()?;
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Ok(Resp { status, headers, body })
     }
 
     /// Sends a request and checks the answer against the OpenAPI description: every
@@ -197,4 +216,40 @@ impl Ctx {
 /// A tag unique to one test run, so tests sharing the stack can find their own jobs.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", edgejobs_tests::stack::random_hex(6))
+}
+
+/// The consumer settings every test stack uses: the fake LLM, quick polls, short leases.
+pub fn consumer_env(llm: &FakeLlm) -> Vec<(String, String)> {
+    [
+        ("EDGEJOBS_LLM_BASE_URL", llm.base_url.as_str()),
+        ("EDGEJOBS_LLM_API_KEY", llm.key.as_str()),
+        ("EDGEJOBS_LLM_MODEL", "fake-model"),
+        ("EDGEJOBS_POLL_MAX", "300ms"),
+        ("EDGEJOBS_LEASE_RENEW", "1s"),
+        ("EDGEJOBS_LEASE_TIMEOUT", "3s"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Reads one sample from a Prometheus text page: the first line starting with `series`.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+/// Runs `promtool check metrics` on an exposition page; fails on any problem it reports.
+pub fn promtool_check_metrics(page: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run promtool")?;
+    child.stdin.take().context("stdin")?.write_all(page.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure(out.status.success() && report.trim().is_empty(), || format!("promtool check metrics: {report}"))
 }

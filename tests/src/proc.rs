@@ -80,6 +80,22 @@ impl Proc {
         }
     }
 
+    /// SIGTERM to the child only; waits up to `timeout` for it to exit and returns its exit
+    /// code (`None` if it had to be killed).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let _ = nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.stop(Duration::ZERO);
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop(Duration::ZERO);
+        None
+    }
+
     /// Sends SIGKILL to the group at once (for crash tests).
     pub fn kill_hard(&mut self) {
         let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);

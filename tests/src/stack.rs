@@ -27,6 +27,8 @@ pub struct StackOptions {
     pub persist_redis: bool,
     /// Extra `[vars]` overrides for the Worker (e.g. short thresholds in tests).
     pub vars: Vec<(String, String)>,
+    /// Extra environment for the consumers (e.g. the LLM base URL, short leases).
+    pub consumer_env: Vec<(String, String)>,
 }
 
 impl StackOptions {
@@ -118,7 +120,8 @@ pub struct Stack {
     redis: Option<Proc>,
     gateway: Option<Proc>,
     wrangler: Option<Proc>,
-    consumer: Option<Proc>,
+    /// Consumers, by index; a stopped one leaves `None`.
+    consumers: Vec<Option<(Proc, String)>>,
 }
 
 fn target_dir(root: &Path) -> PathBuf {
@@ -162,11 +165,10 @@ impl Stack {
         let gateway_port = free_port()?;
         let edge_port = free_port()?;
         let inspector_port = free_port()?;
-        let consumer_port = free_port()?;
         let mut stack = Stack {
             secrets,
             edge_url: format!("http://127.0.0.1:{edge_port}"),
-            consumer_url: format!("http://127.0.0.1:{consumer_port}"),
+            consumer_url: String::new(),
             upstash_url: format!("http://127.0.0.1:{gateway_port}"),
             redis_port,
             edge_port,
@@ -174,14 +176,15 @@ impl Stack {
             redis: None,
             gateway: None,
             wrangler: None,
-            consumer: None,
+            consumers: Vec::new(),
             opts,
         };
         stack.start_redis()?;
         stack.start_gateway(gateway_port)?;
         stack.start_wrangler()?;
         if stack.opts.consumer {
-            stack.start_consumer(consumer_port)?;
+            let i = stack.start_consumer(&[])?;
+            stack.consumer_url = stack.consumer_url(i);
         }
         Ok(stack)
     }
@@ -321,19 +324,50 @@ impl Stack {
         }
     }
 
-    fn start_consumer(&mut self, port: u16) -> anyhow::Result<()> {
+    /// Starts one more consumer with `env` on top of the stack's consumer environment;
+    /// returns its index. Waits until its `/health` answers.
+    pub fn start_consumer(&mut self, env: &[(&str, &str)]) -> anyhow::Result<usize> {
+        let i = self.consumers.len();
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
         let mut cmd = Command::new(binary(&self.opts.root, "edgejobs-consumer")?);
         cmd.env("EDGEJOBS_CONSUMER_LISTEN", format!("127.0.0.1:{port}"))
             .env("EDGEJOBS_EDGE_URL", &self.edge_url)
             .env("EDGEJOBS_CONSUMER_TOKEN", &self.secrets.consumer_token)
+            .env("EDGEJOBS_CONSUMER_NAME", format!("consumer-{i}"))
             .env("UPSTASH_REDIS_REST_URL", &self.upstash_url)
             .env("UPSTASH_REDIS_REST_TOKEN", &self.secrets.upstash_token);
-        self.consumer = Some(Proc::spawn("consumer", cmd, &self.log("consumer"))?);
-        let url = format!("{}/health", self.consumer_url);
-        if !wait_until(Duration::from_secs(20), || http_ok(&url, None, None)) {
-            bail!("the consumer did not start:\n{}", self.tail("consumer"));
+        for (k, v) in &self.opts.consumer_env {
+            cmd.env(k, v);
         }
-        Ok(())
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let name = format!("consumer-{i}");
+        self.consumers.push(Some((Proc::spawn(&name, cmd, &self.log(&name))?, url.clone())));
+        let health = format!("{url}/health");
+        if !wait_until(Duration::from_secs(30), || http_ok(&health, None, None)) {
+            bail!("consumer {i} did not start:\n{}", self.tail(&name));
+        }
+        Ok(i)
+    }
+
+    /// The base URL of consumer `i` (its `/health` and `/metrics`).
+    pub fn consumer_url(&self, i: usize) -> String {
+        self.consumers.get(i).and_then(|c| c.as_ref()).map(|(_, u)| u.clone()).unwrap_or_default()
+    }
+
+    /// SIGKILL to consumer `i`: it dies mid-job without reporting anything.
+    pub fn kill_consumer(&mut self, i: usize) {
+        if let Some((mut p, _)) = self.consumers.get_mut(i).and_then(Option::take) {
+            p.kill_hard();
+        }
+    }
+
+    /// SIGTERM to consumer `i`; waits up to `timeout` for it to exit and returns its exit code.
+    pub fn terminate_consumer(&mut self, i: usize, timeout: Duration) -> Option<i32> {
+        let (mut p, _) = self.consumers.get_mut(i).and_then(Option::take)?;
+        p.terminate(timeout)
     }
 
     /// The last lines of one part's log.
@@ -361,10 +395,9 @@ impl Stack {
 
     /// Stops every part, newest first.
     pub fn stop(&mut self) {
-        for p in
-            [self.consumer.take(), self.wrangler.take(), self.gateway.take(), self.redis.take()].into_iter().flatten()
-        {
-            let mut p = p;
+        let consumers: Vec<Proc> = self.consumers.iter_mut().filter_map(Option::take).map(|(p, _)| p).collect();
+        let rest = [self.wrangler.take(), self.gateway.take(), self.redis.take()].into_iter().flatten();
+        for mut p in consumers.into_iter().chain(rest) {
             p.stop(Duration::from_secs(5));
         }
     }

@@ -1,61 +1,134 @@
-//! edgejobs-consumer: the native consumer of long jobs. This first cut serves its `/health`
-//! and `/metrics` and shuts down gracefully; reading the Upstash stream, leases and handlers
-//! arrive with the consumer issue.
+//! edgejobs-consumer: the native consumer of long jobs. It reads the long-job stream in
+//! Upstash with a consumer group, runs each job's handler under a concurrency limit and
+//! per-upstream rate limits, keeps the job's lease while it runs, reports to the edge, and
+//! acknowledges an entry only after the edge accepted the report.
 //!
 //! Layout:
-//! - [`Config`]: the typed settings (clap, from flags or env).
-//! - [`run`]: runs the consumer until `shutdown` resolves.
-//! - [`app`]: the HTTP routes, testable without a server.
+//! - [`config`]: settings from flags or env ([`Config`]) checked into [`config::Settings`].
+//! - [`worker`]: the poll loop, leases, reports and graceful drain.
+//! - [`stream`]: the stream commands (XREADGROUP, XAUTOCLAIM, XCLAIM, XACK).
+//! - [`edge`]: reports to the edge.
+//! - [`handlers`]: the [`handlers::Handler`] trait, the registry and the built-ins.
+//! - [`upstreams`]: token buckets and 429 pauses per upstream.
+//! - [`metrics`]: counters and gauges for `/metrics`.
+//! - [`run`] runs it all; [`app`] is the HTTP routes, testable without a server.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
-/// Settings. Every one can be given as a flag or an environment variable.
-#[derive(Debug, Clone, clap::Parser)]
-#[command(about = "Runs edgejobs long jobs from the Upstash stream")]
-pub struct Config {
-    /// Address of the health and metrics server. Default 127.0.0.1:9090.
-    #[arg(long, env = "EDGEJOBS_CONSUMER_LISTEN", default_value = "127.0.0.1:9090")]
-    pub listen: SocketAddr,
-}
+pub mod config;
+pub mod edge;
+pub mod handlers;
+pub mod metrics;
+pub mod stream;
+pub mod upstreams;
+pub mod worker;
 
-#[derive(Debug)]
-struct Shared {
-    started: Instant,
-}
+pub use config::Config;
+use config::Settings;
+use handlers::Registry;
+use worker::Worker;
 
-/// The HTTP routes: `/health` and `/metrics`.
-pub fn app() -> Router {
-    let shared = Arc::new(Shared { started: Instant::now() });
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).with_state(shared)
-}
-
-async fn health(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    axum::Json(json!({ "status": "healthy", "uptime_seconds": s.started.elapsed().as_secs(), "in_flight": 0 }))
-}
-
-async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    let body = format!(
-        "# HELP edgejobs_consumer_uptime_seconds Seconds since the consumer started.\n# TYPE edgejobs_consumer_uptime_seconds gauge\nedgejobs_consumer_uptime_seconds {}\n",
-        s.started.elapsed().as_secs_f64()
+/// Builds the worker from settings and a handler registry.
+pub fn worker(settings: Settings, registry: Registry) -> anyhow::Result<Arc<Worker>> {
+    let http =
+        reqwest::Client::builder().user_agent(concat!("edgejobs-consumer/", env!("CARGO_PKG_VERSION"))).build()?;
+    let mut upstash = edgejobs_upstash::Client::new(
+        edgejobs_upstash::Credentials { url: settings.upstash_url.clone(), token: settings.upstash_token.clone() },
+        edgejobs_upstash::transport::ReqwestTransport::new(),
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    upstash.timeout = Duration::from_secs(10);
+    let stream = stream::Stream {
+        client: upstash,
+        key: settings.stream.clone(),
+        group: settings.group.clone(),
+        me: settings.name.clone(),
+    };
+    Ok(Arc::new(Worker {
+        edge: edge::Edge::new(&settings.edge_url, settings.consumer_token.clone(), http.clone()),
+        upstreams: Arc::new(upstreams::Upstreams::new(settings.upstream_limits.clone())),
+        metrics: Arc::new(metrics::Metrics::default()),
+        registry,
+        stream,
+        settings,
+        http,
+    }))
 }
 
-/// Runs the consumer until `shutdown` resolves, then drains and returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(listen = %listener.local_addr()?, "consumer ready");
-    axum::serve(listener, app()).with_graceful_shutdown(shutdown).await?;
-    tracing::info!("consumer stopped");
-    Ok(())
+/// Healthy: polls succeed (the last one is recent) and the edge answers.
+async fn healthy(w: &Worker) -> (bool, serde_json::Value) {
+    let age = w.metrics.last_poll_age();
+    let poll_ok = age <= (w.settings.poll_max * 3).max(Duration::from_secs(10));
+    let edge_ok = w.edge.reachable().await;
+    let ok = poll_ok && edge_ok;
+    let body = json!({
+        "status": if ok { "healthy" } else { "unhealthy" },
+        "checks": {
+            "upstash": { "ok": poll_ok, "last_poll_age_seconds": age.as_secs_f64() },
+            "edge": { "ok": edge_ok },
+        },
+        "in_flight": w.metrics.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+        "consumer": w.settings.name,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    (ok, body)
+}
+
+/// The HTTP routes: `/health` (200 or 503) and `/metrics` (Prometheus text).
+pub fn app(w: Arc<Worker>) -> Router {
+    Router::new()
+        .route(
+            "/health",
+            get(|State(w): State<Arc<Worker>>| async move {
+                let (ok, body) = healthy(&w).await;
+                (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, axum::Json(body))
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(w): State<Arc<Worker>>| async move {
+                let poll_ok = w.metrics.last_poll_age() <= (w.settings.poll_max * 3).max(Duration::from_secs(10));
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], w.metrics.render(poll_ok)).into_response()
+            }),
+        )
+        .with_state(w)
+}
+
+/// Runs the consumer until `shutdown` resolves, then drains. Returns true on a clean
+/// drain (every in-flight job finished within the grace period).
+pub async fn run(
+    settings: Settings,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<bool> {
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    let w = worker(settings, registry)?;
+    tracing::info!(listen = %listener.local_addr()?, consumer = w.settings.name, concurrency = w.settings.concurrency, "consumer ready");
+    let stop = CancellationToken::new();
+    let server_stop = CancellationToken::new();
+    let server = {
+        let server_stop = server_stop.clone();
+        let app = app(Arc::clone(&w));
+        tokio::spawn(
+            async move { axum::serve(listener, app).with_graceful_shutdown(server_stop.cancelled_owned()).await },
+        )
+    };
+    let loop_task = tokio::spawn(Arc::clone(&w).run(stop.clone()));
+    shutdown.await;
+    tracing::info!("shutdown requested");
+    stop.cancel();
+    let drained = loop_task.await.unwrap_or(false);
+    server_stop.cancel();
+    let _ = server.await;
+    tracing::info!(drained, "consumer stopped");
+    Ok(drained)
 }

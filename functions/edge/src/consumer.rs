@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::{Disposition, Event};
-use edgejobs_core::wire::QueueMessage;
+use edgejobs_core::wire::{HANDOFF_SCRIPT, QueueMessage, STREAM_KEY, handoff_key};
 use edgejobs_core::{ApiError, Job, Lane};
 use futures_util::future::{Either, join_all, select};
 use serde_json::{Value, json};
@@ -73,12 +73,44 @@ async fn report(env: &Env, job: &Job, event: Event) -> std::result::Result<(), A
     shard::call_job(env, job.id.shard(), "event", &json!({ "id": job.id, "event": event })).await.map(|_| ())
 }
 
+/// Hands a native-lane attempt to the long-job stream, at most once per attempt (the script
+/// remembers the entry), then tells the shard which entry carries it. The native consumer
+/// reports the start itself when it takes the entry.
+async fn hand_off(env: &Env, cfg: &EdgeConfig, msg: &QueueMessage) -> Verdict {
+    let keys_and_args = [
+        "EVAL".to_owned(),
+        HANDOFF_SCRIPT.to_owned(),
+        "2".to_owned(),
+        STREAM_KEY.to_owned(),
+        handoff_key(&msg.id, msg.attempt),
+        msg.id.to_string(),
+        msg.attempt.to_string(),
+    ];
+    let entry = match crate::ratelimit::upstash(cfg).command(&keys_and_args).await {
+        Ok(reply) => reply.as_array().and_then(|a| a.get(1)).and_then(|e| e.as_str()).map(str::to_owned),
+        Err(e) => {
+            log(
+                "warn",
+                "hand-off to the long-job stream failed; the queue retries it",
+                json!({ "job": msg.id, "error": e.to_string() }),
+            );
+            return Verdict::Retry;
+        }
+    };
+    let Some(entry) = entry else {
+        log("error", "malformed hand-off reply", json!({ "job": msg.id }));
+        return Verdict::Retry;
+    };
+    let body = json!({ "id": msg.id, "attempt": msg.attempt, "entry": entry });
+    match shard::call(env, msg.id.shard(), "handoff", &body).await {
+        Ok((status, _)) if status < 500 => Verdict::Ack,
+        _ => Verdict::Retry,
+    }
+}
+
 async fn process(env: &Env, cfg: &EdgeConfig, msg: QueueMessage) -> Verdict {
     if msg.lane == Lane::Native {
-        // Native-lane jobs are not started here: the native consumer reports their start
-        // itself once it takes them. Handing them to the long-job stream is a later stage;
-        // until then they stay queued in their shard.
-        return Verdict::Ack;
+        return hand_off(env, cfg, &msg).await;
     }
     let start = Event::Start { attempt: msg.attempt };
     let job = match shard::call_job(env, msg.id.shard(), "event", &json!({ "id": msg.id, "event": start })).await {

@@ -88,6 +88,7 @@ impl DurableObject for JobShard {
             "event" => self.event(body).await,
             "list" => self.list(body),
             "replay_dead" => self.replay_dead(body).await,
+            "handoff" => self.handoff(body),
             _ => Err(ApiError::new(ErrorCode::NotFound, format!("unknown shard operation {op:?}"))),
         };
         match out {
@@ -337,7 +338,27 @@ struct ReplayReq {
     limit: u32,
 }
 
+#[derive(Deserialize)]
+struct HandoffReq {
+    id: JobId,
+    attempt: u32,
+    entry: String,
+}
+
 impl JobShard {
+    /// Records which stream entry carries a native-lane attempt. Only a queued job waiting
+    /// for exactly that attempt is updated; anything else is a stale hand-off, answered 409.
+    fn handoff(&self, body: Value) -> OpResult {
+        let req: HandoffReq = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        let mut job = self.load(&req.id)?.ok_or_else(|| not_found(&req.id))?;
+        if job.state != JobState::Queued || job.attempt + 1 != req.attempt {
+            return Err(ApiError::new(ErrorCode::StaleAttempt, "the job no longer waits for this attempt"));
+        }
+        job.stream_entry = Some(edgejobs_core::job::StreamEntry { attempt: req.attempt, entry: req.entry });
+        self.save(&job)?;
+        Ok((200, json!({ "job": job })))
+    }
+
     /// Replays up to `limit` dead jobs (oldest death first) and returns their ids.
     async fn replay_dead(&self, body: Value) -> OpResult {
         let req: ReplayReq = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;

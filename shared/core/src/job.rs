@@ -123,6 +123,17 @@ pub struct Job {
     /// Set when a user cancels an active job: its next report is refused and it ends cancelled.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// For native-lane jobs: the stream entry that carries the newest hand-off, and for which
+    /// attempt (so the shard knows what is in the stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_entry: Option<StreamEntry>,
+}
+
+/// Where a native-lane attempt was handed to the long-job stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEntry {
+    pub attempt: u32,
+    pub entry: String,
 }
 
 impl Job {

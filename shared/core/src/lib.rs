@@ -10,6 +10,7 @@
 //! - [`spec`]: the registry of job types and validation of enqueue requests.
 //! - [`machine`]: the state machine; the only place that decides legal transitions.
 //! - [`ratelimit`]: rate limits and the sliding-window decision.
+//! - [`metrics`]: Prometheus text exposition shared by the edge and the consumer.
 //! - [`retry`]: the backoff policy (exponential, full jitter, cap).
 //! - [`auth`]: API key scopes and constant-time comparison.
 //! - [`config`]: the typed edge configuration and the redacting [`config::Secret`].
@@ -24,6 +25,7 @@ pub mod error;
 pub mod id;
 pub mod job;
 pub mod machine;
+pub mod metrics;
 pub mod ratelimit;
 pub mod retry;
 pub mod spec;

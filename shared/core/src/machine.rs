@@ -41,6 +41,11 @@ pub enum Event {
     },
     /// The running attempt failed.
     Fail { attempt: u32, error: String, disposition: Disposition },
+    /// A consumer took over the stream entry of attempt `attempt` after its holder went
+    /// silent for `lease_ms`. A job still queued starts that attempt; an active job whose
+    /// last heartbeat is older than the lease starts a new attempt (the old holder's reports
+    /// then name a stale attempt and are refused). Fresh heartbeats refuse the takeover.
+    Reclaim { attempt: u32, lease_ms: u64 },
     /// The alarm fired: a scheduled job whose time has come becomes queued.
     Wake,
     /// A user cancels the job.
@@ -56,6 +61,7 @@ impl Event {
             Event::Heartbeat { .. } => "heartbeat",
             Event::Complete { .. } => "complete",
             Event::Fail { .. } => "fail",
+            Event::Reclaim { .. } => "reclaim",
             Event::Wake => "wake",
             Event::Cancel => "cancel",
             Event::Replay => "replay",
@@ -124,6 +130,40 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
             let mut next = job.clone();
             next.state = Active;
             next.attempt = *attempt;
+            next.started_at = Some(now);
+            next.heartbeat_at = Some(now);
+            next.progress = None;
+            next.updated_at = now;
+            ok(next, Effect::None)
+        }
+        (Queued, Event::Reclaim { attempt, .. }) => apply(job, Event::Start { attempt: *attempt }, now, unit),
+        (Active, Event::Reclaim { attempt, lease_ms }) => {
+            if *attempt > job.attempt {
+                return Err(ApiError::new(
+                    ErrorCode::StaleAttempt,
+                    format!("attempt {attempt} is newer than the current attempt ({})", job.attempt),
+                ));
+            }
+            let last = job.heartbeat_at.or(job.started_at).unwrap_or(job.updated_at);
+            if now.saturating_sub(last) < *lease_ms {
+                return Err(ApiError::new(ErrorCode::InvalidTransition, "the running attempt still holds its lease"));
+            }
+            if job.cancel_requested {
+                return cancelled_report(job, now);
+            }
+            let mut next = job.clone();
+            next.last_error = Some(format!("attempt {} lost its lease (no heartbeat for {lease_ms} ms)", job.attempt));
+            if job.attempts_in_series() >= job.max_attempts {
+                return Ok(Transition {
+                    job: finish(next, Dead, now),
+                    effect: Effect::None,
+                    refusal: Some(ApiError::new(
+                        ErrorCode::InvalidTransition,
+                        "the job had no attempts left and is now dead",
+                    )),
+                });
+            }
+            next.attempt = job.attempt + 1;
             next.started_at = Some(now);
             next.heartbeat_at = Some(now);
             next.progress = None;
@@ -319,6 +359,25 @@ mod tests {
     }
 
     #[test]
+    fn reclaim_takes_over_only_after_the_lease_and_fences_the_old_holder() {
+        let j = apply(&new_job(3), Event::Start { attempt: 1 }, 10_000, 0.5).expect("start").job;
+        let held = apply(&j, Event::Reclaim { attempt: 1, lease_ms: 30_000 }, 20_000, 0.5).expect_err("lease held");
+        assert_eq!(held.code, ErrorCode::InvalidTransition);
+        let t = apply(&j, Event::Reclaim { attempt: 1, lease_ms: 30_000 }, 40_000, 0.5).expect("taken over");
+        assert_eq!((t.job.state, t.job.attempt), (JobState::Active, 2));
+        // The old holder's report names attempt 1 and is refused.
+        let late = apply(&t.job, Event::Complete { attempt: 1, result: None }, 41_000, 0.5).expect_err("stale");
+        assert_eq!(late.code, ErrorCode::StaleAttempt);
+        // A queued job's entry reclaimed before anyone started it simply starts.
+        let q = apply(&new_job(3), Event::Reclaim { attempt: 1, lease_ms: 30_000 }, 5_000, 0.5).expect("start");
+        assert_eq!((q.job.state, q.job.attempt), (JobState::Active, 1));
+        // No attempts left: the job dies and the takeover is refused.
+        let last = apply(&new_job(1), Event::Start { attempt: 1 }, 10_000, 0.5).expect("start").job;
+        let t = apply(&last, Event::Reclaim { attempt: 1, lease_ms: 30_000 }, 50_000, 0.5).expect("applied");
+        assert_eq!((t.job.state, t.refusal.is_some()), (JobState::Dead, true));
+    }
+
+    #[test]
     fn wake_before_due_is_refused() {
         let spec = parse_spec(&json!({ "type": "noop", "delay": 5000 }), 1_000).expect("valid");
         let (j, effect) = spec.into_job(JobId::new(0, 1_000, 1), 1_000);
@@ -367,6 +426,7 @@ mod tests {
                     _ => Disposition::RetryAfter(ms),
                 },
             }),
+            (0u32..8, 0u64..30_000).prop_map(|(attempt, lease_ms)| Event::Reclaim { attempt, lease_ms }),
             Just(Event::Wake),
             Just(Event::Cancel),
             Just(Event::Replay),

@@ -340,6 +340,7 @@ impl JobSpec {
             progress: None,
             last_error: None,
             cancel_requested: false,
+            stream_entry: None,
         };
         (job, effect)
     }

@@ -21,6 +21,24 @@ fn edge_lane() -> Lane {
     Lane::Edge
 }
 
+/// The Redis stream that carries long jobs to native consumers, and its consumer group.
+pub const STREAM_KEY: &str = "edgejobs:jobs";
+pub const STREAM_GROUP: &str = "edgejobs";
+
+/// The Lua script that hands attempt ARGV[2] of job ARGV[1] to the stream KEYS[1] at most
+/// once: KEYS[2] remembers the entry, so a retried hand-off returns the first entry instead
+/// of adding another. Returns `{1, entry}` when added, `{0, entry}` when already there.
+pub const HANDOFF_SCRIPT: &str = "local dup = redis.call('GET', KEYS[2]) \
+if dup then return {0, dup} end \
+local e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'attempt', ARGV[2]) \
+redis.call('SET', KEYS[2], e, 'EX', 604800) \
+return {1, e}";
+
+/// The key that remembers the stream entry of one attempt's hand-off.
+pub fn handoff_key(id: &JobId, attempt: u32) -> String {
+    format!("edgejobs:handoff:{id}:{attempt}")
+}
+
 /// The position after which a job listing continues: newest first, ordered by
 /// `(created_at, id)` descending. Encoded for clients as `"<created_ms>.<id>"`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

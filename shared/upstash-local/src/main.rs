@@ -8,6 +8,7 @@
 //! `Upstash-Encoding: base64`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -50,7 +51,14 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.listen.ip().is_loopback(), "upstash-local listens on loopback only");
     let client = redis::Client::open(args.redis_url.as_str()).context("invalid redis url")?;
     // The manager reconnects by itself when redis restarts.
-    let conn = ConnectionManager::new(client).await.context("cannot connect to redis")?;
+    // Bounded waits everywhere, so a stopped redis gives quick 500s rather than hung
+    // requests, and the manager reconnects once it is back.
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(5))
+        .set_number_of_retries(2)
+        .set_max_delay(1000);
+    let conn = ConnectionManager::new_with_config(client, config).await.context("cannot connect to redis")?;
     let redis_addr = args.redis_url.trim_start_matches("redis://").trim_end_matches('/').to_owned();
     let app = router(AppState { redis_addr, conn, token: args.token });
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -193,7 +201,8 @@ fn transaction(addr: &str, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<redis::Value>, T
     use std::io::Write as _;
     let io = |e: std::io::Error| TxError::Io(e.to_string());
     let stream = std::net::TcpStream::connect(addr).map_err(io)?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).map_err(io)?;
+    stream.set_read_timeout(Some(Duration::from_secs(8))).map_err(io)?;
+    stream.set_write_timeout(Some(Duration::from_secs(8))).map_err(io)?;
     let mut packed = redis::cmd("MULTI").get_packed_command();
     for args in cmds {
         packed.extend(build(args).get_packed_command());
@@ -256,7 +265,10 @@ fn build(args: &[Vec<u8>]) -> redis::Cmd {
 }
 
 async fn run(conn: &mut ConnectionManager, args: &[Vec<u8>]) -> Result<redis::Value, Failed> {
-    build(args).query_async::<redis::Value>(conn).await.map_err(|e| {
+    let reply = tokio::time::timeout(Duration::from_secs(8), build(args).query_async::<redis::Value>(conn))
+        .await
+        .map_err(|_| Failed::Unreachable("ERR redis unreachable: no answer within 8 s".into()))?;
+    reply.map_err(|e| {
         // Every reply Redis itself sends has a code (ERR, WRONGTYPE, ...); anything else is
         // the connection failing.
         if e.code().is_none() || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {

@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         consumer,
         persist_redis: true,
         vars: Vec::new(),
+        consumer_env: Vec::new(),
     };
     let mut stack = Stack::start(opts)?;
     let env = stack.env_lines();

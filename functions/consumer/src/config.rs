@@ -1,0 +1,250 @@
+//! Settings, from flags or the environment (clap), checked into a typed [`Settings`] with a
+//! clear error for every missing or malformed value. `edgejobs-consumer --help` lists every
+//! setting with its default.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use edgejobs_core::config::Secret;
+use edgejobs_core::ratelimit::Limit;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    edgejobs_core::spec::parse_duration(&serde_json::Value::String(s.to_owned()))
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 250ms, 15s, 2m"))
+}
+
+fn http_url(s: &str) -> Result<String, String> {
+    if s.starts_with("http://") || s.starts_with("https://") {
+        Ok(s.trim_end_matches('/').to_owned())
+    } else {
+        Err(format!("{s:?} is not an http(s) URL"))
+    }
+}
+
+/// The raw settings as clap reads them.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "edgejobs-consumer",
+    about = "Runs edgejobs long jobs from the Upstash stream",
+    version,
+    args_override_self = true
+)]
+pub struct Config {
+    /// Address of the /health and /metrics server.
+    #[arg(long, env = "EDGEJOBS_CONSUMER_LISTEN", default_value = "127.0.0.1:9090")]
+    pub listen: SocketAddr,
+    /// Base URL of the edge Worker (reports go to <url>/v1/internal/jobs/<id>/events).
+    #[arg(long, env = "EDGEJOBS_EDGE_URL", value_parser = http_url)]
+    pub edge_url: String,
+    /// The consumer token the edge expects (secret).
+    #[arg(long, env = "EDGEJOBS_CONSUMER_TOKEN", hide_env_values = true)]
+    pub consumer_token: String,
+    /// Upstash REST URL.
+    #[arg(long, env = "UPSTASH_REDIS_REST_URL", value_parser = http_url)]
+    pub upstash_url: String,
+    /// Upstash REST token (secret).
+    #[arg(long, env = "UPSTASH_REDIS_REST_TOKEN", hide_env_values = true)]
+    pub upstash_token: String,
+    /// The long-job stream.
+    #[arg(long, env = "EDGEJOBS_STREAM", default_value = edgejobs_core::wire::STREAM_KEY)]
+    pub stream: String,
+    /// The consumer group.
+    #[arg(long, env = "EDGEJOBS_GROUP", default_value = edgejobs_core::wire::STREAM_GROUP)]
+    pub group: String,
+    /// This consumer's name in the group [default: <hostname>-<pid>].
+    #[arg(long, env = "EDGEJOBS_CONSUMER_NAME")]
+    pub name: Option<String>,
+    /// Jobs run at once by this process.
+    #[arg(long, env = "EDGEJOBS_CONCURRENCY", default_value_t = 25)]
+    pub concurrency: usize,
+    /// Most entries read per poll.
+    #[arg(long, env = "EDGEJOBS_BATCH", default_value_t = 10)]
+    pub batch: usize,
+    /// Poll interval right after finding work; it doubles while the stream is empty...
+    #[arg(long, env = "EDGEJOBS_POLL_MIN", default_value = "100ms", value_parser = duration)]
+    pub poll_min: Duration,
+    /// ...up to this (no blocking reads exist over REST).
+    #[arg(long, env = "EDGEJOBS_POLL_MAX", default_value = "2s", value_parser = duration)]
+    pub poll_max: Duration,
+    /// How often a running job's lease is renewed (XCLAIM to itself) and a heartbeat sent.
+    #[arg(long, env = "EDGEJOBS_LEASE_RENEW", default_value = "15s", value_parser = duration)]
+    pub lease_renew: Duration,
+    /// A lease idle this long is taken over by another consumer (XAUTOCLAIM).
+    #[arg(long, env = "EDGEJOBS_LEASE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub lease_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight jobs may run before the process exits anyway.
+    #[arg(long, env = "EDGEJOBS_GRACE", default_value = "30s", value_parser = duration)]
+    pub grace: Duration,
+    /// Token buckets per upstream, comma-separated `name=requests/window`, e.g.
+    /// `llm=5/1s,api.example.com=20/1s` (names: `llm`, or an http.request host) [default: none].
+    #[arg(long, env = "EDGEJOBS_UPSTREAM_LIMITS", default_value = "")]
+    pub upstream_limits: String,
+    /// OpenAI-compatible base URL for llm.chat.
+    #[arg(long, env = "EDGEJOBS_LLM_BASE_URL", default_value = "https://openrouter.ai/api/v1", value_parser = http_url)]
+    pub llm_base_url: String,
+    /// API key for llm.chat (secret) [default: none; llm.chat jobs then fail permanently].
+    #[arg(long, env = "EDGEJOBS_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// Model used when a job names none.
+    #[arg(long, env = "EDGEJOBS_LLM_MODEL", default_value = "openai/gpt-4o-mini")]
+    pub llm_model: String,
+    /// Sentry DSN; errors are sent to Sentry when set [default: none].
+    #[arg(long, env = "SENTRY_DSN", hide_env_values = true)]
+    pub sentry_dsn: Option<String>,
+}
+
+/// The checked settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub edge_url: String,
+    pub consumer_token: Secret,
+    pub upstash_url: String,
+    pub upstash_token: Secret,
+    pub stream: String,
+    pub group: String,
+    pub name: String,
+    pub concurrency: usize,
+    pub batch: usize,
+    pub poll_min: Duration,
+    pub poll_max: Duration,
+    pub lease_renew: Duration,
+    pub lease_timeout: Duration,
+    pub grace: Duration,
+    pub upstream_limits: HashMap<String, Limit>,
+    pub llm_base_url: String,
+    pub llm_api_key: Option<Secret>,
+    pub llm_model: String,
+}
+
+impl Config {
+    /// Checks cross-field rules and parses the compound settings; every problem is listed.
+    pub fn settings(&self) -> Result<Settings, Vec<String>> {
+        let mut errors = Vec::new();
+        if self.consumer_token.trim().len() < 16 {
+            errors.push("EDGEJOBS_CONSUMER_TOKEN: must be at least 16 characters".to_owned());
+        }
+        if self.upstash_token.trim().is_empty() {
+            errors.push("UPSTASH_REDIS_REST_TOKEN: must not be empty".to_owned());
+        }
+        if self.concurrency == 0 || self.concurrency > 10_000 {
+            errors.push("EDGEJOBS_CONCURRENCY: must be from 1 to 10000".to_owned());
+        }
+        if self.batch == 0 || self.batch > 1000 {
+            errors.push("EDGEJOBS_BATCH: must be from 1 to 1000".to_owned());
+        }
+        if self.poll_min.is_zero() || self.poll_min > self.poll_max {
+            errors.push("EDGEJOBS_POLL_MIN: must be above zero and at most EDGEJOBS_POLL_MAX".to_owned());
+        }
+        if self.lease_renew.is_zero() || self.lease_renew * 2 > self.lease_timeout {
+            errors
+                .push("EDGEJOBS_LEASE_RENEW: must be above zero and at most half of EDGEJOBS_LEASE_TIMEOUT".to_owned());
+        }
+        let mut upstream_limits = HashMap::new();
+        for part in self.upstream_limits.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=').and_then(|(n, l)| Limit::parse(l).map(|l| (n.trim().to_owned(), l))) {
+                Some((name, limit)) if !name.is_empty() => {
+                    upstream_limits.insert(name, limit);
+                }
+                _ => errors.push(format!("EDGEJOBS_UPSTREAM_LIMITS: {part:?} must look like name=10/1s")),
+            }
+        }
+        let name = self.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "consumer".into());
+            format!("{host}-{}", std::process::id())
+        });
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Settings {
+            listen: self.listen,
+            edge_url: self.edge_url.clone(),
+            consumer_token: Secret::new(self.consumer_token.trim()),
+            upstash_url: self.upstash_url.clone(),
+            upstash_token: Secret::new(self.upstash_token.trim()),
+            stream: self.stream.clone(),
+            group: self.group.clone(),
+            name,
+            concurrency: self.concurrency,
+            batch: self.batch,
+            poll_min: self.poll_min,
+            poll_max: self.poll_max,
+            lease_renew: self.lease_renew,
+            lease_timeout: self.lease_timeout,
+            grace: self.grace,
+            upstream_limits,
+            llm_base_url: self.llm_base_url.clone(),
+            llm_api_key: self.llm_api_key.clone().filter(|k| !k.trim().is_empty()).map(Secret::new),
+            llm_model: self.llm_model.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    const BASE: &[&str] = &[
+        "edgejobs-consumer",
+        "--edge-url",
+        "http://127.0.0.1:8787/",
+        "--consumer-token",
+        "ej_consumer_0123456789abcdef",
+        "--upstash-url",
+        "http://127.0.0.1:8079",
+        "--upstash-token",
+        "tok",
+    ];
+
+    fn parse(extra: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(BASE.iter().chain(extra))
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let s = parse(&[]).expect("parses").settings().expect("valid");
+        assert_eq!(
+            (s.concurrency, s.lease_renew, s.lease_timeout, s.grace),
+            (25, Duration::from_secs(15), Duration::from_secs(30), Duration::from_secs(30))
+        );
+        assert_eq!(s.edge_url, "http://127.0.0.1:8787");
+        assert!(!format!("{s:?}").contains("0123456789abcdef"), "secrets are redacted");
+    }
+
+    #[test]
+    fn malformed_values_are_clear_errors() {
+        assert!(parse(&["--lease-renew", "soon"]).is_err());
+        assert!(parse(&["--edge-url", "ftp://x"]).is_err());
+        let errs = parse(&[
+            "--concurrency",
+            "0",
+            "--lease-renew",
+            "20s",
+            "--upstream-limits",
+            "llm=5/1s,bad",
+            "--consumer-token",
+            "short",
+        ])
+        .expect("parses")
+        .settings()
+        .expect_err("invalid");
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        let s = parse(&["--upstream-limits", "llm=5/1s, api.example.com=20/10s"])
+            .expect("parses")
+            .settings()
+            .expect("valid");
+        assert_eq!(s.upstream_limits.get("llm"), Some(&Limit { requests: 5, window_ms: 1000 }));
+    }
+
+    #[test]
+    fn missing_required_settings_are_named() {
+        let e = Config::try_parse_from(["edgejobs-consumer"]).expect_err("missing");
+        let text = e.to_string();
+        assert!(text.contains("--edge-url") && text.contains("--consumer-token"), "{text}");
+    }
+}

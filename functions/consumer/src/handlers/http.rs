@@ -1,0 +1,57 @@
+//! `http.request`: one long HTTP call. Payload `{url, method?, headers?, body?}`; the body is
+//! sent as JSON. 2xx completes; 408/429/5xx and network errors are retried (429 also pauses
+//! the host for its Retry-After); other statuses are permanent.
+
+use serde_json::{Value, json};
+
+use super::{Handler, HandlerError, JobCtx, retry_after};
+
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest;
+
+const KEPT: usize = 4096;
+
+#[async_trait::async_trait]
+impl Handler for HttpRequest {
+    async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
+        let p = &ctx.job.payload;
+        let url = p.get("url").and_then(Value::as_str).unwrap_or_default();
+        let parsed = reqwest::Url::parse(url).map_err(|e| HandlerError::Permanent(format!("payload.url: {e}")))?;
+        let host = parsed.host_str().unwrap_or("unknown").to_owned();
+        let method = p.get("method").and_then(Value::as_str).unwrap_or("POST").to_ascii_uppercase();
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| HandlerError::Permanent("payload.method".into()))?;
+        ctx.upstreams.acquire(&host, &ctx.metrics, &ctx.cancel).await;
+        let mut req = ctx.http.request(method, parsed).timeout(ctx.remaining());
+        if let Some(h) = p.get("headers").and_then(Value::as_object) {
+            for (k, v) in h {
+                req = req.header(k, v.as_str().unwrap_or_default());
+            }
+        }
+        if let Some(body) = p.get("body") {
+            req = req.json(body);
+        }
+        req = req
+            .header("x-edgejobs-job-id", ctx.job.id.as_str())
+            .header("x-edgejobs-attempt", ctx.job.attempt.to_string());
+        let resp = tokio::select! {
+            r = req.send() => r.map_err(|e| HandlerError::Retryable(format!("network error: {e}")))?,
+            _ = ctx.cancel.cancelled() => return Err(HandlerError::Retryable("interrupted".into())),
+        };
+        let status = resp.status().as_u16();
+        let wait = retry_after(resp.headers());
+        let text = resp.text().await.unwrap_or_default();
+        let kept: String = text.chars().take(KEPT).collect();
+        match edgejobs_core::webhook::classify(status, None) {
+            None => Ok(json!({ "status": status, "body": kept })),
+            Some(_) if status == 429 => {
+                ctx.upstreams.pause(&host, wait);
+                Err(HandlerError::RetryAfter { after: wait, message: format!("{host} answered 429") })
+            }
+            Some(edgejobs_core::machine::Disposition::Permanent) => {
+                Err(HandlerError::Permanent(format!("{host} answered {status}: {kept}")))
+            }
+            Some(_) => Err(HandlerError::Retryable(format!("{host} answered {status}"))),
+        }
+    }
+}

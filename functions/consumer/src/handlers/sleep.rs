@@ -1,0 +1,33 @@
+//! `sleep`: waits `payload.ms` (at most 1 h), reporting progress; for tests and benchmarks.
+//! `payload.fail` = `"retryable"` or `"permanent"` fails after the sleep instead.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{Handler, HandlerError, JobCtx};
+
+#[derive(Debug, Clone, Copy)]
+pub struct Sleep;
+
+#[async_trait::async_trait]
+impl Handler for Sleep {
+    async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
+        let ms = ctx.job.payload.get("ms").and_then(Value::as_u64).unwrap_or(0);
+        if ms > 3_600_000 {
+            return Err(HandlerError::Permanent("payload.ms must be at most 3600000".into()));
+        }
+        let steps = 4u64;
+        for i in 1..=steps {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(ms / steps)) => ctx.progress.report(json!({ "pct": i * 100 / steps })),
+                _ = ctx.cancel.cancelled() => return Err(HandlerError::Retryable("interrupted".into())),
+            }
+        }
+        match ctx.job.payload.get("fail").and_then(Value::as_str) {
+            Some("permanent") => Err(HandlerError::Permanent("asked to fail permanently".into())),
+            Some("retryable") => Err(HandlerError::Retryable("asked to fail".into())),
+            _ => Ok(json!({ "slept_ms": ms })),
+        }
+    }
+}

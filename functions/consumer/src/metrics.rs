@@ -1,0 +1,116 @@
+//! The consumer's metrics, rendered with the shared exposition in `edgejobs-core`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use edgejobs_core::metrics::{Family, Histogram, Kind, render};
+
+#[derive(Debug, Default)]
+struct Maps {
+    jobs: BTreeMap<(String, &'static str), u64>,
+    durations: BTreeMap<String, Histogram>,
+    upstream_wait: BTreeMap<String, f64>,
+}
+
+/// Counters and gauges of one consumer process.
+#[derive(Debug)]
+pub struct Metrics {
+    maps: Mutex<Maps>,
+    pub in_flight: AtomicI64,
+    pub lease_renewals: AtomicU64,
+    pub reclaims: AtomicU64,
+    started: Instant,
+    /// Ms since `started` of the last successful poll; 0 = never.
+    last_poll_ms: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            maps: Mutex::default(),
+            in_flight: AtomicI64::new(0),
+            lease_renewals: AtomicU64::new(0),
+            reclaims: AtomicU64::new(0),
+            started: Instant::now(),
+            last_poll_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a finished job run: `outcome` is completed, retried, dead or refused.
+    pub fn job(&self, job_type: &str, outcome: &'static str, took: Option<Duration>) {
+        let mut m = self.maps();
+        *m.jobs.entry((job_type.to_owned(), outcome)).or_default() += 1;
+        if let Some(d) = took {
+            m.durations.entry(job_type.to_owned()).or_default().observe(d.as_secs_f64());
+        }
+    }
+
+    pub fn upstream_wait(&self, upstream: &str, d: Duration) {
+        *self.maps().upstream_wait.entry(upstream.to_owned()).or_default() += d.as_secs_f64();
+    }
+
+    pub fn polled(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_poll_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Seconds since the last successful poll (since start when none yet).
+    pub fn last_poll_age(&self) -> Duration {
+        let at = self.last_poll_ms.load(Ordering::Relaxed);
+        self.started.elapsed().saturating_sub(Duration::from_millis(at))
+    }
+
+    pub fn render(&self, healthy: bool) -> String {
+        let m = self.maps();
+        let mut jobs = Family::new(
+            "edgejobs_consumer_jobs_total",
+            "Jobs run by this consumer, by type and outcome.",
+            Kind::Counter,
+        );
+        for ((t, o), n) in &m.jobs {
+            jobs.sample(&[("type", t), ("outcome", o)], *n as f64);
+        }
+        let mut dur =
+            Family::new("edgejobs_consumer_job_duration_seconds", "Run time of jobs, by type.", Kind::Histogram);
+        for (t, h) in &m.durations {
+            dur.histogram(&[("type", t)], h);
+        }
+        let mut wait = Family::new(
+            "edgejobs_consumer_upstream_wait_seconds_total",
+            "Time jobs waited for an upstream's rate limit or 429 pause.",
+            Kind::Counter,
+        );
+        for (u, s) in &m.upstream_wait {
+            wait.sample(&[("upstream", u)], *s);
+        }
+        let mut in_flight = Family::new("edgejobs_consumer_in_flight", "Jobs running now.", Kind::Gauge);
+        in_flight.sample(&[], self.in_flight.load(Ordering::Relaxed) as f64);
+        let mut renewals =
+            Family::new("edgejobs_consumer_lease_renewals_total", "Lease renewals of running jobs.", Kind::Counter);
+        renewals.sample(&[], self.lease_renewals.load(Ordering::Relaxed) as f64);
+        let mut reclaims = Family::new(
+            "edgejobs_consumer_reclaims_total",
+            "Stream entries taken over from silent consumers.",
+            Kind::Counter,
+        );
+        reclaims.sample(&[], self.reclaims.load(Ordering::Relaxed) as f64);
+        let mut up =
+            Family::new("edgejobs_consumer_healthy", "1 when the consumer reaches Upstash and polls.", Kind::Gauge);
+        up.sample(&[], if healthy { 1.0 } else { 0.0 });
+        let mut age = Family::new(
+            "edgejobs_consumer_last_poll_age_seconds",
+            "Seconds since the last successful poll.",
+            Kind::Gauge,
+        );
+        age.sample(&[], self.last_poll_age().as_secs_f64());
+        render(&[jobs, dur, wait, in_flight, renewals, reclaims, up, age])
+    }
+}

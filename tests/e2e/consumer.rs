@@ -1,0 +1,261 @@
+//! Tests of the native consumer: long jobs run through the Upstash stream, leases and
+//! takeovers, draining on SIGTERM, upstream 429 storms, and several consumers on one stream.
+
+use std::time::Duration;
+
+use edgejobs_tests::hooks::{Hooks, Reply};
+use edgejobs_tests::proc::wait_until;
+use edgejobs_tests::stack::Stack;
+use serde_json::{Value, json};
+
+use crate::util::{Ctx, Resp, Test, ensure, metric, unique};
+
+pub const TESTS: &[Test] = &[
+    ("long_job_completes_in_the_consumer", long_job_completes_in_the_consumer),
+    ("llm_chat_records_tokens_used", llm_chat_records_tokens_used),
+    ("llm_429_storm_slows_down_without_losing_jobs", llm_429_storm_slows_down_without_losing_jobs),
+    (
+        "native_reports_are_fenced_and_cancel_reaches_the_handler",
+        native_reports_are_fenced_and_cancel_reaches_the_handler,
+    ),
+    ("consumer_health_and_metrics", consumer_health_and_metrics),
+    ("kill_9_mid_job_is_taken_over_after_the_lease", kill_9_mid_job_is_taken_over_after_the_lease),
+    ("sigterm_drains_in_flight_jobs", sigterm_drains_in_flight_jobs),
+    ("two_consumers_share_the_stream_without_double_runs", two_consumers_share_the_stream_without_double_runs),
+    ("permanent_failures_reach_sentry", permanent_failures_reach_sentry),
+];
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn long_job_completes_in_the_consumer(ctx: &Ctx) -> anyhow::Result<()> {
+    let id = ctx.enqueue(&json!({ "type": "sleep", "payload": { "ms": 300 } }))?;
+    let job = ctx.wait_state(&id, "completed", WAIT)?;
+    ensure(job["lane"] == "native" && job["result"]["slept_ms"] == 300 && job["attempt"] == 1, || format!("{job}"))?;
+    ensure(job["stream_entry"]["attempt"] == 1, || format!("the shard knows the stream entry: {job}"))
+}
+
+fn llm_chat_records_tokens_used(ctx: &Ctx) -> anyhow::Result<()> {
+    let id = ctx.enqueue(
+        &json!({ "type": "llm.chat", "payload": { "messages": [{ "role": "user", "content": "hello there" }] } }),
+    )?;
+    let job = ctx.wait_state(&id, "completed", WAIT)?;
+    let r = &job["result"];
+    ensure(r["content"] == "echo: hello there" && r["model"] == "fake-model", || format!("{job}"))?;
+    ensure(r["usage"]["total_tokens"].as_u64().is_some_and(|t| t > 0), || format!("tokens recorded: {job}"))?;
+    // A request the API refuses (no messages) is permanent: dead after one attempt.
+    let id = ctx.enqueue(&json!({ "type": "llm.chat", "payload": { "messages": [] } }))?;
+    let job = ctx.wait_state(&id, "dead", WAIT)?;
+    ensure(job["attempt"] == 1, || format!("{job}"))
+}
+
+fn llm_429_storm_slows_down_without_losing_jobs(ctx: &Ctx) -> anyhow::Result<()> {
+    let before_429 = ctx.llm.answered_429();
+    ctx.llm.rate_limit_next(10, 1);
+    let ids: Vec<String> = (0..4)
+        .map(|i| ctx.enqueue(&json!({ "type": "llm.chat", "payload": { "messages": [{ "role": "user", "content": format!("storm {i}") }] } })))
+        .collect::<anyhow::Result<_>>()?;
+    for (i, id) in ids.iter().enumerate() {
+        let job = ctx.wait_state(id, "completed", WAIT)?;
+        ensure(job["result"]["content"] == format!("echo: storm {i}"), || format!("{job}"))?;
+    }
+    ensure(ctx.llm.answered_429() >= before_429 + 10, || {
+        format!("the storm happened: {} 429s", ctx.llm.answered_429())
+    })?;
+    let page = ctx.http.get(format!("{}/metrics", ctx.consumer_url)).send()?.text()?;
+    let waited = metric(&page, "edgejobs_consumer_upstream_wait_seconds_total{upstream=\"llm\"}").unwrap_or(0.0);
+    ensure(waited >= 1.0, || format!("the consumer waited for the upstream: {waited} s"))
+}
+
+fn native_reports_are_fenced_and_cancel_reaches_the_handler(ctx: &Ctx) -> anyhow::Result<()> {
+    let id = ctx.enqueue(&json!({ "type": "sleep", "payload": { "ms": 2500 } }))?;
+    ctx.wait_state(&id, "active", WAIT)?;
+    let expect = |r: Resp, code: &str| {
+        ensure(r.status == 409 && r.code() == code, || format!("want {code}: {} {}", r.status, r.body))
+    };
+    expect(ctx.report(&id, &json!({ "event": "complete", "attempt": 2 }))?, "stale_attempt")?;
+    expect(ctx.report(&id, &json!({ "event": "heartbeat", "attempt": 0 }))?, "stale_attempt")?;
+    expect(ctx.report(&id, &json!({ "event": "start", "attempt": 1 }))?, "invalid_transition")?;
+    expect(ctx.report(&id, &json!({ "event": "reclaim", "attempt": 1, "lease_ms": 60000 }))?, "invalid_transition")?;
+    let job = ctx.wait_state(&id, "completed", WAIT)?;
+    ensure(job["result"]["slept_ms"] == 2500 && job["attempt"] == 1, || {
+        format!("the consumer's result stands: {job}")
+    })?;
+    // Late or malformed reports change nothing.
+    expect(
+        ctx.report(
+            &id,
+            &json!({ "event": "fail", "attempt": 1, "error": "late", "disposition": { "kind": "retryable" } }),
+        )?,
+        "invalid_transition",
+    )?;
+    for bad in [json!({ "event": "cancel" }), json!({ "event": "complete" }), json!({ "event": "wake" })] {
+        let r = ctx.report(&id, &bad)?;
+        ensure(r.status == 400 && r.code() == "invalid_field", || format!("{bad}: {} {}", r.status, r.body))?;
+    }
+    ensure(ctx.get(&format!("/v1/jobs/{id}"))?.body["result"]["slept_ms"] == 2500, || "unchanged".into())?;
+    // Cancelling a running native job: its next heartbeat is refused and the handler stops.
+    let id = ctx.enqueue(&json!({ "type": "sleep", "payload": { "ms": 30000 } }))?;
+    ctx.wait_state(&id, "active", WAIT)?;
+    let r = ctx.post(&format!("/v1/jobs/{id}/cancel"), &json!({}))?;
+    ensure(r.body["cancel_requested"] == true, || format!("{}", r.body))?;
+    let job = ctx.wait_state(&id, "cancelled", Duration::from_secs(10))?;
+    ensure(job.get("result").is_none(), || format!("{job}"))
+}
+
+fn consumer_health_and_metrics(ctx: &Ctx) -> anyhow::Result<()> {
+    let r = ctx.send_unchecked(ctx.http.get(format!("{}/health", ctx.consumer_url)))?;
+    ensure(r.status == 200 && r.body["status"] == "healthy", || format!("{} {}", r.status, r.body))?;
+    ensure(r.body["checks"]["upstash"]["ok"] == true && r.body["checks"]["edge"]["ok"] == true, || {
+        format!("{}", r.body)
+    })?;
+    ensure(r.body["in_flight"].is_number(), || format!("{}", r.body))?;
+    let id = ctx.enqueue(&json!({ "type": "sleep", "payload": { "ms": 10 } }))?;
+    ctx.wait_state(&id, "completed", WAIT)?;
+    let page = ctx.http.get(format!("{}/metrics", ctx.consumer_url)).send()?.text()?;
+    for family in [
+        "edgejobs_consumer_jobs_total",
+        "edgejobs_consumer_job_duration_seconds",
+        "edgejobs_consumer_in_flight",
+        "edgejobs_consumer_lease_renewals_total",
+        "edgejobs_consumer_reclaims_total",
+        "edgejobs_consumer_upstream_wait_seconds_total",
+        "edgejobs_consumer_healthy",
+        "edgejobs_consumer_last_poll_age_seconds",
+    ] {
+        ensure(page.contains(&format!("# TYPE {family} ")), || format!("{family} missing from /metrics"))?;
+    }
+    let done = metric(&page, "edgejobs_consumer_jobs_total{type=\"sleep\",outcome=\"completed\"}").unwrap_or(0.0);
+    ensure(done >= 1.0, || format!("completed sleep jobs counted: {done}"))?;
+    // promtool, the real Prometheus tool, accepts the exposition.
+    crate::util::promtool_check_metrics(&page)
+}
+
+/// Starts a consumer on the fault stack with `env` and returns its index.
+fn consumer(stack: &mut Stack, env: &[(&str, &str)]) -> anyhow::Result<usize> {
+    stack.start_consumer(env)
+}
+
+fn enqueue_on(ctx: &Ctx, stack: &Stack, body: &Value) -> anyhow::Result<String> {
+    let r =
+        ctx.send(ctx.http.post(format!("{}/v1/jobs", stack.edge_url)).bearer_auth(&stack.secrets.api_key).json(body))?;
+    ensure(r.status == 201, || format!("enqueue: {} {}", r.status, r.body))?;
+    Ok(r.body["id"].as_str().unwrap_or_default().to_owned())
+}
+
+fn job_on(ctx: &Ctx, stack: &Stack, id: &str) -> anyhow::Result<Value> {
+    Ok(ctx.send(ctx.http.get(format!("{}/v1/jobs/{id}", stack.edge_url)).bearer_auth(&stack.secrets.api_key))?.body)
+}
+
+fn wait_on(ctx: &Ctx, stack: &Stack, id: &str, state: &str) -> anyhow::Result<Value> {
+    let mut last = Value::Null;
+    let ok = wait_until(WAIT, || match job_on(ctx, stack, id) {
+        Ok(j) => {
+            let done = j["state"] == state;
+            last = j;
+            done
+        }
+        Err(_) => false,
+    });
+    ensure(ok, || format!("job {id} did not become {state}: {last}"))?;
+    Ok(last)
+}
+
+fn kill_9_mid_job_is_taken_over_after_the_lease(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let hooks = Hooks::start()?;
+        let url = hooks.script("/slow", vec![Reply::status(200).delay(Duration::from_secs(6)), Reply::status(200)]);
+        let a = consumer(stack, &[])?;
+        let id =
+            enqueue_on(ctx, stack, &json!({ "type": "http.request", "payload": { "url": url, "body": { "n": 1 } } }))?;
+        ensure(wait_until(WAIT, || hooks.received("/slow").len() == 1), || "consumer A called the upstream".into())?;
+        stack.kill_consumer(a);
+        let b = consumer(stack, &[])?;
+        let job = wait_on(ctx, stack, &id, "completed")?;
+        ensure(job["attempt"] == 2, || format!("taken over as attempt 2: {job}"))?;
+        std::thread::sleep(Duration::from_secs(2));
+        ensure(hooks.received("/slow").len() == 2, || {
+            format!("two executions, no more: {}", hooks.received("/slow").len())
+        })?;
+        let page = ctx.http.get(format!("{}/metrics", stack.consumer_url(b))).send()?.text()?;
+        ensure(metric(&page, "edgejobs_consumer_reclaims_total").unwrap_or(0.0) >= 1.0, || {
+            "B counted its takeover".into()
+        })?;
+        let job = job_on(ctx, stack, &id)?;
+        ensure(job["state"] == "completed" && job["attempt"] == 2, || format!("completed once: {job}"))?;
+        stack.terminate_consumer(b, Duration::from_secs(10));
+        Ok(())
+    })
+}
+
+fn sigterm_drains_in_flight_jobs(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let c = consumer(stack, &[])?;
+        let ids: Vec<String> = (0..3)
+            .map(|_| enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 2500 } })))
+            .collect::<anyhow::Result<_>>()?;
+        for id in &ids {
+            wait_on(ctx, stack, id, "active")?;
+        }
+        let code = stack.terminate_consumer(c, Duration::from_secs(20));
+        ensure(code == Some(0), || format!("exit code after a clean drain: {code:?}"))?;
+        for id in &ids {
+            let job = job_on(ctx, stack, id)?;
+            ensure(job["state"] == "completed" && job["attempt"] == 1, || format!("finished during the drain: {job}"))?;
+        }
+        Ok(())
+    })
+}
+
+fn two_consumers_share_the_stream_without_double_runs(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let hooks = Hooks::start()?;
+        let a = consumer(stack, &[("EDGEJOBS_CONCURRENCY", "4")])?;
+        let b = consumer(stack, &[("EDGEJOBS_CONCURRENCY", "4")])?;
+        let mut jobs = Vec::new();
+        for i in 0..16 {
+            let path = format!("/share-{i}");
+            let url = hooks.script(&path, vec![Reply::status(200).delay(Duration::from_millis(300))]);
+            jobs.push((path, enqueue_on(ctx, stack, &json!({ "type": "http.request", "payload": { "url": url } }))?));
+        }
+        for (path, id) in &jobs {
+            let job = wait_on(ctx, stack, id, "completed")?;
+            ensure(job["attempt"] == 1, || format!("no takeover while both live: {job}"))?;
+            ensure(hooks.received(path).len() == 1, || format!("{path} ran {} times", hooks.received(path).len()))?;
+        }
+        let ran = |i: usize| -> anyhow::Result<f64> {
+            let page = ctx.http.get(format!("{}/metrics", stack.consumer_url(i))).send()?.text()?;
+            Ok(metric(&page, "edgejobs_consumer_jobs_total{type=\"http.request\",outcome=\"completed\"}")
+                .unwrap_or(0.0))
+        };
+        let (ra, rb) = (ran(a)?, ran(b)?);
+        ensure(ra + rb == 16.0 && ra > 0.0 && rb > 0.0, || format!("both consumers worked: {ra} + {rb}"))?;
+        stack.terminate_consumer(a, Duration::from_secs(10));
+        stack.terminate_consumer(b, Duration::from_secs(10));
+        Ok(())
+    })
+}
+
+fn permanent_failures_reach_sentry(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        // A stand-in for Sentry's ingestion endpoint (outside this machine): it records envelopes.
+        let sentry = Hooks::start()?;
+        let port = sentry.base.rsplit(':').next().unwrap_or("0").to_owned();
+        let dsn = format!("http://0123456789abcdef0123456789abcdef@127.0.0.1:{port}/42");
+        let c = consumer(stack, &[("SENTRY_DSN", &dsn)])?;
+        let marker = unique("boom");
+        let id = enqueue_on(
+            ctx,
+            stack,
+            &json!({ "type": "sleep", "payload": { "ms": 1, "fail": "permanent" }, "tags": [marker] }),
+        )?;
+        wait_on(ctx, stack, &id, "dead")?;
+        let got = wait_until(Duration::from_secs(15), || {
+            sentry
+                .received("/api/42/envelope/")
+                .iter()
+                .any(|r| r.body.contains(&id) && r.body.contains("job failed for good"))
+        });
+        stack.terminate_consumer(c, Duration::from_secs(10));
+        ensure(got, || format!("no Sentry envelope mentions {id}: {:?}", sentry.received("/api/42/envelope/").len()))
+    })
+}
