@@ -7,6 +7,7 @@
 
 mod consumer;
 mod jobs;
+mod observability;
 mod upstash;
 mod util;
 
@@ -20,7 +21,7 @@ use util::Ctx;
 fn main() {
     let args = Arguments::from_args();
     let listing = args.list;
-    let tests: Vec<util::Test> = [jobs::TESTS, upstash::TESTS, consumer::TESTS].concat();
+    let tests: Vec<util::Test> = [jobs::TESTS, upstash::TESTS, consumer::TESTS, observability::TESTS].concat();
     if listing {
         let trials = tests.into_iter().map(|(name, _)| Trial::test(name, || Ok(()))).collect();
         libtest_mimic::run(&args, trials).exit();

@@ -24,8 +24,8 @@ pub mod routes;
 pub mod shard;
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    routes::handle(req, env).await
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    routes::handle(req, env, &ctx).await
 }
 
 #[event(queue)]

@@ -52,7 +52,7 @@ pub async fn admit(cfg: &EdgeConfig, who: &Principal, cost: u32) -> Result<Optio
                 log(
                     "error",
                     "rate limiter cannot reach Upstash",
-                    json!({ "error": e.to_string(), "fail_open": cfg.rate_limit_fail_open, "failures_in_isolate": failures }),
+                    json!({ "error": e.to_string(), "fail_open": cfg.rate_limit_fail_open, "unreported_failures": failures }),
                 );
             }
             if cfg.rate_limit_fail_open {
@@ -64,9 +64,9 @@ pub async fn admit(cfg: &EdgeConfig, who: &Principal, cost: u32) -> Result<Optio
     }
 }
 
-/// Failures of the limiter seen by this isolate (for metrics).
-pub fn failures() -> u64 {
-    FAILURES.with(Cell::get)
+/// Failures of the limiter since the last call (the router adds them to the metrics).
+pub fn take_failures() -> u64 {
+    FAILURES.with(|f| f.replace(0))
 }
 
 fn secs(ms: u64) -> String {

@@ -6,6 +6,8 @@
 //! The router reaches a shard through [`call`], a POST to `https://shard/<op>` with a JSON body.
 
 use edgejobs_core::machine::{self, Effect, Event};
+use edgejobs_core::metrics::Histogram;
+use edgejobs_core::stats::{self, Delta, ShardStats};
 use edgejobs_core::wire::{Cursor, ListQuery, QueueMessage};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId, JobState};
 use serde::Deserialize;
@@ -32,6 +34,22 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state_run_at ON jobs(state, run_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at, id);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (name, labels)
+);
+CREATE TABLE IF NOT EXISTS histograms (
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (name, labels)
+);
+CREATE TABLE IF NOT EXISTS gauges (
+    name TEXT PRIMARY KEY,
+    value REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -89,6 +107,9 @@ impl DurableObject for JobShard {
             "list" => self.list(body),
             "replay_dead" => self.replay_dead(body).await,
             "handoff" => self.handoff(body),
+            "stats" => self.stats(),
+            "count" => self.count(body),
+            "gauge" => self.gauge(body),
             _ => Err(ApiError::new(ErrorCode::NotFound, format!("unknown shard operation {op:?}"))),
         };
         match out {
@@ -171,7 +192,128 @@ impl JobShard {
     fn transition(&self, job: &Job, event: Event, now: u64) -> std::result::Result<machine::Transition, ApiError> {
         let t = machine::apply(job, event, now, random_unit())?;
         self.save(&t.job)?;
+        self.record(&stats::transition(job, &t.job, now))?;
         Ok(t)
+    }
+
+    /// Adds metric deltas, in the same synchronous stretch as the state change they count.
+    fn record(&self, deltas: &[Delta]) -> std::result::Result<(), ApiError> {
+        for d in deltas {
+            match d {
+                Delta::Count { name, labels, n } => {
+                    let labels = serde_json::to_string(labels).map_err(internal)?;
+                    self.sql
+                        .exec(
+                            "INSERT INTO counters (name, labels, value) VALUES (?, ?, ?)
+                             ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value",
+                            vec![name.clone().into(), labels.into(), SqlStorageValue::Float(*n)],
+                        )
+                        .map_err(internal)?;
+                }
+                Delta::Observe { name, labels, secs } => {
+                    let labels = serde_json::to_string(labels).map_err(internal)?;
+                    #[derive(Deserialize)]
+                    struct Doc {
+                        doc: String,
+                    }
+                    let rows: Vec<Doc> = self
+                        .sql
+                        .exec(
+                            "SELECT doc FROM histograms WHERE name = ? AND labels = ?",
+                            vec![name.clone().into(), labels.clone().into()],
+                        )
+                        .and_then(|c| c.to_array())
+                        .map_err(internal)?;
+                    let mut h: Histogram =
+                        rows.first().and_then(|r| serde_json::from_str(&r.doc).ok()).unwrap_or_default();
+                    h.observe(*secs);
+                    let doc = serde_json::to_string(&h).map_err(internal)?;
+                    self.sql
+                        .exec(
+                            "INSERT OR REPLACE INTO histograms (name, labels, doc) VALUES (?, ?, ?)",
+                            vec![name.clone().into(), labels.into(), doc.into()],
+                        )
+                        .map_err(internal)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This shard's numbers for a scrape.
+    fn stats(&self) -> OpResult {
+        #[derive(Deserialize)]
+        struct C {
+            name: String,
+            labels: String,
+            value: f64,
+        }
+        #[derive(Deserialize)]
+        struct H {
+            name: String,
+            labels: String,
+            doc: String,
+        }
+        #[derive(Deserialize)]
+        struct J {
+            state: String,
+            #[serde(rename = "type")]
+            job_type: String,
+            n: f64,
+        }
+        #[derive(Deserialize)]
+        struct O {
+            oldest: Option<f64>,
+        }
+        #[derive(Deserialize)]
+        struct G {
+            name: String,
+            value: f64,
+        }
+        let q = |sql: &str| self.sql.exec(sql, None).map_err(internal);
+        let counters: Vec<C> = q("SELECT name, labels, value FROM counters")?.to_array().map_err(internal)?;
+        let hists: Vec<H> = q("SELECT name, labels, doc FROM histograms")?.to_array().map_err(internal)?;
+        let jobs: Vec<J> =
+            q("SELECT state, type, COUNT(*) AS n FROM jobs GROUP BY state, type")?.to_array().map_err(internal)?;
+        let oldest: Vec<O> =
+            q("SELECT MIN(created_at) AS oldest FROM jobs WHERE state = 'queued'")?.to_array().map_err(internal)?;
+        let gauges: Vec<G> = q("SELECT name, value FROM gauges")?.to_array().map_err(internal)?;
+        let labels = |s: &str| serde_json::from_str::<Vec<(String, String)>>(s).unwrap_or_default();
+        let out = ShardStats {
+            counters: counters.into_iter().map(|c| (c.name, labels(&c.labels), c.value)).collect(),
+            histograms: hists
+                .into_iter()
+                .filter_map(|h| serde_json::from_str(&h.doc).ok().map(|hist| (h.name, labels(&h.labels), hist)))
+                .collect(),
+            jobs: jobs.into_iter().map(|j| (j.state, j.job_type, j.n as u64)).collect(),
+            oldest_queued_ms: oldest.first().and_then(|o| o.oldest).map(|v| v as u64),
+            gauges: gauges.into_iter().map(|g| (g.name, g.value)).collect(),
+        };
+        Ok((200, serde_json::to_value(out).map_err(internal)?))
+    }
+
+    /// Adds to a request-level counter (kept in the `stats` object).
+    fn count(&self, body: Value) -> OpResult {
+        let d: Delta = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        self.record(&[d])?;
+        Ok((200, json!({ "ok": true })))
+    }
+
+    /// Sets a stored gauge (kept in the `stats` object).
+    fn gauge(&self, body: Value) -> OpResult {
+        #[derive(Deserialize)]
+        struct G {
+            name: String,
+            value: f64,
+        }
+        let g: G = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        self.sql
+            .exec(
+                "INSERT OR REPLACE INTO gauges (name, value) VALUES (?, ?)",
+                vec![g.name.into(), SqlStorageValue::Float(g.value)],
+            )
+            .map_err(internal)?;
+        Ok((200, json!({ "ok": true })))
     }
 
     /// Runs an effect after its state was committed. A failed queue send is logged, not
@@ -262,6 +404,7 @@ impl JobShard {
             _ => Effect::Enqueue,
         };
         self.save(&req.job)?;
+        self.record(&stats::created(&req.job))?;
         self.carry_out(&req.job, effect).await;
         Ok((201, json!({ "job": req.job, "created": true })))
     }
@@ -398,11 +541,20 @@ fn not_found(id: &JobId) -> ApiError {
     ApiError::new(ErrorCode::JobNotFound, format!("no job with id {id}"))
 }
 
+/// The name of the object that keeps request-level counters and stored gauges. It is a
+/// `JobShard` holding no jobs.
+pub const STATS: &str = "stats";
+
 /// Calls operation `op` of shard number `shard` and returns the status and JSON body.
 pub async fn call(env: &Env, shard: u16, op: &str, body: &Value) -> std::result::Result<(u16, Value), ApiError> {
+    call_named(env, &format!("shard-{shard}"), op, body).await
+}
+
+/// Calls operation `op` of the object named `name`.
+pub async fn call_named(env: &Env, name: &str, op: &str, body: &Value) -> std::result::Result<(u16, Value), ApiError> {
     let stub = env
         .durable_object(SHARD_BINDING)
-        .and_then(|ns| ns.get_by_name(&format!("shard-{shard}")))
+        .and_then(|ns| ns.get_by_name(name))
         .map_err(|e| unavailable("shard binding", e))?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.to_string().into()));

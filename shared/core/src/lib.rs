@@ -14,6 +14,7 @@
 //! - [`retry`]: the backoff policy (exponential, full jitter, cap).
 //! - [`auth`]: API key scopes and constant-time comparison.
 //! - [`config`]: the typed edge configuration and the redacting [`config::Secret`].
+//! - [`stats`]: what each state change adds to the edge metrics, and their merge.
 //! - [`error`]: the one API error type: a stable code, an HTTP status and a message.
 //! - [`time`]: ms timestamps and their RFC 3339 form.
 //! - [`webhook`]: webhook signatures and the classification of answers.
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod retry;
 pub mod spec;
+pub mod stats;
 pub mod time;
 pub mod webhook;
 pub mod wire;

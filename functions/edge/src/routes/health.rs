@@ -1,23 +1,97 @@
-//! `GET /health`: public, no secrets. A later issue adds per-dependency checks.
+//! `GET /health` (public): one check per dependency with its latency, and an overall status:
+//! `unhealthy` (503) when the shards or the queue binding fail, `degraded` (200) when
+//! Upstash, backups, the backlog or the sweep need attention, else `healthy`. No secret or
+//! internal address appears in the output. `GET /health/live` checks nothing.
 
-use serde_json::json;
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::stats::ShardStats;
+use futures_util::future::join_all;
+use serde_json::{Value, json};
 use worker::{Env, Response, Result};
 
-use crate::config::{QUEUE_BINDING, SHARD_BINDING};
+use crate::config::QUEUE_BINDING;
 use crate::http;
+use crate::platform::now_ms;
+use crate::shard;
+
+/// The gauges the health checks read from the stats object.
+pub const BACKUP_GAUGE: &str = "edgejobs_backup_last_success_timestamp_seconds";
+pub const SWEEP_GAUGE: &str = "edgejobs_sweep_last_run_timestamp_seconds";
+
+fn threshold(env: &Env, name: &str, default_ms: u64) -> u64 {
+    env.var(name)
+        .ok()
+        .and_then(|v| edgejobs_core::spec::parse_duration(&Value::String(v.to_string())))
+        .unwrap_or(default_ms)
+}
+
+/// The result of every check: (status 0/1/2, body).
+pub async fn evaluate(env: &Env) -> (u8, Value) {
+    let cfg: Option<EdgeConfig> = crate::config::load(env).ok();
+    let now = now_ms();
+    // Shards: every one answers its stats, from which the backlog check reads too.
+    let t0 = now_ms();
+    let count = cfg.as_ref().map_or(16, |c| c.shard_count);
+    let empty = json!({});
+    let answers = join_all((0..count).map(|s| shard::call(env, s, "stats", &empty))).await;
+    let shards_ms = now_ms() - t0;
+    let stats: Vec<ShardStats> = answers
+        .iter()
+        .filter_map(|a| a.as_ref().ok())
+        .filter_map(|(_, v)| serde_json::from_value(v.clone()).ok())
+        .collect();
+    let shards_ok = stats.len() == count as usize;
+    let oldest = stats.iter().filter_map(|s| s.oldest_queued_ms).min();
+    let oldest_age_ms = oldest.map_or(0, |o| now.saturating_sub(o));
+    let queued_ok = oldest_age_ms <= threshold(env, "HEALTH_QUEUED_MAX_AGE", 300_000);
+    let queue_ok = env.queue(QUEUE_BINDING).is_ok();
+    // Upstash: PING with the configured timeout.
+    let t1 = now_ms();
+    let upstash_ok = match &cfg {
+        Some(c) => crate::ratelimit::upstash(c).ping().await.is_ok(),
+        None => false,
+    };
+    let upstash_ms = now_ms() - t1;
+    // Backups and the sweep: gauges the stats object keeps.
+    let gauges = shard::call_named(env, shard::STATS, "stats", &json!({}))
+        .await
+        .ok()
+        .and_then(|(_, v)| serde_json::from_value::<ShardStats>(v).ok())
+        .map(|s| s.gauges)
+        .unwrap_or_default();
+    let gauge = |name: &str| gauges.iter().find(|(n, _)| n == name).map(|(_, v)| (*v * 1000.0) as u64);
+    let backup_age = gauge(BACKUP_GAUGE).map(|t| now.saturating_sub(t));
+    let backup_ok = backup_age.is_some_and(|a| a <= threshold(env, "HEALTH_BACKUP_MAX_AGE", 26 * 3_600_000));
+    let sweep_age = gauge(SWEEP_GAUGE).map(|t| now.saturating_sub(t));
+    let sweep_ok = sweep_age.is_some_and(|a| a <= threshold(env, "HEALTH_SWEEP_MAX_AGE", 900_000));
+    let status = if cfg.is_none() || !shards_ok || !queue_ok {
+        2
+    } else if !(upstash_ok && backup_ok && queued_ok && sweep_ok) {
+        1
+    } else {
+        0
+    };
+    let secs = |ms: Option<u64>| ms.map(|m| m as f64 / 1000.0);
+    let name = ["healthy", "degraded", "unhealthy"][status as usize];
+    let body = json!({
+        "status": name,
+        "checks": {
+            "config": { "ok": cfg.is_some() },
+            "shards": { "ok": shards_ok, "answered": stats.len(), "of": count, "latency_ms": shards_ms },
+            "queue": { "ok": queue_ok },
+            "upstash": { "ok": upstash_ok, "latency_ms": upstash_ms },
+            "backup": { "ok": backup_ok, "age_seconds": secs(backup_age) },
+            "oldest_queued_job": { "ok": queued_ok, "age_seconds": oldest_age_ms as f64 / 1000.0 },
+            "sweep": { "ok": sweep_ok, "age_seconds": secs(sweep_age) },
+        },
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    (status as u8, body)
+}
 
 pub async fn health(env: &Env) -> Result<Response> {
-    let shards = env.durable_object(SHARD_BINDING).is_ok();
-    let queue = env.queue(QUEUE_BINDING).is_ok();
-    let healthy = shards && queue;
-    http::json(
-        if healthy { 200 } else { 503 },
-        &json!({
-            "status": if healthy { "healthy" } else { "unhealthy" },
-            "checks": { "shards": { "ok": shards }, "queue": { "ok": queue } },
-            "version": env!("CARGO_PKG_VERSION"),
-        }),
-    )
+    let (status, body) = evaluate(env).await;
+    http::json(if status == 2 { 503 } else { 200 }, &body)
 }
 
 /// `GET /health/live`: the process answers; checks nothing else.

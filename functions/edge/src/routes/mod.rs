@@ -12,12 +12,14 @@ pub mod dead;
 pub mod health;
 pub mod internal;
 pub mod jobs;
+pub mod metrics;
 
 /// What a path resolves to.
 #[derive(Debug, Clone, Copy)]
 enum Route<'a> {
     Health,
     Live,
+    Metrics,
     Jobs,
     Batch,
     Job(&'a str),
@@ -36,6 +38,7 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method], Option<Scope>)> 
     Some(match segs.as_slice() {
         ["health"] => (Route::Health, &[Get], None),
         ["health", "live"] => (Route::Live, &[Get], None),
+        ["metrics"] => (Route::Metrics, &[Get], None),
         ["v1", "jobs"] => (Route::Jobs, &[Get, Post], jobs),
         ["v1", "jobs", "batch"] => (Route::Batch, &[Post], jobs),
         ["v1", "jobs", id] => (Route::Job(id), &[Get], jobs),
@@ -48,8 +51,42 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method], Option<Scope>)> 
     })
 }
 
-/// Serves one request.
-pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
+/// Serves one request; enqueue requests are counted by status after the answer is sent.
+pub async fn handle(req: Request, env: Env, ctx: &worker::Context) -> Result<Response> {
+    let counted =
+        req.method() == Method::Post && matches!(req.path().trim_end_matches('/'), "/v1/jobs" | "/v1/jobs/batch");
+    let resp = route(req, env.clone()).await?;
+    if counted {
+        let status = resp.status_code();
+        let limiter_errors = crate::ratelimit::take_failures();
+        ctx.wait_until(async move {
+            let mut deltas = vec![count("edgejobs_enqueue_requests_total", &[("status", &status.to_string())], 1.0)];
+            if status == 429 {
+                deltas.push(count("edgejobs_rate_limited_total", &[], 1.0));
+            }
+            if limiter_errors > 0 {
+                deltas.push(count("edgejobs_rate_limiter_errors_total", &[], limiter_errors as f64));
+            }
+            for d in deltas {
+                if crate::shard::call_named(&env, crate::shard::STATS, "count", &d).await.is_err() {
+                    crate::http::log("warn", "could not count a request", serde_json::json!({}));
+                }
+            }
+        });
+    }
+    Ok(resp)
+}
+
+fn count(name: &str, labels: &[(&str, &str)], n: f64) -> serde_json::Value {
+    let d = edgejobs_core::stats::Delta::Count {
+        name: name.to_owned(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        n,
+    };
+    serde_json::to_value(d).unwrap_or_default()
+}
+
+async fn route(mut req: Request, env: Env) -> Result<Response> {
     let path = req.path();
     let Some((route, methods, scope)) = resolve(&path) else {
         return http::error(&ApiError::new(ErrorCode::NotFound, format!("no route for {path}")));
@@ -68,6 +105,7 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
     match route {
         Route::Health => return health::health(&env).await,
         Route::Live => return health::live(),
+        Route::Metrics => return metrics::metrics(&req, &env).await,
         _ => {}
     }
     let cfg = match crate::config::load(&env) {
@@ -104,6 +142,8 @@ async fn dispatch(
         Route::Dead => dead::list(req, env, cfg).await,
         Route::DeadReplay => dead::replay(req, env, cfg).await,
         Route::Events(id) => internal::event(req, env, id).await,
-        Route::Health | Route::Live | Route::Batch => Err(ApiError::new(ErrorCode::Internal, "route dispatch error")),
+        Route::Health | Route::Live | Route::Metrics | Route::Batch => {
+            Err(ApiError::new(ErrorCode::Internal, "route dispatch error"))
+        }
     }
 }

@@ -1,0 +1,63 @@
+//! `GET /metrics`: Prometheus text (or JSON with `Accept: application/json`), merged from
+//! every shard's counters and the stats object at scrape time, so counters are monotonic
+//! across scrapes and isolate restarts. Protected by `METRICS_TOKEN` when that secret is
+//! set (an admin key works too).
+
+use edgejobs_core::auth::{Scope, constant_time_eq};
+use edgejobs_core::metrics::{render, render_json};
+use edgejobs_core::stats::{ShardStats, families};
+use edgejobs_core::{ApiError, ErrorCode};
+use futures_util::future::join_all;
+use serde_json::json;
+use worker::{Env, Request, Response, Result};
+
+use crate::http;
+use crate::platform::now_ms;
+use crate::shard;
+
+fn authorized(req: &Request, env: &Env) -> std::result::Result<(), ApiError> {
+    let Ok(token) = env.secret("METRICS_TOKEN").map(|s| s.to_string()) else { return Ok(()) };
+    let header = req.headers().get("authorization").ok().flatten().unwrap_or_default();
+    let given = header.strip_prefix("Bearer ").unwrap_or("");
+    if !given.is_empty() && constant_time_eq(given, &token) {
+        return Ok(());
+    }
+    let cfg = crate::config::load(env)?;
+    http::authorize(req, Scope::Admin, &cfg).map(|_| ()).map_err(|e| {
+        if e.code == ErrorCode::Forbidden {
+            ApiError::new(ErrorCode::Unauthorized, "metrics need the metrics token")
+        } else {
+            e
+        }
+    })
+}
+
+pub async fn metrics(req: &Request, env: &Env) -> Result<Response> {
+    if let Err(e) = authorized(req, env) {
+        return http::error(&e);
+    }
+    let count = crate::config::load(env).map_or(16, |c| c.shard_count);
+    let names: Vec<String> = (0..count).map(|s| format!("shard-{s}")).chain([shard::STATS.to_owned()]).collect();
+    let empty = json!({});
+    let answers = join_all(names.iter().map(|n| shard::call_named(env, n, "stats", &empty))).await;
+    let mut all = Vec::with_capacity(answers.len());
+    for a in answers {
+        match a
+            .ok()
+            .and_then(|(status, v)| if status == 200 { serde_json::from_value::<ShardStats>(v).ok() } else { None })
+        {
+            Some(s) => all.push(s),
+            // A partial scrape would make counters go backwards; refuse it instead.
+            None => return http::error(&ApiError::new(ErrorCode::Unavailable, "a shard did not answer; scrape again")),
+        }
+    }
+    let (health, _) = super::health::evaluate(env).await;
+    let fams = families(&all, now_ms(), health);
+    let wants_json = req.headers().get("accept").ok().flatten().is_some_and(|a| a.contains("application/json"));
+    if wants_json {
+        return http::json(200, &render_json(&fams));
+    }
+    let mut resp = Response::ok(render(&fams))?;
+    resp.headers_mut().set("content-type", "text/plain; version=0.0.4; charset=utf-8")?;
+    Ok(resp)
+}

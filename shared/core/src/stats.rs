@@ -1,0 +1,248 @@
+//! Edge metrics as data: what each state change adds to the counters (computed from the
+//! job before and after, so it is committed in the same write as the change), and the
+//! merge of every shard's numbers into Prometheus families at scrape time.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::{Job, JobState};
+use crate::metrics::{Family, Histogram, Kind};
+
+/// One change to a counter or histogram.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Delta {
+    /// Add `n` to counter `name` with these labels.
+    Count { name: String, labels: Vec<(String, String)>, n: f64 },
+    /// Observe `secs` in histogram `name`.
+    Observe { name: String, labels: Vec<(String, String)>, secs: f64 },
+}
+
+fn count(name: &str, labels: &[(&str, &str)]) -> Delta {
+    Delta::Count {
+        name: name.to_owned(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        n: 1.0,
+    }
+}
+
+/// What a new job adds.
+pub fn created(job: &Job) -> Vec<Delta> {
+    vec![count("edgejobs_jobs_enqueued_total", &[("type", &job.job_type)])]
+}
+
+/// What a committed transition from `before` to `after` at `now` adds.
+pub fn transition(before: &Job, after: &Job, now: u64) -> Vec<Delta> {
+    let t = after.job_type.as_str();
+    let lane = after.lane.as_str();
+    let mut out = Vec::new();
+    // An attempt ended: completed, failed (retried or dead), or lost its lease (a takeover
+    // bumps the attempt number while the job stays active).
+    let attempt_ended = before.state == JobState::Active
+        && (after.state != JobState::Active || after.attempt != before.attempt)
+        && after.state != JobState::Cancelled;
+    if attempt_ended {
+        let outcome = if after.state == JobState::Completed { "completed" } else { "failed" };
+        out.push(count("edgejobs_attempts_total", &[("type", t), ("lane", lane), ("outcome", outcome)]));
+        if let Some(started) = before.started_at {
+            out.push(Delta::Observe {
+                name: "edgejobs_attempt_duration_seconds".into(),
+                labels: vec![("type".into(), t.into()), ("lane".into(), lane.into())],
+                secs: now.saturating_sub(started) as f64 / 1000.0,
+            });
+        }
+    }
+    if before.state != after.state || before.attempt != after.attempt {
+        match after.state {
+            JobState::Completed => out.push(count("edgejobs_jobs_completed_total", &[("type", t)])),
+            JobState::Dead => out.push(count("edgejobs_jobs_dead_total", &[("type", t)])),
+            JobState::Cancelled => out.push(count("edgejobs_jobs_cancelled_total", &[("type", t)])),
+            JobState::Scheduled | JobState::Queued if before.state == JobState::Active => {
+                out.push(count("edgejobs_jobs_retried_total", &[("type", t)]))
+            }
+            JobState::Active if before.state == JobState::Active => {
+                out.push(count("edgejobs_jobs_retried_total", &[("type", t)]))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Label pairs of one series.
+pub type Labels = Vec<(String, String)>;
+
+/// What one shard (or the stats object) reports at scrape time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardStats {
+    pub counters: Vec<(String, Labels, f64)>,
+    pub histograms: Vec<(String, Labels, Histogram)>,
+    /// (state, type, count) of the jobs stored now.
+    pub jobs: Vec<(String, String, u64)>,
+    /// Creation time of the oldest queued job, if any.
+    pub oldest_queued_ms: Option<u64>,
+    /// Gauges kept by the stats object (e.g. the last backup), by name.
+    #[serde(default)]
+    pub gauges: Vec<(String, f64)>,
+}
+
+/// Every counter family the edge exports, with its help; families print even when empty.
+pub const COUNTERS: &[(&str, &str)] = &[
+    ("edgejobs_attempts_total", "Attempts that ended, by type, lane and outcome (completed or failed)."),
+    ("edgejobs_jobs_enqueued_total", "Jobs created, by type."),
+    ("edgejobs_jobs_completed_total", "Jobs completed, by type."),
+    ("edgejobs_jobs_retried_total", "Failed attempts scheduled for a retry, by type."),
+    ("edgejobs_jobs_dead_total", "Jobs that reached the dead-letter set, by type."),
+    ("edgejobs_jobs_cancelled_total", "Jobs cancelled, by type."),
+    ("edgejobs_enqueue_requests_total", "Enqueue requests (POST /v1/jobs and /v1/jobs/batch), by HTTP status."),
+    ("edgejobs_rate_limited_total", "Enqueue requests refused by the rate limit."),
+    ("edgejobs_rate_limiter_errors_total", "Rate-limit checks that could not reach Upstash."),
+    ("edgejobs_sweep_resent_total", "Jobs the sweep sent to their queue again."),
+];
+
+/// Gauges the stats object keeps.
+pub const STORED_GAUGES: &[(&str, &str)] = &[
+    ("edgejobs_backup_last_success_timestamp_seconds", "Unix time of the newest valid backup."),
+    ("edgejobs_backup_last_size_bytes", "Size of the newest valid backup."),
+];
+
+/// Merges every shard's numbers into the edge's families. `health_status` is 0 healthy,
+/// 1 degraded, 2 unhealthy.
+pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> {
+    let mut counters: BTreeMap<(String, Vec<(String, String)>), f64> = BTreeMap::new();
+    let mut hists: BTreeMap<(String, Vec<(String, String)>), Histogram> = BTreeMap::new();
+    let mut jobs: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut gauges: BTreeMap<String, f64> = BTreeMap::new();
+    let mut oldest: Option<u64> = None;
+    for s in all {
+        for (n, l, v) in &s.counters {
+            *counters.entry((n.clone(), l.clone())).or_default() += v;
+        }
+        for (n, l, h) in &s.histograms {
+            hists.entry((n.clone(), l.clone())).or_default().merge(h);
+        }
+        for (st, t, c) in &s.jobs {
+            *jobs.entry((st.clone(), t.clone())).or_default() += c;
+        }
+        for (n, v) in &s.gauges {
+            gauges.insert(n.clone(), *v);
+        }
+        oldest = match (oldest, s.oldest_queued_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let mut out = Vec::new();
+    for (name, help) in COUNTERS {
+        let mut f = Family::new(name, help, Kind::Counter);
+        for ((n, l), v) in &counters {
+            if n == name {
+                let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                f.sample(&labels, *v);
+            }
+        }
+        out.push(f);
+    }
+    let mut h =
+        Family::new("edgejobs_attempt_duration_seconds", "Duration of attempts, by type and lane.", Kind::Histogram);
+    for ((_, l), hist) in &hists {
+        let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        h.histogram(&labels, hist);
+    }
+    out.push(h);
+    let mut g = Family::new("edgejobs_jobs", "Jobs stored now, by state and type.", Kind::Gauge);
+    for ((st, t), c) in &jobs {
+        g.sample(&[("state", st), ("type", t)], *c as f64);
+    }
+    out.push(g);
+    let mut age = Family::new(
+        "edgejobs_oldest_queued_job_age_seconds",
+        "Age of the oldest queued job (0 when none).",
+        Kind::Gauge,
+    );
+    age.sample(&[], oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0));
+    out.push(age);
+    for (name, help) in STORED_GAUGES {
+        let mut f = Family::new(name, help, Kind::Gauge);
+        if let Some(v) = gauges.get(*name) {
+            f.sample(&[], *v);
+        }
+        out.push(f);
+    }
+    let mut hs =
+        Family::new("edgejobs_health_status", "Health of the edge: 0 healthy, 1 degraded, 2 unhealthy.", Kind::Gauge);
+    hs.sample(&[], health_status as f64);
+    out.push(hs);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::JobId;
+    use crate::machine::{Disposition, Event, apply};
+    use crate::spec::parse_spec;
+    use serde_json::json;
+
+    fn job() -> Job {
+        parse_spec(&json!({ "type": "noop", "max_attempts": 2 }), 1000)
+            .expect("valid")
+            .into_job(JobId::new(0, 1000, 1), 1000)
+            .0
+    }
+
+    fn names(d: &[Delta]) -> Vec<String> {
+        d.iter()
+            .map(|d| match d {
+                Delta::Count { name, labels, .. } => format!("{name}{labels:?}"),
+                Delta::Observe { name, .. } => name.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_retry_then_a_death_is_counted_once_each() {
+        let j0 = job();
+        let j1 = apply(&j0, Event::Start { attempt: 1 }, 2000, 0.5).expect("start").job;
+        assert!(transition(&j0, &j1, 2000).is_empty());
+        let fail = |a| Event::Fail { attempt: a, error: "x".into(), disposition: Disposition::Retryable };
+        let j2 = apply(&j1, fail(1), 3500, 0.5).expect("fail").job;
+        let d = transition(&j1, &j2, 3500);
+        assert_eq!(
+            names(&d),
+            [
+                "edgejobs_attempts_total[(\"type\", \"noop\"), (\"lane\", \"edge\"), (\"outcome\", \"failed\")]",
+                "edgejobs_attempt_duration_seconds",
+                "edgejobs_jobs_retried_total[(\"type\", \"noop\")]"
+            ]
+        );
+        assert!(matches!(&d[1], Delta::Observe { secs, .. } if (*secs - 1.5).abs() < 1e-9));
+        let j3 =
+            apply(&apply(&j2, Event::Wake, 10_000, 0.5).expect("wake").job, Event::Start { attempt: 2 }, 10_000, 0.5)
+                .expect("start")
+                .job;
+        let j4 = apply(&j3, fail(2), 11_000, 0.5).expect("fail").job;
+        let d = names(&transition(&j3, &j4, 11_000));
+        assert!(
+            d.iter().any(|n| n.starts_with("edgejobs_jobs_dead_total")) && !d.iter().any(|n| n.contains("retried"))
+        );
+    }
+
+    #[test]
+    fn shards_merge_into_one_exposition() {
+        let mut a = ShardStats::default();
+        a.counters.push(("edgejobs_jobs_enqueued_total".into(), vec![("type".into(), "noop".into())], 2.0));
+        a.jobs.push(("queued".into(), "noop".into(), 1));
+        a.oldest_queued_ms = Some(5_000);
+        let mut b = a.clone();
+        b.oldest_queued_ms = Some(8_000);
+        b.gauges.push(("edgejobs_backup_last_size_bytes".into(), 42.0));
+        let text = crate::metrics::render(&families(&[a, b], 10_000, 1));
+        assert!(text.contains("edgejobs_jobs_enqueued_total{type=\"noop\"} 4\n"));
+        assert!(text.contains("edgejobs_jobs{state=\"queued\",type=\"noop\"} 2\n"));
+        assert!(text.contains("edgejobs_oldest_queued_job_age_seconds 5\n"));
+        assert!(text.contains("edgejobs_backup_last_size_bytes 42\n"));
+        assert!(text.contains("# TYPE edgejobs_sweep_resent_total counter\n"), "empty families still print");
+        assert!(text.contains("edgejobs_health_status 1\n"));
+    }
+}
