@@ -8,6 +8,7 @@
 mod consumer;
 mod jobs;
 mod observability;
+mod operations;
 mod upstash;
 mod util;
 
@@ -21,7 +22,8 @@ use util::Ctx;
 fn main() {
     let args = Arguments::from_args();
     let listing = args.list;
-    let tests: Vec<util::Test> = [jobs::TESTS, upstash::TESTS, consumer::TESTS, observability::TESTS].concat();
+    let tests: Vec<util::Test> =
+        [jobs::TESTS, upstash::TESTS, consumer::TESTS, observability::TESTS, operations::TESTS].concat();
     if listing {
         let trials = tests.into_iter().map(|(name, _)| Trial::test(name, || Ok(()))).collect();
         libtest_mimic::run(&args, trials).exit();

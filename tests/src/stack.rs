@@ -316,6 +316,16 @@ impl Stack {
         self.start_wrangler()
     }
 
+    /// Deletes the local Durable Object state (every shard's SQLite), keeping R2: a start
+    /// from an empty job store with the backups still in their bucket.
+    pub fn wipe_durable_objects(&self) -> anyhow::Result<()> {
+        let dir = self.opts.state_dir.join("wrangler/v3/do");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+
     /// Stops `wrangler dev` (and its workerd); local queue messages in memory are lost, as
     /// they are whenever a developer restarts it.
     pub fn stop_wrangler(&mut self) {

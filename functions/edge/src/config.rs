@@ -15,8 +15,8 @@ pub const DLQ_NAME: &str = "jobs-dlq";
 /// The R2 bucket for backups and archives.
 pub const BACKUP_BUCKET_BINDING: &str = "BACKUPS";
 
-/// Reads a `[vars]` value or a secret.
-fn raw(env: &Env, name: &str) -> Option<String> {
+/// Reads a `[vars]` value or a secret (`.dev.vars` entries arrive as either, locally).
+pub fn raw(env: &Env, name: &str) -> Option<String> {
     env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()
 }
 

@@ -10,9 +10,10 @@
 //! - [`consumer`]: the `jobs` queue consumer that runs edge-lane jobs.
 //! - [`handlers`]: the edge-lane job handlers (`noop`, `webhook`).
 //! - [`ratelimit`]: the per-key enqueue rate limit in Upstash.
+//! - [`tasks`]: the cron tasks: backups, restore, retention, the sweep.
 //! - [`platform`]: the clock and the random source, the only impure inputs of the core.
 
-use worker::{Context, Env, MessageBatch, Request, Response, Result, event};
+use worker::{Context, Env, MessageBatch, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 
 pub mod config;
 pub mod consumer;
@@ -22,6 +23,7 @@ pub mod platform;
 pub mod ratelimit;
 pub mod routes;
 pub mod shard;
+pub mod tasks;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
@@ -31,4 +33,9 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
 #[event(queue)]
 async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> Result<()> {
     consumer::handle_batch(batch, env).await
+}
+
+#[event(scheduled)]
+async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    tasks::scheduled(&event.cron(), &env).await;
 }

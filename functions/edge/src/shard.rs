@@ -10,6 +10,8 @@ use edgejobs_core::metrics::Histogram;
 use edgejobs_core::stats::{self, Delta, ShardStats};
 use edgejobs_core::wire::{Cursor, ListQuery, QueueMessage};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId, JobState};
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 use worker::{
@@ -108,6 +110,12 @@ impl DurableObject for JobShard {
             "replay_dead" => self.replay_dead(body).await,
             "handoff" => self.handoff(body),
             "stats" => self.stats(),
+            "export" => self.export(),
+            "import" => self.import(body).await,
+            "retention_tops" => self.retention_tops(body),
+            "retention_plan" => self.retention_plan(body),
+            "retention_delete" => self.retention_delete(body),
+            "sweep" => self.sweep(body).await,
             "count" => self.count(body),
             "gauge" => self.gauge(body),
             _ => Err(ApiError::new(ErrorCode::NotFound, format!("unknown shard operation {op:?}"))),
@@ -290,6 +298,223 @@ impl JobShard {
             gauges: gauges.into_iter().map(|g| (g.name, g.value)).collect(),
         };
         Ok((200, serde_json::to_value(out).map_err(internal)?))
+    }
+
+    /// Every job of this shard as NDJSON, read in one synchronous stretch: a consistent
+    /// snapshot of the shard.
+    fn export(&self) -> OpResult {
+        let rows: Vec<DocRow> =
+            self.sql.exec("SELECT doc FROM jobs ORDER BY id", None).and_then(|c| c.to_array()).map_err(internal)?;
+        let mut ndjson = String::with_capacity(rows.iter().map(|r| r.doc.len() + 1).sum());
+        for r in &rows {
+            ndjson.push_str(&r.doc);
+            ndjson.push('\n');
+        }
+        Ok((200, json!({ "ndjson": ndjson, "rows": rows.len() })))
+    }
+
+    /// Replaces every job of this shard with the backup's (a restore), rebuilds the
+    /// idempotency keys, then re-sends queued jobs and re-arms the alarm.
+    async fn import(&self, body: Value) -> OpResult {
+        #[derive(Deserialize)]
+        struct Req {
+            shard: u16,
+            ndjson: String,
+            idempotency_window_ms: u64,
+        }
+        let req: Req = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        let jobs =
+            edgejobs_core::backup::from_ndjson(&req.ndjson).map_err(|e| ApiError::new(ErrorCode::InvalidField, e))?;
+        if let Some(j) = jobs.iter().find(|j| j.id.shard() != req.shard) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!("job {} does not belong to shard {}", j.id, req.shard),
+            ));
+        }
+        self.sql.exec("DELETE FROM jobs", None).map_err(internal)?;
+        self.sql.exec("DELETE FROM idempotency", None).map_err(internal)?;
+        for j in &jobs {
+            self.save(j)?;
+            if let Some(key) = &j.idempotency_key {
+                self.sql
+                    .exec(
+                        "INSERT OR REPLACE INTO idempotency (key, job_id, expires_at) VALUES (?, ?, ?)",
+                        vec![
+                            key.clone().into(),
+                            j.id.as_str().to_owned().into(),
+                            int(j.created_at + req.idempotency_window_ms),
+                        ],
+                    )
+                    .map_err(internal)?;
+            }
+        }
+        for j in jobs.iter().filter(|j| j.state == JobState::Queued) {
+            self.carry_out(j, Effect::Enqueue).await;
+        }
+        self.rearm().await;
+        Ok((200, json!({ "rows": jobs.len() })))
+    }
+
+    /// Per type, the `(updated_at, id)` of this shard's newest `keep` finished jobs of each
+    /// class (`done`: completed and cancelled; `dead`). The router merges every shard's to
+    /// find the global cut-off of "the newest N per type".
+    fn retention_tops(&self, body: Value) -> OpResult {
+        #[derive(Deserialize)]
+        struct Req {
+            done_keep: u32,
+            dead_keep: u32,
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            #[serde(rename = "type")]
+            job_type: String,
+            updated_at: f64,
+            id: String,
+        }
+        let r: Req = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        let mut out = serde_json::Map::new();
+        for (class, states, keep) in
+            [("done", "'completed', 'cancelled'", r.done_keep), ("dead", "'dead'", r.dead_keep)]
+        {
+            let sql = format!(
+                "SELECT type, updated_at, id FROM (
+                   SELECT type, updated_at, id, ROW_NUMBER() OVER (PARTITION BY type ORDER BY updated_at DESC, id DESC) AS pos
+                   FROM jobs WHERE state IN ({states}))
+                 WHERE pos <= ?"
+            );
+            let rows: Vec<Row> = self
+                .sql
+                .exec(&sql, vec![SqlStorageValue::Integer(keep as i64)])
+                .and_then(|c| c.to_array())
+                .map_err(internal)?;
+            let mut by_type: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            for row in rows {
+                by_type.entry(row.job_type).or_default().push(json!([row.updated_at as u64, row.id]));
+            }
+            out.insert(class.to_owned(), json!(by_type));
+        }
+        Ok((200, Value::Object(out)))
+    }
+
+    /// The finished jobs the retention policy removes: older than the class's age, or older
+    /// than its type's cut-off `[updated_at, id]` (the newest N across all shards are kept).
+    fn retention_plan(&self, body: Value) -> OpResult {
+        #[derive(Deserialize)]
+        struct Req {
+            now: u64,
+            done_age_ms: u64,
+            dead_age_ms: u64,
+            #[serde(default)]
+            done_cutoffs: BTreeMap<String, (u64, String)>,
+            #[serde(default)]
+            dead_cutoffs: BTreeMap<String, (u64, String)>,
+        }
+        let r: Req = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        let mut doomed: Vec<String> = Vec::new();
+        for (states, age, cutoffs) in
+            [("'completed', 'cancelled'", r.done_age_ms, &r.done_cutoffs), ("'dead'", r.dead_age_ms, &r.dead_cutoffs)]
+        {
+            let old: Vec<DocRow> = self
+                .sql
+                .exec(
+                    &format!("SELECT doc FROM jobs WHERE state IN ({states}) AND updated_at < ?"),
+                    vec![int(r.now.saturating_sub(age))],
+                )
+                .and_then(|c| c.to_array())
+                .map_err(internal)?;
+            doomed.extend(old.into_iter().map(|d| d.doc));
+            for (job_type, (at, id)) in cutoffs {
+                let beyond: Vec<DocRow> = self
+                    .sql
+                    .exec(
+                        &format!(
+                            "SELECT doc FROM jobs WHERE state IN ({states}) AND type = ? AND updated_at >= ?
+                             AND (updated_at < ? OR (updated_at = ? AND id < ?))"
+                        ),
+                        vec![
+                            job_type.clone().into(),
+                            int(r.now.saturating_sub(age)),
+                            int(*at),
+                            int(*at),
+                            id.clone().into(),
+                        ],
+                    )
+                    .and_then(|c| c.to_array())
+                    .map_err(internal)?;
+                doomed.extend(beyond.into_iter().map(|d| d.doc));
+            }
+        }
+        let mut ndjson = String::new();
+        for d in &doomed {
+            ndjson.push_str(d);
+            ndjson.push('\n');
+        }
+        Ok((200, json!({ "ndjson": ndjson, "rows": doomed.len() })))
+    }
+
+    /// Deletes the planned jobs that are still finished (a replay in between keeps a job).
+    fn retention_delete(&self, body: Value) -> OpResult {
+        #[derive(Deserialize)]
+        struct Req {
+            ids: Vec<String>,
+        }
+        let r: Req = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        let mut deleted = 0;
+        for id in r.ids {
+            let c = self
+                .sql
+                .exec("DELETE FROM jobs WHERE id = ? AND state IN ('completed', 'cancelled', 'dead')", vec![id.into()])
+                .map_err(internal)?;
+            deleted += c.rows_written();
+        }
+        Ok((200, json!({ "deleted": deleted })))
+    }
+
+    /// The sweep: re-sends jobs queued for longer than `queued_after_ms` (a lost queue
+    /// message), fails edge-lane attempts running past their timeout (retried by policy),
+    /// and re-arms the alarm. Idempotent: running it twice changes nothing more.
+    async fn sweep(&self, body: Value) -> OpResult {
+        #[derive(Deserialize)]
+        struct Req {
+            queued_after_ms: u64,
+            active_grace_ms: u64,
+        }
+        let r: Req = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        let now = now_ms();
+        let stale =
+            self.load_where("state = 'queued' AND updated_at < ?", vec![int(now.saturating_sub(r.queued_after_ms))])?;
+        let mut resent = 0u64;
+        for mut job in stale {
+            job.updated_at = now; // the next sweep waits a full threshold again
+            self.save(&job)?;
+            self.carry_out(&job, Effect::Enqueue).await;
+            resent += 1;
+        }
+        let running = self.load_where("state = 'active'", vec![])?;
+        let mut timed_out = 0u64;
+        for job in running.iter().filter(|j| j.lane == edgejobs_core::Lane::Edge) {
+            // A grace beyond the timeout leaves room for the consumer's own report.
+            if job.started_at.is_some_and(|s| s + job.timeout_ms + r.active_grace_ms < now) {
+                let failed = Event::Fail {
+                    attempt: job.attempt,
+                    error: format!("attempt {} timed out (found by the sweep)", job.attempt),
+                    disposition: edgejobs_core::machine::Disposition::Retryable,
+                };
+                if let Ok(t) = self.transition(job, failed, now) {
+                    self.carry_out(&t.job, t.effect).await;
+                    timed_out += 1;
+                }
+            }
+        }
+        if resent > 0 {
+            self.record(&[Delta::Count {
+                name: "edgejobs_sweep_resent_total".into(),
+                labels: vec![],
+                n: resent as f64,
+            }])?;
+        }
+        self.rearm().await;
+        Ok((200, json!({ "resent": resent, "timed_out": timed_out })))
     }
 
     /// Adds to a request-level counter (kept in the `stats` object).

@@ -12,6 +12,7 @@
 //! - [`ratelimit`]: rate limits and the sliding-window decision.
 //! - [`metrics`]: Prometheus text exposition shared by the edge and the consumer.
 //! - [`retry`]: the backoff policy (exponential, full jitter, cap).
+//! - [`backup`]: the backup format (NDJSON per shard + manifest), checks and retention.
 //! - [`auth`]: API key scopes and constant-time comparison.
 //! - [`config`]: the typed edge configuration and the redacting [`config::Secret`].
 //! - [`stats`]: what each state change adds to the edge metrics, and their merge.
@@ -21,6 +22,7 @@
 //! - [`wire`]: the messages exchanged between the edge router, the shards and the queue.
 
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod error;
 pub mod id;

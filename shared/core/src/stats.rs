@@ -98,12 +98,15 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ("edgejobs_rate_limited_total", "Enqueue requests refused by the rate limit."),
     ("edgejobs_rate_limiter_errors_total", "Rate-limit checks that could not reach Upstash."),
     ("edgejobs_sweep_resent_total", "Jobs the sweep sent to their queue again."),
+    ("edgejobs_retention_deleted_total", "Finished jobs deleted by the retention policy."),
+    ("edgejobs_retention_archived_total", "Finished jobs archived to R2 before deletion."),
 ];
 
 /// Gauges the stats object keeps.
 pub const STORED_GAUGES: &[(&str, &str)] = &[
     ("edgejobs_backup_last_success_timestamp_seconds", "Unix time of the newest valid backup."),
     ("edgejobs_backup_last_size_bytes", "Size of the newest valid backup."),
+    ("edgejobs_sweep_last_run_timestamp_seconds", "Unix time the sweep last ran."),
 ];
 
 /// Merges every shard's numbers into the edge's families. `health_status` is 0 healthy,

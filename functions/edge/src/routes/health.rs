@@ -19,9 +19,8 @@ pub const BACKUP_GAUGE: &str = "edgejobs_backup_last_success_timestamp_seconds";
 pub const SWEEP_GAUGE: &str = "edgejobs_sweep_last_run_timestamp_seconds";
 
 fn threshold(env: &Env, name: &str, default_ms: u64) -> u64 {
-    env.var(name)
-        .ok()
-        .and_then(|v| edgejobs_core::spec::parse_duration(&Value::String(v.to_string())))
+    crate::config::raw(env, name)
+        .and_then(|v| edgejobs_core::spec::parse_duration(&Value::String(v)))
         .unwrap_or(default_ms)
 }
 

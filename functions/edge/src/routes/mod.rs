@@ -8,6 +8,7 @@ use worker::{Env, Method, Request, Response, Result};
 
 use crate::http;
 
+pub mod admin;
 pub mod dead;
 pub mod health;
 pub mod internal;
@@ -28,6 +29,10 @@ enum Route<'a> {
     Dead,
     DeadReplay,
     Events(&'a str),
+    Backups,
+    LatestBackup,
+    VerifyBackup(&'a str),
+    Restore,
 }
 
 /// The route, the methods it allows, and the scope it needs (`None`: public).
@@ -47,6 +52,10 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method], Option<Scope>)> 
         ["v1", "dead"] => (Route::Dead, &[Get], jobs),
         ["v1", "dead", "replay"] => (Route::DeadReplay, &[Post], Some(Scope::Admin)),
         ["v1", "internal", "jobs", id, "events"] => (Route::Events(id), &[Post], Some(Scope::Consumer)),
+        ["v1", "admin", "backups"] => (Route::Backups, &[Get, Post], Some(Scope::Admin)),
+        ["v1", "admin", "backups", "latest"] => (Route::LatestBackup, &[Get], Some(Scope::Admin)),
+        ["v1", "admin", "backups", id, "verify"] => (Route::VerifyBackup(id), &[Post], Some(Scope::Admin)),
+        ["v1", "admin", "restore"] => (Route::Restore, &[Post], Some(Scope::Admin)),
         _ => return None,
     })
 }
@@ -120,6 +129,7 @@ async fn route(mut req: Request, env: Env) -> Result<Response> {
     let out = match (route, principal) {
         (Route::Jobs, Some(who)) if method == Method::Post => jobs::create(&mut req, &env, &cfg, &who).await,
         (Route::Batch, Some(who)) => jobs::batch(&mut req, &env, &cfg, &who).await,
+        (Route::Backups, _) if method == Method::Post => admin::start(&env, &cfg).await,
         (route, _) => dispatch(route, &mut req, &env, &cfg).await,
     };
     match out {
@@ -142,6 +152,10 @@ async fn dispatch(
         Route::Dead => dead::list(req, env, cfg).await,
         Route::DeadReplay => dead::replay(req, env, cfg).await,
         Route::Events(id) => internal::event(req, env, id).await,
+        Route::Backups => admin::list(env).await,
+        Route::LatestBackup => admin::latest(env).await,
+        Route::VerifyBackup(id) => admin::verify(env, id).await,
+        Route::Restore => admin::restore(req, env, cfg).await,
         Route::Health | Route::Live | Route::Metrics | Route::Batch => {
             Err(ApiError::new(ErrorCode::Internal, "route dispatch error"))
         }

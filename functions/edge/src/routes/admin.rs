@@ -1,0 +1,82 @@
+//! Admin routes (admin scope): backups (list, latest, start, verify) and restore.
+
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::{ApiError, ErrorCode, backup};
+use serde_json::{Value, json};
+use worker::{Env, Request};
+
+use super::jobs::{Out, respond};
+use crate::http;
+use crate::platform::now_ms;
+use crate::tasks;
+
+/// A backup id from a path or body: only ids this system writes are accepted, so no key
+/// outside `backups/<id>/` can ever be named.
+fn backup_id(raw: &str) -> Result<String, ApiError> {
+    let ok = !raw.is_empty()
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && backup::id_time_ms(raw).is_some();
+    if ok { Ok(raw.to_owned()) } else { Err(ApiError::new(ErrorCode::NotFound, format!("no backup {raw:?}"))) }
+}
+
+fn summary(id: &str, m: Option<&backup::Manifest>) -> Value {
+    json!({
+        "id": id,
+        "valid": m.is_some(),
+        "created_at": backup::id_time_ms(id).map(edgejobs_core::time::format_rfc3339),
+        "rows": m.map(|m| m.total_rows),
+        "bytes": m.map(|m| m.total_bytes),
+        "shards": m.map(|m| m.shard_count),
+    })
+}
+
+/// `GET /v1/admin/backups`: newest first; `valid` means complete (a manifest exists) —
+/// `verify` re-checks the contents.
+pub async fn list(env: &Env) -> Out {
+    let mut all = tasks::list(env).await?;
+    all.reverse();
+    respond(200, &json!({ "backups": all.iter().map(|(id, m)| summary(id, m.as_ref())).collect::<Vec<_>>() }))
+}
+
+/// `GET /v1/admin/backups/latest`: the newest complete backup, its age, size and counts.
+pub async fn latest(env: &Env) -> Out {
+    let all = tasks::list(env).await?;
+    let Some((id, Some(m))) = all.iter().rev().find(|(_, m)| m.is_some()) else {
+        return Err(ApiError::new(ErrorCode::NotFound, "there is no complete backup yet"));
+    };
+    let age = backup::id_time_ms(id).map(|t| now_ms().saturating_sub(t) as f64 / 1000.0);
+    let mut v = summary(id, Some(m));
+    v["age_seconds"] = json!(age);
+    respond(200, &v)
+}
+
+/// `POST /v1/admin/backups`: runs a backup now.
+pub async fn start(env: &Env, cfg: &EdgeConfig) -> Out {
+    let m = tasks::run_backup(env, cfg).await?;
+    respond(201, &m)
+}
+
+/// `POST /v1/admin/backups/{id}/verify`
+pub async fn verify(env: &Env, raw: &str) -> Out {
+    let id = backup_id(raw)?;
+    let (m, problems) = tasks::verify(env, &id).await?;
+    respond(200, &json!({ "id": id, "valid": problems.is_empty(), "problems": problems, "rows": m.total_rows }))
+}
+
+/// `POST /v1/admin/restore` with `{"backup": "<id>"}`: verifies, then replaces every
+/// shard's jobs with the backup's. A backup that fails verification is refused (409).
+pub async fn restore(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
+    let body = http::read_json(req).await?;
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
+    };
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "backup") {
+        return Err(ApiError::field(k, "unknown field"));
+    }
+    let raw = obj
+        .get("backup")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::field("backup", "is required (a backup id)"))?;
+    let id = backup_id(raw)?;
+    respond(200, &tasks::restore(env, cfg, &id).await?)
+}
