@@ -6,9 +6,9 @@ use std::time::Duration;
 use edgejobs_tests::hooks::{Hooks, Reply};
 use edgejobs_tests::proc::wait_until;
 use edgejobs_tests::stack::Stack;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::util::{Ctx, Resp, Test, ensure, metric, unique};
+use crate::util::{Ctx, Resp, Test, enqueue_on, ensure, job_on, metric, unique, wait_on};
 
 pub const TESTS: &[Test] = &[
     ("long_job_completes_in_the_consumer", long_job_completes_in_the_consumer),
@@ -133,31 +133,6 @@ fn consumer_health_and_metrics(ctx: &Ctx) -> anyhow::Result<()> {
 /// Starts a consumer on the fault stack with `env` and returns its index.
 fn consumer(stack: &mut Stack, env: &[(&str, &str)]) -> anyhow::Result<usize> {
     stack.start_consumer(env)
-}
-
-fn enqueue_on(ctx: &Ctx, stack: &Stack, body: &Value) -> anyhow::Result<String> {
-    let r =
-        ctx.send(ctx.http.post(format!("{}/v1/jobs", stack.edge_url)).bearer_auth(&stack.secrets.api_key).json(body))?;
-    ensure(r.status == 201, || format!("enqueue: {} {}", r.status, r.body))?;
-    Ok(r.body["id"].as_str().unwrap_or_default().to_owned())
-}
-
-fn job_on(ctx: &Ctx, stack: &Stack, id: &str) -> anyhow::Result<Value> {
-    Ok(ctx.send(ctx.http.get(format!("{}/v1/jobs/{id}", stack.edge_url)).bearer_auth(&stack.secrets.api_key))?.body)
-}
-
-fn wait_on(ctx: &Ctx, stack: &Stack, id: &str, state: &str) -> anyhow::Result<Value> {
-    let mut last = Value::Null;
-    let ok = wait_until(WAIT, || match job_on(ctx, stack, id) {
-        Ok(j) => {
-            let done = j["state"] == state;
-            last = j;
-            done
-        }
-        Err(_) => false,
-    });
-    ensure(ok, || format!("job {id} did not become {state}: {last}"))?;
-    Ok(last)
 }
 
 fn kill_9_mid_job_is_taken_over_after_the_lease(ctx: &Ctx) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use edgejobs_tests::proc::wait_until;
 use edgejobs_tests::stack::Stack;
 use serde_json::{Value, json};
 
-use crate::util::{Ctx, Resp, Test, ensure};
+use crate::util::{Ctx, Resp, Test, enqueue_on, ensure, job_on, wait_on};
 
 pub const TESTS: &[Test] = &[
     ("backup_writes_manifest_and_hashes_and_verifies", backup_writes_manifest_and_hashes_and_verifies),
@@ -115,27 +115,6 @@ fn double_fired_backup_cron_yields_complete_backups(ctx: &Ctx) -> anyhow::Result
     })
 }
 
-fn enqueue_on(ctx: &Ctx, stack: &Stack, body: Value) -> anyhow::Result<String> {
-    let r =
-        ctx.send(ctx.http.post(format!("{}/v1/jobs", stack.edge_url)).bearer_auth(&stack.secrets.api_key).json(&body))?;
-    ensure(r.status == 201, || format!("enqueue: {} {}", r.status, r.body))?;
-    Ok(r.body["id"].as_str().unwrap_or_default().to_owned())
-}
-
-fn get_on(ctx: &Ctx, stack: &Stack, id: &str) -> anyhow::Result<Value> {
-    Ok(ctx.send(ctx.http.get(format!("{}/v1/jobs/{id}", stack.edge_url)).bearer_auth(&stack.secrets.api_key))?.body)
-}
-
-fn wait_on(ctx: &Ctx, stack: &Stack, id: &str, state: &str) -> anyhow::Result<Value> {
-    let mut last = Value::Null;
-    let ok = wait_until(Duration::from_secs(40), || {
-        last = get_on(ctx, stack, id).unwrap_or(Value::Null);
-        last["state"] == state
-    });
-    ensure(ok, || format!("{id} never became {state}: {last}"))?;
-    Ok(last)
-}
-
 fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.with_fault_stack(|stack| {
         let hooks = Hooks::start()?;
@@ -144,17 +123,17 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
         // Every state, spread over shards (ids land on random shards).
         for _ in 0..3 {
             let done =
-                enqueue_on(ctx, stack, json!({ "type": "noop", "payload": { "k": "completed" }, "tags": ["dr"] }))?;
+                enqueue_on(ctx, stack, &json!({ "type": "noop", "payload": { "k": "completed" }, "tags": ["dr"] }))?;
             wait_on(ctx, stack, &done, "completed")?;
             let dead =
-                enqueue_on(ctx, stack, json!({ "type": "webhook", "payload": { "url": bad }, "max_attempts": 1 }))?;
+                enqueue_on(ctx, stack, &json!({ "type": "webhook", "payload": { "url": bad }, "max_attempts": 1 }))?;
             wait_on(ctx, stack, &dead, "dead")?;
             let later = enqueue_on(
                 ctx,
                 stack,
-                json!({ "type": "noop", "delay": "1h", "idempotency_key": edgejobs_tests::stack::random_hex(6) }),
+                &json!({ "type": "noop", "delay": "1h", "idempotency_key": edgejobs_tests::stack::random_hex(6) }),
             )?;
-            let gone = enqueue_on(ctx, stack, json!({ "type": "noop", "delay": "1h" }))?;
+            let gone = enqueue_on(ctx, stack, &json!({ "type": "noop", "delay": "1h" }))?;
             ctx.send(
                 ctx.http
                     .post(format!("{}/v1/jobs/{gone}/cancel", stack.edge_url))
@@ -163,8 +142,8 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
             )?;
             // No consumer runs on this stack: native jobs stay queued, or become active
             // when we report a start as a consumer would.
-            let waiting = enqueue_on(ctx, stack, json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
-            let running = enqueue_on(ctx, stack, json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
+            let waiting = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
+            let running = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
             let r = ctx.send(
                 ctx.http
                     .post(format!("{}/v1/internal/jobs/{running}/events", stack.edge_url))
@@ -176,7 +155,7 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
         }
         std::thread::sleep(Duration::from_secs(2)); // let the hand-offs settle
         let before: BTreeMap<String, Value> =
-            ids.iter().map(|id| Ok((id.clone(), get_on(ctx, stack, id)?))).collect::<anyhow::Result<_>>()?;
+            ids.iter().map(|id| Ok((id.clone(), job_on(ctx, stack, id)?))).collect::<anyhow::Result<_>>()?;
         let states: std::collections::BTreeSet<&str> = before.values().filter_map(|j| j["state"].as_str()).collect();
         ensure(states.len() == 6, || format!("every state present: {states:?}"))?;
         let key = stack.secrets.admin_key.clone();
@@ -195,7 +174,7 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
         let r = admin(ctx, &stack.edge_url, &key, "POST", "/v1/admin/restore", Some(json!({ "backup": backup })))?;
         ensure(r.status == 200, || format!("restore: {} {}", r.status, r.body))?;
         for (id, job) in &before {
-            let now = get_on(ctx, stack, id)?;
+            let now = job_on(ctx, stack, id)?;
             ensure(&now == job, || format!("{id} differs after restore:\nbefore {job}\nafter  {now}"))?;
         }
         Ok(())
@@ -221,7 +200,7 @@ fn retention_archives_and_deletes_jobs_and_old_backups(ctx: &Ctx) -> anyhow::Res
             let ok = hooks.script("/ok", vec![Reply::status(200)]);
             let mut ids = Vec::new();
             for _ in 0..5 {
-                let id = enqueue_on(ctx, stack, json!({ "type": "webhook", "payload": { "url": ok } }))?;
+                let id = enqueue_on(ctx, stack, &json!({ "type": "webhook", "payload": { "url": ok } }))?;
                 wait_on(ctx, stack, &id, "completed")?;
                 ids.push(id);
                 std::thread::sleep(Duration::from_millis(20));
@@ -237,12 +216,12 @@ fn retention_archives_and_deletes_jobs_and_old_backups(ctx: &Ctx) -> anyhow::Res
                 metric(ctx, stack, "edgejobs_retention_archived_total")?,
             );
             fire(ctx, &stack.edge_url, MAINTENANCE_CRON)?;
-            let gone = |id: &String| get_on(ctx, stack, id).is_ok_and(|j| j["error"]["code"] == "job_not_found");
+            let gone = |id: &String| job_on(ctx, stack, id).is_ok_and(|j| j["error"]["code"] == "job_not_found");
             ensure(wait_until(Duration::from_secs(20), || ids[..3].iter().all(gone)), || {
                 "the 3 oldest completed jobs are deleted".into()
             })?;
             for id in &ids[3..] {
-                ensure(get_on(ctx, stack, id)?["state"] == "completed", || format!("{id}: the newest 2 are kept"))?;
+                ensure(job_on(ctx, stack, id)?["state"] == "completed", || format!("{id}: the newest 2 are kept"))?;
             }
             let (deleted, archived) = (
                 metric(ctx, stack, "edgejobs_retention_deleted_total")?,
@@ -258,7 +237,7 @@ fn retention_archives_and_deletes_jobs_and_old_backups(ctx: &Ctx) -> anyhow::Res
             fire(ctx, &stack.edge_url, MAINTENANCE_CRON)?;
             std::thread::sleep(Duration::from_secs(2));
             ensure(backups(ctx, &stack.edge_url, &key)?.len() == 1, || "idempotent".into())?;
-            ensure(ids[3..].iter().all(|id| get_on(ctx, stack, id).is_ok_and(|j| j["state"] == "completed")), || {
+            ensure(ids[3..].iter().all(|id| job_on(ctx, stack, id).is_ok_and(|j| j["state"] == "completed")), || {
                 "idempotent".into()
             })
         })();
@@ -274,16 +253,16 @@ fn sweep_recovers_jobs_whose_queue_messages_were_lost(ctx: &Ctx) -> anyhow::Resu
         let result = (|| -> anyhow::Result<()> {
             let ids: Vec<String> = (0..10)
                 .map(|_| {
-                    enqueue_on(ctx, stack, json!({ "type": "noop", "timeout": "1s", "backoff": { "base": "100ms" } }))
+                    enqueue_on(ctx, stack, &json!({ "type": "noop", "timeout": "1s", "backoff": { "base": "100ms" } }))
                 })
                 .collect::<anyhow::Result<_>>()?;
             // Local queues live in memory: a restart drops whatever was not delivered yet
             // (and an attempt cut off mid-way stays active until the sweep times it out).
             stack.restart_wrangler(vars())?;
-            let stuck = ids.iter().filter(|id| get_on(ctx, stack, id).is_ok_and(|j| j["state"] == "queued")).count();
+            let stuck = ids.iter().filter(|id| job_on(ctx, stack, id).is_ok_and(|j| j["state"] == "queued")).count();
             std::thread::sleep(Duration::from_millis(1500));
             let resent0 = metric(ctx, stack, "edgejobs_sweep_resent_total")?;
-            let all_done = || ids.iter().all(|id| get_on(ctx, stack, id).is_ok_and(|j| j["state"] == "completed"));
+            let all_done = || ids.iter().all(|id| job_on(ctx, stack, id).is_ok_and(|j| j["state"] == "completed"));
             let mut done = false;
             for _ in 0..15 {
                 fire(ctx, &stack.edge_url, MAINTENANCE_CRON)?;

@@ -258,3 +258,27 @@ pub fn promtool_check_metrics(page: &str) -> anyhow::Result<()> {
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     ensure(out.status.success() && report.trim().is_empty(), || format!("promtool check metrics: {report}"))
 }
+
+/// Enqueues a job on another stack (the fault stack); fails unless 201.
+pub fn enqueue_on(ctx: &Ctx, stack: &Stack, body: &Value) -> anyhow::Result<String> {
+    let r =
+        ctx.send(ctx.http.post(format!("{}/v1/jobs", stack.edge_url)).bearer_auth(&stack.secrets.api_key).json(body))?;
+    ensure(r.status == 201, || format!("enqueue: {} {}", r.status, r.body))?;
+    Ok(r.body["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Reads a job (or its error body) from another stack.
+pub fn job_on(ctx: &Ctx, stack: &Stack, id: &str) -> anyhow::Result<Value> {
+    Ok(ctx.send(ctx.http.get(format!("{}/v1/jobs/{id}", stack.edge_url)).bearer_auth(&stack.secrets.api_key))?.body)
+}
+
+/// Polls a job on another stack until it is in `state`, for at most a minute.
+pub fn wait_on(ctx: &Ctx, stack: &Stack, id: &str, state: &str) -> anyhow::Result<Value> {
+    let mut last = Value::Null;
+    let ok = edgejobs_tests::proc::wait_until(Duration::from_secs(60), || {
+        last = job_on(ctx, stack, id).unwrap_or(Value::Null);
+        last["state"] == state
+    });
+    ensure(ok, || format!("job {id} did not become {state}: {last}"))?;
+    Ok(last)
+}

@@ -8,7 +8,9 @@ use anyhow::Context as _;
 use edgejobs_tests::stack::{Stack, StackOptions};
 
 fn usage() -> ! {
-    eprintln!("usage: edgejobs-stack --state-dir DIR --env-file FILE [--dev-vars FILE] [--no-consumer]");
+    eprintln!(
+        "usage: edgejobs-stack --state-dir DIR --env-file FILE [--dev-vars FILE] [--no-consumer] [--var NAME=VALUE]..."
+    );
     std::process::exit(2)
 }
 
@@ -17,6 +19,7 @@ fn main() -> anyhow::Result<()> {
     let mut env_file = None;
     let mut dev_vars = None;
     let mut consumer = true;
+    let mut vars = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -24,6 +27,10 @@ fn main() -> anyhow::Result<()> {
             "--env-file" => env_file = args.next().map(PathBuf::from),
             "--dev-vars" => dev_vars = args.next().map(PathBuf::from),
             "--no-consumer" => consumer = false,
+            "--var" => match args.next().as_deref().and_then(|kv| kv.split_once('=')) {
+                Some((k, v)) => vars.push((k.to_owned(), v.to_owned())),
+                None => usage(),
+            },
             _ => usage(),
         }
     }
@@ -39,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         dev_vars,
         consumer,
         persist_redis: true,
-        vars: Vec::new(),
+        vars,
         consumer_env: Vec::new(),
     };
     let mut stack = Stack::start(opts)?;
