@@ -42,6 +42,13 @@ fn llm_chat_records_tokens_used(ctx: &Ctx) -> anyhow::Result<()> {
     let r = &job["result"];
     ensure(r["content"] == "echo: hello there" && r["model"] == "fake-model", || format!("{job}"))?;
     ensure(r["usage"]["total_tokens"].as_u64().is_some_and(|t| t > 0), || format!("tokens recorded: {job}"))?;
+    // Two 500s are retried within the attempt; the job still completes on its first attempt.
+    ctx.llm.fail_next(2);
+    let id = ctx.enqueue(
+        &json!({ "type": "llm.chat", "payload": { "messages": [{ "role": "user", "content": "after errors" }] } }),
+    )?;
+    let job = ctx.wait_state(&id, "completed", WAIT)?;
+    ensure(job["attempt"] == 1 && job["result"]["content"] == "echo: after errors", || format!("{job}"))?;
     // A request the API refuses (no messages) is permanent: dead after one attempt.
     let id = ctx.enqueue(&json!({ "type": "llm.chat", "payload": { "messages": [] } }))?;
     let job = ctx.wait_state(&id, "dead", WAIT)?;

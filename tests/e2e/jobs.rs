@@ -26,6 +26,7 @@ pub const TESTS: &[Test] = &[
     ("timeout_fails_the_attempt", timeout_fails_the_attempt),
     ("cancel_queued_scheduled_and_active", cancel_queued_scheduled_and_active),
     ("bulk_dead_replay_is_admin_only", bulk_dead_replay_is_admin_only),
+    ("cancel_a_queued_job", cancel_a_queued_job),
 ];
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -361,4 +362,29 @@ fn bulk_dead_replay_is_admin_only(ctx: &Ctx) -> anyhow::Result<()> {
     let r =
         ctx.send(ctx.http.post(ctx.url("/v1/dead/replay")).bearer_auth(&ctx.admin_key).json(&json!({ "limit": 0 })))?;
     expect_error(&r, 400, "invalid_field")
+}
+
+fn cancel_a_queued_job(ctx: &Ctx) -> anyhow::Result<()> {
+    // On the fault stack no consumer runs, so a native job stays queued until cancelled.
+    ctx.with_fault_stack(|stack| {
+        let id = crate::util::enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
+        ensure(crate::util::job_on(ctx, stack, &id)?["state"] == "queued", || "queued".into())?;
+        let r = ctx.send(
+            ctx.http
+                .post(format!("{}/v1/jobs/{id}/cancel", stack.edge_url))
+                .bearer_auth(&stack.secrets.api_key)
+                .json(&json!({})),
+        )?;
+        ensure(r.status == 200 && r.body["state"] == "cancelled", || {
+            format!("cancel queued: {} {}", r.status, r.body)
+        })?;
+        // A consumer's start for it is refused afterwards.
+        let r = ctx.send(
+            ctx.http
+                .post(format!("{}/v1/internal/jobs/{id}/events", stack.edge_url))
+                .bearer_auth(&stack.secrets.consumer_token)
+                .json(&json!({ "event": "start", "attempt": 1 })),
+        )?;
+        ensure(r.status == 409, || format!("start after cancel: {} {}", r.status, r.body))
+    })
 }

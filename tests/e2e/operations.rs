@@ -162,6 +162,10 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
         let r = admin(ctx, &stack.edge_url, &key, "POST", "/v1/admin/backups", None)?;
         ensure(r.status == 201, || format!("backup: {}", r.body))?;
         let backup = r.body["id"].as_str().unwrap_or_default().to_owned();
+        // A second backup, which we damage on disk below.
+        let r = admin(ctx, &stack.edge_url, &key, "POST", "/v1/admin/backups", None)?;
+        ensure(r.status == 201, || "second backup".into())?;
+        let tampered = r.body["id"].as_str().unwrap_or_default().to_owned();
         // Disaster: the job store is gone; the bucket survives.
         stack.stop_wrangler();
         stack.wipe_durable_objects()?;
@@ -171,6 +175,14 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
         ensure(gone.status == 404, || "the store really is empty".into())?;
         let r = admin(ctx, &stack.edge_url, &key, "POST", "/v1/admin/restore", Some(json!({ "backup": "nope" })))?;
         ensure(r.status == 404, || format!("unknown backup: {}", r.status))?;
+        // A backup whose object was damaged fails verification and is refused.
+        tamper_backup(stack, &before)?;
+        let r = admin(ctx, &stack.edge_url, &key, "POST", &format!("/v1/admin/backups/{tampered}/verify"), None)?;
+        ensure(r.status == 200 && r.body["valid"] == false, || format!("tampered verify: {}", r.body))?;
+        let r = admin(ctx, &stack.edge_url, &key, "POST", "/v1/admin/restore", Some(json!({ "backup": tampered })))?;
+        ensure(r.status == 409 && r.code() == "invalid_transition", || {
+            format!("tampered restore: {} {}", r.status, r.body)
+        })?;
         let r = admin(ctx, &stack.edge_url, &key, "POST", "/v1/admin/restore", Some(json!({ "backup": backup })))?;
         ensure(r.status == 200, || format!("restore: {} {}", r.status, r.body))?;
         for (id, job) in &before {
@@ -281,4 +293,31 @@ fn sweep_recovers_jobs_whose_queue_messages_were_lost(ctx: &Ctx) -> anyhow::Resu
         stack.restart_wrangler(Vec::new())?;
         result
     })
+}
+
+/// Flips one byte inside a shard object of the newest backup, in the local R2 blob store
+/// (a stand-in for bit rot or a bad write), and returns that backup's id.
+fn tamper_backup(stack: &Stack, jobs: &BTreeMap<String, Value>) -> anyhow::Result<()> {
+    let root = stack.opts.state_dir.join("wrangler/v3/r2");
+    let id = jobs.keys().next().cloned().unwrap_or_default();
+    let mut blobs = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| String::from_utf8_lossy(&b).contains(&id)) {
+                blobs.push(p);
+            }
+        }
+    }
+    // Two backups hold the job; damage the newest copy.
+    blobs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    let blob = blobs.last().ok_or_else(|| anyhow::anyhow!("no R2 blob holds {id}"))?;
+    let mut bytes = std::fs::read(blob)?;
+    let at = String::from_utf8_lossy(&bytes).find(&id).unwrap_or(0) + 5;
+    bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(blob, bytes)?;
+    Ok(())
 }
