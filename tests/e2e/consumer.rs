@@ -23,6 +23,7 @@ pub const TESTS: &[Test] = &[
     ("sigterm_drains_in_flight_jobs", sigterm_drains_in_flight_jobs),
     ("two_consumers_share_the_stream_without_double_runs", two_consumers_share_the_stream_without_double_runs),
     ("permanent_failures_reach_sentry", permanent_failures_reach_sentry),
+    ("a_job_whose_consumers_all_died_is_retried_by_the_sweep", a_job_whose_consumers_all_died_is_retried_by_the_sweep),
 ];
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -239,5 +240,41 @@ fn permanent_failures_reach_sentry(ctx: &Ctx) -> anyhow::Result<()> {
         });
         stack.terminate_consumer(c, Duration::from_secs(10));
         ensure(got, || format!("no Sentry envelope mentions {id}: {:?}", sentry.received("/api/42/envelope/").len()))
+    })
+}
+
+fn a_job_whose_consumers_all_died_is_retried_by_the_sweep(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let vars = || vec![("SWEEP_NATIVE_LEASE".to_owned(), "2s".to_owned())];
+        stack.restart_wrangler(vars())?;
+        let result = (|| -> anyhow::Result<()> {
+            let a = consumer(stack, &[])?;
+            let id = enqueue_on(
+                ctx,
+                stack,
+                &json!({ "type": "sleep", "payload": { "ms": 4000 }, "backoff": { "base": "100ms" } }),
+            )?;
+            wait_on(ctx, stack, &id, "active")?;
+            stack.kill_consumer(a); // the only consumer: nobody takes the job over
+            std::thread::sleep(Duration::from_secs(3));
+            let r = ctx.http.get(format!("{}/__scheduled?cron=*/5+*+*+*+*", stack.edge_url)).send()?;
+            ensure(r.status().is_success(), || "fired the sweep".into())?;
+            let failed = wait_until(Duration::from_secs(20), || {
+                job_on(ctx, stack, &id).is_ok_and(|j| {
+                    j["state"] != "active" && j["last_error"].as_str().is_some_and(|e| e.contains("lost its consumer"))
+                })
+            });
+            ensure(failed, || {
+                format!("the sweep failed the orphaned attempt: {}", job_on(ctx, stack, &id).unwrap_or_default())
+            })?;
+            // A consumer that comes back runs the retry; the old entry is refused as stale.
+            let b = consumer(stack, &[])?;
+            let job = wait_on(ctx, stack, &id, "completed")?;
+            ensure(job["attempt"] == 2, || format!("completed as attempt 2: {job}"))?;
+            stack.terminate_consumer(b, Duration::from_secs(10));
+            Ok(())
+        })();
+        stack.restart_wrangler(Vec::new())?;
+        result
     })
 }

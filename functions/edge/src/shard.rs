@@ -478,6 +478,7 @@ impl JobShard {
         struct Req {
             queued_after_ms: u64,
             active_grace_ms: u64,
+            native_lease_ms: u64,
         }
         let r: Req = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
         let now = now_ms();
@@ -492,12 +493,26 @@ impl JobShard {
         }
         let running = self.load_where("state = 'active'", vec![])?;
         let mut timed_out = 0u64;
-        for job in running.iter().filter(|j| j.lane == edgejobs_core::Lane::Edge) {
-            // A grace beyond the timeout leaves room for the consumer's own report.
-            if job.started_at.is_some_and(|s| s + job.timeout_ms + r.active_grace_ms < now) {
+        for job in &running {
+            // Edge lane: a grace beyond the timeout leaves room for the consumer's own report.
+            // Native lane: consumers take over silent attempts themselves after their lease;
+            // this catches the case where no consumer is left to do it.
+            let expired = match job.lane {
+                edgejobs_core::Lane::Edge => {
+                    job.started_at.is_some_and(|s| s + job.timeout_ms + r.active_grace_ms < now)
+                }
+                edgejobs_core::Lane::Native => {
+                    job.heartbeat_at.or(job.started_at).is_some_and(|h| h + r.native_lease_ms < now)
+                }
+            };
+            if expired {
+                let why = match job.lane {
+                    edgejobs_core::Lane::Edge => "timed out",
+                    edgejobs_core::Lane::Native => "lost its consumer (no heartbeat)",
+                };
                 let failed = Event::Fail {
                     attempt: job.attempt,
-                    error: format!("attempt {} timed out (found by the sweep)", job.attempt),
+                    error: format!("attempt {} {why} (found by the sweep)", job.attempt),
                     disposition: edgejobs_core::machine::Disposition::Retryable,
                 };
                 if let Ok(t) = self.transition(job, failed, now) {

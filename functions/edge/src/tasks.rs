@@ -294,6 +294,7 @@ pub async fn sweep(env: &Env, cfg: &EdgeConfig) -> Result<u64, ApiError> {
     let body = json!({
         "queued_after_ms": duration(env, "SWEEP_QUEUED_AFTER", 120_000),
         "active_grace_ms": duration(env, "SWEEP_ACTIVE_GRACE", 30_000),
+        "native_lease_ms": duration(env, "SWEEP_NATIVE_LEASE", 300_000),
     });
     let answers = join_all((0..cfg.shard_count).map(|s| shard::call(env, s, "sweep", &body))).await;
     let mut resent = 0;
