@@ -379,12 +379,7 @@ fn cancel_a_queued_job(ctx: &Ctx) -> anyhow::Result<()> {
             format!("cancel queued: {} {}", r.status, r.body)
         })?;
         // A consumer's start for it is refused afterwards.
-        let r = ctx.send(
-            ctx.http
-                .post(format!("{}/v1/internal/jobs/{id}/events", stack.edge_url))
-                .bearer_auth(&stack.secrets.consumer_token)
-                .json(&json!({ "event": "start", "attempt": 1 })),
-        )?;
+        let r = crate::util::report_on(ctx, stack, &id, &json!({ "event": "start", "attempt": 1 }))?;
         ensure(r.status == 409, || format!("start after cancel: {} {}", r.status, r.body))
     })
 }

@@ -144,12 +144,7 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
             // when we report a start as a consumer would.
             let waiting = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
             let running = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
-            let r = ctx.send(
-                ctx.http
-                    .post(format!("{}/v1/internal/jobs/{running}/events", stack.edge_url))
-                    .bearer_auth(&stack.secrets.consumer_token)
-                    .json(&json!({ "event": "start", "attempt": 1 })),
-            )?;
+            let r = crate::util::report_on(ctx, stack, &running, &json!({ "event": "start", "attempt": 1 }))?;
             ensure(r.status == 200, || format!("start: {}", r.body))?;
             ids.extend([done, dead, later, gone, waiting, running]);
         }

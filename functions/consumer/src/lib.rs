@@ -64,10 +64,16 @@ pub fn worker(settings: Settings, registry: Registry) -> anyhow::Result<Arc<Work
     }))
 }
 
-/// Healthy: polls succeed (the last one is recent) and the edge answers.
+/// Polls succeed: the last one is recent (within three of the longest poll intervals, and
+/// at least 10 s).
+fn polling(w: &Worker) -> bool {
+    w.metrics.last_poll_age() <= (w.settings.poll_max * 3).max(Duration::from_secs(10))
+}
+
+/// Healthy: polls succeed and the edge answers.
 async fn healthy(w: &Worker) -> (bool, serde_json::Value) {
     let age = w.metrics.last_poll_age();
-    let poll_ok = age <= (w.settings.poll_max * 3).max(Duration::from_secs(10));
+    let poll_ok = polling(w);
     let edge_ok = w.edge.reachable().await;
     let ok = poll_ok && edge_ok;
     let body = json!({
@@ -96,8 +102,7 @@ pub fn app(w: Arc<Worker>) -> Router {
         .route(
             "/metrics",
             get(|State(w): State<Arc<Worker>>| async move {
-                let poll_ok = w.metrics.last_poll_age() <= (w.settings.poll_max * 3).max(Duration::from_secs(10));
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], w.metrics.render(poll_ok)).into_response()
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], w.metrics.render(polling(&w))).into_response()
             }),
         )
         .with_state(w)

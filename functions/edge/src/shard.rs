@@ -522,20 +522,16 @@ impl JobShard {
             }
         }
         if resent > 0 {
-            self.record(&[Delta::Count {
-                name: "edgejobs_sweep_resent_total".into(),
-                labels: vec![],
-                n: resent as f64,
-            }])?;
+            self.record(&[Delta::count("edgejobs_sweep_resent_total", &[], resent as f64)])?;
         }
         self.rearm().await;
         Ok((200, json!({ "resent": resent, "timed_out": timed_out })))
     }
 
-    /// Adds to a request-level counter (kept in the `stats` object).
+    /// Adds request-level counter deltas (kept in the `stats` object).
     fn count(&self, body: Value) -> OpResult {
-        let d: Delta = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
-        self.record(&[d])?;
+        let deltas: Vec<Delta> = serde_json::from_value(body).map_err(|e| bad(e.to_string()))?;
+        self.record(&deltas)?;
         Ok((200, json!({ "ok": true })))
     }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use edgejobs_core::backup::{self, Manifest};
 use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::stats::Delta;
 use edgejobs_core::time::format_rfc3339;
 use edgejobs_core::{ApiError, ErrorCode};
 use futures_util::future::join_all;
@@ -58,13 +59,12 @@ async fn set_gauge(env: &Env, name: &str, value: f64) {
     let _ = shard::call_named(env, shard::STATS, "gauge", &json!({ "name": name, "value": value })).await;
 }
 
-async fn count(env: &Env, name: &str, labels: &[(&str, &str)], n: f64) {
-    let d = edgejobs_core::stats::Delta::Count {
-        name: name.to_owned(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        n,
-    };
-    let _ = shard::call_named(env, shard::STATS, "count", &serde_json::to_value(d).unwrap_or_default()).await;
+/// Adds counter deltas in the stats object, in one call. A lost count is logged, not fatal.
+pub async fn count(env: &Env, deltas: &[Delta]) {
+    let body = serde_json::to_value(deltas).unwrap_or_default();
+    if shard::call_named(env, shard::STATS, "count", &body).await.is_err() {
+        log("warn", "could not record counters", json!({ "counters": deltas.len() }));
+    }
 }
 
 /// Runs a backup: every shard's NDJSON under a fresh id, then the manifest last.
@@ -278,8 +278,11 @@ pub async fn job_retention(env: &Env, cfg: &EdgeConfig) -> Result<(u64, u64), Ap
         deleted += v["deleted"].as_u64().unwrap_or(0);
     }
     if deleted > 0 || archived > 0 {
-        count(env, "edgejobs_retention_deleted_total", &[], deleted as f64).await;
-        count(env, "edgejobs_retention_archived_total", &[], archived as f64).await;
+        let deltas = [
+            Delta::count("edgejobs_retention_deleted_total", &[], deleted as f64),
+            Delta::count("edgejobs_retention_archived_total", &[], archived as f64),
+        ];
+        count(env, &deltas).await;
         log(
             "info",
             "retention of finished jobs",

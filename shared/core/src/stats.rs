@@ -18,12 +18,19 @@ pub enum Delta {
     Observe { name: String, labels: Vec<(String, String)>, secs: f64 },
 }
 
-fn count(name: &str, labels: &[(&str, &str)]) -> Delta {
-    Delta::Count {
-        name: name.to_owned(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        n: 1.0,
+impl Delta {
+    /// Adds `n` to counter `name` with these labels.
+    pub fn count(name: &str, labels: &[(&str, &str)], n: f64) -> Delta {
+        Delta::Count {
+            name: name.to_owned(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            n,
+        }
     }
+}
+
+fn count(name: &str, labels: &[(&str, &str)]) -> Delta {
+    Delta::count(name, labels, 1.0)
 }
 
 /// What a new job adds.

@@ -24,40 +24,57 @@ fn threshold(env: &Env, name: &str, default_ms: u64) -> u64 {
         .unwrap_or(default_ms)
 }
 
+/// Every shard's numbers and the stats object's, as one scrape reads them.
+#[derive(Debug)]
+pub struct Fetched {
+    /// One entry per shard; `None` for a shard that did not answer.
+    pub shards: Vec<Option<ShardStats>>,
+    pub stats_object: Option<ShardStats>,
+    pub latency_ms: u64,
+}
+
+/// Reads every shard's and the stats object's numbers, concurrently.
+pub async fn fetch(env: &Env, shard_count: u16) -> Fetched {
+    let t0 = now_ms();
+    let names: Vec<String> = (0..shard_count).map(|s| format!("shard-{s}")).chain([shard::STATS.to_owned()]).collect();
+    let empty = json!({});
+    let answers = join_all(names.iter().map(|n| shard::call_named(env, n, "stats", &empty))).await;
+    let latency_ms = now_ms() - t0;
+    let mut parsed: Vec<Option<ShardStats>> = answers
+        .into_iter()
+        .map(|a| a.ok().filter(|(status, _)| *status == 200).and_then(|(_, v)| serde_json::from_value(v).ok()))
+        .collect();
+    let stats_object = parsed.pop().flatten();
+    Fetched { shards: parsed, stats_object, latency_ms }
+}
+
 /// The result of every check: (status 0/1/2, body).
 pub async fn evaluate(env: &Env) -> (u8, Value) {
     let cfg: Option<EdgeConfig> = crate::config::load(env).ok();
+    let fetched = fetch(env, cfg.as_ref().map_or(16, |c| c.shard_count)).await;
+    evaluate_with(env, cfg.as_ref(), &fetched).await
+}
+
+/// The checks, given numbers already read (a scrape reads them once for both).
+pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetched) -> (u8, Value) {
     let now = now_ms();
-    // Shards: every one answers its stats, from which the backlog check reads too.
-    let t0 = now_ms();
-    let count = cfg.as_ref().map_or(16, |c| c.shard_count);
-    let empty = json!({});
-    let answers = join_all((0..count).map(|s| shard::call(env, s, "stats", &empty))).await;
-    let shards_ms = now_ms() - t0;
-    let stats: Vec<ShardStats> = answers
-        .iter()
-        .filter_map(|a| a.as_ref().ok())
-        .filter_map(|(_, v)| serde_json::from_value(v.clone()).ok())
-        .collect();
-    let shards_ok = stats.len() == count as usize;
+    let count = fetched.shards.len();
+    let shards_ms = fetched.latency_ms;
+    let stats: Vec<&ShardStats> = fetched.shards.iter().flatten().collect();
+    let shards_ok = stats.len() == count;
     let oldest = stats.iter().filter_map(|s| s.oldest_queued_ms).min();
     let oldest_age_ms = oldest.map_or(0, |o| now.saturating_sub(o));
     let queued_ok = oldest_age_ms <= threshold(env, "HEALTH_QUEUED_MAX_AGE", 300_000);
     let queue_ok = env.queue(QUEUE_BINDING).is_ok();
     // Upstash: PING with the configured timeout.
     let t1 = now_ms();
-    let upstash_ok = match &cfg {
+    let upstash_ok = match cfg {
         Some(c) => crate::ratelimit::upstash(c).ping().await.is_ok(),
         None => false,
     };
     let upstash_ms = now_ms() - t1;
     // Backups and the sweep: gauges the stats object keeps.
-    let gauges = shard::call_named(env, shard::STATS, "stats", &json!({}))
-        .await
-        .ok()
-        .and_then(|(_, v)| serde_json::from_value::<ShardStats>(v).ok())
-        .map(|s| s.gauges)
-        .unwrap_or_default();
+    let gauges = fetched.stats_object.as_ref().map(|s| s.gauges.clone()).unwrap_or_default();
     let gauge = |name: &str| gauges.iter().find(|(n, _)| n == name).map(|(_, v)| (*v * 1000.0) as u64);
     let backup_age = gauge(BACKUP_GAUGE).map(|t| now.saturating_sub(t));
     let backup_ok = backup_age.is_some_and(|a| a <= threshold(env, "HEALTH_BACKUP_MAX_AGE", 26 * 3_600_000));

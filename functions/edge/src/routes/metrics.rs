@@ -7,13 +7,10 @@ use edgejobs_core::auth::{Scope, constant_time_eq};
 use edgejobs_core::metrics::{render, render_json};
 use edgejobs_core::stats::{ShardStats, families};
 use edgejobs_core::{ApiError, ErrorCode};
-use futures_util::future::join_all;
-use serde_json::json;
 use worker::{Env, Request, Response, Result};
 
 use crate::http;
 use crate::platform::now_ms;
-use crate::shard;
 
 fn authorized(req: &Request, env: &Env) -> std::result::Result<(), ApiError> {
     let Ok(token) = env.secret("METRICS_TOKEN").map(|s| s.to_string()) else { return Ok(()) };
@@ -36,22 +33,17 @@ pub async fn metrics(req: &Request, env: &Env) -> Result<Response> {
     if let Err(e) = authorized(req, env) {
         return http::error(&e);
     }
-    let count = crate::config::load(env).map_or(16, |c| c.shard_count);
-    let names: Vec<String> = (0..count).map(|s| format!("shard-{s}")).chain([shard::STATS.to_owned()]).collect();
-    let empty = json!({});
-    let answers = join_all(names.iter().map(|n| shard::call_named(env, n, "stats", &empty))).await;
-    let mut all = Vec::with_capacity(answers.len());
-    for a in answers {
-        match a
-            .ok()
-            .and_then(|(status, v)| if status == 200 { serde_json::from_value::<ShardStats>(v).ok() } else { None })
-        {
-            Some(s) => all.push(s),
-            // A partial scrape would make counters go backwards; refuse it instead.
-            None => return http::error(&ApiError::new(ErrorCode::Unavailable, "a shard did not answer; scrape again")),
-        }
-    }
-    let (health, _) = super::health::evaluate(env).await;
+    let cfg = crate::config::load(env).ok();
+    let fetched = super::health::fetch(env, cfg.as_ref().map_or(16, |c| c.shard_count)).await;
+    // A partial scrape would make counters go backwards; refuse it instead.
+    let Some(mut all) = fetched.shards.iter().cloned().collect::<Option<Vec<ShardStats>>>() else {
+        return http::error(&ApiError::new(ErrorCode::Unavailable, "a shard did not answer; scrape again"));
+    };
+    let Some(stats_object) = fetched.stats_object.clone() else {
+        return http::error(&ApiError::new(ErrorCode::Unavailable, "the stats object did not answer; scrape again"));
+    };
+    all.push(stats_object);
+    let (health, _) = super::health::evaluate_with(env, cfg.as_ref(), &fetched).await;
     let fams = families(&all, now_ms(), health);
     let wants_json = req.headers().get("accept").ok().flatten().is_some_and(|a| a.contains("application/json"));
     if wants_json {

@@ -3,6 +3,7 @@
 //! path with another method answers 405 `method_not_allowed` with an `Allow` header.
 
 use edgejobs_core::auth::Scope;
+use edgejobs_core::stats::Delta;
 use edgejobs_core::{ApiError, ErrorCode};
 use worker::{Env, Method, Request, Response, Result};
 
@@ -69,30 +70,18 @@ pub async fn handle(req: Request, env: Env, ctx: &worker::Context) -> Result<Res
         let status = resp.status_code();
         let limiter_errors = crate::ratelimit::take_failures();
         ctx.wait_until(async move {
-            let mut deltas = vec![count("edgejobs_enqueue_requests_total", &[("status", &status.to_string())], 1.0)];
+            let mut deltas =
+                vec![Delta::count("edgejobs_enqueue_requests_total", &[("status", &status.to_string())], 1.0)];
             if status == 429 {
-                deltas.push(count("edgejobs_rate_limited_total", &[], 1.0));
+                deltas.push(Delta::count("edgejobs_rate_limited_total", &[], 1.0));
             }
             if limiter_errors > 0 {
-                deltas.push(count("edgejobs_rate_limiter_errors_total", &[], limiter_errors as f64));
+                deltas.push(Delta::count("edgejobs_rate_limiter_errors_total", &[], limiter_errors as f64));
             }
-            for d in deltas {
-                if crate::shard::call_named(&env, crate::shard::STATS, "count", &d).await.is_err() {
-                    crate::http::log("warn", "could not count a request", serde_json::json!({}));
-                }
-            }
+            crate::tasks::count(&env, &deltas).await;
         });
     }
     Ok(resp)
-}
-
-fn count(name: &str, labels: &[(&str, &str)], n: f64) -> serde_json::Value {
-    let d = edgejobs_core::stats::Delta::Count {
-        name: name.to_owned(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        n,
-    };
-    serde_json::to_value(d).unwrap_or_default()
 }
 
 async fn route(mut req: Request, env: Env) -> Result<Response> {
