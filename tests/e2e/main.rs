@@ -14,7 +14,7 @@ mod util;
 
 use std::sync::Arc;
 
-use edgejobs_tests::stack::{Stack, StackOptions};
+use edgejobs_tests::stack::{Profile, Stack, StackOptions};
 use libtest_mimic::{Arguments, Trial};
 
 use util::Ctx;
@@ -46,6 +46,7 @@ fn main() {
         persist_redis: false,
         vars: Vec::new(),
         consumer_env,
+        profile: Profile::default(),
     };
     let stack = match Stack::start(opts) {
         Ok(s) => s,

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use edgejobs_tests::fake_llm::FakeLlm;
 use edgejobs_tests::hooks::Hooks;
 use edgejobs_tests::openapi::OpenApi;
-use edgejobs_tests::stack::{Stack, StackOptions};
+use edgejobs_tests::stack::{Profile, Stack, StackOptions};
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::Value;
 
@@ -88,6 +88,7 @@ impl Ctx {
                 persist_redis: false,
                 vars: Vec::new(),
                 consumer_env: self.consumer_env.clone(),
+                profile: Profile::default(),
             };
             *guard = Some(Stack::start(opts).context("starting the fault stack")?);
         }

@@ -29,6 +29,28 @@ pub struct StackOptions {
     pub vars: Vec<(String, String)>,
     /// Extra environment for the consumers (e.g. the LLM base URL, short leases).
     pub consumer_env: Vec<(String, String)>,
+    /// Which cargo profile's binaries to run (default: debug; the benchmark runs release).
+    pub profile: Profile,
+}
+
+/// The cargo profile whose binaries (`upstash-local`, `edgejobs-consumer`) a stack runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// `target/debug`, what `cargo build` makes: the tests and `scripts/dev`.
+    #[default]
+    Debug,
+    /// `target/release`, what `cargo build --release` makes: `scripts/bench`.
+    Release,
+}
+
+impl Profile {
+    /// The directory under the cargo target dir.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        }
+    }
 }
 
 impl StackOptions {
@@ -130,9 +152,18 @@ fn target_dir(root: &Path) -> PathBuf {
 
 /// Path of a workspace binary built by `cargo build` (debug profile).
 pub fn binary(root: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let p = target_dir(root).join("debug").join(name);
+    binary_in(root, Profile::Debug, name)
+}
+
+/// Path of a workspace binary built with `profile`.
+pub fn binary_in(root: &Path, profile: Profile, name: &str) -> anyhow::Result<PathBuf> {
+    let p = target_dir(root).join(profile.dir_name()).join(name);
     if !p.exists() {
-        bail!("{} is missing: run `cargo build --workspace` first (scripts/test and scripts/dev do)", p.display());
+        let how = match profile {
+            Profile::Debug => "cargo build --workspace` first (scripts/test and scripts/dev do)",
+            Profile::Release => "cargo build --release` first (scripts/bench does)",
+        };
+        bail!("{} is missing: run `{how}", p.display());
     }
     Ok(p)
 }
@@ -226,7 +257,7 @@ impl Stack {
     }
 
     fn start_gateway(&mut self, port: u16) -> anyhow::Result<()> {
-        let mut cmd = Command::new(binary(&self.opts.root, "upstash-local")?);
+        let mut cmd = Command::new(binary_in(&self.opts.root, self.opts.profile, "upstash-local")?);
         cmd.env("UPSTASH_LOCAL_LISTEN", format!("127.0.0.1:{port}"))
             .env("UPSTASH_LOCAL_REDIS_URL", format!("redis://127.0.0.1:{}", self.redis_port))
             .env("UPSTASH_LOCAL_TOKEN", &self.secrets.upstash_token);
@@ -340,7 +371,7 @@ impl Stack {
         let i = self.consumers.len();
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new(binary(&self.opts.root, "edgejobs-consumer")?);
+        let mut cmd = Command::new(binary_in(&self.opts.root, self.opts.profile, "edgejobs-consumer")?);
         cmd.env("EDGEJOBS_CONSUMER_LISTEN", format!("127.0.0.1:{port}"))
             .env("EDGEJOBS_EDGE_URL", &self.edge_url)
             .env("EDGEJOBS_CONSUMER_TOKEN", &self.secrets.consumer_token)
@@ -365,6 +396,24 @@ impl Stack {
     /// The base URL of consumer `i` (its `/health` and `/metrics`).
     pub fn consumer_url(&self, i: usize) -> String {
         self.consumers.get(i).and_then(|c| c.as_ref()).map(|(_, u)| u.clone()).unwrap_or_default()
+    }
+
+    /// Process ids of the running parts, by name (`redis`, `upstash-local`, `wrangler`,
+    /// `consumer-<i>`): for footprint and CPU figures. wrangler's workerd and esbuild are
+    /// its descendants (and in its process group).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = [&self.redis, &self.gateway, &self.wrangler]
+            .into_iter()
+            .flatten()
+            .map(|p| (p.name.clone(), p.pid()))
+            .collect();
+        out.extend(self.consumers.iter().flatten().map(|(p, _)| (p.name.clone(), p.pid())));
+        out
+    }
+
+    /// The pid of consumer `i`, while it runs.
+    pub fn consumer_pid(&self, i: usize) -> Option<u32> {
+        self.consumers.get(i).and_then(|c| c.as_ref()).map(|(p, _)| p.pid())
     }
 
     /// SIGKILL to consumer `i`: it dies mid-job without reporting anything.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use anyhow::Context as _;
-use edgejobs_tests::stack::{Stack, StackOptions};
+use edgejobs_tests::stack::{Profile, Stack, StackOptions};
 
 fn usage() -> ! {
     eprintln!(
@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         persist_redis: true,
         vars,
         consumer_env: Vec::new(),
+        profile: Profile::default(),
     };
     let mut stack = Stack::start(opts)?;
     let env = stack.env_lines();
