@@ -1,0 +1,780 @@
+//! `edgejobs-bench`: the benchmark `scripts/bench` runs. It starts a private local stack from
+//! release binaries on loopback, measures the runtime ceiling, enqueue, the edge lane and the
+//! native lane end to end, footprint and the operations each job costs (counted by the system
+//! itself), prints a table and writes one JSON object under `target/bench/`.
+//!
+//! Every loop is bounded in count and time; the stack stops when this process ends (the
+//! `Stack`'s drop, and each part's watchdog if we are killed). Figures, not assertions: the
+//! targets are printed with whether they were met, and the exit code does not depend on them.
+//!
+//! Layout:
+//! - this file: the scenarios and the driver ([`Bench`]) that runs them on one stack;
+//! - [`settings`]: flags and environment;
+//! - [`prom`]: reads Prometheus text;
+//! - [`ops`]: what is counted per job, and the prices that turn it into US$;
+//! - [`procfs`]: CPU time and peak RSS of the stack's processes;
+//! - [`wrk`]: reads wrk's output;
+//! - [`report`]: targets, machine facts, the printed tables.
+
+mod ops;
+mod procfs;
+mod prom;
+mod report;
+mod settings;
+mod wrk;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use edgejobs_tests::stack::{Profile, Stack, StackOptions};
+use serde_json::{Value, json};
+
+use crate::ops::{MEASURES, Ops, Overhead, Snap, Source};
+use crate::ops::{
+    PRICE_SOURCES, PRICES_AS_OF, QUEUE_OPS_PER_MESSAGE, USD_PER_M_DO_REQUESTS, USD_PER_M_QUEUE_OPS,
+    USD_PER_M_ROWS_READ, USD_PER_M_ROWS_WRITTEN, USD_PER_M_UPSTASH_COMMANDS, USD_PER_M_WORKER_REQUESTS,
+};
+use crate::procfs::{WORKERD_PROXY, WORKERD_WORKER, cpu_between, cpu_snap, peak_rss, stack_processes};
+use crate::prom::Prom;
+use crate::report::{f, git, loadavg, machine, num, print_table, targets, tools};
+use crate::settings::{Settings, parse_args};
+use crate::wrk::{Wrk, parse_wrk};
+
+/// Jobs per `POST /v1/jobs/batch` (the API's maximum).
+const BATCH: usize = 100;
+/// The stream and group the native lane uses (`shared/core/src/wire.rs`).
+const STREAM_KEY: &str = edgejobs_core::wire::STREAM_KEY;
+const STREAM_GROUP: &str = edgejobs_core::wire::STREAM_GROUP;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn check_interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Sleeps up to `d`, waking early when interrupted.
+fn nap(d: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        check_interrupted()?;
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
+    }
+    check_interrupted()
+}
+
+fn say(msg: impl AsRef<str>) {
+    eprintln!("[bench {}] {}", clock(), msg.as_ref());
+}
+
+fn clock() -> String {
+    let s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The end-to-end result of one lane scenario.
+#[derive(Debug, Clone, Default)]
+struct Lane {
+    requested: usize,
+    created: usize,
+    failed_requests: usize,
+    failed_items: usize,
+    enqueue_s: f64,
+    completed: f64,
+    reached: bool,
+    elapsed_s: f64,
+    ops: Ops,
+    cpu: Value,
+    first_error: Option<String>,
+}
+
+impl Lane {
+    fn jobs_per_s(&self) -> Option<f64> {
+        (self.elapsed_s > 0.0).then(|| self.completed / self.elapsed_s)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "jobs_requested": self.requested,
+            "jobs_created": self.created,
+            "failed_requests": self.failed_requests,
+            "failed_items": self.failed_items,
+            "first_error": self.first_error,
+            "enqueue_s": self.enqueue_s,
+            "enqueue_jobs_per_s": if self.enqueue_s > 0.0 { Some(self.created as f64 / self.enqueue_s) } else { None },
+            "completed": self.completed,
+            "all_completed": self.reached,
+            "timed_out": !self.reached,
+            "elapsed_s": self.elapsed_s,
+            "jobs_per_s": self.jobs_per_s(),
+            "ops": self.ops.to_json(),
+            "cpu": self.cpu,
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct EnqueueOutcome {
+    created: usize,
+    failed_requests: usize,
+    failed_items: usize,
+    first_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Bench {
+    s: Settings,
+    stack: Stack,
+    http: reqwest::blocking::Client,
+    reads: u64,
+    overhead: Overhead,
+    /// Peak RSS per pid seen so far: (component, comm, bytes).
+    peaks: BTreeMap<u32, (String, String, u64)>,
+    scratch: PathBuf,
+}
+
+impl Bench {
+    fn edge(&self, path: &str) -> String {
+        format!("{}{path}", self.stack.edge_url)
+    }
+
+    /// Reads the edge's `/metrics`, retrying a refused scrape (503 while a shard is busy).
+    fn edge_metrics(&mut self) -> anyhow::Result<Prom> {
+        let mut last = String::new();
+        for _ in 0..10 {
+            check_interrupted()?;
+            self.reads += 1;
+            let r = self.http.get(self.edge("/metrics")).bearer_auth(&self.stack.secrets.admin_key).send();
+            match r {
+                Ok(r) if r.status().is_success() => return Ok(Prom::parse(&r.text()?)),
+                Ok(r) => last = format!("{} {}", r.status(), r.text().unwrap_or_default()),
+                Err(e) => last = e.to_string(),
+            }
+            nap(Duration::from_millis(300))?;
+        }
+        bail!("GET /metrics kept failing: {last}")
+    }
+
+    fn consumer_metrics(&self, i: usize) -> Option<Prom> {
+        let url = format!("{}/metrics", self.stack.consumer_url(i));
+        let r = self.http.get(url).send().ok().filter(|r| r.status().is_success())?;
+        Some(Prom::parse(&r.text().ok()?))
+    }
+
+    /// One command through the local Upstash gateway.
+    fn upstash(&self, cmd: &[&str]) -> anyhow::Result<Value> {
+        let r =
+            self.http.post(&self.stack.upstash_url).bearer_auth(&self.stack.secrets.upstash_token).json(&cmd).send()?;
+        let v: Value = r.json()?;
+        if let Some(e) = v.get("error") {
+            bail!("{}: {e}", cmd.join(" "));
+        }
+        Ok(v.get("result").cloned().unwrap_or(Value::Null))
+    }
+
+    /// Commands redis-server has executed, leaving out our own INFO calls and connection
+    /// set-up (HELLO, CLIENT SETINFO, SELECT), which no Upstash bill would show.
+    fn redis_commands(&self) -> Option<f64> {
+        let text = self.upstash(&["INFO", "commandstats"]).ok()?;
+        let text = text.as_str()?;
+        let mut total = 0.0;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("cmdstat_") else { continue };
+            let Some((name, stats)) = rest.split_once(':') else { continue };
+            if name == "info" || name == "hello" || name == "select" || name.starts_with("client") {
+                continue;
+            }
+            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+            total += calls.trim().parse::<f64>().ok()?;
+        }
+        Some(total)
+    }
+
+    /// One read of every counter; `consumer` is the consumer running now, if any.
+    fn snap(&mut self, consumer: Option<usize>) -> anyhow::Result<Snap> {
+        let edge = self.edge_metrics()?;
+        let reads = self.reads;
+        let redis_commands = self.redis_commands();
+        let consumer = consumer.map(|i| self.consumer_metrics(i));
+        self.sample_rss();
+        Ok(Snap { reads, at: Instant::now(), edge, consumer, redis_commands, settled: true })
+    }
+
+    /// Reads until two reads 1 s apart agree (the edge flushes some counters lazily), at
+    /// most `settle_timeout`; a read that never settled says so.
+    fn settled(&mut self, consumer: Option<usize>) -> anyhow::Result<Snap> {
+        let deadline = Instant::now() + self.s.settle_timeout;
+        let mut prev = self.snap(consumer)?;
+        loop {
+            nap(Duration::from_secs(1))?;
+            let mut cur = self.snap(consumer)?;
+            if self.agree(&prev, &cur) {
+                return Ok(cur);
+            }
+            if Instant::now() >= deadline {
+                say("counters did not settle within the bound; using the last read");
+                cur.settled = false;
+                return Ok(cur);
+            }
+            prev = cur;
+        }
+    }
+
+    /// Job counters unchanged, and each edge-side measure moved by at most what the reads
+    /// themselves cost (consumer and redis counts move while a consumer polls, so they are
+    /// not compared).
+    fn agree(&self, a: &Snap, b: &Snap) -> bool {
+        if a.job_counters() != b.job_counters() {
+            return false;
+        }
+        let reads = b.reads.saturating_sub(a.reads) as f64;
+        MEASURES.iter().filter(|m| m.source == Source::Edge).all(|m| match (a.value(m), b.value(m)) {
+            (Some(x), Some(y)) => y - x <= 2.0 * reads * self.overhead.get(m.key).copied().unwrap_or(0.0) + 0.5,
+            _ => true,
+        })
+    }
+
+    /// The cost of reading the counters, per read, measured on the idle stack.
+    fn calibrate(&mut self) -> anyhow::Result<()> {
+        let first = self.settled(None)?;
+        let mut last = first.clone();
+        for _ in 0..6 {
+            nap(Duration::from_secs(1))?;
+            last = self.snap(None)?;
+        }
+        let reads = last.reads.saturating_sub(first.reads).max(1) as f64;
+        for m in MEASURES.iter().filter(|m| m.source != Source::Consumer) {
+            if let (Some(a), Some(b)) = (first.value(m), last.value(m)) {
+                self.overhead.insert(m.key, ((b - a) / reads).max(0.0));
+            }
+        }
+        say(format!(
+            "reading the counters costs per read: {}",
+            self.overhead.iter().map(|(k, v)| format!("{k} {v:.2}")).collect::<Vec<_>>().join(", ")
+        ));
+        Ok(())
+    }
+
+    fn roots(&self) -> Vec<(String, u32)> {
+        self.stack.pids()
+    }
+
+    fn sample_rss(&mut self) {
+        for (component, p) in stack_processes(&self.roots()) {
+            if let Some(bytes) = peak_rss(p.pid) {
+                let e = self.peaks.entry(p.pid).or_insert((component, p.comm.clone(), 0));
+                e.2 = e.2.max(bytes);
+            }
+        }
+    }
+
+    /// Enqueues `jobs` jobs with batch requests of up to 100 from `clients` threads.
+    fn enqueue(&self, spec: &Value, jobs: usize) -> EnqueueOutcome {
+        let batches = jobs.div_ceil(BATCH);
+        let next = AtomicUsize::new(0);
+        let url = self.edge("/v1/jobs/batch");
+        let key = self.stack.secrets.api_key.clone();
+        let results: Vec<EnqueueOutcome> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..self.s.clients)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = EnqueueOutcome::default();
+                        loop {
+                            let b = next.fetch_add(1, Ordering::Relaxed);
+                            if b >= batches || INTERRUPTED.load(Ordering::Relaxed) {
+                                return out;
+                            }
+                            let n = BATCH.min(jobs - b * BATCH);
+                            let body = json!({ "jobs": vec![spec.clone(); n] });
+                            let r = self.http.post(&url).bearer_auth(&key).json(&body).send();
+                            let fail = |out: &mut EnqueueOutcome, e: String| {
+                                out.failed_requests += 1;
+                                out.first_error.get_or_insert(e);
+                            };
+                            match r {
+                                Ok(r) if r.status().is_success() => match r.json::<Value>() {
+                                    Ok(v) => {
+                                        let items = v["results"].as_array().cloned().unwrap_or_default();
+                                        let ok = items
+                                            .iter()
+                                            .filter(|i| i["status"].as_u64().is_some_and(|s| (200..300).contains(&s)))
+                                            .count();
+                                        out.created += ok;
+                                        out.failed_items += n - ok.min(n);
+                                        if ok < n {
+                                            let bad = items.iter().find(|i| i.get("error").is_some());
+                                            out.first_error.get_or_insert(format!("batch item: {bad:?}"));
+                                        }
+                                    }
+                                    Err(e) => fail(&mut out, format!("batch answer: {e}")),
+                                },
+                                Ok(r) => {
+                                    let status = r.status();
+                                    fail(&mut out, format!("{status} {}", r.text().unwrap_or_default()))
+                                }
+                                Err(e) => fail(&mut out, e.to_string()),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        let mut total = EnqueueOutcome::default();
+        for r in results {
+            total.created += r.created;
+            total.failed_requests += r.failed_requests;
+            total.failed_items += r.failed_items;
+            if total.first_error.is_none() {
+                total.first_error = r.first_error;
+            }
+        }
+        total
+    }
+
+    /// Polls the counters until `completed{type}` reaches `base + want`, at most `timeout`
+    /// from `t0`. With `enqueued_base`, `want` is instead what the edge's own
+    /// `edgejobs_jobs_enqueued_total{type}` says was created since then (wrk cannot see the
+    /// items of a batch answer), and completion counts only 3 s into the wait or later, so
+    /// lazily flushed counters have caught up. Returns (completed since base, reached, seconds from t0).
+    fn wait_completed(
+        &mut self,
+        job_type: &str,
+        base: f64,
+        want: f64,
+        enqueued_base: Option<f64>,
+        t0: Instant,
+        consumer: Option<usize>,
+    ) -> anyhow::Result<(f64, bool, f64)> {
+        let mut last_report = Instant::now();
+        let mut completed = 0.0;
+        let mut want = want;
+        let started_waiting = Instant::now();
+        loop {
+            let s = self.snap(consumer)?;
+            completed = s.completed(job_type).map_or(completed, |c| c - base);
+            if let Some(e) = enqueued_base.zip(s.enqueued(job_type)).map(|(b, e)| e - b) {
+                want = e;
+            }
+            let elapsed = s.at.duration_since(t0).as_secs_f64();
+            let counters_caught_up = enqueued_base.is_none() || started_waiting.elapsed() >= Duration::from_secs(3);
+            if completed >= want && counters_caught_up {
+                return Ok((completed, true, elapsed));
+            }
+            if t0.elapsed() >= self.s.timeout {
+                say(format!("gave up after {elapsed:.0} s: {completed:.0} of {want:.0} {job_type} jobs completed"));
+                return Ok((completed, false, elapsed));
+            }
+            if last_report.elapsed() >= Duration::from_secs(10) {
+                say(format!("  {completed:.0} of {want:.0} {job_type} jobs completed after {elapsed:.0} s"));
+                last_report = Instant::now();
+            }
+            nap(self.s.poll)?;
+        }
+    }
+
+    /// Enqueue `jobs` jobs of `spec` in batches, wait until all completed (by the edge's own
+    /// counter), then read the settled counters.
+    fn lane(&mut self, spec: Value, jobs: usize, consumer: Option<usize>) -> anyhow::Result<Lane> {
+        let job_type = spec["type"].as_str().unwrap_or("noop").to_owned();
+        let before = self.settled(consumer)?;
+        let base = before.completed(&job_type).context("the edge's /metrics has no edgejobs_jobs_completed_total")?;
+        let cpu0 = cpu_snap(&self.roots());
+        let t0 = Instant::now();
+        let out = self.enqueue(&spec, jobs);
+        let enqueue_s = t0.elapsed().as_secs_f64();
+        check_interrupted()?;
+        say(format!(
+            "enqueued {} of {jobs} {job_type} jobs in {enqueue_s:.1} s ({:.0} jobs/s){}",
+            out.created,
+            out.created as f64 / enqueue_s.max(1e-9),
+            out.first_error.as_deref().map(|e| format!("; first error: {e}")).unwrap_or_default()
+        ));
+        let (completed, reached, elapsed_s) =
+            self.wait_completed(&job_type, base, out.created as f64, None, t0, consumer)?;
+        let cpu1 = cpu_snap(&self.roots());
+        let after = self.settled(consumer)?;
+        let ops = Ops::between(&before, &after, &self.overhead, out.created as f64);
+        Ok(Lane {
+            requested: jobs,
+            created: out.created,
+            failed_requests: out.failed_requests,
+            failed_items: out.failed_items,
+            first_error: out.first_error,
+            enqueue_s,
+            completed,
+            reached,
+            elapsed_s,
+            ops,
+            cpu: cpu_between(&cpu0, &cpu1),
+        })
+    }
+
+    fn wrk(&self, path: &str, script: Option<&Path>, connections: u32) -> anyhow::Result<Wrk> {
+        let mut cmd = Command::new("wrk");
+        cmd.arg(format!("-t{}", self.s.wrk_threads))
+            .arg(format!("-c{connections}"))
+            .arg(format!("-d{}s", self.s.wrk_duration.as_secs().max(1)))
+            .args(["--latency", "--timeout", "10s"]);
+        if let Some(s) = script {
+            cmd.arg("-s").arg(s);
+        }
+        cmd.arg(self.edge(path)).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("cannot run wrk (scripts/setup installs it)")?;
+        // wrk stops itself after -d; this bound is for a wrk that hangs.
+        let deadline = Instant::now() + self.s.wrk_duration + Duration::from_secs(30);
+        loop {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() >= deadline || INTERRUPTED.load(Ordering::Relaxed) {
+                let _ = child.kill();
+                let _ = child.wait();
+                check_interrupted()?;
+                bail!("wrk did not finish in time");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        parse_wrk(&text).with_context(|| String::from_utf8_lossy(&out.stderr).to_string())
+    }
+
+    fn write_lua(&self, name: &str, body: &str, path: &str) -> anyhow::Result<PathBuf> {
+        let p = self.scratch.join(name);
+        let lua = format!(
+            "wrk.method = \"POST\"\nwrk.path = \"{path}\"\nwrk.body = [==[{body}]==]\n\
+             wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.headers[\"Authorization\"] = \"Bearer {}\"\n",
+            self.stack.secrets.api_key
+        );
+        std::fs::write(&p, lua)?;
+        Ok(p)
+    }
+
+    /// A wrk run of enqueues, then the wait until every job it created completed (bounded),
+    /// so the operations per job cover the whole life of those jobs.
+    fn enqueue_wrk(
+        &mut self,
+        path: &str,
+        script: &Path,
+        jobs_per_request: usize,
+        connections: u32,
+    ) -> anyhow::Result<Value> {
+        let before = self.settled(None)?;
+        let base_done = before.completed("noop").context("no edgejobs_jobs_completed_total")?;
+        let base_enq = before.enqueued("noop");
+        let cpu0 = cpu_snap(&self.roots());
+        let t0 = Instant::now();
+        let w = self.wrk(path, Some(script), connections)?;
+        let cpu1 = cpu_snap(&self.roots());
+        let wrk_jobs = (w.ok_requests() as usize * jobs_per_request) as f64;
+        say(format!(
+            "{path}: {:.0} req/s ({:.0} jobs/s), p50 {} ms, p99 {} ms, {} non-2xx, {} socket errors",
+            w.requests_per_s,
+            w.ok_per_s() * jobs_per_request as f64,
+            num(w.p("50%"), 1),
+            num(w.p("99%"), 1),
+            w.non_2xx,
+            w.socket_errors
+        ));
+        say("waiting until the jobs it created have completed (drain)");
+        let (completed, reached, elapsed) = self.wait_completed("noop", base_done, wrk_jobs, base_enq, t0, None)?;
+        let after = self.settled(None)?;
+        let created_by_counter = base_enq.zip(after.enqueued("noop")).map(|(b, a)| a - b);
+        // The edge's own count of created jobs; wrk's 2xx × jobs per request without it.
+        let jobs = created_by_counter.unwrap_or(wrk_jobs);
+        let ops = Ops::between(&before, &after, &self.overhead, jobs);
+        Ok(json!({
+            "wrk": w.to_json(),
+            "jobs_per_request": jobs_per_request,
+            "jobs_per_s": w.ok_per_s() * jobs_per_request as f64,
+            "jobs_created": jobs,
+            "jobs_from_2xx_requests": wrk_jobs,
+            "jobs_created_by_counter": created_by_counter,
+            // Includes requests still in flight when wrk stopped, so an upper bound.
+            "jobs_created_by_counter_per_wrk_s": created_by_counter.map(|c| c / w.duration_s.max(1e-9)),
+            "drain": { "completed": completed, "all_completed": reached, "elapsed_s": elapsed,
+                       "end_to_end_jobs_per_s": if elapsed > 0.0 { Some(completed / elapsed) } else { None } },
+            "ops": ops.to_json(),
+            "cpu_during_wrk": cpu_between(&cpu0, &cpu1),
+        }))
+    }
+
+    fn stream_state(&self) -> Value {
+        let xlen = self.upstash(&["XLEN", STREAM_KEY]).ok().and_then(|v| v.as_i64());
+        let pending = match self.upstash(&["XPENDING", STREAM_KEY, STREAM_GROUP]) {
+            Ok(v) => v.get(0).and_then(Value::as_i64),
+            Err(e) if e.to_string().contains("NOGROUP") => Some(0),
+            Err(_) => None,
+        };
+        json!({ "xlen": xlen, "pending": pending })
+    }
+
+    fn native(&mut self, concurrency: u32) -> anyhow::Result<Value> {
+        let c = concurrency.to_string();
+        let i = self.stack.start_consumer(&[("EDGEJOBS_CONCURRENCY", c.as_str())])?;
+        let pid = self.stack.consumer_pid(i);
+        let spec = json!({ "type": "sleep", "payload": { "ms": self.s.native_ms } });
+        let lane = self.lane(spec, self.s.native_jobs, Some(i));
+        let peak = pid.and_then(peak_rss);
+        let stream = self.stream_state();
+        say(format!("stopping consumer {i} (SIGTERM)"));
+        let exit = self.stack.terminate_consumer(i, Duration::from_secs(40));
+        let lane = lane?;
+        let ideal = concurrency as f64 * 1000.0 / self.s.native_ms.max(1) as f64;
+        let mut v = lane.to_json();
+        v["concurrency"] = json!(concurrency);
+        v["sleep_ms"] = json!(self.s.native_ms);
+        v["ideal_jobs_per_s"] = json!(ideal);
+        v["ratio_to_ideal"] = json!(lane.jobs_per_s().map(|j| j / ideal));
+        v["consumer_peak_rss_bytes"] = json!(peak);
+        v["consumer_exit_code"] = json!(exit);
+        v["stream_after"] = stream;
+        Ok(v)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+
+fn main() {
+    match run() {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("[bench] error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let s = parse_args()?;
+    ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::Relaxed) {
+            // A second Ctrl-C: leave now; each part's watchdog stops it within a second.
+            std::process::exit(130);
+        }
+        eprintln!("[bench] interrupted: stopping the stack (Ctrl-C again to leave at once)");
+    })
+    .context("cannot install the signal handler")?;
+    let started = unix_now();
+    let t_start = Instant::now();
+    let state_dir = std::env::temp_dir().join(format!("edgejobs-bench-{}", std::process::id()));
+    let scratch = state_dir.join("scratch");
+    std::fs::create_dir_all(&scratch)?;
+    let mut report = json!({
+        "bench": "edgejobs-bench",
+        "schema": 1,
+        "started_at_unix": started,
+        "machine": machine(),
+        "git": git(&s.root),
+        "tools": tools(&s.root),
+        "settings": {
+            "quick": s.quick,
+            "wrk": { "threads": s.wrk_threads, "connections": s.wrk_connections,
+                     "batch_connections": s.batch_connections,
+                     "duration_s": s.wrk_duration.as_secs().max(1) },
+            "batch_size": BATCH,
+            "enqueue_clients": s.clients,
+            "edge_jobs": s.edge_jobs,
+            "native_jobs": s.native_jobs,
+            "native_sleep_ms": s.native_ms,
+            "native_concurrency": s.concurrency,
+            "completion_timeout_s": s.timeout.as_secs_f64(),
+            "poll_interval_ms": s.poll.as_millis() as u64,
+            "scenarios": s.only,
+            "binaries": "release",
+            "stack_vars": { "RATE_LIMIT": "off" },
+        },
+        "prices": {
+            "as_of": PRICES_AS_OF,
+            "sources": PRICE_SOURCES,
+            "usd_per_million": {
+                "worker_requests": USD_PER_M_WORKER_REQUESTS,
+                "do_requests": USD_PER_M_DO_REQUESTS,
+                "do_rows_written": USD_PER_M_ROWS_WRITTEN,
+                "do_rows_read": USD_PER_M_ROWS_READ,
+                "queue_operations": USD_PER_M_QUEUE_OPS,
+                "upstash_commands": USD_PER_M_UPSTASH_COMMANDS,
+            },
+            "queue_operations_per_message": QUEUE_OPS_PER_MESSAGE,
+            "ignored": "included free allowances, Workers/DO duration and CPU-time charges, storage GB-month",
+        },
+        "scenarios": {},
+    });
+    let cores = report["machine"]["cores"].as_u64().unwrap_or(1) as f64;
+    if let Some(load) = loadavg().and_then(|l| l.first().copied()).filter(|l| *l > cores * 0.5) {
+        say(format!(
+            "the machine is busy (load {load:.1} on {cores} cores): figures will be lower than on a quiet one"
+        ));
+    }
+
+    say(format!("starting a private stack (release binaries) in {}", state_dir.display()));
+    let opts = StackOptions {
+        root: s.root.clone(),
+        state_dir: state_dir.clone(),
+        dev_vars: None,
+        consumer: false,
+        persist_redis: false,
+        vars: vec![("RATE_LIMIT".into(), "off".into())],
+        consumer_env: Vec::new(),
+        profile: Profile::Release,
+    };
+    let stack = Stack::start(opts)?;
+    say(format!("edge {} · upstash-local {}", stack.edge_url, stack.upstash_url));
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(s.clients * 2)
+        .build()?;
+    let mut b =
+        Bench { s: s.clone(), stack, http, reads: 0, overhead: Overhead::new(), peaks: BTreeMap::new(), scratch };
+    let outcome = scenarios(&mut b, &mut report);
+    report["duration_s"] = json!(t_start.elapsed().as_secs_f64());
+    report["machine"]["loadavg_end"] = json!(loadavg());
+    if let Err(e) = &outcome {
+        report["error"] = json!(format!("{e:#}"));
+        say(format!("stopped early: {e:#}"));
+        say(b.stack.tail("wrangler"));
+    }
+    // Footprint, from everything sampled along the way.
+    b.sample_rss();
+    let workerd: Vec<Value> = b
+        .peaks
+        .iter()
+        .filter(|(_, (c, _, _))| c.starts_with("workerd"))
+        .map(|(pid, (role, comm, bytes))| json!({ "pid": pid, "comm": comm, "role": role, "peak_rss_bytes": bytes }))
+        .collect();
+    let peak_of = |component: &str| b.peaks.values().filter(|(c, _, _)| c == component).map(|(_, _, x)| *x).max();
+    let wasm = std::fs::metadata(s.root.join("functions/edge/build/index_bg.wasm")).map(|m| m.len()).ok();
+    report["footprint"] = json!({
+        "consumer_peak_rss_bytes": peak_of("consumer"),
+        "workerd_peak_rss_bytes": workerd.iter().filter_map(|w| w["peak_rss_bytes"].as_u64()).max(),
+        "workerd_worker_peak_rss_bytes": peak_of(WORKERD_WORKER),
+        "workerd_proxy_peak_rss_bytes": peak_of(WORKERD_PROXY),
+        "workerd_peak_rss_bytes_sum": workerd.iter().filter_map(|w| w["peak_rss_bytes"].as_u64()).sum::<u64>(),
+        "workerd_processes": workerd,
+        "wrangler_node_peak_rss_bytes": peak_of("wrangler (node)"),
+        "upstash_local_peak_rss_bytes": peak_of("upstash-local"),
+        "wasm_bytes": wasm,
+    });
+    report["stream_after_run"] = b.stream_state();
+    report["targets"] = json!(targets(&report));
+    report["notes"] = json!([
+        "Throughput is measured through wrangler dev on loopback: compare ratios within one run, not absolute figures across machines.",
+        "End-to-end times are from the first enqueue to the first read of /metrics that shows every job completed (polled every poll_interval_ms; counters may be flushed lazily).",
+        "Operations per job subtract the measured cost of the bench's own /metrics reads (counter_reads × per_read_overhead).",
+        "A counter family missing from /metrics is null (n/a), never 0.",
+    ]);
+
+    // Stop the stack before writing, so a slow disk does not keep it running.
+    b.stack.stop();
+    std::fs::create_dir_all(&s.out_dir)?;
+    let text = serde_json::to_string_pretty(&report)?;
+    let file = s.out_dir.join(format!("bench-{started}.json"));
+    std::fs::write(&file, &text)?;
+    std::fs::write(s.out_dir.join("latest.json"), &text)?;
+    if s.json_only {
+        println!("{text}");
+    } else {
+        print_table(&report);
+        println!("JSON: {} (and latest.json beside it)", file.display());
+    }
+    if s.keep_state || outcome.is_err() {
+        say(format!("state and logs kept in {}", state_dir.display()));
+    } else {
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
+    outcome
+}
+
+fn scenarios(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
+    let only = b.s.only.clone();
+    // Warm-up: every shard and the queue consumer have run once before anything is timed.
+    say("warming up (100 noop jobs, end to end)");
+    let warm = b.lane(json!({ "type": "noop" }), BATCH, None)?;
+    if !warm.reached {
+        bail!("the warm-up jobs did not complete: {} of {} in {:.0} s", warm.completed, warm.created, warm.elapsed_s);
+    }
+    say("measuring what reading the counters costs (idle stack)");
+    b.calibrate()?;
+    report["counter_read_overhead"] = json!(b.overhead);
+    report["measures"] = MEASURES
+        .iter()
+        .map(|m| (m.key.to_owned(), json!({ "family": m.family, "source": format!("{:?}", m.source), "what": m.what })))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+
+    // The lanes first, on a quiet stack: a backlog left by the enqueue runs would skew them.
+    if only.contains("edge") {
+        say(format!("edge lane end to end: {} noop jobs in batches of {BATCH}", b.s.edge_jobs));
+        let lane = b.lane(json!({ "type": "noop" }), b.s.edge_jobs, None)?;
+        say(format!(
+            "edge lane: {} of {} completed in {:.1} s = {} jobs/s",
+            lane.completed,
+            lane.created,
+            lane.elapsed_s,
+            num(lane.jobs_per_s(), 0)
+        ));
+        report["scenarios"]["edge_lane"] = lane.to_json();
+    }
+    if only.contains("native") {
+        for c in b.s.concurrency.clone() {
+            say(format!(
+                "native lane: {} sleep jobs of {} ms, one consumer at concurrency {c}",
+                b.s.native_jobs, b.s.native_ms
+            ));
+            let v = match b.native(c) {
+                Ok(v) => v,
+                // One failed native run (a consumer that did not start) does not cost the rest.
+                Err(e) if !INTERRUPTED.load(Ordering::Relaxed) => {
+                    say(format!("native c={c} failed: {e:#}"));
+                    json!({ "concurrency": c, "error": format!("{e:#}") })
+                }
+                Err(e) => return Err(e),
+            };
+            say(format!(
+                "native c={c}: {} jobs/s ({}× ideal)",
+                num(f(&v["jobs_per_s"]), 0),
+                num(f(&v["ratio_to_ideal"]), 2)
+            ));
+            report["scenarios"][format!("native_c{c}")] = v;
+        }
+    }
+    if only.contains("liveness") || only.contains("single") {
+        say(format!("runtime ceiling: GET /health/live, wrk {}s", b.s.wrk_duration.as_secs()));
+        let cpu0 = cpu_snap(&b.roots());
+        let w = b.wrk("/health/live", None, b.s.wrk_connections)?;
+        let cpu1 = cpu_snap(&b.roots());
+        say(format!(
+            "/health/live: {:.0} req/s, p50 {} ms, p99 {} ms",
+            w.requests_per_s,
+            num(w.p("50%"), 1),
+            num(w.p("99%"), 1)
+        ));
+        report["scenarios"]["liveness"] = json!({ "wrk": w.to_json(), "cpu_during_wrk": cpu_between(&cpu0, &cpu1) });
+    }
+    if only.contains("single") {
+        let script = b.write_lua("single.lua", r#"{"type":"noop","payload":{"n":1}}"#, "/v1/jobs")?;
+        say(format!("single enqueue: POST /v1/jobs, wrk {}s", b.s.wrk_duration.as_secs()));
+        report["scenarios"]["single_enqueue"] = b.enqueue_wrk("/v1/jobs", &script, 1, b.s.wrk_connections)?;
+    }
+    if only.contains("batch") {
+        let body =
+            serde_json::to_string(&json!({ "jobs": vec![json!({ "type": "noop", "payload": { "n": 1 } }); BATCH] }))?;
+        let script = b.write_lua("batch.lua", &body, "/v1/jobs/batch")?;
+        say(format!("batch enqueue: POST /v1/jobs/batch with {BATCH} jobs, wrk {}s", b.s.wrk_duration.as_secs()));
+        report["scenarios"]["batch_enqueue"] =
+            b.enqueue_wrk("/v1/jobs/batch", &script, BATCH, b.s.batch_connections)?;
+    }
+    Ok(())
+}
