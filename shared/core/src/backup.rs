@@ -1,6 +1,7 @@
-//! The backup format, without the storage: one NDJSON object per shard (one job per line),
-//! then `manifest.json`, written last, with per-shard row counts and SHA-256. A backup
-//! without a manifest is incomplete and never counted as valid.
+//! The backup format, without the storage: each shard's jobs as NDJSON (one job per line)
+//! in one or more objects (parts, written page by page so no shard is ever held in memory
+//! whole), then `manifest.json`, written last, with each object's row count and SHA-256.
+//! A backup without a manifest is incomplete and never counted as valid.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -12,10 +13,13 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// Every backup lives under `backups/<id>/`.
 pub const PREFIX: &str = "backups/";
 
-/// One shard's object in a backup.
+/// One object of a backup: part `part` of a shard's jobs (parts are in id order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardEntry {
     pub shard: u16,
+    /// 0 for the first (or only) part; backups from before parts have only part 0.
+    #[serde(default)]
+    pub part: u32,
     pub key: String,
     pub rows: u64,
     pub bytes: u64,
@@ -54,8 +58,12 @@ pub fn id_time_ms(id: &str) -> Option<u64> {
     crate::time::parse_rfc3339(&fixed)
 }
 
-pub fn shard_key(id: &str, shard: u16) -> String {
-    format!("{PREFIX}{id}/shard-{shard:03}.ndjson")
+/// The object of part `part` of shard `shard` (part 0 keeps the name of single-part backups).
+pub fn shard_key(id: &str, shard: u16, part: u32) -> String {
+    match part {
+        0 => format!("{PREFIX}{id}/shard-{shard:03}.ndjson"),
+        p => format!("{PREFIX}{id}/shard-{shard:03}-{p:05}.ndjson"),
+    }
 }
 
 pub fn manifest_key(id: &str) -> String {
@@ -87,15 +95,38 @@ pub fn from_ndjson(text: &str) -> Result<Vec<Job>, String> {
         .collect()
 }
 
-/// An entry describing a shard's object.
-pub fn entry(id: &str, shard: u16, body: &str) -> ShardEntry {
+/// An entry describing one object (part `part` of a shard's jobs).
+pub fn entry(id: &str, shard: u16, part: u32, body: &str) -> ShardEntry {
     ShardEntry {
         shard,
-        key: shard_key(id, shard),
+        part,
+        key: shard_key(id, shard, part),
         rows: body.lines().filter(|l| !l.trim().is_empty()).count() as u64,
         bytes: body.len() as u64,
         sha256: sha256_hex(body.as_bytes()),
     }
+}
+
+/// Checks a manifest's shape: every shard from 0 to `shard_count - 1` has parts numbered
+/// 0, 1, ... without gaps, and the totals add up. The problems found.
+pub fn check_manifest(m: &Manifest) -> Vec<String> {
+    let mut problems = Vec::new();
+    for shard in 0..m.shard_count {
+        let mut parts: Vec<u32> = m.shards.iter().filter(|e| e.shard == shard).map(|e| e.part).collect();
+        parts.sort_unstable();
+        if parts.is_empty() {
+            problems.push(format!("shard {shard} has no object in the manifest"));
+        } else if parts.iter().enumerate().any(|(i, p)| *p as usize != i) {
+            problems.push(format!("shard {shard}'s parts are not numbered 0..{}: {parts:?}", parts.len()));
+        }
+    }
+    if let Some(e) = m.shards.iter().find(|e| e.shard >= m.shard_count) {
+        problems.push(format!("{} names shard {} of {}", e.key, e.shard, m.shard_count));
+    }
+    if m.shards.iter().map(|e| e.rows).sum::<u64>() != m.total_rows {
+        problems.push("the rows of the objects do not add up to total_rows".to_owned());
+    }
+    problems
 }
 
 /// Checks one object against its manifest entry; `None` when it matches.
@@ -156,12 +187,40 @@ mod tests {
             .collect();
         let text = to_ndjson(&jobs);
         assert_eq!(from_ndjson(&text).expect("decodes"), jobs);
-        let e = entry("x", 1, &text);
+        let e = entry("x", 1, 0, &text);
         assert_eq!((e.rows, e.key.as_str()), (3, "backups/x/shard-001.ndjson"));
+        assert_eq!(entry("x", 1, 2, "").key, "backups/x/shard-001-00002.ndjson");
+        // Manifests written before parts existed still read (their entries are part 0).
+        let old: ShardEntry =
+            serde_json::from_value(json!({ "shard": 3, "key": "k", "rows": 0, "bytes": 0, "sha256": "x" }))
+                .expect("old");
+        assert_eq!(old.part, 0);
         assert_eq!(check(&e, Some(text.as_bytes())), None);
         assert!(check(&e, Some(text.replace("noop", "nope").as_bytes())).is_some());
         assert!(check(&e, None).is_some());
         assert!(from_ndjson("{\"not\":\"a job\"}\n").is_err());
+    }
+
+    #[test]
+    fn manifests_must_cover_every_shard_with_contiguous_parts() {
+        let e = |shard, part, rows| ShardEntry { rows, ..entry("x", shard, part, "") };
+        let mut m = Manifest {
+            schema_version: SCHEMA_VERSION,
+            id: "x".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            shard_count: 2,
+            shards: vec![e(0, 0, 2), e(0, 1, 1), e(1, 0, 0)],
+            total_rows: 3,
+            total_bytes: 0,
+        };
+        assert_eq!(check_manifest(&m), Vec::<String>::new());
+        m.shards.remove(1);
+        assert_eq!(check_manifest(&m).len(), 1, "rows no longer add up");
+        m.shards.push(e(0, 2, 1));
+        assert_eq!(check_manifest(&m).len(), 1, "a gap in shard 0's parts");
+        m.shards = vec![e(0, 0, 3)];
+        assert_eq!(check_manifest(&m).len(), 1, "shard 1 is missing");
     }
 
     #[test]

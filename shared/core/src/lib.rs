@@ -9,6 +9,8 @@
 //! - [`job`]: the job record, its states and lanes.
 //! - [`spec`]: the registry of job types and validation of enqueue requests.
 //! - [`machine`]: the state machine; the only place that decides legal transitions.
+//! - [`plan`]: batch planning: what a shard writes and does for many jobs at once.
+//! - [`protocol`]: the typed requests and replies between the router and the shards.
 //! - [`ratelimit`]: rate limits and the sliding-window decision.
 //! - [`metrics`]: Prometheus text exposition shared by the edge and the consumer.
 //! - [`retry`]: the backoff policy (exponential, full jitter, cap).
@@ -29,6 +31,8 @@ pub mod id;
 pub mod job;
 pub mod machine;
 pub mod metrics;
+pub mod plan;
+pub mod protocol;
 pub mod ratelimit;
 pub mod retry;
 pub mod spec;

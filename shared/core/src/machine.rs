@@ -52,6 +52,9 @@ pub enum Event {
     Cancel,
     /// A user replays a dead job as a new attempt series.
     Replay,
+    /// The sweep found the job queued for too long (its queue message was lost): send it
+    /// again. Only a queued job can be re-sent; the attempt it waits for does not change.
+    Resend,
 }
 
 impl Event {
@@ -65,7 +68,21 @@ impl Event {
             Event::Wake => "wake",
             Event::Cancel => "cancel",
             Event::Replay => "replay",
+            Event::Resend => "resend",
         }
+    }
+
+    /// Whether a native consumer may report this event (the others are the system's or a
+    /// user's).
+    pub fn is_consumer_report(&self) -> bool {
+        matches!(
+            self,
+            Event::Start { .. }
+                | Event::Heartbeat { .. }
+                | Event::Complete { .. }
+                | Event::Fail { .. }
+                | Event::Reclaim { .. }
+        )
     }
 }
 
@@ -232,6 +249,11 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
             next.updated_at = now;
             ok(next, Effect::Enqueue)
         }
+        (Queued, Event::Resend) => {
+            let mut next = job.clone();
+            next.updated_at = now; // the next sweep waits a full threshold again
+            ok(next, Effect::Enqueue)
+        }
         (Queued | Scheduled, Event::Cancel) => ok(finish(job.clone(), Cancelled, now), Effect::None),
         (Active, Event::Cancel) => {
             let mut next = job.clone();
@@ -267,6 +289,7 @@ fn cancelled_report(job: &Job, now: u64) -> Result<Transition, ApiError> {
 /// Every (from, to) state pair that [`apply`] may produce; anything else is a bug.
 pub const LEGAL: &[(JobState, JobState)] = &[
     (JobState::Queued, JobState::Active),
+    (JobState::Queued, JobState::Queued),
     (JobState::Queued, JobState::Cancelled),
     (JobState::Scheduled, JobState::Queued),
     (JobState::Scheduled, JobState::Cancelled),
@@ -430,6 +453,7 @@ mod tests {
             Just(Event::Wake),
             Just(Event::Cancel),
             Just(Event::Replay),
+            Just(Event::Resend),
         ]
     }
 

@@ -29,6 +29,34 @@ impl Delta {
     }
 }
 
+/// Deltas merged for one write: counters summed per series, observations grouped per
+/// histogram series, so a batch of 100 transitions costs a few row writes, not hundreds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Merged {
+    pub counters: BTreeMap<(String, Labels), f64>,
+    pub observations: BTreeMap<(String, Labels), Vec<f64>>,
+}
+
+impl Merged {
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty() && self.observations.is_empty()
+    }
+}
+
+/// Merges deltas by series.
+pub fn merge<'a>(deltas: impl IntoIterator<Item = &'a Delta>) -> Merged {
+    let mut m = Merged::default();
+    for d in deltas {
+        match d {
+            Delta::Count { name, labels, n } => *m.counters.entry((name.clone(), labels.clone())).or_default() += n,
+            Delta::Observe { name, labels, secs } => {
+                m.observations.entry((name.clone(), labels.clone())).or_default().push(*secs)
+            }
+        }
+    }
+    m
+}
+
 fn count(name: &str, labels: &[(&str, &str)]) -> Delta {
     Delta::count(name, labels, 1.0)
 }
@@ -36,6 +64,23 @@ fn count(name: &str, labels: &[(&str, &str)]) -> Delta {
 /// What a new job adds.
 pub fn created(job: &Job) -> Vec<Delta> {
     vec![count("edgejobs_jobs_enqueued_total", &[("type", &job.job_type)])]
+}
+
+/// What sending these references to the queue adds (counted when the send is committed;
+/// failed sends are counted on their own).
+pub fn queued(refs: &[(crate::job::Lane, crate::wire::JobRef)]) -> Vec<Delta> {
+    if refs.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        Delta::count("edgejobs_queue_messages_sent_total", &[], crate::wire::envelope_count(refs) as f64),
+        Delta::count("edgejobs_queue_jobs_sent_total", &[], refs.len() as f64),
+    ]
+}
+
+/// What the sweep's re-send of a job adds.
+pub fn resent() -> Delta {
+    count("edgejobs_sweep_resent_total", &[])
 }
 
 /// What a committed transition from `before` to `after` at `now` adds.
@@ -107,6 +152,22 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ("edgejobs_sweep_resent_total", "Jobs the sweep sent to their queue again."),
     ("edgejobs_retention_deleted_total", "Finished jobs deleted by the retention policy."),
     ("edgejobs_retention_archived_total", "Finished jobs archived to R2 before deletion."),
+    ("edgejobs_worker_invocations_total", "Invocations of the Worker, by kind (fetch, queue, scheduled) and route."),
+    ("edgejobs_do_requests_total", "Requests to Durable Objects (alarms included), by operation."),
+    ("edgejobs_do_rows_written_total", "SQLite rows written by the Durable Objects (what Cloudflare bills)."),
+    ("edgejobs_do_rows_read_total", "SQLite rows read by the Durable Objects (what Cloudflare bills)."),
+    ("edgejobs_queue_messages_sent_total", "Messages sent to the jobs queue."),
+    ("edgejobs_queue_jobs_sent_total", "Job references sent to the jobs queue (a message carries up to 100)."),
+    (
+        "edgejobs_queue_send_failures_total",
+        "Messages whose send to the jobs queue failed (the sweep re-sends their jobs).",
+    ),
+    ("edgejobs_queue_messages_received_total", "Messages the queue consumer received, by queue."),
+    ("edgejobs_upstash_commands_total", "Upstash commands the edge sent."),
+    (
+        "edgejobs_deliveries_refused_total",
+        "Queue deliveries the shard refused, by lane: a duplicate, a stale attempt, or a job cancelled meanwhile.",
+    ),
 ];
 
 /// Gauges the stats object keeps.

@@ -1,4 +1,5 @@
-//! Messages between the edge's parts: the queue message body and the shard's internal API.
+//! Messages between the edge's parts: queue message bodies (envelopes of job references),
+//! the hand-off to the long-job stream, and listing queries and cursors.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,91 @@ pub struct QueueMessage {
 
 fn edge_lane() -> Lane {
     Lane::Edge
+}
+
+/// "Run attempt `attempt` of job `id`", one entry of an [`Envelope`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    pub id: JobId,
+    pub attempt: u32,
+}
+
+/// Most job references one queue message carries. 100 references are about 6 KB, well
+/// under the 64 KB that Cloudflare bills as one operation.
+pub const ENVELOPE_MAX: usize = 100;
+
+/// One queue message carrying many jobs of one shard and one lane, so a batch enqueue of
+/// 100 jobs costs one message (three billed queue operations) instead of 100. Duplicate
+/// deliveries stay harmless: the shard starts each attempt once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub shard: u16,
+    pub lane: Lane,
+    pub jobs: Vec<JobRef>,
+}
+
+/// What a message on the `jobs` queue holds: an envelope, or (from deployments before
+/// envelopes) a single reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum QueueBody {
+    Envelope(Envelope),
+    Single(QueueMessage),
+}
+
+impl QueueBody {
+    /// The references this message carries, with their lane.
+    pub fn refs(&self) -> Vec<(Lane, JobRef)> {
+        match self {
+            QueueBody::Envelope(e) => e.jobs.iter().map(|r| (e.lane, r.clone())).collect(),
+            QueueBody::Single(m) => vec![(m.lane, JobRef { id: m.id.clone(), attempt: m.attempt })],
+        }
+    }
+}
+
+/// Packs references of one shard into envelopes of at most [`ENVELOPE_MAX`] jobs, one lane
+/// per envelope, preserving order within a lane.
+pub fn envelopes(shard: u16, refs: Vec<(Lane, JobRef)>) -> Vec<Envelope> {
+    let mut out: Vec<Envelope> = Vec::new();
+    for lane in [Lane::Edge, Lane::Native] {
+        let mine: Vec<JobRef> = refs.iter().filter(|(l, _)| *l == lane).map(|(_, r)| r.clone()).collect();
+        for chunk in mine.chunks(ENVELOPE_MAX) {
+            out.push(Envelope { shard, lane, jobs: chunk.to_vec() });
+        }
+    }
+    out
+}
+
+/// How many messages [`envelopes`] makes of these references.
+pub fn envelope_count(refs: &[(Lane, JobRef)]) -> usize {
+    let edge = refs.iter().filter(|(l, _)| *l == Lane::Edge).count();
+    edge.div_ceil(ENVELOPE_MAX) + (refs.len() - edge).div_ceil(ENVELOPE_MAX)
+}
+
+/// Largest number of messages one `sendBatch` may carry, and the largest total size
+/// (Cloudflare's limits: 100 messages, 256 KB).
+pub const SEND_BATCH_MAX_MESSAGES: usize = 100;
+pub const SEND_BATCH_MAX_BYTES: usize = 256 * 1024;
+
+/// Splits messages into `sendBatch` calls within Cloudflare's limits, given each message's
+/// encoded size. Returns index ranges into the input.
+pub fn send_batches(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, size) in sizes.iter().enumerate() {
+        // A little headroom per message for the envelope the runtime adds.
+        let size = size + 128;
+        if i > start && (i - start == SEND_BATCH_MAX_MESSAGES || bytes + size > SEND_BATCH_MAX_BYTES) {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        out.push(start..sizes.len());
+    }
+    out
 }
 
 /// The Redis stream that carries long jobs to native consumers, and its consumer group.
@@ -50,6 +136,23 @@ pub struct Cursor {
 impl Cursor {
     pub fn encode(&self) -> String {
         format!("{}.{}", self.created_ms, self.id)
+    }
+
+    /// The exclusive upper bound on ids of shard `shard` that come after this cursor in a
+    /// listing ordered by `(created_at, id)` descending. Within one shard ids sort by
+    /// creation time (`j` + shard + creation ms + random), so `id < bound` selects exactly
+    /// the jobs after the cursor and lets the shard walk its primary key.
+    pub fn bound_in_shard(&self, shard: u16) -> String {
+        let prefix = |ms: u64| format!("j{shard:02x}{ms:011x}");
+        let own = prefix(self.created_ms);
+        match self.id.as_str().cmp(own.as_str()) {
+            // The cursor is in this shard (or sorts inside its prefix): compare whole ids.
+            _ if self.id.starts_with(&own) => self.id.clone(),
+            // Ties on the creation ms sort by id: a cursor from a later shard comes after
+            // every job of this shard created in that ms, an earlier shard's before them.
+            std::cmp::Ordering::Greater => prefix(self.created_ms + 1),
+            _ => own,
+        }
     }
 
     pub fn decode(s: &str) -> Option<Cursor> {
@@ -196,5 +299,61 @@ mod tests {
         want.sort();
         want.reverse();
         assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn cursor_bounds_select_exactly_the_jobs_after_the_cursor_in_each_shard() {
+        // Jobs in three shards, several sharing a creation ms; for every job taken as the
+        // cursor, `id < bound` in each shard must equal the (created_at, id) order.
+        let mut all: Vec<JobId> = Vec::new();
+        for shard in 0..3u16 {
+            for ms in [100u64, 101, 101, 102] {
+                for r in [1u64, 0xffff_ffff_ffff_ffff] {
+                    all.push(JobId::new(shard, ms, r ^ shard as u64));
+                }
+            }
+        }
+        for c in &all {
+            let cursor = Cursor { created_ms: c.created_ms(), id: c.to_string() };
+            for shard in 0..3u16 {
+                let bound = cursor.bound_in_shard(shard);
+                for j in all.iter().filter(|j| j.shard() == shard) {
+                    let after = (j.created_ms(), j.as_str()) < (cursor.created_ms, cursor.id.as_str());
+                    assert_eq!(j.as_str() < bound.as_str(), after, "cursor {c}, job {j}, bound {bound}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn envelopes_split_by_lane_and_size_and_old_messages_still_parse() {
+        let r = |n: u64| JobRef { id: JobId::new(2, n, n), attempt: 1 };
+        let mut refs: Vec<(Lane, JobRef)> = (0..250).map(|n| (Lane::Edge, r(n))).collect();
+        refs.push((Lane::Native, r(999)));
+        let count = envelope_count(&refs);
+        let e = envelopes(2, refs);
+        assert_eq!(count, e.len());
+        assert_eq!(
+            e.iter().map(|e| (e.lane, e.jobs.len())).collect::<Vec<_>>(),
+            [(Lane::Edge, 100), (Lane::Edge, 100), (Lane::Edge, 50), (Lane::Native, 1)]
+        );
+        let size = serde_json::to_string(&e[0]).expect("encodes").len();
+        assert!(size < 64 * 1024, "an envelope of 100 is {size} bytes");
+        let old: QueueBody =
+            serde_json::from_value(json!({ "id": r(5).id, "attempt": 3, "lane": "native" })).expect("old format");
+        assert_eq!(old.refs(), vec![(Lane::Native, JobRef { id: r(5).id, attempt: 3 })]);
+        let new: QueueBody = serde_json::from_str(&serde_json::to_string(&e[3]).expect("encodes")).expect("parses");
+        assert_eq!(new, QueueBody::Envelope(e[3].clone()));
+    }
+
+    #[test]
+    fn send_batches_respect_the_message_and_byte_limits() {
+        assert_eq!(send_batches(&[]), Vec::<std::ops::Range<usize>>::new());
+        assert_eq!(send_batches(&[10; 250]), vec![0..100, 100..200, 200..250]);
+        let big = send_batches(&[60_000; 10]);
+        assert!(big.iter().all(|r| r.len() <= 4), "{big:?}");
+        assert_eq!(big.iter().map(|r| r.len()).sum::<usize>(), 10);
+        // One message larger than the byte limit still goes alone (the runtime refuses it).
+        assert_eq!(send_batches(&[300_000, 1]), vec![0..1, 1..2]);
     }
 }

@@ -3,6 +3,8 @@
 //! `Authorization: Bearer`. Replies are requested base64-encoded (`Upstash-Encoding:
 //! base64`) so binary values survive JSON.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::time::Duration;
 
 use edgejobs_core::config::Secret;
@@ -116,12 +118,14 @@ impl<T: Transport> Client<T> {
 
     /// Runs one command, e.g. `client.command(&["SET", "k", "v"])`.
     pub async fn command<S: AsRef<str>>(&self, args: &[S]) -> Result<Reply, Error> {
+        COMMANDS.fetch_add(1, Ordering::Relaxed);
         let body = Value::Array(args.iter().map(|a| Value::String(a.as_ref().to_owned())).collect()).to_string();
         let v = self.send("", body).await?;
         self.one(&v)
     }
 
     async fn batch(&self, path: &str, cmds: &[Vec<String>]) -> Result<Vec<Result<Reply, Error>>, Error> {
+        COMMANDS.fetch_add(cmds.len() as u64, Ordering::Relaxed);
         let body = serde_json::to_string(cmds).map_err(|e| Error::Malformed(e.to_string()))?;
         let v = self.send(path, body).await?;
         let items = v.as_array().ok_or_else(|| Error::Malformed(clip(&v.to_string())))?;
@@ -148,6 +152,20 @@ impl<T: Transport> Client<T> {
             r => Err(Error::Malformed(format!("PING answered {:?}", r.to_json()))),
         }
     }
+}
+
+/// Commands sent by every client of this process (what Upstash bills: each command of a
+/// pipeline or transaction counts). Read with [`commands_sent`], or [`take_commands_sent`].
+static COMMANDS: AtomicU64 = AtomicU64::new(0);
+
+/// Commands sent by this process so far (sent, whatever the answer).
+pub fn commands_sent() -> u64 {
+    COMMANDS.load(Ordering::Relaxed)
+}
+
+/// Commands sent since the last call (for a caller that forwards the count elsewhere).
+pub fn take_commands_sent() -> u64 {
+    COMMANDS.swap(0, Ordering::Relaxed)
 }
 
 /// Builds a command from anything string-like: `cmd(["XADD", key, "*"])`.

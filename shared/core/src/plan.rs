@@ -1,0 +1,404 @@
+//! Batch planning: what a shard writes and does for many jobs or events at once, decided
+//! by pure functions. The shard loads the jobs a batch touches, calls a planner here, writes
+//! the [`Plan`]'s saves and deltas in one synchronous transaction, and only then carries out
+//! its [`Effects`] (queue sends, the alarm). Nothing here awaits, so nothing can interleave
+//! between reading a job and writing it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::id::JobId;
+use crate::job::{Job, JobState, Lane, StreamEntry};
+use crate::machine::{self, Disposition, Effect, Event};
+use crate::stats::{self, Delta};
+use crate::wire::JobRef;
+
+/// What to do after the commit: references to send to the queue (grouped into envelopes
+/// by the shard) and the earliest time the alarm must fire.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effects {
+    pub enqueue: Vec<(Lane, JobRef)>,
+    pub alarm: Option<u64>,
+}
+
+impl Effects {
+    /// Adds the effect of one committed transition of `job`.
+    pub fn add(&mut self, job: &Job, effect: Effect) {
+        match effect {
+            Effect::None => {}
+            Effect::Enqueue => self.enqueue.push((job.lane, JobRef { id: job.id.clone(), attempt: job.attempt + 1 })),
+            Effect::Alarm(at) => self.alarm = Some(self.alarm.map_or(at, |a| a.min(at))),
+        }
+    }
+
+    pub fn merge(&mut self, other: Effects) {
+        self.enqueue.extend(other.enqueue);
+        if let Some(at) = other.alarm {
+            self.alarm = Some(self.alarm.map_or(at, |a| a.min(at)));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.enqueue.is_empty() && self.alarm.is_none()
+    }
+}
+
+/// What one batch writes: jobs to insert, jobs to update (their final versions), metric
+/// deltas, and the effects to carry out after the commit.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub inserts: Vec<Job>,
+    pub updates: Vec<Job>,
+    pub deltas: Vec<Delta>,
+    pub effects: Effects,
+}
+
+/// One event for one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    pub id: JobId,
+    pub event: Event,
+}
+
+/// Applies `events` in order to the `loaded` jobs (the current rows of the jobs they name).
+/// Several events for one job apply one after the other to its newest version. Each event
+/// is answered on its own: the job after it, or why it was refused (a refused event changes
+/// nothing). `unit` draws uniform samples in `[0, 1)` for backoff jitter.
+pub fn apply_events(
+    loaded: Vec<Job>,
+    events: Vec<JobEvent>,
+    now: u64,
+    unit: &mut impl FnMut() -> f64,
+) -> (Plan, Vec<Result<Job, ApiError>>) {
+    let mut jobs: BTreeMap<JobId, Job> = loaded.into_iter().map(|j| (j.id.clone(), j)).collect();
+    let mut changed: BTreeSet<JobId> = BTreeSet::new();
+    let mut plan = Plan::default();
+    let mut answers = Vec::with_capacity(events.len());
+    for JobEvent { id, event } in events {
+        let Some(job) = jobs.get(&id) else {
+            answers.push(Err(not_found(&id)));
+            continue;
+        };
+        let resend = event == Event::Resend;
+        match machine::apply(job, event, now, unit()) {
+            Ok(t) => {
+                plan.deltas.extend(stats::transition(job, &t.job, now));
+                if resend {
+                    plan.deltas.push(stats::resent());
+                }
+                plan.effects.add(&t.job, t.effect);
+                changed.insert(id.clone());
+                answers.push(match t.refusal {
+                    Some(e) => Err(e),
+                    None => Ok(t.job.clone()),
+                });
+                jobs.insert(id, t.job);
+            }
+            Err(e) => answers.push(Err(e)),
+        }
+    }
+    plan.updates = changed.into_iter().filter_map(|id| jobs.remove(&id)).collect();
+    (plan, answers)
+}
+
+/// The answer to one item of a create: the job, and whether this call created it (`false`:
+/// its idempotency key already named it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Created {
+    pub job: Job,
+    pub created: bool,
+}
+
+/// An idempotency key to store: it names `job` until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyWrite {
+    pub key: String,
+    pub job: JobId,
+    pub expires_at: u64,
+}
+
+/// Plans the creation of `new` jobs. `known` holds, for the idempotency keys among them,
+/// the live job each key already names (keys that expired or whose job was deleted are
+/// absent). A key seen twice in one batch creates one job; the second item gets it back.
+pub fn create(
+    new: Vec<Job>,
+    known: BTreeMap<String, Job>,
+    now: u64,
+    window_ms: u64,
+) -> (Plan, Vec<KeyWrite>, Vec<Created>) {
+    let mut plan = Plan::default();
+    let mut keys = Vec::new();
+    let mut by_key = known;
+    let mut answers = Vec::with_capacity(new.len());
+    for job in new {
+        if let Some(key) = &job.idempotency_key {
+            if let Some(existing) = by_key.get(key) {
+                answers.push(Created { job: existing.clone(), created: false });
+                continue;
+            }
+            keys.push(KeyWrite { key: key.clone(), job: job.id.clone(), expires_at: now.saturating_add(window_ms) });
+            by_key.insert(key.clone(), job.clone());
+        }
+        let effect = match job.state {
+            JobState::Scheduled => Effect::Alarm(job.run_at),
+            _ => Effect::Enqueue,
+        };
+        plan.deltas.extend(stats::created(&job));
+        plan.effects.add(&job, effect);
+        answers.push(Created { job: job.clone(), created: true });
+        plan.inserts.push(job);
+    }
+    (plan, keys, answers)
+}
+
+/// One hand-off to record: attempt `attempt` of job `id` travels in stream entry `entry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub id: JobId,
+    pub attempt: u32,
+    pub entry: String,
+}
+
+/// Records which stream entries carry native attempts. Only a job still queued for exactly
+/// that attempt is updated; anything else is a stale hand-off, refused with `stale_attempt`.
+pub fn handoffs(loaded: Vec<Job>, items: Vec<Handoff>) -> (Plan, Vec<Result<(), ApiError>>) {
+    let mut jobs: BTreeMap<JobId, Job> = loaded.into_iter().map(|j| (j.id.clone(), j)).collect();
+    let mut changed = BTreeSet::new();
+    let mut answers = Vec::with_capacity(items.len());
+    for h in items {
+        let Some(job) = jobs.get_mut(&h.id) else {
+            answers.push(Err(not_found(&h.id)));
+            continue;
+        };
+        if job.state != JobState::Queued || job.attempt + 1 != h.attempt {
+            answers.push(Err(ApiError::new(ErrorCode::StaleAttempt, "the job no longer waits for this attempt")));
+            continue;
+        }
+        job.stream_entry = Some(StreamEntry { attempt: h.attempt, entry: h.entry });
+        changed.insert(h.id);
+        answers.push(Ok(()));
+    }
+    let plan = Plan { updates: changed.into_iter().filter_map(|id| jobs.remove(&id)).collect(), ..Plan::default() };
+    (plan, answers)
+}
+
+/// The sweep's thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepPolicy {
+    /// Re-send jobs queued (untouched) for longer than this.
+    pub queued_after_ms: u64,
+    /// Fail edge attempts still running this long past their timeout.
+    pub active_grace_ms: u64,
+    /// Fail native attempts without a heartbeat for this long (no consumer left to take over).
+    pub native_lease_ms: u64,
+}
+
+/// Whether the sweep should re-send this job: queued and untouched for the threshold.
+pub fn sweep_resends(job: &Job, now: u64, policy: &SweepPolicy) -> bool {
+    job.state == JobState::Queued && job.updated_at.saturating_add(policy.queued_after_ms) < now
+}
+
+/// The event the sweep applies to an active job whose attempt was lost, if it was: edge
+/// attempts running past their timeout plus a grace (room for the consumer's own report),
+/// native attempts whose consumers all went silent (they take over from each other; this
+/// catches the case where none is left).
+pub fn sweep_expiry(job: &Job, now: u64, policy: &SweepPolicy) -> Option<Event> {
+    if job.state != JobState::Active {
+        return None;
+    }
+    let (expired, why) = match job.lane {
+        Lane::Edge => (
+            job.started_at
+                .is_some_and(|s| s.saturating_add(job.timeout_ms).saturating_add(policy.active_grace_ms) < now),
+            "timed out",
+        ),
+        Lane::Native => (
+            job.heartbeat_at.or(job.started_at).is_some_and(|h| h.saturating_add(policy.native_lease_ms) < now),
+            "lost its consumer (no heartbeat)",
+        ),
+    };
+    expired.then(|| Event::Fail {
+        attempt: job.attempt,
+        error: format!("attempt {} {why} (found by the sweep)", job.attempt),
+        disposition: Disposition::Retryable,
+    })
+}
+
+fn not_found(id: &JobId) -> ApiError {
+    ApiError::new(ErrorCode::JobNotFound, format!("no job with id {id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse_spec;
+    use serde_json::json;
+
+    fn job(n: u64, spec: serde_json::Value) -> Job {
+        parse_spec(&spec, 1_000).expect("valid spec").into_job(JobId::new(1, 1_000 + n, n), 1_000 + n).0
+    }
+
+    fn ev(j: &Job, event: Event) -> JobEvent {
+        JobEvent { id: j.id.clone(), event }
+    }
+
+    fn half() -> impl FnMut() -> f64 {
+        || 0.5
+    }
+
+    #[test]
+    fn events_for_one_job_apply_in_order_and_save_the_last_version_once() {
+        let a = job(1, json!({ "type": "noop" }));
+        let (plan, answers) = apply_events(
+            vec![a.clone()],
+            vec![ev(&a, Event::Start { attempt: 1 }), ev(&a, Event::Complete { attempt: 1, result: Some(json!(7)) })],
+            5_000,
+            &mut half(),
+        );
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(plan.updates.len(), 1);
+        assert_eq!((plan.updates[0].state, plan.updates[0].attempt), (JobState::Completed, 1));
+        assert!(plan.inserts.is_empty() && plan.effects.is_empty());
+        let names: Vec<String> = plan
+            .deltas
+            .iter()
+            .filter_map(|d| match d {
+                Delta::Count { name, .. } => Some(name.clone()),
+                Delta::Observe { .. } => None,
+            })
+            .collect();
+        assert!(names.contains(&"edgejobs_jobs_completed_total".to_owned()), "{names:?}");
+    }
+
+    #[test]
+    fn refused_and_unknown_events_change_nothing_and_are_answered_each() {
+        let a = job(1, json!({ "type": "noop" }));
+        let ghost = JobId::new(1, 9, 9);
+        let (plan, answers) = apply_events(
+            vec![a.clone()],
+            vec![
+                ev(&a, Event::Complete { attempt: 1, result: None }),
+                JobEvent { id: ghost, event: Event::Cancel },
+                ev(&a, Event::Start { attempt: 2 }),
+            ],
+            5_000,
+            &mut half(),
+        );
+        let codes: Vec<ErrorCode> = answers.iter().map(|a| a.as_ref().expect_err("refused").code).collect();
+        assert_eq!(codes, [ErrorCode::InvalidTransition, ErrorCode::JobNotFound, ErrorCode::StaleAttempt]);
+        assert_eq!(plan, Plan::default());
+    }
+
+    #[test]
+    fn a_cancel_in_the_same_batch_as_the_wake_wins_whatever_the_order() {
+        // The race the batch design closes: a wake and a cancel for one job. Applied in one
+        // step, the job ends cancelled and nothing is sent when the cancel comes first...
+        let s = job(1, json!({ "type": "noop", "delay": 1000 }));
+        let (plan, _) =
+            apply_events(vec![s.clone()], vec![ev(&s, Event::Cancel), ev(&s, Event::Wake)], 9_000, &mut half());
+        assert_eq!(plan.updates[0].state, JobState::Cancelled);
+        assert!(plan.effects.enqueue.is_empty());
+        // ...and when the wake comes first, the job is cancelled while queued; the message
+        // sent for it is refused at start (a cancelled job cannot start).
+        let (plan, _) =
+            apply_events(vec![s.clone()], vec![ev(&s, Event::Wake), ev(&s, Event::Cancel)], 9_000, &mut half());
+        let cancelled = &plan.updates[0];
+        assert_eq!(cancelled.state, JobState::Cancelled);
+        assert_eq!(plan.effects.enqueue.len(), 1);
+        let start = machine::apply(cancelled, Event::Start { attempt: 1 }, 9_001, 0.5).expect_err("refused");
+        assert_eq!(start.code, ErrorCode::InvalidTransition);
+    }
+
+    #[test]
+    fn effects_collect_sends_and_the_earliest_alarm() {
+        let q = job(1, json!({ "type": "noop" }));
+        let n = job(2, json!({ "type": "sleep" }));
+        let later = job(3, json!({ "type": "noop", "delay": 9000 }));
+        let sooner = job(4, json!({ "type": "noop", "delay": 2000 }));
+        let (plan, _, answers) = create(vec![q.clone(), n.clone(), later, sooner.clone()], BTreeMap::new(), 1_000, 10);
+        assert!(answers.iter().all(|a| a.created));
+        assert_eq!(plan.inserts.len(), 4);
+        assert_eq!(
+            plan.effects.enqueue,
+            vec![
+                (Lane::Edge, JobRef { id: q.id.clone(), attempt: 1 }),
+                (Lane::Native, JobRef { id: n.id.clone(), attempt: 1 })
+            ]
+        );
+        assert_eq!(plan.effects.alarm, Some(sooner.run_at));
+    }
+
+    #[test]
+    fn idempotency_keys_dedupe_across_calls_and_within_one_batch() {
+        let first = job(1, json!({ "type": "noop", "idempotency_key": "k" }));
+        let twin = job(2, json!({ "type": "noop", "idempotency_key": "k" }));
+        let other = job(3, json!({ "type": "noop", "idempotency_key": "z" }));
+        let (plan, keys, answers) = create(vec![first.clone(), twin, other.clone()], BTreeMap::new(), 1_000, 500);
+        assert_eq!(answers.iter().map(|a| a.created).collect::<Vec<_>>(), [true, false, true]);
+        assert_eq!(answers[1].job.id, first.id);
+        assert_eq!(plan.inserts.len(), 2);
+        assert_eq!(
+            keys,
+            vec![
+                KeyWrite { key: "k".into(), job: first.id.clone(), expires_at: 1_500 },
+                KeyWrite { key: "z".into(), job: other.id.clone(), expires_at: 1_500 },
+            ]
+        );
+        // A later call whose key is known gets the stored job back and writes nothing.
+        let again = job(4, json!({ "type": "noop", "idempotency_key": "k" }));
+        let known = BTreeMap::from([("k".to_owned(), first.clone())]);
+        let (plan, keys, answers) = create(vec![again], known, 2_000, 500);
+        assert_eq!((answers[0].created, &answers[0].job.id), (false, &first.id));
+        assert!(plan.inserts.is_empty() && keys.is_empty() && plan.deltas.is_empty() && plan.effects.is_empty());
+    }
+
+    #[test]
+    fn handoffs_update_only_jobs_waiting_for_that_attempt() {
+        let a = job(1, json!({ "type": "sleep" }));
+        let b = job(2, json!({ "type": "sleep" }));
+        let (plan, answers) = handoffs(
+            vec![a.clone(), b.clone()],
+            vec![
+                Handoff { id: a.id.clone(), attempt: 1, entry: "1-0".into() },
+                Handoff { id: b.id.clone(), attempt: 2, entry: "2-0".into() },
+            ],
+        );
+        assert!(answers[0].is_ok());
+        assert_eq!(answers[1].as_ref().expect_err("stale").code, ErrorCode::StaleAttempt);
+        assert_eq!(plan.updates.len(), 1);
+        assert_eq!(plan.updates[0].stream_entry, Some(StreamEntry { attempt: 1, entry: "1-0".into() }));
+    }
+
+    #[test]
+    fn the_sweep_resends_stale_queued_jobs_through_the_machine() {
+        let policy = SweepPolicy { queued_after_ms: 1_000, active_grace_ms: 500, native_lease_ms: 2_000 };
+        let q = job(1, json!({ "type": "noop" }));
+        assert!(!sweep_resends(&q, q.updated_at + 1_000, &policy));
+        assert!(sweep_resends(&q, q.updated_at + 1_001, &policy));
+        let now = q.updated_at + 5_000;
+        let (plan, answers) = apply_events(vec![q.clone()], vec![ev(&q, Event::Resend)], now, &mut half());
+        assert_eq!(answers[0].as_ref().map(|j| j.updated_at), Ok(now));
+        assert_eq!(plan.effects.enqueue, vec![(Lane::Edge, JobRef { id: q.id.clone(), attempt: 1 })]);
+        assert!(plan.deltas.contains(&stats::resent()));
+        // A job cancelled meanwhile is not re-sent.
+        let gone = machine::apply(&q, Event::Cancel, now, 0.5).expect("cancel").job;
+        let (plan, answers) = apply_events(vec![gone], vec![ev(&q, Event::Resend)], now, &mut half());
+        assert!(answers[0].is_err() && plan.effects.is_empty() && plan.updates.is_empty());
+    }
+
+    #[test]
+    fn the_sweep_expires_lost_attempts_by_lane() {
+        let policy = SweepPolicy { queued_after_ms: 1_000, active_grace_ms: 500, native_lease_ms: 2_000 };
+        let edge = job(1, json!({ "type": "noop", "timeout": 1000 }));
+        let edge = machine::apply(&edge, Event::Start { attempt: 1 }, 10_000, 0.5).expect("start").job;
+        assert_eq!(sweep_expiry(&edge, 11_500, &policy), None);
+        assert!(matches!(sweep_expiry(&edge, 11_501, &policy), Some(Event::Fail { attempt: 1, .. })));
+        let native = job(2, json!({ "type": "sleep" }));
+        let native = machine::apply(&native, Event::Start { attempt: 1 }, 10_000, 0.5).expect("start").job;
+        assert_eq!(sweep_expiry(&native, 12_000, &policy), None);
+        assert!(sweep_expiry(&native, 12_001, &policy).is_some());
+        assert_eq!(sweep_expiry(&job(3, json!({ "type": "noop" })), u64::MAX, &policy), None);
+    }
+}

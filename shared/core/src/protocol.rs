@@ -1,0 +1,304 @@
+//! The typed protocol between the edge Worker and its `JobShard` Durable Objects: one
+//! request enum, one struct per operation, and each operation's reply type (the
+//! [`ShardOp`] trait ties them together, so the compiler follows a call across the
+//! boundary). Every operation works on many jobs at once.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::id::JobId;
+use crate::job::{Job, JobState};
+use crate::plan::{Created, Handoff, JobEvent, SweepPolicy};
+use crate::stats::{Delta, ShardStats};
+use crate::wire::ListQuery;
+
+/// An operation of the shard protocol and the type of its reply.
+pub trait ShardOp: Into<ShardRequest> {
+    type Reply: Serialize + DeserializeOwned;
+    /// Whether the operation writes (commits a transaction). Only writing calls carry the
+    /// caller's pending counter deltas, so a read never costs a write.
+    const WRITES: bool;
+}
+
+/// What the caller sends: the request, and counter deltas the calling isolate accumulated
+/// (request counts, queue messages received, Upstash commands), which the shard records in
+/// its next write so they cost no call of their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardCall {
+    pub request: ShardRequest,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<Delta>,
+}
+
+/// The shard's answer: the operation's reply, or the error that refused the whole call.
+pub type ShardReply<T> = Result<T, ApiError>;
+
+macro_rules! requests {
+    ($($variant:ident($op:ident) -> $reply:ty, $name:literal, $writes:literal;)*) => {
+        /// Every shard operation.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "op", content = "args", rename_all = "snake_case", deny_unknown_fields)]
+        pub enum ShardRequest {
+            $($variant($op),)*
+        }
+
+        impl ShardRequest {
+            /// The operation's name (a metric label).
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(ShardRequest::$variant(_) => $name,)*
+                }
+            }
+        }
+
+        $(
+            impl ShardOp for $op {
+                type Reply = $reply;
+                const WRITES: bool = $writes;
+            }
+
+            impl From<$op> for ShardRequest {
+                fn from(op: $op) -> ShardRequest {
+                    ShardRequest::$variant(op)
+                }
+            }
+        )*
+    };
+}
+
+requests! {
+    CreateMany(CreateMany) -> Vec<Created>, "create_many", true;
+    Get(Get) -> Job, "get", false;
+    ApplyMany(ApplyMany) -> Vec<Result<Applied, ApiError>>, "apply_many", true;
+    List(List) -> Vec<Job>, "list", false;
+    ReplayDead(ReplayDead) -> Vec<JobId>, "replay_dead", true;
+    HandoffMany(HandoffMany) -> Vec<Result<(), ApiError>>, "handoff_many", true;
+    Stats(Stats) -> ShardStats, "stats", false;
+    Export(Export) -> ExportPage, "export", false;
+    Import(Import) -> Imported, "import", true;
+    RetentionTops(RetentionTops) -> RetentionTopsReply, "retention_tops", false;
+    RetentionPage(RetentionPage) -> RetentionPageReply, "retention_page", false;
+    RetentionDelete(RetentionDelete) -> Deleted, "retention_delete", true;
+    Sweep(Sweep) -> SweepReport, "sweep", true;
+    Record(Record) -> (), "record", true;
+    SetGauge(SetGauge) -> (), "set_gauge", true;
+}
+
+/// Creates jobs (already validated and given ids by the router), each answered in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMany {
+    pub jobs: Vec<Job>,
+    pub idempotency_window_ms: u64,
+}
+
+/// Reads one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Get {
+    pub id: JobId,
+}
+
+/// Applies events to jobs (starts, outcomes, cancels, retries), each answered on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyMany {
+    pub events: Vec<JobEvent>,
+    /// Answer with the whole job (a start needs its payload); otherwise only its state.
+    #[serde(default)]
+    pub full: bool,
+}
+
+/// One accepted event's answer: the job's state after it, and the job when asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub id: JobId,
+    pub state: JobState,
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
+}
+
+/// A page of jobs of this shard (the router fans it out and merges).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct List {
+    pub query: ListQuery,
+}
+
+/// Replays up to `limit` dead jobs (oldest death first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayDead {
+    #[serde(rename = "type")]
+    pub job_type: Option<String>,
+    pub from_ms: Option<u64>,
+    pub to_ms: Option<u64>,
+    pub limit: u32,
+}
+
+/// Records the stream entries that carry native attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffMany {
+    pub entries: Vec<Handoff>,
+}
+
+/// This shard's numbers for a scrape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {}
+
+/// A page of this shard's jobs for a backup, ordered by id, after `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Export {
+    pub after: Option<String>,
+    pub max_rows: u32,
+    pub max_bytes: u64,
+}
+
+/// One exported page: NDJSON, its row count, and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportPage {
+    pub ndjson: String,
+    pub rows: u64,
+    /// The id of the last row; `None` when the page is empty.
+    pub last: Option<String>,
+    /// No rows remain after this page.
+    pub done: bool,
+}
+
+/// A page of a restore: jobs of this shard as NDJSON. The first page replaces every job
+/// and idempotency key the shard holds; later pages add to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Import {
+    pub shard: u16,
+    pub ndjson: String,
+    pub first: bool,
+    pub idempotency_window_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Imported {
+    pub rows: u64,
+}
+
+/// Per type, the `(updated_at, id)` of this shard's newest `keep` finished jobs of each
+/// class (`done`: completed and cancelled; `dead`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionTops {
+    pub done_keep: u32,
+    pub dead_keep: u32,
+}
+
+/// Class (`done`, `dead`) → type → newest rows.
+pub type RetentionTopsReply = BTreeMap<String, BTreeMap<String, Vec<(u64, String)>>>;
+
+/// Up to `limit` finished jobs that retention removes: older than their class's age, or
+/// beyond their type's cut-off `(updated_at, id)` (the newest N across shards are kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPage {
+    pub now: u64,
+    pub done_age_ms: u64,
+    pub dead_age_ms: u64,
+    #[serde(default)]
+    pub done_cutoffs: BTreeMap<String, (u64, String)>,
+    #[serde(default)]
+    pub dead_cutoffs: BTreeMap<String, (u64, String)>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPageReply {
+    pub ndjson: String,
+    pub rows: u64,
+    pub ids: Vec<String>,
+}
+
+/// Deletes the planned jobs that are still finished (a replay in between keeps a job),
+/// and counts them (and the `archived` rows the caller wrote to R2) in the same commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionDelete {
+    pub ids: Vec<String>,
+    #[serde(default)]
+    pub archived: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub deleted: u64,
+}
+
+/// The sweep of one shard: re-sends stale queued jobs, fails lost attempts, re-arms the
+/// alarm. Works in pages; `complete` is false when it stopped at its page budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    pub policy: SweepPolicy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepReport {
+    pub resent: u64,
+    pub timed_out: u64,
+    pub complete: bool,
+}
+
+/// Records counter deltas (they travel in [`ShardCall::deltas`]); used when no other call
+/// would carry them soon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {}
+
+/// Sets a stored gauge (the stats object keeps the last backup and sweep times).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetGauge {
+    pub name: String,
+    pub value: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Event;
+    use serde_json::json;
+
+    #[test]
+    fn requests_round_trip_and_misspellings_are_refused() {
+        let call = ShardCall {
+            request: ApplyMany {
+                events: vec![JobEvent { id: JobId::new(3, 5, 7), event: Event::Start { attempt: 1 } }],
+                full: true,
+            }
+            .into(),
+            deltas: vec![Delta::count("edgejobs_worker_invocations_total", &[("kind", "queue")], 1.0)],
+        };
+        let text = serde_json::to_string(&call).expect("encodes");
+        let back: ShardCall = serde_json::from_str(&text).expect("decodes");
+        assert_eq!(back, call);
+        assert_eq!(back.request.name(), "apply_many");
+        let typo = json!({ "request": { "op": "aply_many", "args": { "events": [] } } });
+        assert!(serde_json::from_value::<ShardCall>(typo).is_err());
+        let field = json!({ "request": { "op": "apply_many", "args": { "evnts": [] } } });
+        assert!(serde_json::from_value::<ShardCall>(field).is_err());
+    }
+
+    #[test]
+    fn replies_encode_errors_and_values_distinctly() {
+        let ok: ShardReply<Vec<Result<(), ApiError>>> =
+            Ok(vec![Ok(()), Err(ApiError::new(crate::ErrorCode::StaleAttempt, "x"))]);
+        let text = serde_json::to_string(&ok).expect("encodes");
+        let back: ShardReply<Vec<Result<(), ApiError>>> = serde_json::from_str(&text).expect("decodes");
+        assert_eq!(back, ok);
+    }
+}
