@@ -20,11 +20,22 @@ pub fn raw(env: &Env, name: &str) -> Option<String> {
     env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()
 }
 
+thread_local! {
+    /// The parsed config: an isolate's bindings never change (a new deployment or a
+    /// restart of `wrangler dev` starts new isolates), so it is parsed once per isolate.
+    static CACHED: std::cell::RefCell<Option<EdgeConfig>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Loads the config. A misconfigured deployment answers 500 naming the settings (never
 /// their values) so the operator sees what to fix.
 pub fn load(env: &Env) -> Result<EdgeConfig, ApiError> {
-    EdgeConfig::parse(|name| raw(env, name)).map_err(|errors| {
+    if let Some(c) = CACHED.with(|c| c.borrow().clone()) {
+        return Ok(c);
+    }
+    let cfg = EdgeConfig::parse(|name| raw(env, name)).map_err(|errors| {
         crate::http::log("error", "invalid configuration", serde_json::json!({ "problems": errors }));
         ApiError::new(ErrorCode::Internal, format!("the deployment is misconfigured: {}", errors.join("; ")))
-    })
+    })?;
+    CACHED.with(|c| *c.borrow_mut() = Some(cfg.clone()));
+    Ok(cfg)
 }

@@ -1,144 +1,195 @@
-//! The `jobs` queue consumer. For each message it asks the shard to start the attempt the
-//! message names (a duplicate delivery is refused there and simply acknowledged), runs the
-//! edge handler with the job's timeout, and reports the outcome to the shard. Messages are
-//! acknowledged once the shard has the outcome; a shard that cannot be reached makes the
-//! message retry.
+//! The `jobs` queue consumer, in batches. A batch's messages (envelopes of job references)
+//! are grouped by shard and lane. Edge-lane jobs: per shard and chunk, one call starts
+//! them all (the shard refuses duplicate deliveries and cancelled jobs), their handlers run
+//! concurrently, and one call reports every outcome. Native-lane jobs: every reference of
+//! the batch is handed to the long-job stream in one Upstash pipeline, then each shard
+//! records its entries in one call. A message is retried only when a job in it could not
+//! be started or handed off; everything else is acknowledged.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::{Disposition, Event};
-use edgejobs_core::wire::{HANDOFF_SCRIPT, QueueMessage, STREAM_KEY, handoff_key};
-use edgejobs_core::{ApiError, Job, Lane};
+use edgejobs_core::plan::{Handoff, JobEvent};
+use edgejobs_core::protocol::{ApplyMany, HandoffMany};
+use edgejobs_core::wire::{HANDOFF_SCRIPT, JobRef, QueueBody, STREAM_KEY, handoff_key};
+use edgejobs_core::{Job, Lane};
 use futures_util::future::{Either, join_all, select};
 use serde_json::{Value, json};
-use worker::{Delay, Env, MessageBatch, MessageExt, Result};
+use worker::{Delay, Env, MessageBatch, MessageExt};
 
 use crate::config::DLQ_NAME;
+use crate::counters;
 use crate::handlers::{self, Failure};
 use crate::http::log;
 use crate::shard;
 
-enum Verdict {
-    Ack,
-    Retry,
-}
+/// Most edge jobs one start call begins: their handlers run together, so a chunk's last
+/// job does not wait long after its start was recorded.
+pub const CHUNK: usize = 50;
 
-pub async fn handle_batch(batch: MessageBatch<Value>, env: Env) -> Result<()> {
+/// Handles one batch: acknowledges or retries each message.
+pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
     let queue = batch.queue();
-    let cfg = match crate::config::load(&env) {
+    let messages: Vec<_> = batch.raw_iter().collect();
+    counters::add("edgejobs_queue_messages_received_total", &[("queue", queue.as_str())], messages.len() as f64);
+    let cfg = match crate::config::load(env) {
         Ok(c) => c,
         Err(_) => {
             batch.retry_all();
-            return Ok(());
+            return;
         }
     };
-    let messages: Vec<_> = batch.raw_iter().collect();
-    let work = messages.iter().map(|m| {
-        let body: Option<QueueMessage> = serde_wasm_bindgen::from_value(m.body()).ok();
-        let env = &env;
-        let cfg = &cfg;
-        let queue = queue.as_str();
-        async move {
-            match body {
-                None => {
-                    log("error", "dropping a malformed queue message", json!({ "queue": queue, "message_id": m.id() }));
-                    Verdict::Ack
-                }
-                Some(msg) if queue == DLQ_NAME => {
-                    // The runtime gave up delivering this message. The job is still queued in its
-                    // shard, so the sweep will send it again; record that it happened.
-                    log(
-                        "warn",
-                        "message reached the dead-letter queue",
-                        json!({ "job": msg.id, "attempt": msg.attempt }),
-                    );
-                    Verdict::Ack
-                }
-                Some(msg) => process(env, cfg, msg).await,
+    // Every reference with the index of the message that carried it.
+    let mut edge: BTreeMap<u16, Vec<(usize, JobRef)>> = BTreeMap::new();
+    let mut native: Vec<(usize, JobRef)> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let Ok(body) = serde_wasm_bindgen::from_value::<QueueBody>(m.body()) else {
+            log("error", "dropping a malformed queue message", json!({ "queue": queue, "message_id": m.id() }));
+            continue;
+        };
+        if queue == DLQ_NAME {
+            // The runtime gave up delivering this message. Its jobs are still queued in
+            // their shards, so the sweep will send them again; record that it happened.
+            let ids: Vec<String> = body.refs().iter().map(|(_, r)| r.id.to_string()).collect();
+            log("warn", "message reached the dead-letter queue", json!({ "jobs": ids }));
+            continue;
+        }
+        for (lane, r) in body.refs() {
+            match lane {
+                Lane::Edge => edge.entry(r.id.shard()).or_default().push((i, r)),
+                Lane::Native => native.push((i, r)),
             }
         }
-    });
-    let verdicts = join_all(work).await;
-    for (m, v) in messages.iter().zip(verdicts) {
-        match v {
-            Verdict::Ack => m.ack(),
-            Verdict::Retry => m.retry(),
-        }
     }
-    Ok(())
-}
-
-async fn report(env: &Env, job: &Job, event: Event) -> std::result::Result<(), ApiError> {
-    shard::call_job(env, job.id.shard(), "event", &json!({ "id": job.id, "event": event })).await.map(|_| ())
-}
-
-/// Hands a native-lane attempt to the long-job stream, at most once per attempt (the script
-/// remembers the entry), then tells the shard which entry carries it. The native consumer
-/// reports the start itself when it takes the entry.
-async fn hand_off(env: &Env, cfg: &EdgeConfig, msg: &QueueMessage) -> Verdict {
-    let keys_and_args = [
-        "EVAL".to_owned(),
-        HANDOFF_SCRIPT.to_owned(),
-        "2".to_owned(),
-        STREAM_KEY.to_owned(),
-        handoff_key(&msg.id, msg.attempt),
-        msg.id.to_string(),
-        msg.attempt.to_string(),
-    ];
-    let entry = match crate::ratelimit::upstash(cfg).command(&keys_and_args).await {
-        Ok(reply) => reply.as_array().and_then(|a| a.get(1)).and_then(|e| e.as_str()).map(str::to_owned),
-        Err(e) => {
-            log(
-                "warn",
-                "hand-off to the long-job stream failed; the queue retries it",
-                json!({ "job": msg.id, "error": e.to_string() }),
-            );
-            return Verdict::Retry;
-        }
-    };
-    let Some(entry) = entry else {
-        log("error", "malformed hand-off reply", json!({ "job": msg.id }));
-        return Verdict::Retry;
-    };
-    let body = json!({ "id": msg.id, "attempt": msg.attempt, "entry": entry });
-    match shard::call(env, msg.id.shard(), "handoff", &body).await {
-        Ok((status, _)) if status < 500 => Verdict::Ack,
-        _ => Verdict::Retry,
+    let shards = edge.into_iter().map(|(shard, refs)| run_shard(env, &cfg, shard, refs));
+    let (edge_retry, native_retry) = futures_util::join!(join_all(shards), hand_off(env, &cfg, native));
+    let retry: BTreeSet<usize> = edge_retry.into_iter().flatten().chain(native_retry).collect();
+    for (i, m) in messages.iter().enumerate() {
+        if retry.contains(&i) { m.retry() } else { m.ack() }
     }
 }
 
-async fn process(env: &Env, cfg: &EdgeConfig, msg: QueueMessage) -> Verdict {
-    if msg.lane == Lane::Native {
-        return hand_off(env, cfg, &msg).await;
+/// Runs one shard's edge jobs, chunk after chunk. Returns the messages to retry.
+async fn run_shard(env: &Env, cfg: &EdgeConfig, shard: u16, refs: Vec<(usize, JobRef)>) -> Vec<usize> {
+    let mut retry = Vec::new();
+    for chunk in refs.chunks(CHUNK) {
+        retry.extend(run_chunk(env, cfg, shard, chunk).await);
     }
-    let start = Event::Start { attempt: msg.attempt };
-    let job = match shard::call_job(env, msg.id.shard(), "event", &json!({ "id": msg.id, "event": start })).await {
-        Ok((_, job)) => job,
-        // Refused (a duplicate delivery, a stale attempt, a cancelled or deleted job): nothing to run.
-        Err(e) if e.status() < 500 => return Verdict::Ack,
-        Err(_) => return Verdict::Retry,
+    retry
+}
+
+async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[(usize, JobRef)]) -> Vec<usize> {
+    let events =
+        chunk.iter().map(|(_, r)| JobEvent { id: r.id.clone(), event: Event::Start { attempt: r.attempt } }).collect();
+    let started = match shard::call(env, shard, ApplyMany { events, full: true }).await {
+        Ok(answers) => answers,
+        // The shard could not be reached: deliver these messages again.
+        Err(_) => return chunk.iter().map(|(i, _)| *i).collect(),
     };
+    // Refused starts (a duplicate delivery, a stale attempt, a cancelled or deleted job)
+    // have nothing to run.
+    let refused = started.iter().filter(|a| a.is_err()).count();
+    if refused > 0 {
+        counters::add("edgejobs_deliveries_refused_total", &[("lane", "edge")], refused as f64);
+    }
+    let jobs: Vec<Job> = started.into_iter().filter_map(|a| a.ok().and_then(|a| a.job)).collect();
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let outcomes = join_all(jobs.iter().map(|job| run_one(job, cfg))).await;
+    let events: Vec<JobEvent> =
+        jobs.iter().zip(outcomes).map(|(job, event)| JobEvent { id: job.id.clone(), event }).collect();
+    let n = events.len();
+    if let Err(e) = shard::call(env, shard, ApplyMany { events, full: false }).await {
+        // The attempts ran but their outcomes are not recorded; the jobs stay active
+        // until the sweep times them out and retries them by policy.
+        log("error", "could not report attempts' outcomes", json!({ "shard": shard, "jobs": n, "error": e.message }));
+    }
+    Vec::new()
+}
+
+/// Runs one job's handler within its timeout and turns the outcome into its report.
+async fn run_one(job: &Job, cfg: &EdgeConfig) -> Event {
     let timeout = Delay::from(Duration::from_millis(job.timeout_ms));
-    let outcome = match select(Box::pin(handlers::run(&job, cfg)), timeout).await {
+    let outcome = match select(Box::pin(handlers::run(job, cfg)), timeout).await {
         Either::Left((outcome, _)) => outcome,
         Either::Right(_) => Err(Failure {
             error: format!("timed out after {} ms", job.timeout_ms),
             disposition: Disposition::Retryable,
         }),
     };
-    let event = match outcome {
+    match outcome {
         Ok(result) => Event::Complete { attempt: job.attempt, result },
         Err(f) => Event::Fail { attempt: job.attempt, error: f.error, disposition: f.disposition },
-    };
-    match report(env, &job, event).await {
-        Ok(()) => Verdict::Ack,
-        Err(e) if e.status() < 500 => Verdict::Ack,
+    }
+}
+
+/// Hands native attempts to the long-job stream, at most once per attempt (the script
+/// remembers each entry), in one Upstash pipeline; then each shard records its entries in
+/// one call. The native consumer reports the start itself when it takes an entry. Returns
+/// the messages to retry.
+async fn hand_off(env: &Env, cfg: &EdgeConfig, refs: Vec<(usize, JobRef)>) -> Vec<usize> {
+    if refs.is_empty() {
+        return Vec::new();
+    }
+    let cmds: Vec<Vec<String>> = refs
+        .iter()
+        .map(|(_, r)| {
+            vec![
+                "EVAL".to_owned(),
+                HANDOFF_SCRIPT.to_owned(),
+                "2".to_owned(),
+                STREAM_KEY.to_owned(),
+                handoff_key(&r.id, r.attempt),
+                r.id.to_string(),
+                r.attempt.to_string(),
+            ]
+        })
+        .collect();
+    let replies = match crate::ratelimit::upstash(cfg).pipeline(&cmds).await {
+        Ok(r) => r,
         Err(e) => {
-            // The attempt ran but its outcome is not recorded; the job stays active until the
-            // sweep times it out and retries it by policy.
-            log("error", "could not report an attempt's outcome", json!({ "job": job.id, "error": e.message }));
-            Verdict::Ack
+            log(
+                "warn",
+                "hand-off to the long-job stream failed; the queue retries it",
+                json!({ "jobs": refs.len(), "error": e.to_string() }),
+            );
+            return refs.iter().map(|(i, _)| *i).collect();
+        }
+    };
+    let mut retry = Vec::new();
+    let mut by_shard: BTreeMap<u16, Vec<(usize, Handoff)>> = BTreeMap::new();
+    for ((i, r), reply) in refs.into_iter().zip(replies) {
+        let entry = reply
+            .ok()
+            .and_then(|reply| reply.as_array().and_then(|a| a.get(1)).and_then(|e| e.as_str()).map(str::to_owned));
+        match entry {
+            Some(entry) => {
+                by_shard.entry(r.id.shard()).or_default().push((i, Handoff { id: r.id, attempt: r.attempt, entry }))
+            }
+            None => {
+                log("error", "malformed or failed hand-off reply", json!({ "job": r.id }));
+                retry.push(i);
+            }
         }
     }
+    let calls = by_shard.into_iter().map(|(shard, items)| async move {
+        let (idx, entries): (Vec<usize>, Vec<Handoff>) = items.into_iter().unzip();
+        match shard::call(env, shard, HandoffMany { entries }).await {
+            // Refusals (a stale hand-off) need nothing more: the entry is in the stream and
+            // the consumer's start will be refused the same way.
+            Ok(answers) => {
+                let refused = answers.iter().filter(|a| a.is_err()).count();
+                if refused > 0 {
+                    counters::add("edgejobs_deliveries_refused_total", &[("lane", "native")], refused as f64);
+                }
+                Vec::new()
+            }
+            Err(_) => idx,
+        }
+    });
+    retry.extend(join_all(calls).await.into_iter().flatten());
+    retry
 }

@@ -7,7 +7,8 @@
 //! - [`http`]: request/response helpers shared by the routes (JSON, errors, auth).
 //! - [`routes`]: one file per route group; [`routes::handle`] is the router.
 //! - [`shard`]: the `JobShard` Durable Object and the client the routes use to reach it.
-//! - [`consumer`]: the `jobs` queue consumer that runs edge-lane jobs.
+//! - [`consumer`]: the `jobs` queue consumer: edge-lane jobs in batches, native hand-offs.
+//! - [`counters`]: this isolate's counters, carried by the next shard call.
 //! - [`handlers`]: the edge-lane job handlers (`noop`, `webhook`).
 //! - [`ratelimit`]: the per-key enqueue rate limit in Upstash.
 //! - [`tasks`]: the cron tasks: backups, restore, retention, the sweep.
@@ -17,6 +18,7 @@ use worker::{Context, Env, MessageBatch, Request, Response, Result, ScheduleCont
 
 pub mod config;
 pub mod consumer;
+pub mod counters;
 pub mod handlers;
 pub mod http;
 pub mod platform;
@@ -31,11 +33,24 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
 }
 
 #[event(queue)]
-async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> Result<()> {
-    consumer::handle_batch(batch, env).await
+async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, ctx: Context) -> Result<()> {
+    counters::invocation("queue", "jobs");
+    consumer::handle_batch(batch, &env).await;
+    if let Some(flush) = counters::flush_later(&env, shard_count(&env)) {
+        ctx.wait_until(flush);
+    }
+    Ok(())
 }
 
 #[event(scheduled)]
-async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+async fn scheduled(event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
+    counters::invocation("scheduled", "cron");
     tasks::scheduled(&event.cron(), &env).await;
+    if let Some(flush) = counters::flush_later(&env, shard_count(&env)) {
+        ctx.wait_until(flush);
+    }
+}
+
+fn shard_count(env: &Env) -> u16 {
+    config::load(env).map_or(16, |c| c.shard_count)
 }

@@ -1,9 +1,10 @@
 //! The dead-letter set: jobs whose attempts ran out or that failed permanently.
 
 use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::protocol::ReplayDead;
 use edgejobs_core::time::parse_rfc3339;
 use edgejobs_core::wire::parse_list_params;
-use edgejobs_core::{ApiError, ErrorCode, JobState};
+use edgejobs_core::{ApiError, ErrorCode, JobId, JobState};
 use serde_json::{Value, json};
 use worker::{Env, Request};
 
@@ -58,22 +59,13 @@ pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
             .ok_or_else(|| ApiError::field("limit", format!("must be an integer from 1 to {MAX_REPLAY}")))?,
     };
     let mut remaining = limit;
-    let mut ids: Vec<Value> = Vec::new();
+    let mut ids: Vec<JobId> = Vec::new();
     for s in 0..cfg.shard_count {
         if remaining == 0 {
             break;
         }
-        let (status, v) = shard::call(
-            env,
-            s,
-            "replay_dead",
-            &json!({ "type": job_type, "from_ms": from_ms, "to_ms": to_ms, "limit": remaining }),
-        )
-        .await?;
-        if status >= 400 {
-            return Err(ApiError::from_body(&v).unwrap_or_else(|| ApiError::new(ErrorCode::Internal, "replay failed")));
-        }
-        let got = v["ids"].as_array().cloned().unwrap_or_default();
+        let replay = ReplayDead { job_type: job_type.clone(), from_ms, to_ms, limit: remaining as u32 };
+        let got = shard::call(env, s, replay).await?;
         remaining = remaining.saturating_sub(got.len() as u64);
         ids.extend(got);
     }

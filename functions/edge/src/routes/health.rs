@@ -4,6 +4,7 @@
 //! internal address appears in the output. `GET /health/live` checks nothing.
 
 use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::protocol::Stats;
 use edgejobs_core::stats::ShardStats;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -37,13 +38,9 @@ pub struct Fetched {
 pub async fn fetch(env: &Env, shard_count: u16) -> Fetched {
     let t0 = now_ms();
     let names: Vec<String> = (0..shard_count).map(|s| format!("shard-{s}")).chain([shard::STATS.to_owned()]).collect();
-    let empty = json!({});
-    let answers = join_all(names.iter().map(|n| shard::call_named(env, n, "stats", &empty))).await;
+    let answers = join_all(names.iter().map(|n| shard::call_named(env, n, Stats {}))).await;
     let latency_ms = now_ms() - t0;
-    let mut parsed: Vec<Option<ShardStats>> = answers
-        .into_iter()
-        .map(|a| a.ok().filter(|(status, _)| *status == 200).and_then(|(_, v)| serde_json::from_value(v).ok()))
-        .collect();
+    let mut parsed: Vec<Option<ShardStats>> = answers.into_iter().map(Result::ok).collect();
     let stats_object = parsed.pop().flatten();
     Fetched { shards: parsed, stats_object, latency_ms }
 }

@@ -2,12 +2,10 @@
 
 use edgejobs_core::machine::Event;
 use edgejobs_core::{ApiError, ErrorCode};
-use serde_json::json;
 use worker::{Env, Request};
 
 use super::jobs::{Out, parse_id, respond};
 use crate::http;
-use crate::shard;
 
 /// Largest serialized `result` or `progress` a report may carry.
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
@@ -26,10 +24,9 @@ pub async fn event(req: &mut Request, env: &Env, raw_id: &str) -> Out {
     }
     let event: Event =
         serde_json::from_value(body).map_err(|e| ApiError::field("event", format!("not a valid report: {e}")))?;
-    if matches!(event, Event::Wake | Event::Cancel | Event::Replay) {
-        return Err(ApiError::field("event", "a consumer may report start, heartbeat, complete or fail"));
+    if !event.is_consumer_report() {
+        return Err(ApiError::field("event", "a consumer may report start, heartbeat, complete, fail or reclaim"));
     }
     let id = parse_id(raw_id)?;
-    let (_, job) = shard::call_job(env, id.shard(), "event", &json!({ "id": id, "event": event })).await?;
-    respond(200, &job)
+    respond(200, &super::jobs::apply_one(env, id, event).await?)
 }

@@ -3,6 +3,8 @@
 use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Event;
+use edgejobs_core::plan::JobEvent;
+use edgejobs_core::protocol::{Applied, ApplyMany, CreateMany, Get, List};
 use edgejobs_core::ratelimit::Decision;
 use edgejobs_core::spec::parse_spec;
 use edgejobs_core::wire::{ListQuery, merge_pages, parse_list_params};
@@ -10,6 +12,7 @@ use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use worker::{Env, Request, Response};
 
 use crate::http;
@@ -27,15 +30,21 @@ pub fn respond(status: u16, body: &impl serde::Serialize) -> Out {
 }
 
 /// Picks the shard of a new job: from the idempotency key when there is one (so every
-/// request with that key meets in one shard, which serializes them), else at random.
-pub fn shard_for(key: Option<&str>, shard_count: u16) -> u16 {
+/// request with that key meets in one shard, which serializes them), else `keyless` (a
+/// random shard per request, so a batch without keys is one shard call).
+pub fn shard_for(key: Option<&str>, shard_count: u16, keyless: u16) -> u16 {
     match key {
         Some(k) => {
             let d = Sha256::digest(k.as_bytes());
             (u16::from_be_bytes([d[0], d[1]])) % shard_count
         }
-        None => (random_u64() % shard_count as u64) as u16,
+        None => keyless % shard_count,
     }
+}
+
+/// A random shard for the jobs of one request that have no idempotency key.
+pub fn random_shard(shard_count: u16) -> u16 {
+    (random_u64() % shard_count as u64) as u16
 }
 
 /// A validated job, with its shard, not yet stored.
@@ -45,24 +54,51 @@ pub struct Prepared {
     job: Job,
 }
 
-/// Validates one job spec and gives it an id.
-pub fn prepare(cfg: &EdgeConfig, body: &Value) -> std::result::Result<Prepared, ApiError> {
+/// Validates one job spec and gives it an id in its shard.
+pub fn prepare(cfg: &EdgeConfig, body: &Value, keyless: u16) -> std::result::Result<Prepared, ApiError> {
     let now = now_ms();
     let spec = parse_spec(body, now)?;
-    let shard = shard_for(spec.idempotency_key.as_deref(), cfg.shard_count);
+    let shard = shard_for(spec.idempotency_key.as_deref(), cfg.shard_count, keyless);
     let id = JobId::new(shard, now, random_u64());
     Ok(Prepared { shard, job: spec.into_job(id, now).0 })
 }
 
-/// Stores a prepared job; returns the status (201 new, 200 existing) and the job.
-pub async fn persist(env: &Env, cfg: &EdgeConfig, p: Prepared) -> std::result::Result<(u16, Job), ApiError> {
-    shard::call_job(
-        env,
-        p.shard,
-        "create",
-        &json!({ "job": p.job, "idempotency_window_ms": cfg.idempotency_window_ms }),
-    )
-    .await
+/// Stores prepared jobs with one call per shard they fall in (concurrently); returns each
+/// job's status (201 new, 200 existing) or error, in the order given.
+pub async fn persist_many(
+    env: &Env,
+    cfg: &EdgeConfig,
+    items: Vec<Prepared>,
+) -> Vec<std::result::Result<(u16, Job), ApiError>> {
+    let n = items.len();
+    let mut by_shard: BTreeMap<u16, (Vec<usize>, Vec<Job>)> = BTreeMap::new();
+    for (i, p) in items.into_iter().enumerate() {
+        let group = by_shard.entry(p.shard).or_default();
+        group.0.push(i);
+        group.1.push(p.job);
+    }
+    let window = cfg.idempotency_window_ms;
+    let calls = by_shard.into_iter().map(|(shard, (idx, jobs))| async move {
+        let answer = shard::call(env, shard, CreateMany { jobs, idempotency_window_ms: window }).await;
+        (idx, answer)
+    });
+    let mut out: Vec<std::result::Result<(u16, Job), ApiError>> =
+        (0..n).map(|_| Err(ApiError::new(ErrorCode::Internal, "no answer from the shard"))).collect();
+    for (idx, answer) in join_all(calls).await {
+        match answer {
+            Ok(created) => {
+                for (i, c) in idx.into_iter().zip(created) {
+                    out[i] = Ok((if c.created { 201 } else { 200 }, c.job));
+                }
+            }
+            Err(e) => {
+                for i in idx {
+                    out[i] = Err(e.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Applies the rate limit for `cost` jobs: `Err(response)` is the 429 (or the 503 when the
@@ -88,19 +124,22 @@ fn with_limit_headers(resp: Out, d: Option<Decision>) -> Out {
 /// `POST /v1/jobs`
 pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
     let body = http::read_json(req).await?;
-    let prepared = prepare(cfg, &body)?;
+    let prepared = prepare(cfg, &body, random_shard(cfg.shard_count))?;
     let decision = match limit(cfg, who, 1).await {
         Ok(d) => d,
         Err(refused) => return refused,
     };
-    let (status, job) = persist(env, cfg, prepared).await?;
+    let answer = persist_many(env, cfg, vec![prepared]).await.pop();
+    let (status, job) =
+        answer.unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal, "no answer from the shard")))?;
     with_limit_headers(respond(status, &job), decision)
 }
 
 /// `POST /v1/jobs/batch` with `{"jobs":[...]}` (1 to 100): every item is validated and
 /// created on its own and answered in order with `{"status":201,"job":{...}}` or
 /// `{"status":400,"error":{...}}`. A malformed envelope creates nothing. The valid items
-/// count against the rate limit together; over it, nothing is created.
+/// count against the rate limit together; over it, nothing is created. Items without an
+/// idempotency key share one shard, so such a batch is one Durable Object call.
 pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
     let body = http::read_json(req).await?;
     let Some(obj) = body.as_object() else {
@@ -113,7 +152,9 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
         Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_BATCH => items,
         _ => return Err(ApiError::field("jobs", format!("must be an array of 1 to {MAX_BATCH} job specs"))),
     };
-    let prepared: Vec<std::result::Result<Prepared, ApiError>> = items.iter().map(|i| prepare(cfg, i)).collect();
+    let keyless = random_shard(cfg.shard_count);
+    let prepared: Vec<std::result::Result<Prepared, ApiError>> =
+        items.iter().map(|i| prepare(cfg, i, keyless)).collect();
     let valid = prepared.iter().filter(|p| p.is_ok()).count() as u32;
     let decision = if valid > 0 {
         match limit(cfg, who, valid).await {
@@ -123,18 +164,24 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
     } else {
         None
     };
-    let results = join_all(prepared.into_iter().map(|p| async move {
+    let mut slots: Vec<Option<std::result::Result<(u16, Job), ApiError>>> = Vec::with_capacity(prepared.len());
+    let mut good = Vec::new();
+    for p in prepared {
         match p {
-            Ok(p) => persist(env, cfg, p).await,
-            Err(e) => Err(e),
+            Ok(p) => {
+                slots.push(None);
+                good.push(p);
+            }
+            Err(e) => slots.push(Some(Err(e))),
         }
-    }))
-    .await;
-    let out: Vec<Value> = results
+    }
+    let mut stored = persist_many(env, cfg, good).await.into_iter();
+    let out: Vec<Value> = slots
         .into_iter()
-        .map(|r| match r {
-            Ok((status, job)) => json!({ "status": status, "job": job }),
-            Err(e) => json!({ "status": e.status(), "error": e }),
+        .map(|slot| match slot.or_else(|| stored.next()) {
+            Some(Ok((status, job))) => json!({ "status": status, "job": job }),
+            Some(Err(e)) => json!({ "status": e.status(), "error": e }),
+            None => json!({ "status": 500, "error": ApiError::new(ErrorCode::Internal, "no answer") }),
         })
         .collect();
     with_limit_headers(respond(200, &json!({ "results": out })), decision)
@@ -149,14 +196,24 @@ pub fn parse_id(raw: &str) -> std::result::Result<JobId, ApiError> {
 /// `GET /v1/jobs/{id}`
 pub async fn get(env: &Env, raw_id: &str) -> Out {
     let id = parse_id(raw_id)?;
-    let (_, job) = shard::call_job(env, id.shard(), "get", &json!({ "id": id })).await?;
+    let job = shard::call(env, id.shard(), Get { id }).await?;
     respond(200, &job)
+}
+
+/// Applies one event to one job and returns the job after it (or why it was refused).
+pub async fn apply_one(env: &Env, id: JobId, event: Event) -> std::result::Result<Job, ApiError> {
+    let shard = id.shard();
+    let answers = shard::call(env, shard, ApplyMany { events: vec![JobEvent { id, event }], full: true }).await?;
+    match answers.into_iter().next() {
+        Some(Ok(Applied { job: Some(job), .. })) => Ok(job),
+        Some(Err(e)) => Err(e),
+        _ => Err(ApiError::new(ErrorCode::Internal, "malformed shard answer")),
+    }
 }
 
 async fn user_event(env: &Env, raw_id: &str, event: Event) -> Out {
     let id = parse_id(raw_id)?;
-    let (_, job) = shard::call_job(env, id.shard(), "event", &json!({ "id": id, "event": event })).await?;
-    respond(200, &job)
+    respond(200, &apply_one(env, id, event).await?)
 }
 
 /// `POST /v1/jobs/{id}/cancel`: a queued or scheduled job is cancelled at once; an active
@@ -174,19 +231,10 @@ pub async fn retry(env: &Env, raw_id: &str) -> Out {
 pub async fn fan_out_list(env: &Env, cfg: &EdgeConfig, q: ListQuery) -> Out {
     let limit = q.limit;
     let per_shard = ListQuery { limit: limit + 1, ..q };
-    let body = serde_json::to_value(&per_shard).map_err(|_| ApiError::new(ErrorCode::Internal, "query encoding"))?;
-    let calls = (0..cfg.shard_count).map(|s| shard::call(env, s, "list", &body));
+    let calls = (0..cfg.shard_count).map(|s| shard::call(env, s, List { query: per_shard.clone() }));
     let mut pages = Vec::with_capacity(cfg.shard_count as usize);
     for r in join_all(calls).await {
-        let (status, v) = r?;
-        if status >= 400 {
-            return Err(
-                ApiError::from_body(&v).unwrap_or_else(|| ApiError::new(ErrorCode::Internal, "shard list failed"))
-            );
-        }
-        let jobs: Vec<Job> = serde_json::from_value(v["jobs"].clone())
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "malformed shard listing"))?;
-        pages.push(jobs);
+        pages.push(r?);
     }
     let (jobs, next) = merge_pages(pages, limit);
     respond(200, &json!({ "jobs": jobs, "next_cursor": next.map(|c| c.encode()) }))

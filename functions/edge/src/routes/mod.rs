@@ -3,7 +3,6 @@
 //! path with another method answers 405 `method_not_allowed` with an `Allow` header.
 
 use edgejobs_core::auth::Scope;
-use edgejobs_core::stats::Delta;
 use edgejobs_core::{ApiError, ErrorCode};
 use worker::{Env, Method, Request, Response, Result};
 
@@ -61,30 +60,57 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method], Option<Scope>)> 
     })
 }
 
-/// Serves one request; enqueue requests are counted by status after the answer is sent.
+impl Route<'_> {
+    /// The route's name, a metric label.
+    fn name(&self) -> &'static str {
+        match self {
+            Route::Health => "health",
+            Route::Live => "live",
+            Route::Metrics => "metrics",
+            Route::Jobs => "jobs",
+            Route::Batch => "batch",
+            Route::Job(_) => "job",
+            Route::Cancel(_) => "cancel",
+            Route::Retry(_) => "retry",
+            Route::Dead => "dead",
+            Route::DeadReplay => "dead_replay",
+            Route::Events(_) => "events",
+            Route::Backups => "backups",
+            Route::LatestBackup => "latest_backup",
+            Route::VerifyBackup(_) => "verify_backup",
+            Route::Restore => "restore",
+        }
+    }
+}
+
+/// Serves one request. The invocation and, for enqueues, the answer's status are counted
+/// in this isolate's counters, which the next shard call carries (or a flush a second
+/// later): counting never costs a call of its own on the request path.
 pub async fn handle(req: Request, env: Env, ctx: &worker::Context) -> Result<Response> {
-    let counted =
-        req.method() == Method::Post && matches!(req.path().trim_end_matches('/'), "/v1/jobs" | "/v1/jobs/batch");
-    let resp = route(req, env.clone()).await?;
+    let path = req.path();
+    let route = resolve(&path).map_or("unknown", |(r, _, _)| r.name());
+    crate::counters::invocation("fetch", route);
+    let counted = req.method() == Method::Post && matches!(route, "jobs" | "batch");
+    let resp = route_request(req, env.clone()).await?;
     if counted {
         let status = resp.status_code();
-        let limiter_errors = crate::ratelimit::take_failures();
-        ctx.wait_until(async move {
-            let mut deltas =
-                vec![Delta::count("edgejobs_enqueue_requests_total", &[("status", &status.to_string())], 1.0)];
-            if status == 429 {
-                deltas.push(Delta::count("edgejobs_rate_limited_total", &[], 1.0));
-            }
-            if limiter_errors > 0 {
-                deltas.push(Delta::count("edgejobs_rate_limiter_errors_total", &[], limiter_errors as f64));
-            }
-            crate::tasks::count(&env, &deltas).await;
-        });
+        crate::counters::add("edgejobs_enqueue_requests_total", &[("status", &status.to_string())], 1.0);
+        if status == 429 {
+            crate::counters::add("edgejobs_rate_limited_total", &[], 1.0);
+        }
+    }
+    let limiter_errors = crate::ratelimit::take_failures();
+    if limiter_errors > 0 {
+        crate::counters::add("edgejobs_rate_limiter_errors_total", &[], limiter_errors as f64);
+    }
+    let shard_count = crate::config::load(&env).map_or(16, |c| c.shard_count);
+    if let Some(flush) = crate::counters::flush_later(&env, shard_count) {
+        ctx.wait_until(flush);
     }
     Ok(resp)
 }
 
-async fn route(mut req: Request, env: Env) -> Result<Response> {
+async fn route_request(mut req: Request, env: Env) -> Result<Response> {
     let path = req.path();
     let Some((route, methods, scope)) = resolve(&path) else {
         return http::error(&ApiError::new(ErrorCode::NotFound, format!("no route for {path}")));

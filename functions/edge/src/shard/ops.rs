@@ -1,0 +1,208 @@
+//! The shard's batch operations: create, read, apply events (starts, outcomes, cancels,
+//! retries), list, replay dead jobs, record hand-offs, and the numbers for a scrape. Each
+//! write is one [`JobShard::commit`]: load, plan (pure), write; effects after.
+
+use std::collections::BTreeSet;
+
+use edgejobs_core::machine::Event;
+use edgejobs_core::plan::{self, JobEvent};
+use edgejobs_core::protocol::{Applied, ApplyMany, CreateMany, Get, HandoffMany, List, ReplayDead, SetGauge, Stats};
+use edgejobs_core::stats::ShardStats;
+use edgejobs_core::wire::Cursor;
+use edgejobs_core::{ApiError, ErrorCode, JobId};
+use serde::Deserialize;
+use worker::SqlStorageValue;
+
+use super::store::{int, like_escape, tags_column, text};
+use super::{JobShard, Out};
+use crate::platform::{now_ms, random_unit};
+
+/// Largest page a listing may ask one shard for.
+const MAX_LIST: u32 = 1000;
+
+fn not_found(id: &JobId) -> ApiError {
+    ApiError::new(ErrorCode::JobNotFound, format!("no job with id {id}"))
+}
+
+impl JobShard {
+    pub(super) async fn create_many(&self, r: CreateMany) -> Out<CreateMany> {
+        if let Some(j) = r.jobs.iter().find(|j| Some(j.id.shard()) != self.shard) {
+            return Err(ApiError::new(ErrorCode::InvalidField, format!("job {} does not belong to this shard", j.id)));
+        }
+        let now = now_ms();
+        let keys: Vec<String> = r.jobs.iter().filter_map(|j| j.idempotency_key.clone()).collect();
+        let CreateMany { jobs, idempotency_window_ms } = r;
+        let (answers, effects) = self.commit(|tx| {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let known = tx.known_keys(&keys, now)?;
+            let (plan, key_writes, answers) = plan::create(jobs, known, now, idempotency_window_ms);
+            tx.apply(&plan)?;
+            tx.put_keys(&key_writes)?;
+            Ok((answers, plan.effects))
+        })?;
+        self.carry_out(effects).await;
+        Ok(answers)
+    }
+
+    pub(super) fn get(&self, r: Get) -> Out<Get> {
+        self.store.load(&r.id)?.ok_or_else(|| not_found(&r.id))
+    }
+
+    pub(super) async fn apply_many(&self, r: ApplyMany) -> Out<ApplyMany> {
+        let now = now_ms();
+        let ids: BTreeSet<JobId> = r.events.iter().map(|e| e.id.clone()).collect();
+        let ApplyMany { events, full } = r;
+        let (answers, effects) = self.commit(|tx| {
+            let loaded = tx.load_many(&ids)?;
+            let (plan, answers) = plan::apply_events(loaded, events, now, &mut random_unit);
+            tx.apply(&plan)?;
+            Ok((answers, plan.effects))
+        })?;
+        self.carry_out(effects).await;
+        Ok(answers
+            .into_iter()
+            .map(|a| {
+                a.map(|job| Applied {
+                    id: job.id.clone(),
+                    state: job.state,
+                    attempt: job.attempt,
+                    job: full.then_some(job),
+                })
+            })
+            .collect())
+    }
+
+    /// A page of this shard's jobs, newest first (the primary key is the creation order).
+    pub(super) fn list(&self, r: List) -> Out<List> {
+        let q = r.query;
+        let mut cond = vec!["1 = 1".to_owned()];
+        let mut binds: Vec<SqlStorageValue> = Vec::new();
+        if let Some(s) = q.state {
+            cond.push("state = ?".into());
+            binds.push(text(s.as_str()));
+        }
+        if let Some(t) = &q.job_type {
+            cond.push("type = ?".into());
+            binds.push(text(t.clone()));
+        }
+        if let Some(tag) = &q.tag {
+            cond.push("tags LIKE ? ESCAPE '\\'".into());
+            binds.push(text(format!("%{}%", like_escape(&tags_column(std::slice::from_ref(tag))))));
+        }
+        if let Some(from) = q.from_ms {
+            cond.push("updated_at >= ?".into());
+            binds.push(int(from));
+        }
+        if let Some(to) = q.to_ms {
+            cond.push("updated_at < ?".into());
+            binds.push(int(to));
+        }
+        if let Some(c) = &q.after {
+            cond.push("id < ?".into());
+            binds.push(text(Cursor::bound_in_shard(c, self.shard.unwrap_or(0))));
+        }
+        binds.push(int(q.limit.min(MAX_LIST) as u64));
+        self.store.load_where(&format!("{} ORDER BY id DESC LIMIT ?", cond.join(" AND ")), binds)
+    }
+
+    /// Replays up to `limit` dead jobs, oldest death first, in one transaction.
+    pub(super) async fn replay_dead(&self, r: ReplayDead) -> Out<ReplayDead> {
+        let mut cond = vec!["state = 'dead'".to_owned()];
+        let mut binds: Vec<SqlStorageValue> = Vec::new();
+        if let Some(t) = r.job_type {
+            cond.push("type = ?".into());
+            binds.push(text(t));
+        }
+        if let Some(from) = r.from_ms {
+            cond.push("updated_at >= ?".into());
+            binds.push(int(from));
+        }
+        if let Some(to) = r.to_ms {
+            cond.push("updated_at < ?".into());
+            binds.push(int(to));
+        }
+        binds.push(int(r.limit.min(MAX_LIST) as u64));
+        let query = format!("{} ORDER BY updated_at ASC, id ASC LIMIT ?", cond.join(" AND "));
+        let now = now_ms();
+        let (ids, effects) = self.commit(|tx| {
+            let dead = tx.load_where(&query, binds)?;
+            let events = dead.iter().map(|j| JobEvent { id: j.id.clone(), event: Event::Replay }).collect();
+            let (plan, answers) = plan::apply_events(dead, events, now, &mut random_unit);
+            tx.apply(&plan)?;
+            Ok((answers.into_iter().filter_map(Result::ok).map(|j| j.id).collect::<Vec<_>>(), plan.effects))
+        })?;
+        self.carry_out(effects).await;
+        Ok(ids)
+    }
+
+    /// Records which stream entries carry native attempts (see `plan::handoffs`).
+    pub(super) fn handoff_many(&self, r: HandoffMany) -> Out<HandoffMany> {
+        let ids: BTreeSet<JobId> = r.entries.iter().map(|h| h.id.clone()).collect();
+        self.commit(|tx| {
+            let loaded = tx.load_many(&ids)?;
+            let (plan, answers) = plan::handoffs(loaded, r.entries);
+            tx.apply(&plan)?;
+            Ok(answers)
+        })
+    }
+
+    pub(super) fn set_gauge(&self, r: SetGauge) -> Out<SetGauge> {
+        self.commit(|tx| {
+            tx.exec(
+                "INSERT OR REPLACE INTO gauges (name, value) VALUES (?, ?)",
+                vec![text(r.name), SqlStorageValue::Float(r.value)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// This shard's numbers for a scrape: what is written (never what is only in memory, so
+    /// counters never go down across restarts).
+    pub(super) fn stats(&self) -> Out<Stats> {
+        #[derive(Deserialize)]
+        struct C {
+            name: String,
+            labels: String,
+            value: f64,
+        }
+        #[derive(Deserialize)]
+        struct H {
+            name: String,
+            labels: String,
+            doc: String,
+        }
+        #[derive(Deserialize)]
+        struct J {
+            state: String,
+            #[serde(rename = "type")]
+            job_type: String,
+            n: f64,
+        }
+        #[derive(Deserialize)]
+        struct O {
+            oldest: Option<f64>,
+        }
+        #[derive(Deserialize)]
+        struct G {
+            name: String,
+            value: f64,
+        }
+        let s = &self.store;
+        let counters: Vec<C> = s.rows("SELECT name, labels, value FROM counters", vec![])?;
+        let hists: Vec<H> = s.rows("SELECT name, labels, doc FROM histograms", vec![])?;
+        let jobs: Vec<J> = s.rows("SELECT state, type, COUNT(*) AS n FROM jobs GROUP BY state, type", vec![])?;
+        let oldest: Vec<O> = s.rows("SELECT MIN(created_at) AS oldest FROM jobs WHERE state = 'queued'", vec![])?;
+        let gauges: Vec<G> = s.rows("SELECT name, value FROM gauges", vec![])?;
+        let labels = |s: &str| serde_json::from_str::<Vec<(String, String)>>(s).unwrap_or_default();
+        Ok(ShardStats {
+            counters: counters.into_iter().map(|c| (c.name, labels(&c.labels), c.value)).collect(),
+            histograms: hists
+                .into_iter()
+                .filter_map(|h| serde_json::from_str(&h.doc).ok().map(|hist| (h.name, labels(&h.labels), hist)))
+                .collect(),
+            jobs: jobs.into_iter().map(|j| (j.state, j.job_type, j.n as u64)).collect(),
+            oldest_queued_ms: oldest.first().and_then(|o| o.oldest).map(|v| v as u64),
+            gauges: gauges.into_iter().map(|g| (g.name, g.value)).collect(),
+        })
+    }
+}

@@ -1,0 +1,193 @@
+//! Backups to R2: every shard exported page by page (one object per page, so no shard is
+//! ever held in memory whole), then the manifest, written last. Verify, list, restore
+//! (page by page, after verifying) and backup retention.
+
+use edgejobs_core::backup::{self, Manifest, ShardEntry};
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::protocol::{Export, Import};
+use edgejobs_core::time::format_rfc3339;
+use edgejobs_core::{ApiError, ErrorCode};
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use worker::{Bucket, Env};
+
+use super::{bucket, duration, set_gauge, storage};
+use crate::http::log;
+use crate::platform::{now_ms, random_u64};
+use crate::routes::health::BACKUP_GAUGE;
+use crate::shard;
+
+/// Rows and bytes per exported page (one R2 object each).
+pub const PAGE_ROWS: u32 = 2000;
+pub const PAGE_BYTES: u64 = 8 * 1024 * 1024;
+/// Most pages one shard may produce in one backup (2 million jobs at the default size).
+const MAX_PARTS: u32 = 1000;
+
+/// Runs a backup: every shard's pages under a fresh id, then the manifest last. Any failed
+/// export or write aborts the backup (it stays without a manifest, so it is never valid).
+pub async fn run_backup(env: &Env, cfg: &EdgeConfig) -> Result<Manifest, ApiError> {
+    let started = now_ms();
+    let id = backup::backup_id(started, random_u64());
+    let b = bucket(env)?;
+    let mut entries: Vec<ShardEntry> = Vec::new();
+    for s in 0..cfg.shard_count {
+        let mut after: Option<String> = None;
+        for part in 0..MAX_PARTS {
+            let page = shard::call(env, s, Export { after: after.clone(), max_rows: PAGE_ROWS, max_bytes: PAGE_BYTES })
+                .await
+                .map_err(|e| {
+                    ApiError::new(ErrorCode::Unavailable, format!("shard {s} could not be exported: {}", e.message))
+                })?;
+            // Part 0 is written even when empty: every shard has an object.
+            if page.rows > 0 || part == 0 {
+                let e = backup::entry(&id, s, part, &page.ndjson);
+                b.put(&e.key, page.ndjson.into_bytes()).execute().await.map_err(storage)?;
+                entries.push(e);
+            }
+            if page.done || page.last.is_none() {
+                break;
+            }
+            if part + 1 == MAX_PARTS {
+                return Err(ApiError::new(ErrorCode::Internal, format!("shard {s} has more than {MAX_PARTS} pages")));
+            }
+            after = page.last;
+        }
+    }
+    let manifest = Manifest {
+        schema_version: backup::SCHEMA_VERSION,
+        id: id.clone(),
+        started_at: format_rfc3339(started),
+        finished_at: format_rfc3339(now_ms()),
+        shard_count: cfg.shard_count,
+        total_rows: entries.iter().map(|e| e.rows).sum(),
+        total_bytes: entries.iter().map(|e| e.bytes).sum(),
+        shards: entries,
+    };
+    let text =
+        serde_json::to_string_pretty(&manifest).map_err(|_| ApiError::new(ErrorCode::Internal, "manifest encoding"))?;
+    b.put(backup::manifest_key(&id), text.into_bytes()).execute().await.map_err(storage)?;
+    set_gauge(env, BACKUP_GAUGE, started as f64 / 1000.0).await;
+    set_gauge(env, "edgejobs_backup_last_size_bytes", manifest.total_bytes as f64).await;
+    log("info", "backup written", json!({ "backup": id, "rows": manifest.total_rows, "bytes": manifest.total_bytes }));
+    Ok(manifest)
+}
+
+async fn read(b: &Bucket, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    match b.get(key).execute().await.map_err(storage)? {
+        Some(obj) => match obj.body() {
+            Some(body) => Ok(Some(body.bytes().await.map_err(storage)?)),
+            None => Ok(Some(Vec::new())),
+        },
+        None => Ok(None),
+    }
+}
+
+/// The manifest of a backup, if it has one.
+pub async fn manifest(env: &Env, id: &str) -> Result<Option<Manifest>, ApiError> {
+    let b = bucket(env)?;
+    match read(&b, &backup::manifest_key(id)).await? {
+        Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        None => Ok(None),
+    }
+}
+
+/// Re-reads every object of a backup and checks the manifest's shape, counts and hashes;
+/// the problems found.
+pub async fn verify(env: &Env, id: &str) -> Result<(Manifest, Vec<String>), ApiError> {
+    let m = manifest(env, id).await?.ok_or_else(|| {
+        ApiError::new(ErrorCode::NotFound, format!("backup {id:?} does not exist or is incomplete (no manifest)"))
+    })?;
+    let b = bucket(env)?;
+    let mut problems = Vec::new();
+    if m.schema_version != backup::SCHEMA_VERSION {
+        problems.push(format!("schema version {} is not {}", m.schema_version, backup::SCHEMA_VERSION));
+    }
+    problems.extend(backup::check_manifest(&m));
+    for e in &m.shards {
+        let body = read(&b, &e.key).await?;
+        if let Some(p) = backup::check(e, body.as_deref()) {
+            problems.push(p);
+        }
+    }
+    Ok((m, problems))
+}
+
+/// Every backup id with whether it has a manifest, oldest first.
+pub async fn list(env: &Env) -> Result<Vec<(String, Option<Manifest>)>, ApiError> {
+    let b = bucket(env)?;
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let mut req = b.list().prefix(backup::PREFIX).delimiter("/");
+        if let Some(c) = &cursor {
+            req = req.cursor(c.clone());
+        }
+        let page = req.execute().await.map_err(storage)?;
+        ids.extend(
+            page.delimited_prefixes()
+                .into_iter()
+                .map(|p| p.trim_start_matches(backup::PREFIX).trim_end_matches('/').to_owned()),
+        );
+        cursor = page.cursor();
+        if !page.truncated() || cursor.is_none() {
+            break;
+        }
+    }
+    ids.sort();
+    let manifests = join_all(ids.iter().map(|id| manifest(env, id))).await;
+    Ok(ids.into_iter().zip(manifests).map(|(id, m)| (id, m.ok().flatten())).collect())
+}
+
+/// Restores every shard from a backup, after verifying it: each shard's parts in order,
+/// the first replacing the shard's jobs.
+pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, ApiError> {
+    let (m, problems) = verify(env, id).await?;
+    if !problems.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidTransition,
+            format!("backup {id} failed verification: {}", problems.join("; ")),
+        ));
+    }
+    if m.shard_count != cfg.shard_count {
+        return Err(ApiError::new(
+            ErrorCode::InvalidTransition,
+            format!("backup {id} has {} shards; this deployment has {}", m.shard_count, cfg.shard_count),
+        ));
+    }
+    let b = bucket(env)?;
+    let mut entries = m.shards.clone();
+    entries.sort_by_key(|e| (e.shard, e.part));
+    let mut rows = 0u64;
+    for e in &entries {
+        let body = read(&b, &e.key).await?.unwrap_or_default();
+        let ndjson = String::from_utf8(body)
+            .map_err(|_| ApiError::new(ErrorCode::InvalidField, "backup object is not UTF-8"))?;
+        let import =
+            Import { shard: e.shard, ndjson, first: e.part == 0, idempotency_window_ms: cfg.idempotency_window_ms };
+        rows += shard::call(env, e.shard, import).await?.rows;
+    }
+    log("info", "restored from backup", json!({ "backup": id, "rows": rows }));
+    Ok(json!({ "backup": id, "restored_rows": rows, "shards": m.shard_count }))
+}
+
+/// Deletes backups past retention (`BACKUP_RETENTION`, default 7 days), never the newest
+/// valid one.
+pub async fn backup_retention(env: &Env) -> Result<Vec<String>, ApiError> {
+    let keep = duration(env, "BACKUP_RETENTION", 7 * 86_400_000);
+    let all = list(env).await?;
+    let flags: Vec<(String, bool)> = all.iter().map(|(id, m)| (id.clone(), m.is_some())).collect();
+    let doomed = backup::to_delete(&flags, now_ms(), keep);
+    let b = bucket(env)?;
+    for id in &doomed {
+        let listing = b.list().prefix(format!("{}{id}/", backup::PREFIX)).execute().await.map_err(storage)?;
+        // The manifest goes first, so a half-deleted backup is never taken for valid.
+        b.delete(backup::manifest_key(id)).await.map_err(storage)?;
+        for o in listing.objects() {
+            b.delete(o.key()).await.map_err(storage)?;
+        }
+    }
+    if !doomed.is_empty() {
+        log("info", "deleted old backups", json!({ "backups": doomed }));
+    }
+    Ok(doomed)
+}

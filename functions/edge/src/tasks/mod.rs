@@ -1,0 +1,76 @@
+//! The scheduled operations, one file per cron task: backups to R2 ([`backup`]: write,
+//! verify, list, restore, backup retention), retention of finished jobs with an archive to
+//! R2 ([`retention`]), and the sweep ([`sweep`]). Cron triggers call [`scheduled`]; the
+//! admin routes call the same functions.
+
+use edgejobs_core::protocol::SetGauge;
+use edgejobs_core::{ApiError, ErrorCode};
+use serde_json::{Value, json};
+use worker::{Bucket, Env};
+
+use crate::config::BACKUP_BUCKET_BINDING;
+use crate::http::log;
+use crate::shard;
+
+pub mod backup;
+pub mod retention;
+pub mod sweep;
+
+pub use backup::{list, manifest, restore, run_backup, verify};
+
+/// The cron of the nightly backup (`BACKUP_CRON`, default `0 2 * * *`); any other cron runs
+/// the maintenance: the sweep, job retention and backup retention.
+pub const DEFAULT_BACKUP_CRON: &str = "0 2 * * *";
+
+pub(crate) fn var(env: &Env, name: &str) -> Option<String> {
+    crate::config::raw(env, name)
+}
+
+pub(crate) fn duration(env: &Env, name: &str, default_ms: u64) -> u64 {
+    var(env, name).and_then(|v| edgejobs_core::spec::parse_duration(&Value::String(v))).unwrap_or(default_ms)
+}
+
+pub(crate) fn number(env: &Env, name: &str, default: u32) -> u32 {
+    var(env, name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+}
+
+pub(crate) fn bucket(env: &Env) -> Result<Bucket, ApiError> {
+    env.bucket(BACKUP_BUCKET_BINDING)
+        .map_err(|_| ApiError::new(ErrorCode::Unavailable, "the backup bucket is not bound"))
+}
+
+pub(crate) fn storage(e: worker::Error) -> ApiError {
+    log("error", "R2 operation failed", json!({ "error": e.to_string() }));
+    ApiError::new(ErrorCode::Unavailable, "the backup bucket failed; retry")
+}
+
+/// Sets a gauge in the stats object (cron work only; never on the request path).
+pub(crate) async fn set_gauge(env: &Env, name: &str, value: f64) {
+    if let Err(e) = shard::call_named(env, shard::STATS, SetGauge { name: name.to_owned(), value }).await {
+        log("warn", "could not set a gauge", json!({ "gauge": name, "error": e.message }));
+    }
+}
+
+/// The cron entry point.
+pub async fn scheduled(cron: &str, env: &Env) {
+    let Ok(cfg) = crate::config::load(env) else { return };
+    let backup_cron = var(env, "BACKUP_CRON").unwrap_or_else(|| DEFAULT_BACKUP_CRON.to_owned());
+    if cron.trim() == backup_cron.trim() {
+        match run_backup(env, &cfg).await {
+            Ok(m) => log("info", "scheduled backup done", json!({ "cron": cron, "backup": m.id })),
+            Err(e) => log("error", "scheduled backup failed", json!({ "cron": cron, "error": e.message })),
+        }
+        return;
+    }
+    // Every maintenance step runs even when another failed.
+    let swept = sweep::sweep(env, &cfg).await;
+    let retention = retention::job_retention(env, &cfg).await;
+    let backups = backup::backup_retention(env).await;
+    let step = |name: &str, r: Result<Value, ApiError>| match r {
+        Ok(v) => log("info", "scheduled step done", json!({ "cron": cron, "step": name, "result": v })),
+        Err(e) => log("error", "scheduled step failed", json!({ "cron": cron, "step": name, "error": e.message })),
+    };
+    step("sweep", swept.map(|s| json!({ "resent": s.resent, "timed_out": s.timed_out, "complete": s.complete })));
+    step("job_retention", retention.map(|(deleted, archived)| json!({ "deleted": deleted, "archived": archived })));
+    step("backup_retention", backups.map(|old| json!({ "backups_deleted": old.len() })));
+}

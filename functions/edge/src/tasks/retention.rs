@@ -1,0 +1,84 @@
+//! Retention of finished jobs: the newest N per type across all shards are kept (merged
+//! cut-offs), older ones past their class's age go. Each shard is worked in pages: a page
+//! is archived to R2 (`RETENTION_ARCHIVE`, on by default), then deleted.
+
+use std::collections::BTreeMap;
+
+use edgejobs_core::ApiError;
+use edgejobs_core::backup;
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::protocol::{RetentionDelete, RetentionPage, RetentionTops};
+use serde_json::json;
+use worker::Env;
+
+use super::{bucket, duration, number, storage, var};
+use crate::http::log;
+use crate::platform::{now_ms, random_u64};
+use crate::shard;
+
+/// Jobs per retention page (one archive object and one delete call each).
+const PAGE: u32 = 1000;
+/// Pages per shard per run; what is left waits for the next run.
+const MAX_PAGES: u32 = 50;
+
+/// Runs job retention over every shard. Returns (deleted, archived).
+pub async fn job_retention(env: &Env, cfg: &EdgeConfig) -> Result<(u64, u64), ApiError> {
+    let archive = var(env, "RETENTION_ARCHIVE").is_none_or(|v| v.trim() != "false");
+    let (done_keep, dead_keep) =
+        (number(env, "RETENTION_COMPLETED_KEEP", 1000), number(env, "RETENTION_DEAD_KEEP", 5000));
+    // The newest N per type across all shards: merge every shard's newest N, per type.
+    let mut tops: BTreeMap<(String, String), Vec<(u64, String)>> = BTreeMap::new();
+    for s in 0..cfg.shard_count {
+        let by_class = shard::call(env, s, RetentionTops { done_keep, dead_keep }).await?;
+        for (class, by_type) in by_class {
+            for (t, mut rows) in by_type {
+                tops.entry((class.clone(), t)).or_default().append(&mut rows);
+            }
+        }
+    }
+    let mut cutoffs: BTreeMap<String, BTreeMap<String, (u64, String)>> = BTreeMap::new();
+    for ((class, t), mut rows) in tops {
+        let keep = if class == "done" { done_keep } else { dead_keep } as usize;
+        if rows.len() > keep && keep > 0 {
+            rows.sort_by(|a, b| b.cmp(a));
+            cutoffs.entry(class).or_default().insert(t, rows[keep - 1].clone());
+        }
+    }
+    let page = RetentionPage {
+        now: now_ms(),
+        done_age_ms: duration(env, "RETENTION_COMPLETED_AGE", 86_400_000),
+        dead_age_ms: duration(env, "RETENTION_DEAD_AGE", 7 * 86_400_000),
+        done_cutoffs: cutoffs.remove("done").unwrap_or_default(),
+        dead_cutoffs: cutoffs.remove("dead").unwrap_or_default(),
+        limit: PAGE,
+    };
+    let run = backup::backup_id(now_ms(), random_u64());
+    let (mut deleted, mut archived) = (0u64, 0u64);
+    for s in 0..cfg.shard_count {
+        for n in 0..MAX_PAGES {
+            let doomed = shard::call(env, s, page.clone()).await?;
+            if doomed.rows == 0 {
+                break;
+            }
+            let mut written = 0;
+            if archive {
+                let key = format!("archive/{run}/shard-{s:03}-{n:05}.ndjson");
+                bucket(env)?.put(&key, doomed.ndjson.into_bytes()).execute().await.map_err(storage)?;
+                written = doomed.rows;
+            }
+            archived += written;
+            deleted += shard::call(env, s, RetentionDelete { ids: doomed.ids, archived: written }).await?.deleted;
+            if doomed.rows < PAGE as u64 {
+                break;
+            }
+        }
+    }
+    if deleted > 0 || archived > 0 {
+        log(
+            "info",
+            "retention of finished jobs",
+            json!({ "deleted": deleted, "archived": archived, "archive_run": run }),
+        );
+    }
+    Ok((deleted, archived))
+}
