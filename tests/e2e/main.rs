@@ -9,6 +9,7 @@ mod consumer;
 mod jobs;
 mod observability;
 mod operations;
+mod races;
 mod upstash;
 mod util;
 
@@ -23,7 +24,7 @@ fn main() {
     let args = Arguments::from_args();
     let listing = args.list;
     let tests: Vec<util::Test> =
-        [jobs::TESTS, upstash::TESTS, consumer::TESTS, observability::TESTS, operations::TESTS].concat();
+        [jobs::TESTS, upstash::TESTS, consumer::TESTS, observability::TESTS, operations::TESTS, races::TESTS].concat();
     if listing {
         let trials = tests.into_iter().map(|(name, _)| Trial::test(name, || Ok(()))).collect();
         libtest_mimic::run(&args, trials).exit();

@@ -189,8 +189,7 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
 }
 
 fn metric(ctx: &Ctx, stack: &Stack, name: &str) -> anyhow::Result<f64> {
-    let page = ctx.http.get(format!("{}/metrics", stack.edge_url)).send()?.text()?;
-    Ok(crate::util::metric(&page, &format!("{name} ")).unwrap_or(0.0))
+    crate::util::metric_on(ctx, stack, name)
 }
 
 fn retention_archives_and_deletes_jobs_and_old_backups(ctx: &Ctx) -> anyhow::Result<()> {

@@ -259,6 +259,12 @@ pub fn promtool_check_metrics(page: &str) -> anyhow::Result<()> {
     ensure(out.status.success() && report.trim().is_empty(), || format!("promtool check metrics: {report}"))
 }
 
+/// One sample of another stack's edge `/metrics` (0 when the series is absent).
+pub fn metric_on(ctx: &Ctx, stack: &Stack, series: &str) -> anyhow::Result<f64> {
+    let page = ctx.http.get(format!("{}/metrics", stack.edge_url)).send()?.text()?;
+    Ok(metric(&page, &format!("{series} ")).unwrap_or(0.0))
+}
+
 /// Enqueues a job on another stack (the fault stack); fails unless 201.
 pub fn enqueue_on(ctx: &Ctx, stack: &Stack, body: &Value) -> anyhow::Result<String> {
     let r =
