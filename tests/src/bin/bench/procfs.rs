@@ -17,7 +17,11 @@ pub struct ProcStat {
 }
 
 pub fn read_proc_stat(pid: u32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(pid, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// One `stat` line (a process's or a thread's).
+fn parse_stat(pid: u32, text: &str) -> Option<ProcStat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text[open + 1..close].to_owned();
@@ -100,9 +104,23 @@ pub fn self_ticks() -> u64 {
     f.get(10..14).map_or(0, |s| s.iter().sum())
 }
 
+/// CPU ticks of each thread of `pid`, by thread id.
+fn thread_ticks(pid: u32) -> BTreeMap<u32, u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return BTreeMap::new() };
+    dir.filter_map(|e| {
+        let tid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+        Some((tid, parse_stat(tid, &text)?.ticks))
+    })
+    .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct CpuSnap {
     pub per_pid: BTreeMap<u32, (String, u64)>,
+    /// Per thread of each stack process: a single busy thread (a JavaScript isolate's) is a
+    /// ceiling that the process total hides.
+    pub per_thread: BTreeMap<(u32, u32), (String, u64)>,
     pub machine_busy: u64,
     pub machine_total: u64,
     pub bench: u64,
@@ -110,9 +128,14 @@ pub struct CpuSnap {
 }
 
 pub fn cpu_snap(roots: &[(String, u32)]) -> CpuSnap {
-    let per_pid = stack_processes(roots).into_iter().map(|(c, p)| (p.pid, (c, p.ticks))).collect();
+    let procs = stack_processes(roots);
+    let per_thread = procs
+        .iter()
+        .flat_map(|(c, p)| thread_ticks(p.pid).into_iter().map(move |(tid, t)| ((p.pid, tid), (c.clone(), t))))
+        .collect();
+    let per_pid = procs.into_iter().map(|(c, p)| (p.pid, (c, p.ticks))).collect();
     let (machine_busy, machine_total) = machine_ticks();
-    CpuSnap { per_pid, machine_busy, machine_total, bench: self_ticks(), at: Instant::now() }
+    CpuSnap { per_pid, per_thread, machine_busy, machine_total, bench: self_ticks(), at: Instant::now() }
 }
 
 /// CPU seconds by component between two snapshots, plus the rest of the machine.
@@ -128,11 +151,19 @@ pub fn cpu_between(a: &CpuSnap, b: &CpuSnap) -> Value {
     let total = b.machine_total.saturating_sub(a.machine_total) as f64 / TICKS_PER_S;
     let ours: f64 = by.values().sum();
     by.insert("other (rest of the machine)".into(), (busy - ours).max(0.0));
+    let mut busiest: BTreeMap<String, f64> = BTreeMap::new();
+    for (key, (component, ticks)) in &b.per_thread {
+        let before = a.per_thread.get(key).map_or(0, |(_, t)| *t);
+        let secs = ticks.saturating_sub(before) as f64 / TICKS_PER_S;
+        let e = busiest.entry(component.clone()).or_default();
+        *e = e.max(secs);
+    }
     json!({
         "wall_s": b.at.duration_since(a.at).as_secs_f64(),
         "machine_busy_s": busy,
         "machine_capacity_s": total,
         "machine_busy_fraction": if total > 0.0 { Some(busy / total) } else { None },
         "cpu_s_by_component": by,
+        "busiest_thread_cpu_s_by_component": busiest,
     })
 }

@@ -374,7 +374,10 @@ pub fn print_table(r: &Value) {
 
     // Where the CPU went.
     println!();
-    println!("CPU seconds by component (machine-wide; 'other' is everything else on the machine):");
+    println!(
+        "CPU seconds by component; busy = the whole machine, Worker thread = how busy the Worker's busiest \
+         workerd thread was (100% = that thread is the ceiling); 'other' is everything else on the machine:"
+    );
     let mut cpu_rows: Vec<Vec<String>> = Vec::new();
     let all: Vec<(String, Value)> = ordered(sc)
         .into_iter()
@@ -404,10 +407,15 @@ pub fn print_table(r: &Value) {
     comps.push(other.clone());
     let mut busy_notes = Vec::new();
     for (name, c) in &all {
+        let wall = f(&c["wall_s"]).unwrap_or(0.0);
+        let thread = f(&c["busiest_thread_cpu_s_by_component"][crate::procfs::WORKERD_WORKER])
+            .filter(|_| wall > 0.0)
+            .map(|t| 100.0 * t / wall);
         let mut row = vec![
             name.clone(),
             num(f(&c["wall_s"]), 1),
             format!("{}%", num(f(&c["machine_busy_fraction"]).map(|x| x * 100.0), 0)),
+            format!("{}%", num(thread, 0)),
         ];
         row.extend(comps.iter().map(|k| num(f(&c["cpu_s_by_component"][k]), 1)));
         cpu_rows.push(row);
@@ -418,7 +426,7 @@ pub fn print_table(r: &Value) {
                 .push(format!("{name}: {:.0}% of the machine went to other processes", 100.0 * others / capacity));
         }
     }
-    let mut header: Vec<&str> = vec!["scenario", "wall s", "busy"];
+    let mut header: Vec<&str> = vec!["scenario", "wall s", "busy", "Worker thread"];
     header.extend(comps.iter().map(String::as_str));
     print_rows(&header, &cpu_rows);
     for n in busy_notes {
