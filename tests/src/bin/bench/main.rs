@@ -630,7 +630,8 @@ fn run() -> anyhow::Result<()> {
         consumer_env: Vec::new(),
         profile: Profile::Release,
     };
-    let stack = Stack::start(opts)?;
+    let stack =
+        Stack::start(opts).inspect_err(|_| say(format!("logs kept in {}", state_dir.join("logs").display())))?;
     say(format!("edge {} · upstash-local {}", stack.edge_url, stack.upstash_url));
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -641,10 +642,13 @@ fn run() -> anyhow::Result<()> {
     let outcome = scenarios(&mut b, &mut report);
     report["duration_s"] = json!(t_start.elapsed().as_secs_f64());
     report["machine"]["loadavg_end"] = json!(loadavg());
+    let interrupted = INTERRUPTED.load(Ordering::Relaxed);
     if let Err(e) = &outcome {
         report["error"] = json!(format!("{e:#}"));
         say(format!("stopped early: {e:#}"));
-        say(b.stack.tail("wrangler"));
+        if !interrupted {
+            say(b.stack.tail("wrangler"));
+        }
     }
     // Footprint, from everything sampled along the way.
     b.sample_rss();
@@ -682,14 +686,18 @@ fn run() -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&report)?;
     let file = s.out_dir.join(format!("bench-{started}.json"));
     std::fs::write(&file, &text)?;
-    std::fs::write(s.out_dir.join("latest.json"), &text)?;
+    // An interrupted run is kept under its own name but does not replace the latest full one.
+    if !interrupted {
+        std::fs::write(s.out_dir.join("latest.json"), &text)?;
+    }
     if s.json_only {
         println!("{text}");
     } else {
         print_table(&report);
-        println!("JSON: {} (and latest.json beside it)", file.display());
+        let latest = if interrupted { "interrupted: latest.json left as it was" } else { "and latest.json beside it" };
+        println!("JSON: {} ({latest})", file.display());
     }
-    if s.keep_state || outcome.is_err() {
+    if s.keep_state || (outcome.is_err() && !interrupted) {
         say(format!("state and logs kept in {}", state_dir.display()));
     } else {
         let _ = std::fs::remove_dir_all(&state_dir);
