@@ -45,7 +45,13 @@ pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
     let mut edge: BTreeMap<u16, Vec<(usize, JobRef)>> = BTreeMap::new();
     let mut native: Vec<(usize, JobRef)> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
-        let Ok(body) = serde_wasm_bindgen::from_value::<QueueBody>(m.body()) else {
+        // Bodies are JSON text; deployments before that sent JavaScript objects.
+        let raw = m.body();
+        let parsed = match raw.as_string() {
+            Some(text) => serde_json::from_str::<QueueBody>(&text).ok(),
+            None => serde_wasm_bindgen::from_value::<QueueBody>(raw).ok(),
+        };
+        let Some(body) = parsed else {
             log("error", "dropping a malformed queue message", json!({ "queue": queue, "message_id": m.id() }));
             continue;
         };

@@ -1,30 +1,31 @@
-//! Counters of this isolate (Worker invocations, enqueue requests by status, queue messages
-//! received, Upstash commands): accumulated in memory and written by the shard call that
-//! already happens ([`take`] attaches them to it), so counting costs no call of its own on
-//! the request path. When no shard call comes soon, one flush writes them a second later
-//! to a random shard (never to a singleton object). Scrapes see written counts only, so a
-//! count appears within about a second and counters never go down.
+//! Counters of this isolate (Worker invocations, Durable Object requests, enqueue requests
+//! by status, queue messages received, Upstash commands): merged in memory and written by a
+//! shard call that commits anyway, at most about once a second ([`take`]), so counting costs
+//! neither a call nor a write per request. When no such call comes, one flush writes them a
+//! second later to a random shard (never to a singleton object). A scrape carries them too,
+//! so scrapes are current; only written counts are reported, so counters never go down.
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
-use edgejobs_core::protocol::Record;
-use edgejobs_core::stats::Delta;
+use edgejobs_core::protocol::{Carry, Record};
+use edgejobs_core::stats::{Delta, Merged};
 use worker::{Delay, Env};
 
-use crate::platform::random_u64;
+use crate::platform::{now_ms, random_u64};
 
 thread_local! {
-    static PENDING: RefCell<Vec<Delta>> = const { RefCell::new(Vec::new()) };
+    static PENDING: RefCell<Merged> = RefCell::new(Merged::default());
+    static LAST_CARRIED_MS: Cell<u64> = const { Cell::new(0) };
     static FLUSH_SCHEDULED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// How long counts wait for a shard call to carry them before a flush of their own.
-const FLUSH_AFTER: Duration = Duration::from_secs(1);
+/// How long counts wait for a shard call to carry them.
+const CARRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Adds `n` to counter `name` with these labels.
 pub fn add(name: &str, labels: &[(&str, &str)], n: f64) {
-    PENDING.with(|p| p.borrow_mut().push(Delta::count(name, labels, n)));
+    PENDING.with(|p| p.borrow_mut().add(&Delta::count(name, labels, n)));
 }
 
 /// Moves the Upstash client's command count into the pending counts.
@@ -35,17 +36,34 @@ fn sync_upstash() {
     }
 }
 
-/// Takes every pending count (a shard call carries them).
-pub fn take() -> Vec<Delta> {
+fn is_empty() -> bool {
+    PENDING.with(|p| p.borrow().is_empty())
+}
+
+/// The pending counts a call of this kind carries (taken), or nothing.
+pub fn take(carry: Carry) -> Vec<Delta> {
     sync_upstash();
-    PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()))
+    let now = now_ms();
+    let due = match carry {
+        Carry::Always => true,
+        Carry::WhenDue => now.saturating_sub(LAST_CARRIED_MS.with(Cell::get)) >= CARRY_EVERY.as_millis() as u64,
+        Carry::Never => false,
+    };
+    if !due || is_empty() {
+        return Vec::new();
+    }
+    LAST_CARRIED_MS.with(|l| l.set(now));
+    PENDING.with(|p| std::mem::take(&mut *p.borrow_mut())).into_deltas()
 }
 
 /// Puts counts back after the call that carried them failed.
 pub fn restore(deltas: Vec<Delta>) {
-    if !deltas.is_empty() {
-        PENDING.with(|p| p.borrow_mut().extend(deltas));
-    }
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        for d in &deltas {
+            p.add(d);
+        }
+    });
 }
 
 /// Counts one invocation of the Worker.
@@ -54,24 +72,23 @@ pub fn invocation(kind: &str, route: &str) {
 }
 
 /// The flush to run in `waitUntil` when counts are pending and no flush is scheduled yet:
-/// it waits [`FLUSH_AFTER`] (a shard call may carry them meanwhile), then records what is
-/// left in a random shard.
+/// it waits a second (a shard call may carry them meanwhile), then records what is left
+/// in a random shard.
 pub fn flush_later(env: &Env, shard_count: u16) -> Option<impl std::future::Future<Output = ()> + 'static> {
     sync_upstash();
-    let pending = PENDING.with(|p| !p.borrow().is_empty());
-    if !pending || FLUSH_SCHEDULED.with(|f| f.replace(true)) {
+    if is_empty() || FLUSH_SCHEDULED.with(|f| f.replace(true)) {
         return None;
     }
     let env = env.clone();
     Some(async move {
-        Delay::from(FLUSH_AFTER).await;
+        Delay::from(CARRY_EVERY).await;
         FLUSH_SCHEDULED.with(|f| f.set(false));
         sync_upstash();
-        if PENDING.with(|p| p.borrow().is_empty()) {
+        if is_empty() {
             return;
         }
         let shard = (random_u64() % shard_count.max(1) as u64) as u16;
-        // `call` attaches the pending counts and restores them if the call fails.
+        // `call` carries the pending counts and restores them if the call fails.
         let _ = crate::shard::call(&env, shard, Record {}).await;
     })
 }

@@ -18,9 +18,21 @@ use crate::wire::ListQuery;
 /// An operation of the shard protocol and the type of its reply.
 pub trait ShardOp: Into<ShardRequest> {
     type Reply: Serialize + DeserializeOwned;
-    /// Whether the operation writes (commits a transaction). Only writing calls carry the
-    /// caller's pending counter deltas, so a read never costs a write.
-    const WRITES: bool;
+    /// Whether a call of this operation carries the caller's pending counter deltas.
+    const CARRY: Carry;
+}
+
+/// When a call carries the caller's pending counter deltas (request counts and the like,
+/// which the shard writes with the call's commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carry {
+    /// Always: a scrape (the shard writes what is pending, then reads) or a flush.
+    Always,
+    /// When the caller last sent its counts a while ago: operations that commit anyway,
+    /// so counting costs a few row writes a second, not a few per request.
+    WhenDue,
+    /// Never: reads, which must not cost a write.
+    Never,
 }
 
 /// What the caller sends: the request, and counter deltas the calling isolate accumulated
@@ -38,7 +50,7 @@ pub struct ShardCall {
 pub type ShardReply<T> = Result<T, ApiError>;
 
 macro_rules! requests {
-    ($($variant:ident($op:ident) -> $reply:ty, $name:literal, $writes:literal;)*) => {
+    ($($variant:ident($op:ident) -> $reply:ty, $name:literal, $carry:ident;)*) => {
         /// Every shard operation.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(tag = "op", content = "args", rename_all = "snake_case", deny_unknown_fields)]
@@ -58,7 +70,7 @@ macro_rules! requests {
         $(
             impl ShardOp for $op {
                 type Reply = $reply;
-                const WRITES: bool = $writes;
+                const CARRY: Carry = Carry::$carry;
             }
 
             impl From<$op> for ShardRequest {
@@ -71,21 +83,21 @@ macro_rules! requests {
 }
 
 requests! {
-    CreateMany(CreateMany) -> Vec<Created>, "create_many", true;
-    Get(Get) -> Job, "get", false;
-    ApplyMany(ApplyMany) -> Vec<Result<Applied, ApiError>>, "apply_many", true;
-    List(List) -> Vec<Job>, "list", false;
-    ReplayDead(ReplayDead) -> Vec<JobId>, "replay_dead", true;
-    HandoffMany(HandoffMany) -> Vec<Result<(), ApiError>>, "handoff_many", true;
-    Stats(Stats) -> ShardStats, "stats", false;
-    Export(Export) -> ExportPage, "export", false;
-    Import(Import) -> Imported, "import", true;
-    RetentionTops(RetentionTops) -> RetentionTopsReply, "retention_tops", false;
-    RetentionPage(RetentionPage) -> RetentionPageReply, "retention_page", false;
-    RetentionDelete(RetentionDelete) -> Deleted, "retention_delete", true;
-    Sweep(Sweep) -> SweepReport, "sweep", true;
-    Record(Record) -> (), "record", true;
-    SetGauge(SetGauge) -> (), "set_gauge", true;
+    CreateMany(CreateMany) -> Vec<Created>, "create_many", WhenDue;
+    Get(Get) -> Job, "get", Never;
+    ApplyMany(ApplyMany) -> Vec<Result<Applied, ApiError>>, "apply_many", WhenDue;
+    List(List) -> Vec<Job>, "list", Never;
+    ReplayDead(ReplayDead) -> Vec<JobId>, "replay_dead", WhenDue;
+    HandoffMany(HandoffMany) -> Vec<Result<(), ApiError>>, "handoff_many", WhenDue;
+    Stats(Stats) -> ShardStats, "stats", Always;
+    Export(Export) -> ExportPage, "export", Never;
+    Import(Import) -> Imported, "import", WhenDue;
+    RetentionTops(RetentionTops) -> RetentionTopsReply, "retention_tops", Never;
+    RetentionPage(RetentionPage) -> RetentionPageReply, "retention_page", Never;
+    RetentionDelete(RetentionDelete) -> Deleted, "retention_delete", WhenDue;
+    Sweep(Sweep) -> SweepReport, "sweep", WhenDue;
+    Record(Record) -> (), "record", Always;
+    SetGauge(SetGauge) -> (), "set_gauge", WhenDue;
 }
 
 /// Creates jobs (already validated and given ids by the router), each answered in order.
@@ -148,7 +160,8 @@ pub struct HandoffMany {
     pub entries: Vec<Handoff>,
 }
 
-/// This shard's numbers for a scrape.
+/// This shard's numbers for a scrape. The shard first writes the counts it holds in
+/// memory (and those the call carries), so a scrape is current and counters never go down.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stats {}

@@ -41,18 +41,32 @@ impl Merged {
     pub fn is_empty(&self) -> bool {
         self.counters.is_empty() && self.observations.is_empty()
     }
+
+    /// Adds one delta.
+    pub fn add(&mut self, d: &Delta) {
+        match d {
+            Delta::Count { name, labels, n } => *self.counters.entry((name.clone(), labels.clone())).or_default() += n,
+            Delta::Observe { name, labels, secs } => {
+                self.observations.entry((name.clone(), labels.clone())).or_default().push(*secs)
+            }
+        }
+    }
+
+    /// The merged deltas, one per counter series (observations kept one by one).
+    pub fn into_deltas(self) -> Vec<Delta> {
+        let counts = self.counters.into_iter().map(|((name, labels), n)| Delta::Count { name, labels, n });
+        let observed = self.observations.into_iter().flat_map(|((name, labels), secs)| {
+            secs.into_iter().map(move |secs| Delta::Observe { name: name.clone(), labels: labels.clone(), secs })
+        });
+        counts.chain(observed).collect()
+    }
 }
 
 /// Merges deltas by series.
 pub fn merge<'a>(deltas: impl IntoIterator<Item = &'a Delta>) -> Merged {
     let mut m = Merged::default();
     for d in deltas {
-        match d {
-            Delta::Count { name, labels, n } => *m.counters.entry((name.clone(), labels.clone())).or_default() += n,
-            Delta::Observe { name, labels, secs } => {
-                m.observations.entry((name.clone(), labels.clone())).or_default().push(*secs)
-            }
-        }
+        m.add(d);
     }
     m
 }
@@ -64,18 +78,6 @@ fn count(name: &str, labels: &[(&str, &str)]) -> Delta {
 /// What a new job adds.
 pub fn created(job: &Job) -> Vec<Delta> {
     vec![count("edgejobs_jobs_enqueued_total", &[("type", &job.job_type)])]
-}
-
-/// What sending these references to the queue adds (counted when the send is committed;
-/// failed sends are counted on their own).
-pub fn queued(refs: &[(crate::job::Lane, crate::wire::JobRef)]) -> Vec<Delta> {
-    if refs.is_empty() {
-        return Vec::new();
-    }
-    vec![
-        Delta::count("edgejobs_queue_messages_sent_total", &[], crate::wire::envelope_count(refs) as f64),
-        Delta::count("edgejobs_queue_jobs_sent_total", &[], refs.len() as f64),
-    ]
 }
 
 /// What the sweep's re-send of a job adds.

@@ -75,12 +75,6 @@ pub fn envelopes(shard: u16, refs: Vec<(Lane, JobRef)>) -> Vec<Envelope> {
     out
 }
 
-/// How many messages [`envelopes`] makes of these references.
-pub fn envelope_count(refs: &[(Lane, JobRef)]) -> usize {
-    let edge = refs.iter().filter(|(l, _)| *l == Lane::Edge).count();
-    edge.div_ceil(ENVELOPE_MAX) + (refs.len() - edge).div_ceil(ENVELOPE_MAX)
-}
-
 /// Largest number of messages one `sendBatch` may carry, and the largest total size
 /// (Cloudflare's limits: 100 messages, 256 KB).
 pub const SEND_BATCH_MAX_MESSAGES: usize = 100;
@@ -330,9 +324,7 @@ mod tests {
         let r = |n: u64| JobRef { id: JobId::new(2, n, n), attempt: 1 };
         let mut refs: Vec<(Lane, JobRef)> = (0..250).map(|n| (Lane::Edge, r(n))).collect();
         refs.push((Lane::Native, r(999)));
-        let count = envelope_count(&refs);
         let e = envelopes(2, refs);
-        assert_eq!(count, e.len());
         assert_eq!(
             e.iter().map(|e| (e.lane, e.jobs.len())).collect::<Vec<_>>(),
             [(Lane::Edge, 100), (Lane::Edge, 100), (Lane::Edge, 50), (Lane::Native, 1)]

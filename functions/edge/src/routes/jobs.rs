@@ -42,9 +42,29 @@ pub fn shard_for(key: Option<&str>, shard_count: u16, keyless: u16) -> u16 {
     }
 }
 
-/// A random shard for the jobs of one request that have no idempotency key.
+thread_local! {
+    /// This isolate's current shard for keyless jobs, and until when it holds.
+    static STICKY: std::cell::Cell<(u16, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// How long an isolate sends its keyless jobs to one shard before it picks another.
+const STICKY_MS: u64 = 100;
+
+/// The shard for the jobs of one request that have no idempotency key: random, but kept
+/// by this isolate for [`STICKY_MS`], so concurrent single enqueues meet in one shard,
+/// which sends their queue messages together (see `shard::outbox`). Every isolate picks
+/// its own, so load still spreads over the shards.
 pub fn random_shard(shard_count: u16) -> u16 {
-    (random_u64() % shard_count as u64) as u16
+    let now = now_ms();
+    STICKY.with(|s| {
+        let (shard, until) = s.get();
+        if now < until && shard < shard_count {
+            return shard;
+        }
+        let shard = (random_u64() % shard_count as u64) as u16;
+        s.set((shard, now + STICKY_MS));
+        shard
+    })
 }
 
 /// A validated job, with its shard, not yet stored.

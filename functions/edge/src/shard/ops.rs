@@ -5,14 +5,16 @@
 use std::collections::BTreeSet;
 
 use edgejobs_core::machine::Event;
+use edgejobs_core::plan::Created;
 use edgejobs_core::plan::{self, JobEvent};
 use edgejobs_core::protocol::{Applied, ApplyMany, CreateMany, Get, HandoffMany, List, ReplayDead, SetGauge, Stats};
 use edgejobs_core::stats::ShardStats;
 use edgejobs_core::wire::Cursor;
-use edgejobs_core::{ApiError, ErrorCode, JobId};
+use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use serde::Deserialize;
 use worker::SqlStorageValue;
 
+use super::rounds::Turn;
 use super::store::{int, like_escape, tags_column, text};
 use super::{JobShard, Out};
 use crate::platform::{now_ms, random_unit};
@@ -25,23 +27,43 @@ fn not_found(id: &JobId) -> ApiError {
 }
 
 impl JobShard {
+    /// Creates jobs with group commit: the creates of concurrent requests are committed in
+    /// one transaction and their queue messages sent together (see `rounds`). Each request
+    /// gets its own answers; a failed commit fails every request of its round.
     pub(super) async fn create_many(&self, r: CreateMany) -> Out<CreateMany> {
         if let Some(j) = r.jobs.iter().find(|j| Some(j.id.shard()) != self.shard) {
             return Err(ApiError::new(ErrorCode::InvalidField, format!("job {} does not belong to this shard", j.id)));
         }
+        let (parts, mine) = match self.creates.submit(r).await {
+            Turn::Done(answers) => return answers,
+            Turn::Lead { parts, mine } => (parts, mine),
+        };
         let now = now_ms();
-        let keys: Vec<String> = r.jobs.iter().filter_map(|j| j.idempotency_key.clone()).collect();
-        let CreateMany { jobs, idempotency_window_ms } = r;
-        let (answers, effects) = self.commit(|tx| {
+        let counts: Vec<(u64, usize)> = parts.iter().map(|(t, p)| (*t, p.jobs.len())).collect();
+        let keys: Vec<String> =
+            parts.iter().flat_map(|(_, p)| p.jobs.iter().filter_map(|j| j.idempotency_key.clone())).collect();
+        // One window for the round: every request of a deployment sends the configured one.
+        let window = parts.iter().map(|(_, p)| p.idempotency_window_ms).max().unwrap_or(0);
+        let jobs: Vec<Job> = parts.into_iter().flat_map(|(_, p)| p.jobs).collect();
+        let committed = self.commit(|tx| {
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let known = tx.known_keys(&keys, now)?;
-            let (plan, key_writes, answers) = plan::create(jobs, known, now, idempotency_window_ms);
+            let (plan, key_writes, answers) = plan::create(jobs, known, now, window);
             tx.apply(&plan)?;
             tx.put_keys(&key_writes)?;
             Ok((answers, plan.effects))
-        })?;
-        self.carry_out(effects).await;
-        Ok(answers)
+        });
+        let results: Vec<(u64, std::result::Result<Vec<Created>, ApiError>)> = match committed {
+            Ok((answers, effects)) => {
+                self.carry_out(effects).await;
+                let mut answers = answers.into_iter();
+                counts.into_iter().map(|(t, n)| (t, Ok(answers.by_ref().take(n).collect()))).collect()
+            }
+            Err(e) => counts.into_iter().map(|(t, _)| (t, Err(e.clone()))).collect(),
+        };
+        self.creates
+            .finish(mine, results)
+            .unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal, "the create round lost this request's result")))
     }
 
     pub(super) fn get(&self, r: Get) -> Out<Get> {

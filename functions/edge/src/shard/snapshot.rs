@@ -94,8 +94,7 @@ impl JobShard {
                     });
                 }
             }
-            tx.put_keys(&keys)?;
-            tx.record(&edgejobs_core::stats::queued(&effects.enqueue))
+            tx.put_keys(&keys)
         })?;
         self.carry_out(effects).await;
         Ok(Imported { rows })
