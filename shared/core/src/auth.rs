@@ -20,8 +20,17 @@ pub enum Scope {
 /// Compares two secrets in time that depends on neither's content nor length: both sides
 /// are hashed, then the digests are compared without an early exit.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (da, db) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    da.iter().zip(db.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    digests_eq(&digest(a), &digest(b))
+}
+
+/// SHA-256 of a secret or a presented token.
+pub fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// Compares two digests without an early exit.
+pub fn digests_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Who made a request: an opaque id of the key (never the key) and its own rate limit.
@@ -32,9 +41,9 @@ pub struct Principal {
     pub limit: Option<Limit>,
 }
 
-fn matching<'a>(keys: &'a [ApiKey], token: &str) -> Option<&'a ApiKey> {
+fn matching<'a>(keys: &'a [ApiKey], token: &[u8; 32]) -> Option<&'a ApiKey> {
     // Check every key (no early exit) so timing does not tell which one matched.
-    keys.iter().fold(None, |hit, k| if constant_time_eq(k.secret.expose(), token) { Some(k) } else { hit })
+    keys.iter().fold(None, |hit, k| if k.secret.matches(token) { Some(k) } else { hit })
 }
 
 /// Checks an `Authorization` header value against the scope a route needs.
@@ -47,10 +56,11 @@ pub fn authorize(header: Option<&str>, scope: Scope, cfg: &EdgeConfig) -> Result
         .ok_or_else(|| {
             ApiError::new(ErrorCode::Unauthorized, "missing bearer token: send 'Authorization: Bearer <key>'")
         })?;
-    let jobs_key = matching(&cfg.api_keys, token);
-    let admin_key = matching(&cfg.admin_keys, token);
+    let presented = digest(token);
+    let jobs_key = matching(&cfg.api_keys, &presented);
+    let admin_key = matching(&cfg.admin_keys, &presented);
     let (is_jobs, is_admin) = (jobs_key.is_some(), admin_key.is_some());
-    let is_consumer = constant_time_eq(cfg.consumer_token.expose(), token);
+    let is_consumer = cfg.consumer_token.matches(&presented);
     if !(is_jobs || is_admin || is_consumer) {
         return Err(ApiError::new(ErrorCode::Unauthorized, "invalid API key"));
     }
@@ -60,8 +70,7 @@ pub fn authorize(header: Option<&str>, scope: Scope, cfg: &EdgeConfig) -> Result
         Scope::Consumer => is_consumer,
     };
     if allowed {
-        let digest = Sha256::digest(token.as_bytes());
-        Ok(Principal { key_id: hex::encode(&digest[..8]), limit: jobs_key.or(admin_key).and_then(|k| k.limit) })
+        Ok(Principal { key_id: hex::encode(&presented[..8]), limit: jobs_key.or(admin_key).and_then(|k| k.limit) })
     } else {
         Err(ApiError::new(ErrorCode::Forbidden, format!("this key lacks the {scope:?} scope").to_lowercase()))
     }

@@ -6,16 +6,27 @@ use std::fmt;
 
 use crate::ratelimit::Limit;
 
-/// A secret string. Debug and Display print `[redacted]`.
+/// A secret string. Debug and Display print `[redacted]`. Its SHA-256 is computed once, so
+/// constant-time comparisons against it hash only the other side.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret {
+    value: String,
+    digest: [u8; 32],
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
+        let value = s.into();
+        let digest = crate::auth::digest(&value);
+        Secret { value, digest }
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+    /// Whether `digest` (a [`crate::auth::digest`] of a candidate) is this secret's, in
+    /// time that depends on neither.
+    pub fn matches(&self, digest: &[u8; 32]) -> bool {
+        crate::auth::digests_eq(&self.digest, digest)
     }
 }
 

@@ -83,7 +83,7 @@ macro_rules! requests {
 }
 
 requests! {
-    CreateMany(CreateMany) -> Vec<Created>, "create_many", WhenDue;
+    CreateMany(CreateMany) -> Vec<Stored>, "create_many", WhenDue;
     Get(Get) -> Job, "get", Never;
     ApplyMany(ApplyMany) -> Vec<Result<Applied, ApiError>>, "apply_many", WhenDue;
     List(List) -> Vec<Job>, "list", Never;
@@ -106,6 +106,20 @@ requests! {
 pub struct CreateMany {
     pub jobs: Vec<Job>,
     pub idempotency_window_ms: u64,
+}
+
+/// One job a create answers with: whether this call created it, and the job's JSON as the
+/// shard wrote it, passed through to the client without being parsed and written again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    pub created: bool,
+    pub job: Box<serde_json::value::RawValue>,
+}
+
+impl Stored {
+    pub fn new(c: &Created) -> Result<Stored, serde_json::Error> {
+        Ok(Stored { created: c.created, job: serde_json::value::to_raw_value(&c.job)? })
+    }
 }
 
 /// Reads one job.

@@ -10,6 +10,7 @@ use edgejobs_core::spec::parse_spec;
 use edgejobs_core::wire::{ListQuery, merge_pages, parse_list_params};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use futures_util::future::join_all;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -83,13 +84,12 @@ pub fn prepare(cfg: &EdgeConfig, body: &Value, keyless: u16) -> std::result::Res
     Ok(Prepared { shard, job: spec.into_job(id, now).0 })
 }
 
+/// A stored job's status (201 new, 200 existing) and its JSON as the shard wrote it.
+pub type Persisted = std::result::Result<(u16, Box<RawValue>), ApiError>;
+
 /// Stores prepared jobs with one call per shard they fall in (concurrently); returns each
-/// job's status (201 new, 200 existing) or error, in the order given.
-pub async fn persist_many(
-    env: &Env,
-    cfg: &EdgeConfig,
-    items: Vec<Prepared>,
-) -> Vec<std::result::Result<(u16, Job), ApiError>> {
+/// job's status and JSON, or its error, in the order given.
+pub async fn persist_many(env: &Env, cfg: &EdgeConfig, items: Vec<Prepared>) -> Vec<Persisted> {
     let n = items.len();
     let mut by_shard: BTreeMap<u16, (Vec<usize>, Vec<Job>)> = BTreeMap::new();
     for (i, p) in items.into_iter().enumerate() {
@@ -102,7 +102,7 @@ pub async fn persist_many(
         let answer = shard::call(env, shard, CreateMany { jobs, idempotency_window_ms: window }).await;
         (idx, answer)
     });
-    let mut out: Vec<std::result::Result<(u16, Job), ApiError>> =
+    let mut out: Vec<Persisted> =
         (0..n).map(|_| Err(ApiError::new(ErrorCode::Internal, "no answer from the shard"))).collect();
     for (idx, answer) in join_all(calls).await {
         match answer {
@@ -184,7 +184,7 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
     } else {
         None
     };
-    let mut slots: Vec<Option<std::result::Result<(u16, Job), ApiError>>> = Vec::with_capacity(prepared.len());
+    let mut slots: Vec<Option<Persisted>> = Vec::with_capacity(prepared.len());
     let mut good = Vec::new();
     for p in prepared {
         match p {
@@ -196,15 +196,30 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
         }
     }
     let mut stored = persist_many(env, cfg, good).await.into_iter();
-    let out: Vec<Value> = slots
+    let out: Vec<Persisted> = slots
         .into_iter()
-        .map(|slot| match slot.or_else(|| stored.next()) {
-            Some(Ok((status, job))) => json!({ "status": status, "job": job }),
-            Some(Err(e)) => json!({ "status": e.status(), "error": e }),
-            None => json!({ "status": 500, "error": ApiError::new(ErrorCode::Internal, "no answer") }),
+        .map(|slot| {
+            slot.or_else(|| stored.next())
+                .unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal, "no answer from the shard")))
         })
         .collect();
-    with_limit_headers(respond(200, &json!({ "results": out })), decision)
+    /// One item of a batch answer; jobs are passed through as the shard wrote them.
+    #[derive(serde::Serialize)]
+    struct Item<'a> {
+        status: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        job: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a ApiError>,
+    }
+    let items: Vec<Item> = out
+        .iter()
+        .map(|r| match r {
+            Ok((status, job)) => Item { status: *status, job: Some(job), error: None },
+            Err(e) => Item { status: e.status(), job: None, error: Some(e) },
+        })
+        .collect();
+    with_limit_headers(respond(200, &json!({ "results": items })), decision)
 }
 
 /// Parses a job id from a path, answering 404 `job_not_found` for anything that is not one

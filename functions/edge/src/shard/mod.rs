@@ -38,8 +38,7 @@ mod timers;
 pub use client::{STATS, call, call_named};
 
 use edgejobs_core::Lane;
-use edgejobs_core::plan::Created;
-use edgejobs_core::protocol::CreateMany;
+use edgejobs_core::protocol::{CreateMany, Stored};
 use edgejobs_core::wire::JobRef;
 use rounds::{Rounds, Turn};
 use store::Store;
@@ -62,7 +61,7 @@ pub struct JobShard {
     /// Job references waiting to be sent with those of concurrent requests.
     sends: Rounds<Vec<(Lane, JobRef)>, ()>,
     /// Creates waiting to be committed with those of concurrent requests (group commit).
-    creates: Rounds<CreateMany, std::result::Result<Vec<Created>, ApiError>>,
+    creates: Rounds<CreateMany, std::result::Result<Vec<Stored>, ApiError>>,
     /// The number of this shard, from its name (`shard-N`); `None` for the stats object.
     shard: Option<u16>,
 }

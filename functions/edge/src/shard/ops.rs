@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 
 use edgejobs_core::machine::Event;
-use edgejobs_core::plan::Created;
 use edgejobs_core::plan::{self, JobEvent};
-use edgejobs_core::protocol::{Applied, ApplyMany, CreateMany, Get, HandoffMany, List, ReplayDead, SetGauge, Stats};
+use edgejobs_core::protocol::{
+    Applied, ApplyMany, CreateMany, Get, HandoffMany, List, ReplayDead, SetGauge, Stats, Stored,
+};
 use edgejobs_core::stats::ShardStats;
 use edgejobs_core::wire::Cursor;
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use worker::SqlStorageValue;
 
 use super::rounds::Turn;
-use super::store::{int, like_escape, tags_column, text};
+use super::store::{int, internal, like_escape, tags_column, text};
 use super::{JobShard, Out};
 use crate::platform::{now_ms, random_unit};
 
@@ -53,11 +54,18 @@ impl JobShard {
             tx.put_keys(&key_writes)?;
             Ok((answers, plan.effects))
         });
-        let results: Vec<(u64, std::result::Result<Vec<Created>, ApiError>)> = match committed {
+        let results: Vec<(u64, std::result::Result<Vec<Stored>, ApiError>)> = match committed {
             Ok((answers, effects)) => {
                 self.carry_out(effects).await;
-                let mut answers = answers.into_iter();
-                counts.into_iter().map(|(t, n)| (t, Ok(answers.by_ref().take(n).collect()))).collect()
+                let stored: std::result::Result<Vec<Stored>, ApiError> =
+                    answers.iter().map(|c| Stored::new(c).map_err(internal)).collect();
+                match stored {
+                    Ok(stored) => {
+                        let mut stored = stored.into_iter();
+                        counts.into_iter().map(|(t, n)| (t, Ok(stored.by_ref().take(n).collect()))).collect()
+                    }
+                    Err(e) => counts.into_iter().map(|(t, _)| (t, Err(e.clone()))).collect(),
+                }
             }
             Err(e) => counts.into_iter().map(|(t, _)| (t, Err(e.clone()))).collect(),
         };
