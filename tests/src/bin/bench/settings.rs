@@ -27,7 +27,7 @@ table and writes target/bench/bench-<unix time>.json and target/bench/latest.jso
   --clients N          concurrent enqueue clients for the lanes (default 4; env BENCH_CLIENTS)
   --timeout D          bound on waiting for completions per scenario (default 300s, quick 120s;
                        env BENCH_TIMEOUT)
-  --only LIST          run only these of: edge,native,liveness,single,batch
+  --only LIST          run only these of: edge,native,liveness,single,batch,reference
   --out DIR            where the JSON goes (default <root>/target/bench)
   --keep-state         keep the stack's state directory (logs, wrangler state) afterwards
 ";
@@ -91,7 +91,7 @@ pub fn parse_args() -> anyhow::Result<Settings> {
         timeout: Duration::from_secs(if quick { 120 } else { 300 }),
         poll: Duration::from_millis(500),
         settle_timeout: Duration::from_secs(20),
-        only: ["edge", "native", "liveness", "single", "batch"].iter().map(|s| s.to_string()).collect(),
+        only: ["edge", "native", "liveness", "single", "batch", "reference"].iter().map(|s| s.to_string()).collect(),
         out_dir: PathBuf::new(),
         keep_state: false,
         root: StackOptions::default_root(),
@@ -149,7 +149,7 @@ pub fn parse_args() -> anyhow::Result<Settings> {
             "--only" => {
                 let v = value()?;
                 s.only = v.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect();
-                let known = ["edge", "native", "liveness", "single", "batch"];
+                let known = ["edge", "native", "liveness", "single", "batch", "reference"];
                 if let Some(bad) = s.only.iter().find(|x| !known.contains(&x.as_str())) {
                     bail!("--only: unknown scenario {bad:?} (known: {})", known.join(","));
                 }
