@@ -232,6 +232,7 @@ pub fn consumer_env(llm: &FakeLlm) -> Vec<(String, String)> {
         ("EDGEJOBS_POLL_MAX", "300ms"),
         ("EDGEJOBS_LEASE_RENEW", "1s"),
         ("EDGEJOBS_LEASE_TIMEOUT", "3s"),
+        ("RUST_LOG", "info,edgejobs_consumer::handlers=debug"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

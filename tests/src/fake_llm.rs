@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tiny_http::{Header, Response, Server};
 
 #[derive(Debug, Default)]
 struct Script {
@@ -19,15 +21,23 @@ struct Script {
     server_errors: usize,
 }
 
-/// The running fake. Stops when dropped.
-pub struct FakeLlm {
-    pub base_url: String,
-    pub key: String,
+/// What the server and the test share.
+#[derive(Debug, Clone)]
+struct Shared {
+    key: String,
     script: Arc<Mutex<Script>>,
     requests: Arc<AtomicUsize>,
     answered_429: Arc<AtomicUsize>,
     latency_ms: Arc<AtomicU64>,
-    server: Arc<Server>,
+}
+
+/// The running fake (an axum server on its own runtime thread). Stops when dropped.
+pub struct FakeLlm {
+    pub base_url: String,
+    pub key: String,
+    shared: Shared,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for FakeLlm {
@@ -40,96 +50,105 @@ fn error(status: u16, message: &str, kind: &str, code: &str) -> (u16, Value) {
     (status, json!({ "error": { "message": message, "type": kind, "code": code } }))
 }
 
+async fn handle(State(s): State<Shared>, uri: Uri, headers: HeaderMap, body: String) -> Response {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mut retry_after = None;
+    let (status, answer) = if uri.path() != "/v1/chat/completions" {
+        error(404, "Unknown request URL", "invalid_request_error", "unknown_url")
+    } else if auth.as_deref() != Some(&format!("Bearer {}", s.key)) {
+        error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+    } else {
+        let scripted = {
+            let mut sc = s.script.lock().unwrap_or_else(|p| p.into_inner());
+            if sc.rate_limited > 0 {
+                sc.rate_limited -= 1;
+                s.answered_429.fetch_add(1, Ordering::SeqCst);
+                retry_after = Some(sc.retry_after_secs);
+                Some(error(429, "Rate limit reached for requests.", "requests", "rate_limit_exceeded"))
+            } else if sc.server_errors > 0 {
+                sc.server_errors -= 1;
+                Some(error(
+                    500,
+                    "The server had an error while processing your request.",
+                    "server_error",
+                    "internal_error",
+                ))
+            } else {
+                None
+            }
+        };
+        match scripted {
+            Some(answer) => answer,
+            None => {
+                tokio::time::sleep(Duration::from_millis(s.latency_ms.load(Ordering::SeqCst))).await;
+                complete(&body)
+            }
+        }
+    };
+    let mut resp =
+        (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), axum::Json(answer)).into_response();
+    if let Some(secs) = retry_after
+        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+    {
+        resp.headers_mut().insert("retry-after", v);
+    }
+    resp
+}
+
 impl FakeLlm {
     pub fn start(key: &str) -> anyhow::Result<FakeLlm> {
-        let server = Arc::new(Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("fake llm: {e}"))?);
-        let port = server.server_addr().to_ip().map(|a| a.port()).unwrap_or(0);
-        let fake = FakeLlm {
-            base_url: format!("http://127.0.0.1:{port}/v1"),
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let shared = Shared {
             key: key.to_owned(),
             script: Arc::default(),
             requests: Arc::default(),
             answered_429: Arc::default(),
             latency_ms: Arc::new(AtomicU64::new(80)),
-            server: Arc::clone(&server),
         };
-        let (script, requests, n429, latency, key) = (
-            Arc::clone(&fake.script),
-            Arc::clone(&fake.requests),
-            Arc::clone(&fake.answered_429),
-            Arc::clone(&fake.latency_ms),
-            key.to_owned(),
-        );
-        std::thread::spawn(move || {
-            for mut req in server.incoming_requests() {
-                let (script, requests, n429, latency, key) =
-                    (Arc::clone(&script), Arc::clone(&requests), Arc::clone(&n429), Arc::clone(&latency), key.clone());
-                std::thread::spawn(move || {
-                    requests.fetch_add(1, Ordering::SeqCst);
-                    let mut body = String::new();
-                    let _ = req.as_reader().read_to_string(&mut body);
-                    let auth =
-                        req.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.to_string());
-                    let mut retry_after = None;
-                    let (status, answer) = if req.url() != "/v1/chat/completions" {
-                        error(404, "Unknown request URL", "invalid_request_error", "unknown_url")
-                    } else if auth.as_deref() != Some(&format!("Bearer {key}")) {
-                        error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
-                    } else {
-                        let mut s = script.lock().unwrap_or_else(|p| p.into_inner());
-                        if s.rate_limited > 0 {
-                            s.rate_limited -= 1;
-                            n429.fetch_add(1, Ordering::SeqCst);
-                            retry_after = Some(s.retry_after_secs);
-                            error(429, "Rate limit reached for requests.", "requests", "rate_limit_exceeded")
-                        } else if s.server_errors > 0 {
-                            s.server_errors -= 1;
-                            error(
-                                500,
-                                "The server had an error while processing your request.",
-                                "server_error",
-                                "internal_error",
-                            )
-                        } else {
-                            drop(s);
-                            std::thread::sleep(Duration::from_millis(latency.load(Ordering::SeqCst)));
-                            complete(&body)
-                        }
-                    };
-                    let mut resp = Response::from_string(answer.to_string()).with_status_code(status);
-                    if let Ok(h) = Header::from_bytes("Content-Type", "application/json") {
-                        resp.add_header(h);
-                    }
-                    if let Some(secs) = retry_after
-                        && let Ok(h) = Header::from_bytes("Retry-After", secs.to_string())
-                    {
-                        resp.add_header(h);
-                    }
-                    let _ = req.respond(resp);
-                });
-            }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let state = shared.clone();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                let app = axum::Router::new().fallback(handle).with_state(state);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
         });
-        Ok(fake)
+        Ok(FakeLlm {
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+            key: key.to_owned(),
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// The next `n` requests are answered 429 with `Retry-After: secs`.
     pub fn rate_limit_next(&self, n: usize, secs: u64) {
-        let mut s = self.script.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.shared.script.lock().unwrap_or_else(|p| p.into_inner());
         s.rate_limited = n;
         s.retry_after_secs = secs;
     }
 
     /// The next `n` requests are answered 500.
     pub fn fail_next(&self, n: usize) {
-        self.script.lock().unwrap_or_else(|p| p.into_inner()).server_errors = n;
+        self.shared.script.lock().unwrap_or_else(|p| p.into_inner()).server_errors = n;
     }
 
     pub fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.shared.requests.load(Ordering::SeqCst)
     }
 
     pub fn answered_429(&self) -> usize {
-        self.answered_429.load(Ordering::SeqCst)
+        self.shared.answered_429.load(Ordering::SeqCst)
     }
 }
 
@@ -165,6 +184,11 @@ fn complete(body: &str) -> (u16, Value) {
 
 impl Drop for FakeLlm {
     fn drop(&mut self) {
-        self.server.unblock();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

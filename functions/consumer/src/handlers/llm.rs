@@ -41,7 +41,9 @@ impl Handler for LlmChat {
         let url = format!("{}/chat/completions", self.base_url);
         let mut server_errors = 0;
         loop {
+            tracing::debug!(job = %ctx.job.id, "llm acquire");
             ctx.upstreams.acquire(UPSTREAM, &ctx.metrics, &ctx.cancel).await;
+            tracing::debug!(job = %ctx.job.id, "llm send");
             if ctx.cancel.is_cancelled() {
                 return Err(HandlerError::Retryable("interrupted".into()));
             }
@@ -56,6 +58,7 @@ impl Handler for LlmChat {
             };
             let status = resp.status().as_u16();
             let wait = retry_after(resp.headers());
+            tracing::debug!(job = %ctx.job.id, status, ?wait, "llm answered");
             let answer: Value = resp.json().await.unwrap_or(Value::Null);
             match status {
                 200..=299 => return parse_answer(&answer, model),
