@@ -28,8 +28,13 @@ fn cancels_never_lose_to_the_alarm_or_the_sweep(ctx: &Ctx) -> anyhow::Result<()>
     })
 }
 
-/// Enqueues `jobs` in one batch (no idempotency keys: they share one shard) and returns
-/// their ids.
+/// Idempotency keys that all land in shard 0 (of 16): the jobs of a race share one shard,
+/// so one alarm or one sweep page holds them all and the race window is as wide as it gets.
+fn same_shard_keys(tag: &str, n: usize) -> Vec<String> {
+    (0u64..).map(|i| format!("{tag}-{i}")).filter(|k| edgejobs_core::id::shard_for_key(k, 16) == 0).take(n).collect()
+}
+
+/// Enqueues `jobs` in one batch and returns their ids.
 fn batch_on(ctx: &Ctx, stack: &Stack, jobs: Vec<Value>) -> anyhow::Result<Vec<String>> {
     let r = ctx.send(
         ctx.http
@@ -105,7 +110,7 @@ fn alarm_race(ctx: &Ctx, stack: &Stack) -> anyhow::Result<()> {
     // Cancels from just before the jobs are due until well after the alarm woke them (a
     // woken job's message is delivered about a second later).
     std::thread::sleep(due_at.saturating_duration_since(Instant::now()).saturating_sub(Duration::from_millis(300)));
-    let cancelled = cancel_all(ctx, stack, &ids, 4, Duration::from_millis(40))?;
+    let cancelled = cancel_all(ctx, stack, &ids, 4, Duration::from_millis(20))?;
     let finished = |j: &Value| ["cancelled", "completed", "dead"].contains(&j["state"].as_str().unwrap_or(""));
     let all_final =
         wait_until(Duration::from_secs(60), || ids.iter().all(|id| job_on(ctx, stack, id).is_ok_and(|j| finished(&j))));
@@ -137,9 +142,12 @@ fn sweep_race(ctx: &Ctx, stack: &Stack) -> anyhow::Result<()> {
     // No consumer runs on the fault stack: native jobs are handed to the stream and stay
     // queued, so the sweep re-sends them once they are a second old.
     let tag = unique("sweep-race");
+    let keys = same_shard_keys(&tag, 300);
     let mut ids = Vec::new();
-    for _ in 0..3 {
-        let jobs = (0..100).map(|_| json!({ "type": "sleep", "payload": { "ms": 1 }, "tags": [tag] }));
+    for chunk in keys.chunks(100) {
+        let jobs = chunk
+            .iter()
+            .map(|k| json!({ "type": "sleep", "payload": { "ms": 1 }, "tags": [tag], "idempotency_key": k }));
         ids.extend(batch_on(ctx, stack, jobs.collect())?);
     }
     let handed_off = wait_until(Duration::from_secs(30), || {

@@ -46,6 +46,14 @@ impl JobId {
     }
 }
 
+/// The shard of a job with an idempotency key: every request with that key meets in one
+/// shard, which serializes them. SHA-256 of the key, first two bytes, modulo the count.
+pub fn shard_for_key(key: &str, shard_count: u16) -> u16 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(key.as_bytes());
+    u16::from_be_bytes([d[0], d[1]]) % shard_count.max(1)
+}
+
 impl FromStr for JobId {
     type Err = InvalidJobId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

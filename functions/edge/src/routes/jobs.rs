@@ -12,7 +12,6 @@ use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use futures_util::future::join_all;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use worker::{Env, Request, Response};
 
@@ -35,10 +34,7 @@ pub fn respond(status: u16, body: &impl serde::Serialize) -> Out {
 /// random shard per request, so a batch without keys is one shard call).
 pub fn shard_for(key: Option<&str>, shard_count: u16, keyless: u16) -> u16 {
     match key {
-        Some(k) => {
-            let d = Sha256::digest(k.as_bytes());
-            (u16::from_be_bytes([d[0], d[1]])) % shard_count
-        }
+        Some(k) => edgejobs_core::id::shard_for_key(k, shard_count),
         None => keyless % shard_count,
     }
 }
