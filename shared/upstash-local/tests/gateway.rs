@@ -1,0 +1,222 @@
+//! The gateway end to end: a `redis-server` on a free loopback port, the gateway in front of
+//! it, and real HTTP requests. Checks what the unit tests cannot: that a refused command
+//! never reaches Redis, that the shared connection survives hostile requests, and that the
+//! binary refuses a short token.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgejobs_upstash_local::auth::Token;
+use edgejobs_upstash_local::gateway::{Gateway, serve};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "local_0123456789abcdef0123456789abcdef";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A private redis-server, stopped on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed on drop (redis-server writes nothing with `--save ""`, but needs one).
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start_redis() -> Redis {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("upstash-local-test-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/setup installs it)");
+    let redis = Redis { child, port, _dir: TempDir(dir) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    redis
+}
+
+struct Stack {
+    _redis: Redis,
+    url: String,
+    http: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(max_body: usize) -> Stack {
+    let redis = start_redis();
+    let token = Token::new(TOKEN).expect("valid token");
+    let gateway =
+        Gateway::connect(&format!("redis://127.0.0.1:{}", redis.port), token, max_body).await.expect("connects");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, gateway, async move {
+        let _ = stopped.await;
+    }));
+    Stack { _redis: redis, url, http: reqwest::Client::new(), _stop: stop }
+}
+
+impl Stack {
+    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .body(body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("the gateway answers");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("a JSON body"))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.url)).bearer_auth(TOKEN).send().await.expect("answers");
+        let status = r.status().as_u16();
+        (status, r.json().await.expect("a JSON body"))
+    }
+
+    async fn cmd(&self, args: Value) -> (u16, Value) {
+        self.post("/", args.to_string()).await
+    }
+}
+
+fn error_text(v: &Value) -> &str {
+    v["error"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn refused_commands_never_reach_redis() {
+    let s = start(1024 * 1024).await;
+    assert_eq!(s.cmd(json!(["SET", "keep", "1"])).await, (200, json!({ "result": "OK" })));
+    for (cmd, says) in [
+        (json!(["FLUSHALL"]), "command 'FLUSHALL' is not supported"),
+        (json!(["flushdb"]), "command 'FLUSHDB' is not supported"),
+        (json!(["CONFIG", "SET", "maxmemory", "1"]), "command 'CONFIG' is not supported"),
+        (json!(["SHUTDOWN", "NOSAVE"]), "command 'SHUTDOWN' is not supported"),
+        (json!(["DEBUG", "SLEEP", "30"]), "command 'DEBUG' is not supported"),
+        (json!(["KEYS", "*"]), "command 'KEYS' is not supported"),
+        (json!(["SCRIPT", "FLUSH"]), "command 'SCRIPT FLUSH' is not supported"),
+        (json!(["NOSUCHCMD"]), "command 'NOSUCHCMD' is not supported"),
+        (json!(["BLPOP", "list", 0]), "blocking command 'BLPOP'"),
+        (json!(["XREADGROUP", "GROUP", "g", "c", "BLOCK", 0, "STREAMS", "s", ">"]), "XREADGROUP with BLOCK"),
+    ] {
+        let (status, body) = s.cmd(cmd.clone()).await;
+        assert_eq!(status, 400, "{cmd}: {body}");
+        assert!(error_text(&body).starts_with("ERR ") && error_text(&body).contains(says), "{cmd}: {body}");
+        assert_eq!(body.as_object().map(|o| o.len()), Some(1), "only an error field: {body}");
+    }
+    // The path form goes through the same list.
+    let (status, body) = s.get("/flushall").await;
+    assert!(status == 400 && error_text(&body).contains("FLUSHALL"), "{body}");
+    let (status, body) = s.post("/flushall", "").await;
+    assert!(status == 400 && error_text(&body).contains("FLUSHALL"), "{body}");
+    // Nothing was flushed, and redis's config is untouched.
+    assert_eq!(s.cmd(json!(["GET", "keep"])).await, (200, json!({ "result": "1" })));
+    assert_eq!(s.cmd(json!(["DBSIZE"])).await, (200, json!({ "result": 1 })));
+}
+
+#[tokio::test]
+async fn connection_state_commands_cannot_poison_the_shared_connection() {
+    let s = start(1024 * 1024).await;
+    for cmd in [json!(["MULTI"]), json!(["SELECT", 1]), json!(["SUBSCRIBE", "c"]), json!(["HELLO", 3])] {
+        let (status, body) = s.cmd(cmd.clone()).await;
+        assert_eq!(status, 400, "{cmd}: {body}");
+    }
+    // Still a plain connection on database 0: commands answer at once.
+    assert_eq!(s.cmd(json!(["SET", "k", "v"])).await, (200, json!({ "result": "OK" })));
+    assert_eq!(s.cmd(json!(["GET", "k"])).await, (200, json!({ "result": "v" })));
+}
+
+#[tokio::test]
+async fn pipelines_fail_per_command_and_transactions_whole() {
+    let s = start(1024 * 1024).await;
+    let (status, body) = s.post("/pipeline", r#"[["SET","p","1"],["FLUSHALL"],["INCR","p"]]"#).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0], json!({ "result": "OK" }));
+    assert!(error_text(&body[1]).contains("FLUSHALL"), "{body}");
+    assert_eq!(body[2], json!({ "result": 2 }));
+    // A transaction with a refused command is refused whole: INCR did not run.
+    let (status, body) = s.post("/multi-exec", r#"[["INCR","p"],["BLPOP","x",0]]"#).await;
+    assert!(status == 400 && error_text(&body).contains("BLPOP"), "{status} {body}");
+    assert_eq!(s.cmd(json!(["GET", "p"])).await, (200, json!({ "result": "2" })));
+    let (status, body) = s.post("/multi-exec", r#"[["INCR","p"],["GET","p"]]"#).await;
+    assert_eq!((status, body), (200, json!([{ "result": 3 }, { "result": "3" }])));
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400s_in_upstash_shape() {
+    let s = start(64).await;
+    for (path, body) in [
+        ("/", "not json"),
+        ("/", "[]"),
+        ("/", r#"["SET",{"a":1}]"#),
+        ("/pipeline", "[]"),
+        ("/pipeline", r#"["PING"]"#),
+        ("/multi-exec", "{}"),
+    ] {
+        let (status, v) = s.post(path, body).await;
+        assert!(status == 400 && error_text(&v).starts_with("ERR "), "{path} {body}: {status} {v}");
+    }
+    // Percent-decoding, and bytes that are not UTF-8 once decoded.
+    assert_eq!(s.get("/set/pk/a%20b%E2%9C%93").await, (200, json!({ "result": "OK" })));
+    assert_eq!(s.get("/get/pk").await, (200, json!({ "result": "a b✓" })));
+    let (status, v) = s.get("/get/%FF%FE").await;
+    assert!(status == 400 && error_text(&v).contains("UTF-8"), "{v}");
+    // A body over the limit is refused with Upstash's words, and the gateway stays up.
+    let (status, v) = s.post("/", format!(r#"["SET","big","{}"]"#, "x".repeat(100))).await;
+    assert_eq!((status, v), (400, json!({ "error": "ERR max request size exceeded" })));
+    assert_eq!(s.cmd(json!(["PING"])).await, (200, json!({ "result": "PONG" })));
+}
+
+#[tokio::test]
+async fn wrong_or_missing_tokens_are_refused() {
+    let s = start(1024 * 1024).await;
+    for auth in [None, Some("Bearer wrong"), Some("Bearer local_0123456789abcdef0123456789abcdeX"), Some(TOKEN)] {
+        let mut req = s.http.post(format!("{}/", s.url)).body(r#"["PING"]"#);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.expect("answers");
+        assert_eq!(r.status().as_u16(), 401, "{auth:?}");
+        assert_eq!(r.json::<Value>().await.expect("json"), json!({ "error": "Unauthorized" }));
+    }
+}
+
+#[test]
+fn the_binary_refuses_a_short_token_with_exit_code_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_upstash-local"))
+        .env("UPSTASH_LOCAL_TOKEN", "tooshort")
+        .env("UPSTASH_LOCAL_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("at least 16") && !stderr.contains("tooshort"), "{stderr}");
+}
