@@ -10,9 +10,14 @@
 //! - [`auth`]: the bearer token: minimum length, constant-time comparison.
 //! - [`gateway`]: the HTTP routes, forwarding to Redis, Upstash's reply encoding; `run`.
 //! - [`config`]: command-line and environment settings, checked into a [`gateway::Config`].
+//!
+//! `gateway` and `config` need the `server` feature (on by default); without it the crate is
+//! the pure parts only, for the fuzz targets.
 
 pub mod allow;
 pub mod auth;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod gateway;
 pub mod request;
