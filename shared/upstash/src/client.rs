@@ -88,32 +88,11 @@ impl<T: Transport> Client<T> {
         let url = format!("{}{path}", self.creds.url.trim_end_matches('/'));
         let req = HttpRequest { url, headers, body, timeout: self.timeout };
         let resp = self.transport.post(req).await.map_err(|e| Error::Transport(e.0))?;
-        let parsed: Option<Value> = serde_json::from_str(&resp.body).ok();
-        match resp.status {
-            200 => parsed.ok_or_else(|| Error::Malformed(clip(&resp.body))),
-            401 => Err(Error::Unauthorized),
-            400 => match parsed.as_ref().and_then(|v| v.get("error")).and_then(Value::as_str) {
-                Some(e) => Err(Error::Redis(e.to_owned())),
-                None => Err(Error::Http { status: 400, message: clip(&resp.body) }),
-            },
-            status => Err(Error::Http {
-                status,
-                message: parsed
-                    .as_ref()
-                    .and_then(|v| v.get("error"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| clip(&resp.body)),
-            }),
-        }
+        decode_http(resp.status, &resp.body)
     }
 
     fn one(&self, v: &Value) -> Result<Reply, Error> {
-        if let Some(e) = v.get("error").and_then(Value::as_str) {
-            return Err(Error::Redis(e.to_owned()));
-        }
-        let result = v.get("result").ok_or_else(|| Error::Malformed(clip(&v.to_string())))?;
-        Reply::from_json(result, self.base64).map_err(Error::Malformed)
+        decode_one(v, self.base64)
     }
 
     /// Runs one command, e.g. `client.command(&["SET", "k", "v"])`.
@@ -128,11 +107,7 @@ impl<T: Transport> Client<T> {
         COMMANDS.fetch_add(cmds.len() as u64, Ordering::Relaxed);
         let body = serde_json::to_string(cmds).map_err(|e| Error::Malformed(e.to_string()))?;
         let v = self.send(path, body).await?;
-        let items = v.as_array().ok_or_else(|| Error::Malformed(clip(&v.to_string())))?;
-        if items.len() != cmds.len() {
-            return Err(Error::Malformed(format!("{} replies for {} commands", items.len(), cmds.len())));
-        }
-        Ok(items.iter().map(|i| self.one(i)).collect())
+        decode_batch(&v, cmds.len(), self.base64)
     }
 
     /// Runs commands in one round trip, not atomically; each gets its own result.
@@ -152,6 +127,48 @@ impl<T: Transport> Client<T> {
             r => Err(Error::Malformed(format!("PING answered {:?}", r.to_json()))),
         }
     }
+}
+
+/// Decodes Upstash's HTTP answer (status and body) to its JSON value, or the error it
+/// means. Pure, like [`decode_one`] and [`decode_batch`]: the client's whole reply parsing,
+/// which the fuzz target `upstash_reply` feeds arbitrary bytes.
+pub fn decode_http(status: u16, body: &str) -> Result<Value, Error> {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    match status {
+        200 => parsed.ok_or_else(|| Error::Malformed(clip(body))),
+        401 => Err(Error::Unauthorized),
+        400 => match parsed.as_ref().and_then(|v| v.get("error")).and_then(Value::as_str) {
+            Some(e) => Err(Error::Redis(e.to_owned())),
+            None => Err(Error::Http { status: 400, message: clip(body) }),
+        },
+        status => Err(Error::Http {
+            status,
+            message: parsed
+                .as_ref()
+                .and_then(|v| v.get("error"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| clip(body)),
+        }),
+    }
+}
+
+/// Decodes one command's answer, `{"result": ...}` or `{"error": "..."}`.
+pub fn decode_one(v: &Value, base64: bool) -> Result<Reply, Error> {
+    if let Some(e) = v.get("error").and_then(Value::as_str) {
+        return Err(Error::Redis(e.to_owned()));
+    }
+    let result = v.get("result").ok_or_else(|| Error::Malformed(clip(&v.to_string())))?;
+    Reply::from_json(result, base64).map_err(Error::Malformed)
+}
+
+/// Decodes the answer to a pipeline or transaction of `count` commands: one result each.
+pub fn decode_batch(v: &Value, count: usize, base64: bool) -> Result<Vec<Result<Reply, Error>>, Error> {
+    let items = v.as_array().ok_or_else(|| Error::Malformed(clip(&v.to_string())))?;
+    if items.len() != count {
+        return Err(Error::Malformed(format!("{} replies for {} commands", items.len(), count)));
+    }
+    Ok(items.iter().map(|i| decode_one(i, base64)).collect())
 }
 
 /// Commands sent by every client of this process (what Upstash bills: each command of a
