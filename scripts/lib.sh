@@ -7,6 +7,7 @@ export ROOT
 
 WORKER_BUILD_VERSION="0.8.7"
 WASM_BINDGEN_VERSION="0.2.130"   # must equal the `wasm-bindgen = "=..."` pin in Cargo.toml
+CARGO_FUZZ_VERSION="0.13.2"      # scripts/fuzz
 APT_PACKAGES=(redis-server prometheus prometheus-alertmanager wrk hyperfine)
 
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
