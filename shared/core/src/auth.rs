@@ -99,6 +99,8 @@ mod tests {
             upstash_url: "http://127.0.0.1:1".into(),
             upstash_token: Secret::new("upstash-0123456789"),
             upstash_timeout_ms: 1000,
+            outbound_allow: crate::outbound::Allow::default(),
+            payload_keys: crate::seal::Keys::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("valid"),
         }
     }
 

@@ -50,8 +50,8 @@ pub fn backup_id(now_ms: u64, rand: u64) -> String {
 pub fn id_time_ms(id: &str) -> Option<u64> {
     // "2026-11-23T02-00-00-123Z-abcdef12" → "2026-11-23T02:00:00.123Z"
     let (stamp, _) = id.rsplit_once('-')?;
-    let b = stamp.as_bytes();
-    if b.len() != 24 {
+    // ASCII only, so the fixed offsets below always fall on character boundaries.
+    if stamp.len() != 24 || !stamp.is_ascii() {
         return None;
     }
     let fixed = format!("{}:{}:{}.{}", &stamp[..13], &stamp[14..16], &stamp[17..19], &stamp[20..]);
@@ -86,11 +86,22 @@ pub fn to_ndjson(jobs: &[Job]) -> String {
     out
 }
 
+/// A line that holds no row: empty or only ASCII whitespace. The one rule for writing,
+/// verifying and reading objects, so their row counts agree.
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
+}
+
+/// The rows of an NDJSON object: its lines that are not blank.
+pub fn count_rows(body: &[u8]) -> u64 {
+    body.split(|b| *b == b'\n').filter(|l| !is_blank(l)).count() as u64
+}
+
 /// Decodes NDJSON written by [`to_ndjson`]; the line number of the first bad line on error.
 pub fn from_ndjson(text: &str) -> Result<Vec<Job>, String> {
-    text.lines()
+    text.split('\n')
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
+        .filter(|(_, l)| !is_blank(l.as_bytes()))
         .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
         .collect()
 }
@@ -101,7 +112,7 @@ pub fn entry(id: &str, shard: u16, part: u32, body: &str) -> ShardEntry {
         shard,
         part,
         key: shard_key(id, shard, part),
-        rows: body.lines().filter(|l| !l.trim().is_empty()).count() as u64,
+        rows: count_rows(body.as_bytes()),
         bytes: body.len() as u64,
         sha256: sha256_hex(body.as_bytes()),
     }
@@ -123,7 +134,7 @@ pub fn check_manifest(m: &Manifest) -> Vec<String> {
     if let Some(e) = m.shards.iter().find(|e| e.shard >= m.shard_count) {
         problems.push(format!("{} names shard {} of {}", e.key, e.shard, m.shard_count));
     }
-    if m.shards.iter().map(|e| e.rows).sum::<u64>() != m.total_rows {
+    if m.shards.iter().try_fold(0u64, |sum, e| sum.checked_add(e.rows)) != Some(m.total_rows) {
         problems.push("the rows of the objects do not add up to total_rows".to_owned());
     }
     problems
@@ -135,7 +146,7 @@ pub fn check(entry: &ShardEntry, body: Option<&[u8]>) -> Option<String> {
     if sha256_hex(body) != entry.sha256 {
         return Some(format!("{}: SHA-256 differs from the manifest", entry.key));
     }
-    let rows = body.split(|b| *b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace)).count() as u64;
+    let rows = count_rows(body);
     if rows != entry.rows {
         return Some(format!("{}: {rows} rows, the manifest says {}", entry.key, entry.rows));
     }
@@ -173,6 +184,42 @@ mod tests {
         assert_eq!(id_time_ms(&a), Some(1_795_406_400_123));
         assert_ne!(backup_id(5, 1), backup_id(5, 2));
         assert_eq!(id_time_ms("nonsense"), None);
+        assert_eq!(id_time_ms("2026-11-23T02-00-00-1éZ-abcdef12"), None, "multibyte text is refused, not sliced");
+    }
+
+    #[test]
+    fn writing_and_verifying_count_rows_alike() {
+        // Found by fuzzing: a line of only a vertical tab counted 0 rows when written and 1
+        // when verified.
+        let body = "\n\x0c\n\t \n\x0c\n\x0b";
+        let e = entry("b", 0, 0, body);
+        assert_eq!(check(&e, Some(body.as_bytes())), None);
+        assert_eq!(e.rows, 1, "\\x0b is not blank ASCII whitespace, so it is a (bad) row");
+        assert!(from_ndjson(body).is_err(), "and reading refuses it");
+        assert_eq!(count_rows(b"{}\n\n {} \r\n"), 2);
+    }
+
+    #[test]
+    fn manifest_rows_that_overflow_are_a_problem_not_a_panic() {
+        let big = |shard| ShardEntry {
+            shard,
+            part: 0,
+            key: format!("k{shard}"),
+            rows: 1 << 63,
+            bytes: 0,
+            sha256: String::new(),
+        };
+        let m = Manifest {
+            schema_version: 1,
+            id: "b".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            shard_count: 2,
+            shards: vec![big(0), big(1)],
+            total_rows: 0,
+            total_bytes: 0,
+        };
+        assert!(check_manifest(&m).iter().any(|p| p.contains("do not add up")), "{:?}", check_manifest(&m));
     }
 
     #[test]

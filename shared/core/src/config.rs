@@ -49,6 +49,8 @@ pub mod names {
     pub const UPSTASH_URL: &str = "UPSTASH_REDIS_REST_URL";
     pub const UPSTASH_TOKEN: &str = "UPSTASH_REDIS_REST_TOKEN";
     pub const UPSTASH_TIMEOUT: &str = "UPSTASH_TIMEOUT";
+    pub const OUTBOUND_ALLOW: &str = "OUTBOUND_ALLOW";
+    pub const PAYLOAD_KEYS: &str = "PAYLOAD_ENCRYPTION_KEYS";
 }
 
 /// An API key, optionally with its own rate limit (`key:100/60s` in the secret).
@@ -87,6 +89,12 @@ pub struct EdgeConfig {
     pub upstash_token: Secret,
     /// Timeout of each Upstash call from the edge, in ms. Default 2 s.
     pub upstash_timeout_ms: u64,
+    /// Private addresses and names webhooks may reach (`OUTBOUND_ALLOW`: hosts, IPs, CIDRs,
+    /// each with an optional `:port`). Default empty: only public addresses.
+    pub outbound_allow: crate::outbound::Allow,
+    /// The keys that seal `payload.headers` values (`PAYLOAD_ENCRYPTION_KEYS`, a secret:
+    /// `id:base64-32-bytes,...`; the first seals, all open). Required.
+    pub payload_keys: crate::seal::Keys,
 }
 
 impl EdgeConfig {
@@ -188,7 +196,21 @@ impl EdgeConfig {
                 }
             },
         };
-        if errors.is_empty() {
+        let outbound_allow = match crate::outbound::Allow::parse(&get(names::OUTBOUND_ALLOW).unwrap_or_default()) {
+            Ok(a) => a,
+            Err(e) => {
+                errors.push(format!("{}: {e}", names::OUTBOUND_ALLOW));
+                crate::outbound::Allow::default()
+            }
+        };
+        let payload_keys = match crate::seal::Keys::parse(&get(names::PAYLOAD_KEYS).unwrap_or_default()) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                errors.push(format!("{}: {e}", names::PAYLOAD_KEYS));
+                None
+            }
+        };
+        if let (true, Some(payload_keys)) = (errors.is_empty(), payload_keys) {
             Ok(EdgeConfig {
                 shard_count,
                 idempotency_window_ms,
@@ -201,6 +223,8 @@ impl EdgeConfig {
                 upstash_url,
                 upstash_token,
                 upstash_timeout_ms,
+                outbound_allow,
+                payload_keys,
             })
         } else {
             Err(errors)
@@ -225,6 +249,7 @@ mod tests {
         (names::WEBHOOK_SECRET, "w_0123456789abcdef"),
         (names::UPSTASH_URL, "http://127.0.0.1:1"),
         (names::UPSTASH_TOKEN, "u_0123456789abcdef"),
+        (names::PAYLOAD_KEYS, "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
     ];
 
     #[test]
@@ -259,7 +284,7 @@ mod tests {
     #[test]
     fn every_problem_is_reported_and_no_secret_leaks() {
         let errs = parse(&[(names::SHARD_COUNT, "0"), (names::API_KEYS, "short-secret-x")]).expect_err("invalid");
-        assert_eq!(errs.len(), 7, "{errs:?}");
+        assert_eq!(errs.len(), 8, "{errs:?}");
         assert!(errs.iter().all(|e| !e.contains("short-secret-x")));
         let c = parse(GOOD).expect("valid");
         assert!(!format!("{c:?}").contains("0123456789abcdef"));

@@ -9,10 +9,12 @@
 //! - [`job`]: the job record, its states and lanes.
 //! - [`spec`]: the registry of job types and validation of enqueue requests.
 //! - [`machine`]: the state machine; the only place that decides legal transitions.
+//! - [`outbound`]: outbound safety: which URLs and addresses the system may call for a user.
 //! - [`plan`]: batch planning: what a shard writes and does for many jobs at once.
 //! - [`protocol`]: the typed requests and replies between the router and the shards.
 //! - [`ratelimit`]: rate limits and the sliding-window decision.
 //! - [`metrics`]: Prometheus text exposition shared by the edge and the consumer.
+//! - [`seal`]: payload header values sealed with AES-256-GCM, opened only where used.
 //! - [`retry`]: the backoff policy (exponential, full jitter, cap).
 //! - [`backup`]: the backup format (NDJSON per shard + manifest), checks and retention.
 //! - [`auth`]: API key scopes and constant-time comparison.
@@ -31,10 +33,12 @@ pub mod id;
 pub mod job;
 pub mod machine;
 pub mod metrics;
+pub mod outbound;
 pub mod plan;
 pub mod protocol;
 pub mod ratelimit;
 pub mod retry;
+pub mod seal;
 pub mod spec;
 pub mod stats;
 pub mod time;

@@ -86,6 +86,10 @@ impl Event {
     }
 }
 
+/// The longest wait a `RetryAfter` can impose (an upstream's Retry-After, reported by a
+/// consumer): one day. Longer values are shortened to it.
+pub const MAX_RETRY_AFTER_MS: u64 = 86_400_000;
+
 /// What the shard must do after committing the new job state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
@@ -122,6 +126,21 @@ fn fence(job: &Job, attempt: u32) -> Result<(), ApiError> {
             format!("attempt {attempt} is not the current attempt ({})", job.attempt),
         ))
     }
+}
+
+/// Longest error text kept on a job (`last_error`): reports can carry more, and a listing
+/// shows it for every job.
+pub const MAX_ERROR_BYTES: usize = 2048;
+
+fn clip_error(e: &str) -> String {
+    if e.len() <= MAX_ERROR_BYTES {
+        return e.to_owned();
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !e.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &e[..end])
 }
 
 fn finish(mut job: Job, state: JobState, now: u64) -> Job {
@@ -216,13 +235,13 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
                 return cancelled_report(job, now);
             }
             let mut next = job.clone();
-            next.last_error = Some(error.clone());
+            next.last_error = Some(clip_error(error));
             let exhausted = job.attempts_in_series() >= job.max_attempts;
             let delay = match disposition {
                 Disposition::Permanent => None,
                 _ if exhausted => None,
                 Disposition::Retryable => Some(job.backoff.delay_ms(job.attempts_in_series(), unit)),
-                Disposition::RetryAfter(ms) => Some(*ms),
+                Disposition::RetryAfter(ms) => Some((*ms).min(MAX_RETRY_AFTER_MS)),
             };
             match delay {
                 None => ok(finish(next, Dead, now), Effect::None),
@@ -234,7 +253,7 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
                 }
                 Some(d) => {
                     next.state = Scheduled;
-                    next.run_at = now + d;
+                    next.run_at = now.saturating_add(d);
                     next.updated_at = now;
                     ok(next.clone(), Effect::Alarm(next.run_at))
                 }
@@ -379,6 +398,23 @@ mod tests {
         )
         .expect("fail");
         assert_eq!((later.job.state, later.job.run_at), (JobState::Scheduled, 9_500));
+        // A consumer's absurd Retry-After is capped at a day, never added unchecked.
+        let huge = apply(
+            &j,
+            Event::Fail { attempt: 1, error: "429".into(), disposition: Disposition::RetryAfter(u64::MAX) },
+            u64::MAX - 10,
+            0.0,
+        )
+        .expect("fail");
+        assert_eq!(huge.job.run_at, u64::MAX);
+        let capped = apply(
+            &j,
+            Event::Fail { attempt: 1, error: "429".into(), disposition: Disposition::RetryAfter(u64::MAX) },
+            2_500,
+            0.0,
+        )
+        .expect("fail");
+        assert_eq!(capped.job.run_at, 2_500 + MAX_RETRY_AFTER_MS);
     }
 
     #[test]

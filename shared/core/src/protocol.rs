@@ -86,10 +86,11 @@ requests! {
     CreateMany(CreateMany) -> Vec<Stored>, "create_many", WhenDue;
     Get(Get) -> Job, "get", Never;
     ApplyMany(ApplyMany) -> Vec<Result<Applied, ApiError>>, "apply_many", WhenDue;
-    List(List) -> Vec<Job>, "list", Never;
+    List(List) -> Vec<Listed>, "list", Never;
+    GetMany(GetMany) -> Vec<Box<serde_json::value::RawValue>>, "get_many", Never;
     ReplayDead(ReplayDead) -> Vec<JobId>, "replay_dead", WhenDue;
     HandoffMany(HandoffMany) -> Vec<Result<(), ApiError>>, "handoff_many", WhenDue;
-    Stats(Stats) -> ShardStats, "stats", Always;
+    Stats(Stats) -> ShardStats, "stats", Never;
     Export(Export) -> ExportPage, "export", Never;
     Import(Import) -> Imported, "import", WhenDue;
     RetentionTops(RetentionTops) -> RetentionTopsReply, "retention_tops", Never;
@@ -143,11 +144,26 @@ pub struct Applied {
     pub job: Option<Job>,
 }
 
-/// A page of jobs of this shard (the router fans it out and merges).
+/// A page of job summaries of this shard (the router fans it out and merges). Heavy parts
+/// are dropped inside SQLite (`json_remove`), so the object never holds them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct List {
     pub query: ListQuery,
+}
+
+/// One listed job: its id (for merging) and its summary as stored JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Listed {
+    pub id: JobId,
+    pub doc: Box<serde_json::value::RawValue>,
+}
+
+/// Whole jobs by id (the ones that exist), for a page that includes payloads or results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetMany {
+    pub ids: Vec<JobId>,
 }
 
 /// Replays up to `limit` dead jobs (oldest death first).
@@ -168,11 +184,16 @@ pub struct HandoffMany {
     pub entries: Vec<Handoff>,
 }
 
-/// This shard's numbers for a scrape. The shard first writes the counts it holds in
-/// memory (and those the call carries), so a scrape is current and counters never go down.
+/// This shard's numbers for a scrape or a health check. With `flush` (an authenticated
+/// scrape) the shard first writes the counts it holds in memory, so the scrape is current;
+/// without it (health, anonymous scrapes) the call writes nothing. Either way only written
+/// counts are reported, so counters never go down.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Stats {}
+pub struct Stats {
+    #[serde(default)]
+    pub flush: bool,
+}
 
 /// A page of this shard's jobs for a backup, ordered by id, after `after`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -104,25 +104,19 @@ const FIELDS: &[&str] = &[
     "metadata",
 ];
 
-/// Parses a duration: a non-negative integer of milliseconds, or a string such as `"250ms"`,
-/// `"30s"`, `"5m"`, `"2h"`, `"1d"`.
+/// Longest duration text accepted; anything longer is refused before it reaches the parser.
+const MAX_DURATION_LEN: usize = 64;
+
+/// Parses a duration: a non-negative integer of milliseconds, or a string in humantime's
+/// syntax such as `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"` or `"1h 30m"`. `None` for
+/// anything else, including durations that do not fit in u64 milliseconds. Total: no input
+/// panics.
 pub fn parse_duration(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) => {
-            let s = s.trim();
-            let split = s.find(|c: char| !c.is_ascii_digit())?;
-            let (num, unit) = s.split_at(split);
-            let n: u64 = num.parse().ok()?;
-            let mult = match unit.trim() {
-                "ms" => 1,
-                "s" => 1000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                "d" => 86_400_000,
-                _ => return None,
-            };
-            n.checked_mul(mult)
+        Value::String(s) if s.len() <= MAX_DURATION_LEN => {
+            let d = humantime::parse_duration(s.trim()).ok()?;
+            u64::try_from(d.as_millis()).ok()
         }
         _ => None,
     }
@@ -181,7 +175,7 @@ pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
     let run_at = match obj.get("run_at") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => match crate::time::parse_rfc3339(s) {
-            Some(t) if t <= now + MAX_DELAY_MS => Some(t),
+            Some(t) if t <= now.saturating_add(MAX_DELAY_MS) => Some(t),
             Some(_) => {
                 return Err(ApiError::field("run_at", "must be at most 365 days in the future"));
             }
@@ -194,7 +188,7 @@ pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
     if delay.is_some() && run_at.is_some() {
         return Err(ApiError::field("delay", "give either delay or run_at, not both"));
     }
-    let run_at = run_at.or(delay.map(|d| now + d)).filter(|t| *t > now);
+    let run_at = run_at.or(delay.map(|d| now.saturating_add(d))).filter(|t| *t > now);
     let max_attempts = match obj.get("max_attempts") {
         None | Some(Value::Null) => jt.max_attempts,
         Some(v) => match v.as_u64() {
@@ -255,18 +249,67 @@ fn validate_payload(jt: &JobType, payload: &Value) -> Result<(), ApiError> {
     match jt.name {
         "webhook" | "http.request" => {
             let url = payload.get("url").and_then(Value::as_str).unwrap_or("");
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 2048 {
-                return Err(ApiError::field("payload.url", "must be an http:// or https:// URL of at most 2048 bytes"));
+            let parsed = url::Url::parse(url).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
+            if parsed.is_none_or(|u| u.host().is_none()) || url.len() > crate::outbound::MAX_URL_BYTES {
+                return Err(ApiError::field(
+                    "payload.url",
+                    format!("must be an http:// or https:// URL of at most {} bytes", crate::outbound::MAX_URL_BYTES),
+                ));
             }
-            if let Some(h) = payload.get("headers")
-                && !(h.is_object() && h.as_object().is_some_and(|m| m.values().all(Value::is_string)))
-            {
-                return Err(ApiError::field("payload.headers", "must be an object of string values"));
+            if let Some(h) = payload.get("headers") {
+                validate_headers(h)?;
             }
             Ok(())
         }
         _ => Ok(()),
     }
+}
+
+/// Most headers a payload may carry, and their total size.
+pub const MAX_HEADERS: usize = 50;
+pub const MAX_HEADERS_BYTES: usize = 8 * 1024;
+
+/// `payload.headers`: an object of at most [`MAX_HEADERS`] string values, [`MAX_HEADERS_BYTES`]
+/// in all, each name an HTTP token and each value free of control characters (a header
+/// HTTP refuses would make every attempt fail).
+fn validate_headers(h: &Value) -> Result<(), ApiError> {
+    let Some(map) = h.as_object() else {
+        return Err(ApiError::field("payload.headers", "must be an object of string values"));
+    };
+    if map.len() > MAX_HEADERS {
+        return Err(ApiError::field("payload.headers", format!("must hold at most {MAX_HEADERS} headers")));
+    }
+    let mut bytes = 0;
+    for (name, value) in map {
+        let Some(value) = value.as_str() else {
+            return Err(ApiError::field("payload.headers", "must be an object of string values"));
+        };
+        let token =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(ApiError::field("payload.headers", "header names must be HTTP tokens (letters, digits, -)"));
+        }
+        if value.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(ApiError::field("payload.headers", "header values must not contain control characters"));
+        }
+        bytes += name.len() + value.len();
+    }
+    if bytes > MAX_HEADERS_BYTES {
+        return Err(ApiError::field("payload.headers", format!("must be at most {MAX_HEADERS_BYTES} bytes in all")));
+    }
+    Ok(())
+}
+
+/// The outbound check of a job that makes a request ([`crate::outbound::check_url`]): a
+/// literal private address or a local name in `payload.url` is refused at enqueue, unless
+/// `allow` opens it. Names are checked again where the request is made.
+pub fn check_outbound(spec: &JobSpec, allow: &crate::outbound::Allow) -> Result<(), ApiError> {
+    if let Some(url) = spec.payload.get("url").and_then(Value::as_str)
+        && matches!(spec.job_type.name, "webhook" | "http.request")
+    {
+        crate::outbound::check_url(url, allow).map_err(|e| ApiError::field("payload.url", e))?;
+    }
+    Ok(())
 }
 
 fn parse_backoff(v: Option<&Value>, default: Backoff) -> Result<Backoff, ApiError> {
@@ -398,12 +441,48 @@ mod tests {
                 ErrorCode::InvalidField,
                 Some("payload.headers"),
             ),
+            (
+                json!({ "type": "webhook", "payload": { "url": "http://x", "headers": { "bad name": "v" } } }),
+                ErrorCode::InvalidField,
+                Some("payload.headers"),
+            ),
+            (
+                json!({ "type": "webhook", "payload": { "url": "http://x", "headers": { "a": "line\r\nInjected: 1" } } }),
+                ErrorCode::InvalidField,
+                Some("payload.headers"),
+            ),
+            (
+                json!({ "type": "webhook", "payload": { "url": "http://x",
+                    "headers": (0..51).map(|i| (format!("h{i}"), json!("v"))).collect::<serde_json::Map<_, _>>() } }),
+                ErrorCode::InvalidField,
+                Some("payload.headers"),
+            ),
+            (
+                json!({ "type": "webhook", "payload": { "url": "http://x", "headers": { "a": "v".repeat(9000) } } }),
+                ErrorCode::InvalidField,
+                Some("payload.headers"),
+            ),
+            (json!({ "type": "noop", "run_at": "2030-01-01T00:00:00+0é00" }), ErrorCode::InvalidField, Some("run_at")),
+            (json!({ "type": "noop", "delay": "5é" }), ErrorCode::InvalidField, Some("delay")),
         ];
         for (body, code, field) in table {
             let e = parse_spec(&body, NOW).expect_err(&body.to_string());
             assert_eq!(e.code, code, "{body}: {e}");
             assert_eq!(e.field.as_deref(), field, "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn outbound_checks_refuse_private_targets_unless_allowed() {
+        let spec = |url: &str| parse_spec(&json!({ "type": "http.request", "payload": { "url": url } }), NOW);
+        let none = crate::outbound::Allow::default();
+        for bad in ["http://169.254.169.254/latest", "http://0x7f.1:9090/metrics", "http://localhost/"] {
+            let e = check_outbound(&spec(bad).expect("well-formed"), &none).expect_err(bad);
+            assert_eq!(e.field.as_deref(), Some("payload.url"), "{bad}");
+        }
+        let allow = crate::outbound::Allow::parse("127.0.0.1:4000").expect("valid");
+        assert!(check_outbound(&spec("http://127.0.0.1:4000/hook").expect("valid"), &allow).is_ok());
+        assert!(check_outbound(&spec("https://example.com/").expect("valid"), &none).is_ok());
     }
 
     #[test]
@@ -440,8 +519,12 @@ mod tests {
             (json!("3m"), Some(180_000)),
             (json!("1d"), Some(86_400_000)),
             (json!("5 s"), Some(5000)),
+            (json!("1h 30m"), Some(5_400_000)),
             (json!("h"), None),
-            (json!("5y"), None),
+            (json!("5x"), None),
+            (json!("3é"), None),
+            (json!("９s"), None),
+            (json!("99999999999999999999999d"), None),
             (json!(-5), None),
             (json!(1.5), None),
         ] {

@@ -138,6 +138,9 @@ pub struct ShardStats {
     /// Gauges kept by the stats object (e.g. the last backup), by name.
     #[serde(default)]
     pub gauges: Vec<(String, f64)>,
+    /// Which shard answered (`None`: the stats object).
+    #[serde(default)]
+    pub shard: Option<u16>,
 }
 
 /// Every counter family the edge exports, with its help; families print even when empty.
@@ -166,6 +169,10 @@ pub const COUNTERS: &[(&str, &str)] = &[
     ),
     ("edgejobs_queue_messages_received_total", "Messages the queue consumer received, by queue."),
     ("edgejobs_upstash_commands_total", "Upstash commands the edge sent."),
+    (
+        "edgejobs_cron_failures_total",
+        "Scheduled steps that failed, by step (backup, sweep, job_retention, backup_retention).",
+    ),
     (
         "edgejobs_deliveries_refused_total",
         "Queue deliveries the shard refused, by lane: a duplicate, a stale attempt, or a job cancelled meanwhile.",
@@ -242,6 +249,14 @@ pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> 
         }
         out.push(f);
     }
+    let mut per_shard =
+        Family::new("edgejobs_shard_jobs", "Jobs stored now in each shard (how evenly work spreads).", Kind::Gauge);
+    for s in all {
+        if let Some(shard) = s.shard {
+            per_shard.sample(&[("shard", &shard.to_string())], s.jobs.iter().map(|(_, _, c)| *c).sum::<u64>() as f64);
+        }
+    }
+    out.push(per_shard);
     let mut hs =
         Family::new("edgejobs_health_status", "Health of the edge: 0 healthy, 1 degraded, 2 unhealthy.", Kind::Gauge);
     hs.sample(&[], health_status as f64);

@@ -1,9 +1,11 @@
 //! Timestamps: milliseconds since the Unix epoch internally, RFC 3339 (UTC, ms precision) in
-//! the API. Hand-written because chrono/time would be this crate's only reason to carry a
-//! calendar library, and the conversion is thirty lines of well-known arithmetic.
+//! the API. Parsing is jiff's (a maintained calendar library; a hand-written parser once
+//! sliced a string at a byte offset and panicked on multibyte input). Formatting stays the
+//! well-known civil-from-days arithmetic below: it is total and on every job's hot path.
 
 /// Formats `ms` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_rfc3339(ms: u64) -> String {
+    let ms = ms.min(MAX_MS);
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -11,73 +13,27 @@ pub fn format_rfc3339(ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, (rem / 60) % 60, rem % 60, ms % 1000)
 }
 
+/// The last instant [`parse_rfc3339`] accepts (jiff's `Timestamp::MAX`, 9999-12-30T22:00:00.999Z,
+/// which leaves room for any offset). [`format_rfc3339`] clamps to it, so every time the
+/// system writes can be read back.
+pub const MAX_MS: u64 = 253_402_207_200_999;
+
+/// Longest timestamp text accepted (an RFC 3339 timestamp with nanoseconds and an offset is
+/// 35 bytes): anything longer is refused before it reaches the parser.
+const MAX_TIMESTAMP_LEN: usize = 64;
+
 /// Parses an RFC 3339 timestamp (`Z` or a `±HH:MM` offset, optional fraction) to ms since
-/// the epoch. Returns `None` for anything else, and for times before 1970.
+/// the epoch. Returns `None` for anything else, and for times before 1970. Total: no input
+/// panics.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if s.len() > MAX_TIMESTAMP_LEN {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) { part.parse().ok() } else { None }
-    };
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || se > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut frac_ms = 0i64;
-    if let Some(f) = rest.strip_prefix('.') {
-        let digits = f.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let padded = format!("{:0<3}", &f[..digits.min(3)]);
-        frac_ms = padded.parse().ok()?;
-        rest = &f[digits..];
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
-            let oh: i64 = rest[1..3].parse().ok()?;
-            let om: i64 = rest[4..6].parse().ok()?;
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (oh * 60 + om)
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    let total = ((days * 86_400 + h * 3600 + mi * 60 + se) - offset_min * 60) * 1000 + frac_ms;
-    u64::try_from(total).ok()
+    let ts: jiff::Timestamp = s.trim().parse().ok()?;
+    u64::try_from(ts.as_millisecond()).ok()
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-// Howard Hinnant's days_from_civil / civil_from_days.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
+// Howard Hinnant's civil_from_days.
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -131,6 +87,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_formatted_time_parses_back() {
+        // Found by fuzzing: 9999-12-31 formatted, but jiff's range ends a day earlier.
+        assert_eq!(parse_rfc3339(&format_rfc3339(MAX_MS)), Some(MAX_MS));
+        assert_eq!(u64::try_from(jiff::Timestamp::MAX.as_millisecond()), Ok(MAX_MS));
+        assert_eq!(format_rfc3339(253_402_264_003_810), format_rfc3339(MAX_MS), "later instants clamp");
+        assert_eq!(parse_rfc3339(&format_rfc3339(u64::MAX)), Some(MAX_MS));
+    }
+
+    #[test]
     fn formats_and_parses_known_instants() {
         let table = [
             (0, "1970-01-01T00:00:00.000Z"),
@@ -161,8 +126,22 @@ mod tests {
             "2026-11-23T00:00:00.Z",
             "1969-12-31T23:59:59Z",
             "2026-11-23T24:00:00Z",
+            // Multibyte text where ASCII is expected once panicked (a byte-offset slice).
+            "2030-01-01T00:00:00+0é00",
+            "2030-01-01T00:00:0é+00:00",
+            "２０３０-01-01T00:00:00Z",
+            "2030-01-01T00:00:00Z\u{0}",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// No string panics the parser, and every instant we format parses back.
+        #[test]
+        fn parsing_is_total_and_round_trips(s in "\\PC{0,40}", ms in 0u64..4_102_444_800_000) {
+            let _ = parse_rfc3339(&s);
+            proptest::prop_assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Some(ms));
         }
     }
 }

@@ -1,37 +1,78 @@
-//! Webhook rules, without the HTTP: the signature header and how an answer is classified.
+//! Webhook rules, without the HTTP: signatures in the Standard Webhooks format, and how an
+//! answer is classified.
 //!
-//! Signature: `X-Edgejobs-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
-//! The timestamp is inside the MAC so a receiver can refuse replays of old deliveries.
+//! Signatures (<https://www.standardwebhooks.com/>): each delivery carries `webhook-id`
+//! (the job id and attempt), `webhook-timestamp` (unix seconds) and `webhook-signature:
+//! v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`, so receivers verify with the
+//! Standard Webhooks libraries. The key is per receiver: derived from the deployment's
+//! `WEBHOOK_SIGNING_SECRET` and the receiver's origin (scheme, host, port), so a delivery
+//! captured at one receiver does not verify at another. An admin reads a receiver's secret
+//! (`whsec_...`) from `POST /v1/admin/webhook-secret`.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::machine::Disposition;
 
-pub const SIGNATURE_HEADER: &str = "X-Edgejobs-Signature";
+pub const HEADER_ID: &str = "webhook-id";
+pub const HEADER_TIMESTAMP: &str = "webhook-timestamp";
+pub const HEADER_SIGNATURE: &str = "webhook-signature";
 
-/// The value of the signature header for `body` sent at `unix_secs`.
-pub fn signature(secret: &str, unix_secs: u64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(format!("{unix_secs}.{body}").as_bytes());
-    format!("t={unix_secs},v1={}", hex::encode(mac.finalize().into_bytes()))
+/// The prefix of a Standard Webhooks secret; the base64 after it is the key.
+pub const SECRET_PREFIX: &str = "whsec_";
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return [0; 32],
+    };
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
 }
 
-/// Checks a signature header (what a receiver does), in constant time.
-pub fn verify(secret: &str, header: &str, body: &str) -> bool {
-    let mut t = None;
-    let mut v1 = None;
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", x)) => t = x.parse::<u64>().ok(),
-            Some(("v1", x)) => v1 = hex::decode(x).ok(),
-            _ => {}
-        }
-    }
-    let (Some(t), Some(v1)) = (t, v1) else { return false };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(format!("{t}.{body}").as_bytes());
-    mac.verify_slice(&v1).is_ok()
+/// The deployment's master key: the bytes after `whsec_` when the secret has that form,
+/// else the secret's own bytes.
+pub fn master_key(secret: &str) -> Vec<u8> {
+    secret
+        .strip_prefix(SECRET_PREFIX)
+        .and_then(|b| STANDARD.decode(b).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+/// The signing key for one receiver origin (`https://host:port`, as `url::Url::origin`
+/// serializes it).
+pub fn receiver_key(master: &[u8], origin: &str) -> [u8; 32] {
+    hmac(master, &[b"edgejobs/webhook/v1\n", origin.as_bytes()])
+}
+
+/// A receiver's secret, in the Standard Webhooks form its libraries take.
+pub fn receiver_secret(master: &[u8], origin: &str) -> String {
+    format!("{SECRET_PREFIX}{}", STANDARD.encode(receiver_key(master, origin)))
+}
+
+/// The `webhook-id` of an attempt: the same for every delivery of that attempt (a queue may
+/// deliver twice), different for each retry.
+pub fn message_id(job_id: &str, attempt: u32) -> String {
+    format!("{job_id}_{attempt}")
+}
+
+/// The `webhook-signature` value for one delivery.
+pub fn sign(key: &[u8], msg_id: &str, timestamp: u64, body: &str) -> String {
+    let ts = timestamp.to_string();
+    let mac = hmac(key, &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body.as_bytes()]);
+    format!("v1,{}", STANDARD.encode(mac))
+}
+
+/// What a receiver does (and our tests): checks a `webhook-signature` header (space
+/// separated `v1,<sig>` entries) in constant time.
+pub fn verify(key: &[u8], msg_id: &str, timestamp: u64, body: &str, header: &str) -> bool {
+    let want = sign(key, msg_id, timestamp, body);
+    header.split(' ').any(|sig| crate::auth::constant_time_eq(sig, &want))
 }
 
 /// Parses `Retry-After` as delta-seconds (the HTTP-date form is rare from the APIs we call,
@@ -58,14 +99,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_is_verifiable_and_bound_to_body_time_and_secret() {
-        let h = signature("s3cret", 1_700_000_000, r#"{"a":1}"#);
-        assert!(h.starts_with("t=1700000000,v1="));
-        assert!(verify("s3cret", &h, r#"{"a":1}"#));
-        assert!(!verify("s3cret", &h, r#"{"a":2}"#));
-        assert!(!verify("other", &h, r#"{"a":1}"#));
-        assert!(!verify("s3cret", &h.replace("t=1700000000", "t=1700000001"), r#"{"a":1}"#));
-        assert!(!verify("s3cret", "garbage", r#"{"a":1}"#));
+    fn signatures_are_bound_to_id_time_body_and_receiver() {
+        let master = master_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        assert_eq!(master.len(), 24, "a whsec_ secret is its base64 key");
+        assert_eq!(master_key("plain-secret-0123456789"), b"plain-secret-0123456789");
+        let a = receiver_key(&master, "https://a.example");
+        let b = receiver_key(&master, "https://b.example");
+        assert_ne!(a, b, "each receiver has its own key");
+        let h = sign(&a, "j1_1", 1_700_000_000, r#"{"x":1}"#);
+        assert!(h.starts_with("v1,"));
+        assert!(verify(&a, "j1_1", 1_700_000_000, r#"{"x":1}"#, &h));
+        assert!(verify(&a, "j1_1", 1_700_000_000, r#"{"x":1}"#, &format!("v1,bm9wZQ== {h}")));
+        assert!(!verify(&b, "j1_1", 1_700_000_000, r#"{"x":1}"#, &h), "a delivery does not verify elsewhere");
+        assert!(!verify(&a, "j1_2", 1_700_000_000, r#"{"x":1}"#, &h));
+        assert!(!verify(&a, "j1_1", 1_700_000_001, r#"{"x":1}"#, &h));
+        assert!(!verify(&a, "j1_1", 1_700_000_000, r#"{"x":2}"#, &h));
+        assert!(receiver_secret(&master, "https://a.example").starts_with(SECRET_PREFIX));
+    }
+
+    /// The example of the Standard Webhooks specification (its reference libraries' test):
+    /// our signature must match theirs byte for byte.
+    #[test]
+    fn matches_the_standard_webhooks_reference_example() {
+        let key = master_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let body = r#"{"test": 2432232314}"#;
+        assert_eq!(
+            sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
     }
 
     #[test]

@@ -119,6 +119,21 @@ pub fn handoff_key(id: &JobId, attempt: u32) -> String {
     format!("edgejobs:handoff:{id}:{attempt}")
 }
 
+/// Whether a `Content-Type` names JSON the way the API accepts it: `application/json`,
+/// optionally with `charset=utf-8` (any case, quoted or not), and nothing else.
+pub fn is_json_content_type(ct: &str) -> bool {
+    let mut parts = ct.split(';').map(str::trim);
+    if !parts.next().is_some_and(|essence| essence.eq_ignore_ascii_case("application/json")) {
+        return false;
+    }
+    parts.filter(|p| !p.is_empty()).all(|p| match p.split_once('=') {
+        Some((k, v)) => {
+            k.trim().eq_ignore_ascii_case("charset") && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        None => false,
+    })
+}
+
 /// The position after which a job listing continues: newest first, ordered by
 /// `(created_at, id)` descending. Encoded for clients as `"<created_ms>.<id>"`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -144,7 +159,7 @@ impl Cursor {
             _ if self.id.starts_with(&own) => self.id.clone(),
             // Ties on the creation ms sort by id: a cursor from a later shard comes after
             // every job of this shard created in that ms, an earlier shard's before them.
-            std::cmp::Ordering::Greater => prefix(self.created_ms + 1),
+            std::cmp::Ordering::Greater => prefix(self.created_ms.saturating_add(1)),
             _ => own,
         }
     }
@@ -152,7 +167,9 @@ impl Cursor {
     pub fn decode(s: &str) -> Option<Cursor> {
         let (ms, id) = s.split_once('.')?;
         let id: JobId = id.parse().ok()?;
-        Some(Cursor { created_ms: ms.parse().ok()?, id: id.to_string() })
+        // Ids hold the creation ms in 11 hex digits; a cursor beyond that names no job.
+        let created_ms: u64 = ms.parse().ok().filter(|ms| *ms <= 0xfff_ffff_ffff)?;
+        Some(Cursor { created_ms, id: id.to_string() })
     }
 }
 
@@ -170,6 +187,9 @@ pub struct ListQuery {
     pub to_ms: Option<u64>,
     pub after: Option<Cursor>,
     pub limit: u32,
+    /// What a listing includes beyond summaries.
+    #[serde(default)]
+    pub include: Include,
 }
 
 /// Default and largest page size of a listing.
@@ -183,7 +203,12 @@ pub fn parse_list_params<'a>(
     allowed: &[&str],
 ) -> Result<ListQuery, ApiError> {
     let mut q = ListQuery { limit: DEFAULT_PAGE, ..ListQuery::default() };
+    let mut seen: Vec<&str> = Vec::new();
     for (k, v) in pairs {
+        if seen.contains(&k) {
+            return Err(ApiError::field(k, "is given more than once"));
+        }
+        seen.push(k);
         if !allowed.contains(&k) {
             return Err(ApiError::field(k, format!("unknown query parameter; allowed: {}", allowed.join(", "))));
         }
@@ -212,8 +237,26 @@ pub fn parse_list_params<'a>(
                     Cursor::decode(v).ok_or_else(|| ApiError::field("cursor", "is not a cursor this API returned"))?,
                 )
             }
+            "include" => {
+                q.include = Include::parse(v)
+                    .ok_or_else(|| ApiError::field("include", "must list some of payload, result, metadata"))?
+            }
             _ => {}
         }
+    }
+    if let (Some(from), Some(to)) = (q.from_ms, q.to_ms)
+        && from > to
+    {
+        return Err(ApiError::field("from", "must not be later than to"));
+    }
+    if q.include.any() && q.limit > MAX_PAGE_WITH_CONTENT {
+        if seen.contains(&"limit") {
+            return Err(ApiError::field(
+                "limit",
+                format!("must be at most {MAX_PAGE_WITH_CONTENT} when payloads, results or metadata are included"),
+            ));
+        }
+        q.limit = MAX_PAGE_WITH_CONTENT;
     }
     Ok(q)
 }
@@ -221,13 +264,76 @@ pub fn parse_list_params<'a>(
 /// Merges per-shard pages (each newest first, each holding up to `limit + 1` rows) into
 /// one page of at most `limit` jobs and the cursor of the next page, if there is one.
 pub fn merge_pages(pages: Vec<Vec<Job>>, limit: u32) -> (Vec<Job>, Option<Cursor>) {
-    let mut all: Vec<Job> = pages.into_iter().flatten().collect();
-    all.sort_by(|a, b| (b.created_at, b.id.as_str()).cmp(&(a.created_at, a.id.as_str())));
+    merge_by(pages, limit, |j| (j.created_at, j.id.as_str()))
+}
+
+/// [`merge_pages`] for any item, given its `(created_ms, id)`.
+pub fn merge_by<T>(pages: Vec<Vec<T>>, limit: u32, key: impl Fn(&T) -> (u64, &str)) -> (Vec<T>, Option<Cursor>) {
+    let mut all: Vec<T> = pages.into_iter().flatten().collect();
+    all.sort_by(|a, b| key(b).cmp(&key(a)));
     let more = all.len() > limit as usize;
     all.truncate(limit as usize);
-    let next = if more { all.last().map(|j| Cursor { created_ms: j.created_at, id: j.id.to_string() }) } else { None };
+    let next = if more {
+        all.last().map(|j| {
+            let (created_ms, id) = key(j);
+            Cursor { created_ms, id: id.to_owned() }
+        })
+    } else {
+        None
+    };
     (all, next)
 }
+
+/// The parts of a job a listing leaves out unless asked for (`include=payload,result,metadata`):
+/// a page of summaries stays small whatever the jobs hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Include {
+    #[serde(default)]
+    pub payload: bool,
+    #[serde(default)]
+    pub result: bool,
+    #[serde(default)]
+    pub metadata: bool,
+}
+
+impl Include {
+    pub fn any(&self) -> bool {
+        self.payload || self.result || self.metadata
+    }
+
+    /// Parses `payload,result,metadata` (any subset).
+    pub fn parse(v: &str) -> Option<Include> {
+        let mut inc = Include::default();
+        for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "payload" => inc.payload = true,
+                "result" => inc.result = true,
+                "metadata" => inc.metadata = true,
+                _ => return None,
+            }
+        }
+        Some(inc)
+    }
+
+    /// The JSON paths of a stored job a summary drops (`progress` always: it is the running
+    /// attempt's, and can be as large as a result).
+    pub fn dropped_paths(&self) -> Vec<&'static str> {
+        let mut out = vec!["$.progress"];
+        if !self.payload {
+            out.push("$.payload");
+        }
+        if !self.result {
+            out.push("$.result");
+        }
+        if !self.metadata {
+            out.push("$.metadata");
+        }
+        out
+    }
+}
+
+/// Largest page when payloads or results are included (each may be 128 or 64 KiB).
+pub const MAX_PAGE_WITH_CONTENT: u32 = 20;
 
 #[cfg(test)]
 mod tests {
@@ -236,6 +342,39 @@ mod tests {
     use serde_json::json;
 
     const ALL: &[&str] = &["state", "type", "tag", "limit", "cursor"];
+
+    #[test]
+    fn a_cursor_beyond_what_ids_hold_is_refused() {
+        // Found by fuzzing: u64::MAX ms overflowed the shard bound.
+        assert!(Cursor::decode("18446744073709551615.j0d19aaed843fb00000000deadbeef").is_none());
+        let last = Cursor::decode("17592186044415.j0d19aaed843fb00000000deadbeef").expect("11 hex digits of ms");
+        assert!(last.bound_in_shard(15).starts_with("j0f"));
+    }
+
+    #[test]
+    fn only_json_in_utf_8_is_accepted() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=\"UTF-8\"",
+        ] {
+            assert!(is_json_content_type(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "text/plain",
+            "application/json-patch+json",
+            "application/jsonx",
+            "application/json; charset=latin1",
+            "application/json; charset=utf-16",
+            "application/json; boundary=x",
+            "application/json; charset",
+            "application/x-www-form-urlencoded",
+        ] {
+            assert!(!is_json_content_type(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn list_params_table() {
@@ -247,6 +386,13 @@ mod tests {
             let e = parse_list_params([(k, v)], ALL).expect_err(k);
             assert_eq!(e.field.as_deref(), Some(k));
         }
+        let e = parse_list_params([("from", "2030-01-02T00:00:00Z"), ("to", "2030-01-01T00:00:00Z")], &["from", "to"])
+            .expect_err("from > to");
+        assert_eq!(e.field.as_deref(), Some("from"));
+        let e = parse_list_params([("state", "dead"), ("state", "queued")], ALL).expect_err("twice");
+        assert_eq!(e.field.as_deref(), Some("state"));
+        let e = parse_list_params([("from", "2030-01-01T00:00:00+0é00")], &["from"]).expect_err("multibyte");
+        assert_eq!(e.field.as_deref(), Some("from"));
         let c = Cursor { created_ms: 5, id: JobId::new(3, 5, 9).to_string() };
         let q = parse_list_params([("cursor", c.encode().as_str())], ALL).expect("valid");
         assert_eq!(q.after, Some(c));
