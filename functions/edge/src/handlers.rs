@@ -4,9 +4,11 @@
 use edgejobs_core::Job;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Disposition;
-use edgejobs_core::webhook::{self, SIGNATURE_HEADER};
+use edgejobs_core::outbound::{check_url, redact_url};
+use edgejobs_core::webhook;
+use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use worker::{Fetch, Headers, Method, Request, RequestInit};
+use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response};
 
 use crate::platform::now_ms;
 
@@ -21,6 +23,10 @@ pub type Outcome = std::result::Result<Option<Value>, Failure>;
 
 /// How much of a webhook's answer is kept in the job's result or error.
 const KEPT_BODY_BYTES: usize = 2048;
+/// How much of an answer is read at all; the rest is never pulled into memory.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+/// Redirects followed, each checked like the first URL.
+pub const MAX_REDIRECTS: usize = 5;
 
 /// Runs the handler of an edge-lane job type.
 pub async fn run(job: &Job, cfg: &EdgeConfig) -> Outcome {
@@ -44,47 +50,99 @@ fn truncate(s: &str) -> &str {
     &s[..end]
 }
 
+fn permanent(error: String) -> Failure {
+    Failure { error, disposition: Disposition::Permanent }
+}
+
 /// `webhook`: POSTs `payload.body` (JSON; `null` when absent) to `payload.url` with the
-/// job's headers, a signature, the job id and the attempt number. The consumer bounds it
-/// with the job's timeout.
+/// job's headers (opened only here) and a Standard Webhooks signature for that receiver.
+/// Every URL — the first and each redirect, at most [`MAX_REDIRECTS`] — must pass the
+/// outbound check; the answer is read up to [`MAX_ANSWER_BYTES`]. The consumer bounds the
+/// attempt with the job's timeout.
 async fn webhook(job: &Job, cfg: &EdgeConfig) -> Outcome {
-    let url = job.payload["url"].as_str().unwrap_or_default();
-    let body = job.payload.get("body").cloned().unwrap_or(Value::Null).to_string();
-    let fail = |error: String, disposition| Err(Failure { error, disposition });
-    let headers = Headers::new();
-    let set = |k: &str, v: &str| headers.set(k, v).is_ok();
-    let mut ok = true;
-    if let Some(extra) = job.payload.get("headers").and_then(Value::as_object) {
-        for (k, v) in extra {
-            ok &= set(k, v.as_str().unwrap_or_default());
+    let raw_url = job.payload["url"].as_str().unwrap_or_default();
+    let mut url = check_url(raw_url, &cfg.outbound_allow)
+        .map_err(|e| permanent(format!("webhook URL {} refused: {e}", redact_url(raw_url))))?;
+    let extra = edgejobs_core::seal::open_headers(&job.payload, job.id.as_str(), Some(&cfg.payload_keys))
+        .map_err(|e| permanent(format!("webhook headers: {e}")))?;
+    let mut body = Some(job.payload.get("body").cloned().unwrap_or(Value::Null).to_string());
+    let master = webhook::master_key(cfg.webhook_secret.expose());
+    let msg_id = webhook::message_id(job.id.as_str(), job.attempt);
+    let mut method = Method::Post;
+    for hop in 0..=MAX_REDIRECTS {
+        let key = webhook::receiver_key(&master, &url.origin().ascii_serialization());
+        let timestamp = now_ms() / 1000;
+        let signature = webhook::sign(&key, &msg_id, timestamp, body.as_deref().unwrap_or(""));
+        let headers = Headers::new();
+        let mut ok = true;
+        for (k, v) in &extra {
+            ok &= headers.set(k, v).is_ok();
+        }
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("user-agent", "edgejobs-webhook/1"),
+            (webhook::HEADER_ID, msg_id.as_str()),
+            (webhook::HEADER_TIMESTAMP, timestamp.to_string().as_str()),
+            (webhook::HEADER_SIGNATURE, signature.as_str()),
+            ("x-edgejobs-job-id", job.id.as_str()),
+            ("x-edgejobs-attempt", job.attempt.to_string().as_str()),
+        ] {
+            ok &= headers.set(k, v).is_ok();
+        }
+        if !ok {
+            return Err(permanent("payload.headers holds a header name or value that HTTP does not allow".into()));
+        }
+        let mut init = RequestInit::new();
+        init.with_method(method.clone())
+            .with_headers(headers)
+            .with_redirect(RequestRedirect::Manual)
+            .with_body(body.clone().map(Into::into));
+        let req = Request::new_with_init(url.as_str(), &init)
+            .map_err(|e| permanent(format!("invalid webhook request: {e}")))?;
+        let resp = Fetch::Request(req).send().await.map_err(|e| Failure {
+            error: format!("webhook network error calling {}: {e}", redact_url(url.as_str())),
+            disposition: Disposition::Retryable,
+        })?;
+        let status = resp.status_code();
+        if (300..400).contains(&status)
+            && let Some(location) = resp.headers().get("location").ok().flatten()
+        {
+            if hop == MAX_REDIRECTS {
+                return Err(permanent(format!("webhook redirected more than {MAX_REDIRECTS} times")));
+            }
+            let next = url.join(&location).map_err(|_| permanent("webhook redirect to an invalid URL".into()))?;
+            url = check_url(next.as_str(), &cfg.outbound_allow)
+                .map_err(|e| permanent(format!("webhook redirect to {} refused: {e}", redact_url(next.as_str()))))?;
+            // 307 and 308 repeat the request; the others continue with a GET (as browsers do).
+            if !matches!(status, 307 | 308) {
+                method = Method::Get;
+                body = None;
+            }
+            continue;
+        }
+        let retry_after = resp.headers().get("retry-after").ok().flatten();
+        let text = read_capped(resp, MAX_ANSWER_BYTES).await;
+        return match webhook::classify(status, retry_after.as_deref()) {
+            None => Ok(Some(json!({ "status": status, "body": truncate(&text) }))),
+            Some(d) => {
+                Err(Failure { error: format!("webhook answered {status}: {}", truncate(&text)), disposition: d })
+            }
+        };
+    }
+    Err(permanent(format!("webhook redirected more than {MAX_REDIRECTS} times")))
+}
+
+/// An answer's body as text, read chunk by chunk and cut at `cap` bytes.
+async fn read_capped(mut resp: Response, cap: usize) -> String {
+    let mut out: Vec<u8> = Vec::new();
+    if let Ok(mut stream) = resp.stream() {
+        while let Some(Ok(chunk)) = stream.next().await {
+            let room = cap.saturating_sub(out.len());
+            out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if out.len() >= cap {
+                break;
+            }
         }
     }
-    ok &= set("content-type", "application/json");
-    ok &= set("user-agent", "edgejobs-webhook/1");
-    ok &= set("x-edgejobs-job-id", job.id.as_str());
-    ok &= set("x-edgejobs-attempt", &job.attempt.to_string());
-    ok &= set(SIGNATURE_HEADER, &webhook::signature(cfg.webhook_secret.expose(), now_ms() / 1000, &body));
-    if !ok {
-        return fail(
-            "payload.headers holds a header name or value that HTTP does not allow".into(),
-            Disposition::Permanent,
-        );
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
-    let req = match Request::new_with_init(url, &init) {
-        Ok(r) => r,
-        Err(e) => return fail(format!("invalid webhook request: {e}"), Disposition::Permanent),
-    };
-    let mut resp = match Fetch::Request(req).send().await {
-        Ok(r) => r,
-        Err(e) => return fail(format!("webhook network error: {e}"), Disposition::Retryable),
-    };
-    let status = resp.status_code();
-    let retry_after = resp.headers().get("retry-after").ok().flatten();
-    let text = resp.text().await.unwrap_or_default();
-    match webhook::classify(status, retry_after.as_deref()) {
-        None => Ok(Some(json!({ "status": status, "body": truncate(&text) }))),
-        Some(d) => fail(format!("webhook answered {status}: {}", truncate(&text)), d),
-    }
+    String::from_utf8_lossy(&out).into_owned()
 }

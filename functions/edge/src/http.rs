@@ -34,15 +34,16 @@ pub fn error(e: &ApiError) -> Result<Response> {
     json(e.status(), &e.body())
 }
 
-/// Reads a JSON body: 415 unless the content type is JSON, 413 past `MAX_BODY_BYTES`,
-/// 400 `invalid_json` when it does not parse.
+/// Reads a JSON body: 415 unless the content type is `application/json` (optionally with
+/// `charset=utf-8`), 413 past `MAX_BODY_BYTES` (also for a chunked body without a length:
+/// it is read in pieces and given up at the limit, never held whole), 400 `invalid_json`
+/// when it does not parse (serde_json also refuses nesting deeper than 128).
 pub async fn read_json(req: &mut Request) -> std::result::Result<Value, ApiError> {
     let ct = req.headers().get("content-type").ok().flatten().unwrap_or_default();
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence != "application/json" {
+    if !edgejobs_core::wire::is_json_content_type(&ct) {
         return Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
-            "send the body as 'Content-Type: application/json'",
+            "send the body as 'Content-Type: application/json' (charset utf-8 or none)",
         ));
     }
     if let Some(len) = req.headers().get("content-length").ok().flatten().and_then(|l| l.parse::<usize>().ok())
@@ -50,12 +51,28 @@ pub async fn read_json(req: &mut Request) -> std::result::Result<Value, ApiError
     {
         return Err(too_large(len));
     }
-    let bytes =
-        req.bytes().await.map_err(|_| ApiError::new(ErrorCode::InvalidJson, "could not read the request body"))?;
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(too_large(bytes.len()));
-    }
+    let bytes = read_capped(req).await?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}")))
+}
+
+/// The request body, read chunk by chunk up to `MAX_BODY_BYTES`.
+async fn read_capped(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> {
+    use futures_util::StreamExt as _;
+    let unreadable = || ApiError::new(ErrorCode::InvalidJson, "could not read the request body");
+    let mut stream = match req.stream() {
+        Ok(s) => s,
+        // No body at all.
+        Err(_) => return Ok(Vec::new()),
+    };
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| unreadable())?;
+        if out.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_large(out.len() + chunk.len()));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 fn too_large(len: usize) -> ApiError {

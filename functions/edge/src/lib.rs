@@ -12,6 +12,7 @@
 //! - [`handlers`]: the edge-lane job handlers (`noop`, `webhook`).
 //! - [`ratelimit`]: the per-key enqueue rate limit in Upstash.
 //! - [`tasks`]: the cron tasks: backups, restore, retention, the sweep.
+//! - [`view`]: what the public API shows of a job (header values redacted).
 //! - [`platform`]: the clock and the random source, the only impure inputs of the core.
 
 use worker::{Context, Env, MessageBatch, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
@@ -26,6 +27,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod shard;
 pub mod tasks;
+pub mod view;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {

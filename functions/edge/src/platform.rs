@@ -21,3 +21,14 @@ pub fn random_u64() -> u64 {
 pub fn random_unit() -> f64 {
     (random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
+
+/// A random 96-bit nonce (for sealing payload headers).
+pub fn random_nonce() -> [u8; 12] {
+    let mut buf = [0u8; 12];
+    if getrandom::fill(&mut buf).is_err() {
+        let (a, b) = (random_u64().to_le_bytes(), random_u64().to_le_bytes());
+        buf[..8].copy_from_slice(&a);
+        buf[8..].copy_from_slice(&b[..4]);
+    }
+    buf
+}

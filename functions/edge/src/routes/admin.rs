@@ -63,6 +63,31 @@ pub async fn verify(env: &Env, raw: &str) -> Out {
     respond(200, &json!({ "id": id, "valid": problems.is_empty(), "problems": problems, "rows": m.total_rows }))
 }
 
+/// `POST /v1/admin/webhook-secret` with `{"url": "..."}`: the Standard Webhooks secret
+/// (`whsec_...`) that receiver verifies its deliveries with. Each origin (scheme, host,
+/// port) has its own, derived from `WEBHOOK_SIGNING_SECRET`, so a delivery captured at one
+/// receiver does not verify at another.
+pub async fn webhook_secret(req: &mut Request, cfg: &EdgeConfig) -> Out {
+    let body = http::read_json(req).await?;
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
+    };
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "url") {
+        return Err(ApiError::field(k, "unknown field"));
+    }
+    let raw = obj
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::field("url", "is required (the receiver's URL)"))?;
+    let url = url::Url::parse(raw)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| ApiError::field("url", "must be an http:// or https:// URL"))?;
+    let origin = url.origin().ascii_serialization();
+    let master = edgejobs_core::webhook::master_key(cfg.webhook_secret.expose());
+    respond(200, &json!({ "origin": origin, "secret": edgejobs_core::webhook::receiver_secret(&master, &origin) }))
+}
+
 /// `POST /v1/admin/restore` with `{"backup": "<id>"}`: verifies, then replaces every
 /// shard's jobs with the backup's. A backup that fails verification is refused (409).
 pub async fn restore(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {

@@ -20,7 +20,7 @@ pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let pairs = query_pairs(req)?;
     let mut q = parse_list_params(
         pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &["type", "tag", "from", "to", "limit", "cursor"],
+        &["type", "tag", "from", "to", "limit", "cursor", "include"],
     )?;
     q.state = Some(JobState::Dead);
     fan_out_list(env, cfg, q).await
@@ -46,6 +46,11 @@ pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
         }
     };
     let (from_ms, to_ms) = (time("from")?, time("to")?);
+    if let (Some(f), Some(t)) = (from_ms, to_ms)
+        && f > t
+    {
+        return Err(ApiError::field("from", "must not be later than to"));
+    }
     let job_type = match obj.get("type") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),

@@ -10,6 +10,8 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use worker::{Env, Response, Result};
 
+use edgejobs_core::auth::Scope;
+
 use crate::config::QUEUE_BINDING;
 use crate::http;
 use crate::platform::now_ms;
@@ -34,21 +36,23 @@ pub struct Fetched {
     pub latency_ms: u64,
 }
 
-/// Reads every shard's and the stats object's numbers, concurrently.
-pub async fn fetch(env: &Env, shard_count: u16) -> Fetched {
+/// Reads every shard's and the stats object's numbers, concurrently; with `flush`, each
+/// first writes what it holds in memory.
+pub async fn fetch(env: &Env, shard_count: u16, flush: bool) -> Fetched {
     let t0 = now_ms();
     let names: Vec<String> = (0..shard_count).map(|s| format!("shard-{s}")).chain([shard::STATS.to_owned()]).collect();
-    let answers = join_all(names.iter().map(|n| shard::call_named(env, n, Stats {}))).await;
+    let answers = join_all(names.iter().map(|n| shard::call_named(env, n, Stats { flush }))).await;
     let latency_ms = now_ms() - t0;
     let mut parsed: Vec<Option<ShardStats>> = answers.into_iter().map(Result::ok).collect();
     let stats_object = parsed.pop().flatten();
     Fetched { shards: parsed, stats_object, latency_ms }
 }
 
-/// The result of every check: (status 0/1/2, body).
+/// The result of every check: (status 0/1/2, body). Reads only: a health check writes
+/// nothing.
 pub async fn evaluate(env: &Env) -> (u8, Value) {
     let cfg: Option<EdgeConfig> = crate::config::load(env).ok();
-    let fetched = fetch(env, cfg.as_ref().map_or(16, |c| c.shard_count)).await;
+    let fetched = fetch(env, cfg.as_ref().map_or(16, |c| c.shard_count), false).await;
     evaluate_with(env, cfg.as_ref(), &fetched).await
 }
 
@@ -102,9 +106,31 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
     (status as u8, body)
 }
 
-pub async fn health(env: &Env) -> Result<Response> {
-    let (status, body) = evaluate(env).await;
-    http::json(if status == 2 { 503 } else { 200 }, &body)
+thread_local! {
+    /// The last health result of this isolate: when, the status, the body.
+    static CACHED: std::cell::RefCell<Option<(u64, u8, Value)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// How old a health result an anonymous request may get.
+pub const ANONYMOUS_MAX_AGE_MS: u64 = 5_000;
+
+/// `GET /health` (public). An anonymous request gets a result at most 5 s old, so a flood
+/// of probes costs at most one round of checks per isolate every 5 s (17 reads and a PING);
+/// a request with any valid key gets fresh checks. Returns whether it was authenticated.
+pub async fn health(req: &worker::Request, env: &Env) -> Result<(Response, bool)> {
+    let authenticated = crate::config::load(env)
+        .is_ok_and(|cfg| [Scope::Jobs, Scope::Consumer].iter().any(|s| http::authorize(req, *s, &cfg).is_ok()));
+    let now = now_ms();
+    let cached = CACHED.with(|c| c.borrow().clone());
+    let (status, body) = match cached {
+        Some((at, status, body)) if !authenticated && now.saturating_sub(at) <= ANONYMOUS_MAX_AGE_MS => (status, body),
+        _ => {
+            let (status, body) = evaluate(env).await;
+            CACHED.with(|c| *c.borrow_mut() = Some((now_ms(), status, body.clone())));
+            (status, body)
+        }
+    };
+    http::json(if status == 2 { 503 } else { 200 }, &body).map(|r| (r, authenticated))
 }
 
 /// `GET /health/live`: the process answers; checks nothing else.

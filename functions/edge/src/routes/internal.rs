@@ -13,7 +13,7 @@ pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 /// `POST /v1/internal/jobs/{id}/events` with an event (`start`, `heartbeat`, `complete`,
 /// `fail`) naming its attempt. Answers the job (200), or 409 `stale_attempt`,
 /// `invalid_transition` or `job_cancelled` when the shard refuses the report.
-pub async fn event(req: &mut Request, env: &Env, raw_id: &str) -> Out {
+pub async fn event(req: &mut Request, env: &Env, cfg: &edgejobs_core::config::EdgeConfig, raw_id: &str) -> Out {
     let body = http::read_json(req).await?;
     let size = body.to_string().len();
     if size > MAX_RESULT_BYTES + 1024 {
@@ -27,6 +27,6 @@ pub async fn event(req: &mut Request, env: &Env, raw_id: &str) -> Out {
     if !event.is_consumer_report() {
         return Err(ApiError::field("event", "a consumer may report start, heartbeat, complete, fail or reclaim"));
     }
-    let id = parse_id(raw_id)?;
+    let id = parse_id(raw_id, cfg)?;
     respond(200, &super::jobs::apply_one(env, id, event).await?)
 }

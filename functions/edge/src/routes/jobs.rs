@@ -4,10 +4,10 @@ use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Event;
 use edgejobs_core::plan::JobEvent;
-use edgejobs_core::protocol::{Applied, ApplyMany, CreateMany, Get, List};
+use edgejobs_core::protocol::{Applied, ApplyMany, CreateMany, Get, GetMany, List, Listed};
 use edgejobs_core::ratelimit::Decision;
 use edgejobs_core::spec::parse_spec;
-use edgejobs_core::wire::{ListQuery, merge_pages, parse_list_params};
+use edgejobs_core::wire::{Include, ListQuery, merge_by, parse_list_params};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use futures_util::future::join_all;
 use serde_json::value::RawValue;
@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use worker::{Env, Request, Response};
 
 use crate::http;
-use crate::platform::{now_ms, random_u64};
+use crate::platform::{now_ms, random_nonce, random_u64};
 use crate::ratelimit;
 use crate::shard;
+use crate::view;
 
 pub type Out = std::result::Result<Response, ApiError>;
 
@@ -75,9 +76,14 @@ pub struct Prepared {
 pub fn prepare(cfg: &EdgeConfig, body: &Value, keyless: u16) -> std::result::Result<Prepared, ApiError> {
     let now = now_ms();
     let spec = parse_spec(body, now)?;
+    edgejobs_core::spec::check_outbound(&spec, &cfg.outbound_allow)?;
     let shard = shard_for(spec.idempotency_key.as_deref(), cfg.shard_count, keyless);
     let id = JobId::new(shard, now, random_u64());
-    Ok(Prepared { shard, job: spec.into_job(id, now).0 })
+    let mut job = spec.into_job(id, now).0;
+    // Header values are sealed before the job leaves the router: shards, backups and
+    // archives only ever see them encrypted.
+    edgejobs_core::seal::seal_headers(&mut job.payload, job.id.as_str(), &cfg.payload_keys, &mut random_nonce);
+    Ok(Prepared { shard, job })
 }
 
 /// A stored job's status (201 new, 200 existing) and its JSON as the shard wrote it.
@@ -104,7 +110,7 @@ pub async fn persist_many(env: &Env, cfg: &EdgeConfig, items: Vec<Prepared>) -> 
         match answer {
             Ok(created) => {
                 for (i, c) in idx.into_iter().zip(created) {
-                    out[i] = Ok((if c.created { 201 } else { 200 }, c.job));
+                    out[i] = Ok((if c.created { 201 } else { 200 }, view::raw(c.job)));
                 }
             }
             Err(e) => {
@@ -148,7 +154,7 @@ pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princi
     let answer = persist_many(env, cfg, vec![prepared]).await.pop();
     let (status, job) =
         answer.unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal, "no answer from the shard")))?;
-    with_limit_headers(respond(status, &job), decision)
+    with_limit_headers(respond(status, &view::raw(job)), decision)
 }
 
 /// `POST /v1/jobs/batch` with `{"jobs":[...]}` (1 to 100): every item is validated and
@@ -219,16 +225,23 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
 }
 
 /// Parses a job id from a path, answering 404 `job_not_found` for anything that is not one
-/// (a malformed id cannot name an existing job).
-pub fn parse_id(raw: &str) -> std::result::Result<JobId, ApiError> {
-    raw.parse().map_err(|_| ApiError::new(ErrorCode::JobNotFound, format!("no job with id {raw:?}")))
+/// (a malformed id cannot name an existing job) and for an id naming a shard this
+/// deployment does not have — refused here, so no Durable Object is ever created for it.
+pub fn parse_id(raw: &str, cfg: &EdgeConfig) -> std::result::Result<JobId, ApiError> {
+    let shown: String = raw.chars().take(64).collect();
+    let not_found = || ApiError::new(ErrorCode::JobNotFound, format!("no job with id {shown:?}"));
+    let id: JobId = raw.parse().map_err(|_| not_found())?;
+    if id.shard() >= cfg.shard_count {
+        return Err(not_found());
+    }
+    Ok(id)
 }
 
 /// `GET /v1/jobs/{id}`
-pub async fn get(env: &Env, raw_id: &str) -> Out {
-    let id = parse_id(raw_id)?;
+pub async fn get(env: &Env, cfg: &EdgeConfig, raw_id: &str) -> Out {
+    let id = parse_id(raw_id, cfg)?;
     let job = shard::call(env, id.shard(), Get { id }).await?;
-    respond(200, &job)
+    respond(200, &view::job(job))
 }
 
 /// Applies one event to one job and returns the job after it (or why it was refused).
@@ -242,33 +255,61 @@ pub async fn apply_one(env: &Env, id: JobId, event: Event) -> std::result::Resul
     }
 }
 
-async fn user_event(env: &Env, raw_id: &str, event: Event) -> Out {
-    let id = parse_id(raw_id)?;
-    respond(200, &apply_one(env, id, event).await?)
+async fn user_event(env: &Env, cfg: &EdgeConfig, raw_id: &str, event: Event) -> Out {
+    let id = parse_id(raw_id, cfg)?;
+    respond(200, &view::job(apply_one(env, id, event).await?))
 }
 
 /// `POST /v1/jobs/{id}/cancel`: a queued or scheduled job is cancelled at once; an active
 /// job is marked, and the report of its running attempt is refused.
-pub async fn cancel(env: &Env, raw_id: &str) -> Out {
-    user_event(env, raw_id, Event::Cancel).await
+pub async fn cancel(env: &Env, cfg: &EdgeConfig, raw_id: &str) -> Out {
+    user_event(env, cfg, raw_id, Event::Cancel).await
 }
 
 /// `POST /v1/jobs/{id}/retry`: replays a dead job as a new attempt series.
-pub async fn retry(env: &Env, raw_id: &str) -> Out {
-    user_event(env, raw_id, Event::Replay).await
+pub async fn retry(env: &Env, cfg: &EdgeConfig, raw_id: &str) -> Out {
+    user_event(env, cfg, raw_id, Event::Replay).await
 }
 
-/// Runs a listing over every shard and merges the pages, newest first.
+/// Runs a listing over every shard and merges the pages, newest first. Shards answer with
+/// summaries (at most a few KiB each, so a page stays small whatever the jobs hold); when
+/// payloads, results or metadata are asked for, the page's jobs (at most 20) are then read
+/// whole from their shards.
 pub async fn fan_out_list(env: &Env, cfg: &EdgeConfig, q: ListQuery) -> Out {
     let limit = q.limit;
-    let per_shard = ListQuery { limit: limit + 1, ..q };
+    let include = q.include;
+    let per_shard = ListQuery { limit: limit + 1, include: Include::default(), ..q };
     let calls = (0..cfg.shard_count).map(|s| shard::call(env, s, List { query: per_shard.clone() }));
     let mut pages = Vec::with_capacity(cfg.shard_count as usize);
     for r in join_all(calls).await {
         pages.push(r?);
     }
-    let (jobs, next) = merge_pages(pages, limit);
+    let (listed, next) = merge_by(pages, limit, |l: &Listed| (l.id.created_ms(), l.id.as_str()));
+    let jobs: Vec<Value> = if include.any() {
+        let mut by_shard: BTreeMap<u16, Vec<JobId>> = BTreeMap::new();
+        for l in &listed {
+            by_shard.entry(l.id.shard()).or_default().push(l.id.clone());
+        }
+        let calls = by_shard.into_iter().map(|(s, ids)| shard::call(env, s, GetMany { ids }));
+        let mut whole: BTreeMap<String, Box<RawValue>> = BTreeMap::new();
+        for r in join_all(calls).await {
+            for doc in r? {
+                if let Ok(head) = serde_json::from_str::<IdOnly>(doc.get()) {
+                    whole.insert(head.id, doc);
+                }
+            }
+        }
+        // A job deleted between the two reads (retention) is left out of the page.
+        listed.iter().filter_map(|l| whole.get(l.id.as_str()).and_then(|d| view::listed(d, include))).collect()
+    } else {
+        listed.iter().filter_map(|l| view::listed(&l.doc, include)).collect()
+    };
     respond(200, &json!({ "jobs": jobs, "next_cursor": next.map(|c| c.encode()) }))
+}
+
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    id: String,
 }
 
 /// Query pairs of a request, decoded.
@@ -282,7 +323,7 @@ pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let pairs = query_pairs(req)?;
     let q = parse_list_params(
         pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &["state", "type", "tag", "limit", "cursor"],
+        &["state", "type", "tag", "limit", "cursor", "include"],
     )?;
     fan_out_list(env, cfg, q).await
 }

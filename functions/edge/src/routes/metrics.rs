@@ -12,15 +12,18 @@ use worker::{Env, Request, Response, Result};
 use crate::http;
 use crate::platform::now_ms;
 
-fn authorized(req: &Request, env: &Env) -> std::result::Result<(), ApiError> {
-    let Ok(token) = env.secret("METRICS_TOKEN").map(|s| s.to_string()) else { return Ok(()) };
+/// Whether the scrape may proceed, and whether it carried a valid credential (the metrics
+/// token or an admin key). Without `METRICS_TOKEN` anyone may scrape, anonymously.
+fn authorized(req: &Request, env: &Env) -> std::result::Result<bool, ApiError> {
     let header = req.headers().get("authorization").ok().flatten().unwrap_or_default();
     let given = header.strip_prefix("Bearer ").unwrap_or("");
+    let admin = || crate::config::load(env).is_ok_and(|cfg| http::authorize(req, Scope::Admin, &cfg).is_ok());
+    let Ok(token) = env.secret("METRICS_TOKEN").map(|s| s.to_string()) else { return Ok(admin()) };
     if !given.is_empty() && constant_time_eq(given, &token) {
-        return Ok(());
+        return Ok(true);
     }
     let cfg = crate::config::load(env)?;
-    http::authorize(req, Scope::Admin, &cfg).map(|_| ()).map_err(|e| {
+    http::authorize(req, Scope::Admin, &cfg).map(|_| true).map_err(|e| {
         if e.code == ErrorCode::Forbidden {
             ApiError::new(ErrorCode::Unauthorized, "metrics need the metrics token")
         } else {
@@ -29,12 +32,25 @@ fn authorized(req: &Request, env: &Env) -> std::result::Result<(), ApiError> {
     })
 }
 
-pub async fn metrics(req: &Request, env: &Env) -> Result<Response> {
-    if let Err(e) = authorized(req, env) {
-        return http::error(&e);
-    }
+/// `GET /metrics`. An authenticated scrape first writes what this isolate and every shard
+/// hold in memory, so it is current; an anonymous one only reads (it writes nothing).
+/// Returns the answer and whether the scrape was authenticated.
+pub async fn metrics(req: &Request, env: &Env) -> Result<(Response, bool)> {
+    let authenticated = match authorized(req, env) {
+        Ok(a) => a,
+        Err(e) => return http::error(&e).map(|r| (r, false)),
+    };
+    scrape(req, env, authenticated).await.map(|r| (r, authenticated))
+}
+
+async fn scrape(req: &Request, env: &Env, flush: bool) -> Result<Response> {
     let cfg = crate::config::load(env).ok();
-    let fetched = super::health::fetch(env, cfg.as_ref().map_or(16, |c| c.shard_count)).await;
+    let shard_count = cfg.as_ref().map_or(16, |c| c.shard_count);
+    if flush {
+        let shard = (crate::platform::random_u64() % shard_count as u64) as u16;
+        let _ = crate::shard::call(env, shard, edgejobs_core::protocol::Record {}).await;
+    }
+    let fetched = super::health::fetch(env, shard_count, flush).await;
     // A partial scrape would make counters go backwards; refuse it instead.
     let Some(mut all) = fetched.shards.iter().cloned().collect::<Option<Vec<ShardStats>>>() else {
         return http::error(&ApiError::new(ErrorCode::Unavailable, "a shard did not answer; scrape again"));

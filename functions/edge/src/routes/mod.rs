@@ -33,6 +33,7 @@ enum Route<'a> {
     LatestBackup,
     VerifyBackup(&'a str),
     Restore,
+    WebhookSecret,
 }
 
 /// The route, the methods it allows, and the scope it needs (`None`: public).
@@ -56,6 +57,7 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method], Option<Scope>)> 
         ["v1", "admin", "backups", "latest"] => (Route::LatestBackup, &[Get], Some(Scope::Admin)),
         ["v1", "admin", "backups", id, "verify"] => (Route::VerifyBackup(id), &[Post], Some(Scope::Admin)),
         ["v1", "admin", "restore"] => (Route::Restore, &[Post], Some(Scope::Admin)),
+        ["v1", "admin", "webhook-secret"] => (Route::WebhookSecret, &[Post], Some(Scope::Admin)),
         _ => return None,
     })
 }
@@ -79,6 +81,7 @@ impl Route<'_> {
             Route::LatestBackup => "latest_backup",
             Route::VerifyBackup(_) => "verify_backup",
             Route::Restore => "restore",
+            Route::WebhookSecret => "webhook_secret",
         }
     }
 }
@@ -91,7 +94,7 @@ pub async fn handle(req: Request, env: Env, ctx: &worker::Context) -> Result<Res
     let route = resolve(&path).map_or("unknown", |(r, _, _)| r.name());
     crate::counters::invocation("fetch", route);
     let counted = req.method() == Method::Post && matches!(route, "jobs" | "batch");
-    let resp = route_request(req, env.clone()).await?;
+    let (resp, authenticated) = route_request(req, env.clone()).await?;
     if counted {
         let status = resp.status_code();
         crate::counters::add("edgejobs_enqueue_requests_total", &[("status", &status.to_string())], 1.0);
@@ -103,18 +106,37 @@ pub async fn handle(req: Request, env: Env, ctx: &worker::Context) -> Result<Res
     if limiter_errors > 0 {
         crate::counters::add("edgejobs_rate_limiter_errors_total", &[], limiter_errors as f64);
     }
-    let shard_count = crate::config::load(&env).map_or(16, |c| c.shard_count);
-    if let Some(flush) = crate::counters::flush_later(&env, shard_count) {
-        ctx.wait_until(flush);
+    // Only an authenticated request may lead to a write of its own (the flush): anonymous
+    // traffic costs no Durable Object write; its counts wait for a write that happens anyway.
+    if authenticated {
+        let shard_count = crate::config::load(&env).map_or(16, |c| c.shard_count);
+        if let Some(flush) = crate::counters::flush_later(&env, shard_count) {
+            ctx.wait_until(flush);
+        }
     }
     Ok(resp)
 }
 
-async fn route_request(mut req: Request, env: Env) -> Result<Response> {
+/// Answers a request; the flag says whether it carried a valid key.
+async fn route_request(req: Request, env: Env) -> Result<(Response, bool)> {
+    let anonymous = |r: Result<Response>| r.map(|resp| (resp, false));
     let path = req.path();
     let Some((route, methods, scope)) = resolve(&path) else {
-        return http::error(&ApiError::new(ErrorCode::NotFound, format!("no route for {path}")));
+        let shown: String = path.chars().take(200).collect();
+        return anonymous(http::error(&ApiError::new(ErrorCode::NotFound, format!("no route for {shown}"))));
     };
+    route_known(req, env, route, methods, scope).await
+}
+
+async fn route_known(
+    mut req: Request,
+    env: Env,
+    route: Route<'_>,
+    methods: &[Method],
+    scope: Option<Scope>,
+) -> Result<(Response, bool)> {
+    let anonymous = |r: Result<Response>| r.map(|resp| (resp, false));
+    let path = req.path();
     let method = req.method();
     if !methods.contains(&method) {
         let allow: Vec<&str> = methods.iter().map(|m| m.as_ref()).collect();
@@ -124,21 +146,21 @@ async fn route_request(mut req: Request, env: Env) -> Result<Response> {
         );
         let mut resp = http::error(&e)?;
         resp.headers_mut().set("allow", &allow.join(", "))?;
-        return Ok(resp);
+        return Ok((resp, false));
     }
     match route {
-        Route::Health => return health::health(&env).await,
-        Route::Live => return health::live(),
+        Route::Health => return health::health(&req, &env).await,
+        Route::Live => return anonymous(health::live()),
         Route::Metrics => return metrics::metrics(&req, &env).await,
         _ => {}
     }
     let cfg = match crate::config::load(&env) {
         Ok(c) => c,
-        Err(e) => return http::error(&e),
+        Err(e) => return anonymous(http::error(&e)),
     };
     let principal = match scope.map(|s| http::authorize(&req, s, &cfg)) {
         Some(Ok(p)) => Some(p),
-        Some(Err(e)) => return http::error(&e),
+        Some(Err(e)) => return anonymous(http::error(&e)),
         None => None,
     };
     let out = match (route, principal) {
@@ -147,9 +169,10 @@ async fn route_request(mut req: Request, env: Env) -> Result<Response> {
         (Route::Backups, _) if method == Method::Post => admin::start(&env, &cfg).await,
         (route, _) => dispatch(route, &mut req, &env, &cfg).await,
     };
+    let authenticated = scope.is_some();
     match out {
-        Ok(resp) => Ok(resp),
-        Err(e) => http::error(&e),
+        Ok(resp) => Ok((resp, authenticated)),
+        Err(e) => http::error(&e).map(|r| (r, authenticated)),
     }
 }
 
@@ -161,16 +184,17 @@ async fn dispatch(
 ) -> jobs::Out {
     match route {
         Route::Jobs => jobs::list(req, env, cfg).await,
-        Route::Job(id) => jobs::get(env, id).await,
-        Route::Cancel(id) => jobs::cancel(env, id).await,
-        Route::Retry(id) => jobs::retry(env, id).await,
+        Route::Job(id) => jobs::get(env, cfg, id).await,
+        Route::Cancel(id) => jobs::cancel(env, cfg, id).await,
+        Route::Retry(id) => jobs::retry(env, cfg, id).await,
         Route::Dead => dead::list(req, env, cfg).await,
         Route::DeadReplay => dead::replay(req, env, cfg).await,
-        Route::Events(id) => internal::event(req, env, id).await,
+        Route::Events(id) => internal::event(req, env, cfg, id).await,
         Route::Backups => admin::list(env).await,
         Route::LatestBackup => admin::latest(env).await,
         Route::VerifyBackup(id) => admin::verify(env, id).await,
         Route::Restore => admin::restore(req, env, cfg).await,
+        Route::WebhookSecret => admin::webhook_secret(req, cfg).await,
         Route::Health | Route::Live | Route::Metrics | Route::Batch => {
             Err(ApiError::new(ErrorCode::Internal, "route dispatch error"))
         }

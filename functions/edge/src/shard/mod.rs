@@ -106,13 +106,15 @@ impl DurableObject for JobShard {
             ShardRequest::Get(r) => reply(self.get(r)),
             ShardRequest::ApplyMany(r) => reply(self.apply_many(r).await),
             ShardRequest::List(r) => reply(self.list(r)),
+            ShardRequest::GetMany(r) => reply(self.get_many(r)),
             ShardRequest::ReplayDead(r) => reply(self.replay_dead(r).await),
             ShardRequest::HandoffMany(r) => reply(self.handoff_many(r)),
-            ShardRequest::Stats(_) => {
+            ShardRequest::Stats(r) if r.flush => {
                 // Write what is pending first, so the scrape is current.
                 self.write_now.set(true);
                 reply(self.commit(|_| Ok(())).and_then(|()| self.stats()))
             }
+            ShardRequest::Stats(_) => reply(self.stats()),
             ShardRequest::Export(r) => reply(self.export(r)),
             ShardRequest::Import(r) => reply(self.import(r).await),
             ShardRequest::RetentionTops(r) => reply(self.retention_tops(r)),

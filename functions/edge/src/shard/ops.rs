@@ -7,12 +7,13 @@ use std::collections::BTreeSet;
 use edgejobs_core::machine::Event;
 use edgejobs_core::plan::{self, JobEvent};
 use edgejobs_core::protocol::{
-    Applied, ApplyMany, CreateMany, Get, HandoffMany, List, ReplayDead, SetGauge, Stats, Stored,
+    Applied, ApplyMany, CreateMany, Get, GetMany, HandoffMany, List, Listed, ReplayDead, SetGauge, Stats, Stored,
 };
 use edgejobs_core::stats::ShardStats;
-use edgejobs_core::wire::Cursor;
+use edgejobs_core::wire::{Cursor, Include};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use worker::SqlStorageValue;
 
 use super::rounds::Turn;
@@ -108,7 +109,8 @@ impl JobShard {
             .collect())
     }
 
-    /// A page of this shard's jobs, newest first (the primary key is the creation order).
+    /// A page of this shard's job summaries, newest first (the primary key is the creation
+    /// order). The heavy parts are removed by SQLite, so they never reach this object.
     pub(super) fn list(&self, r: List) -> Out<List> {
         let q = r.query;
         let mut cond = vec!["1 = 1".to_owned()];
@@ -138,7 +140,45 @@ impl JobShard {
             binds.push(text(Cursor::bound_in_shard(c, self.shard.unwrap_or(0))));
         }
         binds.push(int(q.limit.min(MAX_LIST) as u64));
-        self.store.load_where(&format!("{} ORDER BY id DESC LIMIT ?", cond.join(" AND ")), binds)
+        let drop: Vec<String> = Include::default().dropped_paths().iter().map(|p| format!("'{p}'")).collect();
+        #[derive(Deserialize)]
+        struct Row {
+            id: String,
+            doc: String,
+        }
+        let rows: Vec<Row> = self.store.rows(
+            &format!(
+                "SELECT id, json_remove(doc, {}) AS doc FROM jobs WHERE {} ORDER BY id DESC LIMIT ?",
+                drop.join(", "),
+                cond.join(" AND ")
+            ),
+            binds,
+        )?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Listed { id: r.id.parse().map_err(internal)?, doc: RawValue::from_string(r.doc).map_err(internal)? })
+            })
+            .collect()
+    }
+
+    /// Whole jobs by id (those that exist), as stored.
+    pub(super) fn get_many(&self, r: GetMany) -> Out<GetMany> {
+        let mut out = Vec::new();
+        for chunk in r.ids.chunks(100) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            #[derive(Deserialize)]
+            struct Doc {
+                doc: String,
+            }
+            let rows: Vec<Doc> = self.store.rows(
+                &format!("SELECT doc FROM jobs WHERE id IN ({marks})"),
+                chunk.iter().map(|id| text(id.as_str())).collect(),
+            )?;
+            for d in rows {
+                out.push(RawValue::from_string(d.doc).map_err(internal)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Replays up to `limit` dead jobs, oldest death first, in one transaction.
@@ -239,6 +279,7 @@ impl JobShard {
             jobs: jobs.into_iter().map(|j| (j.state, j.job_type, j.n as u64)).collect(),
             oldest_queued_ms: oldest.first().and_then(|o| o.oldest).map(|v| v as u64),
             gauges: gauges.into_iter().map(|g| (g.name, g.value)).collect(),
+            shard: self.shard,
         })
     }
 }

@@ -112,8 +112,14 @@ pub async fn verify(env: &Env, id: &str) -> Result<(Manifest, Vec<String>), ApiE
     Ok((m, problems))
 }
 
-/// Every backup id with whether it has a manifest, oldest first.
+/// Every backup id with its manifest (`None`: incomplete), oldest first. A backup whose
+/// manifest could not be read is left out: not knowing is not "invalid".
 pub async fn list(env: &Env) -> Result<Vec<(String, Option<Manifest>)>, ApiError> {
+    Ok(list_all(env).await?.into_iter().filter_map(|(id, m)| m.ok().map(|m| (id, m))).collect())
+}
+
+/// Every backup id with its manifest, or the error reading it, oldest first.
+pub async fn list_all(env: &Env) -> Result<Vec<(String, Result<Option<Manifest>, ApiError>)>, ApiError> {
     let b = bucket(env)?;
     let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
@@ -135,7 +141,7 @@ pub async fn list(env: &Env) -> Result<Vec<(String, Option<Manifest>)>, ApiError
     }
     ids.sort();
     let manifests = join_all(ids.iter().map(|id| manifest(env, id))).await;
-    Ok(ids.into_iter().zip(manifests).map(|(id, m)| (id, m.ok().flatten())).collect())
+    Ok(ids.into_iter().zip(manifests).collect())
 }
 
 /// Restores every shard from a backup, after verifying it: each shard's parts in order,
@@ -171,11 +177,17 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
 }
 
 /// Deletes backups past retention (`BACKUP_RETENTION`, default 7 days), never the newest
-/// valid one.
+/// valid one, and never one whose manifest could not be read (a read error says nothing
+/// about the backup; the next run decides). Such backups are logged.
 pub async fn backup_retention(env: &Env) -> Result<Vec<String>, ApiError> {
     let keep = duration(env, "BACKUP_RETENTION", 7 * 86_400_000);
-    let all = list(env).await?;
-    let flags: Vec<(String, bool)> = all.iter().map(|(id, m)| (id.clone(), m.is_some())).collect();
+    let all = list_all(env).await?;
+    let unreadable: Vec<&String> = all.iter().filter(|(_, m)| m.is_err()).map(|(id, _)| id).collect();
+    if !unreadable.is_empty() {
+        log("warn", "backup manifests could not be read; those backups are kept", json!({ "backups": unreadable }));
+    }
+    let flags: Vec<(String, bool)> =
+        all.iter().filter_map(|(id, m)| m.as_ref().ok().map(|m| (id.clone(), m.is_some()))).collect();
     let doomed = backup::to_delete(&flags, now_ms(), keep);
     let b = bucket(env)?;
     for id in &doomed {

@@ -58,7 +58,10 @@ pub async fn scheduled(cron: &str, env: &Env) {
     if cron.trim() == backup_cron.trim() {
         match run_backup(env, &cfg).await {
             Ok(m) => log("info", "scheduled backup done", json!({ "cron": cron, "backup": m.id })),
-            Err(e) => log("error", "scheduled backup failed", json!({ "cron": cron, "error": e.message })),
+            Err(e) => {
+                crate::counters::add("edgejobs_cron_failures_total", &[("step", "backup")], 1.0);
+                log("error", "scheduled backup failed", json!({ "cron": cron, "error": e.message }))
+            }
         }
         return;
     }
@@ -68,7 +71,10 @@ pub async fn scheduled(cron: &str, env: &Env) {
     let backups = backup::backup_retention(env).await;
     let step = |name: &str, r: Result<Value, ApiError>| match r {
         Ok(v) => log("info", "scheduled step done", json!({ "cron": cron, "step": name, "result": v })),
-        Err(e) => log("error", "scheduled step failed", json!({ "cron": cron, "step": name, "error": e.message })),
+        Err(e) => {
+            crate::counters::add("edgejobs_cron_failures_total", &[("step", name)], 1.0);
+            log("error", "scheduled step failed", json!({ "cron": cron, "step": name, "error": e.message }))
+        }
     };
     step("sweep", swept.map(|s| json!({ "resent": s.resent, "timed_out": s.timed_out, "complete": s.complete })));
     step("job_retention", retention.map(|(deleted, archived)| json!({ "deleted": deleted, "archived": archived })));
