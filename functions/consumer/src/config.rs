@@ -93,6 +93,22 @@ pub struct Config {
     /// Sentry DSN; errors are sent to Sentry when set [default: none].
     #[arg(long, env = "SENTRY_DSN", hide_env_values = true)]
     pub sentry_dsn: Option<String>,
+    /// Private addresses handlers may call (http.request, the LLM API): hosts, IPs and CIDR
+    /// networks, each with an optional :port, comma-separated [default: none, only public
+    /// addresses].
+    #[arg(long, env = "EDGEJOBS_OUTBOUND_ALLOW", default_value = "")]
+    pub outbound_allow: String,
+    /// Fixed answers for names, `name=ip[+ip],...`, like curl's --resolve (still checked
+    /// against the outbound rules) [default: none, the system resolver].
+    #[arg(long, env = "EDGEJOBS_RESOLVE", default_value = "")]
+    pub resolve: String,
+    /// The keys that open sealed `payload.headers` values: the edge's PAYLOAD_ENCRYPTION_KEYS
+    /// (secret) [default: none; jobs with headers then fail].
+    #[arg(long, env = "EDGEJOBS_PAYLOAD_KEYS", hide_env_values = true)]
+    pub payload_keys: Option<String>,
+    /// Most bytes of an answer a handler reads; the rest is never read.
+    #[arg(long, env = "EDGEJOBS_MAX_RESPONSE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_response_bytes: usize,
 }
 
 /// The checked settings.
@@ -117,6 +133,9 @@ pub struct Settings {
     pub llm_base_url: String,
     pub llm_api_key: Option<Secret>,
     pub llm_model: String,
+    pub outbound: std::sync::Arc<crate::outbound::Guard>,
+    pub payload_keys: Option<edgejobs_core::seal::Keys>,
+    pub max_response_bytes: usize,
 }
 
 impl Config {
@@ -151,6 +170,27 @@ impl Config {
                 _ => errors.push(format!("EDGEJOBS_UPSTREAM_LIMITS: {part:?} must look like name=10/1s")),
             }
         }
+        let allow = edgejobs_core::outbound::Allow::parse(&self.outbound_allow).unwrap_or_else(|e| {
+            errors.push(format!("EDGEJOBS_OUTBOUND_ALLOW: {e}"));
+            Default::default()
+        });
+        let fixed = crate::outbound::Guard::parse_fixed(&self.resolve).unwrap_or_else(|e| {
+            errors.push(format!("EDGEJOBS_RESOLVE: {e}"));
+            Default::default()
+        });
+        if let Err(e) = edgejobs_core::outbound::check_url(&self.llm_base_url, &allow) {
+            errors.push(format!("EDGEJOBS_LLM_BASE_URL: {e} (add it to EDGEJOBS_OUTBOUND_ALLOW)"));
+        }
+        let payload_keys = match self.payload_keys.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+            None => None,
+            Some(k) => edgejobs_core::seal::Keys::parse(k).map(Some).unwrap_or_else(|e| {
+                errors.push(format!("EDGEJOBS_PAYLOAD_KEYS: {e}"));
+                None
+            }),
+        };
+        if self.max_response_bytes == 0 || self.max_response_bytes > 64 * 1024 * 1024 {
+            errors.push("EDGEJOBS_MAX_RESPONSE_BYTES: must be from 1 to 67108864".to_owned());
+        }
         let name = self.name.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_owned())
@@ -180,6 +220,9 @@ impl Config {
             llm_base_url: self.llm_base_url.clone(),
             llm_api_key: self.llm_api_key.clone().filter(|k| !k.trim().is_empty()).map(Secret::new),
             llm_model: self.llm_model.clone(),
+            outbound: std::sync::Arc::new(crate::outbound::Guard { allow, fixed }),
+            payload_keys,
+            max_response_bytes: self.max_response_bytes,
         })
     }
 }
@@ -234,6 +277,18 @@ mod tests {
         .settings()
         .expect_err("invalid");
         assert_eq!(errs.len(), 4, "{errs:?}");
+        let errs = parse(&["--llm-base-url", "http://169.254.169.254/v1", "--outbound-allow", "nonsense:x"])
+            .expect("parses")
+            .settings()
+            .expect_err("invalid");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            parse(&["--llm-base-url", "http://127.0.0.1:4000/v1", "--outbound-allow", "127.0.0.1:4000"])
+                .expect("parses")
+                .settings()
+                .is_ok(),
+            "the allow-list opens the LLM fake of the tests"
+        );
         let s = parse(&["--upstream-limits", "llm=5/1s, api.example.com=20/10s"])
             .expect("parses")
             .settings()

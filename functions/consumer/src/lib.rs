@@ -10,6 +10,7 @@
 //! - [`edge`]: reports to the edge.
 //! - [`handlers`]: the [`handlers::Handler`] trait, the registry and the built-ins.
 //! - [`upstreams`]: token buckets and 429 pauses per upstream.
+//! - [`outbound`]: the guarded HTTP client of the handlers (no private addresses).
 //! - [`metrics`]: counters and gauges for `/metrics`.
 //! - [`run`] runs it all; [`app`] is the HTTP routes, testable without a server.
 
@@ -29,6 +30,7 @@ pub mod config;
 pub mod edge;
 pub mod handlers;
 pub mod metrics;
+pub mod outbound;
 pub mod stream;
 pub mod upstreams;
 pub mod worker;
@@ -40,8 +42,11 @@ use worker::Worker;
 
 /// Builds the worker from settings and a handler registry.
 pub fn worker(settings: Settings, registry: Registry) -> anyhow::Result<Arc<Worker>> {
-    let http =
+    // Two clients: the system's own traffic (the edge) and the guarded one handlers use for
+    // requests made for a user, which never connects inside a private network unless allowed.
+    let system =
         reqwest::Client::builder().user_agent(concat!("edgejobs-consumer/", env!("CARGO_PKG_VERSION"))).build()?;
+    let http = outbound::client(std::sync::Arc::clone(&settings.outbound))?;
     let mut upstash = edgejobs_upstash::Client::new(
         edgejobs_upstash::Credentials { url: settings.upstash_url.clone(), token: settings.upstash_token.clone() },
         edgejobs_upstash::transport::ReqwestTransport::new(),
@@ -54,7 +59,7 @@ pub fn worker(settings: Settings, registry: Registry) -> anyhow::Result<Arc<Work
         me: settings.name.clone(),
     };
     Ok(Arc::new(Worker {
-        edge: edge::Edge::new(&settings.edge_url, settings.consumer_token.clone(), http.clone()),
+        edge: edge::Edge::new(&settings.edge_url, settings.consumer_token.clone(), system),
         upstreams: Arc::new(upstreams::Upstreams::new(settings.upstream_limits.clone())),
         metrics: Arc::new(metrics::Metrics::default()),
         registry,

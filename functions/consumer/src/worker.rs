@@ -32,6 +32,7 @@ pub struct Worker {
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
     pub upstreams: Arc<Upstreams>,
+    /// The guarded client handlers use (requests made for a user).
     pub http: reqwest::Client,
 }
 
@@ -216,6 +217,9 @@ impl Worker {
             upstreams: Arc::clone(&self.upstreams),
             metrics: Arc::clone(&self.metrics),
             http: self.http.clone(),
+            outbound: std::sync::Arc::clone(&self.settings.outbound),
+            payload_keys: self.settings.payload_keys.clone(),
+            max_response_bytes: self.settings.max_response_bytes,
         };
         let result = match tokio::time::timeout(timeout, handler.run(&ctx)).await {
             Ok(r) => r,

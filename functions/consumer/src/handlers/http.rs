@@ -1,10 +1,13 @@
 //! `http.request`: one long HTTP call. Payload `{url, method?, headers?, body?}`; the body is
 //! sent as JSON. 2xx completes; 408/429/5xx and network errors are retried (429 also pauses
-//! the host for its Retry-After); other statuses are permanent.
+//! the host for its Retry-After); other statuses are permanent. The URL (and each redirect)
+//! must pass the outbound rules; sealed header values are opened here and nowhere else; the
+//! answer is read up to the configured cap; errors name the URL without its query.
 
+use edgejobs_core::outbound::redact_url;
 use serde_json::{Value, json};
 
-use super::{Handler, HandlerError, JobCtx, retry_after};
+use super::{Handler, HandlerError, JobCtx, read_capped, retry_after, send_error};
 
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequest;
@@ -16,17 +19,21 @@ impl Handler for HttpRequest {
     async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
         let p = &ctx.job.payload;
         let url = p.get("url").and_then(Value::as_str).unwrap_or_default();
-        let parsed = reqwest::Url::parse(url).map_err(|e| HandlerError::Permanent(format!("payload.url: {e}")))?;
+        let parsed = ctx
+            .outbound
+            .check(url)
+            .await
+            .map_err(|e| HandlerError::Permanent(format!("payload.url {} refused: {e}", redact_url(url))))?;
         let host = parsed.host_str().unwrap_or("unknown").to_owned();
+        let headers = edgejobs_core::seal::open_headers(p, ctx.job.id.as_str(), ctx.payload_keys.as_ref())
+            .map_err(|e| HandlerError::Permanent(format!("payload.headers: {e}")))?;
         let method = p.get("method").and_then(Value::as_str).unwrap_or("POST").to_ascii_uppercase();
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| HandlerError::Permanent("payload.method".into()))?;
         ctx.upstreams.acquire(&host, &ctx.metrics, &ctx.cancel).await;
         let mut req = ctx.http.request(method, parsed).timeout(ctx.remaining());
-        if let Some(h) = p.get("headers").and_then(Value::as_object) {
-            for (k, v) in h {
-                req = req.header(k, v.as_str().unwrap_or_default());
-            }
+        for (k, v) in &headers {
+            req = req.header(k, v);
         }
         if let Some(body) = p.get("body") {
             req = req.json(body);
@@ -35,12 +42,12 @@ impl Handler for HttpRequest {
             .header("x-edgejobs-job-id", ctx.job.id.as_str())
             .header("x-edgejobs-attempt", ctx.job.attempt.to_string());
         let resp = tokio::select! {
-            r = req.send() => r.map_err(|e| HandlerError::Retryable(format!("network error: {e}")))?,
+            r = req.send() => r.map_err(|e| send_error(url, e))?,
             _ = ctx.cancel.cancelled() => return Err(HandlerError::Retryable("interrupted".into())),
         };
         let status = resp.status().as_u16();
         let wait = retry_after(resp.headers());
-        let text = resp.text().await.unwrap_or_default();
+        let text = read_capped(resp, ctx.max_response_bytes).await;
         let kept: String = text.chars().take(KEPT).collect();
         match edgejobs_core::webhook::classify(status, None) {
             None => Ok(json!({ "status": status, "body": kept })),

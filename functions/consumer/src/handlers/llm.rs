@@ -59,7 +59,8 @@ impl Handler for LlmChat {
             let status = resp.status().as_u16();
             let wait = retry_after(resp.headers());
             tracing::debug!(job = %ctx.job.id, status, ?wait, "llm answered");
-            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+            let answer: Value =
+                serde_json::from_str(&super::read_capped(resp, ctx.max_response_bytes).await).unwrap_or(Value::Null);
             match status {
                 200..=299 => return parse_answer(&answer, model),
                 429 => {

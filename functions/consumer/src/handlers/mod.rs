@@ -60,7 +60,14 @@ pub struct JobCtx {
     pub deadline: Instant,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
+    /// The guarded client for requests made for the job's user (see [`crate::outbound`]).
     pub http: reqwest::Client,
+    /// The outbound rules, to check a URL before a request.
+    pub outbound: Arc<crate::outbound::Guard>,
+    /// The keys that open sealed `payload.headers` values.
+    pub payload_keys: Option<edgejobs_core::seal::Keys>,
+    /// Most bytes of an answer to read.
+    pub max_response_bytes: usize,
 }
 
 impl JobCtx {
@@ -115,6 +122,42 @@ impl Registry {
 
     pub fn get(&self, job_type: &str) -> Option<Arc<dyn Handler>> {
         self.handlers.get(job_type).cloned()
+    }
+}
+
+/// Reads an answer's body up to `cap` bytes (the rest is never read) as text.
+pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> String {
+    let mut out: Vec<u8> = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = cap.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= cap {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Turns a failed send into a handler error: a refused redirect is permanent (retrying meets
+/// the same refusal), anything else is retried. The message names `url` without its query and
+/// walks the error's causes (reqwest's own text alone says only "error following redirect").
+pub fn send_error(url: &str, e: reqwest::Error) -> HandlerError {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    let url = edgejobs_core::outbound::redact_url(url);
+    if e.is_redirect() {
+        HandlerError::Permanent(format!("calling {url}: {text}"))
+    } else {
+        HandlerError::Retryable(format!("network error calling {url}: {text}"))
     }
 }
 
