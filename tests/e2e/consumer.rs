@@ -145,19 +145,20 @@ fn consumer(stack: &mut Stack, env: &[(&str, &str)]) -> anyhow::Result<usize> {
 
 fn kill_9_mid_job_is_taken_over_after_the_lease(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.with_fault_stack(|stack| {
-        let hooks = Hooks::start()?;
-        let url = hooks.script("/slow", vec![Reply::status(200).delay(Duration::from_secs(6)), Reply::status(200)]);
+        let hooks = &ctx.hooks;
+        let slow = format!("/{}", crate::util::unique("slow"));
+        let url = hooks.script(&slow, vec![Reply::status(200).delay(Duration::from_secs(6)), Reply::status(200)]);
         let a = consumer(stack, &[])?;
         let id =
             enqueue_on(ctx, stack, &json!({ "type": "http.request", "payload": { "url": url, "body": { "n": 1 } } }))?;
-        ensure(wait_until(WAIT, || hooks.received("/slow").len() == 1), || "consumer A called the upstream".into())?;
+        ensure(wait_until(WAIT, || hooks.received(&slow).len() == 1), || "consumer A called the upstream".into())?;
         stack.kill_consumer(a);
         let b = consumer(stack, &[])?;
         let job = wait_on(ctx, stack, &id, "completed")?;
         ensure(job["attempt"] == 2, || format!("taken over as attempt 2: {job}"))?;
         std::thread::sleep(Duration::from_secs(2));
-        ensure(hooks.received("/slow").len() == 2, || {
-            format!("two executions, no more: {}", hooks.received("/slow").len())
+        ensure(hooks.received(&slow).len() == 2, || {
+            format!("two executions, no more: {}", hooks.received(&slow).len())
         })?;
         let page = ctx.http.get(format!("{}/metrics", stack.consumer_url(b))).send()?.text()?;
         ensure(metric(&page, "edgejobs_consumer_reclaims_total").unwrap_or(0.0) >= 1.0, || {
@@ -191,12 +192,13 @@ fn sigterm_drains_in_flight_jobs(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn two_consumers_share_the_stream_without_double_runs(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.with_fault_stack(|stack| {
-        let hooks = Hooks::start()?;
+        let hooks = &ctx.hooks;
+        let share = crate::util::unique("share");
         let a = consumer(stack, &[("EDGEJOBS_CONCURRENCY", "4")])?;
         let b = consumer(stack, &[("EDGEJOBS_CONCURRENCY", "4")])?;
         let mut jobs = Vec::new();
         for i in 0..16 {
-            let path = format!("/share-{i}");
+            let path = format!("/{share}-{i}");
             let url = hooks.script(&path, vec![Reply::status(200).delay(Duration::from_millis(300))]);
             jobs.push((path, enqueue_on(ctx, stack, &json!({ "type": "http.request", "payload": { "url": url } }))?));
         }

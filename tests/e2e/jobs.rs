@@ -4,7 +4,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use edgejobs_core::time::parse_rfc3339;
-use edgejobs_core::webhook;
 use edgejobs_tests::hooks::Reply;
 use serde_json::{Value, json};
 
@@ -246,10 +245,35 @@ fn webhook_retries_with_backoff_then_completes(ctx: &Ctx) -> anyhow::Result<()> 
     ensure(job["result"]["status"] == 200, || format!("result: {job}"))?;
     let got = ctx.hooks.received(&path);
     ensure(got.len() == 3, || format!("target saw {} requests", got.len()))?;
+    // The receiver verifies with the Standard Webhooks library, using the secret an admin
+    // reads for its origin; another receiver's secret does not verify.
+    let secret = |url: &str| -> anyhow::Result<String> {
+        let r = ctx.send(
+            ctx.http.post(ctx.url("/v1/admin/webhook-secret")).bearer_auth(&ctx.admin_key).json(&json!({ "url": url })),
+        )?;
+        ensure(r.status == 200, || format!("webhook-secret: {} {}", r.status, r.body))?;
+        Ok(r.body["secret"].as_str().unwrap_or_default().to_owned())
+    };
+    let receiver = standardwebhooks::Webhook::new(&secret(&url)?).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let other = standardwebhooks::Webhook::new(&secret("https://elsewhere.example/hook")?)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     for (i, req) in got.iter().enumerate() {
         ensure(req.body == r#"{"order":42}"#, || format!("body: {}", req.body))?;
-        let sig = req.headers.get("x-edgejobs-signature").cloned().unwrap_or_default();
-        ensure(webhook::verify(&ctx.webhook_secret, &sig, &req.body), || format!("signature {sig:?} does not verify"))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (k, v) in &req.headers {
+            if let (Ok(k), Ok(v)) =
+                (reqwest::header::HeaderName::from_bytes(k.as_bytes()), reqwest::header::HeaderValue::from_str(v))
+            {
+                headers.insert(k, v);
+            }
+        }
+        ensure(receiver.verify(req.body.as_bytes(), &headers).is_ok(), || {
+            format!("the Standard Webhooks library refuses delivery {i}: {:?}", req.headers)
+        })?;
+        ensure(other.verify(req.body.as_bytes(), &headers).is_err(), || "another receiver's secret verifies".into())?;
+        ensure(req.headers.get("webhook-id") == Some(&format!("{id}_{}", i + 1)), || {
+            format!("webhook-id is the job id and attempt: {:?}", req.headers)
+        })?;
         ensure(req.headers.get("x-edgejobs-attempt").map(String::as_str) == Some(&(i + 1).to_string()), || {
             format!("attempt header: {:?}", req.headers)
         })?;

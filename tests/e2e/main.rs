@@ -6,6 +6,8 @@
 //! and the closing summary are cargo test's.
 
 mod consumer;
+mod examples;
+mod hostile;
 mod jobs;
 mod observability;
 mod operations;
@@ -23,8 +25,17 @@ use util::Ctx;
 fn main() {
     let args = Arguments::from_args();
     let listing = args.list;
-    let tests: Vec<util::Test> =
-        [jobs::TESTS, upstash::TESTS, consumer::TESTS, observability::TESTS, operations::TESTS, races::TESTS].concat();
+    let tests: Vec<util::Test> = [
+        jobs::TESTS,
+        upstash::TESTS,
+        consumer::TESTS,
+        observability::TESTS,
+        operations::TESTS,
+        races::TESTS,
+        hostile::TESTS,
+        examples::TESTS,
+    ]
+    .concat();
     if listing {
         let trials = tests.into_iter().map(|(name, _)| Trial::test(name, || Ok(()))).collect();
         libtest_mimic::run(&args, trials).exit();
@@ -37,6 +48,24 @@ fn main() {
                 std::process::exit(1);
             }
         };
+    // The webhook target and the LLM fake start first: the stacks open exactly their
+    // loopback ports for outbound requests, nothing broader.
+    let hooks = match edgejobs_tests::hooks::Hooks::start() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("could not start the webhook target: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    // The port examples/webhook-receiver listens on when its test runs (opened outbound).
+    let receiver_port = match edgejobs_tests::proc::free_port() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("no free port: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let outbound_allow = util::outbound_allow(&hooks, &llm, &[receiver_port]);
     let consumer_env = util::consumer_env(&llm);
     let state_dir = std::env::temp_dir().join(format!("edgejobs-e2e-{}", std::process::id()));
     let opts = StackOptions {
@@ -48,6 +77,7 @@ fn main() {
         vars: Vec::new(),
         consumer_env,
         profile: Profile::default(),
+        outbound_allow: outbound_allow.clone(),
     };
     let stack = match Stack::start(opts) {
         Ok(s) => s,
@@ -56,7 +86,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let ctx = Arc::new(Ctx::new(&stack, llm));
+    let ctx = Arc::new(Ctx::new(&stack, llm, hooks, receiver_port));
     let trials = tests
         .into_iter()
         .map(|(name, f)| {

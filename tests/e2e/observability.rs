@@ -160,8 +160,10 @@ fn a_real_prometheus_reads_back_what_was_enqueued(ctx: &Ctx) -> anyhow::Result<(
             .arg(format!("--web.listen-address=127.0.0.1:{port}"));
         let mut prom = Proc::spawn("prometheus", cmd, &dir.join("prometheus.log"))?;
         let api = format!("http://127.0.0.1:{port}/api/v1/query");
-        let hooks = edgejobs_tests::hooks::Hooks::start()?;
-        let url = hooks.script("/p", vec![edgejobs_tests::hooks::Reply::status(200)]);
+        let url = ctx.hooks.script(
+            &format!("/{}", crate::util::unique("prom")),
+            vec![edgejobs_tests::hooks::Reply::status(200)],
+        );
         for _ in 0..7 {
             let r = ctx.send(
                 ctx.http

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use edgejobs_tests::hooks::{Hooks, Reply};
+use edgejobs_tests::hooks::Reply;
 use edgejobs_tests::proc::wait_until;
 use edgejobs_tests::stack::Stack;
 use serde_json::{Value, json};
@@ -117,8 +117,7 @@ fn double_fired_backup_cron_yields_complete_backups(ctx: &Ctx) -> anyhow::Result
 
 fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.with_fault_stack(|stack| {
-        let hooks = Hooks::start()?;
-        let bad = hooks.script("/reject", vec![Reply::status(400)]);
+        let bad = ctx.hooks.script(&format!("/{}", crate::util::unique("reject")), vec![Reply::status(400)]);
         let mut ids = Vec::new();
         // Every state, spread over shards (ids land on random shards).
         for _ in 0..3 {
@@ -202,8 +201,7 @@ fn retention_archives_and_deletes_jobs_and_old_backups(ctx: &Ctx) -> anyhow::Res
         let result = (|| -> anyhow::Result<()> {
             let key = stack.secrets.admin_key.clone();
             // Jobs of a type nothing else on this stack completes: only ours count.
-            let hooks = Hooks::start()?;
-            let ok = hooks.script("/ok", vec![Reply::status(200)]);
+            let ok = ctx.hooks.script(&format!("/{}", crate::util::unique("ok")), vec![Reply::status(200)]);
             let mut ids = Vec::new();
             for _ in 0..5 {
                 let id = enqueue_on(ctx, stack, &json!({ "type": "webhook", "payload": { "url": ok } }))?;

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use edgejobs_tests::hooks::{Hooks, Reply};
+use edgejobs_tests::hooks::Reply;
 use edgejobs_tests::proc::wait_until;
 use edgejobs_tests::stack::Stack;
 use serde_json::{Value, json};
@@ -93,9 +93,9 @@ fn grown(ctx: &Ctx, stack: &Stack, name: &str, before: f64) -> f64 {
 }
 
 fn alarm_race(ctx: &Ctx, stack: &Stack) -> anyhow::Result<()> {
-    let hooks = Hooks::start()?;
-    let url = hooks.script("/race", vec![Reply::status(200)]);
     let tag = unique("alarm-race");
+    let path = format!("/{tag}");
+    let url = ctx.hooks.script(&path, vec![Reply::status(200)]);
     let due_in = Duration::from_millis(2500);
     let due_at = Instant::now() + due_in;
     let run_at = edgejobs_core::time::format_rfc3339(
@@ -117,7 +117,7 @@ fn alarm_race(ctx: &Ctx, stack: &Stack) -> anyhow::Result<()> {
     ensure(all_final, || "every job of the alarm race reached a final state".into())?;
     let refused_now = grown(ctx, stack, refused, refused0);
     let ran: BTreeSet<String> =
-        hooks.received("/race").iter().filter_map(|r| r.headers.get("x-edgejobs-job-id").cloned()).collect();
+        ctx.hooks.received(&path).iter().filter_map(|r| r.headers.get("x-edgejobs-job-id").cloned()).collect();
     eprintln!(
         "alarm race: {} of {} cancels won, {} jobs ran, {} deliveries refused at start",
         cancelled.len(),

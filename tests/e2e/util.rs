@@ -22,7 +22,6 @@ pub struct Ctx {
     pub api_key: String,
     pub admin_key: String,
     pub consumer_token: String,
-    pub webhook_secret: String,
     pub limited_key: String,
     pub upstash_url: String,
     pub upstash_token: String,
@@ -36,6 +35,12 @@ pub struct Ctx {
     pub consumer_env: Vec<(String, String)>,
     pub llm: FakeLlm,
     fault_dir: PathBuf,
+    /// What the stacks may reach outbound: the webhook target and the LLM fake.
+    pub outbound_allow: String,
+    /// A free loopback port inside the allow-list, for `examples/webhook-receiver`.
+    pub receiver_port: u16,
+    /// The shared stack's state directory (logs of what tests start go under `logs/`).
+    pub state_dir: PathBuf,
 }
 
 /// A response, read whole.
@@ -54,18 +59,17 @@ impl Resp {
 }
 
 impl Ctx {
-    pub fn new(stack: &Stack, llm: FakeLlm) -> Ctx {
+    pub fn new(stack: &Stack, llm: FakeLlm, hooks: Hooks, receiver_port: u16) -> Ctx {
         Ctx {
             edge: stack.edge_url.clone(),
             api_key: stack.secrets.api_key.clone(),
             admin_key: stack.secrets.admin_key.clone(),
             consumer_token: stack.secrets.consumer_token.clone(),
-            webhook_secret: stack.secrets.webhook_secret.clone(),
             limited_key: stack.secrets.limited_key.clone().unwrap_or_default(),
             upstash_url: stack.upstash_url.clone(),
             upstash_token: stack.secrets.upstash_token.clone(),
             http: Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
-            hooks: Hooks::start().expect("webhook target starts"),
+            hooks,
             openapi: OpenApi::load(&StackOptions::default_root().join("functions/edge/openapi.json"))
                 .expect("openapi.json"),
             consumer_url: stack.consumer_url.clone(),
@@ -73,6 +77,9 @@ impl Ctx {
             llm,
             fault: Mutex::new(None),
             fault_dir: stack.opts.state_dir.join("fault"),
+            outbound_allow: stack.opts.outbound_allow.clone(),
+            receiver_port,
+            state_dir: stack.opts.state_dir.clone(),
         }
     }
 
@@ -89,6 +96,7 @@ impl Ctx {
                 vars: Vec::new(),
                 consumer_env: self.consumer_env.clone(),
                 profile: Profile::default(),
+                outbound_allow: self.outbound_allow.clone(),
             };
             *guard = Some(Stack::start(opts).context("starting the fault stack")?);
         }
@@ -221,6 +229,15 @@ impl Ctx {
 /// A tag unique to one test run, so tests sharing the stack can find their own jobs.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", edgejobs_tests::stack::random_hex(6))
+}
+
+/// The outbound allow-list of the test stacks: exactly the loopback ports of the webhook
+/// target and the LLM fake.
+pub fn outbound_allow(hooks: &Hooks, llm: &FakeLlm, more: &[u16]) -> String {
+    let port = |base: &str| base.trim_start_matches("http://127.0.0.1:").split('/').next().unwrap_or("").to_owned();
+    let mut allow = vec![port(&hooks.base), port(&llm.base_url)];
+    allow.extend(more.iter().map(u16::to_string));
+    allow.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
 }
 
 /// The consumer settings every test stack uses: the fake LLM, quick polls, short leases.

@@ -14,11 +14,23 @@ pub struct Reply {
     pub retry_after: Option<String>,
     pub delay: Duration,
     pub body: String,
+    pub location: Option<String>,
 }
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply { status, retry_after: None, delay: Duration::ZERO, body: format!("{{\"status\":{status}}}") }
+        Reply {
+            status,
+            retry_after: None,
+            delay: Duration::ZERO,
+            body: format!("{{\"status\":{status}}}"),
+            location: None,
+        }
+    }
+    /// A redirect target (`Location`).
+    pub fn location(mut self, url: &str) -> Reply {
+        self.location = Some(url.to_owned());
+        self
     }
     pub fn retry_after(mut self, secs: &str) -> Reply {
         self.retry_after = Some(secs.to_owned());
@@ -63,7 +75,7 @@ impl Hooks {
                 std::thread::spawn(move || {
                     let mut body = String::new();
                     let _ = req.as_reader().read_to_string(&mut body);
-                    let path = req.url().to_owned();
+                    let path = req.url().split('?').next().unwrap_or_default().to_owned();
                     let headers = req
                         .headers()
                         .iter()
@@ -81,6 +93,11 @@ impl Hooks {
                     let mut resp = Response::from_string(reply.body).with_status_code(reply.status);
                     if let Some(ra) = reply.retry_after
                         && let Ok(h) = Header::from_bytes("Retry-After", ra)
+                    {
+                        resp.add_header(h);
+                    }
+                    if let Some(to) = reply.location
+                        && let Ok(h) = Header::from_bytes("Location", to)
                     {
                         resp.add_header(h);
                     }

@@ -31,6 +31,10 @@ pub struct StackOptions {
     pub consumer_env: Vec<(String, String)>,
     /// Which cargo profile's binaries to run (default: debug; the benchmark runs release).
     pub profile: Profile,
+    /// Private addresses the edge's webhooks and the consumers' handlers may reach
+    /// (`OUTBOUND_ALLOW`, `EDGEJOBS_OUTBOUND_ALLOW`): the tests open exactly the loopback
+    /// ports of their own fakes. Kept across wrangler restarts.
+    pub outbound_allow: String,
 }
 
 /// The cargo profile whose binaries (`upstash-local`, `edgejobs-consumer`) a stack runs.
@@ -68,6 +72,8 @@ pub struct Secrets {
     pub consumer_token: String,
     pub webhook_secret: String,
     pub upstash_token: String,
+    /// `PAYLOAD_ENCRYPTION_KEYS`: one AES-256 key, `k1:<base64>`.
+    pub payload_keys: String,
     /// A second `jobs` key with a tight rate limit (5 per minute), for rate-limit tests.
     pub limited_key: Option<String>,
 }
@@ -80,6 +86,7 @@ impl Secrets {
             consumer_token: format!("ej_consumer_{}", random_hex(16)),
             webhook_secret: format!("ej_whsec_{}", random_hex(16)),
             upstash_token: format!("local_{}", random_hex(16)),
+            payload_keys: generate_payload_key(),
             limited_key: Some(format!("ej_limited_{}", random_hex(16))),
         }
     }
@@ -91,8 +98,8 @@ impl Secrets {
             None => self.api_key.clone(),
         };
         format!(
-            "EDGEJOBS_API_KEYS=\"{}\"\nEDGEJOBS_ADMIN_KEYS=\"{}\"\nEDGEJOBS_CONSUMER_TOKEN=\"{}\"\nWEBHOOK_SIGNING_SECRET=\"{}\"\nUPSTASH_REDIS_REST_TOKEN=\"{}\"\n",
-            api_keys, self.admin_key, self.consumer_token, self.webhook_secret, self.upstash_token
+            "EDGEJOBS_API_KEYS=\"{}\"\nEDGEJOBS_ADMIN_KEYS=\"{}\"\nEDGEJOBS_CONSUMER_TOKEN=\"{}\"\nWEBHOOK_SIGNING_SECRET=\"{}\"\nUPSTASH_REDIS_REST_TOKEN=\"{}\"\nPAYLOAD_ENCRYPTION_KEYS=\"{}\"\n",
+            api_keys, self.admin_key, self.consumer_token, self.webhook_secret, self.upstash_token, self.payload_keys
         )
     }
 
@@ -116,9 +123,24 @@ impl Secrets {
             consumer_token: get("EDGEJOBS_CONSUMER_TOKEN")?,
             webhook_secret: get("WEBHOOK_SIGNING_SECRET")?,
             upstash_token: get("UPSTASH_REDIS_REST_TOKEN")?,
+            payload_keys: text
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(name, _)| name.trim() == "PAYLOAD_ENCRYPTION_KEYS")
+                .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+                .filter(|v| !v.is_empty())
+                .with_context(|| format!("{} has no PAYLOAD_ENCRYPTION_KEYS", path.display()))?,
             limited_key: None,
         })
     }
+}
+
+/// A fresh `PAYLOAD_ENCRYPTION_KEYS` value: `k1:` and 32 random bytes in base64.
+pub fn generate_payload_key() -> String {
+    use base64::Engine as _;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("the OS random source works");
+    format!("k1:{}", base64::engine::general_purpose::STANDARD.encode(key))
 }
 
 /// Hex of `n` random bytes from the OS.
@@ -301,6 +323,9 @@ impl Stack {
         std::fs::write(&config, out)?;
         let mut vars = self.secrets.dev_vars();
         writeln!(vars, "UPSTASH_REDIS_REST_URL=\"{}\"", self.upstash_url)?;
+        if !self.opts.outbound_allow.is_empty() {
+            writeln!(vars, "OUTBOUND_ALLOW=\"{}\"", self.opts.outbound_allow)?;
+        }
         for (k, v) in &self.opts.vars {
             writeln!(vars, "{k}=\"{v}\"")?;
         }
@@ -377,7 +402,9 @@ impl Stack {
             .env("EDGEJOBS_CONSUMER_TOKEN", &self.secrets.consumer_token)
             .env("EDGEJOBS_CONSUMER_NAME", format!("consumer-{i}"))
             .env("UPSTASH_REDIS_REST_URL", &self.upstash_url)
-            .env("UPSTASH_REDIS_REST_TOKEN", &self.secrets.upstash_token);
+            .env("UPSTASH_REDIS_REST_TOKEN", &self.secrets.upstash_token)
+            .env("EDGEJOBS_PAYLOAD_KEYS", &self.secrets.payload_keys)
+            .env("EDGEJOBS_OUTBOUND_ALLOW", &self.opts.outbound_allow);
         for (k, v) in &self.opts.consumer_env {
             cmd.env(k, v);
         }

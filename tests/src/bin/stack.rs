@@ -49,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         vars,
         consumer_env: Vec::new(),
         profile: Profile::default(),
+        outbound_allow: String::new(),
     };
     let mut stack = Stack::start(opts)?;
     let env = stack.env_lines();

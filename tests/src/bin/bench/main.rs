@@ -692,6 +692,7 @@ fn run() -> anyhow::Result<()> {
         vars: vec![("RATE_LIMIT".into(), "off".into())],
         consumer_env: Vec::new(),
         profile: Profile::Release,
+        outbound_allow: String::new(),
     };
     let stack =
         Stack::start(opts).inspect_err(|_| say(format!("logs kept in {}", state_dir.join("logs").display())))?;
