@@ -9,6 +9,7 @@ mod consumer;
 mod examples;
 mod hostile;
 mod jobs;
+mod limits;
 mod observability;
 mod operations;
 mod races;
@@ -34,6 +35,7 @@ fn main() {
         races::TESTS,
         hostile::TESTS,
         examples::TESTS,
+        limits::TESTS,
     ]
     .concat();
     if listing {

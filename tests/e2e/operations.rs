@@ -18,6 +18,7 @@ pub const TESTS: &[Test] = &[
     ("disaster_recovery_restores_every_job_identically", disaster_recovery_restores_every_job_identically),
     ("retention_archives_and_deletes_jobs_and_old_backups", retention_archives_and_deletes_jobs_and_old_backups),
     ("sweep_recovers_jobs_whose_queue_messages_were_lost", sweep_recovers_jobs_whose_queue_messages_were_lost),
+    ("cron_steps_run_even_when_another_fails", cron_steps_run_even_when_another_fails),
 ];
 
 const BACKUP_CRON: &str = "0+2+*+*+*";
@@ -281,6 +282,65 @@ fn sweep_recovers_jobs_whose_queue_messages_were_lost(ctx: &Ctx) -> anyhow::Resu
             eprintln!("sweep: {stuck} of 10 jobs lost their queue message; {resent} re-sent");
             let h = ctx.send(ctx.http.get(format!("{}/health", stack.edge_url)))?;
             ensure(h.body["checks"]["sweep"]["ok"] == true, || format!("health sees the sweep: {}", h.body))
+        })();
+        stack.restart_wrangler(Vec::new())?;
+        result
+    })
+}
+
+/// A deployment whose R2 bucket binding is missing: job retention (which archives to R2
+/// first) and backup retention fail, each is logged and counted, and neither stops the
+/// other or the sweep; no job is deleted unarchived. The backup cron fails and is counted.
+fn cron_steps_run_even_when_another_fails(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let vars = vec![("RETENTION_COMPLETED_AGE".into(), "1s".into()), ("SWEEP_QUEUED_AFTER".into(), "1h".into())];
+        stack.restart_wrangler_without(vars, &["[[r2_buckets]]"])?;
+        let result = (|| -> anyhow::Result<()> {
+            let ok = ctx.hooks.script(&format!("/{}", crate::util::unique("ok")), vec![Reply::status(200)]);
+            let id = enqueue_on(ctx, stack, &json!({ "type": "webhook", "payload": { "url": ok } }))?;
+            wait_on(ctx, stack, &id, "completed")?;
+            std::thread::sleep(Duration::from_millis(1500));
+            let failures = |step: &str| metric(ctx, stack, &format!("edgejobs_cron_failures_total{{step=\"{step}\"}}"));
+            let sweep_gauge = "edgejobs_sweep_last_run_timestamp_seconds";
+            let before = (
+                failures("job_retention")?,
+                failures("backup_retention")?,
+                failures("sweep")?,
+                metric(ctx, stack, sweep_gauge)?,
+            );
+            let log_path = stack.opts.state_dir.join("logs/wrangler.log");
+            let log_start = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
+            fire(ctx, &stack.edge_url, MAINTENANCE_CRON)?;
+            let mut now = before;
+            let counted = wait_until(Duration::from_secs(15), || {
+                now = (
+                    failures("job_retention").unwrap_or(0.0),
+                    failures("backup_retention").unwrap_or(0.0),
+                    failures("sweep").unwrap_or(0.0),
+                    metric(ctx, stack, sweep_gauge).unwrap_or(0.0),
+                );
+                now.0 == before.0 + 1.0 && now.1 == before.1 + 1.0 && now.3 > before.3
+            });
+            ensure(counted && now.2 == before.2, || {
+                format!("(job retention, backup retention, sweep failures, sweep gauge): {before:?} -> {now:?}")
+            })?;
+            ensure(job_on(ctx, stack, &id)?["state"] == "completed", || {
+                "a job that could not be archived is kept".into()
+            })?;
+            let b0 = failures("backup")?;
+            fire(ctx, &stack.edge_url, BACKUP_CRON)?;
+            ensure(wait_until(Duration::from_secs(15), || failures("backup").is_ok_and(|b| b == b0 + 1.0)), || {
+                "the failed backup is counted".into()
+            })?;
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            let log = String::from_utf8_lossy(log.get(log_start..).unwrap_or_default());
+            for step in ["job_retention", "backup_retention"] {
+                let logged = log
+                    .lines()
+                    .any(|l| l.contains("scheduled step failed") && l.contains(&format!("\"step\":\"{step}\"")));
+                ensure(logged, || format!("{step}'s failure is logged: {log}"))?;
+            }
+            Ok(())
         })();
         stack.restart_wrangler(Vec::new())?;
         result

@@ -15,6 +15,9 @@ pub struct Reply {
     pub delay: Duration,
     pub body: String,
     pub location: Option<String>,
+    /// Instead of `body`: this many bytes sent at once (chunked, no length), then a stall
+    /// of this long before the end — an answer too big to read whole in time.
+    pub stream: Option<(usize, Duration)>,
 }
 
 impl Reply {
@@ -25,7 +28,13 @@ impl Reply {
             delay: Duration::ZERO,
             body: format!("{{\"status\":{status}}}"),
             location: None,
+            stream: None,
         }
+    }
+    /// `bytes` of body sent at once, then nothing for `stall`, then the end.
+    pub fn stream(mut self, bytes: usize, stall: Duration) -> Reply {
+        self.stream = Some((bytes, stall));
+        self
     }
     /// A redirect target (`Location`).
     pub fn location(mut self, url: &str) -> Reply {
@@ -39,6 +48,27 @@ impl Reply {
     pub fn delay(mut self, d: Duration) -> Reply {
         self.delay = d;
         self
+    }
+}
+
+/// A body of `left` bytes, then one stall, then its end.
+struct Stalling {
+    left: usize,
+    stall: Option<Duration>,
+}
+
+impl std::io::Read for Stalling {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left > 0 {
+            let n = buf.len().min(self.left);
+            buf[..n].fill(b'x');
+            self.left -= n;
+            return Ok(n);
+        }
+        if let Some(stall) = self.stall.take() {
+            std::thread::sleep(stall);
+        }
+        Ok(0)
     }
 }
 
@@ -90,6 +120,11 @@ impl Hooks {
                         script.get(n - 1).or(script.last()).cloned().unwrap_or(Reply::status(200))
                     };
                     std::thread::sleep(reply.delay);
+                    if let Some((bytes, stall)) = reply.stream {
+                        let body = Stalling { left: bytes, stall: Some(stall) };
+                        let _ = req.respond(Response::new(reply.status.into(), Vec::new(), body, None, None));
+                        return;
+                    }
                     let mut resp = Response::from_string(reply.body).with_status_code(reply.status);
                     if let Some(ra) = reply.retry_after
                         && let Ok(h) = Header::from_bytes("Retry-After", ra)

@@ -166,6 +166,8 @@ pub struct Stack {
     wrangler: Option<Proc>,
     /// Consumers, by index; a stopped one leaves `None`.
     consumers: Vec<Option<(Proc, String)>>,
+    /// `wrangler.toml` sections left out of the next `wrangler dev` (fault tests).
+    omit_sections: Vec<String>,
 }
 
 fn target_dir(root: &Path) -> PathBuf {
@@ -230,6 +232,7 @@ impl Stack {
             gateway: None,
             wrangler: None,
             consumers: Vec::new(),
+            omit_sections: Vec::new(),
             opts,
         };
         stack.start_redis()?;
@@ -306,7 +309,7 @@ impl Stack {
         for line in src.lines() {
             let t = line.trim();
             if t.starts_with('[') {
-                in_build = t == "[build]";
+                in_build = t == "[build]" || self.omit_sections.iter().any(|o| o == t);
             }
             if in_build {
                 continue;
@@ -367,8 +370,16 @@ impl Stack {
 
     /// Restarts `wrangler dev` with these `[vars]` overrides (same port and state).
     pub fn restart_wrangler(&mut self, vars: Vec<(String, String)>) -> anyhow::Result<()> {
+        self.restart_wrangler_without(vars, &[])
+    }
+
+    /// Restarts `wrangler dev` without the `wrangler.toml` sections named (e.g.
+    /// `[[r2_buckets]]`: a deployment whose bucket binding is missing). The next restart
+    /// puts them back.
+    pub fn restart_wrangler_without(&mut self, vars: Vec<(String, String)>, sections: &[&str]) -> anyhow::Result<()> {
         self.stop_wrangler();
         self.opts.vars = vars;
+        self.omit_sections = sections.iter().map(|s| (*s).to_owned()).collect();
         self.start_wrangler()
     }
 

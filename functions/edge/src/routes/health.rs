@@ -101,6 +101,7 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
             "oldest_queued_job": { "ok": queued_ok, "age_seconds": oldest_age_ms as f64 / 1000.0 },
             "sweep": { "ok": sweep_ok, "age_seconds": secs(sweep_age) },
         },
+        "checked_at": edgejobs_core::time::format_rfc3339(now),
         "version": env!("CARGO_PKG_VERSION"),
     });
     (status as u8, body)
