@@ -153,16 +153,36 @@ pub fn check(entry: &ShardEntry, body: Option<&[u8]>) -> Option<String> {
     None
 }
 
+/// What the retention knows of a backup's manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Manifested {
+    /// A manifest was read: the backup is complete.
+    Valid,
+    /// No manifest (an interrupted or half-deleted backup).
+    Incomplete,
+    /// The manifest could not be read (a storage error): nothing is known, so the backup is
+    /// kept and the next run decides.
+    Unreadable,
+}
+
 /// Which backups the retention deletes: those older than `keep_ms`, and incomplete ones
-/// older than a day, but never the newest valid backup. `backups` holds (id, valid).
-pub fn to_delete(backups: &[(String, bool)], now_ms: u64, keep_ms: u64) -> Vec<String> {
-    let newest_valid = backups.iter().filter(|(_, v)| *v).filter_map(|(id, _)| id_time_ms(id).map(|t| (t, id))).max();
+/// older than a day, but never the newest valid backup and never one it could not read.
+pub fn to_delete(backups: &[(String, Manifested)], now_ms: u64, keep_ms: u64) -> Vec<String> {
+    let newest_valid = backups
+        .iter()
+        .filter(|(_, m)| *m == Manifested::Valid)
+        .filter_map(|(id, _)| id_time_ms(id).map(|t| (t, id)))
+        .max();
     backups
         .iter()
-        .filter(|(id, valid)| {
+        .filter(|(id, m)| {
             let Some(t) = id_time_ms(id) else { return false };
             let age = now_ms.saturating_sub(t);
-            let old = if *valid { age > keep_ms } else { age > keep_ms.min(86_400_000) };
+            let old = match m {
+                Manifested::Valid => age > keep_ms,
+                Manifested::Incomplete => age > keep_ms.min(86_400_000),
+                Manifested::Unreadable => false,
+            };
             old && newest_valid.is_none_or(|(_, n)| n != id)
         })
         .map(|(id, _)| id.clone())
@@ -275,11 +295,26 @@ mod tests {
         let day = 86_400_000;
         let now = 1_795_406_400_000;
         let id = |days_ago: u64| backup_id(now - days_ago * day, days_ago);
-        let backups = vec![(id(10), true), (id(9), false), (id(8), true), (id(3), true), (id(2), false)];
+        use Manifested::{Incomplete, Valid};
+        let backups = vec![(id(10), Valid), (id(9), Incomplete), (id(8), Valid), (id(3), Valid), (id(2), Incomplete)];
         let gone = to_delete(&backups, now, 7 * day);
         assert_eq!(gone, vec![id(10), id(9), id(8), id(2)]);
         // All too old: the newest valid one stays anyway.
-        let old = vec![(id(20), true), (id(15), true)];
+        let old = vec![(id(20), Valid), (id(15), Valid)];
         assert_eq!(to_delete(&old, now, 7 * day), vec![id(20)]);
+    }
+
+    #[test]
+    fn retention_never_deletes_a_backup_it_could_not_read() {
+        use Manifested::{Unreadable, Valid};
+        let day = 86_400_000;
+        let now = 1_795_406_400_000;
+        let id = |days_ago: u64| backup_id(now - days_ago * day, days_ago);
+        // Old and unreadable: kept. And an unreadable newer one does not stand in for the
+        // newest valid backup, which stays too.
+        let backups = vec![(id(30), Unreadable), (id(20), Valid), (id(12), Unreadable)];
+        assert_eq!(to_delete(&backups, now, 7 * day), Vec::<String>::new());
+        let backups = vec![(id(30), Valid), (id(20), Valid), (id(12), Unreadable)];
+        assert_eq!(to_delete(&backups, now, 7 * day), vec![id(30)]);
     }
 }

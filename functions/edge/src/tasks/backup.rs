@@ -2,7 +2,7 @@
 //! ever held in memory whole), then the manifest, written last. Verify, list, restore
 //! (page by page, after verifying) and backup retention.
 
-use edgejobs_core::backup::{self, Manifest, ShardEntry};
+use edgejobs_core::backup::{self, Manifest, Manifested, ShardEntry};
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::protocol::{Export, Import};
 use edgejobs_core::time::format_rfc3339;
@@ -186,8 +186,17 @@ pub async fn backup_retention(env: &Env) -> Result<Vec<String>, ApiError> {
     if !unreadable.is_empty() {
         log("warn", "backup manifests could not be read; those backups are kept", json!({ "backups": unreadable }));
     }
-    let flags: Vec<(String, bool)> =
-        all.iter().filter_map(|(id, m)| m.as_ref().ok().map(|m| (id.clone(), m.is_some()))).collect();
+    let flags: Vec<(String, Manifested)> = all
+        .iter()
+        .map(|(id, m)| {
+            let known = match m {
+                Ok(Some(_)) => Manifested::Valid,
+                Ok(None) => Manifested::Incomplete,
+                Err(_) => Manifested::Unreadable,
+            };
+            (id.clone(), known)
+        })
+        .collect();
     let doomed = backup::to_delete(&flags, now_ms(), keep);
     let b = bucket(env)?;
     for id in &doomed {
