@@ -41,39 +41,8 @@ struct Probe {
     expect: Expect,
 }
 
-/// Every spelling of an address inside a private network we know of.
-pub const SSRF_URLS: &[&str] = &[
-    "http://127.0.0.1/",
-    "http://127.1/",
-    "http://2130706433/",
-    "http://0177.0.0.1/",
-    "http://0x7f.0.0.1/",
-    "http://0x7f000001/",
-    "http://[::1]/",
-    "http://[::ffff:127.0.0.1]/",
-    "http://[::ffff:7f00:1]/",
-    "http://[0:0:0:0:0:ffff:a9fe:a9fe]/",
-    "http://[64:ff9b::a9fe:a9fe]/",
-    "http://169.254.169.254/latest/meta-data/",
-    "http://[fd00:ec2::254]/",
-    "http://100.100.100.200/",
-    "http://10.0.0.1/",
-    "http://172.16.0.1/",
-    "http://192.168.0.1/",
-    "http://0.0.0.0/",
-    "http://0/",
-    "http://224.0.0.1/",
-    "http://[fe80::1]/",
-    "http://localhost/",
-    "http://LOCALHOST./",
-    "http://api.localhost/",
-    "http://metadata.google.internal/computeMetadata/v1/",
-    "http://metadata/",
-    "http://printer.local/",
-    "file:///etc/passwd",
-    "gopher://127.0.0.1:6379/_FLUSHALL",
-    "ftp://example.com/",
-];
+/// Every spelling of an address inside a private network we know of (core's list).
+pub use edgejobs_core::outbound::REFUSED_EXAMPLES as SSRF_URLS;
 
 fn probes(stack: &Stack) -> Vec<Probe> {
     let base = stack.edge_url.clone();

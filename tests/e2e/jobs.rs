@@ -394,12 +394,7 @@ fn cancel_a_queued_job(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.with_fault_stack(|stack| {
         let id = crate::util::enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
         ensure(crate::util::job_on(ctx, stack, &id)?["state"] == "queued", || "queued".into())?;
-        let r = ctx.send(
-            ctx.http
-                .post(format!("{}/v1/jobs/{id}/cancel", stack.edge_url))
-                .bearer_auth(&stack.secrets.api_key)
-                .json(&json!({})),
-        )?;
+        let r = crate::util::cancel_on(ctx, stack, &id)?;
         ensure(r.status == 200 && r.body["state"] == "cancelled", || {
             format!("cancel queued: {} {}", r.status, r.body)
         })?;

@@ -134,12 +134,7 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
                 &json!({ "type": "noop", "delay": "1h", "idempotency_key": edgejobs_tests::stack::random_hex(6) }),
             )?;
             let gone = enqueue_on(ctx, stack, &json!({ "type": "noop", "delay": "1h" }))?;
-            ctx.send(
-                ctx.http
-                    .post(format!("{}/v1/jobs/{gone}/cancel", stack.edge_url))
-                    .bearer_auth(&stack.secrets.api_key)
-                    .json(&json!({})),
-            )?;
+            crate::util::cancel_on(ctx, stack, &gone)?;
             // No consumer runs on this stack: native jobs stay queued, or become active
             // when we report a start as a consumer would.
             let waiting = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 1 } }))?;

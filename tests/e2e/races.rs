@@ -57,12 +57,7 @@ fn cancel_all(ctx: &Ctx, stack: &Stack, ids: &[String], threads: usize, pace: Du
                 s.spawn(move || -> anyhow::Result<Vec<String>> {
                     let mut mine = Vec::new();
                     for id in ids.iter().skip(t).step_by(threads) {
-                        let r = ctx.send(
-                            ctx.http
-                                .post(format!("{}/v1/jobs/{id}/cancel", stack.edge_url))
-                                .bearer_auth(&stack.secrets.api_key)
-                                .json(&json!({})),
-                        )?;
+                        let r = crate::util::cancel_on(ctx, stack, id)?;
                         // 409: the job finished (or started and finished) before the cancel.
                         ensure(r.status == 200 || r.status == 409, || format!("cancel {id}: {} {}", r.status, r.body))?;
                         if r.status == 200 && r.body["state"] == "cancelled" {

@@ -296,6 +296,16 @@ pub fn job_on(ctx: &Ctx, stack: &Stack, id: &str) -> anyhow::Result<Value> {
     Ok(ctx.send(ctx.http.get(format!("{}/v1/jobs/{id}", stack.edge_url)).bearer_auth(&stack.secrets.api_key))?.body)
 }
 
+/// Asks another stack to cancel a job.
+pub fn cancel_on(ctx: &Ctx, stack: &Stack, id: &str) -> anyhow::Result<Resp> {
+    ctx.send(
+        ctx.http
+            .post(format!("{}/v1/jobs/{id}/cancel", stack.edge_url))
+            .bearer_auth(&stack.secrets.api_key)
+            .json(&serde_json::json!({})),
+    )
+}
+
 /// Polls a job on another stack until it is in `state`, for at most a minute.
 pub fn wait_on(ctx: &Ctx, stack: &Stack, id: &str, state: &str) -> anyhow::Result<Value> {
     let mut last = Value::Null;
