@@ -101,6 +101,7 @@ mod tests {
             upstash_timeout_ms: 1000,
             outbound_allow: crate::outbound::Allow::default(),
             payload_keys: crate::seal::Keys::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("valid"),
+            native_lease_ms: crate::config::DEFAULT_NATIVE_LEASE_MS,
         }
     }
 

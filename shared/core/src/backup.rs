@@ -106,6 +106,19 @@ pub fn from_ndjson(text: &str) -> Result<Vec<Job>, String> {
         .collect()
 }
 
+/// Reads one backup object of shard `shard` for a restore: every line a job that passes
+/// [`Job::validate`] and belongs to that shard. The jobs, or the first problem.
+pub fn jobs_for_restore(text: &str, shard: u16) -> Result<Vec<Job>, String> {
+    let jobs = from_ndjson(text)?;
+    for j in &jobs {
+        if j.id.shard() != shard {
+            return Err(format!("job {} does not belong to shard {shard}", j.id));
+        }
+        j.validate()?;
+    }
+    Ok(jobs)
+}
+
 /// An entry describing one object (part `part` of a shard's jobs).
 pub fn entry(id: &str, shard: u16, part: u32, body: &str) -> ShardEntry {
     ShardEntry {

@@ -49,6 +49,7 @@ pub mod names {
     pub const UPSTASH_URL: &str = "UPSTASH_REDIS_REST_URL";
     pub const UPSTASH_TOKEN: &str = "UPSTASH_REDIS_REST_TOKEN";
     pub const UPSTASH_TIMEOUT: &str = "UPSTASH_TIMEOUT";
+    pub const NATIVE_LEASE: &str = "NATIVE_LEASE";
     pub const OUTBOUND_ALLOW: &str = "OUTBOUND_ALLOW";
     pub const PAYLOAD_KEYS: &str = "PAYLOAD_ENCRYPTION_KEYS";
 }
@@ -95,7 +96,14 @@ pub struct EdgeConfig {
     /// The keys that seal `payload.headers` values (`PAYLOAD_ENCRYPTION_KEYS`, a secret:
     /// `id:base64-32-bytes,...`; the first seals, all open). Required.
     pub payload_keys: crate::seal::Keys,
+    /// How long a native attempt holds its lease without a heartbeat before another consumer
+    /// may take it over (`NATIVE_LEASE`, 3 s to 1 h, default 30 s). The edge decides takeovers
+    /// with it and tells consumers, so every consumer uses the same lease.
+    pub native_lease_ms: u64,
 }
+
+/// The native lease when `NATIVE_LEASE` is unset.
+pub const DEFAULT_NATIVE_LEASE_MS: u64 = 30_000;
 
 impl EdgeConfig {
     /// Parses raw settings; `get` returns a setting's value, or `None` when unset.
@@ -196,6 +204,16 @@ impl EdgeConfig {
                 }
             },
         };
+        let native_lease_ms = match get(names::NATIVE_LEASE) {
+            None => DEFAULT_NATIVE_LEASE_MS,
+            Some(s) => match crate::spec::parse_duration(&serde_json::Value::String(s)) {
+                Some(ms) if (3_000..=3_600_000).contains(&ms) => ms,
+                _ => {
+                    errors.push(format!("{}: must be a duration from 3s to 1h", names::NATIVE_LEASE));
+                    DEFAULT_NATIVE_LEASE_MS
+                }
+            },
+        };
         let outbound_allow = match crate::outbound::Allow::parse(&get(names::OUTBOUND_ALLOW).unwrap_or_default()) {
             Ok(a) => a,
             Err(e) => {
@@ -225,6 +243,7 @@ impl EdgeConfig {
                 upstash_timeout_ms,
                 outbound_allow,
                 payload_keys,
+                native_lease_ms,
             })
         } else {
             Err(errors)

@@ -18,6 +18,10 @@ pub enum ErrorCode {
     JobNotFound,
     InvalidTransition,
     StaleAttempt,
+    /// A consumer's report for an attempt that another consumer took over (the lease ran out).
+    LeaseLost,
+    /// A takeover refused: the running attempt still holds its lease.
+    LeaseHeld,
     JobCancelled,
     Unauthorized,
     Forbidden,
@@ -34,7 +38,11 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound | ErrorCode::JobNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
-            ErrorCode::InvalidTransition | ErrorCode::StaleAttempt | ErrorCode::JobCancelled => 409,
+            ErrorCode::InvalidTransition
+            | ErrorCode::StaleAttempt
+            | ErrorCode::LeaseLost
+            | ErrorCode::LeaseHeld
+            | ErrorCode::JobCancelled => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited => 429,
@@ -55,6 +63,8 @@ impl ErrorCode {
             ErrorCode::JobNotFound => "job_not_found",
             ErrorCode::InvalidTransition => "invalid_transition",
             ErrorCode::StaleAttempt => "stale_attempt",
+            ErrorCode::LeaseLost => "lease_lost",
+            ErrorCode::LeaseHeld => "lease_held",
             ErrorCode::JobCancelled => "job_cancelled",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",

@@ -120,6 +120,11 @@ pub struct Job {
     pub progress: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The newest attempt another consumer took over after its lease ran out: that attempt's
+    /// late reports are refused with `lease_lost` (so its holder leaves the stream entry,
+    /// which the new holder now runs, alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_lost_attempt: Option<u32>,
     /// Set when a user cancels an active job: its next report is refused and it ends cancelled.
     #[serde(default)]
     pub cancel_requested: bool,
@@ -127,6 +132,15 @@ pub struct Job {
     /// attempt (so the shard knows what is in the stream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_entry: Option<StreamEntry>,
+    /// When the job was last restored from a backup (ms; 0 if never). A restore can move the
+    /// attempt counter back, so hand-offs are remembered per (attempt, epoch): a restored job
+    /// is delivered again instead of being taken for a duplicate of its earlier hand-off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Where a native-lane attempt was handed to the long-job stream.
@@ -139,6 +153,33 @@ pub struct StreamEntry {
 impl Job {
     /// Attempts started in the current series.
     pub fn attempts_in_series(&self) -> u32 {
-        self.attempt - self.series_base
+        self.attempt.saturating_sub(self.series_base)
+    }
+
+    /// Checks what a stored job must satisfy (a job read from a backup is checked before it
+    /// is imported): its counters, times and state agree. The first problem found.
+    pub fn validate(&self) -> Result<(), String> {
+        let id = &self.id;
+        if self.series_base > self.attempt {
+            return Err(format!("{id}: series_base {} is past attempt {}", self.series_base, self.attempt));
+        }
+        if self.max_attempts == 0 || self.max_attempts > crate::spec::MAX_ATTEMPTS_LIMIT {
+            return Err(format!("{id}: max_attempts {} is out of range", self.max_attempts));
+        }
+        if self.timeout_ms == 0 {
+            return Err(format!("{id}: timeout_ms is 0"));
+        }
+        if self.updated_at < self.created_at {
+            return Err(format!("{id}: updated_at is before created_at"));
+        }
+        match self.state {
+            JobState::Active if self.attempt == 0 || self.started_at.is_none() => {
+                Err(format!("{id}: active without a started attempt"))
+            }
+            JobState::Completed | JobState::Dead | JobState::Cancelled if self.finished_at.is_none() => {
+                Err(format!("{id}: {} without finished_at", self.state.as_str()))
+            }
+            _ => Ok(()),
+        }
     }
 }

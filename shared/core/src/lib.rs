@@ -37,6 +37,7 @@ pub mod outbound;
 pub mod plan;
 pub mod protocol;
 pub mod ratelimit;
+pub mod report;
 pub mod retry;
 pub mod seal;
 pub mod spec;

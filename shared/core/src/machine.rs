@@ -42,10 +42,16 @@ pub enum Event {
     /// The running attempt failed.
     Fail { attempt: u32, error: String, disposition: Disposition },
     /// A consumer took over the stream entry of attempt `attempt` after its holder went
-    /// silent for `lease_ms`. A job still queued starts that attempt; an active job whose
-    /// last heartbeat is older than the lease starts a new attempt (the old holder's reports
-    /// then name a stale attempt and are refused). Fresh heartbeats refuse the takeover.
-    Reclaim { attempt: u32, lease_ms: u64 },
+    /// silent. A job still queued starts that attempt; an active job whose last heartbeat is
+    /// older than the lease starts a new attempt (the old holder's reports are then refused
+    /// with `lease_lost`). Fresh heartbeats refuse the takeover (`lease_held`). The lease is
+    /// the edge's (`NATIVE_LEASE`): the edge sets `lease_ms` on every reclaim it receives,
+    /// whatever a consumer sent.
+    Reclaim {
+        attempt: u32,
+        #[serde(default)]
+        lease_ms: u64,
+    },
     /// The alarm fired: a scheduled job whose time has come becomes queued.
     Wake,
     /// A user cancels the job.
@@ -120,6 +126,11 @@ fn refuse(job: &Job, event: &Event) -> ApiError {
 fn fence(job: &Job, attempt: u32) -> Result<(), ApiError> {
     if attempt == job.attempt {
         Ok(())
+    } else if attempt < job.attempt && job.lease_lost_attempt.is_some_and(|lost| attempt <= lost) {
+        Err(ApiError::new(
+            ErrorCode::LeaseLost,
+            format!("attempt {attempt} lost its lease; attempt {} runs now", job.attempt),
+        ))
     } else {
         Err(ApiError::new(
             ErrorCode::StaleAttempt,
@@ -182,13 +193,14 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
             }
             let last = job.heartbeat_at.or(job.started_at).unwrap_or(job.updated_at);
             if now.saturating_sub(last) < *lease_ms {
-                return Err(ApiError::new(ErrorCode::InvalidTransition, "the running attempt still holds its lease"));
+                return Err(ApiError::new(ErrorCode::LeaseHeld, "the running attempt still holds its lease"));
             }
             if job.cancel_requested {
                 return cancelled_report(job, now);
             }
             let mut next = job.clone();
             next.last_error = Some(format!("attempt {} lost its lease (no heartbeat for {lease_ms} ms)", job.attempt));
+            next.lease_lost_attempt = Some(job.attempt);
             if job.attempts_in_series() >= job.max_attempts {
                 return Ok(Transition {
                     job: finish(next, Dead, now),
@@ -421,12 +433,17 @@ mod tests {
     fn reclaim_takes_over_only_after_the_lease_and_fences_the_old_holder() {
         let j = apply(&new_job(3), Event::Start { attempt: 1 }, 10_000, 0.5).expect("start").job;
         let held = apply(&j, Event::Reclaim { attempt: 1, lease_ms: 30_000 }, 20_000, 0.5).expect_err("lease held");
-        assert_eq!(held.code, ErrorCode::InvalidTransition);
+        assert_eq!(held.code, ErrorCode::LeaseHeld);
         let t = apply(&j, Event::Reclaim { attempt: 1, lease_ms: 30_000 }, 40_000, 0.5).expect("taken over");
         assert_eq!((t.job.state, t.job.attempt), (JobState::Active, 2));
-        // The old holder's report names attempt 1 and is refused.
-        let late = apply(&t.job, Event::Complete { attempt: 1, result: None }, 41_000, 0.5).expect_err("stale");
-        assert_eq!(late.code, ErrorCode::StaleAttempt);
+        // The old holder's reports name attempt 1 and are refused: its lease is lost.
+        let late = apply(&t.job, Event::Complete { attempt: 1, result: None }, 41_000, 0.5).expect_err("lost");
+        assert_eq!(late.code, ErrorCode::LeaseLost);
+        let beat = apply(&t.job, Event::Heartbeat { attempt: 1, progress: None }, 41_000, 0.5).expect_err("lost");
+        assert_eq!(beat.code, ErrorCode::LeaseLost);
+        // The new holder's reports are accepted.
+        let done = apply(&t.job, Event::Complete { attempt: 2, result: None }, 42_000, 0.5).expect("new holder");
+        assert_eq!(done.job.state, JobState::Completed);
         // A queued job's entry reclaimed before anyone started it simply starts.
         let q = apply(&new_job(3), Event::Reclaim { attempt: 1, lease_ms: 30_000 }, 5_000, 0.5).expect("start");
         assert_eq!((q.job.state, q.job.attempt), (JobState::Active, 1));

@@ -28,7 +28,10 @@ impl Effects {
     pub fn add(&mut self, job: &Job, effect: Effect) {
         match effect {
             Effect::None => {}
-            Effect::Enqueue => self.enqueue.push((job.lane, JobRef { id: job.id.clone(), attempt: job.attempt + 1 })),
+            Effect::Enqueue => {
+                let r = JobRef { id: job.id.clone(), attempt: job.attempt + 1, epoch: job.epoch };
+                self.enqueue.push((job.lane, r))
+            }
             Effect::Alarm(at) => self.alarm = Some(self.alarm.map_or(at, |a| a.min(at))),
         }
     }
@@ -323,8 +326,8 @@ mod tests {
         assert_eq!(
             plan.effects.enqueue,
             vec![
-                (Lane::Edge, JobRef { id: q.id.clone(), attempt: 1 }),
-                (Lane::Native, JobRef { id: n.id.clone(), attempt: 1 })
+                (Lane::Edge, JobRef { id: q.id.clone(), attempt: 1, epoch: 0 }),
+                (Lane::Native, JobRef { id: n.id.clone(), attempt: 1, epoch: 0 })
             ]
         );
         assert_eq!(plan.effects.alarm, Some(sooner.run_at));
@@ -380,7 +383,7 @@ mod tests {
         let now = q.updated_at + 5_000;
         let (plan, answers) = apply_events(vec![q.clone()], vec![ev(&q, Event::Resend)], now, &mut half());
         assert_eq!(answers[0].as_ref().map(|j| j.updated_at), Ok(now));
-        assert_eq!(plan.effects.enqueue, vec![(Lane::Edge, JobRef { id: q.id.clone(), attempt: 1 })]);
+        assert_eq!(plan.effects.enqueue, vec![(Lane::Edge, JobRef { id: q.id.clone(), attempt: 1, epoch: 0 })]);
         assert!(plan.deltas.contains(&stats::resent()));
         // A job cancelled meanwhile is not re-sent.
         let gone = machine::apply(&q, Event::Cancel, now, 0.5).expect("cancel").job;

@@ -129,7 +129,8 @@ pub struct Get {
 #[serde(deny_unknown_fields)]
 pub struct ApplyMany {
     pub events: Vec<JobEvent>,
-    /// Answer with the whole job (a start needs its payload); otherwise only its state.
+    /// Answer with the whole job for every event; otherwise only its state (but always the
+    /// job for a start or a reclaim, which need its payload).
     #[serde(default)]
     pub full: bool,
 }
@@ -224,6 +225,9 @@ pub struct Import {
     pub ndjson: String,
     pub first: bool,
     pub idempotency_window_ms: u64,
+    /// The restore's epoch (its time, ms), stamped on every imported job.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -379,6 +379,8 @@ impl JobSpec {
             started_at: None,
             finished_at: None,
             heartbeat_at: None,
+            lease_lost_attempt: None,
+            epoch: 0,
             result: None,
             progress: None,
             last_error: None,

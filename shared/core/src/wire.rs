@@ -27,6 +27,13 @@ fn edge_lane() -> Lane {
 pub struct JobRef {
     pub id: JobId,
     pub attempt: u32,
+    /// The job's restore epoch ([`crate::job::Job::epoch`]); part of the hand-off key.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Most job references one queue message carries. 100 references are about 6 KB, well
@@ -57,7 +64,7 @@ impl QueueBody {
     pub fn refs(&self) -> Vec<(Lane, JobRef)> {
         match self {
             QueueBody::Envelope(e) => e.jobs.iter().map(|r| (e.lane, r.clone())).collect(),
-            QueueBody::Single(m) => vec![(m.lane, JobRef { id: m.id.clone(), attempt: m.attempt })],
+            QueueBody::Single(m) => vec![(m.lane, JobRef { id: m.id.clone(), attempt: m.attempt, epoch: 0 })],
         }
     }
 }
@@ -114,9 +121,13 @@ local e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'attempt', ARGV[2]) \
 redis.call('SET', KEYS[2], e, 'EX', 604800) \
 return {1, e}";
 
-/// The key that remembers the stream entry of one attempt's hand-off.
-pub fn handoff_key(id: &JobId, attempt: u32) -> String {
-    format!("edgejobs:handoff:{id}:{attempt}")
+/// The key that remembers the stream entry of one attempt's hand-off (per restore epoch: a
+/// restored job's attempt numbers repeat, and must be handed off again).
+pub fn handoff_key(r: &JobRef) -> String {
+    match r.epoch {
+        0 => format!("edgejobs:handoff:{}:{}", r.id, r.attempt),
+        e => format!("edgejobs:handoff:{}:{}:{e}", r.id, r.attempt),
+    }
 }
 
 /// Whether a `Content-Type` names JSON the way the API accepts it: `application/json`,
@@ -467,7 +478,7 @@ mod tests {
 
     #[test]
     fn envelopes_split_by_lane_and_size_and_old_messages_still_parse() {
-        let r = |n: u64| JobRef { id: JobId::new(2, n, n), attempt: 1 };
+        let r = |n: u64| JobRef { id: JobId::new(2, n, n), attempt: 1, epoch: 0 };
         let mut refs: Vec<(Lane, JobRef)> = (0..250).map(|n| (Lane::Edge, r(n))).collect();
         refs.push((Lane::Native, r(999)));
         let e = envelopes(2, refs);
@@ -479,7 +490,7 @@ mod tests {
         assert!(size < 64 * 1024, "an envelope of 100 is {size} bytes");
         let old: QueueBody =
             serde_json::from_value(json!({ "id": r(5).id, "attempt": 3, "lane": "native" })).expect("old format");
-        assert_eq!(old.refs(), vec![(Lane::Native, JobRef { id: r(5).id, attempt: 3 })]);
+        assert_eq!(old.refs(), vec![(Lane::Native, JobRef { id: r(5).id, attempt: 3, epoch: 0 })]);
         let new: QueueBody = serde_json::from_str(&serde_json::to_string(&e[3]).expect("encodes")).expect("parses");
         assert_eq!(new, QueueBody::Envelope(e[3].clone()));
     }
