@@ -148,7 +148,7 @@ async fn hand_off(env: &Env, cfg: &EdgeConfig, refs: Vec<(usize, JobRef)>) -> Ve
                 HANDOFF_SCRIPT.to_owned(),
                 "2".to_owned(),
                 STREAM_KEY.to_owned(),
-                handoff_key(&r.id, r.attempt),
+                handoff_key(r),
                 r.id.to_string(),
                 r.attempt.to_string(),
             ]

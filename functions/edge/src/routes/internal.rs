@@ -1,7 +1,11 @@
 //! Reports from the native consumer about the attempts it runs (consumer token scope).
 
+use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Event;
+use edgejobs_core::protocol::ApplyMany;
+use edgejobs_core::report::{self, Answers, MAX_EVENTS, Reports};
 use edgejobs_core::{ApiError, ErrorCode};
+use futures_util::future::join_all;
 use worker::{Env, Request};
 
 use super::jobs::{Out, parse_id, respond};
@@ -28,5 +32,30 @@ pub async fn event(req: &mut Request, env: &Env, cfg: &edgejobs_core::config::Ed
         return Err(ApiError::field("event", "a consumer may report start, heartbeat, complete, fail or reclaim"));
     }
     let id = parse_id(raw_id, cfg)?;
+    let event = match event {
+        Event::Reclaim { attempt, .. } => Event::Reclaim { attempt, lease_ms: cfg.native_lease_ms },
+        e => e,
+    };
     respond(200, &super::jobs::apply_one(env, id, event).await?)
+}
+
+/// `POST /v1/internal/events`: many reports in one request (`{"events":[{"id":..,"event":
+/// {..}}, ..]}`, at most 500 and 1 MiB). Grouped per shard, each shard's applied in one call,
+/// all shards at once; answered `{"lease_ms":..,"answers":[{"ok":{..}}|{"error":{..}}, ..]}`
+/// in request order. A start or reclaim's answer holds the job.
+pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
+    let body = http::read_json(req).await?;
+    let Reports { events } = serde_json::from_value(body)
+        .map_err(|e| ApiError::field("events", format!("not a valid report batch: {e}")))?;
+    if events.len() > MAX_EVENTS {
+        return Err(ApiError::field("events", format!("{} events; at most {MAX_EVENTS} per request", events.len())));
+    }
+    let n = events.len();
+    let (groups, refused) = report::plan(events, cfg.shard_count, cfg.native_lease_ms);
+    let calls = groups.into_iter().map(|(shard, items)| async move {
+        let (idx, events): (Vec<usize>, Vec<_>) = items.into_iter().unzip();
+        (idx, crate::shard::call(env, shard, ApplyMany { events, full: false }).await)
+    });
+    let shards = join_all(calls).await;
+    respond(200, &Answers { lease_ms: cfg.native_lease_ms, answers: report::assemble(n, refused, shards) })
 }

@@ -89,6 +89,9 @@ impl JobShard {
         let now = now_ms();
         let ids: BTreeSet<JobId> = r.events.iter().map(|e| e.id.clone()).collect();
         let ApplyMany { events, full } = r;
+        // A start or a reclaim needs the job (its payload) to run it.
+        let wants: Vec<bool> =
+            events.iter().map(|e| full || matches!(e.event, Event::Start { .. } | Event::Reclaim { .. })).collect();
         let (answers, effects) = self.commit(|tx| {
             let loaded = tx.load_many(&ids)?;
             let (plan, answers) = plan::apply_events(loaded, events, now, &mut random_unit);
@@ -98,12 +101,13 @@ impl JobShard {
         self.carry_out(effects).await;
         Ok(answers
             .into_iter()
-            .map(|a| {
+            .zip(wants)
+            .map(|(a, want)| {
                 a.map(|job| Applied {
                     id: job.id.clone(),
                     state: job.state,
                     attempt: job.attempt,
-                    job: full.then_some(job),
+                    job: want.then_some(job),
                 })
             })
             .collect())

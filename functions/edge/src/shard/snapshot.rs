@@ -57,16 +57,13 @@ impl JobShard {
     /// written; the first page replaces the shard's jobs and keys. Queued jobs are sent
     /// again and the alarm is set for scheduled ones.
     pub(super) async fn import(&self, r: Import) -> Out<Import> {
-        let jobs =
-            edgejobs_core::backup::from_ndjson(&r.ndjson).map_err(|e| ApiError::new(ErrorCode::InvalidField, e))?;
         if Some(r.shard) != self.shard {
             return Err(ApiError::new(ErrorCode::InvalidField, format!("this object is not shard {}", r.shard)));
         }
-        if let Some(j) = jobs.iter().find(|j| j.id.shard() != r.shard) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                format!("job {} does not belong to shard {}", j.id, r.shard),
-            ));
+        let mut jobs = edgejobs_core::backup::jobs_for_restore(&r.ndjson, r.shard)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidField, e))?;
+        for j in &mut jobs {
+            j.epoch = r.epoch;
         }
         let mut effects = Effects::default();
         for j in &jobs {

@@ -2,6 +2,8 @@
 //! ever held in memory whole), then the manifest, written last. Verify, list, restore
 //! (page by page, after verifying) and backup retention.
 
+use std::collections::BTreeMap;
+
 use edgejobs_core::backup::{self, Manifest, Manifested, ShardEntry};
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::protocol::{Export, Import};
@@ -163,17 +165,44 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
     let b = bucket(env)?;
     let mut entries = m.shards.clone();
     entries.sort_by_key(|e| (e.shard, e.part));
-    let mut rows = 0u64;
+    let text = |body: Option<Vec<u8>>| {
+        String::from_utf8(body.unwrap_or_default())
+            .map_err(|_| ApiError::new(ErrorCode::InvalidField, "backup object is not UTF-8"))
+    };
+    // Every job of every object is checked before anything is replaced: a backup with one
+    // bad job restores nothing, and the answer says which shards hold what.
+    let mut problems = Vec::new();
     for e in &entries {
-        let body = read(&b, &e.key).await?.unwrap_or_default();
-        let ndjson = String::from_utf8(body)
-            .map_err(|_| ApiError::new(ErrorCode::InvalidField, "backup object is not UTF-8"))?;
-        let import =
-            Import { shard: e.shard, ndjson, first: e.part == 0, idempotency_window_ms: cfg.idempotency_window_ms };
-        rows += shard::call(env, e.shard, import).await?.rows;
+        let ndjson = text(read(&b, &e.key).await?)?;
+        if let Err(p) = backup::jobs_for_restore(&ndjson, e.shard) {
+            problems.push(json!({ "shard": e.shard, "part": e.part, "problem": p }));
+        }
     }
+    if !problems.is_empty() {
+        let mut err = ApiError::new(
+            ErrorCode::InvalidTransition,
+            format!("backup {id} holds jobs that cannot be restored; nothing was changed: {}", Value::from(problems)),
+        );
+        err.field = Some("backup".into());
+        return Err(err);
+    }
+    let epoch = now_ms();
+    let mut per_shard: BTreeMap<u16, u64> = BTreeMap::new();
+    for e in &entries {
+        let ndjson = text(read(&b, &e.key).await?)?;
+        let import = Import {
+            shard: e.shard,
+            ndjson,
+            first: e.part == 0,
+            idempotency_window_ms: cfg.idempotency_window_ms,
+            epoch,
+        };
+        *per_shard.entry(e.shard).or_default() += shard::call(env, e.shard, import).await?.rows;
+    }
+    let rows: u64 = per_shard.values().sum();
     log("info", "restored from backup", json!({ "backup": id, "rows": rows }));
-    Ok(json!({ "backup": id, "restored_rows": rows, "shards": m.shard_count }))
+    let shards: Vec<Value> = per_shard.iter().map(|(s, r)| json!({ "shard": s, "rows": r })).collect();
+    Ok(json!({ "backup": id, "restored_rows": rows, "shards": m.shard_count, "per_shard": shards }))
 }
 
 /// Deletes backups past retention (`BACKUP_RETENTION`, default 7 days), never the newest
