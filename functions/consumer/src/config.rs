@@ -68,12 +68,10 @@ pub struct Config {
     /// ...up to this (no blocking reads exist over REST).
     #[arg(long, env = "EDGEJOBS_POLL_MAX", default_value = "2s", value_parser = duration)]
     pub poll_max: Duration,
-    /// How often a running job's lease is renewed (XCLAIM to itself) and a heartbeat sent.
-    #[arg(long, env = "EDGEJOBS_LEASE_RENEW", default_value = "15s", value_parser = duration)]
-    pub lease_renew: Duration,
-    /// A lease idle this long is taken over by another consumer (XAUTOCLAIM).
-    #[arg(long, env = "EDGEJOBS_LEASE_TIMEOUT", default_value = "30s", value_parser = duration)]
-    pub lease_timeout: Duration,
+    /// How often running jobs' leases are renewed and their heartbeats sent. Default: a
+    /// third of the edge's lease (`NATIVE_LEASE`, which the edge tells consumers); at most that.
+    #[arg(long, env = "EDGEJOBS_LEASE_RENEW", value_parser = duration)]
+    pub lease_renew: Option<Duration>,
     /// On SIGTERM/SIGINT, how long in-flight jobs may run before the process exits anyway.
     #[arg(long, env = "EDGEJOBS_GRACE", default_value = "30s", value_parser = duration)]
     pub grace: Duration,
@@ -126,8 +124,7 @@ pub struct Settings {
     pub batch: usize,
     pub poll_min: Duration,
     pub poll_max: Duration,
-    pub lease_renew: Duration,
-    pub lease_timeout: Duration,
+    pub lease_renew: Option<Duration>,
     pub grace: Duration,
     pub upstream_limits: HashMap<String, Limit>,
     pub llm_base_url: String,
@@ -157,9 +154,9 @@ impl Config {
         if self.poll_min.is_zero() || self.poll_min > self.poll_max {
             errors.push("EDGEJOBS_POLL_MIN: must be above zero and at most EDGEJOBS_POLL_MAX".to_owned());
         }
-        if self.lease_renew.is_zero() || self.lease_renew * 2 > self.lease_timeout {
+        if self.lease_renew.is_some_and(|r| r < Duration::from_millis(100)) {
             errors
-                .push("EDGEJOBS_LEASE_RENEW: must be above zero and at most half of EDGEJOBS_LEASE_TIMEOUT".to_owned());
+                .push("EDGEJOBS_LEASE_RENEW: must be at least 100ms (and at most a third of NATIVE_LEASE)".to_owned());
         }
         let mut upstream_limits = HashMap::new();
         for part in self.upstream_limits.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -214,7 +211,6 @@ impl Config {
             poll_min: self.poll_min,
             poll_max: self.poll_max,
             lease_renew: self.lease_renew,
-            lease_timeout: self.lease_timeout,
             grace: self.grace,
             upstream_limits,
             llm_base_url: self.llm_base_url.clone(),
@@ -252,8 +248,9 @@ mod tests {
     fn defaults_follow_the_design() {
         let s = parse(&[]).expect("parses").settings().expect("valid");
         assert_eq!(
-            (s.concurrency, s.lease_renew, s.lease_timeout, s.grace),
-            (25, Duration::from_secs(15), Duration::from_secs(30), Duration::from_secs(30))
+            (s.concurrency, s.lease_renew, s.grace),
+            (25, None, Duration::from_secs(30)),
+            "the renewal follows the edge's lease unless set"
         );
         assert_eq!(s.edge_url, "http://127.0.0.1:8787");
         assert!(!format!("{s:?}").contains("0123456789abcdef"), "secrets are redacted");
@@ -267,7 +264,7 @@ mod tests {
             "--concurrency",
             "0",
             "--lease-renew",
-            "20s",
+            "10ms",
             "--upstream-limits",
             "llm=5/1s,bad",
             "--consumer-token",

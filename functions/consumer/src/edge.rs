@@ -1,63 +1,102 @@
-//! The consumer's reports to the edge: `POST <edge>/v1/internal/jobs/<id>/events` with the
-//! consumer token. The shard decides; a refusal (409, 404) means "not yours any more".
+//! The consumer's reports to the edge, in batches: every report (start, reclaim, heartbeat,
+//! complete, fail) is queued, and one task sends whatever is pending as one
+//! `POST <edge>/v1/internal/events` with the consumer token, when `max_events` are pending or
+//! `linger` after the first one, so a consumer running hundreds of jobs makes a few requests
+//! per interval, not several per job. The edge answers every event on its own; a refusal
+//! (409, 404) means "not yours any more".
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use edgejobs_core::config::Secret;
 use edgejobs_core::machine::Event;
+use edgejobs_core::plan::JobEvent;
+use edgejobs_core::report::{self, Answers, Reports};
 use edgejobs_core::{ApiError, Job, JobId};
+use tokio::sync::{mpsc, oneshot};
 
 /// What the edge said about a report.
 #[derive(Debug)]
 pub enum Answer {
-    Accepted(Box<Job>),
-    /// The shard refused it (stale attempt, cancelled, finished, unknown job).
+    /// Accepted; the job is there for a start or a reclaim.
+    Accepted(Option<Box<Job>>),
+    /// The shard refused it (stale attempt, lease lost or held, cancelled, finished, unknown).
     Refused(ApiError),
     /// The edge could not be reached or failed (5xx): try again later.
     Unavailable(String),
 }
+
+type Pending = (JobEvent, usize, oneshot::Sender<Answer>);
+
+/// Largest request body the batcher builds (the edge takes 1 MiB).
+const MAX_BATCH_BYTES: usize = 768 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Edge {
     url: String,
     token: Secret,
     http: reqwest::Client,
+    tx: mpsc::Sender<Pending>,
+    /// The edge's lease in ms (0 until the first answer).
+    lease_ms: Arc<AtomicU64>,
+}
+
+/// Batching of reports: most events per request, and how long the first waits for company.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub max_events: usize,
+    pub linger: Duration,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching { max_events: 200, linger: Duration::from_millis(5) }
+    }
 }
 
 impl Edge {
-    pub fn new(url: &str, token: Secret, http: reqwest::Client) -> Edge {
-        Edge { url: url.to_owned(), token, http }
+    /// A reporter; spawns its sending task (it ends when every clone is dropped).
+    pub fn new(url: &str, token: Secret, http: reqwest::Client, batching: Batching) -> Edge {
+        let (tx, rx) = mpsc::channel(10_000);
+        let lease_ms = Arc::new(AtomicU64::new(0));
+        let edge = Edge { url: url.to_owned(), token, http, tx, lease_ms };
+        tokio::spawn(edge.clone_without_sender().send_loop(rx, batching));
+        edge
     }
 
+    /// A copy for the sending task that does not keep the channel open.
+    fn clone_without_sender(&self) -> Sender {
+        Sender {
+            url: format!("{}/v1/internal/events", self.url),
+            token: self.token.clone(),
+            http: self.http.clone(),
+            lease_ms: Arc::clone(&self.lease_ms),
+        }
+    }
+
+    /// The edge's lease, once an answer told it.
+    pub fn lease(&self) -> Option<Duration> {
+        match self.lease_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// Asks the edge for its lease (an empty report batch); `None` when it cannot be reached.
+    pub async fn fetch_lease(&self) -> Option<Duration> {
+        self.clone_without_sender().send(Vec::new()).await.ok()?;
+        self.lease()
+    }
+
+    /// Reports one event; it travels with whatever else is pending.
     pub async fn report(&self, id: &JobId, event: &Event) -> Answer {
-        let url = format!("{}/v1/internal/jobs/{id}/events", self.url);
-        let sent = self
-            .http
-            .post(&url)
-            .bearer_auth(self.token.expose())
-            .json(event)
-            .timeout(Duration::from_secs(15))
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => return Answer::Unavailable(e.without_url().to_string()),
-        };
-        let status = resp.status().as_u16();
-        let body: serde_json::Value = match resp.json().await {
-            Ok(b) => b,
-            Err(e) => return Answer::Unavailable(format!("edge answered {status} with a malformed body: {e}")),
-        };
-        if status == 200 {
-            return match serde_json::from_value(body) {
-                Ok(job) => Answer::Accepted(Box::new(job)),
-                Err(e) => Answer::Unavailable(format!("malformed job from the edge: {e}")),
-            };
+        let size = serde_json::to_string(event).map_or(0, |s| s.len()) + 64;
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send((JobEvent { id: id.clone(), event: event.clone() }, size, tx)).await.is_err() {
+            return Answer::Unavailable("the reporter has stopped".into());
         }
-        match ApiError::from_body(&body) {
-            Some(e) if (400..500).contains(&status) && status != 429 => Answer::Refused(e),
-            _ => Answer::Unavailable(format!("edge answered {status}")),
-        }
+        rx.await.unwrap_or_else(|_| Answer::Unavailable("the reporter dropped the report".into()))
     }
 
     /// Reports with bounded retries (0.5 s, 1 s, 2 s, 4 s) while the edge is unavailable.
@@ -79,5 +118,117 @@ impl Edge {
     pub async fn reachable(&self) -> bool {
         let url = format!("{}/health/live", self.url);
         matches!(self.http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
+    }
+}
+
+/// The sending side of the reporter.
+struct Sender {
+    url: String,
+    token: Secret,
+    http: reqwest::Client,
+    lease_ms: Arc<AtomicU64>,
+}
+
+impl Sender {
+    async fn send_loop(self, mut rx: mpsc::Receiver<Pending>, batching: Batching) {
+        let mut carry: Option<Pending> = None;
+        loop {
+            let first = match carry.take() {
+                Some(p) => p,
+                None => match rx.recv().await {
+                    Some(p) => p,
+                    None => return,
+                },
+            };
+            let mut bytes = first.1;
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + batching.linger;
+            while batch.len() < batching.max_events.min(report::MAX_EVENTS) {
+                let next = match rx.try_recv() {
+                    Ok(p) => Some(p),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                    }
+                };
+                let Some(p) = next else { break };
+                if bytes + p.1 > MAX_BATCH_BYTES {
+                    carry = Some(p);
+                    break;
+                }
+                bytes += p.1;
+                batch.push(p);
+            }
+            // Sent concurrently: a slow answer does not hold up the next batch.
+            let sender = self.clone_ref();
+            tokio::spawn(async move { sender.deliver(batch).await });
+        }
+    }
+
+    fn clone_ref(&self) -> Sender {
+        Sender {
+            url: self.url.clone(),
+            token: self.token.clone(),
+            http: self.http.clone(),
+            lease_ms: Arc::clone(&self.lease_ms),
+        }
+    }
+
+    async fn deliver(&self, batch: Vec<Pending>) {
+        let (events, replies): (Vec<JobEvent>, Vec<oneshot::Sender<Answer>>) =
+            batch.into_iter().map(|(e, _, tx)| (e, tx)).unzip();
+        match self.send(events).await {
+            Ok(answers) => {
+                for (tx, a) in replies.into_iter().zip(answers) {
+                    let _ = tx.send(a);
+                }
+            }
+            Err(why) => {
+                for tx in replies {
+                    let _ = tx.send(Answer::Unavailable(why.clone()));
+                }
+            }
+        }
+    }
+
+    /// One request; the answers in order, or why there are none.
+    async fn send(&self, events: Vec<JobEvent>) -> Result<Vec<Answer>, String> {
+        let n = events.len();
+        let sent = self
+            .http
+            .post(&self.url)
+            .bearer_auth(self.token.expose())
+            .json(&Reports { events })
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await;
+        let resp = sent.map_err(|e| e.without_url().to_string())?;
+        let status = resp.status().as_u16();
+        let body: serde_json::Value =
+            resp.json().await.map_err(|e| format!("edge answered {status} with a malformed body: {e}"))?;
+        if status != 200 {
+            // The whole request was refused: a 4xx says something is wrong with it (each
+            // event gets that refusal), anything else is worth another try.
+            return match ApiError::from_body(&body) {
+                Some(e) if (400..500).contains(&status) && status != 429 => {
+                    Ok((0..n).map(|_| Answer::Refused(e.clone())).collect())
+                }
+                _ => Err(format!("edge answered {status}")),
+            };
+        }
+        let answers: Answers = serde_json::from_value(body).map_err(|e| format!("malformed answers: {e}"))?;
+        if answers.answers.len() != n {
+            return Err(format!("{} answers for {n} events", answers.answers.len()));
+        }
+        self.lease_ms.store(answers.lease_ms, Ordering::Relaxed);
+        Ok(answers
+            .answers
+            .into_iter()
+            .map(|a| match a {
+                report::Answer::Ok(applied) => Answer::Accepted(applied.job.map(Box::new)),
+                report::Answer::Error(e) if e.code.status() >= 500 => Answer::Unavailable(e.message),
+                report::Answer::Error(e) => Answer::Refused(e),
+            })
+            .collect())
     }
 }

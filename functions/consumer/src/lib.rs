@@ -58,15 +58,9 @@ pub fn worker(settings: Settings, registry: Registry) -> anyhow::Result<Arc<Work
         group: settings.group.clone(),
         me: settings.name.clone(),
     };
-    Ok(Arc::new(Worker {
-        edge: edge::Edge::new(&settings.edge_url, settings.consumer_token.clone(), system),
-        upstreams: Arc::new(upstreams::Upstreams::new(settings.upstream_limits.clone())),
-        metrics: Arc::new(metrics::Metrics::default()),
-        registry,
-        stream,
-        settings,
-        http,
-    }))
+    let edge = edge::Edge::new(&settings.edge_url, settings.consumer_token.clone(), system, Default::default());
+    let upstreams = Arc::new(upstreams::Upstreams::new(settings.upstream_limits.clone()));
+    Ok(Arc::new(Worker::new(settings, stream, edge, registry, upstreams, http)))
 }
 
 /// Polls succeed: the last one is recent (within three of the longest poll intervals, and

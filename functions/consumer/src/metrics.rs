@@ -21,6 +21,12 @@ pub struct Metrics {
     pub in_flight: AtomicI64,
     pub lease_renewals: AtomicU64,
     pub reclaims: AtomicU64,
+    /// Renewals of entries another consumer had taken over.
+    pub renewals_lost: AtomicU64,
+    /// Acknowledgements not done because another consumer owned the entry (or Upstash failed).
+    pub acks_skipped: AtomicU64,
+    stream_length: AtomicU64,
+    stream_pending: AtomicU64,
     started: Instant,
     /// Ms since `started` of the last successful poll; 0 = never.
     last_poll_ms: AtomicU64,
@@ -33,6 +39,10 @@ impl Default for Metrics {
             in_flight: AtomicI64::new(0),
             lease_renewals: AtomicU64::new(0),
             reclaims: AtomicU64::new(0),
+            renewals_lost: AtomicU64::new(0),
+            acks_skipped: AtomicU64::new(0),
+            stream_length: AtomicU64::new(0),
+            stream_pending: AtomicU64::new(0),
             started: Instant::now(),
             last_poll_ms: AtomicU64::new(0),
         }
@@ -55,6 +65,12 @@ impl Metrics {
 
     pub fn upstream_wait(&self, upstream: &str, d: Duration) {
         *self.maps().upstream_wait.entry(upstream.to_owned()).or_default() += d.as_secs_f64();
+    }
+
+    /// The stream's last sampled length and pending entries.
+    pub fn set_depth(&self, length: u64, pending: u64) {
+        self.stream_length.store(length, Ordering::Relaxed);
+        self.stream_pending.store(pending, Ordering::Relaxed);
     }
 
     pub fn polled(&self) {
@@ -111,6 +127,36 @@ impl Metrics {
             Kind::Gauge,
         );
         age.sample(&[], self.last_poll_age().as_secs_f64());
-        render(&[jobs, dur, wait, in_flight, renewals, reclaims, up, age])
+        let counter = |name: &str, help: &str, v: &AtomicU64| {
+            let mut f = Family::new(name, help, Kind::Counter);
+            f.sample(&[], v.load(Ordering::Relaxed) as f64);
+            f
+        };
+        let gauge = |name: &str, help: &str, v: &AtomicU64| {
+            let mut f = Family::new(name, help, Kind::Gauge);
+            f.sample(&[], v.load(Ordering::Relaxed) as f64);
+            f
+        };
+        let lost = counter(
+            "edgejobs_consumer_lease_renewals_lost_total",
+            "Renewals refused because another consumer had taken the entry over.",
+            &self.renewals_lost,
+        );
+        let skipped = counter(
+            "edgejobs_consumer_acks_skipped_total",
+            "Entries left unacknowledged because another consumer owned them (or Upstash failed).",
+            &self.acks_skipped,
+        );
+        let length = gauge(
+            "edgejobs_consumer_stream_length",
+            "Entries in the long-job stream (acknowledged entries are deleted), sampled every 5 s.",
+            &self.stream_length,
+        );
+        let pending = gauge(
+            "edgejobs_consumer_stream_pending",
+            "Entries delivered to a consumer and not yet acknowledged, sampled every 5 s.",
+            &self.stream_pending,
+        );
+        render(&[jobs, dur, wait, in_flight, renewals, reclaims, up, age, lost, skipped, length, pending])
     }
 }

@@ -1,11 +1,13 @@
 //! The long-job stream in Upstash: the consumer group, reading, taking over idle entries,
-//! renewing leases and acknowledging. A lease is a pending entry: renewing it is an XCLAIM
-//! to ourselves (which resets its idle time); an entry idle past the lease timeout is taken
-//! by XAUTOCLAIM.
+//! renewing leases and acknowledging. A lease is a pending entry owned by this consumer.
+//! Every operation on an entry that may have changed hands is one Lua script that checks the
+//! owner first (XPENDING) and acts only on entries this consumer still owns, so a consumer
+//! never renews, acknowledges or deletes an entry another consumer took over. Acknowledged
+//! entries are deleted at once (XACK + XDEL), so the stream holds only unfinished work.
 
 use edgejobs_core::JobId;
 use edgejobs_upstash::client::cmd;
-use edgejobs_upstash::transport::ReqwestTransport;
+use edgejobs_upstash::transport::Transport;
 use edgejobs_upstash::{Client, Error, Reply};
 
 /// One stream entry: attempt `attempt` of job `id`.
@@ -14,20 +16,79 @@ pub struct Entry {
     pub entry: String,
     pub id: Option<JobId>,
     pub attempt: u32,
+    /// For a takeover: the consumer that held it, to give it back if the edge says its lease
+    /// still holds.
+    pub previous_owner: Option<String>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Stream {
-    pub client: Client<ReqwestTransport>,
+pub struct Stream<T> {
+    pub client: Client<T>,
     pub key: String,
     pub group: String,
     pub me: String,
 }
 
-fn parse_entry(r: &Reply) -> Option<Entry> {
-    let parts = r.as_array()?;
-    let entry = parts.first()?.as_str()?.to_owned();
-    let fields = parts.get(1).and_then(Reply::as_array).unwrap_or_default();
+/// Takes over up to ARGV[4] entries idle for at least ARGV[3] ms from other consumers, for
+/// consumer ARGV[2] of group ARGV[1]. Returns `{entry, previous owner, fields}` per entry
+/// (fields `false` when the entry was deleted).
+pub const RECLAIM_SCRIPT: &str = "local out = {} \
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), '-', '+', tonumber(ARGV[4])) \
+for _, e in ipairs(p) do \
+  if e[2] ~= ARGV[2] then \
+    local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), e[1]) \
+    if #c > 0 then \
+      local fields = c[1][2] \
+      if not fields then fields = false end \
+      table.insert(out, {e[1], e[2], fields}) \
+    end \
+  end \
+end \
+return out";
+
+/// For each entry in ARGV[3..] owned by consumer ARGV[2] of group ARGV[1]: renew (reset its
+/// idle time). Returns 1 per entry renewed, 0 per entry not (or no longer) owned.
+pub const RENEW_SCRIPT: &str = "local out = {} \
+for i = 3, #ARGV do \
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) \
+  if p[1] and p[1][2] == ARGV[2] then \
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID') \
+    out[#out + 1] = 1 \
+  else \
+    out[#out + 1] = 0 \
+  end \
+end \
+return out";
+
+/// For each entry in ARGV[3..] owned by consumer ARGV[2] of group ARGV[1]: acknowledge and
+/// delete it. Returns 1 per entry done, 0 per entry left alone (another consumer owns it).
+pub const ACK_SCRIPT: &str = "local out = {} \
+for i = 3, #ARGV do \
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) \
+  if p[1] and p[1][2] == ARGV[2] then \
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) \
+    redis.call('XDEL', KEYS[1], ARGV[i]) \
+    out[#out + 1] = 1 \
+  elseif not p[1] then \
+    redis.call('XDEL', KEYS[1], ARGV[i]) \
+    out[#out + 1] = 1 \
+  else \
+    out[#out + 1] = 0 \
+  end \
+end \
+return out";
+
+/// Gives entry ARGV[4] back from consumer ARGV[2] to ARGV[3] (group ARGV[1]) if ARGV[2] still
+/// owns it. Returns 1 when given back.
+pub const GIVE_BACK_SCRIPT: &str = "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[4], ARGV[4], 1) \
+if p[1] and p[1][2] == ARGV[2] then \
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[4], 'JUSTID') \
+  return 1 \
+end \
+return 0";
+
+fn parse_fields(fields: &Reply) -> (Option<JobId>, u32) {
+    let fields = fields.as_array().unwrap_or_default();
     let mut id = None;
     let mut attempt = 0;
     for kv in fields.chunks(2) {
@@ -37,10 +98,45 @@ fn parse_entry(r: &Reply) -> Option<Entry> {
             _ => {}
         }
     }
-    Some(Entry { entry, id, attempt })
+    (id, attempt)
 }
 
-impl Stream {
+fn parse_entry(r: &Reply) -> Option<Entry> {
+    let parts = r.as_array()?;
+    let entry = parts.first()?.as_str()?.to_owned();
+    let (id, attempt) = parts.get(1).map(parse_fields).unwrap_or_default();
+    Some(Entry { entry, id, attempt, previous_owner: None })
+}
+
+fn parse_reclaimed(r: &Reply) -> Option<Entry> {
+    let parts = r.as_array()?;
+    let entry = parts.first()?.as_str()?.to_owned();
+    let owner = parts.get(1).and_then(Reply::as_str).map(str::to_owned);
+    let (id, attempt) = parts.get(2).map(parse_fields).unwrap_or_default();
+    Some(Entry { entry, id, attempt, previous_owner: owner })
+}
+
+/// A script's per-entry flags (1/0) as booleans, one per entry asked about.
+fn flags(r: &Reply, n: usize) -> Vec<bool> {
+    let got: Vec<bool> = r.as_array().unwrap_or_default().iter().map(|f| f.as_int() == Some(1)).collect();
+    if got.len() == n { got } else { vec![false; n] }
+}
+
+/// Stream length and pending entries (acknowledged entries are deleted, so the length is
+/// the work not yet finished).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    pub length: u64,
+    pub pending: u64,
+}
+
+impl<T: Transport> Stream<T> {
+    fn script(&self, script: &str, args: &[&str]) -> Vec<String> {
+        let mut c = cmd(["EVAL", script, "1", &self.key, &self.group, &self.me]);
+        c.extend(args.iter().map(|a| (*a).to_owned()));
+        c
+    }
+
     /// Creates the group (from the stream's start) if it does not exist.
     pub async fn ensure_group(&self) -> Result<(), Error> {
         match self.client.command(&cmd(["XGROUP", "CREATE", &self.key, &self.group, "0", "MKSTREAM"])).await {
@@ -75,49 +171,128 @@ impl Stream {
             .unwrap_or_default())
     }
 
-    /// Entries idle for at least `min_idle_ms`, taken over by this consumer.
+    /// Entries other consumers left idle for at least `min_idle_ms`, taken over by this one.
     pub async fn reclaim(&self, min_idle_ms: u64, count: usize) -> Result<Vec<Entry>, Error> {
-        let r = self
-            .client
-            .command(&cmd([
-                "XAUTOCLAIM",
-                &self.key,
-                &self.group,
-                &self.me,
-                &min_idle_ms.to_string(),
-                "0-0",
-                "COUNT",
-                &count.to_string(),
-            ]))
-            .await?;
-        Ok(r.as_array()
-            .and_then(|a| a.get(1))
+        let r =
+            self.client.command(&self.script(RECLAIM_SCRIPT, &[&min_idle_ms.to_string(), &count.to_string()])).await?;
+        Ok(r.as_array().unwrap_or_default().iter().filter_map(parse_reclaimed).collect())
+    }
+
+    /// Renews the leases on `entries` this consumer still owns; per entry, whether it did.
+    pub async fn renew(&self, entries: &[String]) -> Result<Vec<bool>, Error> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let args: Vec<&str> = entries.iter().map(String::as_str).collect();
+        let r = self.client.command(&self.script(RENEW_SCRIPT, &args)).await?;
+        Ok(flags(&r, entries.len()))
+    }
+
+    /// Acknowledges and deletes `entries` this consumer still owns (entries no longer pending
+    /// are deleted too); per entry, whether it is gone.
+    pub async fn ack(&self, entries: &[String]) -> Result<Vec<bool>, Error> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let args: Vec<&str> = entries.iter().map(String::as_str).collect();
+        let r = self.client.command(&self.script(ACK_SCRIPT, &args)).await?;
+        Ok(flags(&r, entries.len()))
+    }
+
+    /// Gives `entry` back to `owner` when this consumer still owns it.
+    pub async fn give_back(&self, entry: &str, owner: &str) -> Result<bool, Error> {
+        let r = self.client.command(&self.script(GIVE_BACK_SCRIPT, &[owner, entry])).await?;
+        Ok(r.as_int() == Some(1))
+    }
+
+    /// The stream's length and its pending entries, in one pipeline.
+    pub async fn depth(&self) -> Result<Depth, Error> {
+        let replies =
+            self.client.pipeline(&[cmd(["XLEN", &self.key]), cmd(["XPENDING", &self.key, &self.group])]).await?;
+        let length = replies.first().and_then(|r| r.as_ref().ok()).and_then(Reply::as_int).unwrap_or(0);
+        let pending = replies
+            .get(1)
+            .and_then(|r| r.as_ref().ok())
             .and_then(Reply::as_array)
-            .map(|e| e.iter().filter_map(parse_entry).collect())
-            .unwrap_or_default())
-    }
-
-    /// Renews the lease on `entry` (resets its idle time).
-    pub async fn renew(&self, entry: &str) -> Result<(), Error> {
-        self.client.command(&cmd(["XCLAIM", &self.key, &self.group, &self.me, "0", entry, "JUSTID"])).await.map(|_| ())
-    }
-
-    pub async fn ack(&self, entry: &str) -> Result<(), Error> {
-        self.client.command(&cmd(["XACK", &self.key, &self.group, entry])).await.map(|_| ())
+            .and_then(|a| a.first().and_then(Reply::as_int))
+            .unwrap_or(0);
+        Ok(Depth { length: length.max(0) as u64, pending: pending.max(0) as u64 })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgejobs_upstash::Credentials;
+    use edgejobs_upstash::transport::{Faulty, ScriptedTransport};
+    use std::time::Duration;
+
+    fn b(s: &str) -> Reply {
+        Reply::Bytes(s.as_bytes().to_vec())
+    }
+
+    fn stream<T: Transport>(t: T) -> Stream<T> {
+        let creds = Credentials { url: "http://127.0.0.1:1".into(), token: edgejobs_core::config::Secret::new("t") };
+        Stream { client: Client::new(creds, t), key: "s".into(), group: "g".into(), me: "me".into() }
+    }
+
+    /// The script and arguments of the EVAL in one recorded request body.
+    fn eval_of(body: &str) -> (String, Vec<String>) {
+        let v: Vec<String> = serde_json::from_str(body).expect("a command");
+        assert_eq!(v[0], "EVAL");
+        (v[1].clone(), v[3..].to_vec())
+    }
 
     #[test]
     fn parses_entries_and_tolerates_deleted_ones() {
-        let b = |s: &str| Reply::Bytes(s.as_bytes().to_vec());
         let id = JobId::new(1, 2, 3);
         let e = Reply::Array(vec![b("1-0"), Reply::Array(vec![b("id"), b(id.as_str()), b("attempt"), b("2")])]);
-        assert_eq!(parse_entry(&e), Some(Entry { entry: "1-0".into(), id: Some(id), attempt: 2 }));
+        let want = Entry { entry: "1-0".into(), id: Some(id.clone()), attempt: 2, previous_owner: None };
+        assert_eq!(parse_entry(&e), Some(want));
         let deleted = Reply::Array(vec![b("2-0"), Reply::Nil]);
-        assert_eq!(parse_entry(&deleted), Some(Entry { entry: "2-0".into(), id: None, attempt: 0 }));
+        assert_eq!(parse_entry(&deleted).map(|e| e.id), Some(None));
+        let taken = Reply::Array(vec![b("3-0"), b("other"), Reply::Array(vec![b("id"), b(id.as_str())])]);
+        assert_eq!(parse_reclaimed(&taken).and_then(|e| e.previous_owner), Some("other".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn renewal_and_acks_go_through_the_owner_checked_scripts() {
+        let t = ScriptedTransport::new([
+            ScriptedTransport::ok(serde_json::json!({ "result": [1, 0] })),
+            ScriptedTransport::ok(serde_json::json!({ "result": [0, 1] })),
+        ]);
+        let s = stream(t);
+        let entries = vec!["1-0".to_owned(), "2-0".to_owned()];
+        assert_eq!(s.renew(&entries).await.expect("renewed"), vec![true, false], "2-0 was taken over");
+        assert_eq!(s.ack(&entries).await.expect("acked"), vec![false, true], "1-0 belongs to another consumer");
+        let sent = s.client.transport().requests();
+        assert_eq!(sent.len(), 2, "one script call per batch of entries");
+        let (script, args) = eval_of(&sent[0].body);
+        assert_eq!(
+            (script.as_str(), args.as_slice()),
+            (RENEW_SCRIPT, ["s", "g", "me", "1-0", "2-0"].map(String::from).as_slice())
+        );
+        let (script, _) = eval_of(&sent[1].body);
+        assert_eq!(script, ACK_SCRIPT);
+        // Nothing to do: no call at all.
+        assert!(s.ack(&[]).await.expect("empty").is_empty());
+        assert_eq!(s.client.transport().requests().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_script_answer_owns_nothing() {
+        let t = ScriptedTransport::new([ScriptedTransport::ok(serde_json::json!({ "result": [1] }))]);
+        let s = stream(t);
+        let entries = vec!["1-0".to_owned(), "2-0".to_owned()];
+        assert_eq!(s.ack(&entries).await.expect("answered"), vec![false, false]);
+    }
+
+    #[tokio::test]
+    async fn an_ack_that_cannot_be_sent_is_reported_not_assumed() {
+        // Every attempt fails: the caller learns the entries are not acknowledged.
+        let inner = ScriptedTransport::new([]);
+        let s = stream(Faulty::new(inner, 100, Duration::ZERO));
+        assert!(s.ack(&["1-0".to_owned()]).await.is_err());
+        assert!(s.client.transport().calls() >= 1);
     }
 }

@@ -2,14 +2,17 @@
 //! concurrency limit with its lease renewed, report the outcome and acknowledge it only
 //! once the edge has accepted the report.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgejobs_core::machine::{Disposition, Event};
-use edgejobs_core::{ErrorCode, Job};
+use edgejobs_core::{ErrorCode, Job, JobId};
+use edgejobs_upstash::transport::ReqwestTransport;
+use futures_util::future::join_all;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -23,20 +26,134 @@ use crate::upstreams::Upstreams;
 /// Largest serialized result kept (the edge refuses larger reports).
 pub const MAX_RESULT_BYTES: usize = 60 * 1024;
 
+/// A job this consumer is running: what the lease keeper renews and reports on.
+#[derive(Debug)]
+struct Held {
+    id: JobId,
+    attempt: u32,
+    progress: tokio::sync::watch::Receiver<Option<Value>>,
+    cancel: CancellationToken,
+}
+
+/// An entry to acknowledge, and where to say whether it was.
+type AckRequest = (String, oneshot::Sender<bool>);
+
 /// Everything a running consumer shares between its tasks.
 #[derive(Debug)]
 pub struct Worker {
     pub settings: Settings,
-    pub stream: Stream,
+    pub stream: Stream<ReqwestTransport>,
     pub edge: Edge,
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
     pub upstreams: Arc<Upstreams>,
     /// The guarded client handlers use (requests made for a user).
     pub http: reqwest::Client,
+    /// Running jobs by stream entry.
+    held: Mutex<HashMap<String, Held>>,
+    /// Entries to acknowledge, sent in batches by `ack_loop`.
+    acks: mpsc::Sender<AckRequest>,
+    acks_rx: Mutex<Option<mpsc::Receiver<AckRequest>>>,
+}
+
+/// The renewal interval: the configured one, but never more than a third of the edge's
+/// lease (a configured value above it is an error, logged once, and not used).
+pub fn renew_interval(configured: Option<Duration>, lease: Duration) -> Result<Duration, (Duration, String)> {
+    let third = lease / 3;
+    match configured {
+        None => Ok(third),
+        Some(r) if r <= third => Ok(r),
+        Some(r) => Err((
+            third,
+            format!(
+                "EDGEJOBS_LEASE_RENEW ({} ms) must be at most a third of the edge's NATIVE_LEASE ({} ms); renewing every {} ms",
+                r.as_millis(),
+                lease.as_millis(),
+                third.as_millis()
+            ),
+        )),
+    }
+}
+
+/// What to do with a stream entry after the edge refused a report about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRefusal {
+    /// Another consumer took the attempt over and runs it from this entry: leave it alone.
+    Leave,
+    /// A takeover was refused because the holder is alive: give the entry back to it.
+    GiveBack,
+    /// Nothing will run from this entry (finished, cancelled, stale): acknowledge it if this
+    /// consumer still owns it.
+    Ack,
+}
+
+pub fn after_refusal(code: ErrorCode) -> AfterRefusal {
+    match code {
+        ErrorCode::LeaseLost => AfterRefusal::Leave,
+        ErrorCode::LeaseHeld => AfterRefusal::GiveBack,
+        _ => AfterRefusal::Ack,
+    }
 }
 
 impl Worker {
+    pub fn new(
+        settings: Settings,
+        stream: Stream<ReqwestTransport>,
+        edge: Edge,
+        registry: Registry,
+        upstreams: Arc<Upstreams>,
+        http: reqwest::Client,
+    ) -> Worker {
+        let (acks, acks_rx) = mpsc::channel(10_000);
+        Worker {
+            settings,
+            stream,
+            edge,
+            registry,
+            metrics: Arc::new(Metrics::default()),
+            upstreams,
+            http,
+            held: Mutex::default(),
+            acks,
+            acks_rx: Mutex::new(Some(acks_rx)),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Learns the edge's lease (retrying until the edge answers or `stop` fires) and the
+    /// renewal interval that goes with it.
+    async fn lease(&self, stop: &CancellationToken) -> Option<(Duration, Duration)> {
+        let mut logged = false;
+        loop {
+            if let Some(lease) = self.edge.fetch_lease().await {
+                let renew = match renew_interval(self.settings.lease_renew, lease) {
+                    Ok(r) => r,
+                    Err((r, why)) => {
+                        tracing::error!(error = why, "lease renewal interval too long");
+                        r
+                    }
+                };
+                tracing::info!(
+                    lease_ms = lease.as_millis() as u64,
+                    renew_ms = renew.as_millis() as u64,
+                    "lease from the edge"
+                );
+                return Some((lease, renew));
+            }
+            if !logged {
+                tracing::warn!("cannot reach the edge to learn its lease; retrying");
+                logged = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.settings.poll_max) => {}
+                _ = stop.cancelled() => return None,
+            }
+        }
+    }
+
     /// Polls and runs jobs until `stop` fires, then waits for in-flight jobs up to the grace
     /// period. Returns true when every job finished (a clean drain).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) -> bool {
@@ -47,6 +164,14 @@ impl Worker {
                 _ = stop.cancelled() => return true,
             }
         }
+        let Some((_, renew)) = self.lease(&stop).await else { return true };
+        let acks_rx = self.acks_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let background = CancellationToken::new();
+        if let Some(rx) = acks_rx {
+            tokio::spawn(Arc::clone(&self).ack_loop(rx));
+        }
+        tokio::spawn(Arc::clone(&self).keep_leases(renew, background.clone()));
+        tokio::spawn(Arc::clone(&self).watch_depth(background.clone()));
         // Jobs get their own token: stopping the poll loop must not interrupt them.
         let jobs_stop = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
@@ -78,11 +203,11 @@ impl Worker {
                 continue;
             }
             interval = self.settings.poll_min;
-            for (entry, reclaimed) in found {
+            for entry in found {
                 let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
                 let me = Arc::clone(&self);
                 let cancel = jobs_stop.child_token();
-                tasks.spawn(async move { me.run_entry(entry, reclaimed, permit, cancel).await });
+                tasks.spawn(async move { me.run_entry(entry, permit, cancel).await });
             }
         }
         tracing::info!(in_flight = tasks.len(), "stopped reading; draining in-flight jobs");
@@ -95,59 +220,105 @@ impl Worker {
             jobs_stop.cancel();
             tasks.abort_all();
         }
+        background.cancel();
         drained
     }
 
-    /// Idle entries taken over first, then new ones; `true` marks a takeover.
-    async fn poll(&self, n: usize) -> Result<Vec<(Entry, bool)>, edgejobs_upstash::Error> {
-        let lease_ms = self.settings.lease_timeout.as_millis() as u64;
-        let mut found: Vec<(Entry, bool)> =
-            self.stream.reclaim(lease_ms, n).await?.into_iter().map(|e| (e, true)).collect();
+    /// Idle entries taken over first (idle past the edge's lease plus one renewal, so a
+    /// live holder always renewed in time), then new ones.
+    async fn poll(&self, n: usize) -> Result<Vec<Entry>, edgejobs_upstash::Error> {
+        let lease = self.edge.lease().unwrap_or(Duration::from_millis(edgejobs_core::config::DEFAULT_NATIVE_LEASE_MS));
+        let min_idle = (lease + lease / 3).as_millis() as u64;
+        let mut found = self.stream.reclaim(min_idle, n).await?;
         if !found.is_empty() {
             self.metrics.reclaims.fetch_add(found.len() as u64, Ordering::Relaxed);
             tracing::info!(count = found.len(), "took over idle stream entries");
         }
         if found.len() < n {
-            found.extend(self.stream.read(n - found.len()).await?.into_iter().map(|e| (e, false)));
+            found.extend(self.stream.read(n - found.len()).await?);
         }
         self.metrics.polled();
         Ok(found)
     }
 
-    async fn ack(&self, entry: &str) {
-        if let Err(e) = self.stream.ack(entry).await {
-            tracing::warn!(entry, error = %e, "XACK failed; the entry will be reclaimed and refused");
+    /// Acknowledges (and deletes) an entry if this consumer still owns it, in a batch with
+    /// other acknowledgements. False when it could not be done (another consumer owns it,
+    /// or Upstash failed: the entry is then taken over later and its report refused).
+    async fn ack(&self, entry: &str) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.acks.send((entry.to_owned(), tx)).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    async fn ack_loop(self: Arc<Self>, mut rx: mpsc::Receiver<AckRequest>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
+            while batch.len() < 200 {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) => batch.push(p),
+                    _ => break,
+                }
+            }
+            let me = Arc::clone(&self);
+            tokio::spawn(async move {
+                let (entries, replies): (Vec<String>, Vec<oneshot::Sender<bool>>) = batch.into_iter().unzip();
+                let done = match me.stream.ack(&entries).await {
+                    Ok(done) => done,
+                    Err(e) => {
+                        tracing::warn!(entries = entries.len(), error = %e, "XACK failed; the entries will be taken over and refused");
+                        vec![false; entries.len()]
+                    }
+                };
+                let kept = done.iter().filter(|d| !**d).count();
+                if kept > 0 {
+                    me.metrics.acks_skipped.fetch_add(kept as u64, Ordering::Relaxed);
+                }
+                for (tx, d) in replies.into_iter().zip(done) {
+                    let _ = tx.send(d);
+                }
+            });
         }
     }
 
-    async fn run_entry(
-        self: Arc<Self>,
-        e: Entry,
-        reclaimed: bool,
-        _permit: OwnedSemaphorePermit,
-        cancel: CancellationToken,
-    ) {
+    /// Settles an entry after a refusal, by [`after_refusal`].
+    async fn settle_refused(&self, e: &Entry, code: ErrorCode) {
+        match after_refusal(code) {
+            AfterRefusal::Leave => {}
+            AfterRefusal::Ack => {
+                self.ack(&e.entry).await;
+            }
+            AfterRefusal::GiveBack => {
+                if let Some(owner) = &e.previous_owner
+                    && let Err(err) = self.stream.give_back(&e.entry, owner).await
+                {
+                    tracing::warn!(entry = e.entry, error = %err, "could not give a held entry back");
+                }
+            }
+        }
+    }
+
+    async fn run_entry(self: Arc<Self>, e: Entry, _permit: OwnedSemaphorePermit, cancel: CancellationToken) {
         let Some(id) = e.id.clone() else {
             self.ack(&e.entry).await; // a deleted or foreign entry
             return;
         };
-        // The edge takes the attempt over when the holder has been silent this long: the
-        // lease timeout less half a renewal interval, so the check that follows a Redis
-        // takeover (idle >= lease timeout) is not defeated by a heartbeat sent just after
-        // the holder's last renewal.
-        let lease_ms = (self.settings.lease_timeout - self.settings.lease_renew / 2).as_millis() as u64;
-        let start = if reclaimed {
-            Event::Reclaim { attempt: e.attempt, lease_ms }
+        // The edge decides a takeover with its own lease; the number here is ignored.
+        let start = if e.previous_owner.is_some() {
+            Event::Reclaim { attempt: e.attempt, lease_ms: 0 }
         } else {
             Event::Start { attempt: e.attempt }
         };
         let job = match self.edge.report(&id, &start).await {
-            Answer::Accepted(job) => *job,
+            Answer::Accepted(Some(job)) => *job,
+            Answer::Accepted(None) => {
+                tracing::error!(job = %id, "the edge accepted the start without the job; not running it");
+                return;
+            }
             Answer::Refused(err) => {
-                // A running attempt that still holds its lease stays with its holder.
-                if err.code != ErrorCode::InvalidTransition || !err.message.contains("holds its lease") {
-                    self.ack(&e.entry).await;
-                }
+                self.settle_refused(&e, err.code).await;
                 self.metrics.job("unknown", "refused", None);
                 tracing::info!(job = %id, code = err.code.as_str(), "the edge refused the start; not running it");
                 return;
@@ -160,10 +331,12 @@ impl Worker {
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         let began = Instant::now();
         let (progress, progress_rx) = Progress::channel();
-        let lease =
-            tokio::spawn(Arc::clone(&self).keep_lease(e.entry.clone(), job.clone(), progress_rx, cancel.clone()));
+        self.held().insert(
+            e.entry.clone(),
+            Held { id: id.clone(), attempt: job.attempt, progress: progress_rx, cancel: cancel.clone() },
+        );
         let outcome = self.execute(&job, progress, cancel.clone()).await;
-        lease.abort();
+        self.held().remove(&e.entry);
         let took = began.elapsed();
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         let (event, label) = match outcome {
@@ -195,7 +368,7 @@ impl Worker {
             Answer::Refused(err) => {
                 self.metrics.job(&job.job_type, "refused", Some(took));
                 tracing::info!(job = %id, code = err.code.as_str(), "the edge refused the outcome (cancelled or taken over)");
-                self.ack(&e.entry).await;
+                self.settle_refused(&e, err.code).await;
             }
             Answer::Unavailable(why) => {
                 tracing::error!(job = %id, error = why, "cannot report the outcome; the entry will be reclaimed and run again");
@@ -238,29 +411,97 @@ impl Worker {
         })
     }
 
-    /// Every `lease_renew`: renew the stream lease and send a heartbeat (with progress). A
-    /// refused heartbeat (cancelled, or taken over) cancels the running handler.
-    async fn keep_lease(
-        self: Arc<Self>,
-        entry: String,
-        job: Job,
-        progress: tokio::sync::watch::Receiver<Option<Value>>,
-        cancel: CancellationToken,
-    ) {
+    /// Every renewal interval, for every job this consumer runs, at once: renew the stream
+    /// entries it still owns (one script call) and send the heartbeats (one report request,
+    /// through the batcher). A refused heartbeat (cancelled, or the lease lost) cancels that
+    /// job's handler. An entry that is no longer ours is counted and logged; the edge's answer
+    /// decides whether the job goes on.
+    async fn keep_leases(self: Arc<Self>, renew: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(renew);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
         loop {
-            tokio::time::sleep(self.settings.lease_renew).await;
-            match self.stream.renew(&entry).await {
-                Ok(()) => {
-                    self.metrics.lease_renewals.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let held: Vec<(String, JobId, u32, Option<Value>, CancellationToken)> = self
+                .held()
+                .iter()
+                .map(|(entry, h)| {
+                    (entry.clone(), h.id.clone(), h.attempt, h.progress.borrow().clone(), h.cancel.clone())
+                })
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            let entries: Vec<String> = held.iter().map(|h| h.0.clone()).collect();
+            let beats = held.iter().map(|(_, id, attempt, progress, _)| {
+                let beat = Event::Heartbeat { attempt: *attempt, progress: progress.clone() };
+                let edge = self.edge.clone();
+                let id = id.clone();
+                async move { edge.report(&id, &beat).await }
+            });
+            let (renewed, answers) = tokio::join!(self.stream.renew(&entries), join_all(beats));
+            match renewed {
+                Ok(flags) => {
+                    let ok = flags.iter().filter(|f| **f).count();
+                    self.metrics.lease_renewals.fetch_add(ok as u64, Ordering::Relaxed);
+                    for ((entry, id, ..), owned) in held.iter().zip(flags) {
+                        if !owned {
+                            self.metrics.renewals_lost.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(job = %id, entry, "the stream entry is no longer ours");
+                        }
+                    }
                 }
-                Err(e) => tracing::warn!(job = %job.id, error = %e, "lease renewal failed"),
+                Err(e) => tracing::warn!(entries = entries.len(), error = %e, "lease renewal failed"),
             }
-            let beat = Event::Heartbeat { attempt: job.attempt, progress: progress.borrow().clone() };
-            if let Answer::Refused(err) = self.edge.report(&job.id, &beat).await {
-                tracing::info!(job = %job.id, code = err.code.as_str(), "heartbeat refused; stopping the job");
-                cancel.cancel();
-                return;
+            for ((_, id, .., cancel), answer) in held.iter().zip(answers) {
+                if let Answer::Refused(err) = answer {
+                    tracing::info!(job = %id, code = err.code.as_str(), "heartbeat refused; stopping the job");
+                    cancel.cancel();
+                }
             }
+        }
+    }
+
+    /// Samples the stream's length and pending entries for `/metrics`, every few seconds.
+    async fn watch_depth(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            match self.stream.depth().await {
+                Ok(d) => self.metrics.set_depth(d.length, d.pending),
+                Err(e) => tracing::debug!(error = %e, "cannot read the stream depth"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_stays_within_a_third_of_the_edge_lease() {
+        let lease = Duration::from_secs(30);
+        assert_eq!(renew_interval(None, lease), Ok(Duration::from_secs(10)));
+        assert_eq!(renew_interval(Some(Duration::from_secs(4)), lease), Ok(Duration::from_secs(4)));
+        let (used, why) = renew_interval(Some(Duration::from_secs(15)), lease).expect_err("too long");
+        assert_eq!(used, Duration::from_secs(10));
+        assert!(why.contains("NATIVE_LEASE"), "{why}");
+    }
+
+    #[test]
+    fn a_lost_lease_never_acknowledges_the_entry() {
+        assert_eq!(after_refusal(ErrorCode::LeaseLost), AfterRefusal::Leave);
+        assert_eq!(after_refusal(ErrorCode::LeaseHeld), AfterRefusal::GiveBack);
+        for code in
+            [ErrorCode::StaleAttempt, ErrorCode::InvalidTransition, ErrorCode::JobCancelled, ErrorCode::JobNotFound]
+        {
+            assert_eq!(after_refusal(code), AfterRefusal::Ack, "{code:?}");
         }
     }
 }
