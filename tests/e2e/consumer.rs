@@ -83,7 +83,29 @@ fn native_reports_are_fenced_and_cancel_reaches_the_handler(ctx: &Ctx) -> anyhow
     expect(ctx.report(&id, &json!({ "event": "complete", "attempt": 2 }))?, "stale_attempt")?;
     expect(ctx.report(&id, &json!({ "event": "heartbeat", "attempt": 0 }))?, "stale_attempt")?;
     expect(ctx.report(&id, &json!({ "event": "start", "attempt": 1 }))?, "invalid_transition")?;
-    expect(ctx.report(&id, &json!({ "event": "reclaim", "attempt": 1, "lease_ms": 60000 }))?, "invalid_transition")?;
+    // The edge's lease decides a takeover: a consumer asking with a 1 ms lease is refused.
+    expect(ctx.report(&id, &json!({ "event": "reclaim", "attempt": 1, "lease_ms": 1 }))?, "lease_held")?;
+    // The same reports in one batch: each answered on its own, in order; an id naming a
+    // shard the deployment does not have is refused without failing the others.
+    let far = "jff000000000000000000000000000";
+    let events = json!({ "events": [
+        { "id": id, "event": { "event": "heartbeat", "attempt": 1 } },
+        { "id": id, "event": { "event": "complete", "attempt": 2 } },
+        { "id": far, "event": { "event": "heartbeat", "attempt": 1 } },
+        { "id": id, "event": { "event": "reclaim", "attempt": 1 } },
+        { "id": id, "event": { "event": "cancel" } },
+    ] });
+    let r = ctx.send(ctx.http.post(ctx.url("/v1/internal/events")).bearer_auth(&ctx.consumer_token).json(&events))?;
+    let answers = r.body["answers"].as_array().cloned().unwrap_or_default();
+    let codes: Vec<&str> = answers
+        .iter()
+        .map(|a| if a.get("ok").is_some() { "ok" } else { a["error"]["code"].as_str().unwrap_or("?") })
+        .collect();
+    ensure(
+        r.status == 200 && codes == ["ok", "stale_attempt", "job_not_found", "lease_held", "invalid_field"],
+        || format!("batch answers: {} {}", r.status, r.body),
+    )?;
+    ensure(r.body["lease_ms"] == 3000 && answers[0]["ok"]["state"] == "active", || format!("{}", r.body))?;
     let job = ctx.wait_state(&id, "completed", WAIT)?;
     ensure(job["result"]["slept_ms"] == 2500 && job["attempt"] == 1, || {
         format!("the consumer's result stands: {job}")

@@ -80,6 +80,7 @@ fn main() {
         consumer_env,
         profile: Profile::default(),
         outbound_allow: outbound_allow.clone(),
+        native_lease: Some("3s".into()),
     };
     let stack = match Stack::start(opts) {
         Ok(s) => s,

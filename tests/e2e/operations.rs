@@ -176,7 +176,13 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
         let r = admin(ctx, &stack.edge_url, &key, "POST", "/v1/admin/restore", Some(json!({ "backup": backup })))?;
         ensure(r.status == 200, || format!("restore: {} {}", r.status, r.body))?;
         for (id, job) in &before {
-            let now = job_on(ctx, stack, id)?;
+            let mut now = job_on(ctx, stack, id)?;
+            // A restored job carries its restore epoch (hand-offs are keyed by it); the rest
+            // is as it was.
+            let epoch = now.as_object_mut().and_then(|o| o.remove("epoch"));
+            ensure(epoch.as_ref().and_then(Value::as_u64).is_some_and(|e| e > 0), || {
+                format!("{id} has no restore epoch: {now}")
+            })?;
             ensure(&now == job, || format!("{id} differs after restore:\nbefore {job}\nafter  {now}"))?;
         }
         Ok(())

@@ -97,6 +97,7 @@ impl Ctx {
                 consumer_env: self.consumer_env.clone(),
                 profile: Profile::default(),
                 outbound_allow: self.outbound_allow.clone(),
+                native_lease: Some("3s".into()),
             };
             *guard = Some(Stack::start(opts).context("starting the fault stack")?);
         }
@@ -248,7 +249,6 @@ pub fn consumer_env(llm: &FakeLlm) -> Vec<(String, String)> {
         ("EDGEJOBS_LLM_MODEL", "fake-model"),
         ("EDGEJOBS_POLL_MAX", "300ms"),
         ("EDGEJOBS_LEASE_RENEW", "1s"),
-        ("EDGEJOBS_LEASE_TIMEOUT", "3s"),
         ("RUST_LOG", "info,edgejobs_consumer::handlers=debug"),
     ]
     .iter()

@@ -35,6 +35,8 @@ pub struct StackOptions {
     /// (`OUTBOUND_ALLOW`, `EDGEJOBS_OUTBOUND_ALLOW`): the tests open exactly the loopback
     /// ports of their own fakes. Kept across wrangler restarts.
     pub outbound_allow: String,
+    /// The edge's `NATIVE_LEASE` (the tests shorten it); kept across wrangler restarts.
+    pub native_lease: Option<String>,
 }
 
 /// The cargo profile whose binaries (`upstash-local`, `edgejobs-consumer`) a stack runs.
@@ -328,6 +330,9 @@ impl Stack {
         writeln!(vars, "UPSTASH_REDIS_REST_URL=\"{}\"", self.upstash_url)?;
         if !self.opts.outbound_allow.is_empty() {
             writeln!(vars, "OUTBOUND_ALLOW=\"{}\"", self.opts.outbound_allow)?;
+        }
+        if let Some(lease) = &self.opts.native_lease {
+            writeln!(vars, "NATIVE_LEASE=\"{lease}\"")?;
         }
         for (k, v) in &self.opts.vars {
             writeln!(vars, "{k}=\"{v}\"")?;

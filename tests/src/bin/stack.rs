@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         consumer_env: Vec::new(),
         profile: Profile::default(),
         outbound_allow: String::new(),
+        native_lease: None,
     };
     let mut stack = Stack::start(opts)?;
     let env = stack.env_lines();

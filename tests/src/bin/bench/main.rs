@@ -693,6 +693,7 @@ fn run() -> anyhow::Result<()> {
         consumer_env: Vec::new(),
         profile: Profile::Release,
         outbound_allow: String::new(),
+        native_lease: None,
     };
     let stack =
         Stack::start(opts).inspect_err(|_| say(format!("logs kept in {}", state_dir.join("logs").display())))?;
