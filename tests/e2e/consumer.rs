@@ -6,7 +6,7 @@ use std::time::Duration;
 use edgejobs_tests::hooks::{Hooks, Reply};
 use edgejobs_tests::proc::wait_until;
 use edgejobs_tests::stack::Stack;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::util::{Ctx, Resp, Test, enqueue_on, ensure, job_on, metric, unique, wait_on};
 
@@ -21,6 +21,7 @@ pub const TESTS: &[Test] = &[
     ("consumer_health_and_metrics", consumer_health_and_metrics),
     ("kill_9_mid_job_is_taken_over_after_the_lease", kill_9_mid_job_is_taken_over_after_the_lease),
     ("sigterm_drains_in_flight_jobs", sigterm_drains_in_flight_jobs),
+    ("a_paused_consumer_loses_its_lease_and_leaves_the_entry", a_paused_consumer_loses_its_lease_and_leaves_the_entry),
     ("two_consumers_share_the_stream_without_double_runs", two_consumers_share_the_stream_without_double_runs),
     ("permanent_failures_reach_sentry", permanent_failures_reach_sentry),
     ("a_job_whose_consumers_all_died_is_retried_by_the_sweep", a_job_whose_consumers_all_died_is_retried_by_the_sweep),
@@ -151,6 +152,10 @@ fn consumer_health_and_metrics(ctx: &Ctx) -> anyhow::Result<()> {
         "edgejobs_consumer_upstream_wait_seconds_total",
         "edgejobs_consumer_healthy",
         "edgejobs_consumer_last_poll_age_seconds",
+        "edgejobs_consumer_lease_renewals_lost_total",
+        "edgejobs_consumer_acks_skipped_total",
+        "edgejobs_consumer_stream_length",
+        "edgejobs_consumer_stream_pending",
     ] {
         ensure(page.contains(&format!("# TYPE {family} ")), || format!("{family} missing from /metrics"))?;
     }
@@ -190,6 +195,84 @@ fn kill_9_mid_job_is_taken_over_after_the_lease(ctx: &Ctx) -> anyhow::Result<()>
         ensure(job["state"] == "completed" && job["attempt"] == 2, || format!("completed once: {job}"))?;
         stack.terminate_consumer(b, Duration::from_secs(10));
         Ok(())
+    })
+}
+
+/// One Redis command through the stack's gateway.
+fn redis(ctx: &Ctx, stack: &Stack, command: &[&str]) -> anyhow::Result<Value> {
+    let r = ctx.http.post(&stack.upstash_url).bearer_auth(&stack.secrets.upstash_token).json(command).send()?;
+    Ok(r.json::<Value>()?["result"].clone())
+}
+
+/// Consumer A runs a job and is paused (SIGSTOP) past the edge's lease; B takes the entry
+/// over and runs the job again; A resumes (SIGCONT) while B still runs, and its late report
+/// is refused with `lease_lost`: A leaves the entry alone (it stays pending, owned by B),
+/// the job completes once (B's attempt), and the stream is empty at the end.
+fn a_paused_consumer_loses_its_lease_and_leaves_the_entry(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let hooks = &ctx.hooks;
+        let slow = format!("/{}", crate::util::unique("paused"));
+        let url = hooks.script(
+            &slow,
+            vec![Reply::status(200).delay(Duration::from_secs(3)), Reply::status(200).delay(Duration::from_secs(6))],
+        );
+        let a = consumer(stack, &[])?;
+        let id = enqueue_on(ctx, stack, &json!({ "type": "http.request", "payload": { "url": url } }))?;
+        ensure(wait_until(WAIT, || hooks.received(&slow).len() == 1), || "A called the upstream".into())?;
+        let pid = stack.consumer_pid(a).ok_or_else(|| anyhow::anyhow!("consumer A has no pid"))?;
+        let signal = |sig: &str| std::process::Command::new("kill").args([sig, &pid.to_string()]).status();
+        ensure(signal("-STOP")?.success(), || "SIGSTOP A".into())?;
+        let result = (|| -> anyhow::Result<()> {
+            let b = consumer(stack, &[])?;
+            // B takes over after the lease (3 s, plus a renewal's slack) and calls again.
+            ensure(wait_until(WAIT, || hooks.received(&slow).len() == 2), || "B took the job over".into())?;
+            let job = job_on(ctx, stack, &id)?;
+            ensure(job["state"] == "active" && job["attempt"] == 2 && job["lease_lost_attempt"] == 1, || {
+                format!("attempt 2 runs, attempt 1 lost its lease: {job}")
+            })?;
+            let entry = job["stream_entry"]["entry"].as_str().unwrap_or_default().to_owned();
+            // A resumes while B still runs: its answer arrived long ago, so it reports at once.
+            ensure(signal("-CONT")?.success(), || "SIGCONT A".into())?;
+            let page_a = format!("{}/metrics", stack.consumer_url(a));
+            let refused = || -> f64 {
+                let page = ctx.http.get(&page_a).send().and_then(|r| r.text()).unwrap_or_default();
+                metric(&page, "edgejobs_consumer_jobs_total{type=\"http.request\",outcome=\"refused\"}").unwrap_or(0.0)
+            };
+            ensure(wait_until(Duration::from_secs(10), || refused() >= 1.0), || {
+                format!("A's late report was refused: {}", stack.tail(&format!("consumer-{a}")))
+            })?;
+            let log = stack.tail(&format!("consumer-{a}"));
+            ensure(log.contains("lease_lost"), || format!("refused as lease_lost: {log}"))?;
+            // The window: B still runs (its upstream answers after 6 s), and the entry is
+            // still pending, owned by B. A did not acknowledge it.
+            let pending = redis(ctx, stack, &["XPENDING", "edgejobs:jobs", "edgejobs", "-", "+", "10"])?;
+            let owners: Vec<(String, String)> = pending
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|p| (p[0].as_str().unwrap_or("").to_owned(), p[1].as_str().unwrap_or("").to_owned()))
+                .collect();
+            ensure(job_on(ctx, stack, &id)?["state"] == "active", || "B was still running".into())?;
+            ensure(owners.contains(&(entry.clone(), format!("consumer-{b}"))), || {
+                format!("entry {entry} stays pending with B: {pending}")
+            })?;
+            let job = wait_on(ctx, stack, &id, "completed")?;
+            ensure(job["attempt"] == 2, || format!("completed by B's attempt: {job}"))?;
+            std::thread::sleep(Duration::from_millis(500));
+            ensure(hooks.received(&slow).len() == 2, || "two executions, no third".into())?;
+            ensure(job_on(ctx, stack, &id)? == job, || "completed once".into())?;
+            let empty = wait_until(Duration::from_secs(10), || {
+                redis(ctx, stack, &["XLEN", "edgejobs:jobs"]).is_ok_and(|n| n == 0)
+                    && redis(ctx, stack, &["XPENDING", "edgejobs:jobs", "edgejobs"]).is_ok_and(|p| p[0] == 0)
+            });
+            ensure(empty, || "the stream is empty at the end".into())?;
+            stack.terminate_consumer(b, Duration::from_secs(10));
+            Ok(())
+        })();
+        let _ = signal("-CONT");
+        stack.terminate_consumer(a, Duration::from_secs(10));
+        result
     })
 }
 
