@@ -9,7 +9,7 @@ use edgejobs_tests::stack::{Profile, Stack, StackOptions};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: edgejobs-stack --state-dir DIR --env-file FILE [--dev-vars FILE] [--no-consumer] [--var NAME=VALUE]..."
+        "usage: edgejobs-stack --state-dir DIR --env-file FILE [--dev-vars FILE] [--no-consumer] [--release] [--var NAME=VALUE]..."
     );
     std::process::exit(2)
 }
@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
     let mut dev_vars = None;
     let mut consumer = true;
     let mut vars = Vec::new();
+    let mut profile = Profile::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -27,6 +28,7 @@ fn main() -> anyhow::Result<()> {
             "--env-file" => env_file = args.next().map(PathBuf::from),
             "--dev-vars" => dev_vars = args.next().map(PathBuf::from),
             "--no-consumer" => consumer = false,
+            "--release" => profile = Profile::Release,
             "--var" => match args.next().as_deref().and_then(|kv| kv.split_once('=')) {
                 Some((k, v)) => vars.push((k.to_owned(), v.to_owned())),
                 None => usage(),
@@ -48,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         persist_redis: true,
         vars,
         consumer_env: Vec::new(),
-        profile: Profile::default(),
+        profile,
         outbound_allow: String::new(),
         native_lease: None,
     };
