@@ -13,7 +13,7 @@ use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::{Disposition, Event};
 use edgejobs_core::plan::{Handoff, JobEvent};
 use edgejobs_core::protocol::{ApplyMany, HandoffMany};
-use edgejobs_core::wire::{HANDOFF_SCRIPT, JobRef, QueueBody, STREAM_KEY, handoff_key};
+use edgejobs_core::wire::{HANDOFF_CHUNK, JobRef, QueueBody, handoff_command};
 use edgejobs_core::{Job, Lane};
 use futures_util::future::{Either, join_all, select};
 use serde_json::{Value, json};
@@ -133,52 +133,52 @@ async fn run_one(job: &Job, cfg: &EdgeConfig) -> Event {
 }
 
 /// Hands native attempts to the long-job stream, at most once per attempt (the script
-/// remembers each entry), in one Upstash pipeline; then each shard records its entries in
-/// one call. The native consumer reports the start itself when it takes an entry. Returns
-/// the messages to retry.
+/// remembers each entry): one script call per chunk of up to `HANDOFF_CHUNK` attempts, the
+/// chunks at once; then each shard records its entries in one call. The native consumer
+/// reports the start itself when it takes an entry. Returns the messages to retry.
 async fn hand_off(env: &Env, cfg: &EdgeConfig, refs: Vec<(usize, JobRef)>) -> Vec<usize> {
     if refs.is_empty() {
         return Vec::new();
     }
-    let cmds: Vec<Vec<String>> = refs
-        .iter()
-        .map(|(_, r)| {
-            vec![
-                "EVAL".to_owned(),
-                HANDOFF_SCRIPT.to_owned(),
-                "2".to_owned(),
-                STREAM_KEY.to_owned(),
-                handoff_key(r),
-                r.id.to_string(),
-                r.attempt.to_string(),
-            ]
-        })
-        .collect();
-    let replies = match crate::ratelimit::upstash(cfg).pipeline(&cmds).await {
-        Ok(r) => r,
-        Err(e) => {
-            log(
-                "warn",
-                "hand-off to the long-job stream failed; the queue retries it",
-                json!({ "jobs": refs.len(), "error": e.to_string() }),
-            );
-            return refs.iter().map(|(i, _)| *i).collect();
+    let client = crate::ratelimit::upstash(cfg);
+    let chunks: Vec<&[(usize, JobRef)]> = refs.chunks(HANDOFF_CHUNK).collect();
+    let calls = chunks.iter().map(|chunk| {
+        let command = handoff_command(&chunk.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>());
+        let client = &client;
+        async move { client.command(&command).await }
+    });
+    let answers = join_all(calls).await;
+    let mut replies: Vec<Option<String>> = Vec::with_capacity(refs.len());
+    for (chunk, answer) in chunks.iter().zip(answers) {
+        let entries: Vec<Option<String>> = match answer {
+            Ok(reply) => reply
+                .as_array()
+                .unwrap_or_default()
+                .iter()
+                .map(|r| r.as_array().and_then(|a| a.get(1)).and_then(|e| e.as_str()).map(str::to_owned))
+                .collect(),
+            Err(e) => {
+                log(
+                    "warn",
+                    "hand-off to the long-job stream failed; the queue retries it",
+                    json!({ "jobs": chunk.len(), "error": e.to_string() }),
+                );
+                Vec::new()
+            }
+        };
+        if !entries.is_empty() && entries.iter().filter(|e| e.is_some()).count() != chunk.len() {
+            log("error", "malformed hand-off reply; the queue retries it", json!({ "jobs": chunk.len() }));
         }
-    };
+        replies.extend((0..chunk.len()).map(|i| entries.get(i).cloned().flatten()));
+    }
     let mut retry = Vec::new();
     let mut by_shard: BTreeMap<u16, Vec<(usize, Handoff)>> = BTreeMap::new();
-    for ((i, r), reply) in refs.into_iter().zip(replies) {
-        let entry = reply
-            .ok()
-            .and_then(|reply| reply.as_array().and_then(|a| a.get(1)).and_then(|e| e.as_str()).map(str::to_owned));
+    for ((i, r), entry) in refs.into_iter().zip(replies) {
         match entry {
             Some(entry) => {
                 by_shard.entry(r.id.shard()).or_default().push((i, Handoff { id: r.id, attempt: r.attempt, entry }))
             }
-            None => {
-                log("error", "malformed or failed hand-off reply", json!({ "job": r.id }));
-                retry.push(i);
-            }
+            None => retry.push(i),
         }
     }
     let calls = by_shard.into_iter().map(|(shard, items)| async move {

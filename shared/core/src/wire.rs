@@ -121,6 +121,38 @@ local e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'attempt', ARGV[2]) \
 redis.call('SET', KEYS[2], e, 'EX', 604800) \
 return {1, e}";
 
+/// [`HANDOFF_SCRIPT`] for many attempts in one call: KEYS[1] is the stream, KEYS[2..] the
+/// hand-off keys, and ARGV holds (job id, attempt) for each of them, in order. Returns
+/// `{1|0, entry}` per attempt.
+pub const HANDOFF_MANY_SCRIPT: &str = "local out = {} \
+for i = 2, #KEYS do \
+  local dup = redis.call('GET', KEYS[i]) \
+  if dup then \
+    out[#out + 1] = {0, dup} \
+  else \
+    local e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[2 * i - 3], 'attempt', ARGV[2 * i - 2]) \
+    redis.call('SET', KEYS[i], e, 'EX', 604800) \
+    out[#out + 1] = {1, e} \
+  end \
+end \
+return out";
+
+/// Most attempts one hand-off call carries (about 100 bytes each: well under Upstash's 1 MiB
+/// request limit).
+pub const HANDOFF_CHUNK: usize = 2000;
+
+/// The command that hands `refs` to the stream in one call ([`HANDOFF_MANY_SCRIPT`]).
+pub fn handoff_command(refs: &[JobRef]) -> Vec<String> {
+    let mut c = vec!["EVAL".to_owned(), HANDOFF_MANY_SCRIPT.to_owned(), (refs.len() + 1).to_string()];
+    c.push(STREAM_KEY.to_owned());
+    c.extend(refs.iter().map(handoff_key));
+    for r in refs {
+        c.push(r.id.to_string());
+        c.push(r.attempt.to_string());
+    }
+    c
+}
+
 /// The key that remembers the stream entry of one attempt's hand-off (per restore epoch: a
 /// restored job's attempt numbers repeat, and must be handed off again).
 pub fn handoff_key(r: &JobRef) -> String {
