@@ -300,7 +300,7 @@ impl Worker {
         }
     }
 
-    async fn run_entry(self: Arc<Self>, e: Entry, _permit: OwnedSemaphorePermit, cancel: CancellationToken) {
+    async fn run_entry(self: Arc<Self>, e: Entry, permit: OwnedSemaphorePermit, cancel: CancellationToken) {
         let Some(id) = e.id.clone() else {
             self.ack(&e.entry).await; // a deleted or foreign entry
             return;
@@ -337,6 +337,9 @@ impl Worker {
         );
         let outcome = self.execute(&job, progress, cancel.clone()).await;
         self.held().remove(&e.entry);
+        // The slot is for running handlers: the report and the ack below do not hold it (the
+        // task itself is still awaited by the drain).
+        drop(permit);
         let took = began.elapsed();
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         let (event, label) = match outcome {
