@@ -35,11 +35,9 @@ const MAX_BATCH_BYTES: usize = 768 * 1024;
 #[derive(Debug, Clone)]
 pub struct Edge {
     url: String,
-    token: Secret,
-    http: reqwest::Client,
+    /// What sends the batches (and remembers the edge's lease).
+    sender: Sender,
     tx: mpsc::Sender<Pending>,
-    /// The edge's lease in ms (0 until the first answer).
-    lease_ms: Arc<AtomicU64>,
 }
 
 /// Batching of reports: most events per request, and how long the first waits for company.
@@ -59,25 +57,15 @@ impl Edge {
     /// A reporter; spawns its sending task (it ends when every clone is dropped).
     pub fn new(url: &str, token: Secret, http: reqwest::Client, batching: Batching) -> Edge {
         let (tx, rx) = mpsc::channel(10_000);
-        let lease_ms = Arc::new(AtomicU64::new(0));
-        let edge = Edge { url: url.to_owned(), token, http, tx, lease_ms };
-        tokio::spawn(edge.clone_without_sender().send_loop(rx, batching));
-        edge
-    }
-
-    /// A copy for the sending task that does not keep the channel open.
-    fn clone_without_sender(&self) -> Sender {
-        Sender {
-            url: format!("{}/v1/internal/events", self.url),
-            token: self.token.clone(),
-            http: self.http.clone(),
-            lease_ms: Arc::clone(&self.lease_ms),
-        }
+        let sender =
+            Sender { url: format!("{url}/v1/internal/events"), token, http, lease_ms: Arc::new(AtomicU64::new(0)) };
+        tokio::spawn(sender.clone().send_loop(rx, batching));
+        Edge { url: url.to_owned(), sender, tx }
     }
 
     /// The edge's lease, once an answer told it.
     pub fn lease(&self) -> Option<Duration> {
-        match self.lease_ms.load(Ordering::Relaxed) {
+        match self.sender.lease_ms.load(Ordering::Relaxed) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         }
@@ -85,7 +73,7 @@ impl Edge {
 
     /// Asks the edge for its lease (an empty report batch); `None` when it cannot be reached.
     pub async fn fetch_lease(&self) -> Option<Duration> {
-        self.clone_without_sender().send(Vec::new()).await.ok()?;
+        self.sender.send(Vec::new()).await.ok()?;
         self.lease()
     }
 
@@ -117,11 +105,12 @@ impl Edge {
     /// True when the edge answers its liveness probe within 2 s.
     pub async fn reachable(&self) -> bool {
         let url = format!("{}/health/live", self.url);
-        matches!(self.http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
+        matches!(self.sender.http.get(url).timeout(Duration::from_secs(2)).send().await, Ok(r) if r.status().is_success())
     }
 }
 
-/// The sending side of the reporter.
+/// The sending side of the reporter. The edge's lease in ms is 0 until the first answer.
+#[derive(Debug, Clone)]
 struct Sender {
     url: String,
     token: Secret,
@@ -160,17 +149,8 @@ impl Sender {
                 batch.push(p);
             }
             // Sent concurrently: a slow answer does not hold up the next batch.
-            let sender = self.clone_ref();
+            let sender = self.clone();
             tokio::spawn(async move { sender.deliver(batch).await });
-        }
-    }
-
-    fn clone_ref(&self) -> Sender {
-        Sender {
-            url: self.url.clone(),
-            token: self.token.clone(),
-            http: self.http.clone(),
-            lease_ms: Arc::clone(&self.lease_ms),
         }
     }
 
