@@ -17,10 +17,13 @@ impl Handler for Sleep {
         if ms > 3_600_000 {
             return Err(HandlerError::Permanent("payload.ms must be at most 3600000".into()));
         }
+        // Steps end at fixed points from the start, so the timer's rounding of each step
+        // does not add up: a 100 ms sleep takes 100 ms, not four roundings more.
         let steps = 4u64;
+        let began = tokio::time::Instant::now();
         for i in 1..=steps {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(ms / steps)) => ctx.progress.report(json!({ "pct": i * 100 / steps })),
+                _ = tokio::time::sleep_until(began + Duration::from_millis(ms * i / steps)) => ctx.progress.report(json!({ "pct": i * 100 / steps })),
                 _ = ctx.cancel.cancelled() => return Err(HandlerError::Retryable("interrupted".into())),
             }
         }
