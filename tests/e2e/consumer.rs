@@ -21,6 +21,7 @@ pub const TESTS: &[Test] = &[
     ("consumer_health_and_metrics", consumer_health_and_metrics),
     ("kill_9_mid_job_is_taken_over_after_the_lease", kill_9_mid_job_is_taken_over_after_the_lease),
     ("sigterm_drains_in_flight_jobs", sigterm_drains_in_flight_jobs),
+    ("a_prefetched_job_waits_for_a_slot_and_can_be_cancelled", a_prefetched_job_waits_for_a_slot_and_can_be_cancelled),
     ("a_paused_consumer_loses_its_lease_and_leaves_the_entry", a_paused_consumer_loses_its_lease_and_leaves_the_entry),
     ("two_consumers_share_the_stream_without_double_runs", two_consumers_share_the_stream_without_double_runs),
     ("permanent_failures_reach_sentry", permanent_failures_reach_sentry),
@@ -291,6 +292,42 @@ fn sigterm_drains_in_flight_jobs(ctx: &Ctx) -> anyhow::Result<()> {
             let job = job_on(ctx, stack, id)?;
             ensure(job["state"] == "completed" && job["attempt"] == 1, || format!("finished during the drain: {job}"))?;
         }
+        Ok(())
+    })
+}
+
+/// With one slot and a prefetch of one, a second job is started at the edge while the first
+/// runs (so the slot never waits for the edge), yet only one handler runs; cancelling the
+/// waiting job ends it without running it to completion, and the stream empties.
+fn a_prefetched_job_waits_for_a_slot_and_can_be_cancelled(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let c = consumer(stack, &[("EDGEJOBS_CONCURRENCY", "1"), ("EDGEJOBS_PREFETCH", "1")])?;
+        let sleep = |ms: u64| json!({ "type": "sleep", "payload": { "ms": ms } });
+        let first = enqueue_on(ctx, stack, &sleep(4000))?;
+        wait_on(ctx, stack, &first, "active")?;
+        let waiting = enqueue_on(ctx, stack, &sleep(4000))?;
+        let third = enqueue_on(ctx, stack, &sleep(10))?;
+        wait_on(ctx, stack, &waiting, "active")?;
+        // The precondition: the second is started while the first still runs, and one
+        // handler runs (the gauge counts handlers, not started jobs).
+        ensure(job_on(ctx, stack, &first)?["state"] == "active", || "the first job still runs".into())?;
+        let page = ctx.http.get(format!("{}/metrics", stack.consumer_url(c))).send()?.text()?;
+        let running = metric(&page, "edgejobs_consumer_in_flight").unwrap_or(-1.0);
+        ensure(running == 1.0, || format!("one handler runs with one slot: {running}"))?;
+        ensure(job_on(ctx, stack, &third)?["state"] == "queued", || "the prefetch is one job".into())?;
+        let cancelled = crate::util::cancel_on(ctx, stack, &waiting)?;
+        ensure(cancelled.status == 200, || format!("cancel answered {}: {}", cancelled.status, cancelled.body))?;
+        let done = wait_on(ctx, stack, &first, "completed")?;
+        ensure(done["attempt"] == 1, || format!("the first ran once: {done}"))?;
+        wait_on(ctx, stack, &third, "completed")?;
+        let job = job_on(ctx, stack, &waiting)?;
+        ensure(job["state"] == "cancelled" && job["result"].is_null(), || {
+            format!("the cancelled job never completed: {job}")
+        })?;
+        let empty =
+            wait_until(Duration::from_secs(10), || redis(ctx, stack, &["XLEN", "edgejobs:jobs"]).is_ok_and(|n| n == 0));
+        ensure(empty, || "the stream is empty at the end".into())?;
+        stack.terminate_consumer(c, Duration::from_secs(10));
         Ok(())
     })
 }

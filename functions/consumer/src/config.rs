@@ -62,11 +62,17 @@ pub struct Config {
     /// Most entries read per poll.
     #[arg(long, env = "EDGEJOBS_BATCH", default_value_t = 10)]
     pub batch: usize,
+    /// Jobs taken and started at the edge ahead of a free slot, so a slot that frees never
+    /// waits for the edge's answer (they show `running` while they wait; 0 turns it off)
+    /// [default: the concurrency, at most 100].
+    #[arg(long, env = "EDGEJOBS_PREFETCH")]
+    pub prefetch: Option<usize>,
     /// Poll interval right after finding work; it doubles while the stream is empty...
     #[arg(long, env = "EDGEJOBS_POLL_MIN", default_value = "100ms", value_parser = duration)]
     pub poll_min: Duration,
-    /// ...up to this (no blocking reads exist over REST).
-    #[arg(long, env = "EDGEJOBS_POLL_MAX", default_value = "2s", value_parser = duration)]
+    /// ...up to this (no blocking reads exist over REST). An idle poll is one command
+    /// (taking over idle entries is tried at most once a second).
+    #[arg(long, env = "EDGEJOBS_POLL_MAX", default_value = "1s", value_parser = duration)]
     pub poll_max: Duration,
     /// How often running jobs' leases are renewed and their heartbeats sent. Default: a
     /// third of the edge's lease (`NATIVE_LEASE`, which the edge tells consumers); at most that.
@@ -122,6 +128,7 @@ pub struct Settings {
     pub name: String,
     pub concurrency: usize,
     pub batch: usize,
+    pub prefetch: usize,
     pub poll_min: Duration,
     pub poll_max: Duration,
     pub lease_renew: Option<Duration>,
@@ -150,6 +157,9 @@ impl Config {
         }
         if self.batch == 0 || self.batch > 1000 {
             errors.push("EDGEJOBS_BATCH: must be from 1 to 1000".to_owned());
+        }
+        if self.prefetch.is_some_and(|p| p > 10_000) {
+            errors.push("EDGEJOBS_PREFETCH: must be from 0 to 10000".to_owned());
         }
         if self.poll_min.is_zero() || self.poll_min > self.poll_max {
             errors.push("EDGEJOBS_POLL_MIN: must be above zero and at most EDGEJOBS_POLL_MAX".to_owned());
@@ -208,6 +218,7 @@ impl Config {
             name,
             concurrency: self.concurrency,
             batch: self.batch,
+            prefetch: self.prefetch.unwrap_or(self.concurrency.min(100)),
             poll_min: self.poll_min,
             poll_max: self.poll_max,
             lease_renew: self.lease_renew,
@@ -248,8 +259,8 @@ mod tests {
     fn defaults_follow_the_design() {
         let s = parse(&[]).expect("parses").settings().expect("valid");
         assert_eq!(
-            (s.concurrency, s.lease_renew, s.grace),
-            (25, None, Duration::from_secs(30)),
+            (s.concurrency, s.prefetch, s.lease_renew, s.grace),
+            (25, 25, None, Duration::from_secs(30)),
             "the renewal follows the edge's lease unless set"
         );
         assert_eq!(s.edge_url, "http://127.0.0.1:8787");

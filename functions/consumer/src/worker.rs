@@ -23,6 +23,9 @@ use crate::metrics::Metrics;
 use crate::stream::{Entry, Stream};
 use crate::upstreams::Upstreams;
 
+/// How often the poll loop looks for entries to take over.
+const RECLAIM_EVERY: Duration = Duration::from_secs(1);
+
 /// Largest serialized result kept (the edge refuses larger reports).
 pub const MAX_RESULT_BYTES: usize = 60 * 1024;
 
@@ -174,20 +177,32 @@ impl Worker {
         tokio::spawn(Arc::clone(&self).watch_depth(background.clone()));
         // Jobs get their own token: stopping the poll loop must not interrupt them.
         let jobs_stop = CancellationToken::new();
+        // Two limits: `slots` caps running handlers; `intake` caps entries taken (started at
+        // the edge, waiting for a slot, or running), so up to `prefetch` jobs are started
+        // ahead and a slot that frees starts its next handler at once.
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let intake = Arc::new(Semaphore::new(self.settings.concurrency + self.settings.prefetch));
         let mut tasks = JoinSet::new();
         let mut interval = self.settings.poll_min;
+        let mut last_reclaim = None;
         while !stop.is_cancelled() {
             while tasks.try_join_next().is_some() {}
-            let free = slots.available_permits().min(self.settings.batch);
+            let free = intake.available_permits().min(self.settings.batch);
             if free == 0 {
+                // Wait for a permit, not for a task: a task goes on reporting after its slot frees.
                 tokio::select! {
-                    _ = tasks.join_next() => {}
+                    p = Arc::clone(&intake).acquire_owned() => drop(p),
                     _ = stop.cancelled() => break,
                 }
                 continue;
             }
-            let found = match self.poll(free).await {
+            // Takeovers need an entry idle for longer than the lease: looking once a second
+            // is enough, and keeps an idle poll to one command.
+            let reclaim = last_reclaim.is_none_or(|t: Instant| t.elapsed() >= RECLAIM_EVERY);
+            if reclaim {
+                last_reclaim = Some(Instant::now());
+            }
+            let found = match self.poll(free, reclaim).await {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::warn!(error = %e, "polling the stream failed");
@@ -204,10 +219,11 @@ impl Worker {
             }
             interval = self.settings.poll_min;
             for entry in found {
-                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else { break };
+                let Ok(taken) = Arc::clone(&intake).acquire_owned().await else { break };
                 let me = Arc::clone(&self);
                 let cancel = jobs_stop.child_token();
-                tasks.spawn(async move { me.run_entry(entry, permit, cancel).await });
+                let slots = Arc::clone(&slots);
+                tasks.spawn(async move { me.run_entry(entry, (taken, slots), cancel).await });
             }
         }
         tracing::info!(in_flight = tasks.len(), "stopped reading; draining in-flight jobs");
@@ -226,10 +242,10 @@ impl Worker {
 
     /// Idle entries taken over first (idle past the edge's lease plus one renewal, so a
     /// live holder always renewed in time), then new ones.
-    async fn poll(&self, n: usize) -> Result<Vec<Entry>, edgejobs_upstash::Error> {
+    async fn poll(&self, n: usize, reclaim: bool) -> Result<Vec<Entry>, edgejobs_upstash::Error> {
         let lease = self.edge.lease().unwrap_or(Duration::from_millis(edgejobs_core::config::DEFAULT_NATIVE_LEASE_MS));
         let min_idle = (lease + lease / 3).as_millis() as u64;
-        let mut found = self.stream.reclaim(min_idle, n).await?;
+        let mut found = if reclaim { self.stream.reclaim(min_idle, n).await? } else { Vec::new() };
         if !found.is_empty() {
             self.metrics.reclaims.fetch_add(found.len() as u64, Ordering::Relaxed);
             tracing::info!(count = found.len(), "took over idle stream entries");
@@ -300,7 +316,14 @@ impl Worker {
         }
     }
 
-    async fn run_entry(self: Arc<Self>, e: Entry, permit: OwnedSemaphorePermit, cancel: CancellationToken) {
+    /// Starts the entry's attempt at the edge, waits for a running slot, runs the handler,
+    /// then reports the outcome and acknowledges. `taken` is the intake permit.
+    async fn run_entry(
+        self: Arc<Self>,
+        e: Entry,
+        (taken, slots): (OwnedSemaphorePermit, Arc<Semaphore>),
+        cancel: CancellationToken,
+    ) {
         let Some(id) = e.id.clone() else {
             self.ack(&e.entry).await; // a deleted or foreign entry
             return;
@@ -328,18 +351,22 @@ impl Worker {
                 return;
             }
         };
-        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        let began = Instant::now();
         let (progress, progress_rx) = Progress::channel();
+        // Held from the accepted start: a job waiting for a slot keeps its lease too.
         self.held().insert(
             e.entry.clone(),
             Held { id: id.clone(), attempt: job.attempt, progress: progress_rx, cancel: cancel.clone() },
         );
+        // A job cancelled while it waits still goes through its handler, which sees the
+        // cancelled token at once; the refused outcome then settles the entry as usual.
+        let Ok(slot) = slots.acquire_owned().await else { return };
+        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let began = Instant::now();
         let outcome = self.execute(&job, progress, cancel.clone()).await;
         self.held().remove(&e.entry);
-        // The slot is for running handlers: the report and the ack below do not hold it (the
-        // task itself is still awaited by the drain).
-        drop(permit);
+        // Both permits are for taking and running jobs: the report and the ack below hold
+        // neither (the task itself is still awaited by the drain).
+        drop((slot, taken));
         let took = began.elapsed();
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         let (event, label) = match outcome {
