@@ -29,19 +29,19 @@ pub struct Stream<T> {
     pub me: String,
 }
 
-/// Takes over up to ARGV[4] entries idle for at least ARGV[3] ms from other consumers, for
-/// consumer ARGV[2] of group ARGV[1]. Returns `{entry, previous owner, fields}` per entry
-/// (fields `false` when the entry was deleted).
+/// Takes over up to ARGV[4] entries idle for at least ARGV[3] ms, for consumer ARGV[2] of
+/// group ARGV[1]. Returns `{entry, previous owner, fields}` per entry (fields `false` when
+/// the entry was deleted). This consumer's own idle entries are included: an entry whose
+/// start report never reached the edge is not held (so not renewed) and would otherwise
+/// wait for another consumer forever; the caller skips entries it still holds.
 pub const RECLAIM_SCRIPT: &str = "local out = {} \
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), '-', '+', tonumber(ARGV[4])) \
 for _, e in ipairs(p) do \
-  if e[2] ~= ARGV[2] then \
-    local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), e[1]) \
-    if #c > 0 then \
-      local fields = c[1][2] \
-      if not fields then fields = false end \
-      table.insert(out, {e[1], e[2], fields}) \
-    end \
+  local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), e[1]) \
+  if #c > 0 then \
+    local fields = c[1][2] \
+    if not fields then fields = false end \
+    table.insert(out, {e[1], e[2], fields}) \
   end \
 end \
 return out";
@@ -171,7 +171,8 @@ impl<T: Transport> Stream<T> {
             .unwrap_or_default())
     }
 
-    /// Entries other consumers left idle for at least `min_idle_ms`, taken over by this one.
+    /// Entries left idle for at least `min_idle_ms` (by another consumer, or by this one when
+    /// it no longer runs them), taken over by this one.
     pub async fn reclaim(&self, min_idle_ms: u64, count: usize) -> Result<Vec<Entry>, Error> {
         let r =
             self.client.command(&self.script(RECLAIM_SCRIPT, &[&min_idle_ms.to_string(), &count.to_string()])).await?;

@@ -246,6 +246,10 @@ impl Worker {
         let lease = self.edge.lease().unwrap_or(Duration::from_millis(edgejobs_core::config::DEFAULT_NATIVE_LEASE_MS));
         let min_idle = (lease + lease / 3).as_millis() as u64;
         let mut found = if reclaim { self.stream.reclaim(min_idle, n).await? } else { Vec::new() };
+        // Our own idle entries come back too; one we still run is not taken again.
+        found.retain(|e| {
+            !(e.previous_owner.as_deref() == Some(self.stream.me.as_str()) && self.held().contains_key(&e.entry))
+        });
         if !found.is_empty() {
             self.metrics.reclaims.fetch_add(found.len() as u64, Ordering::Relaxed);
             tracing::info!(count = found.len(), "took over idle stream entries");
