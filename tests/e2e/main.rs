@@ -81,6 +81,7 @@ fn main() {
         profile: Profile::default(),
         outbound_allow: outbound_allow.clone(),
         native_lease: Some("3s".into()),
+        edge_upstash_url: None,
     };
     let stack = match Stack::start(opts) {
         Ok(s) => s,

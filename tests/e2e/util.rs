@@ -98,6 +98,7 @@ impl Ctx {
                 profile: Profile::default(),
                 outbound_allow: self.outbound_allow.clone(),
                 native_lease: Some("3s".into()),
+                edge_upstash_url: None,
             };
             *guard = Some(Stack::start(opts).context("starting the fault stack")?);
         }

@@ -37,6 +37,9 @@ pub struct StackOptions {
     pub outbound_allow: String,
     /// The edge's `NATIVE_LEASE` (the tests shorten it); kept across wrangler restarts.
     pub native_lease: Option<String>,
+    /// The Upstash URL the edge uses, when not the gateway itself (a fault proxy in front
+    /// of it); consumers always use the gateway.
+    pub edge_upstash_url: Option<String>,
 }
 
 /// The cargo profile whose binaries (`upstash-local`, `edgejobs-consumer`) a stack runs.
@@ -283,6 +286,20 @@ impl Stack {
         Ok(())
     }
 
+    /// Stops the Upstash gateway (for fault tests); [`Stack::restart_gateway`] brings it
+    /// back on the same port.
+    pub fn stop_gateway(&mut self) {
+        if let Some(mut p) = self.gateway.take() {
+            p.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Starts the gateway again on its port, after [`Stack::stop_gateway`].
+    pub fn restart_gateway(&mut self) -> anyhow::Result<()> {
+        let port = self.upstash_url.rsplit(':').next().and_then(|p| p.parse().ok()).context("gateway port")?;
+        self.start_gateway(port)
+    }
+
     fn start_gateway(&mut self, port: u16) -> anyhow::Result<()> {
         let mut cmd = Command::new(binary_in(&self.opts.root, self.opts.profile, "upstash-local")?);
         cmd.env("UPSTASH_LOCAL_LISTEN", format!("127.0.0.1:{port}"))
@@ -327,7 +344,8 @@ impl Stack {
         let config = dir.join("wrangler.toml");
         std::fs::write(&config, out)?;
         let mut vars = self.secrets.dev_vars();
-        writeln!(vars, "UPSTASH_REDIS_REST_URL=\"{}\"", self.upstash_url)?;
+        let upstash = self.opts.edge_upstash_url.as_deref().unwrap_or(&self.upstash_url);
+        writeln!(vars, "UPSTASH_REDIS_REST_URL=\"{upstash}\"")?;
         if !self.opts.outbound_allow.is_empty() {
             writeln!(vars, "OUTBOUND_ALLOW=\"{}\"", self.opts.outbound_allow)?;
         }
@@ -403,6 +421,15 @@ impl Stack {
     pub fn stop_wrangler(&mut self) {
         if let Some(mut p) = self.wrangler.take() {
             p.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// SIGKILL to `wrangler dev` and its workerd (a crash: nothing is flushed, local queue
+    /// messages in memory are lost); [`Stack::start_wrangler`] brings it back on the same
+    /// port and state.
+    pub fn kill_wrangler(&mut self) {
+        if let Some(mut p) = self.wrangler.take() {
+            p.kill_hard();
         }
     }
 

@@ -53,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         profile,
         outbound_allow: String::new(),
         native_lease: None,
+        edge_upstash_url: None,
     };
     let mut stack = Stack::start(opts)?;
     let env = stack.env_lines();

@@ -696,6 +696,7 @@ fn run() -> anyhow::Result<()> {
         profile: Profile::Release,
         outbound_allow: String::new(),
         native_lease: None,
+        edge_upstash_url: None,
     };
     let stack =
         Stack::start(opts).inspect_err(|_| say(format!("logs kept in {}", state_dir.join("logs").display())))?;
