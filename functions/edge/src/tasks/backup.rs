@@ -13,7 +13,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use worker::{Bucket, Env};
 
-use super::{bucket, duration, set_gauge, storage};
+use super::{bucket, duration, put, set_gauge, storage};
 use crate::http::log;
 use crate::platform::{now_ms, random_u64};
 use crate::routes::health::BACKUP_GAUGE;
@@ -43,7 +43,7 @@ pub async fn run_backup(env: &Env, cfg: &EdgeConfig) -> Result<Manifest, ApiErro
             // Part 0 is written even when empty: every shard has an object.
             if page.rows > 0 || part == 0 {
                 let e = backup::entry(&id, s, part, &page.ndjson);
-                b.put(&e.key, page.ndjson.into_bytes()).execute().await.map_err(storage)?;
+                put(&b, &e.key, page.ndjson.into_bytes()).await?;
                 entries.push(e);
             }
             if page.done || page.last.is_none() {
@@ -67,7 +67,7 @@ pub async fn run_backup(env: &Env, cfg: &EdgeConfig) -> Result<Manifest, ApiErro
     };
     let text =
         serde_json::to_string_pretty(&manifest).map_err(|_| ApiError::new(ErrorCode::Internal, "manifest encoding"))?;
-    b.put(backup::manifest_key(&id), text.into_bytes()).execute().await.map_err(storage)?;
+    put(&b, &backup::manifest_key(&id), text.into_bytes()).await?;
     set_gauge(env, BACKUP_GAUGE, started as f64 / 1000.0).await;
     set_gauge(env, "edgejobs_backup_last_size_bytes", manifest.total_bytes as f64).await;
     log("info", "backup written", json!({ "backup": id, "rows": manifest.total_rows, "bytes": manifest.total_bytes }));

@@ -6,7 +6,10 @@
 use edgejobs_core::protocol::SetGauge;
 use edgejobs_core::{ApiError, ErrorCode};
 use serde_json::{Value, json};
-use worker::{Bucket, Env};
+use std::time::Duration;
+
+use futures_util::future::{Either, select};
+use worker::{Bucket, Delay, Env};
 
 use crate::config::BACKUP_BUCKET_BINDING;
 use crate::http::log;
@@ -42,6 +45,22 @@ pub(crate) fn bucket(env: &Env) -> Result<Bucket, ApiError> {
 pub(crate) fn storage(e: worker::Error) -> ApiError {
     log("error", "R2 operation failed", json!({ "error": e.to_string() }));
     ApiError::new(ErrorCode::Unavailable, "the backup bucket failed; retry")
+}
+
+/// Longest one R2 write may take: a store that never answers fails the task (503) instead of
+/// hanging it (the fault battery found a local store that did not answer a failed write).
+pub(crate) const R2_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes one object, bounded by [`R2_WRITE_TIMEOUT`].
+pub(crate) async fn put(b: &Bucket, key: &str, body: Vec<u8>) -> Result<(), ApiError> {
+    let write = Box::pin(b.put(key, body).execute());
+    match select(write, Delay::from(R2_WRITE_TIMEOUT)).await {
+        Either::Left((r, _)) => r.map(|_| ()).map_err(storage),
+        Either::Right(_) => {
+            log("error", "R2 write timed out", json!({ "key": key, "after_s": R2_WRITE_TIMEOUT.as_secs() }));
+            Err(ApiError::new(ErrorCode::Unavailable, "the backup bucket did not answer; retry"))
+        }
+    }
 }
 
 /// Sets a gauge in the stats object (cron work only; never on the request path).

@@ -11,7 +11,7 @@ use edgejobs_core::protocol::{RetentionDelete, RetentionPage, RetentionTops};
 use serde_json::json;
 use worker::Env;
 
-use super::{bucket, duration, number, storage, var};
+use super::{bucket, duration, number, put, var};
 use crate::http::log;
 use crate::platform::{now_ms, random_u64};
 use crate::shard;
@@ -63,7 +63,7 @@ pub async fn job_retention(env: &Env, cfg: &EdgeConfig) -> Result<(u64, u64), Ap
             let mut written = 0;
             if archive {
                 let key = format!("archive/{run}/shard-{s:03}-{n:05}.ndjson");
-                bucket(env)?.put(&key, doomed.ndjson.into_bytes()).execute().await.map_err(storage)?;
+                put(&bucket(env)?, &key, doomed.ndjson.into_bytes()).await?;
                 written = doomed.rows;
             }
             archived += written;
