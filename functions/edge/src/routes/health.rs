@@ -77,10 +77,21 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
     // Backups and the sweep: gauges the stats object keeps.
     let gauges = fetched.stats_object.as_ref().map(|s| s.gauges.clone()).unwrap_or_default();
     let gauge = |name: &str| gauges.iter().find(|(n, _)| n == name).map(|(_, v)| (*v * 1000.0) as u64);
-    let backup_age = gauge(BACKUP_GAUGE).map(|t| now.saturating_sub(t));
-    let backup_ok = backup_age.is_some_and(|a| a <= threshold(env, "HEALTH_BACKUP_MAX_AGE", 26 * 3_600_000));
-    let sweep_age = gauge(SWEEP_GAUGE).map(|t| now.saturating_sub(t));
-    let sweep_ok = sweep_age.is_some_and(|a| a <= threshold(env, "HEALTH_SWEEP_MAX_AGE", 900_000));
+    // A deployment is first seen by its first health check; until a backup or a sweep is
+    // overdue from then, their checks are `pending`, not failing.
+    let first_seen = match gauge(FIRST_SEEN_GAUGE) {
+        Some(t) => t,
+        None => {
+            if fetched.stats_object.is_some() {
+                crate::tasks::set_gauge(env, FIRST_SEEN_GAUGE, now as f64 / 1000.0).await;
+            }
+            now
+        }
+    };
+    let backup =
+        Periodic::judge(gauge(BACKUP_GAUGE), first_seen, now, threshold(env, "HEALTH_BACKUP_MAX_AGE", 26 * 3_600_000));
+    let sweep = Periodic::judge(gauge(SWEEP_GAUGE), first_seen, now, threshold(env, "HEALTH_SWEEP_MAX_AGE", 900_000));
+    let (backup_ok, sweep_ok) = (backup.ok(), sweep.ok());
     let status = if cfg.is_none() || !shards_ok || !queue_ok {
         2
     } else if !(upstash_ok && backup_ok && queued_ok && sweep_ok) {
@@ -88,7 +99,6 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
     } else {
         0
     };
-    let secs = |ms: Option<u64>| ms.map(|m| m as f64 / 1000.0);
     let name = ["healthy", "degraded", "unhealthy"][status as usize];
     let body = json!({
         "status": name,
@@ -97,14 +107,69 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
             "shards": { "ok": shards_ok, "answered": stats.len(), "of": count, "latency_ms": shards_ms },
             "queue": { "ok": queue_ok },
             "upstash": { "ok": upstash_ok, "latency_ms": upstash_ms },
-            "backup": { "ok": backup_ok, "age_seconds": secs(backup_age) },
+            "backup": backup.json(),
             "oldest_queued_job": { "ok": queued_ok, "age_seconds": oldest_age_ms as f64 / 1000.0 },
-            "sweep": { "ok": sweep_ok, "age_seconds": secs(sweep_age) },
+            "sweep": sweep.json(),
         },
         "checked_at": edgejobs_core::time::format_rfc3339(now),
         "version": env!("CARGO_PKG_VERSION"),
     });
     (status as u8, body)
+}
+
+/// When this deployment's first health check ran (seconds since the epoch, a stats gauge).
+pub const FIRST_SEEN_GAUGE: &str = "edgejobs_deployment_first_seen_timestamp_seconds";
+
+/// A task that must run periodically (the backup, the sweep), as a health check.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Periodic {
+    /// Ran `age_ms` ago, within its bound (`ok`) or not.
+    Ran { age_ms: u64, ok: bool },
+    /// Never ran, and the deployment is younger than the bound: not due yet.
+    Pending { due_in_ms: u64 },
+    /// Never ran, and the deployment is older than the bound.
+    Overdue { since_ms: u64 },
+}
+
+impl Periodic {
+    /// `last_ms`: when it last ran (if ever); `first_seen_ms`: when the deployment was first
+    /// checked; `max_ms`: the longest it may go without running.
+    pub fn judge(last_ms: Option<u64>, first_seen_ms: u64, now_ms: u64, max_ms: u64) -> Periodic {
+        match last_ms {
+            Some(t) => {
+                let age_ms = now_ms.saturating_sub(t);
+                Periodic::Ran { age_ms, ok: age_ms <= max_ms }
+            }
+            None => {
+                let waited = now_ms.saturating_sub(first_seen_ms);
+                if waited <= max_ms {
+                    Periodic::Pending { due_in_ms: max_ms - waited }
+                } else {
+                    Periodic::Overdue { since_ms: waited - max_ms }
+                }
+            }
+        }
+    }
+
+    pub fn ok(self) -> bool {
+        matches!(self, Periodic::Ran { ok: true, .. } | Periodic::Pending { .. })
+    }
+
+    pub fn json(self) -> Value {
+        let s = |ms: u64| ms as f64 / 1000.0;
+        match self {
+            Periodic::Ran { age_ms, ok } => {
+                let state = if ok { "ok" } else { "overdue" };
+                json!({ "ok": ok, "state": state, "age_seconds": s(age_ms) })
+            }
+            Periodic::Pending { due_in_ms } => {
+                json!({ "ok": true, "state": "pending", "age_seconds": null, "due_in_seconds": s(due_in_ms) })
+            }
+            Periodic::Overdue { since_ms } => {
+                json!({ "ok": false, "state": "overdue", "age_seconds": null, "overdue_seconds": s(since_ms) })
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -137,4 +202,22 @@ pub async fn health(req: &worker::Request, env: &Env) -> Result<(Response, bool)
 /// `GET /health/live`: the process answers; checks nothing else.
 pub fn live() -> Result<Response> {
     http::json(200, &json!({ "status": "live" }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Periodic;
+
+    #[test]
+    fn a_fresh_deployment_is_pending_until_the_task_is_overdue() {
+        let hour = 3_600_000;
+        assert_eq!(Periodic::judge(None, 0, hour, 26 * hour), Periodic::Pending { due_in_ms: 25 * hour });
+        assert!(Periodic::judge(None, 0, hour, 26 * hour).ok(), "pending is healthy");
+        assert_eq!(Periodic::judge(None, 0, 27 * hour, 26 * hour), Periodic::Overdue { since_ms: hour });
+        assert!(!Periodic::judge(None, 0, 27 * hour, 26 * hour).ok());
+        assert!(Periodic::judge(Some(30 * hour), 0, 31 * hour, 26 * hour).ok(), "ran an hour ago");
+        assert!(!Periodic::judge(Some(0), 0, 27 * hour, 26 * hour).ok(), "ran too long ago");
+        assert_eq!(Periodic::judge(None, 0, 27 * hour, 26 * hour).json()["state"], "overdue");
+        assert_eq!(Periodic::judge(None, 0, 0, 26 * hour).json()["state"], "pending");
+    }
 }
