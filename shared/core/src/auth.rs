@@ -102,6 +102,7 @@ mod tests {
             outbound_allow: crate::outbound::Allow::default(),
             payload_keys: crate::seal::Keys::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("valid"),
             native_lease_ms: crate::config::DEFAULT_NATIVE_LEASE_MS,
+            maintenance: crate::settings::Maintenance::default(),
         }
     }
 

@@ -100,6 +100,8 @@ pub struct EdgeConfig {
     /// may take it over (`NATIVE_LEASE`, 3 s to 1 h, default 30 s). The edge decides takeovers
     /// with it and tells consumers, so every consumer uses the same lease.
     pub native_lease_ms: u64,
+    /// Sweep, retention, backup and health settings ([`crate::settings::MAINTENANCE`]).
+    pub maintenance: crate::settings::Maintenance,
 }
 
 /// The native lease when `NATIVE_LEASE` is unset.
@@ -228,6 +230,7 @@ impl EdgeConfig {
                 None
             }
         };
+        let maintenance = crate::settings::Maintenance::parse(&get, &mut errors);
         if let (true, Some(payload_keys)) = (errors.is_empty(), payload_keys) {
             Ok(EdgeConfig {
                 shard_count,
@@ -244,6 +247,7 @@ impl EdgeConfig {
                 outbound_allow,
                 payload_keys,
                 native_lease_ms,
+                maintenance,
             })
         } else {
             Err(errors)

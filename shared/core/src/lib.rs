@@ -40,6 +40,7 @@ pub mod ratelimit;
 pub mod report;
 pub mod retry;
 pub mod seal;
+pub mod settings;
 pub mod spec;
 pub mod stats;
 pub mod time;

@@ -21,12 +21,6 @@ use crate::shard;
 pub const BACKUP_GAUGE: &str = "edgejobs_backup_last_success_timestamp_seconds";
 pub const SWEEP_GAUGE: &str = "edgejobs_sweep_last_run_timestamp_seconds";
 
-fn threshold(env: &Env, name: &str, default_ms: u64) -> u64 {
-    crate::config::raw(env, name)
-        .and_then(|v| edgejobs_core::spec::parse_duration(&Value::String(v)))
-        .unwrap_or(default_ms)
-}
-
 /// Every shard's numbers and the stats object's, as one scrape reads them.
 #[derive(Debug)]
 pub struct Fetched {
@@ -65,7 +59,10 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
     let shards_ok = stats.len() == count;
     let oldest = stats.iter().filter_map(|s| s.oldest_queued_ms).min();
     let oldest_age_ms = oldest.map_or(0, |o| now.saturating_sub(o));
-    let queued_ok = oldest_age_ms <= threshold(env, "HEALTH_QUEUED_MAX_AGE", 300_000);
+    // Thresholds from the configuration (its defaults when it failed to load: health still
+    // answers, and says the config is broken).
+    let m = cfg.map(|c| c.maintenance.clone()).unwrap_or_default();
+    let queued_ok = oldest_age_ms <= m.health_queued_max_age_ms;
     let queue_ok = env.queue(QUEUE_BINDING).is_ok();
     // Upstash: PING with the configured timeout.
     let t1 = now_ms();
@@ -88,9 +85,8 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
             now
         }
     };
-    let backup =
-        Periodic::judge(gauge(BACKUP_GAUGE), first_seen, now, threshold(env, "HEALTH_BACKUP_MAX_AGE", 26 * 3_600_000));
-    let sweep = Periodic::judge(gauge(SWEEP_GAUGE), first_seen, now, threshold(env, "HEALTH_SWEEP_MAX_AGE", 900_000));
+    let backup = Periodic::judge(gauge(BACKUP_GAUGE), first_seen, now, m.health_backup_max_age_ms);
+    let sweep = Periodic::judge(gauge(SWEEP_GAUGE), first_seen, now, m.health_sweep_max_age_ms);
     let (backup_ok, sweep_ok) = (backup.ok(), sweep.ok());
     let status = if cfg.is_none() || !shards_ok || !queue_ok {
         2

@@ -13,7 +13,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use worker::{Bucket, Env};
 
-use super::{bucket, duration, put, set_gauge, storage};
+use super::{bucket, put, set_gauge, storage};
 use crate::http::log;
 use crate::platform::{now_ms, random_u64};
 use crate::routes::health::BACKUP_GAUGE;
@@ -208,8 +208,8 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
 /// Deletes backups past retention (`BACKUP_RETENTION`, default 7 days), never the newest
 /// valid one, and never one whose manifest could not be read (a read error says nothing
 /// about the backup; the next run decides). Such backups are logged.
-pub async fn backup_retention(env: &Env) -> Result<Vec<String>, ApiError> {
-    let keep = duration(env, "BACKUP_RETENTION", 7 * 86_400_000);
+pub async fn backup_retention(env: &Env, cfg: &EdgeConfig) -> Result<Vec<String>, ApiError> {
+    let keep = cfg.maintenance.backup_retention_ms;
     let all = list_all(env).await?;
     let unreadable: Vec<&String> = all.iter().filter(|(_, m)| m.is_err()).map(|(id, _)| id).collect();
     if !unreadable.is_empty() {

@@ -21,22 +21,6 @@ pub mod sweep;
 
 pub use backup::{list, manifest, restore, run_backup, verify};
 
-/// The cron of the nightly backup (`BACKUP_CRON`, default `0 2 * * *`); any other cron runs
-/// the maintenance: the sweep, job retention and backup retention.
-pub const DEFAULT_BACKUP_CRON: &str = "0 2 * * *";
-
-pub(crate) fn var(env: &Env, name: &str) -> Option<String> {
-    crate::config::raw(env, name)
-}
-
-pub(crate) fn duration(env: &Env, name: &str, default_ms: u64) -> u64 {
-    var(env, name).and_then(|v| edgejobs_core::spec::parse_duration(&Value::String(v))).unwrap_or(default_ms)
-}
-
-pub(crate) fn number(env: &Env, name: &str, default: u32) -> u32 {
-    var(env, name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
-}
-
 pub(crate) fn bucket(env: &Env) -> Result<Bucket, ApiError> {
     env.bucket(BACKUP_BUCKET_BINDING)
         .map_err(|_| ApiError::new(ErrorCode::Unavailable, "the backup bucket is not bound"))
@@ -73,8 +57,7 @@ pub(crate) async fn set_gauge(env: &Env, name: &str, value: f64) {
 /// The cron entry point.
 pub async fn scheduled(cron: &str, env: &Env) {
     let Ok(cfg) = crate::config::load(env) else { return };
-    let backup_cron = var(env, "BACKUP_CRON").unwrap_or_else(|| DEFAULT_BACKUP_CRON.to_owned());
-    if cron.trim() == backup_cron.trim() {
+    if cron.trim() == cfg.maintenance.backup_cron.trim() {
         match run_backup(env, &cfg).await {
             Ok(m) => log("info", "scheduled backup done", json!({ "cron": cron, "backup": m.id })),
             Err(e) => {
@@ -87,7 +70,7 @@ pub async fn scheduled(cron: &str, env: &Env) {
     // Every maintenance step runs even when another failed.
     let swept = sweep::sweep(env, &cfg).await;
     let retention = retention::job_retention(env, &cfg).await;
-    let backups = backup::backup_retention(env).await;
+    let backups = backup::backup_retention(env, &cfg).await;
     let step = |name: &str, r: Result<Value, ApiError>| match r {
         Ok(v) => log("info", "scheduled step done", json!({ "cron": cron, "step": name, "result": v })),
         Err(e) => {

@@ -11,7 +11,7 @@ use edgejobs_core::protocol::{RetentionDelete, RetentionPage, RetentionTops};
 use serde_json::json;
 use worker::Env;
 
-use super::{bucket, duration, number, put, var};
+use super::{bucket, put};
 use crate::http::log;
 use crate::platform::{now_ms, random_u64};
 use crate::shard;
@@ -23,9 +23,9 @@ const MAX_PAGES: u32 = 50;
 
 /// Runs job retention over every shard. Returns (deleted, archived).
 pub async fn job_retention(env: &Env, cfg: &EdgeConfig) -> Result<(u64, u64), ApiError> {
-    let archive = var(env, "RETENTION_ARCHIVE").is_none_or(|v| v.trim() != "false");
-    let (done_keep, dead_keep) =
-        (number(env, "RETENTION_COMPLETED_KEEP", 1000), number(env, "RETENTION_DEAD_KEEP", 5000));
+    let m = &cfg.maintenance;
+    let archive = m.retention_archive;
+    let (done_keep, dead_keep) = (m.retention_completed_keep, m.retention_dead_keep);
     // The newest N per type across all shards: merge every shard's newest N, per type.
     let mut tops: BTreeMap<(String, String), Vec<(u64, String)>> = BTreeMap::new();
     for s in 0..cfg.shard_count {
@@ -46,8 +46,8 @@ pub async fn job_retention(env: &Env, cfg: &EdgeConfig) -> Result<(u64, u64), Ap
     }
     let page = RetentionPage {
         now: now_ms(),
-        done_age_ms: duration(env, "RETENTION_COMPLETED_AGE", 86_400_000),
-        dead_age_ms: duration(env, "RETENTION_DEAD_AGE", 7 * 86_400_000),
+        done_age_ms: m.retention_completed_age_ms,
+        dead_age_ms: m.retention_dead_age_ms,
         done_cutoffs: cutoffs.remove("done").unwrap_or_default(),
         dead_cutoffs: cutoffs.remove("dead").unwrap_or_default(),
         limit: PAGE,

@@ -10,25 +10,26 @@ use futures_util::future::join_all;
 use serde_json::json;
 use worker::Env;
 
-use super::{duration, set_gauge};
+use super::set_gauge;
 use crate::http::log;
 use crate::platform::now_ms;
 use crate::routes::health::SWEEP_GAUGE;
 use crate::shard;
 
 /// The sweep's thresholds from configuration.
-pub fn policy(env: &Env) -> SweepPolicy {
+pub fn policy(cfg: &EdgeConfig) -> SweepPolicy {
+    let m = &cfg.maintenance;
     SweepPolicy {
-        queued_after_ms: duration(env, "SWEEP_QUEUED_AFTER", 120_000),
-        active_grace_ms: duration(env, "SWEEP_ACTIVE_GRACE", 30_000),
-        native_lease_ms: duration(env, "SWEEP_NATIVE_LEASE", 300_000),
+        queued_after_ms: m.sweep_queued_after_ms,
+        active_grace_ms: m.sweep_active_grace_ms,
+        native_lease_ms: m.sweep_native_lease_ms,
     }
 }
 
 /// Sweeps every shard concurrently; the totals. A shard that fails is logged and the rest
 /// still run; the first error is returned after all of them ran.
 pub async fn sweep(env: &Env, cfg: &EdgeConfig) -> Result<SweepReport, ApiError> {
-    let policy = policy(env);
+    let policy = policy(cfg);
     let answers = join_all((0..cfg.shard_count).map(|s| shard::call(env, s, Sweep { policy }))).await;
     let mut total = SweepReport { complete: true, ..SweepReport::default() };
     let mut first_error = None;
