@@ -35,7 +35,7 @@ pub struct Config {
     /// Address of the /health and /metrics server.
     #[arg(long, env = "EDGEJOBS_CONSUMER_LISTEN", default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
-    /// Base URL of the edge Worker (reports go to <url>/v1/internal/jobs/<id>/events).
+    /// Base URL of the edge Worker (reports go to <url>/v1/internal/events).
     #[arg(long, env = "EDGEJOBS_EDGE_URL", value_parser = http_url)]
     pub edge_url: String,
     /// The consumer token the edge expects (secret).
@@ -234,6 +234,24 @@ impl Config {
     }
 }
 
+/// The README's table of the consumer's settings, made from their definitions above.
+pub fn reference() -> String {
+    use clap::CommandFactory;
+    let mut out = String::from("| Consumer setting | default | meaning |\n|---|---|---|\n");
+    for a in Config::command().get_arguments() {
+        let Some(env) = a.get_env() else { continue };
+        let default: Vec<String> = a.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+        let default = match default.join(",") {
+            d if d.is_empty() => "—".to_owned(),
+            d => format!("`{d}`"),
+        };
+        let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|");
+        out.push_str(&format!("| `{}` | {default} | {help} |\n", env.to_string_lossy()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +320,13 @@ mod tests {
             .settings()
             .expect("valid");
         assert_eq!(s.upstream_limits.get("llm"), Some(&Limit { requests: 5, window_ms: 1000 }));
+    }
+
+    #[test]
+    fn the_readme_reference_is_the_one_the_code_makes() {
+        let readme = include_str!("../../../README.md");
+        let table = reference();
+        assert!(readme.contains(&table), "README.md's consumer settings table differs; it should be:\n{table}");
     }
 
     #[test]

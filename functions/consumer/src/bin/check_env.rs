@@ -1,0 +1,193 @@
+//! `edgejobs-check-env`: checks a production configuration with the code the programs use —
+//! the edge's `[vars]` and secrets through `EdgeConfig::parse`, the consumer's environment
+//! through its own settings parser — and prints every missing or malformed value with what it
+//! should look like. Exit 0 when both are valid, 1 otherwise, 2 on a usage error. Values are
+//! never printed (they may be secrets); names are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use edgejobs_consumer::config::Config;
+use edgejobs_core::config::{EdgeConfig, names};
+
+const USAGE: &str = "edgejobs-check-env [--wrangler FILE] [--secrets FILE] [--consumer-env FILE] [--only edge|consumer]
+
+  --wrangler FILE      the Worker's wrangler.toml; its [vars] are read [default: wrangler.toml]
+  --secrets FILE       the Worker's secrets as KEY=\"value\" lines (a .dev.vars-style file);
+                       without it they come from this process's environment
+  --consumer-env FILE  the consumer's environment as KEY=value lines (an EnvironmentFile);
+                       without it, this process's environment
+  --only edge|consumer check one side only
+  --vars-only          the Worker's [vars] only (secrets assumed set; a placeholder is a warning)";
+
+/// The Worker's secrets (set with `wrangler secret put`).
+const SECRETS: &[&str] = &[
+    names::API_KEYS,
+    names::ADMIN_KEYS,
+    names::CONSUMER_TOKEN,
+    names::WEBHOOK_SECRET,
+    names::UPSTASH_TOKEN,
+    names::PAYLOAD_KEYS,
+    "METRICS_TOKEN",
+];
+
+fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()) {
+        Ok(problems) if problems.is_empty() => {
+            println!("  ✓ no problems found");
+            ExitCode::SUCCESS
+        }
+        Ok(problems) => {
+            for p in &problems {
+                println!("  ✗ {p}");
+            }
+            println!("{} problem(s)", problems.len());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("edgejobs-check-env: {e}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<Vec<String>, String> {
+    let mut wrangler = PathBuf::from("wrangler.toml");
+    let (mut secrets, mut consumer_env, mut only, mut vars_only) = (None, None, None, false);
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--wrangler" => wrangler = PathBuf::from(value()?),
+            "--secrets" => secrets = Some(PathBuf::from(value()?)),
+            "--consumer-env" => consumer_env = Some(PathBuf::from(value()?)),
+            "--only" => only = Some(value()?),
+            "--vars-only" => vars_only = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(Vec::new());
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let mut problems = Vec::new();
+    if only.as_deref() != Some("consumer") {
+        problems.extend(check_edge(&wrangler, secrets.as_ref(), vars_only)?.into_iter().map(|p| format!("edge: {p}")));
+    }
+    if only.as_deref() != Some("edge") {
+        problems.extend(check_consumer(consumer_env.as_ref())?.into_iter().map(|p| format!("consumer: {p}")));
+    }
+    Ok(problems)
+}
+
+/// `KEY=value` lines (quotes around the value dropped, `#` comments and blank lines skipped).
+fn env_lines(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().trim_start_matches("export ").to_owned(), unquote(v.trim())))
+        .collect()
+}
+
+fn unquote(v: &str) -> String {
+    let v = v.trim();
+    for q in ['"', '\''] {
+        if let Some(inner) = v.strip_prefix(q).and_then(|r| r.split(q).next()) {
+            return inner.to_owned();
+        }
+    }
+    v.split(" #").next().unwrap_or(v).trim().to_owned()
+}
+
+/// The `[vars]` table of a wrangler.toml: `NAME = "value"` lines until the next table.
+fn wrangler_vars(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut in_vars = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_vars = line == "[vars]";
+            continue;
+        }
+        if in_vars && let Some((k, v)) = line.split_once('=') {
+            out.insert(k.trim().to_owned(), unquote(v));
+        }
+    }
+    out
+}
+
+fn read(path: &PathBuf) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Well-formed stand-ins for the secrets, for `--vars-only`.
+const STAND_INS: &[(&str, &str)] = &[
+    (names::API_KEYS, "stand-in-jobs-key-0000"),
+    (names::ADMIN_KEYS, "stand-in-admin-key-000"),
+    (names::CONSUMER_TOKEN, "stand-in-consumer-token"),
+    (names::WEBHOOK_SECRET, "stand-in-webhook-secret"),
+    (names::UPSTASH_TOKEN, "stand-in-upstash-token"),
+    (names::PAYLOAD_KEYS, "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+];
+
+fn check_edge(wrangler: &PathBuf, secrets: Option<&PathBuf>, vars_only: bool) -> Result<Vec<String>, String> {
+    let vars = wrangler_vars(&read(wrangler)?);
+    let secret_values: BTreeMap<String, String> = match secrets {
+        _ if vars_only => STAND_INS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        Some(p) => env_lines(&read(p)?),
+        None => SECRETS.iter().filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v))).collect(),
+    };
+    let mut problems = Vec::new();
+    for k in secret_values.keys() {
+        if vars.contains_key(k) && SECRETS.contains(&k.as_str()) {
+            problems
+                .push(format!("{k}: is a secret but is also in [vars] (remove it there; `wrangler secret put {k}`)"));
+        }
+    }
+    for (k, v) in vars.iter().chain(secret_values.iter()) {
+        if v.contains("replace-me") {
+            if vars_only {
+                println!("  ! edge: {k}: still the placeholder of wrangler.toml (set it before a real deploy)");
+            } else {
+                problems.push(format!("{k}: still the placeholder of wrangler.toml"));
+            }
+        }
+    }
+    let get = |k: &str| secret_values.get(k).or_else(|| vars.get(k)).cloned();
+    if let Err(errors) = EdgeConfig::parse(get) {
+        problems.extend(errors);
+    }
+    Ok(problems)
+}
+
+fn check_consumer(file: Option<&PathBuf>) -> Result<Vec<String>, String> {
+    // From a file, every KEY=value becomes the flag clap reads that variable for, so the check
+    // runs the consumer's own parser without touching this process's environment.
+    let mut argv = vec!["edgejobs-consumer".to_owned()];
+    if let Some(p) = file {
+        let command = Config::command();
+        for (k, v) in env_lines(&read(p)?) {
+            let arg = command.get_arguments().find(|a| a.get_env().is_some_and(|e| e == k.as_str()));
+            match arg.and_then(|a| a.get_long()) {
+                Some(long) => argv.extend([format!("--{long}"), v]),
+                None => {
+                    return Ok(vec![format!("{k}: not a setting of edgejobs-consumer (see edgejobs-consumer --help)")]);
+                }
+            }
+        }
+    }
+    let config = match Config::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let text = e.to_string();
+            return Ok(text
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with("Usage") && !l.starts_with("For more"))
+                .map(|l| l.trim().trim_start_matches("error: ").to_owned())
+                .collect());
+        }
+    };
+    Ok(config.settings().err().unwrap_or_default())
+}

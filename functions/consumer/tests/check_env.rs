@@ -1,0 +1,101 @@
+//! `edgejobs-check-env` against good and bad production configurations: a good one passes,
+//! a bad one lists every problem (edge and consumer), exits 1, and never prints a value.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SECRET_MARK: &str = "s3cr3tvalue";
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("edgejobs-check-env-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn wrangler_toml(dir: &Path, extra_vars: &[(&str, &str)]) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wrangler.toml");
+    let mut text = std::fs::read_to_string(root)
+        .expect("the project's wrangler.toml")
+        .replace("https://replace-me.upstash.io", "https://eu1-ok.upstash.io");
+    for (k, v) in extra_vars {
+        // Replaces the setting's line (wrangler.toml lists every one).
+        text = text
+            .lines()
+            .map(|l| if l.starts_with(&format!("{k} ")) { format!("{k} = \"{v}\"") } else { l.to_owned() })
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    let p = dir.join("wrangler.toml");
+    std::fs::write(&p, text).expect("write wrangler.toml");
+    p
+}
+
+fn good_secrets() -> String {
+    format!(
+        "EDGEJOBS_API_KEYS=\"ej_jobs_{SECRET_MARK}0001\"\nEDGEJOBS_ADMIN_KEYS=\"ej_admin_{SECRET_MARK}001\"\n\
+         EDGEJOBS_CONSUMER_TOKEN=\"ej_consumer_{SECRET_MARK}1\"\nWEBHOOK_SIGNING_SECRET=\"whsec_{SECRET_MARK}0001\"\n\
+         UPSTASH_REDIS_REST_TOKEN=\"upstash_tok_{SECRET_MARK}\"\n\
+         PAYLOAD_ENCRYPTION_KEYS=\"k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n"
+    )
+}
+
+fn good_consumer_env() -> String {
+    format!(
+        "EDGEJOBS_EDGE_URL=https://edgejobs.example.workers.dev\nEDGEJOBS_CONSUMER_TOKEN=ej_consumer_{SECRET_MARK}1\n\
+         UPSTASH_REDIS_REST_URL=https://eu1-ok.upstash.io\nUPSTASH_REDIS_REST_TOKEN=upstash_tok_{SECRET_MARK}\n\
+         # a comment\nEDGEJOBS_CONCURRENCY=50\n"
+    )
+}
+
+fn check(dir: &Path, wrangler: &Path, secrets: &str, consumer: &str) -> (i32, String) {
+    let (s, c) = (dir.join("secrets"), dir.join("consumer.env"));
+    std::fs::write(&s, secrets).expect("secrets");
+    std::fs::write(&c, consumer).expect("consumer env");
+    let out = Command::new(env!("CARGO_BIN_EXE_edgejobs-check-env"))
+        .arg("--wrangler")
+        .arg(wrangler)
+        .arg("--secrets")
+        .arg(&s)
+        .arg("--consumer-env")
+        .arg(&c)
+        .output()
+        .expect("runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn a_good_configuration_passes() {
+    let dir = scratch("good");
+    let w = wrangler_toml(&dir, &[]);
+    let (code, out) = check(&dir, &w, &good_secrets(), &good_consumer_env());
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_bad_configuration_lists_every_problem_without_values() {
+    let dir = scratch("bad");
+    let w = wrangler_toml(&dir, &[("SWEEP_QUEUED_AFTER", "soon"), ("RETENTION_ARCHIVE", "yes")]);
+    let secrets = good_secrets().replace("EDGEJOBS_ADMIN_KEYS", "# EDGEJOBS_ADMIN_KEYS");
+    let consumer = good_consumer_env().replace("EDGEJOBS_CONCURRENCY=50", "EDGEJOBS_CONCURRENCY=0");
+    let (code, out) = check(&dir, &w, &secrets, &consumer);
+    assert_eq!(code, 1, "{out}");
+    for want in [
+        "edge: SWEEP_QUEUED_AFTER",
+        "edge: RETENTION_ARCHIVE",
+        "edge: EDGEJOBS_ADMIN_KEYS",
+        "consumer: EDGEJOBS_CONCURRENCY",
+    ] {
+        assert!(out.contains(want), "{want} missing from:\n{out}");
+    }
+    assert!(!out.contains(SECRET_MARK), "a value leaked:\n{out}");
+    // The placeholder URL of the repository's wrangler.toml is a problem, not a URL.
+    let plain = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wrangler.toml");
+    let (code, out) = check(&dir, &plain, &good_secrets(), &good_consumer_env());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("UPSTASH_REDIS_REST_URL: still the placeholder"), "{out}");
+    // An unknown consumer setting is named.
+    let (code, out) = check(&dir, &w, &good_secrets(), &format!("{}EDGEJOBS_CONCURENCY=5\n", good_consumer_env()));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("EDGEJOBS_CONCURENCY: not a setting"), "{out}");
+}
