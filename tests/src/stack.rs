@@ -81,6 +81,9 @@ pub struct Secrets {
     pub payload_keys: String,
     /// A second `jobs` key with a tight rate limit (5 per minute), for rate-limit tests.
     pub limited_key: Option<String>,
+    /// The `.dev.vars` these came from, whole: every line reaches the Worker (key lists and
+    /// local overrides such as `RATE_LIMIT="off"`), as with `wrangler dev` itself.
+    pub file: Option<String>,
 }
 
 impl Secrets {
@@ -93,11 +96,15 @@ impl Secrets {
             upstash_token: format!("local_{}", random_hex(16)),
             payload_keys: generate_payload_key(),
             limited_key: Some(format!("ej_limited_{}", random_hex(16))),
+            file: None,
         }
     }
 
     /// The `.dev.vars` text holding these secrets.
     pub fn dev_vars(&self) -> String {
+        if let Some(file) = &self.file {
+            return format!("{}\n", file.trim_end());
+        }
         let api_keys = match &self.limited_key {
             Some(k) => format!("{},{k}:5/60s", self.api_key),
             None => self.api_key.clone(),
@@ -136,6 +143,7 @@ impl Secrets {
                 .filter(|v| !v.is_empty())
                 .with_context(|| format!("{} has no PAYLOAD_ENCRYPTION_KEYS", path.display()))?,
             limited_key: None,
+            file: Some(text.clone()),
         })
     }
 }
