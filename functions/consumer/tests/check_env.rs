@@ -94,6 +94,11 @@ fn a_bad_configuration_lists_every_problem_without_values() {
     let (code, out) = check(&dir, &plain, &good_secrets(), &good_consumer_env());
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("UPSTASH_REDIS_REST_URL: still the placeholder"), "{out}");
+    // The backup's cron must be one of the triggers.
+    let w3 = wrangler_toml(&dir, &[("BACKUP_CRON", "0 3 * * *")]);
+    let (code, out) = check(&dir, &w3, &good_secrets(), &good_consumer_env());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BACKUP_CRON: \"0 3 * * *\" is not one of the [triggers] crons"), "{out}");
     // An unknown consumer setting is named.
     let (code, out) = check(&dir, &w, &good_secrets(), &format!("{}EDGEJOBS_CONCURENCY=5\n", good_consumer_env()));
     assert_eq!(code, 1, "{out}");

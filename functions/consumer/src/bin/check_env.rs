@@ -132,8 +132,25 @@ const STAND_INS: &[(&str, &str)] = &[
     (names::PAYLOAD_KEYS, "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
 ];
 
+/// The `crons = [...]` of the `[triggers]` table.
+fn trigger_crons(text: &str) -> Vec<String> {
+    let mut in_triggers = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_triggers = line == "[triggers]";
+            continue;
+        }
+        if in_triggers && let Some(list) = line.strip_prefix("crons").and_then(|l| l.trim_start().strip_prefix('=')) {
+            return list.split('"').skip(1).step_by(2).map(str::to_owned).collect();
+        }
+    }
+    Vec::new()
+}
+
 fn check_edge(wrangler: &PathBuf, secrets: Option<&PathBuf>, vars_only: bool) -> Result<Vec<String>, String> {
-    let vars = wrangler_vars(&read(wrangler)?);
+    let text = read(wrangler)?;
+    let vars = wrangler_vars(&text);
+    let crons = trigger_crons(&text);
     let secret_values: BTreeMap<String, String> = match secrets {
         _ if vars_only => STAND_INS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         Some(p) => env_lines(&read(p)?),
@@ -156,8 +173,20 @@ fn check_edge(wrangler: &PathBuf, secrets: Option<&PathBuf>, vars_only: bool) ->
         }
     }
     let get = |k: &str| secret_values.get(k).or_else(|| vars.get(k)).cloned();
-    if let Err(errors) = EdgeConfig::parse(get) {
-        problems.extend(errors);
+    match EdgeConfig::parse(get) {
+        Err(errors) => problems.extend(errors),
+        Ok(cfg) => {
+            // The backup runs on its own cron; every other cron runs the sweep and retention.
+            let backup = cfg.maintenance.backup_cron.trim();
+            if !crons.iter().any(|c| c.trim() == backup) {
+                problems.push(format!("BACKUP_CRON: {backup:?} is not one of the [triggers] crons {crons:?}"));
+            }
+            if !crons.iter().any(|c| c.trim() != backup) {
+                problems.push(
+                    "[triggers] crons: needs a second cron for the sweep and retention (e.g. \"*/5 * * * *\")".into(),
+                );
+            }
+        }
     }
     Ok(problems)
 }
