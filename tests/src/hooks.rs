@@ -1,11 +1,15 @@
 //! A local webhook target for tests: a loopback HTTP server whose paths answer by script
-//! (e.g. "500, 500, then 200") and that records every request it gets.
+//! (e.g. "500, 500, then 200") and that records every request it gets. Plain HTTP/1.1 on std
+//! sockets, one thread per connection, every answer `Connection: close`: a pooled server
+//! (tiny_http, before) left requests unread while its threads sat on idle keep-alive
+//! connections, and handlers calling it hung until their timeout.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tiny_http::{Header, Response, Server};
 
 /// One scripted answer.
 #[derive(Debug, Clone)]
@@ -51,27 +55,6 @@ impl Reply {
     }
 }
 
-/// A body of `left` bytes, then one stall, then its end.
-struct Stalling {
-    left: usize,
-    stall: Option<Duration>,
-}
-
-impl std::io::Read for Stalling {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left > 0 {
-            let n = buf.len().min(self.left);
-            buf[..n].fill(b'x');
-            self.left -= n;
-            return Ok(n);
-        }
-        if let Some(stall) = self.stall.take() {
-            std::thread::sleep(stall);
-        }
-        Ok(0)
-    }
-}
-
 /// A request the target received.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -90,68 +73,140 @@ struct State {
 pub struct Hooks {
     pub base: String,
     state: Arc<Mutex<State>>,
-    server: Arc<Server>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Hooks {
     pub fn start() -> anyhow::Result<Hooks> {
-        let server = Arc::new(Server::http("127.0.0.1:0").map_err(|e| anyhow::anyhow!("webhook target: {e}"))?);
-        let port = server.server_addr().to_ip().map(|a| a.port()).unwrap_or(0);
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| anyhow::anyhow!("webhook target: {e}"))?;
+        let base = format!("http://{}", listener.local_addr()?);
         let state = Arc::new(Mutex::new(State::default()));
-        let (srv, st) = (Arc::clone(&server), Arc::clone(&state));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, stopping) = (Arc::clone(&state), Arc::clone(&stop));
         std::thread::spawn(move || {
-            for mut req in srv.incoming_requests() {
+            for conn in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
                 let st = Arc::clone(&st);
-                std::thread::spawn(move || {
-                    let mut body = String::new();
-                    let _ = req.as_reader().read_to_string(&mut body);
-                    let path = req.url().split('?').next().unwrap_or_default().to_owned();
-                    let headers = req
-                        .headers()
-                        .iter()
-                        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
-                        .collect();
-                    let reply = {
-                        let mut s = st.lock().expect("hooks state");
-                        let list = s.received.entry(path.clone()).or_default();
-                        list.push(Received { headers, body, at: Instant::now() });
-                        let n = list.len();
-                        let script = s.scripts.get(&path).cloned().unwrap_or_else(|| vec![Reply::status(200)]);
-                        script.get(n - 1).or(script.last()).cloned().unwrap_or(Reply::status(200))
-                    };
-                    std::thread::sleep(reply.delay);
-                    if let Some((bytes, stall)) = reply.stream {
-                        let body = Stalling { left: bytes, stall: Some(stall) };
-                        let _ = req.respond(Response::new(reply.status.into(), Vec::new(), body, None, None));
-                        return;
-                    }
-                    let mut resp = Response::from_string(reply.body).with_status_code(reply.status);
-                    if let Some(ra) = reply.retry_after
-                        && let Ok(h) = Header::from_bytes("Retry-After", ra)
-                    {
-                        resp.add_header(h);
-                    }
-                    if let Some(to) = reply.location
-                        && let Ok(h) = Header::from_bytes("Location", to)
-                    {
-                        resp.add_header(h);
-                    }
-                    let _ = req.respond(resp);
-                });
+                std::thread::spawn(move || serve(conn, &st));
             }
         });
-        Ok(Hooks { base: format!("http://127.0.0.1:{port}"), state, server })
+        Ok(Hooks { base, state, stop })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Scripts the answers of `path` (the last one repeats) and returns its full URL.
     pub fn script(&self, path: &str, replies: Vec<Reply>) -> String {
-        self.state.lock().expect("hooks state").scripts.insert(path.to_owned(), replies);
+        self.state().scripts.insert(path.to_owned(), replies);
         format!("{}{path}", self.base)
     }
 
     /// What `path` has received so far.
     pub fn received(&self, path: &str) -> Vec<Received> {
-        self.state.lock().expect("hooks state").received.get(path).cloned().unwrap_or_default()
+        self.state().received.get(path).cloned().unwrap_or_default()
+    }
+}
+
+/// Reads one request (head, then its body by content-length or chunks, at most 1 MiB; every
+/// read bounded by 10 s), records it, answers as scripted and closes the connection.
+fn serve(mut conn: TcpStream, state: &Mutex<State>) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.len() > 64 * 1024 {
+            return;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let target = lines.next().and_then(|l| l.split(' ').nth(1)).unwrap_or("/");
+    let path = target.split('?').next().unwrap_or("/").to_owned();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0).min(1 << 20);
+    let mut raw = buf[head_end..].to_vec();
+    let complete = |raw: &[u8]| if chunked { raw.windows(5).any(|w| w == b"0\r\n\r\n") } else { raw.len() >= length };
+    while !complete(&raw) && raw.len() < 1 << 20 {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body = if chunked { dechunk(&raw) } else { raw };
+    let reply = {
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        let list = s.received.entry(path.clone()).or_default();
+        list.push(Received { headers, body: String::from_utf8_lossy(&body).into_owned(), at: Instant::now() });
+        let n = list.len();
+        let script = s.scripts.get(&path).cloned().unwrap_or_else(|| vec![Reply::status(200)]);
+        script.get(n - 1).or(script.last()).cloned().unwrap_or(Reply::status(200))
+    };
+    std::thread::sleep(reply.delay);
+    let mut head = format!("HTTP/1.1 {} {}\r\nconnection: close\r\n", reply.status, reason(reply.status));
+    if let Some(ra) = &reply.retry_after {
+        head.push_str(&format!("retry-after: {ra}\r\n"));
+    }
+    if let Some(to) = &reply.location {
+        head.push_str(&format!("location: {to}\r\n"));
+    }
+    if let Some((bytes, stall)) = reply.stream {
+        // A body sent in one chunk, then a stall before its end.
+        head.push_str("transfer-encoding: chunked\r\n\r\n");
+        let _ = conn.write_all(head.as_bytes());
+        let _ = conn.write_all(format!("{bytes:x}\r\n").as_bytes());
+        let _ = conn.write_all(&vec![b'x'; bytes]);
+        let _ = conn.write_all(b"\r\n");
+        let _ = conn.flush();
+        std::thread::sleep(stall);
+        let _ = conn.write_all(b"0\r\n\r\n");
+    } else {
+        head.push_str(&format!("content-type: application/json\r\ncontent-length: {}\r\n\r\n", reply.body.len()));
+        let _ = conn.write_all(head.as_bytes());
+        let _ = conn.write_all(reply.body.as_bytes());
+    }
+    let _ = conn.flush();
+    let _ = conn.shutdown(Shutdown::Both);
+}
+
+/// The data of a chunked body (extensions and trailers ignored).
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&rest[..eol]);
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16) else { break };
+        if size == 0 || rest.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
+        rest = rest.get(eol + 2 + size + 2..).unwrap_or_default();
+    }
+    out
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200..=299 => "OK",
+        300..=399 => "Redirect",
+        429 => "Too Many Requests",
+        400..=499 => "Client Error",
+        _ => "Server Error",
     }
 }
 
@@ -163,6 +218,8 @@ impl std::fmt::Debug for Hooks {
 
 impl Drop for Hooks {
     fn drop(&mut self) {
-        self.server.unblock();
+        // Wakes the accept loop so it sees the flag and ends.
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.base.trim_start_matches("http://"));
     }
 }

@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use edgejobs_tests::hooks::Reply;
-
-use crate::upstream::Upstream as Hooks;
+use edgejobs_tests::hooks::{Hooks, Reply};
 use serde::Serialize;
 use serde_json::{Value, json};
 

@@ -8,13 +8,12 @@ mod api;
 mod cases;
 mod ledger;
 mod proxy;
-mod upstream;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::upstream::Upstream as Hooks;
 use anyhow::Context as _;
+use edgejobs_tests::hooks::Hooks;
 use edgejobs_tests::stack::{Profile, Stack, StackOptions};
 use serde_json::json;
 
