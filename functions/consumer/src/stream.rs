@@ -46,37 +46,40 @@ for _, e in ipairs(p) do \
 end \
 return out";
 
-/// For each entry in ARGV[3..] owned by consumer ARGV[2] of group ARGV[1]: renew (reset its
-/// idle time). Returns 1 per entry renewed, 0 per entry not (or no longer) owned.
-pub const RENEW_SCRIPT: &str = "local out = {} \
-for i = 3, #ARGV do \
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) \
-  if p[1] and p[1][2] == ARGV[2] then \
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID') \
-    out[#out + 1] = 1 \
-  else \
-    out[#out + 1] = 0 \
-  end \
-end \
-return out";
+/// A script that, for each entry in ARGV[3..], checks that consumer ARGV[2] of group ARGV[1]
+/// owns it (XPENDING) and then runs `$owned` (answer 1); an entry no longer pending runs
+/// `$gone` (answer 1) when given, else answers 0, like an entry another consumer owns.
+macro_rules! owned_script {
+    ($owned:literal) => {
+        owned_script!($owned, "out[#out + 1] = 0")
+    };
+    ($owned:literal, $gone:literal) => {
+        concat!(
+            "local out = {} ",
+            "for i = 3, #ARGV do ",
+            "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) ",
+            "if p[1] and p[1][2] == ARGV[2] then ",
+            $owned,
+            " out[#out + 1] = 1 ",
+            "elseif not p[1] then ",
+            $gone,
+            " else out[#out + 1] = 0 end ",
+            "end ",
+            "return out"
+        )
+    };
+}
 
-/// For each entry in ARGV[3..] owned by consumer ARGV[2] of group ARGV[1]: acknowledge and
-/// delete it. Returns 1 per entry done, 0 per entry left alone (another consumer owns it).
-pub const ACK_SCRIPT: &str = "local out = {} \
-for i = 3, #ARGV do \
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) \
-  if p[1] and p[1][2] == ARGV[2] then \
-    redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) \
-    redis.call('XDEL', KEYS[1], ARGV[i]) \
-    out[#out + 1] = 1 \
-  elseif not p[1] then \
-    redis.call('XDEL', KEYS[1], ARGV[i]) \
-    out[#out + 1] = 1 \
-  else \
-    out[#out + 1] = 0 \
-  end \
-end \
-return out";
+/// Renews (resets the idle time of) each owned entry. 1 per entry renewed, 0 per entry not
+/// (or no longer) owned.
+pub const RENEW_SCRIPT: &str = owned_script!("redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')");
+
+/// Acknowledges and deletes each owned entry, and deletes entries no longer pending. 1 per
+/// entry done, 0 per entry left alone (another consumer owns it).
+pub const ACK_SCRIPT: &str = owned_script!(
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) redis.call('XDEL', KEYS[1], ARGV[i])",
+    "redis.call('XDEL', KEYS[1], ARGV[i]) out[#out + 1] = 1"
+);
 
 /// Gives entry ARGV[4] back from consumer ARGV[2] to ARGV[3] (group ARGV[1]) if ARGV[2] still
 /// owns it. Returns 1 when given back.
@@ -181,22 +184,22 @@ impl<T: Transport> Stream<T> {
 
     /// Renews the leases on `entries` this consumer still owns; per entry, whether it did.
     pub async fn renew(&self, entries: &[String]) -> Result<Vec<bool>, Error> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let args: Vec<&str> = entries.iter().map(String::as_str).collect();
-        let r = self.client.command(&self.script(RENEW_SCRIPT, &args)).await?;
-        Ok(flags(&r, entries.len()))
+        self.per_entry(RENEW_SCRIPT, entries).await
     }
 
     /// Acknowledges and deletes `entries` this consumer still owns (entries no longer pending
     /// are deleted too); per entry, whether it is gone.
     pub async fn ack(&self, entries: &[String]) -> Result<Vec<bool>, Error> {
+        self.per_entry(ACK_SCRIPT, entries).await
+    }
+
+    /// One call of an [`owned_script`] over `entries` (none when empty); a flag per entry.
+    async fn per_entry(&self, script: &str, entries: &[String]) -> Result<Vec<bool>, Error> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
         let args: Vec<&str> = entries.iter().map(String::as_str).collect();
-        let r = self.client.command(&self.script(ACK_SCRIPT, &args)).await?;
+        let r = self.client.command(&self.script(script, &args)).await?;
         Ok(flags(&r, entries.len()))
     }
 

@@ -89,22 +89,13 @@ impl Api {
     }
 
     pub fn post(&self, path: &str, body: &Value, admin: bool) -> anyhow::Result<(u16, Value)> {
-        let key = if admin { &self.admin } else { &self.key };
-        let r = self.http.post(format!("{}{path}", self.edge)).bearer_auth(key).json(body).send()?;
-        let status = r.status().as_u16();
-        Ok((status, r.json().unwrap_or(Value::Null)))
+        self.post_timed(path, body, admin, Duration::from_secs(10))
     }
 
-    /// A POST allowed up to two minutes (a backup).
-    pub fn post_slow(&self, path: &str, body: &Value, admin: bool) -> anyhow::Result<(u16, Value)> {
+    /// A POST allowed up to `timeout` (a backup takes longer than a request).
+    pub fn post_timed(&self, path: &str, body: &Value, admin: bool, timeout: Duration) -> anyhow::Result<(u16, Value)> {
         let key = if admin { &self.admin } else { &self.key };
-        let r = self
-            .http
-            .post(format!("{}{path}", self.edge))
-            .bearer_auth(key)
-            .json(body)
-            .timeout(Duration::from_secs(120))
-            .send()?;
+        let r = self.http.post(format!("{}{path}", self.edge)).bearer_auth(key).json(body).timeout(timeout).send()?;
         let status = r.status().as_u16();
         Ok((status, r.json().unwrap_or(Value::Null)))
     }

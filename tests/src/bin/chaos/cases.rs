@@ -2,6 +2,8 @@
 //! and fills a row. Every case starts and stops its own consumers.
 
 use std::collections::HashSet;
+
+use anyhow::Context as _;
 use std::time::{Duration, Instant};
 
 use edgejobs_tests::hooks::Reply;
@@ -411,7 +413,7 @@ fn r2_failures(b: &mut Battery) -> anyhow::Result<Row> {
     let _ = states;
     let (s, good) = b.api.post("/v1/admin/backups", &json!({}), true)?;
     anyhow::ensure!(s < 300, "a backup on a healthy store answered {s}: {good}");
-    let good_id = backup_id(&good).context_str("the healthy backup's id")?;
+    let good_id = backup_id(&good).context("the healthy backup's id")?;
     // Every job the battery made so far is in it (rows = jobs stored).
     let known = b.all.len() + sends.created.len();
     let rows = good["total_rows"].as_u64().unwrap_or(0) as usize;
@@ -420,11 +422,11 @@ fn r2_failures(b: &mut Battery) -> anyhow::Result<Row> {
         row.broken = true;
         row.notes.push(format!("the backup misses jobs: {rows} rows for {known} known jobs"));
     }
-    let blobs = r2_blobs(&b.stack.opts.state_dir).context_str("the local R2 blob directory")?;
+    let blobs = r2_blobs(&b.stack.opts.state_dir).context("the local R2 blob directory")?;
     let aside = blobs.with_extension("aside");
     std::fs::rename(&blobs, &aside)?;
     std::fs::write(&blobs, b"not a directory")?;
-    let failed = b.api.post_slow("/v1/admin/backups", &json!({}), true);
+    let failed = b.api.post_timed("/v1/admin/backups", &json!({}), true, Duration::from_secs(120));
     std::fs::remove_file(&blobs)?;
     std::fs::rename(&aside, &blobs)?;
     row.faults += 1;
@@ -446,7 +448,7 @@ fn r2_failures(b: &mut Battery) -> anyhow::Result<Row> {
     }
     // Damage the good backup's copy of one job: verify must say so, and only then is a
     // restore tried (it must refuse; a restore that went through would replace the store).
-    let probe = sends.created.first().map(|t| t.id.clone()).context_str("a job of this case")?;
+    let probe = sends.created.first().map(|t| t.id.clone()).context("a job of this case")?;
     let damaged = damage_blob_holding(&blobs, &probe)?;
     row.faults += 1;
     let (vs, verify) = b.api.post(&format!("/v1/admin/backups/{good_id}/verify"), &json!({}), true)?;
@@ -465,16 +467,6 @@ fn r2_failures(b: &mut Battery) -> anyhow::Result<Row> {
     std::fs::write(&damaged.0, &damaged.1)?;
     let row = finish(b, 6, sends, before, Duration::from_secs(60), row);
     Ok(row)
-}
-
-trait ContextStr<T> {
-    fn context_str(self, what: &str) -> anyhow::Result<T>;
-}
-
-impl<T> ContextStr<T> for Option<T> {
-    fn context_str(self, what: &str) -> anyhow::Result<T> {
-        self.ok_or_else(|| anyhow::anyhow!("{what} not found"))
-    }
 }
 
 fn backup_id(v: &Value) -> Option<String> {
