@@ -8,7 +8,7 @@
 use edgejobs_core::wire::{Cursor, parse_list_params};
 use libfuzzer_sys::fuzz_target;
 
-const ALLOWED: &[&str] = &["state", "type", "tag", "from", "to", "limit", "cursor", "include"];
+const ALLOWED: &[&str] = &["state", "type", "tag", "from", "to", "limit", "cursor", "include", "id_prefix", "q"];
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -6,6 +6,7 @@
 //! entries are deleted at once (XACK + XDEL), so the stream holds only unfinished work.
 
 use edgejobs_core::JobId;
+use edgejobs_core::wire::{CONSUMERS_KEY, Presence};
 use edgejobs_upstash::client::cmd;
 use edgejobs_upstash::transport::Transport;
 use edgejobs_upstash::{Client, Error, Reply};
@@ -203,16 +204,47 @@ impl<T: Transport> Stream<T> {
         Ok(flags(&r, entries.len()))
     }
 
+    /// Removes consumers that have not announced themselves for `forget_ms` (and this
+    /// consumer itself with `forget_me`, when it stops). Returns how many were removed.
+    pub async fn prune_presence(&self, now_ms: u64, forget_ms: u64, forget_me: bool) -> Result<usize, Error> {
+        let all = self.client.command(&cmd(["HGETALL", CONSUMERS_KEY])).await?;
+        let items = all.as_array().unwrap_or_default();
+        let stale: Vec<String> = items
+            .chunks(2)
+            .filter_map(|pair| {
+                let name = pair.first()?.as_str()?.to_owned();
+                let seen = pair
+                    .get(1)
+                    .and_then(Reply::as_str)
+                    .and_then(|v| serde_json::from_str::<Presence>(v).ok())
+                    .map_or(0, |p| p.seen_at);
+                let gone = now_ms.saturating_sub(seen) > forget_ms || (forget_me && name == self.me);
+                gone.then_some(name)
+            })
+            .collect();
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let mut c = cmd(["HDEL", CONSUMERS_KEY]);
+        c.extend(stale.iter().cloned());
+        self.client.command(&c).await?;
+        Ok(stale.len())
+    }
+
     /// Gives `entry` back to `owner` when this consumer still owns it.
     pub async fn give_back(&self, entry: &str, owner: &str) -> Result<bool, Error> {
         let r = self.client.command(&self.script(GIVE_BACK_SCRIPT, &[owner, entry])).await?;
         Ok(r.as_int() == Some(1))
     }
 
-    /// The stream's length and its pending entries, in one pipeline.
-    pub async fn depth(&self) -> Result<Depth, Error> {
-        let replies =
-            self.client.pipeline(&[cmd(["XLEN", &self.key]), cmd(["XPENDING", &self.key, &self.group])]).await?;
+    /// The stream's length and its pending entries, in one pipeline; with `presence`, this
+    /// consumer also announces itself in the same round trip.
+    pub async fn depth(&self, presence: Option<&str>) -> Result<Depth, Error> {
+        let mut cmds = vec![cmd(["XLEN", &self.key]), cmd(["XPENDING", &self.key, &self.group])];
+        if let Some(p) = presence {
+            cmds.push(cmd(["HSET", CONSUMERS_KEY, &self.me, p]));
+        }
+        let replies = self.client.pipeline(&cmds).await?;
         let length = replies.first().and_then(|r| r.as_ref().ok()).and_then(Reply::as_int).unwrap_or(0);
         let pending = replies
             .get(1)

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgejobs_core::machine::{Disposition, Event};
+use edgejobs_core::wire::{PRESENCE_EVERY_MS, PRESENCE_FORGET_MS, Presence};
 use edgejobs_core::{ErrorCode, Job, JobId};
 use edgejobs_upstash::transport::ReqwestTransport;
 use futures_util::future::join_all;
@@ -501,17 +502,41 @@ impl Worker {
 
     /// Samples the stream's length and pending entries for `/metrics`, every few seconds.
     async fn watch_depth(self: Arc<Self>, stop: CancellationToken) {
-        loop {
-            match self.stream.depth().await {
+        let types = self.registry.types();
+        for round in 0u64.. {
+            let presence = Presence {
+                seen_at: now_ms(),
+                concurrency: self.settings.concurrency as u64,
+                in_flight: self.metrics.in_flight.load(Ordering::Relaxed).max(0) as u64,
+                types: types.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            };
+            let json = serde_json::to_string(&presence).unwrap_or_default();
+            match self.stream.depth(Some(&json)).await {
                 Ok(d) => self.metrics.set_depth(d.length, d.pending),
                 Err(e) => tracing::debug!(error = %e, "cannot read the stream depth"),
             }
+            // Now and then, forget consumers gone for a day.
+            if round % 720 == 0
+                && let Err(e) = self.stream.prune_presence(now_ms(), PRESENCE_FORGET_MS, false).await
+            {
+                tracing::debug!(error = %e, "cannot prune the consumers' presence");
+            }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(PRESENCE_EVERY_MS)) => {}
+                _ = stop.cancelled() => break,
             }
         }
+        // A consumer that stops says so: it leaves the list at once.
+        if let Err(e) = self.stream.prune_presence(now_ms(), PRESENCE_FORGET_MS, true).await {
+            tracing::debug!(error = %e, "cannot remove this consumer's presence");
+        }
     }
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -29,15 +29,8 @@ pub fn raw(doc: Box<RawValue>) -> Box<RawValue> {
 pub fn listed(doc: &RawValue, include: edgejobs_core::wire::Include) -> Option<Value> {
     let mut v: Value = serde_json::from_str(doc.get()).ok()?;
     let obj = v.as_object_mut()?;
-    obj.remove("progress");
-    if !include.payload {
-        obj.remove("payload");
-    }
-    if !include.result {
-        obj.remove("result");
-    }
-    if !include.metadata {
-        obj.remove("metadata");
+    for path in include.dropped_paths() {
+        obj.remove(path.trim_start_matches("$."));
     }
     if let Some(p) = obj.get_mut("payload") {
         seal::redact_headers(p);

@@ -137,6 +137,43 @@ pub struct Job {
     /// is delivered again instead of being taken for a duplicate of its earlier hand-off.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub epoch: u64,
+    /// The attempts that ended, oldest first (the newest [`MAX_ATTEMPT_HISTORY`]): when each
+    /// ran, how it ended and its error. Listings leave it out; `GET /v1/jobs/{id}` shows it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// How many ended attempts a job remembers.
+pub const MAX_ATTEMPT_HISTORY: usize = 20;
+
+/// Longest error text kept per remembered attempt (the newest is also in `last_error`).
+pub const MAX_ATTEMPT_ERROR_BYTES: usize = 512;
+
+/// One ended attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    #[serde(with = "rfc3339")]
+    pub started_at: u64,
+    #[serde(with = "rfc3339")]
+    pub ended_at: u64,
+    pub duration_ms: u64,
+    /// `completed`, `failed`, `lease_lost` or `cancelled`.
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `s` cut to at most `max` bytes at a character boundary, with `…` when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -151,6 +188,21 @@ pub struct StreamEntry {
 }
 
 impl Job {
+    /// Remembers that the running attempt (as `self` still describes it) ended at `now`.
+    pub fn record_attempt(&mut self, now: u64, outcome: &str, error: Option<&str>) {
+        let started_at = self.started_at.unwrap_or(now).min(now);
+        self.attempts.push(AttemptRecord {
+            attempt: self.attempt,
+            started_at,
+            ended_at: now,
+            duration_ms: now - started_at,
+            outcome: outcome.to_owned(),
+            error: error.map(|e| clip(e, MAX_ATTEMPT_ERROR_BYTES)),
+        });
+        let over = self.attempts.len().saturating_sub(MAX_ATTEMPT_HISTORY);
+        self.attempts.drain(..over);
+    }
+
     /// Attempts started in the current series.
     pub fn attempts_in_series(&self) -> u32 {
         self.attempt.saturating_sub(self.series_base)

@@ -144,14 +144,7 @@ fn fence(job: &Job, attempt: u32) -> Result<(), ApiError> {
 pub const MAX_ERROR_BYTES: usize = 2048;
 
 fn clip_error(e: &str) -> String {
-    if e.len() <= MAX_ERROR_BYTES {
-        return e.to_owned();
-    }
-    let mut end = MAX_ERROR_BYTES;
-    while !e.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &e[..end])
+    crate::job::clip(e, MAX_ERROR_BYTES)
 }
 
 fn finish(mut job: Job, state: JobState, now: u64) -> Job {
@@ -199,7 +192,9 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
                 return cancelled_report(job, now);
             }
             let mut next = job.clone();
-            next.last_error = Some(format!("attempt {} lost its lease (no heartbeat for {lease_ms} ms)", job.attempt));
+            let error = format!("attempt {} lost its lease (no heartbeat for {lease_ms} ms)", job.attempt);
+            next.record_attempt(now, "lease_lost", Some(&error));
+            next.last_error = Some(error);
             next.lease_lost_attempt = Some(job.attempt);
             if job.attempts_in_series() >= job.max_attempts {
                 return Ok(Transition {
@@ -237,6 +232,7 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
                 return cancelled_report(job, now);
             }
             let mut next = finish(job.clone(), Completed, now);
+            next.record_attempt(now, "completed", None);
             next.result = result.clone();
             next.last_error = None;
             ok(next, Effect::None)
@@ -247,6 +243,7 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
                 return cancelled_report(job, now);
             }
             let mut next = job.clone();
+            next.record_attempt(now, "failed", Some(error));
             next.last_error = Some(clip_error(error));
             let exhausted = job.attempts_in_series() >= job.max_attempts;
             let delay = match disposition {
@@ -310,8 +307,10 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
 }
 
 fn cancelled_report(job: &Job, now: u64) -> Result<Transition, ApiError> {
+    let mut next = finish(job.clone(), JobState::Cancelled, now);
+    next.record_attempt(now, "cancelled", Some("cancelled while it ran"));
     Ok(Transition {
-        job: finish(job.clone(), JobState::Cancelled, now),
+        job: next,
         effect: Effect::None,
         refusal: Some(ApiError::new(ErrorCode::JobCancelled, "the job was cancelled while it ran")),
     })
@@ -354,6 +353,37 @@ mod tests {
         let t = apply(&t.job, Event::Complete { attempt: 1, result: Some(json!(1)) }, 3_000, 0.5).expect("complete");
         assert_eq!(t.job.state, JobState::Completed);
         assert_eq!(t.job.finished_at, Some(3_000));
+        let a = &t.job.attempts;
+        assert_eq!(a.len(), 1);
+        assert_eq!((a[0].attempt, a[0].started_at, a[0].ended_at, a[0].duration_ms), (1, 2_000, 3_000, 1_000));
+        assert_eq!((a[0].outcome.as_str(), a[0].error.as_deref()), ("completed", None));
+    }
+
+    #[test]
+    fn every_ended_attempt_is_remembered_up_to_the_limit() {
+        let mut j = new_job(crate::spec::MAX_ATTEMPTS_LIMIT);
+        let long = "é".repeat(1_000);
+        for n in 1..=25u32 {
+            let t0 = 10_000 * n as u64;
+            j = apply(&j, Event::Start { attempt: n }, t0, 0.0).expect("start").job;
+            let fail = Event::Fail { attempt: n, error: long.clone(), disposition: Disposition::RetryAfter(0) };
+            j = apply(&j, fail, t0 + n as u64, 0.0).expect("fail").job;
+            assert_eq!(j.state, JobState::Queued);
+        }
+        assert_eq!(j.attempts.len(), crate::job::MAX_ATTEMPT_HISTORY);
+        let (first, last) = (&j.attempts[0], &j.attempts[19]);
+        assert_eq!((first.attempt, last.attempt, last.duration_ms), (6, 25, 25));
+        assert_eq!(last.outcome, "failed");
+        let e = last.error.as_deref().expect("error kept");
+        assert!(e.len() <= crate::job::MAX_ATTEMPT_ERROR_BYTES + "…".len() && e.ends_with('…'), "{}", e.len());
+        // A lease lost and a cancel while running are attempts that ended too.
+        j = apply(&j, Event::Start { attempt: 26 }, 500_000, 0.0).expect("start").job;
+        j = apply(&j, Event::Reclaim { attempt: 26, lease_ms: 1_000 }, 502_000, 0.0).expect("reclaim").job;
+        assert_eq!(j.attempts.last().map(|a| (a.attempt, a.outcome.as_str())), Some((26, "lease_lost")));
+        j = apply(&j, Event::Cancel, 502_001, 0.0).expect("cancel").job;
+        let t = apply(&j, Event::Heartbeat { attempt: 27, progress: None }, 502_002, 0.0).expect("report");
+        assert_eq!(t.job.state, JobState::Cancelled);
+        assert_eq!(t.job.attempts.last().map(|a| (a.attempt, a.outcome.as_str())), Some((27, "cancelled")));
     }
 
     #[test]

@@ -173,6 +173,9 @@ pub struct GetMany {
 pub struct ReplayDead {
     #[serde(rename = "type")]
     pub job_type: Option<String>,
+    /// Only jobs with this tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     pub from_ms: Option<u64>,
     pub to_ms: Option<u64>,
     pub limit: u32,

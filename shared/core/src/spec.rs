@@ -381,6 +381,7 @@ impl JobSpec {
             heartbeat_at: None,
             lease_lost_attempt: None,
             epoch: 0,
+            attempts: Vec::new(),
             result: None,
             progress: None,
             last_error: None,

@@ -141,6 +141,45 @@ pub struct ShardStats {
     /// Which shard answered (`None`: the stats object).
     #[serde(default)]
     pub shard: Option<u16>,
+    /// (minute start in ms, series, count) for the last [`MINUTES_KEPT`] minutes.
+    #[serde(default)]
+    pub minutes: Vec<(u64, String, f64)>,
+}
+
+/// The per-minute series a shard keeps for the dashboard's charts.
+pub const MINUTE_SERIES: &[&str] = &["enqueued", "completed", "failed", "dead"];
+
+/// How many minutes of those series a shard keeps (and `GET /v1/stats` shows).
+pub const MINUTES_KEPT: u64 = 60;
+
+/// The per-minute series a counter increment also counts in, if any: jobs created,
+/// completed and dead, and attempts that failed (retried or not).
+pub fn minute_series(name: &str, labels: &Labels) -> Option<&'static str> {
+    match name {
+        "edgejobs_jobs_enqueued_total" => Some("enqueued"),
+        "edgejobs_jobs_completed_total" => Some("completed"),
+        "edgejobs_jobs_dead_total" => Some("dead"),
+        "edgejobs_attempts_total" if labels.iter().any(|(k, v)| k == "outcome" && v == "failed") => Some("failed"),
+        _ => None,
+    }
+}
+
+/// Sums shards' minute rows into one point per minute of the window that ends with the
+/// minute of `now_ms`: (minute start, count per [`MINUTE_SERIES`] in that order), oldest
+/// first, minutes without rows as zeros.
+pub fn minute_points(rows: &[(u64, String, f64)], now_ms: u64) -> Vec<(u64, [u64; 4])> {
+    let last = now_ms - now_ms % 60_000;
+    let first = last.saturating_sub((MINUTES_KEPT - 1) * 60_000);
+    let mut points: Vec<(u64, [u64; 4])> = (0..MINUTES_KEPT).map(|i| (first + i * 60_000, [0; 4])).collect();
+    for (minute, series, n) in rows {
+        let (Some(slot), Some(k)) =
+            (points.iter_mut().find(|(m, _)| m == minute), MINUTE_SERIES.iter().position(|s| s == series))
+        else {
+            continue;
+        };
+        slot.1[k] += *n as u64;
+    }
+    points
 }
 
 /// Every counter family the edge exports, with its help; families print even when empty.
@@ -266,6 +305,30 @@ pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn minute_series_and_points() {
+        use super::{MINUTES_KEPT, minute_points, minute_series};
+        let l = |o: &str| vec![("type".to_owned(), "noop".to_owned()), ("outcome".to_owned(), o.to_owned())];
+        assert_eq!(minute_series("edgejobs_attempts_total", &l("failed")), Some("failed"));
+        assert_eq!(minute_series("edgejobs_attempts_total", &l("completed")), None);
+        assert_eq!(minute_series("edgejobs_jobs_completed_total", &vec![]), Some("completed"));
+        assert_eq!(minute_series("edgejobs_jobs_retried_total", &vec![]), None);
+        let now = 10 * 3_600_000 + 90_500; // 10:01:30.5
+        let rows = vec![
+            (10 * 3_600_000 + 60_000, "completed".to_owned(), 3.0),
+            (10 * 3_600_000 + 60_000, "completed".to_owned(), 2.0), // another shard
+            (10 * 3_600_000, "dead".to_owned(), 1.0),
+            (9 * 3_600_000, "completed".to_owned(), 7.0), // older than the window
+            (10 * 3_600_000, "bogus".to_owned(), 7.0),
+        ];
+        let p = minute_points(&rows, now);
+        assert_eq!(p.len() as u64, MINUTES_KEPT);
+        assert_eq!(p[59], (10 * 3_600_000 + 60_000, [0, 5, 0, 0]));
+        assert_eq!(p[58], (10 * 3_600_000, [0, 0, 0, 1]));
+        assert_eq!(p[0].0, 10 * 3_600_000 + 60_000 - 59 * 60_000);
+        assert_eq!(p.iter().map(|(_, c)| c.iter().sum::<u64>()).sum::<u64>(), 6);
+    }
+
     use super::*;
     use crate::id::JobId;
     use crate::machine::{Disposition, Event, apply};

@@ -112,6 +112,32 @@ pub fn send_batches(sizes: &[usize]) -> Vec<std::ops::Range<usize>> {
 pub const STREAM_KEY: &str = "edgejobs:jobs";
 pub const STREAM_GROUP: &str = "edgejobs";
 
+/// The hash where native consumers announce themselves: one field per consumer (its name),
+/// holding its [`Presence`] as JSON, rewritten every [`PRESENCE_EVERY_MS`] in the round trip
+/// that reads the stream's depth.
+pub const CONSUMERS_KEY: &str = "edgejobs:consumers";
+
+/// How often a consumer announces itself.
+pub const PRESENCE_EVERY_MS: u64 = 5_000;
+
+/// A consumer not heard from for this long is shown as stopped.
+pub const PRESENCE_STALE_MS: u64 = 30_000;
+
+/// A consumer that has not announced itself for this long is removed from the hash.
+pub const PRESENCE_FORGET_MS: u64 = 24 * 3_600_000;
+
+/// What a native consumer says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// When it said so (ms since the epoch, its own clock).
+    pub seen_at: u64,
+    pub concurrency: u64,
+    pub in_flight: u64,
+    /// The job types it has handlers for, sorted.
+    pub types: Vec<String>,
+    pub version: String,
+}
+
 /// The Lua script that hands attempt ARGV[2] of job ARGV[1] to the stream KEYS[1] at most
 /// once: KEYS[2] remembers the entry, so a retried hand-off returns the first entry instead
 /// of adding another. Returns `{1, entry}` when added, `{0, entry}` when already there.
@@ -230,6 +256,13 @@ pub struct ListQuery {
     pub to_ms: Option<u64>,
     pub after: Option<Cursor>,
     pub limit: u32,
+    /// Only jobs whose id starts with this (lower-case hex after the `j`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_prefix: Option<String>,
+    /// Only jobs whose payload or metadata holds this text, ignoring ASCII case. Sealed
+    /// header values are stored encrypted, so a search never matches a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
     /// What a listing includes beyond summaries.
     #[serde(default)]
     pub include: Include,
@@ -238,6 +271,9 @@ pub struct ListQuery {
 /// Default and largest page size of a listing.
 pub const DEFAULT_PAGE: u32 = 20;
 pub const MAX_PAGE: u32 = 100;
+
+/// Longest search text (`q`) of a listing, in characters.
+pub const MAX_SEARCH: usize = 200;
 
 /// Parses listing parameters (`state`, `type`, `tag`, `from`, `to`, `limit`, `cursor`) from
 /// query pairs. Unknown parameters are refused so a typo never silently lists everything.
@@ -279,6 +315,28 @@ pub fn parse_list_params<'a>(
                 q.after = Some(
                     Cursor::decode(v).ok_or_else(|| ApiError::field("cursor", "is not a cursor this API returned"))?,
                 )
+            }
+            "id_prefix" => {
+                let ok = v.len() <= 30
+                    && v.starts_with('j')
+                    && v[1..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if !ok {
+                    return Err(ApiError::field(
+                        "id_prefix",
+                        "must be the start of a job id: `j` and up to 29 lower-case hex digits",
+                    ));
+                }
+                q.id_prefix = Some(v.to_owned());
+            }
+            "q" => {
+                let n = v.chars().count();
+                if n == 0 || n > MAX_SEARCH || v.chars().any(char::is_control) {
+                    return Err(ApiError::field(
+                        "q",
+                        format!("must be 1 to {MAX_SEARCH} characters of text, without control characters"),
+                    ));
+                }
+                q.search = Some(v.to_owned());
             }
             "include" => {
                 q.include = Include::parse(v)
@@ -361,7 +419,7 @@ impl Include {
     /// The JSON paths of a stored job a summary drops (`progress` always: it is the running
     /// attempt's, and can be as large as a result).
     pub fn dropped_paths(&self) -> Vec<&'static str> {
-        let mut out = vec!["$.progress"];
+        let mut out = vec!["$.progress", "$.attempts"];
         if !self.payload {
             out.push("$.payload");
         }
@@ -439,6 +497,30 @@ mod tests {
         let c = Cursor { created_ms: 5, id: JobId::new(3, 5, 9).to_string() };
         let q = parse_list_params([("cursor", c.encode().as_str())], ALL).expect("valid");
         assert_eq!(q.after, Some(c));
+    }
+
+    #[test]
+    fn id_prefix_and_search_are_checked() {
+        let all = &["id_prefix", "q"];
+        let q = parse_list_params([("id_prefix", "j0a19"), ("q", "Invoice 42")], all).expect("valid");
+        assert_eq!((q.id_prefix.as_deref(), q.search.as_deref()), (Some("j0a19"), Some("Invoice 42")));
+        let long = "x".repeat(MAX_SEARCH + 1);
+        let long_prefix = format!("j{}", "0".repeat(30));
+        for (k, v) in [
+            ("id_prefix", "0a19"),
+            ("id_prefix", "jZZ"),
+            ("id_prefix", "j0A"),
+            ("id_prefix", "j%"),
+            ("id_prefix", long_prefix.as_str()),
+            ("q", ""),
+            ("q", long.as_str()),
+            ("q", "a\nb"),
+        ] {
+            let e = parse_list_params([(k, v)], all).expect_err(v);
+            assert_eq!(e.field.as_deref(), Some(k), "{v:?}");
+        }
+        // Not allowed where the route does not list them.
+        assert!(parse_list_params([("q", "a")], ALL).is_err());
     }
 
     fn job(shard: u16, ms: u64) -> Job {

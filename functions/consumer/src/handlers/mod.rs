@@ -123,6 +123,13 @@ impl Registry {
     pub fn get(&self, job_type: &str) -> Option<Arc<dyn Handler>> {
         self.handlers.get(job_type).cloned()
     }
+
+    /// The registered job types, sorted.
+    pub fn types(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.handlers.keys().cloned().collect();
+        t.sort();
+        t
+    }
 }
 
 /// Reads an answer's body up to `cap` bytes (the rest is never read) as text.

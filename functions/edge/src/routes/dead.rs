@@ -26,14 +26,14 @@ pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
     fan_out_list(env, cfg, q).await
 }
 
-/// `POST /v1/dead/replay` with `{"type"?, "from"?, "to"?, "limit"?}` (admin scope):
+/// `POST /v1/dead/replay` with `{"type"?, "tag"?, "from"?, "to"?, "limit"?}` (admin scope):
 /// requeues up to `limit` (default 100, at most 1000) dead jobs as new attempt series.
 pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let body = http::read_json(req).await?;
     let Some(obj) = body.as_object() else {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
     };
-    if let Some(k) = obj.keys().find(|k| !["type", "from", "to", "limit"].contains(&k.as_str())) {
+    if let Some(k) = obj.keys().find(|k| !["type", "tag", "from", "to", "limit"].contains(&k.as_str())) {
         return Err(ApiError::field(k, "unknown field"));
     }
     let time = |k: &str| -> Result<Option<u64>, ApiError> {
@@ -51,11 +51,12 @@ pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     {
         return Err(ApiError::field("from", "must not be later than to"));
     }
-    let job_type = match obj.get("type") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(ApiError::field("type", "must be a string")),
+    let string = |k: &str| match obj.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::field(k, "must be a string")),
     };
+    let (job_type, tag) = (string("type")?, string("tag")?);
     let limit = match obj.get("limit") {
         None | Some(Value::Null) => 100,
         Some(v) => v
@@ -69,7 +70,8 @@ pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
         if remaining == 0 {
             break;
         }
-        let replay = ReplayDead { job_type: job_type.clone(), from_ms, to_ms, limit: remaining as u32 };
+        let replay =
+            ReplayDead { job_type: job_type.clone(), tag: tag.clone(), from_ms, to_ms, limit: remaining as u32 };
         let got = shard::call(env, s, replay).await?;
         remaining = remaining.saturating_sub(got.len() as u64);
         ids.extend(got);

@@ -278,8 +278,12 @@ pub async fn retry(env: &Env, cfg: &EdgeConfig, raw_id: &str) -> Out {
 pub async fn fan_out_list(env: &Env, cfg: &EdgeConfig, q: ListQuery) -> Out {
     let limit = q.limit;
     let include = q.include;
+    // An id names its shard in its first three characters: a prefix that long asks one.
+    let only: Option<u16> =
+        q.id_prefix.as_deref().and_then(|p| p.get(1..3)).and_then(|h| u16::from_str_radix(h, 16).ok());
     let per_shard = ListQuery { limit: limit + 1, include: Include::default(), ..q };
-    let calls = (0..cfg.shard_count).map(|s| shard::call(env, s, List { query: per_shard.clone() }));
+    let shards = (0..cfg.shard_count).filter(|s| only.is_none_or(|o| o == *s));
+    let calls = shards.map(|s| shard::call(env, s, List { query: per_shard.clone() }));
     let mut pages = Vec::with_capacity(cfg.shard_count as usize);
     for r in join_all(calls).await {
         pages.push(r?);
@@ -318,12 +322,13 @@ pub fn query_pairs(req: &Request) -> std::result::Result<Vec<(String, String)>, 
     Ok(url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
 }
 
-/// `GET /v1/jobs?state=&type=&tag=&limit=&cursor=`
+/// `GET /v1/jobs?state=&type=&tag=&from=&to=&id_prefix=&q=&limit=&cursor=&include=`
+/// (`from`/`to`: when the job last changed; `q`: text in its payload or metadata).
 pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let pairs = query_pairs(req)?;
     let q = parse_list_params(
         pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &["state", "type", "tag", "limit", "cursor", "include"],
+        &["state", "type", "tag", "from", "to", "id_prefix", "q", "limit", "cursor", "include"],
     )?;
     fan_out_list(env, cfg, q).await
 }

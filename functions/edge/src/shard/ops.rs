@@ -128,8 +128,8 @@ impl JobShard {
             binds.push(text(t.clone()));
         }
         if let Some(tag) = &q.tag {
-            cond.push("tags LIKE ? ESCAPE '\\'".into());
-            binds.push(text(format!("%{}%", like_escape(&tags_column(std::slice::from_ref(tag))))));
+            cond.push(TAG_CONDITION.into());
+            binds.push(tag_pattern(tag));
         }
         if let Some(from) = q.from_ms {
             cond.push("updated_at >= ?".into());
@@ -138,6 +138,22 @@ impl JobShard {
         if let Some(to) = q.to_ms {
             cond.push("updated_at < ?".into());
             binds.push(int(to));
+        }
+        if let Some(p) = &q.id_prefix {
+            cond.push("substr(id, 1, ?) = ?".into());
+            binds.push(int(p.len() as u64));
+            binds.push(text(p.clone()));
+        }
+        if let Some(needle) = &q.search {
+            // Payload and metadata as stored (sealed header values are ciphertext), ASCII
+            // case folded on both sides; instr, so the text needs no escaping.
+            cond.push(
+                "(instr(lower(json_extract(doc, '$.payload')), ?) > 0 OR instr(lower(json_extract(doc, '$.metadata')), ?) > 0)"
+                    .into(),
+            );
+            let folded = needle.to_ascii_lowercase();
+            binds.push(text(folded.clone()));
+            binds.push(text(folded));
         }
         if let Some(c) = &q.after {
             cond.push("id < ?".into());
@@ -192,6 +208,10 @@ impl JobShard {
         if let Some(t) = r.job_type {
             cond.push("type = ?".into());
             binds.push(text(t));
+        }
+        if let Some(tag) = &r.tag {
+            cond.push(TAG_CONDITION.into());
+            binds.push(tag_pattern(tag));
         }
         if let Some(from) = r.from_ms {
             cond.push("updated_at >= ?".into());
@@ -273,6 +293,15 @@ impl JobShard {
         let jobs: Vec<J> = s.rows("SELECT state, type, COUNT(*) AS n FROM jobs GROUP BY state, type", vec![])?;
         let oldest: Vec<O> = s.rows("SELECT MIN(created_at) AS oldest FROM jobs WHERE state = 'queued'", vec![])?;
         let gauges: Vec<G> = s.rows("SELECT name, value FROM gauges", vec![])?;
+        #[derive(Deserialize)]
+        struct M {
+            minute: f64,
+            series: String,
+            n: f64,
+        }
+        let now = now_ms();
+        let since = now - now % 60_000 - (edgejobs_core::stats::MINUTES_KEPT - 1) * 60_000;
+        let minutes: Vec<M> = s.rows("SELECT minute, series, n FROM minutes WHERE minute >= ?", vec![int(since)])?;
         let labels = |s: &str| serde_json::from_str::<Vec<(String, String)>>(s).unwrap_or_default();
         Ok(ShardStats {
             counters: counters.into_iter().map(|c| (c.name, labels(&c.labels), c.value)).collect(),
@@ -284,6 +313,15 @@ impl JobShard {
             oldest_queued_ms: oldest.first().and_then(|o| o.oldest).map(|v| v as u64),
             gauges: gauges.into_iter().map(|g| (g.name, g.value)).collect(),
             shard: self.shard,
+            minutes: minutes.into_iter().map(|m| (m.minute as u64, m.series, m.n)).collect(),
         })
     }
+}
+
+/// The condition of a filter by tag, with [`tag_pattern`] as its one bind.
+const TAG_CONDITION: &str = "tags LIKE ? ESCAPE '\\'";
+
+/// What [`TAG_CONDITION`] matches for `tag`: its entry in the tags column, escaped.
+fn tag_pattern(tag: &str) -> SqlStorageValue {
+    text(format!("%{}%", like_escape(&tags_column(&[tag.to_owned()]))))
 }

@@ -65,6 +65,12 @@ CREATE TABLE IF NOT EXISTS gauges (
     name TEXT PRIMARY KEY,
     value REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS minutes (
+    minute INTEGER NOT NULL,
+    series TEXT NOT NULL,
+    n REAL NOT NULL,
+    PRIMARY KEY (minute, series)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -338,6 +344,23 @@ impl Store {
     /// Adds metric deltas, merged per series: one write per counter and per histogram.
     pub fn record(&self, deltas: &[Delta]) -> Result<(), ApiError> {
         let merged = stats::merge(deltas);
+        let mut minute: BTreeMap<&str, f64> = BTreeMap::new();
+        for ((name, labels), n) in &merged.counters {
+            if let Some(series) = stats::minute_series(name, labels) {
+                *minute.entry(series).or_default() += n;
+            }
+        }
+        if !minute.is_empty() {
+            let now = crate::platform::now_ms();
+            self.exec("DELETE FROM minutes WHERE minute < ?", vec![int(now.saturating_sub(2 * 3_600_000))])?;
+            for (series, n) in minute {
+                self.exec(
+                    "INSERT INTO minutes (minute, series, n) VALUES (?, ?, ?)
+                     ON CONFLICT(minute, series) DO UPDATE SET n = n + excluded.n",
+                    vec![int(now - now % 60_000), text(series), SqlStorageValue::Float(n)],
+                )?;
+            }
+        }
         for ((name, labels), n) in &merged.counters {
             let labels = serde_json::to_string(labels).map_err(internal)?;
             self.exec(
