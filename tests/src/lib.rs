@@ -8,6 +8,7 @@
 //! - [`fake_llm`]: a local OpenAI-compatible API with latency, 429 storms and 500s.
 //! - [`hooks`]: a scripted local webhook target that records what it receives.
 
+pub mod browser;
 pub mod fake_llm;
 pub mod hooks;
 pub mod openapi;

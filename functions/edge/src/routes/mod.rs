@@ -9,11 +9,13 @@ use worker::{Env, Method, Request, Response, Result};
 use crate::http;
 
 pub mod admin;
+pub mod dashboard;
 pub mod dead;
 pub mod health;
 pub mod internal;
 pub mod jobs;
 pub mod metrics;
+pub mod stats;
 
 /// What a path resolves to.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +23,9 @@ enum Route<'a> {
     Health,
     Live,
     Metrics,
+    Dashboard(&'a str),
+    Stats,
+    Whoami,
     Jobs,
     Batch,
     Job(&'a str),
@@ -46,6 +51,12 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method], Option<Scope>)> 
         ["health"] => (Route::Health, &[Get], None),
         ["health", "live"] => (Route::Live, &[Get], None),
         ["metrics"] => (Route::Metrics, &[Get], None),
+        // The dashboard's static files (no data: every figure it shows comes from the API,
+        // with the key the browser session holds).
+        ["dashboard"] => (Route::Dashboard("index.html"), &[Get], None),
+        ["dashboard", file] => (Route::Dashboard(file), &[Get], None),
+        ["v1", "stats"] => (Route::Stats, &[Get], jobs),
+        ["v1", "whoami"] => (Route::Whoami, &[Get], jobs),
         ["v1", "jobs"] => (Route::Jobs, &[Get, Post], jobs),
         ["v1", "jobs", "batch"] => (Route::Batch, &[Post], jobs),
         ["v1", "jobs", id] => (Route::Job(id), &[Get], jobs),
@@ -71,6 +82,9 @@ impl Route<'_> {
             Route::Health => "health",
             Route::Live => "live",
             Route::Metrics => "metrics",
+            Route::Dashboard(_) => "dashboard",
+            Route::Stats => "stats",
+            Route::Whoami => "whoami",
             Route::Jobs => "jobs",
             Route::Batch => "batch",
             Route::Job(_) => "job",
@@ -155,6 +169,7 @@ async fn route_known(
         Route::Health => return health::health(&req, &env).await,
         Route::Live => return anonymous(health::live()),
         Route::Metrics => return metrics::metrics(&req, &env).await,
+        Route::Dashboard(file) => return anonymous(dashboard::serve(file)),
         _ => {}
     }
     let cfg = match crate::config::load(&env) {
@@ -186,6 +201,8 @@ async fn dispatch(
     cfg: &edgejobs_core::config::EdgeConfig,
 ) -> jobs::Out {
     match route {
+        Route::Stats => stats::stats(env, cfg).await,
+        Route::Whoami => stats::whoami(req, cfg),
         Route::Jobs => jobs::list(req, env, cfg).await,
         Route::Job(id) => jobs::get(env, cfg, id).await,
         Route::Cancel(id) => jobs::cancel(env, cfg, id).await,
@@ -199,7 +216,7 @@ async fn dispatch(
         Route::VerifyBackup(id) => admin::verify(env, id).await,
         Route::Restore => admin::restore(req, env, cfg).await,
         Route::WebhookSecret => admin::webhook_secret(req, cfg).await,
-        Route::Health | Route::Live | Route::Metrics | Route::Batch => {
+        Route::Health | Route::Live | Route::Metrics | Route::Dashboard(_) | Route::Batch => {
             Err(ApiError::new(ErrorCode::Internal, "route dispatch error"))
         }
     }

@@ -1,0 +1,505 @@
+// The edgejobs dashboard: plain JS, no dependency, nothing loaded from elsewhere. Every
+// figure and every action goes through the public API with the key this tab holds
+// (sessionStorage: gone when the tab closes). Data is only ever put in the page as text.
+"use strict";
+
+const KEY = "edgejobs.key";
+const REFRESH_MS = 5000;
+const PAGE = 50;
+const FINAL = ["completed", "dead", "cancelled"];
+const STATES = ["queued", "scheduled", "active", "completed", "dead", "cancelled"];
+
+const state = { admin: false, timer: null, renders: 0 };
+
+// ---------- small DOM helpers ----------
+
+function el(tag, attrs, ...children) {
+  const svg = ["svg", "rect", "path", "line", "text", "g", "title"].includes(tag);
+  const e = svg ? document.createElementNS("http://www.w3.org/2000/svg", tag) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "on") for (const [ev, f] of Object.entries(v)) e.addEventListener(ev, f);
+    else if (k === "class") e.setAttribute("class", v);
+    else if (k in e && !svg) e[k] = v;
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === undefined || c === null || c === false) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+const $ = (sel) => document.querySelector(sel);
+const main = () => $("#main");
+
+function flash(text, error) {
+  const f = $("#flash");
+  f.textContent = text;
+  f.className = error ? "error" : "";
+  f.hidden = !text;
+}
+
+function when(ts) {
+  if (!ts) return "";
+  const d = new Date(ts);
+  return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+}
+
+function ago(seconds) {
+  if (seconds === null || seconds === undefined) return "never";
+  const s = Math.round(seconds);
+  if (s < 90) return `${s}s ago`;
+  if (s < 5400) return `${Math.round(s / 60)}m ago`;
+  if (s < 129600) return `${Math.round(s / 3600)}h ago`;
+  return `${Math.round(s / 86400)}d ago`;
+}
+
+function stateBadge(s) {
+  return el("span", { class: `state ${s}` }, s);
+}
+
+function pretty(v) {
+  return el("pre", { class: "mono" }, v === undefined ? "—" : JSON.stringify(v, null, 2));
+}
+
+// ---------- the API ----------
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(`${code}: ${message}`);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let resp;
+  try {
+    resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new ApiError(0, "network", "the API did not answer");
+  }
+  let data = null;
+  try {
+    data = await resp.json();
+  } catch (e) {
+    data = null;
+  }
+  if (!resp.ok) {
+    const err = (data && data.error) || {};
+    throw new ApiError(resp.status, err.code || `http_${resp.status}`, err.message || resp.statusText);
+  }
+  return data;
+}
+
+async function act(label, f) {
+  try {
+    const out = await f();
+    flash(label(out));
+    return out;
+  } catch (e) {
+    flash(e.message, true);
+    return null;
+  }
+}
+
+// ---------- confirmation (in the page, no window.confirm) ----------
+
+function confirmBox(text) {
+  return new Promise((resolve) => {
+    const box = $("#confirm");
+    $("#confirm-text").textContent = text;
+    box.hidden = false;
+    const done = (v) => {
+      box.hidden = true;
+      $("#confirm-yes").onclick = null;
+      $("#confirm-no").onclick = null;
+      resolve(v);
+    };
+    $("#confirm-yes").onclick = () => done(true);
+    $("#confirm-no").onclick = () => done(false);
+  });
+}
+
+// ---------- routing ----------
+
+function route() {
+  const raw = location.hash.replace(/^#\/?/, "");
+  const [path, query] = raw.split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  return { view: parts[0] || "overview", arg: parts[1], params: new URLSearchParams(query || "") };
+}
+
+function go(view, params) {
+  const q = params && params.toString();
+  location.hash = `#/${view}${q ? `?${q}` : ""}`;
+}
+
+async function render() {
+  clearInterval(state.timer);
+  state.timer = null;
+  const r = route();
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.view === r.view);
+  const views = { overview, jobs, job, dead, backups };
+  const view = views[r.view] || overview;
+  document.body.dataset.view = r.view;
+  try {
+    await view(r);
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) return signOut("The key was refused: " + e.message);
+    flash(e.message, true);
+  }
+  state.renders += 1;
+  document.body.dataset.renders = String(state.renders);
+}
+
+function replace(...nodes) {
+  main().replaceChildren(...nodes);
+}
+
+// ---------- sign in ----------
+
+async function signIn(key) {
+  sessionStorage.setItem(KEY, key);
+  try {
+    const me = await api("GET", "/v1/whoami");
+    state.admin = me.scopes.includes("admin");
+    $("#who").textContent = `key ${me.key_id}${state.admin ? " · admin" : ""}`;
+  } catch (e) {
+    sessionStorage.removeItem(KEY);
+    flash(e.message, true);
+    return false;
+  }
+  $("#nav").hidden = false;
+  $("#logout").hidden = false;
+  for (const a of document.querySelectorAll("[data-admin]")) a.hidden = !state.admin;
+  document.body.dataset.admin = String(state.admin);
+  flash("");
+  return true;
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY);
+  clearInterval(state.timer);
+  state.admin = false;
+  $("#nav").hidden = true;
+  $("#logout").hidden = true;
+  $("#who").textContent = "";
+  document.body.dataset.view = "login";
+  history.replaceState(null, "", location.pathname);
+  replace(state.login);
+  $("#key").value = "";
+  flash(message || "The key is forgotten.", Boolean(message));
+}
+
+// ---------- overview ----------
+
+function chart(points, kind) {
+  const w = 600, h = 150, pad = 22;
+  const svg = el("svg", { class: "chart", viewBox: `0 0 ${w} ${h}`, role: "img" });
+  const n = points.length;
+  const bw = (w - pad) / n;
+  let max = 1;
+  if (kind === "throughput") max = Math.max(1, ...points.map((p) => p.completed + p.failed));
+  else max = 100;
+  const y = (v) => h - pad - (v / max) * (h - 2 * pad);
+  svg.append(el("line", { class: "axis", x1: pad, y1: h - pad, x2: w, y2: h - pad }));
+  svg.append(el("text", { x: 0, y: pad }, String(max) + (kind === "rate" ? "%" : "")));
+  svg.append(el("text", { x: 0, y: h - pad }, "0"));
+  svg.append(el("text", { x: pad, y: h - 6 }, "−60 min"));
+  svg.append(el("text", { x: w - 24, y: h - 6 }, "now"));
+  if (kind === "throughput") {
+    points.forEach((p, i) => {
+      const x = pad + i * bw;
+      const c = y(p.completed), f = y(p.completed + p.failed);
+      const g = el("g", {}, el("title", {}, `${when(p.at)}: ${p.completed} completed, ${p.failed} failed attempts`));
+      g.append(el("rect", { class: "bar-completed", x, y: c, width: Math.max(1, bw - 1), height: h - pad - c }));
+      if (p.failed) g.append(el("rect", { class: "bar-failed", x, y: f, width: Math.max(1, bw - 1), height: c - f }));
+      svg.append(g);
+    });
+  } else {
+    const d = points
+      .map((p, i) => {
+        const all = p.completed + p.failed;
+        const rate = all ? (100 * p.failed) / all : 0;
+        return `${i ? "L" : "M"}${(pad + i * bw + bw / 2).toFixed(1)},${y(rate).toFixed(1)}`;
+      })
+      .join(" ");
+    svg.append(el("path", { class: "line-rate", d }));
+  }
+  return svg;
+}
+
+async function overview() {
+  const [stats, health] = await Promise.all([
+    api("GET", "/v1/stats"),
+    // With the key, health is checked now (an anonymous caller gets a result up to 5 s old).
+    fetch("/health", { headers: { authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` } })
+      .then((r) => r.json()).catch(() => null),
+  ]);
+  const byState = Object.fromEntries(STATES.map((s) => [s, 0]));
+  const types = {};
+  for (const row of stats.jobs) {
+    byState[row.state] = (byState[row.state] || 0) + row.count;
+    types[row.type] = types[row.type] || Object.fromEntries(STATES.map((s) => [s, 0]));
+    types[row.type][row.state] = row.count;
+  }
+  const tiles = el("div", { class: "tiles", id: "tiles" },
+    STATES.map((s) => el("div", { class: "tile", "data-state": s },
+      el("div", { class: "n" }, byState[s].toLocaleString("en")), el("div", { class: "l" }, s))));
+  const typeTable = el("table", { id: "by-type" },
+    el("thead", {}, el("tr", {}, el("th", {}, "type"), STATES.map((s) => el("th", {}, s)))),
+    el("tbody", {}, Object.keys(types).sort().map((t) =>
+      el("tr", { "data-type": t }, el("td", { class: "mono" }, t),
+        STATES.map((s) => el("td", {}, el("a", { href: `#/jobs?type=${encodeURIComponent(t)}&state=${s}` }, String(types[t][s]))))))));
+  const last = stats.minutes.slice(-60);
+  const hour = last.reduce((a, p) => ({ completed: a.completed + p.completed, failed: a.failed + p.failed, dead: a.dead + p.dead }),
+    { completed: 0, failed: 0, dead: 0 });
+  const rate = hour.completed + hour.failed ? ((100 * hour.failed) / (hour.completed + hour.failed)).toFixed(1) : "0.0";
+  const oldest = stats.oldest_queued_at ? `${ago((Date.parse(stats.at) - Date.parse(stats.oldest_queued_at)) / 1000).replace(" ago", "")} old` : "none";
+  const consumers = stats.consumers.list;
+  const running = consumers.filter((c) => c.running).length;
+  const checks = (health && health.checks) || {};
+  const periodic = (c) => !c ? "unknown" : c.state === "pending" ? "not due yet" : c.age_seconds === null ? "never (overdue)" : ago(c.age_seconds);
+  replace(
+    el("h1", {}, "Overview"),
+    tiles,
+    el("div", { class: "grid" },
+      el("div", { class: "card" }, el("h2", {}, `Throughput, last hour: ${hour.completed.toLocaleString("en")} completed`),
+        el("div", { class: "legend" }, el("span", { class: "c" }, "completed"), el("span", { class: "f" }, "failed attempts")),
+        chart(last, "throughput")),
+      el("div", { class: "card" }, el("h2", {}, `Failure rate, last hour: ${rate}% of attempts (${hour.dead} dead)`),
+        chart(last, "rate"))),
+    el("div", { class: "grid" },
+      el("div", { class: "card", id: "status" }, el("h2", {}, "Status"),
+        el("dl", { class: "kv" },
+          el("dt", {}, "health"), el("dd", { class: health && health.status === "healthy" ? "ok" : "warn" }, health ? health.status : "unknown"),
+          el("dt", {}, "oldest queued job"), el("dd", { id: "oldest" }, oldest),
+          el("dt", {}, "native consumers"), el("dd", { id: "consumers", class: running ? "ok" : "warn" },
+            stats.consumers.ok ? `${running} running of ${consumers.length} known` : "Upstash unreachable"),
+          el("dt", {}, "latest backup"), el("dd", {}, periodic(checks.backup)),
+          el("dt", {}, "latest sweep"), el("dd", {}, periodic(checks.sweep)),
+          el("dt", {}, "shards"), el("dd", {}, `${stats.shards.answered} of ${stats.shards.of} answered`),
+          el("dt", {}, "updated"), el("dd", { class: "muted" }, when(stats.at)))),
+      el("div", { class: "card" }, el("h2", {}, "Consumers"),
+        consumers.length ? el("table", { id: "consumer-list" }, el("thead", {}, el("tr", {}, ["name", "running jobs", "types", "last seen"].map((h) => el("th", {}, h)))),
+          el("tbody", {}, consumers.map((c) => el("tr", {}, el("td", { class: "mono" }, c.name), el("td", {}, `${c.in_flight} of ${c.concurrency}`),
+            el("td", { class: "mono" }, c.types.join(", ")), el("td", { class: c.running ? "ok" : "warn" }, c.running ? ago(c.seen_seconds_ago) : `stopped (${ago(c.seen_seconds_ago)})`)))))
+          : el("p", { class: "muted" }, "No native consumer has announced itself."))),
+    el("div", { class: "card" }, el("h2", {}, "Jobs by type"), typeTable),
+  );
+  state.timer = setInterval(() => { if (route().view === "overview" && !document.hidden) overview().catch((e) => flash(e.message, true)); }, REFRESH_MS);
+}
+
+// ---------- jobs ----------
+
+const FILTERS = ["state", "type", "tag", "from", "to", "id_prefix", "q"];
+
+function filterForm(params, view, fields) {
+  const input = (name, label, extra) => el("label", {}, label, el("input", { name, value: params.get(name) || "", ...extra }));
+  const local = (v) => (v ? new Date(v).toISOString().slice(0, 16) : "");
+  const form = el("form", { class: "filters card", id: "filters" },
+    fields.includes("state") && el("label", {}, "state",
+      el("select", { name: "state" }, el("option", { value: "" }, "any"),
+        STATES.map((s) => el("option", { value: s, selected: params.get("state") === s }, s)))),
+    input("type", "type", { size: 12 }),
+    input("tag", "tag", { size: 12 }),
+    el("label", {}, "changed from", el("input", { name: "from", type: "datetime-local", value: local(params.get("from")) })),
+    el("label", {}, "to", el("input", { name: "to", type: "datetime-local", value: local(params.get("to")) })),
+    fields.includes("id_prefix") && input("id_prefix", "id starts with", { size: 14, placeholder: "j0a…" }),
+    fields.includes("q") && input("q", "payload or metadata contains", { size: 20 }),
+    el("button", { type: "submit" }, "Filter"),
+    el("button", { type: "button", class: "plain", on: { click: () => go(view) } }, "Clear"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const p = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) {
+      if (!v) continue;
+      p.set(k, k === "from" || k === "to" ? new Date(v).toISOString() : v);
+    }
+    go(view, p);
+  });
+  return form;
+}
+
+function query(params, extra) {
+  const q = new URLSearchParams();
+  for (const k of FILTERS) if (params.get(k)) q.set(k, params.get(k));
+  for (const [k, v] of Object.entries(extra)) if (v) q.set(k, v);
+  return q.toString();
+}
+
+function pager(params, view, next) {
+  const back = params.get("back") ? params.get("back").split(",") : [];
+  const page = back.length + 1;
+  const move = (cursor, stack) => {
+    const p = new URLSearchParams(params);
+    if (cursor) p.set("cursor", cursor); else p.delete("cursor");
+    if (stack.length) p.set("back", stack.join(",")); else p.delete("back");
+    go(view, p);
+  };
+  return el("div", { class: "pager" },
+    el("button", { class: "plain", id: "prev", disabled: page === 1, on: { click: () => move(back[back.length - 1] === "-" ? "" : back[back.length - 1], back.slice(0, -1)) } }, "← Newer"),
+    el("span", { class: "muted" }, `page ${page}`),
+    el("button", { class: "plain", id: "next", disabled: !next, on: { click: () => move(next, [...back, params.get("cursor") || "-"]) } }, "Older →"));
+}
+
+function jobRow(j, extra) {
+  return el("tr", { "data-id": j.id, "data-state": j.state },
+    el("td", { class: "mono" }, el("a", { href: `#/job/${encodeURIComponent(j.id)}` }, j.id)),
+    el("td", { class: "mono" }, j.type),
+    el("td", {}, stateBadge(j.state)),
+    el("td", {}, String(j.attempt)),
+    el("td", {}, when(j.created_at)),
+    el("td", {}, when(j.updated_at)),
+    el("td", {}, (j.tags || []).join(", ")),
+    el("td", { class: "err", title: j.last_error || "" }, j.last_error || ""),
+    extra ? el("td", {}, extra(j)) : null);
+}
+
+function jobTable(list, extra) {
+  const head = ["id", "type", "state", "attempt", "created", "last change", "tags", "last error"];
+  if (extra) head.push("");
+  return el("table", { id: "job-list" },
+    el("thead", {}, el("tr", {}, head.map((h) => el("th", {}, h)))),
+    el("tbody", {}, list.map((j) => jobRow(j, extra))));
+}
+
+async function jobs(r) {
+  const page = await api("GET", `/v1/jobs?${query(r.params, { limit: PAGE, cursor: r.params.get("cursor") })}`);
+  replace(
+    el("h1", {}, "Jobs"),
+    filterForm(r.params, "jobs", FILTERS),
+    el("div", { class: "card" },
+      page.jobs.length ? jobTable(page.jobs) : el("p", { class: "muted", id: "empty" }, "No job matches."),
+      pager(r.params, "jobs", page.next_cursor)));
+}
+
+async function job(r) {
+  const j = await api("GET", `/v1/jobs/${encodeURIComponent(r.arg || "")}`);
+  const again = () => render();
+  const cancel = el("button", { id: "cancel", class: "danger", on: { click: async () => {
+    if (await act(() => `Job ${j.id} cancelled (or marked to cancel while it runs).`, () => api("POST", `/v1/jobs/${j.id}/cancel`))) again();
+  } } }, "Cancel");
+  const retry = el("button", { id: "retry", on: { click: async () => {
+    if (await act(() => `Job ${j.id} queued again.`, () => api("POST", `/v1/jobs/${j.id}/retry`))) again();
+  } } }, "Retry");
+  const canCancel = ["queued", "scheduled", "active"].includes(j.state) && !j.cancel_requested;
+  const attempts = j.attempts || [];
+  replace(
+    el("h1", {}, "Job ", el("span", { class: "mono", id: "job-id" }, j.id), " ", stateBadge(j.state)),
+    el("div", { class: "actions" }, canCancel && cancel, j.state === "dead" && retry,
+      el("a", { href: "#/jobs" }, "all jobs")),
+    el("div", { class: "grid" },
+      el("div", { class: "card", id: "job" }, el("h2", {}, "Job"),
+        el("dl", { class: "kv" },
+          [["type", j.type], ["lane", j.lane], ["state", j.state], ["attempt", `${j.attempt} (${j.attempt - j.series_base} of ${j.max_attempts} in this series)`],
+            ["timeout", `${j.timeout_ms / 1000} s`], ["idempotency key", j.idempotency_key || "—"], ["tags", (j.tags || []).join(", ") || "—"],
+            ["created", when(j.created_at)], ["runs at", when(j.run_at)], ["started", when(j.started_at) || "—"],
+            ["finished", when(j.finished_at) || "—"], ["last change", when(j.updated_at)], ["last error", j.last_error || "—"]]
+            .map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
+      el("div", { class: "card" }, el("h2", {}, "Payload"), pretty(j.payload),
+        el("h2", {}, "Result"), pretty(j.result), el("h2", {}, "Metadata"), pretty(j.metadata))),
+    el("div", { class: "card" }, el("h2", {}, `Attempts (${attempts.length})`),
+      attempts.length ? el("table", { id: "attempts" },
+        el("thead", {}, el("tr", {}, ["attempt", "started", "ended", "duration", "outcome", "error"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, attempts.map((a) => el("tr", {}, el("td", {}, String(a.attempt)), el("td", {}, when(a.started_at)),
+          el("td", {}, when(a.ended_at)), el("td", {}, `${(a.duration_ms / 1000).toFixed(3)} s`),
+          el("td", {}, el("span", { class: `state ${a.outcome === "completed" ? "completed" : "dead"}` }, a.outcome)),
+          el("td", { class: "err", title: a.error || "" }, a.error || "")))))
+        : el("p", { class: "muted" }, j.state === "active" ? "The first attempt is running." : "No attempt has ended yet.")),
+  );
+}
+
+// ---------- dead letters ----------
+
+async function countDead(params) {
+  let n = 0, cursor = "", pages = 0;
+  do {
+    const page = await api("GET", `/v1/dead?${query(params, { limit: 100, cursor })}`);
+    n += page.jobs.length;
+    cursor = page.next_cursor;
+    pages += 1;
+  } while (cursor && pages < 10);
+  return { n, more: Boolean(cursor) };
+}
+
+async function dead(r) {
+  const params = r.params;
+  const page = await api("GET", `/v1/dead?${query(params, { limit: PAGE, cursor: params.get("cursor") })}`);
+  const replayOne = (j) => el("button", { class: "replay", "data-id": j.id, on: { click: async () => {
+    if (await act(() => `Job ${j.id} replayed.`, () => api("POST", `/v1/jobs/${j.id}/retry`))) render();
+  } } }, "Replay");
+  const bulk = state.admin && page.jobs.length ? el("button", { id: "replay-all", class: "danger", on: { click: async () => {
+    const { n, more } = await countDead(params);
+    const what = (params.get("type") ? ` of type ${params.get("type")}` : "") + (params.get("tag") ? ` tagged ${params.get("tag")}` : "");
+    const changed = params.get("from") || params.get("to") ? " in the chosen time range" : "";
+    if (!(await confirmBox(`Replay ${more ? "more than " : ""}${n} dead job${n === 1 ? "" : "s"}${what}${changed}? Each starts a new series of attempts.`))) return;
+    const body = { type: params.get("type") || undefined, tag: params.get("tag") || undefined, from: params.get("from") || undefined, to: params.get("to") || undefined, limit: Math.min(1000, Math.max(1, n)) };
+    if (await act((out) => `${out.replayed} dead job${out.replayed === 1 ? "" : "s"} replayed.`, () => api("POST", "/v1/dead/replay", body))) render();
+  } } }, "Replay all matching…") : null;
+  replace(
+    el("h1", {}, "Dead letters"),
+    filterForm(params, "dead", ["type", "tag", "from", "to"]),
+    el("div", { class: "card" },
+      el("div", { class: "actions" }, bulk, !state.admin && el("span", { class: "muted" }, "Bulk replay needs an admin key.")),
+      page.jobs.length ? jobTable(page.jobs, replayOne) : el("p", { class: "muted", id: "empty" }, "No dead job."),
+      pager(params, "dead", page.next_cursor)));
+}
+
+// ---------- backups ----------
+
+async function backups() {
+  if (!state.admin) {
+    replace(el("h1", {}, "Backups"), el("p", { class: "muted" }, "Backups need an admin key."));
+    return;
+  }
+  const list = await api("GET", "/v1/admin/backups");
+  const verify = (b) => el("button", { class: "plain verify", "data-id": b.id, on: { click: async (ev) => {
+    const cell = ev.target.closest("tr").querySelector(".verdict");
+    cell.textContent = "verifying…";
+    const out = await act((v) => v.valid ? `Backup ${b.id} is valid (${v.rows} rows).` : `Backup ${b.id} is damaged: ${v.problems.join("; ")}`,
+      () => api("POST", `/v1/admin/backups/${encodeURIComponent(b.id)}/verify`));
+    cell.textContent = out ? (out.valid ? "valid" : "damaged") : "error";
+    cell.className = `verdict ${out && out.valid ? "ok" : "bad"}`;
+  } } }, "Verify");
+  const start = el("button", { id: "backup-start", on: { click: async (ev) => {
+    ev.target.disabled = true;
+    if (await act((m) => `Backup ${m.id} written: ${m.total_rows} rows.`, () => api("POST", "/v1/admin/backups"))) render();
+    ev.target.disabled = false;
+  } } }, "Start a backup now");
+  replace(
+    el("h1", {}, "Backups"),
+    el("div", { class: "actions" }, start),
+    el("div", { class: "card" },
+      list.backups.length ? el("table", { id: "backup-list" },
+        el("thead", {}, el("tr", {}, ["id", "created", "rows", "bytes", "complete", "", "verify"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, list.backups.map((b) => el("tr", { "data-id": b.id }, el("td", { class: "mono" }, b.id), el("td", {}, when(b.created_at)),
+          el("td", {}, b.rows === null ? "—" : String(b.rows)), el("td", {}, b.bytes === null ? "—" : b.bytes.toLocaleString("en")),
+          el("td", { class: b.valid ? "ok" : "bad" }, b.valid ? "yes" : "no (no manifest)"), el("td", { class: "verdict" }, ""), el("td", {}, verify(b))))))
+        : el("p", { class: "muted", id: "empty" }, "No backup yet.")),
+  );
+}
+
+// ---------- start ----------
+
+async function start() {
+  state.login = $("#login");
+  $("#logout").addEventListener("click", () => signOut());
+  $("#login").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (await signIn($("#key").value.trim())) await render();
+  });
+  window.addEventListener("hashchange", () => { if (sessionStorage.getItem(KEY)) render(); });
+  const saved = sessionStorage.getItem(KEY);
+  if (saved && (await signIn(saved))) {
+    await render();
+  } else {
+    document.body.dataset.view = "login";
+  }
+}
+
+start();

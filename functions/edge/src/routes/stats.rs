@@ -1,0 +1,122 @@
+//! `GET /v1/stats` and `GET /v1/whoami` (scope `jobs`): what the dashboard's overview and
+//! its admin buttons are drawn from, through the public API like any other client.
+
+use edgejobs_core::auth::Scope;
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::stats::{MINUTE_SERIES, minute_points};
+use edgejobs_core::time::format_rfc3339;
+use edgejobs_core::wire::{CONSUMERS_KEY, PRESENCE_STALE_MS, Presence};
+use edgejobs_upstash::Reply;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use worker::{Env, Request};
+
+use super::jobs::{Out, respond};
+use crate::http;
+use crate::platform::now_ms;
+
+/// `GET /v1/stats`: jobs by state and type, the oldest queued job, the last hour per
+/// minute (jobs created, completed, failed attempts, dead jobs), the native consumers as
+/// they announce themselves, and the shards that answered. One read of every shard
+/// (as `/health`) and one Upstash command.
+pub async fn stats(env: &Env, cfg: &EdgeConfig) -> Out {
+    let fetched = super::health::fetch(env, cfg.shard_count, false).await;
+    let now = now_ms();
+    let shards: Vec<_> = fetched.shards.iter().flatten().collect();
+    let mut jobs: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut rows = Vec::new();
+    for s in &shards {
+        for (state, job_type, n) in &s.jobs {
+            *jobs.entry((state.clone(), job_type.clone())).or_default() += n;
+        }
+        rows.extend(s.minutes.iter().cloned());
+    }
+    let oldest = shards.iter().filter_map(|s| s.oldest_queued_ms).min();
+    let minutes: Vec<Value> = minute_points(&rows, now)
+        .into_iter()
+        .map(|(at, counts)| {
+            let mut point = serde_json::Map::new();
+            point.insert("at".into(), json!(format_rfc3339(at)));
+            for (name, n) in MINUTE_SERIES.iter().zip(counts) {
+                point.insert((*name).into(), json!(n));
+            }
+            Value::Object(point)
+        })
+        .collect();
+    let consumers = match crate::ratelimit::upstash(cfg).command(&["HGETALL", CONSUMERS_KEY]).await {
+        Ok(reply) => json!({ "ok": true, "list": consumers(&reply, now) }),
+        Err(_) => json!({ "ok": false, "list": [] }),
+    };
+    respond(
+        200,
+        &json!({
+            "jobs": jobs.into_iter().map(|((state, t), n)| json!({ "state": state, "type": t, "count": n })).collect::<Vec<_>>(),
+            "oldest_queued_at": oldest.map(format_rfc3339),
+            "minutes": minutes,
+            "consumers": consumers,
+            "shards": { "answered": shards.len(), "of": fetched.shards.len() },
+            "at": format_rfc3339(now),
+        }),
+    )
+}
+
+/// The consumers of the presence hash (`HGETALL`: name, JSON, name, JSON…), newest
+/// announcement first: what each said and whether it said so recently enough to count as
+/// running. Entries that do not parse are left out.
+pub fn consumers(reply: &Reply, now: u64) -> Vec<Value> {
+    let items = reply.as_array().unwrap_or_default();
+    let mut out: Vec<(u64, Value)> = items
+        .chunks(2)
+        .filter_map(|pair| {
+            let name = pair.first()?.as_str()?;
+            let p: Presence = serde_json::from_str(pair.get(1)?.as_str()?).ok()?;
+            let age = now.saturating_sub(p.seen_at);
+            let v = json!({
+                "name": name,
+                "seen_seconds_ago": age as f64 / 1000.0,
+                "running": age <= PRESENCE_STALE_MS,
+                "in_flight": p.in_flight,
+                "concurrency": p.concurrency,
+                "types": p.types,
+                "version": p.version,
+            });
+            Some((p.seen_at, v))
+        })
+        .collect();
+    out.sort_by_key(|(seen, _)| std::cmp::Reverse(*seen));
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+/// `GET /v1/whoami`: which scopes the key has (`admin` or not), and its id (the first 8
+/// bytes of its SHA-256: safe to show). The key itself is never echoed.
+pub fn whoami(req: &Request, cfg: &EdgeConfig) -> Out {
+    let who = http::authorize(req, Scope::Jobs, cfg)?;
+    let admin = http::authorize(req, Scope::Admin, cfg).is_ok();
+    let scopes: Vec<&str> = if admin { vec!["jobs", "admin"] } else { vec!["jobs"] };
+    respond(200, &json!({ "key_id": who.key_id, "scopes": scopes }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Reply {
+        Reply::Bytes(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn consumers_are_read_from_their_presence() {
+        let p = |seen: u64| {
+            format!(r#"{{"seen_at":{seen},"concurrency":25,"in_flight":3,"types":["sleep"],"version":"0.1.0"}}"#)
+        };
+        let reply =
+            Reply::Array(vec![b("host-old"), b(&p(1_000)), b("host-new"), b(&p(95_000)), b("broken"), b("{not json")]);
+        let c = consumers(&reply, 100_000);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!((c[0]["name"].as_str(), c[0]["running"].as_bool()), (Some("host-new"), Some(true)));
+        assert_eq!(c[0]["seen_seconds_ago"], 5.0);
+        assert_eq!(c[0]["types"], json!(["sleep"]));
+        assert_eq!((c[1]["name"].as_str(), c[1]["running"].as_bool()), (Some("host-old"), Some(false)));
+        assert!(consumers(&Reply::Nil, 0).is_empty());
+    }
+}
