@@ -6,6 +6,7 @@
 //! and the closing summary are cargo test's.
 
 mod consumer;
+mod dashboard;
 mod examples;
 mod hostile;
 mod jobs;
@@ -36,6 +37,7 @@ fn main() {
         hostile::TESTS,
         examples::TESTS,
         limits::TESTS,
+        dashboard::TESTS,
     ]
     .concat();
     if listing {
