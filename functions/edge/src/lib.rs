@@ -5,7 +5,8 @@
 //! Layout:
 //! - [`config`]: binding names and the typed configuration read from `[vars]` and secrets.
 //! - [`http`]: request/response helpers shared by the routes (JSON, errors, auth).
-//! - [`routes`]: one file per route group; [`routes::handle`] is the router.
+//! - [`routes`]: one file per route group; [`routes::handle`] is the router (and serves the
+//!   dashboard's static files from `dashboard/`).
 //! - [`shard`]: the `JobShard` Durable Object and the client the routes use to reach it.
 //! - [`consumer`]: the `jobs` queue consumer: edge-lane jobs in batches, native hand-offs.
 //! - [`counters`]: this isolate's counters, carried by the next shard call.
