@@ -5,6 +5,7 @@
 //! Custom harness (libtest-mimic) so that the stack is started once and shared; the output
 //! and the closing summary are cargo test's.
 
+mod cli;
 mod consumer;
 mod dashboard;
 mod examples;
@@ -38,6 +39,7 @@ fn main() {
         examples::TESTS,
         limits::TESTS,
         dashboard::TESTS,
+        cli::TESTS,
     ]
     .concat();
     if listing {

@@ -1,0 +1,315 @@
+//! The `edgejobs` CLI against the shared stack: output (human and `--json`), bulk enqueue
+//! from NDJSON, the exit codes, and where it finds its URL and key. Every run is checked
+//! for the key in its output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use edgejobs_tests::hooks::Reply;
+use edgejobs_tests::stack::StackOptions;
+use serde_json::{Value, json};
+
+use crate::util::{Ctx, Test, ensure, unique};
+
+pub const TESTS: &[Test] = &[
+    ("cli_enqueue_and_get_wait_human_and_json", cli_enqueue_and_get_wait),
+    ("cli_bulk_enqueue_of_1000_jobs_from_ndjson", cli_bulk_enqueue),
+    ("cli_refuses_a_broken_file_and_sends_nothing", cli_refuses_a_broken_file),
+    ("cli_exit_codes", cli_exit_codes),
+    ("cli_list_cancel_retry_and_dead_replay", cli_list_cancel_retry_and_dead_replay),
+    ("cli_finds_dev_env_above_the_current_directory", cli_finds_dev_env),
+    ("cli_completions_tail_and_backups", cli_completions_tail_and_backups),
+];
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> anyhow::Result<Value> {
+        serde_json::from_str(&self.stdout).with_context(|| format!("not JSON: {}", self.stdout))
+    }
+}
+
+fn scratch() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(unique("edgejobs-cli"));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// Runs the CLI with only PATH in its environment plus `env`, in `cwd`; fails if a key of
+/// the stack appears in what it printed.
+fn run_in(ctx: &Ctx, cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> anyhow::Result<Out> {
+    let bin = edgejobs_tests::stack::binary(&StackOptions::default_root(), "edgejobs")?;
+    let mut cmd = Command::new(bin);
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(cwd).args(args);
+    cmd.envs(env.iter().copied()).stdin(Stdio::null());
+    let o = cmd.output().context("cannot run edgejobs")?;
+    let out = Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    for key in [&ctx.api_key, &ctx.admin_key] {
+        ensure(!out.stdout.contains(key.as_str()) && !out.stderr.contains(key.as_str()), || {
+            format!("a key was printed by {args:?}")
+        })?;
+    }
+    Ok(out)
+}
+
+/// Runs the CLI against the shared stack with `key`.
+fn run(ctx: &Ctx, key: &str, args: &[&str]) -> anyhow::Result<Out> {
+    run_in(ctx, &std::env::temp_dir(), &[("EDGEJOBS_URL", &ctx.edge), ("EDGEJOBS_KEY", key)], args)
+}
+
+fn expect(out: &Out, code: i32, what: &str) -> anyhow::Result<()> {
+    ensure(out.code == code, || {
+        format!("{what}: exit {} (want {code})\nstdout: {}\nstderr: {}", out.code, out.stdout, out.stderr)
+    })
+}
+
+fn cli_enqueue_and_get_wait(ctx: &Ctx) -> anyhow::Result<()> {
+    let tag = unique("cli");
+    let out = run(ctx, &ctx.api_key, &["enqueue", "noop", "--payload", r#"{"hello":"cli"}"#, "--tag", &tag])?;
+    expect(&out, 0, "enqueue")?;
+    let id = out.stdout.split_whitespace().next().unwrap_or_default().to_owned();
+    ensure(id.starts_with('j') && out.stdout.contains("queued"), || format!("enqueue printed {}", out.stdout))?;
+    let out = run(ctx, &ctx.api_key, &["get", &id, "--wait", "--json"])?;
+    expect(&out, 0, "get --wait")?;
+    let job = out.json()?;
+    ensure(
+        job["id"] == id.as_str() && job["state"] == "completed" && job["payload"] == json!({ "hello": "cli" }),
+        || format!("job: {job}"),
+    )?;
+    let out = run(ctx, &ctx.api_key, &["get", &id])?;
+    expect(&out, 0, "get")?;
+    ensure(out.stdout.contains(&id) && out.stdout.contains("completed") && out.stdout.starts_with("FIELD"), || {
+        format!("human get: {}", out.stdout)
+    })?;
+    // A payload from a file.
+    let dir = scratch()?;
+    std::fs::write(dir.join("p.json"), r#"{"from":"file"}"#)?;
+    let at = format!("@{}", dir.join("p.json").display());
+    let out = run(ctx, &ctx.api_key, &["enqueue", "noop", "--payload", &at, "--json"])?;
+    expect(&out, 0, "enqueue @file")?;
+    ensure(out.json()?["payload"] == json!({ "from": "file" }), || format!("payload from file: {}", out.stdout))
+}
+
+fn ndjson(dir: &Path, name: &str, lines: &[Value]) -> anyhow::Result<String> {
+    let text: Vec<String> = lines.iter().map(Value::to_string).collect();
+    let p = dir.join(name);
+    std::fs::write(&p, text.join("\n") + "\n")?;
+    Ok(p.display().to_string())
+}
+
+fn count_tag(ctx: &Ctx, tag: &str) -> anyhow::Result<usize> {
+    Ok(ctx.list_all(&format!("/v1/jobs?tag={tag}&limit=100"))?.len())
+}
+
+fn cli_bulk_enqueue(ctx: &Ctx) -> anyhow::Result<()> {
+    // The admin key: 1,000 enqueues are more than the per-key rate limit (600 a minute), so
+    // the CLI meets 429 and waits as told; the jobs key the other tests use is not touched.
+    let dir = scratch()?;
+    let tag = unique("bulk");
+    let lines: Vec<Value> =
+        (0..1000).map(|i| json!({ "type": "noop", "tags": [tag], "payload": { "n": i } })).collect();
+    let file = ndjson(&dir, "jobs.ndjson", &lines)?;
+    let out = run(ctx, &ctx.admin_key, &["enqueue", "--from", &file, "--json"])?;
+    expect(&out, 0, "bulk enqueue")?;
+    let summary = out.json()?;
+    ensure(summary["created"] == 1000 && summary["existing"] == 0 && summary["refused"] == 0, || {
+        format!("summary: {summary}")
+    })?;
+    let n = count_tag(ctx, &tag)?;
+    ensure(n == 1000, || format!("{n} jobs with the tag, want 1000"))?;
+    // With idempotency keys, a second run of the same file creates nothing.
+    let tag = unique("bulk-keys");
+    let keyed: Vec<Value> =
+        (0..150).map(|i| json!({ "type": "noop", "tags": [tag], "idempotency_key": format!("{tag}-{i}") })).collect();
+    let file = ndjson(&dir, "keyed.ndjson", &keyed)?;
+    let first = run(ctx, &ctx.admin_key, &["enqueue", "--from", &file])?;
+    expect(&first, 0, "keyed run")?;
+    ensure(first.stdout.contains("150 created, 0 existing, 0 refused"), || format!("first: {}", first.stdout))?;
+    let again = run(ctx, &ctx.admin_key, &["enqueue", "--from", &file])?;
+    expect(&again, 0, "keyed rerun")?;
+    ensure(again.stdout.contains("0 created, 150 existing, 0 refused"), || format!("again: {}", again.stdout))?;
+    ensure(count_tag(ctx, &tag)? == 150, || "the rerun created jobs".into())
+}
+
+fn cli_refuses_a_broken_file(ctx: &Ctx) -> anyhow::Result<()> {
+    let dir = scratch()?;
+    let tag = unique("broken");
+    let p = dir.join("broken.ndjson");
+    let good = json!({ "type": "noop", "tags": [tag] }).to_string();
+    std::fs::write(&p, format!("{good}\n{good}\n{{\"type\": \"noop\",\n{good}\n"))?;
+    let out = run(ctx, &ctx.api_key, &["enqueue", "--from", &p.display().to_string()])?;
+    expect(&out, 3, "broken file")?;
+    ensure(out.stderr.contains("line 3") && out.stderr.contains("nothing was sent"), || {
+        format!("stderr: {}", out.stderr)
+    })?;
+    ensure(count_tag(ctx, &tag)? == 0, || "a broken file created jobs".into())?;
+    // A file the API refuses a line of: the rest is created, the line is named, exit 3.
+    let lines = vec![json!({ "type": "noop", "tags": [tag] }), json!({ "type": "no-such-type", "tags": [tag] })];
+    let file = ndjson(&dir, "refused.ndjson", &lines)?;
+    let out = run(ctx, &ctx.api_key, &["enqueue", "--from", &file])?;
+    expect(&out, 3, "a refused line")?;
+    ensure(
+        out.stdout.contains("1 created, 0 existing, 1 refused") && out.stdout.contains("line 2: unknown_type"),
+        || format!("stdout: {}", out.stdout),
+    )
+}
+
+fn cli_exit_codes(ctx: &Ctx) -> anyhow::Result<()> {
+    let out = run(ctx, &ctx.api_key, &["get", "j000000000000000000000000000000"])?;
+    expect(&out, 5, "unknown job")?;
+    ensure(out.stderr.contains("job_not_found"), || format!("stderr: {}", out.stderr))?;
+    let out = run(ctx, "ej_wrong_key_0000000000000000", &["list"])?;
+    expect(&out, 4, "wrong key")?;
+    ensure(out.stderr.contains("unauthorized"), || format!("stderr: {}", out.stderr))?;
+    let out = run(ctx, &ctx.api_key, &["backups", "list"])?;
+    expect(&out, 4, "jobs key on an admin route")?;
+    let out = run(ctx, &ctx.api_key, &["enqueue", "no-such-type"])?;
+    expect(&out, 3, "unknown type")?;
+    ensure(out.stderr.contains("unknown_type"), || format!("stderr: {}", out.stderr))?;
+    let port = edgejobs_tests::proc::free_port()?;
+    let nowhere = format!("http://127.0.0.1:{port}");
+    let out =
+        run_in(ctx, &std::env::temp_dir(), &[("EDGEJOBS_URL", &nowhere), ("EDGEJOBS_KEY", &ctx.api_key)], &["list"])?;
+    expect(&out, 1, "nobody listening")?;
+    let later = run(ctx, &ctx.api_key, &["enqueue", "noop", "--delay", "1h", "--json"])?;
+    let id = later.json()?["id"].as_str().unwrap_or_default().to_owned();
+    let out = run(ctx, &ctx.api_key, &["get", &id, "--wait", "--timeout", "1s"])?;
+    expect(&out, 7, "wait timed out")?;
+    let out = run(ctx, &ctx.api_key, &["cancel", &id])?;
+    expect(&out, 0, "cancel")?;
+    ensure(out.stdout.contains("cancelled"), || format!("cancel printed {}", out.stdout))?;
+    let out = run(ctx, &ctx.api_key, &["get", &id, "--wait"])?;
+    expect(&out, 8, "waited for a cancelled job")?;
+    let out = run(ctx, &ctx.api_key, &["health"])?;
+    expect(&out, 0, "health")?;
+    let dir = scratch()?;
+    let out = run_in(ctx, &dir, &[], &["list"])?;
+    expect(&out, 2, "no URL anywhere")?;
+    let out = run(ctx, &ctx.api_key, &["list", "--state", "done"])?;
+    expect(&out, 3, "a bad filter")?;
+    ensure(out.stderr.contains("invalid_field"), || format!("stderr: {}", out.stderr))?;
+    let out = run(ctx, &ctx.api_key, &["frobnicate"])?;
+    expect(&out, 2, "unknown command")
+}
+
+fn cli_list_cancel_retry_and_dead_replay(ctx: &Ctx) -> anyhow::Result<()> {
+    let tag = unique("cli-dead");
+    let path = format!("/{}", unique("cli-dead"));
+    let url = ctx.hooks.script(&path, vec![Reply::status(400)]);
+    let payload = json!({ "url": url }).to_string();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let out = run(
+            ctx,
+            &ctx.api_key,
+            &["enqueue", "webhook", "--payload", &payload, "--max-attempts", "1", "--tag", &tag, "--json"],
+        )?;
+        expect(&out, 0, "enqueue a webhook")?;
+        ids.push(out.json()?["id"].as_str().unwrap_or_default().to_owned());
+    }
+    for id in &ids {
+        ctx.wait_state(id, "dead", WAIT)?;
+    }
+    let out = run(ctx, &ctx.api_key, &["list", "--tag", &tag, "--json"])?;
+    expect(&out, 0, "list --json")?;
+    let listed: Vec<String> = out.json()?["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["id"].as_str().map(str::to_owned))
+        .collect();
+    let mut want = ids.clone();
+    want.reverse(); // newest first
+    ensure(listed == want, || format!("listed {listed:?}, want {want:?}"))?;
+    let out = run(ctx, &ctx.api_key, &["dead", "list", "--tag", &tag])?;
+    ensure(out.code == 0 && ids.iter().all(|i| out.stdout.contains(i.as_str())), || {
+        format!("dead list: {}", out.stdout)
+    })?;
+    ctx.hooks.script(&path, vec![Reply::status(200)]);
+    let out = run(ctx, &ctx.api_key, &["retry", &ids[0]])?;
+    expect(&out, 0, "retry")?;
+    ctx.wait_state(&ids[0], "completed", WAIT)?;
+    // Bulk replay asks first; with no terminal and no --yes it refuses and changes nothing.
+    let out = run(ctx, &ctx.admin_key, &["dead", "replay", "--tag", &tag])?;
+    expect(&out, 2, "replay without --yes")?;
+    ensure(out.stderr.contains("Replay 2 dead jobs?"), || format!("stderr: {}", out.stderr))?;
+    ensure(ctx.get(&format!("/v1/jobs/{}", ids[1]))?.body["state"] == "dead", || "replayed without --yes".into())?;
+    let out = run(ctx, &ctx.admin_key, &["dead", "replay", "--tag", &tag, "--yes", "--json"])?;
+    expect(&out, 0, "replay --yes")?;
+    ensure(out.json()?["replayed"] == 2, || format!("replay: {}", out.stdout))?;
+    for id in &ids[1..] {
+        ctx.wait_state(id, "completed", WAIT)?;
+    }
+    Ok(())
+}
+
+fn cli_finds_dev_env(ctx: &Ctx) -> anyhow::Result<()> {
+    let dir = scratch()?;
+    std::fs::create_dir_all(dir.join(".edgejobs"))?;
+    std::fs::create_dir_all(dir.join("deep/er"))?;
+    std::fs::write(
+        dir.join(".edgejobs/dev.env"),
+        format!("EDGEJOBS_URL={}\nEDGEJOBS_API_KEY={}\n", ctx.edge, ctx.api_key),
+    )?;
+    let out = run_in(ctx, &dir.join("deep/er"), &[], &["list", "--limit", "1", "--json"])?;
+    expect(&out, 0, "list with dev.env")?;
+    ensure(out.json()?["jobs"].is_array(), || format!("list: {}", out.stdout))?;
+    // A flag wins over the file.
+    let out = run_in(ctx, &dir, &[], &["--key", "ej_wrong_key_0000000000000000", "list"])?;
+    expect(&out, 4, "--key over dev.env")
+}
+
+fn cli_completions_tail_and_backups(ctx: &Ctx) -> anyhow::Result<()> {
+    let out = run(ctx, &ctx.api_key, &["completions", "bash"])?;
+    ensure(out.code == 0 && out.stdout.contains("edgejobs") && out.stdout.contains("enqueue"), || {
+        "bash completions".into()
+    })?;
+    // tail: started first, then a job of its tag; it must print that job.
+    let tag = unique("tail");
+    let bin = edgejobs_tests::stack::binary(&StackOptions::default_root(), "edgejobs")?;
+    let child = Command::new(bin)
+        .env_clear()
+        .env("EDGEJOBS_URL", &ctx.edge)
+        .env("EDGEJOBS_KEY", &ctx.api_key)
+        .args(["tail", "--tag", &tag, "--for", "6s", "--interval", "500ms", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let id = ctx.enqueue(&json!({ "type": "noop", "tags": [tag] }))?;
+    ctx.wait_state(&id, "completed", WAIT)?;
+    let o = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let states: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|j| j["id"] == id.as_str())
+        .filter_map(|j| j["state"].as_str().map(str::to_owned))
+        .collect();
+    ensure(o.status.success() && states.last().is_some_and(|s| s == "completed"), || {
+        format!("tail printed {text} (stderr {})", String::from_utf8_lossy(&o.stderr))
+    })?;
+    // Backups with the admin key.
+    let out = run(ctx, &ctx.admin_key, &["backups", "start", "--json"])?;
+    expect(&out, 0, "backups start")?;
+    let backup = out.json()?["id"].as_str().unwrap_or_default().to_owned();
+    let out = run(ctx, &ctx.admin_key, &["backups", "list", "--json"])?;
+    ensure(out.json()?["backups"].as_array().is_some_and(|b| b.iter().any(|b| b["id"] == backup.as_str())), || {
+        format!("backups list: {}", out.stdout)
+    })?;
+    let out = run(ctx, &ctx.admin_key, &["backups", "verify", &backup])?;
+    expect(&out, 0, "verify")?;
+    ensure(out.stdout.contains("valid"), || format!("verify: {}", out.stdout))
+}
