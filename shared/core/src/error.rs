@@ -16,6 +16,9 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     JobNotFound,
+    ScheduleNotFound,
+    /// A create for a schedule name that exists (change it with PATCH).
+    ScheduleExists,
     InvalidTransition,
     StaleAttempt,
     /// A consumer's report for an attempt that another consumer took over (the lease ran out).
@@ -36,9 +39,10 @@ impl ErrorCode {
             ErrorCode::InvalidJson | ErrorCode::InvalidField | ErrorCode::UnknownType => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::NotFound | ErrorCode::JobNotFound => 404,
+            ErrorCode::NotFound | ErrorCode::JobNotFound | ErrorCode::ScheduleNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::InvalidTransition
+            | ErrorCode::ScheduleExists
             | ErrorCode::StaleAttempt
             | ErrorCode::LeaseLost
             | ErrorCode::LeaseHeld
@@ -61,6 +65,8 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::JobNotFound => "job_not_found",
+            ErrorCode::ScheduleNotFound => "schedule_not_found",
+            ErrorCode::ScheduleExists => "schedule_exists",
             ErrorCode::InvalidTransition => "invalid_transition",
             ErrorCode::StaleAttempt => "stale_attempt",
             ErrorCode::LeaseLost => "lease_lost",

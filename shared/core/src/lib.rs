@@ -16,9 +16,11 @@
 //! - [`metrics`]: Prometheus text exposition shared by the edge and the consumer.
 //! - [`seal`]: payload header values sealed with AES-256-GCM, opened only where used.
 //! - [`retry`]: the backoff policy (exponential, full jitter, cap).
+//! - [`schedule`]: schedules (recurring jobs): validation, and what each alarm wake-up decides.
 //! - [`backup`]: the backup format (NDJSON per shard + manifest), checks and retention.
 //! - [`auth`]: API key scopes and constant-time comparison.
 //! - [`config`]: the typed edge configuration and the redacting [`config::Secret`].
+//! - [`cron`]: cron expressions and their run times in any IANA time zone (DST rules).
 //! - [`stats`]: what each state change adds to the edge metrics, and their merge.
 //! - [`error`]: the one API error type: a stable code, an HTTP status and a message.
 //! - [`time`]: ms timestamps and their RFC 3339 form.
@@ -28,6 +30,7 @@
 pub mod auth;
 pub mod backup;
 pub mod config;
+pub mod cron;
 pub mod error;
 pub mod id;
 pub mod job;
@@ -39,6 +42,7 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod report;
 pub mod retry;
+pub mod schedule;
 pub mod seal;
 pub mod settings;
 pub mod spec;
