@@ -37,6 +37,10 @@ pub struct Manifest {
     pub shards: Vec<ShardEntry>,
     pub total_rows: u64,
     pub total_bytes: u64,
+    /// The schedules, one per line (`shard` and `part` unused); absent in backups made
+    /// before schedules existed, whose restore leaves the schedules as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<ShardEntry>,
 }
 
 /// A backup id: sortable by time, unique per run (two runs in the same millisecond differ
@@ -64,6 +68,29 @@ pub fn shard_key(id: &str, shard: u16, part: u32) -> String {
         0 => format!("{PREFIX}{id}/shard-{shard:03}.ndjson"),
         p => format!("{PREFIX}{id}/shard-{shard:03}-{p:05}.ndjson"),
     }
+}
+
+/// The object holding a backup's schedules.
+pub fn schedules_key(id: &str) -> String {
+    format!("{PREFIX}{id}/schedules.ndjson")
+}
+
+/// Encodes schedules as NDJSON.
+pub fn schedules_ndjson(all: &[crate::schedule::Schedule]) -> String {
+    all.iter().filter_map(|s| serde_json::to_string(s).ok()).map(|l| l + "\n").collect()
+}
+
+/// Decodes a backup's schedules object, checking each name; the first problem on error.
+pub fn schedules_for_restore(text: &str) -> Result<Vec<crate::schedule::Schedule>, String> {
+    let mut out: Vec<crate::schedule::Schedule> = Vec::new();
+    for (i, l) in text.split('\n').enumerate().filter(|(_, l)| !is_blank(l.as_bytes())) {
+        let s: crate::schedule::Schedule =
+            serde_json::from_str(l).map_err(|e| format!("schedules line {}: {e}", i + 1))?;
+        crate::schedule::check_name(&s.name).map_err(|e| format!("schedules line {}: {}", i + 1, e.message))?;
+        s.clock().map_err(|e| format!("schedule {}: {}", s.name, e.message))?;
+        out.push(s);
+    }
+    Ok(out)
 }
 
 pub fn manifest_key(id: &str) -> String {
@@ -117,6 +144,11 @@ pub fn jobs_for_restore(text: &str, shard: u16) -> Result<Vec<Job>, String> {
         j.validate()?;
     }
     Ok(jobs)
+}
+
+/// The entry of a backup's schedules object.
+pub fn schedules_entry(id: &str, body: &str) -> ShardEntry {
+    ShardEntry { key: schedules_key(id), ..entry(id, 0, 0, body) }
 }
 
 /// An entry describing one object (part `part` of a shard's jobs).
@@ -251,6 +283,7 @@ mod tests {
             shards: vec![big(0), big(1)],
             total_rows: 0,
             total_bytes: 0,
+            schedules: None,
         };
         assert!(check_manifest(&m).iter().any(|p| p.contains("do not add up")), "{:?}", check_manifest(&m));
     }
@@ -293,6 +326,7 @@ mod tests {
             shards: vec![e(0, 0, 2), e(0, 1, 1), e(1, 0, 0)],
             total_rows: 3,
             total_bytes: 0,
+            schedules: None,
         };
         assert_eq!(check_manifest(&m), Vec::<String>::new());
         m.shards.remove(1);
@@ -301,6 +335,21 @@ mod tests {
         assert_eq!(check_manifest(&m).len(), 1, "a gap in shard 0's parts");
         m.shards = vec![e(0, 0, 3)];
         assert_eq!(check_manifest(&m).len(), 1, "shard 1 is missing");
+    }
+
+    #[test]
+    fn schedules_round_trip_and_bad_lines_are_named() {
+        let body =
+            json!({ "name": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Berlin", "job": { "type": "noop" } });
+        let s = crate::schedule::parse_create(&body, 1_800_000_000_000).expect("valid").schedule;
+        let text = schedules_ndjson(&[s.clone(), s.clone()]);
+        assert_eq!(count_rows(text.as_bytes()), 2);
+        assert_eq!(schedules_for_restore(&text), Ok(vec![s.clone(), s]));
+        let e = schedules_entry("b1", &text);
+        assert_eq!((e.key.as_str(), e.rows), ("backups/b1/schedules.ndjson", 2));
+        let bad = text.replace("Europe/Berlin", "Nowhere/Land");
+        assert!(schedules_for_restore(&bad).is_err_and(|p| p.contains("nightly")));
+        assert!(schedules_for_restore("{\"name\": 1}\n").is_err_and(|p| p.contains("line 1")));
     }
 
     #[test]

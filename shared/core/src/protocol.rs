@@ -99,6 +99,7 @@ requests! {
     Sweep(Sweep) -> SweepReport, "sweep", WhenDue;
     Record(Record) -> (), "record", Always;
     SetGauge(SetGauge) -> (), "set_gauge", WhenDue;
+    Schedules(Schedules) -> serde_json::Value, "schedules", WhenDue;
 }
 
 /// Creates jobs (already validated and given ids by the router), each answered in order.
@@ -350,4 +351,55 @@ mod tests {
         let back: ShardReply<Vec<Result<(), ApiError>>> = serde_json::from_str(&text).expect("decodes");
         assert_eq!(back, ok);
     }
+}
+
+/// An operation on the schedules a shard holds (a schedule lives in the shard its name
+/// hashes to, and its runs' jobs are created in that shard). Answers are the API's JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedules {
+    pub op: ScheduleOp,
+}
+
+/// What to do with schedules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum ScheduleOp {
+    /// Stores a new schedule (validated and sealed by the router); 409 when the name exists.
+    Create {
+        schedule: crate::schedule::Schedule,
+    },
+    /// One schedule with its runs' states and upcoming times.
+    Get {
+        name: String,
+    },
+    /// Schedules by name after `after`, at most `limit`.
+    List {
+        after: Option<String>,
+        limit: u32,
+    },
+    /// Merges a patch body (validated whole in the shard, against the stored schedule).
+    Patch {
+        name: String,
+        body: serde_json::Value,
+    },
+    Delete {
+        name: String,
+    },
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    /// Creates a run now, whatever the overlap policy.
+    Trigger {
+        name: String,
+    },
+    /// Every schedule of the shard, as stored (backups).
+    Export,
+    /// Replaces every schedule of the shard (restores).
+    Import {
+        schedules: Vec<crate::schedule::Schedule>,
+    },
 }

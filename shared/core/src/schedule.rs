@@ -383,7 +383,7 @@ pub fn parse_create(body: &Value, now: u64) -> Result<Definition, ApiError> {
 }
 
 /// Validates a schedule's job spec: an enqueue body without the fields the schedule sets.
-fn parse_job(job: &Value, now: u64) -> Result<JobSpec, ApiError> {
+pub fn parse_job(job: &Value, now: u64) -> Result<JobSpec, ApiError> {
     let prefixed = |mut e: ApiError| {
         if let Some(f) = &e.field {
             let f = format!("job.{f}");

@@ -144,6 +144,11 @@ pub struct ShardStats {
     /// (minute start in ms, series, count) for the last [`MINUTES_KEPT`] minutes.
     #[serde(default)]
     pub minutes: Vec<(u64, String, f64)>,
+    /// Schedules held: (active, paused), and the names of those overdue.
+    #[serde(default)]
+    pub schedules: (u64, u64),
+    #[serde(default)]
+    pub schedules_overdue: Vec<String>,
 }
 
 /// The per-minute series a shard keeps for the dashboard's charts.
@@ -212,10 +217,18 @@ pub const COUNTERS: &[(&str, &str)] = &[
         "edgejobs_cron_failures_total",
         "Scheduled steps that failed, by step (backup, sweep, job_retention, backup_retention).",
     ),
+    ("edgejobs_schedule_runs_total", "Runs created by schedules, by schedule and kind (tick, catch_up, trigger)."),
+    ("edgejobs_schedule_skips_total", "Schedule ticks not run, by schedule and reason (overlap, missed)."),
     (
         "edgejobs_deliveries_refused_total",
         "Queue deliveries the shard refused, by lane: a duplicate, a stale attempt, or a job cancelled meanwhile.",
     ),
+];
+
+/// The histograms the shards keep.
+pub const HISTOGRAMS: &[(&str, &str)] = &[
+    ("edgejobs_attempt_duration_seconds", "Duration of attempts, by type and lane."),
+    ("edgejobs_schedule_lateness_seconds", "How late a schedule's run was created after its tick."),
 ];
 
 /// Gauges the stats object keeps.
@@ -262,13 +275,32 @@ pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> 
         }
         out.push(f);
     }
-    let mut h =
-        Family::new("edgejobs_attempt_duration_seconds", "Duration of attempts, by type and lane.", Kind::Histogram);
-    for ((_, l), hist) in &hists {
-        let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        h.histogram(&labels, hist);
+    for (name, help) in HISTOGRAMS {
+        let mut h = Family::new(name, help, Kind::Histogram);
+        for ((n, l), hist) in &hists {
+            if n == name {
+                let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                h.histogram(&labels, hist);
+            }
+        }
+        out.push(h);
     }
-    out.push(h);
+    let (mut active, mut paused, mut overdue) = (0u64, 0u64, 0u64);
+    for s in all {
+        active += s.schedules.0;
+        paused += s.schedules.1;
+        overdue += s.schedules_overdue.len() as u64;
+    }
+    let mut sc = Family::new("edgejobs_schedules", "Schedules defined, by state (active, paused).", Kind::Gauge);
+    sc.sample(&[("state", "active")], active as f64).sample(&[("state", "paused")], paused as f64);
+    out.push(sc);
+    let mut od = Family::new(
+        "edgejobs_schedules_overdue",
+        "Active schedules whose next tick is more than two minutes past (a lost alarm or a failing shard).",
+        Kind::Gauge,
+    );
+    od.sample(&[], overdue as f64);
+    out.push(od);
     let mut g = Family::new("edgejobs_jobs", "Jobs stored now, by state and type.", Kind::Gauge);
     for ((st, t), c) in &jobs {
         g.sample(&[("state", st), ("type", t)], *c as f64);

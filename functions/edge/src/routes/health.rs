@@ -1,7 +1,8 @@
 //! `GET /health` (public): one check per dependency with its latency, and an overall status:
 //! `unhealthy` (503) when the shards or the queue binding fail, `degraded` (200) when
-//! Upstash, backups, the backlog or the sweep need attention, else `healthy`. No secret or
-//! internal address appears in the output. `GET /health/live` checks nothing.
+//! Upstash, backups, the backlog, the sweep or an overdue schedule need attention, else
+//! `healthy`. No secret, internal address or schedule name appears in the output (the
+//! schedule API shows which schedule is `overdue`). `GET /health/live` checks nothing.
 
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::protocol::Stats;
@@ -88,9 +89,14 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
     let backup = Periodic::judge(gauge(BACKUP_GAUGE), first_seen, now, m.health_backup_max_age_ms);
     let sweep = Periodic::judge(gauge(SWEEP_GAUGE), first_seen, now, m.health_sweep_max_age_ms);
     let (backup_ok, sweep_ok) = (backup.ok(), sweep.ok());
+    // Schedules whose next tick is long past: a lost alarm (the sweep re-arms it) or a
+    // shard that fails to fire them.
+    let overdue: usize = stats.iter().map(|s| s.schedules_overdue.len()).sum();
+    let schedules_ok = overdue == 0;
+    let (active, paused) = stats.iter().fold((0, 0), |(a, p), s| (a + s.schedules.0, p + s.schedules.1));
     let status = if cfg.is_none() || !shards_ok || !queue_ok {
         2
-    } else if !(upstash_ok && backup_ok && queued_ok && sweep_ok) {
+    } else if !(upstash_ok && backup_ok && queued_ok && sweep_ok && schedules_ok) {
         1
     } else {
         0
@@ -106,6 +112,7 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
             "backup": backup.json(),
             "oldest_queued_job": { "ok": queued_ok, "age_seconds": oldest_age_ms as f64 / 1000.0 },
             "sweep": sweep.json(),
+            "schedules": { "ok": schedules_ok, "active": active, "paused": paused, "overdue": overdue },
         },
         "checked_at": edgejobs_core::time::format_rfc3339(now),
         "version": env!("CARGO_PKG_VERSION"),

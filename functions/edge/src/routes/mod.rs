@@ -15,6 +15,7 @@ pub mod health;
 pub mod internal;
 pub mod jobs;
 pub mod metrics;
+pub mod schedules;
 pub mod stats;
 
 /// What a path resolves to.
@@ -40,11 +41,15 @@ enum Route<'a> {
     VerifyBackup(&'a str),
     Restore,
     WebhookSecret,
+    Schedules,
+    Schedule(&'a str),
+    ScheduleAction(&'a str, schedules::Action),
 }
 
 /// The route, the methods it allows, and the scope it needs (`None`: public).
 fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method], Option<Scope>)> {
-    use Method::{Get, Post};
+    use Method::{Delete, Get, Patch, Post};
+    use schedules::Action;
     let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let jobs = Some(Scope::Jobs);
     Some(match segs.as_slice() {
@@ -62,6 +67,12 @@ fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method], Option<Scope>)> 
         ["v1", "jobs", id] => (Route::Job(id), &[Get], jobs),
         ["v1", "jobs", id, "cancel"] => (Route::Cancel(id), &[Post], jobs),
         ["v1", "jobs", id, "retry"] => (Route::Retry(id), &[Post], jobs),
+        // Schedules: reads with a jobs key; writes need an admin key (see `write_scope`).
+        ["v1", "schedules"] => (Route::Schedules, &[Get, Post], jobs),
+        ["v1", "schedules", name] => (Route::Schedule(name), &[Get, Patch, Delete], jobs),
+        ["v1", "schedules", name, "pause"] => (Route::ScheduleAction(name, Action::Pause), &[Post], jobs),
+        ["v1", "schedules", name, "resume"] => (Route::ScheduleAction(name, Action::Resume), &[Post], jobs),
+        ["v1", "schedules", name, "trigger"] => (Route::ScheduleAction(name, Action::Trigger), &[Post], jobs),
         ["v1", "dead"] => (Route::Dead, &[Get], jobs),
         ["v1", "dead", "replay"] => (Route::DeadReplay, &[Post], Some(Scope::Admin)),
         ["v1", "internal", "events"] => (Route::Reports, &[Post], Some(Scope::Consumer)),
@@ -99,6 +110,9 @@ impl Route<'_> {
             Route::VerifyBackup(_) => "verify_backup",
             Route::Restore => "restore",
             Route::WebhookSecret => "webhook_secret",
+            Route::Schedules => "schedules",
+            Route::Schedule(_) => "schedule",
+            Route::ScheduleAction(..) => "schedule_action",
         }
     }
 }
@@ -176,6 +190,7 @@ async fn route_known(
         Ok(c) => c,
         Err(e) => return anonymous(http::error(&e)),
     };
+    let scope = write_scope(route, &method).or(scope);
     let principal = match scope.map(|s| http::authorize(&req, s, &cfg)) {
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => return anonymous(http::error(&e)),
@@ -185,6 +200,9 @@ async fn route_known(
         (Route::Jobs, Some(who)) if method == Method::Post => jobs::create(&mut req, &env, &cfg, &who).await,
         (Route::Batch, Some(who)) => jobs::batch(&mut req, &env, &cfg, &who).await,
         (Route::Backups, _) if method == Method::Post => admin::start(&env, &cfg).await,
+        (Route::Schedules, _) if method == Method::Post => schedules::create(&mut req, &env, &cfg).await,
+        (Route::Schedule(name), _) if method == Method::Patch => schedules::patch(&mut req, &env, &cfg, name).await,
+        (Route::Schedule(name), _) if method == Method::Delete => schedules::delete(&env, &cfg, name).await,
         (route, _) => dispatch(route, &mut req, &env, &cfg).await,
     };
     let authenticated = scope.is_some();
@@ -192,6 +210,13 @@ async fn route_known(
         Ok(resp) => Ok((resp, authenticated)),
         Err(e) => http::error(&e).map(|r| (r, authenticated)),
     }
+}
+
+/// The scope a write needs where it differs from the route's read scope: changing a
+/// schedule needs an admin key.
+fn write_scope(route: Route<'_>, method: &Method) -> Option<Scope> {
+    let schedule = matches!(route, Route::Schedules | Route::Schedule(_) | Route::ScheduleAction(..));
+    (schedule && *method != Method::Get).then_some(Scope::Admin)
 }
 
 async fn dispatch(
@@ -216,6 +241,9 @@ async fn dispatch(
         Route::VerifyBackup(id) => admin::verify(env, id).await,
         Route::Restore => admin::restore(req, env, cfg).await,
         Route::WebhookSecret => admin::webhook_secret(req, cfg).await,
+        Route::Schedules => schedules::list(req, env, cfg).await,
+        Route::Schedule(name) => schedules::get(env, cfg, name).await,
+        Route::ScheduleAction(name, action) => schedules::act(env, cfg, name, action).await,
         Route::Health | Route::Live | Route::Metrics | Route::Dashboard(_) | Route::Batch => {
             Err(ApiError::new(ErrorCode::Internal, "route dispatch error"))
         }

@@ -8,7 +8,8 @@
 //!
 //! Layout: this file is the object and its dispatch; [`store`] the schema and storage;
 //! [`ops`] the batch operations; [`timers`] the alarm and the sweep; [`snapshot`] export,
-//! import and retention pages; [`client`] how the rest of the Worker calls a shard.
+//! import and retention pages; [`schedules`] the schedules and their runs; [`client`] how
+//! the rest of the Worker calls a shard.
 
 use std::cell::{Cell, RefCell};
 
@@ -31,6 +32,7 @@ use crate::platform::now_ms;
 pub mod client;
 mod ops;
 mod rounds;
+mod schedules;
 mod snapshot;
 pub mod store;
 mod timers;
@@ -123,6 +125,7 @@ impl DurableObject for JobShard {
             ShardRequest::Sweep(r) => reply(self.sweep(r).await),
             ShardRequest::Record(_) => reply(self.commit(|_| Ok(()))),
             ShardRequest::SetGauge(r) => reply(self.set_gauge(r)),
+            ShardRequest::Schedules(r) => reply(self.schedules(r).await),
         }
     }
 

@@ -303,6 +303,7 @@ impl JobShard {
         let since = now - now % 60_000 - (edgejobs_core::stats::MINUTES_KEPT - 1) * 60_000;
         let minutes: Vec<M> = s.rows("SELECT minute, series, n FROM minutes WHERE minute >= ?", vec![int(since)])?;
         let labels = |s: &str| serde_json::from_str::<Vec<(String, String)>>(s).unwrap_or_default();
+        let (schedules, schedules_overdue) = self.schedule_stats(now)?;
         Ok(ShardStats {
             counters: counters.into_iter().map(|c| (c.name, labels(&c.labels), c.value)).collect(),
             histograms: hists
@@ -314,6 +315,8 @@ impl JobShard {
             gauges: gauges.into_iter().map(|g| (g.name, g.value)).collect(),
             shard: self.shard,
             minutes: minutes.into_iter().map(|m| (m.minute as u64, m.series, m.n)).collect(),
+            schedules,
+            schedules_overdue,
         })
     }
 }

@@ -71,6 +71,11 @@ CREATE TABLE IF NOT EXISTS minutes (
     n REAL NOT NULL,
     PRIMARY KEY (minute, series)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    wake_at INTEGER,
+    doc TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     job_id TEXT NOT NULL,
@@ -423,13 +428,18 @@ impl Store {
         Ok(())
     }
 
-    /// The earliest `run_at` of a scheduled job, if any.
+    /// The earliest `run_at` of a scheduled job or wake-up of a schedule, if any.
     pub fn next_wake(&self) -> Result<Option<u64>, ApiError> {
         #[derive(Deserialize)]
         struct Next {
             run_at: Option<f64>,
         }
-        let rows: Vec<Next> = self.rows("SELECT MIN(run_at) AS run_at FROM jobs WHERE state = 'scheduled'", vec![])?;
+        let rows: Vec<Next> = self.rows(
+            "SELECT MIN(run_at) AS run_at FROM (
+                SELECT MIN(run_at) AS run_at FROM jobs WHERE state = 'scheduled'
+                UNION ALL SELECT MIN(wake_at) AS run_at FROM schedules WHERE wake_at IS NOT NULL)",
+            vec![],
+        )?;
         Ok(rows.first().and_then(|r| r.run_at).map(|v| v as u64))
     }
 }

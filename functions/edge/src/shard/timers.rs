@@ -1,4 +1,5 @@
-//! What runs on the shard's own clock: the alarm that wakes scheduled jobs, and the sweep
+//! What runs on the shard's own clock: the alarm that wakes scheduled jobs (and fires due
+//! schedules, see `schedules`), and the sweep
 //! (a cron task) that re-sends lost queue messages and fails lost attempts. Both work in
 //! pages of [`PAGE`] jobs, each page one transaction with its effects after it, so a
 //! cancel arriving while a page's messages are being sent finds the committed state.
@@ -45,8 +46,8 @@ impl JobShard {
         Ok((loaded, accepted, last))
     }
 
-    /// The alarm: wakes every scheduled job that is due, page by page, then sets the alarm
-    /// for the next one (at once, when pages remained).
+    /// The alarm: wakes every scheduled job that is due, page by page, fires the schedules
+    /// that are due, then sets the alarm for the next one (at once, when pages remained).
     pub(super) async fn wake_due(&self) {
         for _ in 0..MAX_PAGES {
             let q = "state = 'scheduled' AND run_at <= ? ORDER BY run_at LIMIT ?";
@@ -59,6 +60,7 @@ impl JobShard {
                 }
             }
         }
+        self.fire_schedules().await;
         self.rearm_with(true).await;
     }
 

@@ -1,12 +1,13 @@
 //! Backups to R2: every shard exported page by page (one object per page, so no shard is
-//! ever held in memory whole), then the manifest, written last. Verify, list, restore
+//! ever held in memory whole), the schedules in one object, then the manifest, written last. Verify, list, restore
 //! (page by page, after verifying) and backup retention.
 
 use std::collections::BTreeMap;
 
 use edgejobs_core::backup::{self, Manifest, Manifested, ShardEntry};
 use edgejobs_core::config::EdgeConfig;
-use edgejobs_core::protocol::{Export, Import};
+use edgejobs_core::protocol::{Export, Import, ScheduleOp, Schedules};
+use edgejobs_core::schedule::Schedule;
 use edgejobs_core::time::format_rfc3339;
 use edgejobs_core::{ApiError, ErrorCode};
 use futures_util::future::join_all;
@@ -55,7 +56,21 @@ pub async fn run_backup(env: &Env, cfg: &EdgeConfig) -> Result<Manifest, ApiErro
             after = page.last;
         }
     }
+    // The schedules, every shard's, in one object.
+    let mut schedules = Vec::new();
+    for s in 0..cfg.shard_count {
+        let v = shard::call(env, s, Schedules { op: ScheduleOp::Export }).await.map_err(|e| {
+            ApiError::new(ErrorCode::Unavailable, format!("shard {s}'s schedules could not be exported: {}", e.message))
+        })?;
+        let mut some: Vec<Schedule> = serde_json::from_value(v)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("shard {s} exported bad schedules: {e}")))?;
+        schedules.append(&mut some);
+    }
+    let ndjson = backup::schedules_ndjson(&schedules);
+    let schedules_entry = backup::schedules_entry(&id, &ndjson);
+    put(&b, &schedules_entry.key, ndjson.into_bytes()).await?;
     let manifest = Manifest {
+        schedules: Some(schedules_entry),
         schema_version: backup::SCHEMA_VERSION,
         id: id.clone(),
         started_at: format_rfc3339(started),
@@ -105,7 +120,7 @@ pub async fn verify(env: &Env, id: &str) -> Result<(Manifest, Vec<String>), ApiE
         problems.push(format!("schema version {} is not {}", m.schema_version, backup::SCHEMA_VERSION));
     }
     problems.extend(backup::check_manifest(&m));
-    for e in &m.shards {
+    for e in m.shards.iter().chain(&m.schedules) {
         let body = read(&b, &e.key).await?;
         if let Some(p) = backup::check(e, body.as_deref()) {
             problems.push(p);
@@ -178,6 +193,16 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
             problems.push(json!({ "shard": e.shard, "part": e.part, "problem": p }));
         }
     }
+    let schedules = match &m.schedules {
+        Some(e) => match backup::schedules_for_restore(&text(read(&b, &e.key).await?)?) {
+            Ok(all) => Some(all),
+            Err(p) => {
+                problems.push(json!({ "schedules": e.key, "problem": p }));
+                None
+            }
+        },
+        None => None,
+    };
     if !problems.is_empty() {
         let mut err = ApiError::new(
             ErrorCode::InvalidTransition,
@@ -199,10 +224,32 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
         };
         *per_shard.entry(e.shard).or_default() += shard::call(env, e.shard, import).await?.rows;
     }
+    // Then the schedules, every shard's replaced (a backup from before schedules leaves
+    // them as they are).
+    let restored_schedules = match schedules {
+        Some(all) => {
+            let n = all.len();
+            let mut by_shard: BTreeMap<u16, Vec<Schedule>> = (0..cfg.shard_count).map(|s| (s, Vec::new())).collect();
+            for s in all {
+                by_shard.entry(edgejobs_core::id::shard_for_key(&s.name, cfg.shard_count)).or_default().push(s);
+            }
+            for (s, schedules) in by_shard {
+                shard::call(env, s, Schedules { op: ScheduleOp::Import { schedules } }).await?;
+            }
+            Some(n)
+        }
+        None => None,
+    };
     let rows: u64 = per_shard.values().sum();
-    log("info", "restored from backup", json!({ "backup": id, "rows": rows }));
+    log("info", "restored from backup", json!({ "backup": id, "rows": rows, "schedules": restored_schedules }));
     let shards: Vec<Value> = per_shard.iter().map(|(s, r)| json!({ "shard": s, "rows": r })).collect();
-    Ok(json!({ "backup": id, "restored_rows": rows, "shards": m.shard_count, "per_shard": shards }))
+    Ok(json!({
+        "backup": id,
+        "restored_rows": rows,
+        "restored_schedules": restored_schedules,
+        "shards": m.shard_count,
+        "per_shard": shards,
+    }))
 }
 
 /// Deletes backups past retention (`BACKUP_RETENTION`, default 7 days), never the newest

@@ -1,0 +1,142 @@
+//! The schedule API: `POST/GET /v1/schedules`, `GET/PATCH/DELETE /v1/schedules/{name}`,
+//! `POST /v1/schedules/{name}/{pause,resume,trigger}`. Reads need a `jobs` key; writes an
+//! admin key (a schedule enqueues on its own, forever, outside any key's rate limit).
+//! Validation happens here (and, for a patch, again in the shard against the stored
+//! schedule); each schedule lives in the shard its name hashes to.
+
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::protocol::{ScheduleOp, Schedules};
+use edgejobs_core::schedule::{self, check_name};
+use edgejobs_core::{ApiError, ErrorCode};
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use worker::{Env, Request};
+
+use super::jobs::{Out, query_pairs, respond};
+use crate::http;
+use crate::platform::{now_ms, random_nonce};
+use crate::shard;
+
+/// What a path under `/v1/schedules/{name}` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Pause,
+    Resume,
+    Trigger,
+}
+
+/// Largest page of `GET /v1/schedules`.
+pub const MAX_LIST: u32 = 200;
+
+fn shard_of(name: &str, cfg: &EdgeConfig) -> u16 {
+    edgejobs_core::id::shard_for_key(name, cfg.shard_count)
+}
+
+/// A name from the path: one that cannot exist is answered like a missing schedule.
+fn named(name: &str) -> Result<&str, ApiError> {
+    check_name(name).map(|()| name).map_err(|_| schedule::missing(name))
+}
+
+/// Seals the header values of a job spec for schedule `name` (at rest they are never plain).
+fn seal_job(job: &mut Value, name: &str, cfg: &EdgeConfig) {
+    if let Some(payload) = job.get_mut("payload") {
+        edgejobs_core::seal::seal_headers(payload, &format!("schedule:{name}"), &cfg.payload_keys, &mut random_nonce);
+    }
+}
+
+async fn call(env: &Env, cfg: &EdgeConfig, name: &str, op: ScheduleOp) -> Result<Value, ApiError> {
+    shard::call(env, shard_of(name, cfg), Schedules { op }).await
+}
+
+/// `POST /v1/schedules`
+pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
+    let body = http::read_json(req).await?;
+    let def = schedule::parse_create(&body, now_ms())?;
+    edgejobs_core::spec::check_outbound(&def.spec, &cfg.outbound_allow).map_err(job_field)?;
+    let mut s = def.schedule;
+    seal_job(&mut s.job, &s.name.clone(), cfg);
+    let name = s.name.clone();
+    respond(201, &call(env, cfg, &name, ScheduleOp::Create { schedule: s }).await?)
+}
+
+/// An outbound refusal names the job's field.
+fn job_field(mut e: ApiError) -> ApiError {
+    if let Some(f) = &e.field {
+        e.field = Some(format!("job.{f}"));
+        e.message = format!("job.{}", e.message);
+    }
+    e
+}
+
+/// `GET /v1/schedules?limit=&cursor=`: by name, `next_cursor` when more remain.
+pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
+    let mut limit = 50u32;
+    let mut cursor: Option<String> = None;
+    for (k, v) in query_pairs(req)? {
+        match k.as_str() {
+            "limit" => {
+                limit = match v.parse::<u32>() {
+                    Ok(n) if (1..=MAX_LIST).contains(&n) => n,
+                    _ => return Err(ApiError::field("limit", format!("must be an integer from 1 to {}", MAX_LIST))),
+                }
+            }
+            "cursor" => cursor = Some(v),
+            other => return Err(ApiError::field(other, "unknown parameter; known: limit, cursor")),
+        }
+    }
+    let calls = (0..cfg.shard_count).map(|s| {
+        let op = ScheduleOp::List { after: cursor.clone(), limit: limit + 1 };
+        shard::call(env, s, Schedules { op })
+    });
+    let mut all: Vec<Value> = Vec::new();
+    for page in join_all(calls).await {
+        if let Value::Array(items) = page? {
+            all.extend(items);
+        }
+    }
+    all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let more = all.len() > limit as usize;
+    all.truncate(limit as usize);
+    let next = if more { all.last().and_then(|s| s["name"].as_str()).map(str::to_owned) } else { None };
+    respond(200, &json!({ "schedules": all, "next_cursor": next }))
+}
+
+/// `GET /v1/schedules/{name}`
+pub async fn get(env: &Env, cfg: &EdgeConfig, name: &str) -> Out {
+    let name = named(name)?;
+    respond(200, &call(env, cfg, name, ScheduleOp::Get { name: name.to_owned() }).await?)
+}
+
+/// `PATCH /v1/schedules/{name}`: any field but `name`; the result is validated whole.
+pub async fn patch(req: &mut Request, env: &Env, cfg: &EdgeConfig, name: &str) -> Out {
+    let name = named(name)?;
+    let mut body = http::read_json(req).await?;
+    if let Some(job) = body.get_mut("job") {
+        let spec = schedule::parse_job(job, now_ms())?;
+        edgejobs_core::spec::check_outbound(&spec, &cfg.outbound_allow).map_err(job_field)?;
+        seal_job(job, name, cfg);
+    }
+    if !body.is_object() {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
+    }
+    respond(200, &call(env, cfg, name, ScheduleOp::Patch { name: name.to_owned(), body }).await?)
+}
+
+/// `DELETE /v1/schedules/{name}`: its jobs stay.
+pub async fn delete(env: &Env, cfg: &EdgeConfig, name: &str) -> Out {
+    let name = named(name)?;
+    respond(200, &call(env, cfg, name, ScheduleOp::Delete { name: name.to_owned() }).await?)
+}
+
+/// `POST /v1/schedules/{name}/pause|resume|trigger`
+pub async fn act(env: &Env, cfg: &EdgeConfig, name: &str, action: Action) -> Out {
+    let name = named(name)?.to_owned();
+    let op = match action {
+        Action::Pause => ScheduleOp::Pause { name: name.clone() },
+        Action::Resume => ScheduleOp::Resume { name: name.clone() },
+        Action::Trigger => ScheduleOp::Trigger { name: name.clone() },
+    };
+    let answer = call(env, cfg, &name, op).await?;
+    // A trigger that made a new job answers 201, as an enqueue does.
+    respond(if answer["created"] == true { 201 } else { 200 }, &answer)
+}
