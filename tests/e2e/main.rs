@@ -15,6 +15,7 @@ mod limits;
 mod observability;
 mod operations;
 mod races;
+mod schedules;
 mod upstash;
 mod util;
 
@@ -40,6 +41,7 @@ fn main() {
         limits::TESTS,
         dashboard::TESTS,
         cli::TESTS,
+        schedules::TESTS,
     ]
     .concat();
     if listing {

@@ -424,6 +424,31 @@ impl Stack {
         Ok(())
     }
 
+    /// Deletes every Durable Object alarm of the local state (wrangler must be stopped): the
+    /// scheduler's table and each object's own record, as if the platform had lost them.
+    /// Uses the `sqlite3` command line (scripts/setup installs it).
+    pub fn drop_alarms(&self) -> anyhow::Result<usize> {
+        let dir = self.opts.state_dir.join("wrangler/v3/do/edgejobs-JobShard");
+        let mut dropped = 0;
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "sqlite") {
+                continue;
+            }
+            let sql = if path.file_name().is_some_and(|n| n == "metadata.sqlite") {
+                "DELETE FROM _cf_ALARM; SELECT changes();"
+            } else {
+                "DELETE FROM _cf_METADATA; SELECT changes();"
+            };
+            let out = std::process::Command::new("sqlite3").arg(&path).arg(sql).output().context("running sqlite3")?;
+            // An object without the table never had an alarm.
+            if out.status.success() {
+                dropped += String::from_utf8_lossy(&out.stdout).trim().parse::<usize>().unwrap_or(0);
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Stops `wrangler dev` (and its workerd); local queue messages in memory are lost, as
     /// they are whenever a developer restarts it.
     pub fn stop_wrangler(&mut self) {

@@ -56,7 +56,7 @@ pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let mut s = def.schedule;
     seal_job(&mut s.job, &s.name.clone(), cfg);
     let name = s.name.clone();
-    respond(201, &call(env, cfg, &name, ScheduleOp::Create { schedule: s }).await?)
+    respond(201, &call(env, cfg, &name, ScheduleOp::Create { schedule: Box::new(s) }).await?)
 }
 
 /// An outbound refusal names the job's field.

@@ -103,7 +103,7 @@ impl JobShard {
                     ));
                 }
                 save(tx, &schedule, now)?;
-                Ok(schedule)
+                Ok(*schedule)
             })),
             ScheduleOp::Patch { name, body } => changed(self.commit(|tx| {
                 let current = existing(tx, &name)?;
