@@ -596,6 +596,49 @@ mod tests {
         assert!(time_zone("").is_err());
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn field(max: u8, min: u8) -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("*".to_owned()),
+                (min..=max).prop_map(|v| v.to_string()),
+                (1..=max.max(1)).prop_map(|s| format!("*/{s}")),
+                (min..=max, min..=max).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+                (min..=max, min..=max).prop_map(|(a, b)| format!("{a},{b}")),
+            ]
+        }
+
+        fn expr() -> impl Strategy<Value = String> {
+            (field(59, 0), field(59, 0), field(23, 0), field(31, 1), field(12, 1), field(6, 0))
+                .prop_map(|(s, mi, h, d, mo, w)| format!("{s} {mi} {h} {d} {mo} {w}"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            /// The next run is after the time asked from, no run lies between (asking from
+            /// just before it gives it again), and in UTC its fields match the expression.
+            #[test]
+            fn next_runs_are_consistent(e in expr(), zone in 0usize..4, after in 0i64..4_102_444_800_000) {
+                let zones = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"];
+                let cron = Cron::parse(&e).map_err(|x| TestCaseError::fail(x.to_string()))?;
+                let tz = time_zone(zones[zone]).map_err(TestCaseError::fail)?;
+                if let Some(next) = cron.next_after(&tz, after) {
+                    prop_assert!(next > after);
+                    prop_assert_eq!(next % 1000, 0);
+                    prop_assert_eq!(cron.next_after(&tz, next - 1), Some(next));
+                    if zone == 0 {
+                        let dt = Timestamp::from_millisecond(next).map_err(|x| TestCaseError::fail(x.to_string()))?
+                            .to_zoned(TimeZone::UTC).datetime();
+                        prop_assert!(cron.day_matches(dt.date()));
+                        prop_assert_eq!(cron.time_in_day(dt.time()), Some(dt.time()));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn kolkata_has_a_half_hour_offset() {
         assert_eq!(runs("0 9 * * *", "Asia/Kolkata", "2026-03-01T00:00:00Z", 1), ["2026-03-01T03:30:00Z"]);

@@ -366,7 +366,9 @@ pub struct Schedules {
 #[serde(tag = "do", rename_all = "snake_case")]
 pub enum ScheduleOp {
     /// Stores a new schedule (validated and sealed by the router); 409 when the name exists.
-    Create { schedule: Box<crate::schedule::Schedule> },
+    Create {
+        schedule: Box<crate::schedule::Schedule>,
+    },
     /// One schedule with its runs' states and upcoming times.
     Get {
         name: String,

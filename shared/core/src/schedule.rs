@@ -774,6 +774,16 @@ mod tests {
     }
 
     #[test]
+    fn overdue_when_the_next_tick_is_long_past_and_not_paused() {
+        let mut s =
+            make(json!({ "name": "n", "cron": "*/5 * * * *", "job": { "type": "noop" } }), "2026-12-01T00:01:00Z");
+        assert!(!s.overdue(t("2026-12-01T00:06:59Z")));
+        assert!(s.overdue(t("2026-12-01T00:07:01Z")));
+        pause(&mut s, t("2026-12-01T00:07:01Z"));
+        assert!(!s.overdue(t("2026-12-01T01:00:00Z")));
+    }
+
+    #[test]
     fn window_bounds_the_ticks() {
         let s = make(
             json!({ "name": "n", "cron": "0 * * * *", "job": { "type": "noop" },
