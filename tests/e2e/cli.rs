@@ -21,6 +21,7 @@ pub const TESTS: &[Test] = &[
     ("cli_list_cancel_retry_and_dead_replay", cli_list_cancel_retry_and_dead_replay),
     ("cli_finds_dev_env_above_the_current_directory", cli_finds_dev_env),
     ("cli_completions_tail_and_backups", cli_completions_tail_and_backups),
+    ("cli_schedules_create_show_trigger_pause_delete", cli_schedules),
 ];
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -312,4 +313,39 @@ fn cli_completions_tail_and_backups(ctx: &Ctx) -> anyhow::Result<()> {
     let out = run(ctx, &ctx.admin_key, &["backups", "verify", &backup])?;
     expect(&out, 0, "verify")?;
     ensure(out.stdout.contains("valid"), || format!("verify: {}", out.stdout))
+}
+
+fn cli_schedules(ctx: &Ctx) -> anyhow::Result<()> {
+    let name = unique("cli-sched");
+    let create = ["schedules", "create", &name, "0 7 * * MON-FRI", "noop", "--timezone", "America/New_York"];
+    // Creating takes an admin key: a jobs key is refused with exit code 4.
+    expect(&run(ctx, &ctx.api_key, &create)?, 4, "create with a jobs key")?;
+    let out = run(ctx, &ctx.admin_key, &[&create[..], &["--payload", r#"{"r":1}"#, "--tag", "daily"]].concat())?;
+    expect(&out, 0, "create")?;
+    ensure(out.stdout.starts_with("NAME") && out.stdout.contains(&name) && out.stdout.contains("next runs:"), || {
+        format!("create printed {}", out.stdout)
+    })?;
+    let bad = run(ctx, &ctx.admin_key, &["schedules", "create", &unique("bad"), "0 7 * * FOO", "noop"])?;
+    expect(&bad, 3, "a bad cron")?;
+    ensure(bad.stderr.contains("day of week field at position 9"), || {
+        format!("the error names the field: {}", bad.stderr)
+    })?;
+    let out = run(ctx, &ctx.admin_key, &["schedules", "trigger", &name])?;
+    expect(&out, 0, "trigger")?;
+    let id = out.stdout.split_whitespace().next().unwrap_or_default().to_owned();
+    let job = run(ctx, &ctx.api_key, &["get", &id, "--wait", "--json"])?.json()?;
+    ensure(job["tags"] == json!(["daily", format!("schedule:{name}")]) && job["payload"] == json!({ "r": 1 }), || {
+        format!("the run's job: {job}")
+    })?;
+    let shown = run(ctx, &ctx.api_key, &["schedules", "show", &name, "--json"])?.json()?;
+    ensure(shown["runs"][0]["job_id"] == id.as_str() && shown["runs"][0]["state"] == "completed", || {
+        format!("show: {shown}")
+    })?;
+    expect(&run(ctx, &ctx.admin_key, &["schedules", "pause", &name])?, 0, "pause")?;
+    let listed = run(ctx, &ctx.api_key, &["schedules", "list"])?;
+    ensure(listed.stdout.lines().any(|l| l.starts_with(&name) && l.contains("paused")), || {
+        format!("list shows it paused: {}", listed.stdout)
+    })?;
+    expect(&run(ctx, &ctx.admin_key, &["schedules", "delete", &name, "--yes"])?, 0, "delete")?;
+    expect(&run(ctx, &ctx.api_key, &["schedules", "show", &name])?, 5, "show after delete")
 }

@@ -20,6 +20,7 @@ pub const TESTS: &[Test] = &[
     ("dashboard_api_dead_replay_by_tag_touches_only_that_tag", dead_replay_by_tag),
     ("dashboard_files_are_static_with_a_strict_policy", dashboard_files_are_static),
     ("dashboard_in_a_real_browser", dashboard_in_a_real_browser),
+    ("dashboard_schedules_in_a_real_browser", dashboard_schedules_in_a_real_browser),
 ];
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -354,4 +355,54 @@ fn dashboard_in_a_real_browser(ctx: &Ctx) -> anyhow::Result<()> {
     b.screenshot("dashboard")?;
     let problems = b.problems()?;
     ensure(problems.is_empty(), || format!("the page reported errors:\n{}", problems.join("\n")))
+}
+
+fn dashboard_schedules_in_a_real_browser(ctx: &Ctx) -> anyhow::Result<()> {
+    let name = unique("ui-sched");
+    let admin = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut req = ctx.http.request(method, ctx.url(path)).bearer_auth(&ctx.admin_key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        ctx.send(req)
+    };
+    let body = json!({ "name": name, "cron": "0 4 * * *", "timezone": "Europe/Berlin", "paused": true, "job": { "type": "noop" } });
+    let r = admin(reqwest::Method::POST, "/v1/schedules", Some(body))?;
+    ensure(r.status == 201, || format!("create: {} {}", r.status, r.body))?;
+    let schedule = || ctx.get(&format!("/v1/schedules/{name}")).map(|r| r.body);
+    let shots = StackOptions::default_root().join("target/dashboard");
+    std::fs::create_dir_all(&shots)?;
+    let mut b = Browser::launch(&shots)?;
+    b.goto(&format!("{}/dashboard", ctx.edge))?;
+
+    // A jobs key sees the schedule and no action.
+    sign_in(&mut b, &ctx.api_key)?;
+    show(&mut b, "#/schedules")?;
+    let row = format!("#schedule-list tr[data-name='{name}']");
+    ensure(b.eval(&format!("document.querySelector(\"{row}\").dataset.paused"))? == json!("true"), || {
+        "the paused schedule is listed".into()
+    })?;
+    ensure(b.eval(&format!("document.querySelectorAll(\"{row} button\").length"))? == json!(0), || {
+        "actions offered to a jobs key".into()
+    })?;
+    b.click("#logout")?;
+
+    // An admin resumes it, runs it now, and pauses it again.
+    sign_in(&mut b, &ctx.admin_key)?;
+    show(&mut b, "#/schedules")?;
+    ensure(b.text(&row)?.contains("0 4 * * *") && b.text(&row)?.contains("Europe/Berlin"), || "the row".into())?;
+    b.click(&format!("{row} button.resume"))?;
+    b.wait_for("document.querySelector('#flash').textContent.includes('resumed')", Duration::from_secs(20))?;
+    ensure(schedule()?["paused"] == false, || "resumed through the page".into())?;
+    b.wait_for(&format!("document.querySelector(\"{row} button.trigger\") !== null"), Duration::from_secs(20))?;
+    b.click(&format!("{row} button.trigger"))?;
+    b.wait_for("document.querySelector('#flash').textContent.includes('ran: job')", Duration::from_secs(20))?;
+    ensure(schedule()?["runs_total"] == 1, || "run through the page".into())?;
+    b.wait_for(&format!("document.querySelector(\"{row} button.pause\") !== null"), Duration::from_secs(20))?;
+    b.screenshot("schedules")?;
+    b.click(&format!("{row} button.pause"))?;
+    b.wait_for("document.querySelector('#flash').textContent.includes('paused')", Duration::from_secs(20))?;
+    ensure(schedule()?["paused"] == true, || "paused through the page".into())?;
+    let r = admin(reqwest::Method::DELETE, &format!("/v1/schedules/{name}"), None)?;
+    ensure(r.status == 200, || format!("delete: {}", r.body))
 }

@@ -15,6 +15,7 @@ use crate::util::{Ctx, Resp, Test, ensure, metric, unique};
 pub const TESTS: &[Test] = &[
     ("schedules_every_second_runs_pauses_resumes_and_triggers", every_second_runs_pauses_resumes_and_triggers),
     ("schedules_skip_holds_back_runs_while_a_long_job_is_active", skip_holds_back_runs_while_a_long_job_is_active),
+    ("schedules_queue_one_keeps_one_tick_waiting_for_the_long_job", queue_one_keeps_one_tick_waiting),
     ("schedules_refuse_bad_input_and_need_an_admin_key_to_change", refuse_bad_input_and_need_an_admin_key),
     ("schedules_survive_a_wrangler_restart_without_duplicate_ticks", survive_a_wrangler_restart),
     ("schedules_are_kept_by_backup_and_restore", kept_by_backup_and_restore),
@@ -230,6 +231,43 @@ fn skip_holds_back_runs_while_a_long_job_is_active(ctx: &Ctx) -> anyhow::Result<
     let page = ctx.http.get(ctx.url("/metrics")).send()?.text()?;
     let series = format!("edgejobs_schedule_skips_total{{schedule=\"{name}\",reason=\"overlap\"}}");
     ensure(metric(&page, &series).is_some_and(|n| n >= 2.0), || format!("{series} in /metrics"))?;
+    on.delete(&name)
+}
+
+fn queue_one_keeps_one_tick_waiting(ctx: &Ctx) -> anyhow::Result<()> {
+    let on = On::shared(ctx);
+    let name = unique("queue-one");
+    on.create(&json!({
+        "name": name, "cron": "* * * * * *", "overlap": "queue_one",
+        "job": { "type": "sleep", "payload": { "ms": 3000 } }
+    }))?;
+    ensure(
+        wait_until(Duration::from_secs(60), || {
+            on.runs(&name).is_ok_and(|r| r.iter().filter(|j| j["state"] == "completed").count() >= 2)
+        }),
+        || "two long runs completed".into(),
+    )?;
+    on.admin("POST", &format!("/v1/schedules/{name}/pause"), None)?;
+    let s = on.schedule(&name)?;
+    let runs = s["runs"].as_array().cloned().unwrap_or_default();
+    // Oldest first: the second run is the tick that waited while the first ran, so it was
+    // created well after its tick; the ticks beyond the one waiting were skipped.
+    let mut runs: Vec<Value> = runs.into_iter().rev().collect();
+    runs.retain(|r| r["kind"] == "tick");
+    ensure(runs.len() >= 2, || format!("two runs: {s}"))?;
+    let ms = |v: &Value| edgejobs_core::time::parse_rfc3339(v.as_str().unwrap_or("")).unwrap_or(0);
+    let waited = ms(&runs[1]["at"]).saturating_sub(ms(&runs[1]["tick"]));
+    ensure(waited >= 1500, || {
+        format!("the second run waited for the first: {} vs {}", runs[1]["at"], runs[1]["tick"])
+    })?;
+    ensure(ms(&runs[1]["tick"]) < ms(&runs[0]["at"]) + 1500, || {
+        format!("the waiting tick is the first one after the first run: {:?}", runs)
+    })?;
+    ensure(s["skips_total"].as_u64() >= Some(1), || format!("ticks beyond the waiting one were skipped: {s}"))?;
+    let first = on.read(&format!("/v1/jobs/{}", runs[0]["job_id"].as_str().unwrap_or("")))?.body;
+    ensure(first["finished_at"].as_str() <= runs[1]["at"].as_str(), || {
+        format!("the waiting tick ran after the first run ended: {} vs {}", first["finished_at"], runs[1]["at"])
+    })?;
     on.delete(&name)
 }
 

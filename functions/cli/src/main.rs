@@ -74,6 +74,9 @@ enum Command {
     /// Backups in R2 (admin key).
     #[command(subcommand)]
     Backups(Backups),
+    /// Schedules: recurring jobs (reading: any key; changing: an admin key).
+    #[command(subcommand)]
+    Schedules(Schedules),
     /// The edge's health; exit code 6 when unhealthy.
     Health,
     /// Follow new jobs and failures as they happen (Ctrl-C stops).
@@ -192,6 +195,58 @@ enum Backups {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum Schedules {
+    /// Every schedule, by name.
+    List,
+    /// One schedule: its definition, next runs and last runs.
+    Show {
+        name: String,
+    },
+    /// Create a schedule: a name, a cron expression and the job it enqueues.
+    Create {
+        name: String,
+        /// Five fields, or six with seconds first; or @hourly, @daily, ...
+        cron: String,
+        /// The job type each run enqueues.
+        job_type: String,
+        /// The job's payload: JSON, or @FILE.
+        #[arg(long)]
+        payload: Option<String>,
+        /// An IANA time zone (default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// allow, skip or queue_one.
+        #[arg(long)]
+        overlap: Option<String>,
+        /// none or last.
+        #[arg(long)]
+        catch_up: Option<String>,
+        /// A tag for the runs' jobs (repeat for more).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Create it paused.
+        #[arg(long)]
+        paused: bool,
+    },
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+    /// Run it now, whatever its overlap policy.
+    Trigger {
+        name: String,
+    },
+    /// Delete it (asks first unless --yes); its jobs stay.
+    Delete {
+        name: String,
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -237,6 +292,7 @@ impl Api {
         for _ in 0..6 {
             let mut req = match method {
                 "POST" => self.http.post(&url),
+                "DELETE" => self.http.delete(&url),
                 _ => self.http.get(&url),
             }
             .bearer_auth(&self.key);
@@ -382,6 +438,7 @@ fn run(cli: &Cli, api: &Api) -> Res<()> {
         }
         Command::Dead(Dead::Replay { filters, yes }) => replay(cli, api, filters, *yes),
         Command::Backups(b) => backups(cli, api, b),
+        Command::Schedules(s) => schedules(cli, api, s),
         Command::Health => {
             let h = api.call("GET", "/health", None).or_else(|f| if f.code == 6 { Ok(Value::Null) } else { Err(f) })?;
             let status = h["status"].as_str().unwrap_or("unhealthy");
@@ -701,6 +758,99 @@ fn backups(cli: &Cli, api: &Api, b: &Backups) -> Res<()> {
     }
     if matches!(b, Backups::Verify { .. }) && out["valid"] != true {
         return Err(Failure::new(3, "the backup is damaged"));
+    }
+    Ok(())
+}
+
+fn schedules(cli: &Cli, api: &Api, s: &Schedules) -> Res<()> {
+    let path = |name: &str, action: &str| format!("/v1/schedules/{}{action}", enc(name));
+    let out = match s {
+        Schedules::List => {
+            // Every page (at most 50 of 200).
+            let mut all: Vec<Value> = Vec::new();
+            let mut cursor: Option<String> = None;
+            for _ in 0..50 {
+                let q = cursor.as_ref().map_or(String::new(), |c| format!("&cursor={}", enc(c)));
+                let page = api.call("GET", &format!("/v1/schedules?limit=200{q}"), None)?;
+                all.extend(page["schedules"].as_array().cloned().unwrap_or_default());
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            Value::Array(all)
+        }
+        Schedules::Show { name } => api.call("GET", &path(name, ""), None)?,
+        Schedules::Create { name, cron, job_type, payload, timezone, overlap, catch_up, tags, paused } => {
+            let spec =
+                Spec { job_type: job_type.clone(), payload: payload.clone(), tags: tags.clone(), ..Spec::default() };
+            let job = spec.to_json().map_err(|e| Failure::new(2, e))?;
+            let mut body = json!({ "name": name, "cron": cron, "job": job, "paused": paused });
+            for (k, v) in [("timezone", timezone), ("overlap", overlap), ("catch_up", catch_up)] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            api.call("POST", "/v1/schedules", Some(&body))?
+        }
+        Schedules::Pause { name } => api.call("POST", &path(name, "/pause"), None)?,
+        Schedules::Resume { name } => api.call("POST", &path(name, "/resume"), None)?,
+        Schedules::Trigger { name } => api.call("POST", &path(name, "/trigger"), None)?,
+        Schedules::Delete { name, yes } => {
+            confirm(&format!("Delete schedule {name}?"), *yes)?;
+            api.call("DELETE", &path(name, ""), None)?
+        }
+    };
+    if cli.json {
+        print_json(&out);
+        return Ok(());
+    }
+    let row = |s: &Value| -> Vec<String> {
+        let state = if s["paused"] == true {
+            "paused"
+        } else if s["overdue"] == true {
+            "OVERDUE"
+        } else {
+            "active"
+        };
+        let last = &s["runs"][0];
+        let last = if last.is_null() {
+            "-".to_owned()
+        } else {
+            format!("{} {}", output::cell(&last["tick"]), output::cell(&last["state"]))
+        };
+        vec![
+            output::cell(&s["name"]),
+            output::cell(&s["cron"]),
+            output::cell(&s["timezone"]),
+            state.to_owned(),
+            if s["paused"] == true { "-".to_owned() } else { output::cell(&s["next_at"]) },
+            last,
+        ]
+    };
+    let header = ["name", "cron", "timezone", "state", "next", "last run"];
+    match s {
+        Schedules::List => table(&header, out.as_array().into_iter().flatten().map(row).collect()),
+        Schedules::Trigger { .. } => {
+            println!("{} {}", out["job"]["id"].as_str().unwrap_or(""), out["job"]["state"].as_str().unwrap_or(""))
+        }
+        Schedules::Delete { name, .. } => println!("{name} deleted"),
+        _ => {
+            table(&header, vec![row(&out)]);
+            if let Some(next) = out["upcoming"].as_array().filter(|u| !u.is_empty()) {
+                let times: Vec<String> = next.iter().map(output::cell).collect();
+                println!("\nnext runs: {}", times.join(", "));
+            }
+            if let Some(runs) = out["runs"].as_array().filter(|r| !r.is_empty()) {
+                println!();
+                table(
+                    &["tick", "kind", "job", "state"],
+                    runs.iter()
+                        .map(|r| ["tick", "kind", "job_id", "state"].iter().map(|k| output::cell(&r[*k])).collect())
+                        .collect(),
+                );
+            }
+        }
     }
     Ok(())
 }

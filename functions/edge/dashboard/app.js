@@ -143,7 +143,7 @@ async function render() {
   state.timer = null;
   const r = route();
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.view === r.view);
-  const views = { overview, jobs, job, dead, backups };
+  const views = { overview, jobs, job, dead, schedules, backups };
   const view = views[r.view] || overview;
   document.body.dataset.view = r.view;
   try {
@@ -448,6 +448,39 @@ async function dead(r) {
       el("div", { class: "actions" }, bulk, !state.admin && el("span", { class: "muted" }, "Bulk replay needs an admin key.")),
       page.jobs.length ? jobTable(page.jobs, replayOne) : el("p", { class: "muted", id: "empty" }, "No dead job."),
       pager(params, "dead", page.next_cursor)));
+}
+
+// ---------- schedules ----------
+
+async function schedules(r) {
+  const page = await api("GET", `/v1/schedules?${query(new URLSearchParams(), { limit: PAGE, cursor: r.params.get("cursor") })}`);
+  const action = (s, verb, label, done) => el("button", { class: `plain ${verb}`, "data-name": s.name, on: { click: async () => {
+    if (await act(done, () => api("POST", `/v1/schedules/${encodeURIComponent(s.name)}/${verb}`))) render();
+  } } }, label);
+  const actions = (s) => state.admin ? [
+    s.paused ? action(s, "resume", "Resume", () => `Schedule ${s.name} resumed.`) : action(s, "pause", "Pause", () => `Schedule ${s.name} paused.`),
+    action(s, "trigger", "Run now", (out) => `Schedule ${s.name} ran: job ${out.job.id}.`),
+  ] : [];
+  const status = (s) => s.paused ? el("span", { class: "state cancelled" }, "paused")
+    : s.overdue ? el("span", { class: "state dead" }, "overdue") : el("span", { class: "state completed" }, "active");
+  const last = (s) => {
+    const run = (s.runs || [])[0];
+    return run ? [el("a", { href: `#/job/${encodeURIComponent(run.job_id)}` }, when(run.tick)), " ", stateBadge(run.state)] : "—";
+  };
+  replace(
+    el("h1", {}, "Schedules"),
+    el("div", { class: "card" },
+      !state.admin && el("p", { class: "muted" }, "Pausing, resuming and running a schedule need an admin key."),
+      page.schedules.length ? el("table", { id: "schedule-list" },
+        el("thead", {}, el("tr", {}, ["name", "cron", "time zone", "state", "next run", "last run", "runs", "skips", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, page.schedules.map((s) => el("tr", { "data-name": s.name, "data-paused": String(s.paused) },
+          el("td", { class: "mono" }, el("a", { href: `#/jobs?tag=${encodeURIComponent(`schedule:${s.name}`)}`, title: "the jobs it made" }, s.name)),
+          el("td", { class: "mono" }, s.cron), el("td", {}, s.timezone), el("td", {}, status(s)),
+          el("td", {}, s.paused ? "—" : when(s.next_at) || "none (ended)"), el("td", {}, last(s)),
+          el("td", {}, String(s.runs_total)), el("td", {}, String(s.skips_total)),
+          el("td", { class: "row-actions" }, actions(s))))))
+        : el("p", { class: "muted", id: "empty" }, "No schedule yet: create one with POST /v1/schedules or `edgejobs schedules create`."),
+      pager(r.params, "schedules", page.next_cursor)));
 }
 
 // ---------- backups ----------
