@@ -195,14 +195,14 @@ fn every_second_runs_pauses_resumes_and_triggers(ctx: &Ctx) -> anyhow::Result<()
     ensure(r.status == 404 && r.code() == "schedule_not_found", || format!("deleted: {} {}", r.status, r.body))
 }
 
-fn skip_holds_back_runs_while_a_long_job_is_active(ctx: &Ctx) -> anyhow::Result<()> {
-    let on = On::shared(ctx);
-    let name = unique("skip");
+/// A schedule every second whose runs sleep `ms` (native lane), with `overlap`: waits for
+/// two runs to complete, pauses it, and returns its name and state.
+fn long_runs(on: &On, overlap: &str, ms: u64) -> anyhow::Result<(String, Value)> {
+    let name = unique(&overlap.replace('_', "-"));
     on.create(&json!({
-        "name": name, "cron": "* * * * * *", "overlap": "skip",
-        "job": { "type": "sleep", "payload": { "ms": 4000 } }
+        "name": name, "cron": "* * * * * *", "overlap": overlap,
+        "job": { "type": "sleep", "payload": { "ms": ms } }
     }))?;
-    // Wait for two runs to have finished, then stop it.
     ensure(
         wait_until(Duration::from_secs(60), || {
             on.runs(&name).is_ok_and(|r| r.iter().filter(|j| j["state"] == "completed").count() >= 2)
@@ -211,6 +211,12 @@ fn skip_holds_back_runs_while_a_long_job_is_active(ctx: &Ctx) -> anyhow::Result<
     )?;
     on.admin("POST", &format!("/v1/schedules/{name}/pause"), None)?;
     let s = on.schedule(&name)?;
+    Ok((name, s))
+}
+
+fn skip_holds_back_runs_while_a_long_job_is_active(ctx: &Ctx) -> anyhow::Result<()> {
+    let on = On::shared(ctx);
+    let (name, s) = long_runs(&on, "skip", 4000)?;
     // The precondition: ticks came while a run was active, and were skipped.
     ensure(s["skips_total"].as_u64() >= Some(2), || format!("ticks were skipped: {s}"))?;
     // No run started before the previous one's job was final.
@@ -236,19 +242,7 @@ fn skip_holds_back_runs_while_a_long_job_is_active(ctx: &Ctx) -> anyhow::Result<
 
 fn queue_one_keeps_one_tick_waiting(ctx: &Ctx) -> anyhow::Result<()> {
     let on = On::shared(ctx);
-    let name = unique("queue-one");
-    on.create(&json!({
-        "name": name, "cron": "* * * * * *", "overlap": "queue_one",
-        "job": { "type": "sleep", "payload": { "ms": 3000 } }
-    }))?;
-    ensure(
-        wait_until(Duration::from_secs(60), || {
-            on.runs(&name).is_ok_and(|r| r.iter().filter(|j| j["state"] == "completed").count() >= 2)
-        }),
-        || "two long runs completed".into(),
-    )?;
-    on.admin("POST", &format!("/v1/schedules/{name}/pause"), None)?;
-    let s = on.schedule(&name)?;
+    let (name, s) = long_runs(&on, "queue_one", 3000)?;
     let runs = s["runs"].as_array().cloned().unwrap_or_default();
     // Oldest first: the second run is the tick that waited while the first ran, so it was
     // created well after its tick; the ticks beyond the one waiting were skipped.

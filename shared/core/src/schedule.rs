@@ -306,14 +306,20 @@ impl Schedule {
     }
 }
 
-/// Validates a create body at `now`.
-pub fn parse_create(body: &Value, now: u64) -> Result<Definition, ApiError> {
+/// The body as an object of known fields.
+fn known_fields(body: &Value) -> Result<&Map<String, Value>, ApiError> {
     let Some(obj) = body.as_object() else {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
     };
-    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::field(unknown, "unknown field"));
+    match obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::field(unknown, "unknown field")),
+        None => Ok(obj),
     }
+}
+
+/// Validates a create body at `now`.
+pub fn parse_create(body: &Value, now: u64) -> Result<Definition, ApiError> {
+    let obj = known_fields(body)?;
     let name = match obj.get("name") {
         Some(Value::String(s)) => s.clone(),
         None => return Err(ApiError::field("name", "is required")),
@@ -410,12 +416,7 @@ pub fn parse_job(job: &Value, now: u64) -> Result<JobSpec, ApiError> {
 /// Applies a patch body to a schedule at `now`: the merged definition is validated whole;
 /// the history stays. A change of cron, time zone or window recomputes the next tick.
 pub fn parse_patch(current: &Schedule, body: &Value, now: u64) -> Result<Definition, ApiError> {
-    let Some(obj) = body.as_object() else {
-        return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
-    };
-    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::field(unknown, "unknown field"));
-    }
+    let obj = known_fields(body)?;
     if obj.get("name").is_some_and(|n| n.as_str() != Some(current.name.as_str())) {
         return Err(ApiError::field("name", "cannot be changed (create a new schedule and delete this one)"));
     }
@@ -493,7 +494,12 @@ pub fn wake(s: &mut Schedule, now: u64, previous_running: bool) -> Wake {
     if s.paused {
         return out;
     }
-    let Ok((cron, tz)) = s.clock() else { return out };
+    let Ok((cron, tz)) = s.clock() else {
+        // Stored invalid (it was valid when written): it must not keep the alarm busy.
+        s.next_at = None;
+        s.waiting_tick = None;
+        return out;
+    };
     let mut running = previous_running;
     if let Some(w) = s.waiting_tick
         && !running
@@ -781,6 +787,16 @@ mod tests {
         assert!(s.overdue(t("2026-12-01T00:07:01Z")));
         pause(&mut s, t("2026-12-01T00:07:01Z"));
         assert!(!s.overdue(t("2026-12-01T01:00:00Z")));
+    }
+
+    #[test]
+    fn a_schedule_stored_invalid_stops_instead_of_waking_forever() {
+        let mut s =
+            make(json!({ "name": "n", "cron": "* * * * * *", "job": { "type": "noop" } }), "2026-12-01T00:00:00Z");
+        s.timezone = "Nowhere/Land".into();
+        let now = t("2026-12-01T00:00:05Z");
+        assert_eq!(wake(&mut s, now, false), Wake::default());
+        assert_eq!(s.wake_at(now), None);
     }
 
     #[test]

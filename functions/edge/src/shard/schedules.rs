@@ -147,12 +147,16 @@ impl JobShard {
 
     /// A schedule as the API shows it, its runs' states read from this shard.
     fn view(&self, s: &Schedule, now: u64, upcoming: bool) -> Value {
-        let ids: Vec<&JobId> = s.runs.iter().map(|r| &r.job_id).collect();
-        let states: BTreeMap<JobId, &'static str> = match self.store.load_many(ids) {
+        let states = self.states(s.runs.iter().map(|r| &r.job_id));
+        schedule::view(s, &|id| states.get(id).copied(), now, upcoming)
+    }
+
+    /// The states of these jobs, in one read (a job gone is left out).
+    fn states<'a>(&self, ids: impl IntoIterator<Item = &'a JobId>) -> BTreeMap<JobId, &'static str> {
+        match self.store.load_many(ids) {
             Ok(jobs) => jobs.into_iter().map(|j| (j.id.clone(), j.state.as_str())).collect(),
             Err(_) => BTreeMap::new(),
-        };
-        schedule::view(s, &|id| states.get(id).copied(), now, upcoming)
+        }
     }
 
     fn list_schedules(&self, after: Option<String>, limit: u32, now: u64) -> Out<Schedules> {
@@ -162,14 +166,10 @@ impl JobShard {
             "name > ? ORDER BY name LIMIT ?",
             vec![text(after.unwrap_or_default()), int(limit as u64)],
         )?;
-        // A listing shows each schedule's newest run only.
-        let items: Vec<Value> = all
-            .iter_mut()
-            .map(|s| {
-                s.runs.truncate(1);
-                self.view(s, now, false)
-            })
-            .collect();
+        // A listing shows each schedule's newest run only, their states read at once.
+        all.iter_mut().for_each(|s| s.runs.truncate(1));
+        let states = self.states(all.iter().flat_map(|s| s.runs.iter().map(|r| &r.job_id)));
+        let items = all.iter().map(|s| schedule::view(s, &|id| states.get(id).copied(), now, false)).collect();
         Ok(Value::Array(items))
     }
 

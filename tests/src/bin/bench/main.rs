@@ -576,6 +576,83 @@ impl Bench {
         }))
     }
 
+    /// `n` schedules every second for `secs`: the runs they made against the ticks that
+    /// passed, and how late each run was created after its tick (the edge's histogram,
+    /// before and after, read as the bucket bound the quantile falls in).
+    fn schedules(&mut self, n: usize, secs: u64) -> anyhow::Result<Value> {
+        let admin = self.stack.secrets.admin_key.clone();
+        let names: Vec<String> = (0..n).map(|i| format!("bench-{i}")).collect();
+        let buckets = |p: &Prom| -> Vec<(f64, f64)> {
+            let mut v: Vec<(f64, f64)> = p
+                .samples
+                .iter()
+                .filter(|(name, _, _)| name == "edgejobs_schedule_lateness_seconds_bucket")
+                .filter_map(|(_, l, v)| {
+                    let le = l.iter().find(|(k, _)| k == "le")?.1.as_str();
+                    Some((if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? }, *v))
+                })
+                .collect();
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            v
+        };
+        let before = buckets(&self.edge_metrics()?);
+        let call = |method: &str, path: &str, body: Option<Value>| -> anyhow::Result<Value> {
+            let url = self.edge(path);
+            let req = match method {
+                "POST" => self.http.post(url).json(&body.unwrap_or(json!({}))),
+                "DELETE" => self.http.delete(url),
+                _ => self.http.get(url),
+            };
+            let r = req.bearer_auth(&admin).send()?;
+            let status = r.status();
+            let v: Value = r.json().unwrap_or(Value::Null);
+            if !status.is_success() {
+                bail!("{method} {path}: {status} {v}");
+            }
+            Ok(v)
+        };
+        for name in &names {
+            call(
+                "POST",
+                "/v1/schedules",
+                Some(json!({ "name": name, "cron": "* * * * * *", "job": { "type": "noop" } })),
+            )?;
+        }
+        let t0 = unix_now();
+        nap(Duration::from_secs(secs))?;
+        let mut runs = 0u64;
+        let mut skips = 0u64;
+        for name in &names {
+            let s = call("POST", &format!("/v1/schedules/{name}/pause"), None)?;
+            runs += s["runs_total"].as_u64().unwrap_or(0);
+            skips += s["skips_total"].as_u64().unwrap_or(0);
+        }
+        let elapsed = unix_now().saturating_sub(t0).max(1);
+        for name in &names {
+            call("DELETE", &format!("/v1/schedules/{name}"), None)?;
+        }
+        let after = buckets(&self.edge_metrics()?);
+        // Per-bucket counts of this run: after minus before (cumulative counts).
+        let delta: Vec<(f64, f64)> = after
+            .iter()
+            .map(|(le, v)| (*le, v - before.iter().find(|(l, _)| l == le).map_or(0.0, |(_, b)| *b)))
+            .collect();
+        let total = delta.last().map_or(0.0, |(_, v)| *v);
+        let quantile = |q: f64| delta.iter().find(|(_, v)| *v >= q * total).map(|(le, _)| *le);
+        let show = |v: Option<f64>| v.map_or(Value::Null, |x| if x.is_finite() { json!(x) } else { json!("+Inf") });
+        Ok(json!({
+            "schedules": n,
+            "seconds": elapsed,
+            "ticks": n as u64 * elapsed,
+            "runs": runs,
+            "runs_per_tick": runs as f64 / (n as u64 * elapsed) as f64,
+            "skips": skips,
+            "observed": total,
+            "lateness_p50_le_s": show(quantile(0.5)),
+            "lateness_p99_le_s": show(quantile(0.99)),
+        }))
+    }
+
     fn stream_state(&self) -> Value {
         let xlen = self.upstash(&["XLEN", STREAM_KEY]).ok().and_then(|v| v.as_i64());
         let pending = match self.upstash(&["XPENDING", STREAM_KEY, STREAM_GROUP]) {
@@ -826,6 +903,16 @@ fn scenarios(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
             ));
             report["scenarios"][format!("native_c{c}")] = v;
         }
+    }
+    if only.contains("schedules") {
+        let secs = if b.s.quick { 8 } else { 20 };
+        say(format!("schedules: {} schedules every second for {secs} s (noop runs)", b.s.schedules));
+        let v = b.schedules(b.s.schedules, secs)?;
+        say(format!(
+            "schedules: {} runs of {} ticks, lateness p50 ≤ {} s, p99 ≤ {} s",
+            v["runs"], v["ticks"], v["lateness_p50_le_s"], v["lateness_p99_le_s"]
+        ));
+        report["scenarios"]["schedules"] = v;
     }
     if only.contains("liveness") || only.contains("single") {
         say(format!("runtime ceiling: GET /health/live, wrk {}s", b.s.wrk_duration.as_secs()));

@@ -300,6 +300,23 @@ pub fn print_table(r: &Value) {
         }
         rows.push(row);
     }
+    let sch = &sc["schedules"];
+    if !sch.is_null() {
+        rows.push([
+            format!("schedules: {} every second for {} s", sch["schedules"], sch["seconds"]),
+            format!(
+                "{} runs for {} ticks ({}×), {} skipped; run created after its tick: p50 ≤ {} s, p99 ≤ {} s",
+                sch["runs"],
+                sch["ticks"],
+                num(f(&sch["runs_per_tick"]), 2),
+                sch["skips"],
+                sch["lateness_p50_le_s"],
+                sch["lateness_p99_le_s"]
+            ),
+            "—".into(),
+            "".into(),
+        ]);
+    }
     let ft = &r["footprint"];
     let mib = |v: &Value| f(v).map(|b| b / (1u64 << 20) as f64);
     rows.push([

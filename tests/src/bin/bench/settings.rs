@@ -27,7 +27,8 @@ table and writes target/bench/bench-<unix time>.json and target/bench/latest.jso
   --clients N          concurrent enqueue clients for the lanes (default 4; env BENCH_CLIENTS)
   --timeout D          bound on waiting for completions per scenario (default 300s, quick 120s;
                        env BENCH_TIMEOUT)
-  --only LIST          run only these of: edge,native,liveness,single,batch,reference
+  --only LIST          run only these of: edge,native,liveness,single,batch,reference,schedules
+  --schedules N        schedules every second in the schedules scenario (default 20)
   --out DIR            where the JSON goes (default <root>/target/bench)
   --keep-state         keep the stack's state directory (logs, wrangler state) afterwards
 ";
@@ -49,6 +50,8 @@ pub struct Settings {
     pub poll: Duration,
     pub settle_timeout: Duration,
     pub only: BTreeSet<String>,
+    /// Schedules every second in the schedules scenario.
+    pub schedules: usize,
     pub out_dir: PathBuf,
     pub keep_state: bool,
     pub root: PathBuf,
@@ -91,7 +94,11 @@ pub fn parse_args() -> anyhow::Result<Settings> {
         timeout: Duration::from_secs(if quick { 120 } else { 300 }),
         poll: Duration::from_millis(500),
         settle_timeout: Duration::from_secs(20),
-        only: ["edge", "native", "liveness", "single", "batch", "reference"].iter().map(|s| s.to_string()).collect(),
+        only: ["edge", "native", "liveness", "single", "batch", "reference", "schedules"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        schedules: 20,
         out_dir: PathBuf::new(),
         keep_state: false,
         root: StackOptions::default_root(),
@@ -137,6 +144,7 @@ pub fn parse_args() -> anyhow::Result<Settings> {
             "--edge-jobs" => s.edge_jobs = value()?.parse().context("--edge-jobs")?,
             "--native-jobs" => s.native_jobs = value()?.parse().context("--native-jobs")?,
             "--native-ms" => s.native_ms = value()?.parse().context("--native-ms")?,
+            "--schedules" => s.schedules = value()?.parse().context("--schedules")?,
             "--clients" => s.clients = value()?.parse().context("--clients")?,
             "--timeout" => s.timeout = parse_duration(&value()?)?,
             "--out" => s.out_dir = PathBuf::from(value()?),
@@ -149,7 +157,7 @@ pub fn parse_args() -> anyhow::Result<Settings> {
             "--only" => {
                 let v = value()?;
                 s.only = v.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect();
-                let known = ["edge", "native", "liveness", "single", "batch", "reference"];
+                let known = ["edge", "native", "liveness", "single", "batch", "reference", "schedules"];
                 if let Some(bad) = s.only.iter().find(|x| !known.contains(&x.as_str())) {
                     bail!("--only: unknown scenario {bad:?} (known: {})", known.join(","));
                 }
