@@ -13,7 +13,7 @@ const ZONES: &[&str] = &["UTC", "Europe/Berlin", "America/New_York", "Australia/
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
-        let _ = parse_create(&v, 1_800_000_000_000);
+        let _ = parse_create(&v, 1_800_000_000_000, &edgejobs_core::types::Types::builtins());
         return;
     }
     let (seed, text) = match data.split_first() {

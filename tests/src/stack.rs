@@ -361,7 +361,12 @@ impl Stack {
             writeln!(vars, "NATIVE_LEASE=\"{lease}\"")?;
         }
         for (k, v) in &self.opts.vars {
-            writeln!(vars, "{k}=\"{v}\"")?;
+            // Single quotes keep a value literal (JSON such as JOB_TYPES has double quotes).
+            if v.contains('"') {
+                writeln!(vars, "{k}='{v}'")?;
+            } else {
+                writeln!(vars, "{k}=\"{v}\"")?;
+            }
         }
         std::fs::write(dir.join(".dev.vars"), vars)?;
         Ok(config)
@@ -469,10 +474,16 @@ impl Stack {
     /// Starts one more consumer with `env` on top of the stack's consumer environment;
     /// returns its index. Waits until its `/health` answers.
     pub fn start_consumer(&mut self, env: &[(&str, &str)]) -> anyhow::Result<usize> {
+        self.start_consumer_binary("edgejobs-consumer", env)
+    }
+
+    /// [`Stack::start_consumer`] with another binary built on `edgejobs-consumer` (e.g.
+    /// `examples/custom-consumer`).
+    pub fn start_consumer_binary(&mut self, binary: &str, env: &[(&str, &str)]) -> anyhow::Result<usize> {
         let i = self.consumers.len();
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new(binary_in(&self.opts.root, self.opts.profile, "edgejobs-consumer")?);
+        let mut cmd = Command::new(binary_in(&self.opts.root, self.opts.profile, binary)?);
         cmd.env("EDGEJOBS_CONSUMER_LISTEN", format!("127.0.0.1:{port}"))
             .env("EDGEJOBS_EDGE_URL", &self.edge_url)
             .env("EDGEJOBS_CONSUMER_TOKEN", &self.secrets.consumer_token)

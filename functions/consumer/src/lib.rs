@@ -142,6 +142,14 @@ pub async fn run(
 /// stops on SIGTERM/SIGINT. Exit code 0 after a clean drain, 2 for a configuration error, 3
 /// when jobs were abandoned at the end of the grace period.
 pub fn main_with(config: Config) -> std::process::ExitCode {
+    main_with_handlers(config, |_, _| {})
+}
+
+/// [`main_with`] for a consumer of your own: `add` registers your handlers next to the
+/// built-ins (it gets the checked settings, e.g. for `EDGEJOBS_UPSTREAM_LIMITS`). The
+/// types it registers are announced to the edge, whose `/health` reports a native type no
+/// running consumer handles.
+pub fn main_with_handlers(config: Config, add: impl FnOnce(&Settings, &mut Registry)) -> std::process::ExitCode {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let _sentry = config.sentry_dsn.as_deref().map(|dsn| {
@@ -162,7 +170,8 @@ pub fn main_with(config: Config) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let registry = crate::handlers::Registry::builtins(&settings);
+    let mut registry = crate::handlers::Registry::builtins(&settings);
+    add(&settings, &mut registry);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

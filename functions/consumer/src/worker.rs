@@ -429,7 +429,15 @@ impl Worker {
             payload_keys: self.settings.payload_keys.clone(),
             max_response_bytes: self.settings.max_response_bytes,
         };
-        let result = match tokio::time::timeout(timeout, handler.run(&ctx)).await {
+        // A type's `rate_group` takes a token from that upstream's bucket before each attempt
+        // (the attempt's timeout includes the wait).
+        let run = async {
+            if let Some(group) = &job.rate_group {
+                self.upstreams.acquire(group, &self.metrics, &cancel).await;
+            }
+            handler.run(&ctx).await
+        };
+        let result = match tokio::time::timeout(timeout, run).await {
             Ok(r) => r,
             Err(_) => {
                 cancel.cancel();

@@ -29,13 +29,19 @@ pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 pub const MAX_REDIRECTS: usize = 5;
 
 /// Runs the handler of an edge-lane job type.
+/// A type declared in `JOB_TYPES` with a fixed `url` is delivered there, its whole payload
+/// as the body, signed as a `webhook` job is.
 pub async fn run(job: &Job, cfg: &EdgeConfig) -> Outcome {
     match job.job_type.as_str() {
         "noop" => Ok(Some(json!({ "ok": true }))),
         "webhook" => webhook(job, cfg).await,
-        other => {
-            Err(Failure { error: format!("no edge handler for type {other:?}"), disposition: Disposition::Permanent })
-        }
+        other => match cfg.types.get(other).and_then(|t| t.url.clone()) {
+            Some(url) => deliver(job, cfg, &url, job.payload.to_string(), Vec::new()).await,
+            None => Err(Failure {
+                error: format!("no edge handler for type {other:?}"),
+                disposition: Disposition::Permanent,
+            }),
+        },
     }
 }
 
@@ -61,11 +67,17 @@ fn permanent(error: String) -> Failure {
 /// attempt with the job's timeout.
 async fn webhook(job: &Job, cfg: &EdgeConfig) -> Outcome {
     let raw_url = job.payload["url"].as_str().unwrap_or_default();
-    let mut url = check_url(raw_url, &cfg.outbound_allow)
-        .map_err(|e| permanent(format!("webhook URL {} refused: {e}", redact_url(raw_url))))?;
     let extra = edgejobs_core::seal::open_headers(&job.payload, job.id.as_str(), Some(&cfg.payload_keys))
         .map_err(|e| permanent(format!("webhook headers: {e}")))?;
-    let mut body = Some(job.payload.get("body").cloned().unwrap_or(Value::Null).to_string());
+    let body = job.payload.get("body").cloned().unwrap_or(Value::Null).to_string();
+    deliver(job, cfg, raw_url, body, extra).await
+}
+
+/// POSTs `body` to `raw_url` with `extra` headers and the Standard Webhooks signature.
+async fn deliver(job: &Job, cfg: &EdgeConfig, raw_url: &str, body: String, extra: Vec<(String, String)>) -> Outcome {
+    let mut url = check_url(raw_url, &cfg.outbound_allow)
+        .map_err(|e| permanent(format!("webhook URL {} refused: {e}", redact_url(raw_url))))?;
+    let mut body = Some(body);
     let master = webhook::master_key(cfg.webhook_secret.expose());
     let msg_id = webhook::message_id(job.id.as_str(), job.attempt);
     let mut method = Method::Post;
@@ -86,6 +98,7 @@ async fn webhook(job: &Job, cfg: &EdgeConfig) -> Outcome {
             (webhook::HEADER_SIGNATURE, signature.as_str()),
             ("x-edgejobs-job-id", job.id.as_str()),
             ("x-edgejobs-attempt", job.attempt.to_string().as_str()),
+            ("x-edgejobs-type", job.job_type.as_str()),
         ] {
             ok &= headers.set(k, v).is_ok();
         }

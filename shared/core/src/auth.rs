@@ -103,6 +103,7 @@ mod tests {
             payload_keys: crate::seal::Keys::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").expect("valid"),
             native_lease_ms: crate::config::DEFAULT_NATIVE_LEASE_MS,
             maintenance: crate::settings::Maintenance::default(),
+            types: crate::types::Types::builtins(),
         }
     }
 

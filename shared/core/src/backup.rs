@@ -341,7 +341,9 @@ mod tests {
     fn schedules_round_trip_and_bad_lines_are_named() {
         let body =
             json!({ "name": "nightly", "cron": "0 3 * * *", "timezone": "Europe/Berlin", "job": { "type": "noop" } });
-        let s = crate::schedule::parse_create(&body, 1_800_000_000_000).expect("valid").schedule;
+        let s = crate::schedule::parse_create(&body, 1_800_000_000_000, &crate::types::Types::builtins())
+            .expect("valid")
+            .schedule;
         let text = schedules_ndjson(&[s.clone(), s.clone()]);
         assert_eq!(count_rows(text.as_bytes()), 2);
         assert_eq!(schedules_for_restore(&text), Ok(vec![s.clone(), s]));

@@ -52,6 +52,7 @@ pub mod names {
     pub const NATIVE_LEASE: &str = "NATIVE_LEASE";
     pub const OUTBOUND_ALLOW: &str = "OUTBOUND_ALLOW";
     pub const PAYLOAD_KEYS: &str = "PAYLOAD_ENCRYPTION_KEYS";
+    pub const JOB_TYPES: &str = "JOB_TYPES";
 }
 
 /// An API key, optionally with its own rate limit (`key:100/60s` in the secret).
@@ -102,6 +103,9 @@ pub struct EdgeConfig {
     pub native_lease_ms: u64,
     /// Sweep, retention, backup and health settings ([`crate::settings::MAINTENANCE`]).
     pub maintenance: crate::settings::Maintenance,
+    /// The job types (`JOB_TYPES`, a JSON object of declarations; default: the built-ins
+    /// only). See [`crate::types`].
+    pub types: crate::types::Types,
 }
 
 /// The native lease when `NATIVE_LEASE` is unset.
@@ -231,6 +235,13 @@ impl EdgeConfig {
             }
         };
         let maintenance = crate::settings::Maintenance::parse(&get, &mut errors);
+        let types = match crate::types::Types::parse(&get(names::JOB_TYPES).unwrap_or_default(), &outbound_allow) {
+            Ok(t) => t,
+            Err(mut problems) => {
+                errors.append(&mut problems);
+                crate::types::Types::builtins()
+            }
+        };
         if let (true, Some(payload_keys)) = (errors.is_empty(), payload_keys) {
             Ok(EdgeConfig {
                 shard_count,
@@ -248,6 +259,7 @@ impl EdgeConfig {
                 payload_keys,
                 native_lease_ms,
                 maintenance,
+                types,
             })
         } else {
             Err(errors)

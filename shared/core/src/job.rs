@@ -96,6 +96,10 @@ pub struct Job {
     pub timeout_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The upstream token bucket (a consumer's `EDGEJOBS_UPSTREAM_LIMITS` entry) the job's
+    /// attempts take from, from its type's `rate_group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_group: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]

@@ -24,6 +24,8 @@
 //! - [`stats`]: what each state change adds to the edge metrics, and their merge.
 //! - [`error`]: the one API error type: a stable code, an HTTP status and a message.
 //! - [`time`]: ms timestamps and their RFC 3339 form.
+//! - [`types`]: job types: the built-ins and those declared in `JOB_TYPES`, with their
+//!   defaults, payload schemas and fixed webhook URLs.
 //! - [`webhook`]: webhook signatures and the classification of answers.
 //! - [`wire`]: the messages exchanged between the edge router, the shards and the queue.
 
@@ -48,6 +50,7 @@ pub mod settings;
 pub mod spec;
 pub mod stats;
 pub mod time;
+pub mod types;
 pub mod webhook;
 pub mod wire;
 

@@ -264,6 +264,11 @@ pub struct RetentionPage {
     #[serde(default)]
     pub dead_cutoffs: BTreeMap<String, (u64, String)>,
     pub limit: u32,
+    /// Types whose age differs from the class's (`JOB_TYPES` retention overrides).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub done_age_by_type: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dead_age_by_type: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

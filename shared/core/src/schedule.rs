@@ -18,8 +18,9 @@ use serde_json::{Map, Value};
 use crate::cron::{self, Cron};
 use crate::error::{ApiError, ErrorCode};
 use crate::id::JobId;
-use crate::spec::{JobSpec, parse_spec};
+use crate::spec::{JobSpec, parse_spec_in};
 use crate::time::{format_rfc3339, parse_rfc3339, rfc3339, rfc3339_opt};
+use crate::types::Types;
 
 /// Longest schedule name (its tag, `schedule:{name}`, must stay within a tag's 64 bytes).
 pub const MAX_NAME_LEN: usize = 48;
@@ -318,7 +319,7 @@ fn known_fields(body: &Value) -> Result<&Map<String, Value>, ApiError> {
 }
 
 /// Validates a create body at `now`.
-pub fn parse_create(body: &Value, now: u64) -> Result<Definition, ApiError> {
+pub fn parse_create(body: &Value, now: u64, types: &Types) -> Result<Definition, ApiError> {
     let obj = known_fields(body)?;
     let name = match obj.get("name") {
         Some(Value::String(s)) => s.clone(),
@@ -339,7 +340,7 @@ pub fn parse_create(body: &Value, now: u64) -> Result<Definition, ApiError> {
     };
     let tz = cron::time_zone(&timezone).map_err(|e| ApiError::field("timezone", e))?;
     let job = obj.get("job").cloned().ok_or_else(|| ApiError::field("job", "is required"))?;
-    let spec = parse_job(&job, now)?;
+    let spec = parse_job(&job, now, types)?;
     let overlap = enum_field(obj, "overlap", "\"allow\", \"skip\", \"queue_one\"")?;
     let catch_up = enum_field(obj, "catch_up", "\"none\", \"last\"")?;
     let paused = match obj.get("paused") {
@@ -389,7 +390,7 @@ pub fn parse_create(body: &Value, now: u64) -> Result<Definition, ApiError> {
 }
 
 /// Validates a schedule's job spec: an enqueue body without the fields the schedule sets.
-pub fn parse_job(job: &Value, now: u64) -> Result<JobSpec, ApiError> {
+pub fn parse_job(job: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiError> {
     let prefixed = |mut e: ApiError| {
         if let Some(f) = &e.field {
             let f = format!("job.{f}");
@@ -410,12 +411,12 @@ pub fn parse_job(job: &Value, now: u64) -> Result<JobSpec, ApiError> {
             format!("at most {} tags (each run adds schedule:{{name}})", crate::spec::MAX_TAGS - 1),
         ));
     }
-    parse_spec(job, now).map_err(prefixed)
+    parse_spec_in(job, now, types).map_err(prefixed)
 }
 
 /// Applies a patch body to a schedule at `now`: the merged definition is validated whole;
 /// the history stays. A change of cron, time zone or window recomputes the next tick.
-pub fn parse_patch(current: &Schedule, body: &Value, now: u64) -> Result<Definition, ApiError> {
+pub fn parse_patch(current: &Schedule, body: &Value, now: u64, types: &Types) -> Result<Definition, ApiError> {
     let obj = known_fields(body)?;
     if obj.get("name").is_some_and(|n| n.as_str() != Some(current.name.as_str())) {
         return Err(ApiError::field("name", "cannot be changed (create a new schedule and delete this one)"));
@@ -424,7 +425,7 @@ pub fn parse_patch(current: &Schedule, body: &Value, now: u64) -> Result<Definit
     for (k, v) in obj {
         merged[k.as_str()] = v.clone();
     }
-    let mut def = parse_create(&merged, now)?;
+    let mut def = parse_create(&merged, now, types)?;
     let s = &mut def.schedule;
     s.created_at = current.created_at;
     s.last_tick = current.last_tick;
@@ -600,7 +601,7 @@ mod tests {
     }
 
     fn make(body: Value, now: &str) -> Schedule {
-        match parse_create(&body, t(now)) {
+        match parse_create(&body, t(now), &Types::builtins()) {
             Ok(d) => d.schedule,
             Err(e) => panic!("{e:?}"),
         }
@@ -646,7 +647,7 @@ mod tests {
             (json!({ "name": "a", "cron": "* * * * *", "job": { "type": "noop" }, "extra": 1 }), "extra"),
         ];
         for (body, field) in table {
-            match parse_create(&body, t("2026-12-01T00:00:00Z")) {
+            match parse_create(&body, t("2026-12-01T00:00:00Z"), &Types::builtins()) {
                 Err(e) => assert_eq!(e.field.as_deref(), Some(field), "{body}: {e:?}"),
                 Ok(_) => panic!("accepted {body}"),
             }
@@ -654,8 +655,10 @@ mod tests {
         let s = make(ok, "2026-12-01T10:00:00Z");
         assert_eq!(s.next_at, Some(t("2026-12-02T03:00:00Z")));
         assert_eq!(s.timezone, "UTC");
-        assert!(matches!(parse_create(&json!({ "name": "a", "cron": "* * * * *", "job": { "type": "nope" } }), 0),
-            Err(e) if e.code == ErrorCode::UnknownType));
+        assert!(
+            matches!(parse_create(&json!({ "name": "a", "cron": "* * * * *", "job": { "type": "nope" } }), 0, &Types::builtins()),
+            Err(e) if e.code == ErrorCode::UnknownType)
+        );
     }
 
     #[test]
@@ -667,7 +670,7 @@ mod tests {
         let body = s.run_body(t("2026-12-01T00:01:00Z"));
         assert_eq!(body["idempotency_key"], "schedule:n:2026-12-01T00:01:00.000Z");
         assert_eq!(body["tags"], json!(["a", "schedule:n"]));
-        assert!(parse_spec(&body, 0).is_ok());
+        assert!(crate::spec::parse_spec(&body, 0).is_ok());
     }
 
     #[test]
@@ -769,14 +772,24 @@ mod tests {
         let mut s =
             make(json!({ "name": "n", "cron": "*/5 * * * *", "job": { "type": "noop" } }), "2026-12-01T00:01:00Z");
         s.record_run(Run { tick: t("2026-12-01T00:05:00Z"), at: 0, job_id: job_id(1), kind: RunKind::Tick });
-        let d =
-            parse_patch(&s, &json!({ "cron": "0 * * * *", "timezone": "Europe/Berlin" }), t("2026-12-01T00:06:00Z"));
+        let d = parse_patch(
+            &s,
+            &json!({ "cron": "0 * * * *", "timezone": "Europe/Berlin" }),
+            t("2026-12-01T00:06:00Z"),
+            &Types::builtins(),
+        );
         let p = d.map(|d| d.schedule).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(p.next_at, Some(t("2026-12-01T01:00:00Z")));
         assert_eq!(p.runs.len(), 1);
         assert_eq!(p.created_at, s.created_at);
-        assert!(parse_patch(&s, &json!({ "name": "other" }), 0).is_err_and(|e| e.field.as_deref() == Some("name")));
-        assert!(parse_patch(&s, &json!({ "cron": "x" }), 0).is_err_and(|e| e.field.as_deref() == Some("cron")));
+        assert!(
+            parse_patch(&s, &json!({ "name": "other" }), 0, &Types::builtins())
+                .is_err_and(|e| e.field.as_deref() == Some("name"))
+        );
+        assert!(
+            parse_patch(&s, &json!({ "cron": "x" }), 0, &Types::builtins())
+                .is_err_and(|e| e.field.as_deref() == Some("cron"))
+        );
     }
 
     #[test]

@@ -23,63 +23,13 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 pub const MAX_EDGE_TIMEOUT_MS: u64 = 15 * 60_000;
 pub const MAX_NATIVE_TIMEOUT_MS: u64 = 24 * 3_600_000;
 
-/// The defaults of one job type.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobType {
-    pub name: &'static str,
-    pub lane: Lane,
-    pub max_attempts: u32,
-    pub timeout_ms: u64,
-    pub backoff: Backoff,
-}
-
-/// The registered job types.
-pub const TYPES: &[JobType] = &[
-    JobType {
-        name: "noop",
-        lane: Lane::Edge,
-        max_attempts: 3,
-        timeout_ms: 10_000,
-        backoff: Backoff { base_ms: 1000, factor: 2.0, cap_ms: 3_600_000 },
-    },
-    JobType {
-        name: "webhook",
-        lane: Lane::Edge,
-        max_attempts: 5,
-        timeout_ms: 30_000,
-        backoff: Backoff { base_ms: 1000, factor: 2.0, cap_ms: 3_600_000 },
-    },
-    JobType {
-        name: "sleep",
-        lane: Lane::Native,
-        max_attempts: 3,
-        timeout_ms: 600_000,
-        backoff: Backoff { base_ms: 1000, factor: 2.0, cap_ms: 3_600_000 },
-    },
-    JobType {
-        name: "http.request",
-        lane: Lane::Native,
-        max_attempts: 5,
-        timeout_ms: 300_000,
-        backoff: Backoff { base_ms: 2000, factor: 2.0, cap_ms: 3_600_000 },
-    },
-    JobType {
-        name: "llm.chat",
-        lane: Lane::Native,
-        max_attempts: 5,
-        timeout_ms: 600_000,
-        backoff: Backoff { base_ms: 2000, factor: 2.0, cap_ms: 3_600_000 },
-    },
-];
-
-pub fn job_type(name: &str) -> Option<&'static JobType> {
-    TYPES.iter().find(|t| t.name == name)
-}
+pub use crate::types::TypeDef as JobType;
+use crate::types::Types;
 
 /// A validated enqueue request, before it has an id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSpec {
-    pub job_type: &'static JobType,
+    pub job_type: JobType,
     pub payload: Value,
     pub idempotency_key: Option<String>,
     /// Absolute time (ms) before which the job must not run; `None` means now.
@@ -135,8 +85,14 @@ fn duration_field(obj: &Map<String, Value>, name: &str, min: u64, max: u64) -> R
     }
 }
 
-/// Validates an enqueue request body (already parsed as JSON) at time `now` (ms).
+/// Validates an enqueue request body against the built-in types only (tests, tools).
 pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
+    parse_spec_in(body, now, &Types::builtins())
+}
+
+/// Validates an enqueue request body (already parsed as JSON) at time `now` (ms) against the
+/// deployment's job `types`.
+pub fn parse_spec_in(body: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiError> {
     let Some(obj) = body.as_object() else {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
     };
@@ -148,15 +104,16 @@ pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
         None => return Err(ApiError::field("type", "is required")),
         _ => return Err(ApiError::field("type", "must be a non-empty string")),
     };
-    let Some(jt) = job_type(name) else {
-        let known: Vec<&str> = TYPES.iter().map(|t| t.name).collect();
+    let Some(jt) = types.get(name) else {
+        let shown: String = name.chars().take(64).collect();
         return Err(ApiError::new(
             ErrorCode::UnknownType,
-            format!("unknown job type {name:?}; registered types: {}", known.join(", ")),
+            format!("unknown job type {shown:?}; this deployment's types: {}", types.names().join(", ")),
         ));
     };
+    let jt = jt.clone();
     let payload = obj.get("payload").cloned().unwrap_or(Value::Null);
-    validate_payload(jt, &payload)?;
+    validate_payload(&jt, &payload)?;
     let size = serde_json::to_string(&payload).map(|s| s.len()).unwrap_or(usize::MAX);
     if size > MAX_PAYLOAD_BYTES {
         return Err(ApiError::new(
@@ -207,7 +164,7 @@ pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
     };
     let timeout_ms = duration_field(obj, "timeout", 1000, max_timeout)?.unwrap_or(jt.timeout_ms);
     let backoff = parse_backoff(obj.get("backoff"), jt.backoff)?;
-    let tags = match obj.get("tags") {
+    let mut tags = match obj.get("tags") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) if items.len() <= MAX_TAGS => {
             let mut tags = Vec::with_capacity(items.len());
@@ -228,6 +185,18 @@ pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
             return Err(ApiError::field("tags", format!("must be an array of at most {MAX_TAGS} strings")));
         }
     };
+    // The type's tags come first; one the job repeats is kept once.
+    if !jt.tags.is_empty() {
+        let own = std::mem::take(&mut tags);
+        tags = jt.tags.clone();
+        tags.extend(own.into_iter().filter(|t| !jt.tags.contains(t)));
+        if tags.len() > MAX_TAGS {
+            return Err(ApiError::field(
+                "tags",
+                format!("with the type's {} tags, at most {MAX_TAGS} in all", jt.tags.len()),
+            ));
+        }
+    }
     let metadata = match obj.get("metadata") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m))
@@ -246,7 +215,19 @@ pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
 /// Type-specific payload rules, checked at enqueue so a job that can never run is refused
 /// up front instead of dying later.
 fn validate_payload(jt: &JobType, payload: &Value) -> Result<(), ApiError> {
-    match jt.name {
+    if let Some(schema) = &jt.schema
+        && let Some((pointer, problem)) = schema.first_violation(payload)
+    {
+        // The field is a JSON pointer into the request body: `/payload` and the path of the
+        // first value that breaks the type's schema.
+        let field = format!("/payload{pointer}");
+        return Err(ApiError {
+            code: ErrorCode::InvalidField,
+            message: format!("{field}: {problem} (the schema of type {:?})", jt.name),
+            field: Some(field),
+        });
+    }
+    match jt.name.as_str() {
         "webhook" | "http.request" => {
             let url = payload.get("url").and_then(Value::as_str).unwrap_or("");
             let parsed = url::Url::parse(url).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
@@ -305,14 +286,14 @@ fn validate_headers(h: &Value) -> Result<(), ApiError> {
 /// `allow` opens it. Names are checked again where the request is made.
 pub fn check_outbound(spec: &JobSpec, allow: &crate::outbound::Allow) -> Result<(), ApiError> {
     if let Some(url) = spec.payload.get("url").and_then(Value::as_str)
-        && matches!(spec.job_type.name, "webhook" | "http.request")
+        && matches!(spec.job_type.name.as_str(), "webhook" | "http.request")
     {
         crate::outbound::check_url(url, allow).map_err(|e| ApiError::field("payload.url", e))?;
     }
     Ok(())
 }
 
-fn parse_backoff(v: Option<&Value>, default: Backoff) -> Result<Backoff, ApiError> {
+pub(crate) fn parse_backoff(v: Option<&Value>, default: Backoff) -> Result<Backoff, ApiError> {
     let obj = match v {
         None | Some(Value::Null) => return Ok(default),
         Some(Value::Object(o)) => o,
@@ -361,7 +342,8 @@ impl JobSpec {
         };
         let job = Job {
             id,
-            job_type: self.job_type.name.to_owned(),
+            job_type: self.job_type.name.clone(),
+            rate_group: self.job_type.rate_group.clone(),
             lane: self.job_type.lane,
             state,
             payload: self.payload,

@@ -2,7 +2,8 @@
 //! and the built-ins (`sleep`, `http.request`, `llm.chat`).
 //!
 //! A handler of your own is a struct implementing [`Handler`], registered under its job
-//! type (which must also be registered, with lane `native`, in `shared/core/src/spec.rs`).
+//! type (declared with lane `native` in the Worker's `JOB_TYPES`); see
+//! `examples/custom-consumer` and [`crate::main_with_handlers`].
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! `GET /health` (public): one check per dependency with its latency, and an overall status:
 //! `unhealthy` (503) when the shards or the queue binding fail, `degraded` (200) when
-//! Upstash, backups, the backlog, the sweep or an overdue schedule need attention, else
+//! Upstash, backups, the backlog, the sweep, an overdue schedule or a declared native type
+//! without a consumer need attention, else
 //! `healthy`. No secret, internal address or schedule name appears in the output (the
 //! schedule API shows which schedule is `overdue`). `GET /health/live` checks nothing.
 
@@ -72,6 +73,14 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
         None => false,
     };
     let upstash_ms = now_ms() - t1;
+    // Native types declared in JOB_TYPES that no running consumer registers: their jobs
+    // would wait in the stream. (Built-ins are left out: every consumer has them, and a
+    // deployment may run no consumer at all.)
+    let unserved = match cfg {
+        Some(c) if upstash_ok => unserved_types(c, now).await,
+        _ => Vec::new(),
+    };
+    let types_ok = unserved.is_empty();
     // Backups and the sweep: gauges the stats object keeps.
     let gauges = fetched.stats_object.as_ref().map(|s| s.gauges.clone()).unwrap_or_default();
     let gauge = |name: &str| gauges.iter().find(|(n, _)| n == name).map(|(_, v)| (*v * 1000.0) as u64);
@@ -96,7 +105,7 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
     let (active, paused) = stats.iter().fold((0, 0), |(a, p), s| (a + s.schedules.0, p + s.schedules.1));
     let status = if cfg.is_none() || !shards_ok || !queue_ok {
         2
-    } else if !(upstash_ok && backup_ok && queued_ok && sweep_ok && schedules_ok) {
+    } else if !(upstash_ok && backup_ok && queued_ok && sweep_ok && schedules_ok && types_ok) {
         1
     } else {
         0
@@ -113,11 +122,37 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
             "oldest_queued_job": { "ok": queued_ok, "age_seconds": oldest_age_ms as f64 / 1000.0 },
             "sweep": sweep.json(),
             "schedules": { "ok": schedules_ok, "active": active, "paused": paused, "overdue": overdue },
+            "job_types": { "ok": types_ok, "without_consumer": unserved },
         },
         "checked_at": edgejobs_core::time::format_rfc3339(now),
         "version": env!("CARGO_PKG_VERSION"),
     });
     (status as u8, body)
+}
+
+/// The native types declared in `JOB_TYPES` that no running consumer announces (the
+/// presence hash the consumers write every few seconds).
+async fn unserved_types(cfg: &EdgeConfig, now: u64) -> Vec<String> {
+    let declared: Vec<&str> = cfg
+        .types
+        .all()
+        .filter(|t| !t.builtin && t.lane == edgejobs_core::Lane::Native)
+        .map(|t| t.name.as_str())
+        .collect();
+    if declared.is_empty() {
+        return Vec::new();
+    }
+    let reply = match crate::ratelimit::upstash(cfg).command(&["HGETALL", edgejobs_core::wire::CONSUMERS_KEY]).await {
+        Ok(r) => r,
+        Err(_) => return Vec::new(),
+    };
+    let running = crate::routes::stats::consumers(&reply, now);
+    let served: std::collections::BTreeSet<&str> = running
+        .iter()
+        .filter(|c| c["running"] == true)
+        .flat_map(|c| c["types"].as_array().into_iter().flatten().filter_map(Value::as_str))
+        .collect();
+    declared.into_iter().filter(|t| !served.contains(t)).map(str::to_owned).collect()
 }
 
 /// When this deployment's first health check ran (seconds since the epoch, a stats gauge).

@@ -6,7 +6,7 @@ use edgejobs_core::machine::Event;
 use edgejobs_core::plan::JobEvent;
 use edgejobs_core::protocol::{Applied, ApplyMany, CreateMany, Get, GetMany, List, Listed};
 use edgejobs_core::ratelimit::Decision;
-use edgejobs_core::spec::parse_spec;
+use edgejobs_core::spec::parse_spec_in;
 use edgejobs_core::wire::{Include, ListQuery, merge_by, parse_list_params};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use futures_util::future::join_all;
@@ -75,7 +75,7 @@ pub struct Prepared {
 /// Validates one job spec and gives it an id in its shard.
 pub fn prepare(cfg: &EdgeConfig, body: &Value, keyless: u16) -> std::result::Result<Prepared, ApiError> {
     let now = now_ms();
-    let spec = parse_spec(body, now)?;
+    let spec = parse_spec_in(body, now, &cfg.types)?;
     edgejobs_core::spec::check_outbound(&spec, &cfg.outbound_allow)?;
     let shard = shard_for(spec.idempotency_key.as_deref(), cfg.shard_count, keyless);
     let id = JobId::new(shard, now, random_u64());

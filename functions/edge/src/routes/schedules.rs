@@ -51,7 +51,7 @@ async fn call(env: &Env, cfg: &EdgeConfig, name: &str, op: ScheduleOp) -> Result
 /// `POST /v1/schedules`
 pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let body = http::read_json(req).await?;
-    let def = schedule::parse_create(&body, now_ms())?;
+    let def = schedule::parse_create(&body, now_ms(), &cfg.types)?;
     edgejobs_core::spec::check_outbound(&def.spec, &cfg.outbound_allow).map_err(job_field)?;
     let mut s = def.schedule;
     seal_job(&mut s.job, &s.name.clone(), cfg);
@@ -112,7 +112,7 @@ pub async fn patch(req: &mut Request, env: &Env, cfg: &EdgeConfig, name: &str) -
     let name = named(name)?;
     let mut body = http::read_json(req).await?;
     if let Some(job) = body.get_mut("job") {
-        let spec = schedule::parse_job(job, now_ms())?;
+        let spec = schedule::parse_job(job, now_ms(), &cfg.types)?;
         edgejobs_core::spec::check_outbound(&spec, &cfg.outbound_allow).map_err(job_field)?;
         seal_job(job, name, cfg);
     }

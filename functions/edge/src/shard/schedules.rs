@@ -11,7 +11,7 @@ use edgejobs_core::plan::{self, Effects};
 use edgejobs_core::protocol::{ScheduleOp, Schedules};
 use edgejobs_core::schedule::{self, Run, RunKind, Schedule};
 use edgejobs_core::seal;
-use edgejobs_core::spec::parse_spec;
+use edgejobs_core::spec::parse_spec_in;
 use edgejobs_core::stats::Delta;
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use serde::Deserialize;
@@ -105,13 +105,16 @@ impl JobShard {
                 save(tx, &schedule, now)?;
                 Ok(*schedule)
             })),
-            ScheduleOp::Patch { name, body } => changed(self.commit(|tx| {
-                let current = existing(tx, &name)?;
-                let mut next = schedule::parse_patch(&current, &body, now)?.schedule;
-                next.updated_at = now;
-                save(tx, &next, now)?;
-                Ok(next)
-            })),
+            ScheduleOp::Patch { name, body } => {
+                let cfg = crate::config::load(&self.env)?;
+                changed(self.commit(|tx| {
+                    let current = existing(tx, &name)?;
+                    let mut next = schedule::parse_patch(&current, &body, now, &cfg.types)?.schedule;
+                    next.updated_at = now;
+                    save(tx, &next, now)?;
+                    Ok(next)
+                }))
+            }
             ScheduleOp::Pause { name } => changed(self.commit(|tx| {
                 let mut s = existing(tx, &name)?;
                 schedule::pause(&mut s, now);
@@ -187,7 +190,7 @@ impl JobShard {
                 }
             }
         }
-        let spec = parse_spec(&body, now)?;
+        let spec = parse_spec_in(&body, now, &cfg.types)?;
         let mut job = spec.into_job(JobId::new(shard, now, random_u64()), now).0;
         seal::seal_headers(&mut job.payload, job.id.as_str(), &cfg.payload_keys, &mut random_nonce);
         Ok(job)

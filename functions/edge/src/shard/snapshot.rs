@@ -15,6 +15,10 @@ use serde::Deserialize;
 use super::store::{int, internal, text};
 use super::{JobShard, Out};
 
+/// Most types with an age of their own one retention page honours (two parameters each,
+/// of the 100 a statement may bind).
+pub const MAX_AGE_OVERRIDES: usize = 40;
+
 /// Most rows and bytes one page may carry, whatever the caller asks.
 const MAX_PAGE_ROWS: u32 = 5000;
 const MAX_PAGE_BYTES: u64 = 16 * 1024 * 1024;
@@ -134,16 +138,30 @@ impl JobShard {
     pub(super) fn retention_page(&self, r: RetentionPage) -> Out<RetentionPage> {
         let limit = r.limit.clamp(1, MAX_PAGE_ROWS) as usize;
         let mut docs: Vec<IdDoc> = Vec::new();
-        for (states, age, cutoffs) in
-            [("'completed', 'cancelled'", r.done_age_ms, &r.done_cutoffs), ("'dead'", r.dead_age_ms, &r.dead_cutoffs)]
-        {
+        let classes = [
+            ("'completed', 'cancelled'", r.done_age_ms, &r.done_cutoffs, &r.done_age_by_type),
+            ("'dead'", r.dead_age_ms, &r.dead_cutoffs, &r.dead_age_by_type),
+        ];
+        for (states, age, cutoffs, by_type) in classes {
             let left = limit.saturating_sub(docs.len());
             if left == 0 {
                 break;
             }
+            // The oldest moment a job of each type may have changed and stay: the class's
+            // age, or its type's own (at most MAX_AGE_OVERRIDES types, bound as parameters).
+            let age_of = |t: &str| by_type.get(t).copied().unwrap_or(age);
+            let overrides: Vec<(&String, &u64)> = by_type.iter().take(MAX_AGE_OVERRIDES).collect();
+            let mut binds = Vec::new();
+            let mut case = String::from("CASE type");
+            for (t, a) in &overrides {
+                case.push_str(" WHEN ? THEN ?");
+                binds.extend([text((*t).clone()), int(r.now.saturating_sub(**a))]);
+            }
+            case.push_str(" ELSE ? END");
+            binds.extend([int(r.now.saturating_sub(age)), int(left as u64)]);
             let old: Vec<IdDoc> = self.store.rows(
-                &format!("SELECT id, doc FROM jobs WHERE state IN ({states}) AND updated_at < ? LIMIT ?"),
-                vec![int(r.now.saturating_sub(age)), int(left as u64)],
+                &format!("SELECT id, doc FROM jobs WHERE state IN ({states}) AND updated_at < ({case}) LIMIT ?"),
+                binds,
             )?;
             docs.extend(old);
             for (job_type, (at, id)) in cutoffs {
@@ -158,7 +176,7 @@ impl JobShard {
                     ),
                     vec![
                         text(job_type.clone()),
-                        int(r.now.saturating_sub(age)),
+                        int(r.now.saturating_sub(age_of(job_type))),
                         int(*at),
                         int(*at),
                         text(id.clone()),

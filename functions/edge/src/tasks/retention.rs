@@ -1,5 +1,6 @@
 //! Retention of finished jobs: the newest N per type across all shards are kept (merged
-//! cut-offs), older ones past their class's age go. Each shard is worked in pages: a page
+//! cut-offs), older ones past their class's age go; a type may have its own N and ages
+//! (`retention` in `JOB_TYPES`). Each shard is worked in pages: a page
 //! is archived to R2 (`RETENTION_ARCHIVE`, on by default), then deleted.
 
 use std::collections::BTreeMap;
@@ -25,7 +26,23 @@ const MAX_PAGES: u32 = 50;
 pub async fn job_retention(env: &Env, cfg: &EdgeConfig) -> Result<(u64, u64), ApiError> {
     let m = &cfg.maintenance;
     let archive = m.retention_archive;
-    let (done_keep, dead_keep) = (m.retention_completed_keep, m.retention_dead_keep);
+    // Per-type overrides from JOB_TYPES: ages, and how many to keep.
+    let overridden = |f: &dyn Fn(&edgejobs_core::types::Retention) -> Option<u64>| -> BTreeMap<String, u64> {
+        cfg.types.all().filter_map(|t| f(&t.retention).map(|v| (t.name.clone(), v))).collect()
+    };
+    let done_keeps = overridden(&|r| r.completed_keep.map(u64::from));
+    let dead_keeps = overridden(&|r| r.dead_keep.map(u64::from));
+    let keep_of = |class: &str, t: &str| -> u32 {
+        let (by_type, default) = if class == "done" {
+            (&done_keeps, m.retention_completed_keep)
+        } else {
+            (&dead_keeps, m.retention_dead_keep)
+        };
+        by_type.get(t).map_or(default, |k| *k as u32)
+    };
+    // Each shard reports its newest N per type, N the largest keep of any type.
+    let done_keep = done_keeps.values().map(|k| *k as u32).chain([m.retention_completed_keep]).max().unwrap_or(0);
+    let dead_keep = dead_keeps.values().map(|k| *k as u32).chain([m.retention_dead_keep]).max().unwrap_or(0);
     // The newest N per type across all shards: merge every shard's newest N, per type.
     let mut tops: BTreeMap<(String, String), Vec<(u64, String)>> = BTreeMap::new();
     for s in 0..cfg.shard_count {
@@ -38,7 +55,7 @@ pub async fn job_retention(env: &Env, cfg: &EdgeConfig) -> Result<(u64, u64), Ap
     }
     let mut cutoffs: BTreeMap<String, BTreeMap<String, (u64, String)>> = BTreeMap::new();
     for ((class, t), mut rows) in tops {
-        let keep = if class == "done" { done_keep } else { dead_keep } as usize;
+        let keep = keep_of(&class, &t) as usize;
         if rows.len() > keep && keep > 0 {
             rows.sort_by(|a, b| b.cmp(a));
             cutoffs.entry(class).or_default().insert(t, rows[keep - 1].clone());
@@ -51,6 +68,8 @@ pub async fn job_retention(env: &Env, cfg: &EdgeConfig) -> Result<(u64, u64), Ap
         done_cutoffs: cutoffs.remove("done").unwrap_or_default(),
         dead_cutoffs: cutoffs.remove("dead").unwrap_or_default(),
         limit: PAGE,
+        done_age_by_type: overridden(&|r| r.completed_age_ms),
+        dead_age_by_type: overridden(&|r| r.dead_age_ms),
     };
     let run = backup::backup_id(now_ms(), random_u64());
     let (mut deleted, mut archived) = (0u64, 0u64);
