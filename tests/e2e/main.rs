@@ -16,6 +16,7 @@ mod observability;
 mod operations;
 mod races;
 mod schedules;
+mod types;
 mod upstash;
 mod util;
 
@@ -42,6 +43,7 @@ fn main() {
         dashboard::TESTS,
         cli::TESTS,
         schedules::TESTS,
+        types::TESTS,
     ]
     .concat();
     if listing {

@@ -254,6 +254,11 @@ pub const EDGE_VARS: &[(&str, &str, &str)] = &[
     ("RATE_LIMIT_ON_ERROR", "open", "when Upstash cannot be reached: open (allow) or closed (503)"),
     ("NATIVE_LEASE", "30s", "a native attempt silent this long may be taken over (3s to 1h)"),
     ("OUTBOUND_ALLOW", "(none)", "private hosts, IPs or CIDRs (optional :port) webhooks may call"),
+    (
+        "JOB_TYPES",
+        "(built-ins only)",
+        "your job types as a JSON object: name → lane, url (edge), timeout, max_attempts, backoff, tags, rate_group, retention, schema",
+    ),
 ];
 
 /// The edge's secrets (`wrangler secret put NAME`): name, meaning.
@@ -310,6 +315,7 @@ mod reference_tests {
             names::NATIVE_LEASE,
             names::OUTBOUND_ALLOW,
             names::PAYLOAD_KEYS,
+            names::JOB_TYPES,
         ] {
             assert!(listed.contains(&n), "{n} is parsed but not in the reference");
         }

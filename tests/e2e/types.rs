@@ -1,0 +1,103 @@
+//! Job types from configuration only: a `JOB_TYPES` with an edge type (a fixed webhook URL)
+//! and a native type, on the fault stack's Worker without a rebuild; the native type run by
+//! `examples/custom-consumer` (edgejobs-consumer as a library); payload schemas answered
+//! with the JSON pointer; `/health` naming a type no consumer runs.
+
+use std::time::Duration;
+
+use edgejobs_tests::hooks::Reply;
+use edgejobs_tests::proc::wait_until;
+use edgejobs_tests::stack::Stack;
+use serde_json::{Value, json};
+
+use crate::util::{Ctx, Resp, Test, enqueue_on, ensure, unique, wait_on};
+
+pub const TESTS: &[Test] =
+    &[("job_types_declared_in_configuration_run_on_both_lanes", declared_types_run_on_both_lanes)];
+
+fn post(ctx: &Ctx, stack: &Stack, body: &Value) -> anyhow::Result<Resp> {
+    ctx.send(ctx.http.post(format!("{}/v1/jobs", stack.edge_url)).bearer_auth(&stack.secrets.api_key).json(body))
+}
+
+fn health(ctx: &Ctx, stack: &Stack) -> anyhow::Result<Value> {
+    Ok(ctx.http.get(format!("{}/health", stack.edge_url)).bearer_auth(&stack.secrets.api_key).send()?.json()?)
+}
+
+fn declared_types_run_on_both_lanes(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let path = format!("/{}", unique("greet"));
+        let url = ctx.hooks.script(&path, vec![Reply::status(200)]);
+        let types = json!({
+            "greet": {
+                "lane": "edge", "url": url, "tags": ["greetings"], "max_attempts": 2,
+                "schema": { "type": "object", "required": ["name"],
+                            "properties": { "name": { "type": "string", "maxLength": 20 } } }
+            },
+            "text.stats": {
+                "lane": "native", "timeout": "30s",
+                "schema": { "type": "object", "required": ["text"], "properties": { "text": { "type": "string" } } }
+            }
+        });
+        stack.restart_wrangler(vec![("JOB_TYPES".into(), types.to_string())])?;
+        let outcome = exercise(ctx, stack, &path);
+        // Whatever happened, the fault stack goes back to the built-in types.
+        for i in 0..8 {
+            stack.kill_consumer(i);
+        }
+        stack.restart_wrangler(Vec::new())?;
+        outcome
+    })
+}
+
+fn exercise(ctx: &Ctx, stack: &mut Stack, path: &str) -> anyhow::Result<()> {
+    // The edge type: its jobs are POSTed to the fixed URL, the payload as the body, signed.
+    let id = enqueue_on(ctx, stack, &json!({ "type": "greet", "payload": { "name": "Ada" }, "tags": ["mine"] }))?;
+    let job = wait_on(ctx, stack, &id, "completed")?;
+    ensure(job["tags"] == json!(["greetings", "mine"]) && job["max_attempts"] == 2, || {
+        format!("the type's defaults: {job}")
+    })?;
+    let got = ctx.hooks.received(path);
+    ensure(got.len() == 1, || format!("{} deliveries", got.len()))?;
+    let body: Value = serde_json::from_str(&got[0].body).unwrap_or(Value::Null);
+    ensure(body == json!({ "name": "Ada" }), || format!("the body is the payload: {}", got[0].body))?;
+    let h = &got[0].headers;
+    ensure(
+        h.get("webhook-signature").is_some_and(|s| s.starts_with("v1,"))
+            && h.get("x-edgejobs-type").map(String::as_str) == Some("greet"),
+        || format!("signed, with its type: {h:?}"),
+    )?;
+    // The schema: the first violation, as a JSON pointer into the body; nothing created.
+    let r = post(ctx, stack, &json!({ "type": "greet", "payload": { "name": "x".repeat(21) } }))?;
+    ensure(r.status == 400 && r.code() == "invalid_field" && r.body["error"]["field"] == "/payload/name", || {
+        format!("schema: {} {}", r.status, r.body)
+    })?;
+    let r = post(ctx, stack, &json!({ "type": "text.stats", "payload": {} }))?;
+    ensure(r.status == 400 && r.body["error"]["field"] == "/payload", || format!("required: {} {}", r.status, r.body))?;
+    ensure(r.body["error"]["message"].as_str().is_some_and(|m| m.contains("text")), || format!("{}", r.body))?;
+    let r = post(ctx, stack, &json!({ "type": "text.count" }))?;
+    let msg = r.body["error"]["message"].as_str().unwrap_or_default().to_owned();
+    ensure(
+        r.status == 400 && r.code() == "unknown_type" && msg.contains("text.stats") && msg.contains("greet"),
+        || format!("unknown type names the configured ones: {}", r.body),
+    )?;
+
+    // The native type: /health says no consumer runs it until the example consumer starts.
+    let h = health(ctx, stack)?;
+    ensure(h["checks"]["job_types"]["without_consumer"] == json!(["text.stats"]) && h["status"] == "degraded", || {
+        format!("/health before the consumer: {}", h["checks"]["job_types"])
+    })?;
+    let id = enqueue_on(ctx, stack, &json!({ "type": "text.stats", "payload": { "text": "hello edge jobs" } }))?;
+    stack.start_consumer_binary("custom-consumer", &[])?;
+    let job = wait_on(ctx, stack, &id, "completed")?;
+    ensure(job["result"] == json!({ "words": 3, "chars": 15 }), || format!("the example's handler ran: {job}"))?;
+    ensure(
+        wait_until(Duration::from_secs(30), || {
+            health(ctx, stack).is_ok_and(|h| h["checks"]["job_types"]["ok"] == true)
+        }),
+        || "the consumer announced text.stats".into(),
+    )?;
+    // The example still runs the built-ins next to its own.
+    let id = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 10 } }))?;
+    wait_on(ctx, stack, &id, "completed")?;
+    Ok(())
+}
