@@ -12,8 +12,48 @@ use serde_json::{Value, json};
 
 use crate::util::{Ctx, Resp, Test, enqueue_on, ensure, unique, wait_on};
 
-pub const TESTS: &[Test] =
-    &[("job_types_declared_in_configuration_run_on_both_lanes", declared_types_run_on_both_lanes)];
+pub const TESTS: &[Test] = &[
+    ("job_types_declared_in_configuration_run_on_both_lanes", declared_types_run_on_both_lanes),
+    ("job_types_check_env_lists_every_problem", check_env_lists_every_problem),
+];
+
+/// `scripts/check-env --job-types FILE` (what `scripts/deploy --job-types` runs): every
+/// problem of a broken file at once, exit 1; the README's example file passes.
+fn check_env_lists_every_problem(_ctx: &Ctx) -> anyhow::Result<()> {
+    let root = edgejobs_tests::stack::StackOptions::default_root();
+    let bin = edgejobs_tests::stack::binary(&root, "edgejobs-check-env")?;
+    let dir = std::env::temp_dir().join(unique("job-types"));
+    std::fs::create_dir_all(&dir)?;
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        json!({
+            "hook": { "lane": "edge" },
+            "shape": { "lane": "native", "schema": { "type": "nope" } },
+            "typo": { "lane": "native", "timeuot": "1s" },
+            "local": { "lane": "edge", "url": "http://127.0.0.1:9/x" }
+        })
+        .to_string(),
+    )?;
+    let run = |file: &std::path::Path| {
+        std::process::Command::new(&bin)
+            .current_dir(&root)
+            .args(["--only", "edge", "--vars-only", "--job-types"])
+            .arg(file)
+            .output()
+    };
+    let out = run(&bad)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure(out.status.code() == Some(1), || format!("exit {:?}: {text}", out.status.code()))?;
+    for (ty, what) in [("hook", "url: is required"), ("shape", "schema:"), ("typo", "timeuot"), ("local", "url:")] {
+        ensure(text.contains(&format!("type {ty:?}: {what}")), || format!("{ty}: {what} missing from:\n{text}"))?;
+    }
+    ensure(text.contains("4 problem(s)"), || format!("every problem at once: {text}"))?;
+    let good = run(&root.join("examples/job-types.json"))?;
+    ensure(good.status.success(), || format!("the README's example: {}", String::from_utf8_lossy(&good.stdout)))?;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
 
 fn post(ctx: &Ctx, stack: &Stack, body: &Value) -> anyhow::Result<Resp> {
     ctx.send(ctx.http.post(format!("{}/v1/jobs", stack.edge_url)).bearer_auth(&stack.secrets.api_key).json(body))
@@ -30,6 +70,7 @@ fn declared_types_run_on_both_lanes(ctx: &Ctx) -> anyhow::Result<()> {
         let types = json!({
             "greet": {
                 "lane": "edge", "url": url, "tags": ["greetings"], "max_attempts": 2,
+                "retention": { "completed_age": "1s" },
                 "schema": { "type": "object", "required": ["name"],
                             "properties": { "name": { "type": "string", "maxLength": 20 } } }
             },
@@ -51,8 +92,8 @@ fn declared_types_run_on_both_lanes(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn exercise(ctx: &Ctx, stack: &mut Stack, path: &str) -> anyhow::Result<()> {
     // The edge type: its jobs are POSTed to the fixed URL, the payload as the body, signed.
-    let id = enqueue_on(ctx, stack, &json!({ "type": "greet", "payload": { "name": "Ada" }, "tags": ["mine"] }))?;
-    let job = wait_on(ctx, stack, &id, "completed")?;
+    let greet = enqueue_on(ctx, stack, &json!({ "type": "greet", "payload": { "name": "Ada" }, "tags": ["mine"] }))?;
+    let job = wait_on(ctx, stack, &greet, "completed")?;
     ensure(job["tags"] == json!(["greetings", "mine"]) && job["max_attempts"] == 2, || {
         format!("the type's defaults: {job}")
     })?;
@@ -97,7 +138,18 @@ fn exercise(ctx: &Ctx, stack: &mut Stack, path: &str) -> anyhow::Result<()> {
         || "the consumer announced text.stats".into(),
     )?;
     // The example still runs the built-ins next to its own.
-    let id = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 10 } }))?;
-    wait_on(ctx, stack, &id, "completed")?;
+    let sleep = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 10 } }))?;
+    wait_on(ctx, stack, &sleep, "completed")?;
+
+    // Retention per type: `greet` keeps completed jobs 1 s, the others the default 24 h.
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = ctx.http.get(format!("{}/__scheduled?cron=*/5+*+*+*+*", stack.edge_url)).send()?;
+    ensure(r.status().is_success(), || "fired the maintenance cron".into())?;
+    let gone = |id: &str| {
+        let r = ctx.http.get(format!("{}/v1/jobs/{id}", stack.edge_url)).bearer_auth(&stack.secrets.api_key).send();
+        r.is_ok_and(|r| r.status() == 404)
+    };
+    ensure(wait_until(Duration::from_secs(20), || gone(&greet)), || format!("the greet job {greet} was kept"))?;
+    ensure(!gone(&sleep), || "a sleep job was deleted with greet's retention".into())?;
     Ok(())
 }

@@ -298,9 +298,9 @@ fn declare(
                 }
                 let day = 86_400_000;
                 t.retention = Retention {
-                    completed_age_ms: duration(r, "completed_age", 60_000, 3650 * day, problems),
+                    completed_age_ms: duration(r, "completed_age", 1000, 3650 * day, problems),
                     completed_keep: count(r, "completed_keep", 0, 1_000_000, problems).map(|n| n as u32),
-                    dead_age_ms: duration(r, "dead_age", 60_000, 3650 * day, problems),
+                    dead_age_ms: duration(r, "dead_age", 1000, 3650 * day, problems),
                     dead_keep: count(r, "dead_keep", 0, 1_000_000, problems).map(|n| n as u32),
                 };
             }
@@ -448,5 +448,26 @@ mod tests {
         let e = parse_spec_in(&json!({ "type": "resize" }), 0, &t).err().unwrap_or_else(|| panic!("accepted"));
         assert_eq!(e.code, ErrorCode::UnknownType);
         assert!(e.message.contains("image.resize") && e.message.contains("welcome"), "{}", e.message);
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    use super::*;
+    use crate::outbound::Allow;
+    use serde_json::json;
+
+    /// The README's `JOB_TYPES` is `examples/job-types.json`, and the error it shows is the
+    /// one enqueue answers.
+    #[test]
+    fn the_readme_example_is_valid_and_its_error_is_real() {
+        let text = include_str!("../../../examples/job-types.json");
+        let types = Types::parse(text, &Allow::default()).unwrap_or_else(|e| panic!("{e:?}"));
+        let body = json!({ "type": "welcome-email", "payload": { "user_id": "7" } });
+        let e = crate::spec::parse_spec_in(&body, 0, &types).err().unwrap_or_else(|| panic!("accepted"));
+        let shown = serde_json::to_string(&e.message).unwrap_or_default();
+        let readme = include_str!("../../../README.md");
+        assert!(readme.contains(&format!("\"message\":{shown}")), "README should show {shown}");
+        assert!(readme.contains("\"field\":\"/payload/user_id\""));
     }
 }

@@ -20,7 +20,8 @@ const USAGE: &str = "edgejobs-check-env [--wrangler FILE] [--secrets FILE] [--co
   --consumer-env FILE  the consumer's environment as KEY=value lines (an EnvironmentFile);
                        without it, this process's environment
   --only edge|consumer check one side only
-  --vars-only          the Worker's [vars] only (secrets assumed set; a placeholder is a warning)";
+  --vars-only          the Worker's [vars] only (secrets assumed set; a placeholder is a warning)
+  --job-types FILE     check this JSON file as JOB_TYPES (what `scripts/deploy --job-types` sets)";
 
 /// The Worker's secrets (set with `wrangler secret put`).
 const SECRETS: &[&str] = &[
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
 fn run(args: Vec<String>) -> Result<Vec<String>, String> {
     let mut wrangler = PathBuf::from("wrangler.toml");
     let (mut secrets, mut consumer_env, mut only, mut vars_only) = (None, None, None, false);
+    let mut job_types: Option<PathBuf> = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -65,6 +67,7 @@ fn run(args: Vec<String>) -> Result<Vec<String>, String> {
             "--consumer-env" => consumer_env = Some(PathBuf::from(value()?)),
             "--only" => only = Some(value()?),
             "--vars-only" => vars_only = true,
+            "--job-types" => job_types = Some(PathBuf::from(value()?)),
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(Vec::new());
@@ -74,7 +77,11 @@ fn run(args: Vec<String>) -> Result<Vec<String>, String> {
     }
     let mut problems = Vec::new();
     if only.as_deref() != Some("consumer") {
-        problems.extend(check_edge(&wrangler, secrets.as_ref(), vars_only)?.into_iter().map(|p| format!("edge: {p}")));
+        problems.extend(
+            check_edge(&wrangler, secrets.as_ref(), vars_only, job_types.as_ref())?
+                .into_iter()
+                .map(|p| format!("edge: {p}")),
+        );
     }
     if only.as_deref() != Some("edge") {
         problems.extend(check_consumer(consumer_env.as_ref())?.into_iter().map(|p| format!("consumer: {p}")));
@@ -102,20 +109,10 @@ fn unquote(v: &str) -> String {
     v.split(" #").next().unwrap_or(v).trim().to_owned()
 }
 
-/// The `[vars]` table of a wrangler.toml: `NAME = "value"` lines until the next table.
-fn wrangler_vars(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut in_vars = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_vars = line == "[vars]";
-            continue;
-        }
-        if in_vars && let Some((k, v)) = line.split_once('=') {
-            out.insert(k.trim().to_owned(), unquote(v));
-        }
-    }
-    out
+/// The `[vars]` table of a wrangler.toml (strings as they are, other values as TOML).
+fn wrangler_vars(doc: &toml::Table) -> BTreeMap<String, String> {
+    let Some(vars) = doc.get("vars").and_then(toml::Value::as_table) else { return BTreeMap::new() };
+    vars.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()
 }
 
 fn read(path: &PathBuf) -> Result<String, String> {
@@ -133,24 +130,25 @@ const STAND_INS: &[(&str, &str)] = &[
 ];
 
 /// The `crons = [...]` of the `[triggers]` table.
-fn trigger_crons(text: &str) -> Vec<String> {
-    let mut in_triggers = false;
-    for line in text.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_triggers = line == "[triggers]";
-            continue;
-        }
-        if in_triggers && let Some(list) = line.strip_prefix("crons").and_then(|l| l.trim_start().strip_prefix('=')) {
-            return list.split('"').skip(1).step_by(2).map(str::to_owned).collect();
-        }
-    }
-    Vec::new()
+fn trigger_crons(doc: &toml::Table) -> Vec<String> {
+    let crons = doc.get("triggers").and_then(|t| t.get("crons")).and_then(toml::Value::as_array);
+    crons.into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned)).collect()
 }
 
-fn check_edge(wrangler: &PathBuf, secrets: Option<&PathBuf>, vars_only: bool) -> Result<Vec<String>, String> {
+fn check_edge(
+    wrangler: &PathBuf,
+    secrets: Option<&PathBuf>,
+    vars_only: bool,
+    job_types: Option<&PathBuf>,
+) -> Result<Vec<String>, String> {
     let text = read(wrangler)?;
-    let vars = wrangler_vars(&text);
-    let crons = trigger_crons(&text);
+    let doc: toml::Table = text.parse().map_err(|e| format!("{} is not valid TOML: {e}", wrangler.display()))?;
+    let mut vars = wrangler_vars(&doc);
+    let crons = trigger_crons(&doc);
+    // `--job-types FILE`: the JOB_TYPES a deploy will set from that file.
+    if let Some(path) = job_types {
+        vars.insert(names::JOB_TYPES.to_owned(), read(path)?);
+    }
     let secret_values: BTreeMap<String, String> = match secrets {
         _ if vars_only => STAND_INS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
         Some(p) => env_lines(&read(p)?),

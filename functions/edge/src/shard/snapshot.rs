@@ -152,12 +152,13 @@ impl JobShard {
             let age_of = |t: &str| by_type.get(t).copied().unwrap_or(age);
             let overrides: Vec<(&String, &u64)> = by_type.iter().take(MAX_AGE_OVERRIDES).collect();
             let mut binds = Vec::new();
-            let mut case = String::from("CASE type");
+            // SQLite's CASE needs a WHEN: without overrides the bound is the class's alone.
+            let mut case = String::from(if overrides.is_empty() { "" } else { "CASE type" });
             for (t, a) in &overrides {
                 case.push_str(" WHEN ? THEN ?");
                 binds.extend([text((*t).clone()), int(r.now.saturating_sub(**a))]);
             }
-            case.push_str(" ELSE ? END");
+            case.push_str(if overrides.is_empty() { "?" } else { " ELSE ? END" });
             binds.extend([int(r.now.saturating_sub(age)), int(left as u64)]);
             let old: Vec<IdDoc> = self.store.rows(
                 &format!("SELECT id, doc FROM jobs WHERE state IN ({states}) AND updated_at < ({case}) LIMIT ?"),
