@@ -75,7 +75,7 @@ fn declared_types_run_on_both_lanes(ctx: &Ctx) -> anyhow::Result<()> {
                             "properties": { "name": { "type": "string", "maxLength": 20 } } }
             },
             "text.stats": {
-                "lane": "native", "timeout": "30s",
+                "lane": "native", "timeout": "30s", "rate_group": "nlp",
                 "schema": { "type": "object", "required": ["text"], "properties": { "text": { "type": "string" } } }
             }
         });
@@ -128,7 +128,8 @@ fn exercise(ctx: &Ctx, stack: &mut Stack, path: &str) -> anyhow::Result<()> {
         format!("/health before the consumer: {}", h["checks"]["job_types"])
     })?;
     let id = enqueue_on(ctx, stack, &json!({ "type": "text.stats", "payload": { "text": "hello edge jobs" } }))?;
-    stack.start_consumer_binary("custom-consumer", &[])?;
+    // The type's rate group: this consumer admits one `nlp` attempt a second.
+    stack.start_consumer_binary("custom-consumer", &[("EDGEJOBS_UPSTREAM_LIMITS", "nlp=1/1s")])?;
     let job = wait_on(ctx, stack, &id, "completed")?;
     ensure(job["result"] == json!({ "words": 3, "chars": 15 }), || format!("the example's handler ran: {job}"))?;
     ensure(
@@ -137,6 +138,19 @@ fn exercise(ctx: &Ctx, stack: &mut Stack, path: &str) -> anyhow::Result<()> {
         }),
         || "the consumer announced text.stats".into(),
     )?;
+    ensure(job["rate_group"] == "nlp", || format!("the job carries its type's rate group: {job}"))?;
+    // Three more at once finish a second apart: every attempt waited for a token of `nlp`.
+    let ids: Vec<String> = (0..3)
+        .map(|i| enqueue_on(ctx, stack, &json!({ "type": "text.stats", "payload": { "text": format!("n {i}") } })))
+        .collect::<anyhow::Result<_>>()?;
+    let mut finished = Vec::new();
+    for id in &ids {
+        let j = wait_on(ctx, stack, id, "completed")?;
+        finished.push(edgejobs_core::time::parse_rfc3339(j["finished_at"].as_str().unwrap_or("")).unwrap_or(0));
+    }
+    finished.sort_unstable();
+    let spread = finished[2].saturating_sub(finished[0]);
+    ensure(spread >= 1500, || format!("three nlp attempts finished within {spread} ms"))?;
     // The example still runs the built-ins next to its own.
     let sleep = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 10 } }))?;
     wait_on(ctx, stack, &sleep, "completed")?;

@@ -203,3 +203,18 @@ async fn shutdown_signal() {
         _ = term => {},
     }
 }
+
+#[cfg(test)]
+mod readme {
+    /// The README's handler example is `examples/custom-consumer`, whole (the e2e suite runs
+    /// that crate, so the README shows code that works).
+    #[test]
+    fn the_readme_shows_the_example_consumer_whole() {
+        let code = include_str!("../../../examples/custom-consumer/src/main.rs");
+        let readme = include_str!("../../../README.md");
+        assert!(
+            readme.contains(&format!("```rust\n{code}```")),
+            "README.md should show examples/custom-consumer/src/main.rs"
+        );
+    }
+}

@@ -324,4 +324,20 @@ mod tests {
         let c = parse(GOOD).expect("valid");
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
     }
+
+    #[test]
+    fn job_types_problems_come_with_the_others_and_checked_urls_use_outbound_allow() {
+        let mut bad = GOOD.to_vec();
+        bad.push((names::RATE_LIMIT, "lots"));
+        bad.push((names::JOB_TYPES, r#"{"a": {"lane": "edge"}, "b": {"lane": "nope"}}"#));
+        let errs = parse(&bad).expect_err("invalid");
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        let local = r#"{"hook": {"lane": "edge", "url": "http://10.0.0.5/in"}}"#;
+        let mut pairs = GOOD.to_vec();
+        pairs.push((names::JOB_TYPES, local));
+        assert!(parse(&pairs).is_err(), "a private URL needs OUTBOUND_ALLOW");
+        pairs.push((names::OUTBOUND_ALLOW, "10.0.0.5"));
+        let c = parse(&pairs).expect("allowed");
+        assert_eq!(c.types.get("hook").and_then(|t| t.url.as_deref()), Some("http://10.0.0.5/in"));
+    }
 }
