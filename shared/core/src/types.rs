@@ -47,7 +47,12 @@ impl Schema {
         if serde_json::to_string(&source).map(|s| s.len()).unwrap_or(usize::MAX) > MAX_SCHEMA_BYTES {
             return Err(format!("is larger than {MAX_SCHEMA_BYTES} bytes"));
         }
-        let validator = jsonschema::validator_for(&source).map_err(|e| format!("is not a valid JSON Schema: {e}"))?;
+        let validator = jsonschema::validator_for(&source).map_err(|e| {
+            // Where in the schema, then what the meta-schema says about it.
+            let at = e.instance_path.to_string();
+            let at = if at.is_empty() { "at its root".to_owned() } else { format!("at {at}") };
+            format!("is not a valid JSON Schema {at}: {e}")
+        })?;
         Ok(Schema { source, validator: Arc::new(validator) })
     }
 
@@ -408,7 +413,7 @@ mod tests {
         assert!(has("edge-without-url", "url: is required"), "{errors:#?}");
         assert!(has("native-with-url", "only an edge type"), "{errors:#?}");
         assert!(has("private", "url:"), "{errors:#?}");
-        assert!(has("badschema", "schema: is not a valid JSON Schema"), "{errors:#?}");
+        assert!(has("badschema", "schema: is not a valid JSON Schema at /type"), "{errors:#?}");
         assert!(has("remote", "schema:"), "{errors:#?}");
         assert!(
             has("typo", "timeuot: unknown field") && has("typo", "max_attempts") && has("typo", "retention.keep"),
