@@ -165,6 +165,10 @@ fn every_second_runs_pauses_resumes_and_triggers(ctx: &Ctx) -> anyhow::Result<()
     ensure(on.schedule(&name)?["runs_total"].as_u64() == Some(paused_total), || {
         "runs_total stays while paused".into()
     })?;
+    let health = ctx.http.get(ctx.url("/health")).bearer_auth(&ctx.api_key).send()?.json::<Value>()?;
+    ensure(health["checks"]["schedules"]["paused"].as_u64() >= Some(1), || {
+        format!("/health counts the paused schedule: {}", health["checks"]["schedules"])
+    })?;
 
     // Trigger: a run now, even while paused.
     let r = on.admin("POST", &format!("/v1/schedules/{name}/trigger"), None)?;
@@ -334,16 +338,19 @@ fn ticks(on: &On, name: &str) -> anyhow::Result<Vec<String>> {
     Ok(keys_of(&jobs).into_iter().map(|k| k.trim_start_matches(&prefix).to_owned()).collect())
 }
 
+/// A noop schedule every second, once it has made `runs` runs; its name.
+fn every_second(on: &On, prefix: &str, runs: usize) -> anyhow::Result<String> {
+    let name = unique(prefix);
+    on.create(&json!({ "name": name, "cron": "* * * * * *", "job": { "type": "noop" } }))?;
+    ensure(wait_until(Duration::from_secs(30), || on.runs(&name).is_ok_and(|r| r.len() >= runs)), || {
+        format!("{runs} runs of {name}")
+    })?;
+    Ok(name)
+}
+
 fn survive_a_wrangler_restart(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.with_fault_stack(|stack| {
-        let name = unique("restart");
-        {
-            let on = On::fault(ctx, stack);
-            on.create(&json!({ "name": name, "cron": "* * * * * *", "job": { "type": "noop" } }))?;
-            ensure(wait_until(Duration::from_secs(30), || on.runs(&name).is_ok_and(|r| r.len() >= 3)), || {
-                "runs before the restart".into()
-            })?;
-        }
+        let name = every_second(&On::fault(ctx, stack), "restart", 3)?;
         stack.restart_wrangler(Vec::new())?;
         let on = On::fault(ctx, stack);
         let before = on.runs(&name)?.len();
@@ -401,14 +408,7 @@ fn kept_by_backup_and_restore(ctx: &Ctx) -> anyhow::Result<()> {
 
 fn lost_alarm_is_rearmed_by_the_maintenance_cron(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.with_fault_stack(|stack| {
-        let name = unique("rearm");
-        {
-            let on = On::fault(ctx, stack);
-            on.create(&json!({ "name": name, "cron": "* * * * * *", "job": { "type": "noop" } }))?;
-            ensure(wait_until(Duration::from_secs(30), || on.runs(&name).is_ok_and(|r| r.len() >= 2)), || {
-                "runs before the alarm is lost".into()
-            })?;
-        }
+        let name = every_second(&On::fault(ctx, stack), "rearm", 2)?;
         stack.stop_wrangler();
         let dropped = stack.drop_alarms()?;
         ensure(dropped >= 1, || "an alarm was there to lose".into())?;

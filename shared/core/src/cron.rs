@@ -269,22 +269,6 @@ impl Cron {
         }
         None
     }
-
-    /// The runs after `after_ms`, at most `n`.
-    pub fn upcoming(&self, tz: &TimeZone, after_ms: i64, n: usize) -> Vec<i64> {
-        let mut out = Vec::with_capacity(n);
-        let mut t = after_ms;
-        while out.len() < n {
-            match self.next_after(tz, t) {
-                Some(next) => {
-                    out.push(next);
-                    t = next;
-                }
-                None => break,
-            }
-        }
-        out
-    }
 }
 
 /// The instant a local time runs at; for a local time in a gap or a fold, also the
@@ -413,7 +397,18 @@ mod tests {
     fn runs(expr: &str, tz: &str, after: &str, n: usize) -> Vec<String> {
         let cron = Cron::parse(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
         let tz = time_zone(tz).unwrap_or_else(|e| panic!("{e}"));
-        cron.upcoming(&tz, ms(after), n).into_iter().map(iso).collect()
+        let mut out = Vec::new();
+        let mut t = ms(after);
+        while out.len() < n {
+            match cron.next_after(&tz, t) {
+                Some(next) => {
+                    out.push(iso(next));
+                    t = next;
+                }
+                None => break,
+            }
+        }
+        out
     }
 
     #[test]

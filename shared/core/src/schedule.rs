@@ -156,13 +156,25 @@ pub fn check_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-fn not_found(name: &str) -> ApiError {
+/// The error for a missing schedule.
+pub fn missing(name: &str) -> ApiError {
     ApiError::new(ErrorCode::ScheduleNotFound, format!("no schedule named {name:?}"))
 }
 
-/// The error for a missing schedule.
-pub fn missing(name: &str) -> ApiError {
-    not_found(name)
+/// The tag of every run of schedule `name` (also the associated data its job spec's header
+/// values are sealed with).
+pub fn tag_of(name: &str) -> String {
+    format!("schedule:{name}")
+}
+
+/// An error about a schedule's job spec, its field named under `job`.
+pub fn under_job(mut e: ApiError) -> ApiError {
+    if let Some(f) = &e.field {
+        let f = format!("job.{f}");
+        e.message = format!("job.{}", e.message);
+        e.field = Some(f);
+    }
+    e
 }
 
 fn time_field(obj: &Map<String, Value>, name: &str) -> Result<Option<u64>, ApiError> {
@@ -279,7 +291,7 @@ impl Schedule {
 
     /// The tag every run carries.
     pub fn tag(&self) -> String {
-        format!("schedule:{}", self.name)
+        tag_of(&self.name)
     }
 
     /// The enqueue body of the run for `tick`: the schedule's job spec with its key and tag.
@@ -391,14 +403,6 @@ pub fn parse_create(body: &Value, now: u64, types: &Types) -> Result<Definition,
 
 /// Validates a schedule's job spec: an enqueue body without the fields the schedule sets.
 pub fn parse_job(job: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiError> {
-    let prefixed = |mut e: ApiError| {
-        if let Some(f) = &e.field {
-            let f = format!("job.{f}");
-            e.message = format!("job.{}", e.message);
-            e.field = Some(f);
-        }
-        e
-    };
     let Some(obj) = job.as_object() else {
         return Err(ApiError::field("job", "must be a job spec object such as {\"type\": \"noop\"}"));
     };
@@ -411,7 +415,7 @@ pub fn parse_job(job: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiErr
             format!("at most {} tags (each run adds schedule:{{name}})", crate::spec::MAX_TAGS - 1),
         ));
     }
-    parse_spec_in(job, now, types).map_err(prefixed)
+    parse_spec_in(job, now, types).map_err(under_job)
 }
 
 /// Applies a patch body to a schedule at `now`: the merged definition is validated whole;

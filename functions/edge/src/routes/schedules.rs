@@ -40,7 +40,7 @@ fn named(name: &str) -> Result<&str, ApiError> {
 /// Seals the header values of a job spec for schedule `name` (at rest they are never plain).
 fn seal_job(job: &mut Value, name: &str, cfg: &EdgeConfig) {
     if let Some(payload) = job.get_mut("payload") {
-        edgejobs_core::seal::seal_headers(payload, &format!("schedule:{name}"), &cfg.payload_keys, &mut random_nonce);
+        edgejobs_core::seal::seal_headers(payload, &schedule::tag_of(name), &cfg.payload_keys, &mut random_nonce);
     }
 }
 
@@ -52,20 +52,11 @@ async fn call(env: &Env, cfg: &EdgeConfig, name: &str, op: ScheduleOp) -> Result
 pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let body = http::read_json(req).await?;
     let def = schedule::parse_create(&body, now_ms(), &cfg.types)?;
-    edgejobs_core::spec::check_outbound(&def.spec, &cfg.outbound_allow).map_err(job_field)?;
+    edgejobs_core::spec::check_outbound(&def.spec, &cfg.outbound_allow).map_err(schedule::under_job)?;
     let mut s = def.schedule;
-    seal_job(&mut s.job, &s.name.clone(), cfg);
     let name = s.name.clone();
+    seal_job(&mut s.job, &name, cfg);
     respond(201, &call(env, cfg, &name, ScheduleOp::Create { schedule: Box::new(s) }).await?)
-}
-
-/// An outbound refusal names the job's field.
-fn job_field(mut e: ApiError) -> ApiError {
-    if let Some(f) = &e.field {
-        e.field = Some(format!("job.{f}"));
-        e.message = format!("job.{}", e.message);
-    }
-    e
 }
 
 /// `GET /v1/schedules?limit=&cursor=`: by name, `next_cursor` when more remain.
@@ -113,7 +104,7 @@ pub async fn patch(req: &mut Request, env: &Env, cfg: &EdgeConfig, name: &str) -
     let mut body = http::read_json(req).await?;
     if let Some(job) = body.get_mut("job") {
         let spec = schedule::parse_job(job, now_ms(), &cfg.types)?;
-        edgejobs_core::spec::check_outbound(&spec, &cfg.outbound_allow).map_err(job_field)?;
+        edgejobs_core::spec::check_outbound(&spec, &cfg.outbound_allow).map_err(schedule::under_job)?;
         seal_job(job, name, cfg);
     }
     if !body.is_object() {

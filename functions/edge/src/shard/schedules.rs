@@ -72,9 +72,7 @@ impl JobShard {
         let now = now_ms();
         let changed = |out: Result<Schedule, ApiError>| out.map(|s| self.view(&s, now, true));
         let answer = match r.op {
-            ScheduleOp::Get { name } => {
-                return self.store.transaction(|tx| existing(tx, &name)).map(|s| self.view(&s, now, true));
-            }
+            ScheduleOp::Get { name } => return existing(&self.store, &name).map(|s| self.view(&s, now, true)),
             ScheduleOp::List { after, limit } => return self.list_schedules(after, limit, now),
             ScheduleOp::Export => {
                 let all = load_where(&self.store, "1 = 1 ORDER BY name", vec![])?;
@@ -115,18 +113,8 @@ impl JobShard {
                     Ok(next)
                 }))
             }
-            ScheduleOp::Pause { name } => changed(self.commit(|tx| {
-                let mut s = existing(tx, &name)?;
-                schedule::pause(&mut s, now);
-                save(tx, &s, now)?;
-                Ok(s)
-            })),
-            ScheduleOp::Resume { name } => changed(self.commit(|tx| {
-                let mut s = existing(tx, &name)?;
-                schedule::resume(&mut s, now);
-                save(tx, &s, now)?;
-                Ok(s)
-            })),
+            ScheduleOp::Pause { name } => changed(self.update(&name, now, schedule::pause)),
+            ScheduleOp::Resume { name } => changed(self.update(&name, now, schedule::resume)),
             ScheduleOp::Delete { name } => self.commit(|tx| {
                 existing(tx, &name)?;
                 tx.exec("DELETE FROM schedules WHERE name = ?", vec![text(name.clone())])?;
@@ -146,6 +134,16 @@ impl JobShard {
             self.rearm().await;
         }
         answer
+    }
+
+    /// Loads schedule `name`, changes it with `f` and writes it, in one transaction.
+    fn update(&self, name: &str, now: u64, f: impl FnOnce(&mut Schedule, u64)) -> Result<Schedule, ApiError> {
+        self.commit(|tx| {
+            let mut s = existing(tx, name)?;
+            f(&mut s, now);
+            save(tx, &s, now)?;
+            Ok(s)
+        })
     }
 
     /// A schedule as the API shows it, its runs' states read from this shard.
@@ -196,41 +194,48 @@ impl JobShard {
         Ok(job)
     }
 
-    /// Creates the runs `fires` of `schedules` in transaction `tx`: their jobs (deduplicated
-    /// by idempotency key), the runs recorded, the counts. Returns the effects and, per fire,
-    /// the job (new or existing).
+    /// The jobs of the runs `fires`; a fire whose job cannot be made (a spec stored valid
+    /// that fails now: a type removed from `JOB_TYPES`) is logged and counted as skipped
+    /// (`invalid`) in `deltas`.
+    fn prepare_runs(
+        &self,
+        schedules: &[Schedule],
+        fires: Vec<Fire>,
+        now: u64,
+        cfg: &EdgeConfig,
+        deltas: &mut Vec<Delta>,
+    ) -> Vec<(Fire, Job)> {
+        let mut out = Vec::with_capacity(fires.len());
+        for f in fires {
+            let s = &schedules[f.index];
+            match self.run_job(s, f.tick, now, cfg) {
+                Ok(job) => out.push((f, job)),
+                Err(e) => {
+                    log(
+                        "error",
+                        "a schedule's run could not be created",
+                        json!({ "schedule": s.name, "error": e.message }),
+                    );
+                    let labels = [("schedule", s.name.as_str()), ("reason", "invalid")];
+                    deltas.push(Delta::count("edgejobs_schedule_skips_total", &labels, 1.0));
+                }
+            }
+        }
+        out
+    }
+
+    /// Creates the runs `made` of `schedules` in transaction `tx`: their jobs (deduplicated
+    /// by idempotency key), the runs recorded, the counts. Returns the effects and, per run,
+    /// the job (new or existing) and whether it is new.
     fn create_runs(
         &self,
         tx: &Store,
         schedules: &mut [Schedule],
-        fires: Vec<Fire>,
+        made: Vec<(Fire, Job)>,
         now: u64,
         cfg: &EdgeConfig,
     ) -> Result<(Effects, Vec<(Job, bool)>), ApiError> {
-        let mut jobs = Vec::new();
-        let mut made = Vec::new();
-        for f in fires {
-            match self.run_job(&schedules[f.index], f.tick, now, cfg) {
-                Ok(job) => {
-                    jobs.push(job);
-                    made.push(f);
-                }
-                Err(e) => {
-                    // A spec stored valid that fails now (a type removed from the
-                    // deployment): the tick is lost, and said so.
-                    log(
-                        "error",
-                        "a schedule's run could not be created",
-                        json!({ "schedule": schedules[f.index].name, "error": e.message }),
-                    );
-                    tx.record(&[Delta::count(
-                        "edgejobs_schedule_skips_total",
-                        &[("schedule", &schedules[f.index].name), ("reason", "invalid")],
-                        1.0,
-                    )])?;
-                }
-            }
-        }
+        let (made, jobs): (Vec<Fire>, Vec<Job>) = made.into_iter().unzip();
         let keys: Vec<String> = jobs.iter().filter_map(|j| j.idempotency_key.clone()).collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let known = tx.known_keys(&keys, now)?;
@@ -288,8 +293,9 @@ impl JobShard {
                     }
                     fires.extend(w.fire.into_iter().map(|(tick, kind)| Fire { index, tick, kind }));
                 }
+                let made = self.prepare_runs(&due, fires, now, &cfg, &mut deltas);
                 tx.record(&deltas)?;
-                let (effects, _) = self.create_runs(tx, &mut due, fires, now, &cfg)?;
+                let (effects, _) = self.create_runs(tx, &mut due, made, now, &cfg)?;
                 for s in &due {
                     save(tx, s, now)?;
                 }
@@ -316,10 +322,10 @@ impl JobShard {
         let now = now_ms();
         let (effects, schedule, job, created) = self.commit(|tx| {
             let mut one = [existing(tx, name)?];
-            // A spec that no longer validates is refused here, with its error.
-            self.run_job(&one[0], now, now, &cfg)?;
+            // A spec that no longer validates is refused, with its error.
+            let job = self.run_job(&one[0], now, now, &cfg)?;
             let fire = Fire { index: 0, tick: now, kind: RunKind::Trigger };
-            let (effects, mut jobs) = self.create_runs(tx, &mut one, vec![fire], now, &cfg)?;
+            let (effects, mut jobs) = self.create_runs(tx, &mut one, vec![(fire, job)], now, &cfg)?;
             let [s] = one;
             save(tx, &s, now)?;
             let (job, created) =
@@ -331,11 +337,27 @@ impl JobShard {
         Ok(json!({ "created": created, "job": job, "schedule": self.view(&schedule, now, true) }))
     }
 
-    /// This shard's schedules for a scrape: (active, paused) and the overdue ones' names.
+    /// This shard's schedules for a scrape: (active, paused) and the overdue ones' names,
+    /// read by SQLite (no document is parsed here). A paused or ended schedule has no
+    /// wake-up; an active one whose wake-up is long past is overdue.
     pub(super) fn schedule_stats(&self, now: u64) -> Result<((u64, u64), Vec<String>), ApiError> {
-        let all = load_where(&self.store, "1 = 1", vec![])?;
-        let paused = all.iter().filter(|s| s.paused).count() as u64;
-        let overdue = all.iter().filter(|s| s.overdue(now)).map(|s| s.name.clone()).collect();
-        Ok(((all.len() as u64 - paused, paused), overdue))
+        #[derive(Deserialize)]
+        struct Counts {
+            n: f64,
+            paused: Option<f64>,
+        }
+        #[derive(Deserialize)]
+        struct Name {
+            name: String,
+        }
+        let counts: Vec<Counts> = self
+            .store
+            .rows("SELECT COUNT(*) AS n, SUM(json_extract(doc, '$.paused')) AS paused FROM schedules", vec![])?;
+        let (n, paused) = counts.first().map_or((0, 0), |c| (c.n as u64, c.paused.unwrap_or(0.0) as u64));
+        let overdue: Vec<Name> = self.store.rows(
+            "SELECT name FROM schedules WHERE wake_at < ? ORDER BY name",
+            vec![int(now.saturating_sub(schedule::OVERDUE_MS))],
+        )?;
+        Ok(((n - paused, paused), overdue.into_iter().map(|r| r.name).collect()))
     }
 }
