@@ -167,11 +167,15 @@ pub fn tag_of(name: &str) -> String {
     format!("schedule:{name}")
 }
 
-/// An error about a schedule's job spec, its field named under `job`.
+/// An error about a schedule's job spec, its field named under `job`: `job.payload.url`,
+/// or, for a JSON pointer into the body (a schema violation), `/job/payload/width`.
 pub fn under_job(mut e: ApiError) -> ApiError {
     if let Some(f) = &e.field {
-        let f = format!("job.{f}");
-        e.message = format!("job.{}", e.message);
+        let (f, message) = match f.strip_prefix('/') {
+            Some(_) => (format!("/job{f}"), format!("/job{}", e.message)),
+            None => (format!("job.{f}"), format!("job.{}", e.message)),
+        };
+        e.message = message;
         e.field = Some(f);
     }
     e
@@ -663,6 +667,23 @@ mod tests {
             matches!(parse_create(&json!({ "name": "a", "cron": "* * * * *", "job": { "type": "nope" } }), 0, &Types::builtins()),
             Err(e) if e.code == ErrorCode::UnknownType)
         );
+    }
+
+    #[test]
+    fn job_errors_are_named_under_job_and_pointers_stay_pointers() {
+        let types = Types::parse(
+            r#"{"img": {"lane": "native", "schema": {"properties": {"w": {"type": "integer"}}}}}"#,
+            &crate::outbound::Allow::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let bad = json!({ "name": "n", "cron": "* * * * *", "job": { "type": "img", "payload": { "w": "x" } } });
+        let e = parse_create(&bad, 0, &types).err().unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(e.field.as_deref(), Some("/job/payload/w"));
+        assert!(e.message.starts_with("/job/payload/w: "), "{}", e.message);
+        let bad =
+            json!({ "name": "n", "cron": "* * * * *", "job": { "type": "webhook", "payload": { "url": "nope" } } });
+        let e = parse_create(&bad, 0, &types).err().unwrap_or_else(|| panic!("accepted"));
+        assert_eq!(e.field.as_deref(), Some("job.payload.url"));
     }
 
     #[test]
