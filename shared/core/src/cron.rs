@@ -6,8 +6,10 @@
 //!   instant after the gap (every tick that falls in the gap folds into that one run);
 //! - a local time that occurs twice (the fall-back fold) runs once, at its first occurrence.
 //!
-//! Day of month and day of week combine as in Vixie cron: when both are restricted (neither
-//! starts with `*`), a day matches when either does; otherwise both must.
+//! Day of month and day of week combine as in Vixie cron and cronie: a field whose text starts
+//! with `*` or `?` is unrestricted, even with a step (`*/2`); when both are restricted a day
+//! matches when either does, otherwise both must (so `0 9 */2 * MON` runs on Mondays that fall
+//! on odd days of the month, and `0 9 */10 * *` on the 1st, 11th, 21st and 31st).
 //!
 //! Time zones and calendar arithmetic are jiff's, with its bundled IANA database (the same
 //! rules on wasm32 and native, independent of the host). The parser is ours: its errors
@@ -73,7 +75,10 @@ pub struct Cron {
     weekdays: u8,
     /// `5L` in the day of week: the month's last Friday (bit per weekday).
     last_weekdays: u8,
+    /// Whether the day-of-month text starts with neither `*` nor `?` (Vixie's `DOM_STAR`,
+    /// inverted): it decides between OR and AND, never which days match.
     day_restricted: bool,
+    /// The same for the day of week.
     weekday_restricted: bool,
     has_seconds: bool,
 }
@@ -195,12 +200,10 @@ impl Cron {
         let by_day = self.days & (1 << d.day()) != 0 || (self.last_day && d.day() == last);
         let wd = d.weekday().to_sunday_zero_offset() as u8;
         let by_weekday = self.weekdays & (1 << wd) != 0 || (self.last_weekdays & (1 << wd) != 0 && d.day() + 7 > last);
-        match (self.day_restricted, self.weekday_restricted) {
-            (true, true) => by_day || by_weekday,
-            (true, false) => by_day,
-            (false, true) => by_weekday,
-            (false, false) => true,
-        }
+        // Vixie cron: OR when both fields are restricted, AND otherwise. An unrestricted
+        // field still has its own days: `*` matches every day, but `*/10` only the 1st, 11th,
+        // 21st and 31st, so it cannot be skipped.
+        if self.day_restricted && self.weekday_restricted { by_day || by_weekday } else { by_day && by_weekday }
     }
 
     /// The first time of day at or after `from` that matches, if any.
@@ -463,6 +466,52 @@ mod tests {
         );
         // With one of them `*`, the other decides alone.
         assert_eq!(runs("0 0 13 * *", "UTC", "2026-03-01T00:00:00Z", 1), ["2026-03-13T00:00:00Z"]);
+    }
+
+    /// A step in a day field restricts the days even when the field starts with `*`; what
+    /// starts with `*` or `?` only decides AND (either field unrestricted) versus OR (both
+    /// restricted), as in Vixie cron, cronie and cronsim (issue 24).
+    #[test]
+    fn steps_in_day_fields_and_the_vixie_star_rule() {
+        let table: &[(&str, &str, &[&str])] = &[
+            // Days 1, 11, 21, 31 (was: every day).
+            (
+                "0 9 */10 * *",
+                "2026-01-01T10:00:00Z",
+                &["2026-01-11T09:00:00Z", "2026-01-21T09:00:00Z", "2026-01-31T09:00:00Z", "2026-02-01T09:00:00Z"],
+            ),
+            ("0 9 1-31/10 * *", "2026-01-01T10:00:00Z", &["2026-01-11T09:00:00Z", "2026-01-21T09:00:00Z"]),
+            ("0 9 ?/10 * *", "2026-01-01T10:00:00Z", &["2026-01-11T09:00:00Z", "2026-01-21T09:00:00Z"]),
+            // Sunday, Wednesday, Saturday (was: every day). 2026-03-01 is a Sunday.
+            (
+                "0 9 * * */3",
+                "2026-03-01T10:00:00Z",
+                &["2026-03-04T09:00:00Z", "2026-03-07T09:00:00Z", "2026-03-08T09:00:00Z"],
+            ),
+            ("0 9 * * 0-6/3", "2026-03-01T10:00:00Z", &["2026-03-04T09:00:00Z", "2026-03-07T09:00:00Z"]),
+            ("0 9 ? * */3", "2026-03-01T10:00:00Z", &["2026-03-04T09:00:00Z", "2026-03-07T09:00:00Z"]),
+            // `*/2` is unrestricted for the OR rule: Mondays on odd days (AND). 2026-03-02 and
+            // 2026-03-16 are even Mondays, the 9th and 23rd odd ones.
+            (
+                "0 9 */2 * 1",
+                "2026-03-01T00:00:00Z",
+                &["2026-03-09T09:00:00Z", "2026-03-23T09:00:00Z", "2026-04-13T09:00:00Z"],
+            ),
+            // The 1st when it is a Sunday, Tuesday, Thursday or Saturday.
+            ("0 9 1 * */2", "2026-03-01T00:00:00Z", &["2026-03-01T09:00:00Z", "2026-08-01T09:00:00Z"]),
+            // Both restricted (`1-31/2` does not start with `*`): odd days OR Mondays.
+            (
+                "0 9 1-31/2 * 1",
+                "2026-03-01T10:00:00Z",
+                &["2026-03-02T09:00:00Z", "2026-03-03T09:00:00Z", "2026-03-05T09:00:00Z"],
+            ),
+            // Both unrestricted with steps: both must match.
+            // The 1st, 16th or 31st when it is a Sunday or Saturday.
+            ("0 9 */15 * */6", "2026-03-01T00:00:00Z", &["2026-03-01T09:00:00Z", "2026-05-16T09:00:00Z"]),
+        ];
+        for (expr, after, want) in table {
+            assert_eq!(runs(expr, "UTC", after, want.len()), *want, "{expr}");
+        }
     }
 
     #[test]
