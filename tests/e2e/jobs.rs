@@ -271,14 +271,22 @@ fn webhook_retries_with_backoff_then_completes(ctx: &Ctx) -> anyhow::Result<()> 
             format!("the Standard Webhooks library refuses delivery {i}: {:?}", req.headers)
         })?;
         ensure(other.verify(req.body.as_bytes(), &headers).is_err(), || "another receiver's secret verifies".into())?;
-        ensure(req.headers.get("webhook-id") == Some(&format!("{id}_{}", i + 1)), || {
-            format!("webhook-id is the job id and attempt: {:?}", req.headers)
+        // Standard Webhooks: "the same when the same webhook is being resent (e.g. due to a
+        // previous failure)", so a receiver that did the work but answered 500 can tell.
+        ensure(req.headers.get("webhook-id") == Some(&id), || {
+            format!("webhook-id is the job id on every retry: {:?}", req.headers)
         })?;
         ensure(req.headers.get("x-edgejobs-attempt").map(String::as_str) == Some(&(i + 1).to_string()), || {
             format!("attempt header: {:?}", req.headers)
         })?;
         ensure(req.headers.get("x-edgejobs-job-id") == Some(&id), || "job id header".into())?;
     }
+    // The reference Python library verifies the same three deliveries (the retried ones
+    // included) and reads one id from them; another receiver's secret verifies none.
+    let ids = edgejobs_tests::hooks::verify_with_python(&secret(&url)?, &got)?;
+    ensure(ids == vec![Some(id.clone()); 3], || format!("python standardwebhooks: {ids:?}"))?;
+    let ids = edgejobs_tests::hooks::verify_with_python(&secret("https://elsewhere.example/hook")?, &got)?;
+    ensure(ids == vec![None; 3], || format!("python standardwebhooks, another receiver's secret: {ids:?}"))?;
     Ok(())
 }
 
@@ -304,6 +312,12 @@ fn poison_job_dies_after_max_attempts_and_replays(ctx: &Ctx) -> anyhow::Result<(
     })?;
     let job = ctx.wait_state(&id, "completed", WAIT)?;
     ensure(job["attempt"] == 4, || format!("attempt 4 of the job's life: {job}"))?;
+    // The first series shared one webhook-id; the replay is a new series with a new one, so a
+    // receiver that deduplicated the dead job's deliveries still takes the replay.
+    let got = ctx.hooks.received(&path);
+    let ids: Vec<_> = got.iter().map(|r| r.headers.get("webhook-id").cloned().unwrap_or_default()).collect();
+    let replayed = format!("{id}_r3");
+    ensure(ids == [id.as_str(), id.as_str(), id.as_str(), replayed.as_str()], || format!("webhook-ids: {ids:?}"))?;
     let dead = ctx.list_all("/v1/dead?type=webhook&limit=100")?;
     ensure(!dead.contains(&id), || "left the dead-letter set".into())
 }

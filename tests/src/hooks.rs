@@ -223,3 +223,34 @@ impl Drop for Hooks {
         let _ = TcpStream::connect(self.base.trim_start_matches("http://"));
     }
 }
+
+/// Verifies deliveries with the reference Python library of Standard Webhooks
+/// (`tests/python/verify_webhooks.py` in the virtualenv scripts/setup makes), so our
+/// signatures are checked by code we did not write. Returns, per delivery, the `webhook-id`
+/// the library accepted, or `None` where it refused the delivery.
+pub fn verify_with_python(secret: &str, deliveries: &[Received]) -> anyhow::Result<Vec<Option<String>>> {
+    use anyhow::Context;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var_os("PY").map_or_else(|| root.join("target/py/bin/python"), std::path::PathBuf::from);
+    let input = serde_json::json!({
+        "secret": secret,
+        "deliveries": deliveries.iter().map(|d| serde_json::json!({ "headers": d.headers, "body": d.body })).collect::<Vec<_>>(),
+    });
+    let mut child = std::process::Command::new(&python)
+        .arg(root.join("tests/python/verify_webhooks.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("{} (run scripts/setup: it makes the virtualenv)", python.display()))?;
+    child.stdin.take().context("stdin")?.write_all(input.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(out.status.success(), "verify_webhooks.py: {}", String::from_utf8_lossy(&out.stderr));
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        ids: Vec<Option<String>>,
+    }
+    let answer: Answer = serde_json::from_slice(&out.stdout).context("verify_webhooks.py's answer")?;
+    anyhow::ensure!(answer.ids.len() == deliveries.len(), "one answer per delivery");
+    Ok(answer.ids)
+}

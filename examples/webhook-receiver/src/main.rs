@@ -8,8 +8,8 @@
 //! `WEBHOOK_SECRET` is this receiver's secret, from `POST /v1/admin/webhook-secret` with the
 //! URL edgejobs calls. A verified delivery is printed as one line
 //! (`verified <webhook-id> <body>`) and answered 204; anything else is answered 401 (and the
-//! job retries, then goes dead). The `webhook-id` stays the same when a delivery of one
-//! attempt is repeated: use it to drop duplicates.
+//! job retries, then goes dead). The `webhook-id` stays the same when a delivery is repeated
+//! or retried (a replay of a dead job gets a new one): use it to drop duplicates.
 
 use std::sync::Arc;
 

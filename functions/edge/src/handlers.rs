@@ -79,7 +79,7 @@ async fn deliver(job: &Job, cfg: &EdgeConfig, raw_url: &str, body: String, extra
         .map_err(|e| permanent(format!("webhook URL {} refused: {e}", redact_url(raw_url))))?;
     let mut body = Some(body);
     let master = webhook::master_key(cfg.webhook_secret.expose());
-    let msg_id = webhook::message_id(job.id.as_str(), job.attempt);
+    let msg_id = webhook::message_id(job.id.as_str(), job.series_base);
     let mut method = Method::Post;
     for hop in 0..=MAX_REDIRECTS {
         let key = webhook::receiver_key(&master, &url.origin().ascii_serialization());

@@ -55,10 +55,15 @@ pub fn receiver_secret(master: &[u8], origin: &str) -> String {
     format!("{SECRET_PREFIX}{}", STANDARD.encode(receiver_key(master, origin)))
 }
 
-/// The `webhook-id` of an attempt: the same for every delivery of that attempt (a queue may
-/// deliver twice), different for each retry.
-pub fn message_id(job_id: &str, attempt: u32) -> String {
-    format!("{job_id}_{attempt}")
+/// The `webhook-id` of a job's deliveries: the same for every delivery of one attempt
+/// series — a queue's duplicate and every retry alike — because the Standard Webhooks
+/// specification says the id "will be the same when the same webhook is being resent (e.g.
+/// due to a previous failure)", and receivers deduplicate by it. `series_base` is the job's
+/// attempt count when its series began: 0 for the first series, so the id is the job id;
+/// a replay of a dead job starts a new series (`<job>_r<series_base>`), because a receiver
+/// that deduplicated the old deliveries must see the replay as new work.
+pub fn message_id(job_id: &str, series_base: u32) -> String {
+    if series_base == 0 { job_id.to_owned() } else { format!("{job_id}_r{series_base}") }
 }
 
 /// The `webhook-signature` value for one delivery.
@@ -115,6 +120,34 @@ mod tests {
         assert!(!verify(&a, "j1_1", 1_700_000_001, r#"{"x":1}"#, &h));
         assert!(!verify(&a, "j1_1", 1_700_000_000, r#"{"x":2}"#, &h));
         assert!(receiver_secret(&master, "https://a.example").starts_with(SECRET_PREFIX));
+    }
+
+    /// The id a receiver deduplicates by: one per attempt series (every retry keeps it, as the
+    /// specification asks), a new one for a replay, never a repeat of an earlier series'.
+    #[test]
+    fn message_id_is_stable_across_retries_and_new_for_a_replay() {
+        use crate::id::JobId;
+        use crate::machine::{Disposition, Event, apply};
+        let spec = crate::spec::parse_spec(&serde_json::json!({ "type": "noop", "max_attempts": 2 }), 1_000)
+            .expect("valid spec");
+        let mut job = spec.into_job(JobId::new(0, 1_000, 1), 1_000).0;
+        let mut ids = Vec::new();
+        for attempt in 1..=2 {
+            job = apply(&job, Event::Start { attempt }, 2_000, 0.5).expect("start").job;
+            ids.push(message_id(job.id.as_str(), job.series_base));
+            let fail = Event::Fail { attempt, error: "500".into(), disposition: Disposition::Retryable };
+            job = apply(&job, fail, 2_100, 0.5).expect("fail").job;
+            if attempt == 1 {
+                job = apply(&job, Event::Wake, 60_000, 0.5).expect("the retry is due").job;
+            }
+        }
+        assert_eq!(ids[0], ids[1], "a retried delivery keeps its webhook-id");
+        assert_eq!(ids[0], job.id.as_str());
+        job = apply(&job, Event::Replay, 69_000, 0.5).expect("replay").job;
+        job = apply(&job, Event::Start { attempt: 3 }, 70_000, 0.5).expect("start").job;
+        let replayed = message_id(job.id.as_str(), job.series_base);
+        assert_ne!(replayed, ids[0], "a replay is a new series with a new webhook-id");
+        assert_eq!(replayed, format!("{}_r2", job.id.as_str()));
     }
 
     /// The example of the Standard Webhooks specification (its reference libraries' test):
