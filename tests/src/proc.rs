@@ -119,8 +119,25 @@ impl Drop for Proc {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; a small race we accept for tests).
+///
+/// Never the same port twice in one process: the kernel may offer a port it just offered
+/// again once its listener is closed — in a fresh network namespace (scripts/schemathesis)
+/// it does so every time, and redis-server and wrangler were given one port. A port seen
+/// before is held open while the next is asked for, so the kernel offers another.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        if given.insert(port) {
+            return Ok(port);
+        }
+        held.push(listener);
+    }
+    anyhow::bail!("no loopback port that was not handed out before")
 }
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.
