@@ -52,10 +52,16 @@ fn llm_chat_records_tokens_used(ctx: &Ctx) -> anyhow::Result<()> {
     )?;
     let job = ctx.wait_state(&id, "completed", WAIT)?;
     ensure(job["attempt"] == 1 && job["result"]["content"] == "echo: after errors", || format!("{job}"))?;
-    // A request the API refuses (no messages) is permanent: dead after one attempt.
-    let id = ctx.enqueue(&json!({ "type": "llm.chat", "payload": { "messages": [] } }))?;
+    // A request the LLM's API refuses (a model it does not have) is permanent: dead after one
+    // attempt.
+    let id = ctx.enqueue(&json!({ "type": "llm.chat",
+        "payload": { "model": "no-such-model", "messages": [{ "role": "user", "content": "hi" }] } }))?;
     let job = ctx.wait_state(&id, "dead", WAIT)?;
-    ensure(job["attempt"] == 1, || format!("{job}"))
+    ensure(job["attempt"] == 1, || format!("{job}"))?;
+    // One that can never run (no messages) is refused at enqueue, as the OpenAPI description's
+    // shape of an llm.chat payload says, instead of dying later.
+    let r = ctx.post("/v1/jobs", &json!({ "type": "llm.chat", "payload": { "messages": [] } }))?;
+    ensure(r.status == 400 && r.body["error"]["field"] == "payload.messages", || format!("{} {}", r.status, r.body))
 }
 
 fn llm_429_storm_slows_down_without_losing_jobs(ctx: &Ctx) -> anyhow::Result<()> {

@@ -164,6 +164,10 @@ fn complete(body: &str) -> (u16, Value) {
     let Some(messages) = req["messages"].as_array().filter(|m| !m.is_empty()) else {
         return error(400, "'messages' is a required property", "invalid_request_error", "missing_messages");
     };
+    // As OpenAI answers for a model it does not have (what the edge cannot check at enqueue).
+    if req["model"] == "no-such-model" {
+        return error(404, "The model `no-such-model` does not exist", "invalid_request_error", "model_not_found");
+    }
     let last = messages.last().and_then(|m| m["content"].as_str()).unwrap_or("");
     let prompt_tokens: usize =
         messages.iter().map(|m| m["content"].as_str().unwrap_or("").split_whitespace().count() + 4).sum();

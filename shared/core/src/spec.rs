@@ -57,14 +57,69 @@ const FIELDS: &[&str] = &[
 /// Longest duration text accepted; anything longer is refused before it reaches the parser.
 const MAX_DURATION_LEN: usize = 64;
 
-/// Parses a duration: a non-negative integer of milliseconds, or a string in humantime's
-/// syntax such as `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"` or `"1h 30m"`. `None` for
-/// anything else, including durations that do not fit in u64 milliseconds. Total: no input
-/// panics.
+/// The units a duration string may use: humantime's, but `µs` (so the text is ASCII and its
+/// length in bytes is its length in characters, as the description's `maxLength` counts).
+const DURATION_UNITS: &[&str] = &[
+    "nanos", "nsec", "ns", "usec", "us", "millis", "msec", "ms", "seconds", "second", "secs", "sec", "s", "minutes",
+    "minute", "mins", "min", "m", "hours", "hour", "hrs", "hr", "h", "days", "day", "d", "weeks", "week", "wks", "wk",
+    "w", "months", "month", "M", "years", "year", "yrs", "yr", "y",
+];
+
+/// The syntax of a duration string, the `pattern` the OpenAPI description gives for it:
+/// spaces, then one or more spans of a number (digits, optionally a fraction such as
+/// `1.5`) and a unit, with spaces allowed around each, and nothing else. humantime alone is
+/// laxer (spaces inside a number, tabs, newlines, `µs`); its extra forms are refused so
+/// that what the description forbids is refused.
+fn duration_syntax_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let skip_spaces = |i: &mut usize| {
+        while b.get(*i) == Some(&b' ') {
+            *i += 1;
+        }
+    };
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > start
+    };
+    let mut spans = 0;
+    loop {
+        skip_spaces(&mut i);
+        if i == b.len() {
+            return spans > 0;
+        }
+        if !digits(&mut i) {
+            return false;
+        }
+        if b.get(i) == Some(&b'.') {
+            i += 1;
+            if !digits(&mut i) {
+                return false;
+            }
+        }
+        skip_spaces(&mut i);
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_alphabetic) {
+            i += 1;
+        }
+        if !DURATION_UNITS.contains(&&s[start..i]) {
+            return false;
+        }
+        spans += 1;
+    }
+}
+
+/// Parses a duration: a non-negative integer of milliseconds, or a string such as
+/// `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`, `"1.5h"` or `"1h 30m"` (the syntax of
+/// [`duration_syntax_ok`], read by humantime). `None` for anything else, including durations
+/// that do not fit in u64 milliseconds. Total: no input panics.
 pub fn parse_duration(v: &Value) -> Option<u64> {
     match v {
         Value::Number(n) => n.as_u64(),
-        Value::String(s) if s.len() <= MAX_DURATION_LEN => {
+        Value::String(s) if s.len() <= MAX_DURATION_LEN && duration_syntax_ok(s) => {
             let d = humantime::parse_duration(s.trim()).ok()?;
             u64::try_from(d.as_millis()).ok()
         }
@@ -227,23 +282,106 @@ fn validate_payload(jt: &JobType, payload: &Value) -> Result<(), ApiError> {
             field: Some(field),
         });
     }
+    // Only the built-ins have shapes of their own; a declared type has its schema (above).
+    if !jt.builtin {
+        return Ok(());
+    }
     match jt.name.as_str() {
         "webhook" | "http.request" => {
-            let url = payload.get("url").and_then(Value::as_str).unwrap_or("");
-            let parsed = url::Url::parse(url).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
-            if parsed.is_none_or(|u| u.host().is_none()) || url.len() > crate::outbound::MAX_URL_BYTES {
+            let Some(obj) = payload.as_object() else {
+                return Err(ApiError::field("payload", "must be an object such as {\"url\": \"https://...\"}"));
+            };
+            let url = obj.get("url").and_then(Value::as_str).unwrap_or("");
+            if !url_syntax_ok(url) {
                 return Err(ApiError::field(
                     "payload.url",
-                    format!("must be an http:// or https:// URL of at most {} bytes", crate::outbound::MAX_URL_BYTES),
+                    format!(
+                        "must be an http:// or https:// URL of at most {} bytes, without spaces or control characters",
+                        crate::outbound::MAX_URL_BYTES
+                    ),
                 ));
             }
-            if let Some(h) = payload.get("headers") {
+            if let Some(h) = obj.get("headers") {
                 validate_headers(h)?;
+            }
+            if jt.name == "http.request" {
+                match obj.get("method") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(m)) if !m.is_empty() && m.len() <= 32 && m.bytes().all(is_token_byte) => {}
+                    Some(_) => {
+                        return Err(ApiError::field(
+                            "payload.method",
+                            "must be an HTTP method such as \"GET\" (a token of 1 to 32 characters)",
+                        ));
+                    }
+                }
             }
             Ok(())
         }
+        "sleep" => {
+            let obj = match payload {
+                Value::Null => return Ok(()),
+                Value::Object(o) => o,
+                _ => return Err(ApiError::field("payload", "must be an object such as {\"ms\": 100}")),
+            };
+            match obj.get("ms") {
+                None | Some(Value::Null) => {}
+                Some(v) if v.as_u64().is_some_and(|ms| ms <= MAX_SLEEP_MS) => {}
+                Some(_) => {
+                    return Err(ApiError::field("payload.ms", format!("must be an integer from 0 to {MAX_SLEEP_MS}")));
+                }
+            }
+            match obj.get("fail").map(|v| (v, v.as_str())) {
+                None | Some((Value::Null, _)) | Some((_, Some("retryable" | "permanent"))) => Ok(()),
+                Some(_) => Err(ApiError::field("payload.fail", "must be \"retryable\" or \"permanent\"")),
+            }
+        }
+        "llm.chat" => {
+            let Some(obj) = payload.as_object() else {
+                return Err(ApiError::field("payload", "must be an object with messages"));
+            };
+            let messages = obj.get("messages").and_then(Value::as_array);
+            if messages.is_none_or(|m| m.is_empty() || !m.iter().all(Value::is_object)) {
+                return Err(ApiError::field("payload.messages", "must be a non-empty array of message objects"));
+            }
+            match obj.get("model") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(m)) if !m.is_empty() => {}
+                Some(_) => return Err(ApiError::field("payload.model", "must be a non-empty string")),
+            }
+            match obj.get("max_tokens") {
+                None | Some(Value::Null) => {}
+                Some(v) if v.as_u64().is_some_and(|n| n >= 1) => {}
+                Some(_) => return Err(ApiError::field("payload.max_tokens", "must be a positive integer")),
+            }
+            match obj.get("temperature") {
+                None | Some(Value::Null) => Ok(()),
+                Some(v) if v.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t)) => Ok(()),
+                Some(_) => Err(ApiError::field("payload.temperature", "must be a number from 0 to 2")),
+            }
+        }
         _ => Ok(()),
     }
+}
+
+/// Longest `sleep` the native handler runs (`payload.ms`).
+pub const MAX_SLEEP_MS: u64 = 3_600_000;
+
+/// A URL a webhook or request may be sent to: `http://` or `https://` (any case), a host,
+/// at most [`crate::outbound::MAX_URL_BYTES`], and no space or control character (which the
+/// URL parser would strip or drop silently, so the URL called would not be the one given).
+fn url_syntax_ok(url: &str) -> bool {
+    let scheme_ok =
+        ["http://", "https://"].iter().any(|p| url.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p)));
+    scheme_ok
+        && url.len() <= crate::outbound::MAX_URL_BYTES
+        && !url.chars().any(|c| c == ' ' || c.is_control())
+        && url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+/// A byte of an HTTP token (RFC 9110): header names and methods.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Most headers a payload may carry, and their total size.
@@ -265,8 +403,7 @@ fn validate_headers(h: &Value) -> Result<(), ApiError> {
         let Some(value) = value.as_str() else {
             return Err(ApiError::field("payload.headers", "must be an object of string values"));
         };
-        let token =
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let token = !name.is_empty() && name.bytes().all(is_token_byte);
         if !token {
             return Err(ApiError::field("payload.headers", "header names must be HTTP tokens (letters, digits, -)"));
         }
@@ -449,6 +586,63 @@ mod tests {
             ),
             (json!({ "type": "noop", "run_at": "2030-01-01T00:00:00+0é00" }), ErrorCode::InvalidField, Some("run_at")),
             (json!({ "type": "noop", "delay": "5é" }), ErrorCode::InvalidField, Some("delay")),
+            // Shapes of the built-ins' payloads, as the OpenAPI description gives them.
+            (json!({ "type": "webhook", "payload": "http://x" }), ErrorCode::InvalidField, Some("payload")),
+            (
+                json!({ "type": "webhook", "payload": { "url": " http://example.com/" } }),
+                ErrorCode::InvalidField,
+                Some("payload.url"),
+            ),
+            (
+                json!({ "type": "webhook", "payload": { "url": "http://exa\tmple.com/" } }),
+                ErrorCode::InvalidField,
+                Some("payload.url"),
+            ),
+            (
+                json!({ "type": "webhook", "payload": { "url": "http:\\\\example.com/" } }),
+                ErrorCode::InvalidField,
+                Some("payload.url"),
+            ),
+            (
+                json!({ "type": "http.request", "payload": { "url": "http://x", "method": 5 } }),
+                ErrorCode::InvalidField,
+                Some("payload.method"),
+            ),
+            (
+                json!({ "type": "http.request", "payload": { "url": "http://x", "method": "GE T" } }),
+                ErrorCode::InvalidField,
+                Some("payload.method"),
+            ),
+            (json!({ "type": "sleep", "payload": [1] }), ErrorCode::InvalidField, Some("payload")),
+            (json!({ "type": "sleep", "payload": { "ms": "5" } }), ErrorCode::InvalidField, Some("payload.ms")),
+            (json!({ "type": "sleep", "payload": { "ms": 3_600_001 } }), ErrorCode::InvalidField, Some("payload.ms")),
+            (json!({ "type": "sleep", "payload": { "fail": "yes" } }), ErrorCode::InvalidField, Some("payload.fail")),
+            (json!({ "type": "llm.chat" }), ErrorCode::InvalidField, Some("payload")),
+            (
+                json!({ "type": "llm.chat", "payload": { "messages": [] } }),
+                ErrorCode::InvalidField,
+                Some("payload.messages"),
+            ),
+            (
+                json!({ "type": "llm.chat", "payload": { "messages": ["hi"] } }),
+                ErrorCode::InvalidField,
+                Some("payload.messages"),
+            ),
+            (
+                json!({ "type": "llm.chat", "payload": { "messages": [{}], "model": 1 } }),
+                ErrorCode::InvalidField,
+                Some("payload.model"),
+            ),
+            (
+                json!({ "type": "llm.chat", "payload": { "messages": [{}], "max_tokens": 0 } }),
+                ErrorCode::InvalidField,
+                Some("payload.max_tokens"),
+            ),
+            (
+                json!({ "type": "llm.chat", "payload": { "messages": [{}], "temperature": 3 } }),
+                ErrorCode::InvalidField,
+                Some("payload.temperature"),
+            ),
         ];
         for (body, code, field) in table {
             let e = parse_spec(&body, NOW).expect_err(&body.to_string());
@@ -490,6 +684,23 @@ mod tests {
     }
 
     #[test]
+    fn the_builtins_payload_shapes_accept_what_they_describe() {
+        for body in [
+            json!({ "type": "noop", "payload": [1, "any"] }),
+            json!({ "type": "webhook", "payload": { "url": "HTTPS://example.com/a?b=c", "body": null, "headers": {} } }),
+            json!({ "type": "http.request", "payload": { "url": "http://x/", "method": "PATCH", "body": [1] } }),
+            json!({ "type": "http.request", "payload": { "url": "http://x/", "method": null } }),
+            json!({ "type": "sleep" }),
+            json!({ "type": "sleep", "payload": { "ms": 0, "fail": "retryable", "extra": 1 } }),
+            json!({ "type": "sleep", "payload": { "ms": null, "fail": null } }),
+            json!({ "type": "llm.chat", "payload": { "messages": [{ "role": "user", "content": "hi" }] } }),
+            json!({ "type": "llm.chat", "payload": { "messages": [{}], "model": "m", "max_tokens": 1, "temperature": 0.5 } }),
+        ] {
+            parse_spec(&body, NOW).unwrap_or_else(|e| panic!("{body}: {e}"));
+        }
+    }
+
+    #[test]
     fn a_run_at_in_the_past_means_now() {
         let s = parse_spec(&json!({ "type": "noop", "run_at": "2001-01-01T00:00:00Z" }), NOW).expect("valid");
         let (job, effect) = s.into_job(JobId::new(1, NOW, 2), NOW);
@@ -512,6 +723,17 @@ mod tests {
             (json!("99999999999999999999999d"), None),
             (json!(-5), None),
             (json!(1.5), None),
+            (json!("1.5h"), Some(5_400_000)),
+            (json!("1h30m"), Some(5_400_000)),
+            (json!(" 2 min "), Some(120_000)),
+            // Forms humantime reads but the documented syntax does not have.
+            (json!("1 0s"), None),
+            (json!("30s\n"), None),
+            (json!("\t30s"), None),
+            (json!("5µs"), None),
+            (json!(""), None),
+            (json!("  "), None),
+            (json!("1."), None),
         ] {
             assert_eq!(parse_duration(&v), want, "{v}");
         }
