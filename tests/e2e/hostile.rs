@@ -360,6 +360,11 @@ fn probes(stack: &Stack) -> Vec<Probe> {
         ("DELETE", "/v1/jobs/j000000000000000000000000000000"),
         ("GET", "/v1/jobs/batch"),
         ("GET", "/v1/admin/restore"),
+        // Methods workers-rs does not know, which it reads as GET: refused, not served. (A
+        // method the runtime does not know either, such as FOO, never reaches the Worker.)
+        ("QUERY", "/v1/jobs"),
+        ("PROPFIND", "/v1/stats"),
+        ("QUERY", "/v1/schedules/nightly"),
     ] {
         let (url, key, m) =
             (format!("{base}{path}"), jobs.clone(), reqwest::Method::from_bytes(method.as_bytes()).expect("method"));

@@ -169,11 +169,15 @@ async fn route_known(
     let anonymous = |r: Result<Response>| r.map(|resp| (resp, false));
     let path = req.path();
     let method = req.method();
-    if !methods.contains(&method) {
+    // workers-rs reads a method it does not know (QUERY, PROPFIND, FOO) as GET; such a
+    // request must be refused like any other method the route lacks, not served as a read.
+    let raw = req.inner().method();
+    if !methods.contains(&method) || !raw.eq_ignore_ascii_case(method.as_ref()) {
         let allow: Vec<&str> = methods.iter().map(|m| m.as_ref()).collect();
+        let shown: String = raw.chars().take(32).collect();
         let e = ApiError::new(
             ErrorCode::MethodNotAllowed,
-            format!("{} is not allowed on {path}; allowed: {}", method.as_ref(), allow.join(", ")),
+            format!("{shown} is not allowed on {path}; allowed: {}", allow.join(", ")),
         );
         let mut resp = http::error(&e)?;
         resp.headers_mut().set("allow", &allow.join(", "))?;
