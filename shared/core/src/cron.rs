@@ -338,8 +338,8 @@ fn parse_field(spec: &FieldSpec, text: &str, at: usize) -> Result<Field, CronErr
             continue;
         }
         let (range, step) = match upper.split_once('/') {
-            Some((r, s)) => match s.parse::<u8>() {
-                Ok(n) if n >= 1 && n <= spec.max => (r, Some(n)),
+            Some((r, s)) => match number(s) {
+                Some(n) if n >= 1 && n <= spec.max => (r, Some(n)),
                 _ => return fail(format!("step {s:?} must be a number from 1 to {}", spec.max)),
             },
             None => (upper.as_str(), None),
@@ -366,12 +366,20 @@ fn parse_field(spec: &FieldSpec, text: &str, at: usize) -> Result<Field, CronErr
     Ok(out)
 }
 
+/// Digits only: `str::parse` would also take a sign (`+5`), which no cron accepts.
+fn number(s: &str) -> Option<u8> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
 fn value(spec: &FieldSpec, s: &str) -> Result<u8, String> {
     if let Some(i) = spec.names.iter().position(|n| *n == s) {
         return Ok(i as u8 + if spec.min == 1 { 1 } else { 0 });
     }
-    match s.parse::<u8>() {
-        Ok(v) if (spec.min..=spec.max).contains(&v) => Ok(v),
+    match number(s) {
+        Some(v) if (spec.min..=spec.max).contains(&v) => Ok(v),
         _ if s.is_empty() => Err("a value is missing".into()),
         _ => {
             let names = if spec.names.is_empty() {
@@ -619,6 +627,11 @@ mod tests {
             ("0 0 * * 9L", "day of week", 9),
             ("0 0 * * Lx", "day of week", 9),
             ("é * * * *", "expression", 1),
+            // A sign is not a digit (Rust's integer parsing took `+5`; found by cron-diff).
+            ("+5 * * * *", "minute", 1),
+            ("*/+5 * * * *", "minute", 1),
+            ("0 1,+2 * * *", "hour", 5),
+            ("0 0 * * +1L", "day of week", 9),
         ];
         for (expr, field, position) in table {
             match Cron::parse(expr) {
