@@ -44,6 +44,11 @@ documented semantics differ on purpose (each is counted, and still held to the m
   - never-runs: cronsim refuses an expression no month can satisfy (`0 0 30 2 *`); we give no
     runs (and the API refuses it for having no run in 10 years).
 Any other difference is a failure: the script prints examples and exits 1.
+
+Then COUNT/20 invalid expressions (a valid one with one field broken: a sign, a dangling or
+doubled separator, a value out of range, a backwards range, a step of 0, a word...): our error
+must name that field and the position of the broken item, and cronsim must refuse it too,
+except for syntax we leave out on purpose (`#`, `LW`, `L/n`, steps beyond the field).
 """
 
 import os
@@ -191,6 +196,66 @@ def spell_for_cronsim(e):
             items.append(it)
         out.append(",".join(items))
     return " ".join(out)
+
+
+FIELD_NAMES = {"second": "second", "minute": "minute", "hour": "hour", "dom": "day of month",
+               "month": "month", "dow": "day of week"}
+# What we refuse on purpose although cronsim reads it: `#` (nth weekday), `LW`, steps larger
+# than the field's largest value (`*/60` in minutes; our error says the range) and `L/2`
+# (cronsim drops the step).
+UNSUPPORTED = ("#", "LW", "STEP>MAX", "L/n")
+
+
+def bad_tokens(f):
+    """Tokens field f must refuse: (token, 0-based offset of the offending item, kind)."""
+    name, lo, hi, _ = f
+    a, b, c = lo + 1, lo + 2, lo + 3
+    out = [f"+{a}", f"*/+2", f"{a}-", f"-{a}", f"{a}-{b}-{c}", "*/2/2", f"*-{a}", f"{a}/", "/2",
+           "*/0", str(hi + 1), f"{c}-{a}", "x", "1.5", f"{lo}-*"]
+    out = [(t, 0, "") for t in out] + [(f"{a},,{b}", len(f"{a},"), ""), (f"{a},{b},", len(f"{a},{b},"), ""),
+                                       (f"*/{hi + 1}", 0, "STEP>MAX")]
+    if name == "dom":
+        out += [("0", 0, ""), ("L-2", 0, ""), ("L/2", 0, "L/n"), ("15W", 0, ""), ("LW", 0, "LW"), ("?L", 0, "")]
+    elif name == "month":
+        out += [("0", 0, ""), ("JANUARY", 0, ""), ("13", 0, "")]
+    elif name == "dow":
+        out += [("SUNDAY", 0, ""), ("5#2", 0, "#"), ("L", 0, ""), ("5LL", 0, ""), ("8L", 0, "")]
+    else:
+        out += [("L", 0, "")]
+    return out
+
+
+def invalid_expression(rng):
+    """(expression, our field name, 1-based position, kind) with one field made invalid."""
+    while True:
+        e, ref, _ = expression(rng)
+        if ref == "cronsim":
+            break
+    parts = e.split()
+    specs = [SEC, MIN, HOUR, DOM, MON, DOW][6 - len(parts):]
+    i = rng.randrange(len(parts))
+    token, at, kind = rng.choice(bad_tokens(specs[i]))
+    parts[i] = token
+    return " ".join(parts), FIELD_NAMES[specs[i][0]], len(" ".join(parts[:i])) + (1 if i else 0) + at + 1, kind
+
+
+def cronsim_reads(e):
+    try:
+        next(CronSim(e, datetime(2026, 1, 1)))
+        return True
+    except (CronSimError, StopIteration, ValueError, IndexError):
+        return False
+
+
+def check_invalid(e, field_name, position, kind, answer):
+    """Our parse error must name the field and position; the class of the case."""
+    if not answer.startswith("err\t"):
+        return "we-accept-invalid"
+    if not answer[4:].startswith(f"{field_name} field at position {position}:"):
+        return "wrong-field-or-position"
+    if bounded(cronsim_reads, e) is True:
+        return "refused-unsupported" if kind in UNSUPPORTED else "only-we-refuse"
+    return "both-refuse"
 
 
 # ---------------------------------------------------------------- zones and DST
@@ -413,12 +478,23 @@ def main():
         z = ZoneInfo(name)
         cases.append((expr, ref, spelled, name, z, start_instant(rng, z, name)))
 
+    invalid = [invalid_expression(rng) for _ in range(count // 20)]
+
     t0 = time.monotonic()
     lines = "".join(f"{e}\t{n}\t{iso(int(s))[:-1]}{f'{s % 1:.3f}'[1:]}Z\n" for e, _, _, n, _, s in cases)
+    lines += "".join(f"{e}\tUTC\t2026-01-01T00:00:00Z\n" for e, *_ in invalid)
     proc = subprocess.run([binary], input=lines, capture_output=True, text=True, check=True)
     answers = proc.stdout.splitlines()
-    assert len(answers) == len(cases), f"{len(answers)} answers for {len(cases)} lines"
+    assert len(answers) == len(cases) + len(invalid), f"{len(answers)} answers for {len(cases) + len(invalid)} lines"
+    answers, invalid_answers = answers[: len(cases)], answers[len(cases):]
     t_ours = time.monotonic() - t0
+
+    parse_classes, parse_examples = Counter(), {}
+    for (e, field_name, position, kind), answer in zip(invalid, invalid_answers):
+        cls = check_invalid(e, field_name, position, kind, answer)
+        parse_classes[cls] += 1
+        if cls != "both-refuse" and len(parse_examples.setdefault(cls, [])) < 4:
+            parse_examples[cls].append(f"{e!r}: expected {field_name} at {position}; ours: {answer}")
 
     classes, by_ref, examples = Counter(), Counter(), {}
     for (expr, ref, spelled, name, z, start), answer in zip(cases, answers):
@@ -450,7 +526,17 @@ def main():
             print(f"  {expr!r} in {name} after {iso(int(start))} (+{start % 1:.3f}s), {ref}"
                   + (f" as {spelled!r}" if spelled != expr else ""))
             print(f"    ours:      {fmt(ours)}\n    reference: {fmt(theirs)}\n    model:     {fmt(mdl)}")
-    failed = sum(classes[c] for c in bad)
+    parse_bad = {"we-accept-invalid", "wrong-field-or-position", "only-we-refuse"}
+    print(f"checked {len(invalid)} invalid expressions (one field broken; our error must name it and "
+          "its position; cronsim must refuse it too unless it is syntax we leave out: #, LW, L/n, "
+          "steps beyond the field):")
+    for cls, n in parse_classes.most_common():
+        print(f"  {cls:<24} {n:>6}{'   <- FAIL' if cls in parse_bad else ''}")
+    for cls, exs in parse_examples.items():
+        print(f"examples of {cls}:")
+        for ex in exs:
+            print(f"  {ex}")
+    failed = sum(classes[c] for c in bad) + sum(parse_classes[c] for c in parse_bad)
     if failed:
         print(f"cron-diff: {failed} unexplained disagreements (SEED={seed} replays them)")
         return 1
