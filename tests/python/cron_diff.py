@@ -178,8 +178,41 @@ def expression(rng):
         i = rng.randrange(len(parts))
         parts[i] = rng.choice(["?", f"?/{rng.randint(1, 7)}", f"?,{parts[i]}"])
     e = " ".join(parts)
+    if rng.random() < 0.05:  # any run of spaces separates fields
+        e = rng.choice(["", " "]) + "  ".join(parts) + rng.choice(["", "  "])
     spelled = spell_for_cronsim(e)
-    return e, ("cronsim" if spelled == e else "cronsim-rewritten"), spelled
+    if spelled == " ".join(e.split()):  # cronsim splits on any whitespace too
+        return e, "cronsim", e
+    return e, "cronsim-rewritten", spelled
+
+
+def constructs(e):
+    """The syntax an expression uses, for the coverage line."""
+    parts = e.split()
+    if len(parts) == 1:
+        return ["@alias"]
+    names = ["second", "minute", "hour", "dom", "month", "dow"][6 - len(parts):]
+    out = ["six-fields"] if len(parts) == 6 else []
+    for name, part in zip(names, parts):
+        for it in part.upper().split(","):
+            if "/" in it:
+                out.append(f"{name}:" + ("*/n" if it[0] in "*?" else "a-b/n" if "-" in it else "a/n"))
+            elif "-" in it:
+                out.append("range")
+            if it.endswith("L"):
+                out.append("L" if name == "dom" else "nameL" if it[:-1] in DAYS else "nL")
+            if it.startswith("?"):
+                out.append("?")
+            if any(n in it for n in MONTHS + DAYS):
+                out.append("names")
+        if "," in part:
+            out.append("list")
+    dom, dow = parts[-3], parts[-1]
+    if dom[0] not in "*?" and dow[0] not in "*?":
+        out.append("day-OR")
+    elif "/" in dom + dow:
+        out.append("day-AND-with-step")
+    return out
 
 
 def spell_for_cronsim(e):
@@ -280,20 +313,21 @@ def change_after(z, lo, hi):
 _transitions = {}
 
 
-def transitions(z, name):
-    """Offset changes from 2025 to 2036, found by sampling every 6 hours and bisecting."""
-    if name not in _transitions:
+def transitions(z, name, first=2025, last=2035):
+    """Offset changes in the years first..last, found by sampling every 6 hours and bisecting."""
+    key = (name, first, last)
+    if key not in _transitions:
         out = []
-        t = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp())
-        end = int(datetime(2036, 1, 1, tzinfo=UTC).timestamp())
+        t = int(datetime(first, 1, 1, tzinfo=UTC).timestamp())
+        end = int(datetime(last + 1, 1, 1, tzinfo=UTC).timestamp())
         o = offset(z, t)
         while t < end:
             o2 = offset(z, t + 21600)
             if o2 != o:
                 out.append(change_after(z, t, t + 21600))
             t, o = t + 21600, o2
-        _transitions[name] = out
-    return _transitions[name]
+        _transitions[key] = out
+    return _transitions[key]
 
 
 def local_seconds(L):
@@ -429,11 +463,16 @@ def iso(t):
 
 
 def start_instant(rng, z, name):
-    ts = transitions(z, name)
-    if ts and rng.random() < 0.5:
+    """Near a transition of 2025-2035 (45%) or of a past year since 1970, with the odd shapes
+    of old rules (10%); at random in 2095-2105, across 2100, not a leap year (5%); else at
+    random in 2025-2035. Whole seconds, or a few milliseconds to either side."""
+    r = rng.random()
+    ts = transitions(z, name) if r < 0.45 else transitions(z, name, y := rng.randint(1970, 2024), y) if r < 0.55 else []
+    if ts:
         t = rng.choice(ts) + rng.choice([-1, 0, 1, rng.randint(-7200, 3600), rng.randint(-300, 300)])
     else:
-        t = rng.randint(int(datetime(2025, 1, 1, tzinfo=UTC).timestamp()), int(datetime(2035, 1, 1, tzinfo=UTC).timestamp()))
+        first, last = (2095, 2105) if r > 0.95 else (2025, 2035)
+        t = rng.randint(int(datetime(first, 1, 1, tzinfo=UTC).timestamp()), int(datetime(last, 1, 1, tzinfo=UTC).timestamp()))
     return t + (rng.choice([0, 0, 0.001, 0.5, 0.999]))
 
 
@@ -496,6 +535,8 @@ def main():
         if cls != "both-refuse" and len(parse_examples.setdefault(cls, [])) < 4:
             parse_examples[cls].append(f"{e!r}: expected {field_name} at {position}; ours: {answer}")
 
+    coverage = Counter(c for e, *_ in cases for c in set(constructs(e)))
+    print("coverage: " + ", ".join(f"{k} {v}" for k, v in sorted(coverage.items())))
     classes, by_ref, examples = Counter(), Counter(), {}
     for (expr, ref, spelled, name, z, start), answer in zip(cases, answers):
         kind, *rest = answer.split("\t")
