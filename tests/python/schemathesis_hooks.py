@@ -1,5 +1,7 @@
 """Schemathesis hooks for scripts/schemathesis (loaded through SCHEMATHESIS_HOOKS).
 
+A check of our own for the batch, and a work-around for a thread-safety bug (below).
+
 `POST /v1/jobs/batch` answers 200 whenever its envelope is valid and reports each item on
 its own, so an item that breaks `JobSpec` is not refused by the request's status but by its
 own result. Schemathesis's `negative_data_rejection` looks only at the status (and is turned
@@ -7,11 +9,30 @@ off for this operation in schemathesis.toml); this check holds each item to it i
 item the description forbids must be answered with a status of 400 or more.
 """
 
+import ast
 import json
 import os
+import threading
 
 import jsonschema_rs
 import schemathesis
+
+# Hypothesis parses source with `ast.parse` to describe a filter's lambda or to print a
+# value; two of Schemathesis's worker threads doing so at once trip a CPython 3.11 bug (the
+# AST constructor's recursion depth is not per thread: "SystemError: AST constructor
+# recursion depth mismatch"), reported as a runtime error of whichever operation was being
+# generated. One parse at a time avoids it; Hypothesis caches what it parses, so this costs
+# nothing after the first few.
+_parse_lock = threading.RLock()
+_parse = ast.parse
+
+
+def _parse_one_at_a_time(*args, **kwargs):
+    with _parse_lock:
+        return _parse(*args, **kwargs)
+
+
+ast.parse = _parse_one_at_a_time
 
 _SPEC = os.path.join(os.path.dirname(__file__), "..", "..", "functions", "edge", "openapi.json")
 _validator = None
