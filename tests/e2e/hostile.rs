@@ -354,6 +354,15 @@ fn probes(stack: &Stack) -> Vec<Probe> {
             );
         }
     }
+    // The receiver URL of a webhook secret has a webhook job's URL syntax (the URL parser
+    // alone would strip the space and answer the secret of another spelling).
+    for url in ["", " https://example.com/", "https://exa mple.com/", "ftp://example.com/"] {
+        add(
+            format!("webhook-secret for {url:?}"),
+            Expect::Code(400, "invalid_field"),
+            json_post("/v1/admin/webhook-secret", &admin, json!({ "url": url })),
+        );
+    }
     // Methods and routes.
     for (method, path) in [
         ("PUT", "/v1/jobs"),

@@ -370,7 +370,7 @@ pub const MAX_SLEEP_MS: u64 = 3_600_000;
 /// A URL a webhook or request may be sent to: `http://` or `https://` (any case), a host,
 /// at most [`crate::outbound::MAX_URL_BYTES`], and no space or control character (which the
 /// URL parser would strip or drop silently, so the URL called would not be the one given).
-fn url_syntax_ok(url: &str) -> bool {
+pub fn url_syntax_ok(url: &str) -> bool {
     let scheme_ok =
         ["http://", "https://"].iter().any(|p| url.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p)));
     scheme_ok

@@ -33,6 +33,16 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     u64::try_from(ts.as_millisecond()).ok()
 }
 
+/// [`parse_rfc3339`] for a filter's bound (`from`, `to`): a time before 1970 is the epoch,
+/// since nothing happened before it — "since 1900" means "since the start", not an error.
+pub fn parse_rfc3339_bound(s: &str) -> Option<u64> {
+    if s.len() > MAX_TIMESTAMP_LEN {
+        return None;
+    }
+    let ts: jiff::Timestamp = s.trim().parse().ok()?;
+    Some(u64::try_from(ts.as_millisecond()).unwrap_or(0))
+}
+
 // Howard Hinnant's civil_from_days.
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;

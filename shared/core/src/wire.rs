@@ -300,8 +300,8 @@ pub fn parse_list_params<'a>(
             "type" => q.job_type = Some(v.to_owned()),
             "tag" => q.tag = Some(v.to_owned()),
             "from" | "to" => {
-                let t =
-                    crate::time::parse_rfc3339(v).ok_or_else(|| ApiError::field(k, "must be an RFC 3339 timestamp"))?;
+                let t = crate::time::parse_rfc3339_bound(v)
+                    .ok_or_else(|| ApiError::field(k, "must be an RFC 3339 timestamp"))?;
                 if k == "from" { q.from_ms = Some(t) } else { q.to_ms = Some(t) }
             }
             "limit" => {
@@ -494,6 +494,13 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("state"));
         let e = parse_list_params([("from", "2030-01-01T00:00:00+0é00")], &["from"]).expect_err("multibyte");
         assert_eq!(e.field.as_deref(), Some("from"));
+        // A bound before 1970 is the epoch, not an error (the description allows any date-time).
+        let q = parse_list_params(
+            [("from", "1826-12-29T01:55:51.074177-09:45"), ("to", "1969-12-31T23:59:59Z")],
+            &["from", "to"],
+        )
+        .expect("a bound before 1970");
+        assert_eq!((q.from_ms, q.to_ms), (Some(0), Some(0)));
         let c = Cursor { created_ms: 5, id: JobId::new(3, 5, 9).to_string() };
         let q = parse_list_params([("cursor", c.encode().as_str())], ALL).expect("valid");
         assert_eq!(q.after, Some(c));

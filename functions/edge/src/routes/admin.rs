@@ -79,10 +79,10 @@ pub async fn webhook_secret(req: &mut Request, cfg: &EdgeConfig) -> Out {
         .get("url")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::field("url", "is required (the receiver's URL)"))?;
-    let url = url::Url::parse(raw)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .ok_or_else(|| ApiError::field("url", "must be an http:// or https:// URL"))?;
+    // The syntax a webhook job's URL must have (what the receiver will be called with).
+    let url = url::Url::parse(raw).ok().filter(|_| edgejobs_core::spec::url_syntax_ok(raw)).ok_or_else(|| {
+        ApiError::field("url", "must be an http:// or https:// URL without spaces or control characters")
+    })?;
     let origin = url.origin().ascii_serialization();
     let master = edgejobs_core::webhook::master_key(cfg.webhook_secret.expose());
     respond(200, &json!({ "origin": origin, "secret": edgejobs_core::webhook::receiver_secret(&master, &origin) }))

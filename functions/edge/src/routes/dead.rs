@@ -2,7 +2,7 @@
 
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::protocol::ReplayDead;
-use edgejobs_core::time::parse_rfc3339;
+use edgejobs_core::time::parse_rfc3339_bound;
 use edgejobs_core::wire::parse_list_params;
 use edgejobs_core::{ApiError, ErrorCode, JobId, JobState};
 use serde_json::{Value, json};
@@ -40,7 +40,7 @@ pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
         match obj.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => {
-                parse_rfc3339(s).map(Some).ok_or_else(|| ApiError::field(k, "must be an RFC 3339 timestamp"))
+                parse_rfc3339_bound(s).map(Some).ok_or_else(|| ApiError::field(k, "must be an RFC 3339 timestamp"))
             }
             Some(_) => Err(ApiError::field(k, "must be an RFC 3339 timestamp string")),
         }
