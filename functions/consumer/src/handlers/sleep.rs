@@ -14,8 +14,12 @@ pub struct Sleep;
 impl Handler for Sleep {
     async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
         let ms = ctx.job.payload.get("ms").and_then(Value::as_u64).unwrap_or(0);
-        if ms > 3_600_000 {
-            return Err(HandlerError::Permanent("payload.ms must be at most 3600000".into()));
+        // The edge refuses more at enqueue; a job stored before that rule still ends here.
+        if ms > edgejobs_core::spec::MAX_SLEEP_MS {
+            return Err(HandlerError::Permanent(format!(
+                "payload.ms must be at most {}",
+                edgejobs_core::spec::MAX_SLEEP_MS
+            )));
         }
         // Steps end at fixed points from the start, so the timer's rounding of each step
         // does not add up: a 100 ms sleep takes 100 ms, not four roundings more.
