@@ -8,8 +8,9 @@ export ROOT
 WORKER_BUILD_VERSION="0.8.7"
 WASM_BINDGEN_VERSION="0.2.130"   # must equal the `wasm-bindgen = "=..."` pin in Cargo.toml
 CARGO_FUZZ_VERSION="0.13.2"      # scripts/fuzz
-# chromium (and a font) for the dashboard's browser test.
-APT_PACKAGES=(redis-server prometheus prometheus-alertmanager wrk hyperfine chromium fonts-dejavu-core sqlite3)
+# chromium (and a font) for the dashboard's browser test; iproute2 and util-linux (unshare) for
+# scripts/schemathesis's loopback-only network namespace.
+APT_PACKAGES=(redis-server prometheus prometheus-alertmanager wrk hyperfine chromium fonts-dejavu-core sqlite3 iproute2 util-linux)
 
 # A virtualenv of the machine's python3 with the reference tools the tests compare against
 # (tests/python/requirements.txt): cronsim and croniter, standardwebhooks, schemathesis.
