@@ -292,7 +292,7 @@ fn validate_payload(jt: &JobType, payload: &Value) -> Result<(), ApiError> {
                 return Err(ApiError::field("payload", "must be an object such as {\"url\": \"https://...\"}"));
             };
             let url = obj.get("url").and_then(Value::as_str).unwrap_or("");
-            if !url_syntax_ok(url) {
+            if parse_target_url(url).is_none() {
                 return Err(ApiError::field(
                     "payload.url",
                     format!(
@@ -370,13 +370,14 @@ pub const MAX_SLEEP_MS: u64 = 3_600_000;
 /// A URL a webhook or request may be sent to: `http://` or `https://` (any case), a host,
 /// at most [`crate::outbound::MAX_URL_BYTES`], and no space or control character (which the
 /// URL parser would strip or drop silently, so the URL called would not be the one given).
-pub fn url_syntax_ok(url: &str) -> bool {
+/// `Some` with the parsed URL when it has that syntax.
+pub fn parse_target_url(url: &str) -> Option<url::Url> {
     let scheme_ok =
         ["http://", "https://"].iter().any(|p| url.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p)));
-    scheme_ok
-        && url.len() <= crate::outbound::MAX_URL_BYTES
-        && !url.chars().any(|c| c == ' ' || c.is_control())
-        && url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+    if !scheme_ok || url.len() > crate::outbound::MAX_URL_BYTES || url.chars().any(|c| c == ' ' || c.is_control()) {
+        return None;
+    }
+    url::Url::parse(url).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 /// A byte of an HTTP token (RFC 9110): header names and methods.

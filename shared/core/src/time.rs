@@ -26,21 +26,22 @@ const MAX_TIMESTAMP_LEN: usize = 64;
 /// the epoch. Returns `None` for anything else, and for times before 1970. Total: no input
 /// panics.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    if s.len() > MAX_TIMESTAMP_LEN {
-        return None;
-    }
-    let ts: jiff::Timestamp = s.trim().parse().ok()?;
-    u64::try_from(ts.as_millisecond()).ok()
+    u64::try_from(parse_ms(s)?).ok()
 }
 
 /// [`parse_rfc3339`] for a filter's bound (`from`, `to`): a time before 1970 is the epoch,
 /// since nothing happened before it — "since 1900" means "since the start", not an error.
 pub fn parse_rfc3339_bound(s: &str) -> Option<u64> {
+    Some(u64::try_from(parse_ms(s)?).unwrap_or(0))
+}
+
+/// Signed ms since the epoch of an RFC 3339 timestamp of at most [`MAX_TIMESTAMP_LEN`] bytes.
+fn parse_ms(s: &str) -> Option<i64> {
     if s.len() > MAX_TIMESTAMP_LEN {
         return None;
     }
     let ts: jiff::Timestamp = s.trim().parse().ok()?;
-    Some(u64::try_from(ts.as_millisecond()).unwrap_or(0))
+    Some(ts.as_millisecond())
 }
 
 // Howard Hinnant's civil_from_days.

@@ -80,7 +80,7 @@ pub async fn webhook_secret(req: &mut Request, cfg: &EdgeConfig) -> Out {
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::field("url", "is required (the receiver's URL)"))?;
     // The syntax a webhook job's URL must have (what the receiver will be called with).
-    let url = url::Url::parse(raw).ok().filter(|_| edgejobs_core::spec::url_syntax_ok(raw)).ok_or_else(|| {
+    let url = edgejobs_core::spec::parse_target_url(raw).ok_or_else(|| {
         ApiError::field("url", "must be an http:// or https:// URL without spaces or control characters")
     })?;
     let origin = url.origin().ascii_serialization();
