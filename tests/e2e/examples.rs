@@ -27,6 +27,8 @@ fn webhook_receiver_example_verifies_deliveries(ctx: &Ctx) -> anyhow::Result<()>
     let log = ctx.state_dir.join("logs").join("webhook-receiver.log");
     let mut cmd = Command::new(binary(&StackOptions::default_root(), "webhook-receiver")?);
     cmd.env("WEBHOOK_SECRET", &secret).env("LISTEN", format!("127.0.0.1:{}", ctx.receiver_port));
+    // Free the reserved port just before the receiver binds it.
+    drop(ctx.receiver_reservation.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
     let mut receiver = Proc::spawn("webhook-receiver", cmd, &log)?;
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let result = (|| -> anyhow::Result<()> {

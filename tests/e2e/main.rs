@@ -68,13 +68,16 @@ fn main() {
         }
     };
     // The port examples/webhook-receiver listens on when its test runs (opened outbound).
-    let receiver_port = match edgejobs_tests::proc::free_port() {
-        Ok(p) => p,
+    // Held bound until its test starts the receiver: a port merely noted as free can be taken
+    // meanwhile by any outbound connection's ephemeral port (seen once in a CI-like run).
+    let receiver_reservation = match std::net::TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("no free port: {e:#}");
             std::process::exit(1);
         }
     };
+    let receiver_port = receiver_reservation.local_addr().map(|a| a.port()).unwrap_or_default();
     let outbound_allow = util::outbound_allow(&hooks, &llm, &[receiver_port]);
     let consumer_env = util::consumer_env(&llm);
     let state_dir = std::env::temp_dir().join(format!("edgejobs-e2e-{}", std::process::id()));
@@ -98,7 +101,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let ctx = Arc::new(Ctx::new(&stack, llm, hooks, receiver_port));
+    let ctx = Arc::new(Ctx::new(&stack, llm, hooks, receiver_reservation));
     let trials = tests
         .into_iter()
         .map(|(name, f)| {

@@ -39,6 +39,8 @@ pub struct Ctx {
     pub outbound_allow: String,
     /// A free loopback port inside the allow-list, for `examples/webhook-receiver`.
     pub receiver_port: u16,
+    /// A listener holding `receiver_port` until the receiver's test takes and closes it.
+    pub receiver_reservation: Mutex<Option<std::net::TcpListener>>,
     /// The shared stack's state directory (logs of what tests start go under `logs/`).
     pub state_dir: PathBuf,
 }
@@ -59,8 +61,10 @@ impl Resp {
 }
 
 impl Ctx {
-    pub fn new(stack: &Stack, llm: FakeLlm, hooks: Hooks, receiver_port: u16) -> Ctx {
+    pub fn new(stack: &Stack, llm: FakeLlm, hooks: Hooks, receiver: std::net::TcpListener) -> Ctx {
         Ctx {
+            receiver_port: receiver.local_addr().map(|a| a.port()).unwrap_or_default(),
+            receiver_reservation: Mutex::new(Some(receiver)),
             edge: stack.edge_url.clone(),
             api_key: stack.secrets.api_key.clone(),
             admin_key: stack.secrets.admin_key.clone(),
@@ -78,7 +82,6 @@ impl Ctx {
             fault: Mutex::new(None),
             fault_dir: stack.opts.state_dir.join("fault"),
             outbound_allow: stack.opts.outbound_allow.clone(),
-            receiver_port,
             state_dir: stack.opts.state_dir.clone(),
         }
     }
