@@ -1,0 +1,1 @@
+//! A job shard's operations written against a small storage trait.

@@ -1,0 +1,3 @@
+//! The deterministic simulation of the job protocol (see `scripts/sim`).
+
+fn main() {}
