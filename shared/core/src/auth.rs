@@ -1,10 +1,9 @@
 //! API key checks: Bearer tokens, two scopes, constant-time comparison.
 
-use sha2::{Digest, Sha256};
-
 use crate::config::{ApiKey, EdgeConfig};
 use crate::error::{ApiError, ErrorCode};
 use crate::ratelimit::Limit;
+pub use crate::secret::{constant_time_eq, digest, digests_eq};
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,22 +14,6 @@ pub enum Scope {
     Admin,
     /// The native consumer's report routes (the consumer token only).
     Consumer,
-}
-
-/// Compares two secrets in time that depends on neither's content nor length: both sides
-/// are hashed, then the digests are compared without an early exit.
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    digests_eq(&digest(a), &digest(b))
-}
-
-/// SHA-256 of a secret or a presented token.
-pub fn digest(s: &str) -> [u8; 32] {
-    Sha256::digest(s.as_bytes()).into()
-}
-
-/// Compares two digests without an early exit.
-pub fn digests_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Who made a request: an opaque id of the key (never the key) and its own rate limit.

@@ -2,39 +2,8 @@
 //! secrets, then [`EdgeConfig::parse`] turns them into a typed config or a list of every
 //! problem found. Secrets are held in [`Secret`], whose Debug output never shows them.
 
-use std::fmt;
-
 use crate::ratelimit::Limit;
-
-/// A secret string. Debug and Display print `[redacted]`. Its SHA-256 is computed once, so
-/// constant-time comparisons against it hash only the other side.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret {
-    value: String,
-    digest: [u8; 32],
-}
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        let value = s.into();
-        let digest = crate::auth::digest(&value);
-        Secret { value, digest }
-    }
-    pub fn expose(&self) -> &str {
-        &self.value
-    }
-    /// Whether `digest` (a [`crate::auth::digest`] of a candidate) is this secret's, in
-    /// time that depends on neither.
-    pub fn matches(&self, digest: &[u8; 32]) -> bool {
-        crate::auth::digests_eq(&self.digest, digest)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+pub use crate::secret::Secret;
 
 /// Names of the settings, in one place.
 pub mod names {
@@ -127,7 +96,7 @@ impl EdgeConfig {
         };
         let idempotency_window_ms = match get(names::IDEMPOTENCY_WINDOW) {
             None => 86_400_000,
-            Some(s) => match crate::spec::parse_duration(&serde_json::Value::String(s)) {
+            Some(s) => match crate::fields::parse_duration(&serde_json::Value::String(s)) {
                 Some(ms) if ms >= 1000 => ms,
                 _ => {
                     errors.push(format!(
@@ -202,7 +171,7 @@ impl EdgeConfig {
         };
         let upstash_timeout_ms = match get(names::UPSTASH_TIMEOUT) {
             None => 2000,
-            Some(s) => match crate::spec::parse_duration(&serde_json::Value::String(s)) {
+            Some(s) => match crate::fields::parse_duration(&serde_json::Value::String(s)) {
                 Some(ms) if (10..=60_000).contains(&ms) => ms,
                 _ => {
                     errors.push(format!("{}: must be a duration from 10ms to 60s", names::UPSTASH_TIMEOUT));
@@ -212,7 +181,7 @@ impl EdgeConfig {
         };
         let native_lease_ms = match get(names::NATIVE_LEASE) {
             None => DEFAULT_NATIVE_LEASE_MS,
-            Some(s) => match crate::spec::parse_duration(&serde_json::Value::String(s)) {
+            Some(s) => match crate::fields::parse_duration(&serde_json::Value::String(s)) {
                 Some(ms) if (3_000..=3_600_000).contains(&ms) => ms,
                 _ => {
                     errors.push(format!("{}: must be a duration from 3s to 1h", names::NATIVE_LEASE));

@@ -219,7 +219,7 @@ impl Job {
         if self.series_base > self.attempt {
             return Err(format!("{id}: series_base {} is past attempt {}", self.series_base, self.attempt));
         }
-        if self.max_attempts == 0 || self.max_attempts > crate::spec::MAX_ATTEMPTS_LIMIT {
+        if self.max_attempts == 0 || self.max_attempts > crate::fields::MAX_ATTEMPTS_LIMIT {
             return Err(format!("{id}: max_attempts {} is out of range", self.max_attempts));
         }
         if self.timeout_ms == 0 {

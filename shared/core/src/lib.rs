@@ -7,6 +7,7 @@
 //! Layout:
 //! - [`id`]: job ids, which carry their shard so lookups need no index.
 //! - [`job`]: the job record, its states and lanes.
+//! - [`fields`]: durations, backoff and the bounds a job spec and a type declaration share.
 //! - [`spec`]: the registry of job types and validation of enqueue requests.
 //! - [`machine`]: the state machine; the only place that decides legal transitions.
 //! - [`outbound`]: outbound safety: which URLs and addresses the system may call for a user.
@@ -19,7 +20,8 @@
 //! - [`schedule`]: schedules (recurring jobs): validation, and what each alarm wake-up decides.
 //! - [`backup`]: the backup format (NDJSON per shard + manifest), checks and retention.
 //! - [`auth`]: API key scopes and constant-time comparison.
-//! - [`config`]: the typed edge configuration and the redacting [`config::Secret`].
+//! - [`config`]: the typed edge configuration.
+//! - [`secret`]: the redacting [`secret::Secret`] and constant-time comparison of keys.
 //! - [`cron`]: cron expressions and their run times in any IANA time zone (DST rules).
 //! - [`stats`]: what each state change adds to the edge metrics, and their merge.
 //! - [`error`]: the one API error type: a stable code, an HTTP status and a message.
@@ -34,6 +36,7 @@ pub mod backup;
 pub mod config;
 pub mod cron;
 pub mod error;
+pub mod fields;
 pub mod id;
 pub mod job;
 pub mod machine;
@@ -46,6 +49,7 @@ pub mod report;
 pub mod retry;
 pub mod schedule;
 pub mod seal;
+pub mod secret;
 pub mod settings;
 pub mod spec;
 pub mod stats;

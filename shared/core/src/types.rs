@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::fields::{MAX_ATTEMPTS_LIMIT, MAX_EDGE_TIMEOUT_MS, MAX_NATIVE_TIMEOUT_MS, MAX_TAGS, parse_duration};
 use crate::job::Lane;
 use crate::retry::Backoff;
-use crate::spec::{MAX_ATTEMPTS_LIMIT, MAX_EDGE_TIMEOUT_MS, MAX_NATIVE_TIMEOUT_MS, MAX_TAGS, parse_duration};
 
 /// Most types a deployment may declare.
 pub const MAX_TYPES: usize = 200;
@@ -266,7 +266,7 @@ fn declare(
         t.max_attempts = n as u32;
     }
     if let Some(b) = obj.get("backoff") {
-        match crate::spec::parse_backoff(Some(b), t.backoff) {
+        match crate::fields::parse_backoff(Some(b), t.backoff) {
             Ok(b) => t.backoff = b,
             Err(e) => problems.push(e.message),
         }
