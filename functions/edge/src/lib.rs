@@ -10,6 +10,7 @@
 //! - [`shard`]: the `JobShard` Durable Object and the client the routes use to reach it.
 //! - [`consumer`]: the `jobs` queue consumer: edge-lane jobs in batches, native hand-offs.
 //! - [`counters`]: this isolate's counters, carried by the next shard call.
+//! - [`gauges`]: the stats object's gauges the cron tasks set, and every shard's numbers.
 //! - [`handlers`]: the edge-lane job handlers (`noop`, `webhook`).
 //! - [`ratelimit`]: the per-key enqueue rate limit in Upstash.
 //! - [`tasks`]: the cron tasks: backups, restore, retention, the sweep.
@@ -21,6 +22,7 @@ use worker::{Context, Env, MessageBatch, Request, Response, Result, ScheduleCont
 pub mod config;
 pub mod consumer;
 pub mod counters;
+pub mod gauges;
 pub mod handlers;
 pub mod http;
 pub mod platform;

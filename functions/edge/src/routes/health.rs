@@ -6,43 +6,16 @@
 //! schedule API shows which schedule is `overdue`). `GET /health/live` checks nothing.
 
 use edgejobs_core::config::EdgeConfig;
-use edgejobs_core::protocol::Stats;
 use edgejobs_core::stats::ShardStats;
-use futures_util::future::join_all;
 use serde_json::{Value, json};
 use worker::{Env, Response, Result};
 
 use edgejobs_core::auth::Scope;
 
 use crate::config::QUEUE_BINDING;
+use crate::gauges::{self, BACKUP_GAUGE, FIRST_SEEN_GAUGE, Fetched, SWEEP_GAUGE, fetch};
 use crate::http;
 use crate::platform::now_ms;
-use crate::shard;
-
-/// The gauges the health checks read from the stats object.
-pub const BACKUP_GAUGE: &str = "edgejobs_backup_last_success_timestamp_seconds";
-pub const SWEEP_GAUGE: &str = "edgejobs_sweep_last_run_timestamp_seconds";
-
-/// Every shard's numbers and the stats object's, as one scrape reads them.
-#[derive(Debug)]
-pub struct Fetched {
-    /// One entry per shard; `None` for a shard that did not answer.
-    pub shards: Vec<Option<ShardStats>>,
-    pub stats_object: Option<ShardStats>,
-    pub latency_ms: u64,
-}
-
-/// Reads every shard's and the stats object's numbers, concurrently; with `flush`, each
-/// first writes what it holds in memory.
-pub async fn fetch(env: &Env, shard_count: u16, flush: bool) -> Fetched {
-    let t0 = now_ms();
-    let names: Vec<String> = (0..shard_count).map(|s| format!("shard-{s}")).chain([shard::STATS.to_owned()]).collect();
-    let answers = join_all(names.iter().map(|n| shard::call_named(env, n, Stats { flush }))).await;
-    let latency_ms = now_ms() - t0;
-    let mut parsed: Vec<Option<ShardStats>> = answers.into_iter().map(Result::ok).collect();
-    let stats_object = parsed.pop().flatten();
-    Fetched { shards: parsed, stats_object, latency_ms }
-}
 
 /// The result of every check: (status 0/1/2, body). Reads only: a health check writes
 /// nothing.
@@ -90,7 +63,7 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
         Some(t) => t,
         None => {
             if fetched.stats_object.is_some() {
-                crate::tasks::set_gauge(env, FIRST_SEEN_GAUGE, now as f64 / 1000.0).await;
+                gauges::set(env, FIRST_SEEN_GAUGE, now as f64 / 1000.0).await;
             }
             now
         }
@@ -154,9 +127,6 @@ async fn unserved_types(cfg: &EdgeConfig, now: u64) -> Vec<String> {
         .collect();
     declared.into_iter().filter(|t| !served.contains(t)).map(str::to_owned).collect()
 }
-
-/// When this deployment's first health check ran (seconds since the epoch, a stats gauge).
-pub const FIRST_SEEN_GAUGE: &str = "edgejobs_deployment_first_seen_timestamp_seconds";
 
 /// A task that must run periodically (the backup, the sweep), as a health check.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -50,7 +50,7 @@ async fn scrape(req: &Request, env: &Env, flush: bool) -> Result<Response> {
         let shard = (crate::platform::random_u64() % shard_count as u64) as u16;
         let _ = crate::shard::call(env, shard, edgejobs_core::protocol::Record {}).await;
     }
-    let fetched = super::health::fetch(env, shard_count, flush).await;
+    let fetched = crate::gauges::fetch(env, shard_count, flush).await;
     // A partial scrape would make counters go backwards; refuse it instead.
     let Some(mut all) = fetched.shards.iter().cloned().collect::<Option<Vec<ShardStats>>>() else {
         return http::error(&ApiError::new(ErrorCode::Unavailable, "a shard did not answer; scrape again"));

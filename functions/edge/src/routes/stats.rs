@@ -20,7 +20,7 @@ use crate::platform::now_ms;
 /// they announce themselves, and the shards that answered. One read of every shard
 /// (as `/health`) and one Upstash command.
 pub async fn stats(env: &Env, cfg: &EdgeConfig) -> Out {
-    let fetched = super::health::fetch(env, cfg.shard_count, false).await;
+    let fetched = crate::gauges::fetch(env, cfg.shard_count, false).await;
     let now = now_ms();
     let shards: Vec<_> = fetched.shards.iter().flatten().collect();
     let mut jobs: BTreeMap<(String, String), u64> = BTreeMap::new();

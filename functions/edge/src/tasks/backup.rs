@@ -14,10 +14,10 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use worker::{Bucket, Env};
 
-use super::{bucket, put, set_gauge, storage};
+use super::{bucket, put, storage};
+use crate::gauges::{self, BACKUP_GAUGE};
 use crate::http::log;
 use crate::platform::{now_ms, random_u64};
-use crate::routes::health::BACKUP_GAUGE;
 use crate::shard;
 
 /// Rows and bytes per exported page (one R2 object each).
@@ -83,8 +83,8 @@ pub async fn run_backup(env: &Env, cfg: &EdgeConfig) -> Result<Manifest, ApiErro
     let text =
         serde_json::to_string_pretty(&manifest).map_err(|_| ApiError::new(ErrorCode::Internal, "manifest encoding"))?;
     put(&b, &backup::manifest_key(&id), text.into_bytes()).await?;
-    set_gauge(env, BACKUP_GAUGE, started as f64 / 1000.0).await;
-    set_gauge(env, "edgejobs_backup_last_size_bytes", manifest.total_bytes as f64).await;
+    gauges::set(env, BACKUP_GAUGE, started as f64 / 1000.0).await;
+    gauges::set(env, "edgejobs_backup_last_size_bytes", manifest.total_bytes as f64).await;
     log("info", "backup written", json!({ "backup": id, "rows": manifest.total_rows, "bytes": manifest.total_bytes }));
     Ok(manifest)
 }

@@ -3,7 +3,6 @@
 //! R2 ([`retention`]), and the sweep ([`sweep`]). Cron triggers call [`scheduled`]; the
 //! admin routes call the same functions.
 
-use edgejobs_core::protocol::SetGauge;
 use edgejobs_core::{ApiError, ErrorCode};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -13,7 +12,6 @@ use worker::{Bucket, Delay, Env};
 
 use crate::config::BACKUP_BUCKET_BINDING;
 use crate::http::log;
-use crate::shard;
 
 pub mod backup;
 pub mod retention;
@@ -44,13 +42,6 @@ pub(crate) async fn put(b: &Bucket, key: &str, body: Vec<u8>) -> Result<(), ApiE
             log("error", "R2 write timed out", json!({ "key": key, "after_s": R2_WRITE_TIMEOUT.as_secs() }));
             Err(ApiError::new(ErrorCode::Unavailable, "the backup bucket did not answer; retry"))
         }
-    }
-}
-
-/// Sets a gauge in the stats object (cron work only; never on the request path).
-pub(crate) async fn set_gauge(env: &Env, name: &str, value: f64) {
-    if let Err(e) = shard::call_named(env, shard::STATS, SetGauge { name: name.to_owned(), value }).await {
-        log("warn", "could not set a gauge", json!({ "gauge": name, "error": e.message }));
     }
 }
 

@@ -10,10 +10,9 @@ use futures_util::future::join_all;
 use serde_json::json;
 use worker::Env;
 
-use super::set_gauge;
+use crate::gauges::{self, SWEEP_GAUGE};
 use crate::http::log;
 use crate::platform::now_ms;
-use crate::routes::health::SWEEP_GAUGE;
 use crate::shard;
 
 /// The sweep's thresholds from configuration.
@@ -47,7 +46,7 @@ pub async fn sweep(env: &Env, cfg: &EdgeConfig) -> Result<SweepReport, ApiError>
             }
         }
     }
-    set_gauge(env, SWEEP_GAUGE, now_ms() as f64 / 1000.0).await;
+    gauges::set(env, SWEEP_GAUGE, now_ms() as f64 / 1000.0).await;
     if total.resent > 0 || total.timed_out > 0 {
         log(
             "info",
