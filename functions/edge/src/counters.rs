@@ -8,9 +8,9 @@
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
-use edgejobs_core::protocol::{Carry, Record};
+use edgejobs_core::protocol::Carry;
 use edgejobs_core::stats::{Delta, Merged};
-use worker::{Delay, Env};
+use worker::Delay;
 
 use crate::platform::{now_ms, random_u64};
 
@@ -72,14 +72,18 @@ pub fn invocation(kind: &str, route: &str) {
 }
 
 /// The flush to run in `waitUntil` when counts are pending and no flush is scheduled yet:
-/// it waits a second (a shard call may carry them meanwhile), then records what is left
-/// in a random shard.
-pub fn flush_later(env: &Env, shard_count: u16) -> Option<impl std::future::Future<Output = ()> + 'static> {
+/// it waits a second (a shard call may carry them meanwhile), then hands what is left to
+/// `record` with a random shard. `record` makes the shard call ([`crate::gauges::flush_later`]
+/// passes it), so this module does not import the shard client that imports it.
+pub fn flush_later<F, Fut>(shard_count: u16, record: F) -> Option<impl std::future::Future<Output = ()> + 'static>
+where
+    F: FnOnce(u16) -> Fut + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     sync_upstash();
     if is_empty() || FLUSH_SCHEDULED.with(|f| f.replace(true)) {
         return None;
     }
-    let env = env.clone();
     Some(async move {
         Delay::from(CARRY_EVERY).await;
         FLUSH_SCHEDULED.with(|f| f.set(false));
@@ -87,8 +91,6 @@ pub fn flush_later(env: &Env, shard_count: u16) -> Option<impl std::future::Futu
         if is_empty() {
             return;
         }
-        let shard = (random_u64() % shard_count.max(1) as u64) as u16;
-        // `call` carries the pending counts and restores them if the call fails.
-        let _ = crate::shard::call(&env, shard, Record {}).await;
+        record((random_u64() % shard_count.max(1) as u64) as u16).await;
     })
 }

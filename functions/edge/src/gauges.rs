@@ -1,13 +1,15 @@
 //! The stats object's gauges and every shard's numbers: the cron tasks set the gauges
-//! ([`set`]); `/health`, `/metrics` and `/v1/stats` read everything at once ([`fetch`]).
+//! ([`set`]); `/health`, `/metrics` and `/v1/stats` read everything at once ([`fetch`]);
+//! [`flush_later`] writes this isolate's counters when no shard call carried them.
 //! It sits below both `routes` and `tasks`, so neither imports the other for a gauge.
 
-use edgejobs_core::protocol::{SetGauge, Stats};
+use edgejobs_core::protocol::{Record, SetGauge, Stats};
 use edgejobs_core::stats::ShardStats;
 use futures_util::future::join_all;
 use serde_json::json;
 use worker::Env;
 
+use crate::counters;
 use crate::http::log;
 use crate::platform::now_ms;
 use crate::shard;
@@ -45,4 +47,15 @@ pub async fn fetch(env: &Env, shard_count: u16, flush: bool) -> Fetched {
     let mut parsed: Vec<Option<ShardStats>> = answers.into_iter().map(Result::ok).collect();
     let stats_object = parsed.pop().flatten();
     Fetched { shards: parsed, stats_object, latency_ms }
+}
+
+/// This isolate's pending counts, written a second later to a random shard unless a shard
+/// call carries them first ([`counters::flush_later`]); `None` when nothing is pending or a
+/// flush is already scheduled.
+pub fn flush_later(env: &Env, shard_count: u16) -> Option<impl std::future::Future<Output = ()> + 'static> {
+    let env = env.clone();
+    counters::flush_later(shard_count, move |shard| async move {
+        // `call` carries the pending counts and restores them if the call fails.
+        let _ = shard::call(&env, shard, Record {}).await;
+    })
 }

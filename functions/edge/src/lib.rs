@@ -41,7 +41,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
 async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, ctx: Context) -> Result<()> {
     counters::invocation("queue", "jobs");
     consumer::handle_batch(batch, &env).await;
-    if let Some(flush) = counters::flush_later(&env, shard_count(&env)) {
+    if let Some(flush) = gauges::flush_later(&env, shard_count(&env)) {
         ctx.wait_until(flush);
     }
     Ok(())
@@ -51,7 +51,7 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, ctx: Context) -
 async fn scheduled(event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
     counters::invocation("scheduled", "cron");
     tasks::scheduled(&event.cron(), &env).await;
-    if let Some(flush) = counters::flush_later(&env, shard_count(&env)) {
+    if let Some(flush) = gauges::flush_later(&env, shard_count(&env)) {
         ctx.wait_until(flush);
     }
 }

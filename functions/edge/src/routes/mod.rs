@@ -141,7 +141,7 @@ pub async fn handle(req: Request, env: Env, ctx: &worker::Context) -> Result<Res
     // traffic costs no Durable Object write; its counts wait for a write that happens anyway.
     if authenticated {
         let shard_count = crate::config::load(&env).map_or(16, |c| c.shard_count);
-        if let Some(flush) = crate::counters::flush_later(&env, shard_count) {
+        if let Some(flush) = crate::gauges::flush_later(&env, shard_count) {
             ctx.wait_until(flush);
         }
     }
