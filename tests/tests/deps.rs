@@ -1,0 +1,187 @@
+//! Dependencies between the workspace's crates point one way: this test reads the allowed
+//! ones from the table in ARCHITECTURE.md's "Dependencies" section and holds
+//! `cargo metadata --no-deps` to it, so the doc and the manifests cannot drift. It runs
+//! offline (the metadata of the workspace's own manifests only) and starts no stack.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// crate → the workspace crates it may depend on.
+type Table = BTreeMap<String, BTreeSet<String>>;
+
+/// One dependency of a workspace crate on another: (from, to, kind).
+type Edge = (String, String, String);
+
+const SECTION: &str = "## Dependencies";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The table of the "Dependencies" section: rows `` | `crate` | `a`, `b` | `` (or `—`).
+fn parse_table(doc: &str) -> Result<Table, String> {
+    let mut lines = doc.lines().skip_while(|l| l.trim_end() != SECTION);
+    if lines.next().is_none() {
+        return Err(format!("ARCHITECTURE.md has no '{SECTION}' section"));
+    }
+    let rows = lines
+        .take_while(|l| !l.starts_with("## "))
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2); // header and separator
+    let names = |cell: &str| -> BTreeSet<String> { cell.split('`').skip(1).step_by(2).map(str::to_owned).collect() };
+    let mut table = Table::new();
+    for row in rows {
+        let cells: Vec<&str> = row.trim().trim_matches('|').split('|').collect();
+        let [krate, deps] = cells[..] else { return Err(format!("a row of two cells expected: {row}")) };
+        let from = names(krate).into_iter().next().ok_or_else(|| format!("no crate in row: {row}"))?;
+        if table.insert(from.clone(), names(deps)).is_some() {
+            return Err(format!("{from} has two rows"));
+        }
+    }
+    if table.is_empty() {
+        return Err(format!("the '{SECTION}' section has no table"));
+    }
+    Ok(table)
+}
+
+/// Every problem of `edges` (and of the workspace's `crates`) against `table`; empty when
+/// all is allowed.
+fn check(table: &Table, crates: &BTreeSet<String>, edges: &[Edge]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for c in crates.iter().filter(|c| !table.contains_key(*c)) {
+        problems.push(format!("{c} has no row in the table"));
+    }
+    for c in table.keys().filter(|c| !crates.contains(*c)) {
+        problems.push(format!("the table names {c}, which is not a workspace crate"));
+    }
+    for (from, to, kind) in edges {
+        if !table.get(from).is_some_and(|allowed| allowed.contains(to)) {
+            problems.push(format!("{from} depends on {to} ({kind}), which the table does not allow"));
+        }
+    }
+    if let Some(cycle) = find_cycle(table) {
+        problems.push(format!("the table has a loop: {}", cycle.join(" → ")));
+    }
+    problems
+}
+
+/// A loop in the table's allowed edges, if any (depth-first search).
+fn find_cycle(table: &Table) -> Option<Vec<String>> {
+    fn visit<'a>(
+        n: &'a str,
+        table: &'a Table,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| *p == n) {
+            return Some(path[i..].iter().chain([&n]).map(|s| (*s).to_owned()).collect());
+        }
+        if !done.insert(n) {
+            return None;
+        }
+        path.push(n);
+        for next in table.get(n).into_iter().flatten() {
+            if let Some(c) = visit(next, table, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut done = BTreeSet::new();
+    table.keys().find_map(|k| visit(k, table, &mut Vec::new(), &mut done))
+}
+
+/// The workspace's crates and their dependencies on each other, from `cargo metadata`.
+fn workspace() -> (BTreeSet<String>, Vec<Edge>) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline", "--manifest-path"])
+        .arg(root().join("Cargo.toml"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON");
+    let packages = meta["packages"].as_array().expect("packages");
+    let crates: BTreeSet<String> = packages.iter().map(|p| p["name"].as_str().expect("a name").to_owned()).collect();
+    let mut edges = Vec::new();
+    for p in packages {
+        let from = p["name"].as_str().expect("a name");
+        for d in p["dependencies"].as_array().expect("dependencies") {
+            let to = d["name"].as_str().expect("a name");
+            if crates.contains(to) {
+                let kind = d["kind"].as_str().unwrap_or("normal").to_owned();
+                edges.push((from.to_owned(), to.to_owned(), kind));
+            }
+        }
+    }
+    (crates, edges)
+}
+
+#[test]
+fn crate_dependencies_follow_the_table_in_architecture_md() {
+    let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let table = parse_table(&doc).unwrap_or_else(|e| panic!("{e}"));
+    let (crates, edges) = workspace();
+    assert!(crates.contains("edgejobs-core") && !edges.is_empty(), "the metadata names the workspace: {crates:?}");
+    let problems = check(&table, &crates, &edges);
+    assert!(problems.is_empty(), "update the code or ARCHITECTURE.md's '{SECTION}' table:\n{}", problems.join("\n"));
+}
+
+#[cfg(test)]
+mod checker {
+    use super::*;
+
+    const DOC: &str = "# A\n\n## Dependencies\n\nText.\n\n| crate | may depend on |\n|---|---|\n\
+        | `core` | — |\n| `shard` | `core` |\n| `edge` | `shard`, `core` |\n\n## Next\n\n| `x` | `y` |\n";
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn edge(from: &str, to: &str) -> Edge {
+        (from.into(), to.into(), "normal".into())
+    }
+
+    #[test]
+    fn the_table_is_read_from_its_section_only() {
+        let t = parse_table(DOC).expect("parses");
+        assert_eq!(t.keys().collect::<Vec<_>>(), ["core", "edge", "shard"]);
+        assert_eq!(t["edge"], set(&["core", "shard"]));
+        assert!(t["core"].is_empty());
+        assert!(parse_table("# A\n\n## Other\n").is_err(), "no section");
+        assert!(parse_table("## Dependencies\n\nno table\n").is_err(), "no table");
+    }
+
+    #[test]
+    fn allowed_edges_pass() {
+        let t = parse_table(DOC).expect("parses");
+        let crates = set(&["core", "shard", "edge"]);
+        assert_eq!(check(&t, &crates, &[edge("edge", "shard"), edge("shard", "core")]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_forbidden_edge_fails() {
+        let t = parse_table(DOC).expect("parses");
+        let crates = set(&["core", "shard", "edge"]);
+        let p = check(&t, &crates, &[edge("shard", "core"), ("core".into(), "edge".into(), "dev".into())]);
+        assert_eq!(p, ["core depends on edge (dev), which the table does not allow"]);
+        let p = check(&t, &crates, &[edge("shard", "edge")]);
+        assert_eq!(p.len(), 1, "{p:?}");
+    }
+
+    #[test]
+    fn a_crate_without_a_row_a_stale_row_and_a_loop_fail() {
+        let t = parse_table(DOC).expect("parses");
+        let p = check(&t, &set(&["core", "shard", "edge", "new"]), &[]);
+        assert_eq!(p, ["new has no row in the table"]);
+        let p = check(&t, &set(&["core", "edge"]), &[]);
+        assert_eq!(p, ["the table names shard, which is not a workspace crate"]);
+        let looped = DOC.replace("| `core` | — |", "| `core` | `edge` |");
+        let p = check(&parse_table(&looped).expect("parses"), &set(&["core", "shard", "edge"]), &[]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("the table has a loop: core → edge"), "{p:?}");
+    }
+}
