@@ -1,2 +1,32 @@
 //! The HTTP API's request and response types: what the edge Worker answers and what the
-//! CLI and other clients read. Plain serde types, no logic.
+//! CLI and other clients read. Plain serde types, no logic; they build for wasm32 too.
+//!
+//! `functions/edge/openapi.json` describes the same documents; the test in `tests.rs`
+//! (`cargo test -p edgejobs-api`) holds the two together: every type's JSON Schema, as
+//! `schemars` derives it in test builds, is diffed (`json-schema-diff`) against the
+//! document's schema for it, and a full sample of each is validated against the document.
+//!
+//! Layout:
+//! - `job.rs`: a job as the API shows it (`Job`), a listing's summary (`JobSummary`), pages.
+//! - `reply.rs`: the other replies: batch enqueue, replay, errors, stats, whoami, backups.
+//! - `schedule.rs`: a schedule as the API shows it (`ScheduleView`) and its replies.
+//! - `health.rs`: `GET /health` and `GET /health/live`.
+//!
+//! Times are RFC 3339 strings here: the types carry what the wire carries, and the crate
+//! stays serde-only.
+
+mod health;
+mod job;
+mod reply;
+mod schedule;
+#[cfg(test)]
+mod tests;
+
+pub use health::{Check, Checks, Health, HealthStatus, Live};
+pub use job::{AttemptRecord, Backoff, Job, JobList, JobState, JobSummary, Lane, StreamEntry};
+pub use reply::{
+    BackupList, BackupSummary, BatchItem, BatchItemCreated, BatchItemFailed, BatchRequest, BatchResult, Consumer, Consumers, ErrorBody, ErrorReply,
+    MinutePoint, ReplayRequest, ReplayResult, RestoreRequest, ShardsAnswered, Stats, StatsJobs, VerifyResult,
+    WebhookSecret, Whoami,
+};
+pub use schedule::{CatchUp, Overlap, RunKind, ScheduleDeleted, ScheduleList, ScheduleRunView, ScheduleView, Triggered};

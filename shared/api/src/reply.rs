@@ -1,0 +1,217 @@
+//! The API's other replies and request bodies: batch enqueue, errors, dead-letter replay,
+//! stats, whoami, backups.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::job::{Job, JobState};
+
+/// An error's body inside `{"error":{...}}`. `code` is one of the stable codes of
+/// `edgejobs_core::ErrorCode` (e.g. `invalid_field`, `job_not_found`), kept a string here
+/// so a client reads codes newer than itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    /// The offending field, for `invalid_field`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Every error response: `{"error":{"code","message"}}`. `E` is [`ErrorBody`] for a client;
+/// the edge writes its own error type, which serializes the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ErrorReply<E = ErrorBody> {
+    pub error: E,
+}
+
+/// `POST /v1/jobs/batch`'s body: 1 to 100 job specs, each what `POST /v1/jobs` takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRequest {
+    pub jobs: Vec<Value>,
+}
+
+/// One item of a batch reply: the job when it was enqueued (201, or 200 when its
+/// idempotency key named an existing job), else the status and error a single enqueue of
+/// it would have had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum BatchItem<J = Job, E = ErrorBody> {
+    Created(BatchItemCreated<J>),
+    Failed(BatchItemFailed<E>),
+}
+
+/// An item that was enqueued: 201, or 200 when its idempotency key named an existing job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct BatchItemCreated<J = Job> {
+    pub status: u16,
+    pub job: J,
+}
+
+/// An item that was not enqueued: the status and error a single enqueue of it would have had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct BatchItemFailed<E = ErrorBody> {
+    pub status: u16,
+    pub error: E,
+}
+
+/// `POST /v1/jobs/batch`'s reply: one result per item, in the request's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct BatchResult<J = Job, E = ErrorBody> {
+    pub results: Vec<BatchItem<J, E>>,
+}
+
+/// `POST /v1/dead/replay`'s body (admin scope); every field optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayRequest {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+/// `POST /v1/dead/replay`'s reply: the jobs requeued.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ReplayResult {
+    pub replayed: usize,
+    pub ids: Vec<String>,
+}
+
+/// One count of `GET /v1/stats`: the jobs in one state of one type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct StatsJobs {
+    pub state: JobState,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub count: u64,
+}
+
+/// One minute of `GET /v1/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct MinutePoint {
+    pub at: String,
+    /// Jobs created.
+    pub enqueued: u64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Attempts that failed (retried or not).
+    pub failed: u64,
+    /// Jobs that became dead.
+    pub dead: u64,
+}
+
+/// A native consumer as it announces itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Consumer {
+    pub name: String,
+    pub seen_seconds_ago: f64,
+    /// Heard from within the last 30 s.
+    pub running: bool,
+    pub in_flight: u64,
+    pub concurrency: u64,
+    pub types: Vec<String>,
+    pub version: String,
+}
+
+/// The native consumers; `ok` is false when Upstash could not be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Consumers {
+    pub ok: bool,
+    pub list: Vec<Consumer>,
+}
+
+/// How many shards answered, of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ShardsAnswered {
+    pub answered: usize,
+    pub of: usize,
+}
+
+/// `GET /v1/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Stats {
+    pub jobs: Vec<StatsJobs>,
+    #[cfg_attr(test, schemars(required))]
+    pub oldest_queued_at: Option<String>,
+    /// The last hour, one point per minute, oldest first.
+    pub minutes: Vec<MinutePoint>,
+    pub consumers: Consumers,
+    pub shards: ShardsAnswered,
+    pub at: String,
+}
+
+/// `GET /v1/whoami`: the key's id (safe to show) and its scopes (`jobs`, `admin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Whoami {
+    pub key_id: String,
+    pub scopes: Vec<String>,
+}
+
+/// A backup in `GET /v1/admin/backups` and `GET /v1/admin/backups/latest` (which adds its
+/// age). `valid`: complete (it has a manifest); the sizes are `null` when it is not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct BackupSummary {
+    pub id: String,
+    pub valid: bool,
+    #[cfg_attr(test, schemars(required))]
+    pub created_at: Option<String>,
+    pub rows: Option<u64>,
+    pub bytes: Option<u64>,
+    pub shards: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<f64>,
+}
+
+/// `GET /v1/admin/backups`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct BackupList {
+    pub backups: Vec<BackupSummary>,
+}
+
+/// `POST /v1/admin/backups/{id}/verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct VerifyResult {
+    pub id: String,
+    pub valid: bool,
+    pub problems: Vec<String>,
+    /// The rows the manifest counts.
+    #[serde(default)]
+    pub rows: u64,
+}
+
+/// `POST /v1/admin/restore`'s body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreRequest {
+    pub backup: String,
+}
+
+/// `POST /v1/admin/webhook-secret`'s reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct WebhookSecret {
+    pub origin: String,
+    pub secret: String,
+}

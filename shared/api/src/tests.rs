@@ -1,0 +1,378 @@
+//! Holds `functions/edge/openapi.json` to the types: for every response the document
+//! describes and this crate types, the type's JSON Schema (derived by `schemars`) and the
+//! document's are diffed by `json-schema-diff` — a property or a `required` entry on one
+//! side only, or a different type, fails — and a full sample of the type is validated
+//! against the document's schema by `jsonschema`.
+
+use std::fmt::Write as _;
+
+use json_schema_diff::{ChangeKind, JsonSchemaType};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::*;
+
+const OPENAPI: &str = include_str!("../../../functions/edge/openapi.json");
+
+fn openapi() -> Value {
+    serde_json::from_str(OPENAPI).unwrap_or_else(|e| panic!("openapi.json is not JSON: {e}"))
+}
+
+/// The document's schemas, with their `$ref`s pointing into `$defs` (where
+/// `json-schema-diff` and `jsonschema` look) and `oneOf` read as `anyOf` (what schemars
+/// derives for an untagged enum; the diff walks `anyOf` only).
+fn doc_root(doc: &Value, pointer: &str) -> Value {
+    let mut schema = doc.pointer(pointer).cloned().unwrap_or_else(|| panic!("openapi.json has no {pointer}"));
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert("$defs".into(), doc["components"]["schemas"].clone());
+    }
+    typed_enums(&mut schema);
+    let text = serde_json::to_string(&schema)
+        .unwrap_or_default()
+        .replace("#/components/schemas/", "#/$defs/")
+        .replace("\"oneOf\":", "\"anyOf\":");
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+/// `{"enum": ["a", "b"]}` as `{"type": "string", "enum": [...]}` (and `const` likewise):
+/// the diff reads a schema without `type` as any type, while schemars states it.
+fn typed_enums(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if !o.contains_key("type") {
+                let values: Vec<&Value> = match (o.get("enum"), o.get("const")) {
+                    (Some(Value::Array(e)), _) => e.iter().collect(),
+                    (_, Some(c)) => vec![c],
+                    _ => Vec::new(),
+                };
+                let kind = |x: &Value| match x {
+                    Value::String(_) => "string",
+                    Value::Bool(_) => "boolean",
+                    Value::Number(n) if n.is_f64() => "number",
+                    Value::Number(_) => "integer",
+                    Value::Null => "null",
+                    Value::Array(_) => "array",
+                    Value::Object(_) => "object",
+                };
+                if let Some(first) = values.first()
+                    && values.iter().all(|x| kind(x) == kind(first))
+                {
+                    o.insert("type".into(), json!(kind(first)));
+                }
+            }
+            o.values_mut().for_each(typed_enums);
+        }
+        Value::Array(a) => a.iter_mut().for_each(typed_enums),
+        _ => {}
+    }
+}
+
+/// Keywords of constraints and prose: the document states more of them than the types
+/// can, and left in they would sway how the diff pairs the alternatives of a `oneOf`.
+const IGNORED: &[&str] = &[
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "description",
+    "title",
+    "examples",
+    "default",
+    "$schema",
+];
+
+/// The schema with every `$ref` replaced by what it names (none of the types is
+/// recursive) and `anyOf: [X, {"type": "null"}]` (schemars' `Option<X>`) read as X: the
+/// diff pairs alternatives and properties better when it sees them whole.
+fn inline(mut root: Value) -> Value {
+    let defs = root.as_object_mut().and_then(|o| o.remove("$defs")).unwrap_or_default();
+    fn walk(v: &mut Value, defs: &Value, depth: u32) {
+        assert!(depth < 64, "recursive schema");
+        loop {
+            let nullable_of = v.get("anyOf").and_then(Value::as_array).and_then(|alts| match alts.as_slice() {
+                [x, n] | [n, x] if *n == json!({ "type": "null" }) => Some(x.clone()),
+                _ => None,
+            });
+            if let Some(x) = nullable_of {
+                *v = x;
+                continue;
+            }
+            if let Some(r) = v.get("$ref").and_then(Value::as_str) {
+                let name = r.trim_start_matches("#/$defs/");
+                let mut target = defs.get(name).cloned().unwrap_or_else(|| panic!("unresolved {r}"));
+                if let (Some(t), Some(o)) = (target.as_object_mut(), v.as_object()) {
+                    for (k, x) in o {
+                        if k != "$ref" {
+                            t.entry(k.clone()).or_insert_with(|| x.clone());
+                        }
+                    }
+                }
+                *v = target;
+                continue;
+            }
+            break;
+        }
+        if let Value::Object(o) = v {
+            for k in IGNORED {
+                o.remove(*k);
+            }
+        }
+        match v {
+            Value::Object(o) => o.values_mut().for_each(|x| walk(x, defs, depth + 1)),
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, defs, depth + 1)),
+            _ => {}
+        }
+    }
+    walk(&mut root, &defs, 0);
+    root
+}
+
+/// The differences between a type's schema and the document's that matter to a client:
+/// properties, requiredness and types. Constraints only the document states (patterns,
+/// ranges, formats, enums of strings the types keep open) are not compared, nor `null`
+/// (the types say `Option` for absent and null alike; the samples check null).
+fn differences(rust: Value, doc: Value) -> Vec<String> {
+    let changes = json_schema_diff::diff(inline(rust), inline(doc)).unwrap_or_else(|e| panic!("cannot diff: {e}"));
+    changes
+        .into_iter()
+        .filter(|c| match &c.change {
+            ChangeKind::TypeAdd { added: t } | ChangeKind::TypeRemove { removed: t } => *t != JsonSchemaType::Null,
+            ChangeKind::PropertyAdd { .. }
+            | ChangeKind::PropertyRemove { .. }
+            | ChangeKind::RequiredAdd { .. }
+            | ChangeKind::RequiredRemove { .. } => true,
+            _ => false,
+        })
+        .map(|c| format!("{}: {:?}", if c.path.is_empty() { "(root)" } else { &c.path }, c.change))
+        .collect()
+}
+
+/// Checks one type against the document's schema at `pointer`, and `sample` (a full
+/// instance of the type, as JSON) against both: it must read as the type and write back
+/// unchanged, and the document must accept it.
+fn check<T: JsonSchema + Serialize + DeserializeOwned>(doc: &Value, pointer: &str, sample: Value) -> Vec<String> {
+    check_but::<T>(doc, pointer, sample, &[])
+}
+
+/// [`check`], leaving out the differences at the diff paths in `skip` (each use says why).
+fn check_but<T: JsonSchema + Serialize + DeserializeOwned>(
+    doc: &Value,
+    pointer: &str,
+    sample: Value,
+    skip: &[&str],
+) -> Vec<String> {
+    let name = std::any::type_name::<T>().rsplit("::").next().unwrap_or_default().to_owned();
+    let rust = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
+    let doc_schema = doc_root(doc, pointer);
+    let mut out: Vec<String> = differences(rust, doc_schema.clone())
+        .into_iter()
+        .filter(|d| !skip.iter().any(|s| d.starts_with(s)))
+        .map(|d| format!("{name} vs {pointer}: {d}"))
+        .collect();
+    match serde_json::from_value::<T>(sample.clone()) {
+        Ok(t) => {
+            let back = serde_json::to_value(&t).unwrap_or_default();
+            if back != sample {
+                out.push(format!("{name}: the sample does not survive a round trip: {back}"));
+            }
+        }
+        Err(e) => out.push(format!("{name}: the sample does not read: {e}")),
+    }
+    let mut root = doc_schema;
+    if let Some(obj) = root.as_object_mut() {
+        obj.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
+    }
+    match jsonschema::validator_for(&root) {
+        Ok(v) => {
+            for e in v.iter_errors(&sample) {
+                out.push(format!("{name}: the document refuses the sample: {e} at {}", e.instance_path));
+            }
+        }
+        Err(e) => out.push(format!("{pointer}: not a schema: {e}")),
+    }
+    out
+}
+
+fn response(path: &str, method: &str, status: u16) -> String {
+    format!("/paths/{}/{method}/responses/{status}/content/application~1json/schema", path.replace('/', "~1"))
+}
+
+fn sample_job() -> Value {
+    json!({
+        "id": "j0000000000000000000000000000a", "type": "webhook", "lane": "edge", "state": "completed",
+        "payload": { "url": "https://example.com/", "headers": { "authorization": "[redacted]" } },
+        "attempt": 2, "series_base": 0, "max_attempts": 5,
+        "backoff": { "base_ms": 1000, "factor": 2.0, "cap_ms": 3600000 }, "timeout_ms": 30000,
+        "idempotency_key": "k1", "rate_group": "g", "tags": ["a"], "metadata": { "m": 1 },
+        "created_at": "2026-12-01T00:00:00Z", "updated_at": "2026-12-01T00:00:02Z", "run_at": "2026-12-01T00:00:00Z",
+        "started_at": "2026-12-01T00:00:01Z", "finished_at": "2026-12-01T00:00:02Z",
+        "heartbeat_at": "2026-12-01T00:00:01.500Z", "result": { "ok": true }, "progress": 0.5,
+        "last_error": "timeout", "lease_lost_attempt": 1, "cancel_requested": false,
+        "stream_entry": { "attempt": 2, "entry": "1-0" }, "epoch": 1800000000000u64,
+        "attempts": [
+            { "attempt": 1, "started_at": "2026-12-01T00:00:00Z", "ended_at": "2026-12-01T00:00:01Z",
+              "duration_ms": 1000, "outcome": "failed", "error": "timeout" }
+        ]
+    })
+}
+
+fn sample_summary() -> Value {
+    let mut j = sample_job();
+    if let Some(o) = j.as_object_mut() {
+        o.remove("attempts");
+    }
+    j
+}
+
+fn sample_schedule() -> Value {
+    json!({
+        "name": "nightly", "cron": "0 3 * * *", "timezone": "UTC", "job": { "type": "noop" },
+        "overlap": "queue_one", "catch_up": "last", "paused": true,
+        "starts_at": "2026-12-01T00:00:00Z", "ends_at": "2027-12-01T00:00:00Z",
+        "created_at": "2026-12-01T00:00:00Z", "updated_at": "2026-12-01T00:00:00Z", "next_at": null,
+        "last_tick": "2026-12-02T03:00:00Z", "waiting_tick": "2026-12-03T03:00:00Z",
+        "paused_at": "2026-12-03T04:00:00Z",
+        "runs": [{ "tick": "2026-12-02T03:00:00Z", "at": "2026-12-02T03:00:00Z", "job_id": "j00000000000000000000000000001", "kind": "tick", "state": "completed" }],
+        "runs_total": 1, "skips_total": 0, "overdue": false, "upcoming": ["2026-12-04T03:00:00Z"]
+    })
+}
+
+/// Every typed response, its place in the document and a full sample.
+fn table(doc: &Value) -> Vec<String> {
+    let s = |name: &str| format!("/components/schemas/{name}");
+    let error = json!({ "code": "invalid_field", "message": "payload.url: must be a URL", "field": "payload.url" });
+    let backup = json!({ "id": "20261201T000000Z-ab", "valid": true, "created_at": "2026-12-01T00:00:00Z",
+                         "rows": 10, "bytes": 2048, "shards": 4, "age_seconds": 12.5 });
+    let mut out = Vec::new();
+    out.extend(check::<Job>(doc, &s("Job"), sample_job()));
+    out.extend(check::<JobSummary>(doc, &s("JobSummary"), sample_summary()));
+    out.extend(check::<JobList>(doc, &s("JobList"), json!({ "jobs": [sample_summary()], "next_cursor": null })));
+    // The items' alternatives are held to BatchItemCreated and BatchItemFailed one by one:
+    // json-schema-diff pairs the alternatives of a oneOf by fewest differences, which pairs
+    // these two crosswise (found by trying), so here the result's sample stands for them.
+    let created = json!({ "status": 201, "job": sample_job() });
+    let failed = json!({ "status": 400, "error": error });
+    out.extend(check::<BatchItemCreated>(doc, &s("BatchItemCreated"), created));
+    out.extend(check::<BatchItemFailed>(doc, &s("BatchItemFailed"), failed));
+    out.extend(check_but::<BatchResult>(
+        doc,
+        &s("BatchResult"),
+        json!({ "results": [{ "status": 201, "job": sample_job() }, { "status": 400, "error": error }] }),
+        &[".results.?.<anyOf:"],
+    ));
+    out.extend(check::<ReplayResult>(doc, &s("ReplayResult"), json!({ "replayed": 1, "ids": ["j00000000000000000000000000001"] })));
+    out.extend(check::<ErrorReply>(doc, &s("Error"), json!({ "error": error })));
+    out.extend(check::<ErrorBody>(doc, &s("ErrorBody"), error.clone()));
+    out.extend(check::<Stats>(
+        doc,
+        &s("Stats"),
+        json!({
+            "jobs": [{ "state": "queued", "type": "noop", "count": 3 }],
+            "oldest_queued_at": null,
+            "minutes": (0..60).map(|_| json!({ "at": "2026-12-01T00:00:00Z", "enqueued": 1, "completed": 1, "failed": 0, "dead": 0 })).collect::<Vec<_>>(),
+            "consumers": { "ok": true, "list": [{ "name": "h", "seen_seconds_ago": 1.5, "running": true,
+                "in_flight": 1, "concurrency": 25, "types": ["sleep"], "version": "0.1.0" }] },
+            "shards": { "answered": 4, "of": 4 },
+            "at": "2026-12-01T00:00:00Z"
+        }),
+    ));
+    out.extend(check::<ScheduleView>(doc, &s("Schedule"), sample_schedule()));
+    out.extend(check::<ScheduleRunView>(doc, &s("ScheduleRun"), sample_schedule()["runs"][0].clone()));
+    out.extend(check::<ScheduleList>(
+        doc,
+        &response("/v1/schedules", "get", 200),
+        json!({ "schedules": [sample_schedule()], "next_cursor": "nightly" }),
+    ));
+    out.extend(check::<ScheduleDeleted>(
+        doc,
+        &response("/v1/schedules/{name}", "delete", 200),
+        json!({ "deleted": true, "name": "nightly" }),
+    ));
+    out.extend(check::<Triggered>(
+        doc,
+        &response("/v1/schedules/{name}/trigger", "post", 201),
+        json!({ "created": true, "job": sample_job(), "schedule": sample_schedule() }),
+    ));
+    let check_detail = json!({ "ok": true, "latency_ms": 3 });
+    // The document names the checks always present in `required` and describes them all by
+    // `additionalProperties`, without `properties`; the type names the same ones as fields
+    // (the samples hold their shape).
+    out.extend(check_but::<Health>(
+        doc,
+        &s("Health"),
+        json!({
+            "status": "degraded",
+            "checks": { "config": { "ok": true }, "shards": check_detail, "queue": { "ok": true },
+                        "upstash": check_detail, "backup": { "ok": true, "state": "pending", "age_seconds": null },
+                        "oldest_queued_job": { "ok": true, "age_seconds": 0.0 }, "sweep": { "ok": false } },
+            "checked_at": "2026-12-01T00:00:00Z",
+            "version": "0.1.0"
+        }),
+        &[".checks: PropertyRemove"],
+    ));
+    out.extend(check::<Live>(doc, &response("/health/live", "get", 200), json!({ "status": "live" })));
+    out.extend(check::<Whoami>(
+        doc,
+        &response("/v1/whoami", "get", 200),
+        json!({ "key_id": "0011223344556677", "scopes": ["jobs", "admin"] }),
+    ));
+    out.extend(check::<BackupSummary>(doc, &s("BackupSummary"), backup.clone()));
+    out.extend(check::<BackupList>(doc, &response("/v1/admin/backups", "get", 200), json!({ "backups": [backup] })));
+    out.extend(check::<VerifyResult>(
+        doc,
+        &response("/v1/admin/backups/{id}/verify", "post", 200),
+        json!({ "id": "20261201T000000Z-ab", "valid": false, "problems": ["shard 1: missing"], "rows": 10 }),
+    ));
+    out.extend(check::<WebhookSecret>(
+        doc,
+        &response("/v1/admin/webhook-secret", "post", 200),
+        json!({ "origin": "https://example.com", "secret": "whsec_x" }),
+    ));
+    out
+}
+
+#[test]
+fn openapi_json_describes_the_types() {
+    let problems = table(&openapi());
+    let mut msg = String::new();
+    for p in &problems {
+        let _ = writeln!(msg, "  {p}");
+    }
+    assert!(problems.is_empty(), "functions/edge/openapi.json and shared/api disagree:\n{msg}");
+}
+
+/// The check can fail: a property only the document has, one only the type has, and a
+/// property required on one side only are each reported.
+#[test]
+fn the_check_sees_a_field_on_one_side_only() {
+    let mut doc = openapi();
+    let job = &mut doc["components"]["schemas"]["Job"];
+    job["properties"]["extra"] = json!({ "type": "string" });
+    let problems = check::<Job>(&doc, "/components/schemas/Job", sample_job());
+    assert!(problems.iter().any(|p| p.contains("extra")), "{problems:?}");
+
+    let mut doc = openapi();
+    if let Some(props) = doc["components"]["schemas"]["Job"]["properties"].as_object_mut() {
+        props.remove("rate_group");
+    }
+    let problems = check::<Job>(&doc, "/components/schemas/Job", sample_job());
+    assert!(problems.iter().any(|p| p.contains("rate_group")), "{problems:?}");
+
+    let mut doc = openapi();
+    doc["components"]["schemas"]["ReplayResult"]["required"] = json!(["replayed"]);
+    let problems = check::<ReplayResult>(&doc, "/components/schemas/ReplayResult", json!({ "replayed": 0, "ids": [] }));
+    assert!(problems.iter().any(|p| p.contains("Required")), "{problems:?}");
+
+    let mut doc = openapi();
+    doc["components"]["schemas"]["ReplayResult"]["properties"]["replayed"] = json!({ "type": "string" });
+    let problems = check::<ReplayResult>(&doc, "/components/schemas/ReplayResult", json!({ "replayed": 0, "ids": [] }));
+    assert!(problems.iter().any(|p| p.contains("Type")), "{problems:?}");
+}
