@@ -1,9 +1,12 @@
-//! The router: matches method and path, checks the route's auth scope, and turns every
+//! The router: one table ([`ROUTES`]) of method, path, who may call it and handler; it
+//! matches method and path, checks the route's scope, and turns every
 //! [`ApiError`] into its JSON error response. Unknown paths answer 404 `not_found`; a known
 //! path with another method answers 405 `method_not_allowed` with an `Allow` header.
 
-use edgejobs_core::auth::Scope;
+use edgejobs_core::auth::{Principal, Scope};
+use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::{ApiError, ErrorCode};
+use futures_util::future::LocalBoxFuture;
 use worker::{Env, Method, Request, Response, Result};
 
 use crate::http;
@@ -18,103 +21,231 @@ pub mod metrics;
 pub mod schedules;
 pub mod stats;
 
-/// What a path resolves to.
-#[derive(Debug, Clone, Copy)]
-enum Route<'a> {
-    Health,
-    Live,
-    Metrics,
-    Dashboard(&'a str),
-    Stats,
-    Whoami,
-    Jobs,
-    Batch,
-    Job(&'a str),
-    Cancel(&'a str),
-    Retry(&'a str),
-    Dead,
-    DeadReplay,
-    Events(&'a str),
-    Reports,
-    Backups,
-    LatestBackup,
-    VerifyBackup(&'a str),
-    Restore,
-    WebhookSecret,
-    Schedules,
-    Schedule(&'a str),
-    ScheduleAction(&'a str, schedules::Action),
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the route reads no key of the API (`/metrics` checks its own token).
+    Anyone,
+    /// A key with this scope: [`Scope::Jobs`] (a jobs or an admin key), [`Scope::Admin`], or
+    /// [`Scope::Consumer`] (the token of the native consumers, which hold the leases).
+    Key(Scope),
 }
 
-/// The route, the methods it allows, and the scope it needs (`None`: public).
-fn resolve(path: &str) -> Option<(Route<'_>, &'static [Method], Option<Scope>)> {
+const ANYONE: Access = Access::Anyone;
+const JOBS: Access = Access::Key(Scope::Jobs);
+const ADMIN: Access = Access::Key(Scope::Admin);
+const CONSUMER: Access = Access::Key(Scope::Consumer);
+
+/// What a keyed route's handler gets: the request, the Worker's environment, the parsed
+/// configuration, who called (the key passed the route's scope) and the path's one
+/// `{capture}` (empty when the path has none).
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub req: &'a mut Request,
+    pub env: &'a Env,
+    pub cfg: &'a EdgeConfig,
+    pub who: &'a Principal,
+    pub param: &'a str,
+}
+
+/// An open route's handler: the answer and whether the request was authenticated.
+type OpenFn = for<'a> fn(&'a Request, &'a Env, &'a str) -> LocalBoxFuture<'a, Result<(Response, bool)>>;
+
+/// What a route runs.
+#[derive(Clone, Copy)]
+enum Handler {
+    /// A route for anyone: it answers without the configuration (health still answers
+    /// when the configuration is broken) and says whether the request carried a valid
+    /// credential of its own.
+    Open(OpenFn),
+    /// A keyed route: runs once the key passed the route's scope.
+    Keyed(for<'a> fn(Call<'a>) -> LocalBoxFuture<'a, jobs::Out>),
+}
+
+/// One row of the route table.
+pub struct Route {
+    pub method: Method,
+    /// Literal segments and at most one `{capture}`, which matches any one segment.
+    pub path: &'static str,
+    pub access: Access,
+    /// The route's name, a metric label (the same for every method of a path).
+    pub name: &'static str,
+    run: Handler,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {:?} {}", self.method.as_ref(), self.path, self.access, self.name)
+    }
+}
+
+/// A keyed handler from an expression over `c: Call`.
+macro_rules! keyed {
+    (|$c:ident| $body:expr) => {{
+        fn run<'a>($c: Call<'a>) -> LocalBoxFuture<'a, jobs::Out> {
+            Box::pin(async move { $body })
+        }
+        Handler::Keyed(run)
+    }};
+}
+
+/// A handler for anyone from an expression over the request, the environment and the
+/// path's capture.
+macro_rules! open {
+    (|$req:ident, $env:ident, $param:ident| $body:expr) => {{
+        fn run<'a>($req: &'a Request, $env: &'a Env, $param: &'a str) -> LocalBoxFuture<'a, Result<(Response, bool)>> {
+            Box::pin(async move { $body })
+        }
+        Handler::Open(run)
+    }};
+}
+
+const fn route(method: Method, path: &'static str, access: Access, name: &'static str, run: Handler) -> Route {
+    Route { method, path, access, name, run }
+}
+
+/// An answer to anyone, which carried no credential.
+fn anonymous(r: Result<Response>) -> Result<(Response, bool)> {
+    r.map(|resp| (resp, false))
+}
+
+/// Every route: method, path, who may call it, its name and its handler. A path is served
+/// by the first pattern that matches it (so `/v1/jobs/batch` comes before `/v1/jobs/{id}`);
+/// the other methods of that pattern are the `Allow` of a 405. The order of a path's rows is
+/// the order of its `Allow` header.
+pub const ROUTES: &[Route] = {
     use Method::{Delete, Get, Patch, Post};
     use schedules::Action;
-    let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let jobs = Some(Scope::Jobs);
-    Some(match segs.as_slice() {
-        ["health"] => (Route::Health, &[Get], None),
-        ["health", "live"] => (Route::Live, &[Get], None),
-        ["metrics"] => (Route::Metrics, &[Get], None),
+    &[
+        route(Get, "/health", ANYONE, "health", open!(|req, env, _p| health::health(req, env).await)),
+        route(Get, "/health/live", ANYONE, "live", open!(|_req, _env, _p| anonymous(health::live()))),
+        route(Get, "/metrics", ANYONE, "metrics", open!(|req, env, _p| metrics::metrics(req, env).await)),
         // The dashboard's static files (no data: every figure it shows comes from the API,
         // with the key the browser session holds).
-        ["dashboard"] => (Route::Dashboard("index.html"), &[Get], None),
-        ["dashboard", file] => (Route::Dashboard(file), &[Get], None),
-        ["v1", "stats"] => (Route::Stats, &[Get], jobs),
-        ["v1", "whoami"] => (Route::Whoami, &[Get], jobs),
-        ["v1", "jobs"] => (Route::Jobs, &[Get, Post], jobs),
-        ["v1", "jobs", "batch"] => (Route::Batch, &[Post], jobs),
-        ["v1", "jobs", id] => (Route::Job(id), &[Get], jobs),
-        ["v1", "jobs", id, "cancel"] => (Route::Cancel(id), &[Post], jobs),
-        ["v1", "jobs", id, "retry"] => (Route::Retry(id), &[Post], jobs),
-        // Schedules: reads with a jobs key; writes need an admin key (see `write_scope`).
-        ["v1", "schedules"] => (Route::Schedules, &[Get, Post], jobs),
-        ["v1", "schedules", name] => (Route::Schedule(name), &[Get, Patch, Delete], jobs),
-        ["v1", "schedules", name, "pause"] => (Route::ScheduleAction(name, Action::Pause), &[Post], jobs),
-        ["v1", "schedules", name, "resume"] => (Route::ScheduleAction(name, Action::Resume), &[Post], jobs),
-        ["v1", "schedules", name, "trigger"] => (Route::ScheduleAction(name, Action::Trigger), &[Post], jobs),
-        ["v1", "dead"] => (Route::Dead, &[Get], jobs),
-        ["v1", "dead", "replay"] => (Route::DeadReplay, &[Post], Some(Scope::Admin)),
-        ["v1", "internal", "events"] => (Route::Reports, &[Post], Some(Scope::Consumer)),
-        ["v1", "internal", "jobs", id, "events"] => (Route::Events(id), &[Post], Some(Scope::Consumer)),
-        ["v1", "admin", "backups"] => (Route::Backups, &[Get, Post], Some(Scope::Admin)),
-        ["v1", "admin", "backups", "latest"] => (Route::LatestBackup, &[Get], Some(Scope::Admin)),
-        ["v1", "admin", "backups", id, "verify"] => (Route::VerifyBackup(id), &[Post], Some(Scope::Admin)),
-        ["v1", "admin", "restore"] => (Route::Restore, &[Post], Some(Scope::Admin)),
-        ["v1", "admin", "webhook-secret"] => (Route::WebhookSecret, &[Post], Some(Scope::Admin)),
-        _ => return None,
-    })
+        route(
+            Get,
+            "/dashboard",
+            ANYONE,
+            "dashboard",
+            open!(|_req, _env, _p| anonymous(dashboard::serve("index.html"))),
+        ),
+        route(
+            Get,
+            "/dashboard/{file}",
+            ANYONE,
+            "dashboard",
+            open!(|_req, _env, file| anonymous(dashboard::serve(file))),
+        ),
+        route(Get, "/v1/stats", JOBS, "stats", keyed!(|c| stats::stats(c.env, c.cfg).await)),
+        route(Get, "/v1/whoami", JOBS, "whoami", keyed!(|c| stats::whoami(c.req, c.cfg))),
+        route(Get, "/v1/jobs", JOBS, "jobs", keyed!(|c| jobs::list(c.req, c.env, c.cfg).await)),
+        route(Post, "/v1/jobs", JOBS, "jobs", keyed!(|c| jobs::create(c.req, c.env, c.cfg, c.who).await)),
+        route(Post, "/v1/jobs/batch", JOBS, "batch", keyed!(|c| jobs::batch(c.req, c.env, c.cfg, c.who).await)),
+        route(Get, "/v1/jobs/{id}", JOBS, "job", keyed!(|c| jobs::get(c.env, c.cfg, c.param).await)),
+        route(Post, "/v1/jobs/{id}/cancel", JOBS, "cancel", keyed!(|c| jobs::cancel(c.env, c.cfg, c.param).await)),
+        route(Post, "/v1/jobs/{id}/retry", JOBS, "retry", keyed!(|c| jobs::retry(c.env, c.cfg, c.param).await)),
+        // Schedules: reads with a jobs key; writes need an admin key (a schedule enqueues
+        // without end and outside any key's rate limit).
+        route(Get, "/v1/schedules", JOBS, "schedules", keyed!(|c| schedules::list(c.req, c.env, c.cfg).await)),
+        route(Post, "/v1/schedules", ADMIN, "schedules", keyed!(|c| schedules::create(c.req, c.env, c.cfg).await)),
+        route(Get, "/v1/schedules/{name}", JOBS, "schedule", keyed!(|c| schedules::get(c.env, c.cfg, c.param).await)),
+        route(
+            Patch,
+            "/v1/schedules/{name}",
+            ADMIN,
+            "schedule",
+            keyed!(|c| schedules::patch(c.req, c.env, c.cfg, c.param).await),
+        ),
+        route(
+            Delete,
+            "/v1/schedules/{name}",
+            ADMIN,
+            "schedule",
+            keyed!(|c| schedules::delete(c.env, c.cfg, c.param).await),
+        ),
+        route(
+            Post,
+            "/v1/schedules/{name}/pause",
+            ADMIN,
+            "schedule_action",
+            keyed!(|c| schedules::act(c.env, c.cfg, c.param, Action::Pause).await),
+        ),
+        route(
+            Post,
+            "/v1/schedules/{name}/resume",
+            ADMIN,
+            "schedule_action",
+            keyed!(|c| schedules::act(c.env, c.cfg, c.param, Action::Resume).await),
+        ),
+        route(
+            Post,
+            "/v1/schedules/{name}/trigger",
+            ADMIN,
+            "schedule_action",
+            keyed!(|c| schedules::act(c.env, c.cfg, c.param, Action::Trigger).await),
+        ),
+        route(Get, "/v1/dead", JOBS, "dead", keyed!(|c| dead::list(c.req, c.env, c.cfg).await)),
+        // Bulk replay is admin-only; replaying one job is a jobs action (`/v1/jobs/{id}/retry`).
+        route(Post, "/v1/dead/replay", ADMIN, "dead_replay", keyed!(|c| dead::replay(c.req, c.env, c.cfg).await)),
+        route(
+            Post,
+            "/v1/internal/events",
+            CONSUMER,
+            "reports",
+            keyed!(|c| internal::reports(c.req, c.env, c.cfg).await),
+        ),
+        route(
+            Post,
+            "/v1/internal/jobs/{id}/events",
+            CONSUMER,
+            "events",
+            keyed!(|c| internal::event(c.req, c.env, c.cfg, c.param).await),
+        ),
+        route(Get, "/v1/admin/backups", ADMIN, "backups", keyed!(|c| admin::list(c.env).await)),
+        route(Post, "/v1/admin/backups", ADMIN, "backups", keyed!(|c| admin::start(c.env, c.cfg).await)),
+        route(Get, "/v1/admin/backups/latest", ADMIN, "latest_backup", keyed!(|c| admin::latest(c.env).await)),
+        route(
+            Post,
+            "/v1/admin/backups/{id}/verify",
+            ADMIN,
+            "verify_backup",
+            keyed!(|c| admin::verify(c.env, c.param).await),
+        ),
+        route(Post, "/v1/admin/restore", ADMIN, "restore", keyed!(|c| admin::restore(c.req, c.env, c.cfg).await)),
+        route(
+            Post,
+            "/v1/admin/webhook-secret",
+            ADMIN,
+            "webhook_secret",
+            keyed!(|c| admin::webhook_secret(c.req, c.cfg).await),
+        ),
+    ]
+};
+
+/// The segments of a path or a pattern (a trailing `/` is ignored).
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.trim_end_matches('/').split('/').skip(1)
 }
 
-impl Route<'_> {
-    /// The route's name, a metric label.
-    fn name(&self) -> &'static str {
-        match self {
-            Route::Health => "health",
-            Route::Live => "live",
-            Route::Metrics => "metrics",
-            Route::Dashboard(_) => "dashboard",
-            Route::Stats => "stats",
-            Route::Whoami => "whoami",
-            Route::Jobs => "jobs",
-            Route::Batch => "batch",
-            Route::Job(_) => "job",
-            Route::Cancel(_) => "cancel",
-            Route::Retry(_) => "retry",
-            Route::Dead => "dead",
-            Route::DeadReplay => "dead_replay",
-            Route::Events(_) => "events",
-            Route::Reports => "reports",
-            Route::Backups => "backups",
-            Route::LatestBackup => "latest_backup",
-            Route::VerifyBackup(_) => "verify_backup",
-            Route::Restore => "restore",
-            Route::WebhookSecret => "webhook_secret",
-            Route::Schedules => "schedules",
-            Route::Schedule(_) => "schedule",
-            Route::ScheduleAction(..) => "schedule_action",
+/// The capture of `path` if it matches `pattern` (`Some("")` when the pattern has none).
+fn matches<'p>(pattern: &str, path: &'p str) -> Option<&'p str> {
+    let (mut pat, mut got) = (segments(pattern), segments(path));
+    let mut param = "";
+    loop {
+        match (pat.next(), got.next()) {
+            (None, None) => return Some(param),
+            (Some(p), Some(g)) if p.starts_with('{') && p.ends_with('}') => param = g,
+            (Some(p), Some(g)) if p == g => {}
+            _ => return None,
         }
     }
+}
+
+/// The rows of the first pattern that matches `path` (one per method, in table order), and
+/// the path's capture.
+fn resolve(path: &str) -> Option<(Vec<&'static Route>, &str)> {
+    let (pattern, param) = ROUTES.iter().find_map(|r| matches(r.path, path).map(|p| (r.path, p)))?;
+    Some((ROUTES.iter().filter(|r| r.path == pattern).collect(), param))
 }
 
 /// Serves one request. The invocation and, for enqueues, the answer's status are counted
@@ -122,7 +253,7 @@ impl Route<'_> {
 /// later): counting never costs a call of its own on the request path.
 pub async fn handle(req: Request, env: Env, ctx: &worker::Context) -> Result<Response> {
     let path = req.path();
-    let route = resolve(&path).map_or("unknown", |(r, _, _)| r.name());
+    let route = resolve(&path).map_or("unknown", |(rows, _)| rows[0].name);
     crate::counters::invocation("fetch", route);
     let counted = req.method() == Method::Post && matches!(route, "jobs" | "batch");
     let (resp, authenticated) = route_request(req, env.clone()).await?;
@@ -149,31 +280,19 @@ pub async fn handle(req: Request, env: Env, ctx: &worker::Context) -> Result<Res
 }
 
 /// Answers a request; the flag says whether it carried a valid key.
-async fn route_request(req: Request, env: Env) -> Result<(Response, bool)> {
-    let anonymous = |r: Result<Response>| r.map(|resp| (resp, false));
+async fn route_request(mut req: Request, env: Env) -> Result<(Response, bool)> {
     let path = req.path();
-    let Some((route, methods, scope)) = resolve(&path) else {
+    let Some((rows, param)) = resolve(&path) else {
         let shown: String = path.chars().take(200).collect();
         return anonymous(http::error(&ApiError::new(ErrorCode::NotFound, format!("no route for {shown}"))));
     };
-    route_known(req, env, route, methods, scope).await
-}
-
-async fn route_known(
-    mut req: Request,
-    env: Env,
-    route: Route<'_>,
-    methods: &[Method],
-    scope: Option<Scope>,
-) -> Result<(Response, bool)> {
-    let anonymous = |r: Result<Response>| r.map(|resp| (resp, false));
-    let path = req.path();
     let method = req.method();
     // workers-rs reads a method it does not know (QUERY, PROPFIND, FOO) as GET; such a
     // request must be refused like any other method the route lacks, not served as a read.
     let raw = req.inner().method();
-    if !methods.contains(&method) || !raw.eq_ignore_ascii_case(method.as_ref()) {
-        let allow: Vec<&str> = methods.iter().map(|m| m.as_ref()).collect();
+    let row = rows.iter().find(|r| r.method == method).filter(|_| raw.eq_ignore_ascii_case(method.as_ref()));
+    let Some(row) = row else {
+        let allow: Vec<&str> = rows.iter().map(|r| r.method.as_ref()).collect();
         let shown: String = raw.chars().take(32).collect();
         let e = ApiError::new(
             ErrorCode::MethodNotAllowed,
@@ -182,74 +301,98 @@ async fn route_known(
         let mut resp = http::error(&e)?;
         resp.headers_mut().set("allow", &allow.join(", "))?;
         return Ok((resp, false));
-    }
-    match route {
-        Route::Health => return health::health(&req, &env).await,
-        Route::Live => return anonymous(health::live()),
-        Route::Metrics => return metrics::metrics(&req, &env).await,
-        Route::Dashboard(file) => return anonymous(dashboard::serve(file)),
-        _ => {}
-    }
+    };
+    let (scope, run) = match (row.access, row.run) {
+        (_, Handler::Open(run)) => return run(&req, &env, param).await,
+        (Access::Key(scope), Handler::Keyed(run)) => (scope, run),
+        (Access::Anyone, Handler::Keyed(_)) => {
+            return anonymous(http::error(&ApiError::new(ErrorCode::Internal, "a keyed route without a scope")));
+        }
+    };
     let cfg = match crate::config::load(&env) {
         Ok(c) => c,
         Err(e) => return anonymous(http::error(&e)),
     };
-    let scope = write_scope(route, &method).or(scope);
-    let principal = match scope.map(|s| http::authorize(&req, s, &cfg)) {
-        Some(Ok(p)) => Some(p),
-        Some(Err(e)) => return anonymous(http::error(&e)),
-        None => None,
+    let who = match http::authorize(&req, scope, &cfg) {
+        Ok(p) => p,
+        Err(e) => return anonymous(http::error(&e)),
     };
-    let out = match (route, principal) {
-        (Route::Jobs, Some(who)) if method == Method::Post => jobs::create(&mut req, &env, &cfg, &who).await,
-        (Route::Batch, Some(who)) => jobs::batch(&mut req, &env, &cfg, &who).await,
-        (Route::Backups, _) if method == Method::Post => admin::start(&env, &cfg).await,
-        (Route::Schedules, _) if method == Method::Post => schedules::create(&mut req, &env, &cfg).await,
-        (Route::Schedule(name), _) if method == Method::Patch => schedules::patch(&mut req, &env, &cfg, name).await,
-        (Route::Schedule(name), _) if method == Method::Delete => schedules::delete(&env, &cfg, name).await,
-        (route, _) => dispatch(route, &mut req, &env, &cfg).await,
-    };
-    let authenticated = scope.is_some();
-    match out {
-        Ok(resp) => Ok((resp, authenticated)),
-        Err(e) => http::error(&e).map(|r| (r, authenticated)),
+    let call = Call { req: &mut req, env: &env, cfg: &cfg, who: &who, param };
+    match run(call).await {
+        Ok(resp) => Ok((resp, true)),
+        Err(e) => http::error(&e).map(|r| (r, true)),
     }
 }
 
-/// The scope a write needs where it differs from the route's read scope: changing a
-/// schedule needs an admin key.
-fn write_scope(route: Route<'_>, method: &Method) -> Option<Scope> {
-    let schedule = matches!(route, Route::Schedules | Route::Schedule(_) | Route::ScheduleAction(..));
-    (schedule && *method != Method::Get).then_some(Scope::Admin)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn dispatch(
-    route: Route<'_>,
-    req: &mut Request,
-    env: &Env,
-    cfg: &edgejobs_core::config::EdgeConfig,
-) -> jobs::Out {
-    match route {
-        Route::Stats => stats::stats(env, cfg).await,
-        Route::Whoami => stats::whoami(req, cfg),
-        Route::Jobs => jobs::list(req, env, cfg).await,
-        Route::Job(id) => jobs::get(env, cfg, id).await,
-        Route::Cancel(id) => jobs::cancel(env, cfg, id).await,
-        Route::Retry(id) => jobs::retry(env, cfg, id).await,
-        Route::Dead => dead::list(req, env, cfg).await,
-        Route::DeadReplay => dead::replay(req, env, cfg).await,
-        Route::Events(id) => internal::event(req, env, cfg, id).await,
-        Route::Reports => internal::reports(req, env, cfg).await,
-        Route::Backups => admin::list(env).await,
-        Route::LatestBackup => admin::latest(env).await,
-        Route::VerifyBackup(id) => admin::verify(env, id).await,
-        Route::Restore => admin::restore(req, env, cfg).await,
-        Route::WebhookSecret => admin::webhook_secret(req, cfg).await,
-        Route::Schedules => schedules::list(req, env, cfg).await,
-        Route::Schedule(name) => schedules::get(env, cfg, name).await,
-        Route::ScheduleAction(name, action) => schedules::act(env, cfg, name, action).await,
-        Route::Health | Route::Live | Route::Metrics | Route::Dashboard(_) | Route::Batch => {
-            Err(ApiError::new(ErrorCode::Internal, "route dispatch error"))
+    /// (path, the route's name, its capture, the `Allow` of its path, the scope of each method).
+    const CASES: &[(&str, &str, &str, &str, &[Option<Scope>])] = &[
+        ("/health", "health", "", "GET", &[None]),
+        ("/health/live", "live", "", "GET", &[None]),
+        ("/metrics", "metrics", "", "GET", &[None]),
+        ("/dashboard", "dashboard", "", "GET", &[None]),
+        ("/dashboard/", "dashboard", "", "GET", &[None]),
+        ("/dashboard/app.js", "dashboard", "app.js", "GET", &[None]),
+        ("/v1/stats", "stats", "", "GET", &[Some(Scope::Jobs)]),
+        ("/v1/jobs", "jobs", "", "GET, POST", &[Some(Scope::Jobs), Some(Scope::Jobs)]),
+        ("/v1/jobs/", "jobs", "", "GET, POST", &[Some(Scope::Jobs), Some(Scope::Jobs)]),
+        ("/v1/jobs/batch", "batch", "", "POST", &[Some(Scope::Jobs)]),
+        ("/v1/jobs/j01", "job", "j01", "GET", &[Some(Scope::Jobs)]),
+        ("/v1/jobs/j01/cancel", "cancel", "j01", "POST", &[Some(Scope::Jobs)]),
+        ("/v1/schedules", "schedules", "", "GET, POST", &[Some(Scope::Jobs), Some(Scope::Admin)]),
+        (
+            "/v1/schedules/nightly",
+            "schedule",
+            "nightly",
+            "GET, PATCH, DELETE",
+            &[Some(Scope::Jobs), Some(Scope::Admin), Some(Scope::Admin)],
+        ),
+        ("/v1/schedules/nightly/trigger", "schedule_action", "nightly", "POST", &[Some(Scope::Admin)]),
+        ("/v1/dead/replay", "dead_replay", "", "POST", &[Some(Scope::Admin)]),
+        ("/v1/internal/events", "reports", "", "POST", &[Some(Scope::Consumer)]),
+        ("/v1/internal/jobs/j01/events", "events", "j01", "POST", &[Some(Scope::Consumer)]),
+        ("/v1/admin/backups", "backups", "", "GET, POST", &[Some(Scope::Admin), Some(Scope::Admin)]),
+        ("/v1/admin/backups/latest", "latest_backup", "", "GET", &[Some(Scope::Admin)]),
+        ("/v1/admin/backups/b1/verify", "verify_backup", "b1", "POST", &[Some(Scope::Admin)]),
+    ];
+
+    fn scope(a: Access) -> Option<Scope> {
+        match a {
+            Access::Anyone => None,
+            Access::Key(s) => Some(s),
+        }
+    }
+
+    #[test]
+    fn paths_resolve_to_their_route_methods_and_scopes() {
+        for (path, name, param, allow, scopes) in CASES {
+            let (rows, got) = resolve(path).unwrap_or_else(|| panic!("{path} resolves"));
+            assert_eq!((rows[0].name, got), (*name, *param), "{path}");
+            let methods: Vec<&str> = rows.iter().map(|r| r.method.as_ref()).collect();
+            assert_eq!(methods.join(", "), *allow, "{path}");
+            assert_eq!(rows.iter().map(|r| scope(r.access)).collect::<Vec<_>>(), *scopes, "{path}");
+        }
+        for path in ["/", "", "/v1", "/v1/jobs/j01/nope", "/healthz", "/v1/admin", "/dashboard/a/b"] {
+            assert!(resolve(path).is_none(), "{path} is no route");
+        }
+    }
+
+    #[test]
+    fn the_table_is_consistent() {
+        for (i, r) in ROUTES.iter().enumerate() {
+            // Only routes for anyone skip the key check, and they are exactly the open ones.
+            assert_eq!(r.access == Access::Anyone, matches!(r.run, Handler::Open(_)), "{r:?}");
+            assert!(segments(r.path).filter(|s| s.starts_with('{')).count() <= 1, "{r:?}: one capture at most");
+            assert!(!ROUTES[..i].iter().any(|o| o.path == r.path && o.method == r.method), "{r:?} twice");
+            assert!(ROUTES.iter().filter(|o| o.path == r.path).all(|o| o.name == r.name), "{r:?}: one name a path");
+            // No earlier pattern shadows this one.
+            let concrete: String = segments(r.path)
+                .map(|s| if s.starts_with('{') { "x" } else { s })
+                .fold(String::new(), |acc, s| acc + "/" + s);
+            assert_eq!(resolve(&concrete).map(|(rows, _)| rows[0].path), Some(r.path), "{r:?}");
         }
     }
 }
