@@ -1,15 +1,106 @@
 //! What the public API shows of a job: everything but the values of `payload.headers`, which
 //! appear as `[redacted]` (they are sealed at rest and opened only where a request is made).
 
-use edgejobs_core::Job;
 use edgejobs_core::seal::{self, PREFIX};
+use edgejobs_core::time::format_rfc3339;
+use edgejobs_core::{Job, JobState, Lane};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// A job as the API shows it.
-pub fn job(mut job: Job) -> Job {
+/// A job as the API shows it. Every field is named, so a field added to the stored job
+/// does not compile until it is shown here (or left out on purpose).
+pub fn job(mut job: Job) -> edgejobs_api::Job {
     seal::redact_headers(&mut job.payload);
-    job
+    let Job {
+        id,
+        job_type,
+        lane,
+        state,
+        payload,
+        attempt,
+        series_base,
+        max_attempts,
+        backoff,
+        timeout_ms,
+        idempotency_key,
+        rate_group,
+        tags,
+        metadata,
+        created_at,
+        updated_at,
+        run_at,
+        started_at,
+        finished_at,
+        heartbeat_at,
+        result,
+        progress,
+        last_error,
+        lease_lost_attempt,
+        cancel_requested,
+        stream_entry,
+        epoch,
+        attempts,
+    } = job;
+    edgejobs_api::Job {
+        id: id.as_str().to_owned(),
+        job_type,
+        lane: lane_of(lane),
+        state: state_of(state),
+        payload,
+        attempt,
+        series_base,
+        max_attempts,
+        backoff: edgejobs_api::Backoff { base_ms: backoff.base_ms, factor: backoff.factor, cap_ms: backoff.cap_ms },
+        timeout_ms,
+        idempotency_key,
+        rate_group,
+        tags,
+        metadata,
+        created_at: format_rfc3339(created_at),
+        updated_at: format_rfc3339(updated_at),
+        run_at: format_rfc3339(run_at),
+        started_at: started_at.map(format_rfc3339),
+        finished_at: finished_at.map(format_rfc3339),
+        heartbeat_at: heartbeat_at.map(format_rfc3339),
+        result,
+        progress,
+        last_error,
+        lease_lost_attempt,
+        cancel_requested,
+        stream_entry: stream_entry.map(|e| edgejobs_api::StreamEntry { attempt: e.attempt, entry: e.entry }),
+        epoch,
+        attempts: attempts
+            .into_iter()
+            .map(|a| edgejobs_api::AttemptRecord {
+                attempt: a.attempt,
+                started_at: format_rfc3339(a.started_at),
+                ended_at: format_rfc3339(a.ended_at),
+                duration_ms: a.duration_ms,
+                outcome: a.outcome,
+                error: a.error,
+            })
+            .collect(),
+    }
+}
+
+/// A lane as the API names it.
+pub fn lane_of(lane: Lane) -> edgejobs_api::Lane {
+    match lane {
+        Lane::Edge => edgejobs_api::Lane::Edge,
+        Lane::Native => edgejobs_api::Lane::Native,
+    }
+}
+
+/// A state as the API names it.
+pub fn state_of(state: JobState) -> edgejobs_api::JobState {
+    match state {
+        JobState::Queued => edgejobs_api::JobState::Queued,
+        JobState::Scheduled => edgejobs_api::JobState::Scheduled,
+        JobState::Active => edgejobs_api::JobState::Active,
+        JobState::Completed => edgejobs_api::JobState::Completed,
+        JobState::Dead => edgejobs_api::JobState::Dead,
+        JobState::Cancelled => edgejobs_api::JobState::Cancelled,
+    }
 }
 
 /// Stored job JSON as the API shows it; passed through untouched unless it holds a sealed
@@ -36,4 +127,33 @@ pub fn listed(doc: &RawValue, include: edgejobs_core::wire::Include) -> Option<V
         seal::redact_headers(p);
     }
     Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgejobs_core::JobId;
+    use serde_json::json;
+
+    /// The API's job writes exactly what the stored job writes (which enqueue replies pass
+    /// through unparsed), every optional field set.
+    #[test]
+    fn the_api_job_writes_what_the_stored_job_writes() {
+        let stored = json!({
+            "id": JobId::new(1, 1_800_000_000_000, 7).as_str(), "type": "webhook", "lane": "native", "state": "dead",
+            "payload": { "url": "https://example.com/" }, "attempt": 2, "series_base": 1, "max_attempts": 3,
+            "backoff": { "base_ms": 1000, "factor": 2.5, "cap_ms": 60000 }, "timeout_ms": 30000,
+            "idempotency_key": "k", "rate_group": "g", "tags": ["a", "b"], "metadata": { "m": [1] },
+            "created_at": "2027-01-15T08:00:00.000Z", "updated_at": "2027-01-15T08:00:02.500Z",
+            "run_at": "2027-01-15T08:00:00.000Z", "started_at": "2027-01-15T08:00:01.000Z",
+            "finished_at": "2027-01-15T08:00:02.500Z", "heartbeat_at": "2027-01-15T08:00:02.000Z",
+            "result": { "r": true }, "progress": 0.5, "last_error": "boom", "lease_lost_attempt": 1,
+            "cancel_requested": true, "stream_entry": { "attempt": 2, "entry": "1-0" }, "epoch": 5,
+            "attempts": [{ "attempt": 1, "started_at": "2027-01-15T08:00:00.000Z", "ended_at": "2027-01-15T08:00:01.000Z",
+                           "duration_ms": 1000, "outcome": "failed", "error": "boom" }]
+        });
+        let core: Job = serde_json::from_value(stored.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(serde_json::to_value(&core).ok(), Some(stored.clone()), "the sample is a stored job");
+        assert_eq!(serde_json::to_value(job(core)).ok(), Some(stored));
+    }
 }

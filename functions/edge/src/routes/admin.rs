@@ -2,7 +2,8 @@
 
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::{ApiError, ErrorCode, backup};
-use serde_json::{Value, json};
+use edgejobs_api::{BackupList, BackupSummary, VerifyResult, WebhookSecret};
+use serde_json::Value;
 use worker::{Env, Request};
 
 use super::jobs::{Out, respond};
@@ -19,15 +20,16 @@ fn backup_id(raw: &str) -> Result<String, ApiError> {
     if ok { Ok(raw.to_owned()) } else { Err(ApiError::new(ErrorCode::NotFound, format!("no backup {raw:?}"))) }
 }
 
-fn summary(id: &str, m: Option<&backup::Manifest>) -> Value {
-    json!({
-        "id": id,
-        "valid": m.is_some(),
-        "created_at": backup::id_time_ms(id).map(edgejobs_core::time::format_rfc3339),
-        "rows": m.map(|m| m.total_rows),
-        "bytes": m.map(|m| m.total_bytes),
-        "shards": m.map(|m| m.shard_count),
-    })
+fn summary(id: &str, m: Option<&backup::Manifest>) -> BackupSummary {
+    BackupSummary {
+        id: id.to_owned(),
+        valid: m.is_some(),
+        created_at: backup::id_time_ms(id).map(edgejobs_core::time::format_rfc3339),
+        rows: m.map(|m| m.total_rows),
+        bytes: m.map(|m| m.total_bytes),
+        shards: m.map(|m| u64::from(m.shard_count)),
+        age_seconds: None,
+    }
 }
 
 /// `GET /v1/admin/backups`: newest first; `valid` means complete (a manifest exists) —
@@ -35,7 +37,7 @@ fn summary(id: &str, m: Option<&backup::Manifest>) -> Value {
 pub async fn list(env: &Env) -> Out {
     let mut all = tasks::list(env).await?;
     all.reverse();
-    respond(200, &json!({ "backups": all.iter().map(|(id, m)| summary(id, m.as_ref())).collect::<Vec<_>>() }))
+    respond(200, &BackupList { backups: all.iter().map(|(id, m)| summary(id, m.as_ref())).collect() })
 }
 
 /// `GET /v1/admin/backups/latest`: the newest complete backup, its age, size and counts.
@@ -45,9 +47,14 @@ pub async fn latest(env: &Env) -> Out {
         return Err(ApiError::new(ErrorCode::NotFound, "there is no complete backup yet"));
     };
     let age = backup::id_time_ms(id).map(|t| now_ms().saturating_sub(t) as f64 / 1000.0);
-    let mut v = summary(id, Some(m));
-    v["age_seconds"] = json!(age);
-    respond(200, &v)
+    // `age_seconds` is always there here, null only for an id without a time.
+    #[derive(serde::Serialize)]
+    struct Latest {
+        #[serde(flatten)]
+        summary: BackupSummary,
+        age_seconds: Option<f64>,
+    }
+    respond(200, &Latest { summary: summary(id, Some(m)), age_seconds: age })
 }
 
 /// `POST /v1/admin/backups`: runs a backup now.
@@ -60,7 +67,7 @@ pub async fn start(env: &Env, cfg: &EdgeConfig) -> Out {
 pub async fn verify(env: &Env, raw: &str) -> Out {
     let id = backup_id(raw)?;
     let (m, problems) = tasks::verify(env, &id).await?;
-    respond(200, &json!({ "id": id, "valid": problems.is_empty(), "problems": problems, "rows": m.total_rows }))
+    respond(200, &VerifyResult { valid: problems.is_empty(), id, problems, rows: m.total_rows })
 }
 
 /// `POST /v1/admin/webhook-secret` with `{"url": "..."}`: the Standard Webhooks secret
@@ -85,7 +92,8 @@ pub async fn webhook_secret(req: &mut Request, cfg: &EdgeConfig) -> Out {
     })?;
     let origin = url.origin().ascii_serialization();
     let master = edgejobs_core::webhook::master_key(cfg.webhook_secret.expose());
-    respond(200, &json!({ "origin": origin, "secret": edgejobs_core::webhook::receiver_secret(&master, &origin) }))
+    let secret = edgejobs_core::webhook::receiver_secret(&master, &origin);
+    respond(200, &WebhookSecret { origin, secret })
 }
 
 /// `POST /v1/admin/restore` with `{"backup": "<id>"}`: verifies, then replaces every

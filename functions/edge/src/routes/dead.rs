@@ -5,7 +5,8 @@ use edgejobs_core::protocol::ReplayDead;
 use edgejobs_core::time::parse_rfc3339_bound;
 use edgejobs_core::wire::parse_list_params;
 use edgejobs_core::{ApiError, ErrorCode, JobId, JobState};
-use serde_json::{Value, json};
+use edgejobs_api::ReplayResult;
+use serde_json::Value;
 use worker::{Env, Request};
 
 use super::jobs::{Out, fan_out_list, query_pairs, respond};
@@ -76,5 +77,6 @@ pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
         remaining = remaining.saturating_sub(got.len() as u64);
         ids.extend(got);
     }
-    respond(200, &json!({ "replayed": ids.len(), "ids": ids }))
+    let ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+    respond(200, &ReplayResult { replayed: ids.len(), ids })
 }

@@ -11,7 +11,8 @@ use edgejobs_core::wire::{Include, ListQuery, merge_by, parse_list_params};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use futures_util::future::join_all;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use edgejobs_api::{BatchItem, BatchItemCreated, BatchItemFailed, BatchResult, JobList};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use worker::{Env, Request, Response};
 
@@ -205,23 +206,15 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
                 .unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal, "no answer from the shard")))
         })
         .collect();
-    /// One item of a batch answer; jobs are passed through as the shard wrote them.
-    #[derive(serde::Serialize)]
-    struct Item<'a> {
-        status: u16,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        job: Option<&'a RawValue>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<&'a ApiError>,
-    }
-    let items: Vec<Item> = out
+    // Jobs are passed through as the shard wrote them.
+    let results: Vec<BatchItem<&RawValue, &ApiError>> = out
         .iter()
         .map(|r| match r {
-            Ok((status, job)) => Item { status: *status, job: Some(job), error: None },
-            Err(e) => Item { status: e.status(), job: None, error: Some(e) },
+            Ok((status, job)) => BatchItem::Created(BatchItemCreated { status: *status, job: &**job }),
+            Err(e) => BatchItem::Failed(BatchItemFailed { status: e.status(), error: e }),
         })
         .collect();
-    with_limit_headers(respond(200, &json!({ "results": items })), decision)
+    with_limit_headers(respond(200, &BatchResult { results }), decision)
 }
 
 /// Parses a job id from a path, answering 404 `job_not_found` for anything that is not one
@@ -308,7 +301,7 @@ pub async fn fan_out_list(env: &Env, cfg: &EdgeConfig, q: ListQuery) -> Out {
     } else {
         listed.iter().filter_map(|l| view::listed(&l.doc, include)).collect()
     };
-    respond(200, &json!({ "jobs": jobs, "next_cursor": next.map(|c| c.encode()) }))
+    respond(200, &JobList { jobs, next_cursor: next.map(|c| c.encode()) })
 }
 
 #[derive(serde::Deserialize)]

@@ -9,7 +9,8 @@ use edgejobs_core::protocol::{ScheduleOp, Schedules};
 use edgejobs_core::schedule::{self, check_name};
 use edgejobs_core::{ApiError, ErrorCode};
 use futures_util::future::join_all;
-use serde_json::{Value, json};
+use edgejobs_api::ScheduleList;
+use serde_json::Value;
 use worker::{Env, Request};
 
 use super::jobs::{Out, query_pairs, respond};
@@ -25,8 +26,8 @@ pub enum Action {
     Trigger,
 }
 
-/// Largest page of `GET /v1/schedules`.
-pub const MAX_LIST: u32 = 200;
+/// Largest page of `GET /v1/schedules` (the shard's, which reads one more).
+pub use edgejobs_shard::schedules::MAX_LIST;
 
 fn shard_of(name: &str, cfg: &EdgeConfig) -> u16 {
     edgejobs_core::id::shard_for_key(name, cfg.shard_count)
@@ -89,7 +90,8 @@ pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let more = all.len() > limit as usize;
     all.truncate(limit as usize);
     let next = if more { all.last().and_then(|s| s["name"].as_str()).map(str::to_owned) } else { None };
-    respond(200, &json!({ "schedules": all, "next_cursor": next }))
+    // The shards' documents are passed through: `edgejobs_api::ScheduleView` is their type.
+    respond(200, &ScheduleList { schedules: all, next_cursor: next })
 }
 
 /// `GET /v1/schedules/{name}`

@@ -7,7 +7,8 @@ use edgejobs_core::stats::{MINUTE_SERIES, minute_points};
 use edgejobs_core::time::format_rfc3339;
 use edgejobs_core::wire::{CONSUMERS_KEY, PRESENCE_STALE_MS, Presence};
 use edgejobs_upstash::Reply;
-use serde_json::{Value, json};
+use edgejobs_api::{Consumer, Consumers, MinutePoint, ShardsAnswered, Stats, StatsJobs, Whoami};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use worker::{Env, Request};
 
@@ -32,54 +33,64 @@ pub async fn stats(env: &Env, cfg: &EdgeConfig) -> Out {
         rows.extend(s.minutes.iter().cloned());
     }
     let oldest = shards.iter().filter_map(|s| s.oldest_queued_ms).min();
-    let minutes: Vec<Value> = minute_points(&rows, now)
+    let minutes: Vec<MinutePoint> = minute_points(&rows, now)
         .into_iter()
-        .map(|(at, counts)| {
-            let mut point = serde_json::Map::new();
-            point.insert("at".into(), json!(format_rfc3339(at)));
-            for (name, n) in MINUTE_SERIES.iter().zip(counts) {
-                point.insert((*name).into(), json!(n));
-            }
-            Value::Object(point)
+        .map(|(at, [enqueued, completed, failed, dead])| MinutePoint {
+            at: format_rfc3339(at),
+            enqueued,
+            completed,
+            failed,
+            dead,
         })
         .collect();
     let consumers = match crate::ratelimit::upstash(cfg).command(&["HGETALL", CONSUMERS_KEY]).await {
-        Ok(reply) => json!({ "ok": true, "list": consumers(&reply, now) }),
-        Err(_) => json!({ "ok": false, "list": [] }),
+        Ok(reply) => Consumers { ok: true, list: consumers(&reply, now) },
+        Err(_) => Consumers { ok: false, list: Vec::new() },
     };
+    // The shards name states as strings; one this edge does not know is left out.
+    let jobs = jobs
+        .into_iter()
+        .filter_map(|((state, job_type), count)| {
+            let state = serde_json::from_value(Value::String(state)).ok()?;
+            Some(StatsJobs { state, job_type, count })
+        })
+        .collect();
     respond(
         200,
-        &json!({
-            "jobs": jobs.into_iter().map(|((state, t), n)| json!({ "state": state, "type": t, "count": n })).collect::<Vec<_>>(),
-            "oldest_queued_at": oldest.map(format_rfc3339),
-            "minutes": minutes,
-            "consumers": consumers,
-            "shards": { "answered": shards.len(), "of": fetched.shards.len() },
-            "at": format_rfc3339(now),
-        }),
+        &Stats {
+            jobs,
+            oldest_queued_at: oldest.map(format_rfc3339),
+            minutes,
+            consumers,
+            shards: ShardsAnswered { answered: shards.len(), of: fetched.shards.len() },
+            at: format_rfc3339(now),
+        },
     )
 }
+
+/// The minute points are read as (enqueued, completed, failed, dead): that order.
+const _: () = assert!(MINUTE_SERIES.len() == 4);
 
 /// The consumers of the presence hash (`HGETALL`: name, JSON, name, JSON…), newest
 /// announcement first: what each said and whether it said so recently enough to count as
 /// running. Entries that do not parse are left out.
-pub fn consumers(reply: &Reply, now: u64) -> Vec<Value> {
+pub fn consumers(reply: &Reply, now: u64) -> Vec<Consumer> {
     let items = reply.as_array().unwrap_or_default();
-    let mut out: Vec<(u64, Value)> = items
+    let mut out: Vec<(u64, Consumer)> = items
         .chunks(2)
         .filter_map(|pair| {
             let name = pair.first()?.as_str()?;
             let p: Presence = serde_json::from_str(pair.get(1)?.as_str()?).ok()?;
             let age = now.saturating_sub(p.seen_at);
-            let v = json!({
-                "name": name,
-                "seen_seconds_ago": age as f64 / 1000.0,
-                "running": age <= PRESENCE_STALE_MS,
-                "in_flight": p.in_flight,
-                "concurrency": p.concurrency,
-                "types": p.types,
-                "version": p.version,
-            });
+            let v = Consumer {
+                name: name.to_owned(),
+                seen_seconds_ago: age as f64 / 1000.0,
+                running: age <= PRESENCE_STALE_MS,
+                in_flight: p.in_flight,
+                concurrency: p.concurrency,
+                types: p.types,
+                version: p.version,
+            };
             Some((p.seen_at, v))
         })
         .collect();
@@ -93,7 +104,7 @@ pub fn whoami(req: &Request, cfg: &EdgeConfig) -> Out {
     let who = http::authorize(req, Scope::Jobs, cfg)?;
     let admin = http::authorize(req, Scope::Admin, cfg).is_ok();
     let scopes: Vec<&str> = if admin { vec!["jobs", "admin"] } else { vec!["jobs"] };
-    respond(200, &json!({ "key_id": who.key_id, "scopes": scopes }))
+    respond(200, &Whoami { key_id: who.key_id, scopes: scopes.into_iter().map(str::to_owned).collect() })
 }
 
 #[cfg(test)]
@@ -113,10 +124,10 @@ mod tests {
             Reply::Array(vec![b("host-old"), b(&p(1_000)), b("host-new"), b(&p(95_000)), b("broken"), b("{not json")]);
         let c = consumers(&reply, 100_000);
         assert_eq!(c.len(), 2, "{c:?}");
-        assert_eq!((c[0]["name"].as_str(), c[0]["running"].as_bool()), (Some("host-new"), Some(true)));
-        assert_eq!(c[0]["seen_seconds_ago"], 5.0);
-        assert_eq!(c[0]["types"], json!(["sleep"]));
-        assert_eq!((c[1]["name"].as_str(), c[1]["running"].as_bool()), (Some("host-old"), Some(false)));
+        assert_eq!((c[0].name.as_str(), c[0].running), ("host-new", true));
+        assert_eq!(c[0].seen_seconds_ago, 5.0);
+        assert_eq!(c[0].types, vec!["sleep".to_owned()]);
+        assert_eq!((c[1].name.as_str(), c[1].running), ("host-old", false));
         assert!(consumers(&Reply::Nil, 0).is_empty());
     }
 }
