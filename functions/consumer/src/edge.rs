@@ -14,7 +14,8 @@ use edgejobs_core::machine::Event;
 use edgejobs_core::plan::JobEvent;
 use edgejobs_core::report::{self, Answers, Reports};
 use edgejobs_core::{ApiError, Job, JobId};
-use tokio::sync::{mpsc, oneshot};
+
+use crate::batch;
 
 /// What the edge said about a report.
 #[derive(Debug)]
@@ -27,8 +28,6 @@ pub enum Answer {
     Unavailable(String),
 }
 
-type Pending = (JobEvent, usize, oneshot::Sender<Answer>);
-
 /// Largest request body the batcher builds (the edge takes 1 MiB).
 const MAX_BATCH_BYTES: usize = 768 * 1024;
 
@@ -37,7 +36,7 @@ pub struct Edge {
     url: String,
     /// What sends the batches (and remembers the edge's lease).
     sender: Sender,
-    tx: mpsc::Sender<Pending>,
+    tx: batch::Sender<JobEvent, Answer>,
 }
 
 /// Batching of reports: most events per request, and how long the first waits for company.
@@ -56,10 +55,19 @@ impl Default for Batching {
 impl Edge {
     /// A reporter; spawns its sending task (it ends when every clone is dropped).
     pub fn new(url: &str, token: Secret, http: reqwest::Client, batching: Batching) -> Edge {
-        let (tx, rx) = mpsc::channel(10_000);
+        let (tx, rx) = batch::channel(10_000);
         let sender =
             Sender { url: format!("{url}/v1/internal/events"), token, http, lease_ms: Arc::new(AtomicU64::new(0)) };
-        tokio::spawn(sender.clone().send_loop(rx, batching));
+        let limits = batch::Limits {
+            max_items: batching.max_events.min(report::MAX_EVENTS),
+            max_weight: MAX_BATCH_BYTES,
+            linger: batching.linger,
+        };
+        let flusher = sender.clone();
+        tokio::spawn(rx.run(limits, move |events| {
+            let sender = flusher.clone();
+            async move { sender.deliver(events).await }
+        }));
         Edge { url: url.to_owned(), sender, tx }
     }
 
@@ -80,11 +88,11 @@ impl Edge {
     /// Reports one event; it travels with whatever else is pending.
     pub async fn report(&self, id: &JobId, event: &Event) -> Answer {
         let size = serde_json::to_string(event).map_or(0, |s| s.len()) + 64;
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send((JobEvent { id: id.clone(), event: event.clone() }, size, tx)).await.is_err() {
-            return Answer::Unavailable("the reporter has stopped".into());
+        match self.tx.call(JobEvent { id: id.clone(), event: event.clone() }, size).await {
+            Ok(answer) => answer,
+            Err(batch::Unanswered::Stopped) => Answer::Unavailable("the reporter has stopped".into()),
+            Err(batch::Unanswered::Dropped) => Answer::Unavailable("the reporter dropped the report".into()),
         }
-        rx.await.unwrap_or_else(|_| Answer::Unavailable("the reporter dropped the report".into()))
     }
 
     /// Reports with bounded retries (0.5 s, 1 s, 2 s, 4 s) while the edge is unavailable.
@@ -119,55 +127,12 @@ struct Sender {
 }
 
 impl Sender {
-    async fn send_loop(self, mut rx: mpsc::Receiver<Pending>, batching: Batching) {
-        let mut carry: Option<Pending> = None;
-        loop {
-            let first = match carry.take() {
-                Some(p) => p,
-                None => match rx.recv().await {
-                    Some(p) => p,
-                    None => return,
-                },
-            };
-            let mut bytes = first.1;
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + batching.linger;
-            while batch.len() < batching.max_events.min(report::MAX_EVENTS) {
-                let next = match rx.try_recv() {
-                    Ok(p) => Some(p),
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
-                    }
-                };
-                let Some(p) = next else { break };
-                if bytes + p.1 > MAX_BATCH_BYTES {
-                    carry = Some(p);
-                    break;
-                }
-                bytes += p.1;
-                batch.push(p);
-            }
-            // Sent concurrently: a slow answer does not hold up the next batch.
-            let sender = self.clone();
-            tokio::spawn(async move { sender.deliver(batch).await });
-        }
-    }
-
-    async fn deliver(&self, batch: Vec<Pending>) {
-        let (events, replies): (Vec<JobEvent>, Vec<oneshot::Sender<Answer>>) =
-            batch.into_iter().map(|(e, _, tx)| (e, tx)).unzip();
+    /// Sends one batch; every event's answer, in order.
+    async fn deliver(&self, events: Vec<JobEvent>) -> Vec<Answer> {
+        let n = events.len();
         match self.send(events).await {
-            Ok(answers) => {
-                for (tx, a) in replies.into_iter().zip(answers) {
-                    let _ = tx.send(a);
-                }
-            }
-            Err(why) => {
-                for tx in replies {
-                    let _ = tx.send(Answer::Unavailable(why.clone()));
-                }
-            }
+            Ok(answers) => answers,
+            Err(why) => (0..n).map(|_| Answer::Unavailable(why.clone())).collect(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! acknowledges an entry only after the edge accepted the report.
 //!
 //! Layout:
+//! - [`batch`]: the one batcher (reports to the edge, acknowledgements).
 //! - [`config`]: settings from flags or env ([`Config`]) checked into [`config::Settings`].
 //! - [`worker`]: the poll loop, leases, reports and graceful drain.
 //! - [`stream`]: the stream commands (XREADGROUP, XAUTOCLAIM, XCLAIM, XACK).
@@ -26,6 +27,7 @@ use axum::routing::get;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+pub mod batch;
 pub mod config;
 pub mod edge;
 pub mod handlers;

@@ -13,10 +13,11 @@ use edgejobs_core::{ErrorCode, Job, JobId};
 use edgejobs_upstash::transport::ReqwestTransport;
 use futures_util::future::join_all;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch;
 use crate::config::Settings;
 use crate::edge::{Answer, Edge};
 use crate::handlers::{HandlerError, JobCtx, Progress, Registry};
@@ -39,8 +40,9 @@ struct Held {
     cancel: CancellationToken,
 }
 
-/// An entry to acknowledge, and where to say whether it was.
-type AckRequest = (String, oneshot::Sender<bool>);
+/// Acknowledgements: up to 200 entries per script call, the first waiting 5 ms for company.
+const ACK_BATCH: batch::Limits =
+    batch::Limits { max_items: 200, max_weight: usize::MAX, linger: Duration::from_millis(5) };
 
 /// Everything a running consumer shares between its tasks.
 #[derive(Debug)]
@@ -55,9 +57,9 @@ pub struct Worker {
     pub http: reqwest::Client,
     /// Running jobs by stream entry.
     held: Mutex<HashMap<String, Held>>,
-    /// Entries to acknowledge, sent in batches by `ack_loop`.
-    acks: mpsc::Sender<AckRequest>,
-    acks_rx: Mutex<Option<mpsc::Receiver<AckRequest>>>,
+    /// Entries to acknowledge, sent in batches by `ack_batch`.
+    acks: batch::Sender<String, bool>,
+    acks_rx: Mutex<Option<batch::Receiver<String, bool>>>,
 }
 
 /// The renewal interval: the configured one, but never more than a third of the edge's
@@ -108,7 +110,7 @@ impl Worker {
         upstreams: Arc<Upstreams>,
         http: reqwest::Client,
     ) -> Worker {
-        let (acks, acks_rx) = mpsc::channel(10_000);
+        let (acks, acks_rx) = batch::channel(10_000);
         Worker {
             settings,
             stream,
@@ -172,7 +174,12 @@ impl Worker {
         let acks_rx = self.acks_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let background = CancellationToken::new();
         if let Some(rx) = acks_rx {
-            tokio::spawn(Arc::clone(&self).ack_loop(rx));
+            let me = Arc::clone(&self);
+            let flush = move |entries| {
+                let me = Arc::clone(&me);
+                async move { me.ack_batch(entries).await }
+            };
+            tokio::spawn(rx.run(ACK_BATCH, flush));
         }
         tokio::spawn(Arc::clone(&self).keep_leases(renew, background.clone()));
         tokio::spawn(Arc::clone(&self).watch_depth(background.clone()));
@@ -266,42 +273,23 @@ impl Worker {
     /// other acknowledgements. False when it could not be done (another consumer owns it,
     /// or Upstash failed: the entry is then taken over later and its report refused).
     async fn ack(&self, entry: &str) -> bool {
-        let (tx, rx) = oneshot::channel();
-        if self.acks.send((entry.to_owned(), tx)).await.is_err() {
-            return false;
-        }
-        rx.await.unwrap_or(false)
+        self.acks.call(entry.to_owned(), 1).await.unwrap_or(false)
     }
 
-    async fn ack_loop(self: Arc<Self>, mut rx: mpsc::Receiver<AckRequest>) {
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(5);
-            while batch.len() < 200 {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(p)) => batch.push(p),
-                    _ => break,
-                }
+    /// Acknowledges one batch of entries; whether each was, in order.
+    async fn ack_batch(&self, entries: Vec<String>) -> Vec<bool> {
+        let done = match self.stream.ack(&entries).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(entries = entries.len(), error = %e, "XACK failed; the entries will be taken over and refused");
+                vec![false; entries.len()]
             }
-            let me = Arc::clone(&self);
-            tokio::spawn(async move {
-                let (entries, replies): (Vec<String>, Vec<oneshot::Sender<bool>>) = batch.into_iter().unzip();
-                let done = match me.stream.ack(&entries).await {
-                    Ok(done) => done,
-                    Err(e) => {
-                        tracing::warn!(entries = entries.len(), error = %e, "XACK failed; the entries will be taken over and refused");
-                        vec![false; entries.len()]
-                    }
-                };
-                let kept = done.iter().filter(|d| !**d).count();
-                if kept > 0 {
-                    me.metrics.acks_skipped.fetch_add(kept as u64, Ordering::Relaxed);
-                }
-                for (tx, d) in replies.into_iter().zip(done) {
-                    let _ = tx.send(d);
-                }
-            });
+        };
+        let kept = done.iter().filter(|d| !**d).count();
+        if kept > 0 {
+            self.metrics.acks_skipped.fetch_add(kept as u64, Ordering::Relaxed);
         }
+        done
     }
 
     /// Settles an entry after a refusal, by [`after_refusal`].
