@@ -268,7 +268,11 @@ fn table(doc: &Value) -> Vec<String> {
         json!({ "results": [{ "status": 201, "job": sample_job() }, { "status": 400, "error": error }] }),
         &[".results.?.<anyOf:"],
     ));
-    out.extend(check::<ReplayResult>(doc, &s("ReplayResult"), json!({ "replayed": 1, "ids": ["j00000000000000000000000000001"] })));
+    out.extend(check::<ReplayResult>(
+        doc,
+        &s("ReplayResult"),
+        json!({ "replayed": 1, "ids": ["j00000000000000000000000000001"] }),
+    ));
     out.extend(check::<ErrorReply>(doc, &s("Error"), json!({ "error": error })));
     out.extend(check::<ErrorBody>(doc, &s("ErrorBody"), error.clone()));
     out.extend(check::<Stats>(

@@ -1,8 +1,8 @@
 //! Admin routes (admin scope): backups (list, latest, start, verify) and restore.
 
+use edgejobs_api::{BackupList, BackupSummary, VerifyResult, WebhookSecret};
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::{ApiError, ErrorCode, backup};
-use edgejobs_api::{BackupList, BackupSummary, VerifyResult, WebhookSecret};
 use serde_json::Value;
 use worker::{Env, Request};
 

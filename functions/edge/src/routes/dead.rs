@@ -1,11 +1,11 @@
 //! The dead-letter set: jobs whose attempts ran out or that failed permanently.
 
+use edgejobs_api::ReplayResult;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::protocol::ReplayDead;
 use edgejobs_core::time::parse_rfc3339_bound;
 use edgejobs_core::wire::parse_list_params;
 use edgejobs_core::{ApiError, ErrorCode, JobId, JobState};
-use edgejobs_api::ReplayResult;
 use serde_json::Value;
 use worker::{Env, Request};
 

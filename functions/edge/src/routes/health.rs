@@ -120,11 +120,8 @@ async fn unserved_types(cfg: &EdgeConfig, now: u64) -> Vec<String> {
         Err(_) => return Vec::new(),
     };
     let running = crate::routes::stats::consumers(&reply, now);
-    let served: std::collections::BTreeSet<&str> = running
-        .iter()
-        .filter(|c| c.running)
-        .flat_map(|c| c.types.iter().map(String::as_str))
-        .collect();
+    let served: std::collections::BTreeSet<&str> =
+        running.iter().filter(|c| c.running).flat_map(|c| c.types.iter().map(String::as_str)).collect();
     declared.into_iter().filter(|t| !served.contains(t)).map(str::to_owned).collect()
 }
 

@@ -1,5 +1,6 @@
 //! The job API: enqueue (one or a batch), read, list, cancel, retry.
 
+use edgejobs_api::{BatchItem, BatchItemCreated, BatchItemFailed, BatchResult, JobList};
 use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Event;
@@ -10,9 +11,8 @@ use edgejobs_core::spec::parse_spec_in;
 use edgejobs_core::wire::{Include, ListQuery, merge_by, parse_list_params};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use futures_util::future::join_all;
-use serde_json::value::RawValue;
-use edgejobs_api::{BatchItem, BatchItemCreated, BatchItemFailed, BatchResult, JobList};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use worker::{Env, Request, Response};
 

@@ -4,12 +4,12 @@
 //! Validation happens here (and, for a patch, again in the shard against the stored
 //! schedule); each schedule lives in the shard its name hashes to.
 
+use edgejobs_api::ScheduleList;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::protocol::{ScheduleOp, Schedules};
 use edgejobs_core::schedule::{self, check_name};
 use edgejobs_core::{ApiError, ErrorCode};
 use futures_util::future::join_all;
-use edgejobs_api::ScheduleList;
 use serde_json::Value;
 use worker::{Env, Request};
 

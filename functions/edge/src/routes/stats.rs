@@ -1,13 +1,13 @@
 //! `GET /v1/stats` and `GET /v1/whoami` (scope `jobs`): what the dashboard's overview and
 //! its admin buttons are drawn from, through the public API like any other client.
 
+use edgejobs_api::{Consumer, Consumers, MinutePoint, ShardsAnswered, Stats, StatsJobs, Whoami};
 use edgejobs_core::auth::Scope;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::stats::{MINUTE_SERIES, minute_points};
 use edgejobs_core::time::format_rfc3339;
 use edgejobs_core::wire::{CONSUMERS_KEY, PRESENCE_STALE_MS, Presence};
 use edgejobs_upstash::Reply;
-use edgejobs_api::{Consumer, Consumers, MinutePoint, ShardsAnswered, Stats, StatsJobs, Whoami};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use worker::{Env, Request};
