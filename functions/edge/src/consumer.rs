@@ -44,6 +44,7 @@ pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
     // Every reference with the index of the message that carried it.
     let mut edge: BTreeMap<u16, Vec<(usize, JobRef)>> = BTreeMap::new();
     let mut native: Vec<(usize, JobRef)> = Vec::new();
+    let mut malformed: Vec<usize> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         // Bodies are JSON text; deployments before that sent JavaScript objects.
         let raw = m.body();
@@ -52,7 +53,12 @@ pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
             None => serde_wasm_bindgen::from_value::<QueueBody>(raw).ok(),
         };
         let Some(body) = parsed else {
-            log("error", "dropping a malformed queue message", json!({ "queue": queue, "message_id": m.id() }));
+            // Never dropped: retried, it ends in the dead-letter queue, which keeps it. (There
+            // it is acknowledged: nothing comes after the dead-letter queue.)
+            log("error", "malformed queue message", json!({ "queue": queue, "message_id": m.id() }));
+            if queue != DLQ_NAME {
+                malformed.push(i);
+            }
             continue;
         };
         if queue == DLQ_NAME {
@@ -71,7 +77,7 @@ pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
     }
     let shards = edge.into_iter().map(|(shard, refs)| run_shard(env, &cfg, shard, refs));
     let (edge_retry, native_retry) = futures_util::join!(join_all(shards), hand_off(env, &cfg, native));
-    let retry: BTreeSet<usize> = edge_retry.into_iter().flatten().chain(native_retry).collect();
+    let retry: BTreeSet<usize> = edge_retry.into_iter().flatten().chain(native_retry).chain(malformed).collect();
     for (i, m) in messages.iter().enumerate() {
         if retry.contains(&i) { m.retry() } else { m.ack() }
     }
@@ -151,12 +157,10 @@ async fn hand_off(env: &Env, cfg: &EdgeConfig, refs: Vec<(usize, JobRef)>) -> Ve
     let mut replies: Vec<Option<String>> = Vec::with_capacity(refs.len());
     for (chunk, answer) in chunks.iter().zip(answers) {
         let entries: Vec<Option<String>> = match answer {
-            Ok(reply) => reply
-                .as_array()
-                .unwrap_or_default()
-                .iter()
-                .map(|r| r.as_array().and_then(|a| a.get(1)).and_then(|e| e.as_str()).map(str::to_owned))
-                .collect(),
+            Ok(reply) => handoff_entries(&reply, chunk.len()).unwrap_or_else(|| {
+                log("error", "malformed hand-off reply; the queue retries it", json!({ "jobs": chunk.len() }));
+                Vec::new()
+            }),
             Err(e) => {
                 log(
                     "warn",
@@ -166,9 +170,6 @@ async fn hand_off(env: &Env, cfg: &EdgeConfig, refs: Vec<(usize, JobRef)>) -> Ve
                 Vec::new()
             }
         };
-        if !entries.is_empty() && entries.iter().filter(|e| e.is_some()).count() != chunk.len() {
-            log("error", "malformed hand-off reply; the queue retries it", json!({ "jobs": chunk.len() }));
-        }
         replies.extend((0..chunk.len()).map(|i| entries.get(i).cloned().flatten()));
     }
     let mut retry = Vec::new();
@@ -198,4 +199,36 @@ async fn hand_off(env: &Env, cfg: &EdgeConfig, refs: Vec<(usize, JobRef)>) -> Ve
     });
     retry.extend(join_all(calls).await.into_iter().flatten());
     retry
+}
+
+/// The stream entry of each attempt of a hand-off chunk of `n`, from the script's reply (an
+/// array of `[attempt key, entry id]`, one a job); `None` when the reply is not that, so the
+/// caller retries the chunk and says so instead of reading a malformed reply as no entries.
+/// An attempt without an entry is retried on its own.
+fn handoff_entries(reply: &edgejobs_upstash::Reply, n: usize) -> Option<Vec<Option<String>>> {
+    let items = reply.as_array()?;
+    let entries: Vec<Option<String>> =
+        items.iter().map(|r| r.as_array().and_then(|a| a.get(1)).and_then(|e| e.as_str()).map(str::to_owned)).collect();
+    (entries.len() == n).then_some(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::handoff_entries;
+    use edgejobs_upstash::Reply;
+
+    fn b(s: &str) -> Reply {
+        Reply::Bytes(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_malformed_handoff_reply_is_none_not_empty() {
+        let pair = |k: &str, e: &str| Reply::Array(vec![b(k), b(e)]);
+        let good = Reply::Array(vec![pair("j1:1", "1-0"), pair("j2:1", "1-1")]);
+        assert_eq!(handoff_entries(&good, 2), Some(vec![Some("1-0".into()), Some("1-1".into())]));
+        assert_eq!(handoff_entries(&Reply::Nil, 2), None, "not an array");
+        assert_eq!(handoff_entries(&good, 3), None, "an entry short");
+        let one_missing = handoff_entries(&Reply::Array(vec![pair("j1:1", "1-0"), Reply::Nil]), 2);
+        assert_eq!(one_missing, Some(vec![Some("1-0".into()), None]), "that attempt alone is retried");
+    }
 }

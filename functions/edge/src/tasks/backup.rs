@@ -180,21 +180,28 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
     let b = bucket(env)?;
     let mut entries = m.shards.clone();
     entries.sort_by_key(|e| (e.shard, e.part));
-    let text = |body: Option<Vec<u8>>| {
-        String::from_utf8(body.unwrap_or_default())
-            .map_err(|_| ApiError::new(ErrorCode::InvalidField, "backup object is not UTF-8"))
+    // An object the manifest lists but the bucket lacks fails the restore: read as empty,
+    // it would replace a shard's jobs with none.
+    let text = |key: &str, body: Option<Vec<u8>>| match body {
+        Some(bytes) => {
+            String::from_utf8(bytes).map_err(|_| ApiError::new(ErrorCode::InvalidField, "backup object is not UTF-8"))
+        }
+        None => Err(ApiError::new(
+            ErrorCode::InvalidTransition,
+            format!("backup {id} lists {key}, which the bucket does not hold; restore another backup"),
+        )),
     };
     // Every job of every object is checked before anything is replaced: a backup with one
     // bad job restores nothing, and the answer says which shards hold what.
     let mut problems = Vec::new();
     for e in &entries {
-        let ndjson = text(read(&b, &e.key).await?)?;
+        let ndjson = text(&e.key, read(&b, &e.key).await?)?;
         if let Err(p) = backup::jobs_for_restore(&ndjson, e.shard) {
             problems.push(json!({ "shard": e.shard, "part": e.part, "problem": p }));
         }
     }
     let schedules = match &m.schedules {
-        Some(e) => match backup::schedules_for_restore(&text(read(&b, &e.key).await?)?) {
+        Some(e) => match backup::schedules_for_restore(&text(&e.key, read(&b, &e.key).await?)?) {
             Ok(all) => Some(all),
             Err(p) => {
                 problems.push(json!({ "schedules": e.key, "problem": p }));
@@ -214,7 +221,7 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
     let epoch = now_ms();
     let mut per_shard: BTreeMap<u16, u64> = BTreeMap::new();
     for e in &entries {
-        let ndjson = text(read(&b, &e.key).await?)?;
+        let ndjson = text(&e.key, read(&b, &e.key).await?)?;
         let import = Import {
             shard: e.shard,
             ndjson,
