@@ -6,7 +6,7 @@
 //! records its entries in one call. A message is retried only when a job in it could not
 //! be started or handed off; everything else is acknowledged.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use edgejobs_core::config::EdgeConfig;
@@ -14,7 +14,7 @@ use edgejobs_core::machine::{Disposition, Event};
 use edgejobs_core::plan::{Handoff, JobEvent};
 use edgejobs_core::protocol::{ApplyMany, HandoffMany};
 use edgejobs_core::wire::{HANDOFF_CHUNK, JobRef, QueueBody, handoff_command};
-use edgejobs_core::{Job, Lane};
+use edgejobs_core::{ApiError, ErrorCode, Job, Lane};
 use futures_util::future::{Either, join_all, select};
 use serde_json::{Value, json};
 use worker::{Delay, Env, MessageBatch, MessageExt};
@@ -23,6 +23,7 @@ use crate::config::DLQ_NAME;
 use crate::counters;
 use crate::handlers::{self, Failure};
 use crate::http::log;
+use crate::scatter;
 use crate::shard;
 
 /// Most edge jobs one start call begins: their handlers run together, so a chunk's last
@@ -42,7 +43,7 @@ pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
         }
     };
     // Every reference with the index of the message that carried it.
-    let mut edge: BTreeMap<u16, Vec<(usize, JobRef)>> = BTreeMap::new();
+    let mut edge: Vec<(usize, JobRef)> = Vec::new();
     let mut native: Vec<(usize, JobRef)> = Vec::new();
     let mut malformed: Vec<usize> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
@@ -70,35 +71,41 @@ pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
         }
         for (lane, r) in body.refs() {
             match lane {
-                Lane::Edge => edge.entry(r.id.shard()).or_default().push((i, r)),
+                Lane::Edge => edge.push((i, r)),
                 Lane::Native => native.push((i, r)),
             }
         }
     }
-    let shards = edge.into_iter().map(|(shard, refs)| run_shard(env, &cfg, shard, refs));
-    let (edge_retry, native_retry) = futures_util::join!(join_all(shards), hand_off(env, &cfg, native));
-    let retry: BTreeSet<usize> = edge_retry.into_iter().flatten().chain(native_retry).chain(malformed).collect();
+    let edge_items = edge.iter().map(|(_, r)| Ok((r.id.shard(), r.clone()))).collect();
+    let edge_runs = scatter::by_shard(edge_items, |s, refs| run_shard(env, &cfg, s, refs));
+    let (edge_retry, native_retry) = futures_util::join!(edge_runs, hand_off(env, &cfg, native));
+    // An edge job is retried when its start could not be recorded.
+    let edge_retry = edge.iter().zip(edge_retry).filter(|(_, retry)| !matches!(retry, Ok(false))).map(|((i, _), _)| *i);
+    let retry: BTreeSet<usize> = edge_retry.chain(native_retry).chain(malformed).collect();
     for (i, m) in messages.iter().enumerate() {
         if retry.contains(&i) { m.retry() } else { m.ack() }
     }
 }
 
-/// Runs one shard's edge jobs, chunk after chunk. Returns the messages to retry.
-async fn run_shard(env: &Env, cfg: &EdgeConfig, shard: u16, refs: Vec<(usize, JobRef)>) -> Vec<usize> {
-    let mut retry = Vec::new();
+/// Runs one shard's edge jobs, chunk after chunk. Answers, for each job in order, whether
+/// its message must be delivered again.
+async fn run_shard(env: &Env, cfg: &EdgeConfig, shard: u16, refs: Vec<JobRef>) -> Result<Vec<bool>, ApiError> {
+    let mut retry = Vec::with_capacity(refs.len());
     for chunk in refs.chunks(CHUNK) {
-        retry.extend(run_chunk(env, cfg, shard, chunk).await);
+        let again = run_chunk(env, cfg, shard, chunk).await;
+        retry.extend(std::iter::repeat_n(again, chunk.len()));
     }
-    retry
+    Ok(retry)
 }
 
-async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[(usize, JobRef)]) -> Vec<usize> {
+/// Starts, runs and reports one chunk; true when its starts could not be recorded.
+async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[JobRef]) -> bool {
     let events =
-        chunk.iter().map(|(_, r)| JobEvent { id: r.id.clone(), event: Event::Start { attempt: r.attempt } }).collect();
+        chunk.iter().map(|r| JobEvent { id: r.id.clone(), event: Event::Start { attempt: r.attempt } }).collect();
     let started = match shard::call(env, shard, ApplyMany { events, full: true }).await {
         Ok(answers) => answers,
         // The shard could not be reached: deliver these messages again.
-        Err(_) => return chunk.iter().map(|(i, _)| *i).collect(),
+        Err(_) => return true,
     };
     // Refused starts (a duplicate delivery, a stale attempt, a cancelled or deleted job)
     // have nothing to run.
@@ -108,7 +115,7 @@ async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[(usize, Job
     }
     let jobs: Vec<Job> = started.into_iter().filter_map(|a| a.ok().and_then(|a| a.job)).collect();
     if jobs.is_empty() {
-        return Vec::new();
+        return false;
     }
     let outcomes = join_all(jobs.iter().map(|job| run_one(job, cfg))).await;
     let events: Vec<JobEvent> =
@@ -119,7 +126,7 @@ async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[(usize, Job
         // until the sweep times them out and retries them by policy.
         log("error", "could not report attempts' outcomes", json!({ "shard": shard, "jobs": n, "error": e.message }));
     }
-    Vec::new()
+    false
 }
 
 /// Runs one job's handler within its timeout and turns the outcome into its report.
@@ -172,33 +179,23 @@ async fn hand_off(env: &Env, cfg: &EdgeConfig, refs: Vec<(usize, JobRef)>) -> Ve
         };
         replies.extend((0..chunk.len()).map(|i| entries.get(i).cloned().flatten()));
     }
-    let mut retry = Vec::new();
-    let mut by_shard: BTreeMap<u16, Vec<(usize, Handoff)>> = BTreeMap::new();
-    for ((i, r), entry) in refs.into_iter().zip(replies) {
-        match entry {
-            Some(entry) => {
-                by_shard.entry(r.id.shard()).or_default().push((i, Handoff { id: r.id, attempt: r.attempt, entry }))
-            }
-            None => retry.push(i),
-        }
+    // Each shard records its entries in one call; an attempt without an entry is retried.
+    let items = refs
+        .iter()
+        .zip(replies)
+        .map(|((_, r), entry)| match entry {
+            Some(entry) => Ok((r.id.shard(), Handoff { id: r.id.clone(), attempt: r.attempt, entry })),
+            None => Err(ApiError::new(ErrorCode::Unavailable, "not handed off")),
+        })
+        .collect();
+    let recorded = scatter::by_shard(items, |s, entries| shard::call(env, s, HandoffMany { entries })).await;
+    // Refusals (a stale hand-off) need nothing more: the entry is in the stream and the
+    // consumer's start will be refused the same way.
+    let refused = recorded.iter().filter(|r| matches!(r, Ok(Err(_)))).count();
+    if refused > 0 {
+        counters::add("edgejobs_deliveries_refused_total", &[("lane", "native")], refused as f64);
     }
-    let calls = by_shard.into_iter().map(|(shard, items)| async move {
-        let (idx, entries): (Vec<usize>, Vec<Handoff>) = items.into_iter().unzip();
-        match shard::call(env, shard, HandoffMany { entries }).await {
-            // Refusals (a stale hand-off) need nothing more: the entry is in the stream and
-            // the consumer's start will be refused the same way.
-            Ok(answers) => {
-                let refused = answers.iter().filter(|a| a.is_err()).count();
-                if refused > 0 {
-                    counters::add("edgejobs_deliveries_refused_total", &[("lane", "native")], refused as f64);
-                }
-                Vec::new()
-            }
-            Err(_) => idx,
-        }
-    });
-    retry.extend(join_all(calls).await.into_iter().flatten());
-    retry
+    refs.iter().zip(recorded).filter(|(_, r)| r.is_err()).map(|((i, _), _)| *i).collect()
 }
 
 /// The stream entry of each attempt of a hand-off chunk of `n`, from the script's reply (an

@@ -7,6 +7,7 @@
 //! - [`http`]: request/response helpers shared by the routes (JSON, errors, auth).
 //! - [`routes`]: one file per route group; [`routes::handle`] is the router (and serves the
 //!   dashboard's static files from `dashboard/`).
+//! - [`scatter`]: scatter by shard, gather in order: many items, one call per shard.
 //! - [`shard`]: the `JobShard` Durable Object and the client the routes use to reach it.
 //! - [`consumer`]: the `jobs` queue consumer: edge-lane jobs in batches, native hand-offs.
 //! - [`counters`]: this isolate's counters, carried by the next shard call.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod platform;
 pub mod ratelimit;
 pub mod routes;
+pub mod scatter;
 pub mod shard;
 pub mod tasks;
 pub mod view;

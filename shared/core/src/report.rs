@@ -4,8 +4,6 @@
 //! still fenced by its attempt). Answers carry the edge's lease, so every consumer uses the
 //! lease the edge decides takeovers with.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
@@ -48,67 +46,31 @@ pub struct Answers {
     pub answers: Vec<Answer>,
 }
 
-/// Events grouped by shard, each with its position in the request.
-pub type ByShard = BTreeMap<u16, Vec<(usize, JobEvent)>>;
-/// Events refused before reaching a shard, with their positions.
-pub type Refused = Vec<(usize, ApiError)>;
-/// One shard's answers: the positions it answered, and its answers (or its failure).
-pub type ShardAnswers = (Vec<usize>, Result<Vec<Result<Applied, ApiError>>, ApiError>);
+/// Each event's shard, or why it was refused before reaching one, in request order.
+pub type Planned = Vec<Result<(u16, JobEvent), ApiError>>;
 
-/// Groups events by shard, keeping each one's position in the request. Events naming a
-/// shard the deployment does not have are answered at once (`job_not_found`), and a
-/// reclaim gets the edge's lease whatever the consumer sent.
-pub fn plan(events: Vec<JobEvent>, shard_count: u16, lease_ms: u64) -> (ByShard, Refused) {
-    let mut groups = ByShard::new();
-    let mut refused = Vec::new();
-    for (i, mut e) in events.into_iter().enumerate() {
-        if !e.event.is_consumer_report() {
-            refused.push((
-                i,
-                ApiError::field("event", "a consumer may report start, heartbeat, complete, fail or reclaim"),
-            ));
-            continue;
-        }
-        if e.id.shard() >= shard_count {
-            refused.push((i, ApiError::new(ErrorCode::JobNotFound, format!("no job with id {}", e.id))));
-            continue;
-        }
-        if let crate::machine::Event::Reclaim { lease_ms: l, .. } = &mut e.event {
-            *l = lease_ms;
-        }
-        groups.entry(e.id.shard()).or_default().push((i, e));
-    }
-    (groups, refused)
-}
-
-/// Puts per-shard answers (and the refusals of [`plan`]) back in request order. A shard
-/// that failed as a whole answers each of its events with its error.
-pub fn assemble(n: usize, refused: Refused, shards: Vec<ShardAnswers>) -> Vec<Answer> {
-    let mut out: Vec<Option<Answer>> = vec![None; n];
-    for (i, e) in refused {
-        out[i] = Some(Answer::Error(e));
-    }
-    for (idx, result) in shards {
-        match result {
-            Ok(answers) if answers.len() == idx.len() => {
-                for (i, a) in idx.into_iter().zip(answers) {
-                    out[i] = Some(a.into());
-                }
+/// Each event's shard, in request order (the edge groups them per shard and puts the
+/// answers back in this order). Events naming a shard the deployment does not have are
+/// refused at once (`job_not_found`), as are events a consumer may not report; a reclaim
+/// gets the edge's lease whatever the consumer sent.
+pub fn plan(events: Vec<JobEvent>, shard_count: u16, lease_ms: u64) -> Planned {
+    events
+        .into_iter()
+        .map(|mut e| {
+            if !e.event.is_consumer_report() {
+                return Err(ApiError::field(
+                    "event",
+                    "a consumer may report start, heartbeat, complete, fail or reclaim",
+                ));
             }
-            Ok(_) => {
-                for i in idx {
-                    out[i] = Some(Answer::Error(ApiError::new(ErrorCode::Unavailable, "malformed shard answer")));
-                }
+            if e.id.shard() >= shard_count {
+                return Err(ApiError::new(ErrorCode::JobNotFound, format!("no job with id {}", e.id)));
             }
-            Err(e) => {
-                for i in idx {
-                    out[i] = Some(Answer::Error(e.clone()));
-                }
+            if let crate::machine::Event::Reclaim { lease_ms: l, .. } = &mut e.event {
+                *l = lease_ms;
             }
-        }
-    }
-    out.into_iter()
-        .map(|a| a.unwrap_or_else(|| Answer::Error(ApiError::new(ErrorCode::Internal, "unanswered event"))))
+            Ok((e.id.shard(), e))
+        })
         .collect()
 }
 
@@ -120,7 +82,7 @@ mod tests {
     use crate::machine::Event;
 
     #[test]
-    fn groups_by_shard_sets_the_edge_lease_and_answers_in_order() {
+    fn plans_each_event_in_order_with_its_shard_or_refusal_and_the_edge_lease() {
         let a = JobId::new(0, 1, 1);
         let b = JobId::new(1, 2, 2);
         let far = JobId::new(9, 3, 3);
@@ -131,28 +93,15 @@ mod tests {
             JobEvent { id: a.clone(), event: Event::Cancel },
             JobEvent { id: a.clone(), event: Event::Heartbeat { attempt: 1, progress: None } },
         ];
-        let (groups, refused) = plan(events, 4, 30_000);
-        assert_eq!(
-            refused.iter().map(|(i, e)| (*i, e.code)).collect::<Vec<_>>(),
-            vec![(1, ErrorCode::JobNotFound), (3, ErrorCode::InvalidField)]
-        );
-        assert_eq!(groups[&0].iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 4]);
-        assert_eq!(groups[&1][0].1.event, Event::Reclaim { attempt: 1, lease_ms: 30_000 }, "the edge's lease wins");
-        let applied = |id: &JobId| Applied { id: id.clone(), state: JobState::Active, attempt: 1, job: None };
-        let shards = vec![
-            (vec![0, 4], Ok(vec![Ok(applied(&a)), Err(ApiError::new(ErrorCode::LeaseLost, "lost"))])),
-            (vec![2], Err(ApiError::new(ErrorCode::Unavailable, "down"))),
-        ];
-        let answers = assemble(5, refused, shards);
-        let codes: Vec<String> = answers
-            .iter()
-            .map(|a| match a {
-                Answer::Ok(_) => "ok".to_owned(),
-                Answer::Error(e) => e.code.as_str().to_owned(),
-            })
-            .collect();
-        assert_eq!(codes, ["ok", "job_not_found", "unavailable", "invalid_field", "lease_lost"]);
-        let wire = serde_json::to_value(&answers[4]).expect("serializes");
+        let planned = plan(events, 4, 30_000);
+        let shown: Vec<Result<u16, ErrorCode>> =
+            planned.iter().map(|p| p.as_ref().map(|(s, _)| *s).map_err(|e| e.code)).collect();
+        assert_eq!(shown, [Ok(0), Err(ErrorCode::JobNotFound), Ok(1), Err(ErrorCode::InvalidField), Ok(0)]);
+        let reclaim = planned[2].as_ref().map(|(_, e)| e.event.clone());
+        assert_eq!(reclaim, Ok(Event::Reclaim { attempt: 1, lease_ms: 30_000 }), "the edge's lease wins");
+        let applied = Applied { id: a.clone(), state: JobState::Active, attempt: 1, job: None };
+        let answers = [Answer::from(Ok(applied)), Answer::from(Err(ApiError::new(ErrorCode::LeaseLost, "lost")))];
+        let wire = serde_json::to_value(&answers[1]).expect("serializes");
         assert_eq!(wire["error"]["code"], "lease_lost");
     }
 }

@@ -3,13 +3,13 @@
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Event;
 use edgejobs_core::protocol::ApplyMany;
-use edgejobs_core::report::{self, Answers, MAX_EVENTS, Reports};
+use edgejobs_core::report::{self, Answer, Answers, MAX_EVENTS, Reports};
 use edgejobs_core::{ApiError, ErrorCode};
-use futures_util::future::join_all;
 use worker::{Env, Request};
 
 use super::jobs::{Out, parse_id, respond};
 use crate::http;
+use crate::scatter;
 
 /// Largest serialized `result` or `progress` a report may carry.
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
@@ -50,12 +50,9 @@ pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     if events.len() > MAX_EVENTS {
         return Err(ApiError::field("events", format!("{} events; at most {MAX_EVENTS} per request", events.len())));
     }
-    let n = events.len();
-    let (groups, refused) = report::plan(events, cfg.shard_count, cfg.native_lease_ms);
-    let calls = groups.into_iter().map(|(shard, items)| async move {
-        let (idx, events): (Vec<usize>, Vec<_>) = items.into_iter().unzip();
-        (idx, crate::shard::call(env, shard, ApplyMany { events, full: false }).await)
-    });
-    let shards = join_all(calls).await;
-    respond(200, &Answers { lease_ms: cfg.native_lease_ms, answers: report::assemble(n, refused, shards) })
+    let planned = report::plan(events, cfg.shard_count, cfg.native_lease_ms);
+    let applied =
+        scatter::by_shard(planned, |s, events| crate::shard::call(env, s, ApplyMany { events, full: false })).await;
+    let answers = applied.into_iter().map(|a| Answer::from(a.and_then(|a| a))).collect();
+    respond(200, &Answers { lease_ms: cfg.native_lease_ms, answers })
 }

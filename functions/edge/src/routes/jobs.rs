@@ -19,6 +19,7 @@ use worker::{Env, Request, Response};
 use crate::http;
 use crate::platform::{now_ms, random_nonce, random_u64};
 use crate::ratelimit;
+use crate::scatter;
 use crate::shard;
 use crate::view;
 
@@ -93,35 +94,12 @@ pub type Persisted = std::result::Result<(u16, Box<RawValue>), ApiError>;
 /// Stores prepared jobs with one call per shard they fall in (concurrently); returns each
 /// job's status and JSON, or its error, in the order given.
 pub async fn persist_many(env: &Env, cfg: &EdgeConfig, items: Vec<Prepared>) -> Vec<Persisted> {
-    let n = items.len();
-    let mut by_shard: BTreeMap<u16, (Vec<usize>, Vec<Job>)> = BTreeMap::new();
-    for (i, p) in items.into_iter().enumerate() {
-        let group = by_shard.entry(p.shard).or_default();
-        group.0.push(i);
-        group.1.push(p.job);
-    }
     let window = cfg.idempotency_window_ms;
-    let calls = by_shard.into_iter().map(|(shard, (idx, jobs))| async move {
-        let answer = shard::call(env, shard, CreateMany { jobs, idempotency_window_ms: window }).await;
-        (idx, answer)
-    });
-    let mut out: Vec<Persisted> =
-        (0..n).map(|_| Err(ApiError::new(ErrorCode::Internal, "no answer from the shard"))).collect();
-    for (idx, answer) in join_all(calls).await {
-        match answer {
-            Ok(created) => {
-                for (i, c) in idx.into_iter().zip(created) {
-                    out[i] = Ok((if c.created { 201 } else { 200 }, view::raw(c.job)));
-                }
-            }
-            Err(e) => {
-                for i in idx {
-                    out[i] = Err(e.clone());
-                }
-            }
-        }
-    }
-    out
+    let jobs = items.into_iter().map(|p| Ok((p.shard, p.job))).collect();
+    let created =
+        scatter::by_shard(jobs, |s, jobs| shard::call(env, s, CreateMany { jobs, idempotency_window_ms: window }))
+            .await;
+    created.into_iter().map(|c| c.map(|c| (if c.created { 201 } else { 200 }, view::raw(c.job)))).collect()
 }
 
 /// Applies the rate limit for `cost` jobs: `Err(response)` is the 429 (or the 503 when the
@@ -283,21 +261,21 @@ pub async fn fan_out_list(env: &Env, cfg: &EdgeConfig, q: ListQuery) -> Out {
     }
     let (listed, next) = merge_by(pages, limit, |l: &Listed| (l.id.created_ms(), l.id.as_str()));
     let jobs: Vec<Value> = if include.any() {
-        let mut by_shard: BTreeMap<u16, Vec<JobId>> = BTreeMap::new();
-        for l in &listed {
-            by_shard.entry(l.id.shard()).or_default().push(l.id.clone());
-        }
-        let calls = by_shard.into_iter().map(|(s, ids)| shard::call(env, s, GetMany { ids }));
-        let mut whole: BTreeMap<String, Box<RawValue>> = BTreeMap::new();
-        for r in join_all(calls).await {
-            for doc in r? {
+        let ids = listed.iter().map(|l| Ok((l.id.shard(), l.id.clone()))).collect();
+        let docs = scatter::by_shard(ids, |s, ids| async move {
+            let wanted: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+            let mut found: BTreeMap<String, Box<RawValue>> = BTreeMap::new();
+            for doc in shard::call(env, s, GetMany { ids }).await? {
                 if let Ok(head) = serde_json::from_str::<IdOnly>(doc.get()) {
-                    whole.insert(head.id, doc);
+                    found.insert(head.id, doc);
                 }
             }
-        }
+            Ok(wanted.iter().map(|id| found.remove(id)).collect::<Vec<_>>())
+        })
+        .await;
+        let whole: Vec<Option<Box<RawValue>>> = docs.into_iter().collect::<Result<_, _>>()?;
         // A job deleted between the two reads (retention) is left out of the page.
-        listed.iter().filter_map(|l| whole.get(l.id.as_str()).and_then(|d| view::listed(d, include))).collect()
+        whole.iter().flatten().filter_map(|d| view::listed(d, include)).collect()
     } else {
         listed.iter().filter_map(|l| view::listed(&l.doc, include)).collect()
     };

@@ -329,7 +329,9 @@ mod tests {
     use super::*;
 
     /// (path, the route's name, its capture, the `Allow` of its path, the scope of each method).
-    const CASES: &[(&str, &str, &str, &str, &[Option<Scope>])] = &[
+    type Case = (&'static str, &'static str, &'static str, &'static str, &'static [Option<Scope>]);
+
+    const CASES: &[Case] = &[
         ("/health", "health", "", "GET", &[None]),
         ("/health/live", "live", "", "GET", &[None]),
         ("/metrics", "metrics", "", "GET", &[None]),
