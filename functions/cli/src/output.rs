@@ -1,6 +1,22 @@
-//! Human output: aligned tables on standard output.
+//! Output: aligned tables and JSON on standard output, progress bars and questions on
+//! standard error.
 
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
+use edgejobs_api::JobSummary;
 use serde_json::Value;
+
+use crate::client::{Failure, Res};
+
+/// Prints a document as indented JSON.
+pub fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// A cell of anything serializable (as [`cell`] shows its JSON).
+pub fn cell_of(v: &impl serde::Serialize) -> String {
+    cell(&serde_json::to_value(v).unwrap_or(Value::Null))
+}
 
 /// A value as one table cell: strings bare, null empty, the rest as JSON, on one line and
 /// at most 80 characters.
@@ -35,10 +51,56 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
 }
 
 /// A listing's jobs as a table.
-pub fn print_jobs(jobs: &Value) {
+pub fn print_jobs(jobs: &[JobSummary]) {
     let cols = ["id", "type", "state", "attempt", "created_at", "tags", "last_error"];
-    let rows = jobs.as_array().into_iter().flatten().map(|j| cols.iter().map(|k| cell(&j[*k])).collect()).collect();
+    let rows = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                cell_of(&j.id),
+                cell_of(&j.job_type),
+                j.state.as_str().to_owned(),
+                j.attempt.to_string(),
+                cell_of(&j.created_at),
+                cell_of(&j.tags),
+                cell_of(&j.last_error),
+            ]
+        })
+        .collect();
     table(&cols, rows);
+}
+
+/// A progress bar on standard error, drawn only when it is a terminal.
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{bar:40}} {{pos}}/{{len}} {what} ({{per_sec}}, {{eta}} left)"
+    )) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Asks `question` on the terminal unless `yes`; no terminal and no `--yes` is a usage error.
+pub fn confirm(question: &str, yes: bool) -> Res<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::new(2, format!("{question} Pass --yes to confirm (no terminal to ask on).")));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::new(3, "not confirmed; nothing changed"))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,27 @@
+//! `health`: the edge's health; exit code 6 when unhealthy.
+
+use edgejobs_api::{Health, HealthStatus};
+use serde_json::Value;
+
+use crate::Cli;
+use crate::client::{Api, Failure, Res};
+use crate::output::print_json;
+
+pub fn run(cli: &Cli, api: &Api) -> Res<()> {
+    // 503 (unhealthy) and other unavailability read as unhealthy without details.
+    let h = match api.get::<Health>("GET", "/health") {
+        Ok(h) => Some(h),
+        Err(f) if f.code == 6 => None,
+        Err(f) => return Err(f),
+    };
+    let status = h.as_ref().map_or(HealthStatus::Unhealthy, |h| h.value.status);
+    if cli.json {
+        print_json(h.as_ref().map_or(&Value::Null, |h| &h.raw));
+    } else {
+        println!("{}", status.as_str());
+        for (name, check) in h.as_ref().map(|h| h.value.checks.all()).unwrap_or_default() {
+            println!("  {name:<18} {}", if check.ok { "ok" } else { "FAILING" });
+        }
+    }
+    if status == HealthStatus::Unhealthy { Err(Failure::new(6, "the edge is unhealthy")) } else { Ok(()) }
+}
