@@ -1,7 +1,8 @@
-//! Dependencies between the workspace's crates point one way: this test reads the allowed
+//! Dependencies point one way. Between the workspace's crates: this test reads the allowed
 //! ones from the table in ARCHITECTURE.md's "Dependencies" section and holds
-//! `cargo metadata --no-deps` to it, so the doc and the manifests cannot drift. It runs
-//! offline (the metadata of the workspace's own manifests only) and starts no stack.
+//! `cargo metadata --no-deps` to it. Inside the edge Worker: it reads the section's numbered
+//! list of module layers and holds every `crate::` path of `functions/edge/src` to it. So
+//! the doc and the code cannot drift. It runs offline and starts no stack.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -120,6 +121,114 @@ fn workspace() -> (BTreeSet<String>, Vec<Edge>) {
     (crates, edges)
 }
 
+/// A module of the edge: a top-level file (`consumer.rs`) or folder (`routes/`) of its `src`.
+type Layers = BTreeMap<String, usize>;
+
+/// The layer of each edge module, from the section's numbered list (1 is the top): the
+/// names in backticks of item N that end in `.rs` or `/`.
+fn parse_layers(doc: &str) -> Result<Layers, String> {
+    let section = doc.lines().skip_while(|l| l.trim_end() != SECTION).skip(1).take_while(|l| !l.starts_with("## "));
+    let mut layers = Layers::new();
+    let mut item: Option<usize> = None;
+    for line in section {
+        let number = line.split_once(". ").and_then(|(n, _)| n.parse::<usize>().ok());
+        item = match number {
+            Some(n) => Some(n),
+            None if line.starts_with("   ") => item,
+            None => None,
+        };
+        let Some(n) = item else { continue };
+        for name in line.split('`').skip(1).step_by(2).filter(|t| t.ends_with(".rs") || t.ends_with('/')) {
+            if let Some(other) = layers.insert(name.to_owned(), n)
+                && other != n
+            {
+                return Err(format!("{name} is in layers {other} and {n}"));
+            }
+        }
+    }
+    if layers.is_empty() {
+        return Err(format!("the '{SECTION}' section has no numbered list of the edge's layers"));
+    }
+    Ok(layers)
+}
+
+/// The modules a source names through `crate::` (comments left out).
+fn crate_paths(source: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in source.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        for (at, _) in line.match_indices("crate::") {
+            let before = line[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue; // edgejobs_crate::..., not ours
+            }
+            let name: String =
+                line[at + "crate::".len()..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if !name.is_empty() {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+/// Every import of a module above its own layer; `files` are (module, source) pairs and
+/// `modules` every module of the crate (a name in `crate::` that is none, such as a function
+/// of `lib.rs`, is left alone).
+fn check_layers(layers: &Layers, modules: &BTreeSet<String>, files: &[(String, String)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for m in modules.iter().filter(|m| !layers.contains_key(*m)) {
+        problems.push(format!("{m} is in no layer"));
+    }
+    for (module, source) in files {
+        let Some(&own) = layers.get(module) else { continue };
+        for name in crate_paths(source) {
+            let target = [format!("{name}/"), format!("{name}.rs")].into_iter().find(|t| modules.contains(t));
+            let Some(target) = target else { continue };
+            if let Some(&theirs) = layers.get(&target)
+                && theirs < own
+            {
+                problems.push(format!("{module} (layer {own}) imports crate::{name} (layer {theirs})"));
+            }
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    problems
+}
+
+/// The edge's modules and its sources as (module, source).
+fn edge_sources() -> (BTreeSet<String>, Vec<(String, String)>) {
+    let src = root().join("functions/edge/src");
+    let mut modules = BTreeSet::new();
+    let mut files = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("the edge's sources").map(|e| e.expect("an entry").path()) {
+            let rel = entry.strip_prefix(&src).expect("under src");
+            let top = rel.components().next().expect("a name").as_os_str().to_string_lossy().into_owned();
+            let module = if rel.components().count() > 1 || entry.is_dir() { format!("{top}/") } else { top };
+            if entry.is_dir() {
+                modules.insert(module);
+                stack.push(entry);
+            } else if entry.extension().is_some_and(|e| e == "rs") {
+                modules.insert(module.clone());
+                files.push((module, std::fs::read_to_string(&entry).expect("a source")));
+            }
+        }
+    }
+    (modules, files)
+}
+
+#[test]
+fn edge_modules_import_only_their_layer_or_below() {
+    let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let layers = parse_layers(&doc).unwrap_or_else(|e| panic!("{e}"));
+    let (modules, files) = edge_sources();
+    assert!(modules.contains("routes/") && files.len() > 10, "the edge's sources were read: {modules:?}");
+    let problems = check_layers(&layers, &modules, &files);
+    assert!(problems.is_empty(), "update the code or ARCHITECTURE.md's layers:\n{}", problems.join("\n"));
+}
+
 #[test]
 fn crate_dependencies_follow_the_table_in_architecture_md() {
     let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
@@ -183,5 +292,38 @@ mod checker {
         let p = check(&parse_table(&looped).expect("parses"), &set(&["core", "shard", "edge"]), &[]);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].starts_with("the table has a loop: core → edge"), "{p:?}");
+    }
+
+    const LAYERS: &str = "## Dependencies\n\n1. `lib.rs`: top (`fetch`).\n2. `routes/`: the API,\n   and `tasks/`.\n\
+        3. `shard/` and `http.rs`.\n\nThe end.\n";
+
+    fn sources(files: &[(&str, &str)]) -> (BTreeSet<String>, Vec<(String, String)>) {
+        let files: Vec<(String, String)> = files.iter().map(|(m, s)| ((*m).to_owned(), (*s).to_owned())).collect();
+        (files.iter().map(|(m, _)| m.clone()).collect(), files)
+    }
+
+    #[test]
+    fn layers_are_read_from_the_numbered_list() {
+        let l = parse_layers(LAYERS).expect("parses");
+        let got: Vec<(&str, usize)> = l.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(got, [("http.rs", 3), ("lib.rs", 1), ("routes/", 2), ("shard/", 3), ("tasks/", 2)]);
+        assert!(parse_layers("## Dependencies\n\nNo list.\n").is_err());
+    }
+
+    #[test]
+    fn an_import_from_a_higher_layer_fails() {
+        let l = parse_layers(LAYERS).expect("parses");
+        let ok = sources(&[
+            ("lib.rs", "use crate::routes::handle;\nfn f() { crate::shard_count(); }"),
+            ("routes/", "use crate::tasks;\nuse crate::http::{json};"),
+            ("shard/", "use crate::http;\n/// See [`crate::routes::x`].\nuse edgejobs_crate::routes;"),
+            ("http.rs", ""),
+            ("tasks/", ""),
+        ]);
+        assert_eq!(check_layers(&l, &ok.0, &ok.1), Vec::<String>::new());
+        let bad = sources(&[("shard/", "const M: u32 = crate::routes::schedules::MAX_LIST;"), ("routes/", "")]);
+        assert_eq!(check_layers(&l, &bad.0, &bad.1), ["shard/ (layer 3) imports crate::routes (layer 2)"]);
+        let unlisted = sources(&[("new.rs", "")]);
+        assert_eq!(check_layers(&l, &unlisted.0, &unlisted.1), ["new.rs is in no layer"]);
     }
 }
