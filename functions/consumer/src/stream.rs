@@ -120,10 +120,13 @@ fn parse_reclaimed(r: &Reply) -> Option<Entry> {
     Some(Entry { entry, id, attempt, previous_owner: owner })
 }
 
-/// A script's per-entry flags (1/0) as booleans, one per entry asked about.
-fn flags(r: &Reply, n: usize) -> Vec<bool> {
-    let got: Vec<bool> = r.as_array().unwrap_or_default().iter().map(|f| f.as_int() == Some(1)).collect();
-    if got.len() == n { got } else { vec![false; n] }
+/// A script's per-entry flags (1/0) as booleans, one per entry asked about. Any other reply
+/// is an error: read as "not ours", it would tell every entry's holder it lost its lease.
+fn flags(r: &Reply, n: usize) -> Result<Vec<bool>, Error> {
+    match r.as_array() {
+        Some(items) if items.len() == n => Ok(items.iter().map(|f| f.as_int() == Some(1)).collect()),
+        _ => Err(Error::Malformed(format!("expected {n} flags, got {r:?}").chars().take(200).collect())),
+    }
 }
 
 /// Stream length and pending entries (acknowledged entries are deleted, so the length is
@@ -201,7 +204,7 @@ impl<T: Transport> Stream<T> {
         }
         let args: Vec<&str> = entries.iter().map(String::as_str).collect();
         let r = self.client.command(&self.script(script, &args)).await?;
-        Ok(flags(&r, entries.len()))
+        flags(&r, entries.len())
     }
 
     /// Removes consumers that have not announced themselves for `forget_ms` (and this
@@ -316,11 +319,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_malformed_script_answer_owns_nothing() {
+    async fn a_malformed_script_answer_is_an_error_not_a_verdict() {
+        // One flag for two entries: the caller learns nothing was acknowledged (and why),
+        // instead of reading "not ours" for both.
         let t = ScriptedTransport::new([ScriptedTransport::ok(serde_json::json!({ "result": [1] }))]);
         let s = stream(t);
         let entries = vec!["1-0".to_owned(), "2-0".to_owned()];
-        assert_eq!(s.ack(&entries).await.expect("answered"), vec![false, false]);
+        assert!(matches!(s.ack(&entries).await, Err(Error::Malformed(_))));
     }
 
     #[tokio::test]
@@ -330,5 +335,13 @@ mod tests {
         let s = stream(Faulty::new(inner, 100, Duration::ZERO));
         assert!(s.ack(&["1-0".to_owned()]).await.is_err());
         assert!(s.client.transport().calls() >= 1);
+    }
+
+    #[test]
+    fn a_malformed_flag_reply_is_an_error_not_a_lost_lease() {
+        let one = Reply::Int(1);
+        assert_eq!(flags(&Reply::Array(vec![one.clone(), Reply::Int(0)]), 2).ok(), Some(vec![true, false]));
+        assert!(matches!(flags(&Reply::Array(vec![one]), 2), Err(Error::Malformed(_))), "one flag short");
+        assert!(matches!(flags(&Reply::Nil, 1), Err(Error::Malformed(_))), "not an array");
     }
 }
