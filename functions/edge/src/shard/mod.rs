@@ -3,21 +3,20 @@
 //!
 //! **Invariant:** no `await` between reading a job and writing it. Every operation loads
 //! what it touches, plans with the pure functions of `edgejobs_core::plan`, and writes the
-//! plan in one synchronous transaction ([`store::Store::transaction`]); effects (queue
-//! sends, the alarm) run after the commit. Operations take many jobs at once.
+//! plan in one synchronous transaction; effects (queue sends, the alarm) run after the
+//! commit. Operations take many jobs at once. The operations themselves are
+//! `edgejobs_shard`'s, the same code the simulation runs; this object is their glue.
 //!
-//! Layout: this file is the object and its dispatch; [`store`] the schema and storage;
-//! [`ops`] the batch operations; [`timers`] the alarm and the sweep; [`snapshot`] export,
-//! import and retention pages; [`schedules`] the schedules and their runs; [`client`] how
-//! the rest of the Worker calls a shard.
-
-use std::cell::{Cell, RefCell};
+//! Layout: this file is the object, its dispatch and the effects (queue sends, the
+//! alarm); [`sql`] the storage seam on workerd (`transactionSync`); [`rounds`] group commit
+//! and shared sends; [`client`] how the rest of the Worker calls a shard.
 
 use edgejobs_core::plan::Effects;
 use edgejobs_core::protocol::{ShardCall, ShardOp, ShardReply, ShardRequest};
-use edgejobs_core::stats::{Delta, Merged};
 use edgejobs_core::wire::{Envelope, envelopes, send_batches};
 use edgejobs_core::{ApiError, ErrorCode};
+use edgejobs_shard::timers::{MAX_PAGES, SweepRun};
+use edgejobs_shard::{Host, Level, Outcome, Shard};
 use serde::Serialize;
 use serde_json::json;
 use wasm_bindgen::JsValue;
@@ -27,15 +26,11 @@ use worker::{
 
 use crate::config::QUEUE_BINDING;
 use crate::http::log;
-use crate::platform::now_ms;
+use crate::platform::{now_ms, random_u64};
 
 pub mod client;
-mod ops;
 mod rounds;
-mod schedules;
-mod snapshot;
-pub mod store;
-mod timers;
+mod sql;
 
 pub use client::{STATS, call, call_named};
 
@@ -43,7 +38,26 @@ use edgejobs_core::Lane;
 use edgejobs_core::protocol::{CreateMany, Stored};
 use edgejobs_core::wire::JobRef;
 use rounds::{Rounds, Turn};
-use store::Store;
+use sql::DoSql;
+
+/// What the shard's code takes from workerd: `Date.now()`, `crypto.getRandomValues` and
+/// the console.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeHost;
+
+impl Host for EdgeHost {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn random_u64(&self) -> u64 {
+        random_u64()
+    }
+
+    fn log(&self, level: Level, msg: &str, fields: serde_json::Value) {
+        log(level.as_str(), msg, fields)
+    }
+}
 
 // `Env` and `State` are JS handles without Debug.
 #[allow(missing_debug_implementations)]
@@ -51,45 +65,33 @@ use store::Store;
 pub struct JobShard {
     state: State,
     env: Env,
-    store: Store,
-    /// Counts not written yet: what calls carried, queue messages sent, alarms, rows (in
-    /// the store). Written with a commit at most about once a second, at once when a call
-    /// carried counts, and before every scrape; a scrape reports only written counts, so
-    /// counters never go down (a restart may lose up to a second of these).
-    pending: RefCell<Merged>,
-    /// When `pending` was last written, and whether the next commit must write it.
-    written_at: Cell<u64>,
-    write_now: Cell<bool>,
+    /// The shard's operations on this object's SQLite (the same code the simulation runs).
+    shard: Shard<DoSql, EdgeHost>,
+    /// Whether the schema is set up; until it is, every call tries again or is refused.
+    ready: std::cell::Cell<bool>,
     /// Job references waiting to be sent with those of concurrent requests.
     sends: Rounds<Vec<(Lane, JobRef)>, ()>,
     /// Creates waiting to be committed with those of concurrent requests (group commit).
     creates: Rounds<CreateMany, std::result::Result<Vec<Stored>, ApiError>>,
-    /// The number of this shard, from its name (`shard-N`); `None` for the stats object.
-    shard: Option<u16>,
 }
 
 impl DurableObject for JobShard {
     fn new(state: State, env: Env) -> Self {
-        let store = Store::new(&state);
-        if let Err(e) = store.migrate() {
-            log("error", "shard schema setup failed", json!({ "error": e.message }));
-        }
-        let shard = state.id().name().and_then(|n| n.strip_prefix("shard-").and_then(|s| s.parse().ok()));
-        JobShard {
-            state,
-            env,
-            store,
-            pending: RefCell::new(Merged::default()),
-            written_at: Cell::new(0),
-            write_now: Cell::new(false),
-            sends: Rounds::default(),
-            creates: Rounds::default(),
-            shard,
-        }
+        let number = state.id().name().and_then(|n| n.strip_prefix("shard-").and_then(|s| s.parse().ok()));
+        let shard = Shard::new(DoSql::new(&state), EdgeHost, number);
+        let ready = std::cell::Cell::new(shard.migrate().is_ok());
+        JobShard { state, env, shard, ready, sends: Rounds::default(), creates: Rounds::default() }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let bytes = req.bytes().await.unwrap_or_default();
+        // A body that cannot be read is refused, never taken for an empty call.
+        let bytes = match req.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let e = ApiError::new(ErrorCode::InvalidJson, format!("the shard call's body could not be read: {e}"));
+                return Response::from_json(&ShardReply::<()>::Err(e));
+            }
+        };
         let call: ShardCall = match serde_json::from_slice(&bytes) {
             Ok(c) => c,
             Err(e) => {
@@ -97,40 +99,39 @@ impl DurableObject for JobShard {
                 return Response::from_json(&ShardReply::<()>::Err(e));
             }
         };
-        // The caller counted this request; what it carries is written by this call's commit.
-        if !call.deltas.is_empty() {
-            let mut p = self.pending.borrow_mut();
-            call.deltas.iter().for_each(|d| p.add(d));
-            self.write_now.set(true);
+        if !self.ready.get() {
+            if self.shard.migrate().is_err() {
+                let e = ApiError::new(ErrorCode::Internal, "the job shard's storage is not set up; retry");
+                return Response::from_json(&ShardReply::<()>::Err(e));
+            }
+            self.ready.set(true);
         }
+        // The caller counted this request; what it carries is written by this call's commit.
+        self.shard.carry(&call.deltas);
+        let s = &self.shard;
         match call.request {
             ShardRequest::CreateMany(r) => reply(self.create_many(r).await),
-            ShardRequest::Get(r) => reply(self.get(r)),
-            ShardRequest::ApplyMany(r) => reply(self.apply_many(r).await),
-            ShardRequest::List(r) => reply(self.list(r)),
-            ShardRequest::GetMany(r) => reply(self.get_many(r)),
-            ShardRequest::ReplayDead(r) => reply(self.replay_dead(r).await),
-            ShardRequest::HandoffMany(r) => reply(self.handoff_many(r)),
-            ShardRequest::Stats(r) if r.flush => {
-                // Write what is pending first, so the scrape is current.
-                self.write_now.set(true);
-                reply(self.commit(|_| Ok(())).and_then(|()| self.stats()))
-            }
-            ShardRequest::Stats(_) => reply(self.stats()),
-            ShardRequest::Export(r) => reply(self.export(r)),
-            ShardRequest::Import(r) => reply(self.import(r).await),
-            ShardRequest::RetentionTops(r) => reply(self.retention_tops(r)),
-            ShardRequest::RetentionPage(r) => reply(self.retention_page(r)),
-            ShardRequest::RetentionDelete(r) => reply(self.retention_delete(r)),
-            ShardRequest::Sweep(r) => reply(self.sweep(r).await),
-            ShardRequest::Record(_) => reply(self.commit(|_| Ok(()))),
-            ShardRequest::SetGauge(r) => reply(self.set_gauge(r)),
+            ShardRequest::Get(r) => self.answer(s.get(r)),
+            ShardRequest::ApplyMany(r) => self.effects(s.apply_many(r)).await,
+            ShardRequest::List(r) => self.answer(s.list(r)),
+            ShardRequest::GetMany(r) => self.answer(s.get_many(r)),
+            ShardRequest::ReplayDead(r) => self.effects(s.replay_dead(r)).await,
+            ShardRequest::HandoffMany(r) => self.answer(s.handoff_many(r)),
+            ShardRequest::Stats(r) => self.answer(s.stats(r.flush)),
+            ShardRequest::Export(r) => self.answer(s.export(r)),
+            ShardRequest::Import(r) => self.effects(s.import(r)).await,
+            ShardRequest::RetentionTops(r) => self.answer(s.retention_tops(r)),
+            ShardRequest::RetentionPage(r) => self.answer(s.retention_page(r)),
+            ShardRequest::RetentionDelete(r) => self.answer(s.retention_delete(r)),
+            ShardRequest::Sweep(r) => reply(self.sweep(r.policy).await),
+            ShardRequest::Record(_) => self.answer(s.record()),
+            ShardRequest::SetGauge(r) => self.answer(s.set_gauge(r)),
             ShardRequest::Schedules(r) => reply(self.schedules(r).await),
         }
     }
 
     async fn alarm(&self) -> Result<Response> {
-        self.count("edgejobs_do_requests_total", &[("op", "alarm")], 1.0);
+        self.shard.count("edgejobs_do_requests_total", &[("op", "alarm")], 1.0);
         self.wake_due().await;
         Response::ok("ok")
     }
@@ -145,47 +146,111 @@ fn reply<T: Serialize>(out: std::result::Result<T, ApiError>) -> Result<Response
 type Out<O> = std::result::Result<<O as ShardOp>::Reply, ApiError>;
 
 impl JobShard {
-    fn count(&self, name: &str, labels: &[(&str, &str)], n: f64) {
-        self.pending.borrow_mut().add(&Delta::count(name, labels, n));
+    fn answer<T: Serialize>(&self, out: Outcome<T>) -> Result<Response> {
+        reply(self.shard.settle(out))
     }
 
-    /// Runs `f` in one transaction. When due (a call carried counts, a scrape, or a second
-    /// since the last time), the same transaction writes the pending counts and the rows
-    /// this object read and wrote meanwhile.
-    fn commit<T>(
-        &self,
-        f: impl FnOnce(&Store) -> std::result::Result<T, ApiError>,
-    ) -> std::result::Result<T, ApiError> {
-        let now = now_ms();
-        let due = self.write_now.get() || now.saturating_sub(self.written_at.get()) >= 1000;
-        let pending = if due { std::mem::take(&mut *self.pending.borrow_mut()) } else { Merged::default() };
-        let out = self.store.transaction(|tx| {
-            let out = f(tx)?;
-            if due {
-                let (read, written) = tx.take_row_counts();
-                let mut deltas = pending.clone().into_deltas();
-                if read > 0 {
-                    deltas.push(Delta::count("edgejobs_do_rows_read_total", &[], read as f64));
-                }
-                if written > 0 {
-                    deltas.push(Delta::count("edgejobs_do_rows_written_total", &[], written as f64));
-                }
-                if !deltas.is_empty() {
-                    tx.record(&deltas)?;
-                }
+    /// Answers an operation that committed, after carrying out its effects.
+    async fn effects<T: Serialize>(&self, out: Outcome<(T, Effects)>) -> Result<Response> {
+        match self.shard.settle(out) {
+            Ok((answer, effects)) => {
+                self.carry_out(effects).await;
+                reply(Ok(answer))
             }
-            Ok(out)
-        });
-        match &out {
-            Ok(_) if due => {
-                self.written_at.set(now);
-                self.write_now.set(false);
-            }
-            Ok(_) => {}
-            // Rolled back: keep the counts for the next commit.
-            Err(_) => pending.into_deltas().iter().for_each(|d| self.pending.borrow_mut().add(d)),
+            Err(e) => reply::<T>(Err(e)),
         }
-        out
+    }
+
+    /// Creates jobs with group commit: the creates of concurrent requests are committed in
+    /// one transaction and their queue messages sent together (see `rounds`). Each request
+    /// gets its own answers; a failed commit fails every request of its round.
+    async fn create_many(&self, r: CreateMany) -> Out<CreateMany> {
+        let (parts, mine) = match self.creates.submit(r).await {
+            Turn::Done(answers) => return answers,
+            Turn::Lead { parts, mine } => (parts, mine),
+        };
+        let counts: Vec<(u64, usize)> = parts.iter().map(|(t, p)| (*t, p.jobs.len())).collect();
+        // One window for the round: every request of a deployment sends the configured one.
+        let window = parts.iter().map(|(_, p)| p.idempotency_window_ms).max().unwrap_or(0);
+        let jobs = parts.into_iter().flat_map(|(_, p)| p.jobs).collect();
+        let results: Vec<(u64, std::result::Result<Vec<Stored>, ApiError>)> =
+            match self.shard.settle(self.shard.create(jobs, window)) {
+                Ok((stored, effects)) => {
+                    self.carry_out(effects).await;
+                    let mut stored = stored.into_iter();
+                    counts.into_iter().map(|(t, n)| (t, Ok(stored.by_ref().take(n).collect()))).collect()
+                }
+                Err(e) => counts.into_iter().map(|(t, _)| (t, Err(e.clone()))).collect(),
+            };
+        self.creates
+            .finish(mine, results)
+            .unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal, "the create round lost this request's result")))
+    }
+
+    /// The alarm: wakes every scheduled job that is due, page by page, fires the schedules
+    /// that are due, then sets the alarm for the next one (at once, when pages remained).
+    async fn wake_due(&self) {
+        for _ in 0..MAX_PAGES {
+            match self.shard.settle(self.shard.wake_page()) {
+                Ok((effects, more)) => {
+                    self.carry_out(effects).await;
+                    if !more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    log("error", "the alarm could not wake due jobs", json!({ "error": e.message }));
+                    break;
+                }
+            }
+        }
+        if self.shard.number.is_some() {
+            match crate::config::load(&self.env) {
+                Ok(cfg) => {
+                    for _ in 0..MAX_PAGES {
+                        match self.shard.settle(self.shard.fire_schedules_page(&cfg)) {
+                            Ok((effects, more)) => {
+                                self.carry_out(effects).await;
+                                if !more {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                log("error", "the alarm could not fire due schedules", json!({ "error": e.message }));
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => log(
+                    "error",
+                    "schedules cannot fire: the configuration is invalid",
+                    json!({ "error": e.message }),
+                ),
+            }
+        }
+        self.rearm_with(true).await;
+    }
+
+    /// The sweep of this shard, page by page with each page's effects after it; then the
+    /// alarm is set again.
+    async fn sweep(&self, policy: edgejobs_core::plan::SweepPolicy) -> Out<edgejobs_core::protocol::Sweep> {
+        let mut run = SweepRun::new(policy);
+        while let Some(effects) = self.shard.settle(self.shard.sweep_page(&mut run))? {
+            self.carry_out(effects).await;
+        }
+        self.rearm().await;
+        Ok(run.report)
+    }
+
+    async fn schedules(&self, r: edgejobs_core::protocol::Schedules) -> Out<edgejobs_core::protocol::Schedules> {
+        let cfg = crate::config::load(&self.env)?;
+        let (answer, effects, rearm) = self.shard.settle(self.shard.schedules(r.op, &cfg))?;
+        self.carry_out(effects).await;
+        if rearm {
+            self.rearm().await;
+        }
+        Ok(answer)
     }
 
     /// Carries out the effects of a committed plan: the jobs to send, grouped with those of
@@ -198,7 +263,7 @@ impl JobShard {
         {
             let tickets: Vec<u64> = parts.iter().map(|(t, _)| *t).collect();
             let refs: Vec<(Lane, JobRef)> = parts.into_iter().flat_map(|(_, refs)| refs).collect();
-            self.send(envelopes(self.shard.unwrap_or(0), refs)).await;
+            self.send(envelopes(self.shard.number.unwrap_or(0), refs)).await;
             self.sends.finish(mine, tickets.into_iter().map(|t| (t, ())));
         }
         if effects.alarm.is_some() {
@@ -234,11 +299,11 @@ impl JobShard {
         }
         if sent > 0 {
             let jobs: usize = messages.iter().take(sent).map(|m| m.jobs.len()).sum();
-            self.count("edgejobs_queue_messages_sent_total", &[], sent as f64);
-            self.count("edgejobs_queue_jobs_sent_total", &[], jobs as f64);
+            self.shard.count("edgejobs_queue_messages_sent_total", &[], sent as f64);
+            self.shard.count("edgejobs_queue_jobs_sent_total", &[], jobs as f64);
         }
         if sent < messages.len() {
-            self.count("edgejobs_queue_send_failures_total", &[], (messages.len() - sent) as f64);
+            self.shard.count("edgejobs_queue_send_failures_total", &[], (messages.len() - sent) as f64);
         }
     }
 
@@ -253,11 +318,11 @@ impl JobShard {
     /// [`rearm`](Self::rearm); `always` sets the alarm even when it seems set already (the
     /// alarm handler: the alarm being handled is consumed when it returns).
     async fn rearm_with(&self, always: bool) {
-        let next = match self.store.next_wake() {
+        let next = match self.shard.next_wake() {
             Ok(Some(at)) => at,
             Ok(None) => return,
             Err(e) => {
-                log("error", "could not read the next wake-up", json!({ "error": e.message }));
+                log("error", "could not read the next wake-up", json!({ "error": format!("{e:?}") }));
                 return;
             }
         };

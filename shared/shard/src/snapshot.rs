@@ -7,13 +7,14 @@ use edgejobs_core::machine::Effect;
 use edgejobs_core::plan::{Effects, KeyWrite};
 use edgejobs_core::protocol::{
     Deleted, Export, ExportPage, Import, Imported, RetentionDelete, RetentionPage, RetentionPageReply, RetentionTops,
+    RetentionTopsReply,
 };
 use edgejobs_core::stats::Delta;
 use edgejobs_core::{ApiError, ErrorCode, JobState};
-use serde::Deserialize;
 
-use super::store::{int, internal, text};
-use super::{JobShard, Out};
+use crate::sql::{Cols, Sql, StoreError, int, text};
+use crate::store;
+use crate::{Host, Outcome, Shard};
 
 /// Most types with an age of their own one retention page honours (two parameters each,
 /// of the 100 a statement may bind).
@@ -23,36 +24,50 @@ pub const MAX_AGE_OVERRIDES: usize = 40;
 const MAX_PAGE_ROWS: u32 = 5000;
 const MAX_PAGE_BYTES: u64 = 16 * 1024 * 1024;
 
-#[derive(Deserialize)]
-struct IdDoc {
-    id: String,
-    doc: String,
+fn id_docs(rows: Vec<crate::sql::Row>) -> Result<Vec<(String, String)>, StoreError> {
+    rows.into_iter()
+        .map(|r| {
+            let mut c = Cols::new(r);
+            Ok((c.text()?, c.text()?))
+        })
+        .collect()
 }
 
-impl JobShard {
+impl<S: Sql, H: Host> Shard<S, H> {
     /// A page of this shard's jobs by id, read in one synchronous stretch: each page is a
     /// consistent snapshot of its rows, and every job lands in exactly one page.
-    pub(super) fn export(&self, r: Export) -> Out<Export> {
+    pub fn export(&self, r: Export) -> Outcome<ExportPage> {
         let max_rows = r.max_rows.clamp(1, MAX_PAGE_ROWS);
         let max_bytes = r.max_bytes.clamp(1, MAX_PAGE_BYTES);
-        let cursor = self.store.scan(
-            "SELECT id, doc FROM jobs WHERE id > ? ORDER BY id LIMIT ?",
-            vec![text(r.after.unwrap_or_default()), int(max_rows as u64)],
-        )?;
         let mut ndjson = String::new();
         let (mut rows, mut last, mut full) = (0u64, None, false);
-        for row in cursor.next::<IdDoc>() {
-            let row = row.map_err(internal)?;
-            ndjson.push_str(&row.doc);
-            ndjson.push('\n');
-            rows += 1;
-            last = Some(row.id);
-            if ndjson.len() as u64 >= max_bytes {
-                full = true;
-                break;
-            }
+        let mut bad: Option<StoreError> = None;
+        self.db.scan(
+            "SELECT id, doc FROM jobs WHERE id > ? ORDER BY id LIMIT ?",
+            &[text(r.after.unwrap_or_default()), int(max_rows as u64)],
+            &mut |row| {
+                let mut c = Cols::new(row);
+                let (id, doc) = match (c.text(), c.text()) {
+                    (Ok(id), Ok(doc)) => (id, doc),
+                    (Err(e), _) | (_, Err(e)) => {
+                        bad = Some(e);
+                        return false;
+                    }
+                };
+                ndjson.push_str(&doc);
+                ndjson.push('\n');
+                rows += 1;
+                last = Some(id);
+                if ndjson.len() as u64 >= max_bytes {
+                    full = true;
+                    return false;
+                }
+                true
+            },
+        )?;
+        if let Some(e) = bad {
+            return Err(e.into());
         }
-        self.store.tally(&cursor);
         let done = !full && rows < max_rows as u64;
         Ok(ExportPage { ndjson, rows, last, done })
     }
@@ -60,9 +75,9 @@ impl JobShard {
     /// A page of a restore. Every line is checked (a job of this shard) before anything is
     /// written; the first page replaces the shard's jobs and keys. Queued jobs are sent
     /// again and the alarm is set for scheduled ones.
-    pub(super) async fn import(&self, r: Import) -> Out<Import> {
-        if Some(r.shard) != self.shard {
-            return Err(ApiError::new(ErrorCode::InvalidField, format!("this object is not shard {}", r.shard)));
+    pub fn import(&self, r: Import) -> Outcome<(Imported, Effects)> {
+        if Some(r.shard) != self.number {
+            return Err(ApiError::new(ErrorCode::InvalidField, format!("this object is not shard {}", r.shard)).into());
         }
         let mut jobs = edgejobs_core::backup::jobs_for_restore(&r.ndjson, r.shard)
             .map_err(|e| ApiError::new(ErrorCode::InvalidField, e))?;
@@ -78,15 +93,15 @@ impl JobShard {
             }
         }
         let rows = jobs.len() as u64;
-        self.commit(|tx| {
+        self.commit(|db| {
             if r.first {
-                tx.exec("DELETE FROM jobs", vec![])?;
-                tx.exec("DELETE FROM idempotency", vec![])?;
+                db.rows("DELETE FROM jobs", &[])?;
+                db.rows("DELETE FROM idempotency", &[])?;
             }
             let mut keys = Vec::new();
             for j in &jobs {
-                tx.exec("DELETE FROM jobs WHERE id = ?", vec![text(j.id.as_str())])?;
-                tx.insert(j)?;
+                db.rows("DELETE FROM jobs WHERE id = ?", &[text(j.id.as_str())])?;
+                store::write_rows(db, std::slice::from_ref(j), false)?;
                 if let Some(key) = &j.idempotency_key {
                     keys.push(KeyWrite {
                         key: key.clone(),
@@ -95,23 +110,16 @@ impl JobShard {
                     });
                 }
             }
-            tx.put_keys(&keys)
+            store::put_keys(db, &keys)?;
+            Ok(())
         })?;
-        self.carry_out(effects).await;
-        Ok(Imported { rows })
+        Ok((Imported { rows }, effects))
     }
 
     /// Per type, the `(updated_at, id)` of this shard's newest `keep` finished jobs of each
     /// class (`done`: completed and cancelled; `dead`). The router merges every shard's to
     /// find the global cut-off of "the newest N per type".
-    pub(super) fn retention_tops(&self, r: RetentionTops) -> Out<RetentionTops> {
-        #[derive(Deserialize)]
-        struct Row {
-            #[serde(rename = "type")]
-            job_type: String,
-            updated_at: f64,
-            id: String,
-        }
+    pub fn retention_tops(&self, r: RetentionTops) -> Outcome<RetentionTopsReply> {
         let mut out = BTreeMap::new();
         for (class, states, keep) in
             [("done", "'completed', 'cancelled'", r.done_keep), ("dead", "'dead'", r.dead_keep)]
@@ -122,10 +130,11 @@ impl JobShard {
                    FROM jobs WHERE state IN ({states}))
                  WHERE pos <= ?"
             );
-            let rows: Vec<Row> = self.store.rows(&sql, vec![int(keep as u64)])?;
             let mut by_type: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
-            for row in rows {
-                by_type.entry(row.job_type).or_default().push((row.updated_at as u64, row.id));
+            for row in self.db.rows(&sql, &[int(keep as u64)])? {
+                let mut c = Cols::new(row);
+                let (job_type, at, id) = (c.text()?, c.u64()?, c.text()?);
+                by_type.entry(job_type).or_default().push((at, id));
             }
             out.insert(class.to_owned(), by_type);
         }
@@ -135,9 +144,9 @@ impl JobShard {
     /// Up to `limit` finished jobs the retention policy removes: older than their class's
     /// age, or beyond their type's cut-off `(updated_at, id)` (the newest N across all
     /// shards are kept). Read only; [`retention_delete`](Self::retention_delete) deletes.
-    pub(super) fn retention_page(&self, r: RetentionPage) -> Out<RetentionPage> {
+    pub fn retention_page(&self, r: RetentionPage) -> Outcome<RetentionPageReply> {
         let limit = r.limit.clamp(1, MAX_PAGE_ROWS) as usize;
-        let mut docs: Vec<IdDoc> = Vec::new();
+        let mut docs: Vec<(String, String)> = Vec::new();
         let classes = [
             ("'completed', 'cancelled'", r.done_age_ms, &r.done_cutoffs, &r.done_age_by_type),
             ("'dead'", r.dead_age_ms, &r.dead_cutoffs, &r.dead_age_by_type),
@@ -160,22 +169,22 @@ impl JobShard {
             }
             case.push_str(if overrides.is_empty() { "?" } else { " ELSE ? END" });
             binds.extend([int(r.now.saturating_sub(age)), int(left as u64)]);
-            let old: Vec<IdDoc> = self.store.rows(
+            let old = self.db.rows(
                 &format!("SELECT id, doc FROM jobs WHERE state IN ({states}) AND updated_at < ({case}) LIMIT ?"),
-                binds,
+                &binds,
             )?;
-            docs.extend(old);
+            docs.extend(id_docs(old)?);
             for (job_type, (at, id)) in cutoffs {
                 let left = limit.saturating_sub(docs.len());
                 if left == 0 {
                     break;
                 }
-                let beyond: Vec<IdDoc> = self.store.rows(
+                let beyond = self.db.rows(
                     &format!(
                         "SELECT id, doc FROM jobs WHERE state IN ({states}) AND type = ? AND updated_at >= ?
                          AND (updated_at < ? OR (updated_at = ? AND id < ?)) LIMIT ?"
                     ),
-                    vec![
+                    &[
                         text(job_type.clone()),
                         int(r.now.saturating_sub(age_of(job_type))),
                         int(*at),
@@ -184,30 +193,26 @@ impl JobShard {
                         int(left as u64),
                     ],
                 )?;
-                docs.extend(beyond);
+                docs.extend(id_docs(beyond)?);
             }
         }
-        let mut ndjson = String::with_capacity(docs.iter().map(|d| d.doc.len() + 1).sum());
-        for d in &docs {
-            ndjson.push_str(&d.doc);
+        let mut ndjson = String::with_capacity(docs.iter().map(|(_, d)| d.len() + 1).sum());
+        for (_, d) in &docs {
+            ndjson.push_str(d);
             ndjson.push('\n');
         }
-        Ok(RetentionPageReply { ndjson, rows: docs.len() as u64, ids: docs.into_iter().map(|d| d.id).collect() })
+        Ok(RetentionPageReply { ndjson, rows: docs.len() as u64, ids: docs.into_iter().map(|(id, _)| id).collect() })
     }
 
     /// Deletes the planned jobs that are still finished (a replay in between keeps a job).
-    pub(super) fn retention_delete(&self, r: RetentionDelete) -> Out<RetentionDelete> {
-        #[derive(Deserialize)]
-        struct Gone {
-            #[allow(dead_code)]
-            id: String,
-        }
-        self.commit(|tx| {
+    pub fn retention_delete(&self, r: RetentionDelete) -> Outcome<Deleted> {
+        let now = self.host.now_ms();
+        self.commit(|db| {
             let mut deleted = 0u64;
             for id in r.ids {
-                let gone: Vec<Gone> = tx.rows(
+                let gone = db.rows(
                     "DELETE FROM jobs WHERE id = ? AND state IN ('completed', 'cancelled', 'dead') RETURNING id",
-                    vec![text(id)],
+                    &[text(id)],
                 )?;
                 deleted += gone.len() as u64;
             }
@@ -215,8 +220,9 @@ impl JobShard {
             if r.archived > 0 {
                 counts.push(Delta::count("edgejobs_retention_archived_total", &[], r.archived as f64));
             }
-            tx.record(&counts)?;
+            store::record(db, &counts, now)?;
             Ok(Deleted { deleted })
         })
     }
 }
+

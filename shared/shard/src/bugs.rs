@@ -1,0 +1,111 @@
+//! Switches that bring known bugs back (feature `bugs`, never in a deployed build), so the
+//! simulation can prove that its invariants catch them. Each switch is the smallest change
+//! that reintroduces the bug as it was, or as it would be written by someone who forgot
+//! the rule.
+
+use edgejobs_core::machine::Event;
+use edgejobs_core::plan::{self, JobEvent, Plan};
+use edgejobs_core::protocol::ApplyMany;
+use edgejobs_core::{ApiError, JobId, JobState};
+use std::collections::BTreeSet;
+
+use crate::sql::{Sql, int};
+use crate::store;
+use crate::timers::{PAGE, SweepRun};
+use crate::{Effects, Host, Outcome, Shard};
+
+/// Which bugs are in. All off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// A consumer's report (heartbeat, completion, failure) is applied to the job's current
+    /// attempt whatever attempt it names: the attempt check is gone.
+    pub unchecked_attempts: bool,
+    /// The sweep re-sends every job untouched for a while whose state is queued *or
+    /// cancelled*, writing it back as queued (it forgot the state machine).
+    pub sweep_resends_cancelled: bool,
+    /// A schedule's run carries no idempotency key and the alarm forgets to move the
+    /// schedule on: a tick fires again at the next alarm.
+    pub schedule_ticks_twice: bool,
+    /// Events are loaded and planned in one step and written in a later one, with other
+    /// operations in between (an `await` between load and save): see [`Staged`].
+    pub stale_overwrite: bool,
+}
+
+impl Bugs {
+    /// With `unchecked_attempts`, rewrites the attempt of consumer reports to the current one.
+    pub fn unchecked_attempts(&self, db: &impl Sql, mut events: Vec<JobEvent>) -> Outcome<Vec<JobEvent>> {
+        if !self.unchecked_attempts {
+            return Ok(events);
+        }
+        let ids: BTreeSet<JobId> = events.iter().map(|e| e.id.clone()).collect();
+        let jobs = store::load_many(db, &ids)?;
+        for e in &mut events {
+            let Some(job) = jobs.iter().find(|j| j.id == e.id) else { continue };
+            match &mut e.event {
+                Event::Heartbeat { attempt, .. } | Event::Complete { attempt, .. } | Event::Fail { attempt, .. } => {
+                    *attempt = job.attempt
+                }
+                _ => {}
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// Events loaded and planned, not written yet (the stale-overwrite bug's window).
+#[derive(Debug)]
+pub struct Staged {
+    plan: Plan,
+    answers: Vec<Result<edgejobs_core::Job, ApiError>>,
+}
+
+impl<S: Sql, H: Host> Shard<S, H> {
+    /// The first half of a buggy apply: load and plan, write nothing.
+    pub fn stage_apply(&self, r: ApplyMany) -> Outcome<Staged> {
+        let now = self.host.now_ms();
+        let ids: BTreeSet<JobId> = r.events.iter().map(|e| e.id.clone()).collect();
+        let loaded = store::load_many(&self.db, &ids)?;
+        let (plan, answers) = plan::apply_events(loaded, r.events, now, &mut || self.host.random_unit());
+        Ok(Staged { plan, answers })
+    }
+
+    /// The second half, later: writes the plan made from what was loaded then.
+    pub fn write_staged(&self, staged: Staged) -> Outcome<(Vec<Result<edgejobs_core::Job, ApiError>>, Effects)> {
+        let now = self.host.now_ms();
+        let Staged { plan, answers } = staged;
+        self.commit(|db| {
+            store::apply(db, &plan, now)?;
+            Ok((answers, plan.effects))
+        })
+    }
+
+    /// The buggy first sweep page: queued or cancelled, back to queued and re-sent.
+    pub(crate) fn buggy_resend_page(&self, run: &mut SweepRun) -> Outcome<Effects> {
+        let now = self.host.now_ms();
+        let cutoff = now.saturating_sub(run.policy.queued_after_ms);
+        let out = self.commit(|db| {
+            let jobs = store::load_where(
+                db,
+                "state IN ('queued', 'cancelled') AND updated_at < ? ORDER BY updated_at LIMIT ?",
+                &[int(cutoff), int(PAGE)],
+            )?;
+            let loaded = jobs.len();
+            let mut plan = Plan::default();
+            for mut j in jobs {
+                j.state = JobState::Queued;
+                j.updated_at = now;
+                plan.effects.add(&j, edgejobs_core::machine::Effect::Enqueue);
+                plan.updates.push(j);
+            }
+            let resent = plan.updates.len() as u64;
+            store::apply(db, &plan, now)?;
+            Ok((plan.effects, loaded, resent))
+        })?;
+        let (effects, loaded, resent) = out;
+        run.report.resent += resent;
+        if (loaded as u64) < PAGE {
+            run.start_active();
+        }
+        Ok(effects)
+    }
+}

@@ -1,0 +1,286 @@
+//! The shard's batch operations: create, read, apply events (starts, outcomes, cancels,
+//! retries), list, replay dead jobs, record hand-offs, and the numbers for a scrape. Each
+//! write is one [`Shard::commit`]: load, plan (pure), write; the effects are returned.
+
+use std::collections::BTreeSet;
+
+use edgejobs_core::machine::Event;
+use edgejobs_core::plan::{self, JobEvent};
+use edgejobs_core::protocol::{Applied, ApplyMany, Get, GetMany, HandoffMany, List, Listed, ReplayDead, SetGauge, Stored};
+use edgejobs_core::stats::ShardStats;
+use edgejobs_core::wire::{Cursor, Include};
+use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
+use serde_json::value::RawValue;
+
+use crate::sql::{Cols, Sql, StoreError, Value, int, text};
+use crate::store::{self, like_escape, tags_column};
+use crate::{Effects, Host, Outcome, Shard};
+
+/// Largest page a listing may ask one shard for.
+pub const MAX_LIST: u32 = 1000;
+
+fn not_found(id: &JobId) -> ApiError {
+    ApiError::new(ErrorCode::JobNotFound, format!("no job with id {id}"))
+}
+
+fn raw(doc: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(doc).map_err(|e| StoreError(format!("a stored document is not JSON: {e}")))
+}
+
+/// The condition of a filter by tag, with [`tag_pattern`] as its one bind.
+pub const TAG_CONDITION: &str = "tags LIKE ? ESCAPE '\\'";
+
+/// What [`TAG_CONDITION`] matches for `tag`: its entry in the tags column, escaped.
+pub fn tag_pattern(tag: &str) -> Value {
+    text(format!("%{}%", like_escape(&tags_column(&[tag.to_owned()]))))
+}
+
+impl<S: Sql, H: Host> Shard<S, H> {
+    /// Creates jobs (validated, with ids of this shard) in one transaction, each answered
+    /// in order with the JSON written. The edge hands in the jobs of every request that
+    /// arrived meanwhile (group commit) with the deployment's idempotency window.
+    pub fn create(&self, jobs: Vec<Job>, window_ms: u64) -> Outcome<(Vec<Stored>, Effects)> {
+        let number = self.numbered()?;
+        if let Some(j) = jobs.iter().find(|j| j.id.shard() != number) {
+            return Err(ApiError::new(ErrorCode::InvalidField, format!("job {} does not belong to this shard", j.id)).into());
+        }
+        let now = self.host.now_ms();
+        let keys: Vec<String> = jobs.iter().filter_map(|j| j.idempotency_key.clone()).collect();
+        self.commit(|db| {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let known = store::known_keys(db, &keys, now)?;
+            let (plan, key_writes, answers) = plan::create(jobs, known, now, window_ms);
+            let mut docs = store::apply(db, &plan, now)?.into_iter();
+            store::put_keys(db, &key_writes)?;
+            // Answer with the JSON just written (created jobs come in insert order).
+            let stored = answers
+                .iter()
+                .map(|c| {
+                    let written = if c.created { docs.next() } else { None };
+                    let doc = match written {
+                        Some(doc) => doc,
+                        None => store::to_json(&c.job)?,
+                    };
+                    Ok(Stored { created: c.created, job: raw(doc)? })
+                })
+                .collect::<Result<Vec<Stored>, StoreError>>()?;
+            Ok((stored, plan.effects))
+        })
+    }
+
+    pub fn get(&self, r: Get) -> Outcome<Job> {
+        store::load(&self.db, &r.id)?.ok_or_else(|| not_found(&r.id).into())
+    }
+
+    /// Applies events (starts, heartbeats, outcomes, cancels, retries) in one transaction,
+    /// each answered on its own.
+    pub fn apply_many(&self, r: ApplyMany) -> Outcome<(Vec<Result<Applied, ApiError>>, Effects)> {
+        let now = self.host.now_ms();
+        let ApplyMany { events, full } = r;
+        #[cfg(feature = "bugs")]
+        let events = self.bugs.unchecked_attempts(&self.db, events)?;
+        let ids: BTreeSet<JobId> = events.iter().map(|e| e.id.clone()).collect();
+        // A start or a reclaim needs the job (its payload) to run it.
+        let wants: Vec<bool> =
+            events.iter().map(|e| full || matches!(e.event, Event::Start { .. } | Event::Reclaim { .. })).collect();
+        let (answers, effects) = self.commit(|db| {
+            let loaded = store::load_many(db, &ids)?;
+            let (plan, answers) = plan::apply_events(loaded, events, now, &mut || self.host.random_unit());
+            store::apply(db, &plan, now)?;
+            Ok((answers, plan.effects))
+        })?;
+        let applied = answers
+            .into_iter()
+            .zip(wants)
+            .map(|(a, want)| {
+                a.map(|job| Applied { id: job.id.clone(), state: job.state, attempt: job.attempt, job: want.then_some(job) })
+            })
+            .collect();
+        Ok((applied, effects))
+    }
+
+    /// A page of this shard's job summaries, newest first (the primary key is the creation
+    /// order). The heavy parts are removed by SQLite, so they never reach this object.
+    pub fn list(&self, r: List) -> Outcome<Vec<Listed>> {
+        let q = r.query;
+        let mut cond = vec!["1 = 1".to_owned()];
+        let mut binds: Vec<Value> = Vec::new();
+        if let Some(s) = q.state {
+            cond.push("state = ?".into());
+            binds.push(text(s.as_str()));
+        }
+        if let Some(t) = &q.job_type {
+            cond.push("type = ?".into());
+            binds.push(text(t.clone()));
+        }
+        if let Some(tag) = &q.tag {
+            cond.push(TAG_CONDITION.into());
+            binds.push(tag_pattern(tag));
+        }
+        if let Some(from) = q.from_ms {
+            cond.push("updated_at >= ?".into());
+            binds.push(int(from));
+        }
+        if let Some(to) = q.to_ms {
+            cond.push("updated_at < ?".into());
+            binds.push(int(to));
+        }
+        if let Some(p) = &q.id_prefix {
+            cond.push("substr(id, 1, ?) = ?".into());
+            binds.push(int(p.len() as u64));
+            binds.push(text(p.clone()));
+        }
+        if let Some(needle) = &q.search {
+            // Payload and metadata as stored (sealed header values are ciphertext), ASCII
+            // case folded on both sides; instr, so the text needs no escaping.
+            cond.push(
+                "(instr(lower(json_extract(doc, '$.payload')), ?) > 0 OR instr(lower(json_extract(doc, '$.metadata')), ?) > 0)"
+                    .into(),
+            );
+            let folded = needle.to_ascii_lowercase();
+            binds.push(text(folded.clone()));
+            binds.push(text(folded));
+        }
+        if let Some(c) = &q.after {
+            cond.push("id < ?".into());
+            binds.push(text(Cursor::bound_in_shard(c, self.number.unwrap_or(0))));
+        }
+        binds.push(int(q.limit.min(MAX_LIST) as u64));
+        let drop: Vec<String> = Include::default().dropped_paths().iter().map(|p| format!("'{p}'")).collect();
+        let rows = self.db.rows(
+            &format!(
+                "SELECT id, json_remove(doc, {}) AS doc FROM jobs WHERE {} ORDER BY id DESC LIMIT ?",
+                drop.join(", "),
+                cond.join(" AND ")
+            ),
+            &binds,
+        )?;
+        rows.into_iter()
+            .map(|r| {
+                let mut c = Cols::new(r);
+                let id = c.text()?;
+                let id = id.parse().map_err(|_| StoreError(format!("a stored job id {id:?} does not parse")))?;
+                Ok(Listed { id, doc: raw(c.text()?)? })
+            })
+            .collect()
+    }
+
+    /// Whole jobs by id (those that exist), as stored.
+    pub fn get_many(&self, r: GetMany) -> Outcome<Vec<Box<RawValue>>> {
+        let mut out = Vec::new();
+        for chunk in r.ids.chunks(store::MAX_PARAMS) {
+            let binds: Vec<Value> = chunk.iter().map(|id| text(id.as_str())).collect();
+            let rows =
+                self.db.rows(&format!("SELECT doc FROM jobs WHERE id IN ({})", store::placeholders(chunk.len())), &binds)?;
+            for r in rows {
+                out.push(raw(Cols::new(r).text()?)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replays up to `limit` dead jobs, oldest death first, in one transaction.
+    pub fn replay_dead(&self, r: ReplayDead) -> Outcome<(Vec<JobId>, Effects)> {
+        let mut cond = vec!["state = 'dead'".to_owned()];
+        let mut binds: Vec<Value> = Vec::new();
+        if let Some(t) = r.job_type {
+            cond.push("type = ?".into());
+            binds.push(text(t));
+        }
+        if let Some(tag) = &r.tag {
+            cond.push(TAG_CONDITION.into());
+            binds.push(tag_pattern(tag));
+        }
+        if let Some(from) = r.from_ms {
+            cond.push("updated_at >= ?".into());
+            binds.push(int(from));
+        }
+        if let Some(to) = r.to_ms {
+            cond.push("updated_at < ?".into());
+            binds.push(int(to));
+        }
+        binds.push(int(r.limit.min(MAX_LIST) as u64));
+        let query = format!("{} ORDER BY updated_at ASC, id ASC LIMIT ?", cond.join(" AND "));
+        let now = self.host.now_ms();
+        self.commit(|db| {
+            let dead = store::load_where(db, &query, &binds)?;
+            let events = dead.iter().map(|j| JobEvent { id: j.id.clone(), event: Event::Replay }).collect();
+            let (plan, answers) = plan::apply_events(dead, events, now, &mut || self.host.random_unit());
+            store::apply(db, &plan, now)?;
+            Ok((answers.into_iter().filter_map(Result::ok).map(|j| j.id).collect(), plan.effects))
+        })
+    }
+
+    /// Records which stream entries carry native attempts (see `plan::handoffs`).
+    pub fn handoff_many(&self, r: HandoffMany) -> Outcome<Vec<Result<(), ApiError>>> {
+        let ids: BTreeSet<JobId> = r.entries.iter().map(|h| h.id.clone()).collect();
+        let now = self.host.now_ms();
+        self.commit(|db| {
+            let loaded = store::load_many(db, &ids)?;
+            let (plan, answers) = plan::handoffs(loaded, r.entries);
+            store::apply(db, &plan, now)?;
+            Ok(answers)
+        })
+    }
+
+    pub fn set_gauge(&self, r: SetGauge) -> Outcome<()> {
+        self.commit(|db| {
+            db.rows("INSERT OR REPLACE INTO gauges (name, value) VALUES (?, ?)", &[text(r.name), Value::Real(r.value)])?;
+            Ok(())
+        })
+    }
+
+    /// This shard's numbers for a scrape: what is written (never what is only in memory, so
+    /// counters never go down across restarts). `flush`: write what is pending first.
+    pub fn stats(&self, flush: bool) -> Outcome<ShardStats> {
+        if flush {
+            self.flush_soon();
+            self.record()?;
+        }
+        let db = &self.db;
+        let labels = |s: &str| -> Result<Vec<(String, String)>, StoreError> { store::parse(s) };
+        let mut counters = Vec::new();
+        for r in db.rows("SELECT name, labels, value FROM counters", &[])? {
+            let mut c = Cols::new(r);
+            counters.push((c.text()?, labels(&c.text()?)?, c.f64()?));
+        }
+        let mut histograms = Vec::new();
+        for r in db.rows("SELECT name, labels, doc FROM histograms", &[])? {
+            let mut c = Cols::new(r);
+            histograms.push((c.text()?, labels(&c.text()?)?, store::parse(&c.text()?)?));
+        }
+        let mut jobs = Vec::new();
+        for r in db.rows("SELECT state, type, COUNT(*) AS n FROM jobs GROUP BY state, type", &[])? {
+            let mut c = Cols::new(r);
+            jobs.push((c.text()?, c.text()?, c.u64()?));
+        }
+        let oldest = match db.rows("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'", &[])?.into_iter().next() {
+            Some(r) => Cols::new(r).opt_f64()?.map(|v| v as u64),
+            None => None,
+        };
+        let mut gauges = Vec::new();
+        for r in db.rows("SELECT name, value FROM gauges", &[])? {
+            let mut c = Cols::new(r);
+            gauges.push((c.text()?, c.f64()?));
+        }
+        let now = self.host.now_ms();
+        let since = now - now % 60_000 - (edgejobs_core::stats::MINUTES_KEPT - 1) * 60_000;
+        let mut minutes = Vec::new();
+        for r in db.rows("SELECT minute, series, n FROM minutes WHERE minute >= ?", &[int(since)])? {
+            let mut c = Cols::new(r);
+            minutes.push((c.u64()?, c.text()?, c.f64()?));
+        }
+        let (schedules, schedules_overdue) = self.schedule_stats(now)?;
+        Ok(ShardStats {
+            counters,
+            histograms,
+            jobs,
+            oldest_queued_ms: oldest,
+            gauges,
+            shard: self.number,
+            minutes,
+            schedules,
+            schedules_overdue,
+        })
+    }
+}

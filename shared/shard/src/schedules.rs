@@ -1,0 +1,336 @@
+//! The schedules a shard holds, and their runs. A schedule lives in the shard its name
+//! hashes to; the shard's alarm wakes at its next tick, and the runs' jobs are created in
+//! this shard, in the same transaction that moves the schedule on: a tick is handled once,
+//! whatever restarts in between, and its idempotency key (`schedule:{name}:{tick}`) makes a
+//! second fire of the same tick answer with the first job.
+
+use std::collections::BTreeMap;
+
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::plan::{self, Effects};
+use edgejobs_core::protocol::ScheduleOp;
+use edgejobs_core::schedule::{self, Run, RunKind, Schedule};
+use edgejobs_core::seal;
+use edgejobs_core::spec::parse_spec_in;
+use edgejobs_core::stats::Delta;
+use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
+use serde_json::{Value, json};
+
+use crate::sql::{Cols, Sql, StoreError, Value as Sv, int, text};
+use crate::store;
+use crate::{Failure, Host, Level, Outcome, Shard};
+
+/// Schedules handled per alarm wake-up (the rest wake the alarm again at once).
+pub const WAKE_BATCH: u64 = 100;
+/// Largest page of `GET /v1/schedules`.
+pub const MAX_LIST: u32 = 200;
+
+fn load_where(db: &impl Sql, cond: &str, binds: &[Sv]) -> Result<Vec<Schedule>, StoreError> {
+    let rows = db.rows(&format!("SELECT doc FROM schedules WHERE {cond}"), binds)?;
+    rows.into_iter().map(|r| store::parse(&Cols::new(r).text()?)).collect()
+}
+
+fn load(db: &impl Sql, name: &str) -> Result<Option<Schedule>, StoreError> {
+    Ok(load_where(db, "name = ?", &[text(name)])?.pop())
+}
+
+fn save(db: &impl Sql, s: &Schedule, now: u64) -> Result<(), StoreError> {
+    let wake = s.wake_at(now).map_or(Sv::Null, int);
+    db.rows(
+        "INSERT OR REPLACE INTO schedules (name, wake_at, doc) VALUES (?, ?, ?)",
+        &[text(s.name.clone()), wake, text(store::to_json(s)?)],
+    )?;
+    Ok(())
+}
+
+fn existing(db: &impl Sql, name: &str) -> Outcome<Schedule> {
+    load(db, name)?.ok_or_else(|| Failure::Refused(schedule::missing(name)))
+}
+
+/// A run to create: the schedule (by index), its tick and why.
+#[derive(Debug)]
+struct Fire {
+    index: usize,
+    tick: u64,
+    kind: RunKind,
+}
+
+impl<S: Sql, H: Host> Shard<S, H> {
+    /// A schedule operation. Returns the API's JSON, the effects, and whether the alarm
+    /// must be set again (a schedule was written).
+    pub fn schedules(&self, op: ScheduleOp, cfg: &EdgeConfig) -> Outcome<(Value, Effects, bool)> {
+        if self.number.is_none() {
+            return Err(ApiError::new(ErrorCode::InvalidField, "the stats object holds no schedules").into());
+        }
+        let now = self.host.now_ms();
+        let read = |v: Value| Ok((v, Effects::default(), false));
+        let changed = |s: Schedule| -> Outcome<(Value, Effects, bool)> { Ok((self.view(&s, now, true)?, Effects::default(), true)) };
+        match op {
+            ScheduleOp::Get { name } => read(self.view(&existing(&self.db, &name)?, now, true)?),
+            ScheduleOp::List { after, limit } => read(self.list_schedules(after, limit, now)?),
+            ScheduleOp::Export => {
+                let all = load_where(&self.db, "1 = 1 ORDER BY name", &[])?;
+                read(serde_json::to_value(all).map_err(|e| StoreError(e.to_string()))?)
+            }
+            ScheduleOp::Create { schedule } => changed(self.commit(|db| {
+                if load(db, &schedule.name)?.is_some() {
+                    return Err(ApiError::new(
+                        ErrorCode::ScheduleExists,
+                        format!("a schedule named {:?} exists; change it with PATCH or delete it first", schedule.name),
+                    )
+                    .into());
+                }
+                let n = match db.rows("SELECT COUNT(*) FROM schedules", &[])?.into_iter().next() {
+                    Some(r) => Cols::new(r).u64()?,
+                    None => 0,
+                };
+                if n as usize >= schedule::MAX_PER_SHARD {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidTransition,
+                        format!(
+                            "this deployment's shard for {:?} holds {} schedules already",
+                            schedule.name,
+                            schedule::MAX_PER_SHARD
+                        ),
+                    )
+                    .into());
+                }
+                save(db, &schedule, now)?;
+                Ok(*schedule)
+            })?),
+            ScheduleOp::Patch { name, body } => changed(self.commit(|db| {
+                let current = existing(db, &name)?;
+                let mut next = schedule::parse_patch(&current, &body, now, &cfg.types)?.schedule;
+                next.updated_at = now;
+                save(db, &next, now)?;
+                Ok(next)
+            })?),
+            ScheduleOp::Pause { name } => changed(self.update(&name, now, schedule::pause)?),
+            ScheduleOp::Resume { name } => changed(self.update(&name, now, schedule::resume)?),
+            ScheduleOp::Delete { name } => self.commit(|db| {
+                existing(db, &name)?;
+                db.rows("DELETE FROM schedules WHERE name = ?", &[text(name.clone())])?;
+                Ok((json!({ "deleted": true, "name": name }), Effects::default(), true))
+            }),
+            ScheduleOp::Trigger { name } => self.trigger(&name, cfg),
+            ScheduleOp::Import { schedules } => self.commit(|db| {
+                db.rows("DELETE FROM schedules", &[])?;
+                for s in &schedules {
+                    schedule::check_name(&s.name)?;
+                    save(db, s, now)?;
+                }
+                Ok((json!({ "schedules": schedules.len() }), Effects::default(), true))
+            }),
+        }
+    }
+
+    /// Loads schedule `name`, changes it with `f` and writes it, in one transaction.
+    fn update(&self, name: &str, now: u64, f: impl FnOnce(&mut Schedule, u64)) -> Outcome<Schedule> {
+        self.commit(|db| {
+            let mut s = existing(db, name)?;
+            f(&mut s, now);
+            save(db, &s, now)?;
+            Ok(s)
+        })
+    }
+
+    /// A schedule as the API shows it, its runs' states read from this shard.
+    fn view(&self, s: &Schedule, now: u64, upcoming: bool) -> Outcome<Value> {
+        let states = self.states(s.runs.iter().map(|r| &r.job_id))?;
+        Ok(schedule::view(s, &|id| states.get(id).copied(), now, upcoming))
+    }
+
+    /// The states of these jobs, in one read (a job gone is left out).
+    fn states<'a>(&self, ids: impl IntoIterator<Item = &'a JobId>) -> Outcome<BTreeMap<JobId, &'static str>> {
+        Ok(store::load_many(&self.db, ids)?.into_iter().map(|j| (j.id.clone(), j.state.as_str())).collect())
+    }
+
+    fn list_schedules(&self, after: Option<String>, limit: u32, now: u64) -> Outcome<Value> {
+        // One more than the largest page, to know whether more remain.
+        let limit = limit.clamp(1, MAX_LIST + 1);
+        let mut all = load_where(
+            &self.db,
+            "name > ? ORDER BY name LIMIT ?",
+            &[text(after.unwrap_or_default()), int(limit as u64)],
+        )?;
+        // A listing shows each schedule's newest run only, their states read at once.
+        all.iter_mut().for_each(|s| s.runs.truncate(1));
+        let states = self.states(all.iter().flat_map(|s| s.runs.iter().map(|r| &r.job_id)))?;
+        let items = all.iter().map(|s| schedule::view(s, &|id| states.get(id).copied(), now, false)).collect();
+        Ok(Value::Array(items))
+    }
+
+    /// Builds the job of a run: the schedule's spec with its key and tag, validated as an
+    /// enqueue is, its header values opened (sealed for the schedule) and sealed for the job.
+    fn run_job(&self, s: &Schedule, tick: u64, now: u64, cfg: &EdgeConfig) -> Outcome<Job> {
+        let shard = self.numbered()?;
+        let mut body = s.run_body(tick);
+        if let Some(payload) = body.get_mut("payload") {
+            let opened = seal::open_headers(payload, &s.tag(), Some(&cfg.payload_keys))
+                .map_err(|e| ApiError::new(ErrorCode::Internal, format!("schedule {}: {e}", s.name)))?;
+            if let Some(Value::Object(h)) = payload.get_mut("headers") {
+                for (name, plain) in opened {
+                    h.insert(name, Value::String(plain));
+                }
+            }
+        }
+        let spec = parse_spec_in(&body, now, &cfg.types)?;
+        let mut job = spec.into_job(JobId::new(shard, now, self.host.random_u64()), now).0;
+        #[cfg(feature = "bugs")]
+        if self.bugs.schedule_ticks_twice {
+            // The bug: a run without its tick's key, so nothing stops a second run of it.
+            job.idempotency_key = None;
+        }
+        seal::seal_headers(&mut job.payload, job.id.as_str(), &cfg.payload_keys, &mut || self.host.random_nonce());
+        Ok(job)
+    }
+
+    /// The jobs of the runs `fires`; a fire whose job cannot be made (a spec stored valid
+    /// that fails now: a type removed from `JOB_TYPES`) is logged and counted as skipped
+    /// (`invalid`) in `deltas`.
+    fn prepare_runs(
+        &self,
+        schedules: &[Schedule],
+        fires: Vec<Fire>,
+        now: u64,
+        cfg: &EdgeConfig,
+        deltas: &mut Vec<Delta>,
+    ) -> Outcome<Vec<(Fire, Job)>> {
+        let mut out = Vec::with_capacity(fires.len());
+        for f in fires {
+            let s = &schedules[f.index];
+            match self.run_job(s, f.tick, now, cfg) {
+                Ok(job) => out.push((f, job)),
+                Err(Failure::Refused(e)) => {
+                    self.host.log(
+                        Level::Error,
+                        "a schedule's run could not be created",
+                        json!({ "schedule": s.name, "error": e.message }),
+                    );
+                    let labels = [("schedule", s.name.as_str()), ("reason", "invalid")];
+                    deltas.push(Delta::count("edgejobs_schedule_skips_total", &labels, 1.0));
+                }
+                Err(storage) => return Err(storage),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates the runs `made` of `schedules`: their jobs (deduplicated by idempotency key),
+    /// the runs recorded, the counts. Returns the effects and, per run, the job (new or
+    /// existing) and whether it is new.
+    fn create_runs(
+        &self,
+        db: &S,
+        schedules: &mut [Schedule],
+        made: Vec<(Fire, Job)>,
+        now: u64,
+        cfg: &EdgeConfig,
+    ) -> Outcome<(Effects, Vec<(Job, bool)>)> {
+        let (made, jobs): (Vec<Fire>, Vec<Job>) = made.into_iter().unzip();
+        let keys: Vec<String> = jobs.iter().filter_map(|j| j.idempotency_key.clone()).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let known = store::known_keys(db, &keys, now)?;
+        let (mut plan, key_writes, answers) = plan::create(jobs, known, now, cfg.idempotency_window_ms);
+        let mut out = Vec::with_capacity(answers.len());
+        for (f, created) in made.into_iter().zip(answers) {
+            let s = &mut schedules[f.index];
+            s.record_run(Run { tick: f.tick, at: now, job_id: created.job.id.clone(), kind: f.kind });
+            let labels = [("schedule", s.name.as_str()), ("kind", f.kind.as_str())];
+            plan.deltas.push(Delta::count("edgejobs_schedule_runs_total", &labels, 1.0));
+            if f.kind != RunKind::Trigger {
+                plan.deltas.push(Delta::Observe {
+                    name: "edgejobs_schedule_lateness_seconds".into(),
+                    labels: Vec::new(),
+                    secs: now.saturating_sub(f.tick) as f64 / 1000.0,
+                });
+            }
+            out.push((created.job, created.created));
+        }
+        store::apply(db, &plan, now)?;
+        store::put_keys(db, &key_writes)?;
+        Ok((plan.effects, out))
+    }
+
+    /// A page of the alarm's part for schedules: up to [`WAKE_BATCH`] schedules whose
+    /// wake-up is due decide (pure, `schedule::wake`) with their previous run's state read
+    /// in the same transaction, and their runs are created there. Returns the effects and
+    /// whether a full batch was due (more may be).
+    pub fn fire_schedules_page(&self, cfg: &EdgeConfig) -> Outcome<(Effects, bool)> {
+        if self.number.is_none() {
+            return Ok((Effects::default(), false));
+        }
+        let now = self.host.now_ms();
+        self.commit(|db| {
+            let mut due = load_where(db, "wake_at <= ? ORDER BY wake_at LIMIT ?", &[int(now), int(WAKE_BATCH)])?;
+            let n = due.len();
+            let mut fires = Vec::new();
+            let mut deltas = Vec::new();
+            for (index, s) in due.iter_mut().enumerate() {
+                let running = match s.last_job() {
+                    Some(id) => store::load(db, id)?.is_some_and(|j| !j.state.is_finished()),
+                    None => false,
+                };
+                let w = schedule::wake(s, now, running);
+                for (reason, count) in &w.skipped {
+                    let labels = [("schedule", s.name.as_str()), ("reason", *reason)];
+                    deltas.push(Delta::count("edgejobs_schedule_skips_total", &labels, *count as f64));
+                }
+                fires.extend(w.fire.into_iter().map(|(tick, kind)| Fire { index, tick, kind }));
+            }
+            let made = self.prepare_runs(&due, fires, now, cfg, &mut deltas)?;
+            store::record(db, &deltas, now)?;
+            let (effects, _) = self.create_runs(db, &mut due, made, now, cfg)?;
+            #[cfg(feature = "bugs")]
+            let skip_save = self.bugs.schedule_ticks_twice;
+            #[cfg(not(feature = "bugs"))]
+            let skip_save = false;
+            if !skip_save {
+                for s in &due {
+                    save(db, s, now)?;
+                }
+            }
+            Ok((effects, n as u64 == WAKE_BATCH))
+        })
+    }
+
+    /// `POST /v1/schedules/{name}/trigger`: a run now, whatever the overlap policy.
+    fn trigger(&self, name: &str, cfg: &EdgeConfig) -> Outcome<(Value, Effects, bool)> {
+        let now = self.host.now_ms();
+        let (effects, schedule, job, created) = self.commit(|db| {
+            let mut one = [existing(db, name)?];
+            // A spec that no longer validates is refused, with its error.
+            let job = self.run_job(&one[0], now, now, cfg)?;
+            let fire = Fire { index: 0, tick: now, kind: RunKind::Trigger };
+            let (effects, mut jobs) = self.create_runs(db, &mut one, vec![(fire, job)], now, cfg)?;
+            let [s] = one;
+            save(db, &s, now)?;
+            let (job, created) = jobs.pop().ok_or_else(|| StoreError("the run was not created".into()))?;
+            Ok((effects, s, job, created))
+        })?;
+        let mut shown = job;
+        seal::redact_headers(&mut shown.payload);
+        let job = serde_json::to_value(shown).map_err(|e| StoreError(e.to_string()))?;
+        Ok((json!({ "created": created, "job": job, "schedule": self.view(&schedule, now, true)? }), effects, true))
+    }
+
+    /// This shard's schedules for a scrape: (active, paused) and the overdue ones' names,
+    /// read by SQLite (no document is parsed here). A paused or ended schedule has no
+    /// wake-up; an active one whose wake-up is long past is overdue.
+    pub fn schedule_stats(&self, now: u64) -> Outcome<((u64, u64), Vec<String>)> {
+        let counts = self.db.rows("SELECT COUNT(*), SUM(json_extract(doc, '$.paused')) FROM schedules", &[])?;
+        let (n, paused) = match counts.into_iter().next() {
+            Some(r) => {
+                let mut c = Cols::new(r);
+                (c.u64()?, c.opt_f64()?.unwrap_or(0.0) as u64)
+            }
+            None => (0, 0),
+        };
+        let overdue = self.db.rows(
+            "SELECT name FROM schedules WHERE wake_at < ? ORDER BY name",
+            &[int(now.saturating_sub(schedule::OVERDUE_MS))],
+        )?;
+        let names = overdue.into_iter().map(|r| Cols::new(r).text()).collect::<Result<Vec<_>, _>>()?;
+        Ok(((n - paused, paused), names))
+    }
+}

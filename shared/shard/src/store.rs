@@ -1,0 +1,352 @@
+//! A shard's tables: the schema and its migration, and the reads and writes the operations
+//! share (jobs by id, plans, metric deltas, idempotency keys, the next wake-up). Every call
+//! is synchronous: nothing awaits between a load and the write that follows it.
+
+use std::collections::BTreeMap;
+
+use edgejobs_core::metrics::Histogram;
+use edgejobs_core::plan::{KeyWrite, Plan};
+use edgejobs_core::stats::{self, Delta};
+use edgejobs_core::{Job, JobId};
+
+use crate::sql::{Cols, Sql, StoreError, Value, int, text};
+use crate::Failure;
+
+/// The current schema. Version 2 keeps jobs in a `WITHOUT ROWID` table clustered on the id
+/// (ids sort by creation time within a shard, so listings walk the primary key) and
+/// indexes only scheduled jobs by `run_at` (what the alarm looks for). A job's state
+/// changes then write one row each, where version 1 also wrote a rowid, a creation-time
+/// index and a state index: Cloudflare bills every row written, index rows included.
+/// Everything else (the sweep, retention, listings by state) scans, bounded by `LIMIT`.
+pub const SCHEMA_VERSION: u32 = 2;
+
+const JOBS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    tags TEXT NOT NULL DEFAULT '',
+    doc TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Run at every start (idempotent): the one index jobs have.
+const JOBS_INDEXES: &str = "
+DROP INDEX IF EXISTS jobs_state_run_at;
+CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs(run_at) WHERE state = 'scheduled';
+";
+
+const OTHER_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (name, labels)
+);
+CREATE TABLE IF NOT EXISTS histograms (
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (name, labels)
+);
+CREATE TABLE IF NOT EXISTS gauges (
+    name TEXT PRIMARY KEY,
+    value REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS minutes (
+    minute INTEGER NOT NULL,
+    series TEXT NOT NULL,
+    n REAL NOT NULL,
+    PRIMARY KEY (minute, series)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY,
+    wake_at INTEGER,
+    doc TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+";
+
+/// Version 1: jobs in a rowid table with a creation-time and a state index. Kept so the
+/// migration below is tested from the real thing.
+pub const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    tags TEXT NOT NULL DEFAULT '',
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state_run_at ON jobs(state, run_at);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
+";
+
+/// Version 1 → 2: the same columns in a table clustered on the id; its indexes go (the
+/// new one is created by `JOBS_INDEXES`).
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE jobs RENAME TO jobs_v1;
+DROP INDEX IF EXISTS jobs_state_run_at;
+DROP INDEX IF EXISTS jobs_created;
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    tags TEXT NOT NULL DEFAULT '',
+    doc TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, tags, doc)
+    SELECT id, type, state, run_at, created_at, updated_at, tags, doc FROM jobs_v1;
+DROP TABLE jobs_v1;
+";
+
+/// Most bound parameters one statement may carry in a Durable Object.
+pub const MAX_PARAMS: usize = 100;
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Migrated {
+    Current,
+    Created,
+    From(u32),
+}
+
+/// Tags as stored for filtering: `,a,b,` so that `LIKE '%,a,%'` matches whole tags only.
+pub fn tags_column(tags: &[String]) -> String {
+    if tags.is_empty() { String::new() } else { format!(",{},", tags.join(",")) }
+}
+
+pub fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+pub fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// A stored document that does not parse: the table is corrupt, a storage error.
+pub fn parse<T: serde::de::DeserializeOwned>(doc: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc).map_err(|e| StoreError(format!("a stored document does not parse: {e}")))
+}
+
+pub fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError(format!("could not encode a document: {e}")))
+}
+
+/// Creates or migrates the schema, in one transaction. Runs when the shard starts.
+pub fn migrate(db: &impl Sql) -> Result<Migrated, StoreError> {
+    db.transaction(|| {
+        db.script("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
+        let version = db.rows("SELECT value FROM meta WHERE key = 'schema'", &[])?;
+        let version: Option<u32> = match version.into_iter().next() {
+            None => None,
+            Some(row) => {
+                let v = Cols::new(row).text()?;
+                Some(v.parse().map_err(|_| StoreError(format!("the stored schema version {v:?} is not a number")))?)
+            }
+        };
+        let has_jobs = !db.rows("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'", &[])?.is_empty();
+        let done = match version {
+            Some(SCHEMA_VERSION) => Migrated::Current,
+            Some(1) => {
+                db.script(MIGRATE_1_TO_2)?;
+                Migrated::From(1)
+            }
+            None if has_jobs => {
+                db.script(MIGRATE_1_TO_2)?;
+                Migrated::From(1)
+            }
+            None => {
+                db.script(JOBS_TABLE)?;
+                Migrated::Created
+            }
+            Some(v) => {
+                return Err(StoreError(format!("the stored schema is version {v}; this code knows 1 to {SCHEMA_VERSION}")));
+            }
+        };
+        db.script(JOBS_INDEXES)?;
+        db.script(OTHER_TABLES)?;
+        db.rows("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", &[text(SCHEMA_VERSION.to_string())])?;
+        Ok(done)
+    })
+}
+
+fn docs(rows: Vec<crate::sql::Row>) -> Result<Vec<Job>, StoreError> {
+    rows.into_iter().map(|r| parse(&Cols::new(r).text()?)).collect()
+}
+
+/// The jobs with these ids that exist (in no particular order).
+pub fn load_many<'a>(db: &impl Sql, ids: impl IntoIterator<Item = &'a JobId>) -> Result<Vec<Job>, StoreError> {
+    let ids: Vec<&JobId> = ids.into_iter().collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_PARAMS) {
+        let q = format!("SELECT doc FROM jobs WHERE id IN ({})", placeholders(chunk.len()));
+        let binds: Vec<Value> = chunk.iter().map(|id| text(id.as_str())).collect();
+        out.extend(docs(db.rows(&q, &binds)?)?);
+    }
+    Ok(out)
+}
+
+pub fn load(db: &impl Sql, id: &JobId) -> Result<Option<Job>, StoreError> {
+    Ok(load_many(db, [id])?.pop())
+}
+
+/// Jobs matching a SQL condition (with its order and `LIMIT`: callers always bound it).
+pub fn load_where(db: &impl Sql, cond: &str, binds: &[Value]) -> Result<Vec<Job>, StoreError> {
+    docs(db.rows(&format!("SELECT doc FROM jobs WHERE {cond}"), binds)?)
+}
+
+/// Writes jobs, many rows per statement (each statement costs a crossing into the
+/// runtime; the rows written are the same). `upsert`: the rows exist and are replaced.
+/// Returns each job's JSON as written.
+pub fn write_rows(db: &impl Sql, jobs: &[Job], upsert: bool) -> Result<Vec<String>, StoreError> {
+    const COLUMNS: usize = 8;
+    let mut written = Vec::with_capacity(jobs.len());
+    for chunk in jobs.chunks(MAX_PARAMS / COLUMNS) {
+        let mut binds = Vec::with_capacity(chunk.len() * COLUMNS);
+        for job in chunk {
+            let doc = to_json(job)?;
+            written.push(doc.clone());
+            binds.extend([
+                text(job.id.as_str()),
+                text(job.job_type.clone()),
+                text(job.state.as_str()),
+                int(job.run_at),
+                int(job.created_at),
+                int(job.updated_at),
+                text(tags_column(&job.tags)),
+                text(doc),
+            ]);
+        }
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let conflict = if upsert {
+            " ON CONFLICT(id) DO UPDATE SET state = excluded.state, run_at = excluded.run_at,
+              updated_at = excluded.updated_at, doc = excluded.doc"
+        } else {
+            ""
+        };
+        db.rows(
+            &format!("INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, tags, doc) VALUES {rows}{conflict}"),
+            &binds,
+        )?;
+    }
+    Ok(written)
+}
+
+/// Writes a plan: its inserts, updates and metric deltas. Returns the JSON of the
+/// inserted jobs, in order (a create answers with it).
+pub fn apply(db: &impl Sql, plan: &Plan, now: u64) -> Result<Vec<String>, StoreError> {
+    let inserted = write_rows(db, &plan.inserts, false)?;
+    write_rows(db, &plan.updates, true)?;
+    record(db, &plan.deltas, now)?;
+    Ok(inserted)
+}
+
+/// Adds metric deltas, merged per series: one write per counter and per histogram.
+pub fn record(db: &impl Sql, deltas: &[Delta], now: u64) -> Result<(), StoreError> {
+    let merged = stats::merge(deltas);
+    let mut minute: BTreeMap<&str, f64> = BTreeMap::new();
+    for ((name, labels), n) in &merged.counters {
+        if let Some(series) = stats::minute_series(name, labels) {
+            *minute.entry(series).or_default() += n;
+        }
+    }
+    if !minute.is_empty() {
+        db.rows("DELETE FROM minutes WHERE minute < ?", &[int(now.saturating_sub(2 * 3_600_000))])?;
+        for (series, n) in minute {
+            db.rows(
+                "INSERT INTO minutes (minute, series, n) VALUES (?, ?, ?)
+                 ON CONFLICT(minute, series) DO UPDATE SET n = n + excluded.n",
+                &[int(now - now % 60_000), text(series), Value::Real(n)],
+            )?;
+        }
+    }
+    for ((name, labels), n) in &merged.counters {
+        db.rows(
+            "INSERT INTO counters (name, labels, value) VALUES (?, ?, ?)
+             ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value",
+            &[text(name.clone()), text(to_json(labels)?), Value::Real(*n)],
+        )?;
+    }
+    for ((name, labels), secs) in &merged.observations {
+        let labels = to_json(labels)?;
+        let rows = db.rows(
+            "SELECT doc FROM histograms WHERE name = ? AND labels = ?",
+            &[text(name.clone()), text(labels.clone())],
+        )?;
+        // A stored histogram that does not parse is an error, not an empty one: counts
+        // would silently restart from zero.
+        let mut h: Histogram = match rows.into_iter().next() {
+            Some(row) => parse(&Cols::new(row).text()?)?,
+            None => Histogram::default(),
+        };
+        for s in secs {
+            h.observe(*s);
+        }
+        db.rows(
+            "INSERT OR REPLACE INTO histograms (name, labels, doc) VALUES (?, ?, ?)",
+            &[text(name.clone()), text(labels), text(to_json(&h)?)],
+        )?;
+    }
+    Ok(())
+}
+
+/// For each of `keys`, the live job it names (expired keys are dropped first; a key
+/// whose job was deleted names nothing).
+pub fn known_keys(db: &impl Sql, keys: &[&str], now: u64) -> Result<BTreeMap<String, Job>, Failure> {
+    if keys.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    db.rows("DELETE FROM idempotency WHERE expires_at <= ?", &[int(now)])?;
+    let mut named: Vec<(String, JobId)> = Vec::new();
+    for chunk in keys.chunks(MAX_PARAMS) {
+        let q = format!("SELECT key, job_id FROM idempotency WHERE key IN ({})", placeholders(chunk.len()));
+        let binds: Vec<Value> = chunk.iter().map(|k| text(*k)).collect();
+        for row in db.rows(&q, &binds)? {
+            let mut c = Cols::new(row);
+            let key = c.text()?;
+            let id = c.text()?;
+            let id = id.parse().map_err(|_| StoreError(format!("a stored job id {id:?} does not parse")))?;
+            named.push((key, id));
+        }
+    }
+    let jobs: BTreeMap<JobId, Job> =
+        load_many(db, named.iter().map(|(_, id)| id))?.into_iter().map(|j| (j.id.clone(), j)).collect();
+    Ok(named.into_iter().filter_map(|(k, id)| jobs.get(&id).map(|j| (k, j.clone()))).collect())
+}
+
+pub fn put_keys(db: &impl Sql, keys: &[KeyWrite]) -> Result<(), StoreError> {
+    for k in keys {
+        db.rows(
+            "INSERT OR REPLACE INTO idempotency (key, job_id, expires_at) VALUES (?, ?, ?)",
+            &[text(k.key.clone()), text(k.job.as_str()), int(k.expires_at)],
+        )?;
+    }
+    Ok(())
+}
+
+/// The earliest `run_at` of a scheduled job or wake-up of a schedule, if any.
+pub fn next_wake(db: &impl Sql) -> Result<Option<u64>, StoreError> {
+    let rows = db.rows(
+        "SELECT MIN(run_at) AS run_at FROM (
+            SELECT MIN(run_at) AS run_at FROM jobs WHERE state = 'scheduled'
+            UNION ALL SELECT MIN(wake_at) AS run_at FROM schedules WHERE wake_at IS NOT NULL)",
+        &[],
+    )?;
+    match rows.into_iter().next() {
+        Some(row) => Ok(Cols::new(row).opt_f64()?.map(|v| v as u64)),
+        None => Ok(None),
+    }
+}
