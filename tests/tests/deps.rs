@@ -229,6 +229,33 @@ fn edge_modules_import_only_their_layer_or_below() {
     assert!(problems.is_empty(), "update the code or ARCHITECTURE.md's layers:\n{}", problems.join("\n"));
 }
 
+/// What each module of `shared/core` imports of the crate (`crate::` paths outside comments
+/// and outside its `#[cfg(test)]` part, where a test may use any module), as a [`Table`].
+fn core_imports() -> Table {
+    let src = root().join("shared/core/src");
+    let mut table = Table::new();
+    for entry in std::fs::read_dir(&src).expect("core's sources").map(|e| e.expect("an entry").path()) {
+        let Some(name) = entry.file_stem().map(|s| s.to_string_lossy().into_owned()) else { continue };
+        if entry.extension().is_none_or(|e| e != "rs") || name == "lib" {
+            continue;
+        }
+        let source = std::fs::read_to_string(&entry).expect("a source");
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        let uses = crate_paths(code).into_iter().filter(|m| m != &name).collect();
+        table.insert(name, uses);
+    }
+    table
+}
+
+#[test]
+fn core_modules_import_each_other_without_a_loop() {
+    let imports = core_imports();
+    assert!(imports.contains_key("spec") && imports.contains_key("job"), "core's sources were read: {imports:?}");
+    if let Some(cycle) = find_cycle(&imports) {
+        panic!("shared/core has an import loop: {}", cycle.join(" → "));
+    }
+}
+
 #[test]
 fn crate_dependencies_follow_the_table_in_architecture_md() {
     let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
