@@ -41,7 +41,7 @@ build_worker() {
         log "worker build is up to date ($(stat -c %s "$out") bytes of wasm)"
         return 0
     fi
-    log "building the Worker (worker-build --release)"
-    (cd "$ROOT/functions/edge" && worker-build --release)
+    log "building the Worker (worker-build --profile wasm-release)"
+    (cd "$ROOT/functions/edge" && worker-build --profile wasm-release)
     log "worker built: $(stat -c %s "$out") bytes of wasm"
 }
