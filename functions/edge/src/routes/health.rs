@@ -5,6 +5,7 @@
 //! `healthy`. No secret, internal address or schedule name appears in the output (the
 //! schedule API shows which schedule is `overdue`). `GET /health/live` checks nothing.
 
+use edgejobs_api::{Check, Checks, Health, HealthStatus, Live};
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::stats::ShardStats;
 use serde_json::{Value, json};
@@ -19,14 +20,14 @@ use crate::platform::now_ms;
 
 /// The result of every check: (status 0/1/2, body). Reads only: a health check writes
 /// nothing.
-pub async fn evaluate(env: &Env) -> (u8, Value) {
+pub async fn evaluate(env: &Env) -> (u8, Health) {
     let cfg: Option<EdgeConfig> = crate::config::load(env).ok();
     let fetched = fetch(env, cfg.as_ref().map_or(16, |c| c.shard_count), false).await;
     evaluate_with(env, cfg.as_ref(), &fetched).await
 }
 
 /// The checks, given numbers already read (a scrape reads them once for both).
-pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetched) -> (u8, Value) {
+pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetched) -> (u8, Health) {
     let now = now_ms();
     let count = fetched.shards.len();
     let shards_ms = fetched.latency_ms;
@@ -83,24 +84,36 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
     } else {
         0
     };
-    let name = ["healthy", "degraded", "unhealthy"][status as usize];
-    let body = json!({
-        "status": name,
-        "checks": {
-            "config": { "ok": cfg.is_some() },
-            "shards": { "ok": shards_ok, "answered": stats.len(), "of": count, "latency_ms": shards_ms },
-            "queue": { "ok": queue_ok },
-            "upstash": { "ok": upstash_ok, "latency_ms": upstash_ms },
-            "backup": backup.json(),
-            "oldest_queued_job": { "ok": queued_ok, "age_seconds": oldest_age_ms as f64 / 1000.0 },
-            "sweep": sweep.json(),
-            "schedules": { "ok": schedules_ok, "active": active, "paused": paused, "overdue": overdue },
-            "job_types": { "ok": types_ok, "without_consumer": unserved },
+    let name = [HealthStatus::Healthy, HealthStatus::Degraded, HealthStatus::Unhealthy][status as usize];
+    let more = [
+        ("schedules", check(schedules_ok, json!({ "active": active, "paused": paused, "overdue": overdue }))),
+        ("job_types", check(types_ok, json!({ "without_consumer": unserved }))),
+    ];
+    let body = Health {
+        status: name,
+        checks: Checks {
+            config: check(cfg.is_some(), json!({})),
+            shards: check(shards_ok, json!({ "answered": stats.len(), "of": count, "latency_ms": shards_ms })),
+            queue: check(queue_ok, json!({})),
+            upstash: check(upstash_ok, json!({ "latency_ms": upstash_ms })),
+            backup: backup.check(),
+            oldest_queued_job: check(queued_ok, json!({ "age_seconds": oldest_age_ms as f64 / 1000.0 })),
+            sweep: sweep.check(),
+            more: more.into_iter().map(|(k, c)| (k.to_owned(), c)).collect(),
         },
-        "checked_at": edgejobs_core::time::format_rfc3339(now),
-        "version": env!("CARGO_PKG_VERSION"),
-    });
+        checked_at: edgejobs_core::time::format_rfc3339(now),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
     (status as u8, body)
+}
+
+/// A check: `ok` and what it adds (`detail`: an object).
+fn check(ok: bool, detail: Value) -> Check {
+    let detail = match detail {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    Check { ok, detail }
 }
 
 /// The native types declared in `JOB_TYPES` that no running consumer announces (the
@@ -160,18 +173,18 @@ impl Periodic {
         matches!(self, Periodic::Ran { ok: true, .. } | Periodic::Pending { .. })
     }
 
-    pub fn json(self) -> Value {
+    pub fn check(self) -> Check {
         let s = |ms: u64| ms as f64 / 1000.0;
         match self {
             Periodic::Ran { age_ms, ok } => {
                 let state = if ok { "ok" } else { "overdue" };
-                json!({ "ok": ok, "state": state, "age_seconds": s(age_ms) })
+                check(ok, json!({ "state": state, "age_seconds": s(age_ms) }))
             }
             Periodic::Pending { due_in_ms } => {
-                json!({ "ok": true, "state": "pending", "age_seconds": null, "due_in_seconds": s(due_in_ms) })
+                check(true, json!({ "state": "pending", "age_seconds": null, "due_in_seconds": s(due_in_ms) }))
             }
             Periodic::Overdue { since_ms } => {
-                json!({ "ok": false, "state": "overdue", "age_seconds": null, "overdue_seconds": s(since_ms) })
+                check(false, json!({ "state": "overdue", "age_seconds": null, "overdue_seconds": s(since_ms) }))
             }
         }
     }
@@ -179,7 +192,7 @@ impl Periodic {
 
 thread_local! {
     /// The last health result of this isolate: when, the status, the body.
-    static CACHED: std::cell::RefCell<Option<(u64, u8, Value)>> = const { std::cell::RefCell::new(None) };
+    static CACHED: std::cell::RefCell<Option<(u64, u8, Health)>> = const { std::cell::RefCell::new(None) };
 }
 
 /// How old a health result an anonymous request may get.
@@ -206,7 +219,7 @@ pub async fn health(req: &worker::Request, env: &Env) -> Result<(Response, bool)
 
 /// `GET /health/live`: the process answers; checks nothing else.
 pub fn live() -> Result<Response> {
-    http::json(200, &json!({ "status": "live" }))
+    http::json(200, &Live { status: "live".to_owned() })
 }
 
 #[cfg(test)]
@@ -222,7 +235,7 @@ mod tests {
         assert!(!Periodic::judge(None, 0, 27 * hour, 26 * hour).ok());
         assert!(Periodic::judge(Some(30 * hour), 0, 31 * hour, 26 * hour).ok(), "ran an hour ago");
         assert!(!Periodic::judge(Some(0), 0, 27 * hour, 26 * hour).ok(), "ran too long ago");
-        assert_eq!(Periodic::judge(None, 0, 27 * hour, 26 * hour).json()["state"], "overdue");
-        assert_eq!(Periodic::judge(None, 0, 0, 26 * hour).json()["state"], "pending");
+        assert_eq!(Periodic::judge(None, 0, 27 * hour, 26 * hour).check().detail["state"], "overdue");
+        assert_eq!(Periodic::judge(None, 0, 0, 26 * hour).check().detail["state"], "pending");
     }
 }
