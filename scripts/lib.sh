@@ -36,7 +36,7 @@ die() { log "error: $*"; exit 1; }
 build_worker() {
     local out="$ROOT/functions/edge/build/index_bg.wasm"
     if [[ -f "$out" && -f "$ROOT/functions/edge/build/worker/shim.mjs" ]] &&
-        [[ -z "$(find "$ROOT/functions/edge/src" "$ROOT/functions/edge/dashboard" "$ROOT/functions/edge/Cargo.toml" "$ROOT/shared/core" \
+        [[ -z "$(find "$ROOT/functions/edge/src" "$ROOT/functions/edge/dashboard" "$ROOT/functions/edge/Cargo.toml" "$ROOT/shared/core" "$ROOT/shared/shard" "$ROOT/shared/api" \
             "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$out" -type f -print -quit)" ]]; then
         log "worker build is up to date ($(stat -c %s "$out") bytes of wasm)"
         return 0

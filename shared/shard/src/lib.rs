@@ -232,6 +232,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
 
     /// The shard number, for operations that only a numbered shard can do.
     fn numbered(&self) -> Outcome<u16> {
-        self.number.ok_or_else(|| Failure::Refused(ApiError::new(ErrorCode::InvalidField, "the stats object holds no jobs")))
+        self.number
+            .ok_or_else(|| Failure::Refused(ApiError::new(ErrorCode::InvalidField, "the stats object holds no jobs")))
     }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use edgejobs_core::machine::Event;
 use edgejobs_core::plan::{self, JobEvent};
-use edgejobs_core::protocol::{Applied, ApplyMany, Get, GetMany, HandoffMany, List, Listed, ReplayDead, SetGauge, Stored};
+use edgejobs_core::protocol::{
+    Applied, ApplyMany, Get, GetMany, HandoffMany, List, Listed, ReplayDead, SetGauge, Stored,
+};
 use edgejobs_core::stats::ShardStats;
 use edgejobs_core::wire::{Cursor, Include};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
@@ -42,7 +44,9 @@ impl<S: Sql, H: Host> Shard<S, H> {
     pub fn create(&self, jobs: Vec<Job>, window_ms: u64) -> Outcome<(Vec<Stored>, Effects)> {
         let number = self.numbered()?;
         if let Some(j) = jobs.iter().find(|j| j.id.shard() != number) {
-            return Err(ApiError::new(ErrorCode::InvalidField, format!("job {} does not belong to this shard", j.id)).into());
+            return Err(
+                ApiError::new(ErrorCode::InvalidField, format!("job {} does not belong to this shard", j.id)).into()
+            );
         }
         let now = self.host.now_ms();
         let keys: Vec<String> = jobs.iter().filter_map(|j| j.idempotency_key.clone()).collect();
@@ -93,7 +97,12 @@ impl<S: Sql, H: Host> Shard<S, H> {
             .into_iter()
             .zip(wants)
             .map(|(a, want)| {
-                a.map(|job| Applied { id: job.id.clone(), state: job.state, attempt: job.attempt, job: want.then_some(job) })
+                a.map(|job| Applied {
+                    id: job.id.clone(),
+                    state: job.state,
+                    attempt: job.attempt,
+                    job: want.then_some(job),
+                })
             })
             .collect();
         Ok((applied, effects))
@@ -170,8 +179,9 @@ impl<S: Sql, H: Host> Shard<S, H> {
         let mut out = Vec::new();
         for chunk in r.ids.chunks(store::MAX_PARAMS) {
             let binds: Vec<Value> = chunk.iter().map(|id| text(id.as_str())).collect();
-            let rows =
-                self.db.rows(&format!("SELECT doc FROM jobs WHERE id IN ({})", store::placeholders(chunk.len())), &binds)?;
+            let rows = self
+                .db
+                .rows(&format!("SELECT doc FROM jobs WHERE id IN ({})", store::placeholders(chunk.len())), &binds)?;
             for r in rows {
                 out.push(raw(Cols::new(r).text()?)?);
             }
@@ -225,7 +235,10 @@ impl<S: Sql, H: Host> Shard<S, H> {
 
     pub fn set_gauge(&self, r: SetGauge) -> Outcome<()> {
         self.commit(|db| {
-            db.rows("INSERT OR REPLACE INTO gauges (name, value) VALUES (?, ?)", &[text(r.name), Value::Real(r.value)])?;
+            db.rows(
+                "INSERT OR REPLACE INTO gauges (name, value) VALUES (?, ?)",
+                &[text(r.name), Value::Real(r.value)],
+            )?;
             Ok(())
         })
     }

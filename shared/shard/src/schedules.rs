@@ -64,7 +64,9 @@ impl<S: Sql, H: Host> Shard<S, H> {
         }
         let now = self.host.now_ms();
         let read = |v: Value| Ok((v, Effects::default(), false));
-        let changed = |s: Schedule| -> Outcome<(Value, Effects, bool)> { Ok((self.view(&s, now, true)?, Effects::default(), true)) };
+        let changed = |s: Schedule| -> Outcome<(Value, Effects, bool)> {
+            Ok((self.view(&s, now, true)?, Effects::default(), true))
+        };
         match op {
             ScheduleOp::Get { name } => read(self.view(&existing(&self.db, &name)?, now, true)?),
             ScheduleOp::List { after, limit } => read(self.list_schedules(after, limit, now)?),

@@ -225,4 +225,3 @@ impl<S: Sql, H: Host> Shard<S, H> {
         })
     }
 }
-

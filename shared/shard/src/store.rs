@@ -9,8 +9,8 @@ use edgejobs_core::plan::{KeyWrite, Plan};
 use edgejobs_core::stats::{self, Delta};
 use edgejobs_core::{Job, JobId};
 
-use crate::sql::{Cols, Sql, StoreError, Value, int, text};
 use crate::Failure;
+use crate::sql::{Cols, Sql, StoreError, Value, int, text};
 
 /// The current schema. Version 2 keeps jobs in a `WITHOUT ROWID` table clustered on the id
 /// (ids sort by creation time within a shard, so listings walk the primary key) and
@@ -157,7 +157,8 @@ pub fn migrate(db: &impl Sql) -> Result<Migrated, StoreError> {
                 Some(v.parse().map_err(|_| StoreError(format!("the stored schema version {v:?} is not a number")))?)
             }
         };
-        let has_jobs = !db.rows("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'", &[])?.is_empty();
+        let has_jobs =
+            !db.rows("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'", &[])?.is_empty();
         let done = match version {
             Some(SCHEMA_VERSION) => Migrated::Current,
             Some(1) => {
@@ -173,7 +174,9 @@ pub fn migrate(db: &impl Sql) -> Result<Migrated, StoreError> {
                 Migrated::Created
             }
             Some(v) => {
-                return Err(StoreError(format!("the stored schema is version {v}; this code knows 1 to {SCHEMA_VERSION}")));
+                return Err(StoreError(format!(
+                    "the stored schema is version {v}; this code knows 1 to {SCHEMA_VERSION}"
+                )));
             }
         };
         db.script(JOBS_INDEXES)?;
@@ -238,7 +241,9 @@ pub fn write_rows(db: &impl Sql, jobs: &[Job], upsert: bool) -> Result<Vec<Strin
             ""
         };
         db.rows(
-            &format!("INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, tags, doc) VALUES {rows}{conflict}"),
+            &format!(
+                "INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, tags, doc) VALUES {rows}{conflict}"
+            ),
             &binds,
         )?;
     }

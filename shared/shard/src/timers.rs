@@ -41,7 +41,13 @@ pub struct SweepRun {
 
 impl SweepRun {
     pub fn new(policy: SweepPolicy) -> SweepRun {
-        SweepRun { policy, report: SweepReport { complete: true, ..SweepReport::default() }, pages: 0, active_after: None, done: false }
+        SweepRun {
+            policy,
+            report: SweepReport { complete: true, ..SweepReport::default() },
+            pages: 0,
+            active_after: None,
+            done: false,
+        }
     }
 }
 
@@ -66,7 +72,12 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let loaded = jobs.len();
             let (plan, answers) = plan::apply_events(jobs, events, now, &mut || self.host.random_unit());
             store::apply(db, &plan, now)?;
-            Ok(Page { loaded, accepted: answers.iter().filter(|a| a.is_ok()).count() as u64, last, effects: plan.effects })
+            Ok(Page {
+                loaded,
+                accepted: answers.iter().filter(|a| a.is_ok()).count() as u64,
+                last,
+                effects: plan.effects,
+            })
         })
     }
 

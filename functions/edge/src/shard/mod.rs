@@ -222,11 +222,9 @@ impl JobShard {
                         }
                     }
                 }
-                Err(e) => log(
-                    "error",
-                    "schedules cannot fire: the configuration is invalid",
-                    json!({ "error": e.message }),
-                ),
+                Err(e) => {
+                    log("error", "schedules cannot fire: the configuration is invalid", json!({ "error": e.message }))
+                }
             }
         }
         self.rearm_with(true).await;

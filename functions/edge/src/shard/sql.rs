@@ -63,7 +63,8 @@ impl DoSql {
 
 impl Sql for DoSql {
     fn scan(&self, sql: &str, binds: &[Value], row: &mut dyn FnMut(Row) -> bool) -> Result<(), StoreError> {
-        let cursor = self.sql.exec(sql, binds.iter().map(bind).collect::<Vec<_>>()).map_err(|e| StoreError(e.to_string()))?;
+        let cursor =
+            self.sql.exec(sql, binds.iter().map(bind).collect::<Vec<_>>()).map_err(|e| StoreError(e.to_string()))?;
         for r in cursor.raw() {
             let values = r.map_err(|e| StoreError(e.to_string()))?;
             let values = values.into_iter().map(read).collect::<Result<Row, StoreError>>()?;

@@ -1,0 +1,1052 @@
+//! The simulated world: shards on in-memory SQLite running `edgejobs_shard`'s code, a queue
+//! that delays, reorders, duplicates and drops messages, edge handlers and native
+//! consumers that crash, pause past their lease and send late reports, alarms that fire
+//! late or twice, sweeps, backups and restores, schedules, retention. One clock, one seed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::machine::{Disposition, Event};
+use edgejobs_core::plan::{JobEvent, SweepPolicy};
+use edgejobs_core::protocol::{
+    ApplyMany, Export, HandoffMany, Import, ReplayDead, RetentionDelete, RetentionPage, ScheduleOp,
+};
+use edgejobs_core::wire::JobRef;
+use edgejobs_core::{JobId, Lane};
+use edgejobs_shard::native::Sqlite;
+use edgejobs_shard::sql::{Cols, Sql};
+use edgejobs_shard::timers::{MAX_PAGES, SweepRun};
+use edgejobs_shard::{Effects, Host, Level, Shard};
+use serde_json::json;
+
+use crate::oracle::{Allow, Oracle, Seen, is_final};
+use crate::rng::Rng;
+
+pub const SHARDS: u16 = 4;
+/// The idempotency window of the simulated deployment.
+pub const WINDOW_MS: u64 = 60_000;
+pub const LEASE_MS: u64 = 10_000;
+/// 2026-03-08 06:30 UTC: 01:30 in New York, half an hour before clocks jump to 03:00.
+pub const START_MS: u64 = 1_772_951_400_000;
+
+/// How often each fault happens (0 = never).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    pub drop: f64,
+    pub duplicate: f64,
+    pub max_delay_ms: u64,
+    pub crash: f64,
+    pub late_report: f64,
+    pub alarm_twice: f64,
+}
+
+impl Faults {
+    pub fn none() -> Faults {
+        Faults { drop: 0.0, duplicate: 0.0, max_delay_ms: 0, crash: 0.0, late_report: 0.0, alarm_twice: 0.0 }
+    }
+
+    /// Faults at `level` (1 the default, 0 none, higher more).
+    pub fn at(level: f64) -> Faults {
+        let p = |x: f64| (x * level).min(0.9);
+        Faults {
+            drop: p(0.05),
+            duplicate: p(0.05),
+            max_delay_ms: (5_000.0 * level) as u64,
+            crash: p(0.05),
+            late_report: p(0.1),
+            alarm_twice: p(0.1),
+        }
+    }
+}
+
+/// The host a simulated shard sees: the world's clock and generator; errors are kept.
+#[derive(Debug, Clone)]
+pub struct SimHost {
+    clock: Rc<Cell<u64>>,
+    rng: Rc<RefCell<Rng>>,
+    errors: Rc<RefCell<Vec<String>>>,
+}
+
+impl Host for SimHost {
+    fn now_ms(&self) -> u64 {
+        self.clock.get()
+    }
+
+    fn random_u64(&self) -> u64 {
+        self.rng.borrow_mut().next_u64()
+    }
+
+    fn log(&self, level: Level, msg: &str, fields: serde_json::Value) {
+        if level == Level::Error {
+            self.errors.borrow_mut().push(format!("{msg}: {fields}"));
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Msg {
+    at: u64,
+    lane: Lane,
+    r: JobRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Complete,
+    Fail,
+    Crash,
+}
+
+#[derive(Debug, Clone)]
+struct Run {
+    id: JobId,
+    attempt: u32,
+    at: u64,
+    end: End,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    id: JobId,
+    attempt: u32,
+    owner: Option<usize>,
+    idle_since: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Consumer {
+    paused_until: u64,
+    holds: Vec<Run>,
+}
+
+/// One step of a run: what happens, its own random draws, and how far the clock moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    pub kind: Kind,
+    pub r: u64,
+    pub dt: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Enqueue,
+    Deliver,
+    EdgeFinish,
+    NativeTake,
+    NativeBeat,
+    NativeFinish,
+    NativePause,
+    NativeCrash,
+    NativeReclaim,
+    LateReport,
+    Cancel,
+    Replay,
+    Alarm,
+    Sweep,
+    BackupRestore,
+    Retention,
+    WriteStaged,
+}
+
+/// Weighted choice of the next action.
+pub const KINDS: &[(Kind, u64)] = &[
+    (Kind::Enqueue, 14),
+    (Kind::Deliver, 20),
+    (Kind::EdgeFinish, 12),
+    (Kind::NativeTake, 8),
+    (Kind::NativeBeat, 6),
+    (Kind::NativeFinish, 8),
+    (Kind::NativePause, 1),
+    (Kind::NativeCrash, 1),
+    (Kind::NativeReclaim, 3),
+    (Kind::LateReport, 4),
+    (Kind::Cancel, 4),
+    (Kind::Replay, 2),
+    (Kind::Alarm, 8),
+    (Kind::Sweep, 2),
+    (Kind::BackupRestore, 1),
+    (Kind::Retention, 4),
+    (Kind::WriteStaged, 6),
+];
+
+/// The schedules every run starts with: name, cron, zone, period bound (ms between runs
+/// at the least, for the count check).
+const SCHEDULES: &[(&str, &str, &str, u64)] = &[
+    ("every-5m", "*/5 * * * *", "America/New_York", 300_000),
+    ("nightly-0230", "30 2 * * *", "America/New_York", 86_400_000),
+    ("every-10m-london", "*/10 * * * *", "Europe/London", 600_000),
+];
+
+pub struct World {
+    clock: Rc<Cell<u64>>,
+    errors: Rc<RefCell<Vec<String>>>,
+    pub shards: Vec<Shard<Sqlite, SimHost>>,
+    alarms: Vec<Option<u64>>,
+    queue: Vec<Msg>,
+    edge_runs: Vec<Run>,
+    stream: Vec<Entry>,
+    consumers: Vec<Consumer>,
+    late: Vec<(u64, JobEvent)>,
+    staged: Vec<(u16, edgejobs_shard::bugs::Staged)>,
+    cfg: EdgeConfig,
+    policy: SweepPolicy,
+    pub faults: Faults,
+    pub oracle: Oracle,
+    schedules: Vec<(String, u16, u64)>,
+    started: u64,
+    pub trace: Option<Vec<String>>,
+    pub ops: u64,
+    pub peak_jobs: usize,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World").field("now", &self.clock.get()).finish_non_exhaustive()
+    }
+}
+
+fn config() -> EdgeConfig {
+    let vars: BTreeMap<&str, String> = BTreeMap::from([
+        ("SHARD_COUNT", SHARDS.to_string()),
+        ("IDEMPOTENCY_WINDOW", "60s".to_owned()),
+        ("EDGEJOBS_API_KEYS", "ej_sim_jobs_key_0123456789".to_owned()),
+        ("EDGEJOBS_ADMIN_KEYS", "ej_sim_admin_key_0123456789".to_owned()),
+        ("EDGEJOBS_CONSUMER_TOKEN", "ej_sim_consumer_token_0123456789".to_owned()),
+        ("WEBHOOK_SIGNING_SECRET", "whsec_c2ltdWxhdGlvbi1zZWNyZXQtMDEyMzQ1Njc4OQ==".to_owned()),
+        ("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:1".to_owned()),
+        ("UPSTASH_REDIS_REST_TOKEN", "sim-token-0123456789".to_owned()),
+        ("NATIVE_LEASE", "10s".to_owned()),
+        ("PAYLOAD_ENCRYPTION_KEYS", "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned()),
+    ]);
+    match EdgeConfig::parse(|k| vars.get(k).cloned()) {
+        Ok(c) => c,
+        Err(errors) => panic!("the simulation's configuration is invalid: {errors:?}"),
+    }
+}
+
+impl World {
+    /// A world for `seed`. `bugs` are switched on in every shard.
+    pub fn new(seed: u64, faults: Faults, bugs: edgejobs_shard::bugs::Bugs) -> World {
+        let clock = Rc::new(Cell::new(START_MS));
+        let rng = Rc::new(RefCell::new(Rng::new(seed ^ 0x005E_ED0F_5EED)));
+        let errors = Rc::new(RefCell::new(Vec::new()));
+        let shards = (0..SHARDS)
+            .map(|n| {
+                let host = SimHost { clock: clock.clone(), rng: rng.clone(), errors: errors.clone() };
+                let db = Sqlite::memory().unwrap_or_else(|e| panic!("an in-memory database: {e}"));
+                let mut shard = Shard::new(db, host, Some(n));
+                shard.bugs = bugs.clone();
+                if let Err(e) = shard.migrate() {
+                    panic!("the shard schema: {e}");
+                }
+                shard
+            })
+            .collect();
+        let mut w = World {
+            clock,
+            errors,
+            shards,
+            alarms: vec![None; SHARDS as usize],
+            queue: Vec::new(),
+            edge_runs: Vec::new(),
+            stream: Vec::new(),
+            consumers: vec![Consumer::default(); 3],
+            late: Vec::new(),
+            staged: Vec::new(),
+            cfg: config(),
+            policy: SweepPolicy { queued_after_ms: 15_000, active_grace_ms: 5_000, native_lease_ms: 3 * LEASE_MS },
+            faults,
+            oracle: Oracle::new(SHARDS as usize),
+            schedules: Vec::new(),
+            started: START_MS,
+            trace: None,
+            ops: 0,
+            peak_jobs: 0,
+        };
+        w.create_schedules();
+        w
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock.get()
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(t) = &mut self.trace {
+            let at = edgejobs_core::time::format_rfc3339(self.clock.get());
+            t.push(format!("{at} {}", line()));
+        }
+    }
+
+    fn create_schedules(&mut self) {
+        for (name, cron, tz, period) in SCHEDULES {
+            let body = json!({ "name": name, "cron": cron, "timezone": tz, "job": { "type": "noop" } });
+            let def = match edgejobs_core::schedule::parse_create(&body, self.now(), &self.cfg.types) {
+                Ok(d) => d,
+                Err(e) => panic!("schedule {name}: {}", e.message),
+            };
+            let shard = edgejobs_core::id::shard_for_key(name, SHARDS);
+            let op = ScheduleOp::Create { schedule: Box::new(def.schedule) };
+            match self.shards[shard as usize].schedules(op, &self.cfg) {
+                Ok((_, effects, _)) => self.effects(shard, effects),
+                Err(e) => panic!("schedule {name}: {e:?}"),
+            }
+            self.rearm(shard);
+            self.schedules.push(((*name).to_owned(), shard, *period));
+        }
+    }
+
+    /// Carries out a committed operation's effects: messages to the queue (dropped,
+    /// duplicated, delayed by the faults), the alarm.
+    fn effects(&mut self, shard: u16, effects: Effects) {
+        let _ = shard;
+        for (lane, r) in effects.enqueue {
+            self.send(lane, r, 0x51);
+        }
+        if effects.alarm.is_some() {
+            self.rearm(shard);
+        }
+    }
+
+    fn send(&mut self, lane: Lane, r: JobRef, salt: u64) {
+        let mut rng = Rng::new(self.now() ^ salt ^ r.attempt as u64 ^ self.queue.len() as u64);
+        if rng.chance(self.faults.drop) {
+            let id = r.id.clone();
+            self.note(|| format!("queue drops {id}"));
+            return;
+        }
+        let copies = if rng.chance(self.faults.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let at = self.now() + rng.below(self.faults.max_delay_ms + 1);
+            self.queue.push(Msg { at, lane, r: r.clone() });
+        }
+    }
+
+    fn rearm(&mut self, shard: u16) {
+        let s = &self.shards[shard as usize];
+        self.alarms[shard as usize] = match s.next_wake() {
+            Ok(at) => at,
+            Err(e) => {
+                self.errors.borrow_mut().push(format!("next_wake: {e:?}"));
+                None
+            }
+        };
+    }
+
+    fn apply(
+        &mut self,
+        shard: u16,
+        events: Vec<JobEvent>,
+    ) -> Vec<Result<edgejobs_core::protocol::Applied, edgejobs_core::ApiError>> {
+        let s = &self.shards[shard as usize];
+        match s.settle(s.apply_many(ApplyMany { events, full: false })) {
+            Ok((answers, effects)) => {
+                self.effects(shard, effects);
+                answers
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// One job's row, read now.
+    fn row(&self, id: &JobId) -> Option<Seen> {
+        let q = "SELECT state, json_extract(doc, '$.attempt'), updated_at FROM jobs WHERE id = ?";
+        let rows = self.shards[id.shard() as usize].db.rows(q, &[edgejobs_shard::sql::text(id.as_str())]).ok()?;
+        let mut c = Cols::new(rows.into_iter().next()?);
+        Some(Seen { state: c.text().ok()?, attempt: c.u64().ok()?, updated_at: c.u64().ok()? })
+    }
+
+    /// A consumer's report, applied and answered. A report naming an attempt that is not
+    /// the job's current running one must change nothing: its row is read just before and
+    /// just after, so nothing else can be blamed.
+    fn report(&mut self, id: JobId, event: Event) -> bool {
+        let attempt = match &event {
+            Event::Heartbeat { attempt, .. } | Event::Complete { attempt, .. } | Event::Fail { attempt, .. } => {
+                *attempt
+            }
+            _ => 0,
+        };
+        let before = self.row(&id);
+        let stale = before.as_ref().filter(|b| b.state != "active" || b.attempt != attempt as u64).cloned();
+        let shard = id.shard();
+        let name = event.name();
+        let answers = self.apply(shard, vec![JobEvent { id: id.clone(), event }]);
+        let ok = answers.first().is_some_and(Result::is_ok);
+        if let Some(was) = stale {
+            let now = self.row(&id);
+            self.oracle.stale_report(id.as_str(), &was, now.as_ref());
+        }
+        self.note(|| format!("report {name} attempt {attempt} of {id}: {}", if ok { "accepted" } else { "refused" }));
+        ok
+    }
+
+    fn outcome(rng: &mut Rng, faults: &Faults) -> End {
+        if rng.chance(faults.crash) {
+            End::Crash
+        } else if rng.chance(0.25) {
+            End::Fail
+        } else {
+            End::Complete
+        }
+    }
+
+    fn end_event(run: &Run) -> Option<Event> {
+        match run.end {
+            End::Complete => Some(Event::Complete { attempt: run.attempt, result: None }),
+            End::Fail => Some(Event::Fail {
+                attempt: run.attempt,
+                error: "simulated failure".into(),
+                disposition: Disposition::Retryable,
+            }),
+            End::Crash => None,
+        }
+    }
+
+    /// One step: moves the clock, does the action, checks the invariants on what it touched.
+    pub fn step(&mut self, a: Action) {
+        self.clock.set(self.clock.get() + a.dt);
+        self.ops += 1;
+        let mut rng = Rng::new(a.r);
+        let mut allow = Allow::default();
+        let touched = self.act(a.kind, &mut rng, &mut allow);
+        for shard in touched {
+            let rows = self.rows(shard);
+            self.oracle.observe(shard as usize, rows, &allow);
+        }
+        let errors = self.errors.borrow().clone();
+        self.oracle.storage(&errors);
+        if self.ops.is_multiple_of(100) {
+            self.peak_jobs = self.peak_jobs.max(self.jobs());
+        }
+        if self.ops.is_multiple_of(5000) && std::env::var_os("SIM_DEBUG").is_some() {
+            let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+            for m in &self.oracle.rows {
+                for s in m.values() {
+                    *by.entry(s.state.as_str()).or_default() += 1;
+                }
+            }
+            eprintln!("step {}: {by:?} queue {} stream {}", self.ops, self.queue.len(), self.stream.len());
+        }
+    }
+
+    /// The shards whose rows the action may have changed.
+    fn act(&mut self, kind: Kind, rng: &mut Rng, allow: &mut Allow) -> Vec<u16> {
+        let any_shard = rng.below(SHARDS as u64) as u16;
+        match kind {
+            Kind::Enqueue => self.enqueue(any_shard, rng),
+            Kind::Deliver => {
+                // A batch of due messages, picked in any order, as a queue consumer gets them.
+                let now = self.now();
+                let mut due: Vec<usize> = (0..self.queue.len()).filter(|i| self.queue[*i].at <= now).collect();
+                let n = 1 + rng.below(16) as usize;
+                let mut batch = Vec::new();
+                while batch.len() < n && !due.is_empty() {
+                    let k = rng.below(due.len() as u64) as usize;
+                    batch.push(due.swap_remove(k));
+                }
+                batch.sort_unstable_by(|a, b| b.cmp(a));
+                let msgs: Vec<Msg> = batch.into_iter().map(|i| self.queue.swap_remove(i)).collect();
+                let mut touched = BTreeSet::new();
+                for m in msgs {
+                    touched.insert(m.r.id.shard());
+                    self.deliver(m, rng);
+                }
+                touched.into_iter().collect()
+            }
+            Kind::EdgeFinish => {
+                let mut touched = BTreeSet::new();
+                for _ in 0..1 + rng.below(8) {
+                    touched.extend(self.edge_finish(rng));
+                }
+                touched.into_iter().collect()
+            }
+            Kind::LateReport => {
+                let now = self.now();
+                let due: Vec<usize> = (0..self.late.len()).filter(|i| self.late[*i].0 <= now).collect();
+                let Some(&i) = rng.pick(&due) else { return vec![] };
+                let (_, e) = self.late.swap_remove(i);
+                let shard = e.id.shard();
+                self.report(e.id, e.event);
+                vec![shard]
+            }
+            Kind::NativeTake => {
+                let mut touched = BTreeSet::new();
+                for _ in 0..1 + rng.below(8) {
+                    touched.extend(self.native_take(rng));
+                }
+                touched.into_iter().collect()
+            }
+            Kind::NativeBeat => self.native_beat(rng),
+            Kind::NativeFinish => {
+                let mut touched = BTreeSet::new();
+                for _ in 0..1 + rng.below(8) {
+                    touched.extend(self.native_finish(rng));
+                }
+                touched.into_iter().collect()
+            }
+            Kind::NativePause => {
+                let c = rng.below(self.consumers.len() as u64) as usize;
+                let until = self.now() + LEASE_MS + rng.below(3 * LEASE_MS);
+                self.consumers[c].paused_until = until;
+                self.note(|| format!("consumer {c} pauses past its lease"));
+                vec![]
+            }
+            Kind::NativeCrash => {
+                if !rng.chance(self.faults.crash * 10.0) {
+                    return vec![];
+                }
+                let c = rng.below(self.consumers.len() as u64) as usize;
+                self.consumers[c].holds.clear();
+                self.note(|| format!("consumer {c} crashes"));
+                vec![]
+            }
+            Kind::NativeReclaim => self.native_reclaim(rng),
+            Kind::Cancel => {
+                let shard = any_shard as usize;
+                let open: Vec<&String> =
+                    self.oracle.rows[shard].iter().filter(|(_, s)| !is_final(&s.state)).map(|(id, _)| id).collect();
+                let Some(id) = rng.pick(&open).map(|s| (*s).clone()) else { return vec![] };
+                let Ok(id) = id.parse::<JobId>() else { return vec![] };
+                let answers = self.apply(any_shard, vec![JobEvent { id: id.clone(), event: Event::Cancel }]);
+                if let Some(Ok(a)) = answers.first() {
+                    if a.state.as_str() == "cancelled" {
+                        self.oracle.cancelled.insert(id.to_string());
+                    }
+                    let state = a.state.as_str();
+                    self.note(|| format!("cancel {id}: {state}"));
+                }
+                vec![any_shard]
+            }
+            Kind::Replay => {
+                let s = &self.shards[any_shard as usize];
+                let r = ReplayDead {
+                    job_type: None,
+                    tag: None,
+                    from_ms: None,
+                    to_ms: None,
+                    limit: 1 + rng.below(5) as u32,
+                };
+                if let Ok((ids, effects)) = s.settle(s.replay_dead(r)) {
+                    allow.replayed.extend(ids.iter().map(|i| i.to_string()));
+                    let n = ids.len();
+                    self.note(|| format!("replay dead on shard {any_shard}: {n}"));
+                    self.effects(any_shard, effects);
+                }
+                vec![any_shard]
+            }
+            Kind::Alarm => {
+                let now = self.now();
+                let due = self.alarms[any_shard as usize].is_some_and(|at| at <= now);
+                if !due && !rng.chance(self.faults.alarm_twice) {
+                    return vec![];
+                }
+                self.alarm(any_shard);
+                vec![any_shard]
+            }
+            Kind::Sweep => {
+                self.sweep(any_shard);
+                vec![any_shard]
+            }
+            Kind::BackupRestore => {
+                self.backup_restore(any_shard);
+                vec![any_shard]
+            }
+            Kind::Retention => {
+                self.retention(any_shard, allow);
+                vec![any_shard]
+            }
+            Kind::WriteStaged => self.write_staged(rng),
+        }
+    }
+
+    /// Enqueues one to three jobs as the router does: a job with an idempotency key goes to
+    /// the shard its key hashes to, the others to `keyless`; one create call per shard.
+    fn enqueue(&mut self, keyless: u16, rng: &mut Rng) -> Vec<u16> {
+        let n = 1 + rng.below(3);
+        let now = self.now();
+        let mut by_shard: BTreeMap<u16, Vec<edgejobs_core::Job>> = BTreeMap::new();
+        let mut last_key: Option<String> = None;
+        for _ in 0..n {
+            let native = rng.chance(0.35);
+            let mut body = json!({ "type": if native { "sleep" } else { "noop" }, "max_attempts": 1 + rng.below(3) });
+            if rng.chance(0.2) {
+                body["delay"] = json!(1_000 + rng.below(20_000));
+            }
+            let mut shard = keyless;
+            if rng.chance(0.35) {
+                // Often the key of the item before: two requests with one key in one round.
+                let key = match &last_key {
+                    Some(k) if rng.chance(0.5) => k.clone(),
+                    _ => format!("k{}", rng.below(8)),
+                };
+                shard = edgejobs_core::id::shard_for_key(&key, SHARDS);
+                last_key = Some(key.clone());
+                body["idempotency_key"] = json!(key);
+            }
+            let spec = match edgejobs_core::spec::parse_spec_in(&body, now, &self.cfg.types) {
+                Ok(s) => s,
+                Err(e) => panic!("a simulated spec is invalid: {} ({body})", e.message),
+            };
+            let rand = self.shards[0].host.random_u64();
+            by_shard.entry(shard).or_default().push(spec.into_job(JobId::new(shard, now, rand), now).0);
+        }
+        let touched: Vec<u16> = by_shard.keys().copied().collect();
+        for (shard, jobs) in by_shard {
+            let keys: Vec<Option<String>> = jobs.iter().map(|j| j.idempotency_key.clone()).collect();
+            let s = &self.shards[shard as usize];
+            match s.settle(s.create(jobs, WINDOW_MS)) {
+                Ok((stored, effects)) => {
+                    for (st, key) in stored.iter().zip(keys) {
+                        let id = serde_json::from_str::<serde_json::Value>(st.job.get())
+                            .ok()
+                            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                            .unwrap_or_default();
+                        self.oracle.acked.insert(id.clone());
+                        if let Some(k) = key {
+                            self.oracle.keyed(&k, &id, now, WINDOW_MS);
+                        }
+                        let created = st.created;
+                        self.note(|| format!("enqueue {id} on shard {shard} (created: {created})"));
+                    }
+                    self.effects(shard, effects);
+                }
+                Err(e) => self.note(|| format!("enqueue refused: {}", e.message)),
+            }
+        }
+        touched
+    }
+
+    fn deliver(&mut self, m: Msg, rng: &mut Rng) {
+        let shard = m.r.id.shard();
+        let id = m.r.id.clone();
+        let attempt = m.r.attempt;
+        match m.lane {
+            Lane::Edge => {
+                if self.shards[shard as usize].bugs.stale_overwrite {
+                    let s = &self.shards[shard as usize];
+                    let events = vec![JobEvent { id: id.clone(), event: Event::Start { attempt } }];
+                    if let Ok(staged) = s.settle(s.stage_apply(ApplyMany { events, full: false })) {
+                        self.staged.push((shard, staged));
+                    }
+                    self.note(|| format!("deliver {id} attempt {attempt}: start staged"));
+                    return;
+                }
+                let answers = self.apply(shard, vec![JobEvent { id: id.clone(), event: Event::Start { attempt } }]);
+                let started = answers.first().is_some_and(Result::is_ok);
+                self.note(|| {
+                    format!("deliver {id} attempt {attempt} (edge): {}", if started { "started" } else { "refused" })
+                });
+                if started {
+                    let end = Self::outcome(rng, &self.faults);
+                    self.edge_runs.push(Run { id, attempt, at: self.now() + rng.below(4_000), end });
+                }
+            }
+            Lane::Native => {
+                let entry = format!("{}-{}", self.now(), rng.below(1000));
+                self.stream.push(Entry { id: id.clone(), attempt, owner: None, idle_since: self.now() });
+                let s = &self.shards[shard as usize];
+                let h = edgejobs_core::plan::Handoff { id: id.clone(), attempt, entry };
+                let _ = s.settle(s.handoff_many(HandoffMany { entries: vec![h] }));
+                self.note(|| format!("deliver {id} attempt {attempt} (native): handed off"));
+            }
+        }
+    }
+    fn write_staged(&mut self, rng: &mut Rng) -> Vec<u16> {
+        if self.staged.is_empty() {
+            return vec![];
+        }
+        let i = rng.below(self.staged.len() as u64) as usize;
+        let (shard, staged) = self.staged.swap_remove(i);
+        let s = &self.shards[shard as usize];
+        if let Ok((answers, effects)) = s.settle(s.write_staged(staged)) {
+            self.effects(shard, effects);
+            for job in answers.into_iter().flatten() {
+                if job.state.as_str() == "active" {
+                    let end = Self::outcome(rng, &self.faults);
+                    self.edge_runs.push(Run {
+                        id: job.id.clone(),
+                        attempt: job.attempt,
+                        at: self.now() + rng.below(4_000),
+                        end,
+                    });
+                }
+            }
+        }
+        self.note(|| "a staged start is written".to_owned());
+        vec![shard]
+    }
+
+    fn edge_finish(&mut self, rng: &mut Rng) -> Vec<u16> {
+        let now = self.now();
+        let due: Vec<usize> = (0..self.edge_runs.len()).filter(|i| self.edge_runs[*i].at <= now).collect();
+        let Some(&i) = rng.pick(&due) else { return vec![] };
+        let run = self.edge_runs.swap_remove(i);
+        let Some(event) = Self::end_event(&run) else {
+            let id = run.id.clone();
+            self.note(|| format!("edge handler crashed running {id}"));
+            return vec![];
+        };
+        if rng.chance(self.faults.late_report) {
+            let at = now + rng.below(60_000);
+            self.late.push((at, JobEvent { id: run.id.clone(), event: event.clone() }));
+        }
+        let shard = run.id.shard();
+        self.report(run.id, event);
+        vec![shard]
+    }
+
+    fn live_consumer(&self, rng: &mut Rng) -> Option<usize> {
+        let now = self.now();
+        let live: Vec<usize> = (0..self.consumers.len()).filter(|c| self.consumers[*c].paused_until <= now).collect();
+        rng.pick(&live).copied()
+    }
+
+    fn native_take(&mut self, rng: &mut Rng) -> Vec<u16> {
+        let Some(c) = self.live_consumer(rng) else { return vec![] };
+        let free: Vec<usize> = (0..self.stream.len()).filter(|i| self.stream[*i].owner.is_none()).collect();
+        let Some(&i) = rng.pick(&free) else { return vec![] };
+        let (id, attempt) = (self.stream[i].id.clone(), self.stream[i].attempt);
+        let shard = id.shard();
+        let answers = self.apply(shard, vec![JobEvent { id: id.clone(), event: Event::Start { attempt } }]);
+        let ok = answers.first().is_some_and(Result::is_ok);
+        self.note(|| format!("consumer {c} takes {id} attempt {attempt}: {}", if ok { "started" } else { "refused" }));
+        if ok {
+            self.stream[i].owner = Some(c);
+            self.stream[i].idle_since = self.now();
+            let end = Self::outcome(rng, &self.faults);
+            let at = self.now() + rng.below(3 * LEASE_MS);
+            self.consumers[c].holds.push(Run { id, attempt, at, end });
+        } else {
+            self.stream.swap_remove(i);
+        }
+        vec![shard]
+    }
+
+    fn native_beat(&mut self, rng: &mut Rng) -> Vec<u16> {
+        let Some(c) = self.live_consumer(rng) else { return vec![] };
+        let holds = self.consumers[c].holds.clone();
+        let mut touched = BTreeSet::new();
+        for h in holds {
+            touched.insert(h.id.shard());
+            let ok = self.report(h.id.clone(), Event::Heartbeat { attempt: h.attempt, progress: None });
+            if ok {
+                let now = self.now();
+                for e in self.stream.iter_mut().filter(|e| e.id == h.id && e.owner == Some(c)) {
+                    e.idle_since = now;
+                }
+            } else {
+                self.consumers[c].holds.retain(|x| !(x.id == h.id && x.attempt == h.attempt));
+            }
+        }
+        touched.into_iter().collect()
+    }
+
+    fn native_finish(&mut self, rng: &mut Rng) -> Vec<u16> {
+        let Some(c) = self.live_consumer(rng) else { return vec![] };
+        let now = self.now();
+        let due: Vec<usize> =
+            (0..self.consumers[c].holds.len()).filter(|i| self.consumers[c].holds[*i].at <= now).collect();
+        let Some(&i) = rng.pick(&due) else { return vec![] };
+        let run = self.consumers[c].holds.swap_remove(i);
+        let shard = run.id.shard();
+        match Self::end_event(&run) {
+            Some(event) => {
+                if rng.chance(self.faults.late_report) {
+                    self.late.push((now + rng.below(60_000), JobEvent { id: run.id.clone(), event: event.clone() }));
+                }
+                self.report(run.id.clone(), event);
+                self.stream.retain(|e| !(e.id == run.id && e.owner == Some(c)));
+            }
+            None => self.note(|| format!("consumer {c} loses {} silently", run.id)),
+        }
+        vec![shard]
+    }
+
+    fn native_reclaim(&mut self, rng: &mut Rng) -> Vec<u16> {
+        let Some(c) = self.live_consumer(rng) else { return vec![] };
+        let now = self.now();
+        let idle: Vec<usize> = (0..self.stream.len())
+            .filter(|i| self.stream[*i].owner != Some(c) && self.stream[*i].idle_since + LEASE_MS < now)
+            .collect();
+        let Some(&i) = rng.pick(&idle) else { return vec![] };
+        let (id, attempt) = (self.stream[i].id.clone(), self.stream[i].attempt);
+        let shard = id.shard();
+        let answers =
+            self.apply(shard, vec![JobEvent { id: id.clone(), event: Event::Reclaim { attempt, lease_ms: LEASE_MS } }]);
+        match answers.into_iter().next() {
+            Some(Ok(a)) => {
+                self.stream[i].owner = Some(c);
+                self.stream[i].idle_since = now;
+                let end = Self::outcome(rng, &self.faults);
+                let run = Run { id: id.clone(), attempt: a.attempt, at: now + rng.below(3 * LEASE_MS), end };
+                self.consumers[c].holds.push(run);
+                self.note(|| format!("consumer {c} reclaims {id}: runs attempt {}", a.attempt));
+            }
+            Some(Err(e)) if e.code.as_str() == "lease_held" => {}
+            _ => {
+                self.stream.swap_remove(i);
+            }
+        }
+        vec![shard]
+    }
+
+    fn alarm(&mut self, shard: u16) {
+        self.note(|| format!("alarm of shard {shard}"));
+        for _ in 0..MAX_PAGES {
+            let s = &self.shards[shard as usize];
+            match s.settle(s.wake_page()) {
+                Ok((effects, more)) => {
+                    self.effects(shard, effects);
+                    if !more {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        for _ in 0..MAX_PAGES {
+            let s = &self.shards[shard as usize];
+            match s.settle(s.fire_schedules_page(&self.cfg)) {
+                Ok((effects, more)) => {
+                    self.effects(shard, effects);
+                    if !more {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.rearm(shard);
+        self.check_schedules(shard);
+    }
+
+    /// Each schedule's runs so far against its ticks since it was created.
+    fn check_schedules(&mut self, shard: u16) {
+        let now = self.now();
+        let list: Vec<(String, u64)> =
+            self.schedules.iter().filter(|(_, s, _)| *s == shard).map(|(n, _, p)| (n.clone(), *p)).collect();
+        for (name, period) in list {
+            let pattern = edgejobs_shard::ops::tag_pattern(&edgejobs_core::schedule::tag_of(&name));
+            let rows = self.shards[shard as usize]
+                .db
+                .rows(&format!("SELECT id FROM jobs WHERE {}", edgejobs_shard::ops::TAG_CONDITION), &[pattern]);
+            let ids: Vec<String> =
+                rows.unwrap_or_default().into_iter().filter_map(|r| Cols::new(r).text().ok()).collect();
+            // Ticks in (created, now]: at most one per period, plus one at the transition of
+            // a DST gap.
+            let most = (now - self.started) / period + 2;
+            self.oracle.schedule_runs(&name, ids, most);
+        }
+    }
+
+    fn sweep(&mut self, shard: u16) {
+        let mut run = SweepRun::new(self.policy);
+        loop {
+            let s = &self.shards[shard as usize];
+            match s.settle(s.sweep_page(&mut run)) {
+                Ok(Some(effects)) => self.effects(shard, effects),
+                _ => break,
+            }
+        }
+        self.rearm(shard);
+        let r = run.report.clone();
+        self.note(|| format!("sweep of shard {shard}: {r:?}"));
+    }
+
+    /// A backup and a restore of it, at one instant: the shard's jobs, keys and alarm are
+    /// as before, queued jobs are sent again.
+    fn backup_restore(&mut self, shard: u16) {
+        let s = &self.shards[shard as usize];
+        let mut pages = Vec::new();
+        let mut after = None;
+        for _ in 0..1000 {
+            let Ok(page) = s.settle(s.export(Export { after: after.clone(), max_rows: 50, max_bytes: 1 << 20 })) else {
+                return;
+            };
+            after = page.last.clone();
+            let done = page.done;
+            pages.push(page.ndjson);
+            if done {
+                break;
+            }
+        }
+        let n = pages.len();
+        for (i, ndjson) in pages.into_iter().enumerate() {
+            let s = &self.shards[shard as usize];
+            let r = Import {
+                shard,
+                ndjson,
+                first: i == 0,
+                epoch: 1 + (self.now() % 1000),
+                idempotency_window_ms: WINDOW_MS,
+            };
+            match s.settle(s.import(r)) {
+                Ok((_, effects)) => self.effects(shard, effects),
+                Err(e) => self.errors.borrow_mut().push(format!("restore page {i} of shard {shard}: {}", e.message)),
+            }
+        }
+        self.rearm(shard);
+        self.note(|| format!("backup and restore of shard {shard} ({n} pages)"));
+    }
+
+    /// Retention: finished jobs older than twice the idempotency window go.
+    fn retention(&mut self, shard: u16, allow: &mut Allow) {
+        let s = &self.shards[shard as usize];
+        let page = RetentionPage {
+            now: self.now(),
+            limit: 1000,
+            done_age_ms: 2 * WINDOW_MS,
+            dead_age_ms: 2 * WINDOW_MS,
+            done_cutoffs: BTreeMap::new(),
+            dead_cutoffs: BTreeMap::new(),
+            done_age_by_type: BTreeMap::new(),
+            dead_age_by_type: BTreeMap::new(),
+        };
+        let Ok(page) = s.settle(s.retention_page(page)) else { return };
+        let ids = page.ids.clone();
+        if let Ok(d) = s.settle(s.retention_delete(RetentionDelete { ids: ids.clone(), archived: 0 })) {
+            allow.deleted.extend(ids);
+            let n = d.deleted;
+            self.note(|| format!("retention on shard {shard}: {n} deleted"));
+        }
+    }
+
+    /// Every row of a shard, as the oracle compares them (states and change times: the
+    /// attempt is read per job where a check needs it, see [`report`](Self::report)).
+    fn rows(&self, shard: u16) -> BTreeMap<String, Seen> {
+        let q = "SELECT id, state, updated_at FROM jobs";
+        let mut out = BTreeMap::new();
+        let r = self.shards[shard as usize].db.scan(q, &[], &mut |row| {
+            let mut c = Cols::new(row);
+            if let (Ok(id), Ok(state), Ok(updated_at)) = (c.text(), c.text(), c.u64()) {
+                out.insert(id, Seen { state, attempt: 0, updated_at });
+            }
+            true
+        });
+        if let Err(e) = r {
+            self.errors.borrow_mut().push(format!("reading rows: {e}"));
+        }
+        out
+    }
+
+    /// Jobs stored across the shards now.
+    pub fn jobs(&self) -> usize {
+        self.oracle.rows.iter().map(|m| m.len()).sum()
+    }
+
+    /// Observes every shard (the drain's phases touch many).
+    fn observe_all(&mut self, allow: &mut Allow) {
+        for shard in 0..SHARDS {
+            let rows = self.rows(shard);
+            self.oracle.observe(shard as usize, rows, allow);
+        }
+    }
+
+    /// Sum of the final-state counters of every shard, after writing what is pending.
+    pub fn check_counters(&mut self) {
+        let mut total = 0.0;
+        for s in &self.shards {
+            match s.settle(s.stats(true)) {
+                Ok(st) => {
+                    for (name, _, v) in &st.counters {
+                        if matches!(
+                            name.as_str(),
+                            "edgejobs_jobs_completed_total"
+                                | "edgejobs_jobs_dead_total"
+                                | "edgejobs_jobs_cancelled_total"
+                        ) {
+                            total += v;
+                        }
+                    }
+                }
+                Err(e) => self.errors.borrow_mut().push(format!("stats: {}", e.message)),
+            }
+        }
+        self.oracle.counters(total as u64);
+    }
+
+    /// The faults stop: consumers come back, schedules pause, and the world runs until every
+    /// job is final (bounded); then liveness is checked.
+    pub fn drain(&mut self) {
+        self.faults = Faults::none();
+        let now = self.now();
+        for c in &mut self.consumers {
+            c.paused_until = now;
+        }
+        for (name, shard, _) in self.schedules.clone() {
+            let s = &self.shards[shard as usize];
+            let _ = s.settle(s.schedules(ScheduleOp::Pause { name }, &self.cfg));
+        }
+        let mut allow = Allow::default();
+        for _ in 0..400 {
+            self.clock.set(self.clock.get() + 5_000);
+            let now = self.now();
+            for shard in 0..SHARDS {
+                if self.alarms[shard as usize].is_some_and(|at| at <= now) {
+                    self.alarm(shard);
+                }
+                self.sweep(shard);
+            }
+            while !self.staged.is_empty() {
+                let mut r = Rng::new(now);
+                self.write_staged(&mut r);
+            }
+            self.observe_all(&mut allow);
+            let mut r = Rng::new(now ^ 0xD4A1);
+            let due: Vec<Msg> = self.queue.iter().filter(|m| m.at <= now).cloned().collect();
+            self.queue.retain(|m| m.at > now);
+            for m in due {
+                self.deliver(m, &mut r);
+            }
+            self.observe_all(&mut allow);
+            let runs: Vec<Run> = std::mem::take(&mut self.edge_runs);
+            for mut run in runs {
+                if run.end == End::Crash {
+                    continue;
+                }
+                run.at = run.at.min(now);
+                if let Some(e) = Self::end_event(&run) {
+                    self.report(run.id, e);
+                }
+            }
+            self.observe_all(&mut allow);
+            for _ in 0..self.stream.len() {
+                self.native_take(&mut r);
+            }
+            self.observe_all(&mut allow);
+            for c in 0..self.consumers.len() {
+                let holds = std::mem::take(&mut self.consumers[c].holds);
+                for run in holds {
+                    if let Some(e) = Self::end_event(&run) {
+                        self.report(run.id.clone(), e);
+                    }
+                    self.stream.retain(|e| e.id != run.id || e.owner != Some(c));
+                }
+            }
+            self.observe_all(&mut allow);
+            for _ in 0..self.stream.len() {
+                self.native_reclaim(&mut r);
+            }
+            self.late.clear();
+            self.observe_all(&mut allow);
+            let open = self.oracle.rows.iter().flat_map(|m| m.values()).any(|s| !is_final(&s.state));
+            if !open && self.queue.is_empty() {
+                break;
+            }
+        }
+        let stuck: Vec<(String, String)> = self
+            .oracle
+            .rows
+            .iter()
+            .flat_map(|m| m.iter())
+            .filter(|(_, s)| !is_final(&s.state))
+            .map(|(id, s)| (id.clone(), s.state.clone()))
+            .collect();
+        self.oracle.liveness(stuck);
+        self.check_counters();
+        let errors = self.errors.borrow().clone();
+        self.oracle.storage(&errors);
+    }
+}

@@ -1,0 +1,60 @@
+//! The simulation must be able to fail: with each known bug switched back on it finds a
+//! violation within a bounded number of steps, and without one a short run holds.
+
+use std::process::Command;
+
+const SIM: &str = env!("CARGO_BIN_EXE_edgejobs-sim");
+/// Steps a bug may take to be found (the closing note of #25 lists the actual counts).
+const BOUND: usize = 20_000;
+
+fn sim(args: &[&str]) -> (bool, String) {
+    let out = Command::new(SIM).args(args).output().expect("the simulation runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn found(bug: &str, invariant: &str) {
+    let steps = BOUND.to_string();
+    let (ok, out) = sim(&["--seed", "1", "--steps", &steps, "--bug", bug, "--expect-violation"]);
+    assert!(ok, "bug {bug} was not found in {BOUND} steps:\n{out}");
+    assert!(out.contains(&format!("invariant {invariant} broken")), "bug {bug} broke another invariant:\n{out}");
+    let line = out.lines().find(|l| l.starts_with("found after")).expect("the steps it took");
+    println!("{bug}: {line}");
+}
+
+#[test]
+fn an_await_between_load_and_save_is_found() {
+    found("stale-overwrite", "final-is-final");
+}
+
+#[test]
+fn a_report_without_its_attempt_check_is_found() {
+    found("unchecked-attempts", "stale-reports-change-nothing");
+}
+
+#[test]
+fn a_sweep_that_resends_cancelled_jobs_is_found() {
+    found("sweep-resends-cancelled", "final-is-final");
+}
+
+#[test]
+fn a_schedule_that_fires_a_tick_twice_is_found() {
+    found("schedule-ticks-twice", "one-run-per-schedule-tick");
+}
+
+#[test]
+fn without_a_bug_a_run_holds_every_invariant_and_says_so() {
+    let (ok, out) = sim(&["--seed", "7", "--steps", "3000"]);
+    assert!(ok, "{out}");
+    for name in ["acknowledged-jobs-exist", "stale-reports-change-nothing", "liveness-after-faults-stop"] {
+        let line = out.lines().find(|l| l.contains(&format!("invariant {name}:"))).expect("reported");
+        assert!(!line.contains("checked 0 times"), "{name} was never exercised: {line}");
+    }
+}
+
+#[test]
+fn a_failing_run_is_shrunk_and_printed_and_exits_1() {
+    let (ok, out) = sim(&["--seed", "1", "--steps", "2000", "--bug", "sweep-resends-cancelled"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("shortest failing run found"), "{out}");
+    assert!(out.contains("=> final-is-final"), "the shrunk run fails the same way:\n{out}");
+}
