@@ -80,7 +80,10 @@ fn draft2020_12_cases_of_the_supported_keywords_pass() {
                 unsupported_passing.insert(format!("{file}: {desc}"));
             }
         }
-        println!("{file:32} {pass:>3}/{cases:<3} passed{}", if skipped > 0 { format!(" ({skipped} unsupported)") } else { String::new() });
+        println!(
+            "{file:32} {pass:>3}/{cases:<3} passed{}",
+            if skipped > 0 { format!(" ({skipped} unsupported)") } else { String::new() }
+        );
         total_pass += pass;
         total += cases;
     }
