@@ -1,7 +1,6 @@
 //! `backups list|verify|start|restore` (admin key).
 
-use edgejobs_api::{BackupList, RestoreRequest, VerifyResult};
-use serde_json::Value;
+use edgejobs_api::{BackupList, Manifest, RestoreRequest, Restored, VerifyResult};
 
 use crate::client::{Api, Failure, Res, enc};
 use crate::output::{cell_of, confirm, print_json, table};
@@ -47,17 +46,17 @@ pub fn run(cli: &Cli, api: &Api, b: &Backups) -> Res<()> {
             }
         }
         Backups::Start => {
-            // The manifest; only its id and row count are shown.
-            let out = api.get::<Value>("POST", "/v1/admin/backups")?;
+            let out = api.get::<Manifest>("POST", "/v1/admin/backups")?;
             if cli.json {
                 print_json(&out.raw);
             } else {
-                println!("{} {} rows", out.raw["id"].as_str().unwrap_or(""), out.raw["total_rows"]);
+                println!("{} {} rows", out.value.id, out.value.total_rows);
             }
         }
         Backups::Restore { id, yes } => {
             confirm(&format!("Replace every job with those of backup {id}?"), *yes)?;
-            let out = api.call::<Value>("POST", "/v1/admin/restore", Some(&RestoreRequest { backup: id.clone() }))?;
+            let out =
+                api.call::<Restored>("POST", "/v1/admin/restore", Some(&RestoreRequest { backup: id.clone() }))?;
             print_json(&out.raw);
         }
     }

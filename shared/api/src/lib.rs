@@ -26,8 +26,9 @@ pub use health::{Check, Checks, Health, HealthStatus, Live};
 pub use job::{AttemptRecord, Backoff, Job, JobList, JobState, JobSummary, Lane, StreamEntry};
 pub use reply::{
     BackupList, BackupSummary, BatchItem, BatchItemCreated, BatchItemFailed, BatchRequest, BatchResult, Consumer,
-    Consumers, ErrorBody, ErrorReply, MinutePoint, ReplayRequest, ReplayResult, RestoreRequest, ShardsAnswered, Stats,
-    StatsJobs, VerifyResult, WebhookSecret, Whoami,
+    Consumers, ErrorBody, ErrorReply, Manifest, ManifestEntry, ManifestSchedules, MinutePoint, ReplayRequest,
+    ReplayResult, RestoreRequest, Restored, ShardRows, ShardsAnswered, Stats, StatsJobs, VerifyResult, WebhookSecret,
+    Whoami,
 };
 pub use schedule::{
     CatchUp, Overlap, RunKind, ScheduleDeleted, ScheduleList, ScheduleRunView, ScheduleView, Triggered,

@@ -202,6 +202,74 @@ pub struct VerifyResult {
     pub rows: u64,
 }
 
+/// One object of a backup: part `part` of a shard's jobs, or the schedules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ManifestEntry {
+    pub shard: u64,
+    /// 0 for the first (or only) part.
+    #[serde(default)]
+    pub part: u64,
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// `POST /v1/admin/backups`' reply: the manifest of the backup it made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Manifest {
+    pub schema_version: u64,
+    pub id: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub shard_count: u64,
+    pub shards: Vec<ManifestEntry>,
+    pub total_rows: u64,
+    pub total_bytes: u64,
+    /// Absent in backups made before schedules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<ManifestSchedules>,
+}
+
+/// The schedules object of a backup (`shard` and `part` unused, 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ManifestSchedules {
+    #[serde(default)]
+    pub shard: u64,
+    #[serde(default)]
+    pub part: u64,
+    pub key: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Rows restored into one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ShardRows {
+    pub shard: u64,
+    pub rows: u64,
+}
+
+/// `POST /v1/admin/restore`'s reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Restored {
+    pub backup: String,
+    pub restored_rows: u64,
+    /// Schedules restored; `null` for a backup made before schedules (they stay as they are).
+    #[serde(default)]
+    pub restored_schedules: Option<u64>,
+    #[serde(default)]
+    pub shards: u64,
+    #[serde(default)]
+    pub per_shard: Vec<ShardRows>,
+}
+
 /// `POST /v1/admin/restore`'s body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreRequest {

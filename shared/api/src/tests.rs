@@ -335,6 +335,21 @@ fn table(doc: &Value) -> Vec<String> {
         &response("/v1/admin/backups/{id}/verify", "post", 200),
         json!({ "id": "20261201T000000Z-ab", "valid": false, "problems": ["shard 1: missing"], "rows": 10 }),
     ));
+    let entry = json!({ "shard": 0, "part": 0, "key": "backups/x/shard-0000-0000.ndjson.gz", "rows": 10,
+                        "bytes": 2048, "sha256": "0".repeat(64) });
+    out.extend(check::<Manifest>(
+        doc,
+        &s("Manifest"),
+        json!({ "schema_version": 1, "id": "2026-12-01T00-00-00-000Z-0000abcd", "started_at": "2026-12-01T00:00:00Z",
+                "finished_at": "2026-12-01T00:00:01Z", "shard_count": 1, "shards": [entry.clone()],
+                "total_rows": 10, "total_bytes": 2048, "schedules": entry }),
+    ));
+    out.extend(check::<Restored>(
+        doc,
+        &response("/v1/admin/restore", "post", 200),
+        json!({ "backup": "2026-12-01T00-00-00-000Z-0000abcd", "restored_rows": 10, "restored_schedules": null,
+                "shards": 1, "per_shard": [{ "shard": 0, "rows": 10 }] }),
+    ));
     out.extend(check::<WebhookSecret>(
         doc,
         &response("/v1/admin/webhook-secret", "post", 200),
