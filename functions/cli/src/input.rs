@@ -1,6 +1,7 @@
 //! What the CLI reads: a job spec from flags, and NDJSON files of job specs.
 
-use serde_json::{Map, Value, json};
+use edgejobs_api::{DurationInput, JobSpec};
+use serde_json::Value;
 
 /// A job spec given with flags.
 #[derive(Debug, Default)]
@@ -18,34 +19,29 @@ pub struct Spec {
 
 impl Spec {
     /// The body of `POST /v1/jobs`; the API checks the rest.
-    pub fn to_json(&self) -> Result<Value, String> {
-        let mut m = Map::new();
-        m.insert("type".into(), json!(self.job_type));
-        if let Some(p) = &self.payload {
-            let text = match p.strip_prefix('@') {
-                Some(file) => std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?,
-                None => p.clone(),
-            };
-            let v: Value = serde_json::from_str(&text).map_err(|e| format!("--payload is not JSON: {e}"))?;
-            m.insert("payload".into(), v);
-        }
-        for (k, v) in [
-            ("delay", &self.delay),
-            ("run_at", &self.run_at),
-            ("idempotency_key", &self.idempotency_key),
-            ("timeout", &self.timeout),
-        ] {
-            if let Some(v) = v {
-                m.insert(k.into(), json!(v));
+    pub fn to_spec(&self) -> Result<JobSpec, String> {
+        let payload = match &self.payload {
+            Some(p) => {
+                let text = match p.strip_prefix('@') {
+                    Some(file) => std::fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?,
+                    None => p.clone(),
+                };
+                Some(serde_json::from_str::<Value>(&text).map_err(|e| format!("--payload is not JSON: {e}"))?)
             }
-        }
-        if !self.tags.is_empty() {
-            m.insert("tags".into(), json!(self.tags));
-        }
-        if let Some(n) = self.max_attempts {
-            m.insert("max_attempts".into(), json!(n));
-        }
-        Ok(Value::Object(m))
+            None => None,
+        };
+        let text = |v: &Option<String>| v.clone().map(DurationInput::Text);
+        Ok(JobSpec {
+            job_type: self.job_type.clone(),
+            payload,
+            max_attempts: self.max_attempts,
+            timeout: text(&self.timeout),
+            tags: Some(self.tags.clone()).filter(|t| !t.is_empty()),
+            idempotency_key: self.idempotency_key.clone(),
+            delay: text(&self.delay),
+            run_at: self.run_at.clone(),
+            ..JobSpec::default()
+        })
     }
 }
 
@@ -104,10 +100,10 @@ mod tests {
             ..Spec::default()
         };
         assert_eq!(
-            s.to_json().expect("valid"),
-            json!({ "type": "noop", "payload": { "a": 1 }, "delay": "5s", "tags": ["x", "y"], "max_attempts": 2 })
+            serde_json::to_value(s.to_spec().expect("valid")).expect("json"),
+            serde_json::json!({ "type": "noop", "payload": { "a": 1 }, "delay": "5s", "tags": ["x", "y"], "max_attempts": 2 })
         );
         let bad = Spec { payload: Some("{nope".into()), ..Spec::default() };
-        assert!(bad.to_json().expect_err("bad").contains("--payload is not JSON"));
+        assert!(bad.to_spec().expect_err("bad").contains("--payload is not JSON"));
     }
 }

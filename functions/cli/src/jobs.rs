@@ -25,7 +25,7 @@ pub fn enqueue_one(cli: &Cli, api: &Api, e: &Enqueue) -> Res<()> {
         max_attempts: e.max_attempts,
         timeout: e.timeout.clone(),
     };
-    let body = spec.to_json().map_err(|m| Failure::new(2, m))?;
+    let body = spec.to_spec().map_err(|m| Failure::new(2, m))?;
     let job = api.call::<Job>("POST", "/v1/jobs", Some(&body))?;
     if cli.json {
         print_json(&job.raw);

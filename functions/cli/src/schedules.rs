@@ -84,7 +84,7 @@ pub fn run(cli: &Cli, api: &Api, s: &Schedules) -> Res<()> {
         Schedules::Create { name, cron, job_type, payload, timezone, overlap, catch_up, tags, paused } => {
             let spec =
                 Spec { job_type: job_type.clone(), payload: payload.clone(), tags: tags.clone(), ..Spec::default() };
-            let job = spec.to_json().map_err(|e| Failure::new(2, e))?;
+            let job = spec.to_spec().map_err(|e| Failure::new(2, e))?;
             let mut body = json!({ "name": name, "cron": cron, "job": job, "paused": paused });
             for (k, v) in [("timezone", timezone), ("overlap", overlap), ("catch_up", catch_up)] {
                 if let Some(v) = v {

@@ -11,6 +11,7 @@
 //! - `reply.rs`: the other replies: batch enqueue, replay, errors, stats, whoami, backups.
 //! - `schedule.rs`: a schedule as the API shows it (`ScheduleView`) and its replies.
 //! - `health.rs`: `GET /health` and `GET /health/live`.
+//! - `spec.rs`: request bodies: a job spec, a schedule spec.
 //!
 //! Times are RFC 3339 strings here: the types carry what the wire carries, and the crate
 //! stays serde-only.
@@ -19,6 +20,7 @@ mod health;
 mod job;
 mod reply;
 mod schedule;
+mod spec;
 #[cfg(test)]
 mod tests;
 
@@ -33,3 +35,4 @@ pub use reply::{
 pub use schedule::{
     CatchUp, Overlap, RunKind, ScheduleDeleted, ScheduleList, ScheduleRunView, ScheduleView, Triggered,
 };
+pub use spec::{BackoffInput, DurationInput, JobSpec, ScheduleSpec};

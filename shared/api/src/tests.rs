@@ -36,7 +36,8 @@ fn doc_root(doc: &Value, pointer: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_default()
 }
 
-/// `{"enum": ["a", "b"]}` as `{"type": "string", "enum": [...]}` (and `const` likewise):
+/// `{"enum": ["a", "b"]}` as `{"type": ["string"], "enum": [...]}` (`null` among the values
+/// adds `"null"`; `const` likewise):
 /// the diff reads a schema without `type` as any type, while schemars states it.
 fn typed_enums(v: &mut Value) {
     match v {
@@ -56,10 +57,14 @@ fn typed_enums(v: &mut Value) {
                     Value::Array(_) => "array",
                     Value::Object(_) => "object",
                 };
-                if let Some(first) = values.first()
-                    && values.iter().all(|x| kind(x) == kind(first))
-                {
-                    o.insert("type".into(), json!(kind(first)));
+                let kinds: std::collections::BTreeSet<&str> = values.iter().map(|x| kind(x)).collect();
+                let nullable = kinds.contains("null");
+                let mut kinds: Vec<&str> = kinds.into_iter().filter(|k| *k != "null").collect();
+                if kinds.len() == 1 {
+                    if nullable {
+                        kinds.push("null");
+                    }
+                    o.insert("type".into(), json!(kinds));
                 }
             }
             o.values_mut().for_each(typed_enums);
@@ -350,6 +355,21 @@ fn table(doc: &Value) -> Vec<String> {
         json!({ "backup": "2026-12-01T00-00-00-000Z-0000abcd", "restored_rows": 10, "restored_schedules": null,
                 "shards": 1, "per_shard": [{ "shard": 0, "rows": 10 }] }),
     ));
+    // Requests: the document's spec of a declared type (the built-ins differ only in
+    // `type` and `payload`) and of a schedule, whose `job` is the same spec's fields
+    // without idempotency_key, delay and run_at (a oneOf of the built-ins in the document).
+    let spec = json!({ "type": "resize", "payload": { "w": 1 }, "max_attempts": 3, "timeout": "30s",
+                       "backoff": { "base": 1000, "factor": 2.0, "cap": "1h" }, "tags": ["a"], "metadata": { "m": 1 },
+                       "idempotency_key": "k", "delay": 5000 });
+    out.extend(check::<JobSpec>(doc, &s("DeclaredJobSpec"), spec));
+    out.extend(check_but::<ScheduleSpec>(
+        doc,
+        &s("ScheduleSpec"),
+        json!({ "name": "nightly", "cron": "0 3 * * *", "timezone": "UTC", "job": { "type": "noop", "tags": ["a"] },
+                "overlap": "skip", "catch_up": "last", "paused": false, "starts_at": "2026-12-01T00:00:00Z",
+                "ends_at": "2027-12-01T00:00:00Z" }),
+        &[".job"],
+    ));
     out.extend(check::<WebhookSecret>(
         doc,
         &response("/v1/admin/webhook-secret", "post", 200),
@@ -384,6 +404,13 @@ fn the_check_sees_a_field_on_one_side_only() {
     }
     let problems = check::<Job>(&doc, "/components/schemas/Job", sample_job());
     assert!(problems.iter().any(|p| p.contains("rate_group")), "{problems:?}");
+
+    let mut doc = openapi();
+    if let Some(props) = doc["components"]["schemas"]["DeclaredJobSpec"]["properties"].as_object_mut() {
+        props.remove("idempotency_key");
+    }
+    let problems = check::<JobSpec>(&doc, "/components/schemas/DeclaredJobSpec", json!({ "type": "t" }));
+    assert!(problems.iter().any(|p| p.contains("idempotency_key")), "{problems:?}");
 
     let mut doc = openapi();
     doc["components"]["schemas"]["ReplayResult"]["required"] = json!(["replayed"]);
