@@ -43,5 +43,11 @@ build_worker() {
     fi
     log "building the Worker (worker-build --profile wasm-release)"
     (cd "$ROOT/functions/edge" && worker-build --profile wasm-release)
+    # worker-build runs wasm-opt with --debuginfo, which keeps the name section (600 KB that
+    # only names functions in a panic's stack trace; the message and its file:line stay).
+    # Rewritten without it, with worker-build's feature set.
+    "$WASM_OPT_BIN" "$out" -o "$out" --strip-debug --enable-mutable-globals --enable-sign-ext \
+        --enable-nontrapping-float-to-int --enable-bulk-memory --enable-multivalue \
+        --enable-reference-types --enable-exception-handling
     log "worker built: $(stat -c %s "$out") bytes of wasm"
 }
