@@ -103,6 +103,86 @@ pub fn state_of(state: JobState) -> edgejobs_api::JobState {
     }
 }
 
+/// A schedule as the API shows it: every field named (a field added to the stored schedule
+/// does not compile until it is shown here), times as RFC 3339, header values of its job
+/// spec `[redacted]`, each run with its job's state (`deleted` once retention removed it).
+pub fn schedule(shown: edgejobs_core::protocol::ScheduleShown) -> edgejobs_api::ScheduleView {
+    use edgejobs_api::{CatchUp, Overlap, RunKind, ScheduleRunView};
+    use edgejobs_core::schedule as core;
+    let edgejobs_core::protocol::ScheduleShown { schedule, run_states, overdue, upcoming } = shown;
+    let core::Schedule {
+        name,
+        cron,
+        timezone,
+        mut job,
+        overlap,
+        catch_up,
+        paused,
+        starts_at,
+        ends_at,
+        created_at,
+        updated_at,
+        next_at,
+        last_tick,
+        waiting_tick,
+        paused_at,
+        runs,
+        runs_total,
+        skips_total,
+    } = schedule;
+    if let Some(p) = job.get_mut("payload") {
+        seal::redact_headers(p);
+    }
+    let time = |t: Option<u64>| t.map(format_rfc3339);
+    let runs = runs
+        .into_iter()
+        .zip(run_states.into_iter().chain(std::iter::repeat(None)))
+        .map(|(r, state)| ScheduleRunView {
+            tick: format_rfc3339(r.tick),
+            at: format_rfc3339(r.at),
+            job_id: r.job_id.to_string(),
+            kind: match r.kind {
+                core::RunKind::Tick => RunKind::Tick,
+                core::RunKind::CatchUp => RunKind::CatchUp,
+                core::RunKind::Trigger => RunKind::Trigger,
+            },
+            state: Some(state.map_or("deleted", |s| s.as_str()).to_owned()),
+        })
+        .collect();
+    edgejobs_api::ScheduleView {
+        name,
+        cron,
+        timezone,
+        job: match job {
+            Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        },
+        overlap: match overlap {
+            core::Overlap::Allow => Overlap::Allow,
+            core::Overlap::Skip => Overlap::Skip,
+            core::Overlap::QueueOne => Overlap::QueueOne,
+        },
+        catch_up: match catch_up {
+            core::CatchUp::None => CatchUp::None,
+            core::CatchUp::Last => CatchUp::Last,
+        },
+        paused,
+        starts_at: time(starts_at),
+        ends_at: time(ends_at),
+        created_at: format_rfc3339(created_at),
+        updated_at: format_rfc3339(updated_at),
+        next_at: time(next_at),
+        last_tick: time(last_tick),
+        waiting_tick: time(waiting_tick),
+        paused_at: time(paused_at),
+        runs,
+        runs_total,
+        skips_total,
+        overdue,
+        upcoming: upcoming.map(|u| u.into_iter().map(format_rfc3339).collect()),
+    }
+}
+
 /// Stored job JSON as the API shows it; passed through untouched unless it holds a sealed
 /// value (only jobs with headers do), so the common case costs no parsing.
 pub fn raw(doc: Box<RawValue>) -> Box<RawValue> {

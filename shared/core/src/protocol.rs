@@ -99,7 +99,7 @@ requests! {
     Sweep(Sweep) -> SweepReport, "sweep", WhenDue;
     Record(Record) -> (), "record", Always;
     SetGauge(SetGauge) -> (), "set_gauge", WhenDue;
-    Schedules(Schedules) -> serde_json::Value, "schedules", WhenDue;
+    Schedules(Schedules) -> ScheduleReply, "schedules", WhenDue;
 }
 
 /// Creates jobs (already validated and given ids by the router), each answered in order.
@@ -359,7 +359,8 @@ mod tests {
 }
 
 /// An operation on the schedules a shard holds (a schedule lives in the shard its name
-/// hashes to, and its runs' jobs are created in that shard). Answers are the API's JSON.
+/// hashes to, and its runs' jobs are created in that shard). Answers are [`ScheduleReply`]:
+/// domain data, which the edge turns into the API's `ScheduleView`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedules {
@@ -407,4 +408,77 @@ pub enum ScheduleOp {
     Import {
         schedules: Vec<crate::schedule::Schedule>,
     },
+}
+
+/// A schedule as a shard shows it: as stored, with the state of each run's job (`None`:
+/// retention removed it), whether it is overdue, and (on a single read) its next ticks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleShown {
+    pub schedule: crate::schedule::Schedule,
+    pub run_states: Vec<Option<JobState>>,
+    pub overdue: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upcoming: Option<Vec<u64>>,
+}
+
+/// What a schedule operation answers, one variant per kind of answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScheduleReply {
+    /// Get, create, patch, pause, resume: the schedule after it.
+    Shown {
+        schedule: Box<ScheduleShown>,
+    },
+    /// List: a page by name (each with its newest run only).
+    Page {
+        schedules: Vec<ScheduleShown>,
+    },
+    /// Export: every schedule, as stored.
+    Stored {
+        schedules: Vec<crate::schedule::Schedule>,
+    },
+    Deleted {
+        name: String,
+    },
+    /// Trigger: the run's job (`created`: new) and the schedule after it.
+    Triggered {
+        created: bool,
+        job: Box<Job>,
+        schedule: Box<ScheduleShown>,
+    },
+    Imported {
+        schedules: u64,
+    },
+}
+
+impl ScheduleReply {
+    fn unexpected(&self, wanted: &str) -> ApiError {
+        ApiError::new(
+            crate::error::ErrorCode::Internal,
+            format!("a shard answered a schedule operation with {self:?}, not {wanted}"),
+        )
+    }
+
+    /// The schedule of a `Shown` answer.
+    pub fn shown(self) -> Result<ScheduleShown, ApiError> {
+        match self {
+            ScheduleReply::Shown { schedule } => Ok(*schedule),
+            other => Err(other.unexpected("one schedule")),
+        }
+    }
+
+    pub fn page(self) -> Result<Vec<ScheduleShown>, ApiError> {
+        match self {
+            ScheduleReply::Page { schedules } => Ok(schedules),
+            other => Err(other.unexpected("a page")),
+        }
+    }
+
+    pub fn stored(self) -> Result<Vec<crate::schedule::Schedule>, ApiError> {
+        match self {
+            ScheduleReply::Stored { schedules } => Ok(schedules),
+            other => Err(other.unexpected("stored schedules")),
+        }
+    }
 }

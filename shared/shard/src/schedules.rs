@@ -8,13 +8,15 @@ use std::collections::BTreeMap;
 
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::plan::{self, Effects};
-use edgejobs_core::protocol::ScheduleOp;
+use edgejobs_core::protocol::{ScheduleOp, ScheduleReply, ScheduleShown};
 use edgejobs_core::schedule::{self, Run, RunKind, Schedule};
 use edgejobs_core::seal;
 use edgejobs_core::spec::parse_spec_in;
 use edgejobs_core::stats::Delta;
-use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
+use edgejobs_core::{ApiError, ErrorCode, Job, JobId, JobState};
 use serde_json::{Value, json};
+
+type Answer = (ScheduleReply, Effects, bool);
 
 use crate::sql::{Cols, Sql, StoreError, Value as Sv, int, text};
 use crate::store;
@@ -47,6 +49,13 @@ fn existing(db: &impl Sql, name: &str) -> Outcome<Schedule> {
     load(db, name)?.ok_or_else(|| Failure::Refused(schedule::missing(name)))
 }
 
+/// A schedule with the states of its runs' jobs (`None`: gone), overdue or not, and its
+/// next ticks when asked.
+fn shown(s: Schedule, states: &BTreeMap<JobId, JobState>, now: u64, upcoming: bool) -> ScheduleShown {
+    let run_states = s.runs.iter().map(|r| states.get(&r.job_id).copied()).collect();
+    ScheduleShown { overdue: s.overdue(now), upcoming: upcoming.then(|| s.upcoming(now)), run_states, schedule: s }
+}
+
 /// A run to create: the schedule (by index), its tick and why.
 #[derive(Debug)]
 struct Fire {
@@ -56,23 +65,24 @@ struct Fire {
 }
 
 impl<S: Sql, H: Host> Shard<S, H> {
-    /// A schedule operation. Returns the API's JSON, the effects, and whether the alarm
-    /// must be set again (a schedule was written).
-    pub fn schedules(&self, op: ScheduleOp, cfg: &EdgeConfig) -> Outcome<(Value, Effects, bool)> {
+    /// A schedule operation. Returns its answer, the effects, and whether the alarm must be
+    /// set again (a schedule was written).
+    pub fn schedules(&self, op: ScheduleOp, cfg: &EdgeConfig) -> Outcome<Answer> {
         if self.number.is_none() {
             return Err(ApiError::new(ErrorCode::InvalidField, "the stats object holds no schedules").into());
         }
         let now = self.host.now_ms();
-        let read = |v: Value| Ok((v, Effects::default(), false));
-        let changed = |s: Schedule| -> Outcome<(Value, Effects, bool)> {
-            Ok((self.view(&s, now, true)?, Effects::default(), true))
-        };
+        let read = |r: ScheduleReply| Ok((r, Effects::default(), false));
+        let shown = |s: ScheduleShown| ScheduleReply::Shown { schedule: Box::new(s) };
+        let changed =
+            |s: Schedule| -> Outcome<Answer> { Ok((shown(self.view(s, now, true)?), Effects::default(), true)) };
         match op {
-            ScheduleOp::Get { name } => read(self.view(&existing(&self.db, &name)?, now, true)?),
-            ScheduleOp::List { after, limit } => read(self.list_schedules(after, limit, now)?),
+            ScheduleOp::Get { name } => read(shown(self.view(existing(&self.db, &name)?, now, true)?)),
+            ScheduleOp::List { after, limit } => {
+                read(ScheduleReply::Page { schedules: self.list_schedules(after, limit, now)? })
+            }
             ScheduleOp::Export => {
-                let all = load_where(&self.db, "1 = 1 ORDER BY name", &[])?;
-                read(serde_json::to_value(all).map_err(|e| StoreError(e.to_string()))?)
+                read(ScheduleReply::Stored { schedules: load_where(&self.db, "1 = 1 ORDER BY name", &[])? })
             }
             ScheduleOp::Create { schedule } => changed(self.commit(|db| {
                 if load(db, &schedule.name)?.is_some() {
@@ -112,7 +122,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
             ScheduleOp::Delete { name } => self.commit(|db| {
                 existing(db, &name)?;
                 db.rows("DELETE FROM schedules WHERE name = ?", &[text(name.clone())])?;
-                Ok((json!({ "deleted": true, "name": name }), Effects::default(), true))
+                Ok((ScheduleReply::Deleted { name }, Effects::default(), true))
             }),
             ScheduleOp::Trigger { name } => self.trigger(&name, cfg),
             ScheduleOp::Import { schedules } => self.commit(|db| {
@@ -121,7 +131,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
                     schedule::check_name(&s.name)?;
                     save(db, s, now)?;
                 }
-                Ok((json!({ "schedules": schedules.len() }), Effects::default(), true))
+                Ok((ScheduleReply::Imported { schedules: schedules.len() as u64 }, Effects::default(), true))
             }),
         }
     }
@@ -136,18 +146,18 @@ impl<S: Sql, H: Host> Shard<S, H> {
         })
     }
 
-    /// A schedule as the API shows it, its runs' states read from this shard.
-    fn view(&self, s: &Schedule, now: u64, upcoming: bool) -> Outcome<Value> {
+    /// A schedule as a shard shows it, its runs' states read from this shard.
+    fn view(&self, s: Schedule, now: u64, upcoming: bool) -> Outcome<ScheduleShown> {
         let states = self.states(s.runs.iter().map(|r| &r.job_id))?;
-        Ok(schedule::view(s, &|id| states.get(id).copied(), now, upcoming))
+        Ok(shown(s, &states, now, upcoming))
     }
 
     /// The states of these jobs, in one read (a job gone is left out).
-    fn states<'a>(&self, ids: impl IntoIterator<Item = &'a JobId>) -> Outcome<BTreeMap<JobId, &'static str>> {
-        Ok(store::load_many(&self.db, ids)?.into_iter().map(|j| (j.id.clone(), j.state.as_str())).collect())
+    fn states<'a>(&self, ids: impl IntoIterator<Item = &'a JobId>) -> Outcome<BTreeMap<JobId, JobState>> {
+        Ok(store::load_many(&self.db, ids)?.into_iter().map(|j| (j.id.clone(), j.state)).collect())
     }
 
-    fn list_schedules(&self, after: Option<String>, limit: u32, now: u64) -> Outcome<Value> {
+    fn list_schedules(&self, after: Option<String>, limit: u32, now: u64) -> Outcome<Vec<ScheduleShown>> {
         // One more than the largest page, to know whether more remain.
         let limit = limit.clamp(1, MAX_LIST + 1);
         let mut all = load_where(
@@ -158,8 +168,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
         // A listing shows each schedule's newest run only, their states read at once.
         all.iter_mut().for_each(|s| s.runs.truncate(1));
         let states = self.states(all.iter().flat_map(|s| s.runs.iter().map(|r| &r.job_id)))?;
-        let items = all.iter().map(|s| schedule::view(s, &|id| states.get(id).copied(), now, false)).collect();
-        Ok(Value::Array(items))
+        Ok(all.into_iter().map(|s| shown(s, &states, now, false)).collect())
     }
 
     /// Builds the job of a run: the schedule's spec with its key and tag, validated as an
@@ -297,7 +306,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
     }
 
     /// `POST /v1/schedules/{name}/trigger`: a run now, whatever the overlap policy.
-    fn trigger(&self, name: &str, cfg: &EdgeConfig) -> Outcome<(Value, Effects, bool)> {
+    fn trigger(&self, name: &str, cfg: &EdgeConfig) -> Outcome<Answer> {
         let now = self.host.now_ms();
         let (effects, schedule, job, created) = self.commit(|db| {
             let mut one = [existing(db, name)?];
@@ -310,10 +319,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let (job, created) = jobs.pop().ok_or_else(|| StoreError("the run was not created".into()))?;
             Ok((effects, s, job, created))
         })?;
-        let mut shown = job;
-        seal::redact_headers(&mut shown.payload);
-        let job = serde_json::to_value(shown).map_err(|e| StoreError(e.to_string()))?;
-        Ok((json!({ "created": created, "job": job, "schedule": self.view(&schedule, now, true)? }), effects, true))
+        let schedule = Box::new(self.view(schedule, now, true)?);
+        Ok((ScheduleReply::Triggered { created, job: Box::new(job), schedule }, effects, true))
     }
 
     /// This shard's schedules for a scrape: (active, paused) and the overdue ones' names,

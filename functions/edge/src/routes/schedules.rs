@@ -4,9 +4,9 @@
 //! Validation happens here (and, for a patch, again in the shard against the stored
 //! schedule); each schedule lives in the shard its name hashes to.
 
-use edgejobs_api::ScheduleList;
+use edgejobs_api::{ScheduleDeleted, ScheduleList, ScheduleView, Triggered};
 use edgejobs_core::config::EdgeConfig;
-use edgejobs_core::protocol::{ScheduleOp, Schedules};
+use edgejobs_core::protocol::{ScheduleOp, ScheduleReply, ScheduleShown, Schedules};
 use edgejobs_core::schedule::{self, check_name};
 use edgejobs_core::{ApiError, ErrorCode};
 use futures_util::future::join_all;
@@ -16,7 +16,7 @@ use worker::{Env, Request};
 use super::jobs::{Out, query_pairs, respond};
 use crate::http;
 use crate::platform::{now_ms, random_nonce};
-use crate::shard;
+use crate::{shard, view};
 
 /// What a path under `/v1/schedules/{name}` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +45,13 @@ fn seal_job(job: &mut Value, name: &str, cfg: &EdgeConfig) {
     }
 }
 
-async fn call(env: &Env, cfg: &EdgeConfig, name: &str, op: ScheduleOp) -> Result<Value, ApiError> {
+async fn call(env: &Env, cfg: &EdgeConfig, name: &str, op: ScheduleOp) -> Result<ScheduleReply, ApiError> {
     shard::call(env, shard_of(name, cfg), Schedules { op }).await
+}
+
+/// Calls an operation that answers one schedule, and shows it.
+async fn one(env: &Env, cfg: &EdgeConfig, name: &str, op: ScheduleOp) -> Result<ScheduleView, ApiError> {
+    Ok(view::schedule(call(env, cfg, name, op).await?.shown()?))
 }
 
 /// `POST /v1/schedules`
@@ -57,7 +62,7 @@ pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let mut s = def.schedule;
     let name = s.name.clone();
     seal_job(&mut s.job, &name, cfg);
-    respond(201, &call(env, cfg, &name, ScheduleOp::Create { schedule: Box::new(s) }).await?)
+    respond(201, &one(env, cfg, &name, ScheduleOp::Create { schedule: Box::new(s) }).await?)
 }
 
 /// `GET /v1/schedules?limit=&cursor=`: by name, `next_cursor` when more remain.
@@ -80,24 +85,22 @@ pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
         let op = ScheduleOp::List { after: cursor.clone(), limit: limit + 1 };
         shard::call(env, s, Schedules { op })
     });
-    let mut all: Vec<Value> = Vec::new();
+    let mut all: Vec<ScheduleShown> = Vec::new();
     for page in join_all(calls).await {
-        if let Value::Array(items) = page? {
-            all.extend(items);
-        }
+        all.extend(page?.page()?);
     }
-    all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    all.sort_by(|a, b| a.schedule.name.cmp(&b.schedule.name));
     let more = all.len() > limit as usize;
     all.truncate(limit as usize);
-    let next = if more { all.last().and_then(|s| s["name"].as_str()).map(str::to_owned) } else { None };
-    // The shards' documents are passed through: `edgejobs_api::ScheduleView` is their type.
-    respond(200, &ScheduleList { schedules: all, next_cursor: next })
+    let next = if more { all.last().map(|s| s.schedule.name.clone()) } else { None };
+    let schedules: Vec<ScheduleView> = all.into_iter().map(view::schedule).collect();
+    respond(200, &ScheduleList { schedules, next_cursor: next })
 }
 
 /// `GET /v1/schedules/{name}`
 pub async fn get(env: &Env, cfg: &EdgeConfig, name: &str) -> Out {
     let name = named(name)?;
-    respond(200, &call(env, cfg, name, ScheduleOp::Get { name: name.to_owned() }).await?)
+    respond(200, &one(env, cfg, name, ScheduleOp::Get { name: name.to_owned() }).await?)
 }
 
 /// `PATCH /v1/schedules/{name}`: any field but `name`; the result is validated whole.
@@ -112,13 +115,16 @@ pub async fn patch(req: &mut Request, env: &Env, cfg: &EdgeConfig, name: &str) -
     if !body.is_object() {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
     }
-    respond(200, &call(env, cfg, name, ScheduleOp::Patch { name: name.to_owned(), body }).await?)
+    respond(200, &one(env, cfg, name, ScheduleOp::Patch { name: name.to_owned(), body }).await?)
 }
 
 /// `DELETE /v1/schedules/{name}`: its jobs stay.
 pub async fn delete(env: &Env, cfg: &EdgeConfig, name: &str) -> Out {
     let name = named(name)?;
-    respond(200, &call(env, cfg, name, ScheduleOp::Delete { name: name.to_owned() }).await?)
+    match call(env, cfg, name, ScheduleOp::Delete { name: name.to_owned() }).await? {
+        ScheduleReply::Deleted { name } => respond(200, &ScheduleDeleted { deleted: true, name }),
+        other => Err(ApiError::new(ErrorCode::Internal, format!("a shard answered a delete with {other:?}"))),
+    }
 }
 
 /// `POST /v1/schedules/{name}/pause|resume|trigger`
@@ -129,7 +135,12 @@ pub async fn act(env: &Env, cfg: &EdgeConfig, name: &str, action: Action) -> Out
         Action::Resume => ScheduleOp::Resume { name: name.clone() },
         Action::Trigger => ScheduleOp::Trigger { name: name.clone() },
     };
-    let answer = call(env, cfg, &name, op).await?;
-    // A trigger that made a new job answers 201, as an enqueue does.
-    respond(if answer["created"] == true { 201 } else { 200 }, &answer)
+    match call(env, cfg, &name, op).await? {
+        // A trigger that made a new job answers 201, as an enqueue does.
+        ScheduleReply::Triggered { created, job, schedule } => respond(
+            if created { 201 } else { 200 },
+            &Triggered { created, job: view::job(*job), schedule: view::schedule(*schedule) },
+        ),
+        other => respond(200, &view::schedule(other.shown()?)),
+    }
 }

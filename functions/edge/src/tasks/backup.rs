@@ -62,8 +62,7 @@ pub async fn run_backup(env: &Env, cfg: &EdgeConfig) -> Result<Manifest, ApiErro
         let v = shard::call(env, s, Schedules { op: ScheduleOp::Export }).await.map_err(|e| {
             ApiError::new(ErrorCode::Unavailable, format!("shard {s}'s schedules could not be exported: {}", e.message))
         })?;
-        let mut some: Vec<Schedule> = serde_json::from_value(v)
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("shard {s} exported bad schedules: {e}")))?;
+        let mut some: Vec<Schedule> = v.stored()?;
         schedules.append(&mut some);
     }
     let ndjson = backup::schedules_ndjson(&schedules);
