@@ -6,7 +6,74 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::id::JobId;
 use crate::job::{Job, JobState};
+
+/// Why the state machine (or a batch planner around it) refused an event: nothing changed.
+/// Domain words only; [`ApiError::from`] turns one into the API's error where a route or
+/// the consumer answers it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "refusal", rename_all = "snake_case")]
+pub enum Refusal {
+    /// No job has this id (in this shard).
+    #[error("no job with id {id}")]
+    NotFound { id: JobId },
+    /// The event does not apply to a job in this state.
+    #[error("cannot {event} a job in state {state}")]
+    InvalidTransition { event: String, state: String },
+    /// A start for another attempt than the next one.
+    #[error("attempt {attempt} is not the next attempt ({next})")]
+    NotNextAttempt { attempt: u32, next: u32 },
+    /// A takeover naming an attempt newer than the running one.
+    #[error("attempt {attempt} is newer than the current attempt ({current})")]
+    NewerAttempt { attempt: u32, current: u32 },
+    /// A report from an attempt that is not the running one.
+    #[error("attempt {attempt} is not the current attempt ({current})")]
+    StaleAttempt { attempt: u32, current: u32 },
+    /// A report from an attempt whose lease another consumer took.
+    #[error("attempt {attempt} lost its lease; attempt {current} runs now")]
+    LeaseLost { attempt: u32, current: u32 },
+    /// A takeover while the running attempt still heartbeats.
+    #[error("the running attempt still holds its lease")]
+    LeaseHeld,
+    /// A takeover of an attempt that had none left: the job is dead now.
+    #[error("the job had no attempts left and is now dead")]
+    NoAttemptsLeft,
+    /// The alarm woke a job before its time.
+    #[error("the job is not due yet")]
+    NotDue,
+    /// A report from an attempt whose job a user cancelled meanwhile.
+    #[error("the job was cancelled while it ran")]
+    CancelledWhileRunning,
+    /// A hand-off for an attempt the job no longer waits for.
+    #[error("the job no longer waits for this attempt")]
+    NotWaiting,
+}
+
+impl Refusal {
+    /// The API's error code for it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Refusal::NotFound { .. } => ErrorCode::JobNotFound,
+            Refusal::InvalidTransition { .. } | Refusal::NoAttemptsLeft | Refusal::NotDue => {
+                ErrorCode::InvalidTransition
+            }
+            Refusal::NotNextAttempt { .. }
+            | Refusal::NewerAttempt { .. }
+            | Refusal::StaleAttempt { .. }
+            | Refusal::NotWaiting => ErrorCode::StaleAttempt,
+            Refusal::LeaseLost { .. } => ErrorCode::LeaseLost,
+            Refusal::LeaseHeld => ErrorCode::LeaseHeld,
+            Refusal::CancelledWhileRunning => ErrorCode::JobCancelled,
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> ApiError {
+        ApiError::new(r.code(), r.to_string())
+    }
+}
 
 /// How a failed attempt should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,29 +180,20 @@ pub struct Transition {
     pub effect: Effect,
     /// Set when the new state must be committed but the caller's report is still refused
     /// (a report from an attempt whose job a user cancelled meanwhile).
-    pub refusal: Option<ApiError>,
+    pub refusal: Option<Refusal>,
 }
 
-fn refuse(job: &Job, event: &Event) -> ApiError {
-    ApiError::new(
-        ErrorCode::InvalidTransition,
-        format!("cannot {} a job in state {}", event.name(), job.state.as_str()),
-    )
+fn refuse(job: &Job, event: &Event) -> Refusal {
+    Refusal::InvalidTransition { event: event.name().to_owned(), state: job.state.as_str().to_owned() }
 }
 
-fn fence(job: &Job, attempt: u32) -> Result<(), ApiError> {
+fn fence(job: &Job, attempt: u32) -> Result<(), Refusal> {
     if attempt == job.attempt {
         Ok(())
     } else if attempt < job.attempt && job.lease_lost_attempt.is_some_and(|lost| attempt <= lost) {
-        Err(ApiError::new(
-            ErrorCode::LeaseLost,
-            format!("attempt {attempt} lost its lease; attempt {} runs now", job.attempt),
-        ))
+        Err(Refusal::LeaseLost { attempt, current: job.attempt })
     } else {
-        Err(ApiError::new(
-            ErrorCode::StaleAttempt,
-            format!("attempt {attempt} is not the current attempt ({})", job.attempt),
-        ))
+        Err(Refusal::StaleAttempt { attempt, current: job.attempt })
     }
 }
 
@@ -156,16 +214,13 @@ fn finish(mut job: Job, state: JobState, now: u64) -> Job {
 
 /// Applies `event` to `job` at time `now` (ms). `unit` is a uniform random sample in
 /// `[0, 1)` used for backoff jitter.
-pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition, ApiError> {
+pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition, Refusal> {
     use JobState::*;
     let ok = |job: Job, effect: Effect| Ok(Transition { job, effect, refusal: None });
     match (job.state, &event) {
         (Queued, Event::Start { attempt }) => {
             if *attempt != job.attempt + 1 {
-                return Err(ApiError::new(
-                    ErrorCode::StaleAttempt,
-                    format!("attempt {attempt} is not the next attempt ({})", job.attempt + 1),
-                ));
+                return Err(Refusal::NotNextAttempt { attempt: *attempt, next: job.attempt + 1 });
             }
             let mut next = job.clone();
             next.state = Active;
@@ -179,14 +234,11 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
         (Queued, Event::Reclaim { attempt, .. }) => apply(job, Event::Start { attempt: *attempt }, now, unit),
         (Active, Event::Reclaim { attempt, lease_ms }) => {
             if *attempt > job.attempt {
-                return Err(ApiError::new(
-                    ErrorCode::StaleAttempt,
-                    format!("attempt {attempt} is newer than the current attempt ({})", job.attempt),
-                ));
+                return Err(Refusal::NewerAttempt { attempt: *attempt, current: job.attempt });
             }
             let last = job.heartbeat_at.or(job.started_at).unwrap_or(job.updated_at);
             if now.saturating_sub(last) < *lease_ms {
-                return Err(ApiError::new(ErrorCode::LeaseHeld, "the running attempt still holds its lease"));
+                return Err(Refusal::LeaseHeld);
             }
             if job.cancel_requested {
                 return cancelled_report(job, now);
@@ -200,10 +252,7 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
                 return Ok(Transition {
                     job: finish(next, Dead, now),
                     effect: Effect::None,
-                    refusal: Some(ApiError::new(
-                        ErrorCode::InvalidTransition,
-                        "the job had no attempts left and is now dead",
-                    )),
+                    refusal: Some(Refusal::NoAttemptsLeft),
                 });
             }
             next.attempt = job.attempt + 1;
@@ -270,7 +319,7 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
         }
         (Scheduled, Event::Wake) => {
             if job.run_at > now {
-                return Err(ApiError::new(ErrorCode::InvalidTransition, "the job is not due yet"));
+                return Err(Refusal::NotDue);
             }
             let mut next = job.clone();
             next.state = Queued;
@@ -306,14 +355,10 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
     }
 }
 
-fn cancelled_report(job: &Job, now: u64) -> Result<Transition, ApiError> {
+fn cancelled_report(job: &Job, now: u64) -> Result<Transition, Refusal> {
     let mut next = finish(job.clone(), JobState::Cancelled, now);
     next.record_attempt(now, "cancelled", Some("cancelled while it ran"));
-    Ok(Transition {
-        job: next,
-        effect: Effect::None,
-        refusal: Some(ApiError::new(ErrorCode::JobCancelled, "the job was cancelled while it ran")),
-    })
+    Ok(Transition { job: next, effect: Effect::None, refusal: Some(Refusal::CancelledWhileRunning) })
 }
 
 /// Every (from, to) state pair that [`apply`] may produce; anything else is a bug.
@@ -335,6 +380,45 @@ pub const LEGAL: &[(JobState, JobState)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The API sees a refusal as the code and message it always had: the domain type is
+    /// mapped once, here, and the wire (the consumer reads these codes) does not change.
+    #[test]
+    fn refusals_map_to_the_api_codes_and_messages_they_always_had() {
+        let id = JobId::new(1, 1_800_000_000_000, 1);
+        let table = [
+            (Refusal::NotFound { id: id.clone() }, ErrorCode::JobNotFound, format!("no job with id {id}")),
+            (
+                Refusal::InvalidTransition { event: "start".into(), state: "dead".into() },
+                ErrorCode::InvalidTransition,
+                "cannot start a job in state dead".to_owned(),
+            ),
+            (
+                Refusal::NotNextAttempt { attempt: 3, next: 2 },
+                ErrorCode::StaleAttempt,
+                "attempt 3 is not the next attempt (2)".into(),
+            ),
+            (
+                Refusal::StaleAttempt { attempt: 1, current: 2 },
+                ErrorCode::StaleAttempt,
+                "attempt 1 is not the current attempt (2)".into(),
+            ),
+            (
+                Refusal::LeaseLost { attempt: 1, current: 2 },
+                ErrorCode::LeaseLost,
+                "attempt 1 lost its lease; attempt 2 runs now".into(),
+            ),
+            (Refusal::LeaseHeld, ErrorCode::LeaseHeld, "the running attempt still holds its lease".into()),
+            (Refusal::CancelledWhileRunning, ErrorCode::JobCancelled, "the job was cancelled while it ran".into()),
+            (Refusal::NotWaiting, ErrorCode::StaleAttempt, "the job no longer waits for this attempt".into()),
+        ];
+        for (refusal, code, message) in table {
+            let e = ApiError::from(refusal.clone());
+            assert_eq!((e.code, e.message.as_str()), (code, message.as_str()), "{refusal:?}");
+            let wire = serde_json::to_string(&refusal).unwrap_or_default();
+            assert_eq!(serde_json::from_str::<Refusal>(&wire).ok(), Some(refusal), "{wire}");
+        }
+    }
     use crate::id::JobId;
     use crate::spec::parse_spec;
     use proptest::prelude::*;
@@ -391,11 +475,11 @@ mod tests {
         let j = new_job(3);
         let active = apply(&j, Event::Start { attempt: 1 }, 2_000, 0.5).expect("start").job;
         let dup = apply(&active, Event::Start { attempt: 1 }, 2_001, 0.5).expect_err("duplicate");
-        assert_eq!(dup.code, ErrorCode::InvalidTransition);
+        assert_eq!(dup.code(), ErrorCode::InvalidTransition);
         let stale = apply(&active, Event::Complete { attempt: 7, result: None }, 2_001, 0.5).expect_err("stale");
-        assert_eq!(stale.code, ErrorCode::StaleAttempt);
+        assert_eq!(stale.code(), ErrorCode::StaleAttempt);
         let skip = apply(&j, Event::Start { attempt: 2 }, 2_001, 0.5).expect_err("skipped attempt");
-        assert_eq!(skip.code, ErrorCode::StaleAttempt);
+        assert_eq!(skip.code(), ErrorCode::StaleAttempt);
     }
 
     #[test]
@@ -463,14 +547,14 @@ mod tests {
     fn reclaim_takes_over_only_after_the_lease_and_fences_the_old_holder() {
         let j = apply(&new_job(3), Event::Start { attempt: 1 }, 10_000, 0.5).expect("start").job;
         let held = apply(&j, Event::Reclaim { attempt: 1, lease_ms: 30_000 }, 20_000, 0.5).expect_err("lease held");
-        assert_eq!(held.code, ErrorCode::LeaseHeld);
+        assert_eq!(held.code(), ErrorCode::LeaseHeld);
         let t = apply(&j, Event::Reclaim { attempt: 1, lease_ms: 30_000 }, 40_000, 0.5).expect("taken over");
         assert_eq!((t.job.state, t.job.attempt), (JobState::Active, 2));
         // The old holder's reports name attempt 1 and are refused: its lease is lost.
         let late = apply(&t.job, Event::Complete { attempt: 1, result: None }, 41_000, 0.5).expect_err("lost");
-        assert_eq!(late.code, ErrorCode::LeaseLost);
+        assert_eq!(late.code(), ErrorCode::LeaseLost);
         let beat = apply(&t.job, Event::Heartbeat { attempt: 1, progress: None }, 41_000, 0.5).expect_err("lost");
-        assert_eq!(beat.code, ErrorCode::LeaseLost);
+        assert_eq!(beat.code(), ErrorCode::LeaseLost);
         // The new holder's reports are accepted.
         let done = apply(&t.job, Event::Complete { attempt: 2, result: None }, 42_000, 0.5).expect("new holder");
         assert_eq!(done.job.state, JobState::Completed);
@@ -499,7 +583,7 @@ mod tests {
         assert_eq!((marked.job.state, marked.job.cancel_requested), (JobState::Active, true));
         let t = apply(&marked.job, Event::Complete { attempt: 1, result: None }, 2_200, 0.5).expect("report");
         assert_eq!(t.job.state, JobState::Cancelled);
-        assert_eq!(t.refusal.map(|e| e.code), Some(ErrorCode::JobCancelled));
+        assert_eq!(t.refusal.map(|e| e.code()), Some(ErrorCode::JobCancelled));
     }
 
     #[test]

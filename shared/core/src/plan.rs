@@ -8,10 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ApiError, ErrorCode};
 use crate::id::JobId;
 use crate::job::{Job, JobState, Lane, StreamEntry};
-use crate::machine::{self, Disposition, Effect, Event};
+use crate::machine::{self, Disposition, Effect, Event, Refusal};
 use crate::stats::{self, Delta};
 use crate::wire::JobRef;
 
@@ -74,14 +73,14 @@ pub fn apply_events(
     events: Vec<JobEvent>,
     now: u64,
     unit: &mut impl FnMut() -> f64,
-) -> (Plan, Vec<Result<Job, ApiError>>) {
+) -> (Plan, Vec<Result<Job, Refusal>>) {
     let mut jobs: BTreeMap<JobId, Job> = loaded.into_iter().map(|j| (j.id.clone(), j)).collect();
     let mut changed: BTreeSet<JobId> = BTreeSet::new();
     let mut plan = Plan::default();
     let mut answers = Vec::with_capacity(events.len());
     for JobEvent { id, event } in events {
         let Some(job) = jobs.get(&id) else {
-            answers.push(Err(not_found(&id)));
+            answers.push(Err(Refusal::NotFound { id: id.clone() }));
             continue;
         };
         let resend = event == Event::Resend;
@@ -166,17 +165,17 @@ pub struct Handoff {
 
 /// Records which stream entries carry native attempts. Only a job still queued for exactly
 /// that attempt is updated; anything else is a stale hand-off, refused with `stale_attempt`.
-pub fn handoffs(loaded: Vec<Job>, items: Vec<Handoff>) -> (Plan, Vec<Result<(), ApiError>>) {
+pub fn handoffs(loaded: Vec<Job>, items: Vec<Handoff>) -> (Plan, Vec<Result<(), Refusal>>) {
     let mut jobs: BTreeMap<JobId, Job> = loaded.into_iter().map(|j| (j.id.clone(), j)).collect();
     let mut changed = BTreeSet::new();
     let mut answers = Vec::with_capacity(items.len());
     for h in items {
         let Some(job) = jobs.get_mut(&h.id) else {
-            answers.push(Err(not_found(&h.id)));
+            answers.push(Err(Refusal::NotFound { id: h.id.clone() }));
             continue;
         };
         if job.state != JobState::Queued || job.attempt + 1 != h.attempt {
-            answers.push(Err(ApiError::new(ErrorCode::StaleAttempt, "the job no longer waits for this attempt")));
+            answers.push(Err(Refusal::NotWaiting));
             continue;
         }
         job.stream_entry = Some(StreamEntry { attempt: h.attempt, entry: h.entry });
@@ -229,13 +228,10 @@ pub fn sweep_expiry(job: &Job, now: u64, policy: &SweepPolicy) -> Option<Event> 
     })
 }
 
-fn not_found(id: &JobId) -> ApiError {
-    ApiError::new(ErrorCode::JobNotFound, format!("no job with id {id}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use crate::spec::parse_spec;
     use serde_json::json;
 
@@ -289,7 +285,7 @@ mod tests {
             5_000,
             &mut half(),
         );
-        let codes: Vec<ErrorCode> = answers.iter().map(|a| a.as_ref().expect_err("refused").code).collect();
+        let codes: Vec<ErrorCode> = answers.iter().map(|a| a.as_ref().expect_err("refused").code()).collect();
         assert_eq!(codes, [ErrorCode::InvalidTransition, ErrorCode::JobNotFound, ErrorCode::StaleAttempt]);
         assert_eq!(plan, Plan::default());
     }
@@ -311,7 +307,7 @@ mod tests {
         assert_eq!(cancelled.state, JobState::Cancelled);
         assert_eq!(plan.effects.enqueue.len(), 1);
         let start = machine::apply(cancelled, Event::Start { attempt: 1 }, 9_001, 0.5).expect_err("refused");
-        assert_eq!(start.code, ErrorCode::InvalidTransition);
+        assert_eq!(start.code(), ErrorCode::InvalidTransition);
     }
 
     #[test]
@@ -369,7 +365,7 @@ mod tests {
             ],
         );
         assert!(answers[0].is_ok());
-        assert_eq!(answers[1].as_ref().expect_err("stale").code, ErrorCode::StaleAttempt);
+        assert_eq!(answers[1].as_ref().expect_err("stale").code(), ErrorCode::StaleAttempt);
         assert_eq!(plan.updates.len(), 1);
         assert_eq!(plan.updates[0].stream_entry, Some(StreamEntry { attempt: 1, entry: "1-0".into() }));
     }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::id::JobId;
 use crate::job::{Job, JobState};
+use crate::machine::Refusal;
 use crate::plan::{Handoff, JobEvent, SweepPolicy};
 use crate::stats::{Delta, ShardStats};
 use crate::wire::ListQuery;
@@ -85,11 +86,11 @@ macro_rules! requests {
 requests! {
     CreateMany(CreateMany) -> Vec<Stored>, "create_many", WhenDue;
     Get(Get) -> Job, "get", Never;
-    ApplyMany(ApplyMany) -> Vec<Result<Applied, ApiError>>, "apply_many", WhenDue;
+    ApplyMany(ApplyMany) -> Vec<Result<Applied, Refusal>>, "apply_many", WhenDue;
     List(List) -> Vec<Listed>, "list", Never;
     GetMany(GetMany) -> Vec<Box<serde_json::value::RawValue>>, "get_many", Never;
     ReplayDead(ReplayDead) -> Vec<JobId>, "replay_dead", WhenDue;
-    HandoffMany(HandoffMany) -> Vec<Result<(), ApiError>>, "handoff_many", WhenDue;
+    HandoffMany(HandoffMany) -> Vec<Result<(), Refusal>>, "handoff_many", WhenDue;
     Stats(Stats) -> ShardStats, "stats", Never;
     Export(Export) -> ExportPage, "export", Never;
     Import(Import) -> Imported, "import", WhenDue;

@@ -38,6 +38,14 @@ impl From<Result<Applied, ApiError>> for Answer {
     }
 }
 
+/// A shard's answer to a consumer's event: a refusal becomes the API's error here, where
+/// the consumer is answered.
+impl From<Result<Applied, crate::machine::Refusal>> for Answer {
+    fn from(r: Result<Applied, crate::machine::Refusal>) -> Self {
+        Answer::from(r.map_err(ApiError::from))
+    }
+}
+
 /// The answer to a report request: one answer per event, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answers {
@@ -100,7 +108,8 @@ mod tests {
         let reclaim = planned[2].as_ref().map(|(_, e)| e.event.clone());
         assert_eq!(reclaim, Ok(Event::Reclaim { attempt: 1, lease_ms: 30_000 }), "the edge's lease wins");
         let applied = Applied { id: a.clone(), state: JobState::Active, attempt: 1, job: None };
-        let answers = [Answer::from(Ok(applied)), Answer::from(Err(ApiError::new(ErrorCode::LeaseLost, "lost")))];
+        let answers =
+            [Answer::from(Ok::<_, ApiError>(applied)), Answer::from(Err(ApiError::new(ErrorCode::LeaseLost, "lost")))];
         let wire = serde_json::to_value(&answers[1]).expect("serializes");
         assert_eq!(wire["error"]["code"], "lease_lost");
     }

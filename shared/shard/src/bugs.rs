@@ -6,7 +6,7 @@
 use edgejobs_core::machine::Event;
 use edgejobs_core::plan::{self, JobEvent, Plan};
 use edgejobs_core::protocol::ApplyMany;
-use edgejobs_core::{ApiError, JobId, JobState};
+use edgejobs_core::{JobId, JobState};
 use std::collections::BTreeSet;
 
 use crate::sql::{Sql, int};
@@ -56,7 +56,7 @@ impl Bugs {
 #[derive(Debug)]
 pub struct Staged {
     plan: Plan,
-    answers: Vec<Result<edgejobs_core::Job, ApiError>>,
+    answers: Vec<Result<edgejobs_core::Job, edgejobs_core::machine::Refusal>>,
 }
 
 impl<S: Sql, H: Host> Shard<S, H> {
@@ -70,7 +70,10 @@ impl<S: Sql, H: Host> Shard<S, H> {
     }
 
     /// The second half, later: writes the plan made from what was loaded then.
-    pub fn write_staged(&self, staged: Staged) -> Outcome<(Vec<Result<edgejobs_core::Job, ApiError>>, Effects)> {
+    pub fn write_staged(
+        &self,
+        staged: Staged,
+    ) -> Outcome<(Vec<Result<edgejobs_core::Job, edgejobs_core::machine::Refusal>>, Effects)> {
         let now = self.host.now_ms();
         let Staged { plan, answers } = staged;
         self.commit(|db| {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use edgejobs_core::machine::Event;
+use edgejobs_core::machine::{Event, Refusal};
 use edgejobs_core::plan::{self, JobEvent};
 use edgejobs_core::protocol::{
     Applied, ApplyMany, Get, GetMany, HandoffMany, List, Listed, ReplayDead, SetGauge, Stored,
@@ -78,7 +78,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
 
     /// Applies events (starts, heartbeats, outcomes, cancels, retries) in one transaction,
     /// each answered on its own.
-    pub fn apply_many(&self, r: ApplyMany) -> Outcome<(Vec<Result<Applied, ApiError>>, Effects)> {
+    pub fn apply_many(&self, r: ApplyMany) -> Outcome<(Vec<Result<Applied, Refusal>>, Effects)> {
         let now = self.host.now_ms();
         let ApplyMany { events, full } = r;
         #[cfg(feature = "bugs")]
@@ -222,7 +222,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
     }
 
     /// Records which stream entries carry native attempts (see `plan::handoffs`).
-    pub fn handoff_many(&self, r: HandoffMany) -> Outcome<Vec<Result<(), ApiError>>> {
+    pub fn handoff_many(&self, r: HandoffMany) -> Outcome<Vec<Result<(), Refusal>>> {
         let ids: BTreeSet<JobId> = r.entries.iter().map(|h| h.id.clone()).collect();
         let now = self.host.now_ms();
         self.commit(|db| {

@@ -339,7 +339,7 @@ impl World {
         &mut self,
         shard: u16,
         events: Vec<JobEvent>,
-    ) -> Vec<Result<edgejobs_core::protocol::Applied, edgejobs_core::ApiError>> {
+    ) -> Vec<Result<edgejobs_core::protocol::Applied, edgejobs_core::machine::Refusal>> {
         let s = &self.shards[shard as usize];
         match s.settle(s.apply_many(ApplyMany { events, full: false })) {
             Ok((answers, effects)) => {
@@ -784,7 +784,7 @@ impl World {
                 self.consumers[c].holds.push(run);
                 self.note(|| format!("consumer {c} reclaims {id}: runs attempt {}", a.attempt));
             }
-            Some(Err(e)) if e.code.as_str() == "lease_held" => {}
+            Some(Err(edgejobs_core::machine::Refusal::LeaseHeld)) => {}
             _ => {
                 self.stream.swap_remove(i);
             }

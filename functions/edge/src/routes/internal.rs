@@ -53,6 +53,6 @@ pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let planned = report::plan(events, cfg.shard_count, cfg.native_lease_ms);
     let applied =
         scatter::by_shard(planned, |s, events| crate::shard::call(env, s, ApplyMany { events, full: false })).await;
-    let answers = applied.into_iter().map(|a| Answer::from(a.and_then(|a| a))).collect();
+    let answers = applied.into_iter().map(|a| Answer::from(a.and_then(|a| a.map_err(ApiError::from)))).collect();
     respond(200, &Answers { lease_ms: cfg.native_lease_ms, answers })
 }

@@ -221,7 +221,7 @@ pub async fn apply_one(env: &Env, id: JobId, event: Event) -> std::result::Resul
     let answers = shard::call(env, shard, ApplyMany { events: vec![JobEvent { id, event }], full: true }).await?;
     match answers.into_iter().next() {
         Some(Ok(Applied { job: Some(job), .. })) => Ok(job),
-        Some(Err(e)) => Err(e),
+        Some(Err(e)) => Err(e.into()),
         _ => Err(ApiError::new(ErrorCode::Internal, "malformed shard answer")),
     }
 }
