@@ -6,6 +6,7 @@
 //! records its entries in one call. A message is retried only when a job in it could not
 //! be started or handed off; everything else is acknowledged.
 
+use edgejobs_core::stats::Metric;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ pub const CHUNK: usize = 50;
 pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
     let queue = batch.queue();
     let messages: Vec<_> = batch.raw_iter().collect();
-    counters::add("edgejobs_queue_messages_received_total", &[("queue", queue.as_str())], messages.len() as f64);
+    counters::add(Metric::QueueMessagesReceivedTotal, &[("queue", queue.as_str())], messages.len() as f64);
     let cfg = match crate::config::load(env) {
         Ok(c) => c,
         Err(_) => {
@@ -111,7 +112,7 @@ async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[JobRef]) ->
     // have nothing to run.
     let refused = started.iter().filter(|a| a.is_err()).count();
     if refused > 0 {
-        counters::add("edgejobs_deliveries_refused_total", &[("lane", "edge")], refused as f64);
+        counters::add(Metric::DeliveriesRefusedTotal, &[("lane", "edge")], refused as f64);
     }
     let jobs: Vec<Job> = started.into_iter().filter_map(|a| a.ok().and_then(|a| a.job)).collect();
     if jobs.is_empty() {
@@ -193,7 +194,7 @@ async fn hand_off(env: &Env, cfg: &EdgeConfig, refs: Vec<(usize, JobRef)>) -> Ve
     // consumer's start will be refused the same way.
     let refused = recorded.iter().filter(|r| matches!(r, Ok(Err(_)))).count();
     if refused > 0 {
-        counters::add("edgejobs_deliveries_refused_total", &[("lane", "native")], refused as f64);
+        counters::add(Metric::DeliveriesRefusedTotal, &[("lane", "native")], refused as f64);
     }
     refs.iter().zip(recorded).filter(|(_, r)| r.is_err()).map(|((i, _), _)| *i).collect()
 }

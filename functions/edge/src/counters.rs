@@ -5,6 +5,7 @@
 //! second later to a random shard (never to a singleton object). A scrape carries them too,
 //! so scrapes are current; only written counts are reported, so counters never go down.
 
+use edgejobs_core::stats::Metric;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ thread_local! {
 const CARRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Adds `n` to counter `name` with these labels.
-pub fn add(name: &str, labels: &[(&str, &str)], n: f64) {
+pub fn add(name: Metric, labels: &[(&str, &str)], n: f64) {
     PENDING.with(|p| p.borrow_mut().add(&Delta::count(name, labels, n)));
 }
 
@@ -32,7 +33,7 @@ pub fn add(name: &str, labels: &[(&str, &str)], n: f64) {
 fn sync_upstash() {
     let n = edgejobs_upstash::client::take_commands_sent();
     if n > 0 {
-        add("edgejobs_upstash_commands_total", &[], n as f64);
+        add(Metric::UpstashCommandsTotal, &[], n as f64);
     }
 }
 
@@ -68,7 +69,7 @@ pub fn restore(deltas: Vec<Delta>) {
 
 /// Counts one invocation of the Worker.
 pub fn invocation(kind: &str, route: &str) {
-    add("edgejobs_worker_invocations_total", &[("kind", kind), ("route", route)], 1.0);
+    add(Metric::WorkerInvocationsTotal, &[("kind", kind), ("route", route)], 1.0);
 }
 
 /// The flush to run in `waitUntil` when counts are pending and no flush is scheduled yet:

@@ -4,6 +4,7 @@
 //! It sits below both `routes` and `tasks`, so neither imports the other for a gauge.
 
 use edgejobs_core::protocol::{Record, SetGauge, Stats};
+use edgejobs_core::stats::Metric;
 use edgejobs_core::stats::ShardStats;
 use futures_util::future::join_all;
 use serde_json::json;
@@ -15,15 +16,15 @@ use crate::platform::now_ms;
 use crate::shard;
 
 /// When the last backup succeeded (seconds since the epoch); `/health` judges it.
-pub const BACKUP_GAUGE: &str = "edgejobs_backup_last_success_timestamp_seconds";
+pub const BACKUP_GAUGE: Metric = Metric::BackupLastSuccessTimestampSeconds;
 /// When the sweep last ran (seconds since the epoch); `/health` judges it.
-pub const SWEEP_GAUGE: &str = "edgejobs_sweep_last_run_timestamp_seconds";
+pub const SWEEP_GAUGE: Metric = Metric::SweepLastRunTimestampSeconds;
 /// When this deployment's first health check ran (seconds since the epoch).
-pub const FIRST_SEEN_GAUGE: &str = "edgejobs_deployment_first_seen_timestamp_seconds";
+pub const FIRST_SEEN_GAUGE: Metric = Metric::DeploymentFirstSeenTimestampSeconds;
 
 /// Sets a gauge in the stats object (cron work only; never on the request path).
-pub async fn set(env: &Env, name: &str, value: f64) {
-    if let Err(e) = shard::call_named(env, shard::STATS, SetGauge { name: name.to_owned(), value }).await {
+pub async fn set(env: &Env, name: Metric, value: f64) {
+    if let Err(e) = shard::call_named(env, shard::STATS, SetGauge { name, value }).await {
         log("warn", "could not set a gauge", json!({ "gauge": name, "error": e.message }));
     }
 }

@@ -260,15 +260,15 @@ mod tests {
         assert_eq!(plan.updates.len(), 1);
         assert_eq!((plan.updates[0].state, plan.updates[0].attempt), (JobState::Completed, 1));
         assert!(plan.inserts.is_empty() && plan.effects.is_empty());
-        let names: Vec<String> = plan
+        let names: Vec<crate::stats::Metric> = plan
             .deltas
             .iter()
             .filter_map(|d| match d {
-                Delta::Count { name, .. } => Some(name.clone()),
+                Delta::Count { name, .. } => Some(*name),
                 Delta::Observe { .. } => None,
             })
             .collect();
-        assert!(names.contains(&"edgejobs_jobs_completed_total".to_owned()), "{names:?}");
+        assert!(names.contains(&crate::stats::Metric::JobsCompletedTotal), "{names:?}");
     }
 
     #[test]

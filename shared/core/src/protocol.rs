@@ -319,7 +319,7 @@ pub struct Record {}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetGauge {
-    pub name: String,
+    pub name: crate::stats::Metric,
     pub value: f64,
 }
 
@@ -327,6 +327,7 @@ pub struct SetGauge {
 mod tests {
     use super::*;
     use crate::machine::Event;
+    use crate::stats::Metric;
     use serde_json::json;
 
     #[test]
@@ -337,7 +338,7 @@ mod tests {
                 full: true,
             }
             .into(),
-            deltas: vec![Delta::count("edgejobs_worker_invocations_total", &[("kind", "queue")], 1.0)],
+            deltas: vec![Delta::count(Metric::WorkerInvocationsTotal, &[("kind", "queue")], 1.0)],
         };
         let text = serde_json::to_string(&call).expect("encodes");
         let back: ShardCall = serde_json::from_str(&text).expect("decodes");

@@ -13,19 +13,15 @@ use crate::metrics::{Family, Histogram, Kind};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Delta {
     /// Add `n` to counter `name` with these labels.
-    Count { name: String, labels: Vec<(String, String)>, n: f64 },
+    Count { name: Metric, labels: Vec<(String, String)>, n: f64 },
     /// Observe `secs` in histogram `name`.
-    Observe { name: String, labels: Vec<(String, String)>, secs: f64 },
+    Observe { name: Metric, labels: Vec<(String, String)>, secs: f64 },
 }
 
 impl Delta {
     /// Adds `n` to counter `name` with these labels.
-    pub fn count(name: &str, labels: &[(&str, &str)], n: f64) -> Delta {
-        Delta::Count {
-            name: name.to_owned(),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            n,
-        }
+    pub fn count(name: Metric, labels: &[(&str, &str)], n: f64) -> Delta {
+        Delta::Count { name, labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), n }
     }
 }
 
@@ -33,8 +29,8 @@ impl Delta {
 /// histogram series, so a batch of 100 transitions costs a few row writes, not hundreds.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Merged {
-    pub counters: BTreeMap<(String, Labels), f64>,
-    pub observations: BTreeMap<(String, Labels), Vec<f64>>,
+    pub counters: BTreeMap<(Metric, Labels), f64>,
+    pub observations: BTreeMap<(Metric, Labels), Vec<f64>>,
 }
 
 impl Merged {
@@ -45,9 +41,9 @@ impl Merged {
     /// Adds one delta.
     pub fn add(&mut self, d: &Delta) {
         match d {
-            Delta::Count { name, labels, n } => *self.counters.entry((name.clone(), labels.clone())).or_default() += n,
+            Delta::Count { name, labels, n } => *self.counters.entry((*name, labels.clone())).or_default() += n,
             Delta::Observe { name, labels, secs } => {
-                self.observations.entry((name.clone(), labels.clone())).or_default().push(*secs)
+                self.observations.entry((*name, labels.clone())).or_default().push(*secs)
             }
         }
     }
@@ -56,7 +52,7 @@ impl Merged {
     pub fn into_deltas(self) -> Vec<Delta> {
         let counts = self.counters.into_iter().map(|((name, labels), n)| Delta::Count { name, labels, n });
         let observed = self.observations.into_iter().flat_map(|((name, labels), secs)| {
-            secs.into_iter().map(move |secs| Delta::Observe { name: name.clone(), labels: labels.clone(), secs })
+            secs.into_iter().map(move |secs| Delta::Observe { name, labels: labels.clone(), secs })
         });
         counts.chain(observed).collect()
     }
@@ -71,18 +67,18 @@ pub fn merge<'a>(deltas: impl IntoIterator<Item = &'a Delta>) -> Merged {
     m
 }
 
-fn count(name: &str, labels: &[(&str, &str)]) -> Delta {
+fn count(name: Metric, labels: &[(&str, &str)]) -> Delta {
     Delta::count(name, labels, 1.0)
 }
 
 /// What a new job adds.
 pub fn created(job: &Job) -> Vec<Delta> {
-    vec![count("edgejobs_jobs_enqueued_total", &[("type", &job.job_type)])]
+    vec![count(Metric::JobsEnqueuedTotal, &[("type", &job.job_type)])]
 }
 
 /// What the sweep's re-send of a job adds.
 pub fn resent() -> Delta {
-    count("edgejobs_sweep_resent_total", &[])
+    count(Metric::SweepResentTotal, &[])
 }
 
 /// What a committed transition from `before` to `after` at `now` adds.
@@ -97,10 +93,10 @@ pub fn transition(before: &Job, after: &Job, now: u64) -> Vec<Delta> {
         && after.state != JobState::Cancelled;
     if attempt_ended {
         let outcome = if after.state == JobState::Completed { "completed" } else { "failed" };
-        out.push(count("edgejobs_attempts_total", &[("type", t), ("lane", lane), ("outcome", outcome)]));
+        out.push(count(Metric::AttemptsTotal, &[("type", t), ("lane", lane), ("outcome", outcome)]));
         if let Some(started) = before.started_at {
             out.push(Delta::Observe {
-                name: "edgejobs_attempt_duration_seconds".into(),
+                name: Metric::AttemptDurationSeconds,
                 labels: vec![("type".into(), t.into()), ("lane".into(), lane.into())],
                 secs: now.saturating_sub(started) as f64 / 1000.0,
             });
@@ -108,14 +104,14 @@ pub fn transition(before: &Job, after: &Job, now: u64) -> Vec<Delta> {
     }
     if before.state != after.state || before.attempt != after.attempt {
         match after.state {
-            JobState::Completed => out.push(count("edgejobs_jobs_completed_total", &[("type", t)])),
-            JobState::Dead => out.push(count("edgejobs_jobs_dead_total", &[("type", t)])),
-            JobState::Cancelled => out.push(count("edgejobs_jobs_cancelled_total", &[("type", t)])),
+            JobState::Completed => out.push(count(Metric::JobsCompletedTotal, &[("type", t)])),
+            JobState::Dead => out.push(count(Metric::JobsDeadTotal, &[("type", t)])),
+            JobState::Cancelled => out.push(count(Metric::JobsCancelledTotal, &[("type", t)])),
             JobState::Scheduled | JobState::Queued if before.state == JobState::Active => {
-                out.push(count("edgejobs_jobs_retried_total", &[("type", t)]))
+                out.push(count(Metric::JobsRetriedTotal, &[("type", t)]))
             }
             JobState::Active if before.state == JobState::Active => {
-                out.push(count("edgejobs_jobs_retried_total", &[("type", t)]))
+                out.push(count(Metric::JobsRetriedTotal, &[("type", t)]))
             }
             _ => {}
         }
@@ -159,12 +155,12 @@ pub const MINUTES_KEPT: u64 = 60;
 
 /// The per-minute series a counter increment also counts in, if any: jobs created,
 /// completed and dead, and attempts that failed (retried or not).
-pub fn minute_series(name: &str, labels: &Labels) -> Option<&'static str> {
+pub fn minute_series(name: Metric, labels: &Labels) -> Option<&'static str> {
     match name {
-        "edgejobs_jobs_enqueued_total" => Some("enqueued"),
-        "edgejobs_jobs_completed_total" => Some("completed"),
-        "edgejobs_jobs_dead_total" => Some("dead"),
-        "edgejobs_attempts_total" if labels.iter().any(|(k, v)| k == "outcome" && v == "failed") => Some("failed"),
+        Metric::JobsEnqueuedTotal => Some("enqueued"),
+        Metric::JobsCompletedTotal => Some("completed"),
+        Metric::JobsDeadTotal => Some("dead"),
+        Metric::AttemptsTotal if labels.iter().any(|(k, v)| k == "outcome" && v == "failed") => Some("failed"),
         _ => None,
     }
 }
@@ -187,56 +183,93 @@ pub fn minute_points(rows: &[(u64, String, f64)], now_ms: u64) -> Vec<(u64, [u64
     points
 }
 
-/// Every counter family the edge exports, with its help; families print even when empty.
-pub const COUNTERS: &[(&str, &str)] = &[
-    ("edgejobs_attempts_total", "Attempts that ended, by type, lane and outcome (completed or failed)."),
-    ("edgejobs_jobs_enqueued_total", "Jobs created, by type."),
-    ("edgejobs_jobs_completed_total", "Jobs completed, by type."),
-    ("edgejobs_jobs_retried_total", "Failed attempts scheduled for a retry, by type."),
-    ("edgejobs_jobs_dead_total", "Jobs that reached the dead-letter set, by type."),
-    ("edgejobs_jobs_cancelled_total", "Jobs cancelled, by type."),
-    ("edgejobs_enqueue_requests_total", "Enqueue requests (POST /v1/jobs and /v1/jobs/batch), by HTTP status."),
-    ("edgejobs_rate_limited_total", "Enqueue requests refused by the rate limit."),
-    ("edgejobs_rate_limiter_errors_total", "Rate-limit checks that could not reach Upstash."),
-    ("edgejobs_sweep_resent_total", "Jobs the sweep sent to their queue again."),
-    ("edgejobs_retention_deleted_total", "Finished jobs deleted by the retention policy."),
-    ("edgejobs_retention_archived_total", "Finished jobs archived to R2 before deletion."),
-    ("edgejobs_worker_invocations_total", "Invocations of the Worker, by kind (fetch, queue, scheduled) and route."),
-    ("edgejobs_do_requests_total", "Requests to Durable Objects (alarms included), by operation."),
-    ("edgejobs_do_rows_written_total", "SQLite rows written by the Durable Objects (what Cloudflare bills)."),
-    ("edgejobs_do_rows_read_total", "SQLite rows read by the Durable Objects (what Cloudflare bills)."),
-    ("edgejobs_queue_messages_sent_total", "Messages sent to the jobs queue."),
-    ("edgejobs_queue_jobs_sent_total", "Job references sent to the jobs queue (a message carries up to 100)."),
-    (
-        "edgejobs_queue_send_failures_total",
-        "Messages whose send to the jobs queue failed (the sweep re-sends their jobs).",
-    ),
-    ("edgejobs_queue_messages_received_total", "Messages the queue consumer received, by queue."),
-    ("edgejobs_upstash_commands_total", "Upstash commands the edge sent."),
-    (
-        "edgejobs_cron_failures_total",
-        "Scheduled steps that failed, by step (backup, sweep, job_retention, backup_retention).",
-    ),
-    ("edgejobs_schedule_runs_total", "Runs created by schedules, by schedule and kind (tick, catch_up, trigger)."),
-    ("edgejobs_schedule_skips_total", "Schedule ticks not run, by schedule and reason (overlap, missed)."),
-    (
-        "edgejobs_deliveries_refused_total",
-        "Queue deliveries the shard refused, by lane: a duplicate, a stale attempt, or a job cancelled meanwhile.",
-    ),
-];
+/// What a registered metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A counter the shards keep and the edge exports (a family even when empty).
+    Counter,
+    /// A histogram the shards keep and the edge exports.
+    Histogram,
+    /// A gauge the stats object keeps and the edge exports.
+    Gauge,
+    /// A gauge the stats object keeps for the edge's own use (not exported).
+    Internal,
+}
 
-/// The histograms the shards keep.
-pub const HISTOGRAMS: &[(&str, &str)] = &[
-    ("edgejobs_attempt_duration_seconds", "Duration of attempts, by type and lane."),
-    ("edgejobs_schedule_lateness_seconds", "How late a schedule's run was created after its tick."),
-];
+macro_rules! registry {
+    ($($variant:ident $name:literal $role:ident $help:literal;)*) => {
+        /// Every metric the edge writes, with its name, role and help: the registry. A delta,
+        /// a counter and a stored gauge take a `Metric`, so a name not here cannot be
+        /// written; one arriving on the wire does not parse, and the call carrying it is
+        /// refused.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum Metric {
+            $(#[serde(rename = $name)] $variant,)*
+        }
 
-/// Gauges the stats object keeps.
-pub const STORED_GAUGES: &[(&str, &str)] = &[
-    ("edgejobs_backup_last_success_timestamp_seconds", "Unix time of the newest valid backup."),
-    ("edgejobs_backup_last_size_bytes", "Size of the newest valid backup."),
-    ("edgejobs_sweep_last_run_timestamp_seconds", "Unix time the sweep last ran."),
-];
+        impl Metric {
+            /// Every metric, in the order `/metrics` prints their families.
+            pub const ALL: &'static [Metric] = &[$(Metric::$variant,)*];
+
+            pub const fn name(self) -> &'static str {
+                match self { $(Metric::$variant => $name,)* }
+            }
+
+            pub const fn help(self) -> &'static str {
+                match self { $(Metric::$variant => $help,)* }
+            }
+
+            pub const fn role(self) -> Role {
+                match self { $(Metric::$variant => Role::$role,)* }
+            }
+        }
+
+        impl std::fmt::Display for Metric {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+registry! {
+    AttemptsTotal "edgejobs_attempts_total" Counter "Attempts that ended, by type, lane and outcome (completed or failed).";
+    JobsEnqueuedTotal "edgejobs_jobs_enqueued_total" Counter "Jobs created, by type.";
+    JobsCompletedTotal "edgejobs_jobs_completed_total" Counter "Jobs completed, by type.";
+    JobsRetriedTotal "edgejobs_jobs_retried_total" Counter "Failed attempts scheduled for a retry, by type.";
+    JobsDeadTotal "edgejobs_jobs_dead_total" Counter "Jobs that reached the dead-letter set, by type.";
+    JobsCancelledTotal "edgejobs_jobs_cancelled_total" Counter "Jobs cancelled, by type.";
+    EnqueueRequestsTotal "edgejobs_enqueue_requests_total" Counter "Enqueue requests (POST /v1/jobs and /v1/jobs/batch), by HTTP status.";
+    RateLimitedTotal "edgejobs_rate_limited_total" Counter "Enqueue requests refused by the rate limit.";
+    RateLimiterErrorsTotal "edgejobs_rate_limiter_errors_total" Counter "Rate-limit checks that could not reach Upstash.";
+    SweepResentTotal "edgejobs_sweep_resent_total" Counter "Jobs the sweep sent to their queue again.";
+    RetentionDeletedTotal "edgejobs_retention_deleted_total" Counter "Finished jobs deleted by the retention policy.";
+    RetentionArchivedTotal "edgejobs_retention_archived_total" Counter "Finished jobs archived to R2 before deletion.";
+    WorkerInvocationsTotal "edgejobs_worker_invocations_total" Counter "Invocations of the Worker, by kind (fetch, queue, scheduled) and route.";
+    DoRequestsTotal "edgejobs_do_requests_total" Counter "Requests to Durable Objects (alarms included), by operation.";
+    DoRowsWrittenTotal "edgejobs_do_rows_written_total" Counter "SQLite rows written by the Durable Objects (what Cloudflare bills).";
+    DoRowsReadTotal "edgejobs_do_rows_read_total" Counter "SQLite rows read by the Durable Objects (what Cloudflare bills).";
+    QueueMessagesSentTotal "edgejobs_queue_messages_sent_total" Counter "Messages sent to the jobs queue.";
+    QueueJobsSentTotal "edgejobs_queue_jobs_sent_total" Counter "Job references sent to the jobs queue (a message carries up to 100).";
+    QueueSendFailuresTotal "edgejobs_queue_send_failures_total" Counter "Messages whose send to the jobs queue failed (the sweep re-sends their jobs).";
+    QueueMessagesReceivedTotal "edgejobs_queue_messages_received_total" Counter "Messages the queue consumer received, by queue.";
+    UpstashCommandsTotal "edgejobs_upstash_commands_total" Counter "Upstash commands the edge sent.";
+    CronFailuresTotal "edgejobs_cron_failures_total" Counter "Scheduled steps that failed, by step (backup, sweep, job_retention, backup_retention).";
+    ScheduleRunsTotal "edgejobs_schedule_runs_total" Counter "Runs created by schedules, by schedule and kind (tick, catch_up, trigger).";
+    ScheduleSkipsTotal "edgejobs_schedule_skips_total" Counter "Schedule ticks not run, by schedule and reason (overlap, missed).";
+    DeliveriesRefusedTotal "edgejobs_deliveries_refused_total" Counter "Queue deliveries the shard refused, by lane: a duplicate, a stale attempt, or a job cancelled meanwhile.";
+    AttemptDurationSeconds "edgejobs_attempt_duration_seconds" Histogram "Duration of attempts, by type and lane.";
+    ScheduleLatenessSeconds "edgejobs_schedule_lateness_seconds" Histogram "How late a schedule's run was created after its tick.";
+    BackupLastSuccessTimestampSeconds "edgejobs_backup_last_success_timestamp_seconds" Gauge "Unix time of the newest valid backup.";
+    BackupLastSizeBytes "edgejobs_backup_last_size_bytes" Gauge "Size of the newest valid backup.";
+    SweepLastRunTimestampSeconds "edgejobs_sweep_last_run_timestamp_seconds" Gauge "Unix time the sweep last ran.";
+    DeploymentFirstSeenTimestampSeconds "edgejobs_deployment_first_seen_timestamp_seconds" Internal "When the edge first answered /health (the grace before a backup is due).";
+}
+
+/// The registered metrics of one role, in registry order.
+pub fn registered(role: Role) -> impl Iterator<Item = Metric> {
+    Metric::ALL.iter().copied().filter(move |m| m.role() == role)
+}
 
 /// Merges every shard's numbers into the edge's families. `health_status` is 0 healthy,
 /// 1 degraded, 2 unhealthy.
@@ -265,20 +298,20 @@ pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> 
         };
     }
     let mut out = Vec::new();
-    for (name, help) in COUNTERS {
-        let mut f = Family::new(name, help, Kind::Counter);
+    for m in registered(Role::Counter) {
+        let mut f = Family::new(m.name(), m.help(), Kind::Counter);
         for ((n, l), v) in &counters {
-            if n == name {
+            if n == m.name() {
                 let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 f.sample(&labels, *v);
             }
         }
         out.push(f);
     }
-    for (name, help) in HISTOGRAMS {
-        let mut h = Family::new(name, help, Kind::Histogram);
+    for m in registered(Role::Histogram) {
+        let mut h = Family::new(m.name(), m.help(), Kind::Histogram);
         for ((n, l), hist) in &hists {
-            if n == name {
+            if n == m.name() {
                 let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 h.histogram(&labels, hist);
             }
@@ -313,9 +346,9 @@ pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> 
     );
     age.sample(&[], oldest.map_or(0.0, |o| now.saturating_sub(o) as f64 / 1000.0));
     out.push(age);
-    for (name, help) in STORED_GAUGES {
-        let mut f = Family::new(name, help, Kind::Gauge);
-        if let Some(v) = gauges.get(*name) {
+    for m in registered(Role::Gauge) {
+        let mut f = Family::new(m.name(), m.help(), Kind::Gauge);
+        if let Some(v) = gauges.get(m.name()) {
             f.sample(&[], *v);
         }
         out.push(f);
@@ -341,10 +374,10 @@ mod tests {
     fn minute_series_and_points() {
         use super::{MINUTES_KEPT, minute_points, minute_series};
         let l = |o: &str| vec![("type".to_owned(), "noop".to_owned()), ("outcome".to_owned(), o.to_owned())];
-        assert_eq!(minute_series("edgejobs_attempts_total", &l("failed")), Some("failed"));
-        assert_eq!(minute_series("edgejobs_attempts_total", &l("completed")), None);
-        assert_eq!(minute_series("edgejobs_jobs_completed_total", &vec![]), Some("completed"));
-        assert_eq!(minute_series("edgejobs_jobs_retried_total", &vec![]), None);
+        assert_eq!(minute_series(Metric::AttemptsTotal, &l("failed")), Some("failed"));
+        assert_eq!(minute_series(Metric::AttemptsTotal, &l("completed")), None);
+        assert_eq!(minute_series(Metric::JobsCompletedTotal, &vec![]), Some("completed"));
+        assert_eq!(minute_series(Metric::JobsRetriedTotal, &vec![]), None);
         let now = 10 * 3_600_000 + 90_500; // 10:01:30.5
         let rows = vec![
             (10 * 3_600_000 + 60_000, "completed".to_owned(), 3.0),
@@ -374,11 +407,28 @@ mod tests {
             .0
     }
 
+    /// The registry is the only way to name a metric: every name is unique, documented and
+    /// ours, and a delta naming anything else does not even parse off the wire.
+    #[test]
+    fn only_registered_metrics_can_be_written() {
+        let names: std::collections::BTreeSet<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        assert_eq!(names.len(), Metric::ALL.len(), "a name is registered twice");
+        for m in Metric::ALL {
+            assert!(m.name().starts_with("edgejobs_") && !m.help().is_empty(), "{m:?}");
+            let wire = serde_json::to_string(&Delta::count(*m, &[], 1.0)).unwrap_or_default();
+            assert!(wire.contains(&format!("\"{}\"", m.name())), "{wire}");
+        }
+        let forged = r#"{"Count":{"name":"edgejobs_made_up_total","labels":[],"n":1.0}}"#;
+        assert!(serde_json::from_str::<Delta>(forged).is_err(), "an unregistered name parsed");
+        let known = r#"{"Count":{"name":"edgejobs_jobs_dead_total","labels":[],"n":1.0}}"#;
+        assert_eq!(serde_json::from_str::<Delta>(known).ok(), Some(Delta::count(Metric::JobsDeadTotal, &[], 1.0)));
+    }
+
     fn names(d: &[Delta]) -> Vec<String> {
         d.iter()
             .map(|d| match d {
                 Delta::Count { name, labels, .. } => format!("{name}{labels:?}"),
-                Delta::Observe { name, .. } => name.clone(),
+                Delta::Observe { name, .. } => name.to_string(),
             })
             .collect()
     }

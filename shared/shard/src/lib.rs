@@ -16,7 +16,7 @@
 use std::cell::{Cell, RefCell};
 
 pub use edgejobs_core::plan::Effects;
-use edgejobs_core::stats::{Delta, Merged};
+use edgejobs_core::stats::{Delta, Merged, Metric};
 use edgejobs_core::{ApiError, ErrorCode};
 
 #[cfg(feature = "bugs")]
@@ -165,7 +165,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
     }
 
     /// Adds a counter delta to the pending counts.
-    pub fn count(&self, name: &str, labels: &[(&str, &str)], n: f64) {
+    pub fn count(&self, name: Metric, labels: &[(&str, &str)], n: f64) {
         self.pending.borrow_mut().add(&Delta::count(name, labels, n));
     }
 
@@ -197,10 +197,10 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 let (read, written) = db.take_row_counts();
                 let mut deltas = pending.clone().into_deltas();
                 if read > 0 {
-                    deltas.push(Delta::count("edgejobs_do_rows_read_total", &[], read as f64));
+                    deltas.push(Delta::count(Metric::DoRowsReadTotal, &[], read as f64));
                 }
                 if written > 0 {
-                    deltas.push(Delta::count("edgejobs_do_rows_written_total", &[], written as f64));
+                    deltas.push(Delta::count(Metric::DoRowsWrittenTotal, &[], written as f64));
                 }
                 if !deltas.is_empty() {
                     store::record(db, &deltas, now)?;

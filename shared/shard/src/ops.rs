@@ -237,7 +237,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
         self.commit(|db| {
             db.rows(
                 "INSERT OR REPLACE INTO gauges (name, value) VALUES (?, ?)",
-                &[text(r.name), Value::Real(r.value)],
+                &[text(r.name.name()), Value::Real(r.value)],
             )?;
             Ok(())
         })

@@ -4,6 +4,7 @@
 //! whatever restarts in between, and its idempotency key (`schedule:{name}:{tick}`) makes a
 //! second fire of the same tick answer with the first job.
 
+use edgejobs_core::stats::Metric;
 use std::collections::BTreeMap;
 
 use edgejobs_core::config::EdgeConfig;
@@ -219,7 +220,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
                         json!({ "schedule": s.name, "error": e.message }),
                     );
                     let labels = [("schedule", s.name.as_str()), ("reason", "invalid")];
-                    deltas.push(Delta::count("edgejobs_schedule_skips_total", &labels, 1.0));
+                    deltas.push(Delta::count(Metric::ScheduleSkipsTotal, &labels, 1.0));
                 }
                 Err(storage) => return Err(storage),
             }
@@ -248,10 +249,10 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let s = &mut schedules[f.index];
             s.record_run(Run { tick: f.tick, at: now, job_id: created.job.id.clone(), kind: f.kind });
             let labels = [("schedule", s.name.as_str()), ("kind", f.kind.as_str())];
-            plan.deltas.push(Delta::count("edgejobs_schedule_runs_total", &labels, 1.0));
+            plan.deltas.push(Delta::count(Metric::ScheduleRunsTotal, &labels, 1.0));
             if f.kind != RunKind::Trigger {
                 plan.deltas.push(Delta::Observe {
-                    name: "edgejobs_schedule_lateness_seconds".into(),
+                    name: Metric::ScheduleLatenessSeconds,
                     labels: Vec::new(),
                     secs: now.saturating_sub(f.tick) as f64 / 1000.0,
                 });
@@ -285,7 +286,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 let w = schedule::wake(s, now, running);
                 for (reason, count) in &w.skipped {
                     let labels = [("schedule", s.name.as_str()), ("reason", *reason)];
-                    deltas.push(Delta::count("edgejobs_schedule_skips_total", &labels, *count as f64));
+                    deltas.push(Delta::count(Metric::ScheduleSkipsTotal, &labels, *count as f64));
                 }
                 fires.extend(w.fire.into_iter().map(|(tick, kind)| Fire { index, tick, kind }));
             }

@@ -1,6 +1,7 @@
 //! Bulk data out of and into a shard, in bounded pages: export for backups, import for
 //! restores, and the pages retention archives and deletes.
 
+use edgejobs_core::stats::Metric;
 use std::collections::BTreeMap;
 
 use edgejobs_core::machine::Effect;
@@ -216,9 +217,9 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 )?;
                 deleted += gone.len() as u64;
             }
-            let mut counts = vec![Delta::count("edgejobs_retention_deleted_total", &[], deleted as f64)];
+            let mut counts = vec![Delta::count(Metric::RetentionDeletedTotal, &[], deleted as f64)];
             if r.archived > 0 {
-                counts.push(Delta::count("edgejobs_retention_archived_total", &[], r.archived as f64));
+                counts.push(Delta::count(Metric::RetentionArchivedTotal, &[], r.archived as f64));
             }
             store::record(db, &counts, now)?;
             Ok(Deleted { deleted })

@@ -264,7 +264,7 @@ pub fn record(db: &impl Sql, deltas: &[Delta], now: u64) -> Result<(), StoreErro
     let merged = stats::merge(deltas);
     let mut minute: BTreeMap<&str, f64> = BTreeMap::new();
     for ((name, labels), n) in &merged.counters {
-        if let Some(series) = stats::minute_series(name, labels) {
+        if let Some(series) = stats::minute_series(*name, labels) {
             *minute.entry(series).or_default() += n;
         }
     }
@@ -282,14 +282,14 @@ pub fn record(db: &impl Sql, deltas: &[Delta], now: u64) -> Result<(), StoreErro
         db.rows(
             "INSERT INTO counters (name, labels, value) VALUES (?, ?, ?)
              ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value",
-            &[text(name.clone()), text(to_json(labels)?), Value::Real(*n)],
+            &[text(name.name()), text(to_json(labels)?), Value::Real(*n)],
         )?;
     }
     for ((name, labels), secs) in &merged.observations {
         let labels = to_json(labels)?;
         let rows = db.rows(
             "SELECT doc FROM histograms WHERE name = ? AND labels = ?",
-            &[text(name.clone()), text(labels.clone())],
+            &[text(name.name()), text(labels.clone())],
         )?;
         // A stored histogram that does not parse is an error, not an empty one: counts
         // would silently restart from zero.
@@ -302,7 +302,7 @@ pub fn record(db: &impl Sql, deltas: &[Delta], now: u64) -> Result<(), StoreErro
         }
         db.rows(
             "INSERT OR REPLACE INTO histograms (name, labels, doc) VALUES (?, ?, ?)",
-            &[text(name.clone()), text(labels), text(to_json(&h)?)],
+            &[text(name.name()), text(labels), text(to_json(&h)?)],
         )?;
     }
     Ok(())

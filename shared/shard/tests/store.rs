@@ -70,8 +70,13 @@ fn a_schema_newer_than_the_code_is_refused_not_overwritten() {
 fn a_corrupt_histogram_fails_the_write_instead_of_restarting_from_zero() {
     let db = Sqlite::memory().expect("db");
     store::migrate(&db).expect("created");
-    db.rows("INSERT INTO histograms (name, labels, doc) VALUES ('h', '[]', 'not json')", &[]).expect("corrupt row");
-    let delta = edgejobs_core::stats::Delta::Observe { name: "h".into(), labels: vec![], secs: 1.0 };
+    db.rows(
+        "INSERT INTO histograms (name, labels, doc) VALUES ('edgejobs_attempt_duration_seconds', '[]', 'not json')",
+        &[],
+    )
+    .expect("corrupt row");
+    let name = edgejobs_core::stats::Metric::AttemptDurationSeconds;
+    let delta = edgejobs_core::stats::Delta::Observe { name, labels: vec![], secs: 1.0 };
     let err = store::record(&db, &[delta], 1_000).expect_err("loud");
     assert!(err.0.contains("does not parse"), "{err}");
 }

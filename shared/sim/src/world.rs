@@ -951,12 +951,9 @@ impl World {
             match s.settle(s.stats(true)) {
                 Ok(st) => {
                     for (name, _, v) in &st.counters {
-                        if matches!(
-                            name.as_str(),
-                            "edgejobs_jobs_completed_total"
-                                | "edgejobs_jobs_dead_total"
-                                | "edgejobs_jobs_cancelled_total"
-                        ) {
+                        use edgejobs_core::stats::Metric;
+                        let finals = [Metric::JobsCompletedTotal, Metric::JobsDeadTotal, Metric::JobsCancelledTotal];
+                        if finals.iter().any(|m| m.name() == name) {
                             total += v;
                         }
                     }

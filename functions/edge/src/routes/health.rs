@@ -7,6 +7,7 @@
 
 use edgejobs_api::{Check, Checks, Health, HealthStatus, Live};
 use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::stats::Metric;
 use edgejobs_core::stats::ShardStats;
 use serde_json::{Value, json};
 use worker::{Env, Response, Result};
@@ -57,7 +58,7 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
     let types_ok = unserved.is_empty();
     // Backups and the sweep: gauges the stats object keeps.
     let gauges = fetched.stats_object.as_ref().map(|s| s.gauges.clone()).unwrap_or_default();
-    let gauge = |name: &str| gauges.iter().find(|(n, _)| n == name).map(|(_, v)| (*v * 1000.0) as u64);
+    let gauge = |name: Metric| gauges.iter().find(|(n, _)| n == name.name()).map(|(_, v)| (*v * 1000.0) as u64);
     // A deployment is first seen by its first health check; until a backup or a sweep is
     // overdue from then, their checks are `pending`, not failing.
     let first_seen = match gauge(FIRST_SEEN_GAUGE) {

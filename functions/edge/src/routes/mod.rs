@@ -5,6 +5,7 @@
 
 use edgejobs_core::auth::{Principal, Scope};
 use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::stats::Metric;
 use edgejobs_core::{ApiError, ErrorCode};
 use futures_util::future::LocalBoxFuture;
 use worker::{Env, Method, Request, Response, Result};
@@ -259,14 +260,14 @@ pub async fn handle(req: Request, env: Env, ctx: &worker::Context) -> Result<Res
     let (resp, authenticated) = route_request(req, env.clone()).await?;
     if counted {
         let status = resp.status_code();
-        crate::counters::add("edgejobs_enqueue_requests_total", &[("status", &status.to_string())], 1.0);
+        crate::counters::add(Metric::EnqueueRequestsTotal, &[("status", &status.to_string())], 1.0);
         if status == 429 {
-            crate::counters::add("edgejobs_rate_limited_total", &[], 1.0);
+            crate::counters::add(Metric::RateLimitedTotal, &[], 1.0);
         }
     }
     let limiter_errors = crate::ratelimit::take_failures();
     if limiter_errors > 0 {
-        crate::counters::add("edgejobs_rate_limiter_errors_total", &[], limiter_errors as f64);
+        crate::counters::add(Metric::RateLimiterErrorsTotal, &[], limiter_errors as f64);
     }
     // Only an authenticated request may lead to a write of its own (the flush): anonymous
     // traffic costs no Durable Object write; its counts wait for a write that happens anyway.

@@ -3,6 +3,7 @@
 //! request); some calls carry the isolate's pending counts (see `protocol::Carry`).
 
 use edgejobs_core::protocol::{ShardCall, ShardOp, ShardReply};
+use edgejobs_core::stats::Metric;
 use edgejobs_core::{ApiError, ErrorCode};
 use serde_json::json;
 use wasm_bindgen::JsCast;
@@ -28,7 +29,7 @@ pub async fn call<O: ShardOp>(env: &Env, shard: u16, op: O) -> Result<O::Reply, 
 /// as its [`ApiError`]; an unreachable object as 503 `unavailable`.
 pub async fn call_named<O: ShardOp>(env: &Env, name: &str, op: O) -> Result<O::Reply, ApiError> {
     let request: edgejobs_core::protocol::ShardRequest = op.into();
-    counters::add("edgejobs_do_requests_total", &[("op", request.name())], 1.0);
+    counters::add(Metric::DoRequestsTotal, &[("op", request.name())], 1.0);
     // Reads never carry the pending counts (a read must not cost a write); writes carry
     // them about once a second.
     let deltas = counters::take(O::CARRY);

@@ -13,6 +13,7 @@
 
 use edgejobs_core::plan::Effects;
 use edgejobs_core::protocol::{ShardCall, ShardOp, ShardReply, ShardRequest};
+use edgejobs_core::stats::Metric;
 use edgejobs_core::wire::{Envelope, envelopes, send_batches};
 use edgejobs_core::{ApiError, ErrorCode};
 use edgejobs_shard::timers::{MAX_PAGES, SweepRun};
@@ -131,7 +132,7 @@ impl DurableObject for JobShard {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        self.shard.count("edgejobs_do_requests_total", &[("op", "alarm")], 1.0);
+        self.shard.count(Metric::DoRequestsTotal, &[("op", "alarm")], 1.0);
         self.wake_due().await;
         Response::ok("ok")
     }
@@ -297,11 +298,11 @@ impl JobShard {
         }
         if sent > 0 {
             let jobs: usize = messages.iter().take(sent).map(|m| m.jobs.len()).sum();
-            self.shard.count("edgejobs_queue_messages_sent_total", &[], sent as f64);
-            self.shard.count("edgejobs_queue_jobs_sent_total", &[], jobs as f64);
+            self.shard.count(Metric::QueueMessagesSentTotal, &[], sent as f64);
+            self.shard.count(Metric::QueueJobsSentTotal, &[], jobs as f64);
         }
         if sent < messages.len() {
-            self.shard.count("edgejobs_queue_send_failures_total", &[], (messages.len() - sent) as f64);
+            self.shard.count(Metric::QueueSendFailuresTotal, &[], (messages.len() - sent) as f64);
         }
     }
 

@@ -2,6 +2,7 @@
 //! ever held in memory whole), the schedules in one object, then the manifest, written last. Verify, list, restore
 //! (page by page, after verifying) and backup retention.
 
+use edgejobs_core::stats::Metric;
 use std::collections::BTreeMap;
 
 use edgejobs_core::backup::{self, Manifest, Manifested, ShardEntry};
@@ -83,7 +84,7 @@ pub async fn run_backup(env: &Env, cfg: &EdgeConfig) -> Result<Manifest, ApiErro
         serde_json::to_string_pretty(&manifest).map_err(|_| ApiError::new(ErrorCode::Internal, "manifest encoding"))?;
     put(&b, &backup::manifest_key(&id), text.into_bytes()).await?;
     gauges::set(env, BACKUP_GAUGE, started as f64 / 1000.0).await;
-    gauges::set(env, "edgejobs_backup_last_size_bytes", manifest.total_bytes as f64).await;
+    gauges::set(env, Metric::BackupLastSizeBytes, manifest.total_bytes as f64).await;
     log("info", "backup written", json!({ "backup": id, "rows": manifest.total_rows, "bytes": manifest.total_bytes }));
     Ok(manifest)
 }

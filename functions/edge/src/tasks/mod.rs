@@ -3,6 +3,7 @@
 //! R2 ([`retention`]), and the sweep ([`sweep`]). Cron triggers call [`scheduled`]; the
 //! admin routes call the same functions.
 
+use edgejobs_core::stats::Metric;
 use edgejobs_core::{ApiError, ErrorCode};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -52,7 +53,7 @@ pub async fn scheduled(cron: &str, env: &Env) {
         match run_backup(env, &cfg).await {
             Ok(m) => log("info", "scheduled backup done", json!({ "cron": cron, "backup": m.id })),
             Err(e) => {
-                crate::counters::add("edgejobs_cron_failures_total", &[("step", "backup")], 1.0);
+                crate::counters::add(Metric::CronFailuresTotal, &[("step", "backup")], 1.0);
                 log("error", "scheduled backup failed", json!({ "cron": cron, "error": e.message }))
             }
         }
@@ -65,7 +66,7 @@ pub async fn scheduled(cron: &str, env: &Env) {
     let step = |name: &str, r: Result<Value, ApiError>| match r {
         Ok(v) => log("info", "scheduled step done", json!({ "cron": cron, "step": name, "result": v })),
         Err(e) => {
-            crate::counters::add("edgejobs_cron_failures_total", &[("step", name)], 1.0);
+            crate::counters::add(Metric::CronFailuresTotal, &[("step", name)], 1.0);
             log("error", "scheduled step failed", json!({ "cron": cron, "step": name, "error": e.message }))
         }
     };
