@@ -354,3 +354,43 @@ mod checker {
         assert_eq!(check_layers(&l, &unlisted.0, &unlisted.1), ["new.rs is in no layer"]);
     }
 }
+
+/// What `cargo tree` shows for `package` alone (its own feature resolution, as when it is
+/// built for release on its own), normal and build dependencies, with features.
+fn tree(package: &str) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal,build,features",
+            "--prefix",
+            "none",
+            "-p",
+            package,
+            "--manifest-path",
+        ])
+        .arg(root().join("Cargo.toml"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Core is split by weight: the native consumer and the CLI never check a payload schema
+/// or a cron zone, so they link neither the validator (boon) nor jiff's bundled time-zone
+/// database; the Worker links both. (The consumer has `regex` through sentry's backtraces.)
+#[test]
+fn the_consumer_and_the_cli_link_no_schema_validator_and_no_zone_database() {
+    let heavy = |t: &str| -> Vec<String> {
+        t.lines().filter(|l| l.starts_with("boon ") || l.contains("tzdb-bundle")).map(str::to_owned).collect()
+    };
+    for light in ["edgejobs-consumer", "edgejobs-cli"] {
+        let found = heavy(&tree(light));
+        assert!(found.is_empty(), "{light} links {found:?}");
+    }
+    let edge = heavy(&tree("edgejobs-edge"));
+    assert!(edge.iter().any(|l| l.starts_with("boon ")), "the check looks for the right names: {edge:?}");
+    assert!(edge.iter().any(|l| l.contains("tzdb-bundle")), "the check looks for the right names: {edge:?}");
+}

@@ -26,6 +26,7 @@ pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct Schema {
     pub source: Value,
+    #[cfg(feature = "schema")]
     compiled: Arc<(boon::Schemas, boon::SchemaIndex)>,
 }
 
@@ -43,8 +44,25 @@ impl PartialEq for Schema {
 
 /// The name a schema is compiled under: its relative `$ref`s resolve against it, and a
 /// `$ref` to any other document (but the standard meta-schemas) finds nothing.
+#[cfg(feature = "schema")]
 const SCHEMA_URL: &str = "urn:edgejobs:payload-schema";
 
+/// Without the `schema` feature (the native consumer and the CLI, which never check a
+/// payload) no schema compiles, so none is ever validated against.
+#[cfg(not(feature = "schema"))]
+impl Schema {
+    pub fn compile(_source: Value) -> Result<Schema, String> {
+        Err("cannot be checked: this program is built without JSON Schema support (edgejobs-core's `schema` feature)"
+            .to_owned())
+    }
+
+    /// Never called: no `Schema` exists without the feature.
+    pub fn first_violation(&self, _payload: &Value) -> Option<(String, String)> {
+        None
+    }
+}
+
+#[cfg(feature = "schema")]
 impl Schema {
     /// Compiles a schema (draft 2020-12 unless its `$schema` names another); `$ref`s to other
     /// documents are refused (nothing is fetched or read), and so is a `pattern` the
@@ -73,6 +91,7 @@ impl Schema {
 }
 
 /// The first innermost error: the keyword that failed rather than the `allOf`/`$ref` around it.
+#[cfg(feature = "schema")]
 fn first_leaf<'a, 's, 'v>(e: &'a boon::ValidationError<'s, 'v>) -> &'a boon::ValidationError<'s, 'v> {
     match e.causes.first() {
         Some(cause) => first_leaf(cause),
@@ -80,6 +99,7 @@ fn first_leaf<'a, 's, 'v>(e: &'a boon::ValidationError<'s, 'v>) -> &'a boon::Val
     }
 }
 
+#[cfg(feature = "schema")]
 fn describe_compile_error(e: &boon::CompileError) -> String {
     match e {
         // Where in the schema, then what the meta-schema says about it.
