@@ -22,13 +22,16 @@ pub fn random_unit() -> f64 {
     (random_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// A random 96-bit nonce (for sealing payload headers).
-pub fn random_nonce() -> [u8; 12] {
+/// A random 96-bit nonce (for sealing payload headers), from the runtime's CSPRNG only: a
+/// nonce must never repeat under one key, so there is no fallback; the caller refuses.
+pub fn random_nonce() -> Result<[u8; 12], String> {
     let mut buf = [0u8; 12];
-    if getrandom::fill(&mut buf).is_err() {
-        let (a, b) = (random_u64().to_le_bytes(), random_u64().to_le_bytes());
-        buf[..8].copy_from_slice(&a);
-        buf[8..].copy_from_slice(&b[..4]);
-    }
-    buf
+    getrandom::fill(&mut buf).map_err(|e| format!("the runtime's random source failed: {e}"))?;
+    Ok(buf)
+}
+
+/// The error a request gets when header values cannot be sealed (no secure randomness).
+pub fn unsealable(e: String) -> edgejobs_core::ApiError {
+    crate::http::log("error", "header values could not be sealed", serde_json::json!({ "error": e }));
+    edgejobs_core::ApiError::new(edgejobs_core::ErrorCode::Unavailable, "header values could not be sealed; retry")
 }

@@ -105,17 +105,28 @@ fn aad(job_id: &str, header: &str) -> String {
 }
 
 /// Seals every value of `payload.headers` (values already sealed stay as they are).
-/// `nonce` draws a fresh random nonce for each.
-pub fn seal_headers(payload: &mut Value, job_id: &str, keys: &Keys, nonce: &mut impl FnMut() -> [u8; 12]) {
+/// `nonce` draws a fresh random nonce for each; when it cannot (the random source failed)
+/// nothing is sealed and its error is returned: a nonce is never made up.
+pub fn seal_headers(
+    payload: &mut Value,
+    job_id: &str,
+    keys: &Keys,
+    nonce: &mut impl FnMut() -> Result<[u8; 12], String>,
+) -> Result<(), String> {
     if let Some(Value::Object(h)) = payload.get_mut("headers") {
-        for (name, v) in h.iter_mut() {
+        let mut sealed = Vec::new();
+        for (name, v) in h.iter() {
             if let Value::String(s) = v
                 && !s.starts_with(PREFIX)
             {
-                *s = keys.seal(s, &aad(job_id, name), nonce());
+                sealed.push((name.clone(), keys.seal(s, &aad(job_id, name), nonce()?)));
             }
         }
+        for (name, s) in sealed {
+            h.insert(name, Value::String(s));
+        }
     }
+    Ok(())
 }
 
 /// The opened headers of a payload, as (name, value) pairs.
@@ -152,19 +163,29 @@ mod tests {
     const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const K2: &str = "k2:HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=";
 
-    fn counter() -> impl FnMut() -> [u8; 12] {
+    fn counter() -> impl FnMut() -> Result<[u8; 12], String> {
         let mut n = 0u8;
         move || {
             n += 1;
-            [n; 12]
+            Ok([n; 12])
         }
+    }
+
+    /// A failed random source seals nothing and says so: a nonce is never made up.
+    #[test]
+    fn a_failed_random_source_seals_nothing() {
+        let keys = Keys::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap_or_else(|e| panic!("{e}"));
+        let mut p = serde_json::json!({ "headers": { "authorization": "Bearer x", "x-other": "y" } });
+        let before = p.clone();
+        let err = seal_headers(&mut p, "j1", &keys, &mut || Err("no randomness".to_owned())).expect_err("refused");
+        assert_eq!((err.as_str(), &p), ("no randomness", &before));
     }
 
     #[test]
     fn headers_seal_open_and_redact() {
         let keys = Keys::parse(K1).expect("valid");
         let mut p = json!({ "url": "https://x", "headers": { "Authorization": "Bearer s3cret", "X-A": "1" } });
-        seal_headers(&mut p, "j1", &keys, &mut counter());
+        seal_headers(&mut p, "j1", &keys, &mut counter()).unwrap_or_else(|e| panic!("{e}"));
         let sealed = p["headers"]["Authorization"].as_str().expect("string");
         assert!(sealed.starts_with("ejenc:v1:k1:") && !sealed.contains("s3cret"), "{sealed}");
         let opened = open_headers(&p, "j1", Some(&keys)).expect("opens");
@@ -178,7 +199,7 @@ mod tests {
         // Sealing twice changes nothing; redaction hides every value.
         let again = {
             let mut q = p.clone();
-            seal_headers(&mut q, "j1", &keys, &mut counter());
+            seal_headers(&mut q, "j1", &keys, &mut counter()).unwrap_or_else(|e| panic!("{e}"));
             q
         };
         assert_eq!(again, p);

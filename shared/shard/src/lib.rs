@@ -66,13 +66,15 @@ pub trait Host {
         (self.random_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// A random 96-bit nonce.
-    fn random_nonce(&self) -> [u8; 12] {
+    /// A random 96-bit nonce for sealing. The edge overrides this with its CSPRNG, which
+    /// fails instead of falling back; this default suits a host whose `random_u64` is
+    /// already as good as it gets (the simulation's seeded generator).
+    fn random_nonce(&self) -> Result<[u8; 12], String> {
         let (a, b) = (self.random_u64().to_le_bytes(), self.random_u64().to_le_bytes());
         let mut buf = [0u8; 12];
         buf[..8].copy_from_slice(&a);
         buf[8..].copy_from_slice(&b[..4]);
-        buf
+        Ok(buf)
     }
 }
 

@@ -193,7 +193,9 @@ impl<S: Sql, H: Host> Shard<S, H> {
             // The bug: a run without its tick's key, so nothing stops a second run of it.
             job.idempotency_key = None;
         }
-        seal::seal_headers(&mut job.payload, job.id.as_str(), &cfg.payload_keys, &mut || self.host.random_nonce());
+        // No nonce, no run: the whole alarm transaction fails (logged) and the next retries.
+        seal::seal_headers(&mut job.payload, job.id.as_str(), &cfg.payload_keys, &mut || self.host.random_nonce())
+            .map_err(|e| Failure::Storage(StoreError(format!("header values could not be sealed: {e}"))))?;
         Ok(job)
     }
 

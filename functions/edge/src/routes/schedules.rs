@@ -39,10 +39,12 @@ fn named(name: &str) -> Result<&str, ApiError> {
 }
 
 /// Seals the header values of a job spec for schedule `name` (at rest they are never plain).
-fn seal_job(job: &mut Value, name: &str, cfg: &EdgeConfig) {
+fn seal_job(job: &mut Value, name: &str, cfg: &EdgeConfig) -> Result<(), ApiError> {
     if let Some(payload) = job.get_mut("payload") {
-        edgejobs_core::seal::seal_headers(payload, &schedule::tag_of(name), &cfg.payload_keys, &mut random_nonce);
+        edgejobs_core::seal::seal_headers(payload, &schedule::tag_of(name), &cfg.payload_keys, &mut random_nonce)
+            .map_err(crate::platform::unsealable)?;
     }
+    Ok(())
 }
 
 async fn call(env: &Env, cfg: &EdgeConfig, name: &str, op: ScheduleOp) -> Result<ScheduleReply, ApiError> {
@@ -61,7 +63,7 @@ pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     edgejobs_core::spec::check_outbound(&def.spec, &cfg.outbound_allow).map_err(schedule::under_job)?;
     let mut s = def.schedule;
     let name = s.name.clone();
-    seal_job(&mut s.job, &name, cfg);
+    seal_job(&mut s.job, &name, cfg)?;
     respond(201, &one(env, cfg, &name, ScheduleOp::Create { schedule: Box::new(s) }).await?)
 }
 
@@ -110,7 +112,7 @@ pub async fn patch(req: &mut Request, env: &Env, cfg: &EdgeConfig, name: &str) -
     if let Some(job) = body.get_mut("job") {
         let spec = schedule::parse_job(job, now_ms(), &cfg.types)?;
         edgejobs_core::spec::check_outbound(&spec, &cfg.outbound_allow).map_err(schedule::under_job)?;
-        seal_job(job, name, cfg);
+        seal_job(job, name, cfg)?;
     }
     if !body.is_object() {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));

@@ -55,6 +55,10 @@ impl Host for EdgeHost {
         random_u64()
     }
 
+    fn random_nonce(&self) -> std::result::Result<[u8; 12], String> {
+        crate::platform::random_nonce()
+    }
+
     fn log(&self, level: Level, msg: &str, fields: serde_json::Value) {
         log(level.as_str(), msg, fields)
     }
