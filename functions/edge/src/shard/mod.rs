@@ -284,7 +284,25 @@ impl JobShard {
         };
         // Each message is sent as JSON text: cheaper on both sides than converting the
         // envelope to a JavaScript object and back.
-        let texts: Vec<String> = messages.iter().map(|m| serde_json::to_string(m).unwrap_or_default()).collect();
+        // An envelope that does not encode is not sent as an empty message: it is left out,
+        // counted as a failed send and logged, and the sweep re-sends its jobs.
+        let (messages, unencodable): (Vec<(Envelope, String)>, Vec<String>) =
+            messages.into_iter().fold((Vec::new(), Vec::new()), |(mut ok, mut bad), m| {
+                match serde_json::to_string(&m) {
+                    Ok(t) => ok.push((m, t)),
+                    Err(e) => bad.push(e.to_string()),
+                }
+                (ok, bad)
+            });
+        if let Some(e) = unencodable.first() {
+            log(
+                "error",
+                "queue envelopes could not be encoded; the sweep will re-send",
+                json!({ "messages": unencodable.len(), "error": e }),
+            );
+            self.shard.count(Metric::QueueSendFailuresTotal, &[], unencodable.len() as f64);
+        }
+        let (messages, texts): (Vec<Envelope>, Vec<String>) = messages.into_iter().unzip();
         let sizes: Vec<usize> = texts.iter().map(String::len).collect();
         let mut sent = 0usize;
         for range in send_batches(&sizes) {
