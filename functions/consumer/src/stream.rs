@@ -120,6 +120,12 @@ fn parse_reclaimed(r: &Reply) -> Option<Entry> {
     Some(Entry { entry, id, attempt, previous_owner: owner })
 }
 
+/// A reply that is not the shape a command answers: an error, never read as "no entries"
+/// (entries would then sit pending, unseen, until another consumer took them over).
+fn malformed(what: &str, r: &Reply) -> Error {
+    Error::Malformed(format!("{what} answered {r:?}").chars().take(200).collect())
+}
+
 /// A script's per-entry flags (1/0) as booleans, one per entry asked about. Any other reply
 /// is an error: read as "not ours", it would tell every entry's holder it lost its lease.
 fn flags(r: &Reply, n: usize) -> Result<Vec<bool>, Error> {
@@ -169,13 +175,18 @@ impl<T: Transport> Stream<T> {
                 ">",
             ]))
             .await?;
-        Ok(r.as_array()
+        // No new entries is nil; anything else must be [[stream, [entry, ...]]].
+        if r.is_nil() {
+            return Ok(Vec::new());
+        }
+        let entries = r
+            .as_array()
             .and_then(|streams| streams.first())
             .and_then(Reply::as_array)
             .and_then(|s| s.get(1))
             .and_then(Reply::as_array)
-            .map(|entries| entries.iter().filter_map(parse_entry).collect())
-            .unwrap_or_default())
+            .ok_or_else(|| malformed("XREADGROUP", &r))?;
+        entries.iter().map(|e| parse_entry(e).ok_or_else(|| malformed("a stream entry", e))).collect()
     }
 
     /// Entries left idle for at least `min_idle_ms` (by another consumer, or by this one when
@@ -183,7 +194,8 @@ impl<T: Transport> Stream<T> {
     pub async fn reclaim(&self, min_idle_ms: u64, count: usize) -> Result<Vec<Entry>, Error> {
         let r =
             self.client.command(&self.script(RECLAIM_SCRIPT, &[&min_idle_ms.to_string(), &count.to_string()])).await?;
-        Ok(r.as_array().unwrap_or_default().iter().filter_map(parse_reclaimed).collect())
+        let items = r.as_array().ok_or_else(|| malformed("the reclaim script", &r))?;
+        items.iter().map(|e| parse_reclaimed(e).ok_or_else(|| malformed("a reclaimed entry", e))).collect()
     }
 
     /// Renews the leases on `entries` this consumer still owns; per entry, whether it did.
@@ -326,6 +338,23 @@ mod tests {
         let s = stream(t);
         let entries = vec!["1-0".to_owned(), "2-0".to_owned()];
         assert!(matches!(s.ack(&entries).await, Err(Error::Malformed(_))));
+    }
+
+    /// No new entries (nil) is an empty read; a reply of another shape is an error, never
+    /// "nothing to do" (its entries would sit pending, unseen).
+    #[tokio::test]
+    async fn a_malformed_read_or_reclaim_is_an_error_not_an_empty_batch() {
+        let t = ScriptedTransport::new([
+            ScriptedTransport::ok(serde_json::json!({ "result": null })),
+            ScriptedTransport::ok(serde_json::json!({ "result": 5 })),
+            ScriptedTransport::ok(serde_json::json!({ "result": [[1, 2]] })),
+            ScriptedTransport::ok(serde_json::json!({ "result": 7 })),
+        ]);
+        let s = stream(t);
+        assert_eq!(s.read(10).await.expect("nil is no entries"), Vec::new());
+        assert!(matches!(s.read(10).await, Err(Error::Malformed(_))));
+        assert!(matches!(s.read(10).await, Err(Error::Malformed(_))));
+        assert!(matches!(s.reclaim(1000, 10).await, Err(Error::Malformed(_))));
     }
 
     #[tokio::test]
