@@ -20,7 +20,10 @@ use crate::sql::{Cols, Sql, StoreError, Value, int, text};
 /// Everything else (the sweep, retention, listings by state) scans, bounded by `LIMIT`.
 pub const SCHEMA_VERSION: u32 = 2;
 
-const JOBS_TABLE: &str = "
+/// The jobs table of version 2 (also what the 1 → 2 migration creates).
+macro_rules! jobs_table {
+    () => {
+        "
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     type TEXT NOT NULL,
@@ -31,7 +34,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     tags TEXT NOT NULL DEFAULT '',
     doc TEXT NOT NULL
 ) WITHOUT ROWID;
-";
+"
+    };
+}
+
+const JOBS_TABLE: &str = jobs_table!();
 
 /// Run at every start (idempotent): the one index jobs have.
 const JOBS_INDEXES: &str = "
@@ -93,24 +100,19 @@ CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 
 /// Version 1 → 2: the same columns in a table clustered on the id; its indexes go (the
 /// new one is created by `JOBS_INDEXES`).
-const MIGRATE_1_TO_2: &str = "
+const MIGRATE_1_TO_2: &str = concat!(
+    "
 ALTER TABLE jobs RENAME TO jobs_v1;
 DROP INDEX IF EXISTS jobs_state_run_at;
 DROP INDEX IF EXISTS jobs_created;
-CREATE TABLE jobs (
-    id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    state TEXT NOT NULL,
-    run_at INTEGER NOT NULL,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
-    tags TEXT NOT NULL DEFAULT '',
-    doc TEXT NOT NULL
-) WITHOUT ROWID;
+",
+    jobs_table!(),
+    "
 INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, tags, doc)
     SELECT id, type, state, run_at, created_at, updated_at, tags, doc FROM jobs_v1;
 DROP TABLE jobs_v1;
-";
+"
+);
 
 /// Most bound parameters one statement may carry in a Durable Object.
 pub const MAX_PARAMS: usize = 100;

@@ -794,32 +794,31 @@ impl World {
 
     fn alarm(&mut self, shard: u16) {
         self.note(|| format!("alarm of shard {shard}"));
-        for _ in 0..MAX_PAGES {
-            let s = &self.shards[shard as usize];
-            match s.settle(s.wake_page()) {
-                Ok((effects, more)) => {
-                    self.effects(shard, effects);
-                    if !more {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        for _ in 0..MAX_PAGES {
-            let s = &self.shards[shard as usize];
-            match s.settle(s.fire_schedules_page(&self.cfg)) {
-                Ok((effects, more)) => {
-                    self.effects(shard, effects);
-                    if !more {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
+        let cfg = self.cfg.clone();
+        self.pages(shard, |s| s.wake_page());
+        self.pages(shard, |s| s.fire_schedules_page(&cfg));
         self.rearm(shard);
         self.check_schedules(shard);
+    }
+
+    /// Pages of an alarm's work on `shard`, each page's effects carried out before the next.
+    fn pages(
+        &mut self,
+        shard: u16,
+        page: impl Fn(&Shard<Sqlite, SimHost>) -> edgejobs_shard::Outcome<(Effects, bool)>,
+    ) {
+        for _ in 0..MAX_PAGES {
+            let s = &self.shards[shard as usize];
+            match s.settle(page(s)) {
+                Ok((effects, more)) => {
+                    self.effects(shard, effects);
+                    if !more {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
     }
 
     /// Each schedule's runs so far against its ticks since it was created.

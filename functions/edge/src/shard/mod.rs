@@ -192,11 +192,11 @@ impl JobShard {
             .unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal, "the create round lost this request's result")))
     }
 
-    /// The alarm: wakes every scheduled job that is due, page by page, fires the schedules
-    /// that are due, then sets the alarm for the next one (at once, when pages remained).
-    async fn wake_due(&self) {
+    /// Runs pages of an alarm's work (`page` commits one and says whether more remain),
+    /// carrying out each page's effects before the next, at most [`MAX_PAGES`].
+    async fn pages(&self, what: &str, page: impl Fn() -> Outcome<(Effects, bool)>) {
         for _ in 0..MAX_PAGES {
-            match self.shard.settle(self.shard.wake_page()) {
+            match self.shard.settle(page()) {
                 Ok((effects, more)) => {
                     self.carry_out(effects).await;
                     if !more {
@@ -204,29 +204,20 @@ impl JobShard {
                     }
                 }
                 Err(e) => {
-                    log("error", "the alarm could not wake due jobs", json!({ "error": e.message }));
+                    log("error", &format!("the alarm could not {what}"), json!({ "error": e.message }));
                     break;
                 }
             }
         }
+    }
+
+    /// The alarm: wakes every scheduled job that is due, page by page, fires the schedules
+    /// that are due, then sets the alarm for the next one (at once, when pages remained).
+    async fn wake_due(&self) {
+        self.pages("wake due jobs", || self.shard.wake_page()).await;
         if self.shard.number.is_some() {
             match crate::config::load(&self.env) {
-                Ok(cfg) => {
-                    for _ in 0..MAX_PAGES {
-                        match self.shard.settle(self.shard.fire_schedules_page(&cfg)) {
-                            Ok((effects, more)) => {
-                                self.carry_out(effects).await;
-                                if !more {
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                log("error", "the alarm could not fire due schedules", json!({ "error": e.message }));
-                                break;
-                            }
-                        }
-                    }
-                }
+                Ok(cfg) => self.pages("fire due schedules", || self.shard.fire_schedules_page(&cfg)).await,
                 Err(e) => {
                     log("error", "schedules cannot fire: the configuration is invalid", json!({ "error": e.message }))
                 }
