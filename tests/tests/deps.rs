@@ -379,18 +379,18 @@ fn tree(package: &str) -> String {
 }
 
 /// Core is split by weight: the native consumer and the CLI never check a payload schema
-/// or a cron zone, so they link neither the validator (boon) nor jiff's bundled time-zone
-/// database; the Worker links both. (The consumer has `regex` through sentry's backtraces.)
+/// or a cron zone, so they link neither the validator (core's `schema` feature, the one user
+/// of `regex-lite`) nor jiff's bundled time-zone database; the Worker links both.
 #[test]
 fn the_consumer_and_the_cli_link_no_schema_validator_and_no_zone_database() {
     let heavy = |t: &str| -> Vec<String> {
-        t.lines().filter(|l| l.starts_with("boon ") || l.contains("tzdb-bundle")).map(str::to_owned).collect()
+        t.lines().filter(|l| l.starts_with("regex-lite ") || l.contains("tzdb-bundle")).map(str::to_owned).collect()
     };
     for light in ["edgejobs-consumer", "edgejobs-cli"] {
         let found = heavy(&tree(light));
         assert!(found.is_empty(), "{light} links {found:?}");
     }
     let edge = heavy(&tree("edgejobs-edge"));
-    assert!(edge.iter().any(|l| l.starts_with("boon ")), "the check looks for the right names: {edge:?}");
+    assert!(edge.iter().any(|l| l.starts_with("regex-lite ")), "the check looks for the right names: {edge:?}");
     assert!(edge.iter().any(|l| l.contains("tzdb-bundle")), "the check looks for the right names: {edge:?}");
 }

@@ -22,12 +22,16 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Largest schema, serialized.
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 
+#[cfg(feature = "schema")]
+#[path = "schema.rs"]
+pub mod schema;
+
 /// A compiled payload schema (its source kept for display and comparison).
 #[derive(Clone)]
 pub struct Schema {
     pub source: Value,
     #[cfg(feature = "schema")]
-    compiled: Arc<(boon::Schemas, boon::SchemaIndex)>,
+    compiled: Arc<schema::Validator>,
 }
 
 impl std::fmt::Debug for Schema {
@@ -41,11 +45,6 @@ impl PartialEq for Schema {
         self.source == other.source
     }
 }
-
-/// The name a schema is compiled under: its relative `$ref`s resolve against it, and a
-/// `$ref` to any other document (but the standard meta-schemas) finds nothing.
-#[cfg(feature = "schema")]
-const SCHEMA_URL: &str = "urn:edgejobs:payload-schema";
 
 /// Without the `schema` feature (the native consumer and the CLI, which never check a
 /// payload) no schema compiles, so none is ever validated against.
@@ -64,55 +63,20 @@ impl Schema {
 
 #[cfg(feature = "schema")]
 impl Schema {
-    /// Compiles a schema (draft 2020-12 unless its `$schema` names another); `$ref`s to other
-    /// documents are refused (nothing is fetched or read), and so is a `pattern` the
-    /// linear-time `regex` crate cannot run (backreferences, lookaround).
+    /// Compiles a schema: draft 2020-12, the subset `schema.rs` states. Anything else in it
+    /// (an unsupported keyword, a `$ref` to another document, a `pattern` regex-lite cannot
+    /// run in linear time) is refused, naming the keyword and where it is.
     pub fn compile(source: Value) -> Result<Schema, String> {
         if serde_json::to_string(&source).map(|s| s.len()).unwrap_or(usize::MAX) > MAX_SCHEMA_BYTES {
             return Err(format!("is larger than {MAX_SCHEMA_BYTES} bytes"));
         }
-        let mut compiler = boon::Compiler::new();
-        compiler.set_default_draft(boon::Draft::V2020_12);
-        // No URL scheme is loadable: natively boon would otherwise read `file:` URLs.
-        compiler.use_loader(Box::new(boon::SchemeUrlLoader::new()));
-        let mut schemas = boon::Schemas::new();
-        compiler.add_resource(SCHEMA_URL, source.clone()).map_err(|e| describe_compile_error(&e))?;
-        let index = compiler.compile(SCHEMA_URL, &mut schemas).map_err(|e| describe_compile_error(&e))?;
-        Ok(Schema { source, compiled: Arc::new((schemas, index)) })
+        let compiled = schema::Validator::compile(&source)?;
+        Ok(Schema { source, compiled: Arc::new(compiled) })
     }
 
     /// The first violation: the JSON pointer into the payload and what is wrong.
     pub fn first_violation(&self, payload: &Value) -> Option<(String, String)> {
-        let (schemas, index) = &*self.compiled;
-        let e = schemas.validate(payload, *index).err()?;
-        let leaf = first_leaf(&e);
-        Some((leaf.instance_location.to_string(), leaf.kind.to_string()))
-    }
-}
-
-/// The first innermost error: the keyword that failed rather than the `allOf`/`$ref` around it.
-#[cfg(feature = "schema")]
-fn first_leaf<'a, 's, 'v>(e: &'a boon::ValidationError<'s, 'v>) -> &'a boon::ValidationError<'s, 'v> {
-    match e.causes.first() {
-        Some(cause) => first_leaf(cause),
-        None => e,
-    }
-}
-
-#[cfg(feature = "schema")]
-fn describe_compile_error(e: &boon::CompileError) -> String {
-    match e {
-        // Where in the schema, then what the meta-schema says about it.
-        boon::CompileError::ValidationError { src, .. } => {
-            let leaf = first_leaf(src);
-            let at = leaf.instance_location.to_string();
-            let at = if at.is_empty() { "at its root".to_owned() } else { format!("at {at}") };
-            format!("is not a valid JSON Schema {at}: {}", leaf.kind)
-        }
-        boon::CompileError::LoadUrlError { url, .. } | boon::CompileError::UnsupportedUrlScheme { url } => {
-            format!("refers to {url}, which is not fetched: only references within the schema are allowed")
-        }
-        other => format!("is not a usable JSON Schema: {other}"),
+        self.compiled.first_violation(payload)
     }
 }
 
