@@ -14,6 +14,7 @@
 //! - [`gauges`]: the stats object's gauges the cron tasks set, and every shard's numbers.
 //! - [`handlers`]: the edge-lane job handlers (`noop`, `webhook`).
 //! - [`ratelimit`]: the per-key enqueue rate limit in Upstash.
+//! - [`fetch`]: the Upstash client's transport at the edge (workerd's `fetch`, a timeout).
 //! - [`tasks`]: the cron tasks: backups, restore, retention, the sweep.
 //! - [`view`]: what the public API shows of a job (header values redacted).
 //! - [`platform`]: the clock and the random source, the only impure inputs of the core.
@@ -23,6 +24,7 @@ use worker::{Context, Env, MessageBatch, Request, Response, Result, ScheduleCont
 pub mod config;
 pub mod consumer;
 pub mod counters;
+pub mod fetch;
 pub mod gauges;
 pub mod handlers;
 pub mod http;

@@ -8,11 +8,11 @@ use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::ratelimit::Decision;
 use edgejobs_core::{ApiError, ErrorCode};
-use edgejobs_upstash::transport::ReqwestTransport;
 use edgejobs_upstash::{Client, Credentials, ratelimit};
 use serde_json::json;
 use worker::Response;
 
+use crate::fetch::FetchTransport;
 use crate::http::log;
 use crate::platform::{now_ms, random_u64};
 
@@ -24,11 +24,9 @@ thread_local! {
 }
 
 /// The Upstash client for the edge, with the configured timeout.
-pub fn upstash(cfg: &EdgeConfig) -> Client<ReqwestTransport> {
-    let mut c = Client::new(
-        Credentials { url: cfg.upstash_url.clone(), token: cfg.upstash_token.clone() },
-        ReqwestTransport::new(),
-    );
+pub fn upstash(cfg: &EdgeConfig) -> Client<FetchTransport> {
+    let mut c =
+        Client::new(Credentials { url: cfg.upstash_url.clone(), token: cfg.upstash_token.clone() }, FetchTransport);
     c.timeout = std::time::Duration::from_millis(cfg.upstash_timeout_ms);
     c
 }
