@@ -84,3 +84,10 @@ pub fn authorize(req: &Request, scope: Scope, cfg: &EdgeConfig) -> std::result::
     let header = req.headers().get("authorization").ok().flatten();
     auth::authorize(header.as_deref(), scope, cfg)
 }
+
+/// The error a request gets when header values cannot be sealed (the runtime's random
+/// source failed): logged here, answered 503 without details.
+pub fn unsealable(e: String) -> edgejobs_core::ApiError {
+    log("error", "header values could not be sealed", serde_json::json!({ "error": e }));
+    edgejobs_core::ApiError::new(edgejobs_core::ErrorCode::Unavailable, "header values could not be sealed; retry")
+}

@@ -29,9 +29,3 @@ pub fn random_nonce() -> Result<[u8; 12], String> {
     getrandom::fill(&mut buf).map_err(|e| format!("the runtime's random source failed: {e}"))?;
     Ok(buf)
 }
-
-/// The error a request gets when header values cannot be sealed (no secure randomness).
-pub fn unsealable(e: String) -> edgejobs_core::ApiError {
-    crate::http::log("error", "header values could not be sealed", serde_json::json!({ "error": e }));
-    edgejobs_core::ApiError::new(edgejobs_core::ErrorCode::Unavailable, "header values could not be sealed; retry")
-}

@@ -85,7 +85,7 @@ pub fn prepare(cfg: &EdgeConfig, body: &Value, keyless: u16) -> std::result::Res
     // Header values are sealed before the job leaves the router: shards, backups and
     // archives only ever see them encrypted.
     edgejobs_core::seal::seal_headers(&mut job.payload, job.id.as_str(), &cfg.payload_keys, &mut random_nonce)
-        .map_err(crate::platform::unsealable)?;
+        .map_err(crate::http::unsealable)?;
     Ok(Prepared { shard, job })
 }
 

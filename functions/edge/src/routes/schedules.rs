@@ -42,7 +42,7 @@ fn named(name: &str) -> Result<&str, ApiError> {
 fn seal_job(job: &mut Value, name: &str, cfg: &EdgeConfig) -> Result<(), ApiError> {
     if let Some(payload) = job.get_mut("payload") {
         edgejobs_core::seal::seal_headers(payload, &schedule::tag_of(name), &cfg.payload_keys, &mut random_nonce)
-            .map_err(crate::platform::unsealable)?;
+            .map_err(crate::http::unsealable)?;
     }
     Ok(())
 }
