@@ -176,17 +176,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
 
     /// Whole jobs by id (those that exist), as stored.
     pub fn get_many(&self, r: GetMany) -> Outcome<Vec<Box<RawValue>>> {
-        let mut out = Vec::new();
-        for chunk in r.ids.chunks(store::MAX_PARAMS) {
-            let binds: Vec<Value> = chunk.iter().map(|id| text(id.as_str())).collect();
-            let rows = self
-                .db
-                .rows(&format!("SELECT doc FROM jobs WHERE id IN ({})", store::placeholders(chunk.len())), &binds)?;
-            for r in rows {
-                out.push(raw(Cols::new(r).text()?)?);
-            }
-        }
-        Ok(out)
+        Ok(store::docs_many(&self.db, &r.ids)?.into_iter().map(raw).collect::<Result<_, _>>()?)
     }
 
     /// Replays up to `limit` dead jobs, oldest death first, in one transaction.

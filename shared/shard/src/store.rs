@@ -194,12 +194,20 @@ fn docs(rows: Vec<crate::sql::Row>) -> Result<Vec<Job>, StoreError> {
 
 /// The jobs with these ids that exist (in no particular order).
 pub fn load_many<'a>(db: &impl Sql, ids: impl IntoIterator<Item = &'a JobId>) -> Result<Vec<Job>, StoreError> {
+    docs_many(db, ids)?.iter().map(|d| parse(d)).collect()
+}
+
+/// The stored JSON of the jobs with these ids that exist (in no particular order), read
+/// [`MAX_PARAMS`] ids per statement.
+pub fn docs_many<'a>(db: &impl Sql, ids: impl IntoIterator<Item = &'a JobId>) -> Result<Vec<String>, StoreError> {
     let ids: Vec<&JobId> = ids.into_iter().collect();
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(MAX_PARAMS) {
         let q = format!("SELECT doc FROM jobs WHERE id IN ({})", placeholders(chunk.len()));
         let binds: Vec<Value> = chunk.iter().map(|id| text(id.as_str())).collect();
-        out.extend(docs(db.rows(&q, &binds)?)?);
+        for row in db.rows(&q, &binds)? {
+            out.push(Cols::new(row).text()?);
+        }
     }
     Ok(out)
 }

@@ -194,9 +194,3 @@ impl Oracle {
         }
     }
 }
-
-/// The shard number in a job id (`<shard:2 hex>...`), via the core's parser.
-#[allow(dead_code)]
-fn shard_of(id: &str) -> Option<usize> {
-    id.parse::<edgejobs_core::JobId>().ok().map(|j| j.shard() as usize)
-}

@@ -301,17 +301,16 @@ impl World {
     /// Carries out a committed operation's effects: messages to the queue (dropped,
     /// duplicated, delayed by the faults), the alarm.
     fn effects(&mut self, shard: u16, effects: Effects) {
-        let _ = shard;
         for (lane, r) in effects.enqueue {
-            self.send(lane, r, 0x51);
+            self.send(lane, r);
         }
         if effects.alarm.is_some() {
             self.rearm(shard);
         }
     }
 
-    fn send(&mut self, lane: Lane, r: JobRef, salt: u64) {
-        let mut rng = Rng::new(self.now() ^ salt ^ r.attempt as u64 ^ self.queue.len() as u64);
+    fn send(&mut self, lane: Lane, r: JobRef) {
+        let mut rng = Rng::new(self.now() ^ 0x51 ^ r.attempt as u64 ^ self.queue.len() as u64);
         if rng.chance(self.faults.drop) {
             let id = r.id.clone();
             self.note(|| format!("queue drops {id}"));
