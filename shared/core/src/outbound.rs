@@ -44,24 +44,35 @@ impl Allow {
         self.entries.is_empty()
     }
 
-    fn allows_name(&self, host: &str, port: u16) -> bool {
+    /// Whether a name entry opens `host` on `port`: that name, whatever it resolves to, on
+    /// the entry's port (any port when the entry has none).
+    pub fn allows_name(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_end_matches('.');
         self.entries
             .iter()
             .any(|(t, p)| matches!(t, Target::Name(n) if n.eq_ignore_ascii_case(host)) && p.is_none_or(|p| p == port))
     }
 
-    /// Whether some entry covers `ip`, on whatever port (a resolver, which does not know the
-    /// port, asks this; the port is checked before the request).
-    pub fn covers_ip(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.entries.iter().any(|(t, _)| matches!(t, Target::Net(net, len) if in_net(ip, *net, *len)))
-    }
-
-    fn allows_ip(&self, ip: IpAddr, port: u16) -> bool {
+    /// Whether an address or network entry opens `ip` on `port` (an entry without a port
+    /// opens every port).
+    pub fn allows_ip(&self, ip: IpAddr, port: u16) -> bool {
         let ip = canonical(ip);
         self.entries
             .iter()
             .any(|(t, p)| matches!(t, Target::Net(net, len) if in_net(ip, *net, *len)) && p.is_none_or(|p| p == port))
+    }
+
+    /// Whether an entry without a port opens `host` (a name entry) or `ip` (an address or
+    /// network entry) on every port: what a check that does not know the port may let pass.
+    pub fn allows_every_port(&self, host: &str, ip: IpAddr) -> bool {
+        let (host, ip) = (host.trim_end_matches('.'), canonical(ip));
+        self.entries.iter().any(|(t, p)| {
+            p.is_none()
+                && match t {
+                    Target::Name(n) => n.eq_ignore_ascii_case(host),
+                    Target::Net(net, len) => in_net(ip, *net, *len),
+                }
+        })
     }
 }
 
@@ -135,8 +146,15 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
         // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated) — but not :: or ::1.
         [0, 0, 0, 0, 0, 0xffff, _, _] => Some(tail()),
         [0, 0, 0, 0, 0, 0, hi, _] if hi != 0 => Some(tail()),
+        // ::ffff:0:a.b.c.d, SIIT's IPv4-translated addresses (RFC 7915): not the mapped
+        // form above, but a translator sends them to the same IPv4 address.
+        [0, 0, 0, 0, 0xffff, 0, _, _] => Some(tail()),
         // 64:ff9b::/96, the well-known NAT64 prefix.
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail()),
+        // 64:ff9b:1::/48, the local-use NAT64 prefix (RFC 8215), in its /96 form. A network
+        // may use the prefix at another length (RFC 6052 puts the IPv4 address elsewhere);
+        // those addresses are refused whole by `private_reason`.
+        [0x64, 0xff9b, 1, 0, 0, 0, _, _] => Some(tail()),
         // 2002:aabb:ccdd::/48, 6to4.
         [0x2002, hi, lo, ..] => Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)),
         _ => None,
@@ -181,6 +199,9 @@ pub fn private_reason(ip: IpAddr) -> Option<&'static str> {
     const V6: &[(Ipv6Addr, u8, &str)] = &[
         (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 128, "the unspecified address"),
         (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1), 128, "loopback"),
+        // What is left of ::/96 once IPv4-compatible addresses are read as IPv4 (::0.0.a.b).
+        (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 96, "the IPv4-compatible range"),
+        (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48, "local-use NAT64 (an IPv4 address of any network)"),
         (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64, "discard"),
         (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23, "IETF special purpose"),
         (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32, "documentation"),
@@ -191,7 +212,14 @@ pub fn private_reason(ip: IpAddr) -> Option<&'static str> {
     ];
     match canonical(ip) {
         IpAddr::V4(v4) => V4.iter().find(|(n, l, _)| in_net(IpAddr::V4(v4), IpAddr::V4(*n), *l)).map(|(_, _, r)| *r),
-        IpAddr::V6(v6) => V6.iter().find(|(n, l, _)| in_net(IpAddr::V6(v6), IpAddr::V6(*n), *l)).map(|(_, _, r)| *r),
+        // Compared as written: `in_net` would read a prefix such as 64:ff9b:1:: as IPv4.
+        IpAddr::V6(v6) => V6
+            .iter()
+            .find(|(n, l, _)| {
+                let mask = if *l == 0 { 0 } else { u128::MAX << (128 - u32::from((*l).min(128))) };
+                u128::from(v6) & mask == u128::from(*n) & mask
+            })
+            .map(|(_, _, r)| *r),
     }
 }
 
@@ -216,6 +244,9 @@ pub fn check_url(raw: &str, allow: &Allow) -> Result<Url, String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("must be an http:// or https:// URL, not {}:", url.scheme()));
     }
+    if has_userinfo(raw, &url) {
+        return Err(USERINFO_REFUSED.to_owned());
+    }
     let port = url.port_or_known_default().unwrap_or(80);
     match url.host() {
         None => Err("has no host".to_owned()),
@@ -230,6 +261,65 @@ pub fn check_url(raw: &str, allow: &Allow) -> Result<Url, String> {
         }
     }
 }
+
+/// Why a URL with credentials is refused.
+pub const USERINFO_REFUSED: &str =
+    "must not carry credentials (user:password@); send them in payload.headers, whose values are sealed";
+
+/// Whether a URL carries userinfo (`user:pass@`, `user@`, even an empty `@`): the parsed
+/// form drops an empty one, so the authority as written is looked at too.
+pub fn has_userinfo(raw: &str, url: &Url) -> bool {
+    if !url.username().is_empty() || url.password().is_some() {
+        return true;
+    }
+    let after_scheme = raw.split_once(':').map_or(raw, |(_, rest)| rest.trim_start_matches(['/', '\\']));
+    let authority = after_scheme.split(['/', '\\', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
+}
+
+/// Whether a header must not be sent for a user: it steers how the request is routed or
+/// framed (`host`, hop-by-hop headers, `content-length`, `transfer-encoding`), claims
+/// something about the client a proxy would trust (`forwarded`, `x-forwarded-*`,
+/// `x-real-ip`, `proxy-*`), or impersonates the system (`x-edgejobs-*`). Case-insensitive.
+pub fn forbidden_header(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "host",
+        "connection",
+        "keep-alive",
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "forwarded",
+        "x-real-ip",
+    ];
+    const PREFIXES: &[&str] = &["proxy-", "x-forwarded-", "x-edgejobs-"];
+    let n = name.trim().to_ascii_lowercase();
+    EXACT.contains(&n.as_str()) || n == "x-forwarded" || PREFIXES.iter().any(|p| n.starts_with(p))
+}
+
+/// Header names [`forbidden_header`] refuses, one per rule and spelling (unit and e2e tests).
+pub const FORBIDDEN_HEADER_EXAMPLES: &[&str] = &[
+    "Host",
+    "connection",
+    "Keep-Alive",
+    "Content-Length",
+    "transfer-encoding",
+    "TE",
+    "trailer",
+    "Upgrade",
+    "Proxy-Authorization",
+    "proxy-connection",
+    "Forwarded",
+    "X-Forwarded-For",
+    "x-forwarded-host",
+    "X-Forwarded-Proto",
+    "X-Real-IP",
+    "X-EdgeJobs-Job-Id",
+    "x-edgejobs-attempt",
+    "X-EDGEJOBS-TYPE",
+];
 
 /// Checks one address a connection would go to (a literal host, or each address a name
 /// resolved to).
@@ -299,6 +389,20 @@ pub const REFUSED_EXAMPLES: &[&str] = &[
     "http://localhost/",
     "http://metadata.google.internal/computeMetadata/v1/",
     "gopher://127.0.0.1:6379/_FLUSHALL",
+    // IPv4 inside NAT64 (well-known and local-use) and SIIT addresses.
+    "http://[64:ff9b::7f00:1]/",
+    "http://[64:ff9b:1::a9fe:a9fe]/",
+    "http://[64:ff9b:1::7f00:1]:80/",
+    "http://[64:ff9b:1:7f00:0:100::]/",
+    "http://[::ffff:0:7f00:1]/",
+    "http://[::ffff:0:a9fe:a9fe]/",
+    "http://[::ffff:0:10.0.0.1]/",
+    // Credentials in the URL: refused wherever the host is (they belong in sealed headers).
+    "https://user:pass@example.com/",
+    "https://token@example.com/",
+    "https://:pass@example.com/",
+    "https://@example.com/",
+    "http://a%40b:c@example.com/",
 ];
 
 #[cfg(test)]
@@ -332,6 +436,94 @@ mod tests {
             assert!(Allow::parse(bad).is_err(), "{bad}");
         }
         assert!(Allow::parse("").expect("empty").is_empty());
+    }
+
+    #[test]
+    fn nat64_and_siit_addresses_are_judged_as_the_ipv4_they_carry() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        for private in [
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1::10.0.0.1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:169.254.169.254",
+            "::ffff:0:192.168.1.1",
+            "::ffff:127.0.0.1",
+            // The local-use prefix at a length other than /96 hides the IPv4 address
+            // elsewhere: refused whole.
+            "64:ff9b:1:5db8:d8:2200::",
+            "::0.0.1.2",
+        ] {
+            assert!(private_reason(ip(private)).is_some(), "{private} is private");
+        }
+        for public in
+            ["64:ff9b::5db8:d822", "64:ff9b:1::93.184.216.34", "::ffff:0:93.184.216.34", "::ffff:93.184.216.34"]
+        {
+            assert_eq!(private_reason(ip(public)), None, "{public} carries a public IPv4 address");
+        }
+        // An allow-list entry for an IPv4 address opens it in every IPv6 spelling, on its port only.
+        let allow = Allow::parse("127.0.0.1:8080").expect("valid");
+        for url in
+            ["http://[::ffff:0:7f00:1]:8080/", "http://[64:ff9b:1::7f00:1]:8080/", "http://[64:ff9b::7f00:1]:8080/"]
+        {
+            assert!(check_url(url, &allow).is_ok(), "{url}");
+            assert!(check_url(&url.replace("8080", "8081"), &allow).is_err(), "{url} on another port");
+        }
+    }
+
+    #[test]
+    fn urls_with_credentials_are_refused_even_when_allowed() {
+        let allow = Allow::parse("127.0.0.1:8080, hooks.internal").expect("valid");
+        for url in [
+            "https://user:pass@example.com/",
+            "https://user@example.com/",
+            "https://:pass@example.com/",
+            "https://@example.com/",
+            "http://u:p@127.0.0.1:8080/",
+            "http://u@hooks.internal/",
+            "HTTP://U:P@EXAMPLE.COM/",
+        ] {
+            let e = check_url(url, &allow).expect_err(url);
+            assert_eq!(e, USERINFO_REFUSED, "{url}");
+        }
+        for url in [
+            "https://example.com/a@b",
+            "https://example.com/?x=a@b",
+            "https://example.com/#@x",
+            "http://127.0.0.1:8080/",
+        ] {
+            assert!(check_url(url, &allow).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn forbidden_headers_are_refused_in_any_case() {
+        for name in FORBIDDEN_HEADER_EXAMPLES {
+            assert!(forbidden_header(name), "{name}");
+            assert!(forbidden_header(&name.to_ascii_uppercase()), "{name}");
+        }
+        for name in
+            ["authorization", "content-type", "x-api-key", "hostname", "x-forwardedfor-not", "x-edgejob", "accept"]
+        {
+            assert!(!forbidden_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn name_and_port_entries_answer_exactly() {
+        let allow = Allow::parse("hooks.internal:443, any.internal, 10.0.0.0/8:9000, 192.168.1.1").expect("valid");
+        assert!(allow.allows_name("HOOKS.internal.", 443));
+        assert!(!allow.allows_name("hooks.internal", 80));
+        assert!(allow.allows_name("any.internal", 1));
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(allow.allows_ip(ip("10.1.1.1"), 9000));
+        assert!(!allow.allows_ip(ip("10.1.1.1"), 9001));
+        assert!(allow.allows_ip(ip("::ffff:0:10.1.1.1"), 9000));
+        // Only entries without a port open an address or a name for a check without one.
+        assert!(!allow.allows_every_port("x.test", ip("10.1.1.1")));
+        assert!(allow.allows_every_port("x.test", ip("192.168.1.1")));
+        assert!(allow.allows_every_port("any.internal", ip("10.1.1.1")));
+        assert!(!allow.allows_every_port("hooks.internal", ip("10.1.1.1")));
     }
 
     #[test]

@@ -36,9 +36,30 @@ pub struct JobSpec {
     pub timeout_ms: u64,
     pub tags: Vec<String>,
     pub metadata: Map<String, Value>,
+    /// The tenant named in the body (`tenant`, for admin keys and schedules); the router
+    /// decides the job's owner from it and the caller's key.
+    pub tenant: Option<crate::tenant::Tenant>,
+}
+
+/// Idempotency keys and tags in this namespace belong to schedules (`schedule:{name}:{tick}`
+/// and `schedule:{name}`): a user who could take one could suppress a schedule's run.
+pub const SCHEDULE_NAMESPACE: &str = "schedule:";
+
+/// Refuses what only a schedule's run may carry: an idempotency key or a tag in the
+/// schedules' namespace. Checked for every job a caller sends (not for schedule runs).
+pub fn check_user_namespace(spec: &JobSpec) -> Result<(), ApiError> {
+    if spec.idempotency_key.as_deref().is_some_and(|k| k.starts_with(SCHEDULE_NAMESPACE)) {
+        return Err(ApiError::field("idempotency_key", "keys starting with \"schedule:\" are reserved for schedules"));
+    }
+    let own_tags = spec.tags.iter().filter(|t| !spec.job_type.tags.contains(t));
+    if own_tags.into_iter().any(|t| t.starts_with(SCHEDULE_NAMESPACE)) {
+        return Err(ApiError::field("tags", "tags starting with \"schedule:\" are reserved for schedules"));
+    }
+    Ok(())
 }
 
 const FIELDS: &[&str] = &[
+    "tenant",
     "type",
     "payload",
     "idempotency_key",
@@ -175,7 +196,23 @@ pub fn parse_spec_in(body: &Value, now: u64, types: &Types) -> Result<JobSpec, A
         }
         Some(_) => return Err(ApiError::field("metadata", "must be a JSON object")),
     };
-    Ok(JobSpec { job_type: jt, payload, idempotency_key, run_at, max_attempts, backoff, timeout_ms, tags, metadata })
+    let tenant = match obj.get("tenant") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(crate::tenant::Tenant::from_field("tenant", t)?),
+        Some(_) => return Err(ApiError::field("tenant", "must be a tenant name")),
+    };
+    Ok(JobSpec {
+        job_type: jt,
+        payload,
+        idempotency_key,
+        run_at,
+        max_attempts,
+        backoff,
+        timeout_ms,
+        tags,
+        metadata,
+        tenant,
+    })
 }
 
 /// Type-specific payload rules, checked at enqueue so a job that can never run is refused
@@ -203,7 +240,7 @@ fn validate_payload(jt: &JobType, payload: &Value) -> Result<(), ApiError> {
                 return Err(ApiError::field("payload", "must be an object such as {\"url\": \"https://...\"}"));
             };
             let url = obj.get("url").and_then(Value::as_str).unwrap_or("");
-            if parse_target_url(url).is_none() {
+            let Some(parsed) = parse_target_url(url) else {
                 return Err(ApiError::field(
                     "payload.url",
                     format!(
@@ -211,6 +248,9 @@ fn validate_payload(jt: &JobType, payload: &Value) -> Result<(), ApiError> {
                         crate::outbound::MAX_URL_BYTES
                     ),
                 ));
+            };
+            if crate::outbound::has_userinfo(url, &parsed) {
+                return Err(ApiError::field("payload.url", crate::outbound::USERINFO_REFUSED));
             }
             if let Some(h) = obj.get("headers") {
                 validate_headers(h)?;
@@ -319,6 +359,17 @@ fn validate_headers(h: &Value) -> Result<(), ApiError> {
         if !token {
             return Err(ApiError::field("payload.headers", "header names must be HTTP tokens (letters, digits, -)"));
         }
+        if crate::outbound::forbidden_header(name) {
+            let shown: String = name.chars().take(64).collect();
+            return Err(ApiError::field(
+                "payload.headers",
+                format!(
+                    "header {shown:?} is not allowed: host, connection, keep-alive, content-length, transfer-encoding, te, \
+                     trailer, upgrade, proxy-*, forwarded, x-forwarded-*, x-real-ip and x-edgejobs-* steer routing or \
+                     speak for the system"
+                ),
+            ));
+        }
         if value.chars().any(|c| c.is_control() && c != '\t') {
             return Err(ApiError::field("payload.headers", "header values must not contain control characters"));
         }
@@ -351,6 +402,7 @@ impl JobSpec {
         };
         let job = Job {
             id,
+            tenant: self.tenant.unwrap_or_default(),
             job_type: self.job_type.name.clone(),
             rate_group: self.job_type.rate_group.clone(),
             lane: self.job_type.lane,
@@ -362,6 +414,7 @@ impl JobSpec {
             backoff: self.backoff,
             timeout_ms: self.timeout_ms,
             idempotency_key: self.idempotency_key,
+            schedule: None,
             tags: self.tags,
             metadata: self.metadata,
             created_at: now,
@@ -521,6 +574,44 @@ mod tests {
             assert_eq!(e.code, code, "{body}: {e}");
             assert_eq!(e.field.as_deref(), field, "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn headers_that_steer_routing_or_speak_for_the_system_are_refused() {
+        for name in crate::outbound::FORBIDDEN_HEADER_EXAMPLES {
+            for t in ["webhook", "http.request"] {
+                let body =
+                    json!({ "type": t, "payload": { "url": "https://example.com/", "headers": { *name: "v" } } });
+                let e = parse_spec(&body, NOW).expect_err(name);
+                assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidField, Some("payload.headers")), "{name}");
+                assert!(e.message.contains(&format!("{name:?}")), "the header is named: {e}");
+            }
+        }
+        // A schedule's job goes through the same validation.
+        let sched = json!({ "type": "webhook", "payload": { "url": "https://example.com/", "headers": { "X-Forwarded-For": "1.2.3.4" } } });
+        let e = crate::schedule::parse_job(&sched, NOW, &Types::builtins()).expect_err("refused");
+        assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidField, Some("job.payload.headers")), "{e}");
+        let ok = json!({ "type": "webhook", "payload": { "url": "https://example.com/",
+            "headers": { "Authorization": "Bearer x", "Content-Type": "text/plain", "X-Api-Key": "k", "Hostname": "h" } } });
+        parse_spec(&ok, NOW).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn urls_with_credentials_are_refused() {
+        for url in [
+            "https://user:pass@example.com/",
+            "https://token@example.com/x",
+            "https://@example.com/",
+            "http://a:@b.example/",
+        ] {
+            for t in ["webhook", "http.request"] {
+                let e = parse_spec(&json!({ "type": t, "payload": { "url": url } }), NOW).expect_err(url);
+                assert_eq!((e.code, e.field.as_deref()), (ErrorCode::InvalidField, Some("payload.url")), "{url}");
+                assert!(e.message.contains("credentials") && !e.message.contains(url), "{e}");
+            }
+        }
+        parse_spec(&json!({ "type": "webhook", "payload": { "url": "https://example.com/a@b?c=@" } }), NOW)
+            .unwrap_or_else(|e| panic!("an @ in the path or query is no credential: {e}"));
     }
 
     #[test]
