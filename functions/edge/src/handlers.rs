@@ -69,25 +69,37 @@ async fn webhook(job: &Job, cfg: &EdgeConfig) -> Outcome {
     let raw_url = job.payload["url"].as_str().unwrap_or_default();
     let extra = edgejobs_core::seal::open_headers(&job.payload, job.id.as_str(), Some(&cfg.payload_keys))
         .map_err(|e| permanent(format!("webhook headers: {e}")))?;
+    // Refused at enqueue; a job stored before that rule is refused here.
+    if let Some((name, _)) = extra.iter().find(|(k, _)| edgejobs_core::outbound::forbidden_header(k)) {
+        return Err(permanent(format!("payload.headers: header {name:?} is not allowed")));
+    }
     let body = job.payload.get("body").cloned().unwrap_or(Value::Null).to_string();
     deliver(job, cfg, raw_url, body, extra).await
 }
 
-/// POSTs `body` to `raw_url` with `extra` headers and the Standard Webhooks signature.
+/// POSTs `body` to `raw_url` with `extra` headers and the Standard Webhooks signature. The
+/// `extra` headers (the user's, opened from their sealed values) go to `raw_url`'s origin
+/// only: from the first redirect to another origin on, no hop gets them.
 async fn deliver(job: &Job, cfg: &EdgeConfig, raw_url: &str, body: String, extra: Vec<(String, String)>) -> Outcome {
     let mut url = check_url(raw_url, &cfg.outbound_allow)
         .map_err(|e| permanent(format!("webhook URL {} refused: {e}", redact_url(raw_url))))?;
     let mut body = Some(body);
-    let master = webhook::master_key(cfg.webhook_secret.expose());
+    let masters: Vec<Vec<u8>> = cfg.webhook_secret.iter().map(|s| webhook::master_key(s.expose())).collect();
     let msg_id = webhook::message_id(job.id.as_str(), job.series_base);
     let mut method = Method::Post;
+    let home = url.origin();
+    let mut at_home = true;
     for hop in 0..=MAX_REDIRECTS {
-        let key = webhook::receiver_key(&master, &url.origin().ascii_serialization());
+        at_home &= url.origin() == home;
+        let origin = url.origin().ascii_serialization();
         let timestamp = now_ms() / 1000;
-        let signature = webhook::sign(&key, &msg_id, timestamp, body.as_deref().unwrap_or(""));
+        // Signed with the type's key for this origin (a `webhook` job cannot pass for a
+        // declared type), once per configured secret (a rotation's overlap).
+        let signature =
+            webhook::sign_all(&masters, &origin, &job.job_type, &msg_id, timestamp, body.as_deref().unwrap_or(""));
         let headers = Headers::new();
         let mut ok = true;
-        for (k, v) in &extra {
+        for (k, v) in extra.iter().filter(|_| at_home) {
             ok &= headers.set(k, v).is_ok();
         }
         for (k, v) in [

@@ -4,10 +4,11 @@
 //! must pass the outbound rules; sealed header values are opened here and nowhere else; the
 //! answer is read up to the configured cap; errors name the URL without its query.
 
-use edgejobs_core::outbound::redact_url;
+use edgejobs_core::outbound::{check_url, forbidden_header, redact_url};
 use serde_json::{Value, json};
 
 use super::{Handler, HandlerError, JobCtx, read_capped, retry_after, send_error};
+use crate::outbound::{Outgoing, SendError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequest;
@@ -19,30 +20,37 @@ impl Handler for HttpRequest {
     async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
         let p = &ctx.job.payload;
         let url = p.get("url").and_then(Value::as_str).unwrap_or_default();
-        let parsed = ctx
-            .outbound
-            .check(url)
-            .await
+        // The URL's form first (the host names the upstream); every hop, its addresses
+        // included, is checked by the guard when sent.
+        let parsed = check_url(url, &ctx.outbound.allow)
             .map_err(|e| HandlerError::Permanent(format!("payload.url {} refused: {e}", redact_url(url))))?;
         let host = parsed.host_str().unwrap_or("unknown").to_owned();
         let headers = edgejobs_core::seal::open_headers(p, ctx.job.id.as_str(), ctx.payload_keys.as_ref())
             .map_err(|e| HandlerError::Permanent(format!("payload.headers: {e}")))?;
+        // Refused at enqueue; a job stored before that rule is refused here.
+        if let Some((name, _)) = headers.iter().find(|(k, _)| forbidden_header(k)) {
+            return Err(HandlerError::Permanent(format!("payload.headers: header {name:?} is not allowed")));
+        }
         let method = p.get("method").and_then(Value::as_str).unwrap_or("POST").to_ascii_uppercase();
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| HandlerError::Permanent("payload.method".into()))?;
         ctx.upstreams.acquire(&host, &ctx.metrics, &ctx.cancel).await;
-        let mut req = ctx.http.request(method, parsed).timeout(ctx.remaining());
-        for (k, v) in &headers {
-            req = req.header(k, v);
-        }
-        if let Some(body) = p.get("body") {
-            req = req.json(body);
-        }
-        req = req
-            .header("x-edgejobs-job-id", ctx.job.id.as_str())
-            .header("x-edgejobs-attempt", ctx.job.attempt.to_string());
+        let system =
+            [("x-edgejobs-job-id", ctx.job.id.to_string()), ("x-edgejobs-attempt", ctx.job.attempt.to_string())];
+        let out = Outgoing {
+            method,
+            url,
+            secret_headers: &headers,
+            headers: &system,
+            json: p.get("body"),
+            deadline: ctx.deadline,
+        };
         let resp = tokio::select! {
-            r = req.send() => r.map_err(|e| send_error(url, e))?,
+            r = ctx.outbound.send(&ctx.http, out) => match r {
+                Ok(r) => r,
+                Err(SendError::Refused(e)) => return Err(HandlerError::Permanent(e)),
+                Err(SendError::Network(e)) => return Err(send_error(url, e)),
+            },
             _ = ctx.cancel.cancelled() => return Err(HandlerError::Retryable("interrupted".into())),
         };
         let status = resp.status().as_u16();

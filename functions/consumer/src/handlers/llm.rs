@@ -10,6 +10,7 @@ use edgejobs_core::config::Secret;
 use serde_json::{Value, json};
 
 use super::{Handler, HandlerError, JobCtx, retry_after};
+use crate::outbound::{Outgoing, SendError};
 
 /// The upstream name llm.chat calls are limited under.
 pub const UPSTREAM: &str = "llm";
@@ -47,14 +48,26 @@ impl Handler for LlmChat {
             if ctx.cancel.is_cancelled() {
                 return Err(HandlerError::Retryable("interrupted".into()));
             }
-            let req = ctx.http.post(&url).bearer_auth(key.expose()).json(&body).timeout(ctx.remaining());
+            // The API key goes to the base URL's origin only, never to a redirect elsewhere.
+            let auth = [("authorization".to_owned(), format!("Bearer {}", key.expose()))];
+            let out = Outgoing {
+                method: reqwest::Method::POST,
+                url: &url,
+                secret_headers: &auth,
+                headers: &[],
+                json: Some(&body),
+                deadline: ctx.deadline,
+            };
             let resp = tokio::select! {
-                r = req.send() => r,
+                r = ctx.outbound.send(&ctx.http, out) => r,
                 _ = ctx.cancel.cancelled() => return Err(HandlerError::Retryable("interrupted".into())),
             };
             let resp = match resp {
                 Ok(r) => r,
-                Err(e) => return Err(HandlerError::Retryable(format!("LLM network error: {}", e.without_url()))),
+                Err(SendError::Refused(e)) => return Err(HandlerError::Permanent(format!("LLM API: {e}"))),
+                Err(SendError::Network(e)) => {
+                    return Err(HandlerError::Retryable(format!("LLM network error: {}", e.without_url())));
+                }
             };
             let status = resp.status().as_u16();
             let wait = retry_after(resp.headers());
