@@ -227,7 +227,7 @@ impl Config {
             llm_base_url: self.llm_base_url.clone(),
             llm_api_key: self.llm_api_key.clone().filter(|k| !k.trim().is_empty()).map(Secret::new),
             llm_model: self.llm_model.clone(),
-            outbound: std::sync::Arc::new(crate::outbound::Guard { allow, fixed }),
+            outbound: std::sync::Arc::new(crate::outbound::Guard::new(allow, fixed)),
             payload_keys,
             max_response_bytes: self.max_response_bytes,
         })
