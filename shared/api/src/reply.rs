@@ -281,5 +281,12 @@ pub struct RestoreRequest {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct WebhookSecret {
     pub origin: String,
+    /// The job type whose deliveries the secret verifies (`webhook` unless asked).
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// The secret of the newest `WEBHOOK_SIGNING_SECRET`.
     pub secret: String,
+    /// One secret per configured `WEBHOOK_SIGNING_SECRET`, newest first (`secret` is the
+    /// first); during a rotation a receiver may hold any of them.
+    pub secrets: Vec<String>,
 }

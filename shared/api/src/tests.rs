@@ -373,7 +373,7 @@ fn table(doc: &Value) -> Vec<String> {
     out.extend(check::<WebhookSecret>(
         doc,
         &response("/v1/admin/webhook-secret", "post", 200),
-        json!({ "origin": "https://example.com", "secret": "whsec_x" }),
+        json!({ "origin": "https://example.com", "type": "webhook", "secret": "whsec_x", "secrets": ["whsec_x"] }),
     ));
     out
 }

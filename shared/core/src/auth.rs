@@ -76,7 +76,7 @@ mod tests {
             api_keys: vec![key("jobs-key-0123456789")],
             admin_keys: vec![key("admin-key-0123456789")],
             consumer_token: Secret::new("consumer-0123456789"),
-            webhook_secret: Secret::new("webhook-0123456789"),
+            webhook_secret: vec![Secret::new("webhook-0123456789")],
             rate_limit: None,
             rate_limit_fail_open: true,
             upstash_url: "http://127.0.0.1:1".into(),

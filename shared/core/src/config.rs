@@ -46,8 +46,11 @@ pub struct EdgeConfig {
     pub admin_keys: Vec<ApiKey>,
     /// The token the native consumer uses for its reports. Required.
     pub consumer_token: Secret,
-    /// The HMAC-SHA256 key for `X-Edgejobs-Signature` on webhooks. Required.
-    pub webhook_secret: Secret,
+    /// The secrets webhook signatures derive from (`WEBHOOK_SIGNING_SECRET`, comma-separated,
+    /// newest first; never empty). Each delivery carries one `v1,` signature per secret, so a
+    /// secret is rotated with an overlap: put the new one first, move receivers to it, drop
+    /// the old one. Required.
+    pub webhook_secret: Vec<Secret>,
     /// Enqueue rate limit per API key, `"<requests>/<window>"`. Default `600/60s`; `off`
     /// disables it. A key's own limit (`key:100/60s`) wins.
     pub rate_limit: Option<Limit>,
@@ -76,6 +79,10 @@ pub struct EdgeConfig {
     /// only). See [`crate::types`].
     pub types: crate::types::Types,
 }
+
+/// Most secrets `WEBHOOK_SIGNING_SECRET` may hold at once (each adds a signature to every
+/// delivery).
+pub const MAX_WEBHOOK_SECRETS: usize = 4;
 
 /// The native lease when `NATIVE_LEASE` is unset.
 pub const DEFAULT_NATIVE_LEASE_MS: u64 = 30_000;
@@ -141,8 +148,25 @@ impl EdgeConfig {
             }
         };
         let consumer_token = one(names::CONSUMER_TOKEN);
-        let webhook_secret = one(names::WEBHOOK_SECRET);
         let upstash_token = one(names::UPSTASH_TOKEN);
+        let webhook_secret: Vec<Secret> = get(names::WEBHOOK_SECRET)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Secret::new)
+            .collect();
+        if webhook_secret.is_empty() || webhook_secret.iter().any(|s| s.expose().len() < 16) {
+            errors.push(format!(
+                "{}: required (secrets of at least 16 characters, comma-separated, newest first)",
+                names::WEBHOOK_SECRET
+            ));
+        } else if webhook_secret.len() > MAX_WEBHOOK_SECRETS {
+            errors.push(format!(
+                "{}: at most {MAX_WEBHOOK_SECRETS} secrets (the newest and those still being rotated out)",
+                names::WEBHOOK_SECRET
+            ));
+        }
         let rate_limit = match get(names::RATE_LIMIT).as_deref().map(str::trim) {
             None | Some("") => Some(Limit { requests: 600, window_ms: 60_000 }),
             Some("off") => None,

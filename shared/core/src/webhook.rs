@@ -6,8 +6,12 @@
 //! v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`, so receivers verify with the
 //! Standard Webhooks libraries. The key is per receiver: derived from the deployment's
 //! `WEBHOOK_SIGNING_SECRET` and the receiver's origin (scheme, host, port), so a delivery
-//! captured at one receiver does not verify at another. An admin reads a receiver's secret
-//! (`whsec_...`) from `POST /v1/admin/webhook-secret`.
+//! captured at one receiver does not verify at another; a type declared in `JOB_TYPES` with
+//! a fixed URL signs with a key bound to its name too ([`type_key`]), so a `webhook` job
+//! cannot pass for it. `WEBHOOK_SIGNING_SECRET` may hold several secrets (newest first)
+//! while one is rotated: every delivery then carries one `v1,` signature per secret
+//! ([`sign_all`]). An admin reads a receiver's secret (`whsec_...`) from
+//! `POST /v1/admin/webhook-secret`.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -53,6 +57,36 @@ pub fn receiver_key(master: &[u8], origin: &str) -> [u8; 32] {
 /// A receiver's secret, in the Standard Webhooks form its libraries take.
 pub fn receiver_secret(master: &[u8], origin: &str) -> String {
     format!("{SECRET_PREFIX}{}", STANDARD.encode(receiver_key(master, origin)))
+}
+
+/// The job type whose deliveries are signed with the origin's own key: a `webhook` job
+/// names its URL itself.
+pub const WEBHOOK_TYPE: &str = "webhook";
+
+/// The signing key of one job type's deliveries to one receiver origin. A `webhook` job's
+/// key is the origin's ([`receiver_key`]); a type declared in `JOB_TYPES` with a fixed URL
+/// has a key of its own, bound to its name, so a delivery of one type never verifies with
+/// another type's secret: a `webhook` job sent to a declared type's URL (same origin, same
+/// path, same body) is refused by that receiver. This is how the signature covers the type
+/// while staying Standard Webhooks (whose signed content is only id, timestamp and body).
+pub fn type_key(master: &[u8], origin: &str, job_type: &str) -> [u8; 32] {
+    if job_type == WEBHOOK_TYPE {
+        return receiver_key(master, origin);
+    }
+    // An origin holds no newline, so no (origin, type) pair reads as another.
+    hmac(master, &[b"edgejobs/webhook/v1\n", origin.as_bytes(), b"\ntype=", job_type.as_bytes()])
+}
+
+/// The receiver secret (`whsec_...`) of one job type's deliveries to one origin.
+pub fn type_secret(master: &[u8], origin: &str, job_type: &str) -> String {
+    format!("{SECRET_PREFIX}{}", STANDARD.encode(type_key(master, origin, job_type)))
+}
+
+/// The `webhook-signature` value of one delivery signed with every master key (newest
+/// first): one `v1,<sig>` per key, space-separated, as Standard Webhooks allows, so during
+/// a rotation a receiver holding the old secret and one holding the new both verify it.
+pub fn sign_all(masters: &[Vec<u8>], origin: &str, job_type: &str, msg_id: &str, timestamp: u64, body: &str) -> String {
+    masters.iter().map(|m| sign(&type_key(m, origin, job_type), msg_id, timestamp, body)).collect::<Vec<_>>().join(" ")
 }
 
 /// The `webhook-id` of a job's deliveries: the same for every delivery of one attempt
@@ -159,6 +193,44 @@ mod tests {
         assert_eq!(
             sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    /// A declared type's deliveries have their own key: a `webhook` job sent to that type's
+    /// URL with the same body does not verify with the type's secret (and the reverse).
+    #[test]
+    fn the_key_is_bound_to_the_type() {
+        let master = master_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let origin = "https://recv.example";
+        assert_eq!(type_key(&master, origin, WEBHOOK_TYPE), receiver_key(&master, origin), "webhook keeps its key");
+        let charge = type_key(&master, origin, "charge");
+        assert_ne!(charge, receiver_key(&master, origin));
+        assert_ne!(charge, type_key(&master, origin, "refund"));
+        let forged = sign_all(&[master.clone()], origin, WEBHOOK_TYPE, "j1", 1_700_000_000, "{}");
+        assert!(!verify(&charge, "j1", 1_700_000_000, "{}", &forged), "a webhook job cannot pass for charge");
+        let real = sign_all(&[master.clone()], origin, "charge", "j1", 1_700_000_000, "{}");
+        assert!(verify(&charge, "j1", 1_700_000_000, "{}", &real));
+        assert!(!verify(&receiver_key(&master, origin), "j1", 1_700_000_000, "{}", &real));
+        assert!(type_secret(&master, origin, "charge").starts_with(SECRET_PREFIX));
+    }
+
+    /// During a rotation every delivery carries one signature per secret; a receiver that
+    /// holds either verifies it, one that holds neither does not.
+    #[test]
+    fn a_rotated_secret_signs_with_both() {
+        let (new, old) = (master_key("new-secret-0123456789"), master_key("old-secret-0123456789"));
+        let origin = "https://recv.example";
+        let h = sign_all(&[new.clone(), old.clone()], origin, WEBHOOK_TYPE, "j1", 1_700_000_000, "{}");
+        assert_eq!(h.split(' ').count(), 2);
+        assert!(h.split(' ').all(|s| s.starts_with("v1,")));
+        for m in [&new, &old] {
+            assert!(verify(&receiver_key(m, origin), "j1", 1_700_000_000, "{}", &h));
+        }
+        let other = master_key("other-secret-0123456789");
+        assert!(!verify(&receiver_key(&other, origin), "j1", 1_700_000_000, "{}", &h));
+        assert_eq!(
+            sign_all(&[new.clone()], origin, WEBHOOK_TYPE, "j1", 1, "{}"),
+            sign(&receiver_key(&new, origin), "j1", 1, "{}")
         );
     }
 

@@ -70,16 +70,18 @@ pub async fn verify(env: &Env, raw: &str) -> Out {
     respond(200, &VerifyResult { valid: problems.is_empty(), id, problems, rows: m.total_rows })
 }
 
-/// `POST /v1/admin/webhook-secret` with `{"url": "..."}`: the Standard Webhooks secret
-/// (`whsec_...`) that receiver verifies its deliveries with. Each origin (scheme, host,
-/// port) has its own, derived from `WEBHOOK_SIGNING_SECRET`, so a delivery captured at one
-/// receiver does not verify at another.
+/// `POST /v1/admin/webhook-secret` with `{"url": "...", "type": "..."}`: the Standard
+/// Webhooks secret (`whsec_...`) that receiver verifies its deliveries with. Each origin
+/// (scheme, host, port) has its own, derived from `WEBHOOK_SIGNING_SECRET`, so a delivery
+/// captured at one receiver does not verify at another; a type declared with a fixed URL
+/// (`type`, default `webhook`) has its own too, so a `webhook` job cannot pass for it.
+/// `secrets` holds one per configured secret, newest first (a rotation's overlap).
 pub async fn webhook_secret(req: &mut Request, cfg: &EdgeConfig) -> Out {
     let body = http::read_json(req).await?;
     let Some(obj) = body.as_object() else {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
     };
-    if let Some(k) = obj.keys().find(|k| k.as_str() != "url") {
+    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "url" | "type")) {
         return Err(ApiError::field(k, "unknown field"));
     }
     let raw = obj
@@ -91,9 +93,30 @@ pub async fn webhook_secret(req: &mut Request, cfg: &EdgeConfig) -> Out {
         ApiError::field("url", "must be an http:// or https:// URL without spaces or control characters")
     })?;
     let origin = url.origin().ascii_serialization();
-    let master = edgejobs_core::webhook::master_key(cfg.webhook_secret.expose());
-    let secret = edgejobs_core::webhook::receiver_secret(&master, &origin);
-    respond(200, &WebhookSecret { origin, secret })
+    let job_type = match obj.get("type") {
+        None => edgejobs_core::webhook::WEBHOOK_TYPE,
+        Some(Value::String(t)) if t == edgejobs_core::webhook::WEBHOOK_TYPE => t.as_str(),
+        Some(Value::String(t)) => {
+            // Only a type that delivers to a fixed URL at this origin has deliveries here.
+            let fixed = cfg.types.get(t).and_then(|d| d.url.as_deref()).and_then(edgejobs_core::spec::parse_target_url);
+            match fixed {
+                Some(u) if u.origin().ascii_serialization() == origin => t.as_str(),
+                Some(_) => return Err(ApiError::field("type", "this type delivers to another origin than url's")),
+                None => return Err(ApiError::field("type", "must be webhook or a type declared with a fixed url")),
+            }
+        }
+        Some(_) => return Err(ApiError::field("type", "must be a string")),
+    };
+    let secrets: Vec<String> = cfg
+        .webhook_secret
+        .iter()
+        .map(|s| {
+            let master = edgejobs_core::webhook::master_key(s.expose());
+            edgejobs_core::webhook::type_secret(&master, &origin, job_type)
+        })
+        .collect();
+    let secret = secrets.first().cloned().unwrap_or_default();
+    respond(200, &WebhookSecret { origin, job_type: job_type.to_owned(), secret, secrets })
 }
 
 /// `POST /v1/admin/restore` with `{"backup": "<id>"}`: verifies, then replaces every
