@@ -22,6 +22,12 @@ pub enum Rule {
     Sub(&'static [&'static str]),
     /// Any arguments except a `BLOCK` option (XREAD, XREADGROUP).
     NoBlock,
+    /// The first argument is a script's text, which must be one of the project's
+    /// ([`crate::scripts`]): EVAL, EVAL_RO.
+    OwnScript,
+    /// The first argument is a script's SHA-1, which must name one of the project's
+    /// scripts: EVALSHA, EVALSHA_RO.
+    OwnScriptSha,
 }
 
 /// Command groups, each with its commands, in the order README.md shows them. Names are
@@ -228,10 +234,10 @@ pub const GROUPS: &[(&str, &[(&str, Rule)])] = &[
     (
         "Scripting",
         &[
-            ("EVAL", Rule::Any),
-            ("EVALSHA", Rule::Any),
-            ("EVALSHA_RO", Rule::Any),
-            ("EVAL_RO", Rule::Any),
+            ("EVAL", Rule::OwnScript),
+            ("EVALSHA", Rule::OwnScriptSha),
+            ("EVALSHA_RO", Rule::OwnScriptSha),
+            ("EVAL_RO", Rule::OwnScript),
             ("SCRIPT", Rule::Sub(&["EXISTS", "LOAD"])),
         ],
     ),
@@ -284,6 +290,8 @@ pub fn check_allowed(args: &[Vec<u8>]) -> Result<(), Refused> {
         Rule::Sub(subs) => {
             let sub = args.get(1).map(|s| String::from_utf8_lossy(&s[..s.len().min(64)]).to_ascii_uppercase());
             match sub {
+                // SCRIPT LOAD caches a script: only one of the project's.
+                Some(sub) if name == "SCRIPT" && sub == "LOAD" => own_script(&name, args.get(2)),
                 Some(sub) if subs.contains(&sub.as_str()) => Ok(()),
                 Some(sub) => Err(Refused::Unsupported(format!("{name} {sub}"))),
                 None => Err(Refused::Unsupported(name)),
@@ -291,6 +299,19 @@ pub fn check_allowed(args: &[Vec<u8>]) -> Result<(), Refused> {
         }
         Rule::NoBlock if has_block_option(&name, args) => Err(Refused::BlockOption(name)),
         Rule::NoBlock => Ok(()),
+        Rule::OwnScript => own_script(&name, args.get(1)),
+        Rule::OwnScriptSha => match args.get(1) {
+            Some(sha) if crate::scripts::is_known_sha(sha) => Ok(()),
+            _ => Err(Refused::UnknownScript(name)),
+        },
+    }
+}
+
+/// A script's text must be one of the project's.
+fn own_script(name: &str, text: Option<&Vec<u8>>) -> Result<(), Refused> {
+    match text {
+        Some(t) if crate::scripts::is_known_script(t) => Ok(()),
+        _ => Err(Refused::UnknownScript(name.to_owned())),
     }
 }
 
@@ -316,6 +337,8 @@ pub fn allowed_markdown() -> String {
                 Rule::Any => format!("`{n}`"),
                 Rule::Sub(subs) => format!("`{n}` ({})", subs.join(", ")),
                 Rule::NoBlock => format!("`{n}` (without BLOCK)"),
+                Rule::OwnScript => format!("`{n}` (the project's scripts only)"),
+                Rule::OwnScriptSha => format!("`{n}` (the project's scripts' SHA-1s only)"),
             })
             .collect();
         out.push_str(&format!("- **{group}**: {}\n", names.join(", ")));
@@ -337,8 +360,6 @@ mod tests {
             "GET k",
             "get k",
             "Set k v EX 10",
-            "EVAL script 1 k",
-            "EVALSHA abc 0",
             "XADD s * id j1",
             "XREADGROUP GROUP g c COUNT 10 STREAMS s >",
             "xreadgroup group g c count 10 streams s >",
@@ -364,7 +385,6 @@ mod tests {
             "INFO commandstats",
             "INFO",
             "DBSIZE",
-            "SCRIPT LOAD x",
             "HSET h f v",
             "HGETALL h",
             "HINCRBY h f 1",
@@ -395,6 +415,13 @@ mod tests {
             ("AUTH x", Refused::Unsupported("AUTH".into())),
             ("NOSUCHCMD", Refused::Unsupported("NOSUCHCMD".into())),
             ("SCRIPT FLUSH", Refused::Unsupported("SCRIPT FLUSH".into())),
+            // Scripts: only the project's own (see `own_scripts_only` for those).
+            ("EVAL script 1 k", Refused::UnknownScript("EVAL".into())),
+            ("eval_ro script 0", Refused::UnknownScript("EVAL_RO".into())),
+            ("EVAL", Refused::UnknownScript("EVAL".into())),
+            ("EVALSHA abc 0", Refused::UnknownScript("EVALSHA".into())),
+            ("EVALSHA e0e1f9fabfc9d4800c877a703b823ac0578ff8db 0", Refused::UnknownScript("EVALSHA".into())),
+            ("SCRIPT LOAD x", Refused::UnknownScript("SCRIPT".into())),
             ("SCRIPT KILL", Refused::Unsupported("SCRIPT KILL".into())),
             ("SCRIPT", Refused::Unsupported("SCRIPT".into())),
             ("XGROUP HELP", Refused::Unsupported("XGROUP HELP".into())),
@@ -457,6 +484,25 @@ mod tests {
             "DEL",
         ] {
             assert!(rule(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn own_scripts_only() {
+        for script in crate::scripts::ALL {
+            let sha = crate::scripts::sha1_hex(script.as_bytes());
+            for ok in [
+                vec![b"EVAL".to_vec(), script.as_bytes().to_vec(), b"1".to_vec(), b"k".to_vec()],
+                vec![b"evalsha".to_vec(), sha.clone().into_bytes(), b"1".to_vec(), b"k".to_vec()],
+                vec![b"EVALSHA_RO".to_vec(), sha.to_ascii_uppercase().into_bytes(), b"0".to_vec()],
+                vec![b"SCRIPT".to_vec(), b"load".to_vec(), script.as_bytes().to_vec()],
+            ] {
+                assert_eq!(check_allowed(&ok), Ok(()), "{:?}", String::from_utf8_lossy(&ok[0]));
+            }
+            // One byte more is another script.
+            let changed = format!("{script} ");
+            let refused = check_allowed(&[b"EVAL".to_vec(), changed.into_bytes(), b"0".to_vec()]);
+            assert_eq!(refused, Err(Refused::UnknownScript("EVAL".into())));
         }
     }
 

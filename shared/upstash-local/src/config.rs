@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use clap::Parser;
 
 use crate::auth::Token;
-use crate::gateway::{Config, DEFAULT_MAX_BODY};
+use crate::gateway::{Config, DEFAULT_MAX_BODY, RedisPassword};
 
 /// Command-line settings (each also readable from the environment).
 #[derive(Debug, Parser)]
@@ -18,6 +18,10 @@ pub struct RawArgs {
     /// Redis to forward to. Default redis://127.0.0.1:6379.
     #[arg(long, env = "UPSTASH_LOCAL_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// The password redis-server requires (its `requirepass`); the stack generates one per
+    /// run. Default: none.
+    #[arg(long, env = "UPSTASH_LOCAL_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
     /// The bearer token clients must present (the local `UPSTASH_REDIS_REST_TOKEN`): at
     /// least 16 printable ASCII characters. Required; no default.
     #[arg(long, env = "UPSTASH_LOCAL_TOKEN", hide_env_values = true)]
@@ -40,9 +44,13 @@ impl RawArgs {
         }
         let token = Token::new(&self.token).map_err(|e| problems.push(format!("UPSTASH_LOCAL_TOKEN: {e}"))).ok();
         match token {
-            Some(token) if problems.is_empty() => {
-                Ok(Config { listen: self.listen, redis_url: self.redis_url, token, max_body: self.max_body })
-            }
+            Some(token) if problems.is_empty() => Ok(Config {
+                listen: self.listen,
+                redis_url: self.redis_url,
+                redis_password: self.redis_password.filter(|p| !p.is_empty()).map(RedisPassword),
+                token,
+                max_body: self.max_body,
+            }),
             _ => Err(problems),
         }
     }

@@ -37,10 +37,22 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `redis://host:port` of the redis-server behind the gateway.
     pub redis_url: String,
+    /// The password redis-server requires (`requirepass`), if any.
+    pub redis_password: Option<RedisPassword>,
     /// The bearer token clients must present.
     pub token: Token,
     /// Largest request body accepted, in bytes (default [`DEFAULT_MAX_BODY`]).
     pub max_body: usize,
+}
+
+/// The password of the redis-server behind the gateway; never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisPassword(pub String);
+
+impl std::fmt::Debug for RedisPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisPassword(..)")
+    }
 }
 
 /// Why the gateway could not start.
@@ -61,6 +73,8 @@ pub enum StartError {
 pub struct Gateway {
     /// `host:port` of redis, for transactions (which need a connection of their own).
     redis_addr: String,
+    /// The password that connection sends first (`AUTH`), if redis requires one.
+    redis_password: Option<Arc<RedisPassword>>,
     conn: ConnectionManager,
     token: Arc<Token>,
     max_body: usize,
@@ -75,8 +89,23 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// Connects to Redis. The connection reconnects by itself when redis restarts.
     pub async fn connect(redis_url: &str, token: Token, max_body: usize) -> Result<Gateway, StartError> {
+        Gateway::connect_with(redis_url, None, token, max_body).await
+    }
+
+    /// Connects to a Redis that requires `password` (`requirepass`), when given.
+    pub async fn connect_with(
+        redis_url: &str,
+        password: Option<RedisPassword>,
+        token: Token,
+        max_body: usize,
+    ) -> Result<Gateway, StartError> {
+        use redis::IntoConnectionInfo as _;
         let bad_url = |reason: String| StartError::RedisUrl { url: redis_url.to_owned(), reason };
-        let client = redis::Client::open(redis_url).map_err(|e| bad_url(e.to_string()))?;
+        let mut info = redis_url.into_connection_info().map_err(|e| bad_url(e.to_string()))?;
+        if let Some(p) = &password {
+            info.redis.password = Some(p.0.clone());
+        }
+        let client = redis::Client::open(info).map_err(|e| bad_url(e.to_string()))?;
         let redis_addr = match &client.get_connection_info().addr {
             redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
             other => return Err(bad_url(format!("only redis:// over TCP is supported, not {other}"))),
@@ -90,7 +119,7 @@ impl Gateway {
             .set_max_delay(1000);
         let conn =
             ConnectionManager::new_with_config(client, config).await.map_err(|e| StartError::Redis(e.to_string()))?;
-        Ok(Gateway { redis_addr, conn, token: Arc::new(token), max_body })
+        Ok(Gateway { redis_addr, redis_password: password.map(Arc::new), conn, token: Arc::new(token), max_body })
     }
 }
 
@@ -99,7 +128,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if !config.listen.ip().is_loopback() {
         return Err(StartError::NotLoopback(config.listen));
     }
-    let gateway = Gateway::connect(&config.redis_url, config.token, config.max_body).await?;
+    let gateway =
+        Gateway::connect_with(&config.redis_url, config.redis_password, config.token, config.max_body).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen { addr: config.listen, source })?;
@@ -171,7 +201,7 @@ async fn dispatch(State(gw): State<Gateway>, method: Method, uri: Uri, headers: 
         (true, "/multi-exec") => {
             match parse_pipeline(&body).and_then(|c| c.iter().try_for_each(|a| check_allowed(a)).map(|()| c)) {
                 Err(r) => refuse(&r),
-                Ok(cmds) => multi_exec(&gw.redis_addr, cmds, b64).await,
+                Ok(cmds) => multi_exec(&gw.redis_addr, gw.redis_password.clone(), cmds, b64).await,
             }
         }
         (true, "/") => match parse_body_command(&body).and_then(|a| check_allowed(&a).map(|()| a)) {
@@ -210,9 +240,9 @@ enum Failed {
 ///
 /// It speaks RESP through redis-rs's parser directly because redis-rs turns any error
 /// nested in a reply into an error for the whole reply.
-async fn multi_exec(addr: &str, cmds: Vec<Args>, b64: bool) -> Response {
+async fn multi_exec(addr: &str, password: Option<Arc<RedisPassword>>, cmds: Vec<Args>, b64: bool) -> Response {
     let addr = addr.to_owned();
-    let run = tokio::task::spawn_blocking(move || transaction(&addr, &cmds)).await;
+    let run = tokio::task::spawn_blocking(move || transaction(&addr, password.as_deref(), &cmds)).await;
     match run {
         Ok(Ok(values)) => axum::Json(Value::Array(
             values
@@ -235,13 +265,17 @@ enum TxError {
     Io(String),
 }
 
-fn transaction(addr: &str, cmds: &[Args]) -> Result<Vec<redis::Value>, TxError> {
+fn transaction(addr: &str, password: Option<&RedisPassword>, cmds: &[Args]) -> Result<Vec<redis::Value>, TxError> {
     use std::io::Write as _;
     let io = |e: std::io::Error| TxError::Io(e.to_string());
     let stream = std::net::TcpStream::connect(addr).map_err(io)?;
     stream.set_read_timeout(Some(COMMAND_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(COMMAND_TIMEOUT)).map_err(io)?;
-    let mut packed = redis::cmd("MULTI").get_packed_command();
+    let mut packed = Vec::new();
+    if let Some(p) = password {
+        packed.extend(redis::cmd("AUTH").arg(p.0.as_str()).get_packed_command());
+    }
+    packed.extend(redis::cmd("MULTI").get_packed_command());
     for args in cmds {
         packed.extend(build(args).get_packed_command());
     }
@@ -250,6 +284,9 @@ fn transaction(addr: &str, cmds: &[Args]) -> Result<Vec<redis::Value>, TxError> 
     let mut reader = std::io::BufReader::new(&stream);
     let mut parser = redis::Parser::new();
     let mut next = || parser.parse_value(&mut reader).map_err(|e| TxError::Io(e.to_string()));
+    if password.is_some() && server_error_text(&next()?).is_some() {
+        return Err(TxError::Io("redis refused the gateway's password".into()));
+    }
     next()?; // +OK for MULTI
     let mut queue_error = None;
     for _ in cmds {

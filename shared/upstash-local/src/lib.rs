@@ -8,6 +8,7 @@
 //!   (pure; table-tested and fuzzed), and [`request::Refused`], why a request gets a 400.
 //! - [`allow`]: the command allow-list and [`allow::check_allowed`].
 //! - [`auth`]: the bearer token: minimum length, constant-time comparison.
+//! - [`scripts`]: the project's Lua scripts, the only ones `EVAL`/`EVALSHA` may run, by SHA-1.
 //! - [`gateway`]: the HTTP routes, forwarding to Redis, Upstash's reply encoding; `run`.
 //! - [`config`]: command-line and environment settings, checked into a [`gateway::Config`].
 //!
@@ -21,3 +22,4 @@ pub mod config;
 #[cfg(feature = "server")]
 pub mod gateway;
 pub mod request;
+pub mod scripts;

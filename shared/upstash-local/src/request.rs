@@ -30,6 +30,9 @@ pub enum Refused {
     /// An allowed command with an option that would block (XREAD/XREADGROUP ... BLOCK).
     #[error("ERR {0} with BLOCK is not supported over REST")]
     BlockOption(String),
+    /// EVAL, EVALSHA or SCRIPT LOAD of a script that is not one of the project's.
+    #[error("ERR {0}: upstash-local runs only this project's Lua scripts (shared/upstash/src/scripts.rs)")]
+    UnknownScript(String),
 }
 
 /// Parses the path form: `/set/key/a%20b` is `SET key "a b"`. Segments are percent-decoded

@@ -40,10 +40,19 @@ impl Drop for TempDir {
 }
 
 fn start_redis() -> Redis {
+    start_redis_with(None)
+}
+
+/// A private redis-server that requires `password` when given.
+fn start_redis_with(password: Option<&str>) -> Redis {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("upstash-local-test-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let child = Command::new("redis-server")
+    let mut cmd = Command::new("redis-server");
+    if let Some(p) = password {
+        cmd.args(["--requirepass", p]);
+    }
+    let child = cmd
         .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(&dir)
@@ -219,4 +228,84 @@ fn the_binary_refuses_a_short_token_with_exit_code_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("at least 16") && !stderr.contains("tooshort"), "{stderr}");
+}
+
+/// Only the project's own Lua scripts run (by text or by SHA-1), and a redis-server with a
+/// password is reached only by a gateway that has it (single commands and transactions).
+#[tokio::test]
+async fn only_the_project_scripts_run_and_redis_needs_its_password() {
+    use edgejobs_upstash_local::gateway::RedisPassword;
+    use edgejobs_upstash_local::scripts::{ALL, sha1_hex};
+    let password = "pw_0123456789abcdef0123";
+    let redis = start_redis_with(Some(password));
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let serve_on = |gateway: Gateway| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(listener, gateway, async move {
+            let _ = stopped.await;
+        }));
+        (base, stop)
+    };
+    let http = reqwest::Client::new();
+    let cmd = |base: String, args: Value| {
+        let http = http.clone();
+        async move {
+            let r =
+                http.post(format!("{base}/")).bearer_auth(TOKEN).body(args.to_string()).send().await.expect("answers");
+            (r.status().as_u16(), r.json::<Value>().await.expect("JSON"))
+        }
+    };
+    // Without the password, redis answers nothing but NOAUTH.
+    let blind = Gateway::connect(&url, Token::new(TOKEN).expect("token"), 1 << 20).await;
+    if let Ok(blind) = blind {
+        let (base, _stop) = serve_on(blind).await;
+        let (status, body) = cmd(base, json!(["SET", "k", "1"])).await;
+        assert!(status != 200 || body.get("error").is_some(), "a gateway without the password: {status} {body}");
+    }
+    let gateway = Gateway::connect_with(
+        &url,
+        Some(RedisPassword(password.to_owned())),
+        Token::new(TOKEN).expect("token"),
+        1 << 20,
+    )
+    .await
+    .expect("connects with the password");
+    let (base, _stop) = serve_on(gateway).await;
+    assert_eq!(cmd(base.clone(), json!(["SET", "k", "1"])).await, (200, json!({ "result": "OK" })));
+    // Transactions open a connection of their own: it authenticates too.
+    let r = http
+        .post(format!("{base}/multi-exec"))
+        .bearer_auth(TOKEN)
+        .body(json!([["SET", "t", "1"], ["GET", "t"]]).to_string())
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().await.expect("JSON"), json!([{ "result": "OK" }, { "result": "1" }]));
+    // A project script (a lease script with no entries to look at) runs by text, then by SHA-1.
+    let script = ALL.iter().find(|s| s.contains("for i = 3, #ARGV")).expect("a per-entry lease script");
+    let (status, body) = cmd(base.clone(), json!(["XGROUP", "CREATE", "s", "g", "0", "MKSTREAM"])).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = cmd(base.clone(), json!(["EVAL", script, 1, "s", "g", "me"])).await;
+    assert_eq!((status, body.clone()), (200, json!({ "result": [] })), "{body}");
+    let sha = sha1_hex(script.as_bytes());
+    let (status, body) = cmd(base.clone(), json!(["EVALSHA", sha, 1, "s", "g", "me"])).await;
+    assert_eq!((status, body.clone()), (200, json!({ "result": [] })), "{body}");
+    // Any other script is refused before redis sees it, by text, by SHA-1 or as SCRIPT LOAD.
+    for args in [
+        json!(["EVAL", "return redis.call('FLUSHALL')", 0]),
+        json!(["EVAL_RO", "return 1", 0]),
+        json!(["EVALSHA", sha1_hex(b"return 1"), 0]),
+        json!(["SCRIPT", "LOAD", "return 1"]),
+    ] {
+        let (status, body) = cmd(base.clone(), args.clone()).await;
+        assert_eq!(status, 400, "{args}: {body}");
+        assert!(error_text(&body).contains("only this project's Lua scripts"), "{args}: {body}");
+    }
+    let (_, body) = cmd(base.clone(), json!(["GET", "k"])).await;
+    assert_eq!(body, json!({ "result": "1" }), "nothing was flushed");
+    let (_, body) = cmd(base, json!(["SCRIPT", "EXISTS", sha1_hex(b"return 1")])).await;
+    assert_eq!(body, json!({ "result": [0] }), "the refused script was never loaded");
 }

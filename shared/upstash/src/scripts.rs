@@ -1,0 +1,68 @@
+//! The project's Lua scripts, the only ones anything of ours runs on Redis: the native
+//! consumer's stream-lease scripts. Plain constants with no dependency, because
+//! `shared/upstash-local` compiles this very file in (`#[path]`) to learn the SHA-1s it lets
+//! through: the gateway runs these scripts and refuses any other (see its README).
+
+/// Takes over up to ARGV[4] entries idle for at least ARGV[3] ms, for consumer ARGV[2] of
+/// group ARGV[1]. Returns `{entry, previous owner, fields}` per entry (fields `false` when
+/// the entry was deleted). This consumer's own idle entries are included: an entry whose
+/// start report never reached the edge is not held (so not renewed) and would otherwise
+/// wait for another consumer forever; the caller skips entries it still holds.
+pub const RECLAIM_SCRIPT: &str = "local out = {} \
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), '-', '+', tonumber(ARGV[4])) \
+for _, e in ipairs(p) do \
+  local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), e[1]) \
+  if #c > 0 then \
+    local fields = c[1][2] \
+    if not fields then fields = false end \
+    table.insert(out, {e[1], e[2], fields}) \
+  end \
+end \
+return out";
+
+/// A script that, for each entry in ARGV[3..], checks that consumer ARGV[2] of group ARGV[1]
+/// owns it (XPENDING) and then runs `$owned` (answer 1); an entry no longer pending runs
+/// `$gone` (answer 1) when given, else answers 0, like an entry another consumer owns.
+macro_rules! owned_script {
+    ($owned:literal) => {
+        owned_script!($owned, "out[#out + 1] = 0")
+    };
+    ($owned:literal, $gone:literal) => {
+        concat!(
+            "local out = {} ",
+            "for i = 3, #ARGV do ",
+            "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) ",
+            "if p[1] and p[1][2] == ARGV[2] then ",
+            $owned,
+            " out[#out + 1] = 1 ",
+            "elseif not p[1] then ",
+            $gone,
+            " else out[#out + 1] = 0 end ",
+            "end ",
+            "return out"
+        )
+    };
+}
+
+/// Renews (resets the idle time of) each owned entry. 1 per entry renewed, 0 per entry not
+/// (or no longer) owned.
+pub const RENEW_SCRIPT: &str = owned_script!("redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')");
+
+/// Acknowledges and deletes each owned entry, and deletes entries no longer pending. 1 per
+/// entry done, 0 per entry left alone (another consumer owns it).
+pub const ACK_SCRIPT: &str = owned_script!(
+    "redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) redis.call('XDEL', KEYS[1], ARGV[i])",
+    "redis.call('XDEL', KEYS[1], ARGV[i]) out[#out + 1] = 1"
+);
+
+/// Gives entry ARGV[4] back from consumer ARGV[2] to ARGV[3] (group ARGV[1]) if ARGV[2] still
+/// owns it. Returns 1 when given back.
+pub const GIVE_BACK_SCRIPT: &str = "local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[4], ARGV[4], 1) \
+if p[1] and p[1][2] == ARGV[2] then \
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[4], 'JUSTID') \
+  return 1 \
+end \
+return 0";
+
+/// Every script above: what `upstash-local` allows by SHA-1.
+pub const ALL: &[&str] = &[RECLAIM_SCRIPT, RENEW_SCRIPT, ACK_SCRIPT, GIVE_BACK_SCRIPT];
