@@ -156,6 +156,17 @@ pub fn generate_payload_key() -> String {
     format!("k1:{}", base64::engine::general_purpose::STANDARD.encode(key))
 }
 
+/// Writes a file that holds secrets (`.dev.vars`, `.edgejobs/dev.env`, redis's password):
+/// created or truncated with mode 0600, so only this user can read it.
+pub fn write_secret(path: &Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // An existing file keeps its mode on open: narrow it before anything secret is written.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(contents.as_ref())
+}
+
 /// Hex of `n` random bytes from the OS.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
@@ -172,6 +183,9 @@ pub struct Stack {
     pub consumer_url: String,
     pub upstash_url: String,
     pub redis_port: u16,
+    /// The password redis-server requires (`requirepass`), fresh for each stack; only the
+    /// gateway is given it.
+    redis_password: String,
     edge_port: u16,
     inspector_port: u16,
     redis: Option<Proc>,
@@ -239,6 +253,7 @@ impl Stack {
             consumer_url: String::new(),
             upstash_url: format!("http://127.0.0.1:{gateway_port}"),
             redis_port,
+            redis_password: random_hex(16),
             edge_port,
             inspector_port,
             redis: None,
@@ -273,8 +288,12 @@ impl Stack {
     pub fn start_redis(&mut self) -> anyhow::Result<()> {
         let dir = self.opts.state_dir.join("redis");
         std::fs::create_dir_all(&dir)?;
+        // The password goes in a 0600 config file, not on the command line (which any user
+        // of the machine may read).
+        let conf = dir.join("redis.conf");
+        write_secret(&conf, format!("requirepass {}\n", self.redis_password))?;
         let mut cmd = Command::new("redis-server");
-        cmd.args([
+        cmd.arg(&conf).args([
             "--bind",
             "127.0.0.1",
             "--port",
@@ -312,6 +331,7 @@ impl Stack {
         let mut cmd = Command::new(binary_in(&self.opts.root, self.opts.profile, "upstash-local")?);
         cmd.env("UPSTASH_LOCAL_LISTEN", format!("127.0.0.1:{port}"))
             .env("UPSTASH_LOCAL_REDIS_URL", format!("redis://127.0.0.1:{}", self.redis_port))
+            .env("UPSTASH_LOCAL_REDIS_PASSWORD", &self.redis_password)
             .env("UPSTASH_LOCAL_TOKEN", &self.secrets.upstash_token);
         self.gateway = Some(Proc::spawn("upstash-local", cmd, &self.log("upstash-local"))?);
         let (url, token) = (self.upstash_url.clone(), self.secrets.upstash_token.clone());
@@ -368,7 +388,7 @@ impl Stack {
                 writeln!(vars, "{k}=\"{v}\"")?;
             }
         }
-        std::fs::write(dir.join(".dev.vars"), vars)?;
+        write_secret(&dir.join(".dev.vars"), vars)?;
         Ok(config)
     }
 
@@ -579,5 +599,30 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod secret_file_tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// `.dev.vars`, `.edgejobs/dev.env` and redis's config are written with mode 0600, an
+    /// existing file (say 0644 from an older version) included.
+    #[test]
+    fn secret_files_are_0600_new_or_existing() {
+        let dir = std::env::temp_dir().join(format!("edgejobs-secret-{}", super::random_hex(6)));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("dev.env");
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        super::write_secret(&path, "EDGEJOBS_KEY=secret\n").expect("write_secret");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "existing file: {mode:o}");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "EDGEJOBS_KEY=secret\n");
+        let fresh = dir.join(".dev.vars");
+        super::write_secret(&fresh, "X=1\n").expect("write_secret");
+        let mode = std::fs::metadata(&fresh).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "new file: {mode:o}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -57,7 +57,9 @@ fn main() -> anyhow::Result<()> {
     };
     let mut stack = Stack::start(opts)?;
     let env = stack.env_lines();
-    std::fs::write(&env_file, &env).with_context(|| format!("cannot write {}", env_file.display()))?;
+    // It holds the keys: readable by this user only.
+    edgejobs_tests::stack::write_secret(&env_file, &env)
+        .with_context(|| format!("cannot write {}", env_file.display()))?;
     println!("edgejobs local stack is up (Ctrl-C or SIGTERM stops it)\n");
     println!("  edge API        {}   (curl $EDGEJOBS_URL/health)", stack.edge_url);
     println!("  consumer        {}/health  {}/metrics", stack.consumer_url, stack.consumer_url);

@@ -523,7 +523,7 @@ impl Bench {
              wrk.headers[\"Authorization\"] = \"Bearer {}\"\n",
             self.stack.secrets.api_key
         );
-        std::fs::write(&p, lua)?;
+        edgejobs_tests::stack::write_secret(&p, lua)?;
         Ok(p)
     }
 
