@@ -268,9 +268,22 @@ fn cli_finds_dev_env(ctx: &Ctx) -> anyhow::Result<()> {
     let out = run_in(ctx, &dir.join("deep/er"), &[], &["list", "--limit", "1", "--json"])?;
     expect(&out, 0, "list with dev.env")?;
     ensure(out.json()?["jobs"].is_array(), || format!("list: {}", out.stdout))?;
-    // A flag wins over the file.
-    let out = run_in(ctx, &dir, &[], &["--key", "ej_wrong_key_0000000000000000", "list"])?;
-    expect(&out, 4, "--key over dev.env")
+    // One source for both: a key from a flag or the environment never pairs with the
+    // file's URL, nor the file's key with a URL from elsewhere (usage error, exit 2).
+    let half: [(&[(&str, &str)], &[&str]); 4] = [
+        (&[], &["--key", "ej_wrong_key_0000000000000000", "list"]),
+        (&[("EDGEJOBS_KEY", "ej_wrong_key_0000000000000000")], &["list"]),
+        (&[], &["--url", "http://127.0.0.1:9", "list"]),
+        (&[("EDGEJOBS_URL", "http://127.0.0.1:9")], &["list"]),
+    ];
+    for (env, args) in half {
+        let out = run_in(ctx, &dir, env, args)?;
+        expect(&out, 2, &format!("half a source beside dev.env: {env:?} {args:?}"))?;
+        ensure(out.stderr.contains("must come from the same place"), || format!("{args:?}: {}", out.stderr))?;
+    }
+    // Both from flags: the flags are the source, whatever the file holds.
+    let out = run_in(ctx, &dir, &[], &["--url", &ctx.edge, "--key", "ej_wrong_key_0000000000000000", "list"])?;
+    expect(&out, 4, "--url and --key over dev.env")
 }
 
 fn cli_completions_tail_and_backups(ctx: &Ctx) -> anyhow::Result<()> {

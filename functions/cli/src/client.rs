@@ -140,26 +140,58 @@ pub fn find_dev_env(dir: &Path) -> Option<Vec<(String, String)>> {
         .map(|t| parse_env_file(&t))
 }
 
-/// The URL and key from flags, the environment, or `.edgejobs/dev.env`.
+/// Where the URL and the key came from: always one and the same place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flags,
+    Environment,
+    DevEnv,
+}
+
+/// A URL and a key, each maybe given.
+pub type Pair = (Option<String>, Option<String>);
+
+/// Picks the URL and the key from one source: the flags if either flag is given, else the
+/// environment if it names either, else `.edgejobs/dev.env`. A source that gives only half
+/// is an error, never completed from another: a key meant for one deployment is never sent
+/// to a URL from elsewhere (say, a production key in the environment and the URL of a
+/// `dev.env` found above the working directory). Messages name settings, never values.
+pub fn pick(flags: Pair, env: Pair, file: Pair) -> Result<(String, String, Source), String> {
+    let sources = [
+        (flags, Source::Flags, "--url", "--key"),
+        (env, Source::Environment, "EDGEJOBS_URL", "EDGEJOBS_KEY (or EDGEJOBS_ADMIN_KEY, EDGEJOBS_API_KEY)"),
+        (file, Source::DevEnv, "EDGEJOBS_URL of .edgejobs/dev.env", "a key of .edgejobs/dev.env"),
+    ];
+    for ((url, key), source, url_name, key_name) in sources {
+        let (given, missing) = match (url, key) {
+            (Some(url), Some(key)) => return Ok((url, key, source)),
+            (None, None) => continue,
+            (Some(_), None) => (url_name, key_name),
+            (None, Some(_)) => (key_name, url_name),
+        };
+        return Err(format!(
+            "{given} is given but {missing} is not: the URL and the key must come from the same place \
+             (both flags, both environment variables, or both from .edgejobs/dev.env), so a key is never sent to a URL meant for another"
+        ));
+    }
+    Err("no API URL or key: pass --url and --key, set EDGEJOBS_URL and EDGEJOBS_KEY, or run scripts/dev (it writes .edgejobs/dev.env)"
+        .to_owned())
+}
+
+/// The URL and key from flags, the environment, or `.edgejobs/dev.env` (one of them: see
+/// [`pick`]).
 pub fn connect(cli: &Cli) -> Res<Api> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let file = std::env::current_dir().ok().and_then(|d| find_dev_env(&d)).unwrap_or_default();
-    let from_file = |k: &str| file.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let url = cli.url.clone().or_else(|| env("EDGEJOBS_URL")).or_else(|| from_file("EDGEJOBS_URL"));
-    let key = cli
-        .key
-        .clone()
-        .or_else(|| env("EDGEJOBS_KEY"))
-        .or_else(|| env("EDGEJOBS_ADMIN_KEY"))
-        .or_else(|| env("EDGEJOBS_API_KEY"))
-        .or_else(|| from_file("EDGEJOBS_ADMIN_KEY"))
-        .or_else(|| from_file("EDGEJOBS_API_KEY"));
-    let (Some(url), Some(key)) = (url, key) else {
-        return Err(Failure::new(
-            2,
-            "no API URL or key: pass --url and --key, set EDGEJOBS_URL and EDGEJOBS_KEY, or run scripts/dev (it writes .edgejobs/dev.env)",
-        ));
-    };
+    let from_file = |k: &str| file.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+    let flags = (cli.url.clone(), cli.key.clone());
+    let from_env = (
+        env("EDGEJOBS_URL"),
+        env("EDGEJOBS_KEY").or_else(|| env("EDGEJOBS_ADMIN_KEY")).or_else(|| env("EDGEJOBS_API_KEY")),
+    );
+    let from_dev_env =
+        (from_file("EDGEJOBS_URL"), from_file("EDGEJOBS_ADMIN_KEY").or_else(|| from_file("EDGEJOBS_API_KEY")));
+    let (url, key, _) = pick(flags, from_env, from_dev_env).map_err(|e| Failure::new(2, e))?;
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -218,6 +250,43 @@ mod tests {
         std::fs::write(dir.join(".edgejobs/dev.env"), "EDGEJOBS_URL=u\n").expect("write");
         assert_eq!(find_dev_env(&dir.join("a/b")), Some(vec![("EDGEJOBS_URL".into(), "u".into())]));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn url_and_key_come_from_one_source() {
+        let both = |u: &str, k: &str| (Some(u.to_owned()), Some(k.to_owned()));
+        let none: Pair = (None, None);
+        let url_only: Pair = (Some("u".into()), None);
+        let key_only: Pair = (None, Some("k".into()));
+        let file = both("http://dev", "dev-key");
+        // Each source alone, and the first given one wins whole.
+        assert_eq!(pick(both("f", "fk"), both("e", "ek"), file.clone()), Ok(("f".into(), "fk".into(), Source::Flags)));
+        assert_eq!(
+            pick(none.clone(), both("e", "ek"), file.clone()),
+            Ok(("e".into(), "ek".into(), Source::Environment))
+        );
+        assert_eq!(
+            pick(none.clone(), none.clone(), file.clone()),
+            Ok(("http://dev".into(), "dev-key".into(), Source::DevEnv))
+        );
+        // Half of a source is never completed from another: not the file's URL with a
+        // key from a flag or the environment, nor the file's key with their URL.
+        for (flags, env) in [
+            (key_only.clone(), none.clone()),
+            (none.clone(), key_only.clone()),
+            (url_only.clone(), none.clone()),
+            (none.clone(), url_only.clone()),
+            (key_only.clone(), both("e", "ek")),
+            (url_only.clone(), both("e", "ek")),
+        ] {
+            let e = pick(flags.clone(), env.clone(), file.clone()).expect_err("half a source");
+            assert!(e.contains("must come from the same place"), "{flags:?} {env:?}: {e}");
+            assert!(!e.contains("dev-key") && !e.contains("ek"), "no value is shown: {e}");
+        }
+        // A dev.env with only half is an error too; nothing at all says what to do.
+        let e = pick(none.clone(), none.clone(), (Some("u".into()), None)).expect_err("half a file");
+        assert!(e.contains("a key of .edgejobs/dev.env"), "{e}");
+        assert!(pick(none.clone(), none.clone(), none).expect_err("nothing").contains("scripts/dev"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! goes through the public HTTP API with a key, like any client, and reads its replies as
 //! the `edgejobs-api` types.
 //!
-//! The URL and key come from `--url`/`--key`, else the environment (`EDGEJOBS_URL`,
+//! The URL and key come from one place (never half from one and half from another):
+//! `--url`/`--key`, else the environment (`EDGEJOBS_URL`,
 //! `EDGEJOBS_KEY`, else `EDGEJOBS_ADMIN_KEY`, else `EDGEJOBS_API_KEY`), else
 //! `.edgejobs/dev.env` in the current directory or one above it (what `scripts/dev` writes).
 //! The key is never printed.
