@@ -101,6 +101,7 @@ requests! {
     Record(Record) -> (), "record", Always;
     SetGauge(SetGauge) -> (), "set_gauge", WhenDue;
     Schedules(Schedules) -> ScheduleReply, "schedules", WhenDue;
+    Reseal(Reseal) -> ResealReport, "reseal", WhenDue;
 }
 
 /// Creates jobs (already validated and given ids by the router), each answered in order.
@@ -314,6 +315,36 @@ pub struct SweepReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {}
+
+/// Re-seals, under the newest `PAYLOAD_ENCRYPTION_KEYS` key, the sealed header values of up
+/// to `limit` of this shard's jobs (ordered by id, after `after`) and, on the first page
+/// (`after` absent), of every schedule the shard holds. Idempotent: values under the newest
+/// key are left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reseal {
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// One page of a re-seal, and where the next starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResealReport {
+    /// The key values are sealed under now (the newest).
+    pub key: String,
+    /// Jobs read on this page.
+    pub scanned: u64,
+    /// Jobs with at least one value re-sealed (written).
+    pub jobs_resealed: u64,
+    /// Schedules with at least one value re-sealed (first page only).
+    pub schedules_resealed: u64,
+    /// Jobs and schedules holding a value no configured key opens: left as they were.
+    pub unopenable: u64,
+    /// The id to continue after (`after` of the next call); `None` when done.
+    pub cursor: Option<String>,
+    /// No job remains after this page.
+    pub done: bool,
+}
 
 /// Sets a stored gauge (the stats object keeps the last backup and sweep times).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -63,6 +63,11 @@ impl Keys {
         Ok(Keys { keys })
     }
 
+    /// The id of the key that seals (the first).
+    pub fn newest_id(&self) -> &str {
+        &self.keys[0].0
+    }
+
     fn cipher(key: &[u8; 32]) -> Aes256Gcm {
         Aes256Gcm::new(key.into())
     }
@@ -127,6 +132,37 @@ pub fn seal_headers(
         }
     }
     Ok(())
+}
+
+/// Re-seals, under the newest key, every value of `payload.headers` sealed under another
+/// (what lets an old key be retired). Returns how many values changed: 0 when every value
+/// is sealed under the newest key already, so a second pass changes nothing. A value that
+/// does not open (its key is gone, or it was tampered with) fails the whole payload, which
+/// is left as it was: nothing is ever replaced by something that opens to another value.
+pub fn reseal_headers(
+    payload: &mut Value,
+    job_id: &str,
+    keys: &Keys,
+    nonce: &mut impl FnMut() -> Result<[u8; 12], String>,
+) -> Result<u32, String> {
+    let Some(Value::Object(h)) = payload.get_mut("headers") else { return Ok(0) };
+    let newest = format!("{PREFIX}{}:", keys.newest_id());
+    let mut changed = Vec::new();
+    for (name, v) in h.iter() {
+        if let Value::String(s) = v
+            && s.starts_with(PREFIX)
+            && !s.starts_with(&newest)
+        {
+            let aad = aad(job_id, name);
+            let plain = keys.open(s, &aad).map_err(|e| format!("header {name:?}: {e}"))?;
+            changed.push((name.clone(), keys.seal(&plain, &aad, nonce()?)));
+        }
+    }
+    let n = changed.len() as u32;
+    for (name, s) in changed {
+        h.insert(name, Value::String(s));
+    }
+    Ok(n)
 }
 
 /// The opened headers of a payload, as (name, value) pairs.
@@ -205,6 +241,32 @@ mod tests {
         assert_eq!(again, p);
         redact_headers(&mut p);
         assert_eq!(p["headers"], json!({ "Authorization": REDACTED, "X-A": REDACTED }));
+    }
+
+    /// Re-sealing moves every value to the newest key, opens to the same text, is a no-op
+    /// the second time, and leaves a payload it cannot open as it was.
+    #[test]
+    fn reseal_moves_values_to_the_newest_key() {
+        let old = Keys::parse(K1).expect("valid");
+        let mut p = json!({ "headers": { "Authorization": "Bearer s3cret", "X-A": "1" } });
+        seal_headers(&mut p, "j1", &old, &mut counter()).unwrap_or_else(|e| panic!("{e}"));
+        let rotated = Keys::parse(&format!("{K2},{K1}")).expect("valid");
+        assert_eq!(rotated.newest_id(), "k2");
+        assert_eq!(reseal_headers(&mut p, "j1", &rotated, &mut counter()), Ok(2));
+        assert!(p["headers"]["Authorization"].as_str().is_some_and(|s| s.starts_with("ejenc:v1:k2:")), "{p}");
+        let only_new = Keys::parse(K2).expect("valid");
+        let opened = open_headers(&p, "j1", Some(&only_new)).expect("opens with the new key alone");
+        assert!(opened.contains(&("Authorization".to_owned(), "Bearer s3cret".to_owned())));
+        let before = p.clone();
+        assert_eq!(reseal_headers(&mut p, "j1", &rotated, &mut counter()), Ok(0), "idempotent");
+        assert_eq!(p, before);
+        // Sealed under k1 and opened with k2 alone: refused, nothing changed.
+        let mut q = json!({ "headers": { "Authorization": "x" } });
+        seal_headers(&mut q, "j2", &old, &mut counter()).unwrap_or_else(|e| panic!("{e}"));
+        let before = q.clone();
+        assert!(reseal_headers(&mut q, "j2", &only_new, &mut counter()).is_err());
+        assert_eq!(q, before);
+        assert_eq!(reseal_headers(&mut json!({ "url": "x" }), "j3", &rotated, &mut counter()), Ok(0));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod bugs;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 pub mod ops;
+pub mod reseal;
 pub mod schedules;
 pub mod snapshot;
 pub mod sql;

@@ -2,6 +2,7 @@
 
 use edgejobs_api::{BackupList, BackupSummary, VerifyResult, WebhookSecret};
 use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::protocol::{Reseal, ResealReport};
 use edgejobs_core::{ApiError, ErrorCode, backup};
 use serde_json::Value;
 use worker::{Env, Request};
@@ -118,6 +119,60 @@ pub async fn webhook_secret(req: &mut Request, cfg: &EdgeConfig) -> Out {
     let secret = secrets.first().cloned().unwrap_or_default();
     respond(200, &WebhookSecret { origin, job_type: job_type.to_owned(), secret, secrets })
 }
+
+/// `POST /v1/admin/reseal` with `{"shard": n, "cursor": "...", "limit": n}`: re-seals one
+/// page of shard `n`'s stored header values (jobs after `cursor`, at most `limit`, default
+/// [`RESEAL_PAGE`]; on the first page, without `cursor`, its schedules too) under the newest
+/// `PAYLOAD_ENCRYPTION_KEYS` key. Call it for each shard with the `cursor` it answers until
+/// `done`; then no stored value needs an older key (unless `unopenable` counted some).
+/// Idempotent: values under the newest key are left alone.
+pub async fn reseal(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
+    let body = http::read_json(req).await?;
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
+    };
+    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "shard" | "cursor" | "limit")) {
+        return Err(ApiError::field(k, "unknown field"));
+    }
+    let shard = match obj.get("shard").map(Value::as_u64) {
+        Some(Some(n)) if n < u64::from(cfg.shard_count) => n as u16,
+        Some(_) => {
+            return Err(ApiError::field(
+                "shard",
+                format!("must be a shard number from 0 to {}", cfg.shard_count.saturating_sub(1)),
+            ));
+        }
+        None => return Err(ApiError::field("shard", "is required (a shard number)")),
+    };
+    let cursor = match obj.get("cursor") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) if !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+            Some(c.clone())
+        }
+        Some(_) => return Err(ApiError::field("cursor", "must be the cursor a previous call answered")),
+    };
+    let limit = match obj.get("limit").map(Value::as_u64) {
+        None => RESEAL_PAGE,
+        Some(Some(n)) if (1..=u64::from(edgejobs_shard::reseal::MAX_PAGE)).contains(&n) => n as u32,
+        Some(_) => {
+            return Err(ApiError::field(
+                "limit",
+                format!("must be an integer from 1 to {}", edgejobs_shard::reseal::MAX_PAGE),
+            ));
+        }
+    };
+    let report = crate::shard::call(env, shard, Reseal { after: cursor, limit }).await?;
+    #[derive(serde::Serialize)]
+    struct Resealed {
+        shard: u16,
+        #[serde(flatten)]
+        report: ResealReport,
+    }
+    respond(200, &Resealed { shard, report })
+}
+
+/// Jobs a re-seal call reads when it names no `limit`.
+pub const RESEAL_PAGE: u32 = 200;
 
 /// `POST /v1/admin/restore` with `{"backup": "<id>"}`: verifies, then replaces every
 /// shard's jobs with the backup's. A backup that fails verification is refused (409).

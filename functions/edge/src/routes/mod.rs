@@ -220,6 +220,7 @@ pub const ROUTES: &[Route] = {
             "webhook_secret",
             keyed!(|c| admin::webhook_secret(c.req, c.cfg).await),
         ),
+        route(Post, "/v1/admin/reseal", ADMIN, "reseal", keyed!(|c| admin::reseal(c.req, c.env, c.cfg).await)),
     ]
 };
 
@@ -360,6 +361,7 @@ mod tests {
         ("/v1/admin/backups", "backups", "", "GET, POST", &[Some(Scope::Admin), Some(Scope::Admin)]),
         ("/v1/admin/backups/latest", "latest_backup", "", "GET", &[Some(Scope::Admin)]),
         ("/v1/admin/backups/b1/verify", "verify_backup", "b1", "POST", &[Some(Scope::Admin)]),
+        ("/v1/admin/reseal", "reseal", "", "POST", &[Some(Scope::Admin)]),
     ];
 
     fn scope(a: Access) -> Option<Scope> {

@@ -132,6 +132,7 @@ impl DurableObject for JobShard {
             ShardRequest::Record(_) => self.answer(s.record()),
             ShardRequest::SetGauge(r) => self.answer(s.set_gauge(r)),
             ShardRequest::Schedules(r) => reply(self.schedules(r).await),
+            ShardRequest::Reseal(r) => reply(self.reseal(r)),
         }
     }
 
@@ -245,6 +246,12 @@ impl JobShard {
             self.rearm().await;
         }
         Ok(answer)
+    }
+
+    /// One page of a re-seal under the deployment's payload keys (`edgejobs_shard::reseal`).
+    fn reseal(&self, r: edgejobs_core::protocol::Reseal) -> Out<edgejobs_core::protocol::Reseal> {
+        let cfg = crate::config::load(&self.env)?;
+        self.shard.settle(self.shard.reseal(r, &cfg.payload_keys))
     }
 
     /// Carries out the effects of a committed plan: the jobs to send, grouped with those of
