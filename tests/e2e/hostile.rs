@@ -208,6 +208,24 @@ fn probes(stack: &Stack) -> Vec<Probe> {
             ),
         );
     }
+    // Headers that steer routing or speak for the system, in jobs and in a schedule's job
+    // (#26; URLs with credentials and NAT64 spellings are in SSRF_URLS).
+    for name in edgejobs_core::outbound::FORBIDDEN_HEADER_EXAMPLES {
+        for t in ["webhook", "http.request"] {
+            let payload = json!({ "url": "https://example.com/", "headers": { *name: "v" } });
+            add(
+                format!("{t} with a {name} header"),
+                Expect::Code(400, "invalid_field"),
+                json_post("/v1/jobs", &jobs, json!({ "type": t, "payload": payload })),
+            );
+        }
+        let job = json!({ "type": "webhook", "payload": { "url": "https://example.com/", "headers": { *name: "v" } } });
+        add(
+            format!("a schedule whose job has a {name} header"),
+            Expect::Code(400, "invalid_field"),
+            json_post("/v1/schedules", &admin, json!({ "name": "hostile-header", "cron": "0 0 1 1 *", "job": job })),
+        );
+    }
     // Wrong and missing keys and scopes.
     let bogus = "ej_jobs_00000000000000000000000000000000";
     for (path, method_post) in [

@@ -9,13 +9,16 @@ mod cli;
 mod consumer;
 mod dashboard;
 mod examples;
+mod hook;
 mod hostile;
 mod jobs;
 mod limits;
 mod observability;
 mod operations;
+mod outbound;
 mod races;
 mod schedules;
+mod small;
 mod types;
 mod upstash;
 mod util;
@@ -39,11 +42,14 @@ fn main() {
         races::TESTS,
         hostile::TESTS,
         examples::TESTS,
+        hook::TESTS,
         limits::TESTS,
         dashboard::TESTS,
         cli::TESTS,
         schedules::TESTS,
         types::TESTS,
+        small::TESTS,
+        outbound::TESTS,
     ]
     .concat();
     if listing {
@@ -78,7 +84,7 @@ fn main() {
         }
     };
     let receiver_port = receiver_reservation.local_addr().map(|a| a.port()).unwrap_or_default();
-    let outbound_allow = util::outbound_allow(&hooks, &llm, &[receiver_port]);
+    let outbound_allow = util::outbound_allow(&hooks, &llm, &[receiver_port, outbound::second_origin_port()]);
     let consumer_env = util::consumer_env(&llm);
     let state_dir = std::env::temp_dir().join(format!("edgejobs-e2e-{}", std::process::id()));
     let opts = StackOptions {

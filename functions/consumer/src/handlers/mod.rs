@@ -62,6 +62,8 @@ pub struct JobCtx {
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
     /// The guarded client for requests made for the job's user (see [`crate::outbound`]).
+    /// It follows no redirect itself: send with `outbound.send(&http, ..)`, which checks
+    /// every hop and keeps secret headers with the first origin.
     pub http: reqwest::Client,
     /// The outbound rules, to check a URL before a request.
     pub outbound: Arc<crate::outbound::Guard>,
@@ -147,8 +149,9 @@ pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> String {
 }
 
 /// Turns a failed send into a handler error: a refused redirect is permanent (retrying meets
-/// the same refusal), anything else is retried. The message names `url` without its query and
-/// walks the error's causes (reqwest's own text alone says only "error following redirect").
+/// the same refusal; [`crate::outbound::Guard::send`] reports its own refusals before this),
+/// anything else is retried. The message names `url` without its query and walks the
+/// error's causes.
 pub fn send_error(url: &str, e: reqwest::Error) -> HandlerError {
     let e = e.without_url();
     let mut text = e.to_string();
