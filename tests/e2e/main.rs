@@ -9,7 +9,6 @@ mod cli;
 mod consumer;
 mod dashboard;
 mod examples;
-mod hook;
 mod hostile;
 mod jobs;
 mod limits;
@@ -18,7 +17,6 @@ mod operations;
 mod outbound;
 mod races;
 mod schedules;
-mod small;
 mod types;
 mod upstash;
 mod util;
@@ -42,13 +40,11 @@ fn main() {
         races::TESTS,
         hostile::TESTS,
         examples::TESTS,
-        hook::TESTS,
         limits::TESTS,
         dashboard::TESTS,
         cli::TESTS,
         schedules::TESTS,
         types::TESTS,
-        small::TESTS,
         outbound::TESTS,
     ]
     .concat();
