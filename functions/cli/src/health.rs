@@ -19,8 +19,13 @@ pub fn run(cli: &Cli, api: &Api) -> Res<()> {
         print_json(h.as_ref().map_or(&Value::Null, |h| &h.raw));
     } else {
         println!("{}", status.as_str());
-        for (name, check) in h.as_ref().map(|h| h.value.checks.all()).unwrap_or_default() {
+        // Each check is shown to an admin key (or the metrics token) only.
+        let checks = h.as_ref().and_then(|h| h.value.checks.as_ref());
+        for (name, check) in checks.map(|c| c.all()).unwrap_or_default() {
             println!("  {name:<18} {}", if check.ok { "ok" } else { "FAILING" });
+        }
+        if h.is_some() && checks.is_none() {
+            println!("  (each check is shown with an admin key)");
         }
     }
     if status == HealthStatus::Unhealthy { Err(Failure::new(6, "the edge is unhealthy")) } else { Ok(()) }

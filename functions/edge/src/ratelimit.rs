@@ -1,12 +1,15 @@
-//! Enqueue rate limiting per API key, kept in Upstash (a sliding window, one pipeline per
-//! request). When Upstash cannot be reached the configured behaviour applies: admit (the
-//! default; counted, and logged at most once a minute per isolate) or refuse with 503.
+//! Rate limiting per API key, kept in Upstash (a sliding window, one pipeline per request):
+//! enqueues against the key's limit, reads (every keyed `GET`) against a window of their
+//! own that allows [`READS_PER_ENQUEUE`] times as many, so a read costs a tenth of an
+//! enqueue and reading never uses up the enqueue budget. When Upstash cannot be reached the
+//! configured behaviour applies: admit (the default; counted, and logged at most once a
+//! minute per isolate) or refuse with 503.
 
 use std::cell::Cell;
 
 use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
-use edgejobs_core::ratelimit::Decision;
+use edgejobs_core::ratelimit::{Decision, Limit};
 use edgejobs_core::{ApiError, ErrorCode};
 use edgejobs_upstash::{Client, Credentials, ratelimit};
 use serde_json::json;
@@ -31,13 +34,33 @@ pub fn upstash(cfg: &EdgeConfig) -> Client<FetchTransport> {
     c
 }
 
+/// How many reads a key may make for each enqueue its limit allows, in the same window.
+pub const READS_PER_ENQUEUE: u32 = 10;
+
 /// Counts `cost` enqueues for `who`. `Ok(None)`: no limit applies (or Upstash failed and
 /// the limiter fails open); `Ok(Some(d))`: the decision, allowed or not.
 pub async fn admit(cfg: &EdgeConfig, who: &Principal, cost: u32) -> Result<Option<Decision>, ApiError> {
     let Some(limit) = who.limit.or(cfg.rate_limit) else { return Ok(None) };
     let key = format!("edgejobs:ratelimit:{}", who.key_id);
+    count(cfg, &key, limit, cost).await
+}
+
+/// Counts one read for `who`, in its read window: [`READS_PER_ENQUEUE`] times the key's
+/// enqueue limit (the key's own or `RATE_LIMIT`), counted apart from its enqueues.
+pub async fn admit_read(cfg: &EdgeConfig, who: &Principal) -> Result<Option<Decision>, ApiError> {
+    let Some(limit) = read_limit(who.limit.or(cfg.rate_limit)) else { return Ok(None) };
+    let key = format!("edgejobs:ratelimit:reads:{}", who.key_id);
+    count(cfg, &key, limit, 1).await
+}
+
+/// The read limit that goes with an enqueue limit.
+pub fn read_limit(enqueues: Option<Limit>) -> Option<Limit> {
+    enqueues.map(|l| Limit { requests: l.requests.saturating_mul(READS_PER_ENQUEUE), window_ms: l.window_ms })
+}
+
+async fn count(cfg: &EdgeConfig, key: &str, limit: Limit, cost: u32) -> Result<Option<Decision>, ApiError> {
     let nonce = format!("{:016x}", random_u64());
-    match ratelimit::check(&upstash(cfg), &key, limit, cost, now_ms(), &nonce).await {
+    match ratelimit::check(&upstash(cfg), key, limit, cost, now_ms(), &nonce).await {
         Ok(d) => Ok(Some(d)),
         Err(e) => {
             let failures = FAILURES.with(|f| {
@@ -79,14 +102,33 @@ pub fn headers(resp: &mut Response, d: &Decision) {
     let _ = h.set("ratelimit-reset", &secs(d.reset_ms));
 }
 
-/// The 429 answer for a refused decision.
+/// The 429 answer for a refused enqueue.
 pub fn refusal(d: &Decision) -> worker::Result<Response> {
+    refusal_of(d, "enqueues")
+}
+
+/// The 429 answer for a refused decision about `what` (`enqueues`, `reads`).
+pub fn refusal_of(d: &Decision, what: &str) -> worker::Result<Response> {
     let e = ApiError::new(
         ErrorCode::RateLimited,
-        format!("rate limit of {} enqueues exceeded; retry in {} s", d.limit, secs(d.retry_after_ms)),
+        format!("rate limit of {} {what} exceeded; retry in {} s", d.limit, secs(d.retry_after_ms)),
     );
     let mut resp = crate::http::error(&e)?;
     headers(&mut resp, d);
     resp.headers_mut().set("retry-after", &secs(d.retry_after_ms))?;
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_costs_a_tenth_of_an_enqueue_in_the_same_window() {
+        let five = Limit { requests: 5, window_ms: 60_000 };
+        assert_eq!(read_limit(Some(five)), Some(Limit { requests: 50, window_ms: 60_000 }));
+        assert_eq!(read_limit(None), None, "no enqueue limit, no read limit");
+        let huge = Limit { requests: u32::MAX, window_ms: 1000 };
+        assert_eq!(read_limit(Some(huge)).map(|l| l.requests), Some(u32::MAX));
+    }
 }

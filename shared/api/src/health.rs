@@ -72,7 +72,11 @@ impl Checks {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Health {
     pub status: HealthStatus,
-    pub checks: Checks,
+    /// Each check with its detail: only for an admin key or the metrics token (an
+    /// anonymous or jobs-key answer is the status alone, which names no configuration
+    /// problem, type or schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
     pub checked_at: String,
     pub version: String,
 }

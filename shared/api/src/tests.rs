@@ -327,6 +327,13 @@ fn table(doc: &Value) -> Vec<String> {
         }),
         &[".checks: PropertyRemove"],
     ));
+    // Without an admin key or the metrics token: the status alone.
+    out.extend(check_but::<Health>(
+        doc,
+        &s("Health"),
+        json!({ "status": "healthy", "checked_at": "2026-12-01T00:00:00Z", "version": "0.1.0" }),
+        &[".checks: PropertyRemove"],
+    ));
     out.extend(check::<Live>(doc, &response("/health/live", "get", 200), json!({ "status": "live" })));
     out.extend(check::<Whoami>(
         doc,

@@ -78,8 +78,19 @@ pub fn parse_spec(body: &Value, now: u64) -> Result<JobSpec, ApiError> {
 }
 
 /// Validates an enqueue request body (already parsed as JSON) at time `now` (ms) against the
-/// deployment's job `types`.
+/// deployment's job `types`: [`parse_spec_unchecked`], then the type's payload schema
+/// ([`check_schema`]).
 pub fn parse_spec_in(body: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiError> {
+    let spec = parse_spec_unchecked(body, now, types)?;
+    check_schema(&spec)?;
+    Ok(spec)
+}
+
+/// Validates everything of an enqueue request body but the payload's JSON Schema, the one
+/// check whose cost grows with what the deployment declares. The edge runs it after the
+/// body's size check and the rate limit, so a refused or over-limit request costs no schema
+/// work; [`check_schema`] completes the validation.
+pub fn parse_spec_unchecked(body: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiError> {
     let Some(obj) = body.as_object() else {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
     };
@@ -100,7 +111,6 @@ pub fn parse_spec_in(body: &Value, now: u64, types: &Types) -> Result<JobSpec, A
     };
     let jt = jt.clone();
     let payload = obj.get("payload").cloned().unwrap_or(Value::Null);
-    validate_payload(&jt, &payload)?;
     let size = serde_json::to_string(&payload).map(|s| s.len()).unwrap_or(usize::MAX);
     if size > MAX_PAYLOAD_BYTES {
         return Err(ApiError::new(
@@ -108,6 +118,7 @@ pub fn parse_spec_in(body: &Value, now: u64, types: &Types) -> Result<JobSpec, A
             format!("payload is {size} bytes serialized; the limit is {MAX_PAYLOAD_BYTES}"),
         ));
     }
+    validate_payload(&jt, &payload)?;
     let idempotency_key = match obj.get("idempotency_key") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Some(s.clone()),
@@ -215,11 +226,11 @@ pub fn parse_spec_in(body: &Value, now: u64, types: &Types) -> Result<JobSpec, A
     })
 }
 
-/// Type-specific payload rules, checked at enqueue so a job that can never run is refused
-/// up front instead of dying later.
-fn validate_payload(jt: &JobType, payload: &Value) -> Result<(), ApiError> {
+/// The payload against its type's JSON Schema (`JOB_TYPES`' `schema`), if it has one.
+pub fn check_schema(spec: &JobSpec) -> Result<(), ApiError> {
+    let jt = &spec.job_type;
     if let Some(schema) = &jt.schema
-        && let Some((pointer, problem)) = schema.first_violation(payload)
+        && let Some((pointer, problem)) = schema.first_violation(&spec.payload)
     {
         // The field is a JSON pointer into the request body: `/payload` and the path of the
         // first value that breaks the type's schema.
@@ -230,7 +241,14 @@ fn validate_payload(jt: &JobType, payload: &Value) -> Result<(), ApiError> {
             field: Some(field),
         });
     }
-    // Only the built-ins have shapes of their own; a declared type has its schema (above).
+    Ok(())
+}
+
+/// Type-specific payload rules, checked at enqueue so a job that can never run is refused
+/// up front instead of dying later.
+fn validate_payload(jt: &JobType, payload: &Value) -> Result<(), ApiError> {
+    // Only the built-ins have shapes of their own; a declared type has its schema
+    // ([`check_schema`]).
     if !jt.builtin {
         return Ok(());
     }
@@ -700,5 +718,26 @@ mod tests {
         ] {
             assert_eq!(parse_duration(&v), want, "{v}");
         }
+    }
+}
+
+#[cfg(test)]
+mod schema_order_tests {
+    use super::*;
+    use crate::outbound::Allow;
+    use serde_json::json;
+
+    /// The payload schema is the last check, and a separate one: an oversize payload is
+    /// refused for its size whatever its shape, and the unchecked parse does no schema work.
+    #[test]
+    fn the_schema_runs_after_the_size_check_and_apart() {
+        let text = include_str!("../../../examples/job-types.json");
+        let types = Types::parse(text, &Allow::default()).unwrap_or_else(|e| panic!("{e:?}"));
+        let bad = json!({ "type": "welcome-email", "payload": { "user_id": "7" } });
+        let unchecked = parse_spec_unchecked(&bad, 0, &types).expect("no schema work yet");
+        assert_eq!(check_schema(&unchecked).map_err(|e| e.code), Err(ErrorCode::InvalidField));
+        assert_eq!(parse_spec_in(&bad, 0, &types).map_err(|e| e.code).err(), Some(ErrorCode::InvalidField));
+        let huge = json!({ "type": "welcome-email", "payload": { "user_id": "x".repeat(MAX_PAYLOAD_BYTES) } });
+        assert_eq!(parse_spec_in(&huge, 0, &types).map_err(|e| e.code).err(), Some(ErrorCode::PayloadTooLarge));
     }
 }

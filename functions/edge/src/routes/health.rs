@@ -1,9 +1,12 @@
-//! `GET /health` (public): one check per dependency with its latency, and an overall status:
+//! `GET /health` (public): an overall status, and, for an operator (an admin key or the
+//! metrics token), one check per dependency with its latency:
 //! `unhealthy` (503) when the shards or the queue binding fail, `degraded` (200) when
 //! Upstash, backups, the backlog, the sweep, an overdue schedule or a declared native type
 //! without a consumer need attention, else
 //! `healthy`. No secret, internal address or schedule name appears in the output (the
-//! schedule API shows which schedule is `overdue`). `GET /health/live` checks nothing.
+//! schedule API shows which schedule is `overdue`); anyone else (anonymous, a jobs or a
+//! consumer key) gets the status alone, which names no configuration problem, job type or
+//! schedule. `GET /health/live` checks nothing.
 
 use edgejobs_api::{Check, Checks, Health, HealthStatus, Live};
 use edgejobs_core::config::EdgeConfig;
@@ -11,8 +14,6 @@ use edgejobs_core::stats::Metric;
 use edgejobs_core::stats::ShardStats;
 use serde_json::{Value, json};
 use worker::{Env, Response, Result};
-
-use edgejobs_core::auth::Scope;
 
 use crate::config::QUEUE_BINDING;
 use crate::gauges::{self, BACKUP_GAUGE, FIRST_SEEN_GAUGE, Fetched, SWEEP_GAUGE, fetch};
@@ -92,7 +93,7 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
     ];
     let body = Health {
         status: name,
-        checks: Checks {
+        checks: Some(Checks {
             config: check(cfg.is_some(), json!({})),
             shards: check(shards_ok, json!({ "answered": stats.len(), "of": count, "latency_ms": shards_ms })),
             queue: check(queue_ok, json!({})),
@@ -101,7 +102,7 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
             oldest_queued_job: check(queued_ok, json!({ "age_seconds": oldest_age_ms as f64 / 1000.0 })),
             sweep: sweep.check(),
             more: more.into_iter().map(|(k, c)| (k.to_owned(), c)).collect(),
-        },
+        }),
         checked_at: edgejobs_core::time::format_rfc3339(now),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
@@ -199,23 +200,26 @@ thread_local! {
 /// How old a health result an anonymous request may get.
 pub const ANONYMOUS_MAX_AGE_MS: u64 = 5_000;
 
-/// `GET /health` (public). An anonymous request gets a result at most 5 s old, so a flood
-/// of probes costs at most one round of checks per isolate every 5 s (17 reads and a PING);
-/// a request with any valid key gets fresh checks. Returns whether it was authenticated.
+/// `GET /health` (public). An operator (an admin key, or the metrics token when set) gets
+/// fresh checks with every detail; anyone else gets the status alone, from a result at most
+/// 5 s old, so a flood of probes costs at most one round of checks per isolate every 5 s
+/// (17 reads and a PING). Returns whether it was authenticated (an operator).
 pub async fn health(req: &worker::Request, env: &Env) -> Result<(Response, bool)> {
-    let authenticated = crate::config::load(env)
-        .is_ok_and(|cfg| [Scope::Jobs, Scope::Consumer].iter().any(|s| http::authorize(req, *s, &cfg).is_ok()));
+    let operator = super::metrics::operator(req, env);
     let now = now_ms();
     let cached = CACHED.with(|c| c.borrow().clone());
-    let (status, body) = match cached {
-        Some((at, status, body)) if !authenticated && now.saturating_sub(at) <= ANONYMOUS_MAX_AGE_MS => (status, body),
+    let (status, mut body) = match cached {
+        Some((at, status, body)) if !operator && now.saturating_sub(at) <= ANONYMOUS_MAX_AGE_MS => (status, body),
         _ => {
             let (status, body) = evaluate(env).await;
             CACHED.with(|c| *c.borrow_mut() = Some((now_ms(), status, body.clone())));
             (status, body)
         }
     };
-    http::json(if status == 2 { 503 } else { 200 }, &body).map(|r| (r, authenticated))
+    if !operator {
+        body.checks = None;
+    }
+    http::json(if status == 2 { 503 } else { 200 }, &body).map(|r| (r, operator))
 }
 
 /// `GET /health/live`: the process answers; checks nothing else.

@@ -319,6 +319,15 @@ async fn route_request(mut req: Request, env: Env) -> Result<(Response, bool)> {
         Ok(p) => p,
         Err(e) => return anonymous(http::error(&e)),
     };
+    // Reads are rate limited per key too: each keyed GET counts in the key's read window
+    // (ten times its enqueue limit; see `ratelimit::admit_read`), before any work is done.
+    if method == Method::Get {
+        match crate::ratelimit::admit_read(&cfg, &who).await {
+            Ok(Some(d)) if !d.allowed => return crate::ratelimit::refusal_of(&d, "reads").map(|r| (r, true)),
+            Ok(_) => {}
+            Err(e) => return http::error(&e).map(|r| (r, true)),
+        }
+    }
     let call = Call { req: &mut req, env: &env, cfg: &cfg, who: &who, param };
     match run(call).await {
         Ok(resp) => Ok((resp, true)),
