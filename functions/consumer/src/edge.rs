@@ -3,7 +3,8 @@
 //! `POST <edge>/v1/internal/events` with the consumer token, when `max_events` are pending or
 //! `linger` after the first one, so a consumer running hundreds of jobs makes a few requests
 //! per interval, not several per job. The edge answers every event on its own; a refusal
-//! (409, 404) means "not yours any more".
+//! (409, 404) means "not yours any more". Every report but a start or a takeover carries the
+//! attempt's lease token, which the start's answer gave (`job.lease`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +12,7 @@ use std::time::Duration;
 
 use edgejobs_core::config::Secret;
 use edgejobs_core::machine::Event;
-use edgejobs_core::plan::JobEvent;
-use edgejobs_core::report::{self, Answers, Reports};
+use edgejobs_core::report::{self, Answers, Report, Reports};
 use edgejobs_core::{ApiError, Job, JobId};
 
 use crate::batch;
@@ -36,7 +36,7 @@ pub struct Edge {
     url: String,
     /// What sends the batches (and remembers the edge's lease).
     sender: Sender,
-    tx: batch::Sender<JobEvent, Answer>,
+    tx: batch::Sender<Report, Answer>,
 }
 
 /// Batching of reports: most events per request, and how long the first waits for company.
@@ -85,10 +85,11 @@ impl Edge {
         self.lease()
     }
 
-    /// Reports one event; it travels with whatever else is pending.
-    pub async fn report(&self, id: &JobId, event: &Event) -> Answer {
-        let size = serde_json::to_string(event).map_or(0, |s| s.len()) + 64;
-        match self.tx.call(JobEvent { id: id.clone(), event: event.clone() }, size).await {
+    /// Reports one event with the attempt's lease token (`None` for a start or a takeover);
+    /// it travels with whatever else is pending.
+    pub async fn report(&self, id: &JobId, event: &Event, lease: Option<&str>) -> Answer {
+        let size = serde_json::to_string(event).map_or(0, |s| s.len()) + 160;
+        match self.tx.call(Report::new(id.clone(), event.clone(), lease.map(str::to_owned)), size).await {
             Ok(answer) => answer,
             Err(batch::Unanswered::Stopped) => Answer::Unavailable("the reporter has stopped".into()),
             Err(batch::Unanswered::Dropped) => Answer::Unavailable("the reporter dropped the report".into()),
@@ -96,10 +97,10 @@ impl Edge {
     }
 
     /// Reports with bounded retries (0.5 s, 1 s, 2 s, 4 s) while the edge is unavailable.
-    pub async fn report_persistently(&self, id: &JobId, event: &Event) -> Answer {
+    pub async fn report_persistently(&self, id: &JobId, event: &Event, lease: Option<&str>) -> Answer {
         let mut wait = Duration::from_millis(500);
         for _ in 0..4 {
-            match self.report(id, event).await {
+            match self.report(id, event, lease).await {
                 Answer::Unavailable(_) => {
                     tokio::time::sleep(wait).await;
                     wait *= 2;
@@ -107,7 +108,7 @@ impl Edge {
                 other => return other,
             }
         }
-        self.report(id, event).await
+        self.report(id, event, lease).await
     }
 
     /// True when the edge answers its liveness probe within 2 s.
@@ -128,7 +129,7 @@ struct Sender {
 
 impl Sender {
     /// Sends one batch; every event's answer, in order.
-    async fn deliver(&self, events: Vec<JobEvent>) -> Vec<Answer> {
+    async fn deliver(&self, events: Vec<Report>) -> Vec<Answer> {
         let n = events.len();
         match self.send(events).await {
             Ok(answers) => answers,
@@ -137,7 +138,7 @@ impl Sender {
     }
 
     /// One request; the answers in order, or why there are none.
-    async fn send(&self, events: Vec<JobEvent>) -> Result<Vec<Answer>, String> {
+    async fn send(&self, events: Vec<Report>) -> Result<Vec<Answer>, String> {
         let n = events.len();
         let sent = self
             .http

@@ -36,7 +36,20 @@ pub const MAX_RESULT_BYTES: usize = 60 * 1024;
 struct Held {
     id: JobId,
     attempt: u32,
+    /// The attempt's lease token (from the start's answer), which every report carries.
+    lease: Option<String>,
     progress: tokio::sync::watch::Receiver<Option<Value>>,
+    cancel: CancellationToken,
+}
+
+/// One held job as the lease keeper sees it at a renewal.
+#[derive(Debug)]
+struct Beat {
+    entry: String,
+    id: JobId,
+    attempt: u32,
+    lease: Option<String>,
+    progress: Option<Value>,
     cancel: CancellationToken,
 }
 
@@ -95,7 +108,9 @@ pub enum AfterRefusal {
 
 pub fn after_refusal(code: ErrorCode) -> AfterRefusal {
     match code {
-        ErrorCode::LeaseLost => AfterRefusal::Leave,
+        // Another holder's attempt (a takeover, or a token this consumer never held): the
+        // entry is the holder's.
+        ErrorCode::LeaseLost | ErrorCode::LeaseMismatch => AfterRefusal::Leave,
         ErrorCode::LeaseHeld => AfterRefusal::GiveBack,
         _ => AfterRefusal::Ack,
     }
@@ -327,7 +342,7 @@ impl Worker {
         } else {
             Event::Start { attempt: e.attempt }
         };
-        let job = match self.edge.report(&id, &start).await {
+        let job = match self.edge.report(&id, &start, None).await {
             Answer::Accepted(Some(job)) => *job,
             Answer::Accepted(None) => {
                 tracing::error!(job = %id, "the edge accepted the start without the job; not running it");
@@ -348,7 +363,13 @@ impl Worker {
         // Held from the accepted start: a job waiting for a slot keeps its lease too.
         self.held().insert(
             e.entry.clone(),
-            Held { id: id.clone(), attempt: job.attempt, progress: progress_rx, cancel: cancel.clone() },
+            Held {
+                id: id.clone(),
+                attempt: job.attempt,
+                lease: job.lease.clone(),
+                progress: progress_rx,
+                cancel: cancel.clone(),
+            },
         );
         // A job cancelled while it waits still goes through its handler, which sees the
         // cancelled token at once; the refused outcome then settles the entry as usual.
@@ -383,7 +404,7 @@ impl Worker {
                 (Event::Fail { attempt: job.attempt, error: err.to_string(), disposition }, label)
             }
         };
-        match self.edge.report_persistently(&id, &event).await {
+        match self.edge.report_persistently(&id, &event, job.lease.as_deref()).await {
             Answer::Accepted(_) => {
                 self.metrics.job(&job.job_type, label, Some(took));
                 self.ack(&e.entry).await;
@@ -456,41 +477,45 @@ impl Worker {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
-            let held: Vec<(String, JobId, u32, Option<Value>, CancellationToken)> = self
+            let held: Vec<Beat> = self
                 .held()
                 .iter()
-                .map(|(entry, h)| {
-                    (entry.clone(), h.id.clone(), h.attempt, h.progress.borrow().clone(), h.cancel.clone())
+                .map(|(entry, h)| Beat {
+                    entry: entry.clone(),
+                    id: h.id.clone(),
+                    attempt: h.attempt,
+                    lease: h.lease.clone(),
+                    progress: h.progress.borrow().clone(),
+                    cancel: h.cancel.clone(),
                 })
                 .collect();
             if held.is_empty() {
                 continue;
             }
-            let entries: Vec<String> = held.iter().map(|h| h.0.clone()).collect();
-            let beats = held.iter().map(|(_, id, attempt, progress, _)| {
-                let beat = Event::Heartbeat { attempt: *attempt, progress: progress.clone() };
+            let entries: Vec<String> = held.iter().map(|h| h.entry.clone()).collect();
+            let beats = held.iter().map(|h| {
+                let beat = Event::Heartbeat { attempt: h.attempt, progress: h.progress.clone() };
                 let edge = self.edge.clone();
-                let id = id.clone();
-                async move { edge.report(&id, &beat).await }
+                async move { edge.report(&h.id, &beat, h.lease.as_deref()).await }
             });
             let (renewed, answers) = tokio::join!(self.stream.renew(&entries), join_all(beats));
             match renewed {
                 Ok(flags) => {
                     let ok = flags.iter().filter(|f| **f).count();
                     self.metrics.lease_renewals.fetch_add(ok as u64, Ordering::Relaxed);
-                    for ((entry, id, ..), owned) in held.iter().zip(flags) {
+                    for (h, owned) in held.iter().zip(flags) {
                         if !owned {
                             self.metrics.renewals_lost.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(job = %id, entry, "the stream entry is no longer ours");
+                            tracing::warn!(job = %h.id, entry = h.entry, "the stream entry is no longer ours");
                         }
                     }
                 }
                 Err(e) => tracing::warn!(entries = entries.len(), error = %e, "lease renewal failed"),
             }
-            for ((_, id, .., cancel), answer) in held.iter().zip(answers) {
+            for (h, answer) in held.iter().zip(answers) {
                 if let Answer::Refused(err) = answer {
-                    tracing::info!(job = %id, code = err.code.as_str(), "heartbeat refused; stopping the job");
-                    cancel.cancel();
+                    tracing::info!(job = %h.id, code = err.code.as_str(), "heartbeat refused; stopping the job");
+                    h.cancel.cancel();
                 }
             }
         }
@@ -552,6 +577,8 @@ mod tests {
     #[test]
     fn a_lost_lease_never_acknowledges_the_entry() {
         assert_eq!(after_refusal(ErrorCode::LeaseLost), AfterRefusal::Leave);
+        assert_eq!(after_refusal(ErrorCode::LeaseMismatch), AfterRefusal::Leave, "another holder's entry");
+        assert_eq!(after_refusal(ErrorCode::NotLeased), AfterRefusal::Ack, "nothing runs from it");
         assert_eq!(after_refusal(ErrorCode::LeaseHeld), AfterRefusal::GiveBack);
         for code in
             [ErrorCode::StaleAttempt, ErrorCode::InvalidTransition, ErrorCode::JobCancelled, ErrorCode::JobNotFound]

@@ -42,6 +42,8 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         attempts,
     } = job;
     edgejobs_api::Job {
+        // The holder's credential: only the consumer's start answer carries it.
+        lease: _,
         id: id.as_str().to_owned(),
         job_type,
         lane: lane_of(lane),
@@ -186,7 +188,8 @@ pub fn schedule(shown: edgejobs_core::protocol::ScheduleShown) -> edgejobs_api::
 /// Stored job JSON as the API shows it; passed through untouched unless it holds a sealed
 /// value (only jobs with headers do), so the common case costs no parsing.
 pub fn raw(doc: Box<RawValue>) -> Box<RawValue> {
-    if !doc.get().contains(PREFIX) {
+    // A running native job holds its consumer's lease token, which the API never shows.
+    if !doc.get().contains(PREFIX) && !doc.get().contains(LEASE_FIELD) {
         return doc;
     }
     let Ok(mut v) = serde_json::from_str::<Value>(doc.get()) else { return doc };
@@ -194,12 +197,18 @@ pub fn raw(doc: Box<RawValue>) -> Box<RawValue> {
         seal::redact_headers(p);
     }
     serde_json::value::to_raw_value(&v).unwrap_or(doc)
+    if let Some(o) = v.as_object_mut() {
+        o.remove("lease");
+    }
 }
 
 /// Stored job JSON as the API shows it, keeping only the parts a listing asked for.
 pub fn listed(doc: &RawValue, include: edgejobs_core::wire::Include) -> Option<Value> {
     let mut v: Value = serde_json::from_str(doc.get()).ok()?;
     let obj = v.as_object_mut()?;
+/// How a stored job's lease token starts in its JSON (compact, as serde_json writes it).
+const LEASE_FIELD: &str = "\"lease\":";
+
     for path in include.dropped_paths() {
         obj.remove(path.trim_start_matches("$."));
     }

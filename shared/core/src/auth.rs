@@ -43,7 +43,10 @@ pub fn authorize(header: Option<&str>, scope: Scope, cfg: &EdgeConfig) -> Result
     let jobs_key = matching(&cfg.api_keys, &presented);
     let admin_key = matching(&cfg.admin_keys, &presented);
     let (is_jobs, is_admin) = (jobs_key.is_some(), admin_key.is_some());
-    let is_consumer = cfg.consumer_token.matches(&presented);
+    // Every consumer token is checked too (no early exit), so timing tells no name.
+    let consumer =
+        cfg.consumer_tokens.iter().fold(None, |hit, t| if t.secret.matches(&presented) { Some(t) } else { hit });
+    let is_consumer = consumer.is_some();
     if !(is_jobs || is_admin || is_consumer) {
         return Err(ApiError::new(ErrorCode::Unauthorized, "invalid API key"));
     }
@@ -75,7 +78,10 @@ mod tests {
             idempotency_window_ms: 1000,
             api_keys: vec![key("jobs-key-0123456789")],
             admin_keys: vec![key("admin-key-0123456789")],
-            consumer_token: Secret::new("consumer-0123456789"),
+            consumer_tokens: vec![
+                crate::config::ConsumerToken { name: "default".into(), secret: Secret::new("consumer-0123456789") },
+                crate::config::ConsumerToken { name: "host-b".into(), secret: Secret::new("consumer-b-0123456789") },
+            ],
             webhook_secret: vec![Secret::new("webhook-0123456789")],
             rate_limit: None,
             rate_limit_fail_open: true,

@@ -12,6 +12,7 @@ pub mod names {
     pub const API_KEYS: &str = "EDGEJOBS_API_KEYS";
     pub const ADMIN_KEYS: &str = "EDGEJOBS_ADMIN_KEYS";
     pub const CONSUMER_TOKEN: &str = "EDGEJOBS_CONSUMER_TOKEN";
+    pub const CONSUMER_TOKENS: &str = "EDGEJOBS_CONSUMER_TOKENS";
     pub const WEBHOOK_SECRET: &str = "WEBHOOK_SIGNING_SECRET";
     pub const RATE_LIMIT: &str = "RATE_LIMIT";
     pub const RATE_LIMIT_ON_ERROR: &str = "RATE_LIMIT_ON_ERROR";
@@ -44,8 +45,10 @@ pub struct EdgeConfig {
     pub api_keys: Vec<ApiKey>,
     /// Keys with the `admin` scope, which also covers `jobs` (comma-separated secret). Required.
     pub admin_keys: Vec<ApiKey>,
-    /// The token the native consumer uses for its reports. Required.
-    pub consumer_token: Secret,
+    /// The tokens native consumers report with, each with a name (`EDGEJOBS_CONSUMER_TOKENS`,
+    /// a secret: `host-a=token,host-b=token`; `EDGEJOBS_CONSUMER_TOKEN`, one token named
+    /// `default`). At least one is required; removing one revokes it alone.
+    pub consumer_tokens: Vec<ConsumerToken>,
     /// The secrets webhook signatures derive from (`WEBHOOK_SIGNING_SECRET`, comma-separated,
     /// newest first; never empty). Each delivery carries one `v1,` signature per secret, so a
     /// secret is rotated with an overlap: put the new one first, move receivers to it, drop
@@ -147,7 +150,6 @@ impl EdgeConfig {
                 }
             }
         };
-        let consumer_token = one(names::CONSUMER_TOKEN);
         let upstash_token = one(names::UPSTASH_TOKEN);
         let webhook_secret: Vec<Secret> = get(names::WEBHOOK_SECRET)
             .unwrap_or_default()
@@ -241,7 +243,7 @@ impl EdgeConfig {
                 idempotency_window_ms,
                 api_keys,
                 admin_keys,
-                consumer_token,
+                consumer_tokens,
                 webhook_secret,
                 rate_limit,
                 rate_limit_fail_open,
@@ -334,3 +336,33 @@ mod tests {
         assert_eq!(c.types.get("hook").and_then(|t| t.url.as_deref()), Some("http://10.0.0.5/in"));
     }
 }
+    #[test]
+    fn consumer_tokens_are_named_and_the_single_one_is_default() {
+        let c = parse(GOOD).expect("valid");
+        let names_of = |c: &EdgeConfig| c.consumer_tokens.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names_of(&c), ["default"]);
+        let mut pairs: Vec<(&str, &str)> = GOOD.iter().filter(|(k, _)| *k != names::CONSUMER_TOKEN).copied().collect();
+        pairs.push((names::CONSUMER_TOKENS, " host-a=c_a_0123456789abcdef , host-b=c_b_0123456789abcdef"));
+        let c = parse(&pairs).expect("valid");
+        assert_eq!(names_of(&c), ["host-a", "host-b"]);
+        assert_eq!(c.consumer_tokens[1].secret.expose(), "c_b_0123456789abcdef");
+        let mut both = GOOD.to_vec();
+        both.push((names::CONSUMER_TOKENS, "host-a=c_a_0123456789abcdef"));
+        assert_eq!(names_of(&parse(&both).expect("valid")), ["default", "host-a"]);
+        for bad in [
+            "host-a=short",
+            "Host A=c_a_0123456789abcdef",
+            "c_a_0123456789abcdef",
+            "host-a=c_a_0123456789abcdef,host-a=c_b_0123456789abcdef",
+            "host-a=c_a_0123456789abcdef,host-b=c_a_0123456789abcdef",
+            "default=c_0123456789abcdef_x",
+        ] {
+            let mut p = GOOD.to_vec();
+            p.push((names::CONSUMER_TOKENS, bad));
+            let errs = parse(&p).expect_err(bad);
+            assert!(errs.iter().all(|e| !e.contains("0123456789abcdef")), "{errs:?}");
+        }
+        let none: Vec<(&str, &str)> = GOOD.iter().filter(|(k, _)| *k != names::CONSUMER_TOKEN).copied().collect();
+        assert!(parse(&none).expect_err("required").iter().any(|e| e.contains(names::CONSUMER_TOKENS)));
+    }
+

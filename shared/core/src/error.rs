@@ -25,6 +25,12 @@ pub enum ErrorCode {
     LeaseLost,
     /// A takeover refused: the running attempt still holds its lease.
     LeaseHeld,
+    /// A consumer's report whose lease token is not the running attempt's: only the holder
+    /// of the attempt (the consumer its start or takeover answered) may report on it.
+    LeaseMismatch,
+    /// A consumer's report about a job no consumer holds: an edge-lane job, or one with no
+    /// live native attempt.
+    NotLeased,
     JobCancelled,
     Unauthorized,
     Forbidden,
@@ -48,6 +54,8 @@ impl ErrorCode {
             | ErrorCode::LeaseHeld
             | ErrorCode::JobCancelled => 409,
             ErrorCode::PayloadTooLarge => 413,
+            | ErrorCode::LeaseMismatch
+            | ErrorCode::NotLeased
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
@@ -73,6 +81,8 @@ impl ErrorCode {
             ErrorCode::LeaseHeld => "lease_held",
             ErrorCode::JobCancelled => "job_cancelled",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::LeaseMismatch => "lease_mismatch",
+            ErrorCode::NotLeased => "not_leased",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",

@@ -144,6 +144,13 @@ pub struct Job {
     /// The attempts that ended, oldest first (the newest [`MAX_ATTEMPT_HISTORY`]): when each
     /// ran, how it ended and its error. Listings leave it out; `GET /v1/jobs/{id}` shows it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// For a native attempt a consumer started or took over: the random token the shard
+    /// issued with that start (its answer carries it), which every report of the holder
+    /// (heartbeat, progress, completion, failure) must carry. A takeover issues a new one;
+    /// it is cleared when the attempt ends. Never shown by the job API (only the start's
+    /// answer to the consumer holds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
     pub attempts: Vec<AttemptRecord>,
 }
 

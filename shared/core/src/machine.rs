@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::id::JobId;
-use crate::job::{Job, JobState};
+use crate::job::{Job, JobState, Lane};
 
 /// Why the state machine (or a batch planner around it) refused an event: nothing changed.
 /// Domain words only; [`ApiError::from`] turns one into the API's error where a route or
@@ -48,6 +48,17 @@ pub enum Refusal {
     /// A hand-off for an attempt the job no longer waits for.
     #[error("the job no longer waits for this attempt")]
     NotWaiting,
+    /// A consumer's report on the running attempt without that attempt's lease token (a
+    /// forged report, or one from a host that never held the attempt).
+    #[error("the report does not carry the lease token of attempt {attempt}")]
+    LeaseMismatch { attempt: u32 },
+    /// A consumer's report about an edge-lane job: only the edge runs and reports those.
+    #[error("the job runs in the edge lane; consumers do not report on it")]
+    EdgeLane,
+    /// A consumer's report about a job no consumer holds (no native attempt is running, or
+    /// it was not started by a consumer).
+    #[error("no consumer holds an attempt of this job (it is {state})")]
+    NotLeased { state: String },
 }
 
 impl Refusal {
@@ -64,6 +75,8 @@ impl Refusal {
             | Refusal::NotWaiting => ErrorCode::StaleAttempt,
             Refusal::LeaseLost { .. } => ErrorCode::LeaseLost,
             Refusal::LeaseHeld => ErrorCode::LeaseHeld,
+            Refusal::LeaseMismatch { .. } => ErrorCode::LeaseMismatch,
+            Refusal::EdgeLane | Refusal::NotLeased { .. } => ErrorCode::NotLeased,
             Refusal::CancelledWhileRunning => ErrorCode::JobCancelled,
         }
     }
@@ -205,6 +218,34 @@ fn clip_error(e: &str) -> String {
     crate::job::clip(e, MAX_ERROR_BYTES)
 }
 
+/// Whether a native consumer's report may reach `job` at all; [`apply`] then decides the
+/// move. Consumers report only on native-lane jobs. A start or a takeover carries no lease
+/// (it is how a consumer gets one: the shard issues a token with it). Any other report
+/// (heartbeat, progress, completion, failure) needs a running attempt, and when it names
+/// that attempt it must carry the token `lease` that attempt's start issued; a report naming
+/// another attempt is left to the attempt fencing of [`apply`] (`stale_attempt`,
+/// `lease_lost`), as before. The tokens are compared in constant time and never echoed.
+pub fn check_lease(job: &Job, event: &Event, lease: Option<&str>) -> Result<(), Refusal> {
+    if job.lane != Lane::Native {
+        return Err(Refusal::EdgeLane);
+    }
+    let attempt = match event {
+        Event::Heartbeat { attempt, .. } | Event::Complete { attempt, .. } | Event::Fail { attempt, .. } => *attempt,
+        _ => return Ok(()),
+    };
+    if job.state != JobState::Active {
+        return Err(Refusal::NotLeased { state: job.state.as_str().to_owned() });
+    }
+    if attempt != job.attempt {
+        return Ok(());
+    }
+    match (job.lease.as_deref(), lease) {
+        (None, _) => Err(Refusal::NotLeased { state: job.state.as_str().to_owned() }),
+        (Some(held), Some(given)) if crate::secret::constant_time_eq(held, given) => Ok(()),
+        _ => Err(Refusal::LeaseMismatch { attempt }),
+    }
+}
+
 fn finish(mut job: Job, state: JobState, now: u64) -> Job {
     job.state = state;
     job.finished_at = Some(now);
@@ -213,8 +254,18 @@ fn finish(mut job: Job, state: JobState, now: u64) -> Job {
 }
 
 /// Applies `event` to `job` at time `now` (ms). `unit` is a uniform random sample in
-/// `[0, 1)` used for backoff jitter.
+/// `[0, 1)` used for backoff jitter. A job keeps its lease token only while the same
+/// attempt runs: a new attempt or the end of one clears it (the shard issues the new
+/// attempt's token, `plan::apply_reports`).
 pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition, Refusal> {
+    let mut t = step(job, event, now, unit)?;
+    if t.job.state != JobState::Active || t.job.attempt != job.attempt || job.state != JobState::Active {
+        t.job.lease = None;
+    }
+    Ok(t)
+}
+
+fn step(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition, Refusal> {
     use JobState::*;
     let ok = |job: Job, effect: Effect| Ok(Transition { job, effect, refusal: None });
     match (job.state, &event) {
@@ -231,7 +282,7 @@ pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition,
             next.updated_at = now;
             ok(next, Effect::None)
         }
-        (Queued, Event::Reclaim { attempt, .. }) => apply(job, Event::Start { attempt: *attempt }, now, unit),
+        (Queued, Event::Reclaim { attempt, .. }) => step(job, Event::Start { attempt: *attempt }, now, unit),
         (Active, Event::Reclaim { attempt, lease_ms }) => {
             if *attempt > job.attempt {
                 return Err(Refusal::NewerAttempt { attempt: *attempt, current: job.attempt });
@@ -565,6 +616,59 @@ mod tests {
         let last = apply(&new_job(1), Event::Start { attempt: 1 }, 10_000, 0.5).expect("start").job;
         let t = apply(&last, Event::Reclaim { attempt: 1, lease_ms: 30_000 }, 50_000, 0.5).expect("applied");
         assert_eq!((t.job.state, t.refusal.is_some()), (JobState::Dead, true));
+    }
+
+    #[test]
+    fn only_the_running_attempts_lease_reaches_a_native_job() {
+        let mut native = new_job(3);
+        native.lane = Lane::Native;
+        let mut active = apply(&native, Event::Start { attempt: 1 }, 2_000, 0.5).expect("start").job;
+        assert_eq!(active.lease, None, "the shard's planner issues the token, not apply");
+        active.lease = Some("a".repeat(32));
+        let beat = |attempt| Event::Heartbeat { attempt, progress: None };
+        let held = "a".repeat(32);
+        let table: &[(&Job, Event, Option<&str>, Option<ErrorCode>)] = &[
+            (&active, beat(1), Some(&held), None),
+            (&active, Event::Complete { attempt: 1, result: None }, Some(&held), None),
+            (&active, beat(1), Some("b"), Some(ErrorCode::LeaseMismatch)),
+            (&active, beat(1), None, Some(ErrorCode::LeaseMismatch)),
+            (
+                &active,
+                Event::Fail { attempt: 1, error: "x".into(), disposition: Disposition::Permanent },
+                Some(""),
+                Some(ErrorCode::LeaseMismatch),
+            ),
+            // Another attempt is the fencing's to answer, as before leases.
+            (&active, beat(0), None, None),
+            // Starts and takeovers are how a lease is obtained.
+            (&native, Event::Start { attempt: 1 }, None, None),
+            (&active, Event::Reclaim { attempt: 1, lease_ms: 0 }, None, None),
+            // No live attempt: nothing to report on.
+            (&native, beat(0), Some(&held), Some(ErrorCode::NotLeased)),
+        ];
+        for (job, event, lease, want) in table {
+            let got = check_lease(job, event, *lease).err().map(|r| r.code());
+            assert_eq!(got, *want, "{event:?} with {lease:?} on a {} job", job.state.as_str());
+        }
+        // An attempt started without a token (not by a consumer) takes no consumer report.
+        let mut unleased = active.clone();
+        unleased.lease = None;
+        assert_eq!(check_lease(&unleased, &beat(1), Some(&held)).map_err(|r| r.code()), Err(ErrorCode::NotLeased));
+        // Edge-lane jobs take no consumer report at all, a start included.
+        let edge = new_job(3);
+        for e in [Event::Start { attempt: 1 }, Event::Reclaim { attempt: 1, lease_ms: 0 }, beat(0)] {
+            assert_eq!(check_lease(&edge, &e, None).map_err(|r| r.code()), Err(ErrorCode::NotLeased));
+        }
+        // The token lives as long as its attempt: a heartbeat keeps it, a takeover or an
+        // outcome clears it (a takeover's new token comes from the planner).
+        let t = apply(&active, beat(1), 3_000, 0.5).expect("beat");
+        assert_eq!(t.job.lease.as_deref(), Some(held.as_str()));
+        let t = apply(&active, Event::Reclaim { attempt: 1, lease_ms: 1 }, 9_000, 0.5).expect("taken over");
+        assert_eq!((t.job.attempt, t.job.lease.as_deref()), (2, None));
+        let t = apply(&active, Event::Complete { attempt: 1, result: None }, 3_000, 0.5).expect("done");
+        assert_eq!(t.job.lease, None);
+        let refusal = Refusal::LeaseMismatch { attempt: 1 };
+        assert!(!ApiError::from(refusal).message.contains(&held), "the token is never echoed");
     }
 
     #[test]

@@ -105,6 +105,53 @@ pub fn apply_events(
     (plan, answers)
 }
 
+/// Applies native consumers' reports in order, as [`apply_events`] applies events, with the
+/// rules of leases first ([`machine::check_lease`]: native-lane jobs only, and every report
+/// but a start or a takeover carries the running attempt's token). A start or a takeover
+/// that begins an attempt gets a new token from `token` (the shard's randomness), which the
+/// answer's job carries to the consumer; a refused report changes nothing.
+pub fn apply_reports(
+    loaded: Vec<Job>,
+    reports: Vec<crate::report::Report>,
+    now: u64,
+    unit: &mut impl FnMut() -> f64,
+    token: &mut impl FnMut() -> String,
+) -> (Plan, Vec<Result<Job, Refusal>>) {
+    let mut jobs: BTreeMap<JobId, Job> = loaded.into_iter().map(|j| (j.id.clone(), j)).collect();
+    let mut changed: BTreeSet<JobId> = BTreeSet::new();
+    let mut plan = Plan::default();
+    let mut answers = Vec::with_capacity(reports.len());
+    for crate::report::Report { id, event, lease } in reports {
+        let Some(job) = jobs.get(&id) else {
+            answers.push(Err(Refusal::NotFound { id: id.clone() }));
+            continue;
+        };
+        if let Err(e) = machine::check_lease(job, &event, lease.as_deref()) {
+            answers.push(Err(e));
+            continue;
+        }
+        let begins = matches!(event, Event::Start { .. } | Event::Reclaim { .. });
+        match machine::apply(job, event, now, unit()) {
+            Ok(mut t) => {
+                if begins && t.job.state == JobState::Active && t.job.lease.is_none() {
+                    t.job.lease = Some(token());
+                }
+                plan.deltas.extend(stats::transition(job, &t.job, now));
+                plan.effects.add(&t.job, t.effect);
+                changed.insert(id.clone());
+                answers.push(match t.refusal {
+                    Some(e) => Err(e),
+                    None => Ok(t.job.clone()),
+                });
+                jobs.insert(id, t.job);
+            }
+            Err(e) => answers.push(Err(e)),
+        }
+    }
+    plan.updates = changed.into_iter().filter_map(|id| jobs.remove(&id)).collect();
+    (plan, answers)
+}
+
 /// The answer to one item of a create: the job, and whether this call created it (`false`:
 /// its idempotency key already named it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +295,71 @@ mod tests {
     }
 
     #[test]
+    #[test]
+    fn reports_need_the_live_lease_and_a_takeover_issues_a_new_one() {
+        use crate::report::Report;
+        let mut q = job(1, json!({ "type": "noop" }));
+        q.lane = Lane::Native;
+        let mut n = 0;
+        let mut token = || {
+            n += 1;
+            format!("token-{n}")
+        };
+        let report = |event, lease: Option<&str>| Report::new(q.id.clone(), event, lease.map(str::to_owned));
+        let (plan, answers) = apply_reports(
+            vec![q.clone()],
+            vec![report(Event::Start { attempt: 1 }, None)],
+            2_000,
+            &mut half(),
+            &mut token,
+        );
+        let started = answers[0].clone().expect("started");
+        assert_eq!((started.state, started.lease.as_deref()), (JobState::Active, Some("token-1")));
+        assert_eq!(plan.updates, vec![started.clone()]);
+        // A forged completion (no token, a wrong one) changes nothing; the holder's does.
+        let beat = |lease| report(Event::Heartbeat { attempt: 1, progress: Some(json!(1)) }, lease);
+        let (plan, answers) = apply_reports(
+            vec![started.clone()],
+            vec![
+                report(Event::Complete { attempt: 1, result: None }, None),
+                beat(Some("token-9")),
+                beat(Some("token-1")),
+            ],
+            3_000,
+            &mut half(),
+            &mut token,
+        );
+        let codes: Vec<_> = answers.iter().map(|a| a.as_ref().map(|j| j.state).map_err(Refusal::code)).collect();
+        assert_eq!(
+            codes,
+            [Err(ErrorCode::LeaseMismatch), Err(ErrorCode::LeaseMismatch), Ok(JobState::Active)],
+            "only the holder's report applies"
+        );
+        assert_eq!(plan.updates.len(), 1);
+        // A takeover after the lease issues a new token; the old holder's reports are refused.
+        let reclaim = report(Event::Reclaim { attempt: 1, lease_ms: 1_000 }, None);
+        let (_, answers) = apply_reports(vec![started.clone()], vec![reclaim], 9_000, &mut half(), &mut token);
+        let taken = answers[0].clone().expect("taken over");
+        assert_eq!((taken.attempt, taken.lease.as_deref()), (2, Some("token-2")));
+        let late = report(Event::Complete { attempt: 2, result: None }, Some("token-1"));
+        let (plan, answers) = apply_reports(vec![taken.clone()], vec![late], 9_001, &mut half(), &mut token);
+        assert_eq!(
+            (answers[0].clone().map_err(|r| r.code()).err(), plan.updates.len()),
+            (Some(ErrorCode::LeaseMismatch), 0)
+        );
+        // Edge-lane jobs take no consumer report; the edge's own events need no lease.
+        let edge = job(2, json!({ "type": "noop" }));
+        let start = Report::new(edge.id.clone(), Event::Start { attempt: 1 }, None);
+        let (plan, answers) = apply_reports(vec![edge.clone()], vec![start], 2_000, &mut half(), &mut token);
+        assert_eq!(
+            (answers[0].clone().map_err(|r| r.code()).err(), plan.updates.len()),
+            (Some(ErrorCode::NotLeased), 0)
+        );
+        let (_, answers) =
+            apply_events(vec![edge.clone()], vec![ev(&edge, Event::Start { attempt: 1 })], 2_000, &mut half());
+        assert_eq!(answers[0].clone().map(|j| j.lease), Ok(None), "the edge runs its own jobs without leases");
+    }
+
     fn events_for_one_job_apply_in_order_and_save_the_last_version_once() {
         let a = job(1, json!({ "type": "noop" }));
         let (plan, answers) = apply_events(

@@ -2,12 +2,14 @@
 //! many events (start, reclaim, heartbeat, complete, fail) for many jobs; the edge groups them
 //! per shard, applies each shard's in one call, and answers every event on its own (each is
 //! still fenced by its attempt). Answers carry the edge's lease, so every consumer uses the
-//! lease the edge decides takeovers with.
+//! lease the edge decides takeovers with. Every report but a start or a takeover carries the
+//! lease token the attempt's start answered with (`job.lease`): only its holder may report.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::plan::JobEvent;
+use crate::id::JobId;
+use crate::machine::Event;
 use crate::protocol::Applied;
 
 /// Most events one report request may carry.
@@ -17,7 +19,27 @@ pub const MAX_EVENTS: usize = 500;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reports {
-    pub events: Vec<JobEvent>,
+    pub events: Vec<Report>,
+}
+
+/// Longest lease token a report may carry (the shard issues 32 hex digits).
+pub const MAX_LEASE_BYTES: usize = 64;
+
+/// One consumer report: the event about job `id`, and the lease token of the attempt it
+/// reports on (none for a start or a takeover, which are how a consumer obtains one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub id: JobId,
+    pub event: Event,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+}
+
+impl Report {
+    pub fn new(id: JobId, event: Event, lease: Option<String>) -> Report {
+        Report { id, event, lease }
+    }
 }
 
 /// One event's answer: the job's state after it (and the job itself for a start or a
@@ -55,13 +77,14 @@ pub struct Answers {
 }
 
 /// Each event's shard, or why it was refused before reaching one, in request order.
-pub type Planned = Vec<Result<(u16, JobEvent), ApiError>>;
+pub type Planned = Vec<Result<(u16, Report), ApiError>>;
 
 /// Each event's shard, in request order (the edge groups them per shard and puts the
 /// answers back in this order). Events naming a shard the deployment does not have are
-/// refused at once (`job_not_found`), as are events a consumer may not report; a reclaim
-/// gets the edge's lease whatever the consumer sent.
-pub fn plan(events: Vec<JobEvent>, shard_count: u16, lease_ms: u64) -> Planned {
+/// refused at once (`job_not_found`), as are events a consumer may not report and lease
+/// tokens longer than any the shard issues; a reclaim gets the edge's lease whatever the
+/// consumer sent.
+pub fn plan(events: Vec<Report>, shard_count: u16, lease_ms: u64) -> Planned {
     events
         .into_iter()
         .map(|mut e| {
@@ -71,10 +94,13 @@ pub fn plan(events: Vec<JobEvent>, shard_count: u16, lease_ms: u64) -> Planned {
                     "a consumer may report start, heartbeat, complete, fail or reclaim",
                 ));
             }
+            if e.lease.as_ref().is_some_and(|l| l.len() > MAX_LEASE_BYTES) {
+                return Err(ApiError::field("lease", format!("a lease token has at most {MAX_LEASE_BYTES} bytes")));
+            }
             if e.id.shard() >= shard_count {
                 return Err(ApiError::new(ErrorCode::JobNotFound, format!("no job with id {}", e.id)));
             }
-            if let crate::machine::Event::Reclaim { lease_ms: l, .. } = &mut e.event {
+            if let Event::Reclaim { lease_ms: l, .. } = &mut e.event {
                 *l = lease_ms;
             }
             Ok((e.id.shard(), e))
@@ -87,7 +113,6 @@ mod tests {
     use super::*;
     use crate::id::JobId;
     use crate::job::JobState;
-    use crate::machine::Event;
 
     #[test]
     fn plans_each_event_in_order_with_its_shard_or_refusal_and_the_edge_lease() {
@@ -95,16 +120,31 @@ mod tests {
         let b = JobId::new(1, 2, 2);
         let far = JobId::new(9, 3, 3);
         let events = vec![
-            JobEvent { id: a.clone(), event: Event::Start { attempt: 1 } },
-            JobEvent { id: far.clone(), event: Event::Start { attempt: 1 } },
-            JobEvent { id: b.clone(), event: Event::Reclaim { attempt: 1, lease_ms: 5 } },
-            JobEvent { id: a.clone(), event: Event::Cancel },
-            JobEvent { id: a.clone(), event: Event::Heartbeat { attempt: 1, progress: None } },
+            Report::new(a.clone(), Event::Start { attempt: 1 }, None),
+            Report::new(far.clone(), Event::Start { attempt: 1 }, None),
+            Report::new(b.clone(), Event::Reclaim { attempt: 1, lease_ms: 5 }, None),
+            Report::new(a.clone(), Event::Cancel, None),
+            Report::new(a.clone(), Event::Heartbeat { attempt: 1, progress: None }, Some("t".into())),
+            Report::new(a.clone(), Event::Heartbeat { attempt: 1, progress: None }, Some("t".repeat(65))),
         ];
         let planned = plan(events, 4, 30_000);
         let shown: Vec<Result<u16, ErrorCode>> =
             planned.iter().map(|p| p.as_ref().map(|(s, _)| *s).map_err(|e| e.code)).collect();
-        assert_eq!(shown, [Ok(0), Err(ErrorCode::JobNotFound), Ok(1), Err(ErrorCode::InvalidField), Ok(0)]);
+        assert_eq!(
+            shown,
+            [
+                Ok(0),
+                Err(ErrorCode::JobNotFound),
+                Ok(1),
+                Err(ErrorCode::InvalidField),
+                Ok(0),
+                Err(ErrorCode::InvalidField)
+            ]
+        );
+        assert_eq!(planned[4].as_ref().map(|(_, r)| r.lease.as_deref()), Ok(Some("t")), "the token travels on");
+        let wire: Report = serde_json::from_str(&format!(r#"{{"id":"{a}","event":{{"event":"start","attempt":1}}}}"#))
+            .expect("a start needs no lease");
+        assert_eq!(wire.lease, None);
         let reclaim = planned[2].as_ref().map(|(_, e)| e.event.clone());
         assert_eq!(reclaim, Ok(Event::Reclaim { attempt: 1, lease_ms: 30_000 }), "the edge's lease wins");
         let applied = Applied { id: a.clone(), state: JobState::Active, attempt: 1, job: None };

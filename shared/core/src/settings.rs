@@ -314,6 +314,7 @@ mod reference_tests {
             names::UPSTASH_TIMEOUT,
             names::NATIVE_LEASE,
             names::OUTBOUND_ALLOW,
+            names::CONSUMER_TOKENS,
             names::PAYLOAD_KEYS,
             names::JOB_TYPES,
         ] {

@@ -449,6 +449,7 @@ impl JobSpec {
             last_error: None,
             cancel_requested: false,
             stream_entry: None,
+            lease: None,
         };
         (job, effect)
     }

@@ -419,7 +419,8 @@ impl Include {
     /// The JSON paths of a stored job a summary drops (`progress` always: it is the running
     /// attempt's, and can be as large as a result).
     pub fn dropped_paths(&self) -> Vec<&'static str> {
-        let mut out = vec!["$.progress", "$.attempts"];
+        // `$.lease`: a running native attempt's token, which only its holder may see.
+        let mut out = vec!["$.progress", "$.attempts", "$.lease"];
         if !self.payload {
             out.push("$.payload");
         }

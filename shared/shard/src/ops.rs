@@ -16,12 +16,16 @@ use serde_json::value::RawValue;
 
 use crate::sql::{Cols, Sql, StoreError, Value, int, text};
 use crate::store::{self, like_escape, tags_column};
-use crate::{Effects, Host, Outcome, Shard};
+use crate::{Effects, Failure, Host, Level, Outcome, Shard};
 
 /// Largest page a listing may ask one shard for.
 pub const MAX_LIST: u32 = 1000;
 
 fn not_found(id: &JobId) -> ApiError {
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
     ApiError::new(ErrorCode::JobNotFound, format!("no job with id {id}"))
 }
 
@@ -129,6 +133,77 @@ impl<S: Sql, H: Host> Shard<S, H> {
         if let Some(from) = q.from_ms {
             cond.push("updated_at >= ?".into());
             binds.push(int(from));
+    /// Applies native consumers' reports in one transaction (see `plan::apply_reports`):
+    /// native-lane jobs only; a start or a takeover issues the attempt's lease token, which
+    /// its answer carries; every other report must carry the live token. Refusals for want
+    /// of the lease are logged with the consumer's name (never a token).
+    pub fn report_many(&self, r: ReportMany) -> Outcome<(Vec<Result<Applied, Refusal>>, Effects)> {
+        let now = self.host.now_ms();
+        let ReportMany { reports, consumer, full } = r;
+        #[cfg(feature = "bugs")]
+        let reports = self.bugs.unchecked_lease(&self.db, reports)?;
+        let order: Vec<JobId> = reports.iter().map(|e| e.id.clone()).collect();
+        let ids: BTreeSet<JobId> = order.iter().cloned().collect();
+        let begins: Vec<bool> =
+            reports.iter().map(|e| matches!(e.event, Event::Start { .. } | Event::Reclaim { .. })).collect();
+        let wants: Vec<bool> = begins.iter().map(|b| full || *b).collect();
+        // Tokens are drawn before the transaction: a failing random source refuses the call
+        // (503, the consumer tries again) instead of issuing a weak token.
+        let mut tokens = begins.iter().filter(|b| **b).map(|_| self.lease_token()).collect::<Outcome<Vec<String>>>()?;
+        let (answers, effects) = self.commit(|db| {
+            let loaded = store::load_many(db, &ids)?;
+            let mut token = || {
+                tokens
+                    .pop()
+                    .unwrap_or_else(|| format!("{:016x}{:016x}", self.host.random_u64(), self.host.random_u64()))
+            };
+            let (plan, answers) =
+                plan::apply_reports(loaded, reports, now, &mut || self.host.random_unit(), &mut token);
+            store::apply(db, &plan, now)?;
+            Ok((answers, plan.effects))
+        })?;
+        let refused: Vec<String> = order
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| {
+                matches!(a, Err(Refusal::LeaseMismatch { .. } | Refusal::EdgeLane | Refusal::NotLeased { .. }))
+            })
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if !refused.is_empty() {
+            self.host.log(
+                Level::Warn,
+                "consumer reports refused: not the holder of a live lease",
+                serde_json::json!({ "consumer": consumer, "refused": refused.len(), "jobs": &refused[..refused.len().min(10)] }),
+            );
+        }
+        let applied = answers
+            .into_iter()
+            .zip(wants)
+            .map(|(a, want)| {
+                a.map(|job| Applied {
+                    id: job.id.clone(),
+                    state: job.state,
+                    attempt: job.attempt,
+                    job: want.then_some(job),
+                })
+            })
+            .collect();
+        Ok((applied, effects))
+    }
+
+    /// A new lease token: 192 bits of the host's cryptographic randomness, in hex.
+    fn lease_token(&self) -> Outcome<String> {
+        let mut bytes = Vec::with_capacity(24);
+        for _ in 0..2 {
+            let nonce = self.host.random_nonce().map_err(|e| {
+                Failure::Refused(ApiError::new(ErrorCode::Unavailable, format!("cannot issue a lease token: {e}")))
+            })?;
+            bytes.extend_from_slice(&nonce);
+        }
+        Ok(hex_string(&bytes))
+    }
+
         }
         if let Some(to) = q.to_ms {
             cond.push("updated_at < ?".into());

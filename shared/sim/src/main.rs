@@ -58,6 +58,7 @@ fn bugs(name: Option<&str>) -> Result<Bugs, String> {
         Some("unchecked-attempts") => b.unchecked_attempts = true,
         Some("sweep-resends-cancelled") => b.sweep_resends_cancelled = true,
         Some("schedule-ticks-twice") => b.schedule_ticks_twice = true,
+        Some("unchecked-lease") => b.unchecked_lease = true,
         Some(other) => return Err(format!("unknown bug {other}")),
     }
     Ok(b)

@@ -22,6 +22,7 @@ pub const INVARIANTS: &[&str] = &[
     "final-is-final",
     "final-counters-match",
     "stale-reports-change-nothing",
+    "unleased-reports-change-nothing",
     "cancelled-stays-cancelled",
     "one-job-per-idempotency-key",
     "one-run-per-schedule-tick",
@@ -137,6 +138,18 @@ impl Oracle {
             self.fail(
                 "stale-reports-change-nothing",
                 format!("a report for a non-current attempt of {id} changed it: {was:?} -> {now:?}"),
+            );
+        }
+    }
+
+    /// A consumer's report did not carry the job's live lease token (or named an edge-lane
+    /// job): the row must not change.
+    pub fn unleased_report(&mut self, id: &str, was: &Seen, now: Option<&Seen>) {
+        self.check("unleased-reports-change-nothing");
+        if now != Some(was) {
+            self.fail(
+                "unleased-reports-change-nothing",
+                format!("a report without the live lease token of {id} changed it: {was:?} -> {now:?}"),
             );
         }
     }

@@ -11,8 +11,9 @@ use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::{Disposition, Event};
 use edgejobs_core::plan::{JobEvent, SweepPolicy};
 use edgejobs_core::protocol::{
-    ApplyMany, Export, HandoffMany, Import, ReplayDead, RetentionDelete, RetentionPage, ScheduleOp,
+    ApplyMany, Export, HandoffMany, Import, ReplayDead, ReportMany, RetentionDelete, RetentionPage, ScheduleOp,
 };
+use edgejobs_core::report::Report;
 use edgejobs_core::wire::JobRef;
 use edgejobs_core::{JobId, Lane};
 use edgejobs_shard::native::Sqlite;
@@ -105,6 +106,17 @@ struct Run {
     attempt: u32,
     at: u64,
     end: End,
+    /// How its reports travel: the edge's own (edge lane) or a consumer's with the lease
+    /// token its start or takeover was answered with (a stale holder keeps its old one).
+    via: Via,
+}
+
+/// Who reports: the edge runner (its own events, no lease) or a native consumer through
+/// the consumer route, with the lease token it holds (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Via {
+    Edge,
+    Consumer(Option<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +152,7 @@ pub enum Kind {
     NativePause,
     NativeCrash,
     NativeReclaim,
+    Forge,
     LateReport,
     Cancel,
     Replay,
@@ -161,6 +174,7 @@ pub const KINDS: &[(Kind, u64)] = &[
     (Kind::NativePause, 1),
     (Kind::NativeCrash, 1),
     (Kind::NativeReclaim, 3),
+    (Kind::Forge, 2),
     (Kind::LateReport, 4),
     (Kind::Cancel, 4),
     (Kind::Replay, 2),
@@ -188,7 +202,7 @@ pub struct World {
     edge_runs: Vec<Run>,
     stream: Vec<Entry>,
     consumers: Vec<Consumer>,
-    late: Vec<(u64, JobEvent)>,
+    late: Vec<(u64, JobEvent, Via)>,
     staged: Vec<(u16, edgejobs_shard::bugs::Staged)>,
     cfg: EdgeConfig,
     policy: SweepPolicy,
@@ -357,10 +371,36 @@ impl World {
         Some(Seen { state: c.text().ok()?, attempt: c.u64().ok()?, updated_at: c.u64().ok()? })
     }
 
-    /// A consumer's report, applied and answered. A report naming an attempt that is not
-    /// the job's current running one must change nothing: its row is read just before and
-    /// just after, so nothing else can be blamed.
-    fn report(&mut self, id: JobId, event: Event) -> bool {
+    /// Native consumers' reports, through the consumer route's operation.
+    fn report_many(
+        &mut self,
+        shard: u16,
+        reports: Vec<Report>,
+    ) -> Vec<Result<edgejobs_core::protocol::Applied, edgejobs_core::machine::Refusal>> {
+        let s = &self.shards[shard as usize];
+        match s.settle(s.report_many(ReportMany { reports, consumer: "sim".into(), full: false })) {
+            Ok((answers, effects)) => {
+                self.effects(shard, effects);
+                answers
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// A job's lane and live lease token, read now.
+    fn lease_of(&self, id: &JobId) -> Option<(String, Option<String>)> {
+        let q = "SELECT json_extract(doc, '$.lane'), json_extract(doc, '$.lease') FROM jobs WHERE id = ?";
+        let rows = self.shards[id.shard() as usize].db.rows(q, &[edgejobs_shard::sql::text(id.as_str())]).ok()?;
+        let mut c = Cols::new(rows.into_iter().next()?);
+        Some((c.text().ok()?, c.opt_text().ok()?))
+    }
+
+    /// A report, applied and answered (`via` the edge's own events or a consumer's route).
+    /// A report naming an attempt that is not the job's current running one must change
+    /// nothing, and so must a consumer's report that does not carry the job's live lease
+    /// token (a forged one, an edge-lane job's): its row is read just before and just
+    /// after, so nothing else can be blamed.
+    fn report(&mut self, id: JobId, event: Event, via: Via) -> bool {
         let attempt = match &event {
             Event::Heartbeat { attempt, .. } | Event::Complete { attempt, .. } | Event::Fail { attempt, .. } => {
                 *attempt
@@ -369,13 +409,30 @@ impl World {
         };
         let before = self.row(&id);
         let stale = before.as_ref().filter(|b| b.state != "active" || b.attempt != attempt as u64).cloned();
+        // A consumer's report other than a start or a takeover without the live token, or
+        // any consumer report about an edge-lane job.
+        let unleased = match (&via, self.lease_of(&id)) {
+            (Via::Consumer(held), Some((lane, live))) => {
+                let reports = !matches!(event, Event::Start { .. } | Event::Reclaim { .. });
+                lane == "edge" || (reports && (held.is_none() || *held != live))
+            }
+            _ => false,
+        };
+        let unleased = before.clone().filter(|_| unleased);
         let shard = id.shard();
         let name = event.name();
-        let answers = self.apply(shard, vec![JobEvent { id: id.clone(), event }]);
+        let answers = match via {
+            Via::Edge => self.apply(shard, vec![JobEvent { id: id.clone(), event }]),
+            Via::Consumer(lease) => self.report_many(shard, vec![Report::new(id.clone(), event, lease)]),
+        };
         let ok = answers.first().is_some_and(Result::is_ok);
         if let Some(was) = stale {
             let now = self.row(&id);
             self.oracle.stale_report(id.as_str(), &was, now.as_ref());
+        }
+        if let Some(was) = unleased {
+            let now = self.row(&id);
+            self.oracle.unleased_report(id.as_str(), &was, now.as_ref());
         }
         self.note(|| format!("report {name} attempt {attempt} of {id}: {}", if ok { "accepted" } else { "refused" }));
         ok
@@ -465,9 +522,9 @@ impl World {
                 let now = self.now();
                 let due: Vec<usize> = (0..self.late.len()).filter(|i| self.late[*i].0 <= now).collect();
                 let Some(&i) = rng.pick(&due) else { return vec![] };
-                let (_, e) = self.late.swap_remove(i);
+                let (_, e, via) = self.late.swap_remove(i);
                 let shard = e.id.shard();
-                self.report(e.id, e.event);
+                self.report(e.id, e.event, via);
                 vec![shard]
             }
             Kind::NativeTake => {
@@ -502,6 +559,7 @@ impl World {
                 vec![]
             }
             Kind::NativeReclaim => self.native_reclaim(rng),
+            Kind::Forge => self.forge(rng),
             Kind::Cancel => {
                 let shard = any_shard as usize;
                 let open: Vec<&String> =
@@ -639,7 +697,7 @@ impl World {
                 });
                 if started {
                     let end = Self::outcome(rng, &self.faults);
-                    self.edge_runs.push(Run { id, attempt, at: self.now() + rng.below(4_000), end });
+                    self.edge_runs.push(Run { id, attempt, at: self.now() + rng.below(4_000), end, via: Via::Edge });
                 }
             }
             Lane::Native => {
@@ -670,6 +728,7 @@ impl World {
                         at: self.now() + rng.below(4_000),
                         end,
                     });
+                        via: Via::Edge,
                 }
             }
         }
@@ -689,10 +748,10 @@ impl World {
         };
         if rng.chance(self.faults.late_report) {
             let at = now + rng.below(60_000);
-            self.late.push((at, JobEvent { id: run.id.clone(), event: event.clone() }));
+            self.late.push((at, JobEvent { id: run.id.clone(), event: event.clone() }, run.via.clone()));
         }
         let shard = run.id.shard();
-        self.report(run.id, event);
+        self.report(run.id, event, run.via);
         vec![shard]
     }
 
@@ -708,15 +767,19 @@ impl World {
         let Some(&i) = rng.pick(&free) else { return vec![] };
         let (id, attempt) = (self.stream[i].id.clone(), self.stream[i].attempt);
         let shard = id.shard();
-        let answers = self.apply(shard, vec![JobEvent { id: id.clone(), event: Event::Start { attempt } }]);
-        let ok = answers.first().is_some_and(Result::is_ok);
+        let answers = self.report_many(shard, vec![Report::new(id.clone(), Event::Start { attempt }, None)]);
+        let lease = match answers.into_iter().next() {
+            Some(Ok(a)) => Some(a.job.and_then(|j| j.lease)),
+            _ => None,
+        };
+        let ok = lease.is_some();
         self.note(|| format!("consumer {c} takes {id} attempt {attempt}: {}", if ok { "started" } else { "refused" }));
-        if ok {
+        if let Some(lease) = lease {
             self.stream[i].owner = Some(c);
             self.stream[i].idle_since = self.now();
             let end = Self::outcome(rng, &self.faults);
             let at = self.now() + rng.below(3 * LEASE_MS);
-            self.consumers[c].holds.push(Run { id, attempt, at, end });
+            self.consumers[c].holds.push(Run { id, attempt, at, end, via: Via::Consumer(lease) });
         } else {
             self.stream.swap_remove(i);
         }
@@ -729,7 +792,7 @@ impl World {
         let mut touched = BTreeSet::new();
         for h in holds {
             touched.insert(h.id.shard());
-            let ok = self.report(h.id.clone(), Event::Heartbeat { attempt: h.attempt, progress: None });
+            let ok = self.report(h.id.clone(), Event::Heartbeat { attempt: h.attempt, progress: None }, h.via.clone());
             if ok {
                 let now = self.now();
                 for e in self.stream.iter_mut().filter(|e| e.id == h.id && e.owner == Some(c)) {
@@ -753,9 +816,10 @@ impl World {
         match Self::end_event(&run) {
             Some(event) => {
                 if rng.chance(self.faults.late_report) {
-                    self.late.push((now + rng.below(60_000), JobEvent { id: run.id.clone(), event: event.clone() }));
+                    let late = JobEvent { id: run.id.clone(), event: event.clone() };
+                    self.late.push((now + rng.below(60_000), late, run.via.clone()));
                 }
-                self.report(run.id.clone(), event);
+                self.report(run.id.clone(), event, run.via.clone());
                 self.stream.retain(|e| !(e.id == run.id && e.owner == Some(c)));
             }
             None => self.note(|| format!("consumer {c} loses {} silently", run.id)),
@@ -772,14 +836,16 @@ impl World {
         let Some(&i) = rng.pick(&idle) else { return vec![] };
         let (id, attempt) = (self.stream[i].id.clone(), self.stream[i].attempt);
         let shard = id.shard();
-        let answers =
-            self.apply(shard, vec![JobEvent { id: id.clone(), event: Event::Reclaim { attempt, lease_ms: LEASE_MS } }]);
+        let reclaim = Report::new(id.clone(), Event::Reclaim { attempt, lease_ms: LEASE_MS }, None);
+        let answers = self.report_many(shard, vec![reclaim]);
         match answers.into_iter().next() {
             Some(Ok(a)) => {
                 self.stream[i].owner = Some(c);
                 self.stream[i].idle_since = now;
                 let end = Self::outcome(rng, &self.faults);
-                let run = Run { id: id.clone(), attempt: a.attempt, at: now + rng.below(3 * LEASE_MS), end };
+                let lease = a.job.and_then(|j| j.lease);
+                let at = now + rng.below(3 * LEASE_MS);
+                let run = Run { id: id.clone(), attempt: a.attempt, at, end, via: Via::Consumer(lease) };
                 self.consumers[c].holds.push(run);
                 self.note(|| format!("consumer {c} reclaims {id}: runs attempt {}", a.attempt));
             }
@@ -792,6 +858,48 @@ impl World {
     }
 
     fn alarm(&mut self, shard: u16) {
+    /// A consumer host that knows a job's id and running attempt but does not hold it
+    /// reports on it anyway: no token, a made-up one, or another job's live token; or it
+    /// starts an edge-lane job through the consumer route. The shard must refuse them all.
+    fn forge(&mut self, rng: &mut Rng) -> Vec<u16> {
+        let shard = rng.below(SHARDS as u64) as u16;
+        let open: Vec<&String> =
+            self.oracle.rows[shard as usize].iter().filter(|(_, s)| !is_final(&s.state)).map(|(id, _)| id).collect();
+        let Some(id) = rng.pick(&open).and_then(|s| s.parse::<JobId>().ok()) else { return vec![] };
+        let Some(row) = self.row(&id) else { return vec![] };
+        let attempt = row.attempt as u32;
+        let stolen: Vec<Option<String>> = self
+            .consumers
+            .iter()
+            .flat_map(|c| c.holds.iter())
+            .filter(|r| r.id != id)
+            .filter_map(|r| match &r.via {
+                Via::Consumer(l) => Some(l.clone()),
+                Via::Edge => None,
+            })
+            .collect();
+        let lease = match rng.below(3) {
+            0 => None,
+            1 => Some(format!("{:032x}", rng.next_u64())),
+            _ => rng.pick(&stolen).cloned().flatten(),
+        };
+        let event = match rng.below(4) {
+            0 => Event::Heartbeat { attempt, progress: Some(json!("forged")) },
+            1 => Event::Complete { attempt, result: Some(json!("forged")) },
+            2 => Event::Fail { attempt, error: "forged".into(), disposition: Disposition::Permanent },
+            _ => Event::Start { attempt: attempt + 1 },
+        };
+        // A forged start is only a forgery on an edge-lane job: on a native one it is the
+        // hand-off's start, which whoever reads the stream may make.
+        if matches!(event, Event::Start { .. }) && self.lease_of(&id).is_some_and(|(lane, _)| lane != "edge") {
+            return vec![];
+        }
+        let name = event.name();
+        let ok = self.report(id.clone(), event, Via::Consumer(lease));
+        self.note(|| format!("a forged {name} on {id}: {}", if ok { "accepted" } else { "refused" }));
+        vec![shard]
+    }
+
         self.note(|| format!("alarm of shard {shard}"));
         let cfg = self.cfg.clone();
         self.pages(shard, |s| s.wake_page());
@@ -1003,7 +1111,7 @@ impl World {
                 }
                 run.at = run.at.min(now);
                 if let Some(e) = Self::end_event(&run) {
-                    self.report(run.id, e);
+                    self.report(run.id, e, run.via);
                 }
             }
             self.observe_all(&mut allow);
@@ -1015,7 +1123,7 @@ impl World {
                 let holds = std::mem::take(&mut self.consumers[c].holds);
                 for run in holds {
                     if let Some(e) = Self::end_event(&run) {
-                        self.report(run.id.clone(), e);
+                        self.report(run.id.clone(), e, run.via.clone());
                     }
                     self.stream.retain(|e| e.id != run.id || e.owner != Some(c));
                 }

@@ -42,10 +42,20 @@ fn a_schedule_that_fires_a_tick_twice_is_found() {
 }
 
 #[test]
+fn a_report_applied_without_its_lease_check_is_found() {
+    found("unchecked-lease", "unleased-reports-change-nothing");
+}
+
+#[test]
 fn without_a_bug_a_run_holds_every_invariant_and_says_so() {
     let (ok, out) = sim(&["--seed", "7", "--steps", "3000"]);
     assert!(ok, "{out}");
-    for name in ["acknowledged-jobs-exist", "stale-reports-change-nothing", "liveness-after-faults-stop"] {
+    for name in [
+        "acknowledged-jobs-exist",
+        "stale-reports-change-nothing",
+        "unleased-reports-change-nothing",
+        "liveness-after-faults-stop",
+    ] {
         let line = out.lines().find(|l| l.contains(&format!("invariant {name}:"))).expect("reported");
         assert!(!line.contains("checked 0 times"), "{name} was never exercised: {line}");
     }

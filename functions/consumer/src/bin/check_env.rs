@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             }
             println!("{} problem(s)", problems.len());
             ExitCode::from(1)
+    names::CONSUMER_TOKENS,
         }
         Err(e) => {
             eprintln!("edgejobs-check-env: {e}\n\n{USAGE}");

@@ -1,24 +1,36 @@
-//! Reports from the native consumer about the attempts it runs (consumer token scope).
+//! Reports from the native consumer about the attempts it runs (consumer token scope). Both
+//! routes go to the shards as [`ReportMany`]: native-lane jobs only, and every report but a
+//! start or a takeover carries the lease token the attempt's start answered with.
 
+use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Event;
-use edgejobs_core::protocol::ApplyMany;
-use edgejobs_core::report::{self, Answer, Answers, MAX_EVENTS, Reports};
-use edgejobs_core::{ApiError, ErrorCode};
+use edgejobs_core::protocol::{Applied, ReportMany};
+use edgejobs_core::report::{self, Answer, Answers, MAX_EVENTS, Report, Reports};
+use edgejobs_core::{ApiError, ErrorCode, Job};
+use serde_json::Value;
 use worker::{Env, Request};
 
 use super::jobs::{Out, parse_id, respond};
 use crate::http;
 use crate::scatter;
+use crate::shard;
 
 /// Largest serialized `result` or `progress` a report may carry.
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 
-/// `POST /v1/internal/jobs/{id}/events` with an event (`start`, `heartbeat`, `complete`,
-/// `fail`) naming its attempt. Answers the job (200), or 409 `stale_attempt`,
+/// The name of the consumer token a request came with (the route's scope guarantees one).
+fn consumer(who: &Principal) -> String {
+    who.consumer.clone().unwrap_or_default()
+}
+
+/// `POST /v1/internal/jobs/{id}/events` with an event (`start`, `reclaim`, `heartbeat`,
+/// `complete`, `fail`) naming its attempt, and `lease` (the token the start answered with)
+/// for all but a start or a reclaim. Answers the job (200; a start's holds its `lease`), or
+/// 409 `stale_attempt`, `lease_lost`, `lease_held`, `lease_mismatch`, `not_leased`,
 /// `invalid_transition` or `job_cancelled` when the shard refuses the report.
-pub async fn event(req: &mut Request, env: &Env, cfg: &edgejobs_core::config::EdgeConfig, raw_id: &str) -> Out {
-    let body = http::read_json(req).await?;
+pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal, raw_id: &str) -> Out {
+    let mut body = http::read_json(req).await?;
     let size = body.to_string().len();
     if size > MAX_RESULT_BYTES + 1024 {
         return Err(ApiError::new(
@@ -26,24 +38,34 @@ pub async fn event(req: &mut Request, env: &Env, cfg: &edgejobs_core::config::Ed
             format!("the report is {size} bytes; result and progress may hold {MAX_RESULT_BYTES}"),
         ));
     }
+    let lease = match body.as_object_mut().and_then(|o| o.remove("lease")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(ApiError::field("lease", "must be the lease token (a string)")),
+    };
     let event: Event =
         serde_json::from_value(body).map_err(|e| ApiError::field("event", format!("not a valid report: {e}")))?;
-    if !event.is_consumer_report() {
-        return Err(ApiError::field("event", "a consumer may report start, heartbeat, complete, fail or reclaim"));
-    }
     let id = parse_id(raw_id, cfg)?;
-    let event = match event {
-        Event::Reclaim { attempt, .. } => Event::Reclaim { attempt, lease_ms: cfg.native_lease_ms },
-        e => e,
+    let planned = report::plan(vec![Report::new(id, event, lease)], cfg.shard_count, cfg.native_lease_ms);
+    let Some(item) = planned.into_iter().next() else {
+        return Err(ApiError::new(ErrorCode::Internal, "a report planned to nothing"));
     };
-    respond(200, &super::jobs::apply_one(env, id, event).await?)
+    let (s, r) = item?;
+    let answers = shard::call(env, s, ReportMany { reports: vec![r], consumer: consumer(who), full: true }).await?;
+    let job: Job = match answers.into_iter().next() {
+        Some(Ok(Applied { job: Some(job), .. })) => job,
+        Some(Err(e)) => return Err(e.into()),
+        _ => return Err(ApiError::new(ErrorCode::Internal, "malformed shard answer")),
+    };
+    respond(200, &job)
 }
 
 /// `POST /v1/internal/events`: many reports in one request (`{"events":[{"id":..,"event":
-/// {..}}, ..]}`, at most 500 and 1 MiB). Grouped per shard, each shard's applied in one call,
-/// all shards at once; answered `{"lease_ms":..,"answers":[{"ok":{..}}|{"error":{..}}, ..]}`
-/// in request order. A start or reclaim's answer holds the job.
-pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
+/// {..},"lease":..}, ..]}`, at most 500 and 1 MiB). Grouped per shard, each shard's applied
+/// in one call, all shards at once; answered `{"lease_ms":..,"answers":[{"ok":{..}}|
+/// {"error":{..}}, ..]}` in request order. A start or reclaim's answer holds the job (and its
+/// lease token).
+pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
     let body = http::read_json(req).await?;
     let Reports { events } = serde_json::from_value(body)
         .map_err(|e| ApiError::field("events", format!("not a valid report batch: {e}")))?;
@@ -51,8 +73,11 @@ pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
         return Err(ApiError::field("events", format!("{} events; at most {MAX_EVENTS} per request", events.len())));
     }
     let planned = report::plan(events, cfg.shard_count, cfg.native_lease_ms);
-    let applied =
-        scatter::by_shard(planned, |s, events| crate::shard::call(env, s, ApplyMany { events, full: false })).await;
+    let name = consumer(who);
+    let applied = scatter::by_shard(planned, |s, reports| {
+        shard::call(env, s, ReportMany { reports, consumer: name.clone(), full: false })
+    })
+    .await;
     let answers = applied.into_iter().map(|a| Answer::from(a.and_then(|a| a.map_err(ApiError::from)))).collect();
     respond(200, &Answers { lease_ms: cfg.native_lease_ms, answers })
 }

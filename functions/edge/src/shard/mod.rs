@@ -118,6 +118,7 @@ impl DurableObject for JobShard {
             ShardRequest::CreateMany(r) => reply(self.create_many(r).await),
             ShardRequest::Get(r) => self.answer(s.get(r)),
             ShardRequest::ApplyMany(r) => self.effects(s.apply_many(r)).await,
+            ShardRequest::ReportMany(r) => self.effects(s.report_many(r)).await,
             ShardRequest::List(r) => self.answer(s.list(r)),
             ShardRequest::GetMany(r) => self.answer(s.get_many(r)),
             ShardRequest::ReplayDead(r) => self.effects(s.replay_dead(r)).await,
