@@ -120,9 +120,9 @@ fn requests_without_a_key_write_nothing(ctx: &Ctx) -> anyhow::Result<()> {
         let age_ok =
             checked_at.first().is_some_and(|first| newest.saturating_sub(*first) <= took.as_millis() as u64 + 5000);
         ensure(age_ok, || format!("results older than 5 s: {checked_at:?}"))?;
-        // With a key: fresh checks, and its counts are written (the probe sees writes).
+        // With an admin key: fresh checks, and its counts are written (the probe sees writes).
         std::thread::sleep(Duration::from_millis(20));
-        let fresh = ctx.send(ctx.http.get(format!("{edge}/health")).bearer_auth(&stack.secrets.api_key))?;
+        let fresh = ctx.send(ctx.http.get(format!("{edge}/health")).bearer_auth(&stack.secrets.admin_key))?;
         let at = fresh.body["checked_at"].as_str().and_then(parse_rfc3339).unwrap_or(0);
         ensure(at > newest, || format!("a request with a key gets fresh checks: {} after {newest}", fresh.body))?;
         let wrote = wait_until(Duration::from_secs(10), || do_files(&dir) != after);

@@ -76,10 +76,13 @@ fn backup_writes_manifest_and_hashes_and_verifies(ctx: &Ctx) -> anyhow::Result<(
         wait_until(Duration::from_secs(20), || backups(ctx, &ctx.edge, &ctx.admin_key).is_ok_and(|b| b.len() > before)),
         || "the cron backed up".into(),
     )?;
-    // Anonymous health answers a result up to 5 s old: wait for one checked after the backup.
+    // Health's checks are shown to an admin key.
     let mut h = Value::Null;
     let seen = wait_until(Duration::from_secs(15), || {
-        h = ctx.send(ctx.http.get(ctx.url("/health"))).map(|r| r.body).unwrap_or(Value::Null);
+        h = ctx
+            .send(ctx.http.get(ctx.url("/health")).bearer_auth(&ctx.admin_key))
+            .map(|r| r.body)
+            .unwrap_or(Value::Null);
         h["checks"]["backup"]["ok"] == true
     });
     ensure(seen, || format!("health sees the backup: {h}"))?;
@@ -296,7 +299,8 @@ fn sweep_recovers_jobs_whose_queue_messages_were_lost(ctx: &Ctx) -> anyhow::Resu
             let resent = metric(ctx, stack, "edgejobs_sweep_resent_total")? - resent0;
             ensure(resent >= stuck as f64, || format!("{stuck} jobs were stuck; the sweep re-sent {resent}"))?;
             eprintln!("sweep: {stuck} of 10 jobs lost their queue message; {resent} re-sent");
-            let h = ctx.send(ctx.http.get(format!("{}/health", stack.edge_url)))?;
+            let h =
+                ctx.send(ctx.http.get(format!("{}/health", stack.edge_url)).bearer_auth(&stack.secrets.admin_key))?;
             ensure(h.body["checks"]["sweep"]["ok"] == true, || format!("health sees the sweep: {}", h.body))
         })();
         stack.restart_wrangler(Vec::new())?;

@@ -145,7 +145,7 @@ fn every_second_runs_pauses_resumes_and_triggers(ctx: &Ctx) -> anyhow::Result<()
     ensure(metric(&page, "edgejobs_schedule_lateness_seconds_count").is_some_and(|n| n >= 3.0), || {
         "the lateness histogram counts runs".into()
     })?;
-    let health = ctx.http.get(ctx.url("/health")).bearer_auth(&ctx.api_key).send()?.json::<Value>()?;
+    let health = ctx.http.get(ctx.url("/health")).bearer_auth(&ctx.admin_key).send()?.json::<Value>()?;
     ensure(
         health["checks"]["schedules"]["ok"] == true && health["checks"]["schedules"]["active"].as_u64() >= Some(1),
         || format!("/health counts the schedule: {}", health["checks"]["schedules"]),
@@ -165,7 +165,7 @@ fn every_second_runs_pauses_resumes_and_triggers(ctx: &Ctx) -> anyhow::Result<()
     ensure(on.schedule(&name)?["runs_total"].as_u64() == Some(paused_total), || {
         "runs_total stays while paused".into()
     })?;
-    let health = ctx.http.get(ctx.url("/health")).bearer_auth(&ctx.api_key).send()?.json::<Value>()?;
+    let health = ctx.http.get(ctx.url("/health")).bearer_auth(&ctx.admin_key).send()?.json::<Value>()?;
     ensure(health["checks"]["schedules"]["paused"].as_u64() >= Some(1), || {
         format!("/health counts the paused schedule: {}", health["checks"]["schedules"])
     })?;

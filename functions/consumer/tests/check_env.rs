@@ -35,7 +35,8 @@ fn good_secrets() -> String {
         "EDGEJOBS_API_KEYS=\"ej_jobs_{SECRET_MARK}0001\"\nEDGEJOBS_ADMIN_KEYS=\"ej_admin_{SECRET_MARK}001\"\n\
          EDGEJOBS_CONSUMER_TOKEN=\"ej_consumer_{SECRET_MARK}1\"\nWEBHOOK_SIGNING_SECRET=\"whsec_{SECRET_MARK}0001\"\n\
          UPSTASH_REDIS_REST_TOKEN=\"upstash_tok_{SECRET_MARK}\"\n\
-         PAYLOAD_ENCRYPTION_KEYS=\"k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n"
+         PAYLOAD_ENCRYPTION_KEYS=\"k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n\
+         METRICS_TOKEN=\"mt_{SECRET_MARK}0001\"\n"
     )
 }
 
@@ -99,6 +100,11 @@ fn a_bad_configuration_lists_every_problem_without_values() {
     let (code, out) = check(&dir, &w3, &good_secrets(), &good_consumer_env());
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("BACKUP_CRON: \"0 3 * * *\" is not one of the [triggers] crons"), "{out}");
+    // Production needs METRICS_TOKEN: without it /metrics would be open to anyone.
+    let no_token = good_secrets().replace("METRICS_TOKEN", "# METRICS_TOKEN");
+    let (code, out) = check(&dir, &w, &no_token, &good_consumer_env());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("edge: METRICS_TOKEN: required in production"), "{out}");
     // An unknown consumer setting is named.
     let (code, out) = check(&dir, &w, &good_secrets(), &format!("{}EDGEJOBS_CONCURENCY=5\n", good_consumer_env()));
     assert_eq!(code, 1, "{out}");

@@ -23,15 +23,34 @@ const USAGE: &str = "edgejobs-check-env [--wrangler FILE] [--secrets FILE] [--co
   --vars-only          the Worker's [vars] only (secrets assumed set; a placeholder is a warning)
   --job-types FILE     check this JSON file as JOB_TYPES (what `scripts/deploy --job-types` sets)";
 
+/// The bearer token `/metrics` requires (an admin key works too): optional for the Worker,
+/// required here, for production.
+const METRICS_TOKEN: &str = "METRICS_TOKEN";
+
+/// What is wrong with the production `METRICS_TOKEN`, if anything (the value is never shown).
+fn metrics_token_problem(token: Option<&str>) -> Option<String> {
+    match token.map(str::trim) {
+        None | Some("") => Some(format!(
+            "{METRICS_TOKEN}: required in production, else anyone may scrape /metrics \
+             (`wrangler secret put {METRICS_TOKEN}`, at least 16 characters; Prometheus sends it as a bearer token)"
+        )),
+        Some(t) if t.chars().count() < 16 || !t.chars().all(|c| c.is_ascii_graphic()) => {
+            Some(format!("{METRICS_TOKEN}: must be at least 16 printable characters without spaces"))
+        }
+        Some(_) => None,
+    }
+}
+
 /// The Worker's secrets (set with `wrangler secret put`).
 const SECRETS: &[&str] = &[
     names::API_KEYS,
     names::ADMIN_KEYS,
     names::CONSUMER_TOKEN,
+    names::CONSUMER_TOKENS,
     names::WEBHOOK_SECRET,
     names::UPSTASH_TOKEN,
     names::PAYLOAD_KEYS,
-    "METRICS_TOKEN",
+    METRICS_TOKEN,
 ];
 
 fn main() -> ExitCode {
@@ -46,7 +65,6 @@ fn main() -> ExitCode {
             }
             println!("{} problem(s)", problems.len());
             ExitCode::from(1)
-    names::CONSUMER_TOKENS,
         }
         Err(e) => {
             eprintln!("edgejobs-check-env: {e}\n\n{USAGE}");
@@ -171,6 +189,11 @@ fn check_edge(
             }
         }
     }
+    // The Worker itself runs without METRICS_TOKEN (local development: /metrics for anyone,
+    // cached); a production deployment must not expose its metrics to the world.
+    if !vars_only {
+        problems.extend(metrics_token_problem(secret_values.get(METRICS_TOKEN).map(String::as_str)));
+    }
     let get = |k: &str| secret_values.get(k).or_else(|| vars.get(k)).cloned();
     match EdgeConfig::parse(get) {
         Err(errors) => problems.extend(errors),
@@ -218,4 +241,18 @@ fn check_consumer(file: Option<&PathBuf>) -> Result<Vec<String>, String> {
         }
     };
     Ok(config.settings().err().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metrics_token_problem;
+
+    #[test]
+    fn production_needs_a_metrics_token() {
+        assert!(metrics_token_problem(None).is_some_and(|p| p.contains("required in production")));
+        assert!(metrics_token_problem(Some("  ")).is_some());
+        assert!(metrics_token_problem(Some("short")).is_some_and(|p| p.contains("16")));
+        assert!(metrics_token_problem(Some("has a space in it!!")).is_some());
+        assert_eq!(metrics_token_problem(Some("mt_0123456789abcdef")), None);
+    }
 }
