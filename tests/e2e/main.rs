@@ -18,6 +18,7 @@ mod outbound;
 mod races;
 mod schedules;
 mod types;
+mod small;
 mod upstash;
 mod util;
 
@@ -47,6 +48,7 @@ fn main() {
         types::TESTS,
         outbound::TESTS,
     ]
+        small::TESTS,
     .concat();
     if listing {
         let trials = tests.into_iter().map(|(name, _)| Trial::test(name, || Ok(()))).collect();
