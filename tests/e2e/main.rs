@@ -17,8 +17,9 @@ mod operations;
 mod outbound;
 mod races;
 mod schedules;
-mod types;
 mod small;
+mod tenants;
+mod types;
 mod upstash;
 mod util;
 
@@ -47,8 +48,9 @@ fn main() {
         schedules::TESTS,
         types::TESTS,
         outbound::TESTS,
-    ]
         small::TESTS,
+        tenants::TESTS,
+    ]
     .concat();
     if listing {
         let trials = tests.into_iter().map(|(name, _)| Trial::test(name, || Ok(()))).collect();

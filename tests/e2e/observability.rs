@@ -71,9 +71,9 @@ fn edge_metrics_pass_promtool_and_count_what_happens(ctx: &Ctx) -> anyhow::Resul
         a.get(series).copied().unwrap_or(0.0) >= b.get(series).copied().unwrap_or(0.0) + 1.0
     };
     let series = [
-        "edgejobs_jobs_enqueued_total{type=\"noop\"}",
-        "edgejobs_jobs_completed_total{type=\"noop\"}",
-        "edgejobs_attempts_total{type=\"noop\",lane=\"edge\",outcome=\"completed\"}",
+        "edgejobs_jobs_enqueued_total{type=\"noop\",tenant=\"default\"}",
+        "edgejobs_jobs_completed_total{type=\"noop\",tenant=\"default\"}",
+        "edgejobs_attempts_total{type=\"noop\",lane=\"edge\",outcome=\"completed\",tenant=\"default\"}",
         "edgejobs_attempt_duration_seconds_count{type=\"noop\",lane=\"edge\"}",
         // Request-level counts are written within about a second (with the next shard call
         // or a flush of their own).
@@ -136,7 +136,7 @@ fn metrics_survive_a_restart_and_honour_the_token(ctx: &Ctx) -> anyhow::Result<(
                     format!("{series} lost across the restart: {v} -> {:?}", a.get(series))
                 })?;
             }
-            let key = "edgejobs_jobs_enqueued_total{type=\"noop\"}";
+            let key = "edgejobs_jobs_enqueued_total{type=\"noop\",tenant=\"default\"}";
             ensure(a.get(key).copied().unwrap_or(0.0) >= 3.0, || format!("{key}: {:?}", a.get(key)))
         })();
         stack.restart_wrangler(Vec::new())?;

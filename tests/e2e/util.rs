@@ -22,7 +22,12 @@ pub struct Ctx {
     pub api_key: String,
     pub admin_key: String,
     pub consumer_token: String,
+    /// The stack's second named consumer token (`host-b`); the consumer reports as `host-a`.
+    pub consumer_token_b: String,
     pub limited_key: String,
+    /// Two keys of tenant `globex` and one of `initech` (capped at 3 jobs not yet final);
+    /// `api_key` is the `default` tenant's.
+    pub tenant_keys: [String; 3],
     pub upstash_url: String,
     pub upstash_token: String,
     pub http: Client,
@@ -69,7 +74,9 @@ impl Ctx {
             api_key: stack.secrets.api_key.clone(),
             admin_key: stack.secrets.admin_key.clone(),
             consumer_token: stack.secrets.consumer_token.clone(),
+            consumer_token_b: stack.secrets.consumer_token_b.clone().unwrap_or_default(),
             limited_key: stack.secrets.limited_key.clone().unwrap_or_default(),
+            tenant_keys: stack.secrets.tenant_keys.clone().unwrap_or_default(),
             upstash_url: stack.upstash_url.clone(),
             upstash_token: stack.secrets.upstash_token.clone(),
             http: Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),

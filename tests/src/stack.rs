@@ -74,13 +74,20 @@ impl StackOptions {
 pub struct Secrets {
     pub api_key: String,
     pub admin_key: String,
+    /// The token the stack's consumers report with: `host-a` of `EDGEJOBS_CONSUMER_TOKENS`.
     pub consumer_token: String,
+    /// A second named consumer token (`host-b`), for tests of named and revoked tokens.
+    pub consumer_token_b: Option<String>,
     pub webhook_secret: String,
     pub upstash_token: String,
     /// `PAYLOAD_ENCRYPTION_KEYS`: one AES-256 key, `k1:<base64>`.
     pub payload_keys: String,
     /// A second `jobs` key with a tight rate limit (5 per minute), for rate-limit tests.
     pub limited_key: Option<String>,
+    /// Two `jobs` keys of tenant `globex` (a tenant with a key being rotated) and one of
+    /// tenant `initech`, capped at 3 jobs not yet final (`TENANT_MAX_PENDING`), for the
+    /// tenant tests; `api_key` and `limited_key` are the `default` tenant's.
+    pub tenant_keys: Option<[String; 3]>,
     /// The `.dev.vars` these came from, whole: every line reaches the Worker (key lists and
     /// local overrides such as `RATE_LIMIT="off"`), as with `wrangler dev` itself.
     pub file: Option<String>,
@@ -92,10 +99,16 @@ impl Secrets {
             api_key: format!("ej_jobs_{}", random_hex(16)),
             admin_key: format!("ej_admin_{}", random_hex(16)),
             consumer_token: format!("ej_consumer_{}", random_hex(16)),
+            consumer_token_b: Some(format!("ej_consumer_b_{}", random_hex(16))),
             webhook_secret: format!("ej_whsec_{}", random_hex(16)),
             upstash_token: format!("local_{}", random_hex(16)),
             payload_keys: generate_payload_key(),
             limited_key: Some(format!("ej_limited_{}", random_hex(16))),
+            tenant_keys: Some([
+                format!("ej_globex_{}", random_hex(16)),
+                format!("ej_globex_next_{}", random_hex(16)),
+                format!("ej_initech_{}", random_hex(16)),
+            ]),
             file: None,
         }
     }
@@ -105,13 +118,23 @@ impl Secrets {
         if let Some(file) = &self.file {
             return format!("{}\n", file.trim_end());
         }
-        let api_keys = match &self.limited_key {
+        let mut api_keys = match &self.limited_key {
             Some(k) => format!("{},{k}:5/60s", self.api_key),
             None => self.api_key.clone(),
         };
+        let mut caps = String::new();
+        if let Some([a, b, c]) = &self.tenant_keys {
+            api_keys.push_str(&format!(",globex={a},globex={b},initech={c}"));
+            caps = "TENANT_MAX_PENDING=\"initech=3\"\n".to_owned();
+        }
+        // Two named consumer tokens: the stack's consumers report as host-a.
+        let consumers = match &self.consumer_token_b {
+            Some(b) => format!("host-a={},host-b={b}", self.consumer_token),
+            None => format!("host-a={}", self.consumer_token),
+        };
         format!(
-            "EDGEJOBS_API_KEYS=\"{}\"\nEDGEJOBS_ADMIN_KEYS=\"{}\"\nEDGEJOBS_CONSUMER_TOKEN=\"{}\"\nWEBHOOK_SIGNING_SECRET=\"{}\"\nUPSTASH_REDIS_REST_TOKEN=\"{}\"\nPAYLOAD_ENCRYPTION_KEYS=\"{}\"\n",
-            api_keys, self.admin_key, self.consumer_token, self.webhook_secret, self.upstash_token, self.payload_keys
+            "EDGEJOBS_API_KEYS=\"{}\"\nEDGEJOBS_ADMIN_KEYS=\"{}\"\nEDGEJOBS_CONSUMER_TOKENS=\"{}\"\nWEBHOOK_SIGNING_SECRET=\"{}\"\nUPSTASH_REDIS_REST_TOKEN=\"{}\"\nPAYLOAD_ENCRYPTION_KEYS=\"{}\"\n{}",
+            api_keys, self.admin_key, consumers, self.webhook_secret, self.upstash_token, self.payload_keys, caps
         )
     }
 
@@ -132,7 +155,11 @@ impl Secrets {
         Ok(Secrets {
             api_key: get("EDGEJOBS_API_KEYS")?,
             admin_key: get("EDGEJOBS_ADMIN_KEYS")?,
-            consumer_token: get("EDGEJOBS_CONSUMER_TOKEN")?,
+            // EDGEJOBS_CONSUMER_TOKEN, else the first of EDGEJOBS_CONSUMER_TOKENS (name=token).
+            consumer_token: get("EDGEJOBS_CONSUMER_TOKEN").or_else(|_| {
+                get("EDGEJOBS_CONSUMER_TOKENS").map(|t| t.split_once('=').map_or(t.clone(), |(_, v)| v.to_owned()))
+            })?,
+            consumer_token_b: None,
             webhook_secret: get("WEBHOOK_SIGNING_SECRET")?,
             upstash_token: get("UPSTASH_REDIS_REST_TOKEN")?,
             payload_keys: text
@@ -143,6 +170,7 @@ impl Secrets {
                 .filter(|v| !v.is_empty())
                 .with_context(|| format!("{} has no PAYLOAD_ENCRYPTION_KEYS", path.display()))?,
             limited_key: None,
+            tenant_keys: None,
             file: Some(text.clone()),
         })
     }

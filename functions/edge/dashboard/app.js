@@ -167,7 +167,7 @@ async function signIn(key) {
   try {
     const me = await api("GET", "/v1/whoami");
     state.admin = me.scopes.includes("admin");
-    $("#who").textContent = `key ${me.key_id}${state.admin ? " · admin" : ""}`;
+    $("#who").textContent = `key ${me.key_id}${state.admin ? " · admin (every tenant)" : ` · tenant ${me.tenant}`}`;
   } catch (e) {
     sessionStorage.removeItem(KEY);
     flash(e.message, true);

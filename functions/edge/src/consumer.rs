@@ -103,7 +103,7 @@ async fn run_shard(env: &Env, cfg: &EdgeConfig, shard: u16, refs: Vec<JobRef>) -
 async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[JobRef]) -> bool {
     let events =
         chunk.iter().map(|r| JobEvent { id: r.id.clone(), event: Event::Start { attempt: r.attempt } }).collect();
-    let started = match shard::call(env, shard, ApplyMany { events, full: true }).await {
+    let started = match shard::call(env, shard, ApplyMany { events, full: true, tenant: None }).await {
         Ok(answers) => answers,
         // The shard could not be reached: deliver these messages again.
         Err(_) => return true,
@@ -122,7 +122,7 @@ async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[JobRef]) ->
     let events: Vec<JobEvent> =
         jobs.iter().zip(outcomes).map(|(job, event)| JobEvent { id: job.id.clone(), event }).collect();
     let n = events.len();
-    if let Err(e) = shard::call(env, shard, ApplyMany { events, full: false }).await {
+    if let Err(e) = shard::call(env, shard, ApplyMany { events, full: false, tenant: None }).await {
         // The attempts ran but their outcomes are not recorded; the jobs stay active
         // until the sweep times them out and retries them by policy.
         log("error", "could not report attempts' outcomes", json!({ "shard": shard, "jobs": n, "error": e.message }));

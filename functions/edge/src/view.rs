@@ -13,6 +13,7 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
     seal::redact_headers(&mut job.payload);
     let Job {
         id,
+        tenant,
         job_type,
         lane,
         state,
@@ -23,6 +24,7 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         backoff,
         timeout_ms,
         idempotency_key,
+        schedule,
         rate_group,
         tags,
         metadata,
@@ -40,11 +42,12 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         stream_entry,
         epoch,
         attempts,
-    } = job;
-    edgejobs_api::Job {
         // The holder's credential: only the consumer's start answer carries it.
         lease: _,
+    } = job;
+    edgejobs_api::Job {
         id: id.as_str().to_owned(),
+        tenant: tenant.to_string(),
         job_type,
         lane: lane_of(lane),
         state: state_of(state),
@@ -55,6 +58,7 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         backoff: edgejobs_api::Backoff { base_ms: backoff.base_ms, factor: backoff.factor, cap_ms: backoff.cap_ms },
         timeout_ms,
         idempotency_key,
+        schedule,
         rate_group,
         tags,
         metadata,
@@ -193,25 +197,28 @@ pub fn raw(doc: Box<RawValue>) -> Box<RawValue> {
         return doc;
     }
     let Ok(mut v) = serde_json::from_str::<Value>(doc.get()) else { return doc };
+    if let Some(o) = v.as_object_mut() {
+        o.remove("lease");
+    }
     if let Some(p) = v.get_mut("payload") {
         seal::redact_headers(p);
     }
     serde_json::value::to_raw_value(&v).unwrap_or(doc)
-    if let Some(o) = v.as_object_mut() {
-        o.remove("lease");
-    }
 }
+
+/// How a stored job's lease token starts in its JSON (compact, as serde_json writes it).
+const LEASE_FIELD: &str = "\"lease\":";
 
 /// Stored job JSON as the API shows it, keeping only the parts a listing asked for.
 pub fn listed(doc: &RawValue, include: edgejobs_core::wire::Include) -> Option<Value> {
     let mut v: Value = serde_json::from_str(doc.get()).ok()?;
     let obj = v.as_object_mut()?;
-/// How a stored job's lease token starts in its JSON (compact, as serde_json writes it).
-const LEASE_FIELD: &str = "\"lease\":";
-
     for path in include.dropped_paths() {
         obj.remove(path.trim_start_matches("$."));
     }
+    obj.remove("lease");
+    // A job stored before tenants has none in its document: it is the default tenant's.
+    obj.entry("tenant").or_insert_with(|| Value::String(edgejobs_core::tenant::Tenant::DEFAULT.to_owned()));
     if let Some(p) = obj.get_mut("payload") {
         seal::redact_headers(p);
     }
@@ -229,10 +236,10 @@ mod tests {
     #[test]
     fn the_api_job_writes_what_the_stored_job_writes() {
         let stored = json!({
-            "id": JobId::new(1, 1_800_000_000_000, 7).as_str(), "type": "webhook", "lane": "native", "state": "dead",
+            "id": JobId::new(1, 1_800_000_000_000, 7).as_str(), "tenant": "acme", "type": "webhook", "lane": "native", "state": "dead",
             "payload": { "url": "https://example.com/" }, "attempt": 2, "series_base": 1, "max_attempts": 3,
             "backoff": { "base_ms": 1000, "factor": 2.5, "cap_ms": 60000 }, "timeout_ms": 30000,
-            "idempotency_key": "k", "rate_group": "g", "tags": ["a", "b"], "metadata": { "m": [1] },
+            "idempotency_key": "k", "schedule": "nightly", "rate_group": "g", "tags": ["a", "b"], "metadata": { "m": [1] },
             "created_at": "2027-01-15T08:00:00.000Z", "updated_at": "2027-01-15T08:00:02.500Z",
             "run_at": "2027-01-15T08:00:00.000Z", "started_at": "2027-01-15T08:00:01.000Z",
             "finished_at": "2027-01-15T08:00:02.500Z", "heartbeat_at": "2027-01-15T08:00:02.000Z",

@@ -87,6 +87,8 @@ pub struct Job {
     pub id: String,
     #[serde(rename = "type")]
     pub job_type: String,
+    /// The tenant that owns the job.
+    pub tenant: String,
     pub lane: Lane,
     pub state: JobState,
     pub payload: Value,
@@ -97,6 +99,9 @@ pub struct Job {
     pub timeout_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The schedule whose run this job is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_group: Option<String>,
     pub tags: Vec<String>,
@@ -137,6 +142,8 @@ pub struct JobSummary {
     pub id: String,
     #[serde(rename = "type")]
     pub job_type: String,
+    /// The tenant that owns the job.
+    pub tenant: String,
     pub lane: Lane,
     pub state: JobState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +155,9 @@ pub struct JobSummary {
     pub timeout_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The schedule whose run this job is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_group: Option<String>,
     pub tags: Vec<String>,

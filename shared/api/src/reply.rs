@@ -159,12 +159,15 @@ pub struct Stats {
     pub at: String,
 }
 
-/// `GET /v1/whoami`: the key's id (safe to show) and its scopes (`jobs`, `admin`).
+/// `GET /v1/whoami`: the key's id (safe to show), its scopes (`jobs`, `admin`) and tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Whoami {
     pub key_id: String,
     pub scopes: Vec<String>,
+    /// The key's tenant; `null` for an admin key, which sees every tenant.
+    #[cfg_attr(test, schemars(required))]
+    pub tenant: Option<String>,
 }
 
 /// A backup in `GET /v1/admin/backups` and `GET /v1/admin/backups/latest` (which adds its

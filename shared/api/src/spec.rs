@@ -52,6 +52,10 @@ pub struct JobSpec {
     pub delay: Option<DurationInput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<String>,
+    /// The tenant the job belongs to: a jobs key's own (naming another is refused), or any
+    /// configured tenant for an admin key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// A schedule to create (`POST /v1/schedules`). `job` is a job spec without

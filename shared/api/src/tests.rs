@@ -212,11 +212,11 @@ fn response(path: &str, method: &str, status: u16) -> String {
 
 fn sample_job() -> Value {
     json!({
-        "id": "j0000000000000000000000000000a", "type": "webhook", "lane": "edge", "state": "completed",
+        "id": "j0000000000000000000000000000a", "tenant": "acme", "type": "webhook", "lane": "edge", "state": "completed",
         "payload": { "url": "https://example.com/", "headers": { "authorization": "[redacted]" } },
         "attempt": 2, "series_base": 0, "max_attempts": 5,
         "backoff": { "base_ms": 1000, "factor": 2.0, "cap_ms": 3600000 }, "timeout_ms": 30000,
-        "idempotency_key": "k1", "rate_group": "g", "tags": ["a"], "metadata": { "m": 1 },
+        "idempotency_key": "k1", "schedule": "nightly", "rate_group": "g", "tags": ["a"], "metadata": { "m": 1 },
         "created_at": "2026-12-01T00:00:00Z", "updated_at": "2026-12-01T00:00:02Z", "run_at": "2026-12-01T00:00:00Z",
         "started_at": "2026-12-01T00:00:01Z", "finished_at": "2026-12-01T00:00:02Z",
         "heartbeat_at": "2026-12-01T00:00:01.500Z", "result": { "ok": true }, "progress": 0.5,
@@ -338,7 +338,7 @@ fn table(doc: &Value) -> Vec<String> {
     out.extend(check::<Whoami>(
         doc,
         &response("/v1/whoami", "get", 200),
-        json!({ "key_id": "0011223344556677", "scopes": ["jobs", "admin"] }),
+        json!({ "key_id": "0011223344556677", "scopes": ["jobs", "admin"], "tenant": null }),
     ));
     out.extend(check::<BackupSummary>(doc, &s("BackupSummary"), backup.clone()));
     out.extend(check::<BackupList>(doc, &response("/v1/admin/backups", "get", 200), json!({ "backups": [backup] })));

@@ -3,6 +3,7 @@
 use crate::config::{ApiKey, EdgeConfig};
 use crate::error::{ApiError, ErrorCode};
 use crate::ratelimit::Limit;
+use crate::tenant::{Sees, Tenant};
 pub use crate::secret::{constant_time_eq, digest, digests_eq};
 
 /// What a route requires.
@@ -22,6 +23,23 @@ pub struct Principal {
     /// The first 8 bytes of SHA-256 of the key, in hex: safe to log and to use in Redis keys.
     pub key_id: String,
     pub limit: Option<Limit>,
+    /// Whose jobs the key sees: its tenant's (a `jobs` key) or all (an admin key, and the
+    /// consumer token, whose reports name jobs of every tenant).
+    pub sees: Sees,
+    /// For the consumer scope: the name of the consumer token (`EDGEJOBS_CONSUMER_TOKENS`)
+    /// that made the request, safe to log.
+    pub consumer: Option<String>,
+}
+
+impl Principal {
+    /// The tenant rate limits and caps count against: a `jobs` key's own; admins count as
+    /// the default tenant's callers only when they create its jobs, so `None` here.
+    pub fn tenant(&self) -> Option<&Tenant> {
+        match &self.sees {
+            Sees::Tenant(t) => Some(t),
+            Sees::All => None,
+        }
+    }
 }
 
 fn matching<'a>(keys: &'a [ApiKey], token: &[u8; 32]) -> Option<&'a ApiKey> {
@@ -56,7 +74,18 @@ pub fn authorize(header: Option<&str>, scope: Scope, cfg: &EdgeConfig) -> Result
         Scope::Consumer => is_consumer,
     };
     if allowed {
-        Ok(Principal { key_id: hex::encode(&presented[..8]), limit: jobs_key.or(admin_key).and_then(|k| k.limit) })
+        // A key listed as admin and as jobs acts as admin (it sees every tenant).
+        let sees = match (admin_key, jobs_key.and_then(|k| k.tenant.clone())) {
+            (None, Some(t)) if scope != Scope::Consumer => Sees::Tenant(t),
+            _ => Sees::All,
+        };
+        let consumer = consumer.filter(|_| scope == Scope::Consumer).map(|t| t.name.clone());
+        Ok(Principal {
+            key_id: hex::encode(&presented[..8]),
+            limit: jobs_key.or(admin_key).and_then(|k| k.limit),
+            sees,
+            consumer,
+        })
     } else {
         Err(ApiError::new(ErrorCode::Forbidden, format!("this key lacks the {scope:?} scope").to_lowercase()))
     }
@@ -69,7 +98,7 @@ mod tests {
     use crate::config::Secret;
 
     fn key(k: &str) -> ApiKey {
-        ApiKey { secret: Secret::new(k), limit: None }
+        ApiKey { secret: Secret::new(k), limit: None, tenant: Tenant::parse("acme").ok() }
     }
 
     fn cfg() -> EdgeConfig {
@@ -93,6 +122,7 @@ mod tests {
             native_lease_ms: crate::config::DEFAULT_NATIVE_LEASE_MS,
             maintenance: crate::settings::Maintenance::default(),
             types: crate::types::Types::builtins(),
+            tenant_max_pending: crate::config::PendingCaps::default(),
         }
     }
 
@@ -128,6 +158,31 @@ mod tests {
         assert_eq!(p.limit, Some(Limit { requests: 5, window_ms: 1000 }));
         let other = authorize(Some("Bearer admin-key-0123456789"), Scope::Jobs, &c).expect("ok");
         assert_ne!(other.key_id, p.key_id);
+    }
+
+    #[test]
+    fn jobs_keys_see_their_tenant_and_admin_keys_see_all() {
+        let c = cfg();
+        let p = authorize(Some("Bearer jobs-key-0123456789"), Scope::Jobs, &c).expect("ok");
+        assert_eq!(p.sees, Sees::Tenant(Tenant::parse("acme").unwrap()));
+        assert_eq!(p.tenant().map(Tenant::as_str), Some("acme"));
+        let a = authorize(Some("Bearer admin-key-0123456789"), Scope::Jobs, &c).expect("ok");
+        assert_eq!((&a.sees, a.tenant()), (&Sees::All, None));
+    }
+
+    #[test]
+    fn each_consumer_token_is_named_and_a_removed_one_is_refused() {
+        let mut c = cfg();
+        let a = authorize(Some("Bearer consumer-0123456789"), Scope::Consumer, &c).expect("ok");
+        let b = authorize(Some("Bearer consumer-b-0123456789"), Scope::Consumer, &c).expect("ok");
+        assert_eq!((a.consumer.as_deref(), b.consumer.as_deref()), (Some("default"), Some("host-b")));
+        let jobs = authorize(Some("Bearer jobs-key-0123456789"), Scope::Jobs, &c).expect("ok");
+        assert_eq!(jobs.consumer, None);
+        // Revoking host-b (removing its entry) leaves the other consumer working.
+        c.consumer_tokens.retain(|t| t.name != "host-b");
+        let gone = authorize(Some("Bearer consumer-b-0123456789"), Scope::Consumer, &c).expect_err("revoked");
+        assert_eq!(gone.code, ErrorCode::Unauthorized);
+        assert!(authorize(Some("Bearer consumer-0123456789"), Scope::Consumer, &c).is_ok());
     }
 
     #[test]

@@ -23,13 +23,83 @@ pub mod names {
     pub const OUTBOUND_ALLOW: &str = "OUTBOUND_ALLOW";
     pub const PAYLOAD_KEYS: &str = "PAYLOAD_ENCRYPTION_KEYS";
     pub const JOB_TYPES: &str = "JOB_TYPES";
+    pub const TENANT_MAX_PENDING: &str = "TENANT_MAX_PENDING";
 }
 
-/// An API key, optionally with its own rate limit (`key:100/60s` in the secret).
+/// An API key, optionally with its own rate limit (`key:100/60s` in the secret) and, for a
+/// `jobs` key, its tenant (`acme=key:100/60s`; without `tenant=`, [`Tenant::DEFAULT`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKey {
     pub secret: Secret,
     pub limit: Option<Limit>,
+    /// `None` for admin keys, which see every tenant.
+    pub tenant: Option<crate::tenant::Tenant>,
+}
+
+/// Splits `tenant=rest` off a key entry. A key may itself hold `=` (base64 padding ends
+/// one): the part before the first `=` names a tenant only when it is a valid tenant name
+/// and something other than padding follows.
+fn split_tenant(entry: &str) -> Option<(crate::tenant::Tenant, &str)> {
+    let (name, rest) = entry.split_once('=')?;
+    if rest.trim_start_matches('=').is_empty() {
+        return None;
+    }
+    crate::tenant::Tenant::parse(name.trim()).ok().map(|t| (t, rest.trim()))
+}
+
+/// A native consumer's token and the name reports made with it are logged under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerToken {
+    pub name: String,
+    pub secret: Secret,
+}
+
+/// The name `EDGEJOBS_CONSUMER_TOKEN`'s token goes by.
+pub const DEFAULT_CONSUMER: &str = "default";
+
+/// Whether `name` can name a consumer token: 1 to 64 of `a-z`, `0-9`, `-`, `_`, `.`.
+fn consumer_name_ok(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The consumer tokens of `EDGEJOBS_CONSUMER_TOKEN` (named `default`) and
+/// `EDGEJOBS_CONSUMER_TOKENS` (`name=token,...`), or every problem found (never a token).
+fn consumer_tokens(single: Option<String>, named: Option<String>, errors: &mut Vec<String>) -> Vec<ConsumerToken> {
+    let mut out = Vec::new();
+    if let Some(t) = single.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        out.push(ConsumerToken { name: DEFAULT_CONSUMER.to_owned(), secret: Secret::new(t) });
+    }
+    for entry in named.unwrap_or_default().split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once('=') {
+            Some((name, token)) if consumer_name_ok(name.trim()) => {
+                out.push(ConsumerToken { name: name.trim().to_owned(), secret: Secret::new(token.trim()) })
+            }
+            _ => errors.push(format!(
+                "{}: each entry must be name=token, the name 1 to 64 of a-z, 0-9, -, _ or .",
+                names::CONSUMER_TOKENS
+            )),
+        }
+    }
+    if out.is_empty() {
+        errors.push(format!(
+            "{} or {}: required (a secret of at least 16 characters; name=token,... for several)",
+            names::CONSUMER_TOKEN,
+            names::CONSUMER_TOKENS
+        ));
+    }
+    if out.iter().any(|t| t.secret.expose().len() < 16) {
+        errors.push(format!("{}: every consumer token must be at least 16 characters", names::CONSUMER_TOKENS));
+    }
+    for (i, t) in out.iter().enumerate() {
+        if out[..i].iter().any(|o| o.name == t.name) {
+            errors.push(format!("{}: the name {:?} is given twice", names::CONSUMER_TOKENS, t.name));
+        }
+        if out[..i].iter().any(|o| o.secret.expose() == t.secret.expose()) {
+            errors.push(format!("{}: {:?} repeats another consumer's token", names::CONSUMER_TOKENS, t.name));
+        }
+    }
+    out
 }
 
 /// The typed edge configuration.
@@ -81,6 +151,67 @@ pub struct EdgeConfig {
     /// The job types (`JOB_TYPES`, a JSON object of declarations; default: the built-ins
     /// only). See [`crate::types`].
     pub types: crate::types::Types,
+    /// Most jobs not yet final (queued, scheduled, active) one tenant may hold
+    /// (`TENANT_MAX_PENDING`: `1000` for every tenant, `acme=50` for one, or both,
+    /// `1000,acme=50`; unset: no cap). An enqueue over it answers 429.
+    pub tenant_max_pending: PendingCaps,
+}
+
+/// `TENANT_MAX_PENDING`: a cap for every tenant and caps for some.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingCaps {
+    pub every: Option<u64>,
+    pub per: std::collections::BTreeMap<crate::tenant::Tenant, u64>,
+}
+
+impl PendingCaps {
+    /// The cap of `tenant`, if any: its own, else the one for every tenant.
+    pub fn of(&self, tenant: &crate::tenant::Tenant) -> Option<u64> {
+        self.per.get(tenant).copied().or(self.every)
+    }
+
+    fn parse(s: &str) -> Result<PendingCaps, String> {
+        let mut caps = PendingCaps::default();
+        let count = |n: &str| n.trim().parse::<u64>().ok().filter(|n| *n >= 1);
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty() && *e != "off") {
+            match entry.split_once('=') {
+                Some((t, n)) => {
+                    let t = crate::tenant::Tenant::parse(t.trim())?;
+                    let n = count(n).ok_or("a cap must be a positive integer")?;
+                    if caps.per.insert(t, n).is_some() {
+                        return Err("a tenant is named twice".into());
+                    }
+                }
+                None if caps.every.is_none() => {
+                    caps.every = Some(count(entry).ok_or("a cap must be a positive integer")?)
+                }
+                None => return Err("one cap for every tenant at most".into()),
+            }
+        }
+        Ok(caps)
+    }
+}
+
+impl EdgeConfig {
+    /// The tenants of the configured `jobs` keys, and `default` (whose jobs may predate
+    /// tenants): every tenant a job may be created for, so metric labels stay bounded.
+    pub fn tenants(&self) -> Vec<crate::tenant::Tenant> {
+        let mut all: Vec<crate::tenant::Tenant> = self.api_keys.iter().filter_map(|k| k.tenant.clone()).collect();
+        all.push(crate::tenant::Tenant::default());
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Refuses a tenant no key is configured for (admins create jobs and schedules only for
+    /// configured tenants).
+    pub fn check_tenant(&self, t: &crate::tenant::Tenant) -> Result<(), crate::error::ApiError> {
+        if self.tenants().contains(t) {
+            Ok(())
+        } else {
+            Err(crate::error::ApiError::field("tenant", format!("no key of tenant {t:?} is configured")))
+        }
+    }
 }
 
 /// Most secrets `WEBHOOK_SIGNING_SECRET` may hold at once (each adds a signature to every
@@ -117,9 +248,17 @@ impl EdgeConfig {
                 }
             },
         };
-        let mut keys = |name: &str| -> Vec<ApiKey> {
+        let mut keys = |name: &str, tenants: bool| -> Vec<ApiKey> {
             let mut list = Vec::new();
             for entry in get(name).unwrap_or_default().split(',').map(str::trim).filter(|k| !k.is_empty()) {
+                let (tenant, entry) = match split_tenant(entry) {
+                    Some((t, rest)) if tenants => (Some(t), rest),
+                    Some((_, rest)) => {
+                        errors.push(format!("{name}: admin keys see every tenant; remove tenant= from the entry"));
+                        (None, rest)
+                    }
+                    None => (tenants.then(crate::tenant::Tenant::default), entry),
+                };
                 let (key, limit) = match entry.split_once(':') {
                     Some((k, l)) => match Limit::parse(l) {
                         Some(limit) => (k, Some(limit)),
@@ -130,7 +269,7 @@ impl EdgeConfig {
                     },
                     None => (entry, None),
                 };
-                list.push(ApiKey { secret: Secret::new(key), limit });
+                list.push(ApiKey { secret: Secret::new(key), limit, tenant });
             }
             if list.is_empty() {
                 errors.push(format!("{name}: required (a secret; comma-separated keys)"));
@@ -139,8 +278,9 @@ impl EdgeConfig {
             }
             list
         };
-        let api_keys = keys(names::API_KEYS);
-        let admin_keys = keys(names::ADMIN_KEYS);
+        let api_keys = keys(names::API_KEYS, true);
+        let admin_keys = keys(names::ADMIN_KEYS, false);
+        let consumer_tokens = consumer_tokens(get(names::CONSUMER_TOKEN), get(names::CONSUMER_TOKENS), &mut errors);
         let mut one = |name: &str| -> Secret {
             match get(name) {
                 Some(s) if s.trim().len() >= 16 => Secret::new(s.trim()),
@@ -237,6 +377,16 @@ impl EdgeConfig {
                 crate::types::Types::builtins()
             }
         };
+        let tenant_max_pending = match PendingCaps::parse(&get(names::TENANT_MAX_PENDING).unwrap_or_default()) {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(format!(
+                    "{}: {e} (e.g. \"1000\", \"acme=50\" or \"1000,acme=50\")",
+                    names::TENANT_MAX_PENDING
+                ));
+                PendingCaps::default()
+            }
+        };
         if let (true, Some(payload_keys)) = (errors.is_empty(), payload_keys) {
             Ok(EdgeConfig {
                 shard_count,
@@ -255,6 +405,7 @@ impl EdgeConfig {
                 native_lease_ms,
                 maintenance,
                 types,
+                tenant_max_pending,
             })
         } else {
             Err(errors)
@@ -312,6 +463,40 @@ mod tests {
     }
 
     #[test]
+    fn keys_name_their_tenant_and_entries_without_one_are_the_defaults() {
+        let mut pairs = GOOD.to_vec();
+        pairs[0] = (
+            names::API_KEYS,
+            "acme=k_jobs_0123456789abcdef:5/1m, acme=k_jobs_rotated_00000, k_jobs_legacy_0000000=, globex=k_jobs_globex_000000",
+        );
+        let c = parse(&pairs).expect("valid");
+        let tenants: Vec<Option<&str>> = c.api_keys.iter().map(|k| k.tenant.as_ref().map(|t| t.as_str())).collect();
+        assert_eq!(tenants, [Some("acme"), Some("acme"), Some("default"), Some("globex")]);
+        assert_eq!(c.api_keys[0].limit, Some(Limit { requests: 5, window_ms: 60_000 }));
+        assert_eq!(c.api_keys[0].secret.expose(), "k_jobs_0123456789abcdef");
+        // A key ending in base64 padding is a key, not a tenant.
+        assert_eq!(c.api_keys[2].secret.expose(), "k_jobs_legacy_0000000=");
+        let names: Vec<String> = c.tenants().iter().map(|t| t.to_string()).collect();
+        assert_eq!(names, ["acme", "default", "globex"]);
+        assert!(c.check_tenant(&crate::tenant::Tenant::parse("initech").unwrap()).is_err());
+        assert_eq!(c.tenant_max_pending, PendingCaps::default());
+        let mut bad = GOOD.to_vec();
+        bad[1] = (names::ADMIN_KEYS, "acme=k_admin_0123456789abcdef");
+        bad.push((names::TENANT_MAX_PENDING, "0"));
+        assert_eq!(parse(&bad).expect_err("invalid").len(), 2);
+        for wrong in ["1,2", "acme=1,acme=2", "Acme=3", "acme=x"] {
+            let mut p = GOOD.to_vec();
+            p.push((names::TENANT_MAX_PENDING, wrong));
+            assert!(parse(&p).is_err(), "{wrong}");
+        }
+        let mut capped = GOOD.to_vec();
+        capped.push((names::TENANT_MAX_PENDING, "1000, globex=5"));
+        let caps = parse(&capped).expect("valid").tenant_max_pending;
+        let t = |n: &str| crate::tenant::Tenant::parse(n).expect("valid");
+        assert_eq!((caps.of(&t("globex")), caps.of(&t("acme"))), (Some(5), Some(1000)));
+    }
+
+    #[test]
     fn every_problem_is_reported_and_no_secret_leaks() {
         let errs = parse(&[(names::SHARD_COUNT, "0"), (names::API_KEYS, "short-secret-x")]).expect_err("invalid");
         assert_eq!(errs.len(), 8, "{errs:?}");
@@ -320,22 +505,6 @@ mod tests {
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
     }
 
-    #[test]
-    fn job_types_problems_come_with_the_others_and_checked_urls_use_outbound_allow() {
-        let mut bad = GOOD.to_vec();
-        bad.push((names::RATE_LIMIT, "lots"));
-        bad.push((names::JOB_TYPES, r#"{"a": {"lane": "edge"}, "b": {"lane": "nope"}}"#));
-        let errs = parse(&bad).expect_err("invalid");
-        assert_eq!(errs.len(), 3, "{errs:?}");
-        let local = r#"{"hook": {"lane": "edge", "url": "http://10.0.0.5/in"}}"#;
-        let mut pairs = GOOD.to_vec();
-        pairs.push((names::JOB_TYPES, local));
-        assert!(parse(&pairs).is_err(), "a private URL needs OUTBOUND_ALLOW");
-        pairs.push((names::OUTBOUND_ALLOW, "10.0.0.5"));
-        let c = parse(&pairs).expect("allowed");
-        assert_eq!(c.types.get("hook").and_then(|t| t.url.as_deref()), Some("http://10.0.0.5/in"));
-    }
-}
     #[test]
     fn consumer_tokens_are_named_and_the_single_one_is_default() {
         let c = parse(GOOD).expect("valid");
@@ -366,3 +535,19 @@ mod tests {
         assert!(parse(&none).expect_err("required").iter().any(|e| e.contains(names::CONSUMER_TOKENS)));
     }
 
+    #[test]
+    fn job_types_problems_come_with_the_others_and_checked_urls_use_outbound_allow() {
+        let mut bad = GOOD.to_vec();
+        bad.push((names::RATE_LIMIT, "lots"));
+        bad.push((names::JOB_TYPES, r#"{"a": {"lane": "edge"}, "b": {"lane": "nope"}}"#));
+        let errs = parse(&bad).expect_err("invalid");
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        let local = r#"{"hook": {"lane": "edge", "url": "http://10.0.0.5/in"}}"#;
+        let mut pairs = GOOD.to_vec();
+        pairs.push((names::JOB_TYPES, local));
+        assert!(parse(&pairs).is_err(), "a private URL needs OUTBOUND_ALLOW");
+        pairs.push((names::OUTBOUND_ALLOW, "10.0.0.5"));
+        let c = parse(&pairs).expect("allowed");
+        assert_eq!(c.types.get("hook").and_then(|t| t.url.as_deref()), Some("http://10.0.0.5/in"));
+    }
+}

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     Unauthorized,
     Forbidden,
     RateLimited,
+    /// The tenant holds `TENANT_MAX_PENDING` jobs that are not final yet.
+    TenantPendingLimit,
     Unavailable,
     Internal,
 }
@@ -52,12 +54,12 @@ impl ErrorCode {
             | ErrorCode::StaleAttempt
             | ErrorCode::LeaseLost
             | ErrorCode::LeaseHeld
-            | ErrorCode::JobCancelled => 409,
-            ErrorCode::PayloadTooLarge => 413,
             | ErrorCode::LeaseMismatch
             | ErrorCode::NotLeased
+            | ErrorCode::JobCancelled => 409,
+            ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::RateLimited => 429,
+            ErrorCode::RateLimited | ErrorCode::TenantPendingLimit => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }
@@ -79,12 +81,13 @@ impl ErrorCode {
             ErrorCode::StaleAttempt => "stale_attempt",
             ErrorCode::LeaseLost => "lease_lost",
             ErrorCode::LeaseHeld => "lease_held",
-            ErrorCode::JobCancelled => "job_cancelled",
-            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::LeaseMismatch => "lease_mismatch",
             ErrorCode::NotLeased => "not_leased",
+            ErrorCode::JobCancelled => "job_cancelled",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TenantPendingLimit => "tenant_pending_limit",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

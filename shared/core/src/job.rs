@@ -79,6 +79,10 @@ impl JobState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
+    /// Who owns the job (see [`crate::tenant`]). Jobs stored before tenants read as
+    /// `default`.
+    #[serde(default)]
+    pub tenant: crate::tenant::Tenant,
     #[serde(rename = "type")]
     pub job_type: String,
     pub lane: Lane,
@@ -96,6 +100,10 @@ pub struct Job {
     pub timeout_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The schedule whose run this job is (set by the shard that fired it, never by a
+    /// caller): a run's key may only ever name the schedule's own job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     /// The upstream token bucket (a consumer's `EDGEJOBS_UPSTREAM_LIMITS` entry) the job's
     /// attempts take from, from its type's `rate_group`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +144,13 @@ pub struct Job {
     /// attempt (so the shard knows what is in the stream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_entry: Option<StreamEntry>,
+    /// For a native attempt a consumer started or took over: the random token the shard
+    /// issued with that start (its answer carries it), which every report of the holder
+    /// (heartbeat, progress, completion, failure) must carry. A takeover issues a new one;
+    /// it is cleared when the attempt ends. Never shown by the job API (only the start's
+    /// answer to the consumer holds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
     /// When the job was last restored from a backup (ms; 0 if never). A restore can move the
     /// attempt counter back, so hand-offs are remembered per (attempt, epoch): a restored job
     /// is delivered again instead of being taken for a duplicate of its earlier hand-off.
@@ -144,13 +159,6 @@ pub struct Job {
     /// The attempts that ended, oldest first (the newest [`MAX_ATTEMPT_HISTORY`]): when each
     /// ran, how it ended and its error. Listings leave it out; `GET /v1/jobs/{id}` shows it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    /// For a native attempt a consumer started or took over: the random token the shard
-    /// issued with that start (its answer carries it), which every report of the holder
-    /// (heartbeat, progress, completion, failure) must carry. A takeover issues a new one;
-    /// it is cleared when the attempt ends. Never shown by the job API (only the start's
-    /// answer to the consumer holds it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease: Option<String>,
     pub attempts: Vec<AttemptRecord>,
 }
 
@@ -199,6 +207,12 @@ pub struct StreamEntry {
 }
 
 impl Job {
+    /// The idempotency key as its shard stores it: scoped by the job's tenant, so two
+    /// tenants' equal keys name two jobs.
+    pub fn scoped_key(&self) -> Option<String> {
+        self.idempotency_key.as_deref().map(|k| self.tenant.scope_key(k))
+    }
+
     /// Remembers that the running attempt (as `self` still describes it) ended at `now`.
     pub fn record_attempt(&mut self, now: u64, outcome: &str, error: Option<&str>) {
         let started_at = self.started_at.unwrap_or(now).min(now);

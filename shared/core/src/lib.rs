@@ -25,6 +25,7 @@
 //! - [`cron`]: cron expressions and their run times in any IANA time zone (DST rules).
 //! - [`stats`]: what each state change adds to the edge metrics, and their merge.
 //! - [`error`]: the one API error type: a stable code, an HTTP status and a message.
+//! - [`tenant`]: tenants, which own jobs, and what a key may see.
 //! - [`time`]: ms timestamps and their RFC 3339 form.
 //! - [`types`]: job types: the built-ins and those declared in `JOB_TYPES`, with their
 //!   defaults, payload schemas and fixed webhook URLs.
@@ -53,6 +54,7 @@ pub mod secret;
 pub mod settings;
 pub mod spec;
 pub mod stats;
+pub mod tenant;
 pub mod time;
 pub mod types;
 pub mod webhook;

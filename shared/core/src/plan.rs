@@ -168,7 +168,8 @@ pub struct KeyWrite {
     pub expires_at: u64,
 }
 
-/// Plans the creation of `new` jobs. `known` holds, for the idempotency keys among them,
+/// Plans the creation of `new` jobs. `known` holds, for the idempotency keys among them
+/// (scoped by tenant: [`Job::scoped_key`]),
 /// the live job each key already names (keys that expired or whose job was deleted are
 /// absent). A key seen twice in one batch creates one job; the second item gets it back.
 pub fn create(
@@ -182,7 +183,7 @@ pub fn create(
     let mut by_key = known;
     let mut answers = Vec::with_capacity(new.len());
     for job in new {
-        if let Some(key) = &job.idempotency_key {
+        if let Some(key) = &job.scoped_key() {
             if let Some(existing) = by_key.get(key) {
                 answers.push(Created { job: existing.clone(), created: false });
                 continue;
@@ -295,7 +296,6 @@ mod tests {
     }
 
     #[test]
-    #[test]
     fn reports_need_the_live_lease_and_a_takeover_issues_a_new_one() {
         use crate::report::Report;
         let mut q = job(1, json!({ "type": "noop" }));
@@ -360,6 +360,7 @@ mod tests {
         assert_eq!(answers[0].clone().map(|j| j.lease), Ok(None), "the edge runs its own jobs without leases");
     }
 
+    #[test]
     fn events_for_one_job_apply_in_order_and_save_the_last_version_once() {
         let a = job(1, json!({ "type": "noop" }));
         let (plan, answers) = apply_events(
@@ -453,16 +454,22 @@ mod tests {
         assert_eq!(
             keys,
             vec![
-                KeyWrite { key: "k".into(), job: first.id.clone(), expires_at: 1_500 },
-                KeyWrite { key: "z".into(), job: other.id.clone(), expires_at: 1_500 },
+                KeyWrite { key: "default\u{1f}k".into(), job: first.id.clone(), expires_at: 1_500 },
+                KeyWrite { key: "default\u{1f}z".into(), job: other.id.clone(), expires_at: 1_500 },
             ]
         );
         // A later call whose key is known gets the stored job back and writes nothing.
         let again = job(4, json!({ "type": "noop", "idempotency_key": "k" }));
-        let known = BTreeMap::from([("k".to_owned(), first.clone())]);
-        let (plan, keys, answers) = create(vec![again], known, 2_000, 500);
+        let known = BTreeMap::from([("default\u{1f}k".to_owned(), first.clone())]);
+        let (plan, keys, answers) = create(vec![again], known.clone(), 2_000, 500);
         assert_eq!((answers[0].created, &answers[0].job.id), (false, &first.id));
         assert!(plan.inserts.is_empty() && keys.is_empty() && plan.deltas.is_empty() && plan.effects.is_empty());
+        // Another tenant's equal key is another key: a new job, its own key written.
+        let mut theirs = job(5, json!({ "type": "noop", "idempotency_key": "k" }));
+        theirs.tenant = crate::tenant::Tenant::parse("globex").expect("valid");
+        let (plan, keys, answers) = create(vec![theirs.clone()], known, 2_000, 500);
+        assert_eq!((answers[0].created, &answers[0].job.id), (true, &theirs.id));
+        assert_eq!((plan.inserts.len(), keys[0].key.as_str()), (1, "globex\u{1f}k"));
     }
 
     #[test]

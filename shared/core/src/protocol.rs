@@ -87,11 +87,13 @@ requests! {
     CreateMany(CreateMany) -> Vec<Stored>, "create_many", WhenDue;
     Get(Get) -> Job, "get", Never;
     ApplyMany(ApplyMany) -> Vec<Result<Applied, Refusal>>, "apply_many", WhenDue;
-    List(List) -> Vec<Listed>, "list", Never;
+    ReportMany(ReportMany) -> Vec<Result<Applied, Refusal>>, "report_many", WhenDue;
+    List(List) -> ListPage, "list", Never;
     GetMany(GetMany) -> Vec<Box<serde_json::value::RawValue>>, "get_many", Never;
     ReplayDead(ReplayDead) -> Vec<JobId>, "replay_dead", WhenDue;
     HandoffMany(HandoffMany) -> Vec<Result<(), Refusal>>, "handoff_many", WhenDue;
     Stats(Stats) -> ShardStats, "stats", Never;
+    Pending(Pending) -> u64, "pending", Never;
     Export(Export) -> ExportPage, "export", Never;
     Import(Import) -> Imported, "import", WhenDue;
     RetentionTops(RetentionTops) -> RetentionTopsReply, "retention_tops", Never;
@@ -120,11 +122,23 @@ pub struct Stored {
     pub job: Box<serde_json::value::RawValue>,
 }
 
+/// How many jobs of a tenant the shard holds that are not final yet (what
+/// `TENANT_MAX_PENDING` caps; one counter row read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pending {
+    pub tenant: crate::tenant::Tenant,
+}
+
 /// Reads one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Get {
     pub id: JobId,
+    /// Whose job the caller may see: another tenant's answers `job_not_found`, exactly as a
+    /// missing job does (`None`: an admin, who sees all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<crate::tenant::Tenant>,
 }
 
 /// Applies events to jobs (starts, outcomes, cancels, retries), each answered on its own.
@@ -134,6 +148,26 @@ pub struct ApplyMany {
     pub events: Vec<JobEvent>,
     /// Answer with the whole job for every event; otherwise only its state (but always the
     /// job for a start or a reclaim, which need its payload).
+    #[serde(default)]
+    pub full: bool,
+    /// Only jobs of this tenant are touched: another tenant's job is refused as not found,
+    /// exactly as a missing one (a `jobs` key's cancel or retry). `None`: any job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<crate::tenant::Tenant>,
+}
+
+/// Applies native consumers' reports (the consumer route's only way in): native-lane jobs
+/// only, each report but a start or a takeover carrying its attempt's lease token, which a
+/// start or a takeover issues (see `plan::apply_reports`). Answered like [`ApplyMany`],
+/// always with the job for a start or a reclaim (its payload and its new lease token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportMany {
+    pub reports: Vec<crate::report::Report>,
+    /// The name of the consumer token that sent them (for the shard's log; never a token).
+    #[serde(default)]
+    pub consumer: String,
+    /// Answer with the whole job for every report (the one-report route does).
     #[serde(default)]
     pub full: bool,
 }
@@ -146,6 +180,10 @@ pub struct Applied {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<Job>,
+    /// A consumer's start or takeover: the lease token of the attempt it began, which its
+    /// reports must carry (it travels here, never inside a job document).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
 /// A page of job summaries of this shard (the router fans it out and merges). Heavy parts
@@ -155,6 +193,20 @@ pub struct Applied {
 pub struct List {
     pub query: ListQuery,
 }
+
+/// A shard's page of a listing. A filter SQLite cannot answer from an index (state, type,
+/// tag, times, id prefix, search) reads at most [`MAX_SCAN`] rows per call: when it stops
+/// there, `scanned_to` is the last id it read, and the listing may go on below it only on
+/// a later page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListPage {
+    pub items: Vec<Listed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanned_to: Option<JobId>,
+}
+
+/// Most rows one shard reads for one page of a filtered listing.
+pub const MAX_SCAN: u32 = 2000;
 
 /// One listed job: its id (for merging) and its summary as stored JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,6 +234,9 @@ pub struct ReplayDead {
     pub from_ms: Option<u64>,
     pub to_ms: Option<u64>,
     pub limit: u32,
+    /// Only this tenant's jobs (an admin's `tenant` filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<crate::tenant::Tenant>,
 }
 
 /// Records the stream entries that carry native attempts.
@@ -367,6 +422,7 @@ mod tests {
             request: ApplyMany {
                 events: vec![JobEvent { id: JobId::new(3, 5, 7), event: Event::Start { attempt: 1 } }],
                 full: true,
+                tenant: None,
             }
             .into(),
             deltas: vec![Delta::count(Metric::WorkerInvocationsTotal, &[("kind", "queue")], 1.0)],
@@ -412,10 +468,12 @@ pub enum ScheduleOp {
     Get {
         name: String,
     },
-    /// Schedules by name after `after`, at most `limit`.
+    /// Schedules by name after `after`, at most `limit` (only `tenant`'s, when given).
     List {
         after: Option<String>,
         limit: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tenant: Option<crate::tenant::Tenant>,
     },
     /// Merges a patch body (validated whole in the shard, against the stored schedule).
     Patch {

@@ -147,7 +147,7 @@ mod tests {
         assert_eq!(wire.lease, None);
         let reclaim = planned[2].as_ref().map(|(_, e)| e.event.clone());
         assert_eq!(reclaim, Ok(Event::Reclaim { attempt: 1, lease_ms: 30_000 }), "the edge's lease wins");
-        let applied = Applied { id: a.clone(), state: JobState::Active, attempt: 1, job: None };
+        let applied = Applied { id: a.clone(), state: JobState::Active, attempt: 1, job: None, lease: None };
         let answers =
             [Answer::from(Ok::<_, ApiError>(applied)), Answer::from(Err(ApiError::new(ErrorCode::LeaseLost, "lost")))];
         let wire = serde_json::to_value(&answers[1]).expect("serializes");

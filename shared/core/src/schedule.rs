@@ -293,6 +293,17 @@ impl Schedule {
         format!("schedule:{}:{}", self.name, format_rfc3339(tick))
     }
 
+    /// The tenant the schedule's runs belong to (its job spec's `tenant`, else `default`);
+    /// that tenant's `jobs` keys may read the schedule. A stored name that no longer parses
+    /// reads as nobody's but an admin's.
+    pub fn tenant(&self) -> Option<crate::tenant::Tenant> {
+        match self.job.get("tenant") {
+            None | Some(Value::Null) => Some(crate::tenant::Tenant::default()),
+            Some(Value::String(t)) => crate::tenant::Tenant::parse(t).ok(),
+            Some(_) => None,
+        }
+    }
+
     /// The tag every run carries.
     pub fn tag(&self) -> String {
         tag_of(&self.name)

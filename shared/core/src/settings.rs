@@ -255,6 +255,11 @@ pub const EDGE_VARS: &[(&str, &str, &str)] = &[
     ("NATIVE_LEASE", "30s", "a native attempt silent this long may be taken over (3s to 1h)"),
     ("OUTBOUND_ALLOW", "(none)", "private hosts, IPs or CIDRs (optional :port) webhooks may call"),
     (
+        "TENANT_MAX_PENDING",
+        "off",
+        "most jobs not yet final a tenant may hold: 1000 (each), acme=50 (one), or 1000,acme=50; over it an enqueue answers 429",
+    ),
+    (
         "JOB_TYPES",
         "(built-ins only)",
         "your job types as a JSON object: name → lane, url (edge), timeout, max_attempts, backoff, tags, rate_group, retention, schema",
@@ -263,9 +268,16 @@ pub const EDGE_VARS: &[(&str, &str, &str)] = &[
 
 /// The edge's secrets (`wrangler secret put NAME`): name, meaning.
 pub const EDGE_SECRETS: &[(&str, &str)] = &[
-    ("EDGEJOBS_API_KEYS", "jobs API keys, comma-separated, each optionally key:100/60s (≥ 16 characters)"),
-    ("EDGEJOBS_ADMIN_KEYS", "admin API keys, comma-separated (≥ 16 characters)"),
-    ("EDGEJOBS_CONSUMER_TOKEN", "the token native consumers report with (≥ 16 characters)"),
+    (
+        "EDGEJOBS_API_KEYS",
+        "jobs API keys, comma-separated, each tenant=key[:100/60s] (≥ 16 characters; without tenant=, the default tenant)",
+    ),
+    ("EDGEJOBS_ADMIN_KEYS", "admin API keys, comma-separated (≥ 16 characters); they see every tenant"),
+    ("EDGEJOBS_CONSUMER_TOKEN", "the token native consumers report with (≥ 16 characters), named `default`"),
+    (
+        "EDGEJOBS_CONSUMER_TOKENS",
+        "named consumer tokens, name=token,... (≥ 16 characters each); remove one to revoke it alone",
+    ),
     ("WEBHOOK_SIGNING_SECRET", "the secret webhook signatures derive from (≥ 16 characters)"),
     ("UPSTASH_REDIS_REST_TOKEN", "the Upstash Redis REST token"),
     ("PAYLOAD_ENCRYPTION_KEYS", "keys that seal payload header values, k1:<base64 of 32 bytes>[,k0:...]"),
@@ -306,6 +318,7 @@ mod reference_tests {
             names::API_KEYS,
             names::ADMIN_KEYS,
             names::CONSUMER_TOKEN,
+            names::CONSUMER_TOKENS,
             names::WEBHOOK_SECRET,
             names::RATE_LIMIT,
             names::RATE_LIMIT_ON_ERROR,
@@ -314,9 +327,9 @@ mod reference_tests {
             names::UPSTASH_TIMEOUT,
             names::NATIVE_LEASE,
             names::OUTBOUND_ALLOW,
-            names::CONSUMER_TOKENS,
             names::PAYLOAD_KEYS,
             names::JOB_TYPES,
+            names::TENANT_MAX_PENDING,
         ] {
             assert!(listed.contains(&n), "{n} is parsed but not in the reference");
         }

@@ -73,7 +73,16 @@ fn count(name: Metric, labels: &[(&str, &str)]) -> Delta {
 
 /// What a new job adds.
 pub fn created(job: &Job) -> Vec<Delta> {
-    vec![count(Metric::JobsEnqueuedTotal, &[("type", &job.job_type)])]
+    let mut out = vec![count(Metric::JobsEnqueuedTotal, &[("type", &job.job_type), ("tenant", job.tenant.as_str())])];
+    if !job.state.is_finished() {
+        out.push(pending(job, 1.0));
+    }
+    out
+}
+
+/// A job of `job`'s tenant became pending (`+1`) or final (`-1`).
+fn pending(job: &Job, n: f64) -> Delta {
+    Delta::count(Metric::TenantPendingJobs, &[("tenant", job.tenant.as_str())], n)
 }
 
 /// What the sweep's re-send of a job adds.
@@ -85,6 +94,8 @@ pub fn resent() -> Delta {
 pub fn transition(before: &Job, after: &Job, now: u64) -> Vec<Delta> {
     let t = after.job_type.as_str();
     let lane = after.lane.as_str();
+    // Tenants are bounded (the configured ones), so the per-job counters carry them.
+    let tenant = after.tenant.as_str();
     let mut out = Vec::new();
     // An attempt ended: completed, failed (retried or dead), or lost its lease (a takeover
     // bumps the attempt number while the job stays active).
@@ -93,7 +104,10 @@ pub fn transition(before: &Job, after: &Job, now: u64) -> Vec<Delta> {
         && after.state != JobState::Cancelled;
     if attempt_ended {
         let outcome = if after.state == JobState::Completed { "completed" } else { "failed" };
-        out.push(count(Metric::AttemptsTotal, &[("type", t), ("lane", lane), ("outcome", outcome)]));
+        out.push(count(
+            Metric::AttemptsTotal,
+            &[("type", t), ("lane", lane), ("outcome", outcome), ("tenant", tenant)],
+        ));
         if let Some(started) = before.started_at {
             out.push(Delta::Observe {
                 name: Metric::AttemptDurationSeconds,
@@ -102,11 +116,16 @@ pub fn transition(before: &Job, after: &Job, now: u64) -> Vec<Delta> {
             });
         }
     }
+    match (before.state.is_finished(), after.state.is_finished()) {
+        (false, true) => out.push(pending(after, -1.0)),
+        (true, false) => out.push(pending(after, 1.0)),
+        _ => {}
+    }
     if before.state != after.state || before.attempt != after.attempt {
         match after.state {
-            JobState::Completed => out.push(count(Metric::JobsCompletedTotal, &[("type", t)])),
-            JobState::Dead => out.push(count(Metric::JobsDeadTotal, &[("type", t)])),
-            JobState::Cancelled => out.push(count(Metric::JobsCancelledTotal, &[("type", t)])),
+            JobState::Completed => out.push(count(Metric::JobsCompletedTotal, &[("type", t), ("tenant", tenant)])),
+            JobState::Dead => out.push(count(Metric::JobsDeadTotal, &[("type", t), ("tenant", tenant)])),
+            JobState::Cancelled => out.push(count(Metric::JobsCancelledTotal, &[("type", t), ("tenant", tenant)])),
             JobState::Scheduled | JobState::Queued if before.state == JobState::Active => {
                 out.push(count(Metric::JobsRetriedTotal, &[("type", t)]))
             }
@@ -122,15 +141,33 @@ pub fn transition(before: &Job, after: &Job, now: u64) -> Vec<Delta> {
 /// Label pairs of one series.
 pub type Labels = Vec<(String, String)>;
 
+/// How many jobs of one state, type and tenant a shard holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCount {
+    pub state: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub tenant: String,
+    pub n: u64,
+}
+
+/// A per-minute series as one tenant's share of it (`enqueued@acme`).
+pub fn tenant_series(series: &str, tenant: &str) -> String {
+    format!("{series}@{tenant}")
+}
+
 /// What one shard (or the stats object) reports at scrape time.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShardStats {
     pub counters: Vec<(String, Labels, f64)>,
     pub histograms: Vec<(String, Labels, Histogram)>,
-    /// (state, type, count) of the jobs stored now.
-    pub jobs: Vec<(String, String, u64)>,
+    /// The jobs stored now, by state, type and tenant.
+    pub jobs: Vec<JobCount>,
     /// Creation time of the oldest queued job, if any.
     pub oldest_queued_ms: Option<u64>,
+    /// The same per tenant that has queued jobs.
+    #[serde(default)]
+    pub oldest_queued_by_tenant: Vec<(String, u64)>,
     /// Gauges kept by the stats object (e.g. the last backup), by name.
     #[serde(default)]
     pub gauges: Vec<(String, f64)>,
@@ -168,13 +205,17 @@ pub fn minute_series(name: Metric, labels: &Labels) -> Option<&'static str> {
 /// Sums shards' minute rows into one point per minute of the window that ends with the
 /// minute of `now_ms`: (minute start, count per [`MINUTE_SERIES`] in that order), oldest
 /// first, minutes without rows as zeros.
-pub fn minute_points(rows: &[(u64, String, f64)], now_ms: u64) -> Vec<(u64, [u64; 4])> {
+/// `tenant`: only that tenant's share of each series (see [`tenant_series`]); `None`: the
+/// whole series.
+pub fn minute_points(rows: &[(u64, String, f64)], now_ms: u64, tenant: Option<&str>) -> Vec<(u64, [u64; 4])> {
     let last = now_ms - now_ms % 60_000;
     let first = last.saturating_sub((MINUTES_KEPT - 1) * 60_000);
     let mut points: Vec<(u64, [u64; 4])> = (0..MINUTES_KEPT).map(|i| (first + i * 60_000, [0; 4])).collect();
+    let wanted: Vec<String> =
+        MINUTE_SERIES.iter().map(|s| tenant.map_or_else(|| (*s).to_owned(), |t| tenant_series(s, t))).collect();
     for (minute, series, n) in rows {
         let (Some(slot), Some(k)) =
-            (points.iter_mut().find(|(m, _)| m == minute), MINUTE_SERIES.iter().position(|s| s == series))
+            (points.iter_mut().find(|(m, _)| m == minute), wanted.iter().position(|s| s == series))
         else {
             continue;
         };
@@ -194,6 +235,10 @@ pub enum Role {
     Gauge,
     /// A gauge the stats object keeps for the edge's own use (not exported).
     Internal,
+    /// A level the shards keep as a sum of ups and downs in their counters table (so it
+    /// moves in the same transaction as the jobs it counts), exported as a gauge summed
+    /// over the shards.
+    Level,
 }
 
 macro_rules! registry {
@@ -235,6 +280,7 @@ macro_rules! registry {
 registry! {
     AttemptsTotal "edgejobs_attempts_total" Counter "Attempts that ended, by type, lane and outcome (completed or failed).";
     JobsEnqueuedTotal "edgejobs_jobs_enqueued_total" Counter "Jobs created, by type.";
+    TenantPendingJobs "edgejobs_tenant_pending_jobs" Level "Jobs not yet final (queued, scheduled or active), by tenant: what TENANT_MAX_PENDING caps.";
     JobsCompletedTotal "edgejobs_jobs_completed_total" Counter "Jobs completed, by type.";
     JobsRetriedTotal "edgejobs_jobs_retried_total" Counter "Failed attempts scheduled for a retry, by type.";
     JobsDeadTotal "edgejobs_jobs_dead_total" Counter "Jobs that reached the dead-letter set, by type.";
@@ -276,7 +322,7 @@ pub fn registered(role: Role) -> impl Iterator<Item = Metric> {
 pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> {
     let mut counters: BTreeMap<(String, Vec<(String, String)>), f64> = BTreeMap::new();
     let mut hists: BTreeMap<(String, Vec<(String, String)>), Histogram> = BTreeMap::new();
-    let mut jobs: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut jobs: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut gauges: BTreeMap<String, f64> = BTreeMap::new();
     let mut oldest: Option<u64> = None;
     for s in all {
@@ -286,8 +332,8 @@ pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> 
         for (n, l, h) in &s.histograms {
             hists.entry((n.clone(), l.clone())).or_default().merge(h);
         }
-        for (st, t, c) in &s.jobs {
-            *jobs.entry((st.clone(), t.clone())).or_default() += c;
+        for c in &s.jobs {
+            *jobs.entry((c.state.clone(), c.job_type.clone(), c.tenant.clone())).or_default() += c.n;
         }
         for (n, v) in &s.gauges {
             gauges.insert(n.clone(), *v);
@@ -300,6 +346,16 @@ pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> 
     let mut out = Vec::new();
     for m in registered(Role::Counter) {
         let mut f = Family::new(m.name(), m.help(), Kind::Counter);
+        for ((n, l), v) in &counters {
+            if n == m.name() {
+                let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                f.sample(&labels, *v);
+            }
+        }
+        out.push(f);
+    }
+    for m in registered(Role::Level) {
+        let mut f = Family::new(m.name(), m.help(), Kind::Gauge);
         for ((n, l), v) in &counters {
             if n == m.name() {
                 let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -334,9 +390,9 @@ pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> 
     );
     od.sample(&[], overdue as f64);
     out.push(od);
-    let mut g = Family::new("edgejobs_jobs", "Jobs stored now, by state and type.", Kind::Gauge);
-    for ((st, t), c) in &jobs {
-        g.sample(&[("state", st), ("type", t)], *c as f64);
+    let mut g = Family::new("edgejobs_jobs", "Jobs stored now, by state, type and tenant.", Kind::Gauge);
+    for ((st, t, tenant), c) in &jobs {
+        g.sample(&[("state", st), ("type", t), ("tenant", tenant)], *c as f64);
     }
     out.push(g);
     let mut age = Family::new(
@@ -357,7 +413,7 @@ pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> 
         Family::new("edgejobs_shard_jobs", "Jobs stored now in each shard (how evenly work spreads).", Kind::Gauge);
     for s in all {
         if let Some(shard) = s.shard {
-            per_shard.sample(&[("shard", &shard.to_string())], s.jobs.iter().map(|(_, _, c)| *c).sum::<u64>() as f64);
+            per_shard.sample(&[("shard", &shard.to_string())], s.jobs.iter().map(|c| c.n).sum::<u64>() as f64);
         }
     }
     out.push(per_shard);
@@ -386,12 +442,18 @@ mod tests {
             (9 * 3_600_000, "completed".to_owned(), 7.0), // older than the window
             (10 * 3_600_000, "bogus".to_owned(), 7.0),
         ];
-        let p = minute_points(&rows, now);
+        let p = minute_points(&rows, now, None);
         assert_eq!(p.len() as u64, MINUTES_KEPT);
         assert_eq!(p[59], (10 * 3_600_000 + 60_000, [0, 5, 0, 0]));
         assert_eq!(p[58], (10 * 3_600_000, [0, 0, 0, 1]));
         assert_eq!(p[0].0, 10 * 3_600_000 + 60_000 - 59 * 60_000);
         assert_eq!(p.iter().map(|(_, c)| c.iter().sum::<u64>()).sum::<u64>(), 6);
+        // A tenant sees its own share only; the whole series ignores the shares.
+        let mut rows = rows;
+        rows.push((10 * 3_600_000 + 60_000, tenant_series("completed", "acme"), 2.0));
+        rows.push((10 * 3_600_000 + 60_000, tenant_series("completed", "globex"), 3.0));
+        assert_eq!(minute_points(&rows, now, Some("acme"))[59].1, [0, 2, 0, 0]);
+        assert_eq!(minute_points(&rows, now, None)[59].1, [0, 5, 0, 0]);
     }
 
     use super::*;
@@ -444,7 +506,7 @@ mod tests {
         assert_eq!(
             names(&d),
             [
-                "edgejobs_attempts_total[(\"type\", \"noop\"), (\"lane\", \"edge\"), (\"outcome\", \"failed\")]",
+                "edgejobs_attempts_total[(\"type\", \"noop\"), (\"lane\", \"edge\"), (\"outcome\", \"failed\"), (\"tenant\", \"default\")]",
                 "edgejobs_attempt_duration_seconds",
                 "edgejobs_jobs_retried_total[(\"type\", \"noop\")]"
             ]
@@ -465,14 +527,14 @@ mod tests {
     fn shards_merge_into_one_exposition() {
         let mut a = ShardStats::default();
         a.counters.push(("edgejobs_jobs_enqueued_total".into(), vec![("type".into(), "noop".into())], 2.0));
-        a.jobs.push(("queued".into(), "noop".into(), 1));
+        a.jobs.push(JobCount { state: "queued".into(), job_type: "noop".into(), tenant: "default".into(), n: 1 });
         a.oldest_queued_ms = Some(5_000);
         let mut b = a.clone();
         b.oldest_queued_ms = Some(8_000);
         b.gauges.push(("edgejobs_backup_last_size_bytes".into(), 42.0));
         let text = crate::metrics::render(&families(&[a, b], 10_000, 1));
         assert!(text.contains("edgejobs_jobs_enqueued_total{type=\"noop\"} 4\n"));
-        assert!(text.contains("edgejobs_jobs{state=\"queued\",type=\"noop\"} 2\n"));
+        assert!(text.contains("edgejobs_jobs{state=\"queued\",type=\"noop\",tenant=\"default\"} 2\n"));
         assert!(text.contains("edgejobs_oldest_queued_job_age_seconds 5\n"));
         assert!(text.contains("edgejobs_backup_last_size_bytes 42\n"));
         assert!(text.contains("# TYPE edgejobs_sweep_resent_total counter\n"), "empty families still print");

@@ -113,6 +113,16 @@ pub struct TypeDef {
     pub url: Option<String>,
     /// One of ours (`noop`, `webhook`, `sleep`, `http.request`, `llm.chat`).
     pub builtin: bool,
+    /// The tenants whose keys may enqueue it (`"tenants": ["acme"]`); empty: every tenant.
+    /// To a key of another tenant the type does not exist.
+    pub tenants: Vec<crate::tenant::Tenant>,
+}
+
+impl TypeDef {
+    /// Whether jobs of `tenant` may be of this type.
+    pub fn open_to(&self, tenant: &crate::tenant::Tenant) -> bool {
+        self.tenants.is_empty() || self.tenants.contains(tenant)
+    }
 }
 
 fn builtin(name: &str, lane: Lane, max_attempts: u32, timeout_ms: u64, base_ms: u64) -> TypeDef {
@@ -128,6 +138,7 @@ fn builtin(name: &str, lane: Lane, max_attempts: u32, timeout_ms: u64, base_ms: 
         schema: None,
         url: None,
         builtin: true,
+        tenants: Vec::new(),
     }
 }
 
@@ -142,8 +153,19 @@ impl Default for Types {
 }
 
 /// The fields a declaration may have.
-const FIELDS: &[&str] =
-    &["lane", "timeout", "max_attempts", "backoff", "tags", "rate_group", "retention", "schema", "url", "description"];
+const FIELDS: &[&str] = &[
+    "lane",
+    "timeout",
+    "max_attempts",
+    "backoff",
+    "tags",
+    "rate_group",
+    "retention",
+    "schema",
+    "url",
+    "description",
+    "tenants",
+];
 const RETENTION_FIELDS: &[&str] = &["completed_age", "completed_keep", "dead_age", "dead_keep"];
 
 impl Types {
@@ -353,6 +375,17 @@ fn declare(
     {
         problems.push("description: must be a string of at most 500 bytes".into());
     }
+    if let Some(v) = obj.get("tenants") {
+        let names: Option<Vec<crate::tenant::Tenant>> = v
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .and_then(|a| a.iter().map(|n| n.as_str().and_then(|n| crate::tenant::Tenant::parse(n).ok())).collect());
+        match names {
+            Some(names) if !builtin => t.tenants = names,
+            Some(_) => problems.push("tenants: a built-in type is open to every tenant".into()),
+            None => problems.push("tenants: must be a non-empty array of tenant names".into()),
+        }
+    }
     Some(t)
 }
 
@@ -415,6 +448,8 @@ mod tests {
             "edge-without-url": { "lane": "edge" },
             "native-with-url": { "lane": "native", "url": "https://x.example/" },
             "private": { "lane": "edge", "url": "http://10.0.0.1/hook" },
+            "credentials": { "lane": "edge", "url": "https://user:pass@x.example/hook" },
+            "nat64": { "lane": "edge", "url": "http://[64:ff9b:1::a9fe:a9fe]/hook" },
             "badschema": { "lane": "native", "schema": { "type": "nonsense" } },
             "remote": { "lane": "native", "schema": { "$ref": "https://example.com/s.json" } },
             "typo": { "lane": "native", "timeuot": "5s", "max_attempts": 0, "retention": { "keep": 1 } },
@@ -430,6 +465,8 @@ mod tests {
         assert!(has("edge-without-url", "url: is required"), "{errors:#?}");
         assert!(has("native-with-url", "only an edge type"), "{errors:#?}");
         assert!(has("private", "url:"), "{errors:#?}");
+        assert!(has("credentials", "url: must not carry credentials"), "{errors:#?}");
+        assert!(has("nat64", "url: points to link-local"), "{errors:#?}");
         assert!(has("badschema", "schema: is not a valid JSON Schema at /type"), "{errors:#?}");
         assert!(has("remote", "schema:"), "{errors:#?}");
         assert!(
@@ -470,6 +507,30 @@ mod tests {
         let e = parse_spec_in(&json!({ "type": "resize" }), 0, &t).err().unwrap_or_else(|| panic!("accepted"));
         assert_eq!(e.code, ErrorCode::UnknownType);
         assert!(e.message.contains("image.resize") && e.message.contains("welcome"), "{}", e.message);
+    }
+}
+
+#[cfg(test)]
+mod tenant_tests {
+    use super::*;
+    use crate::outbound::Allow;
+    use crate::tenant::Tenant;
+
+    #[test]
+    fn a_type_may_be_declared_for_some_tenants() {
+        let text = r#"{"acme.report": {"lane": "native", "tenants": ["acme"]}, "open": {"lane": "native"}}"#;
+        let types = Types::parse(text, &Allow::default()).unwrap_or_else(|e| panic!("{e:?}"));
+        let (acme, globex) = (Tenant::parse("acme").unwrap(), Tenant::parse("globex").unwrap());
+        let t = types.get("acme.report").expect("declared");
+        assert!(t.open_to(&acme) && !t.open_to(&globex));
+        assert!(types.get("open").expect("declared").open_to(&globex));
+        for bad in [
+            r#"{"x": {"lane": "native", "tenants": []}}"#,
+            r#"{"x": {"lane": "native", "tenants": ["Bad"]}}"#,
+            r#"{"noop": {"tenants": ["acme"]}}"#,
+        ] {
+            assert!(Types::parse(bad, &Allow::default()).is_err(), "{bad}");
+        }
     }
 }
 

@@ -266,6 +266,9 @@ pub struct ListQuery {
     /// What a listing includes beyond summaries.
     #[serde(default)]
     pub include: Include,
+    /// Only this tenant's jobs: always a `jobs` key's own; an admin's `tenant=` filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<crate::tenant::Tenant>,
 }
 
 /// Default and largest page size of a listing.
@@ -299,6 +302,7 @@ pub fn parse_list_params<'a>(
             }
             "type" => q.job_type = Some(v.to_owned()),
             "tag" => q.tag = Some(v.to_owned()),
+            "tenant" => q.tenant = Some(crate::tenant::Tenant::from_field("tenant", v)?),
             "from" | "to" => {
                 let t = crate::time::parse_rfc3339_bound(v)
                     .ok_or_else(|| ApiError::field(k, "must be an RFC 3339 timestamp"))?;

@@ -30,6 +30,12 @@ pub struct Bugs {
     /// Events are loaded and planned in one step and written in a later one, with other
     /// operations in between (an `await` between load and save): see [`Staged`].
     pub stale_overwrite: bool,
+    /// A caller's job may take a key in the schedules' namespace, and a schedule's run
+    /// reuses whatever job its tick's key names: a pre-created job suppresses the run.
+    pub schedule_key_hijack: bool,
+    /// A consumer's report is applied whatever lease token it carries: the shard hands the
+    /// job's live token in for it (someone "fixed" refused reports by trusting the caller).
+    pub unchecked_lease: bool,
 }
 
 impl Bugs {
@@ -53,12 +59,6 @@ impl Bugs {
     }
 }
 
-/// Events loaded and planned, not written yet (the stale-overwrite bug's window).
-#[derive(Debug)]
-pub struct Staged {
-    plan: Plan,
-    answers: Vec<Result<edgejobs_core::Job, edgejobs_core::machine::Refusal>>,
-}
 impl Bugs {
     /// With `unchecked_lease`, gives every consumer report the live token of its job.
     pub fn unchecked_lease(&self, db: &impl Sql, mut reports: Vec<Report>) -> Outcome<Vec<Report>> {
@@ -78,6 +78,12 @@ impl Bugs {
     }
 }
 
+/// Events loaded and planned, not written yet (the stale-overwrite bug's window).
+#[derive(Debug)]
+pub struct Staged {
+    plan: Plan,
+    answers: Vec<Result<edgejobs_core::Job, edgejobs_core::machine::Refusal>>,
+}
 
 impl<S: Sql, H: Host> Shard<S, H> {
     /// The first half of a buggy apply: load and plan, write nothing.

@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use edgejobs_core::machine::{Event, Refusal};
 use edgejobs_core::plan::{self, JobEvent};
 use edgejobs_core::protocol::{
-    Applied, ApplyMany, Get, GetMany, HandoffMany, List, Listed, ReplayDead, SetGauge, Stored,
+    Applied, ApplyMany, Get, GetMany, HandoffMany, List, ListPage, Listed, MAX_SCAN, Pending, ReplayDead, ReportMany,
+    SetGauge, Stored,
 };
-use edgejobs_core::stats::ShardStats;
+use edgejobs_core::stats::{JobCount, ShardStats};
 use edgejobs_core::wire::{Cursor, Include};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use serde_json::value::RawValue;
@@ -21,11 +22,11 @@ use crate::{Effects, Failure, Host, Level, Outcome, Shard};
 /// Largest page a listing may ask one shard for.
 pub const MAX_LIST: u32 = 1000;
 
-fn not_found(id: &JobId) -> ApiError {
 fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn not_found(id: &JobId) -> ApiError {
     ApiError::new(ErrorCode::JobNotFound, format!("no job with id {id}"))
 }
 
@@ -52,8 +53,24 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 ApiError::new(ErrorCode::InvalidField, format!("job {} does not belong to this shard", j.id)).into()
             );
         }
+        // The schedules' namespace is theirs (the router refuses such keys first): a job
+        // holding a run's key would stand in for that run.
+        #[cfg(feature = "bugs")]
+        let hijack_allowed = self.bugs.schedule_key_hijack;
+        #[cfg(not(feature = "bugs"))]
+        let hijack_allowed = false;
+        if let Some(j) = jobs.iter().find(|j| {
+            !hijack_allowed
+                && j.idempotency_key.as_deref().is_some_and(|k| k.starts_with(edgejobs_core::spec::SCHEDULE_NAMESPACE))
+        }) {
+            return Err(ApiError::field(
+                "idempotency_key",
+                format!("job {}: keys starting with \"schedule:\" are reserved for schedules", j.id),
+            )
+            .into());
+        }
         let now = self.host.now_ms();
-        let keys: Vec<String> = jobs.iter().filter_map(|j| j.idempotency_key.clone()).collect();
+        let keys: Vec<String> = jobs.iter().filter_map(Job::scoped_key).collect();
         self.commit(|db| {
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let known = store::known_keys(db, &keys, now)?;
@@ -76,15 +93,17 @@ impl<S: Sql, H: Host> Shard<S, H> {
         })
     }
 
+    /// One job; another tenant's is answered exactly as a missing one (one read either way).
     pub fn get(&self, r: Get) -> Outcome<Job> {
-        store::load(&self.db, &r.id)?.ok_or_else(|| not_found(&r.id).into())
+        let visible = |j: &Job| r.tenant.as_ref().is_none_or(|t| *t == j.tenant);
+        store::load(&self.db, &r.id)?.filter(visible).ok_or_else(|| not_found(&r.id).into())
     }
 
     /// Applies events (starts, heartbeats, outcomes, cancels, retries) in one transaction,
     /// each answered on its own.
     pub fn apply_many(&self, r: ApplyMany) -> Outcome<(Vec<Result<Applied, Refusal>>, Effects)> {
         let now = self.host.now_ms();
-        let ApplyMany { events, full } = r;
+        let ApplyMany { events, full, tenant } = r;
         #[cfg(feature = "bugs")]
         let events = self.bugs.unchecked_attempts(&self.db, events)?;
         let ids: BTreeSet<JobId> = events.iter().map(|e| e.id.clone()).collect();
@@ -92,7 +111,9 @@ impl<S: Sql, H: Host> Shard<S, H> {
         let wants: Vec<bool> =
             events.iter().map(|e| full || matches!(e.event, Event::Start { .. } | Event::Reclaim { .. })).collect();
         let (answers, effects) = self.commit(|db| {
-            let loaded = store::load_many(db, &ids)?;
+            let mut loaded = store::load_many(db, &ids)?;
+            // Another tenant's job is left out, so its event is answered as a missing job's.
+            loaded.retain(|j| tenant.as_ref().is_none_or(|t| *t == j.tenant));
             let (plan, answers) = plan::apply_events(loaded, events, now, &mut || self.host.random_unit());
             store::apply(db, &plan, now)?;
             Ok((answers, plan.effects))
@@ -101,38 +122,22 @@ impl<S: Sql, H: Host> Shard<S, H> {
             .into_iter()
             .zip(wants)
             .map(|(a, want)| {
-                a.map(|job| Applied {
-                    id: job.id.clone(),
-                    state: job.state,
-                    attempt: job.attempt,
-                    job: want.then_some(job),
+                a.map(|mut job| {
+                    // A lease token is its holder's alone: never in an answer's job.
+                    job.lease = None;
+                    Applied {
+                        id: job.id.clone(),
+                        state: job.state,
+                        attempt: job.attempt,
+                        job: want.then_some(job),
+                        lease: None,
+                    }
                 })
             })
             .collect();
         Ok((applied, effects))
     }
 
-    /// A page of this shard's job summaries, newest first (the primary key is the creation
-    /// order). The heavy parts are removed by SQLite, so they never reach this object.
-    pub fn list(&self, r: List) -> Outcome<Vec<Listed>> {
-        let q = r.query;
-        let mut cond = vec!["1 = 1".to_owned()];
-        let mut binds: Vec<Value> = Vec::new();
-        if let Some(s) = q.state {
-            cond.push("state = ?".into());
-            binds.push(text(s.as_str()));
-        }
-        if let Some(t) = &q.job_type {
-            cond.push("type = ?".into());
-            binds.push(text(t.clone()));
-        }
-        if let Some(tag) = &q.tag {
-            cond.push(TAG_CONDITION.into());
-            binds.push(tag_pattern(tag));
-        }
-        if let Some(from) = q.from_ms {
-            cond.push("updated_at >= ?".into());
-            binds.push(int(from));
     /// Applies native consumers' reports in one transaction (see `plan::apply_reports`):
     /// native-lane jobs only; a start or a takeover issues the attempt's lease token, which
     /// its answer carries; every other report must carry the live token. Refusals for want
@@ -180,12 +185,19 @@ impl<S: Sql, H: Host> Shard<S, H> {
         let applied = answers
             .into_iter()
             .zip(wants)
-            .map(|(a, want)| {
-                a.map(|job| Applied {
-                    id: job.id.clone(),
-                    state: job.state,
-                    attempt: job.attempt,
-                    job: want.then_some(job),
+            .zip(begins)
+            .map(|((a, want), begins)| {
+                a.map(|mut job| {
+                    // The token travels beside the job, never inside a job document.
+                    let lease = if begins { job.lease.take() } else { None };
+                    job.lease = None;
+                    Applied {
+                        id: job.id.clone(),
+                        state: job.state,
+                        attempt: job.attempt,
+                        job: want.then_some(job),
+                        lease,
+                    }
                 })
             })
             .collect();
@@ -204,6 +216,39 @@ impl<S: Sql, H: Host> Shard<S, H> {
         Ok(hex_string(&bytes))
     }
 
+    /// A page of this shard's job summaries, newest first (the primary key is the creation
+    /// order). The heavy parts are removed by SQLite, so they never reach this object.
+    pub fn list(&self, r: List) -> Outcome<ListPage> {
+        let q = r.query;
+        // What an index answers (the tenant, the cursor) bounds the walk; the other filters
+        // are tested on at most MAX_SCAN rows of it per call.
+        let mut walk = vec!["1 = 1".to_owned()];
+        let mut walk_binds: Vec<Value> = Vec::new();
+        if let Some(t) = &q.tenant {
+            walk.push("tenant = ?".into());
+            walk_binds.push(text(t.as_str()));
+        }
+        if let Some(c) = &q.after {
+            walk.push("id < ?".into());
+            walk_binds.push(text(Cursor::bound_in_shard(c, self.number.unwrap_or(0))));
+        }
+        let mut cond = vec!["1 = 1".to_owned()];
+        let mut binds: Vec<Value> = Vec::new();
+        if let Some(s) = q.state {
+            cond.push("state = ?".into());
+            binds.push(text(s.as_str()));
+        }
+        if let Some(t) = &q.job_type {
+            cond.push("type = ?".into());
+            binds.push(text(t.clone()));
+        }
+        if let Some(tag) = &q.tag {
+            cond.push(TAG_CONDITION.into());
+            binds.push(tag_pattern(tag));
+        }
+        if let Some(from) = q.from_ms {
+            cond.push("updated_at >= ?".into());
+            binds.push(int(from));
         }
         if let Some(to) = q.to_ms {
             cond.push("updated_at < ?".into());
@@ -225,28 +270,63 @@ impl<S: Sql, H: Host> Shard<S, H> {
             binds.push(text(folded.clone()));
             binds.push(text(folded));
         }
-        if let Some(c) = &q.after {
-            cond.push("id < ?".into());
-            binds.push(text(Cursor::bound_in_shard(c, self.number.unwrap_or(0))));
-        }
-        binds.push(int(q.limit.min(MAX_LIST) as u64));
+        let filtered = cond.len() > 1;
+        let limit = int(q.limit.min(MAX_LIST) as u64);
         let drop: Vec<String> = Include::default().dropped_paths().iter().map(|p| format!("'{p}'")).collect();
-        let rows = self.db.rows(
-            &format!(
-                "SELECT id, json_remove(doc, {}) AS doc FROM jobs WHERE {} ORDER BY id DESC LIMIT ?",
-                drop.join(", "),
-                cond.join(" AND ")
-            ),
-            &binds,
-        )?;
-        rows.into_iter()
+        let parse_id = |id: String| -> Result<JobId, StoreError> {
+            id.parse().map_err(|_| StoreError(format!("a stored job id {id:?} does not parse")))
+        };
+        let (rows, scanned_to) = if filtered {
+            // The window: the next MAX_SCAN ids of the walk.
+            let mut wb = walk_binds;
+            wb.push(int(MAX_SCAN as u64));
+            let window = format!("SELECT id FROM jobs WHERE {} ORDER BY id DESC LIMIT ?", walk.join(" AND "));
+            let mut all = wb.clone();
+            all.extend(binds);
+            all.push(limit);
+            let rows = self.db.rows(
+                &format!(
+                    "SELECT id, json_remove(doc, {}) AS doc FROM jobs WHERE id IN ({window}) AND {} ORDER BY id DESC LIMIT ?",
+                    drop.join(", "),
+                    cond.join(" AND ")
+                ),
+                &all,
+            )?;
+            // A short page may have stopped at the window's end rather than the shard's:
+            // then the listing goes on below the window's last id on a later page.
+            let mut scanned_to = None;
+            if (rows.len() as u64) < q.limit.min(MAX_LIST) as u64 {
+                let edge = self.db.rows(&format!("SELECT COUNT(*), MIN(id) FROM ({window})"), &wb)?;
+                let row = edge.into_iter().next().ok_or_else(|| StoreError("no count row".into()))?;
+                let mut c = Cols::new(row);
+                let (seen, last) = (c.u64()?, c.opt_text()?);
+                if let (true, Some(id)) = (seen >= MAX_SCAN as u64, last) {
+                    scanned_to = Some(parse_id(id)?);
+                }
+            }
+            (rows, scanned_to)
+        } else {
+            let mut wb = walk_binds;
+            wb.push(limit);
+            let rows = self.db.rows(
+                &format!(
+                    "SELECT id, json_remove(doc, {}) AS doc FROM jobs WHERE {} ORDER BY id DESC LIMIT ?",
+                    drop.join(", "),
+                    walk.join(" AND ")
+                ),
+                &wb,
+            )?;
+            (rows, None)
+        };
+        let items = rows
+            .into_iter()
             .map(|r| {
                 let mut c = Cols::new(r);
-                let id = c.text()?;
-                let id = id.parse().map_err(|_| StoreError(format!("a stored job id {id:?} does not parse")))?;
+                let id = parse_id(c.text()?)?;
                 Ok(Listed { id, doc: raw(c.text()?)? })
             })
-            .collect()
+            .collect::<Result<Vec<Listed>, StoreError>>()?;
+        Ok(ListPage { items, scanned_to })
     }
 
     /// Whole jobs by id (those that exist), as stored.
@@ -265,6 +345,10 @@ impl<S: Sql, H: Host> Shard<S, H> {
         if let Some(tag) = &r.tag {
             cond.push(TAG_CONDITION.into());
             binds.push(tag_pattern(tag));
+        }
+        if let Some(t) = &r.tenant {
+            cond.push("tenant = ?".into());
+            binds.push(text(t.as_str()));
         }
         if let Some(from) = r.from_ms {
             cond.push("updated_at >= ?".into());
@@ -298,6 +382,11 @@ impl<S: Sql, H: Host> Shard<S, H> {
         })
     }
 
+    /// How many of a tenant's jobs here are not final yet.
+    pub fn pending(&self, r: Pending) -> Outcome<u64> {
+        Ok(store::pending_of(&self.db, &r.tenant)?)
+    }
+
     pub fn set_gauge(&self, r: SetGauge) -> Outcome<()> {
         self.commit(|db| {
             db.rows(
@@ -328,14 +417,16 @@ impl<S: Sql, H: Host> Shard<S, H> {
             histograms.push((c.text()?, labels(&c.text()?)?, store::parse(&c.text()?)?));
         }
         let mut jobs = Vec::new();
-        for r in db.rows("SELECT state, type, COUNT(*) AS n FROM jobs GROUP BY state, type", &[])? {
+        for r in db.rows("SELECT state, type, tenant, COUNT(*) AS n FROM jobs GROUP BY state, type, tenant", &[])? {
             let mut c = Cols::new(r);
-            jobs.push((c.text()?, c.text()?, c.u64()?));
+            jobs.push(JobCount { state: c.text()?, job_type: c.text()?, tenant: c.text()?, n: c.u64()? });
         }
-        let oldest = match db.rows("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'", &[])?.into_iter().next() {
-            Some(r) => Cols::new(r).opt_f64()?.map(|v| v as u64),
-            None => None,
-        };
+        let mut oldest_queued_by_tenant = Vec::new();
+        for r in db.rows("SELECT tenant, MIN(created_at) FROM jobs WHERE state = 'queued' GROUP BY tenant", &[])? {
+            let mut c = Cols::new(r);
+            oldest_queued_by_tenant.push((c.text()?, c.u64()?));
+        }
+        let oldest = oldest_queued_by_tenant.iter().map(|(_, ms)| *ms).min();
         let mut gauges = Vec::new();
         for r in db.rows("SELECT name, value FROM gauges", &[])? {
             let mut c = Cols::new(r);
@@ -354,6 +445,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
             histograms,
             jobs,
             oldest_queued_ms: oldest,
+            oldest_queued_by_tenant,
             gauges,
             shard: self.number,
             minutes,

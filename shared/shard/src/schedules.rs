@@ -79,8 +79,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
             |s: Schedule| -> Outcome<Answer> { Ok((shown(self.view(s, now, true)?), Effects::default(), true)) };
         match op {
             ScheduleOp::Get { name } => read(shown(self.view(existing(&self.db, &name)?, now, true)?)),
-            ScheduleOp::List { after, limit } => {
-                read(ScheduleReply::Page { schedules: self.list_schedules(after, limit, now)? })
+            ScheduleOp::List { after, limit, tenant } => {
+                read(ScheduleReply::Page { schedules: self.list_schedules(after, limit, tenant, now)? })
             }
             ScheduleOp::Export => {
                 read(ScheduleReply::Stored { schedules: load_where(&self.db, "1 = 1 ORDER BY name", &[])? })
@@ -158,14 +158,28 @@ impl<S: Sql, H: Host> Shard<S, H> {
         Ok(store::load_many(&self.db, ids)?.into_iter().map(|j| (j.id.clone(), j.state)).collect())
     }
 
-    fn list_schedules(&self, after: Option<String>, limit: u32, now: u64) -> Outcome<Vec<ScheduleShown>> {
+    fn list_schedules(
+        &self,
+        after: Option<String>,
+        limit: u32,
+        tenant: Option<edgejobs_core::tenant::Tenant>,
+        now: u64,
+    ) -> Outcome<Vec<ScheduleShown>> {
         // One more than the largest page, to know whether more remain.
         let limit = limit.clamp(1, MAX_LIST + 1);
-        let mut all = load_where(
-            &self.db,
-            "name > ? ORDER BY name LIMIT ?",
-            &[text(after.unwrap_or_default()), int(limit as u64)],
-        )?;
+        let mut all = match tenant {
+            // The same rule as `Schedule::tenant`: a spec without `tenant` is the default's.
+            Some(t) => load_where(
+                &self.db,
+                "name > ? AND COALESCE(json_extract(doc, '$.job.tenant'), 'default') = ? ORDER BY name LIMIT ?",
+                &[text(after.unwrap_or_default()), text(t.as_str()), int(limit as u64)],
+            )?,
+            None => load_where(
+                &self.db,
+                "name > ? ORDER BY name LIMIT ?",
+                &[text(after.unwrap_or_default()), int(limit as u64)],
+            )?,
+        };
         // A listing shows each schedule's newest run only, their states read at once.
         all.iter_mut().for_each(|s| s.runs.truncate(1));
         let states = self.states(all.iter().flat_map(|s| s.runs.iter().map(|r| &r.job_id)))?;
@@ -188,6 +202,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
         }
         let spec = parse_spec_in(&body, now, &cfg.types)?;
         let mut job = spec.into_job(JobId::new(shard, now, self.host.random_u64()), now).0;
+        job.schedule = Some(s.name.clone());
         #[cfg(feature = "bugs")]
         if self.bugs.schedule_ticks_twice {
             // The bug: a run without its tick's key, so nothing stops a second run of it.
@@ -242,9 +257,21 @@ impl<S: Sql, H: Host> Shard<S, H> {
         cfg: &EdgeConfig,
     ) -> Outcome<(Effects, Vec<(Job, bool)>)> {
         let (made, jobs): (Vec<Fire>, Vec<Job>) = made.into_iter().unzip();
-        let keys: Vec<String> = jobs.iter().filter_map(|j| j.idempotency_key.clone()).collect();
+        let keys: Vec<String> = jobs.iter().filter_map(Job::scoped_key).collect();
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let known = store::known_keys(db, &keys, now)?;
+        let mut known = store::known_keys(db, &keys, now)?;
+        // A tick's key reuses only the schedule's own run: a job that got the key some
+        // other way (stored before callers were refused the namespace) is left alone, and
+        // the key is written over to name the run.
+        #[cfg(feature = "bugs")]
+        let trust_any = self.bugs.schedule_key_hijack;
+        #[cfg(not(feature = "bugs"))]
+        let trust_any = false;
+        if !trust_any {
+            let own: BTreeMap<String, Option<String>> =
+                jobs.iter().filter_map(|j| j.scoped_key().map(|k| (k, j.schedule.clone()))).collect();
+            known.retain(|k, existing| own.get(k).is_some_and(|name| existing.schedule == *name));
+        }
         let (mut plan, key_writes, answers) = plan::create(jobs, known, now, cfg.idempotency_window_ms);
         let mut out = Vec::with_capacity(answers.len());
         for (f, created) in made.into_iter().zip(answers) {

@@ -103,15 +103,18 @@ impl<S: Sql, H: Host> Shard<S, H> {
             for j in &jobs {
                 db.rows("DELETE FROM jobs WHERE id = ?", &[text(j.id.as_str())])?;
                 store::write_rows(db, std::slice::from_ref(j), false)?;
-                if let Some(key) = &j.idempotency_key {
+                // Keys are scoped by the job's tenant, as at enqueue (a backup from before
+                // tenants restores its jobs, and their keys, as the default tenant's).
+                if let Some(key) = j.scoped_key() {
                     keys.push(KeyWrite {
-                        key: key.clone(),
+                        key,
                         job: j.id.clone(),
                         expires_at: j.created_at.saturating_add(r.idempotency_window_ms),
                     });
                 }
             }
             store::put_keys(db, &keys)?;
+            store::recount_pending(db)?;
             Ok(())
         })?;
         Ok((Imported { rows }, effects))

@@ -127,6 +127,15 @@ impl Cols {
         v.as_u64().ok_or_else(|| StoreError(format!("expected an integer, read {v:?}")))
     }
 
+    /// Text or NULL.
+    pub fn opt_text(&mut self) -> Result<Option<String>, StoreError> {
+        match self.next("text")? {
+            Value::Null => Ok(None),
+            Value::Text(s) => Ok(Some(s)),
+            other => Err(StoreError(format!("expected text, read {other:?}"))),
+        }
+    }
+
     /// A number or NULL.
     pub fn opt_f64(&mut self) -> Result<Option<f64>, StoreError> {
         match self.next("number")? {

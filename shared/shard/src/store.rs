@@ -18,7 +18,11 @@ use crate::sql::{Cols, Sql, StoreError, Value, int, text};
 /// changes then write one row each, where version 1 also wrote a rowid, a creation-time
 /// index and a state index: Cloudflare bills every row written, index rows included.
 /// Everything else (the sweep, retention, listings by state) scans, bounded by `LIMIT`.
-pub const SCHEMA_VERSION: u32 = 2;
+///
+/// Version 3 adds the `tenant` of each job (jobs from before read as `default`), an index
+/// on it for one tenant's listings (written once per job: the tenant and the id never
+/// change), and scopes idempotency keys by tenant (`{tenant}\x1f{key}`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The jobs table of version 2 (also what the 1 → 2 migration creates).
 macro_rules! jobs_table {
@@ -32,11 +36,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
     tags TEXT NOT NULL DEFAULT '',
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT 'default'
 ) WITHOUT ROWID;
 "
     };
 }
+
+/// Version 2 → 3: every stored job and idempotency key belongs to the default tenant.
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+UPDATE idempotency SET key = 'default' || char(31) || key;
+";
 
 const JOBS_TABLE: &str = jobs_table!();
 
@@ -44,6 +55,7 @@ const JOBS_TABLE: &str = jobs_table!();
 const JOBS_INDEXES: &str = "
 DROP INDEX IF EXISTS jobs_state_run_at;
 CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs(run_at) WHERE state = 'scheduled';
+CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, id);
 ";
 
 const OTHER_TABLES: &str = "
@@ -98,6 +110,29 @@ CREATE INDEX IF NOT EXISTS jobs_state_run_at ON jobs(state, run_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
 ";
 
+/// Version 2's jobs and idempotency tables, before tenants. Kept so the 2 → 3 migration is
+/// tested from the real thing.
+pub const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', '2');
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    tags TEXT NOT NULL DEFAULT '',
+    doc TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs(run_at) WHERE state = 'scheduled';
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+";
+
 /// Version 1 → 2: the same columns in a table clustered on the id; its indexes go (the
 /// new one is created by `JOBS_INDEXES`).
 const MIGRATE_1_TO_2: &str = concat!(
@@ -113,6 +148,12 @@ INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, tags, doc)
 DROP TABLE jobs_v1;
 "
 );
+
+/// Idempotency keys stored before tenants, if the table exists: the default tenant's.
+const SCOPE_OLD_KEYS: &str = "
+CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, job_id TEXT NOT NULL, expires_at INTEGER NOT NULL);
+UPDATE idempotency SET key = 'default' || char(31) || key WHERE instr(key, char(31)) = 0;
+";
 
 /// Most bound parameters one statement may carry in a Durable Object.
 pub const MAX_PARAMS: usize = 100;
@@ -163,13 +204,21 @@ pub fn migrate(db: &impl Sql) -> Result<Migrated, StoreError> {
             !db.rows("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'jobs'", &[])?.is_empty();
         let done = match version {
             Some(SCHEMA_VERSION) => Migrated::Current,
+            // Version 1's jobs go straight into the current table (tenant `default`); its
+            // idempotency table is created scoped below, and its old keys are scoped too.
             Some(1) => {
                 db.script(MIGRATE_1_TO_2)?;
+                db.script(SCOPE_OLD_KEYS)?;
                 Migrated::From(1)
             }
             None if has_jobs => {
                 db.script(MIGRATE_1_TO_2)?;
+                db.script(SCOPE_OLD_KEYS)?;
                 Migrated::From(1)
+            }
+            Some(2) => {
+                db.script(MIGRATE_2_TO_3)?;
+                Migrated::From(2)
             }
             None => {
                 db.script(JOBS_TABLE)?;
@@ -183,6 +232,9 @@ pub fn migrate(db: &impl Sql) -> Result<Migrated, StoreError> {
         };
         db.script(JOBS_INDEXES)?;
         db.script(OTHER_TABLES)?;
+        if let Migrated::From(_) = done {
+            recount_pending(db)?;
+        }
         db.rows("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", &[text(SCHEMA_VERSION.to_string())])?;
         Ok(done)
     })
@@ -225,7 +277,7 @@ pub fn load_where(db: &impl Sql, cond: &str, binds: &[Value]) -> Result<Vec<Job>
 /// runtime; the rows written are the same). `upsert`: the rows exist and are replaced.
 /// Returns each job's JSON as written.
 pub fn write_rows(db: &impl Sql, jobs: &[Job], upsert: bool) -> Result<Vec<String>, StoreError> {
-    const COLUMNS: usize = 8;
+    const COLUMNS: usize = 9;
     let mut written = Vec::with_capacity(jobs.len());
     for chunk in jobs.chunks(MAX_PARAMS / COLUMNS) {
         let mut binds = Vec::with_capacity(chunk.len() * COLUMNS);
@@ -241,18 +293,20 @@ pub fn write_rows(db: &impl Sql, jobs: &[Job], upsert: bool) -> Result<Vec<Strin
                 int(job.updated_at),
                 text(tags_column(&job.tags)),
                 text(doc),
+                text(job.tenant.as_str()),
             ]);
         }
-        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        // The tenant never changes after the insert, but a restore writes whole jobs.
         let conflict = if upsert {
             " ON CONFLICT(id) DO UPDATE SET state = excluded.state, run_at = excluded.run_at,
-              updated_at = excluded.updated_at, doc = excluded.doc"
+              updated_at = excluded.updated_at, doc = excluded.doc, tenant = excluded.tenant"
         } else {
             ""
         };
         db.rows(
             &format!(
-                "INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, tags, doc) VALUES {rows}{conflict}"
+                "INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, tags, doc, tenant) VALUES {rows}{conflict}"
             ),
             &binds,
         )?;
@@ -272,10 +326,14 @@ pub fn apply(db: &impl Sql, plan: &Plan, now: u64) -> Result<Vec<String>, StoreE
 /// Adds metric deltas, merged per series: one write per counter and per histogram.
 pub fn record(db: &impl Sql, deltas: &[Delta], now: u64) -> Result<(), StoreError> {
     let merged = stats::merge(deltas);
-    let mut minute: BTreeMap<&str, f64> = BTreeMap::new();
+    // Each minute series is kept whole and per tenant (a tenant's key sees its own share).
+    let mut minute: BTreeMap<String, f64> = BTreeMap::new();
     for ((name, labels), n) in &merged.counters {
         if let Some(series) = stats::minute_series(*name, labels) {
-            *minute.entry(series).or_default() += n;
+            *minute.entry(series.to_owned()).or_default() += n;
+            if let Some((_, tenant)) = labels.iter().find(|(k, _)| k == "tenant") {
+                *minute.entry(stats::tenant_series(series, tenant)).or_default() += n;
+            }
         }
     }
     if !minute.is_empty() {
@@ -340,6 +398,33 @@ pub fn known_keys(db: &impl Sql, keys: &[&str], now: u64) -> Result<BTreeMap<Str
     let jobs: BTreeMap<JobId, Job> =
         load_many(db, named.iter().map(|(_, id)| id))?.into_iter().map(|j| (j.id.clone(), j)).collect();
     Ok(named.into_iter().filter_map(|(k, id)| jobs.get(&id).map(|j| (k, j.clone()))).collect())
+}
+
+/// Sets each tenant's count of jobs not yet final from the jobs themselves (a migration or
+/// a restore wrote jobs without their deltas); every state change keeps it after that.
+pub fn recount_pending(db: &impl Sql) -> Result<(), StoreError> {
+    let name = stats::Metric::TenantPendingJobs.name();
+    db.rows("DELETE FROM counters WHERE name = ?", &[text(name)])?;
+    db.rows(
+        "INSERT INTO counters (name, labels, value)
+         SELECT ?, json_array(json_array('tenant', tenant)), COUNT(*) FROM jobs
+         WHERE state IN ('queued', 'scheduled', 'active') GROUP BY tenant",
+        &[text(name)],
+    )?;
+    Ok(())
+}
+
+/// How many jobs of `tenant` this shard holds that are not final yet (one row read).
+pub fn pending_of(db: &impl Sql, tenant: &edgejobs_core::tenant::Tenant) -> Result<u64, StoreError> {
+    let labels = to_json(&vec![("tenant".to_owned(), tenant.as_str().to_owned())])?;
+    let rows = db.rows(
+        "SELECT value FROM counters WHERE name = ? AND labels = ?",
+        &[text(stats::Metric::TenantPendingJobs.name()), text(labels)],
+    )?;
+    match rows.into_iter().next() {
+        Some(r) => Ok(Cols::new(r).f64()?.max(0.0) as u64),
+        None => Ok(0),
+    }
 }
 
 pub fn put_keys(db: &impl Sql, keys: &[KeyWrite]) -> Result<(), StoreError> {

@@ -1,9 +1,9 @@
-//! The shard's schema and storage on rusqlite: creation, the version 1 → 2 migration run on
-//! a real version 1 table, and the failures that must be loud.
+//! The shard's schema and storage on rusqlite: creation, the version 1 → 2 and 2 → 3
+//! migrations run on real old tables, and the failures that must be loud.
 
 use edgejobs_shard::native::Sqlite;
 use edgejobs_shard::sql::{Cols, Sql, text};
-use edgejobs_shard::store::{self, Migrated, SCHEMA_V1};
+use edgejobs_shard::store::{self, Migrated, SCHEMA_V1, SCHEMA_V2};
 use edgejobs_shard::{Host, Level, Shard};
 
 #[derive(Debug, Default)]
@@ -91,4 +91,47 @@ fn a_failed_transaction_writes_nothing() {
     });
     assert!(out.is_err());
     assert_eq!(count(&db, "SELECT COUNT(*) FROM gauges"), 0);
+}
+
+#[test]
+fn version_2_jobs_and_keys_become_the_default_tenants() {
+    use edgejobs_core::{JobId, tenant::Tenant};
+    let db = Sqlite::memory().expect("db");
+    db.script(SCHEMA_V2).expect("v2 schema");
+    // A job as version 2 stored it: no tenant in the document, its key unscoped.
+    let spec = serde_json::json!({ "type": "noop", "idempotency_key": "order-1" });
+    let job =
+        edgejobs_core::spec::parse_spec(&spec, 999_000).expect("spec").into_job(JobId::new(0, 999_000, 1), 999_000).0;
+    let mut doc = serde_json::to_value(&job).expect("json");
+    doc.as_object_mut().expect("object").remove("tenant");
+    db.rows(
+        "INSERT INTO jobs (id, type, state, run_at, created_at, updated_at, tags, doc) VALUES (?, 'noop', 'queued', 1, 1, 1, '', ?)",
+        &[text(job.id.as_str()), text(doc.to_string())],
+    )
+    .expect("a v2 row");
+    db.rows(
+        "INSERT INTO idempotency (key, job_id, expires_at) VALUES ('order-1', ?, 9999999999)",
+        &[text(job.id.as_str())],
+    )
+    .expect("a v2 key");
+    assert_eq!(store::migrate(&db), Ok(Migrated::From(2)));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM jobs WHERE tenant = 'default'"), 1);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs_tenant'"), 1);
+    let host = Fixed::default();
+    let shard = Shard::new(db, &host, Some(0));
+    let stored = store::load(&shard.db, &job.id).expect("load").expect("there");
+    assert_eq!(stored.tenant, Tenant::default());
+    // The old key still names its job for the default tenant; another tenant's equal key is its own.
+    let again = edgejobs_core::spec::parse_spec(&spec, 1_000_000)
+        .expect("spec")
+        .into_job(JobId::new(0, 1_000_000, 2), 1_000_000)
+        .0;
+    let (answers, _) = shard.create(vec![again.clone()], 60_000).expect("create");
+    assert!(!answers[0].created, "the default tenant's old key still dedupes");
+    assert!(answers[0].job.get().contains(job.id.as_str()));
+    let mut theirs = again;
+    theirs.id = JobId::new(0, 1_000_000, 3);
+    theirs.tenant = Tenant::parse("globex").expect("valid");
+    let (answers, _) = shard.create(vec![theirs], 60_000).expect("create");
+    assert!(answers[0].created, "another tenant's equal key makes its own job");
 }

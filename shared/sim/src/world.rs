@@ -354,7 +354,7 @@ impl World {
         events: Vec<JobEvent>,
     ) -> Vec<Result<edgejobs_core::protocol::Applied, edgejobs_core::machine::Refusal>> {
         let s = &self.shards[shard as usize];
-        match s.settle(s.apply_many(ApplyMany { events, full: false })) {
+        match s.settle(s.apply_many(ApplyMany { events, full: false, tenant: None })) {
             Ok((answers, effects)) => {
                 self.effects(shard, effects);
                 answers
@@ -584,6 +584,7 @@ impl World {
                     from_ms: None,
                     to_ms: None,
                     limit: 1 + rng.below(5) as u32,
+                    tenant: None,
                 };
                 if let Ok((ids, effects)) = s.settle(s.replay_dead(r)) {
                     allow.replayed.extend(ids.iter().map(|i| i.to_string()));
@@ -684,7 +685,7 @@ impl World {
                 if self.shards[shard as usize].bugs.stale_overwrite {
                     let s = &self.shards[shard as usize];
                     let events = vec![JobEvent { id: id.clone(), event: Event::Start { attempt } }];
-                    if let Ok(staged) = s.settle(s.stage_apply(ApplyMany { events, full: false })) {
+                    if let Ok(staged) = s.settle(s.stage_apply(ApplyMany { events, full: false, tenant: None })) {
                         self.staged.push((shard, staged));
                     }
                     self.note(|| format!("deliver {id} attempt {attempt}: start staged"));
@@ -727,8 +728,8 @@ impl World {
                         attempt: job.attempt,
                         at: self.now() + rng.below(4_000),
                         end,
-                    });
                         via: Via::Edge,
+                    });
                 }
             }
         }
@@ -769,7 +770,7 @@ impl World {
         let shard = id.shard();
         let answers = self.report_many(shard, vec![Report::new(id.clone(), Event::Start { attempt }, None)]);
         let lease = match answers.into_iter().next() {
-            Some(Ok(a)) => Some(a.job.and_then(|j| j.lease)),
+            Some(Ok(a)) => Some(a.lease),
             _ => None,
         };
         let ok = lease.is_some();
@@ -843,7 +844,7 @@ impl World {
                 self.stream[i].owner = Some(c);
                 self.stream[i].idle_since = now;
                 let end = Self::outcome(rng, &self.faults);
-                let lease = a.job.and_then(|j| j.lease);
+                let lease = a.lease;
                 let at = now + rng.below(3 * LEASE_MS);
                 let run = Run { id: id.clone(), attempt: a.attempt, at, end, via: Via::Consumer(lease) };
                 self.consumers[c].holds.push(run);
@@ -857,7 +858,6 @@ impl World {
         vec![shard]
     }
 
-    fn alarm(&mut self, shard: u16) {
     /// A consumer host that knows a job's id and running attempt but does not hold it
     /// reports on it anyway: no token, a made-up one, or another job's live token; or it
     /// starts an edge-lane job through the consumer route. The shard must refuse them all.
@@ -900,6 +900,7 @@ impl World {
         vec![shard]
     }
 
+    fn alarm(&mut self, shard: u16) {
         self.note(|| format!("alarm of shard {shard}"));
         let cfg = self.cfg.clone();
         self.pages(shard, |s| s.wake_page());

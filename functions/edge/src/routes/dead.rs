@@ -1,6 +1,7 @@
 //! The dead-letter set: jobs whose attempts ran out or that failed permanently.
 
 use edgejobs_api::ReplayResult;
+use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::protocol::ReplayDead;
 use edgejobs_core::time::parse_rfc3339_bound;
@@ -17,24 +18,24 @@ use crate::shard;
 pub const MAX_REPLAY: u64 = 1000;
 
 /// `GET /v1/dead?type=&from=&to=&limit=&cursor=` (`from`/`to`: when the job died).
-pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
+pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
     let pairs = query_pairs(req)?;
     let mut q = parse_list_params(
         pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &["type", "tag", "from", "to", "limit", "cursor", "include"],
+        &["type", "tag", "from", "to", "limit", "cursor", "include", "tenant"],
     )?;
     q.state = Some(JobState::Dead);
-    fan_out_list(env, cfg, q).await
+    fan_out_list(env, cfg, who, q).await
 }
 
-/// `POST /v1/dead/replay` with `{"type"?, "tag"?, "from"?, "to"?, "limit"?}` (admin scope):
+/// `POST /v1/dead/replay` with `{"type"?, "tag"?, "tenant"?, "from"?, "to"?, "limit"?}` (admin scope):
 /// requeues up to `limit` (default 100, at most 1000) dead jobs as new attempt series.
 pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let body = http::read_json(req).await?;
     let Some(obj) = body.as_object() else {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
     };
-    if let Some(k) = obj.keys().find(|k| !["type", "tag", "from", "to", "limit"].contains(&k.as_str())) {
+    if let Some(k) = obj.keys().find(|k| !["type", "tag", "from", "to", "limit", "tenant"].contains(&k.as_str())) {
         return Err(ApiError::field(k, "unknown field"));
     }
     let time = |k: &str| -> Result<Option<u64>, ApiError> {
@@ -58,6 +59,7 @@ pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
         Some(_) => Err(ApiError::field(k, "must be a string")),
     };
     let (job_type, tag) = (string("type")?, string("tag")?);
+    let tenant = string("tenant")?.map(|t| edgejobs_core::tenant::Tenant::from_field("tenant", &t)).transpose()?;
     let limit = match obj.get("limit") {
         None | Some(Value::Null) => 100,
         Some(v) => v
@@ -71,8 +73,14 @@ pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
         if remaining == 0 {
             break;
         }
-        let replay =
-            ReplayDead { job_type: job_type.clone(), tag: tag.clone(), from_ms, to_ms, limit: remaining as u32 };
+        let replay = ReplayDead {
+            job_type: job_type.clone(),
+            tag: tag.clone(),
+            from_ms,
+            to_ms,
+            limit: remaining as u32,
+            tenant: tenant.clone(),
+        };
         let got = shard::call(env, s, replay).await?;
         remaining = remaining.saturating_sub(got.len() as u64);
         ids.extend(got);

@@ -19,6 +19,10 @@ use crate::shard;
 /// Largest serialized `result` or `progress` a report may carry.
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 
+/// The header that carries a start's or takeover's lease token on the one-report route (the
+/// batch route's answers carry it as `lease`).
+pub const LEASE_HEADER: &str = "x-edgejobs-lease";
+
 /// The name of the consumer token a request came with (the route's scope guarantees one).
 fn consumer(who: &Principal) -> String {
     who.consumer.clone().unwrap_or_default()
@@ -26,7 +30,8 @@ fn consumer(who: &Principal) -> String {
 
 /// `POST /v1/internal/jobs/{id}/events` with an event (`start`, `reclaim`, `heartbeat`,
 /// `complete`, `fail`) naming its attempt, and `lease` (the token the start answered with)
-/// for all but a start or a reclaim. Answers the job (200; a start's holds its `lease`), or
+/// for all but a start or a reclaim. Answers the job (200; a start's or reclaim's with the
+/// attempt's token in the `x-edgejobs-lease` header), or
 /// 409 `stale_attempt`, `lease_lost`, `lease_held`, `lease_mismatch`, `not_leased`,
 /// `invalid_transition` or `job_cancelled` when the shard refuses the report.
 pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal, raw_id: &str) -> Out {
@@ -52,19 +57,25 @@ pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
     };
     let (s, r) = item?;
     let answers = shard::call(env, s, ReportMany { reports: vec![r], consumer: consumer(who), full: true }).await?;
-    let job: Job = match answers.into_iter().next() {
-        Some(Ok(Applied { job: Some(job), .. })) => job,
+    let (job, lease): (Job, Option<String>) = match answers.into_iter().next() {
+        Some(Ok(Applied { job: Some(job), lease, .. })) => (job, lease),
         Some(Err(e)) => return Err(e.into()),
         _ => return Err(ApiError::new(ErrorCode::Internal, "malformed shard answer")),
     };
-    respond(200, &job)
+    let mut resp = respond(200, &job)?;
+    if let Some(lease) = lease {
+        resp.headers_mut()
+            .set(LEASE_HEADER, &lease)
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "response encoding failed"))?;
+    }
+    Ok(resp)
 }
 
 /// `POST /v1/internal/events`: many reports in one request (`{"events":[{"id":..,"event":
 /// {..},"lease":..}, ..]}`, at most 500 and 1 MiB). Grouped per shard, each shard's applied
 /// in one call, all shards at once; answered `{"lease_ms":..,"answers":[{"ok":{..}}|
-/// {"error":{..}}, ..]}` in request order. A start or reclaim's answer holds the job (and its
-/// lease token).
+/// {"error":{..}}, ..]}` in request order. A start or reclaim's answer holds the job and,
+/// beside it, the attempt's lease token (`lease`).
 pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
     let body = http::read_json(req).await?;
     let Reports { events } = serde_json::from_value(body)

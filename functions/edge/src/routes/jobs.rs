@@ -7,7 +7,7 @@ use edgejobs_core::machine::Event;
 use edgejobs_core::plan::JobEvent;
 use edgejobs_core::protocol::{Applied, ApplyMany, CreateMany, Get, GetMany, List, Listed};
 use edgejobs_core::ratelimit::Decision;
-use edgejobs_core::spec::parse_spec_in;
+use edgejobs_core::spec::{JobSpec, parse_spec_unchecked};
 use edgejobs_core::wire::{Include, ListQuery, merge_by, parse_list_params};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use futures_util::future::join_all;
@@ -74,11 +74,37 @@ pub struct Prepared {
     job: Job,
 }
 
-/// Validates one job spec and gives it an id in its shard.
-pub fn prepare(cfg: &EdgeConfig, body: &Value, keyless: u16) -> std::result::Result<Prepared, ApiError> {
-    let now = now_ms();
-    let spec = parse_spec_in(body, now, &cfg.types)?;
+/// Validates one job spec, all but its payload schema (which [`prepare`] checks once the
+/// request passed the rate limit).
+/// The job's tenant is decided here: a `jobs` key's own (naming another is refused), an
+/// admin's choice among the configured tenants, or `default`.
+pub fn parse(cfg: &EdgeConfig, body: &Value, who: &Principal) -> std::result::Result<JobSpec, ApiError> {
+    let mut spec = parse_spec_unchecked(body, now_ms(), &cfg.types).map_err(|e| for_tenant(e, body, cfg, who))?;
+    // A type declared for other tenants does not exist for this key.
+    if let Some(t) = who.tenant()
+        && !spec.job_type.open_to(t)
+    {
+        return Err(unknown_type(&spec.job_type.name, cfg, who));
+    }
     edgejobs_core::spec::check_outbound(&spec, &cfg.outbound_allow)?;
+    edgejobs_core::spec::check_user_namespace(&spec)?;
+    let owner = who.sees.owner_of_new(spec.tenant.take())?;
+    cfg.check_tenant(&owner)?;
+    if !spec.job_type.open_to(&owner) {
+        return Err(ApiError::field(
+            "tenant",
+            format!("type {:?} is not declared for tenant {owner}", spec.job_type.name),
+        ));
+    }
+    spec.tenant = Some(owner);
+    Ok(spec)
+}
+
+/// Checks a parsed spec's payload against its type's schema and gives the job an id in
+/// its shard.
+pub fn prepare(cfg: &EdgeConfig, spec: JobSpec, keyless: u16) -> std::result::Result<Prepared, ApiError> {
+    let now = now_ms();
+    edgejobs_core::spec::check_schema(&spec)?;
     let shard = shard_for(spec.idempotency_key.as_deref(), cfg.shard_count, keyless);
     let id = JobId::new(shard, now, random_u64());
     let mut job = spec.into_job(id, now).0;
@@ -87,6 +113,97 @@ pub fn prepare(cfg: &EdgeConfig, body: &Value, keyless: u16) -> std::result::Res
     edgejobs_core::seal::seal_headers(&mut job.payload, job.id.as_str(), &cfg.payload_keys, &mut random_nonce)
         .map_err(crate::http::unsealable)?;
     Ok(Prepared { shard, job })
+}
+
+thread_local! {
+    /// This isolate's view of each tenant's jobs not yet final: the total the shards
+    /// answered, when, and how many this isolate admitted since.
+    static PENDING: std::cell::RefCell<BTreeMap<String, (u64, u64, u64)>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+/// How long an isolate trusts the shards' pending totals of a tenant before asking again.
+const PENDING_FRESH_MS: u64 = 1000;
+
+/// `TENANT_MAX_PENDING`: refuses (429 `tenant_pending_limit`) `n` more jobs of `tenant`
+/// when they would take it over the cap. The total is read from every shard (one counter
+/// row each, kept in the same transaction as the jobs) at most once a second per isolate,
+/// plus what this isolate admitted since: a cap, not a reservation, which concurrent
+/// isolates can overshoot by what they admit within that second (ARCHITECTURE.md).
+pub async fn check_pending(
+    env: &Env,
+    cfg: &EdgeConfig,
+    tenant: &edgejobs_core::tenant::Tenant,
+    n: u64,
+) -> std::result::Result<(), ApiError> {
+    let Some(max) = cfg.tenant_max_pending.of(tenant) else { return Ok(()) };
+    let now = now_ms();
+    let cached = PENDING.with(|p| {
+        p.borrow()
+            .get(tenant.as_str())
+            .filter(|(_, at, _)| now.saturating_sub(*at) < PENDING_FRESH_MS)
+            .map(|(total, _, admitted)| total + admitted)
+    });
+    let current = match cached {
+        Some(c) => c,
+        None => {
+            let calls = (0..cfg.shard_count)
+                .map(|s| shard::call(env, s, edgejobs_core::protocol::Pending { tenant: tenant.clone() }));
+            let mut total = 0u64;
+            for r in join_all(calls).await {
+                total += r?;
+            }
+            PENDING.with(|p| p.borrow_mut().insert(tenant.to_string(), (total, now, 0)));
+            total
+        }
+    };
+    if current.saturating_add(n) > max {
+        return Err(ApiError::new(
+            ErrorCode::TenantPendingLimit,
+            format!("tenant {tenant} holds {current} jobs not yet final; TENANT_MAX_PENDING is {max}"),
+        ));
+    }
+    PENDING.with(|p| {
+        if let Some(e) = p.borrow_mut().get_mut(tenant.as_str()) {
+            e.2 += n;
+        }
+    });
+    Ok(())
+}
+
+/// `check_pending` for every tenant among a request's valid jobs.
+async fn check_pending_all<'a>(
+    env: &Env,
+    cfg: &EdgeConfig,
+    specs: impl Iterator<Item = &'a JobSpec>,
+) -> std::result::Result<(), ApiError> {
+    let mut per: BTreeMap<edgejobs_core::tenant::Tenant, u64> = BTreeMap::new();
+    for s in specs {
+        *per.entry(s.tenant.clone().unwrap_or_default()).or_default() += 1;
+    }
+    for (t, n) in per {
+        check_pending(env, cfg, &t, n).await?;
+    }
+    Ok(())
+}
+
+/// The `unknown_type` error as a key sees it: it lists only the types the key may use.
+fn unknown_type(name: &str, cfg: &EdgeConfig, who: &Principal) -> ApiError {
+    let visible: Vec<&str> =
+        cfg.types.all().filter(|t| who.tenant().is_none_or(|w| t.open_to(w))).map(|t| t.name.as_str()).collect();
+    let shown: String = name.chars().take(64).collect();
+    ApiError::new(
+        ErrorCode::UnknownType,
+        format!("unknown job type {shown:?}; this deployment's types: {}", visible.join(", ")),
+    )
+}
+
+/// Rewrites an `unknown_type` error so it names only the types `who` may use.
+fn for_tenant(e: ApiError, body: &Value, cfg: &EdgeConfig, who: &Principal) -> ApiError {
+    if e.code != ErrorCode::UnknownType || who.tenant().is_none() {
+        return e;
+    }
+    unknown_type(body.get("type").and_then(Value::as_str).unwrap_or_default(), cfg, who)
 }
 
 /// A stored job's status (201 new, 200 existing) and its JSON as the shard wrote it.
@@ -125,12 +242,16 @@ fn with_limit_headers(resp: Out, d: Option<Decision>) -> Out {
 
 /// `POST /v1/jobs`
 pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
+    // Cheapest first: the body's size (read_json), the spec's fields, the rate limit, and
+    // only then the payload's schema.
     let body = http::read_json(req).await?;
-    let prepared = prepare(cfg, &body, random_shard(cfg.shard_count))?;
+    let spec = parse(cfg, &body, who)?;
     let decision = match limit(cfg, who, 1).await {
         Ok(d) => d,
         Err(refused) => return refused,
     };
+    check_pending_all(env, cfg, std::iter::once(&spec)).await?;
+    let prepared = prepare(cfg, spec, random_shard(cfg.shard_count))?;
     let answer = persist_many(env, cfg, vec![prepared]).await.pop();
     let (status, job) =
         answer.unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal, "no answer from the shard")))?;
@@ -155,9 +276,8 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
         _ => return Err(ApiError::field("jobs", format!("must be an array of 1 to {MAX_BATCH} job specs"))),
     };
     let keyless = random_shard(cfg.shard_count);
-    let prepared: Vec<std::result::Result<Prepared, ApiError>> =
-        items.iter().map(|i| prepare(cfg, i, keyless)).collect();
-    let valid = prepared.iter().filter(|p| p.is_ok()).count() as u32;
+    let specs: Vec<std::result::Result<JobSpec, ApiError>> = items.iter().map(|i| parse(cfg, i, who)).collect();
+    let valid = specs.iter().filter(|p| p.is_ok()).count() as u32;
     let decision = if valid > 0 {
         match limit(cfg, who, valid).await {
             Ok(d) => d,
@@ -166,6 +286,12 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
     } else {
         None
     };
+    // Over a tenant's cap, nothing of the batch is created (as over the rate limit).
+    check_pending_all(env, cfg, specs.iter().flatten()).await?;
+    // Schemas only once the batch passed the limit (an item its schema refuses still
+    // counted: the limit is decided before any schema work).
+    let prepared: Vec<std::result::Result<Prepared, ApiError>> =
+        specs.into_iter().map(|s| s.and_then(|s| prepare(cfg, s, keyless))).collect();
     let mut slots: Vec<Option<Persisted>> = Vec::with_capacity(prepared.len());
     let mut good = Vec::new();
     for p in prepared {
@@ -210,16 +336,23 @@ pub fn parse_id(raw: &str, cfg: &EdgeConfig) -> std::result::Result<JobId, ApiEr
 }
 
 /// `GET /v1/jobs/{id}`
-pub async fn get(env: &Env, cfg: &EdgeConfig, raw_id: &str) -> Out {
+pub async fn get(env: &Env, cfg: &EdgeConfig, who: &Principal, raw_id: &str) -> Out {
     let id = parse_id(raw_id, cfg)?;
-    let job = shard::call(env, id.shard(), Get { id }).await?;
+    let job = shard::call(env, id.shard(), Get { id, tenant: who.tenant().cloned() }).await?;
     respond(200, &view::job(job))
 }
 
-/// Applies one event to one job and returns the job after it (or why it was refused).
-pub async fn apply_one(env: &Env, id: JobId, event: Event) -> std::result::Result<Job, ApiError> {
+/// Applies one event to one job of `tenant` (any job: `None`) and returns the job after it
+/// (or why it was refused: another tenant's job is answered as a missing one).
+pub async fn apply_one(
+    env: &Env,
+    id: JobId,
+    event: Event,
+    tenant: Option<&edgejobs_core::tenant::Tenant>,
+) -> std::result::Result<Job, ApiError> {
     let shard = id.shard();
-    let answers = shard::call(env, shard, ApplyMany { events: vec![JobEvent { id, event }], full: true }).await?;
+    let events = vec![JobEvent { id, event }];
+    let answers = shard::call(env, shard, ApplyMany { events, full: true, tenant: tenant.cloned() }).await?;
     match answers.into_iter().next() {
         Some(Ok(Applied { job: Some(job), .. })) => Ok(job),
         Some(Err(e)) => Err(e.into()),
@@ -227,27 +360,29 @@ pub async fn apply_one(env: &Env, id: JobId, event: Event) -> std::result::Resul
     }
 }
 
-async fn user_event(env: &Env, cfg: &EdgeConfig, raw_id: &str, event: Event) -> Out {
+async fn user_event(env: &Env, cfg: &EdgeConfig, who: &Principal, raw_id: &str, event: Event) -> Out {
     let id = parse_id(raw_id, cfg)?;
-    respond(200, &view::job(apply_one(env, id, event).await?))
+    respond(200, &view::job(apply_one(env, id, event, who.tenant()).await?))
 }
 
 /// `POST /v1/jobs/{id}/cancel`: a queued or scheduled job is cancelled at once; an active
 /// job is marked, and the report of its running attempt is refused.
-pub async fn cancel(env: &Env, cfg: &EdgeConfig, raw_id: &str) -> Out {
-    user_event(env, cfg, raw_id, Event::Cancel).await
+pub async fn cancel(env: &Env, cfg: &EdgeConfig, who: &Principal, raw_id: &str) -> Out {
+    user_event(env, cfg, who, raw_id, Event::Cancel).await
 }
 
 /// `POST /v1/jobs/{id}/retry`: replays a dead job as a new attempt series.
-pub async fn retry(env: &Env, cfg: &EdgeConfig, raw_id: &str) -> Out {
-    user_event(env, cfg, raw_id, Event::Replay).await
+pub async fn retry(env: &Env, cfg: &EdgeConfig, who: &Principal, raw_id: &str) -> Out {
+    user_event(env, cfg, who, raw_id, Event::Replay).await
 }
 
 /// Runs a listing over every shard and merges the pages, newest first. Shards answer with
 /// summaries (at most a few KiB each, so a page stays small whatever the jobs hold); when
 /// payloads, results or metadata are asked for, the page's jobs (at most 20) are then read
 /// whole from their shards.
-pub async fn fan_out_list(env: &Env, cfg: &EdgeConfig, q: ListQuery) -> Out {
+pub async fn fan_out_list(env: &Env, cfg: &EdgeConfig, who: &Principal, mut q: ListQuery) -> Out {
+    // A jobs key lists its own tenant's jobs whatever it asks; an admin may filter.
+    q.tenant = who.sees.filter(q.tenant.take())?;
     let limit = q.limit;
     let include = q.include;
     // An id names its shard in its first three characters: a prefix that long asks one.
@@ -257,10 +392,19 @@ pub async fn fan_out_list(env: &Env, cfg: &EdgeConfig, q: ListQuery) -> Out {
     let shards = (0..cfg.shard_count).filter(|s| only.is_none_or(|o| o == *s));
     let calls = shards.map(|s| shard::call(env, s, List { query: per_shard.clone() }));
     let mut pages = Vec::with_capacity(cfg.shard_count as usize);
+    let mut cut: Option<JobId> = None;
     for r in join_all(calls).await {
-        pages.push(r?);
+        let page = r?;
+        // The shard that stopped scanning highest bounds what this page can tell.
+        if let Some(to) = page.scanned_to {
+            let key = |id: &JobId| (id.created_ms(), id.as_str().to_owned());
+            if cut.as_ref().is_none_or(|c| key(&to) > key(c)) {
+                cut = Some(to);
+            }
+        }
+        pages.push(page.items);
     }
-    let (listed, next) = merge_by(pages, limit, |l: &Listed| (l.id.created_ms(), l.id.as_str()));
+    let (listed, next) = cut_page(pages, limit, cut);
     let jobs: Vec<Value> = if include.any() {
         let ids = listed.iter().map(|l| Ok((l.id.shard(), l.id.clone()))).collect();
         let docs = scatter::by_shard(ids, |s, ids| async move {
@@ -283,6 +427,27 @@ pub async fn fan_out_list(env: &Env, cfg: &EdgeConfig, q: ListQuery) -> Out {
     respond(200, &JobList { jobs, next_cursor: next.map(|c| c.encode()) })
 }
 
+/// Merges shard pages into one of at most `limit`. `cut`: the highest id where a shard
+/// stopped scanning (its filtered walk reached [`edgejobs_core::protocol::MAX_SCAN`] rows);
+/// jobs below it are left for the next page, which starts there, so a page never skips a
+/// job a shard did not look at yet.
+pub fn cut_page(
+    pages: Vec<Vec<Listed>>,
+    limit: u32,
+    cut: Option<JobId>,
+) -> (Vec<Listed>, Option<edgejobs_core::wire::Cursor>) {
+    let key = |l: &Listed| (l.id.created_ms(), l.id.as_str().to_owned());
+    let Some(cut) = cut else {
+        return merge_by(pages, limit, |l: &Listed| (l.id.created_ms(), l.id.as_str()));
+    };
+    let bound = (cut.created_ms(), cut.as_str().to_owned());
+    let kept: Vec<Vec<Listed>> =
+        pages.into_iter().map(|p| p.into_iter().filter(|l| key(l) >= bound).collect()).collect();
+    let (listed, next) = merge_by(kept, limit, |l: &Listed| (l.id.created_ms(), l.id.as_str()));
+    let next = next.or(Some(edgejobs_core::wire::Cursor { created_ms: cut.created_ms(), id: cut.as_str().to_owned() }));
+    (listed, next)
+}
+
 #[derive(serde::Deserialize)]
 struct IdOnly {
     id: String,
@@ -296,11 +461,11 @@ pub fn query_pairs(req: &Request) -> std::result::Result<Vec<(String, String)>, 
 
 /// `GET /v1/jobs?state=&type=&tag=&from=&to=&id_prefix=&q=&limit=&cursor=&include=`
 /// (`from`/`to`: when the job last changed; `q`: text in its payload or metadata).
-pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
+pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
     let pairs = query_pairs(req)?;
     let q = parse_list_params(
         pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &["state", "type", "tag", "from", "to", "id_prefix", "q", "limit", "cursor", "include"],
+        &["state", "type", "tag", "from", "to", "id_prefix", "q", "limit", "cursor", "include", "tenant"],
     )?;
-    fan_out_list(env, cfg, q).await
+    fan_out_list(env, cfg, who, q).await
 }

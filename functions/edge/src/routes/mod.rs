@@ -137,19 +137,19 @@ pub const ROUTES: &[Route] = {
             "dashboard",
             open!(|_req, _env, file| anonymous(dashboard::serve(file))),
         ),
-        route(Get, "/v1/stats", JOBS, "stats", keyed!(|c| stats::stats(c.env, c.cfg).await)),
+        route(Get, "/v1/stats", JOBS, "stats", keyed!(|c| stats::stats(c.req, c.env, c.cfg, c.who).await)),
         route(Get, "/v1/whoami", JOBS, "whoami", keyed!(|c| stats::whoami(c.req, c.cfg))),
-        route(Get, "/v1/jobs", JOBS, "jobs", keyed!(|c| jobs::list(c.req, c.env, c.cfg).await)),
+        route(Get, "/v1/jobs", JOBS, "jobs", keyed!(|c| jobs::list(c.req, c.env, c.cfg, c.who).await)),
         route(Post, "/v1/jobs", JOBS, "jobs", keyed!(|c| jobs::create(c.req, c.env, c.cfg, c.who).await)),
         route(Post, "/v1/jobs/batch", JOBS, "batch", keyed!(|c| jobs::batch(c.req, c.env, c.cfg, c.who).await)),
-        route(Get, "/v1/jobs/{id}", JOBS, "job", keyed!(|c| jobs::get(c.env, c.cfg, c.param).await)),
-        route(Post, "/v1/jobs/{id}/cancel", JOBS, "cancel", keyed!(|c| jobs::cancel(c.env, c.cfg, c.param).await)),
-        route(Post, "/v1/jobs/{id}/retry", JOBS, "retry", keyed!(|c| jobs::retry(c.env, c.cfg, c.param).await)),
+        route(Get, "/v1/jobs/{id}", JOBS, "job", keyed!(|c| jobs::get(c.env, c.cfg, c.who, c.param).await)),
+        route(Post, "/v1/jobs/{id}/cancel", JOBS, "cancel", keyed!(|c| jobs::cancel(c.env, c.cfg, c.who, c.param).await)),
+        route(Post, "/v1/jobs/{id}/retry", JOBS, "retry", keyed!(|c| jobs::retry(c.env, c.cfg, c.who, c.param).await)),
         // Schedules: reads with a jobs key; writes need an admin key (a schedule enqueues
         // without end and outside any key's rate limit).
-        route(Get, "/v1/schedules", JOBS, "schedules", keyed!(|c| schedules::list(c.req, c.env, c.cfg).await)),
+        route(Get, "/v1/schedules", JOBS, "schedules", keyed!(|c| schedules::list(c.req, c.env, c.cfg, c.who).await)),
         route(Post, "/v1/schedules", ADMIN, "schedules", keyed!(|c| schedules::create(c.req, c.env, c.cfg).await)),
-        route(Get, "/v1/schedules/{name}", JOBS, "schedule", keyed!(|c| schedules::get(c.env, c.cfg, c.param).await)),
+        route(Get, "/v1/schedules/{name}", JOBS, "schedule", keyed!(|c| schedules::get(c.env, c.cfg, c.who, c.param).await)),
         route(
             Patch,
             "/v1/schedules/{name}",
@@ -185,7 +185,7 @@ pub const ROUTES: &[Route] = {
             "schedule_action",
             keyed!(|c| schedules::act(c.env, c.cfg, c.param, Action::Trigger).await),
         ),
-        route(Get, "/v1/dead", JOBS, "dead", keyed!(|c| dead::list(c.req, c.env, c.cfg).await)),
+        route(Get, "/v1/dead", JOBS, "dead", keyed!(|c| dead::list(c.req, c.env, c.cfg, c.who).await)),
         // Bulk replay is admin-only; replaying one job is a jobs action (`/v1/jobs/{id}/retry`).
         route(Post, "/v1/dead/replay", ADMIN, "dead_replay", keyed!(|c| dead::replay(c.req, c.env, c.cfg).await)),
         route(

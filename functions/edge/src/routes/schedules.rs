@@ -5,9 +5,11 @@
 //! schedule); each schedule lives in the shard its name hashes to.
 
 use edgejobs_api::{ScheduleDeleted, ScheduleList, ScheduleView, Triggered};
+use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::protocol::{ScheduleOp, ScheduleReply, ScheduleShown, Schedules};
 use edgejobs_core::schedule::{self, check_name};
+use edgejobs_core::tenant::{Sees, Tenant};
 use edgejobs_core::{ApiError, ErrorCode};
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -61,16 +63,31 @@ pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let body = http::read_json(req).await?;
     let def = schedule::parse_create(&body, now_ms(), &cfg.types)?;
     edgejobs_core::spec::check_outbound(&def.spec, &cfg.outbound_allow).map_err(schedule::under_job)?;
+    check_spec_tenant(&def.spec, cfg)?;
     let mut s = def.schedule;
     let name = s.name.clone();
     seal_job(&mut s.job, &name, cfg)?;
     respond(201, &one(env, cfg, &name, ScheduleOp::Create { schedule: Box::new(s) }).await?)
 }
 
-/// `GET /v1/schedules?limit=&cursor=`: by name, `next_cursor` when more remain.
-pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
+/// A schedule's runs belong to the tenant its job spec names (`job.tenant`), which must be
+/// a configured one; a spec without it is the default tenant's.
+fn check_spec_tenant(spec: &edgejobs_core::spec::JobSpec, cfg: &EdgeConfig) -> Result<(), ApiError> {
+    let tenant = spec.tenant.clone().unwrap_or_default();
+    cfg.check_tenant(&tenant).map_err(schedule::under_job)?;
+    if !spec.job_type.open_to(&tenant) {
+        let e = ApiError::field("tenant", format!("type {:?} is not declared for tenant {tenant}", spec.job_type.name));
+        return Err(schedule::under_job(e));
+    }
+    Ok(())
+}
+
+/// `GET /v1/schedules?limit=&cursor=&tenant=`: by name, `next_cursor` when more remain. A
+/// jobs key sees its tenant's schedules; an admin every one, or one tenant's.
+pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
     let mut limit = 50u32;
     let mut cursor: Option<String> = None;
+    let mut asked: Option<Tenant> = None;
     for (k, v) in query_pairs(req)? {
         match k.as_str() {
             "limit" => {
@@ -80,11 +97,13 @@ pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
                 }
             }
             "cursor" => cursor = Some(v),
-            other => return Err(ApiError::field(other, "unknown parameter; known: limit, cursor")),
+            "tenant" => asked = Some(Tenant::from_field("tenant", &v)?),
+            other => return Err(ApiError::field(other, "unknown parameter; known: limit, cursor, tenant")),
         }
     }
+    let tenant = who.sees.filter(asked)?;
     let calls = (0..cfg.shard_count).map(|s| {
-        let op = ScheduleOp::List { after: cursor.clone(), limit: limit + 1 };
+        let op = ScheduleOp::List { after: cursor.clone(), limit: limit + 1, tenant: tenant.clone() };
         shard::call(env, s, Schedules { op })
     });
     let mut all: Vec<ScheduleShown> = Vec::new();
@@ -99,10 +118,14 @@ pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig) -> Out {
     respond(200, &ScheduleList { schedules, next_cursor: next })
 }
 
-/// `GET /v1/schedules/{name}`
-pub async fn get(env: &Env, cfg: &EdgeConfig, name: &str) -> Out {
+/// `GET /v1/schedules/{name}`: another tenant's schedule is answered as a missing one.
+pub async fn get(env: &Env, cfg: &EdgeConfig, who: &Principal, name: &str) -> Out {
     let name = named(name)?;
-    respond(200, &one(env, cfg, name, ScheduleOp::Get { name: name.to_owned() }).await?)
+    let shown = call(env, cfg, name, ScheduleOp::Get { name: name.to_owned() }).await?.shown()?;
+    if !shown.schedule.tenant().is_some_and(|t| who.sees.may_see(&t)) && who.sees != Sees::All {
+        return Err(schedule::missing(name));
+    }
+    respond(200, &view::schedule(shown))
 }
 
 /// `PATCH /v1/schedules/{name}`: any field but `name`; the result is validated whole.
@@ -112,6 +135,7 @@ pub async fn patch(req: &mut Request, env: &Env, cfg: &EdgeConfig, name: &str) -
     if let Some(job) = body.get_mut("job") {
         let spec = schedule::parse_job(job, now_ms(), &cfg.types)?;
         edgejobs_core::spec::check_outbound(&spec, &cfg.outbound_allow).map_err(schedule::under_job)?;
+        check_spec_tenant(&spec, cfg)?;
         seal_job(job, name, cfg)?;
     }
     if !body.is_object() {

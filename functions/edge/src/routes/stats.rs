@@ -2,9 +2,10 @@
 //! its admin buttons are drawn from, through the public API like any other client.
 
 use edgejobs_api::{Consumer, Consumers, MinutePoint, ShardsAnswered, Stats, StatsJobs, Whoami};
-use edgejobs_core::auth::Scope;
+use edgejobs_core::auth::{Principal, Scope};
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::stats::{MINUTE_SERIES, minute_points};
+use edgejobs_core::tenant::Tenant;
 use edgejobs_core::time::format_rfc3339;
 use edgejobs_core::wire::{CONSUMERS_KEY, PRESENCE_STALE_MS, Presence};
 use edgejobs_upstash::Reply;
@@ -20,20 +21,41 @@ use crate::platform::now_ms;
 /// minute (jobs created, completed, failed attempts, dead jobs), the native consumers as
 /// they announce themselves, and the shards that answered. One read of every shard
 /// (as `/health`) and one Upstash command.
-pub async fn stats(env: &Env, cfg: &EdgeConfig) -> Out {
+///
+/// A `jobs` key sees its own tenant's jobs, oldest job and minutes; an admin key sees
+/// every tenant's, or one tenant's with `?tenant=`. Consumers are the platform's (names,
+/// types and load, no job data): every key sees them.
+pub async fn stats(req: &Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
+    let mut asked = None;
+    for (k, v) in super::jobs::query_pairs(req)? {
+        match k.as_str() {
+            "tenant" => asked = Some(Tenant::from_field("tenant", &v)?),
+            other => return Err(edgejobs_core::ApiError::field(other, "unknown parameter; known: tenant")),
+        }
+    }
+    let tenant = who.sees.filter(asked)?;
+    let only = tenant.as_ref().map(Tenant::as_str);
     let fetched = crate::gauges::fetch(env, cfg.shard_count, false).await;
     let now = now_ms();
     let shards: Vec<_> = fetched.shards.iter().flatten().collect();
     let mut jobs: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut rows = Vec::new();
     for s in &shards {
-        for (state, job_type, n) in &s.jobs {
-            *jobs.entry((state.clone(), job_type.clone())).or_default() += n;
+        for c in s.jobs.iter().filter(|c| only.is_none_or(|t| t == c.tenant)) {
+            *jobs.entry((c.state.clone(), c.job_type.clone())).or_default() += c.n;
         }
         rows.extend(s.minutes.iter().cloned());
     }
-    let oldest = shards.iter().filter_map(|s| s.oldest_queued_ms).min();
-    let minutes: Vec<MinutePoint> = minute_points(&rows, now)
+    let oldest = match only {
+        None => shards.iter().filter_map(|s| s.oldest_queued_ms).min(),
+        Some(t) => shards
+            .iter()
+            .flat_map(|s| s.oldest_queued_by_tenant.iter())
+            .filter(|(n, _)| n == t)
+            .map(|(_, ms)| *ms)
+            .min(),
+    };
+    let minutes: Vec<MinutePoint> = minute_points(&rows, now, only)
         .into_iter()
         .map(|(at, [enqueued, completed, failed, dead])| MinutePoint {
             at: format_rfc3339(at),
@@ -98,13 +120,15 @@ pub fn consumers(reply: &Reply, now: u64) -> Vec<Consumer> {
     out.into_iter().map(|(_, v)| v).collect()
 }
 
-/// `GET /v1/whoami`: which scopes the key has (`admin` or not), and its id (the first 8
-/// bytes of its SHA-256: safe to show). The key itself is never echoed.
+/// `GET /v1/whoami`: which scopes the key has (`admin` or not), its tenant (`null` for an
+/// admin key, which sees every tenant), and its id (the first 8 bytes of its SHA-256: safe
+/// to show). The key itself is never echoed.
 pub fn whoami(req: &Request, cfg: &EdgeConfig) -> Out {
     let who = http::authorize(req, Scope::Jobs, cfg)?;
     let admin = http::authorize(req, Scope::Admin, cfg).is_ok();
     let scopes: Vec<&str> = if admin { vec!["jobs", "admin"] } else { vec!["jobs"] };
-    respond(200, &Whoami { key_id: who.key_id, scopes: scopes.into_iter().map(str::to_owned).collect() })
+    let tenant = who.tenant().map(|t| t.to_string());
+    respond(200, &Whoami { key_id: who.key_id, scopes: scopes.into_iter().map(str::to_owned).collect(), tenant })
 }
 
 #[cfg(test)]

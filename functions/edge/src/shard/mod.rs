@@ -124,6 +124,7 @@ impl DurableObject for JobShard {
             ShardRequest::ReplayDead(r) => self.effects(s.replay_dead(r)).await,
             ShardRequest::HandoffMany(r) => self.answer(s.handoff_many(r)),
             ShardRequest::Stats(r) => self.answer(s.stats(r.flush)),
+            ShardRequest::Pending(r) => self.answer(s.pending(r)),
             ShardRequest::Export(r) => self.answer(s.export(r)),
             ShardRequest::Import(r) => self.effects(s.import(r)).await,
             ShardRequest::RetentionTops(r) => self.answer(s.retention_tops(r)),
