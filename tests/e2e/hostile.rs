@@ -428,7 +428,8 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// What must not change: jobs per shard, the Redis key count, the R2 object count.
+/// What must not change: jobs per shard, the Redis key count (rate-limit windows left out:
+/// every keyed read counts in one, bad or not), the R2 object count.
 type State = (Vec<(String, f64)>, i64, usize);
 
 fn state(ctx: &Ctx, stack: &Stack) -> anyhow::Result<State> {
@@ -439,15 +440,24 @@ fn state(ctx: &Ctx, stack: &Stack) -> anyhow::Result<State> {
         .filter(|l| l.starts_with("edgejobs_shard_jobs{"))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(s, v)| v.parse().ok().map(|v| (s.to_owned(), v))))
         .collect();
-    let dbsize = ctx
-        .http
-        .post(&stack.upstash_url)
-        .bearer_auth(&stack.secrets.upstash_token)
-        .json(&json!(["DBSIZE"]))
-        .send()?
-        .json::<Value>()?["result"]
-        .as_i64()
-        .unwrap_or(-1);
+    // Every Redis key but the rate limiter's windows, by SCAN (bounded).
+    let mut dbsize = 0i64;
+    let mut cursor = "0".to_owned();
+    for _ in 0..10_000 {
+        let reply = ctx
+            .http
+            .post(&stack.upstash_url)
+            .bearer_auth(&stack.secrets.upstash_token)
+            .json(&json!(["SCAN", cursor, "COUNT", "1000"]))
+            .send()?
+            .json::<Value>()?;
+        let keys = reply["result"][1].as_array().cloned().unwrap_or_default();
+        dbsize += keys.iter().filter(|k| !k.as_str().unwrap_or("").starts_with("edgejobs:ratelimit:")).count() as i64;
+        cursor = reply["result"][0].as_str().unwrap_or("0").to_owned();
+        if cursor == "0" {
+            break;
+        }
+    }
     Ok((shards, dbsize, files_under(&stack.opts.state_dir.join("wrangler/v3/r2"))))
 }
 

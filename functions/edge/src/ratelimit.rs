@@ -42,15 +42,18 @@ pub const READS_PER_ENQUEUE: u32 = 10;
 pub async fn admit(cfg: &EdgeConfig, who: &Principal, cost: u32) -> Result<Option<Decision>, ApiError> {
     let Some(limit) = who.limit.or(cfg.rate_limit) else { return Ok(None) };
     let key = format!("edgejobs:ratelimit:{}", who.key_id);
-    count(cfg, &key, limit, cost).await
+    count(cfg, &key, limit, cost, cfg.rate_limit_fail_open).await
 }
 
 /// Counts one read for `who`, in its read window: [`READS_PER_ENQUEUE`] times the key's
-/// enqueue limit (the key's own or `RATE_LIMIT`), counted apart from its enqueues.
+/// enqueue limit (the key's own or `RATE_LIMIT`), counted apart from its enqueues. When
+/// Upstash cannot be reached a read is admitted whatever `RATE_LIMIT_ON_ERROR` says: a read
+/// writes nothing that a closed limiter would protect, and an outage should not blind the
+/// dashboard.
 pub async fn admit_read(cfg: &EdgeConfig, who: &Principal) -> Result<Option<Decision>, ApiError> {
     let Some(limit) = read_limit(who.limit.or(cfg.rate_limit)) else { return Ok(None) };
     let key = format!("edgejobs:ratelimit:reads:{}", who.key_id);
-    count(cfg, &key, limit, 1).await
+    count(cfg, &key, limit, 1, true).await
 }
 
 /// The read limit that goes with an enqueue limit.
@@ -58,7 +61,13 @@ pub fn read_limit(enqueues: Option<Limit>) -> Option<Limit> {
     enqueues.map(|l| Limit { requests: l.requests.saturating_mul(READS_PER_ENQUEUE), window_ms: l.window_ms })
 }
 
-async fn count(cfg: &EdgeConfig, key: &str, limit: Limit, cost: u32) -> Result<Option<Decision>, ApiError> {
+async fn count(
+    cfg: &EdgeConfig,
+    key: &str,
+    limit: Limit,
+    cost: u32,
+    fail_open: bool,
+) -> Result<Option<Decision>, ApiError> {
     let nonce = format!("{:016x}", random_u64());
     match ratelimit::check(&upstash(cfg), key, limit, cost, now_ms(), &nonce).await {
         Ok(d) => Ok(Some(d)),
@@ -73,10 +82,10 @@ async fn count(cfg: &EdgeConfig, key: &str, limit: Limit, cost: u32) -> Result<O
                 log(
                     "error",
                     "rate limiter cannot reach Upstash",
-                    json!({ "error": e.to_string(), "fail_open": cfg.rate_limit_fail_open, "unreported_failures": failures }),
+                    json!({ "error": e.to_string(), "fail_open": fail_open, "unreported_failures": failures }),
                 );
             }
-            if cfg.rate_limit_fail_open {
+            if fail_open {
                 Ok(None)
             } else {
                 Err(ApiError::new(ErrorCode::Unavailable, "the rate limiter cannot reach Upstash; retry later"))
