@@ -9,6 +9,7 @@ mod cli;
 mod consumer;
 mod dashboard;
 mod examples;
+mod hook;
 mod hostile;
 mod jobs;
 mod limits;
@@ -42,6 +43,7 @@ fn main() {
         races::TESTS,
         hostile::TESTS,
         examples::TESTS,
+        hook::TESTS,
         limits::TESTS,
         dashboard::TESTS,
         cli::TESTS,
