@@ -12,14 +12,15 @@ mod examples;
 mod hook;
 mod hostile;
 mod jobs;
+mod lease;
 mod limits;
 mod observability;
 mod operations;
 mod outbound;
 mod races;
 mod schedules;
-mod small;
 mod tenants;
+mod small;
 mod types;
 mod upstash;
 mod util;
@@ -48,10 +49,11 @@ fn main() {
         dashboard::TESTS,
         cli::TESTS,
         schedules::TESTS,
-        types::TESTS,
-        outbound::TESTS,
-        small::TESTS,
         tenants::TESTS,
+        types::TESTS,
+        small::TESTS,
+        outbound::TESTS,
+        lease::TESTS,
     ]
     .concat();
     if listing {

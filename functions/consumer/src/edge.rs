@@ -171,7 +171,14 @@ impl Sender {
             .answers
             .into_iter()
             .map(|a| match a {
-                report::Answer::Ok(applied) => Answer::Accepted(applied.job.map(Box::new)),
+                // A start's lease token travels beside its job; the worker keeps it there.
+                report::Answer::Ok(applied) => {
+                    let edgejobs_core::protocol::Applied { job, lease, .. } = *applied;
+                    Answer::Accepted(job.map(|mut job| {
+                        job.lease = lease;
+                        Box::new(job)
+                    }))
+                }
                 report::Answer::Error(e) if e.code.status() >= 500 => Answer::Unavailable(e.message),
                 report::Answer::Error(e) => Answer::Refused(e),
             })
