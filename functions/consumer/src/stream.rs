@@ -30,8 +30,9 @@ pub struct Stream<T> {
     pub me: String,
 }
 
-// The lease scripts live with the Upstash client, where the local gateway reads them too.
-pub use edgejobs_upstash::scripts::{ACK_SCRIPT, GIVE_BACK_SCRIPT, RECLAIM_SCRIPT, RENEW_SCRIPT};
+// The lease scripts live with the project's other Lua scripts, where the local gateway
+// reads them too.
+pub use edgejobs_core::scripts::{ACK_SCRIPT, GIVE_BACK_SCRIPT, RECLAIM_SCRIPT, RENEW_SCRIPT};
 
 fn parse_fields(fields: &Reply) -> (Option<JobId>, u32) {
     let fields = fields.as_array().unwrap_or_default();

@@ -17,6 +17,8 @@
 //! - [`metrics`]: Prometheus text exposition shared by the edge and the consumer.
 //! - [`seal`]: payload header values sealed with AES-256-GCM, opened only where used.
 //! - [`retry`]: the backoff policy (exponential, full jitter, cap).
+//! - [`scripts`]: the project's Lua scripts (stream hand-off and leases), the only ones
+//!   the local Upstash gateway runs.
 //! - [`schedule`]: schedules (recurring jobs): validation, and what each alarm wake-up decides.
 //! - [`backup`]: the backup format (NDJSON per shard + manifest), checks and retention.
 //! - [`auth`]: API key scopes and constant-time comparison.
@@ -49,6 +51,7 @@ pub mod ratelimit;
 pub mod report;
 pub mod retry;
 pub mod schedule;
+pub mod scripts;
 pub mod seal;
 pub mod secret;
 pub mod settings;

@@ -138,30 +138,9 @@ pub struct Presence {
     pub version: String,
 }
 
-/// The Lua script that hands attempt ARGV[2] of job ARGV[1] to the stream KEYS[1] at most
-/// once: KEYS[2] remembers the entry, so a retried hand-off returns the first entry instead
-/// of adding another. Returns `{1, entry}` when added, `{0, entry}` when already there.
-pub const HANDOFF_SCRIPT: &str = "local dup = redis.call('GET', KEYS[2]) \
-if dup then return {0, dup} end \
-local e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'attempt', ARGV[2]) \
-redis.call('SET', KEYS[2], e, 'EX', 604800) \
-return {1, e}";
-
-/// [`HANDOFF_SCRIPT`] for many attempts in one call: KEYS[1] is the stream, KEYS[2..] the
-/// hand-off keys, and ARGV holds (job id, attempt) for each of them, in order. Returns
-/// `{1|0, entry}` per attempt.
-pub const HANDOFF_MANY_SCRIPT: &str = "local out = {} \
-for i = 2, #KEYS do \
-  local dup = redis.call('GET', KEYS[i]) \
-  if dup then \
-    out[#out + 1] = {0, dup} \
-  else \
-    local e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[2 * i - 3], 'attempt', ARGV[2 * i - 2]) \
-    redis.call('SET', KEYS[i], e, 'EX', 604800) \
-    out[#out + 1] = {1, e} \
-  end \
-end \
-return out";
+// The hand-off scripts live with the project's other Lua scripts, which the local gateway
+// compiles in to know what it may run.
+pub use crate::scripts::{HANDOFF_MANY_SCRIPT, HANDOFF_SCRIPT};
 
 /// Most attempts one hand-off call carries (about 100 bytes each: well under Upstash's 1 MiB
 /// request limit).

@@ -31,7 +31,7 @@ pub enum Refused {
     #[error("ERR {0} with BLOCK is not supported over REST")]
     BlockOption(String),
     /// EVAL, EVALSHA or SCRIPT LOAD of a script that is not one of the project's.
-    #[error("ERR {0}: upstash-local runs only this project's Lua scripts (shared/upstash/src/scripts.rs)")]
+    #[error("ERR {0}: upstash-local runs only this project's Lua scripts (shared/core/src/scripts.rs)")]
     UnknownScript(String),
 }
 

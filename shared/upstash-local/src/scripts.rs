@@ -1,5 +1,5 @@
 //! The Lua scripts the gateway runs: this project's own, and no other. They are compiled in
-//! from the very file the consumer uses (`shared/upstash/src/scripts.rs`), so the allowed
+//! from the very file the edge and the consumer use (`shared/core/src/scripts.rs`), so the allowed
 //! SHA-1s cannot drift from the scripts that ship. `EVAL`, `EVAL_RO` and `SCRIPT LOAD` of any
 //! other text, and `EVALSHA`/`EVALSHA_RO` of any other SHA-1, are refused before Redis sees
 //! them: `EVAL` would otherwise let any holder of the token run any command Redis permits
@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use sha1::{Digest, Sha1};
 
-#[path = "../../upstash/src/scripts.rs"]
+#[path = "../../core/src/scripts.rs"]
 mod project;
 
 /// The project's scripts, as the consumer sends them.
@@ -44,7 +44,7 @@ mod tests {
     #[test]
     fn the_project_scripts_and_only_they_are_known() {
         assert_eq!(allowed_shas().len(), ALL.len());
-        assert!(ALL.len() >= 4, "the consumer's four lease scripts");
+        assert!(ALL.len() >= 6, "the edge's two hand-off scripts and the consumer's four lease scripts");
         for s in ALL {
             assert!(is_known_script(s.as_bytes()));
             assert!(is_known_sha(sha1_hex(s.as_bytes()).to_ascii_uppercase().as_bytes()));

@@ -9,15 +9,12 @@
 //! - [`client`]: [`Client`]: single commands, pipelines, transactions, base64 replies.
 //! - [`reply`]: [`Reply`], a decoded Redis reply.
 //! - [`ratelimit`]: a sliding-window rate limiter kept in Redis, one pipeline per request.
-//! - [`scripts`]: the project's Lua scripts (the stream-lease scripts of the consumer), the
-//!   only ones the local gateway runs.
 //!
 //! Tokens never appear in `Debug` output, errors or logs.
 
 pub mod client;
 pub mod ratelimit;
 pub mod reply;
-pub mod scripts;
 pub mod transport;
 
 pub use client::{Client, Credentials, Error};

@@ -1,7 +1,33 @@
-//! The project's Lua scripts, the only ones anything of ours runs on Redis: the native
-//! consumer's stream-lease scripts. Plain constants with no dependency, because
-//! `shared/upstash-local` compiles this very file in (`#[path]`) to learn the SHA-1s it lets
-//! through: the gateway runs these scripts and refuses any other (see its README).
+//! The project's Lua scripts, the only ones anything of ours runs on Redis: the edge's
+//! hand-off to the long-job stream and the native consumer's stream-lease scripts. Plain
+//! constants with no dependency, because `shared/upstash-local` compiles this very file in
+//! (`#[path]`) to learn the SHA-1s it lets through: the gateway runs these scripts and
+//! refuses any other (see its README). A new script must be added to [`ALL`].
+
+/// The Lua script that hands attempt ARGV[2] of job ARGV[1] to the stream KEYS[1] at most
+/// once: KEYS[2] remembers the entry, so a retried hand-off returns the first entry instead
+/// of adding another. Returns `{1, entry}` when added, `{0, entry}` when already there.
+pub const HANDOFF_SCRIPT: &str = "local dup = redis.call('GET', KEYS[2]) \
+if dup then return {0, dup} end \
+local e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'attempt', ARGV[2]) \
+redis.call('SET', KEYS[2], e, 'EX', 604800) \
+return {1, e}";
+
+/// [`HANDOFF_SCRIPT`] for many attempts in one call: KEYS[1] is the stream, KEYS[2..] the
+/// hand-off keys, and ARGV holds (job id, attempt) for each of them, in order. Returns
+/// `{1|0, entry}` per attempt.
+pub const HANDOFF_MANY_SCRIPT: &str = "local out = {} \
+for i = 2, #KEYS do \
+  local dup = redis.call('GET', KEYS[i]) \
+  if dup then \
+    out[#out + 1] = {0, dup} \
+  else \
+    local e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[2 * i - 3], 'attempt', ARGV[2 * i - 2]) \
+    redis.call('SET', KEYS[i], e, 'EX', 604800) \
+    out[#out + 1] = {1, e} \
+  end \
+end \
+return out";
 
 /// Takes over up to ARGV[4] entries idle for at least ARGV[3] ms, for consumer ARGV[2] of
 /// group ARGV[1]. Returns `{entry, previous owner, fields}` per entry (fields `false` when
@@ -65,4 +91,5 @@ end \
 return 0";
 
 /// Every script above: what `upstash-local` allows by SHA-1.
-pub const ALL: &[&str] = &[RECLAIM_SCRIPT, RENEW_SCRIPT, ACK_SCRIPT, GIVE_BACK_SCRIPT];
+pub const ALL: &[&str] =
+    &[HANDOFF_SCRIPT, HANDOFF_MANY_SCRIPT, RECLAIM_SCRIPT, RENEW_SCRIPT, ACK_SCRIPT, GIVE_BACK_SCRIPT];
