@@ -164,7 +164,7 @@ mod tests {
     fn jobs_keys_see_their_tenant_and_admin_keys_see_all() {
         let c = cfg();
         let p = authorize(Some("Bearer jobs-key-0123456789"), Scope::Jobs, &c).expect("ok");
-        assert_eq!(p.sees, Sees::Tenant(Tenant::parse("acme").unwrap()));
+        assert_eq!(p.sees, Sees::Tenant(Tenant::parse("acme").expect("valid")));
         assert_eq!(p.tenant().map(Tenant::as_str), Some("acme"));
         let a = authorize(Some("Bearer admin-key-0123456789"), Scope::Jobs, &c).expect("ok");
         assert_eq!((&a.sees, a.tenant()), (&Sees::All, None));

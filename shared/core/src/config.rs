@@ -478,7 +478,7 @@ mod tests {
         assert_eq!(c.api_keys[2].secret.expose(), "k_jobs_legacy_0000000=");
         let names: Vec<String> = c.tenants().iter().map(|t| t.to_string()).collect();
         assert_eq!(names, ["acme", "default", "globex"]);
-        assert!(c.check_tenant(&crate::tenant::Tenant::parse("initech").unwrap()).is_err());
+        assert!(c.check_tenant(&crate::tenant::Tenant::parse("initech").expect("valid")).is_err());
         assert_eq!(c.tenant_max_pending, PendingCaps::default());
         let mut bad = GOOD.to_vec();
         bad[1] = (names::ADMIN_KEYS, "acme=k_admin_0123456789abcdef");

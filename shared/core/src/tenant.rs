@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn scoped_keys_of_two_tenants_differ_and_keep_the_key() {
-        let (a, b) = (Tenant::parse("a").unwrap(), Tenant::parse("ab").unwrap());
+        let (a, b) = (Tenant::parse("a").expect("valid"), Tenant::parse("ab").expect("valid"));
         assert_ne!(a.scope_key("bc"), b.scope_key("c"));
         assert_ne!(a.scope_key("k"), b.scope_key("k"));
         assert!(a.scope_key("order-1").ends_with("order-1"));
@@ -137,17 +137,17 @@ mod tests {
 
     #[test]
     fn jobs_keys_see_their_tenant_admins_see_all() {
-        let (acme, globex) = (Tenant::parse("acme").unwrap(), Tenant::parse("globex").unwrap());
+        let (acme, globex) = (Tenant::parse("acme").expect("valid"), Tenant::parse("globex").expect("valid"));
         let key = Sees::Tenant(acme.clone());
         assert!(key.may_see(&acme) && !key.may_see(&globex));
         assert!(Sees::All.may_see(&globex));
-        assert_eq!(key.filter(None).unwrap(), Some(acme.clone()));
+        assert_eq!(key.filter(None).expect("ok"), Some(acme.clone()));
         assert!(key.filter(Some(globex.clone())).is_err());
-        assert_eq!(Sees::All.filter(None).unwrap(), None);
-        assert_eq!(Sees::All.filter(Some(globex.clone())).unwrap(), Some(globex.clone()));
-        assert_eq!(key.owner_of_new(None).unwrap(), acme);
+        assert_eq!(Sees::All.filter(None).expect("ok"), None);
+        assert_eq!(Sees::All.filter(Some(globex.clone())).expect("ok"), Some(globex.clone()));
+        assert_eq!(key.owner_of_new(None).expect("ok"), acme);
         assert!(key.owner_of_new(Some(globex.clone())).is_err());
-        assert_eq!(Sees::All.owner_of_new(None).unwrap(), Tenant::default());
-        assert_eq!(Sees::All.owner_of_new(Some(globex.clone())).unwrap(), globex);
+        assert_eq!(Sees::All.owner_of_new(None).expect("ok"), Tenant::default());
+        assert_eq!(Sees::All.owner_of_new(Some(globex.clone())).expect("ok"), globex);
     }
 }

@@ -520,7 +520,7 @@ mod tenant_tests {
     fn a_type_may_be_declared_for_some_tenants() {
         let text = r#"{"acme.report": {"lane": "native", "tenants": ["acme"]}, "open": {"lane": "native"}}"#;
         let types = Types::parse(text, &Allow::default()).unwrap_or_else(|e| panic!("{e:?}"));
-        let (acme, globex) = (Tenant::parse("acme").unwrap(), Tenant::parse("globex").unwrap());
+        let (acme, globex) = (Tenant::parse("acme").expect("valid"), Tenant::parse("globex").expect("valid"));
         let t = types.get("acme.report").expect("declared");
         assert!(t.open_to(&acme) && !t.open_to(&globex));
         assert!(types.get("open").expect("declared").open_to(&globex));

@@ -33,12 +33,27 @@ pub struct Bugs {
     /// A caller's job may take a key in the schedules' namespace, and a schedule's run
     /// reuses whatever job its tick's key names: a pre-created job suppresses the run.
     pub schedule_key_hijack: bool,
+    /// A job that ends through the edge's events (a completion, a cancel, a death) is not
+    /// counted off its tenant's pending jobs: `TENANT_MAX_PENDING` would refuse forever.
+    pub pending_uncounted: bool,
     /// A consumer's report is applied whatever lease token it carries: the shard hands the
     /// job's live token in for it (someone "fixed" refused reports by trusting the caller).
     pub unchecked_lease: bool,
+    /// A re-seal binds the values it re-seals to nothing (an empty job id) instead of their
+    /// job: they no longer open where they are, and the old key's retirement loses them.
+    pub reseal_unbound: bool,
 }
 
 impl Bugs {
+    /// With `pending_uncounted`, drops the deltas that count jobs off their tenant's pending.
+    pub fn pending_uncounted(&self, plan: &mut Plan) {
+        if self.pending_uncounted {
+            plan.deltas.retain(|d| {
+                !matches!(d, edgejobs_core::stats::Delta::Count { name: edgejobs_core::stats::Metric::TenantPendingJobs, n, .. } if *n < 0.0)
+            });
+        }
+    }
+
     /// With `unchecked_attempts`, rewrites the attempt of consumer reports to the current one.
     pub fn unchecked_attempts(&self, db: &impl Sql, mut events: Vec<JobEvent>) -> Outcome<Vec<JobEvent>> {
         if !self.unchecked_attempts {

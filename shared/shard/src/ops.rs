@@ -114,7 +114,10 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let mut loaded = store::load_many(db, &ids)?;
             // Another tenant's job is left out, so its event is answered as a missing job's.
             loaded.retain(|j| tenant.as_ref().is_none_or(|t| *t == j.tenant));
-            let (plan, answers) = plan::apply_events(loaded, events, now, &mut || self.host.random_unit());
+            #[allow(unused_mut)]
+            let (mut plan, answers) = plan::apply_events(loaded, events, now, &mut || self.host.random_unit());
+            #[cfg(feature = "bugs")]
+            self.bugs.pending_uncounted(&mut plan);
             store::apply(db, &plan, now)?;
             Ok((answers, plan.effects))
         })?;

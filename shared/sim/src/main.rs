@@ -7,8 +7,8 @@
 //! `--seed N` (default 1), `--seeds K` (runs seeds N..N+K), `--steps S` per seed (default
 //! 20000), `--faults F` (fault level, default 1; 0 none), `--bug NAME` (switch a known
 //! bug on: `stale-overwrite`, `unchecked-attempts`, `sweep-resends-cancelled`,
-//! `schedule-ticks-twice`), `--expect-violation` (exit 0 only when a violation is found;
-//! prints the steps it took).
+//! `schedule-ticks-twice`, `unchecked-lease`, `schedule-key-hijack`, `pending-uncounted`),
+//! `--expect-violation` (exit 0 only when a violation is found;
 
 mod oracle;
 mod rng;
@@ -59,6 +59,9 @@ fn bugs(name: Option<&str>) -> Result<Bugs, String> {
         Some("sweep-resends-cancelled") => b.sweep_resends_cancelled = true,
         Some("schedule-ticks-twice") => b.schedule_ticks_twice = true,
         Some("unchecked-lease") => b.unchecked_lease = true,
+        Some("schedule-key-hijack") => b.schedule_key_hijack = true,
+        Some("pending-uncounted") => b.pending_uncounted = true,
+        Some("reseal-unbound") => b.reseal_unbound = true,
         Some(other) => return Err(format!("unknown bug {other}")),
     }
     Ok(b)

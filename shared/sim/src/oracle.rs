@@ -26,6 +26,10 @@ pub const INVARIANTS: &[&str] = &[
     "cancelled-stays-cancelled",
     "one-job-per-idempotency-key",
     "one-run-per-schedule-tick",
+    "schedule-keys-name-their-own-runs",
+    "tenants-see-only-their-own",
+    "pending-counts-match",
+    "sealed-values-survive-reseal",
     "no-storage-errors",
     "liveness-after-faults-stop",
 ];
@@ -154,6 +158,19 @@ impl Oracle {
         }
     }
 
+    /// A stored job's sealed header values after a re-seal page on its shard: they open,
+    /// with the configured keys, to what was sealed.
+    pub fn sealed(&mut self, id: &str, opened: Result<Vec<(String, String)>, String>, want: &str) {
+        self.check("sealed-values-survive-reseal");
+        match opened {
+            Ok(h) if h.iter().all(|(_, v)| v == want) => {}
+            other => self.fail(
+                "sealed-values-survive-reseal",
+                format!("the sealed headers of {id} no longer open to what was sealed: {other:?}"),
+            ),
+        }
+    }
+
     /// A create's answer for idempotency key `key`.
     pub fn keyed(&mut self, key: &str, job: &str, now: u64, window_ms: u64) {
         self.check("one-job-per-idempotency-key");
@@ -189,6 +206,41 @@ impl Oracle {
         if set.len() as u64 > most {
             let n = set.len();
             self.fail("one-run-per-schedule-tick", format!("schedule {name} made {n} runs; its ticks allow {most}"));
+        }
+    }
+
+    /// A key in the schedules' namespace (`{tenant}\x1fschedule:{name}:{tick}`) must name a job
+    /// that schedule made.
+    pub fn schedule_key(&mut self, key: &str, name: Option<&str>, made_by: Option<&str>) {
+        self.check("schedule-keys-name-their-own-runs");
+        if name.is_none() || name != made_by {
+            let shown = key.replace('\u{1f}', "/");
+            self.fail(
+                "schedule-keys-name-their-own-runs",
+                format!("the key {shown:?} names a job made by {made_by:?}, not by its schedule"),
+            );
+        }
+    }
+
+    /// Another tenant read and cancelled job `id`: refused as missing, the row unchanged.
+    pub fn cross_tenant(&mut self, id: &str, refused: bool, before: Option<&Seen>, after: Option<&Seen>) {
+        self.check("tenants-see-only-their-own");
+        if !refused || before != after {
+            self.fail(
+                "tenants-see-only-their-own",
+                format!("another tenant's read or cancel of {id} was answered ({refused}) or changed it: {before:?} -> {after:?}"),
+            );
+        }
+    }
+
+    /// A shard's count of `tenant`'s jobs not yet final against its rows.
+    pub fn pending(&mut self, shard: usize, tenant: &str, kept: u64, counted: u64) {
+        self.check("pending-counts-match");
+        if kept != counted {
+            self.fail(
+                "pending-counts-match",
+                format!("shard {shard} keeps {kept} pending jobs of {tenant}; its rows hold {counted}"),
+            );
         }
     }
 

@@ -161,6 +161,8 @@ pub enum Kind {
     BackupRestore,
     Retention,
     WriteStaged,
+    CrossTenant,
+    Reseal,
 }
 
 /// Weighted choice of the next action.
@@ -183,7 +185,17 @@ pub const KINDS: &[(Kind, u64)] = &[
     (Kind::BackupRestore, 1),
     (Kind::Retention, 4),
     (Kind::WriteStaged, 6),
+    (Kind::CrossTenant, 3),
+    (Kind::Reseal, 2),
 ];
+
+/// The payload keys of the simulated deployment: the new one seals, the old one still opens
+/// the values stored before the rotation, until a re-seal moves them.
+const RESEAL_NEW_KEY: &str = "k2:HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=";
+const RESEAL_OLD_KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// The tenants jobs are made for (the simulated deployment has a key for each).
+const TENANTS: &[&str] = &["default", "acme"];
 
 /// The schedules every run starts with: name, cron, zone, period bound (ms between runs
 /// at the least, for the count check).
@@ -209,6 +221,8 @@ pub struct World {
     pub faults: Faults,
     pub oracle: Oracle,
     schedules: Vec<(String, u16, u64)>,
+    /// Per shard, where its re-seal continues (`None`: from the start).
+    reseal_cursors: Vec<Option<String>>,
     started: u64,
     pub trace: Option<Vec<String>>,
     pub ops: u64,
@@ -225,14 +239,16 @@ fn config() -> EdgeConfig {
     let vars: BTreeMap<&str, String> = BTreeMap::from([
         ("SHARD_COUNT", SHARDS.to_string()),
         ("IDEMPOTENCY_WINDOW", "60s".to_owned()),
-        ("EDGEJOBS_API_KEYS", "ej_sim_jobs_key_0123456789".to_owned()),
+        ("EDGEJOBS_API_KEYS", "ej_sim_jobs_key_0123456789,acme=ej_sim_acme_key_0123456789".to_owned()),
         ("EDGEJOBS_ADMIN_KEYS", "ej_sim_admin_key_0123456789".to_owned()),
         ("EDGEJOBS_CONSUMER_TOKEN", "ej_sim_consumer_token_0123456789".to_owned()),
         ("WEBHOOK_SIGNING_SECRET", "whsec_c2ltdWxhdGlvbi1zZWNyZXQtMDEyMzQ1Njc4OQ==".to_owned()),
         ("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:1".to_owned()),
         ("UPSTASH_REDIS_REST_TOKEN", "sim-token-0123456789".to_owned()),
         ("NATIVE_LEASE", "10s".to_owned()),
-        ("PAYLOAD_ENCRYPTION_KEYS", "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned()),
+        // Mid-rotation: k2 seals, k1 still opens (jobs stored before the rotation; a re-seal
+        // moves them to k2).
+        ("PAYLOAD_ENCRYPTION_KEYS", format!("{RESEAL_NEW_KEY},{RESEAL_OLD_KEY}")),
     ]);
     match EdgeConfig::parse(|k| vars.get(k).cloned()) {
         Ok(c) => c,
@@ -274,6 +290,7 @@ impl World {
             faults,
             oracle: Oracle::new(SHARDS as usize),
             schedules: Vec::new(),
+            reseal_cursors: vec![None; SHARDS as usize],
             started: START_MS,
             trace: None,
             ops: 0,
@@ -576,6 +593,7 @@ impl World {
                 }
                 vec![any_shard]
             }
+            Kind::CrossTenant => self.cross_tenant(any_shard, rng),
             Kind::Replay => {
                 let s = &self.shards[any_shard as usize];
                 let r = ReplayDead {
@@ -616,6 +634,7 @@ impl World {
                 vec![any_shard]
             }
             Kind::WriteStaged => self.write_staged(rng),
+            Kind::Reseal => self.reseal(any_shard, rng),
         }
     }
 
@@ -633,6 +652,9 @@ impl World {
                 body["delay"] = json!(1_000 + rng.below(20_000));
             }
             let mut shard = keyless;
+            // Both tenants draw keys from one small pool: equal keys of two tenants are two.
+            let tenant = TENANTS[rng.below(TENANTS.len() as u64) as usize];
+            body["tenant"] = json!(tenant);
             if rng.chance(0.35) {
                 // Often the key of the item before: two requests with one key in one round.
                 let key = match &last_key {
@@ -642,6 +664,15 @@ impl World {
                 shard = edgejobs_core::id::shard_for_key(&key, SHARDS);
                 last_key = Some(key.clone());
                 body["idempotency_key"] = json!(key);
+            } else if rng.chance(0.05) {
+                // A caller takes the key of a schedule's next run, in the schedule's shard
+                // (where the hash may put it): it must be refused there too.
+                let (name, sched_shard, period) = self.schedules[0].clone();
+                let tick = (now / period + 1) * period;
+                body["idempotency_key"] =
+                    json!(format!("schedule:{name}:{}", edgejobs_core::time::format_rfc3339(tick)));
+                body["tenant"] = json!("default");
+                shard = sched_shard;
             }
             let spec = match edgejobs_core::spec::parse_spec_in(&body, now, &self.cfg.types) {
                 Ok(s) => s,
@@ -652,7 +683,7 @@ impl World {
         }
         let touched: Vec<u16> = by_shard.keys().copied().collect();
         for (shard, jobs) in by_shard {
-            let keys: Vec<Option<String>> = jobs.iter().map(|j| j.idempotency_key.clone()).collect();
+            let keys: Vec<Option<String>> = jobs.iter().map(|j| j.scoped_key()).collect();
             let s = &self.shards[shard as usize];
             match s.settle(s.create(jobs, WINDOW_MS)) {
                 Ok((stored, effects)) => {
@@ -674,6 +705,40 @@ impl World {
             }
         }
         touched
+    }
+
+    /// Another tenant reads and cancels a job by its id: it must be answered as a missing
+    /// job and stay exactly as it was.
+    fn cross_tenant(&mut self, shard: u16, rng: &mut Rng) -> Vec<u16> {
+        let ids: Vec<&String> = self.oracle.rows[shard as usize].keys().collect();
+        let Some(id) = rng.pick(&ids).map(|s| (*s).clone()) else { return vec![] };
+        let Ok(id) = id.parse::<JobId>() else { return vec![] };
+        let q = "SELECT tenant FROM jobs WHERE id = ?";
+        let s = &self.shards[shard as usize];
+        let owner = match s.db.rows(q, &[edgejobs_shard::sql::text(id.as_str())]) {
+            Ok(rows) => rows.into_iter().next().and_then(|r| Cols::new(r).text().ok()),
+            Err(_) => None,
+        };
+        let Some(owner) = owner else { return vec![] };
+        let other = TENANTS.iter().find(|t| **t != owner).copied().unwrap_or("acme");
+        let other = edgejobs_core::tenant::Tenant::parse(other).ok();
+        let before = self.row(&id);
+        let read = s.get(edgejobs_core::protocol::Get { id: id.clone(), tenant: other.clone() });
+        let events = vec![JobEvent { id: id.clone(), event: Event::Cancel }];
+        let answers = match s.settle(s.apply_many(ApplyMany { events, full: false, tenant: other })) {
+            Ok((answers, effects)) => {
+                self.effects(shard, effects);
+                answers
+            }
+            Err(_) => Vec::new(),
+        };
+        let after = self.row(&id);
+        let refused = answers
+            .first()
+            .is_none_or(|a| a.as_ref().is_err_and(|r| r.code() == edgejobs_core::ErrorCode::JobNotFound));
+        self.oracle.cross_tenant(id.as_str(), read.is_err() && refused, before.as_ref(), after.as_ref());
+        self.note(|| format!("tenant {owner}'s job {id} read and cancelled by another tenant: refused"));
+        vec![shard]
     }
 
     fn deliver(&mut self, m: Msg, rng: &mut Rng) {
@@ -711,6 +776,53 @@ impl World {
             }
         }
     }
+    /// A job stored before the payload key's rotation (its header sealed under the old key
+    /// alone), then one page of the shard's re-seal: every sealed value of the shard must
+    /// still open, with the configured keys, to what was sealed (`s-<job id>`).
+    fn reseal(&mut self, shard: u16, rng: &mut Rng) -> Vec<u16> {
+        let now = self.now();
+        let body = json!({ "type": "noop", "tenant": "default", "payload": { "headers": { "authorization": "x" } } });
+        let Ok(spec) = edgejobs_core::spec::parse_spec_in(&body, now, &self.cfg.types) else { return vec![] };
+        let s = &self.shards[shard as usize];
+        let mut job = spec.into_job(JobId::new(shard, now, s.host.random_u64()), now).0;
+        job.payload["headers"]["authorization"] = json!(format!("s-{}", job.id));
+        let old = edgejobs_core::seal::Keys::parse(RESEAL_OLD_KEY).unwrap_or_else(|e| panic!("the old key: {e}"));
+        let id = job.id.to_string();
+        if edgejobs_core::seal::seal_headers(&mut job.payload, &id, &old, &mut || s.host.random_nonce()).is_err() {
+            return vec![];
+        }
+        match s.settle(s.create(vec![job], WINDOW_MS)) {
+            Ok((_, effects)) => {
+                self.oracle.acked.insert(id.clone());
+                self.effects(shard, effects);
+            }
+            Err(e) => self.note(|| format!("legacy enqueue refused: {}", e.message)),
+        }
+        let s = &self.shards[shard as usize];
+        let r = edgejobs_core::protocol::Reseal {
+            after: self.reseal_cursors[shard as usize].clone(),
+            limit: 1 + rng.below(4) as u32,
+        };
+        match s.settle(s.reseal(r, &self.cfg.payload_keys)) {
+            Ok(report) => {
+                self.reseal_cursors[shard as usize] = report.cursor.clone();
+                self.note(|| format!("reseal shard {shard}: {report:?}"));
+            }
+            Err(e) => self.note(|| format!("reseal refused: {}", e.message)),
+        }
+        let q = "SELECT id, doc FROM jobs WHERE instr(doc, 'ejenc:v1:') > 0";
+        let rows = self.shards[shard as usize].db.rows(q, &[]).unwrap_or_default();
+        for row in rows {
+            let mut c = Cols::new(row);
+            let (Ok(id), Ok(doc)) = (c.text(), c.text()) else { continue };
+            let opened = serde_json::from_str::<edgejobs_core::Job>(&doc)
+                .map_err(|e| e.to_string())
+                .and_then(|j| edgejobs_core::seal::open_headers(&j.payload, &id, Some(&self.cfg.payload_keys)));
+            self.oracle.sealed(&id, opened, &format!("s-{id}"));
+        }
+        vec![shard]
+    }
+
     fn write_staged(&mut self, rng: &mut Rng) -> Vec<u16> {
         if self.staged.is_empty() {
             return vec![];
@@ -946,6 +1058,17 @@ impl World {
             let most = (now - self.started) / period + 2;
             self.oracle.schedule_runs(&name, ids, most);
         }
+        // Every key in the schedules' namespace names its schedule's own run.
+        let q = "SELECT i.key, json_extract(j.doc, '$.schedule') FROM idempotency i JOIN jobs j ON j.id = i.job_id
+                 WHERE instr(i.key, char(31) || 'schedule:') > 0";
+        let rows = self.shards[shard as usize].db.rows(q, &[]).unwrap_or_default();
+        for r in rows {
+            let mut c = Cols::new(r);
+            let (Ok(key), Ok(made_by)) = (c.text(), c.opt_text()) else { continue };
+            let name =
+                key.split('\u{1f}').nth(1).and_then(|k| k.strip_prefix("schedule:")).and_then(|k| k.split(':').next());
+            self.oracle.schedule_key(&key, name, made_by.as_deref());
+        }
     }
 
     fn sweep(&mut self, shard: u16) {
@@ -1053,6 +1176,25 @@ impl World {
 
     /// Sum of the final-state counters of every shard, after writing what is pending.
     pub fn check_counters(&mut self) {
+        // Each tenant's count of jobs not yet final, as the shard keeps it, against its rows.
+        for (n, s) in self.shards.iter().enumerate() {
+            let q =
+                "SELECT tenant, COUNT(*) FROM jobs WHERE state IN ('queued', 'scheduled', 'active') GROUP BY tenant";
+            let counted: BTreeMap<String, u64> =
+                s.db.rows(q, &[])
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|r| {
+                        let mut c = Cols::new(r);
+                        Some((c.text().ok()?, c.u64().ok()?))
+                    })
+                    .collect();
+            for t in TENANTS {
+                let Ok(tenant) = edgejobs_core::tenant::Tenant::parse(t) else { continue };
+                let kept = edgejobs_shard::store::pending_of(&s.db, &tenant).unwrap_or(u64::MAX);
+                self.oracle.pending(n, t, kept, counted.get(*t).copied().unwrap_or(0));
+            }
+        }
         let mut total = 0.0;
         for s in &self.shards {
             match s.settle(s.stats(true)) {

@@ -47,6 +47,21 @@ fn a_report_applied_without_its_lease_check_is_found() {
 }
 
 #[test]
+fn a_schedule_run_that_reuses_a_callers_job_is_found() {
+    found("schedule-key-hijack", "schedule-keys-name-their-own-runs");
+}
+
+#[test]
+fn a_tenant_count_that_forgets_jobs_that_end_is_found() {
+    found("pending-uncounted", "pending-counts-match");
+}
+
+#[test]
+fn a_reseal_that_unbinds_values_from_their_job_is_found() {
+    found("reseal-unbound", "sealed-values-survive-reseal");
+}
+
+#[test]
 fn without_a_bug_a_run_holds_every_invariant_and_says_so() {
     let (ok, out) = sim(&["--seed", "7", "--steps", "3000"]);
     assert!(ok, "{out}");

@@ -469,3 +469,36 @@ pub async fn list(req: &Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -
     )?;
     fan_out_list(env, cfg, who, q).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(shard: u16, ms: u64) -> Listed {
+        let id = JobId::new(shard, ms, ms);
+        let doc = serde_json::value::RawValue::from_string(format!("{{\"id\":\"{id}\"}}")).expect("json");
+        Listed { id, doc }
+    }
+
+    #[test]
+    fn a_page_stops_where_the_highest_bounded_scan_stopped() {
+        // Shard 0 scanned down to ms 50 and found 90 and 60; shard 1 scanned everything and
+        // found 80 and 10. The job at 10 is below shard 0's window: left for the next page,
+        // which starts at shard 0's stop.
+        let pages = vec![vec![listed(0, 90), listed(0, 60)], vec![listed(1, 80), listed(1, 10)]];
+        let stop = JobId::new(0, 50, 1);
+        let (page, next) = cut_page(pages, 10, Some(stop.clone()));
+        let ms: Vec<u64> = page.iter().map(|l| l.id.created_ms()).collect();
+        assert_eq!(ms, [90, 80, 60]);
+        assert_eq!(next.map(|c| c.id), Some(stop.as_str().to_owned()));
+        // Without a bounded scan, the same pages merge whole.
+        let pages = vec![vec![listed(0, 90), listed(0, 60)], vec![listed(1, 80), listed(1, 10)]];
+        let (page, next) = cut_page(pages, 10, None);
+        assert_eq!((page.len(), next), (4, None));
+        // A full page ends at its last job even when a scan stopped lower.
+        let pages = vec![vec![listed(0, 90), listed(0, 60)], vec![listed(1, 80), listed(1, 70)]];
+        let (page, next) = cut_page(pages, 2, Some(JobId::new(0, 50, 1)));
+        assert_eq!(page.len(), 2);
+        assert_eq!(next.map(|c| c.created_ms), Some(80));
+    }
+}
