@@ -44,7 +44,7 @@ fn shard(w: &World) -> Shard<Sqlite, &World> {
 
 fn enqueue(s: &Shard<Sqlite, &World>, w: &World, job_type: &str) -> JobId {
     let spec = edgejobs_core::spec::parse_spec(&json!({ "type": job_type, "max_attempts": 3 }), NOW).expect("spec");
-    let job = spec.into_job(JobId::new(0, NOW, (&*w).random_u64()), NOW).0;
+    let job = spec.into_job(JobId::new(0, NOW, w.random_u64()), NOW).0;
     let id = job.id.clone();
     s.create(vec![job], 60_000).expect("create");
     id
