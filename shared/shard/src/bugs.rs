@@ -93,6 +93,31 @@ impl Bugs {
     }
 }
 
+/// The `reseal_unbound` bug: opens a payload's headers (bound to their job) and seals them
+/// again under the newest key bound to an empty job id. Returns whether it changed them.
+pub fn reseal_unbound(payload: &mut serde_json::Value, job_id: &str, keys: &edgejobs_core::seal::Keys) -> bool {
+    use edgejobs_core::seal;
+    let newest = format!("{}{}:", seal::PREFIX, keys.newest_id());
+    let stale = payload.get("headers").and_then(|h| h.as_object()).is_some_and(|h| {
+        h.values().any(|v| v.as_str().is_some_and(|s| s.starts_with(seal::PREFIX) && !s.starts_with(&newest)))
+    });
+    let Ok(opened) = seal::open_headers(payload, job_id, Some(keys)) else { return false };
+    if !stale {
+        return false;
+    }
+    if let Some(serde_json::Value::Object(h)) = payload.get_mut("headers") {
+        for (name, plain) in opened {
+            h.insert(name, serde_json::Value::String(plain));
+        }
+    }
+    let mut n = 0u8;
+    seal::seal_headers(payload, "", keys, &mut || {
+        n = n.wrapping_add(1);
+        Ok([n; 12])
+    })
+    .is_ok()
+}
+
 /// Events loaded and planned, not written yet (the stale-overwrite bug's window).
 #[derive(Debug)]
 pub struct Staged {
