@@ -300,6 +300,41 @@ fn probes(stack: &Stack) -> Vec<Probe> {
             json_post(&format!("/v1/jobs/{id}/retry"), &jobs, json!({})),
         );
     }
+    // Re-seal and webhook secrets (#26): every malformed shard, cursor, limit and type is a
+    // 400 on its field, and a jobs key may not re-seal.
+    let reseal_probes: [(&str, Value); 12] = [
+        ("no shard", json!({})),
+        ("a negative shard", json!({ "shard": -1 })),
+        ("a shard past SHARD_COUNT", json!({ "shard": 9999 })),
+        ("a shard as text", json!({ "shard": "0" })),
+        ("a fractional shard", json!({ "shard": 0.5 })),
+        ("a cursor with a path", json!({ "shard": 0, "cursor": "../j0" })),
+        ("a cursor as a number", json!({ "shard": 0, "cursor": 5 })),
+        ("an overlong cursor", json!({ "shard": 0, "cursor": "j".repeat(65) })),
+        ("a limit of 0", json!({ "shard": 0, "limit": 0 })),
+        ("a limit past the page", json!({ "shard": 0, "limit": 501 })),
+        ("a limit as text", json!({ "shard": 0, "limit": "5" })),
+        ("an unknown field", json!({ "shard": 0, "keys": "k9:AAAA" })),
+    ];
+    for (what, body) in reseal_probes {
+        add(
+            format!("reseal with {what}"),
+            Expect::Code(400, "invalid_field"),
+            json_post("/v1/admin/reseal", &admin, body),
+        );
+    }
+    add(
+        "reseal with a jobs key".into(),
+        Expect::Code(403, "forbidden"),
+        json_post("/v1/admin/reseal", &jobs, json!({ "shard": 0 })),
+    );
+    for t in [json!(5), json!("nope"), json!("noop")] {
+        add(
+            format!("webhook-secret for type {t}"),
+            Expect::Code(400, "invalid_field"),
+            json_post("/v1/admin/webhook-secret", &admin, json!({ "url": "https://example.com/", "type": t })),
+        );
+    }
     // Multibyte and hostile text in every time and duration field.
     let times = [
         "2030-01-01T00:00:00+0é00",
