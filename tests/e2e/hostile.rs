@@ -226,6 +226,54 @@ fn probes(stack: &Stack) -> Vec<Probe> {
             json_post("/v1/schedules", &admin, json!({ "name": "hostile-header", "cron": "0 0 1 1 *", "job": job })),
         );
     }
+    // Tenants (#26): a jobs key naming another tenant, a name that is no tenant's, keys and
+    // tags in the schedules' namespace; listings asking for another tenant.
+    let tenant_probes: [(&str, &str, Value, u16, &str); 8] = [
+        (
+            "a jobs key creating for another tenant",
+            "/v1/jobs",
+            json!({ "type": "noop", "tenant": "globex" }),
+            403,
+            "forbidden",
+        ),
+        ("a malformed tenant", "/v1/jobs", json!({ "type": "noop", "tenant": "Not A Tenant" }), 400, "invalid_field"),
+        ("a tenant as a number", "/v1/jobs", json!({ "type": "noop", "tenant": 7 }), 400, "invalid_field"),
+        (
+            "a schedule run's key",
+            "/v1/jobs",
+            json!({ "type": "noop", "idempotency_key": "schedule:nightly:2030-01-01T00:00:00.000Z" }),
+            400,
+            "invalid_field",
+        ),
+        ("a schedule's tag", "/v1/jobs", json!({ "type": "noop", "tags": ["schedule:nightly"] }), 400, "invalid_field"),
+        (
+            "an admin creating for an unconfigured tenant",
+            "/v1/jobs",
+            json!({ "type": "noop", "tenant": "initrode" }),
+            400,
+            "invalid_field",
+        ),
+        (
+            "a schedule for an unconfigured tenant",
+            "/v1/schedules",
+            json!({ "name": "hostile-tenant", "cron": "0 0 1 1 *", "job": { "type": "noop", "tenant": "initrode" } }),
+            400,
+            "invalid_field",
+        ),
+        ("a replay for a malformed tenant", "/v1/dead/replay", json!({ "tenant": "BAD" }), 400, "invalid_field"),
+    ];
+    for (name, path, body, status, code) in tenant_probes {
+        let key = if path == "/v1/jobs" && !name.starts_with("an admin") { &jobs } else { &admin };
+        add(name.to_owned(), Expect::Code(status, code), json_post(path, key, body));
+    }
+    for path in
+        ["/v1/jobs?tenant=globex", "/v1/dead?tenant=globex", "/v1/schedules?tenant=globex", "/v1/stats?tenant=globex"]
+    {
+        add(format!("a jobs key asking {path}"), Expect::Code(403, "forbidden"), get(path, &jobs));
+    }
+    for path in ["/v1/jobs?tenant=NOPE", "/v1/stats?bogus=1"] {
+        add(format!("an admin asking {path}"), Expect::Code(400, "invalid_field"), get(path, &admin));
+    }
     // Wrong and missing keys and scopes.
     let bogus = "ej_jobs_00000000000000000000000000000000";
     for (path, method_post) in [
