@@ -142,8 +142,7 @@ fn rotated_secret_and_type_keys(ctx: &Ctx) -> anyhow::Result<()> {
 /// unopenable) and checks the refusals of a bad shard number.
 fn reseal_all(ctx: &Ctx, stack: &Stack) -> anyhow::Result<(u64, u64, u64)> {
     let (mut jobs, mut schedules, mut unopenable) = (0, 0, 0);
-    let mut shards = 0;
-    for shard in 0..=256u64 {
+    for (shards, shard) in (0..=256u64).enumerate() {
         let mut cursor = Value::Null;
         for page in 0..1000 {
             let r =
@@ -163,7 +162,6 @@ fn reseal_all(ctx: &Ctx, stack: &Stack) -> anyhow::Result<(u64, u64, u64)> {
             cursor = r.body["cursor"].clone();
             ensure(cursor.is_string(), || format!("a cursor until done: {}", r.body))?;
         }
-        shards += 1;
     }
     anyhow::bail!("more than 256 shards answered")
 }

@@ -206,9 +206,9 @@ mod tests {
         let charge = type_key(&master, origin, "charge");
         assert_ne!(charge, receiver_key(&master, origin));
         assert_ne!(charge, type_key(&master, origin, "refund"));
-        let forged = sign_all(&[master.clone()], origin, WEBHOOK_TYPE, "j1", 1_700_000_000, "{}");
+        let forged = sign_all(std::slice::from_ref(&master), origin, WEBHOOK_TYPE, "j1", 1_700_000_000, "{}");
         assert!(!verify(&charge, "j1", 1_700_000_000, "{}", &forged), "a webhook job cannot pass for charge");
-        let real = sign_all(&[master.clone()], origin, "charge", "j1", 1_700_000_000, "{}");
+        let real = sign_all(std::slice::from_ref(&master), origin, "charge", "j1", 1_700_000_000, "{}");
         assert!(verify(&charge, "j1", 1_700_000_000, "{}", &real));
         assert!(!verify(&receiver_key(&master, origin), "j1", 1_700_000_000, "{}", &real));
         assert!(type_secret(&master, origin, "charge").starts_with(SECRET_PREFIX));
@@ -229,7 +229,7 @@ mod tests {
         let other = master_key("other-secret-0123456789");
         assert!(!verify(&receiver_key(&other, origin), "j1", 1_700_000_000, "{}", &h));
         assert_eq!(
-            sign_all(&[new.clone()], origin, WEBHOOK_TYPE, "j1", 1, "{}"),
+            sign_all(std::slice::from_ref(&new), origin, WEBHOOK_TYPE, "j1", 1, "{}"),
             sign(&receiver_key(&new, origin), "j1", 1, "{}")
         );
     }

@@ -51,7 +51,7 @@ fn config(keys: &str) -> EdgeConfig {
 fn nonce(host: &Counter) -> impl FnMut() -> Result<[u8; 12], String> + '_ {
     move || {
         let mut b = [0u8; 12];
-        b[..8].copy_from_slice(&(&*host).random_u64().to_le_bytes());
+        b[..8].copy_from_slice(&host.random_u64().to_le_bytes());
         Ok(b)
     }
 }
@@ -61,7 +61,7 @@ fn enqueue(shard: &Shard<Sqlite, &Counter>, host: &Counter, keys: &Keys, secret:
     let body = json!({ "type": "webhook", "delay": "1h",
         "payload": { "url": "https://hooks.example/in", "headers": { "authorization": secret } } });
     let spec = edgejobs_core::spec::parse_spec(&body, NOW).unwrap_or_else(|e| panic!("spec: {e:?}"));
-    let mut job = spec.into_job(JobId::new(0, NOW, (&*host).random_u64()), NOW).0;
+    let mut job = spec.into_job(JobId::new(0, NOW, host.random_u64()), NOW).0;
     seal::seal_headers(&mut job.payload, job.id.as_str(), keys, &mut nonce(host)).unwrap_or_else(|e| panic!("{e}"));
     let id = job.id.clone();
     shard.create(vec![job], 60_000).unwrap_or_else(|e| panic!("create: {e:?}"));
