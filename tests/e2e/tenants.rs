@@ -140,6 +140,14 @@ fn see_and_change_nothing_of_another_tenant(ctx: &Ctx) -> anyhow::Result<()> {
     })?;
     let again = post(ctx, a, "/v1/jobs", &json!({ "type": "noop", "delay": "1h", "idempotency_key": key }))?;
     ensure(again.status == 200 && again.body["id"] == wid.as_str(), || format!("A's key again: {}", again.body))?;
+    // B's two keys count in one rate-limit window (a rotation gives a tenant no more).
+    let remaining = |r: &Resp| {
+        r.headers.get("ratelimit-remaining").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    };
+    let first = post(ctx, b, "/v1/jobs", &json!({ "type": "noop" }))?;
+    let second = post(ctx, b2, "/v1/jobs", &json!({ "type": "noop" }))?;
+    let (r1, r2) = (remaining(&first), remaining(&second));
+    ensure(r1.is_some() && r2 < r1, || format!("B's keys' remaining: {r1:?} then {r2:?}"))?;
     // B's rotated key is the same tenant: it sees B's job; B sees its own.
     ensure(get(ctx, b2, &format!("/v1/jobs/{bid}"))?.status == 200, || "B's second key cannot read B's job".into())?;
     ensure(ids_as(ctx, b, &format!("/v1/jobs?id_prefix={}", &bid[..10]))?.contains(&bid), || "B lists its job".into())?;

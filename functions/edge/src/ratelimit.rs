@@ -41,7 +41,7 @@ pub const READS_PER_ENQUEUE: u32 = 10;
 /// the limiter fails open); `Ok(Some(d))`: the decision, allowed or not.
 pub async fn admit(cfg: &EdgeConfig, who: &Principal, cost: u32) -> Result<Option<Decision>, ApiError> {
     let Some(limit) = who.limit.or(cfg.rate_limit) else { return Ok(None) };
-    let key = format!("edgejobs:ratelimit:{}", who.key_id);
+    let key = format!("edgejobs:ratelimit:{}", window_of(who));
     count(cfg, &key, limit, cost, cfg.rate_limit_fail_open).await
 }
 
@@ -52,8 +52,18 @@ pub async fn admit(cfg: &EdgeConfig, who: &Principal, cost: u32) -> Result<Optio
 /// dashboard.
 pub async fn admit_read(cfg: &EdgeConfig, who: &Principal) -> Result<Option<Decision>, ApiError> {
     let Some(limit) = read_limit(who.limit.or(cfg.rate_limit)) else { return Ok(None) };
-    let key = format!("edgejobs:ratelimit:reads:{}", who.key_id);
+    let key = format!("edgejobs:ratelimit:reads:{}", window_of(who));
     count(cfg, &key, limit, 1, true).await
+}
+
+/// Whose window a request counts in: a tenant's keys share one (`RATE_LIMIT` is per
+/// tenant, so a tenant rotating a key, or holding several, gets no more); a key with its
+/// own limit (`key:100/60s`) and an admin key count in their own.
+pub fn window_of(who: &Principal) -> String {
+    match (who.limit, who.tenant()) {
+        (None, Some(t)) => format!("tenant:{t}"),
+        _ => who.key_id.clone(),
+    }
 }
 
 /// The read limit that goes with an enqueue limit.
@@ -139,5 +149,19 @@ mod tests {
         assert_eq!(read_limit(None), None, "no enqueue limit, no read limit");
         let huge = Limit { requests: u32::MAX, window_ms: 1000 };
         assert_eq!(read_limit(Some(huge)).map(|l| l.requests), Some(u32::MAX));
+    }
+
+    #[test]
+    fn a_tenants_keys_share_one_window_unless_a_key_has_its_own_limit() {
+        use edgejobs_core::tenant::{Sees, Tenant};
+        let acme = Sees::Tenant(Tenant::parse("acme").expect("valid"));
+        let key =
+            |id: &str, limit: Option<Limit>, sees: Sees| Principal { key_id: id.into(), limit, sees, consumer: None };
+        let (old, new) = (key("aaaa", None, acme.clone()), key("bbbb", None, acme.clone()));
+        assert_eq!(window_of(&old), window_of(&new));
+        assert_eq!(window_of(&old), "tenant:acme");
+        let own = key("cccc", Some(Limit { requests: 5, window_ms: 1000 }), acme);
+        assert_eq!(window_of(&own), "cccc");
+        assert_eq!(window_of(&key("dddd", None, Sees::All)), "dddd", "an admin key counts alone");
     }
 }
