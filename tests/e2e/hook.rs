@@ -199,9 +199,26 @@ fn reseal_lets_the_old_key_go(ctx: &Ctx) -> anyhow::Result<()> {
             ensure(jobs >= 1 && schedules >= 1 && unopenable == 0, || {
                 format!("re-sealed {jobs} jobs, {schedules} schedules, {unopenable} unopenable")
             })?;
-            // Idempotent: nothing left to re-seal.
+            // Idempotent: nothing left to re-seal, through the API and through the CLI.
             let again = reseal_all(ctx, stack)?;
             ensure(again == (0, 0, 0), || format!("a second re-seal: {again:?}"))?;
+            let bin = edgejobs_tests::stack::binary(&edgejobs_tests::stack::StackOptions::default_root(), "edgejobs")?;
+            let out = std::process::Command::new(bin)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("EDGEJOBS_URL", &stack.edge_url)
+                .env("EDGEJOBS_KEY", &stack.secrets.admin_key)
+                .current_dir(std::env::temp_dir())
+                .args(["--json", "reseal", "--limit", "2"])
+                .output()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let pages: Vec<Value> = serde_json::from_str(&text).unwrap_or_default();
+            ensure(out.status.success() && !pages.is_empty(), || {
+                format!("edgejobs reseal: {:?} {text} {}", out.status, String::from_utf8_lossy(&out.stderr))
+            })?;
+            ensure(pages.iter().all(|p| p["jobs_resealed"] == 0 && p["done"] == true && p["key"] == "k2"), || {
+                format!("edgejobs reseal after a complete pass: {text}")
+            })?;
             let bad = admin_post(ctx, stack, "/v1/admin/reseal", &json!({ "shard": 0, "limit": 0 }))?;
             ensure(bad.status == 400 && bad.body["error"]["field"] == "limit", || format!("limit 0: {}", bad.body))?;
 

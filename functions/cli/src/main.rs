@@ -26,6 +26,7 @@ mod health;
 mod input;
 mod jobs;
 mod output;
+mod reseal;
 mod schedules;
 
 use client::{Api, Res, connect};
@@ -83,6 +84,13 @@ enum Command {
     /// Backups in R2 (admin key).
     #[command(subcommand)]
     Backups(Backups),
+    /// Re-seal every shard's stored header values under the newest PAYLOAD_ENCRYPTION_KEYS
+    /// key, so an old key can be retired (admin key; idempotent).
+    Reseal {
+        /// Jobs per request (1 to 500).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
+    },
     /// Schedules: recurring jobs (reading: any key; changing: an admin key).
     #[command(subcommand)]
     Schedules(Schedules),
@@ -292,6 +300,7 @@ fn run(cli: &Cli, api: &Api) -> Res<()> {
         Command::Dead(Dead::List { filters, limit }) => dead::list(cli, api, filters, *limit),
         Command::Dead(Dead::Replay { filters, yes }) => dead::replay(cli, api, filters, *yes),
         Command::Backups(b) => backups::run(cli, api, b),
+        Command::Reseal { limit } => reseal::run(cli, api, *limit),
         Command::Schedules(s) => schedules::run(cli, api, s),
         Command::Health => health::run(cli, api),
         Command::Tail { job_type, tag, interval, run_for } => jobs::tail(cli, api, job_type, tag, *interval, *run_for),
