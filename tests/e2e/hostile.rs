@@ -291,6 +291,28 @@ fn probes(stack: &Stack) -> Vec<Probe> {
             add(format!("{path} with key {key:?}"), Expect::Code(401, "unauthorized"), b);
         }
     }
+    // Consumer reports (#26 leases): a revoked or unknown consumer token, and a lease token
+    // that is no string or longer than any the shard issues.
+    let one_report = "/v1/internal/jobs/j000000000000000000000000000000/events";
+    let revoked = format!("{consumer}-revoked");
+    for (path, body) in [
+        (one_report, json!({ "event": "heartbeat", "attempt": 1, "lease": "x" })),
+        ("/v1/internal/events", json!({ "events": [] })),
+    ] {
+        add(
+            format!("{path} with a revoked consumer token"),
+            Expect::Code(401, "unauthorized"),
+            json_post(path, &revoked, body),
+        );
+    }
+    for lease in [json!(7), json!({ "t": 1 }), json!("x".repeat(65))] {
+        let body = json!({ "event": "complete", "attempt": 1, "lease": lease });
+        add(
+            format!("a report with lease {lease:.20}"),
+            Expect::Code(400, "invalid_field"),
+            json_post(one_report, &consumer, body),
+        );
+    }
     for header in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "bearer", "Token abc"] {
         let url = format!("{base}/v1/jobs");
         let h = header.to_owned();

@@ -45,7 +45,13 @@ pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
     }
     let lease = match body.as_object_mut().and_then(|o| o.remove("lease")) {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
+        Some(Value::String(s)) if s.len() <= report::MAX_LEASE_BYTES => Some(s),
+        Some(Value::String(_)) => {
+            return Err(ApiError::field(
+                "lease",
+                format!("a lease token has at most {} bytes", report::MAX_LEASE_BYTES),
+            ));
+        }
         Some(_) => return Err(ApiError::field("lease", "must be the lease token (a string)")),
     };
     let event: Event =
