@@ -270,7 +270,8 @@ fn cli_finds_dev_env(ctx: &Ctx) -> anyhow::Result<()> {
     ensure(out.json()?["jobs"].is_array(), || format!("list: {}", out.stdout))?;
     // One source for both: a key from a flag or the environment never pairs with the
     // file's URL, nor the file's key with a URL from elsewhere (usage error, exit 2).
-    let half: [(&[(&str, &str)], &[&str]); 4] = [
+    type Half<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let half: [Half; 4] = [
         (&[], &["--key", "ej_wrong_key_0000000000000000", "list"]),
         (&[("EDGEJOBS_KEY", "ej_wrong_key_0000000000000000")], &["list"]),
         (&[], &["--url", "http://127.0.0.1:9", "list"]),

@@ -29,7 +29,7 @@ pub fn allowed_shas() -> &'static [String] {
 /// Whether `text` is one of the project's scripts (compared by SHA-1, as Redis caches them).
 pub fn is_known_script(text: &[u8]) -> bool {
     let sha = sha1_hex(text);
-    allowed_shas().iter().any(|s| *s == sha)
+    allowed_shas().contains(&sha)
 }
 
 /// Whether `sha` names one of the project's scripts (hex, any case).
