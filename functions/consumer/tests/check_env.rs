@@ -74,6 +74,22 @@ fn a_good_configuration_passes() {
 }
 
 #[test]
+fn named_consumer_tokens_pass_and_a_consumer_holding_none_of_them_is_a_problem() {
+    let dir = scratch("named");
+    let w = wrangler_toml(&dir, &[]);
+    let named = good_secrets().replace(
+        &format!("EDGEJOBS_CONSUMER_TOKEN=\"ej_consumer_{SECRET_MARK}1\""),
+        &format!("EDGEJOBS_CONSUMER_TOKENS=\"host-a=ej_consumer_{SECRET_MARK}0,host-b=ej_consumer_{SECRET_MARK}1\""),
+    );
+    let (code, out) = check(&dir, &w, &named, &good_consumer_env());
+    assert_eq!(code, 0, "host-b's token is the consumer's: {out}");
+    let revoked = named.replace(&format!(",host-b=ej_consumer_{SECRET_MARK}1"), "");
+    let (code, out) = check(&dir, &w, &revoked, &good_consumer_env());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("none of the edge's consumer tokens") && !out.contains(SECRET_MARK), "{out}");
+}
+
+#[test]
 fn a_bad_configuration_lists_every_problem_without_values() {
     let dir = scratch("bad");
     let w = wrangler_toml(&dir, &[("SWEEP_QUEUED_AFTER", "soon"), ("RETENTION_ARCHIVE", "yes")]);

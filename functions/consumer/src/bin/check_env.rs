@@ -105,7 +105,30 @@ fn run(args: Vec<String>) -> Result<Vec<String>, String> {
     if only.as_deref() != Some("edge") {
         problems.extend(check_consumer(consumer_env.as_ref())?.into_iter().map(|p| format!("consumer: {p}")));
     }
+    if let (None, false, Some(s), Some(c)) = (only.as_deref(), vars_only, secrets.as_ref(), consumer_env.as_ref()) {
+        problems.extend(consumer_token_problem(&env_lines(&read(s)?), &env_lines(&read(c)?)));
+    }
     Ok(problems)
+}
+
+/// With both sides' files: the consumer's token must be one of the edge's consumer tokens
+/// (`EDGEJOBS_CONSUMER_TOKEN`, or an entry of `EDGEJOBS_CONSUMER_TOKENS`), else every report
+/// it makes is refused 401. Names the settings, never a value.
+fn consumer_token_problem(edge: &BTreeMap<String, String>, consumer: &BTreeMap<String, String>) -> Option<String> {
+    let theirs = consumer.get(names::CONSUMER_TOKEN).map(|t| t.trim()).filter(|t| !t.is_empty())?;
+    let single = edge.get(names::CONSUMER_TOKEN).map(|t| t.trim().to_owned());
+    let named = edge.get(names::CONSUMER_TOKENS).into_iter().flat_map(|list| {
+        list.split(',').filter_map(|e| e.split_once('=').map(|(_, t)| t.trim().to_owned())).collect::<Vec<_>>()
+    });
+    let known: Vec<String> = single.into_iter().chain(named).filter(|t| !t.is_empty()).collect();
+    (!known.is_empty() && !known.iter().any(|k| k == theirs)).then(|| {
+        format!(
+            "consumer: {} is none of the edge's consumer tokens ({} / {}): its reports would be refused 401",
+            names::CONSUMER_TOKEN,
+            names::CONSUMER_TOKEN,
+            names::CONSUMER_TOKENS
+        )
+    })
 }
 
 /// `KEY=value` lines (quotes around the value dropped, `#` comments and blank lines skipped).
