@@ -11,38 +11,61 @@
 //! configured key opens is left as it was and counted (`unopenable`): the operator keeps the
 //! old key until that count is zero.
 
-use edgejobs_core::Job;
 use edgejobs_core::protocol::{Reseal, ResealReport};
 use edgejobs_core::schedule::{self, Schedule};
 use edgejobs_core::seal::{self, Keys, PREFIX};
+use edgejobs_core::{Job, JobId};
 
 use crate::sql::{Cols, Sql, StoreError, int, text};
 use crate::{Failure, Host, Level, Outcome, Shard, store};
 
 /// Most jobs one call reads (the page a caller asks for is clamped to it).
-pub const MAX_PAGE: u32 = 500;
+pub const MAX_PAGE: u32 = 100;
+/// Most bytes of job documents one call loads: a page ends early (not `done`) before the
+/// job that would pass it, so a shard of large payloads takes more calls, not more memory.
+/// A single job larger than this is still loaded alone (a page always moves on).
+pub const MAX_PAGE_BYTES: u64 = 4 << 20;
 
 impl<S: Sql, H: Host> Shard<S, H> {
     /// One page of a re-seal under `keys` (the deployment's, newest first).
     pub fn reseal(&self, r: Reseal, keys: &Keys) -> Outcome<ResealReport> {
+        self.reseal_within(r, keys, MAX_PAGE_BYTES)
+    }
+
+    /// [`reseal`](Self::reseal) with a byte budget of its own (tests use small ones).
+    pub fn reseal_within(&self, r: Reseal, keys: &Keys, max_bytes: u64) -> Outcome<ResealReport> {
         self.numbered()?;
         let limit = r.limit.clamp(1, MAX_PAGE);
         let mut nonce = || self.host.random_nonce();
         let out = self.commit(|db| {
             let mut report = ResealReport { key: keys.newest_id().to_owned(), ..ResealReport::default() };
+            // The ids first, with the size of each document that holds a sealed value (0:
+            // none): documents are loaded only for those, and only up to the byte budget.
             let rows = db.rows(
-                "SELECT id, doc FROM jobs WHERE id > ? ORDER BY id LIMIT ?",
-                &[text(r.after.clone().unwrap_or_default()), int(u64::from(limit))],
+                "SELECT id, CASE WHEN instr(doc, ?) > 0 THEN length(doc) ELSE 0 END FROM jobs
+                 WHERE id > ? ORDER BY id LIMIT ?",
+                &[text(PREFIX), text(r.after.clone().unwrap_or_default()), int(u64::from(limit))],
             )?;
-            let mut changed: Vec<Job> = Vec::new();
+            let listed = rows.len();
+            let (mut sealed, mut bytes, mut cut) = (Vec::new(), 0u64, false);
             for row in rows {
                 let mut cols = Cols::new(row);
-                let (id, doc) = (cols.text()?, cols.text()?);
-                report.scanned += 1;
-                report.cursor = Some(id);
-                if !doc.contains(PREFIX) {
-                    continue;
+                let (id, size) = (cols.text()?, cols.u64()?);
+                if size > 0 && bytes > 0 && bytes + size > max_bytes {
+                    cut = true;
+                    break;
                 }
+                bytes += size;
+                report.scanned += 1;
+                if size > 0 {
+                    sealed.push(
+                        id.parse::<JobId>().map_err(|_| StoreError(format!("a stored job id is malformed: {id:?}")))?,
+                    );
+                }
+                report.cursor = Some(id);
+            }
+            let mut changed: Vec<Job> = Vec::new();
+            for doc in store::docs_many(db, &sealed)? {
                 let mut job: Job = store::parse(&doc)?;
                 #[cfg(feature = "bugs")]
                 if self.bugs.reseal_unbound && crate::bugs::reseal_unbound(&mut job.payload, job.id.as_str(), keys) {
@@ -77,7 +100,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
                     }
                 }
             }
-            report.done = report.scanned < u64::from(limit);
+            report.done = !cut && listed < limit as usize;
             if report.done {
                 report.cursor = None;
             }

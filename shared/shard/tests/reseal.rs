@@ -151,6 +151,38 @@ fn reseal_moves_jobs_and_schedules_to_the_newest_key_so_the_old_one_can_go() {
     assert_eq!(stored_header(&shard, &ids[0]), before);
 }
 
+/// A page stops before its byte budget of loaded documents (not done, with a cursor), so
+/// large payloads take more calls, not more memory; every job is still re-sealed once.
+#[test]
+fn a_page_stops_at_its_byte_budget() {
+    let host = Counter::default();
+    let shard = Shard::new(Sqlite::memory().expect("db"), &host, Some(0));
+    shard.migrate().expect("schema");
+    let old = Keys::parse(K1).expect("valid");
+    let big = "x".repeat(20_000);
+    for i in 0..6 {
+        let body = json!({ "type": "webhook", "delay": "1h",
+            "payload": { "url": "https://hooks.example/in", "body": big, "headers": { "authorization": format!("b{i}") } } });
+        let spec = edgejobs_core::spec::parse_spec(&body, NOW).unwrap_or_else(|e| panic!("spec: {e:?}"));
+        let mut job = spec.into_job(JobId::new(0, NOW, (&host).random_u64()), NOW).0;
+        seal::seal_headers(&mut job.payload, job.id.as_str(), &old, &mut nonce(&host)).expect("sealed");
+        shard.create(vec![job], 60_000).expect("create");
+    }
+    let keys = Keys::parse(&format!("{K2},{K1}")).expect("valid");
+    let (mut after, mut pages, mut resealed) = (None, Vec::new(), 0);
+    for _ in 0..20 {
+        let r = shard.reseal_within(Reseal { after: after.clone(), limit: 100 }, &keys, 50_000).expect("reseal");
+        resealed += r.jobs_resealed;
+        after = r.cursor.clone();
+        pages.push(r.scanned);
+        if r.done {
+            break;
+        }
+    }
+    assert_eq!(pages, vec![2, 2, 2], "two ~20 KB documents fit in 50 KB; the last page ends done");
+    assert_eq!(resealed, 6);
+}
+
 /// A value that no configured key opens is left exactly as it was, and counted.
 #[test]
 fn a_value_no_key_opens_is_left_alone_and_counted() {
