@@ -87,8 +87,8 @@ enum Command {
     /// Re-seal every shard's stored header values under the newest PAYLOAD_ENCRYPTION_KEYS
     /// key, so an old key can be retired (admin key; idempotent).
     Reseal {
-        /// Jobs per request (1 to 500).
-        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=500))]
+        /// Jobs per request (1 to 100).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100))]
         limit: u32,
     },
     /// Schedules: recurring jobs (reading: any key; changing: an admin key).

@@ -172,7 +172,7 @@ pub async fn reseal(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
 }
 
 /// Jobs a re-seal call reads when it names no `limit`.
-pub const RESEAL_PAGE: u32 = 200;
+pub const RESEAL_PAGE: u32 = 50;
 
 /// `POST /v1/admin/restore` with `{"backup": "<id>"}`: verifies, then replaces every
 /// shard's jobs with the backup's. A backup that fails verification is refused (409).
