@@ -250,7 +250,7 @@ pub const EDGE_VARS: &[(&str, &str, &str)] = &[
     ("IDEMPOTENCY_WINDOW", "24h", "how long an idempotency key returns the same job"),
     ("UPSTASH_REDIS_REST_URL", "(required)", "the Upstash Redis REST URL"),
     ("UPSTASH_TIMEOUT", "2s", "timeout of each Upstash call from the edge (10ms to 60s)"),
-    ("RATE_LIMIT", "600/60s", "enqueues per API key and window, or off"),
+    ("RATE_LIMIT", "600/60s", "enqueues per tenant and window (reads: ten times as many, counted apart), or off"),
     ("RATE_LIMIT_ON_ERROR", "open", "when Upstash cannot be reached: open (allow) or closed (503)"),
     ("NATIVE_LEASE", "30s", "a native attempt silent this long may be taken over (3s to 1h)"),
     ("OUTBOUND_ALLOW", "(none)", "private hosts, IPs or CIDRs (optional :port) webhooks may call"),
@@ -278,10 +278,16 @@ pub const EDGE_SECRETS: &[(&str, &str)] = &[
         "EDGEJOBS_CONSUMER_TOKENS",
         "named consumer tokens, name=token,... (≥ 16 characters each); remove one to revoke it alone",
     ),
-    ("WEBHOOK_SIGNING_SECRET", "the secret webhook signatures derive from (≥ 16 characters)"),
+    (
+        "WEBHOOK_SIGNING_SECRET",
+        "the secrets webhook signatures derive from (≥ 16 characters each; comma-separated, newest first while one is rotated: every delivery then carries one signature per secret)",
+    ),
     ("UPSTASH_REDIS_REST_TOKEN", "the Upstash Redis REST token"),
     ("PAYLOAD_ENCRYPTION_KEYS", "keys that seal payload header values, k1:<base64 of 32 bytes>[,k0:...]"),
-    ("METRICS_TOKEN", "optional: a bearer token /metrics then requires (an admin key works too)"),
+    (
+        "METRICS_TOKEN",
+        "the bearer token /metrics requires and /health's checks accept (an admin key works too); optional locally, required by scripts/deploy and check-env",
+    ),
 ];
 
 /// The README's table of the edge's settings, made from the code.
