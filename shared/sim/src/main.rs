@@ -62,7 +62,6 @@ fn bugs(name: Option<&str>) -> Result<Bugs, String> {
         Some("schedule-key-hijack") => b.schedule_key_hijack = true,
         Some("pending-uncounted") => b.pending_uncounted = true,
         Some("reseal-unbound") => b.reseal_unbound = true,
-        Some("reseal-unbound") => b.reseal_unbound = true,
         Some(other) => return Err(format!("unknown bug {other}")),
     }
     Ok(b)

@@ -171,19 +171,6 @@ impl Oracle {
         }
     }
 
-    /// A stored job's sealed header values after a re-seal page on its shard: they open,
-    /// with the configured keys, to what was sealed.
-    pub fn sealed(&mut self, id: &str, opened: Result<Vec<(String, String)>, String>, want: &str) {
-        self.check("sealed-values-survive-reseal");
-        match opened {
-            Ok(h) if h.iter().all(|(_, v)| v == want) => {}
-            other => self.fail(
-                "sealed-values-survive-reseal",
-                format!("the sealed headers of {id} no longer open to what was sealed: {other:?}"),
-            ),
-        }
-    }
-
     /// A create's answer for idempotency key `key`.
     pub fn keyed(&mut self, key: &str, job: &str, now: u64, window_ms: u64) {
         self.check("one-job-per-idempotency-key");

@@ -187,13 +187,7 @@ pub const KINDS: &[(Kind, u64)] = &[
     (Kind::WriteStaged, 6),
     (Kind::CrossTenant, 3),
     (Kind::Reseal, 2),
-    (Kind::Reseal, 2),
 ];
-
-/// The payload keys of the simulated deployment: the new one seals, the old one still opens
-/// the values stored before the rotation, until a re-seal moves them.
-const RESEAL_NEW_KEY: &str = "k2:HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=";
-const RESEAL_OLD_KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 /// The payload keys of the simulated deployment: the new one seals, the old one still opens
 /// the values stored before the rotation, until a re-seal moves them.
@@ -641,7 +635,6 @@ impl World {
             }
             Kind::WriteStaged => self.write_staged(rng),
             Kind::Reseal => self.reseal(any_shard, rng),
-            Kind::Reseal => self.reseal(any_shard, rng),
         }
     }
 
@@ -783,53 +776,6 @@ impl World {
             }
         }
     }
-    /// A job stored before the payload key's rotation (its header sealed under the old key
-    /// alone), then one page of the shard's re-seal: every sealed value of the shard must
-    /// still open, with the configured keys, to what was sealed (`s-<job id>`).
-    fn reseal(&mut self, shard: u16, rng: &mut Rng) -> Vec<u16> {
-        let now = self.now();
-        let body = json!({ "type": "noop", "tenant": "default", "payload": { "headers": { "authorization": "x" } } });
-        let Ok(spec) = edgejobs_core::spec::parse_spec_in(&body, now, &self.cfg.types) else { return vec![] };
-        let s = &self.shards[shard as usize];
-        let mut job = spec.into_job(JobId::new(shard, now, s.host.random_u64()), now).0;
-        job.payload["headers"]["authorization"] = json!(format!("s-{}", job.id));
-        let old = edgejobs_core::seal::Keys::parse(RESEAL_OLD_KEY).unwrap_or_else(|e| panic!("the old key: {e}"));
-        let id = job.id.to_string();
-        if edgejobs_core::seal::seal_headers(&mut job.payload, &id, &old, &mut || s.host.random_nonce()).is_err() {
-            return vec![];
-        }
-        match s.settle(s.create(vec![job], WINDOW_MS)) {
-            Ok((_, effects)) => {
-                self.oracle.acked.insert(id.clone());
-                self.effects(shard, effects);
-            }
-            Err(e) => self.note(|| format!("legacy enqueue refused: {}", e.message)),
-        }
-        let s = &self.shards[shard as usize];
-        let r = edgejobs_core::protocol::Reseal {
-            after: self.reseal_cursors[shard as usize].clone(),
-            limit: 1 + rng.below(4) as u32,
-        };
-        match s.settle(s.reseal(r, &self.cfg.payload_keys)) {
-            Ok(report) => {
-                self.reseal_cursors[shard as usize] = report.cursor.clone();
-                self.note(|| format!("reseal shard {shard}: {report:?}"));
-            }
-            Err(e) => self.note(|| format!("reseal refused: {}", e.message)),
-        }
-        let q = "SELECT id, doc FROM jobs WHERE instr(doc, 'ejenc:v1:') > 0";
-        let rows = self.shards[shard as usize].db.rows(q, &[]).unwrap_or_default();
-        for row in rows {
-            let mut c = Cols::new(row);
-            let (Ok(id), Ok(doc)) = (c.text(), c.text()) else { continue };
-            let opened = serde_json::from_str::<edgejobs_core::Job>(&doc)
-                .map_err(|e| e.to_string())
-                .and_then(|j| edgejobs_core::seal::open_headers(&j.payload, &id, Some(&self.cfg.payload_keys)));
-            self.oracle.sealed(&id, opened, &format!("s-{id}"));
-        }
-        vec![shard]
-    }
-
     /// A job stored before the payload key's rotation (its header sealed under the old key
     /// alone), then one page of the shard's re-seal: every sealed value of the shard must
     /// still open, with the configured keys, to what was sealed (`s-<job id>`).

@@ -62,11 +62,6 @@ fn a_reseal_that_unbinds_values_from_their_job_is_found() {
 }
 
 #[test]
-fn a_reseal_that_unbinds_values_from_their_job_is_found() {
-    found("reseal-unbound", "sealed-values-survive-reseal");
-}
-
-#[test]
 fn without_a_bug_a_run_holds_every_invariant_and_says_so() {
     let (ok, out) = sim(&["--seed", "7", "--steps", "3000"]);
     assert!(ok, "{out}");
