@@ -3,8 +3,8 @@
 use crate::config::{ApiKey, EdgeConfig};
 use crate::error::{ApiError, ErrorCode};
 use crate::ratelimit::Limit;
-use crate::tenant::{Sees, Tenant};
 pub use crate::secret::{constant_time_eq, digest, digests_eq};
+use crate::tenant::{Sees, Tenant};
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

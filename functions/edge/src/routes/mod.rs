@@ -143,13 +143,25 @@ pub const ROUTES: &[Route] = {
         route(Post, "/v1/jobs", JOBS, "jobs", keyed!(|c| jobs::create(c.req, c.env, c.cfg, c.who).await)),
         route(Post, "/v1/jobs/batch", JOBS, "batch", keyed!(|c| jobs::batch(c.req, c.env, c.cfg, c.who).await)),
         route(Get, "/v1/jobs/{id}", JOBS, "job", keyed!(|c| jobs::get(c.env, c.cfg, c.who, c.param).await)),
-        route(Post, "/v1/jobs/{id}/cancel", JOBS, "cancel", keyed!(|c| jobs::cancel(c.env, c.cfg, c.who, c.param).await)),
+        route(
+            Post,
+            "/v1/jobs/{id}/cancel",
+            JOBS,
+            "cancel",
+            keyed!(|c| jobs::cancel(c.env, c.cfg, c.who, c.param).await),
+        ),
         route(Post, "/v1/jobs/{id}/retry", JOBS, "retry", keyed!(|c| jobs::retry(c.env, c.cfg, c.who, c.param).await)),
         // Schedules: reads with a jobs key; writes need an admin key (a schedule enqueues
         // without end and outside any key's rate limit).
         route(Get, "/v1/schedules", JOBS, "schedules", keyed!(|c| schedules::list(c.req, c.env, c.cfg, c.who).await)),
         route(Post, "/v1/schedules", ADMIN, "schedules", keyed!(|c| schedules::create(c.req, c.env, c.cfg).await)),
-        route(Get, "/v1/schedules/{name}", JOBS, "schedule", keyed!(|c| schedules::get(c.env, c.cfg, c.who, c.param).await)),
+        route(
+            Get,
+            "/v1/schedules/{name}",
+            JOBS,
+            "schedule",
+            keyed!(|c| schedules::get(c.env, c.cfg, c.who, c.param).await),
+        ),
         route(
             Patch,
             "/v1/schedules/{name}",
