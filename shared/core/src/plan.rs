@@ -64,6 +64,23 @@ pub struct JobEvent {
     pub event: Event,
 }
 
+/// One consumer report: the event about job `id`, and the lease token of the attempt it
+/// reports on (none for a start or a takeover, which are how a consumer obtains one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub id: JobId,
+    pub event: Event,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+}
+
+impl Report {
+    pub fn new(id: JobId, event: Event, lease: Option<String>) -> Report {
+        Report { id, event, lease }
+    }
+}
+
 /// Applies `events` in order to the `loaded` jobs (the current rows of the jobs they name).
 /// Several events for one job apply one after the other to its newest version. Each event
 /// is answered on its own: the job after it, or why it was refused (a refused event changes
@@ -112,7 +129,7 @@ pub fn apply_events(
 /// answer's job carries to the consumer; a refused report changes nothing.
 pub fn apply_reports(
     loaded: Vec<Job>,
-    reports: Vec<crate::report::Report>,
+    reports: Vec<Report>,
     now: u64,
     unit: &mut impl FnMut() -> f64,
     token: &mut impl FnMut() -> String,
@@ -121,7 +138,7 @@ pub fn apply_reports(
     let mut changed: BTreeSet<JobId> = BTreeSet::new();
     let mut plan = Plan::default();
     let mut answers = Vec::with_capacity(reports.len());
-    for crate::report::Report { id, event, lease } in reports {
+    for Report { id, event, lease } in reports {
         let Some(job) = jobs.get(&id) else {
             answers.push(Err(Refusal::NotFound { id: id.clone() }));
             continue;
@@ -297,7 +314,6 @@ mod tests {
 
     #[test]
     fn reports_need_the_live_lease_and_a_takeover_issues_a_new_one() {
-        use crate::report::Report;
         let mut q = job(1, json!({ "type": "noop" }));
         q.lane = Lane::Native;
         let mut n = 0;

@@ -163,7 +163,7 @@ pub struct ApplyMany {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportMany {
-    pub reports: Vec<crate::report::Report>,
+    pub reports: Vec<crate::plan::Report>,
     /// The name of the consumer token that sent them (for the shard's log; never a token).
     #[serde(default)]
     pub consumer: String,

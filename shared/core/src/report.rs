@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::id::JobId;
 use crate::machine::Event;
 use crate::protocol::Applied;
 
@@ -25,22 +24,8 @@ pub struct Reports {
 /// Longest lease token a report may carry (the shard issues 32 hex digits).
 pub const MAX_LEASE_BYTES: usize = 64;
 
-/// One consumer report: the event about job `id`, and the lease token of the attempt it
-/// reports on (none for a start or a takeover, which are how a consumer obtains one).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Report {
-    pub id: JobId,
-    pub event: Event,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease: Option<String>,
-}
-
-impl Report {
-    pub fn new(id: JobId, event: Event, lease: Option<String>) -> Report {
-        Report { id, event, lease }
-    }
-}
+/// One consumer report (defined beside the events it plans, in `plan`).
+pub use crate::plan::Report;
 
 /// One event's answer: the job's state after it (and the job itself for a start or a
 /// reclaim), or why it was refused.
