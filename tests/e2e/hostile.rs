@@ -17,7 +17,7 @@ use edgejobs_tests::stack::Stack;
 use reqwest::blocking::{Body, Client, RequestBuilder};
 use serde_json::{Value, json};
 
-use crate::util::{Ctx, Test, enqueue_on, ensure, job_on, metric, unique, wait_on};
+use crate::util::{Ctx, Test, enqueue_on, ensure, job_on, metric_on, unique, wait_on};
 
 pub const TESTS: &[Test] = &[
     ("hostile_requests_get_4xx_and_change_nothing", hostile_requests_get_4xx_and_change_nothing),
@@ -707,11 +707,11 @@ fn secrets_stay_out_of_every_output(ctx: &Ctx) -> anyhow::Result<()> {
             let backup = ctx.send(ctx.http.post(format!("{}/v1/admin/backups", stack.edge_url)).bearer_auth(&stack.secrets.admin_key).json(&json!({})))?;
             ensure(backup.status == 201, || format!("backup: {}", backup.body))?;
             std::thread::sleep(Duration::from_millis(1500));
-            let archived0 = metric(&ctx.http.get(format!("{}/metrics", stack.edge_url)).send()?.text()?, "edgejobs_retention_archived_total ").unwrap_or(0.0);
+            let archived0 = metric_on(ctx, stack, "edgejobs_retention_archived_total")?;
             let r = ctx.http.get(format!("{}/__scheduled?cron=*/5+*+*+*+*", stack.edge_url)).send()?;
             ensure(r.status().is_success(), || "fired retention".into())?;
             ensure(wait_until(Duration::from_secs(20), || ids.iter().all(|id| job_on(ctx, stack, id).is_ok_and(|j| j["error"]["code"] == "job_not_found"))), || "archived and deleted".into())?;
-            let archived = metric(&ctx.http.get(format!("{}/metrics", stack.edge_url)).send()?.text()?, "edgejobs_retention_archived_total ").unwrap_or(0.0);
+            let archived = metric_on(ctx, stack, "edgejobs_retention_archived_total")?;
             ensure(archived >= archived0 + 2.0, || format!("the jobs were archived: {archived0} -> {archived}"))?;
             ensure(wait_until(Duration::from_secs(15), || !ctx.hooks.received(&sentry_path).is_empty()), || "Sentry got the permanent failure".into())?;
             // Everything that leaves the system or stays on its disk, searched for secrets. A

@@ -139,7 +139,7 @@ fn every_second_runs_pauses_resumes_and_triggers(ctx: &Ctx) -> anyhow::Result<()
         format!("one job per tick, keyed by it: {keys:?}")
     })?;
     // Lateness and runs are in /metrics.
-    let page = ctx.http.get(ctx.url("/metrics")).send()?.text()?;
+    let page = ctx.http.get(ctx.url("/metrics")).bearer_auth(&ctx.admin_key).send()?.text()?;
     let series = format!("edgejobs_schedule_runs_total{{schedule=\"{name}\",kind=\"tick\"}}");
     ensure(metric(&page, &series).is_some_and(|n| n >= 3.0), || format!("{series} in /metrics"))?;
     ensure(metric(&page, "edgejobs_schedule_lateness_seconds_count").is_some_and(|n| n >= 3.0), || {
@@ -238,7 +238,7 @@ fn skip_holds_back_runs_while_a_long_job_is_active(ctx: &Ctx) -> anyhow::Result<
         })?;
     }
     ensure(jobs.len() >= 2, || "at least two runs".into())?;
-    let page = ctx.http.get(ctx.url("/metrics")).send()?.text()?;
+    let page = ctx.http.get(ctx.url("/metrics")).bearer_auth(&ctx.admin_key).send()?.text()?;
     let series = format!("edgejobs_schedule_skips_total{{schedule=\"{name}\",reason=\"overlap\"}}");
     ensure(metric(&page, &series).is_some_and(|n| n >= 2.0), || format!("{series} in /metrics"))?;
     on.delete(&name)

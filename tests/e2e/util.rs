@@ -290,7 +290,9 @@ pub fn promtool_check_metrics(page: &str) -> anyhow::Result<()> {
 
 /// One sample of another stack's edge `/metrics` (0 when the series is absent).
 pub fn metric_on(ctx: &Ctx, stack: &Stack, series: &str) -> anyhow::Result<f64> {
-    let page = ctx.http.get(format!("{}/metrics", stack.edge_url)).send()?.text()?;
+    // With the admin key: a fresh scrape (an anonymous one may be up to 5 s old).
+    let page =
+        ctx.http.get(format!("{}/metrics", stack.edge_url)).bearer_auth(&stack.secrets.admin_key).send()?.text()?;
     Ok(metric(&page, &format!("{series} ")).unwrap_or(0.0))
 }
 
