@@ -9,11 +9,12 @@
 //! schedule. `GET /health/live` checks nothing.
 
 use edgejobs_api::{Check, Checks, Health, HealthStatus, Live};
+use edgejobs_core::auth::{Scope, constant_time_eq};
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::stats::Metric;
 use edgejobs_core::stats::ShardStats;
 use serde_json::{Value, json};
-use worker::{Env, Response, Result};
+use worker::{Env, Request, Response, Result};
 
 use crate::config::QUEUE_BINDING;
 use crate::gauges::{self, BACKUP_GAUGE, FIRST_SEEN_GAUGE, Fetched, SWEEP_GAUGE, fetch};
@@ -205,7 +206,7 @@ pub const ANONYMOUS_MAX_AGE_MS: u64 = 5_000;
 /// 5 s old, so a flood of probes costs at most one round of checks per isolate every 5 s
 /// (17 reads and a PING). Returns whether it was authenticated (an operator).
 pub async fn health(req: &worker::Request, env: &Env) -> Result<(Response, bool)> {
-    let operator = super::metrics::operator(req, env);
+    let operator = operator(req, env);
     let now = now_ms();
     let cached = CACHED.with(|c| c.borrow().clone());
     let (status, mut body) = match cached {
@@ -225,6 +226,28 @@ pub async fn health(req: &worker::Request, env: &Env) -> Result<(Response, bool)
 /// `GET /health/live`: the process answers; checks nothing else.
 pub fn live() -> Result<Response> {
     http::json(200, &Live { status: "live".to_owned() })
+}
+
+/// The bearer token of a request, if any.
+fn bearer(req: &Request) -> String {
+    let header = req.headers().get("authorization").ok().flatten().unwrap_or_default();
+    header.strip_prefix("Bearer ").unwrap_or("").to_owned()
+}
+
+/// Whether the request carries an operator's credential: the metrics token (when set) or
+/// an admin key. Such a request gets fresh metrics and `/health`'s details (it lives here,
+/// with the route that decides the most by it; `/metrics` uses it from here).
+pub fn operator(req: &Request, env: &Env) -> bool {
+    let given = bearer(req);
+    if given.is_empty() {
+        return false;
+    }
+    if let Ok(token) = env.secret("METRICS_TOKEN").map(|s| s.to_string())
+        && constant_time_eq(&given, &token)
+    {
+        return true;
+    }
+    crate::config::load(env).is_ok_and(|cfg| http::authorize(req, Scope::Admin, &cfg).is_ok())
 }
 
 #[cfg(test)]

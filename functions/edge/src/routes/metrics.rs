@@ -5,7 +5,7 @@
 //! production. Without it (local development) anyone may scrape, and an anonymous scrape
 //! gets a result at most [`ANONYMOUS_MAX_AGE_MS`] old, as `/health` does.
 
-use edgejobs_core::auth::{Scope, constant_time_eq};
+use edgejobs_core::auth::Scope;
 use edgejobs_core::metrics::{Family, render, render_json};
 use edgejobs_core::stats::{ShardStats, families};
 use edgejobs_core::{ApiError, ErrorCode};
@@ -14,26 +14,7 @@ use worker::{Env, Request, Response, Result};
 use crate::http;
 use crate::platform::now_ms;
 
-/// The bearer token of a request, if any.
-fn bearer(req: &Request) -> String {
-    let header = req.headers().get("authorization").ok().flatten().unwrap_or_default();
-    header.strip_prefix("Bearer ").unwrap_or("").to_owned()
-}
-
-/// Whether the request carries an operator's credential: the metrics token (when set) or
-/// an admin key. Such a request gets fresh metrics and `/health`'s details.
-pub fn operator(req: &Request, env: &Env) -> bool {
-    let given = bearer(req);
-    if given.is_empty() {
-        return false;
-    }
-    if let Ok(token) = env.secret("METRICS_TOKEN").map(|s| s.to_string())
-        && constant_time_eq(&given, &token)
-    {
-        return true;
-    }
-    crate::config::load(env).is_ok_and(|cfg| http::authorize(req, Scope::Admin, &cfg).is_ok())
-}
+use super::health::operator;
 
 /// Whether the scrape may proceed, and whether it carried a valid credential (the metrics
 /// token or an admin key). Without `METRICS_TOKEN` anyone may scrape, anonymously.
