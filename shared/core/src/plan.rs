@@ -91,35 +91,8 @@ pub fn apply_events(
     now: u64,
     unit: &mut impl FnMut() -> f64,
 ) -> (Plan, Vec<Result<Job, Refusal>>) {
-    let mut jobs: BTreeMap<JobId, Job> = loaded.into_iter().map(|j| (j.id.clone(), j)).collect();
-    let mut changed: BTreeSet<JobId> = BTreeSet::new();
-    let mut plan = Plan::default();
-    let mut answers = Vec::with_capacity(events.len());
-    for JobEvent { id, event } in events {
-        let Some(job) = jobs.get(&id) else {
-            answers.push(Err(Refusal::NotFound { id: id.clone() }));
-            continue;
-        };
-        let resend = event == Event::Resend;
-        match machine::apply(job, event, now, unit()) {
-            Ok(t) => {
-                plan.deltas.extend(stats::transition(job, &t.job, now));
-                if resend {
-                    plan.deltas.push(stats::resent());
-                }
-                plan.effects.add(&t.job, t.effect);
-                changed.insert(id.clone());
-                answers.push(match t.refusal {
-                    Some(e) => Err(e),
-                    None => Ok(t.job.clone()),
-                });
-                jobs.insert(id, t.job);
-            }
-            Err(e) => answers.push(Err(e)),
-        }
-    }
-    plan.updates = changed.into_iter().filter_map(|id| jobs.remove(&id)).collect();
-    (plan, answers)
+    let items = events.into_iter().map(|e| (e.id, e.event, None));
+    apply_in_order(loaded, items, now, unit, |_, _, _| Ok(()), |_, _| {})
 }
 
 /// Applies native consumers' reports in order, as [`apply_events`] applies events, with the
@@ -134,26 +107,48 @@ pub fn apply_reports(
     unit: &mut impl FnMut() -> f64,
     token: &mut impl FnMut() -> String,
 ) -> (Plan, Vec<Result<Job, Refusal>>) {
+    let items = reports.into_iter().map(|r| (r.id, r.event, r.lease));
+    let issue = |begins: bool, t: &mut machine::Transition| {
+        if begins && t.job.state == JobState::Active && t.job.lease.is_none() {
+            t.job.lease = Some(token());
+        }
+    };
+    apply_in_order(loaded, items, now, unit, machine::check_lease, issue)
+}
+
+/// The loop of [`apply_events`] and [`apply_reports`]: `check` may refuse an item before the
+/// state machine sees it, `adjust` may complete a transition before it is planned (told
+/// whether the item was a start or a takeover, which begin an attempt).
+fn apply_in_order(
+    loaded: Vec<Job>,
+    items: impl ExactSizeIterator<Item = (JobId, Event, Option<String>)>,
+    now: u64,
+    unit: &mut impl FnMut() -> f64,
+    check: impl Fn(&Job, &Event, Option<&str>) -> Result<(), Refusal>,
+    mut adjust: impl FnMut(bool, &mut machine::Transition),
+) -> (Plan, Vec<Result<Job, Refusal>>) {
     let mut jobs: BTreeMap<JobId, Job> = loaded.into_iter().map(|j| (j.id.clone(), j)).collect();
     let mut changed: BTreeSet<JobId> = BTreeSet::new();
     let mut plan = Plan::default();
-    let mut answers = Vec::with_capacity(reports.len());
-    for Report { id, event, lease } in reports {
+    let mut answers = Vec::with_capacity(items.len());
+    for (id, event, lease) in items {
         let Some(job) = jobs.get(&id) else {
             answers.push(Err(Refusal::NotFound { id: id.clone() }));
             continue;
         };
-        if let Err(e) = machine::check_lease(job, &event, lease.as_deref()) {
+        if let Err(e) = check(job, &event, lease.as_deref()) {
             answers.push(Err(e));
             continue;
         }
+        let resend = event == Event::Resend;
         let begins = matches!(event, Event::Start { .. } | Event::Reclaim { .. });
         match machine::apply(job, event, now, unit()) {
             Ok(mut t) => {
-                if begins && t.job.state == JobState::Active && t.job.lease.is_none() {
-                    t.job.lease = Some(token());
-                }
+                adjust(begins, &mut t);
                 plan.deltas.extend(stats::transition(job, &t.job, now));
+                if resend {
+                    plan.deltas.push(stats::resent());
+                }
                 plan.effects.add(&t.job, t.effect);
                 changed.insert(id.clone());
                 answers.push(match t.refusal {

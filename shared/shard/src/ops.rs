@@ -42,6 +42,17 @@ pub fn tag_pattern(tag: &str) -> Value {
     text(format!("%{}%", like_escape(&tags_column(&[tag.to_owned()]))))
 }
 
+/// An event's answer as its caller gets it: the job when `want`ed, and, when `hand_over`
+/// (a start or a takeover, to its consumer), the attempt's lease token beside it. The token
+/// is its holder's alone: never inside an answer's job.
+fn applied(a: Result<Job, Refusal>, want: bool, hand_over: bool) -> Result<Applied, Refusal> {
+    a.map(|mut job| {
+        let lease = if hand_over { job.lease.take() } else { None };
+        job.lease = None;
+        Applied { id: job.id.clone(), state: job.state, attempt: job.attempt, job: want.then_some(job), lease }
+    })
+}
+
 impl<S: Sql, H: Host> Shard<S, H> {
     /// Creates jobs (validated, with ids of this shard) in one transaction, each answered
     /// in order with the JSON written. The edge hands in the jobs of every request that
@@ -121,23 +132,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
             store::apply(db, &plan, now)?;
             Ok((answers, plan.effects))
         })?;
-        let applied = answers
-            .into_iter()
-            .zip(wants)
-            .map(|(a, want)| {
-                a.map(|mut job| {
-                    // A lease token is its holder's alone: never in an answer's job.
-                    job.lease = None;
-                    Applied {
-                        id: job.id.clone(),
-                        state: job.state,
-                        attempt: job.attempt,
-                        job: want.then_some(job),
-                        lease: None,
-                    }
-                })
-            })
-            .collect();
+        let applied = answers.into_iter().zip(wants).map(|(a, want)| applied(a, want, false)).collect();
         Ok((applied, effects))
     }
 
@@ -185,25 +180,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 serde_json::json!({ "consumer": consumer, "refused": refused.len(), "jobs": &refused[..refused.len().min(10)] }),
             );
         }
-        let applied = answers
-            .into_iter()
-            .zip(wants)
-            .zip(begins)
-            .map(|((a, want), begins)| {
-                a.map(|mut job| {
-                    // The token travels beside the job, never inside a job document.
-                    let lease = if begins { job.lease.take() } else { None };
-                    job.lease = None;
-                    Applied {
-                        id: job.id.clone(),
-                        state: job.state,
-                        attempt: job.attempt,
-                        job: want.then_some(job),
-                        lease,
-                    }
-                })
-            })
-            .collect();
+        let applied =
+            answers.into_iter().zip(wants).zip(begins).map(|((a, want), begins)| applied(a, want, begins)).collect();
         Ok((applied, effects))
     }
 
