@@ -97,7 +97,10 @@ fn main() {
         dev_vars: None,
         consumer: true,
         persist_redis: false,
-        vars: Vec::new(),
+        // The suite's tests run in parallel and most enqueue with the default tenant's key,
+        // which shares one window (RATE_LIMIT is per tenant): a limit for a whole suite.
+        // Limits themselves are tested with keys that carry their own (`limited_key`).
+        vars: vec![("RATE_LIMIT".into(), "6000/60s".into())],
         consumer_env,
         profile: Profile::default(),
         outbound_allow: outbound_allow.clone(),
