@@ -74,12 +74,13 @@ pub struct Prepared {
     job: Job,
 }
 
-/// Validates one job spec, all but its payload schema (which [`prepare`] checks once the
-/// request passed the rate limit).
+/// Validates one job spec at `now` (the request's one time: a `delay` and the job's
+/// creation are counted from it), all but its payload schema (which [`prepare`] checks once
+/// the request passed the rate limit).
 /// The job's tenant is decided here: a `jobs` key's own (naming another is refused), an
 /// admin's choice among the configured tenants, or `default`.
-pub fn parse(cfg: &EdgeConfig, body: &Value, who: &Principal) -> std::result::Result<JobSpec, ApiError> {
-    let mut spec = parse_spec_unchecked(body, now_ms(), &cfg.types).map_err(|e| for_tenant(e, body, cfg, who))?;
+pub fn parse(cfg: &EdgeConfig, body: &Value, who: &Principal, now: u64) -> std::result::Result<JobSpec, ApiError> {
+    let mut spec = parse_spec_unchecked(body, now, &cfg.types).map_err(|e| for_tenant(e, body, cfg, who))?;
     // A type declared for other tenants does not exist for this key.
     if let Some(t) = who.tenant()
         && !spec.job_type.open_to(t)
@@ -101,9 +102,9 @@ pub fn parse(cfg: &EdgeConfig, body: &Value, who: &Principal) -> std::result::Re
 }
 
 /// Checks a parsed spec's payload against its type's schema and gives the job an id in
-/// its shard.
-pub fn prepare(cfg: &EdgeConfig, spec: JobSpec, keyless: u16) -> std::result::Result<Prepared, ApiError> {
-    let now = now_ms();
+/// its shard, created at `now`: the time the spec was parsed at, not a later one (the rate
+/// limit awaits between the two, and a `delay` is counted from the creation).
+pub fn prepare(cfg: &EdgeConfig, spec: JobSpec, keyless: u16, now: u64) -> std::result::Result<Prepared, ApiError> {
     edgejobs_core::spec::check_schema(&spec)?;
     let shard = shard_for(spec.idempotency_key.as_deref(), cfg.shard_count, keyless);
     let id = JobId::new(shard, now, random_u64());
@@ -245,13 +246,14 @@ pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princi
     // Cheapest first: the body's size (read_json), the spec's fields, the rate limit, and
     // only then the payload's schema.
     let body = http::read_json(req).await?;
-    let spec = parse(cfg, &body, who)?;
+    let now = now_ms();
+    let spec = parse(cfg, &body, who, now)?;
     let decision = match limit(cfg, who, 1).await {
         Ok(d) => d,
         Err(refused) => return refused,
     };
     check_pending_all(env, cfg, std::iter::once(&spec)).await?;
-    let prepared = prepare(cfg, spec, random_shard(cfg.shard_count))?;
+    let prepared = prepare(cfg, spec, random_shard(cfg.shard_count), now)?;
     let answer = persist_many(env, cfg, vec![prepared]).await.pop();
     let (status, job) =
         answer.unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal, "no answer from the shard")))?;
@@ -276,7 +278,8 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
         _ => return Err(ApiError::field("jobs", format!("must be an array of 1 to {MAX_BATCH} job specs"))),
     };
     let keyless = random_shard(cfg.shard_count);
-    let specs: Vec<std::result::Result<JobSpec, ApiError>> = items.iter().map(|i| parse(cfg, i, who)).collect();
+    let now = now_ms();
+    let specs: Vec<std::result::Result<JobSpec, ApiError>> = items.iter().map(|i| parse(cfg, i, who, now)).collect();
     let valid = specs.iter().filter(|p| p.is_ok()).count() as u32;
     let decision = if valid > 0 {
         match limit(cfg, who, valid).await {
@@ -291,7 +294,7 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
     // Schemas only once the batch passed the limit (an item its schema refuses still
     // counted: the limit is decided before any schema work).
     let prepared: Vec<std::result::Result<Prepared, ApiError>> =
-        specs.into_iter().map(|s| s.and_then(|s| prepare(cfg, s, keyless))).collect();
+        specs.into_iter().map(|s| s.and_then(|s| prepare(cfg, s, keyless, now))).collect();
     let mut slots: Vec<Option<Persisted>> = Vec::with_capacity(prepared.len());
     let mut good = Vec::new();
     for p in prepared {
