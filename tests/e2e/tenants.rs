@@ -37,25 +37,7 @@ fn enqueue_as(ctx: &Ctx, key: &str, body: &Value) -> anyhow::Result<Value> {
 
 /// Every id a key lists under `path`, following cursors.
 fn ids_as(ctx: &Ctx, key: &str, path: &str) -> anyhow::Result<Vec<String>> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..200 {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let url = match &cursor {
-            Some(c) => format!("{path}{sep}cursor={c}"),
-            None => path.to_owned(),
-        };
-        let r = get(ctx, key, &url)?;
-        ensure(r.status == 200, || format!("list {url}: {} {}", r.status, r.body))?;
-        for j in r.body["jobs"].as_array().cloned().unwrap_or_default() {
-            ids.push(j["id"].as_str().unwrap_or_default().to_owned());
-        }
-        match r.body["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return Ok(ids),
-        }
-    }
-    anyhow::bail!("more than 200 pages under {path}")
+    ctx.list_all_as(key, path)
 }
 
 /// The answer for `id` must read exactly as the answer for a job that does not exist in

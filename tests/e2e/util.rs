@@ -214,6 +214,11 @@ impl Ctx {
 
     /// Ids of the jobs listed under `path` (following every cursor), newest first.
     pub fn list_all(&self, path: &str) -> anyhow::Result<Vec<String>> {
+        self.list_all_as(&self.api_key, path)
+    }
+
+    /// [`Ctx::list_all`] with `key`.
+    pub fn list_all_as(&self, key: &str, path: &str) -> anyhow::Result<Vec<String>> {
         let mut ids = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..100 {
@@ -222,7 +227,7 @@ impl Ctx {
                 Some(c) => format!("{path}{sep}cursor={c}"),
                 None => path.to_owned(),
             };
-            let r = self.get(&url)?;
+            let r = self.with_key(self.http.get(self.url(&url)), Some(key))?;
             if r.status != 200 {
                 bail!("list {url}: {} {}", r.status, r.body);
             }

@@ -344,18 +344,12 @@ pub fn families(all: &[ShardStats], now: u64, health_status: u8) -> Vec<Family> 
         };
     }
     let mut out = Vec::new();
-    for m in registered(Role::Counter) {
-        let mut f = Family::new(m.name(), m.help(), Kind::Counter);
-        for ((n, l), v) in &counters {
-            if n == m.name() {
-                let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                f.sample(&labels, *v);
-            }
-        }
-        out.push(f);
-    }
-    for m in registered(Role::Level) {
-        let mut f = Family::new(m.name(), m.help(), Kind::Gauge);
+    // Counters and levels are both sums over the shards' counters table; a level is shown
+    // as a gauge (it goes down).
+    let summed =
+        registered(Role::Counter).map(|m| (m, Kind::Counter)).chain(registered(Role::Level).map(|m| (m, Kind::Gauge)));
+    for (m, kind) in summed {
+        let mut f = Family::new(m.name(), m.help(), kind);
         for ((n, l), v) in &counters {
             if n == m.name() {
                 let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
