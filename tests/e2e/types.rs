@@ -83,9 +83,7 @@ fn declared_types_run_on_both_lanes(ctx: &Ctx) -> anyhow::Result<()> {
         stack.restart_wrangler(vec![("JOB_TYPES".into(), types.to_string())])?;
         let outcome = exercise(ctx, stack, &path);
         // Whatever happened, the fault stack goes back to the built-in types.
-        for i in 0..8 {
-            stack.kill_consumer(i);
-        }
+        stack.kill_consumers();
         stack.restart_wrangler(Vec::new())?;
         outcome
     })

@@ -113,7 +113,12 @@ impl Ctx {
             *guard = Some(Stack::start(opts).context("starting the fault stack")?);
         }
         let stack = guard.as_mut().context("fault stack")?;
-        f(stack)
+        let outcome = f(stack);
+        // A test's consumers never outlive it: one left running (by an early return, or
+        // started under an index its test did not stop) would take the next test's jobs
+        // without that test's settings.
+        stack.kill_consumers();
+        outcome
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -585,6 +585,15 @@ impl Stack {
         }
     }
 
+    /// SIGKILL to every consumer still running; gives how many there were.
+    pub fn kill_consumers(&mut self) -> usize {
+        let running: Vec<usize> = (0..self.consumers.len()).filter(|&i| self.consumer_pid(i).is_some()).collect();
+        for &i in &running {
+            self.kill_consumer(i);
+        }
+        running.len()
+    }
+
     /// SIGTERM to consumer `i`; waits up to `timeout` for it to exit and returns its exit code.
     pub fn terminate_consumer(&mut self, i: usize, timeout: Duration) -> Option<i32> {
         let (mut p, _) = self.consumers.get_mut(i).and_then(Option::take)?;
