@@ -16,6 +16,7 @@
 //! - [`wrk`]: reads wrk's output;
 //! - [`report`]: targets, machine facts, the printed tables.
 
+mod latency;
 mod ops;
 mod procfs;
 mod prom;
