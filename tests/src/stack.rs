@@ -560,6 +560,12 @@ impl Stack {
         self.consumers.get(i).and_then(|c| c.as_ref()).map(|(_, u)| u.clone()).unwrap_or_default()
     }
 
+    /// redis-server's password, for a reference client on the same server (the bench's
+    /// BullMQ run, which is given it in its environment); never logged.
+    pub fn redis_password(&self) -> &str {
+        &self.redis_password
+    }
+
     /// Process ids of the running parts, by name (`redis`, `upstash-local`, `wrangler`,
     /// `consumer-<i>`): for footprint and CPU figures. wrangler's workerd and esbuild are
     /// its descendants (and in its process group).
