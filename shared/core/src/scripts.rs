@@ -7,16 +7,22 @@
 /// The Lua script that hands attempt ARGV[2] of job ARGV[1] to the stream KEYS[1] at most
 /// once: KEYS[2] remembers the entry, so a retried hand-off returns the first entry instead
 /// of adding another. Returns `{1, entry}` when added, `{0, entry}` when already there.
+/// An added entry is announced on the channel `<stream>:wake`, which idle consumers hold a
+/// subscription to (the consumer's `wake.rs`), so they read it at once instead of at their
+/// next poll.
 pub const HANDOFF_SCRIPT: &str = "local dup = redis.call('GET', KEYS[2]) \
 if dup then return {0, dup} end \
 local e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'attempt', ARGV[2]) \
 redis.call('SET', KEYS[2], e, 'EX', 604800) \
+redis.call('PUBLISH', KEYS[1] .. ':wake', 1) \
 return {1, e}";
 
 /// [`HANDOFF_SCRIPT`] for many attempts in one call: KEYS[1] is the stream, KEYS[2..] the
 /// hand-off keys, and ARGV holds (job id, attempt) for each of them, in order. Returns
-/// `{1|0, entry}` per attempt.
+/// `{1|0, entry}` per attempt. When it added any, it publishes how many on the stream's wake
+/// channel (one PUBLISH per call, none when nothing was added).
 pub const HANDOFF_MANY_SCRIPT: &str = "local out = {} \
+local added = 0 \
 for i = 2, #KEYS do \
   local dup = redis.call('GET', KEYS[i]) \
   if dup then \
@@ -25,8 +31,10 @@ for i = 2, #KEYS do \
     local e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[2 * i - 3], 'attempt', ARGV[2 * i - 2]) \
     redis.call('SET', KEYS[i], e, 'EX', 604800) \
     out[#out + 1] = {1, e} \
+    added = added + 1 \
   end \
 end \
+if added > 0 then redis.call('PUBLISH', KEYS[1] .. ':wake', added) end \
 return out";
 
 /// Takes over up to ARGV[4] entries idle for at least ARGV[3] ms, for consumer ARGV[2] of

@@ -76,6 +76,9 @@ pub struct Gateway {
     /// The password that connection sends first (`AUTH`), if redis requires one.
     redis_password: Option<Arc<RedisPassword>>,
     conn: ConnectionManager,
+    /// For subscriptions, which each need a connection of their own (`subscribe`).
+    client: redis::Client,
+    subs: crate::subscribe::Subscriptions,
     token: Arc<Token>,
     max_body: usize,
 }
@@ -117,9 +120,18 @@ impl Gateway {
             .set_response_timeout(Duration::from_secs(5))
             .set_number_of_retries(2)
             .set_max_delay(1000);
-        let conn =
-            ConnectionManager::new_with_config(client, config).await.map_err(|e| StartError::Redis(e.to_string()))?;
-        Ok(Gateway { redis_addr, redis_password: password.map(Arc::new), conn, token: Arc::new(token), max_body })
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|e| StartError::Redis(e.to_string()))?;
+        Ok(Gateway {
+            redis_addr,
+            redis_password: password.map(Arc::new),
+            conn,
+            client,
+            subs: Default::default(),
+            token: Arc::new(token),
+            max_body,
+        })
     }
 }
 
@@ -175,6 +187,14 @@ async fn dispatch(State(gw): State<Gateway>, method: Method, uri: Uri, headers: 
     let Ok(body) = axum::body::to_bytes(body, gw.max_body).await else {
         return refuse(&Refused::TooLarge);
     };
+    // SUBSCRIBE is served as Upstash serves it over REST: a Server-Sent Events stream, on a
+    // Redis connection of its own (see `subscribe`).
+    if let Some(channel) = crate::subscribe::channel_of(uri.path()) {
+        return match channel {
+            Ok(channel) => crate::subscribe::subscribe(gw.client.clone(), &gw.subs, channel).await,
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        };
+    }
     let mut conn = gw.conn.clone();
     match (method == Method::POST, uri.path()) {
         (true, "/pipeline") => match parse_pipeline(&body) {

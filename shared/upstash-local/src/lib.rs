@@ -10,6 +10,7 @@
 //! - [`auth`]: the bearer token: minimum length, constant-time comparison.
 //! - [`scripts`]: the project's Lua scripts, the only ones `EVAL`/`EVALSHA` may run, by SHA-1.
 //! - [`gateway`]: the HTTP routes, forwarding to Redis, Upstash's reply encoding; `run`.
+//! - [`subscribe`]: `/subscribe/<channel>`, Upstash's SSE form of SUBSCRIBE.
 //! - [`config`]: command-line and environment settings, checked into a [`gateway::Config`].
 //!
 //! `gateway` and `config` need the `server` feature (on by default); without it the crate is
@@ -23,3 +24,5 @@ pub mod config;
 pub mod gateway;
 pub mod request;
 pub mod scripts;
+#[cfg(feature = "server")]
+pub mod subscribe;

@@ -309,3 +309,125 @@ async fn only_the_project_scripts_run_and_redis_needs_its_password() {
     let (_, body) = cmd(base, json!(["SCRIPT", "EXISTS", sha1_hex(b"return 1")])).await;
     assert_eq!(body, json!({ "result": [0] }), "the refused script was never loaded");
 }
+
+/// Reads the subscription's stream until it holds `want` (bounded), returning all it read.
+async fn read_until(resp: &mut reqwest::Response, want: &str) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {want:?} within 10 s; read {seen:?}");
+        match tokio::time::timeout(left, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("the stream ended or failed before {want:?}: {other:?}; read {seen:?}"),
+        }
+    }
+    seen
+}
+
+impl Stack {
+    async fn subscribe(&self, channel: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/subscribe/{channel}", self.url))
+            .bearer_auth(TOKEN)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+}
+
+/// SUBSCRIBE over REST, as Upstash serves it: an event stream that says it subscribed, then
+/// carries every message published on the channel (here by the project's hand-off script,
+/// which announces what it added on `<stream>:wake`). The subscription holds a connection of
+/// its own: requests on the shared one go on being answered while it waits.
+#[tokio::test]
+async fn a_subscription_streams_hand_off_wake_ups_and_stalls_nothing() {
+    let s = start(1024 * 1024).await;
+    let mut sub = s.subscribe("jobs:wake").await;
+    assert_eq!(sub.status().as_u16(), 200);
+    assert_eq!(sub.headers()["content-type"], "text/event-stream");
+    read_until(&mut sub, "data: subscribe,jobs:wake,1\n").await;
+    // While the subscription waits, the shared connection answers at once.
+    for i in 0..20 {
+        let (status, body) = s.cmd(json!(["SET", format!("k{i}"), "v"])).await;
+        assert_eq!((status, body), (200, json!({ "result": "OK" })));
+        assert_eq!(s.get(&format!("/get/k{i}")).await, (200, json!({ "result": "v" })));
+    }
+    // Two attempts handed off in one call: one wake-up carrying how many were added.
+    let handoff =
+        json!(["EVAL", *edgejobs_core_scripts::HANDOFF_MANY, 3, "jobs", "h:1", "h:2", "job-1", "1", "job-2", "1"]);
+    let (status, body) = s.cmd(handoff.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    read_until(&mut sub, "data: message,jobs:wake,2\n").await;
+    // The same hand-off again adds nothing, and announces nothing; a later one does.
+    assert_eq!(s.cmd(handoff).await.0, 200);
+    let single = json!(["EVAL", *edgejobs_core_scripts::HANDOFF, 2, "jobs", "h:3", "job-3", "1"]);
+    assert_eq!(s.cmd(single).await.0, 200);
+    let seen = read_until(&mut sub, "data: message,jobs:wake,1\n").await;
+    assert!(!seen.contains(",2\n"), "the repeated hand-off announced nothing: {seen:?}");
+    // Subscribing is the endpoint's job: as a command it is refused, as Upstash does.
+    let (status, body) = s.cmd(json!(["SUBSCRIBE", "jobs:wake"])).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Blocking reads are refused at once, as Upstash's REST API does not support them
+/// (XREAD/XREADGROUP with BLOCK, BLPOP and the like), and never hold the shared connection:
+/// a GET sent with them is answered.
+#[tokio::test]
+async fn blocking_reads_are_refused_at_once_and_stall_nothing() {
+    let s = start(1024 * 1024).await;
+    assert_eq!(s.cmd(json!(["XGROUP", "CREATE", "s", "g", "0", "MKSTREAM"])).await.0, 200);
+    let (blpop, xread, set) = tokio::join!(
+        s.cmd(json!(["BLPOP", "wake", 0])),
+        s.cmd(json!(["XREADGROUP", "GROUP", "g", "c", "BLOCK", 0, "STREAMS", "s", ">"])),
+        s.cmd(json!(["SET", "k", "v"]))
+    );
+    assert_eq!(blpop.0, 400, "{blpop:?}");
+    assert_eq!(xread.0, 400, "{xread:?}");
+    assert_eq!(set, (200, json!({ "result": "OK" })));
+    // The refused read took nothing: the consumer was never created.
+    let (_, consumers) = s.cmd(json!(["XINFO", "CONSUMERS", "s", "g"])).await;
+    assert_eq!(consumers, json!({ "result": [] }));
+}
+
+/// Subscriptions are bounded (each holds a Redis connection); one too many is refused with
+/// Upstash's words, and a slot is free again once its client goes away.
+#[tokio::test]
+async fn subscriptions_are_bounded_and_freed_when_their_client_leaves() {
+    use edgejobs_upstash_local::subscribe::MAX_SUBSCRIPTIONS;
+    let s = start(1024 * 1024).await;
+    let mut held = Vec::new();
+    for i in 0..MAX_SUBSCRIPTIONS {
+        let mut sub = s.subscribe(&format!("c{i}")).await;
+        assert_eq!(sub.status().as_u16(), 200, "subscription {i}");
+        read_until(&mut sub, "data: subscribe,").await;
+        held.push(sub);
+    }
+    let over = s.subscribe("one-more").await;
+    assert_eq!(over.status().as_u16(), 429);
+    let body: Value = over.json().await.expect("JSON");
+    assert_eq!(error_text(&body), "ERR max concurrent connections exceeded");
+    drop(held.pop());
+    // The slot frees once the gateway notices the client left (its next write fails).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sub = s.subscribe("again").await;
+        if sub.status().as_u16() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot of a client that left was never freed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The project's hand-off scripts, by their text in `shared/core/src/scripts.rs`.
+mod edgejobs_core_scripts {
+    use edgejobs_upstash_local::scripts::ALL;
+
+    pub static HANDOFF_MANY: std::sync::LazyLock<&str> =
+        std::sync::LazyLock::new(|| ALL.iter().find(|s| s.contains("local added = 0")).expect("the batch hand-off"));
+    pub static HANDOFF: std::sync::LazyLock<&str> = std::sync::LazyLock::new(|| {
+        ALL.iter().find(|s| s.starts_with("local dup") && s.contains("ARGV[1]")).expect("the single hand-off")
+    });
+}
