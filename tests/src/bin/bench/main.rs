@@ -17,6 +17,7 @@
 //! - [`report`]: targets, machine facts, the printed tables.
 
 mod latency;
+mod model;
 mod ops;
 mod procfs;
 mod prom;
@@ -701,6 +702,11 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
+    // The production model of a saved run needs no stack.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(file) = model::requested(&args, &StackOptions::default_root()) {
+        return model::run_file(&file);
+    }
     let s = parse_args()?;
     ctrlc::set_handler(|| {
         if INTERRUPTED.swap(true, Ordering::Relaxed) {
@@ -830,6 +836,7 @@ fn run() -> anyhow::Result<()> {
     // Stop the stack before writing, so a slow disk does not keep it running.
     b.stack.stop();
     std::fs::create_dir_all(&s.out_dir)?;
+    report["model"] = model::to_json(&report);
     let text = serde_json::to_string_pretty(&report)?;
     let file = s.out_dir.join(format!("bench-{started}.json"));
     std::fs::write(&file, &text)?;
@@ -841,6 +848,7 @@ fn run() -> anyhow::Result<()> {
         println!("{text}");
     } else {
         print_table(&report);
+        model::print(&report);
         let latest = if interrupted { "interrupted: latest.json left as it was" } else { "and latest.json beside it" };
         println!("JSON: {} ({latest})", file.display());
     }
