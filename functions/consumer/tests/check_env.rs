@@ -126,3 +126,29 @@ fn a_bad_configuration_lists_every_problem_without_values() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("EDGEJOBS_CONCURENCY: not a setting"), "{out}");
 }
+
+#[test]
+fn a_shard_count_below_the_deployed_one_is_refused() {
+    let dir = scratch("lowered");
+    let w = wrangler_toml(&dir, &[("SHARD_COUNT", "16")]);
+    let run = |deployed: &str| {
+        let s = dir.join("secrets");
+        std::fs::write(&s, good_secrets()).expect("secrets");
+        let out = Command::new(env!("CARGO_BIN_EXE_edgejobs-check-env"))
+            .args(["--only", "edge", "--wrangler"])
+            .arg(&w)
+            .arg("--secrets")
+            .arg(&s)
+            .args(["--deployed-shards", deployed])
+            .output()
+            .expect("runs");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = run("16");
+    assert_eq!(code, 0, "the same count passes: {out}");
+    let (code, out) = run("8");
+    assert_eq!(code, 0, "a raise passes: {out}");
+    let (code, out) = run("64");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("SHARD_COUNT=16 is lower than 64") && out.contains("lowering is refused"), "{out}");
+}

@@ -36,7 +36,7 @@ pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
     let queue = batch.queue();
     let messages: Vec<_> = batch.raw_iter().collect();
     counters::add(Metric::QueueMessagesReceivedTotal, &[("queue", queue.as_str())], messages.len() as f64);
-    let cfg = match crate::config::load(env) {
+    let cfg = match crate::topology::load(env).await {
         Ok(c) => c,
         Err(_) => {
             batch.retry_all();

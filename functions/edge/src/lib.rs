@@ -34,6 +34,7 @@ pub mod routes;
 pub mod scatter;
 pub mod shard;
 pub mod tasks;
+pub mod topology;
 pub mod view;
 
 #[event(fetch)]

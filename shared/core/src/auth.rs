@@ -104,6 +104,7 @@ mod tests {
     fn cfg() -> EdgeConfig {
         EdgeConfig {
             shard_count: 4,
+            topology: crate::topology::Topology::single(4),
             idempotency_window_ms: 1000,
             api_keys: vec![key("jobs-key-0123456789")],
             admin_keys: vec![key("admin-key-0123456789")],

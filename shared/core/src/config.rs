@@ -105,9 +105,13 @@ fn consumer_tokens(single: Option<String>, named: Option<String>, errors: &mut V
 /// The typed edge configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeConfig {
-    /// Number of `JobShard` objects. Default 16; 1 to 256. Never lower it on a live
-    /// deployment: ids name their shard.
+    /// Number of `JobShard` objects. Default 16; 1 to 256. It may be raised on a live
+    /// deployment, never lowered (see [`crate::topology`]). Once the router has read the
+    /// recorded topology, this is its newest count.
     pub shard_count: u16,
+    /// The counts this deployment has had (`Topology::single(shard_count)` until the
+    /// router reads the recorded one from shard 0).
+    pub topology: crate::topology::Topology,
     /// How long an idempotency key maps to its job, in ms. Default 24 h.
     pub idempotency_window_ms: u64,
     /// Keys with the `jobs` scope (comma-separated secret; `key:100/60s` gives one key its
@@ -390,6 +394,7 @@ impl EdgeConfig {
         if let (true, Some(payload_keys)) = (errors.is_empty(), payload_keys) {
             Ok(EdgeConfig {
                 shard_count,
+                topology: crate::topology::Topology::single(shard_count),
                 idempotency_window_ms,
                 api_keys,
                 admin_keys,

@@ -59,6 +59,7 @@ pub mod spec;
 pub mod stats;
 pub mod tenant;
 pub mod time;
+pub mod topology;
 pub mod types;
 pub mod webhook;
 pub mod wire;

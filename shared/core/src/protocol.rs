@@ -104,6 +104,8 @@ requests! {
     SetGauge(SetGauge) -> (), "set_gauge", WhenDue;
     Schedules(Schedules) -> ScheduleReply, "schedules", WhenDue;
     Reseal(Reseal) -> ResealReport, "reseal", WhenDue;
+    Topology(TopologyOp) -> crate::topology::Topology, "topology", Never;
+    ClaimKeys(ClaimKeys) -> Vec<Option<Box<serde_json::value::RawValue>>>, "claim_keys", WhenDue;
 }
 
 /// Creates jobs (already validated and given ids by the router), each answered in order.
@@ -120,6 +122,39 @@ pub struct CreateMany {
 pub struct Stored {
     pub created: bool,
     pub job: Box<serde_json::value::RawValue>,
+    /// Set instead of a job when the job's idempotency key moved to another shard after a
+    /// growth of `SHARD_COUNT` (this shard was its home under the earlier count): the caller
+    /// read the topology before the growth, and must read it again and retry there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<u16>,
+}
+
+/// The deployment's shard topology, kept by shard 0: `configured` (this isolate's
+/// `SHARD_COUNT`) is recorded when it is higher than every count before it; the answer is
+/// the topology after that (a lower `configured` changes nothing: lowering is refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyOp {
+    pub configured: u16,
+}
+
+/// After a growth of `SHARD_COUNT`, claims idempotency keys at their home under an earlier
+/// count: each is answered with the live job this shard holds for it, or `None` after this
+/// shard recorded that the key moved to `to` (a later create of it here is refused with
+/// `moved_to`, so the key never names two jobs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimKeys {
+    pub claims: Vec<KeyClaim>,
+    pub idempotency_window_ms: u64,
+}
+
+/// One key to claim (scoped by tenant, as stored: `{tenant}\x1f{key}`) and its new home.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyClaim {
+    pub key: String,
+    pub to: u16,
 }
 
 /// How many jobs of a tenant the shard holds that are not final yet (what

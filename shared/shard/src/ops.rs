@@ -84,20 +84,30 @@ impl<S: Sql, H: Host> Shard<S, H> {
         let keys: Vec<String> = jobs.iter().filter_map(Job::scoped_key).collect();
         self.commit(|db| {
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            let known = store::known_keys(db, &keys, now)?;
-            let (plan, key_writes, answers) = plan::create(jobs, known, now, window_ms);
+            let here = store::keys_here(db, &keys, now)?;
+            // A key that moved to another shard after a growth is not created here (the
+            // caller read the topology before the growth): answered with its new home.
+            let moved_to: Vec<Option<u16>> =
+                jobs.iter().map(|j| j.scoped_key().and_then(|k| here.moved.get(&k).copied())).collect();
+            let jobs: Vec<Job> = jobs.into_iter().zip(&moved_to).filter(|(_, m)| m.is_none()).map(|(j, _)| j).collect();
+            let (plan, key_writes, answers) = plan::create(jobs, here.jobs, now, window_ms);
             let mut docs = store::apply(db, &plan, now)?.into_iter();
             store::put_keys(db, &key_writes)?;
             // Answer with the JSON just written (created jobs come in insert order).
-            let stored = answers
-                .iter()
-                .map(|c| {
+            let mut answers = answers.into_iter();
+            let stored = moved_to
+                .into_iter()
+                .map(|m| {
+                    if let Some(to) = m {
+                        return Ok(Stored { created: false, job: raw("null".to_owned())?, moved_to: Some(to) });
+                    }
+                    let c = answers.next().ok_or_else(|| StoreError("a create lost an answer".to_owned()))?;
                     let written = if c.created { docs.next() } else { None };
                     let doc = match written {
                         Some(doc) => doc,
                         None => store::to_json(&c.job)?,
                     };
-                    Ok(Stored { created: c.created, job: raw(doc)? })
+                    Ok(Stored { created: c.created, job: raw(doc)?, moved_to: None })
                 })
                 .collect::<Result<Vec<Stored>, StoreError>>()?;
             Ok((stored, plan.effects))

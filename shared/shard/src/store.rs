@@ -377,10 +377,27 @@ pub fn record(db: &impl Sql, deltas: &[Delta], now: u64) -> Result<(), StoreErro
 }
 
 /// For each of `keys`, the live job it names (expired keys are dropped first; a key
-/// whose job was deleted names nothing).
+/// whose job was deleted names nothing). A key marked as moved names nothing here.
 pub fn known_keys(db: &impl Sql, keys: &[&str], now: u64) -> Result<BTreeMap<String, Job>, Failure> {
+    Ok(keys_here(db, keys, now)?.jobs)
+}
+
+/// What this shard knows of idempotency keys: the live job each names, and the keys that
+/// moved to another shard after a growth of `SHARD_COUNT` (see [`claim_keys`]).
+#[derive(Debug, Default)]
+pub struct KeysHere {
+    pub jobs: BTreeMap<String, Job>,
+    pub moved: BTreeMap<String, u16>,
+}
+
+/// The `job_id` a moved key is stored with: never a job id (those start with `j`).
+const MOVED_PREFIX: &str = "moved:";
+
+/// [`known_keys`], with the moved keys beside them.
+pub fn keys_here(db: &impl Sql, keys: &[&str], now: u64) -> Result<KeysHere, Failure> {
+    let mut here = KeysHere::default();
     if keys.is_empty() {
-        return Ok(BTreeMap::new());
+        return Ok(here);
     }
     db.rows("DELETE FROM idempotency WHERE expires_at <= ?", &[int(now)])?;
     let mut named: Vec<(String, JobId)> = Vec::new();
@@ -391,13 +408,31 @@ pub fn known_keys(db: &impl Sql, keys: &[&str], now: u64) -> Result<BTreeMap<Str
             let mut c = Cols::new(row);
             let key = c.text()?;
             let id = c.text()?;
+            if let Some(to) = id.strip_prefix(MOVED_PREFIX) {
+                let to = to.parse().map_err(|_| StoreError(format!("a stored moved key {id:?} does not parse")))?;
+                here.moved.insert(key, to);
+                continue;
+            }
             let id = id.parse().map_err(|_| StoreError(format!("a stored job id {id:?} does not parse")))?;
             named.push((key, id));
         }
     }
     let jobs: BTreeMap<JobId, Job> =
         load_many(db, named.iter().map(|(_, id)| id))?.into_iter().map(|j| (j.id.clone(), j)).collect();
-    Ok(named.into_iter().filter_map(|(k, id)| jobs.get(&id).map(|j| (k, j.clone()))).collect())
+    here.jobs = named.into_iter().filter_map(|(k, id)| jobs.get(&id).map(|j| (k, j.clone()))).collect();
+    Ok(here)
+}
+
+/// Records that each key of `moved` (scoped, with its new home) now lives elsewhere, for
+/// `window_ms`: a create of it here is refused with the new home from then on.
+pub fn put_moved(db: &impl Sql, moved: &[(&str, u16)], now: u64, window_ms: u64) -> Result<(), StoreError> {
+    for (key, to) in moved {
+        db.rows(
+            "INSERT OR REPLACE INTO idempotency (key, job_id, expires_at) VALUES (?, ?, ?)",
+            &[text(*key), text(format!("{MOVED_PREFIX}{to}")), int(now.saturating_add(window_ms))],
+        )?;
+    }
+    Ok(())
 }
 
 /// Sets each tenant's count of jobs not yet final from the jobs themselves (a migration or

@@ -21,7 +21,10 @@ const USAGE: &str = "edgejobs-check-env [--wrangler FILE] [--secrets FILE] [--co
                        without it, this process's environment
   --only edge|consumer check one side only
   --vars-only          the Worker's [vars] only (secrets assumed set; a placeholder is a warning)
-  --job-types FILE     check this JSON file as JOB_TYPES (what `scripts/deploy --job-types` sets)";
+  --job-types FILE     check this JSON file as JOB_TYPES (what `scripts/deploy --job-types` sets)
+  --deployed-shards N  the SHARD_COUNT the live deployment has recorded: a lower SHARD_COUNT is refused
+  --deployment URL     ask the live deployment (its /health, with the admin key in
+                       EDGEJOBS_ADMIN_KEY) for the count it has recorded, as --deployed-shards";
 
 /// The bearer token `/metrics` requires (an admin key works too): optional for the Worker,
 /// required here, for production.
@@ -77,6 +80,8 @@ fn run(args: Vec<String>) -> Result<Vec<String>, String> {
     let mut wrangler = PathBuf::from("wrangler.toml");
     let (mut secrets, mut consumer_env, mut only, mut vars_only) = (None, None, None, false);
     let mut job_types: Option<PathBuf> = None;
+    let mut deployed: Option<u16> = None;
+    let mut deployment: Option<String> = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{a} needs a value"));
@@ -87,6 +92,11 @@ fn run(args: Vec<String>) -> Result<Vec<String>, String> {
             "--only" => only = Some(value()?),
             "--vars-only" => vars_only = true,
             "--job-types" => job_types = Some(PathBuf::from(value()?)),
+            "--deployed-shards" => {
+                let v = value()?;
+                deployed = Some(v.parse().map_err(|_| format!("--deployed-shards {v:?}: not a shard count"))?);
+            }
+            "--deployment" => deployment = Some(value()?),
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(Vec::new());
@@ -94,10 +104,13 @@ fn run(args: Vec<String>) -> Result<Vec<String>, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
+    if let Some(url) = deployment {
+        deployed = Some(recorded_shards(&url)?);
+    }
     let mut problems = Vec::new();
     if only.as_deref() != Some("consumer") {
         problems.extend(
-            check_edge(&wrangler, secrets.as_ref(), vars_only, job_types.as_ref())?
+            check_edge(&wrangler, secrets.as_ref(), vars_only, job_types.as_ref(), deployed)?
                 .into_iter()
                 .map(|p| format!("edge: {p}")),
         );
@@ -177,11 +190,40 @@ fn trigger_crons(doc: &toml::Table) -> Vec<String> {
     crons.into_iter().flatten().filter_map(|c| c.as_str().map(str::to_owned)).collect()
 }
 
+/// The shard count a live deployment has recorded: its `/health` (admin) `shard_count` check.
+fn recorded_shards(url: &str) -> Result<u16, String> {
+    let key = std::env::var("EDGEJOBS_ADMIN_KEY").map_err(|_| "--deployment needs EDGEJOBS_ADMIN_KEY".to_owned())?;
+    let health = format!("{}/health", url.trim_end_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let body: serde_json::Value = runtime.block_on(async {
+        let r = reqwest::Client::new()
+            .get(&health)
+            .bearer_auth(key)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {health}: {e}"))?;
+        r.json().await.map_err(|e| format!("{health} did not answer JSON: {e}"))
+    })?;
+    body.pointer("/checks/shard_count/detail/count")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|n| u16::try_from(n).ok())
+        .ok_or_else(|| format!("{health} names no recorded shard count (an admin key? a deployment of this version?)"))
+}
+
+/// `SHARD_COUNT` below what the deployment has recorded: refused (the Worker would keep
+/// the recorded count and report itself degraded).
+fn shard_count_problem(configured: u16, deployed: Option<u16>) -> Option<String> {
+    let mut t = edgejobs_core::topology::Topology::single(deployed?);
+    t.raise(configured, 0).err().map(|e| e.to_string())
+}
+
 fn check_edge(
     wrangler: &PathBuf,
     secrets: Option<&PathBuf>,
     vars_only: bool,
     job_types: Option<&PathBuf>,
+    deployed: Option<u16>,
 ) -> Result<Vec<String>, String> {
     let text = read(wrangler)?;
     let doc: toml::Table = text.parse().map_err(|e| format!("{} is not valid TOML: {e}", wrangler.display()))?;
@@ -221,6 +263,7 @@ fn check_edge(
     match EdgeConfig::parse(get) {
         Err(errors) => problems.extend(errors),
         Ok(cfg) => {
+            problems.extend(shard_count_problem(cfg.shard_count, deployed));
             // The backup runs on its own cron; every other cron runs the sweep and retention.
             let backup = cfg.maintenance.backup_cron.trim();
             if !crons.iter().any(|c| c.trim() == backup) {
@@ -268,7 +311,16 @@ fn check_consumer(file: Option<&PathBuf>) -> Result<Vec<String>, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::metrics_token_problem;
+    use super::{metrics_token_problem, shard_count_problem};
+
+    #[test]
+    fn lowering_the_shard_count_is_refused() {
+        assert_eq!(shard_count_problem(16, None), None, "nothing recorded: nothing to compare");
+        assert_eq!(shard_count_problem(64, Some(16)), None, "raising is allowed");
+        assert_eq!(shard_count_problem(64, Some(64)), None);
+        let p = shard_count_problem(16, Some(64)).expect("lowering");
+        assert!(p.contains("SHARD_COUNT=16") && p.contains("64") && p.contains("lowering is refused"), "{p}");
+    }
 
     #[test]
     fn production_needs_a_metrics_token() {

@@ -24,7 +24,7 @@ use crate::platform::now_ms;
 /// The result of every check: (status 0/1/2, body). Reads only: a health check writes
 /// nothing.
 pub async fn evaluate(env: &Env) -> (u8, Health) {
-    let cfg: Option<EdgeConfig> = crate::config::load(env).ok();
+    let cfg: Option<EdgeConfig> = crate::topology::load(env).await.ok();
     let fetched = fetch(env, cfg.as_ref().map_or(16, |c| c.shard_count), false).await;
     evaluate_with(env, cfg.as_ref(), &fetched).await
 }
@@ -80,9 +80,12 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
     let overdue: usize = stats.iter().map(|s| s.schedules_overdue.len()).sum();
     let schedules_ok = overdue == 0;
     let (active, paused) = stats.iter().fold((0, 0), |(a, p), s| (a + s.schedules.0, p + s.schedules.1));
+    // A `SHARD_COUNT` below the recorded count is refused (the recorded one stays in use).
+    let lowered = crate::topology::lowered(env);
+    let count_ok = lowered.is_none();
     let status = if cfg.is_none() || !shards_ok || !queue_ok {
         2
-    } else if !(upstash_ok && backup_ok && queued_ok && sweep_ok && schedules_ok && types_ok) {
+    } else if !(upstash_ok && backup_ok && queued_ok && sweep_ok && schedules_ok && types_ok && count_ok) {
         1
     } else {
         0
@@ -91,6 +94,17 @@ pub async fn evaluate_with(env: &Env, cfg: Option<&EdgeConfig>, fetched: &Fetche
     let more = [
         ("schedules", check(schedules_ok, json!({ "active": active, "paused": paused, "overdue": overdue }))),
         ("job_types", check(types_ok, json!({ "without_consumer": unserved }))),
+        (
+            "shard_count",
+            check(
+                count_ok,
+                json!({
+                    "count": cfg.map(|c| c.shard_count),
+                    "epochs": cfg.map(|c| &c.topology.epochs),
+                    "refused": lowered.map(|l| l.to_string()),
+                }),
+            ),
+        ),
     ];
     let body = Health {
         status: name,

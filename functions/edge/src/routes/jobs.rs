@@ -5,7 +5,7 @@ use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Event;
 use edgejobs_core::plan::JobEvent;
-use edgejobs_core::protocol::{Applied, ApplyMany, CreateMany, Get, GetMany, List, Listed};
+use edgejobs_core::protocol::{Applied, ApplyMany, ClaimKeys, CreateMany, Get, GetMany, KeyClaim, List, Listed};
 use edgejobs_core::ratelimit::Decision;
 use edgejobs_core::spec::{JobSpec, parse_spec_unchecked};
 use edgejobs_core::wire::{Include, ListQuery, merge_by, parse_list_params};
@@ -32,13 +32,14 @@ pub fn respond(status: u16, body: &impl serde::Serialize) -> Out {
     http::json(status, body).map_err(|_| ApiError::new(ErrorCode::Internal, "response encoding failed"))
 }
 
-/// Picks the shard of a new job: from the idempotency key when there is one (so every
-/// request with that key meets in one shard, which serializes them), else `keyless` (a
-/// random shard per request, so a batch without keys is one shard call).
-pub fn shard_for(key: Option<&str>, shard_count: u16, keyless: u16) -> u16 {
+/// Picks the shard of a new job: from the idempotency key when there is one (its home
+/// under the newest count, so every request with that key meets in one shard, which
+/// serializes them; see [`persist_many`] for the claim at earlier homes after a growth),
+/// else `keyless` (a random shard per request, so a batch without keys is one shard call).
+pub fn shard_for(cfg: &EdgeConfig, key: Option<&str>, keyless: u16, now: u64) -> u16 {
     match key {
-        Some(k) => edgejobs_core::id::shard_for_key(k, shard_count),
-        None => keyless % shard_count,
+        Some(k) => cfg.topology.route_key(k, now, cfg.idempotency_window_ms).home,
+        None => keyless % cfg.shard_count,
     }
 }
 
@@ -106,7 +107,7 @@ pub fn parse(cfg: &EdgeConfig, body: &Value, who: &Principal, now: u64) -> std::
 /// limit awaits between the two, and a `delay` is counted from the creation).
 pub fn prepare(cfg: &EdgeConfig, spec: JobSpec, keyless: u16, now: u64) -> std::result::Result<Prepared, ApiError> {
     edgejobs_core::spec::check_schema(&spec)?;
-    let shard = shard_for(spec.idempotency_key.as_deref(), cfg.shard_count, keyless);
+    let shard = shard_for(cfg, spec.idempotency_key.as_deref(), keyless, now);
     let id = JobId::new(shard, now, random_u64());
     let mut job = spec.into_job(id, now).0;
     // Header values are sealed before the job leaves the router: shards, backups and
@@ -211,14 +212,83 @@ fn for_tenant(e: ApiError, body: &Value, cfg: &EdgeConfig, who: &Principal) -> A
 pub type Persisted = std::result::Result<(u16, Box<RawValue>), ApiError>;
 
 /// Stores prepared jobs with one call per shard they fall in (concurrently); returns each
-/// job's status and JSON, or its error, in the order given.
+/// job's status and JSON, or its error, in the order given. Within an idempotency window
+/// after a growth of `SHARD_COUNT`, keyed jobs are first claimed at their homes under the
+/// earlier counts (one call per such shard, a round per earlier count): a key found there
+/// answers with its job, and only the others are created.
 pub async fn persist_many(env: &Env, cfg: &EdgeConfig, items: Vec<Prepared>) -> Vec<Persisted> {
     let window = cfg.idempotency_window_ms;
-    let jobs = items.into_iter().map(|p| Ok((p.shard, p.job))).collect();
+    let mut answers = claim_moved_keys(env, cfg, &items).await;
+    let jobs =
+        items.into_iter().zip(&answers).filter(|(_, a)| a.is_none()).map(|(p, _)| Ok((p.shard, p.job))).collect();
     let created =
         scatter::by_shard(jobs, |s, jobs| shard::call(env, s, CreateMany { jobs, idempotency_window_ms: window }))
             .await;
-    created.into_iter().map(|c| c.map(|c| (if c.created { 201 } else { 200 }, view::raw(c.job)))).collect()
+    let mut created = created.into_iter().map(|c| {
+        c.and_then(|c| match c.moved_to {
+            // Another isolate recorded a growth this one had not read: read it again; the
+            // client's retry with the same key finds the job or creates it once.
+            Some(to) => {
+                crate::topology::forget();
+                Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("SHARD_COUNT grew meanwhile (this key now lives in shard {to}); retry with the same key"),
+                ))
+            }
+            None => Ok((if c.created { 201 } else { 200 }, view::raw(c.job))),
+        })
+    });
+    for a in answers.iter_mut().filter(|a| a.is_none()) {
+        *a = created.next();
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal, "no answer from the shard"))))
+        .collect()
+}
+
+/// After a growth, claims each keyed job's key at its homes under the earlier counts
+/// (`Topology::route_key`): `Some` answers an item (its key's existing job, or an error),
+/// `None` leaves it to be created at its new home.
+async fn claim_moved_keys(env: &Env, cfg: &EdgeConfig, items: &[Prepared]) -> Vec<Option<Persisted>> {
+    let mut answers: Vec<Option<Persisted>> = items.iter().map(|_| None).collect();
+    let now = now_ms();
+    let window = cfg.idempotency_window_ms;
+    if !cfg.topology.settling(now, window) {
+        return answers;
+    }
+    let routes: Vec<(Vec<u16>, Option<String>)> = items
+        .iter()
+        .map(|p| match (p.job.idempotency_key.as_deref(), p.job.scoped_key()) {
+            (Some(k), Some(scoped)) => (cfg.topology.route_key(k, now, window).claim_first, Some(scoped)),
+            _ => (Vec::new(), None),
+        })
+        .collect();
+    let rounds = routes.iter().map(|(r, _)| r.len()).max().unwrap_or(0);
+    for round in 0..rounds {
+        let asks: Vec<(usize, u16, KeyClaim)> = routes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| answers[*i].is_none())
+            .filter_map(|(i, (homes, key))| {
+                let (home, key) = (homes.get(round)?, key.as_ref()?);
+                Some((i, *home, KeyClaim { key: key.clone(), to: items[i].shard }))
+            })
+            .collect();
+        let claims = asks.iter().map(|(_, s, c)| Ok((*s, c.clone()))).collect();
+        let got = scatter::by_shard(claims, |s, claims| {
+            shard::call(env, s, ClaimKeys { claims, idempotency_window_ms: window })
+        })
+        .await;
+        for ((i, _, _), g) in asks.iter().zip(got) {
+            match g {
+                Ok(Some(job)) => answers[*i] = Some(Ok((200, view::raw(job)))),
+                Ok(None) => {}
+                Err(e) => answers[*i] = Some(Err(e)),
+            }
+        }
+    }
+    answers
 }
 
 /// Applies the rate limit for `cost` jobs: `Err(response)` is the 429 (or the 503 when the

@@ -78,7 +78,7 @@ pub async fn metrics(req: &Request, env: &Env) -> Result<(Response, bool)> {
 
 /// Reads every shard and the stats object (after a flush when `flush`) into the families.
 async fn scrape(env: &Env, flush: bool) -> std::result::Result<Vec<Family>, ApiError> {
-    let cfg = crate::config::load(env).ok();
+    let cfg = crate::topology::load(env).await.ok();
     let shard_count = cfg.as_ref().map_or(16, |c| c.shard_count);
     if flush {
         let shard = (crate::platform::random_u64() % shard_count as u64) as u16;

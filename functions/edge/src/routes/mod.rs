@@ -323,7 +323,7 @@ async fn route_request(mut req: Request, env: Env) -> Result<(Response, bool)> {
             return anonymous(http::error(&ApiError::new(ErrorCode::Internal, "a keyed route without a scope")));
         }
     };
-    let cfg = match crate::config::load(&env) {
+    let cfg = match crate::topology::load(&env).await {
         Ok(c) => c,
         Err(e) => return anonymous(http::error(&e)),
     };

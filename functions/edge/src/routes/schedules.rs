@@ -32,7 +32,8 @@ pub enum Action {
 pub use edgejobs_shard::schedules::MAX_LIST;
 
 fn shard_of(name: &str, cfg: &EdgeConfig) -> u16 {
-    edgejobs_core::id::shard_for_key(name, cfg.shard_count)
+    // Schedules stay on the shards of the deployment's first count (see `topology`).
+    cfg.topology.schedule_home(name)
 }
 
 /// A name from the path: one that cannot exist is answered like a missing schedule.

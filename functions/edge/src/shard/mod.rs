@@ -135,6 +135,8 @@ impl DurableObject for JobShard {
             ShardRequest::SetGauge(r) => self.answer(s.set_gauge(r)),
             ShardRequest::Schedules(r) => reply(self.schedules(r).await),
             ShardRequest::Reseal(r) => reply(self.reseal(r)),
+            ShardRequest::Topology(r) => self.answer(s.topology(r)),
+            ShardRequest::ClaimKeys(r) => self.answer(s.claim_keys(r)),
         }
     }
 

@@ -238,7 +238,7 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
             let n = all.len();
             let mut by_shard: BTreeMap<u16, Vec<Schedule>> = (0..cfg.shard_count).map(|s| (s, Vec::new())).collect();
             for s in all {
-                by_shard.entry(edgejobs_core::id::shard_for_key(&s.name, cfg.shard_count)).or_default().push(s);
+                by_shard.entry(cfg.topology.schedule_home(&s.name)).or_default().push(s);
             }
             for (s, schedules) in by_shard {
                 shard::call(env, s, Schedules { op: ScheduleOp::Import { schedules } }).await?;

@@ -48,7 +48,7 @@ pub(crate) async fn put(b: &Bucket, key: &str, body: Vec<u8>) -> Result<(), ApiE
 
 /// The cron entry point.
 pub async fn scheduled(cron: &str, env: &Env) {
-    let Ok(cfg) = crate::config::load(env) else { return };
+    let Ok(cfg) = crate::topology::load(env).await else { return };
     if cron.trim() == cfg.maintenance.backup_cron.trim() {
         match run_backup(env, &cfg).await {
             Ok(m) => log("info", "scheduled backup done", json!({ "cron": cron, "backup": m.id })),
