@@ -70,10 +70,20 @@ pub struct Config {
     /// Poll interval right after finding work; it doubles while the stream is empty...
     #[arg(long, env = "EDGEJOBS_POLL_MIN", default_value = "100ms", value_parser = duration)]
     pub poll_min: Duration,
-    /// ...up to this (no blocking reads exist over REST). An idle poll is one command
-    /// (taking over idle entries is tried at most once a second).
+    /// ...up to this, while no wake-up subscription is open (no blocking reads exist over
+    /// REST). An idle poll is one command (taking over idle entries is tried at most once a
+    /// second).
     #[arg(long, env = "EDGEJOBS_POLL_MAX", default_value = "1s", value_parser = duration)]
     pub poll_max: Duration,
+    /// Hold a subscription to the stream's wake channel (`<stream>:wake`, Upstash's
+    /// SUBSCRIBE over REST), on which every hand-off announces new entries, so an idle
+    /// consumer reads them within milliseconds instead of at its next poll (false: poll only).
+    #[arg(long, env = "EDGEJOBS_WAKE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub wake: bool,
+    /// While subscribed, how often an idle consumer still reads the stream, in case a wake-up
+    /// was missed (taking over idle entries keeps its once-a-second cadence).
+    #[arg(long, env = "EDGEJOBS_WAKE_POLL", default_value = "30s", value_parser = duration)]
+    pub wake_poll: Duration,
     /// How often running jobs' leases are renewed and their heartbeats sent. Default: a
     /// third of the edge's lease (`NATIVE_LEASE`, which the edge tells consumers); at most that.
     #[arg(long, env = "EDGEJOBS_LEASE_RENEW", value_parser = duration)]
@@ -131,6 +141,8 @@ pub struct Settings {
     pub prefetch: usize,
     pub poll_min: Duration,
     pub poll_max: Duration,
+    pub wake: bool,
+    pub wake_poll: Duration,
     pub lease_renew: Option<Duration>,
     pub grace: Duration,
     pub upstream_limits: HashMap<String, Limit>,
@@ -163,6 +175,9 @@ impl Config {
         }
         if self.poll_min.is_zero() || self.poll_min > self.poll_max {
             errors.push("EDGEJOBS_POLL_MIN: must be above zero and at most EDGEJOBS_POLL_MAX".to_owned());
+        }
+        if self.wake_poll < self.poll_max || self.wake_poll > Duration::from_secs(3600) {
+            errors.push("EDGEJOBS_WAKE_POLL: must be at least EDGEJOBS_POLL_MAX and at most 1h".to_owned());
         }
         if self.lease_renew.is_some_and(|r| r < Duration::from_millis(100)) {
             errors
@@ -221,6 +236,8 @@ impl Config {
             prefetch: self.prefetch.unwrap_or(self.concurrency.min(100)),
             poll_min: self.poll_min,
             poll_max: self.poll_max,
+            wake: self.wake,
+            wake_poll: self.wake_poll,
             lease_renew: self.lease_renew,
             grace: self.grace,
             upstream_limits,

@@ -7,6 +7,7 @@
 //! - [`batch`]: the one batcher (reports to the edge, acknowledgements).
 //! - [`config`]: settings from flags or env ([`Config`]) checked into [`config::Settings`].
 //! - [`worker`]: the poll loop, leases, reports and graceful drain.
+//! - [`wake`]: the wake-up subscription that lets an idle loop read at once.
 //! - [`stream`]: the stream commands (XREADGROUP, XAUTOCLAIM, XCLAIM, XACK).
 //! - [`edge`]: reports to the edge.
 //! - [`handlers`]: the [`handlers::Handler`] trait, the registry and the built-ins.
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod stream;
 pub mod upstreams;
+pub mod wake;
 pub mod worker;
 
 pub use config::Config;

@@ -27,6 +27,17 @@ pub struct Metrics {
     pub acks_skipped: AtomicU64,
     stream_length: AtomicU64,
     stream_pending: AtomicU64,
+    /// Wake-up messages received on the stream's wake channel (`wake.rs`).
+    pub wakes: AtomicU64,
+    /// Reads (XREADGROUP) made because of a wake-up, and all reads.
+    pub woken_reads: AtomicU64,
+    pub reads: AtomicU64,
+    /// Takeover attempts (the reclaim script), found something or not.
+    pub reclaim_tries: AtomicU64,
+    /// 1 while the wake-up subscription is open.
+    pub wake_subscribed: AtomicU64,
+    /// Subscriptions requested (each is one Upstash command).
+    pub wake_subscribes: AtomicU64,
     started: Instant,
     /// Ms since `started` of the last successful poll; 0 = never.
     last_poll_ms: AtomicU64,
@@ -43,6 +54,12 @@ impl Default for Metrics {
             acks_skipped: AtomicU64::new(0),
             stream_length: AtomicU64::new(0),
             stream_pending: AtomicU64::new(0),
+            wakes: AtomicU64::new(0),
+            woken_reads: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            reclaim_tries: AtomicU64::new(0),
+            wake_subscribed: AtomicU64::new(0),
+            wake_subscribes: AtomicU64::new(0),
             started: Instant::now(),
             last_poll_ms: AtomicU64::new(0),
         }
@@ -157,6 +174,57 @@ impl Metrics {
             "Entries delivered to a consumer and not yet acknowledged, sampled every 5 s.",
             &self.stream_pending,
         );
-        render(&[jobs, dur, wait, in_flight, renewals, reclaims, up, age, lost, skipped, length, pending])
+        // Every Upstash command this process sent (each command of a pipeline counts, a
+        // script call is one), plus the wake-up subscriptions it opened.
+        let mut commands = Family::new(
+            "edgejobs_consumer_upstash_commands_total",
+            "Upstash commands this consumer sent (a pipeline's commands each; a script call as one; each wake-up subscription opened as one).",
+            Kind::Counter,
+        );
+        commands.sample(
+            &[],
+            (edgejobs_upstash::client::commands_sent() + self.wake_subscribes.load(Ordering::Relaxed)) as f64,
+        );
+        let wakes = counter(
+            "edgejobs_consumer_wakes_total",
+            "Wake-up messages received on the stream's wake channel (a hand-off added entries).",
+            &self.wakes,
+        );
+        let woken_reads = counter(
+            "edgejobs_consumer_woken_reads_total",
+            "Stream reads made because of a wake-up rather than a poll.",
+            &self.woken_reads,
+        );
+        let reads = counter("edgejobs_consumer_stream_reads_total", "Stream reads (XREADGROUP).", &self.reads);
+        let tries = counter(
+            "edgejobs_consumer_reclaim_tries_total",
+            "Looks for idle entries to take over (once a second at most).",
+            &self.reclaim_tries,
+        );
+        let subscribed = gauge(
+            "edgejobs_consumer_wake_subscribed",
+            "1 while the wake-up subscription is open (0: polling only).",
+            &self.wake_subscribed,
+        );
+        render(&[
+            jobs,
+            dur,
+            wait,
+            in_flight,
+            renewals,
+            reclaims,
+            up,
+            age,
+            lost,
+            skipped,
+            length,
+            pending,
+            commands,
+            wakes,
+            woken_reads,
+            reads,
+            tries,
+            subscribed,
+        ])
     }
 }

@@ -26,7 +26,50 @@ use crate::stream::{Entry, Stream};
 use crate::upstreams::Upstreams;
 
 /// How often the poll loop looks for entries to take over.
-const RECLAIM_EVERY: Duration = Duration::from_secs(1);
+pub const RECLAIM_EVERY: Duration = Duration::from_secs(1);
+
+/// What the loop does on its next turn, when it has free slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Look for idle entries to take over (the reclaim script).
+    pub reclaim: bool,
+    /// Read new entries (XREADGROUP).
+    pub read: bool,
+}
+
+/// The loop's state as [`next_step`] and [`idle_wait`] see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Since the last takeover look and the last read (`None`: never).
+    pub since_reclaim: Option<Duration>,
+    pub since_read: Option<Duration>,
+    /// The wake-up subscription is open.
+    pub subscribed: bool,
+    /// A wake-up arrived, or the last turn found work (or a slot freed): read at once.
+    pub now: bool,
+}
+
+/// Takeovers keep their cadence (at most once a [`RECLAIM_EVERY`], whatever the wake-ups);
+/// reads happen at once when woken (or after work was found), every turn while the
+/// subscription is down (the old poll loop), and otherwise only every `wake_poll`, the
+/// fallback for a missed wake-up.
+pub fn next_step(c: Clock, wake_poll: Duration) -> Step {
+    Step {
+        reclaim: c.since_reclaim.is_none_or(|d| d >= RECLAIM_EVERY),
+        read: c.now || !c.subscribed || c.since_read.is_none_or(|d| d >= wake_poll),
+    }
+}
+
+/// How long an idle loop sleeps (unless a wake-up comes first): while subscribed, until the
+/// next takeover look or fallback read is due; otherwise the poll backoff `interval`.
+pub fn idle_wait(c: Clock, interval: Duration, wake_poll: Duration) -> Duration {
+    if !c.subscribed {
+        return interval;
+    }
+    let reclaim = RECLAIM_EVERY.saturating_sub(c.since_reclaim.unwrap_or(RECLAIM_EVERY));
+    let read = wake_poll.saturating_sub(c.since_read.unwrap_or(wake_poll));
+    reclaim.min(read)
+}
 
 /// Largest serialized result kept (the edge refuses larger reports).
 pub const MAX_RESULT_BYTES: usize = 60 * 1024;
@@ -68,6 +111,8 @@ pub struct Worker {
     pub upstreams: Arc<Upstreams>,
     /// The guarded client handlers use (requests made for a user).
     pub http: reqwest::Client,
+    /// Wake-ups from the hand-off (`wake.rs`).
+    pub wake: Arc<crate::wake::Wake>,
     /// Running jobs by stream entry.
     held: Mutex<HashMap<String, Held>>,
     /// Entries to acknowledge, sent in batches by `ack_batch`.
@@ -134,6 +179,7 @@ impl Worker {
             metrics: Arc::new(Metrics::default()),
             upstreams,
             http,
+            wake: Arc::default(),
             held: Mutex::default(),
             acks,
             acks_rx: Mutex::new(Some(acks_rx)),
@@ -198,6 +244,15 @@ impl Worker {
         }
         tokio::spawn(Arc::clone(&self).keep_leases(renew, background.clone()));
         tokio::spawn(Arc::clone(&self).watch_depth(background.clone()));
+        if self.settings.wake {
+            let target = crate::wake::Target {
+                upstash_url: self.settings.upstash_url.clone(),
+                token: self.settings.upstash_token.clone(),
+                channel: crate::wake::channel(&self.settings.stream),
+            };
+            let (wake, metrics) = (Arc::clone(&self.wake), Arc::clone(&self.metrics));
+            tokio::spawn(crate::wake::subscribe(wake, target, metrics, background.clone()));
+        }
         // Jobs get their own token: stopping the poll loop must not interrupt them.
         let jobs_stop = CancellationToken::new();
         // Two limits: `slots` caps running handlers; `intake` caps entries taken (started at
@@ -207,7 +262,9 @@ impl Worker {
         let intake = Arc::new(Semaphore::new(self.settings.concurrency + self.settings.prefetch));
         let mut tasks = JoinSet::new();
         let mut interval = self.settings.poll_min;
-        let mut last_reclaim = None;
+        let (mut last_reclaim, mut last_read): (Option<Instant>, Option<Instant>) = (None, None);
+        // `again`: the last turn found work or a slot freed; `woken`: a wake-up arrived.
+        let (mut again, mut woken) = (true, false);
         while !stop.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             let free = intake.available_permits().min(self.settings.batch);
@@ -217,30 +274,55 @@ impl Worker {
                     p = Arc::clone(&intake).acquire_owned() => drop(p),
                     _ = stop.cancelled() => break,
                 }
+                again = true; // a freed slot reads at once (wake-ups may have come meanwhile)
                 continue;
             }
-            // Takeovers need an entry idle for longer than the lease: looking once a second
-            // is enough, and keeps an idle poll to one command.
-            let reclaim = last_reclaim.is_none_or(|t: Instant| t.elapsed() >= RECLAIM_EVERY);
-            if reclaim {
-                last_reclaim = Some(Instant::now());
-            }
-            let found = match self.poll(free, reclaim).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(error = %e, "polling the stream failed");
-                    Vec::new()
-                }
+            let clock = |(last_reclaim, last_read): (Option<Instant>, Option<Instant>), now: bool| Clock {
+                since_reclaim: last_reclaim.map(|t| t.elapsed()),
+                since_read: last_read.map(|t| t.elapsed()),
+                subscribed: self.wake.subscribed(),
+                now,
             };
+            // Takeovers need an entry idle for longer than the lease: looking once a second
+            // is enough. Reads happen when woken, else at the fallback poll (`next_step`).
+            let step = next_step(clock((last_reclaim, last_read), again || woken), self.settings.wake_poll);
+            let mut found = Vec::new();
+            if step.reclaim || step.read {
+                if step.reclaim {
+                    last_reclaim = Some(Instant::now());
+                }
+                if step.read {
+                    last_read = Some(Instant::now());
+                    if woken {
+                        self.metrics.woken_reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (again, woken) = (false, false);
+                }
+                found = match self.poll(free, step.reclaim, step.read).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "polling the stream failed");
+                        Vec::new()
+                    }
+                };
+            }
             if found.is_empty() {
+                let c = clock((last_reclaim, last_read), false);
+                let wait = idle_wait(c, interval, self.settings.wake_poll);
                 tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.wake.woken() => woken = true,
                     _ = stop.cancelled() => break,
                 }
-                interval = (interval * 2).min(self.settings.poll_max);
+                if !c.subscribed && !woken {
+                    interval = (interval * 2).min(self.settings.poll_max);
+                }
                 continue;
             }
             interval = self.settings.poll_min;
+            // Read again at once: more may be waiting (a batch's worth, or entries another
+            // consumer's wake-up left).
+            again = true;
             for entry in found {
                 let Ok(taken) = Arc::clone(&intake).acquire_owned().await else { break };
                 let me = Arc::clone(&self);
@@ -265,9 +347,12 @@ impl Worker {
 
     /// Idle entries taken over first (idle past the edge's lease plus one renewal, so a
     /// live holder always renewed in time), then new ones.
-    async fn poll(&self, n: usize, reclaim: bool) -> Result<Vec<Entry>, edgejobs_upstash::Error> {
+    async fn poll(&self, n: usize, reclaim: bool, read: bool) -> Result<Vec<Entry>, edgejobs_upstash::Error> {
         let lease = self.edge.lease().unwrap_or(Duration::from_millis(edgejobs_core::config::DEFAULT_NATIVE_LEASE_MS));
         let min_idle = (lease + lease / 3).as_millis() as u64;
+        if reclaim {
+            self.metrics.reclaim_tries.fetch_add(1, Ordering::Relaxed);
+        }
         let mut found = if reclaim { self.stream.reclaim(min_idle, n).await? } else { Vec::new() };
         // Our own idle entries come back too; one we still run is not taken again.
         found.retain(|e| {
@@ -277,7 +362,8 @@ impl Worker {
             self.metrics.reclaims.fetch_add(found.len() as u64, Ordering::Relaxed);
             tracing::info!(count = found.len(), "took over idle stream entries");
         }
-        if found.len() < n {
+        if read && found.len() < n {
+            self.metrics.reads.fetch_add(1, Ordering::Relaxed);
             found.extend(self.stream.read(n - found.len()).await?);
         }
         self.metrics.polled();
@@ -572,6 +658,75 @@ mod tests {
         let (used, why) = renew_interval(Some(Duration::from_secs(15)), lease).expect_err("too long");
         assert_eq!(used, Duration::from_secs(10));
         assert!(why.contains("NATIVE_LEASE"), "{why}");
+    }
+
+    /// The loop's decisions over `minutes` of an idle stream (no work, no wake-ups): how many
+    /// takeover looks and reads it makes.
+    fn idle(subscribed: bool, minutes: u32) -> (u32, u32) {
+        let (poll_min, poll_max, wake_poll) =
+            (Duration::from_millis(100), Duration::from_secs(1), Duration::from_secs(30));
+        let end = Duration::from_secs(60 * u64::from(minutes));
+        let (mut t, mut interval) = (Duration::ZERO, poll_min);
+        let (mut last_reclaim, mut last_read): (Option<Duration>, Option<Duration>) = (None, None);
+        let (mut reclaims, mut reads) = (0, 0);
+        let mut now = true;
+        while t < end {
+            let clock = |lr: Option<Duration>, ld: Option<Duration>, now| Clock {
+                since_reclaim: lr.map(|x| t - x),
+                since_read: ld.map(|x| t - x),
+                subscribed,
+                now,
+            };
+            let step = next_step(clock(last_reclaim, last_read, now), wake_poll);
+            now = false;
+            if step.reclaim {
+                reclaims += 1;
+                last_reclaim = Some(t);
+            }
+            if step.read {
+                reads += 1;
+                last_read = Some(t);
+            }
+            let wait = idle_wait(clock(last_reclaim, last_read, false), interval, wake_poll);
+            assert!(!wait.is_zero() || !(step.reclaim || step.read), "an idle loop never spins");
+            if !subscribed {
+                interval = (interval * 2).min(poll_max);
+            }
+            t += wait.max(Duration::from_millis(1));
+        }
+        (reclaims, reads)
+    }
+
+    #[test]
+    fn an_idle_subscribed_consumer_reads_only_at_the_fallback_and_keeps_its_takeover_cadence() {
+        // Without a subscription: the old poll loop, one read per turn, a turn a second.
+        let (old_reclaims, old_reads) = idle(false, 10);
+        assert!((595..=610).contains(&old_reads), "{old_reads}");
+        assert!((595..=610).contains(&old_reclaims), "{old_reclaims}");
+        // Subscribed: takeovers keep their once-a-second cadence; reads every 30 s.
+        let (reclaims, reads) = idle(true, 10);
+        assert!((595..=601).contains(&reclaims), "takeovers keep their cadence: {reclaims}");
+        assert!((20..=21).contains(&reads), "reads at the fallback only: {reads}");
+        assert!(reclaims + reads < old_reclaims + old_reads, "fewer commands than the poll loop");
+    }
+
+    #[test]
+    fn a_wake_up_reads_at_once() {
+        let c = Clock {
+            since_reclaim: Some(Duration::from_millis(10)),
+            since_read: Some(Duration::from_millis(10)),
+            subscribed: true,
+            now: true,
+        };
+        let wake_poll = Duration::from_secs(30);
+        assert_eq!(next_step(c, wake_poll), Step { reclaim: false, read: true });
+        assert_eq!(next_step(Clock { now: false, ..c }, wake_poll), Step { reclaim: false, read: false });
+        // Idle and subscribed, it sleeps until its next takeover look (a wake-up cuts it short).
+        assert_eq!(idle_wait(Clock { now: false, ..c }, Duration::from_secs(1), wake_poll), Duration::from_millis(990));
+        // Not subscribed: the poll backoff, and every turn reads.
+        let polling = Clock { subscribed: false, now: false, ..c };
+        assert_eq!(idle_wait(polling, Duration::from_millis(400), wake_poll), Duration::from_millis(400));
+        assert!(next_step(polling, wake_poll).read);
     }
 
     #[test]
