@@ -23,6 +23,7 @@ mod procfs;
 mod prom;
 mod report;
 mod settings;
+mod soak;
 mod wrk;
 
 use std::collections::BTreeMap;
@@ -775,9 +776,9 @@ fn run() -> anyhow::Result<()> {
         dev_vars: None,
         consumer: false,
         persist_redis: false,
-        vars: vec![("RATE_LIMIT".into(), "off".into())],
+        vars: [vec![("RATE_LIMIT".into(), "off".into())], soak::vars(s.soak)].concat(),
         consumer_env: Vec::new(),
-        profile: Profile::Release,
+        profile: if s.debug { Profile::Debug } else { Profile::Release },
         outbound_allow: String::new(),
         native_lease: None,
         edge_upstash_url: None,
@@ -838,14 +839,17 @@ fn run() -> anyhow::Result<()> {
     std::fs::create_dir_all(&s.out_dir)?;
     report["model"] = model::to_json(&report);
     let text = serde_json::to_string_pretty(&report)?;
-    let file = s.out_dir.join(format!("bench-{started}.json"));
+    let file = s.out_dir.join(format!("{}-{started}.json", if s.soak.is_some() { "soak" } else { "bench" }));
     std::fs::write(&file, &text)?;
-    // An interrupted run is kept under its own name but does not replace the latest full one.
-    if !interrupted {
+    // An interrupted run is kept under its own name but does not replace the latest full one
+    // (nor does a soak, whose verdict it printed already).
+    if !interrupted && s.soak.is_none() {
         std::fs::write(s.out_dir.join("latest.json"), &text)?;
     }
     if s.json_only {
         println!("{text}");
+    } else if s.soak.is_some() {
+        println!("JSON: {}", file.display());
     } else {
         print_table(&report);
         model::print(&report);
@@ -857,6 +861,9 @@ fn run() -> anyhow::Result<()> {
     } else {
         let _ = std::fs::remove_dir_all(&state_dir);
     }
+    if outcome.is_ok() && report["soak"]["leak"] == true {
+        bail!("the soak found a series that grows without bound (LEAK above)");
+    }
     outcome
 }
 
@@ -867,6 +874,10 @@ fn scenarios(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
     let warm = b.lane(json!({ "type": "noop" }), BATCH, None)?;
     if !warm.reached {
         bail!("the warm-up jobs did not complete: {} of {} in {:.0} s", warm.completed, warm.created, warm.elapsed_s);
+    }
+    if let Some(d) = b.s.soak {
+        report["soak"] = soak::run(b, d)?;
+        return Ok(());
     }
     say("measuring what reading the counters costs (idle stack)");
     b.calibrate()?;

@@ -31,6 +31,10 @@ table and writes target/bench/bench-<unix time>.json and target/bench/latest.jso
   --schedules N        schedules every second in the schedules scenario (default 20)
   --out DIR            where the JSON goes (default <root>/target/bench)
   --keep-state         keep the stack's state directory (logs, wrangler state) afterwards
+  --soak D             instead of the scenarios: a mixed load at half the measured capacity
+                       for D (e.g. 30m), printed per minute, then a verdict on everything that
+                       must not grow; exits 1 when something grows (tests/src/bin/bench/soak.rs)
+  --debug              run the debug binaries (target/debug) that scripts/test already built
 ";
 
 #[derive(Debug, Clone)]
@@ -55,6 +59,10 @@ pub struct Settings {
     pub out_dir: PathBuf,
     pub keep_state: bool,
     pub root: PathBuf,
+    /// `--soak D`: the soak instead of the scenarios.
+    pub soak: Option<Duration>,
+    /// `--debug`: the stack runs the debug binaries.
+    pub debug: bool,
 }
 
 /// `10s`, `500ms`, `2m` or plain seconds.
@@ -102,6 +110,8 @@ pub fn parse_args() -> anyhow::Result<Settings> {
         out_dir: PathBuf::new(),
         keep_state: false,
         root: StackOptions::default_root(),
+        soak: None,
+        debug: false,
     };
     if let Some(v) = env("BENCH_DURATION") {
         s.wrk_duration = parse_duration(&v)?;
@@ -137,6 +147,8 @@ pub fn parse_args() -> anyhow::Result<Settings> {
             "--quick" => {}
             "--json-only" => s.json_only = true,
             "--keep-state" => s.keep_state = true,
+            "--debug" => s.debug = true,
+            "--soak" => s.soak = Some(parse_duration(&value()?)?),
             "--duration" => s.wrk_duration = parse_duration(&value()?)?,
             "--threads" => s.wrk_threads = value()?.parse().context("--threads")?,
             "--connections" => s.wrk_connections = value()?.parse().context("--connections")?,
