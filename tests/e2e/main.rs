@@ -9,6 +9,7 @@ mod cli;
 mod consumer;
 mod dashboard;
 mod examples;
+mod growth;
 mod hook;
 mod hostile;
 mod jobs;
@@ -24,6 +25,7 @@ mod tenants;
 mod types;
 mod upstash;
 mod util;
+mod wake;
 
 use std::sync::Arc;
 
@@ -54,6 +56,8 @@ fn main() {
         small::TESTS,
         outbound::TESTS,
         lease::TESTS,
+        wake::TESTS,
+        growth::TESTS,
     ]
     .concat();
     if listing {

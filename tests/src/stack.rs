@@ -373,6 +373,11 @@ impl Stack {
     /// (we build first; `[build]` would make wrangler build twice) and with an absolute
     /// `main`, plus a `.dev.vars` beside it with the secrets and local overrides.
     fn write_worker_config(&self) -> anyhow::Result<PathBuf> {
+        self.write_worker_config_with(&self.opts.vars)
+    }
+
+    /// [`Stack::write_worker_config`] with these `[vars]` overrides.
+    fn write_worker_config_with(&self, overrides: &[(String, String)]) -> anyhow::Result<PathBuf> {
         let root = &self.opts.root;
         let main = root.join("functions/edge/build/worker/shim.mjs");
         if !main.exists() {
@@ -408,7 +413,7 @@ impl Stack {
         if let Some(lease) = &self.opts.native_lease {
             writeln!(vars, "NATIVE_LEASE=\"{lease}\"")?;
         }
-        for (k, v) in &self.opts.vars {
+        for (k, v) in overrides {
             // Single quotes keep a value literal (JSON such as JOB_TYPES has double quotes).
             if v.contains('"') {
                 writeln!(vars, "{k}='{v}'")?;
@@ -450,6 +455,14 @@ impl Stack {
             bail!("wrangler dev did not start:\n{}", self.tail("wrangler"));
         }
         Ok(())
+    }
+
+    /// Rewrites the running `wrangler dev`'s config and `.dev.vars` with these `[vars]`
+    /// overrides: wrangler reloads the Worker in place and holds requests meanwhile (what a
+    /// deploy does in production, without a restart). The caller waits for the change to show.
+    /// The next restart goes back to the overrides the stack holds.
+    pub fn reload_wrangler(&self, vars: &[(String, String)]) -> anyhow::Result<()> {
+        self.write_worker_config_with(vars).map(|_| ())
     }
 
     /// Restarts `wrangler dev` with these `[vars]` overrides (same port and state).

@@ -205,7 +205,7 @@ fn recorded_shards(url: &str) -> Result<u16, String> {
             .map_err(|e| format!("cannot reach {health}: {e}"))?;
         r.json().await.map_err(|e| format!("{health} did not answer JSON: {e}"))
     })?;
-    body.pointer("/checks/shard_count/detail/count")
+    body.pointer("/checks/shard_count/count")
         .and_then(serde_json::Value::as_u64)
         .and_then(|n| u16::try_from(n).ok())
         .ok_or_else(|| format!("{health} names no recorded shard count (an admin key? a deployment of this version?)"))
