@@ -72,13 +72,13 @@ fn recorded_count(ctx: &Ctx, stack: &Stack) -> Option<u64> {
 /// One job of the load: both lanes, a tag to list them by and a marker tag of its own.
 fn spec(tag: &str, n: usize, key: Option<&str>) -> Value {
     let marker = unique("m");
-    let mut s = if n % 3 == 0 {
+    let mut s = if n.is_multiple_of(3) {
         json!({ "type": "sleep", "payload": { "ms": 20 }, "tags": [tag, marker] })
     } else {
         json!({ "type": "noop", "payload": { "n": n }, "tags": [tag, marker] })
     };
     // Some wait across the change (scheduled a few seconds ahead).
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         s["delay"] = json!("4s");
     }
     if let Some(k) = key {
