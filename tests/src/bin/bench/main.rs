@@ -14,7 +14,8 @@
 //! - [`ops`]: what is counted per job, and the prices that turn it into US$;
 //! - [`procfs`]: CPU time and peak RSS of the stack's processes;
 //! - [`wrk`]: reads wrk's output;
-//! - [`report`]: targets, machine facts, the printed tables.
+//! - [`report`]: targets, machine facts, the printed tables;
+//! - [`latency`]: enqueue-to-start/-complete of both lanes, BullMQ beside them, CPU per job.
 
 mod latency;
 mod model;
@@ -825,6 +826,7 @@ fn run() -> anyhow::Result<()> {
         "wasm_bytes": wasm,
     });
     report["stream_after_run"] = b.stream_state();
+    report["cpu_per_job"] = latency::cpu_per_job(&report);
     report["targets"] = json!(targets(&report));
     report["notes"] = json!([
         "Throughput is measured through wrangler dev on loopback: compare ratios within one run, not absolute figures across machines.",
@@ -924,6 +926,14 @@ fn scenarios(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
             report["scenarios"][format!("native_c{c}")] = v;
         }
     }
+    // Latency (both lanes, idle and loaded) after the lanes, whose throughput sets its load.
+    if only.contains("latency")
+        && let Err(e) = latency::run(b, report)
+    {
+        check_interrupted()?;
+        say(format!("the latency scenario stopped: {e:#}"));
+        report["scenarios"]["latency"]["error"] = json!(format!("{e:#}"));
+    }
     if only.contains("schedules") {
         let secs = if b.s.quick { 8 } else { 20 };
         say(format!("schedules: {} schedules every second for {secs} s (noop runs)", b.s.schedules));
@@ -978,6 +988,10 @@ fn scenarios(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
             }
             Err(e) => return Err(e),
         }
+    }
+    // BullMQ last: its commands on the shared redis-server stay out of every scenario's counts.
+    if only.contains("latency") || only.contains("bullmq") {
+        latency::run_bullmq(b, report)?;
     }
     Ok(())
 }

@@ -167,3 +167,10 @@ pub fn cpu_between(a: &CpuSnap, b: &CpuSnap) -> Value {
         "busiest_thread_cpu_s_by_component": busiest,
     })
 }
+
+/// CPU µs per job of one component over a scenario, from [`cpu_between`]'s JSON (`None`
+/// without jobs or without that component).
+pub fn cpu_us_per_job(cpu: &Value, component: &str, jobs: f64) -> Option<f64> {
+    let secs = cpu["cpu_s_by_component"][component].as_f64()?;
+    (jobs > 0.0).then(|| secs * 1e6 / jobs)
+}

@@ -110,7 +110,7 @@ pub fn targets(report: &Value) -> Vec<Value> {
         let met = value.map(|v| if op == ">=" { v >= target } else { v <= target });
         json!({ "id": id, "what": what, "value": value, "op": op, "target": target, "met": met })
     };
-    vec![
+    let mut out = vec![
         t("edge_lane_jobs_per_s", "edge lane end to end, jobs/s", edge_rate, ">=", TARGET_EDGE_E2E_JOBS_PER_S),
         t(
             "batch_enqueue_jobs_per_s",
@@ -156,7 +156,9 @@ pub fn targets(report: &Value) -> Vec<Value> {
         ),
         t("stream_length_after_run", "stream length (XLEN) after the run", f(&stream["xlen"]), "<=", 0.0),
         t("stream_pending_after_run", "pending stream entries after the run", f(&stream["pending"]), "<=", 0.0),
-    ]
+    ];
+    out.extend(crate::latency::targets(report));
+    out
 }
 
 pub fn met_str(t: Option<&Value>) -> String {
@@ -345,6 +347,7 @@ pub fn print_table(r: &Value) {
         format!("{} / {}", met_str(target("stream_length_after_run")), met_str(target("stream_pending_after_run"))),
     ]);
     print_rows(&["scenario", "result", "target", "met?"], &rows);
+    crate::latency::print(r);
 
     // Operations per job.
     println!();

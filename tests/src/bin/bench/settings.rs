@@ -27,7 +27,10 @@ table and writes target/bench/bench-<unix time>.json and target/bench/latest.jso
   --clients N          concurrent enqueue clients for the lanes (default 4; env BENCH_CLIENTS)
   --timeout D          bound on waiting for completions per scenario (default 300s, quick 120s;
                        env BENCH_TIMEOUT)
-  --only LIST          run only these of: edge,native,liveness,single,batch,reference,schedules
+  --only LIST          run only these of: edge,native,liveness,single,batch,reference,schedules,
+                       latency (both lanes idle and loaded, with BullMQ beside them), bullmq
+  --latency-samples N  idle latency samples per lane, one job at a time (default 200, quick 30;
+                       env BENCH_LATENCY_SAMPLES)
   --schedules N        schedules every second in the schedules scenario (default 20)
   --out DIR            where the JSON goes (default <root>/target/bench)
   --keep-state         keep the stack's state directory (logs, wrangler state) afterwards
@@ -56,6 +59,8 @@ pub struct Settings {
     pub only: BTreeSet<String>,
     /// Schedules every second in the schedules scenario.
     pub schedules: usize,
+    /// Idle latency samples per lane (and BullMQ's), one job at a time.
+    pub latency_samples: usize,
     pub out_dir: PathBuf,
     pub keep_state: bool,
     pub root: PathBuf,
@@ -102,11 +107,12 @@ pub fn parse_args() -> anyhow::Result<Settings> {
         timeout: Duration::from_secs(if quick { 120 } else { 300 }),
         poll: Duration::from_millis(500),
         settle_timeout: Duration::from_secs(20),
-        only: ["edge", "native", "liveness", "single", "batch", "reference", "schedules"]
+        only: ["edge", "native", "liveness", "single", "batch", "reference", "schedules", "latency", "bullmq"]
             .iter()
             .map(|s| s.to_string())
             .collect(),
         schedules: 20,
+        latency_samples: if quick { 30 } else { 200 },
         out_dir: PathBuf::new(),
         keep_state: false,
         root: StackOptions::default_root(),
@@ -137,6 +143,9 @@ pub fn parse_args() -> anyhow::Result<Settings> {
     if let Some(v) = env("BENCH_CLIENTS") {
         s.clients = v.parse().context("BENCH_CLIENTS")?;
     }
+    if let Some(v) = env("BENCH_LATENCY_SAMPLES") {
+        s.latency_samples = v.parse().context("BENCH_LATENCY_SAMPLES")?;
+    }
     if let Some(v) = env("BENCH_TIMEOUT") {
         s.timeout = parse_duration(&v)?;
     }
@@ -157,6 +166,7 @@ pub fn parse_args() -> anyhow::Result<Settings> {
             "--native-jobs" => s.native_jobs = value()?.parse().context("--native-jobs")?,
             "--native-ms" => s.native_ms = value()?.parse().context("--native-ms")?,
             "--schedules" => s.schedules = value()?.parse().context("--schedules")?,
+            "--latency-samples" => s.latency_samples = value()?.parse().context("--latency-samples")?,
             "--clients" => s.clients = value()?.parse().context("--clients")?,
             "--timeout" => s.timeout = parse_duration(&value()?)?,
             "--out" => s.out_dir = PathBuf::from(value()?),
@@ -169,7 +179,8 @@ pub fn parse_args() -> anyhow::Result<Settings> {
             "--only" => {
                 let v = value()?;
                 s.only = v.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect();
-                let known = ["edge", "native", "liveness", "single", "batch", "reference", "schedules"];
+                let known =
+                    ["edge", "native", "liveness", "single", "batch", "reference", "schedules", "latency", "bullmq"];
                 if let Some(bad) = s.only.iter().find(|x| !known.contains(&x.as_str())) {
                     bail!("--only: unknown scenario {bad:?} (known: {})", known.join(","));
                 }
