@@ -772,7 +772,7 @@ fn run() -> anyhow::Result<()> {
 
     say(format!("starting a private stack (release binaries) in {}", state_dir.display()));
     let opts = StackOptions {
-        root: s.root.clone(),
+        root: if s.soak.is_some() { soak::private_root(&s.root, &state_dir)? } else { s.root.clone() },
         state_dir: state_dir.clone(),
         dev_vars: None,
         consumer: false,

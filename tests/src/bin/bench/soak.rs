@@ -20,6 +20,9 @@
 //! consumer, Upstash commands (edge and consumer counters, redis-server's own count),
 //! completions, and enqueue-to-start latency of sampled jobs from their own timestamps.
 //!
+//! `BENCH_SOAK_CRON=off` leaves the cron unfired: finished jobs then stay, and the soak fails
+//! (finished rows grow, the oldest finished job outlives its bound) — how it is shown to fail.
+//!
 //! The judgement ([`judge`]) is pure and unit-tested: after a warm-up, the judged part of a
 //! series is cut in thirds; it grows when the thirds' medians rise strictly, the last third
 //! holds the highest value, and the rise exceeds the series' tolerance. A plateau (sawtooth
@@ -97,6 +100,32 @@ pub fn vars(soak: Option<Duration>) -> Vec<(String, String)> {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// A project root of the soak's own under `state_dir`: the Worker's build copied (a rebuild
+/// of the shared tree's Worker, which `wrangler dev` would reload mid-run, does not reach
+/// the soak), wrangler.toml copied, node_modules and the target directory linked.
+pub fn private_root(root: &Path, state_dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = state_dir.join("root");
+    let build = dir.join("functions/edge/build");
+    std::fs::create_dir_all(build.join("worker"))?;
+    for f in ["index.js", "index_bg.wasm", "package.json", "worker/shim.mjs"] {
+        let from = root.join("functions/edge/build").join(f);
+        std::fs::copy(&from, build.join(f))
+            .with_context(|| format!("copying {} (build the Worker first)", from.display()))?;
+    }
+    let wasm = std::fs::read(build.join("index_bg.wasm"))?;
+    if !wasm.starts_with(b"\0asm") {
+        bail!("the Worker's wasm is not whole (a build in progress?): build it again and rerun");
+    }
+    std::fs::copy(root.join("wrangler.toml"), dir.join("wrangler.toml"))?;
+    for link in ["node_modules", "target"] {
+        let to = dir.join(link);
+        if !to.exists() {
+            std::os::unix::fs::symlink(root.join(link), &to)?;
+        }
+    }
+    Ok(dir)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -730,6 +759,12 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
     let mut lat_lost = 0u64;
     let mut cron = CronStats::default();
     let mut queries = Queries::new();
+    // BENCH_SOAK_CRON=off leaves retention unfired: rows then only grow, and the soak must
+    // say so (how its failure is shown by hand).
+    let fire_cron = std::env::var("BENCH_SOAK_CRON").map_or(true, |v| v != "off");
+    if !fire_cron {
+        say("soak: BENCH_SOAK_CRON=off: the retention cron is not fired (this run must find growth)");
+    }
     let printer = Printer::new(b.s.json_only, duration);
     let outcome: anyhow::Result<()> = std::thread::scope(|scope| {
         let loader = &loader;
@@ -745,7 +780,9 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
             while t0.elapsed() < duration {
                 check_interrupted()?;
                 if Instant::now() >= next_cron {
-                    cron.fire(b);
+                    if fire_cron {
+                        cron.fire(b);
+                    }
                     next_cron += RETENTION_EVERY;
                 }
                 if Instant::now() >= next_sample {
@@ -859,7 +896,7 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
             "first_error": load.first_error,
             "latency_samples_lost": lat_lost,
         },
-        "cron": { "fired": cron.fired, "failed": cron.failed, "max_s": cron.max_s, "first_error": cron.first_error },
+        "cron": { "enabled": fire_cron, "fired": cron.fired, "failed": cron.failed, "max_s": cron.max_s, "first_error": cron.first_error },
         "minutes": minutes,
         "series": judged.iter().map(|(name, unit, _, v, points)| json!({
             "name": name, "unit": unit, "verdict": v.describe(), "leak": v.is_leak(),
@@ -979,7 +1016,13 @@ fn series_of(samples: &[Sample], plan: Plan, run: Duration) -> Vec<(String, &'st
         if run >= RSS_JUDGED_FROM { plateau(min_rise, frac) } else { Rule::Shown }
     };
     vec![
-        ("finished jobs rows, all shards".into(), "rows", plateau(50.0, 0.25), pts(&|s| Some(s.finished_rows as f64))),
+        (
+            "finished jobs rows, all shards".into(),
+            "rows",
+            // Their level follows the throughput, which a shared machine moves by half.
+            plateau(50.0, 0.5),
+            pts(&|s| Some(s.finished_rows as f64)),
+        ),
         (
             "unfinished jobs rows (backlog), all shards".into(),
             "rows",
