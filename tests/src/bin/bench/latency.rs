@@ -55,7 +55,7 @@ pub const BULLMQ_CONCURRENCY: u32 = 100;
 /// Loaded: threads sending the paced batches, so a slow answer delays no other tick.
 const LOADED_SENDERS: usize = 8;
 /// How often an idle sample's job is read until it is final.
-const POLL: Duration = Duration::from_millis(10);
+const POLL: Duration = Duration::from_millis(25);
 
 /// Nearest-rank percentiles of a set of samples (milliseconds in this bench).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
