@@ -14,6 +14,7 @@ use crate::util::{Ctx, Test, enqueue_on, ensure, metric, wait_on};
 pub const TESTS: &[Test] = &[
     ("wake_an_idle_consumer_is_woken_by_the_hand_off_long_before_its_fallback_poll", an_idle_consumer_is_woken),
     ("wake_an_idle_consumer_sends_fewer_upstash_commands_than_the_poll_loop", idle_commands_are_bounded),
+    ("wake_busy_consumers_read_the_rest_of_a_burst_as_slots_free_not_at_the_fallback", a_burst_is_shared),
 ];
 
 /// The fallback read of the consumers these tests start: far longer than any wait below, so
@@ -30,7 +31,13 @@ fn consumer_metric(ctx: &Ctx, stack: &Stack, i: usize, series: &str) -> f64 {
 /// Starts a consumer with a 120 s fallback read and waits until it is subscribed to
 /// wake-ups and idle: its takeover looks go on (once a second) while it reads nothing.
 fn idle_consumer(ctx: &Ctx, stack: &mut Stack) -> anyhow::Result<usize> {
-    let i = stack.start_consumer(&[("EDGEJOBS_WAKE_POLL", FALLBACK)])?;
+    idle_consumer_with(ctx, stack, &[])
+}
+
+fn idle_consumer_with(ctx: &Ctx, stack: &mut Stack, env: &[(&str, &str)]) -> anyhow::Result<usize> {
+    let mut env = env.to_vec();
+    env.push(("EDGEJOBS_WAKE_POLL", FALLBACK));
+    let i = stack.start_consumer(&env)?;
     let m = |series: &str| consumer_metric(ctx, stack, i, series);
     ensure(wait_until(Duration::from_secs(30), || m("edgejobs_consumer_wake_subscribed") == 1.0), || {
         format!("the consumer subscribed to wake-ups: {}", stack.tail(&format!("consumer-{i}")))
@@ -76,6 +83,22 @@ fn an_idle_consumer_is_woken(ctx: &Ctx) -> anyhow::Result<()> {
         ensure(m("edgejobs_consumer_wakes_total") > wakes, || "the hand-off's wake-up reached the consumer".into())?;
         ensure(m("edgejobs_consumer_woken_reads_total") > woken, || "the consumer read because it was woken".into())?;
         ensure(m("edgejobs_consumer_stream_reads_total") > reads, || "it read the stream".into())?;
+        // Where an idle job's time goes (printed, never asserted): ten jobs one at a time,
+        // enqueue -> hand-off (a stream entry's id is its XADD time) -> start at the edge.
+        let ms = |v: &serde_json::Value| v.as_str().and_then(edgejobs_core::time::parse_rfc3339).unwrap_or(0) as i64;
+        let (mut to_handoff, mut to_start) = (Vec::new(), Vec::new());
+        for n in 0..10u64 {
+            std::thread::sleep(Duration::from_millis(300 + 70 * n));
+            let id = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
+            let job = wait_on(ctx, stack, &id, "completed")?;
+            let entry = job["stream_entry"]["entry"].as_str().unwrap_or_default();
+            let xadd: i64 = entry.split('-').next().and_then(|t| t.parse().ok()).unwrap_or(0);
+            to_handoff.push(xadd - ms(&job["created_at"]));
+            to_start.push(ms(&job["started_at"]) - xadd);
+        }
+        to_handoff.sort_unstable();
+        to_start.sort_unstable();
+        println!("idle native jobs, ms (sorted): enqueue->hand-off {to_handoff:?}; hand-off->start {to_start:?}");
         stack.terminate_consumer(i, Duration::from_secs(10));
         Ok(())
     })
@@ -108,6 +131,36 @@ fn idle_commands_are_bounded(ctx: &Ctx) -> anyhow::Result<()> {
             format!("{sent} commands in {window:.1} s: takeover looks and the depth samples only")
         })?;
         stack.terminate_consumer(i, Duration::from_secs(10));
+        Ok(())
+    })
+}
+
+/// Two idle consumers that each run one job at a time (no prefetch) and a burst of six
+/// jobs: a wake-up reaches both, each takes what it has room for, and the rest is read by
+/// whichever frees a slot first, at once (a freed slot reads; a read that found work reads
+/// again), never at the 120 s fallback.
+fn a_burst_is_shared(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let began = Instant::now();
+        let one = [("EDGEJOBS_CONCURRENCY", "1"), ("EDGEJOBS_PREFETCH", "0")];
+        let a = idle_consumer_with(ctx, stack, &one)?;
+        let b = idle_consumer_with(ctx, stack, &one)?;
+        let ids: Vec<String> = (0..6)
+            .map(|_| enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 500 } })))
+            .collect::<anyhow::Result<_>>()?;
+        let all_done = wait_until(Duration::from_secs(40), || {
+            ids.iter().all(|id| crate::util::job_on(ctx, stack, id).is_ok_and(|j| j["state"] == "completed"))
+        });
+        ensure(all_done, || "all six jobs completed within 40 s".into())?;
+        ensure(began.elapsed() < Duration::from_secs(110), || {
+            format!("within the fallback's 120 s ({:?}): no fallback read took a job", began.elapsed())
+        })?;
+        let runs = |i: usize| {
+            consumer_metric(ctx, stack, i, "edgejobs_consumer_jobs_total{type=\"sleep\",outcome=\"completed\"}")
+        };
+        ensure(runs(a) + runs(b) == 6.0, || format!("six runs in all: {} + {}", runs(a), runs(b)))?;
+        stack.terminate_consumer(a, Duration::from_secs(10));
+        stack.terminate_consumer(b, Duration::from_secs(10));
         Ok(())
     })
 }
