@@ -42,6 +42,10 @@ pub struct Bugs {
     /// A re-seal binds the values it re-seals to nothing (an empty job id) instead of their
     /// job: they no longer open where they are, and the old key's retirement loses them.
     pub reseal_unbound: bool,
+    /// A create ignores that a key moved to another shard after a growth of `SHARD_COUNT`
+    /// (as before growth existed): a router that missed the growth creates the key's job
+    /// at the old home while the new home holds one.
+    pub moved_key_created: bool,
 }
 
 impl Bugs {

@@ -97,7 +97,9 @@ impl<S: Sql, H: Host> Shard<S, H> {
         self.commit(|db| {
             if r.first {
                 db.rows("DELETE FROM jobs", &[])?;
-                db.rows("DELETE FROM idempotency", &[])?;
+                // Keys that moved away after a growth stay moved: their jobs live elsewhere,
+                // and a router that missed the growth must not create them here again.
+                db.rows(store::DELETE_KEYS_NOT_MOVED, &[])?;
             }
             let mut keys = Vec::new();
             for j in &jobs {

@@ -393,6 +393,9 @@ pub struct KeysHere {
 /// The `job_id` a moved key is stored with: never a job id (those start with `j`).
 const MOVED_PREFIX: &str = "moved:";
 
+/// Deletes every idempotency key but those that moved to another shard (a restore).
+pub const DELETE_KEYS_NOT_MOVED: &str = "DELETE FROM idempotency WHERE job_id NOT LIKE 'moved:%'";
+
 /// [`known_keys`], with the moved keys beside them.
 pub fn keys_here(db: &impl Sql, keys: &[&str], now: u64) -> Result<KeysHere, Failure> {
     let mut here = KeysHere::default();

@@ -62,6 +62,7 @@ fn bugs(name: Option<&str>) -> Result<Bugs, String> {
         Some("schedule-key-hijack") => b.schedule_key_hijack = true,
         Some("pending-uncounted") => b.pending_uncounted = true,
         Some("reseal-unbound") => b.reseal_unbound = true,
+        Some("moved-key-created") => b.moved_key_created = true,
         Some(other) => return Err(format!("unknown bug {other}")),
     }
     Ok(b)

@@ -26,6 +26,13 @@ use crate::oracle::{Allow, Oracle, Seen, is_final};
 use crate::rng::Rng;
 
 pub const SHARDS: u16 = 4;
+/// The shard count the deployment starts with; it grows to [`SHARDS`] in [`GROWTHS`].
+pub const INITIAL_SHARDS: u16 = 2;
+/// When (after the start) `SHARD_COUNT` is raised, and to what.
+pub const GROWTHS: &[(u64, u16)] = &[(120_000, 3), (240_000, SHARDS)];
+/// How long after a growth a router may still route as before it (one that read the
+/// topology before the growth): at most the settling margin the real router allows.
+pub const STALE_ROUTER_MS: u64 = edgejobs_core::topology::SETTLE_MS;
 /// The idempotency window of the simulated deployment.
 pub const WINDOW_MS: u64 = 60_000;
 pub const LEASE_MS: u64 = 10_000;
@@ -227,6 +234,8 @@ pub struct World {
     pub trace: Option<Vec<String>>,
     pub ops: u64,
     pub peak_jobs: usize,
+    /// The shard counts the deployment has had, as shard 0 recorded them.
+    topology: edgejobs_core::topology::Topology,
 }
 
 impl std::fmt::Debug for World {
@@ -295,7 +304,9 @@ impl World {
             trace: None,
             ops: 0,
             peak_jobs: 0,
+            topology: edgejobs_core::topology::Topology::single(INITIAL_SHARDS),
         };
+        w.record_topology(INITIAL_SHARDS);
         w.create_schedules();
         w
     }
@@ -318,7 +329,7 @@ impl World {
                 Ok(d) => d,
                 Err(e) => panic!("schedule {name}: {}", e.message),
             };
-            let shard = edgejobs_core::id::shard_for_key(name, SHARDS);
+            let shard = self.topology.schedule_home(name);
             let op = ScheduleOp::Create { schedule: Box::new(def.schedule) };
             match self.shards[shard as usize].schedules(op, &self.cfg) {
                 Ok((_, effects, _)) => self.effects(shard, effects),
@@ -480,6 +491,10 @@ impl World {
     /// One step: moves the clock, does the action, checks the invariants on what it touched.
     pub fn step(&mut self, a: Action) {
         self.clock.set(self.clock.get() + a.dt);
+        let due = GROWTHS.iter().find(|(at, count)| *count > self.topology.count() && self.now() >= self.started + at);
+        if let Some((_, count)) = due {
+            self.record_topology(*count);
+        }
         self.ops += 1;
         let mut rng = Rng::new(a.r);
         let mut allow = Allow::default();
@@ -638,12 +653,55 @@ impl World {
         }
     }
 
+    /// Starts the deployment with `count` shards (shard 0 records a growth).
+    fn record_topology(&mut self, count: u16) {
+        let s = &self.shards[0];
+        match s.settle(s.topology(edgejobs_core::protocol::TopologyOp { configured: count })) {
+            Ok(t) => self.topology = t,
+            Err(e) => panic!("shard 0 refused the topology: {}", e.message),
+        }
+        self.note(|| format!("SHARD_COUNT is {count}"));
+    }
+
+    /// Where a keyed job goes: its home under the newest count once any earlier home
+    /// (within the window after a growth) did not answer the claim with the key's job
+    /// (`Err(job id)`), as the router does. A router that has not seen a recent growth
+    /// goes straight to the old home.
+    fn route_keyed(&mut self, key: &str, scoped: &str, rng: &mut Rng) -> Result<u16, String> {
+        let now = self.now();
+        let grown = self.topology.epochs.last().map_or(0, |e| e.since_ms);
+        let n = self.topology.epochs.len();
+        if n > 1 && now < grown + STALE_ROUTER_MS && rng.chance(0.5) {
+            return Ok(edgejobs_core::id::shard_for_key(key, self.topology.epochs[n - 2].count));
+        }
+        let route = self.topology.route_key(key, now, WINDOW_MS);
+        for old in route.claim_first {
+            let claims = vec![edgejobs_core::protocol::KeyClaim { key: scoped.to_owned(), to: route.home }];
+            let s = &self.shards[old as usize];
+            let answer =
+                s.settle(s.claim_keys(edgejobs_core::protocol::ClaimKeys { claims, idempotency_window_ms: WINDOW_MS }));
+            if let Ok(mut got) = answer
+                && let Some(Some(job)) = got.pop()
+            {
+                let id = serde_json::from_str::<serde_json::Value>(job.get())
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                    .unwrap_or_default();
+                self.note(|| format!("key {key} claimed at its old home {old}: {id}"));
+                return Err(id);
+            }
+        }
+        Ok(route.home)
+    }
+
     /// Enqueues one to three jobs as the router does: a job with an idempotency key goes to
-    /// the shard its key hashes to, the others to `keyless`; one create call per shard.
+    /// its shard ([`World::route_keyed`]), the others to `keyless`; one create call per shard.
     fn enqueue(&mut self, keyless: u16, rng: &mut Rng) -> Vec<u16> {
         let n = 1 + rng.below(3);
         let now = self.now();
+        let keyless = keyless % self.topology.count();
         let mut by_shard: BTreeMap<u16, Vec<edgejobs_core::Job>> = BTreeMap::new();
+        let mut specs: BTreeMap<String, edgejobs_core::spec::JobSpec> = BTreeMap::new();
         let mut last_key: Option<String> = None;
         for _ in 0..n {
             let native = rng.chance(0.35);
@@ -661,7 +719,18 @@ impl World {
                     Some(k) if rng.chance(0.5) => k.clone(),
                     _ => format!("k{}", rng.below(8)),
                 };
-                shard = edgejobs_core::id::shard_for_key(&key, SHARDS);
+                let scoped = edgejobs_core::tenant::Tenant::parse(tenant)
+                    .map(|t| t.scope_key(&key))
+                    .unwrap_or_else(|e| panic!("tenant {tenant}: {e:?}"));
+                match self.route_keyed(&key, &scoped, rng) {
+                    Ok(home) => shard = home,
+                    Err(id) => {
+                        // The key's old home answered with its job: nothing is created.
+                        self.oracle.acked.insert(id.clone());
+                        self.oracle.keyed(&scoped, &id, now, WINDOW_MS);
+                        continue;
+                    }
+                }
                 last_key = Some(key.clone());
                 body["idempotency_key"] = json!(key);
             } else if rng.chance(0.05) {
@@ -679,15 +748,46 @@ impl World {
                 Err(e) => panic!("a simulated spec is invalid: {} ({body})", e.message),
             };
             let rand = self.shards[0].host.random_u64();
-            by_shard.entry(shard).or_default().push(spec.into_job(JobId::new(shard, now, rand), now).0);
+            let job = spec.clone().into_job(JobId::new(shard, now, rand), now).0;
+            specs.insert(job.id.to_string(), spec);
+            by_shard.entry(shard).or_default().push(job);
         }
-        let touched: Vec<u16> = by_shard.keys().copied().collect();
+        let mut touched: Vec<u16> = by_shard.keys().copied().collect();
+        let mut moved: Vec<(u16, edgejobs_core::Job)> = Vec::new();
+        self.create_at(by_shard, &mut moved);
+        // A key that moved after a growth: the client's retry, routed afresh, creates it at
+        // the new home the old one named.
+        let mut again: BTreeMap<u16, Vec<edgejobs_core::Job>> = BTreeMap::new();
+        for (to, job) in moved {
+            if let Some(spec) = specs.get(job.id.as_str()) {
+                let rand = self.shards[0].host.random_u64();
+                again.entry(to).or_default().push(spec.clone().into_job(JobId::new(to, now, rand), now).0);
+                touched.push(to);
+            }
+        }
+        self.create_at(again, &mut Vec::new());
+        touched
+    }
+
+    /// One create call per shard; jobs whose key moved away are handed back with their new home.
+    fn create_at(
+        &mut self,
+        by_shard: BTreeMap<u16, Vec<edgejobs_core::Job>>,
+        moved: &mut Vec<(u16, edgejobs_core::Job)>,
+    ) {
+        let now = self.now();
         for (shard, jobs) in by_shard {
+            let sent = jobs.clone();
             let keys: Vec<Option<String>> = jobs.iter().map(|j| j.scoped_key()).collect();
             let s = &self.shards[shard as usize];
             match s.settle(s.create(jobs, WINDOW_MS)) {
                 Ok((stored, effects)) => {
-                    for (st, key) in stored.iter().zip(keys) {
+                    for ((st, key), job) in stored.iter().zip(keys).zip(sent) {
+                        if let Some(to) = st.moved_to {
+                            self.note(|| format!("enqueue {}: its key moved to shard {to}", job.id));
+                            moved.push((to, job));
+                            continue;
+                        }
                         let id = serde_json::from_str::<serde_json::Value>(st.job.get())
                             .ok()
                             .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
@@ -704,7 +804,6 @@ impl World {
                 Err(e) => self.note(|| format!("enqueue refused: {}", e.message)),
             }
         }
-        touched
     }
 
     /// Another tenant reads and cancels a job by its id: it must be answered as a missing

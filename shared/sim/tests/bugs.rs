@@ -83,3 +83,8 @@ fn a_failing_run_is_shrunk_and_printed_and_exits_1() {
     assert!(out.contains("shortest failing run found"), "{out}");
     assert!(out.contains("=> final-is-final"), "the shrunk run fails the same way:\n{out}");
 }
+
+#[test]
+fn a_create_that_ignores_a_moved_key_is_found() {
+    found("moved-key-created", "one-job-per-idempotency-key");
+}
