@@ -842,10 +842,10 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
     let series = series_of(&samples, plan, duration);
     let mut judged = Vec::new();
     let mut leak = false;
-    for (name, unit, rule, points) in &series {
-        let v = judge(points, *rule);
+    for (name, unit, rule, points) in series {
+        let v = judge(&points, rule);
         leak |= v.is_leak();
-        judged.push((name.clone(), *unit, rule, v, points.clone()));
+        judged.push(Judged { name, unit, verdict: v, points });
     }
     // After the drain: no job left unfinished, and no stream entry left behind.
     let stream_left = drained.xlen.unwrap_or(f64::NAN);
@@ -898,7 +898,7 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
         },
         "cron": { "enabled": fire_cron, "fired": cron.fired, "failed": cron.failed, "max_s": cron.max_s, "first_error": cron.first_error },
         "minutes": minutes,
-        "series": judged.iter().map(|(name, unit, _, v, points)| json!({
+        "series": judged.iter().map(|Judged { name, unit, verdict: v, points }| json!({
             "name": name, "unit": unit, "verdict": v.describe(), "leak": v.is_leak(),
             "points": points.iter().map(|(t, x)| json!([t, x])).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
@@ -991,7 +991,18 @@ fn read_latencies(
 }
 
 /// Every series the soak judges or shows: (name, unit, rule, points).
-fn series_of(samples: &[Sample], plan: Plan, run: Duration) -> Vec<(String, &'static str, Rule, Vec<(f64, f64)>)> {
+/// A series: (name, unit, rule, points of (seconds, value)).
+type Series = (String, &'static str, Rule, Vec<(f64, f64)>);
+
+/// A series and what [`judge`] found.
+struct Judged {
+    name: String,
+    unit: &'static str,
+    verdict: Verdict,
+    points: Vec<(f64, f64)>,
+}
+
+fn series_of(samples: &[Sample], plan: Plan, run: Duration) -> Vec<Series> {
     // The first minute (or third of the run) is the ramp to the plateau.
     let warm = (RETENTION_AGE_S + RETENTION_EVERY.as_secs() + 10) as f64;
     let plateau = |min_rise: f64, frac: f64| Rule::Plateau { warmup_s: warm, min_rise, min_rise_frac: frac };
@@ -1193,16 +1204,10 @@ impl Printer {
         ));
     }
 
-    fn verdict(
-        &self,
-        judged: &[(String, &str, &Rule, Verdict, Vec<(f64, f64)>)],
-        drain: &str,
-        drain_ok: bool,
-        leak: bool,
-    ) {
+    fn verdict(&self, judged: &[Judged], drain: &str, drain_ok: bool, leak: bool) {
         self.line("");
         self.line("soak verdict, per series (judged after the warm-up; see tests/src/bin/bench/soak.rs):");
-        for (name, unit, _, v, _) in judged {
+        for Judged { name, unit, verdict: v, .. } in judged {
             let mark = if v.is_leak() { "LEAK" } else { "ok" };
             self.line(&format!("  {mark:<4} {name} [{unit}]: {}", v.describe()));
         }
