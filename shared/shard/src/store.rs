@@ -275,7 +275,7 @@ pub fn load_where(db: &impl Sql, cond: &str, binds: &[Value]) -> Result<Vec<Job>
 
 /// Writes jobs, many rows per statement (each statement costs a crossing into the
 /// runtime; the rows written are the same). `upsert`: the rows exist and are replaced.
-/// Returns each job's JSON as written.
+/// Returns each job's JSON as written (inserts only: an update's is not kept).
 pub fn write_rows(db: &impl Sql, jobs: &[Job], upsert: bool) -> Result<Vec<String>, StoreError> {
     const COLUMNS: usize = 9;
     let mut written = Vec::with_capacity(jobs.len());
@@ -283,7 +283,9 @@ pub fn write_rows(db: &impl Sql, jobs: &[Job], upsert: bool) -> Result<Vec<Strin
         let mut binds = Vec::with_capacity(chunk.len() * COLUMNS);
         for job in chunk {
             let doc = to_json(job)?;
-            written.push(doc.clone());
+            if !upsert {
+                written.push(doc.clone());
+            }
             binds.extend([
                 text(job.id.as_str()),
                 text(job.job_type.clone()),
@@ -297,10 +299,12 @@ pub fn write_rows(db: &impl Sql, jobs: &[Job], upsert: bool) -> Result<Vec<Strin
             ]);
         }
         let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
-        // The tenant never changes after the insert, but a restore writes whole jobs.
+        // The tenant, the type, the creation time and the tags never change after the
+        // insert (a restore deletes and inserts), so an update leaves their columns alone:
+        // setting `tenant` rewrote its index entry, a billed row, on every state change.
         let conflict = if upsert {
             " ON CONFLICT(id) DO UPDATE SET state = excluded.state, run_at = excluded.run_at,
-              updated_at = excluded.updated_at, doc = excluded.doc, tenant = excluded.tenant"
+              updated_at = excluded.updated_at, doc = excluded.doc"
         } else {
             ""
         };
