@@ -24,12 +24,16 @@ impl std::fmt::Debug for DoSql {
     }
 }
 
-fn bind(v: &Value) -> SqlStorageValue {
+/// A bind as the JavaScript value `exec` takes, made directly: going through
+/// `SqlStorageValue` copied every text (a job's whole JSON on each write) and asked
+/// JavaScript whether each integer was safe, one more crossing per integer bind. The values
+/// are the same (an integer becomes a number, as before).
+fn bind(v: &Value) -> JsValue {
     match v {
-        Value::Null => SqlStorageValue::Null,
-        Value::Int(i) => SqlStorageValue::Integer(*i),
-        Value::Real(f) => SqlStorageValue::Float(*f),
-        Value::Text(s) => SqlStorageValue::String(s.clone()),
+        Value::Null => JsValue::NULL,
+        Value::Int(i) => JsValue::from_f64(*i as f64),
+        Value::Real(f) => JsValue::from_f64(*f),
+        Value::Text(s) => JsValue::from_str(s),
     }
 }
 
@@ -63,8 +67,10 @@ impl DoSql {
 
 impl Sql for DoSql {
     fn scan(&self, sql: &str, binds: &[Value], row: &mut dyn FnMut(Row) -> bool) -> Result<(), StoreError> {
-        let cursor =
-            self.sql.exec(sql, binds.iter().map(bind).collect::<Vec<_>>()).map_err(|e| StoreError(e.to_string()))?;
+        let cursor = self
+            .sql
+            .exec_raw(sql, binds.iter().map(bind).collect::<Vec<_>>())
+            .map_err(|e| StoreError(e.to_string()))?;
         for r in cursor.raw() {
             let values = r.map_err(|e| StoreError(e.to_string()))?;
             let values = values.into_iter().map(read).collect::<Result<Row, StoreError>>()?;
