@@ -76,8 +76,10 @@ const KEYED_EVERY: u64 = 10;
 /// The loader's tick; what falls due is sent each tick, at most 2 s of it (a slow stack is
 /// not buried under a burst).
 const TICK: Duration = Duration::from_millis(200);
-/// Latency samples: one job per lane per this interval.
-const LATENCY_SAMPLE_EVERY: Duration = Duration::from_millis(500);
+/// Latency samples: one job per loader thread per this interval.
+const LATENCY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// Time the latency reads may take per sample.
+const READ_BUDGET: Duration = Duration::from_millis(1500);
 /// States of a finished job (kept until retention deletes it).
 const FINISHED: &[&str] = &["completed", "dead", "cancelled"];
 /// Minutes a shard keeps of its per-minute series (`edgejobs_core::stats::MINUTES_KEPT`).
@@ -421,6 +423,8 @@ struct Sample {
     completed: Option<f64>,
     dead: Option<f64>,
     upstash_edge: Option<f64>,
+    /// Queued jobs the sweep re-sent (it takes a job queued too long for a lost message).
+    sweep_resent: Option<f64>,
     upstash_consumer: Option<f64>,
     redis_commands: Option<f64>,
 }
@@ -494,6 +498,7 @@ fn take_sample(b: &mut Bench, queries: &mut Queries, consumer: usize, t: f64) ->
     s.completed = edge.sum("edgejobs_jobs_completed_total");
     s.dead = edge.sum("edgejobs_jobs_dead_total");
     s.upstash_edge = edge.sum("edgejobs_upstash_commands_total");
+    s.sweep_resent = edge.sum("edgejobs_sweep_resent_total");
     s.upstash_consumer = b.consumer_metrics(consumer).and_then(|p| p.sum("edgejobs_consumer_upstash_commands_total"));
     s.redis_commands = b.redis_commands();
     Ok(s)
@@ -757,7 +762,8 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
     let mut samples: Vec<Sample> = Vec::new();
     let mut lat: MinuteLatency = BTreeMap::new();
     let mut lat_lost = 0u64;
-    let mut cron = CronStats::default();
+    let cron = Mutex::new(CronStats::default());
+    let (http, edge_url) = (b.http.clone(), b.stack.edge_url.clone());
     let mut queries = Queries::new();
     // BENCH_SOAK_CRON=off leaves retention unfired: rows then only grow, and the soak must
     // say so (how its failure is shown by hand).
@@ -768,23 +774,32 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
     let printer = Printer::new(b.s.json_only, duration);
     let outcome: anyhow::Result<()> = std::thread::scope(|scope| {
         let loader = &loader;
-        let handles: Vec<_> =
+        let mut handles: Vec<_> =
             plan.parts().into_iter().map(|(part, rate)| scope.spawn(move || loader.run(part, rate))).collect();
+        // The cron on its own thread, so a slow sample does not delay retention. Fired at
+        // once: the probe's jobs are not older than the bound by the first run.
+        if fire_cron {
+            let (stop, cron, http, edge_url) = (&stop, &cron, &http, &edge_url);
+            handles.push(scope.spawn(move || {
+                let mut next = Instant::now();
+                while !stop.load(Ordering::Relaxed) && !INTERRUPTED.load(Ordering::Relaxed) {
+                    if Instant::now() >= next {
+                        let mut c = CronStats::default();
+                        c.fire(http, edge_url);
+                        cron.lock().unwrap_or_else(|p| p.into_inner()).add(c);
+                        next += RETENTION_EVERY;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }));
+        }
         let r = (|| -> anyhow::Result<()> {
             let mut pending: Vec<(LaneKind, String, Instant)> = Vec::new();
-            // Fired at once: the probe's jobs are not older than the bound by the first run.
-            let mut next_cron = t0;
             let mut next_sample = t0;
             let mut printed_minutes = 0u64;
             printer.header();
             while t0.elapsed() < duration {
                 check_interrupted()?;
-                if Instant::now() >= next_cron {
-                    if fire_cron {
-                        cron.fire(b);
-                    }
-                    next_cron += RETENTION_EVERY;
-                }
                 if Instant::now() >= next_sample {
                     let s = take_sample(b, &mut queries, consumer, t0.elapsed().as_secs_f64())?;
                     samples.push(s);
@@ -821,6 +836,7 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
     }
     outcome?;
     let load = stats.into_inner().unwrap_or_else(|p| p.into_inner());
+    let cron = cron.into_inner().unwrap_or_else(|p| p.into_inner());
 
     // 4. Drain: once the load stops, every job finishes and the stream empties.
     say("soak: load stopped; waiting until every job is final and the stream is empty (at most 120 s)");
@@ -858,12 +874,29 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
         short(stream_left),
         short(pending_left)
     );
-    printer.verdict(&judged, &drain_line, drain_ok, leak);
+    // Whether the stack kept up: what it completed in the run's last third against the load.
+    let offered = plan.edge_per_s + plan.native_per_s;
+    let tail: Vec<&Sample> = samples.iter().filter(|s| s.t >= duration.as_secs_f64() * 2.0 / 3.0).collect();
+    let served = match (tail.first(), tail.last()) {
+        (Some(a), Some(z)) if z.t > a.t => z.completed.zip(a.completed).map(|(y, x)| (y - x) / (z.t - a.t)),
+        _ => None,
+    };
+    let load_line = match served {
+        Some(x) if x < 0.9 * offered => format!(
+            "load: {offered:.0} jobs/s offered, {x:.0} served in the last third: the stack did not keep up, so a \
+             backlog that grows is overload (a busy machine?) before it is a leak; see the sweep's re-sends"
+        ),
+        Some(x) => format!("load: {offered:.0} jobs/s offered, {x:.0} served in the last third"),
+        None => format!("load: {offered:.0} jobs/s offered"),
+    };
+    printer.verdict(&judged, &drain_line, drain_ok, &load_line, leak);
 
     let minutes: Vec<Value> = minute_rows(&samples, &lat, duration).into_iter().map(|m| m.to_json()).collect();
     Ok(json!({
         "duration_s": duration.as_secs_f64(),
         "leak": leak,
+        "offered_jobs_per_s": offered,
+        "served_last_third_jobs_per_s": served,
         "probe": {
             "edge_jobs_per_s": edge_cap,
             "native_jobs_per_s": native_cap,
@@ -933,10 +966,19 @@ struct CronStats {
 }
 
 impl CronStats {
+    fn add(&mut self, o: CronStats) {
+        self.fired += o.fired;
+        self.failed += o.failed;
+        self.max_s = self.max_s.max(o.max_s);
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+    }
+
     /// Fires the 5-minute cron (retention, idempotency cleanup, sweep) through wrangler.
-    fn fire(&mut self, b: &Bench) {
+    fn fire(&mut self, http: &reqwest::blocking::Client, edge_url: &str) {
         let t = Instant::now();
-        let r = b.http.get(format!("{}/__scheduled?cron=*/5+*+*+*+*", b.stack.edge_url)).send();
+        let r = http.get(format!("{edge_url}/__scheduled?cron=*/5+*+*+*+*")).send();
         self.fired += 1;
         self.max_s = self.max_s.max(t.elapsed().as_secs_f64());
         match r {
@@ -964,12 +1006,25 @@ fn read_latencies(
 ) -> u64 {
     let mut lost = 0;
     let mut keep = Vec::new();
+    let began = Instant::now();
     for (lane, id, at) in pending.drain(..) {
-        if at.elapsed() < Duration::from_secs(2) || INTERRUPTED.load(Ordering::Relaxed) {
-            keep.push((lane, id, at));
+        // At most READ_BUDGET per call, the oldest first: an overloaded Worker answers slowly,
+        // and the samples must go on (what is left waits; past 60 s it is lost).
+        let waited = at.elapsed();
+        if waited < Duration::from_secs(2) || began.elapsed() >= READ_BUDGET || INTERRUPTED.load(Ordering::Relaxed) {
+            if waited < Duration::from_secs(60) {
+                keep.push((lane, id, at));
+            } else {
+                lost += 1;
+            }
             continue;
         }
-        let r = b.http.get(format!("{}/v1/jobs/{id}", b.stack.edge_url)).bearer_auth(&b.stack.secrets.api_key).send();
+        let r = b
+            .http
+            .get(format!("{}/v1/jobs/{id}", b.stack.edge_url))
+            .bearer_auth(&b.stack.secrets.api_key)
+            .timeout(Duration::from_secs(5))
+            .send();
         let job =
             r.ok().filter(|r| r.status().is_success()).and_then(|r| r.text().ok()).and_then(|t| parse_job(&t).ok());
         match job {
@@ -1079,6 +1134,7 @@ fn series_of(samples: &[Sample], plan: Plan, run: Duration) -> Vec<Series> {
         ("redis-server commands per second".into(), "commands/s", plateau(5.0, 0.25), per_s(&|s| s.redis_commands)),
         ("Redis keys (DBSIZE; native hand-off keys live 7 days)".into(), "keys", Rule::Shown, pts(&|s| s.redis_keys)),
         ("jobs completed per second".into(), "jobs/s", Rule::Shown, per_s(&|s| s.completed)),
+        ("queued jobs the sweep re-sent per second".into(), "jobs/s", Rule::Shown, per_s(&|s| s.sweep_resent)),
     ]
 }
 
@@ -1093,6 +1149,7 @@ struct MinuteRow {
     last: Sample,
     upstash: Option<f64>,
     redis: Option<f64>,
+    resent: Option<f64>,
 }
 
 impl MinuteRow {
@@ -1101,6 +1158,7 @@ impl MinuteRow {
         json!({
             "minute": self.minute + 1,
             "completed": self.completed,
+            "sweep_resent": self.resent,
             "dead": self.dead,
             "edge_to_start_ms": self.edge.map(|p| p.to_json()),
             "native_to_start_ms": self.native.map(|p| p.to_json()),
@@ -1142,6 +1200,7 @@ fn minute_rows(samples: &[Sample], lat: &MinuteLatency, run: Duration) -> Vec<Mi
             last: end.clone(),
             upstash: d(&|s| Some(s.upstash_edge? + s.upstash_consumer?)),
             redis: d(&|s| s.redis_commands),
+            resent: d(&|s| s.sweep_resent),
         });
     }
     out
@@ -1204,7 +1263,7 @@ impl Printer {
         ));
     }
 
-    fn verdict(&self, judged: &[Judged], drain: &str, drain_ok: bool, leak: bool) {
+    fn verdict(&self, judged: &[Judged], drain: &str, drain_ok: bool, load: &str, leak: bool) {
         self.line("");
         self.line("soak verdict, per series (judged after the warm-up; see tests/src/bin/bench/soak.rs):");
         for Judged { name, unit, verdict: v, .. } in judged {
@@ -1212,6 +1271,7 @@ impl Printer {
             self.line(&format!("  {mark:<4} {name} [{unit}]: {}", v.describe()));
         }
         self.line(&format!("  {:<4} {drain}", if drain_ok { "ok" } else { "LEAK" }));
+        self.line(&format!("  {load}"));
         self.line(if leak {
             "soak: something grew without bound (see LEAK above)"
         } else {
