@@ -831,6 +831,21 @@ pub fn print(report: &Value) {
         if !s.missing.is_empty() {
             println!("  note: {}: no figure for {} (left out of its limits)", s.measured.name(), s.missing.join(", "));
         }
+        let billed = s.measured.ops.upstash_per_job();
+        let executed = s.measured.ops.per_job("redis_commands");
+        if let (Lane::Native, Some(billed), Some(executed)) = (s.measured.lane, billed, executed)
+            && executed > billed
+        {
+            println!(
+                "  note: {}: redis-server ran {executed:.2} commands per job against {billed:.2} sent (a script is one \
+                 command sent, its calls run inside); if Upstash's {} cmd/s counted those, one database would carry {} \
+                 jobs/s, not {}",
+                s.measured.name(),
+                l.upstash_commands_per_s.value,
+                rate_str(l.upstash_commands_per_s.value * a.utilization / executed),
+                rate_str(l.upstash_commands_per_s.value * a.utilization / billed.max(f64::MIN_POSITIVE))
+            );
+        }
         if s.measured.lane == Lane::Native {
             println!(
                 "  note: {}: native consumers = jobs/s ÷ {} jobs/s (one consumer at concurrency {}, {} ms jobs, from {}); \
