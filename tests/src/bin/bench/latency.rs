@@ -45,8 +45,9 @@ pub const TARGET_ROWS_WRITTEN_PER_NATIVE_JOB: f64 = 3.0;
 /// Most random pause before an idle sample: past the native consumer's poll backoff (100 ms
 /// doubling to 1 s), so samples see an idle consumer as well as one that just ran a job.
 pub const IDLE_GAP_MAX: Duration = Duration::from_secs(1);
-/// Loaded: one batch enqueue every tick.
-pub const TICK: Duration = Duration::from_millis(20);
+/// Loaded: one batch enqueue every tick. 50 ms: at 20 ms (50 requests a second of a few
+/// jobs each) a busy machine's Worker fell behind the offered rate on requests alone.
+pub const TICK: Duration = Duration::from_millis(50);
 /// Loaded: enqueues at this fraction of the lane's measured throughput.
 pub const LOAD_FRACTION: f64 = 0.5;
 /// The native lane's consumer for latency (and BullMQ's no-op Worker's concurrency is 100).

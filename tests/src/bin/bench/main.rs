@@ -772,7 +772,9 @@ fn run() -> anyhow::Result<()> {
 
     say(format!("starting a private stack (release binaries) in {}", state_dir.display()));
     let opts = StackOptions {
-        root: if s.soak.is_some() { soak::private_root(&s.root, &state_dir)? } else { s.root.clone() },
+        // Every run on a private copy of the Worker's build: a rebuild in the shared tree,
+        // which wrangler dev reloads, stopped a scenario run as it had stopped a soak.
+        root: soak::private_root(&s.root, &state_dir)?,
         state_dir: state_dir.clone(),
         dev_vars: None,
         consumer: false,
