@@ -155,6 +155,12 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // A graceful shutdown waits for open responses: subscriptions are ended first.
+    let subs = gateway.subs.clone();
+    let shutdown = async move {
+        shutdown.await;
+        subs.close();
+    };
     axum::serve(listener, router(gateway)).with_graceful_shutdown(shutdown).await
 }
 

@@ -51,15 +51,21 @@ pub fn event(kind: &str, channel: &str, payload: &str) -> Bytes {
     Bytes::from(format!("data: {kind},{channel},{payload}\n\n"))
 }
 
-/// The bounded pool of subscription slots a gateway shares.
+/// The bounded pool of subscription slots a gateway shares, and the signal that ends them
+/// all when the gateway stops (a graceful shutdown waits for open responses, and a
+/// subscription's never ends by itself).
 #[derive(Debug, Clone)]
 pub struct Subscriptions {
     slots: Arc<Semaphore>,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Subscriptions {
     fn default() -> Self {
-        Subscriptions { slots: Arc::new(Semaphore::new(MAX_SUBSCRIPTIONS)) }
+        Subscriptions {
+            slots: Arc::new(Semaphore::new(MAX_SUBSCRIPTIONS)),
+            closing: tokio::sync::watch::Sender::new(false),
+        }
     }
 }
 
@@ -67,6 +73,13 @@ impl Subscriptions {
     /// Free slots (for tests and logs).
     pub fn available(&self) -> usize {
         self.slots.available_permits()
+    }
+
+    /// Ends every open subscription's stream (their clients see the stream end and
+    /// subscribe again elsewhere or later); new ones are refused from now on.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+        self.slots.close();
     }
 }
 
@@ -77,8 +90,14 @@ fn error(status: StatusCode, msg: &str) -> Response {
 /// Answers a subscription: subscribes on a connection of its own, then streams events until
 /// the client goes away (or Redis does, which ends the stream).
 pub async fn subscribe(client: redis::Client, subs: &Subscriptions, channel: String) -> Response {
-    let Ok(permit) = Arc::clone(&subs.slots).try_acquire_owned() else {
-        return error(StatusCode::TOO_MANY_REQUESTS, "ERR max concurrent connections exceeded");
+    let permit = match Arc::clone(&subs.slots).try_acquire_owned() {
+        Ok(p) => p,
+        Err(tokio::sync::TryAcquireError::Closed) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "ERR the gateway is stopping");
+        }
+        Err(tokio::sync::TryAcquireError::NoPermits) => {
+            return error(StatusCode::TOO_MANY_REQUESTS, "ERR max concurrent connections exceeded");
+        }
     };
     let connect = tokio::time::timeout(Duration::from_secs(5), async {
         let mut pubsub = client.get_async_pubsub().await?;
@@ -92,12 +111,17 @@ pub async fn subscribe(client: redis::Client, subs: &Subscriptions, channel: Str
     };
     let first = event("subscribe", &channel, "1");
     let messages = pubsub.into_on_message();
-    let state = Flow { messages: Box::pin(messages), channel, first: Some(first), _permit: permit };
+    let closing = subs.closing.subscribe();
+    let state = Flow { messages: Box::pin(messages), channel, first: Some(first), closing, _permit: permit };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         if let Some(first) = s.first.take() {
             return Some((Ok::<_, std::io::Error>(first), s));
         }
+        if *s.closing.borrow() {
+            return None;
+        }
         tokio::select! {
+            _ = s.closing.changed() => None, // the gateway stops: end the stream
             m = s.messages.next() => {
                 let m = m?; // the Redis connection ended: end the stream (the client reconnects)
                 let payload: String = m.get_payload().unwrap_or_default();
@@ -117,6 +141,7 @@ struct Flow {
     messages: std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>,
     channel: String,
     first: Option<Bytes>,
+    closing: tokio::sync::watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 }
 

@@ -431,3 +431,31 @@ mod edgejobs_core_scripts {
         ALL.iter().find(|s| s.starts_with("local dup") && s.contains("ARGV[1]")).expect("the single hand-off")
     });
 }
+
+/// A stopping gateway ends its subscriptions' streams (its clients see the end and subscribe
+/// again), instead of waiting for them forever in its graceful shutdown.
+#[tokio::test]
+async fn a_stopping_gateway_ends_its_subscriptions() {
+    let redis = start_redis();
+    let token = Token::new(TOKEN).expect("valid token");
+    let gateway =
+        Gateway::connect(&format!("redis://127.0.0.1:{}", redis.port), token, 1 << 20).await.expect("connects");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(serve(listener, gateway, async move {
+        let _ = stopped.await;
+    }));
+    let mut sub = reqwest::Client::new()
+        .post(format!("{url}/subscribe/c"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("the gateway answers");
+    read_until(&mut sub, "data: subscribe,c,1\n").await;
+    stop.send(()).expect("the gateway is running");
+    let ended = tokio::time::timeout(Duration::from_secs(10), served).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "the gateway stopped within 10 s: {ended:?}");
+    let rest = tokio::time::timeout(Duration::from_secs(5), sub.chunk()).await.expect("the stream ended");
+    assert!(matches!(rest, Ok(None) | Err(_)), "nothing more: {rest:?}");
+}
