@@ -77,7 +77,10 @@ const KEYED_EVERY: u64 = 10;
 /// not buried under a burst).
 const TICK: Duration = Duration::from_millis(200);
 /// Latency samples: one job per loader thread per this interval.
-const LATENCY_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+const LATENCY_SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// Samples waiting to be read, at most: the oldest beyond it are dropped unread (counted),
+/// so reads that fall behind never reach only jobs retention has deleted.
+const MAX_WAITING_SAMPLES: usize = 24;
 /// Time the latency reads may take per sample.
 const READ_BUDGET: Duration = Duration::from_millis(1500);
 /// States of a finished job (kept until retention deletes it).
@@ -762,6 +765,7 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
     let mut samples: Vec<Sample> = Vec::new();
     let mut lat: MinuteLatency = BTreeMap::new();
     let mut lat_lost = 0u64;
+    let mut lat_dropped = 0u64;
     let cron = Mutex::new(CronStats::default());
     let (http, edge_url) = (b.http.clone(), b.stack.edge_url.clone());
     let mut queries = Queries::new();
@@ -805,6 +809,11 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
                     samples.push(s);
                     next_sample += sample_every(duration);
                     pending.append(&mut stats.lock().unwrap_or_else(|p| p.into_inner()).samples);
+                    if pending.len() > MAX_WAITING_SAMPLES {
+                        let extra = pending.len() - MAX_WAITING_SAMPLES;
+                        lat_dropped += extra as u64;
+                        pending.drain(..extra);
+                    }
                     lat_lost += read_latencies(b, &mut pending, &mut lat, t0);
                 }
                 let minute = (t0.elapsed().as_secs_f64() / 60.0) as u64;
@@ -928,6 +937,7 @@ pub fn run(b: &mut Bench, duration: Duration) -> anyhow::Result<Value> {
             "skipped_behind": load.skipped,
             "first_error": load.first_error,
             "latency_samples_lost": lat_lost,
+            "latency_samples_dropped_unread": lat_dropped,
         },
         "cron": { "enabled": fire_cron, "fired": cron.fired, "failed": cron.failed, "max_s": cron.max_s, "first_error": cron.first_error },
         "minutes": minutes,
