@@ -707,7 +707,7 @@ pub fn print(report: &Value) {
     let p = &PRICES;
     println!();
     println!(
-        "production model (#27): needs at sustained rates, from the operations per job above (commit {}, run at unix {}); \
+        "production model (#27): needs at sustained rates, from the operations per job of the run (commit {}, started at unix {}); \
          limits planned at {:.0}% (scripts/bench --model FILE recomputes this from a saved run):",
         report["git"]["commit"].as_str().unwrap_or("?"),
         report["started_at_unix"],
@@ -786,9 +786,17 @@ pub fn print(report: &Value) {
     let mut grow_rows: Vec<Vec<String>> = Vec::new();
     for s in &models {
         let Some(per) = s.per_shard_jobs_per_s else { continue };
+        let per_by = |limit: &str| {
+            s.checks.iter().find(|c| c.limit == limit).map_or("n/a".into(), |c| rate_str(c.per_unit / c.per_job))
+        };
         grow_rows.push(vec![
             s.measured.name(),
-            rate_str(per),
+            format!(
+                "{} (requests {}, CPU {})",
+                rate_str(per),
+                per_by("DO requests/s per shard"),
+                per_by("DO CPU per shard (single thread)")
+            ),
             rate_str(per * 16.0),
             rate_str(per * 64.0),
             rate_str(per * f64::from(MAX_SHARDS)),
