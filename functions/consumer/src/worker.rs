@@ -302,6 +302,9 @@ impl Worker {
                     Ok(found) => found,
                     Err(e) => {
                         tracing::warn!(error = %e, "polling the stream failed");
+                        // The wake-up this read answered is spent: read again next turn
+                        // (within a second) rather than at the fallback.
+                        again |= step.read;
                         Vec::new()
                     }
                 };
