@@ -151,7 +151,10 @@ mod tests {
         let grown = 1_000 * DAY;
         t.raise(64, grown).expect("raise");
         // A key whose homes differ under 16 and 64.
-        let key = (0..1000).map(|i| format!("k{i}")).find(|k| shard_for_key(k, 16) != shard_for_key(k, 64)).unwrap();
+        let key = (0..1000)
+            .map(|i| format!("k{i}"))
+            .find(|k| shard_for_key(k, 16) != shard_for_key(k, 64))
+            .expect("a moved key");
         let r = t.route_key(&key, grown + 1, DAY);
         assert_eq!(r.home, shard_for_key(&key, 64));
         assert_eq!(r.claim_first, vec![shard_for_key(&key, 16)]);
@@ -161,7 +164,10 @@ mod tests {
         assert!(t.route_key(&key, after, DAY).claim_first.is_empty());
         assert!(!t.settling(after, DAY));
         // A key whose home is the same under both counts is never claimed.
-        let same = (0..1000).map(|i| format!("k{i}")).find(|k| shard_for_key(k, 16) == shard_for_key(k, 64)).unwrap();
+        let same = (0..1000)
+            .map(|i| format!("k{i}"))
+            .find(|k| shard_for_key(k, 16) == shard_for_key(k, 64))
+            .expect("a staying key");
         assert!(t.route_key(&same, grown + 1, DAY).claim_first.is_empty());
     }
 
@@ -188,7 +194,7 @@ mod tests {
                 let (a, b, c) = (shard_for_key(k, 4), shard_for_key(k, 16), shard_for_key(k, 64));
                 a != b && b != c && a != c
             })
-            .unwrap();
+            .expect("a key with three homes");
         let r = t.route_key(&key, 300, DAY);
         assert_eq!(r.claim_first, vec![shard_for_key(&key, 4), shard_for_key(&key, 16)]);
         // Once the first growth's window is over, only the second's old home is asked.
