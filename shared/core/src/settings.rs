@@ -246,7 +246,11 @@ mod tests {
 /// The edge's other `[vars]` (parsed by [`crate::config::EdgeConfig::parse`]): name, default,
 /// meaning. With [`MAINTENANCE`] and [`EDGE_SECRETS`] they make the README's reference.
 pub const EDGE_VARS: &[(&str, &str, &str)] = &[
-    ("SHARD_COUNT", "16", "job shards (Durable Objects), 1–256; may be raised on a live deployment (see Growing `SHARD_COUNT`), never lowered"),
+    (
+        "SHARD_COUNT",
+        "16",
+        "job shards (Durable Objects), 1–256; may be raised on a live deployment (see Growing `SHARD_COUNT`), never lowered",
+    ),
     ("IDEMPOTENCY_WINDOW", "24h", "how long an idempotency key returns the same job"),
     ("UPSTASH_REDIS_REST_URL", "(required)", "the Upstash Redis REST URL"),
     ("UPSTASH_TIMEOUT", "2s", "timeout of each Upstash call from the edge (10ms to 60s)"),
