@@ -718,12 +718,7 @@ fn edge_cpu_us_per_job(sc: &Value) -> Option<f64> {
 /// Rows written per native job: the native scenario at concurrency 25, else the lowest
 /// concurrency that ran, else the latency scenario's 0 ms jobs.
 fn native_rows_per_job(sc: &Value) -> Option<(String, f64)> {
-    let mut native: Vec<(u64, &Value)> = sc
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.strip_prefix("native_c")?.parse().ok()?, v)))
-        .collect();
+    let mut native = crate::report::native_scenarios(sc);
     native.sort_by_key(|(c, _)| if *c == 25 { 0 } else { *c });
     native
         .into_iter()

@@ -477,6 +477,15 @@ pub fn print_table(r: &Value) {
     println!();
 }
 
+/// The native scenarios of a report (`native_c<concurrency>`), with their concurrency.
+pub fn native_scenarios(sc: &Value) -> Vec<(u64, &Value)> {
+    sc.as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.strip_prefix("native_c")?.parse().ok()?, v)))
+        .collect()
+}
+
 /// The scenarios present in the report, in reading order, with their display names.
 pub fn ordered(sc: &Value) -> Vec<(String, &Value)> {
     let mut out: Vec<(String, &Value)> = [
@@ -489,12 +498,7 @@ pub fn ordered(sc: &Value) -> Vec<(String, &Value)> {
     .filter(|(k, _)| sc.get(*k).is_some())
     .map(|(k, name)| (name.to_owned(), &sc[k]))
     .collect();
-    let mut native: Vec<(u64, &Value)> = sc
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.strip_prefix("native_c")?.parse().ok()?, v)))
-        .collect();
+    let mut native = native_scenarios(sc);
     native.sort_by_key(|(c, _)| *c);
     out.extend(native.into_iter().map(|(c, v)| (format!("native c={c}"), v)));
     out
