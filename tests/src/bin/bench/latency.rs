@@ -737,10 +737,7 @@ fn p99(v: &Value) -> Option<f64> {
 pub fn targets(report: &Value) -> Vec<Value> {
     let sc = &report["scenarios"];
     let l = &sc["latency"];
-    let t = |id: &str, what: &str, value: Option<f64>, op: &str, target: f64| {
-        let met = value.map(|v| if op == ">=" { v >= target } else { v <= target });
-        json!({ "id": id, "what": what, "value": value, "op": op, "target": target, "met": met })
-    };
+    let t = crate::report::target;
     let bull = f(&sc["bullmq"]["noop"]["jobs_per_s"]);
     let ratio = edge_jobs_per_s(sc).zip(bull).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
     vec![

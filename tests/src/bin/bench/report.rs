@@ -95,6 +95,13 @@ pub fn num(v: Option<f64>, digits: usize) -> String {
 }
 
 /// Targets with their values and whether each was met (`None`: not measured).
+/// One target as the report keeps it: the value measured, how it compares (`>=` or `<=`) with
+/// the target, and whether it is met (`null` when the value is missing).
+pub fn target(id: &str, what: &str, value: Option<f64>, op: &str, target: f64) -> Value {
+    let met = value.map(|v| if op == ">=" { v >= target } else { v <= target });
+    json!({ "id": id, "what": what, "value": value, "op": op, "target": target, "met": met })
+}
+
 pub fn targets(report: &Value) -> Vec<Value> {
     let sc = &report["scenarios"];
     let live_rps = f(&sc["liveness"]["wrk"]["requests_per_s"]);
@@ -106,10 +113,7 @@ pub fn targets(report: &Value) -> Vec<Value> {
     // A lane that timed out has no end-to-end rate; what it reached is in the scenario.
     let edge_rate = if edge["all_completed"].as_bool() == Some(true) { f(&edge["jobs_per_s"]) } else { None };
     let stream = &report["stream_after_run"];
-    let t = |id: &str, what: &str, value: Option<f64>, op: &str, target: f64| {
-        let met = value.map(|v| if op == ">=" { v >= target } else { v <= target });
-        json!({ "id": id, "what": what, "value": value, "op": op, "target": target, "met": met })
-    };
+    let t = target;
     let mut out = vec![
         t("edge_lane_jobs_per_s", "edge lane end to end, jobs/s", edge_rate, ">=", TARGET_EDGE_E2E_JOBS_PER_S),
         t(
