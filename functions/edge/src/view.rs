@@ -44,6 +44,8 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         attempts,
         // The holder's credential: only the consumer's start answer carries it.
         lease: _,
+        flow,
+        waiting_for,
     } = job;
     edgejobs_api::Job {
         id: id.as_str().to_owned(),
@@ -86,6 +88,34 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
                 error: a.error,
             })
             .collect(),
+        flow: flow.map(flow_view),
+        waiting_for,
+    }
+}
+
+/// A job's flow control as the API shows it: what it asked, not where it stands in the
+/// gate (`waiting_for` says that).
+fn flow_view(f: edgejobs_core::flow::Flow) -> edgejobs_api::Flow {
+    use edgejobs_core::flow::{Flow, OnLimit};
+    let Flow { concurrency, rate, priority, debounce, throttle, held: _, admitted: _, spot: _ } = f;
+    edgejobs_api::Flow {
+        concurrency: concurrency.into_iter().map(|c| edgejobs_api::FlowLimit { key: c.key, limit: c.limit }).collect(),
+        rate: rate.map(|r| edgejobs_api::FlowRate { key: r.key, limit: r.limit, period_ms: r.period_ms }),
+        priority,
+        debounce: debounce.map(|d| edgejobs_api::FlowDebounce {
+            key: d.key,
+            period_ms: d.period_ms,
+            max_wait_ms: d.max_wait_ms,
+        }),
+        throttle: throttle.map(|t| edgejobs_api::FlowThrottle {
+            key: t.key,
+            limit: t.limit,
+            period_ms: t.period_ms,
+            on_limit: match t.on_limit {
+                OnLimit::Drop => "drop".to_owned(),
+                OnLimit::Reject => "reject".to_owned(),
+            },
+        }),
     }
 }
 
@@ -192,16 +222,40 @@ pub fn schedule(shown: edgejobs_core::protocol::ScheduleShown) -> edgejobs_api::
 /// Stored job JSON as the API shows it; passed through untouched unless it holds a sealed
 /// value (only jobs with headers do), so the common case costs no parsing.
 pub fn raw(doc: Box<RawValue>) -> Box<RawValue> {
-    // A running native job holds its consumer's lease token, which the API never shows.
-    if !doc.get().contains(PREFIX) && !doc.get().contains(LEASE_FIELD) {
+    // A running native job holds its consumer's lease token, which the API never shows;
+    // a flow-controlled job, where it stands in its shard's gate (`waiting_for` says it).
+    if !doc.get().contains(PREFIX) && !doc.get().contains(LEASE_FIELD) && !doc.get().contains(FLOW_FIELD) {
         return doc;
     }
     let Ok(mut v) = serde_json::from_str::<Value>(doc.get()) else { return doc };
     if let Some(o) = v.as_object_mut() {
         o.remove("lease");
+        if let Some(f) = o.get_mut("flow").and_then(Value::as_object_mut) {
+            for internal in ["held", "admitted", "spot"] {
+                f.remove(internal);
+            }
+        }
     }
     if let Some(p) = v.get_mut("payload") {
         seal::redact_headers(p);
+    }
+    serde_json::value::to_raw_value(&v).unwrap_or(doc)
+}
+
+/// How a stored job's flow control starts in its JSON (compact).
+const FLOW_FIELD: &str = "\"flow\":{";
+
+/// An enqueue's answer when a debounce or throttle answered with the key's existing job:
+/// the job as [`raw`] shows it, with `"debounced": true` or `"throttled": true`.
+pub fn flagged(doc: Box<RawValue>, outcome: edgejobs_core::protocol::FlowOutcome) -> Box<RawValue> {
+    let doc = raw(doc);
+    let Ok(mut v) = serde_json::from_str::<Value>(doc.get()) else { return doc };
+    let flag = match outcome {
+        edgejobs_core::protocol::FlowOutcome::Debounced => "debounced",
+        _ => "throttled",
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.insert(flag.to_owned(), Value::Bool(true));
     }
     serde_json::value::to_raw_value(&v).unwrap_or(doc)
 }

@@ -132,6 +132,66 @@ pub struct Job {
     /// The attempts that ended, oldest first (the newest 20). Not in listings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<AttemptRecord>,
+    /// Flow control: the job's keys, rate, priority, debounce and throttle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Flow>,
+    /// Why a queued job has not started: `concurrency:<key>`, `rate:<key>`, `paused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+}
+
+/// A job's flow control as resolved at its creation (keys as the job names them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Flow {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub concurrency: Vec<FlowLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<FlowRate>,
+    /// 0 (lowest) to 9 (highest); 5 unless the job or its type names one.
+    pub priority: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<FlowDebounce>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<FlowThrottle>,
+}
+
+/// At most `limit` jobs with `key` run at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct FlowLimit {
+    pub key: String,
+    pub limit: u32,
+}
+
+/// At most `limit` starts per `period_ms` for `key`, evenly spaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct FlowRate {
+    pub key: String,
+    pub limit: u32,
+    pub period_ms: u64,
+}
+
+/// Enqueues with `key` within `period_ms` collapse into one job (the last payload wins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct FlowDebounce {
+    pub key: String,
+    pub period_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_ms: Option<u64>,
+}
+
+/// At most `limit` jobs created per `period_ms` for `key`; over it, `on_limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct FlowThrottle {
+    pub key: String,
+    pub limit: u32,
+    pub period_ms: u64,
+    /// `drop` (answer the key's last job) or `reject` (429 `throttled`).
+    pub on_limit: String,
 }
 
 /// A job in a listing: `payload`, `result` and `metadata` only when `include` asked for

@@ -25,7 +25,10 @@ mod spec;
 mod tests;
 
 pub use health::{Check, Checks, Health, HealthStatus, Live};
-pub use job::{AttemptRecord, Backoff, Job, JobList, JobState, JobSummary, Lane, StreamEntry};
+pub use job::{
+    AttemptRecord, Backoff, Flow, FlowDebounce, FlowLimit, FlowRate, FlowThrottle, Job, JobList, JobState, JobSummary,
+    Lane, StreamEntry,
+};
 pub use reply::{
     BackupList, BackupSummary, BatchItem, BatchItemCreated, BatchItemFailed, BatchRequest, BatchResult, Consumer,
     Consumers, ErrorBody, ErrorReply, Manifest, ManifestEntry, ManifestSchedules, MinutePoint, ReplayRequest,

@@ -124,6 +124,7 @@ mod tests {
             maintenance: crate::settings::Maintenance::default(),
             types: crate::types::Types::builtins(),
             tenant_max_pending: crate::config::PendingCaps::default(),
+            webhook_concurrency: None,
         }
     }
 

@@ -24,7 +24,12 @@ pub mod names {
     pub const PAYLOAD_KEYS: &str = "PAYLOAD_ENCRYPTION_KEYS";
     pub const JOB_TYPES: &str = "JOB_TYPES";
     pub const TENANT_MAX_PENDING: &str = "TENANT_MAX_PENDING";
+    pub const WEBHOOK_CONCURRENCY: &str = "WEBHOOK_CONCURRENCY";
 }
+
+/// `WEBHOOK_CONCURRENCY` unset: at most this many edge webhooks run at once per receiver
+/// origin (a slow receiver is protected without anyone asking).
+pub const DEFAULT_WEBHOOK_CONCURRENCY: u32 = 10;
 
 /// An API key, optionally with its own rate limit (`key:100/60s` in the secret) and, for a
 /// `jobs` key, its tenant (`acme=key:100/60s`; without `tenant=`, [`Tenant::DEFAULT`]).
@@ -159,6 +164,10 @@ pub struct EdgeConfig {
     /// (`TENANT_MAX_PENDING`: `1000` for every tenant, `acme=50` for one, or both,
     /// `1000,acme=50`; unset: no cap). An enqueue over it answers 429.
     pub tenant_max_pending: PendingCaps,
+    /// Most edge webhooks running at once per receiver origin (`WEBHOOK_CONCURRENCY`, a
+    /// number from 1 to 10000 or `off`; default [`DEFAULT_WEBHOOK_CONCURRENCY`]): the origin
+    /// is a concurrency key of every edge-lane webhook that names fewer than two.
+    pub webhook_concurrency: Option<u32>,
 }
 
 /// `TENANT_MAX_PENDING`: a cap for every tenant and caps for some.
@@ -391,6 +400,21 @@ impl EdgeConfig {
                 PendingCaps::default()
             }
         };
+        let webhook_concurrency = match get(names::WEBHOOK_CONCURRENCY).as_deref().map(str::trim) {
+            None | Some("") => Some(DEFAULT_WEBHOOK_CONCURRENCY),
+            Some("off") => None,
+            Some(n) => match n.parse::<u32>() {
+                Ok(n) if (1..=crate::flow::MAX_LIMIT).contains(&n) => Some(n),
+                _ => {
+                    errors.push(format!(
+                        "{}: must be a number from 1 to {} or \"off\"",
+                        names::WEBHOOK_CONCURRENCY,
+                        crate::flow::MAX_LIMIT
+                    ));
+                    None
+                }
+            },
+        };
         if let (true, Some(payload_keys)) = (errors.is_empty(), payload_keys) {
             Ok(EdgeConfig {
                 shard_count,
@@ -411,6 +435,7 @@ impl EdgeConfig {
                 maintenance,
                 types,
                 tenant_max_pending,
+                webhook_concurrency,
             })
         } else {
             Err(errors)

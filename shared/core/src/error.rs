@@ -37,6 +37,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The tenant holds `TENANT_MAX_PENDING` jobs that are not final yet.
     TenantPendingLimit,
+    /// An enqueue over its `throttle` with `on_limit: "reject"`.
+    Throttled,
     Unavailable,
     Internal,
 }
@@ -59,7 +61,7 @@ impl ErrorCode {
             | ErrorCode::JobCancelled => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
-            ErrorCode::RateLimited | ErrorCode::TenantPendingLimit => 429,
+            ErrorCode::RateLimited | ErrorCode::TenantPendingLimit | ErrorCode::Throttled => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
         }
@@ -88,6 +90,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TenantPendingLimit => "tenant_pending_limit",
+            ErrorCode::Throttled => "throttled",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

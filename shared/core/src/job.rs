@@ -160,6 +160,14 @@ pub struct Job {
     /// ran, how it ended and its error. Listings leave it out; `GET /v1/jobs/{id}` shows it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<AttemptRecord>,
+    /// Flow control (#28): the keys, rate, priority, debounce and throttle the job was
+    /// created with, and where it stands in its shard's gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<crate::flow::Flow>,
+    /// Why a queued job does not start yet: `concurrency:<key>`, `rate:<key>`, `paused`
+    /// (its key or type). `None` once the gate let it through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// How many ended attempts a job remembers.

@@ -40,6 +40,7 @@ pub mod config;
 pub mod cron;
 pub mod error;
 pub mod fields;
+pub mod flow;
 pub mod id;
 pub mod job;
 pub mod machine;

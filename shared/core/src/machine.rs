@@ -258,6 +258,14 @@ fn finish(mut job: Job, state: JobState, now: u64) -> Job {
 /// attempt runs: a new attempt or the end of one clears it (the shard issues the new
 /// attempt's token, `plan::apply_reports`).
 pub fn apply(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition, Refusal> {
+    // A job the flow gate holds back was never sent: nothing may start it (a stale or
+    // forged delivery) until the gate lets it through.
+    if job.state == JobState::Queued
+        && job.waiting_for.is_some()
+        && matches!(event, Event::Start { .. } | Event::Reclaim { .. })
+    {
+        return Err(Refusal::NotDue);
+    }
     let mut t = step(job, event, now, unit)?;
     if t.job.state != JobState::Active || t.job.attempt != job.attempt || job.state != JobState::Active {
         t.job.lease = None;

@@ -259,7 +259,10 @@ pub struct SweepPolicy {
 
 /// Whether the sweep should re-send this job: queued and untouched for the threshold.
 pub fn sweep_resends(job: &Job, now: u64, policy: &SweepPolicy) -> bool {
-    job.state == JobState::Queued && job.updated_at.saturating_add(policy.queued_after_ms) < now
+    // A job the flow gate holds back was never sent: nothing was lost.
+    job.state == JobState::Queued
+        && job.waiting_for.is_none()
+        && job.updated_at.saturating_add(policy.queued_after_ms) < now
 }
 
 /// The event the sweep applies to an active job whose attempt was lost, if it was: edge

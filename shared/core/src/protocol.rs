@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::flow::FlowOp;
 use crate::id::JobId;
 use crate::job::{Job, JobState};
 use crate::machine::Refusal;
@@ -106,6 +107,7 @@ requests! {
     Reseal(Reseal) -> ResealReport, "reseal", WhenDue;
     Topology(TopologyOp) -> crate::topology::Topology, "topology", Never;
     ClaimKeys(ClaimKeys) -> Vec<Option<Box<serde_json::value::RawValue>>>, "claim_keys", WhenDue;
+    Flow(FlowOp) -> crate::flow::FlowReply, "flow", WhenDue;
 }
 
 /// Creates jobs (already validated and given ids by the router), each answered in order.
@@ -127,6 +129,23 @@ pub struct Stored {
     /// read the topology before the growth, and must read it again and retry there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved_to: Option<u16>,
+    /// Set when the job's debounce or throttle answered instead of a create (#28): the
+    /// job is the key's existing one (`debounced`, `throttled`), or none (`rejected`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowOutcome>,
+}
+
+/// What a debounce or throttle answered an enqueue with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum FlowOutcome {
+    /// Collapsed into the key's scheduled job (its payload is now this one's).
+    Debounced,
+    /// Over the throttle with `on_limit: "drop"`: the key's last job.
+    Throttled,
+    /// Over the throttle with `on_limit: "reject"`: nothing created; the window reopens
+    /// in `retry_after_ms`.
+    Rejected { retry_after_ms: u64 },
 }
 
 /// The deployment's shard topology, kept by shard 0: `configured` (this isolate's

@@ -264,6 +264,11 @@ pub const EDGE_VARS: &[(&str, &str, &str)] = &[
         "most jobs not yet final a tenant may hold: 1000 (each), acme=50 (one), or 1000,acme=50; over it an enqueue answers 429",
     ),
     (
+        "WEBHOOK_CONCURRENCY",
+        "10",
+        "most edge webhooks running at once per receiver origin (a concurrency key every webhook gets); off disables",
+    ),
+    (
         "JOB_TYPES",
         "(built-ins only)",
         "your job types as a JSON object: name → lane, url (edge), timeout, max_attempts, backoff, tags, rate_group, retention, schema",
@@ -340,6 +345,7 @@ mod reference_tests {
             names::PAYLOAD_KEYS,
             names::JOB_TYPES,
             names::TENANT_MAX_PENDING,
+            names::WEBHOOK_CONCURRENCY,
         ] {
             assert!(listed.contains(&n), "{n} is parsed but not in the reference");
         }

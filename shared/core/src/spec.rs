@@ -39,6 +39,9 @@ pub struct JobSpec {
     /// The tenant named in the body (`tenant`, for admin keys and schedules); the router
     /// decides the job's owner from it and the caller's key.
     pub tenant: Option<crate::tenant::Tenant>,
+    /// Flow control (#28): the job's own fields over its type's, keys not yet resolved
+    /// (the router resolves them once the tenant is known: [`crate::flow::resolve`]).
+    pub flow: crate::flow::FlowSpec,
 }
 
 /// Idempotency keys and tags in this namespace belong to schedules (`schedule:{name}:{tick}`
@@ -70,6 +73,11 @@ const FIELDS: &[&str] = &[
     "timeout",
     "tags",
     "metadata",
+    "concurrency",
+    "rate",
+    "priority",
+    "debounce",
+    "throttle",
 ];
 
 /// Validates an enqueue request body against the built-in types only (tests, tools).
@@ -212,7 +220,9 @@ pub fn parse_spec_unchecked(body: &Value, now: u64, types: &Types) -> Result<Job
         Some(Value::String(t)) => Some(crate::tenant::Tenant::from_field("tenant", t)?),
         Some(_) => return Err(ApiError::field("tenant", "must be a tenant name")),
     };
+    let flow = crate::flow::parse(obj, false)?.over(&jt.flow);
     Ok(JobSpec {
+        flow,
         job_type: jt,
         payload,
         idempotency_key,
@@ -450,6 +460,8 @@ impl JobSpec {
             cancel_requested: false,
             stream_entry: None,
             lease: None,
+            flow: None,
+            waiting_for: None,
         };
         (job, effect)
     }

@@ -116,6 +116,9 @@ pub struct TypeDef {
     /// The tenants whose keys may enqueue it (`"tenants": ["acme"]`); empty: every tenant.
     /// To a key of another tenant the type does not exist.
     pub tenants: Vec<crate::tenant::Tenant>,
+    /// Flow control every job of the type has (#28): keys may be JSON pointers or
+    /// `"tenant"`; a job's own fields replace these one by one.
+    pub flow: crate::flow::FlowSpec,
 }
 
 impl TypeDef {
@@ -139,6 +142,7 @@ fn builtin(name: &str, lane: Lane, max_attempts: u32, timeout_ms: u64, base_ms: 
         url: None,
         builtin: true,
         tenants: Vec::new(),
+        flow: crate::flow::FlowSpec::default(),
     }
 }
 
@@ -165,6 +169,11 @@ const FIELDS: &[&str] = &[
     "url",
     "description",
     "tenants",
+    "concurrency",
+    "rate",
+    "priority",
+    "debounce",
+    "throttle",
 ];
 const RETENTION_FIELDS: &[&str] = &["completed_age", "completed_keep", "dead_age", "dead_keep"];
 
@@ -298,6 +307,13 @@ fn declare(
         problems.push(format!("lane: the built-in type runs on the {} lane", t.lane.as_str()));
     }
     let max_timeout = if lane == Lane::Edge { MAX_EDGE_TIMEOUT_MS } else { MAX_NATIVE_TIMEOUT_MS };
+    match crate::flow::parse(obj, true) {
+        Ok(f) => t.flow = f,
+        Err(e) => problems.push(match e.field {
+            Some(f) => format!("{f}: {}", e.message),
+            None => e.message,
+        }),
+    }
     if let Some(ms) = duration(obj, "timeout", 1000, max_timeout, problems) {
         t.timeout_ms = ms;
     }

@@ -145,9 +145,9 @@ impl<S: Sql, H: Host> Shard<S, H> {
         staged: Staged,
     ) -> Outcome<(Vec<Result<edgejobs_core::Job, edgejobs_core::machine::Refusal>>, Effects)> {
         let now = self.host.now_ms();
-        let Staged { plan, answers } = staged;
+        let Staged { mut plan, answers } = staged;
         self.commit(|db| {
-            store::apply(db, &plan, now)?;
+            store::apply(db, &mut plan, now)?;
             Ok((answers, plan.effects))
         })
     }
@@ -171,7 +171,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 plan.updates.push(j);
             }
             let resent = plan.updates.len() as u64;
-            store::apply(db, &plan, now)?;
+            store::apply(db, &mut plan, now)?;
             Ok((plan.effects, loaded, resent))
         })?;
         let (effects, loaded, resent) = out;

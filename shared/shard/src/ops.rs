@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use edgejobs_core::machine::{Event, Refusal};
 use edgejobs_core::plan::{self, JobEvent};
 use edgejobs_core::protocol::{
-    Applied, ApplyMany, Get, GetMany, HandoffMany, List, ListPage, Listed, MAX_SCAN, Pending, ReplayDead, ReportMany,
-    SetGauge, Stored,
+    Applied, ApplyMany, FlowOutcome, Get, GetMany, HandoffMany, List, ListPage, Listed, MAX_SCAN, Pending, ReplayDead,
+    ReportMany, SetGauge, Stored,
 };
 use edgejobs_core::stats::{JobCount, ShardStats};
 use edgejobs_core::wire::{Cursor, Include};
@@ -95,16 +95,50 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let moved_to: Vec<Option<u16>> =
                 jobs.iter().map(|j| j.scoped_key().and_then(|k| here.moved.get(&k).copied())).collect();
             let jobs: Vec<Job> = jobs.into_iter().zip(&moved_to).filter(|(_, m)| m.is_none()).map(|(j, _)| j).collect();
-            let (plan, key_writes, answers) = plan::create(jobs, here.jobs, now, window_ms);
-            let mut docs = store::apply(db, &plan, now)?.into_iter();
+            // Debounce and throttle windows answer some jobs instead of creating them.
+            let known: BTreeSet<String> = here.jobs.keys().cloned().collect();
+            let windows = crate::flow::windows(db, jobs, &known, now)?;
+            let mut instead: Vec<Option<Stored>> = Vec::with_capacity(windows.len());
+            let mut jobs = Vec::with_capacity(windows.len());
+            for w in windows {
+                match w {
+                    crate::flow::Window::Create(j) => {
+                        instead.push(None);
+                        jobs.push(j);
+                    }
+                    crate::flow::Window::Answer(j, outcome) => {
+                        let doc = match outcome {
+                            FlowOutcome::Rejected { .. } => "null".to_owned(),
+                            _ => store::to_json(&j)?,
+                        };
+                        instead.push(Some(Stored {
+                            created: false,
+                            job: raw(doc)?,
+                            moved_to: None,
+                            flow: Some(outcome),
+                        }));
+                    }
+                }
+            }
+            let (mut plan, key_writes, answers) = plan::create(jobs, here.jobs, now, window_ms);
+            let mut docs = store::apply(db, &mut plan, now)?.into_iter();
             store::put_keys(db, &key_writes)?;
             // Answer with the JSON just written (created jobs come in insert order).
             let mut answers = answers.into_iter();
+            let mut instead = instead.into_iter();
             let stored = moved_to
                 .into_iter()
                 .map(|m| {
                     if let Some(to) = m {
-                        return Ok(Stored { created: false, job: raw("null".to_owned())?, moved_to: Some(to) });
+                        return Ok(Stored {
+                            created: false,
+                            job: raw("null".to_owned())?,
+                            moved_to: Some(to),
+                            flow: None,
+                        });
+                    }
+                    if let Some(Some(s)) = instead.next() {
+                        return Ok(s);
                     }
                     let c = answers.next().ok_or_else(|| StoreError("a create lost an answer".to_owned()))?;
                     let written = if c.created { docs.next() } else { None };
@@ -112,7 +146,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
                         Some(doc) => doc,
                         None => store::to_json(&c.job)?,
                     };
-                    Ok(Stored { created: c.created, job: raw(doc)?, moved_to: None })
+                    Ok(Stored { created: c.created, job: raw(doc)?, moved_to: None, flow: None })
                 })
                 .collect::<Result<Vec<Stored>, StoreError>>()?;
             Ok((stored, plan.effects))
@@ -144,7 +178,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let (mut plan, answers) = plan::apply_events(loaded, events, now, &mut || self.host.random_unit());
             #[cfg(feature = "bugs")]
             self.bugs.pending_uncounted(&mut plan);
-            store::apply(db, &plan, now)?;
+            store::apply(db, &mut plan, now)?;
             Ok((answers, plan.effects))
         })?;
         let applied = answers.into_iter().zip(wants).map(|(a, want)| applied(a, want, false)).collect();
@@ -175,9 +209,9 @@ impl<S: Sql, H: Host> Shard<S, H> {
                     .pop()
                     .unwrap_or_else(|| format!("{:016x}{:016x}", self.host.random_u64(), self.host.random_u64()))
             };
-            let (plan, answers) =
+            let (mut plan, answers) =
                 plan::apply_reports(loaded, reports, now, &mut || self.host.random_unit(), &mut token);
-            store::apply(db, &plan, now)?;
+            store::apply(db, &mut plan, now)?;
             Ok((answers, plan.effects))
         })?;
         let refused: Vec<String> = order
@@ -360,8 +394,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
         self.commit(|db| {
             let dead = store::load_where(db, &query, &binds)?;
             let events = dead.iter().map(|j| JobEvent { id: j.id.clone(), event: Event::Replay }).collect();
-            let (plan, answers) = plan::apply_events(dead, events, now, &mut || self.host.random_unit());
-            store::apply(db, &plan, now)?;
+            let (mut plan, answers) = plan::apply_events(dead, events, now, &mut || self.host.random_unit());
+            store::apply(db, &mut plan, now)?;
             Ok((answers.into_iter().filter_map(Result::ok).map(|j| j.id).collect(), plan.effects))
         })
     }
@@ -372,8 +406,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
         let now = self.host.now_ms();
         self.commit(|db| {
             let loaded = store::load_many(db, &ids)?;
-            let (plan, answers) = plan::handoffs(loaded, r.entries);
-            store::apply(db, &plan, now)?;
+            let (mut plan, answers) = plan::handoffs(loaded, r.entries);
+            store::apply(db, &mut plan, now)?;
             Ok(answers)
         })
     }

@@ -232,6 +232,7 @@ pub fn migrate(db: &impl Sql) -> Result<Migrated, StoreError> {
         };
         db.script(JOBS_INDEXES)?;
         db.script(OTHER_TABLES)?;
+        db.script(crate::flow::TABLES)?;
         if let Migrated::From(_) = done {
             recount_pending(db)?;
         }
@@ -318,9 +319,11 @@ pub fn write_rows(db: &impl Sql, jobs: &[Job], upsert: bool) -> Result<Vec<Strin
     Ok(written)
 }
 
-/// Writes a plan: its inserts, updates and metric deltas. Returns the JSON of the
+/// Writes a plan, after the flow gate decided which of its sends wait (`flow::gate`, which
+/// may add jobs it moved): its inserts, updates and metric deltas. Returns the JSON of the
 /// inserted jobs, in order (a create answers with it).
-pub fn apply(db: &impl Sql, plan: &Plan, now: u64) -> Result<Vec<String>, StoreError> {
+pub fn apply(db: &impl Sql, plan: &mut Plan, now: u64) -> Result<Vec<String>, StoreError> {
+    crate::flow::gate(db, plan, now)?;
     let inserted = write_rows(db, &plan.inserts, false)?;
     write_rows(db, &plan.updates, true)?;
     record(db, &plan.deltas, now)?;
@@ -487,8 +490,13 @@ pub fn next_wake(db: &impl Sql) -> Result<Option<u64>, StoreError> {
             UNION ALL SELECT MIN(wake_at) AS run_at FROM schedules WHERE wake_at IS NOT NULL)",
         &[],
     )?;
-    match rows.into_iter().next() {
-        Some(row) => Ok(Cols::new(row).opt_f64()?.map(|v| v as u64)),
-        None => Ok(None),
-    }
+    let jobs = match rows.into_iter().next() {
+        Some(row) => Cols::new(row).opt_f64()?.map(|v| v as u64),
+        None => None,
+    };
+    let flow = crate::flow::next_wake(db)?;
+    Ok(match (jobs, flow) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }

@@ -70,8 +70,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let events: Vec<JobEvent> =
                 jobs.iter().filter_map(|j| pick(j, now).map(|event| JobEvent { id: j.id.clone(), event })).collect();
             let loaded = jobs.len();
-            let (plan, answers) = plan::apply_events(jobs, events, now, &mut || self.host.random_unit());
-            store::apply(db, &plan, now)?;
+            let (mut plan, answers) = plan::apply_events(jobs, events, now, &mut || self.host.random_unit());
+            store::apply(db, &mut plan, now)?;
             Ok(Page {
                 loaded,
                 accepted: answers.iter().filter(|a| a.is_ok()).count() as u64,
@@ -86,7 +86,21 @@ impl<S: Sql, H: Host> Shard<S, H> {
     pub fn wake_page(&self) -> Outcome<(Effects, bool)> {
         let q = "state = 'scheduled' AND run_at <= ? ORDER BY run_at LIMIT ?";
         let page = self.page(q, &[int(self.host.now_ms()), int(PAGE)], |_, _| Some(Event::Wake))?;
-        Ok((page.effects, page.loaded as u64 == PAGE))
+        let mut effects = page.effects;
+        effects.merge(self.flow_wake()?);
+        Ok((effects, page.loaded as u64 == PAGE))
+    }
+
+    /// The flow gate's share of the alarm: rate lists whose next start is due, and resumed
+    /// lists with more to move (see `flow::wake`).
+    pub fn flow_wake(&self) -> Outcome<Effects> {
+        let now = self.host.now_ms();
+        self.commit(|db| {
+            let mut plan = edgejobs_core::plan::Plan::default();
+            crate::flow::wake(db, &mut plan, now)?;
+            store::apply(db, &mut plan, now)?;
+            Ok(plan.effects)
+        })
     }
 
     /// The next page of a sweep: re-sends queued jobs untouched for `queued_after_ms` (a

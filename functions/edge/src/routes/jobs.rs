@@ -3,9 +3,12 @@
 use edgejobs_api::{BatchItem, BatchItemCreated, BatchItemFailed, BatchResult, JobList};
 use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::flow::Flow;
 use edgejobs_core::machine::Event;
 use edgejobs_core::plan::JobEvent;
-use edgejobs_core::protocol::{Applied, ApplyMany, ClaimKeys, CreateMany, Get, GetMany, KeyClaim, List, Listed};
+use edgejobs_core::protocol::{
+    Applied, ApplyMany, ClaimKeys, CreateMany, FlowOutcome, Get, GetMany, KeyClaim, List, Listed,
+};
 use edgejobs_core::ratelimit::Decision;
 use edgejobs_core::spec::{JobSpec, parse_spec_unchecked};
 use edgejobs_core::wire::{Include, ListQuery, merge_by, parse_list_params};
@@ -107,14 +110,61 @@ pub fn parse(cfg: &EdgeConfig, body: &Value, who: &Principal, now: u64) -> std::
 /// limit awaits between the two, and a `delay` is counted from the creation).
 pub fn prepare(cfg: &EdgeConfig, spec: JobSpec, keyless: u16, now: u64) -> std::result::Result<Prepared, ApiError> {
     edgejobs_core::spec::check_schema(&spec)?;
-    let shard = shard_for(cfg, spec.idempotency_key.as_deref(), keyless, now);
+    let flow = resolve_flow(cfg, &spec)?;
+    let shard = match flow.as_ref().and_then(|f| f.route_key()) {
+        // Every key a job names is decided by the shard of its flow key, placed by the first
+        // count so it never moves when `SHARD_COUNT` grows (ARCHITECTURE.md, "Flow control").
+        Some(k) => cfg.topology.schedule_home(&spec.tenant.clone().unwrap_or_default().scope_key(k)),
+        None => shard_for(cfg, spec.idempotency_key.as_deref(), keyless, now),
+    };
     let id = JobId::new(shard, now, random_u64());
     let mut job = spec.into_job(id, now).0;
+    job.flow = flow;
     // Header values are sealed before the job leaves the router: shards, backups and
     // archives only ever see them encrypted.
     edgejobs_core::seal::seal_headers(&mut job.payload, job.id.as_str(), &cfg.payload_keys, &mut random_nonce)
         .map_err(crate::http::unsealable)?;
     Ok(Prepared { shard, job })
+}
+
+/// The job's flow control with its keys resolved: JSON pointers of its type against the
+/// job (built only when a key needs it), `"tenant"`, and an edge webhook's receiver origin
+/// with `WEBHOOK_CONCURRENCY`.
+pub fn resolve_flow(cfg: &EdgeConfig, spec: &JobSpec) -> std::result::Result<Option<Flow>, ApiError> {
+    use edgejobs_core::flow::{self, KeyRef};
+    let tenant = spec.tenant.clone().unwrap_or_default();
+    let f = &spec.flow;
+    let pointers = f
+        .concurrency
+        .iter()
+        .map(|c| &c.0)
+        .chain(f.rate.iter().map(|r| &r.0))
+        .chain(f.debounce.iter().map(|d| &d.0))
+        .chain(f.throttle.iter().map(|t| &t.0))
+        .any(|k| matches!(k, KeyRef::Pointer(_)));
+    let view = if pointers {
+        serde_json::json!({
+            "type": spec.job_type.name,
+            "payload": spec.payload,
+            "tags": spec.tags,
+            "metadata": spec.metadata,
+            "tenant": tenant.as_str(),
+        })
+    } else {
+        Value::Null
+    };
+    let webhook = match (spec.job_type.lane, cfg.webhook_concurrency) {
+        (edgejobs_core::Lane::Edge, Some(limit)) => {
+            let url = match &spec.job_type.url {
+                Some(u) => Some(u.as_str()),
+                None if spec.job_type.name == "webhook" => spec.payload.get("url").and_then(Value::as_str),
+                None => None,
+            };
+            url.and_then(flow::origin_key).map(|k| (k, limit))
+        }
+        _ => None,
+    };
+    flow::resolve(f, &flow::Subject { job: &view, tenant: tenant.as_str() }, webhook)
 }
 
 thread_local! {
@@ -235,7 +285,17 @@ pub async fn persist_many(env: &Env, cfg: &EdgeConfig, items: Vec<Prepared>) -> 
                     format!("SHARD_COUNT grew meanwhile (this key now lives in shard {to}); retry with the same key"),
                 ))
             }
-            None => Ok((if c.created { 201 } else { 200 }, view::raw(c.job))),
+            None => match c.flow {
+                Some(FlowOutcome::Rejected { retry_after_ms }) => Err(ApiError::new(
+                    ErrorCode::Throttled,
+                    format!(
+                        "over the job's throttle (on_limit \"reject\"); its window reopens in {} s",
+                        retry_after_ms.div_ceil(1000).max(1)
+                    ),
+                )),
+                Some(outcome) => Ok((200, view::flagged(c.job, outcome))),
+                None => Ok((if c.created { 201 } else { 200 }, view::raw(c.job))),
+            },
         })
     });
     for a in answers.iter_mut().filter(|a| a.is_none()) {

@@ -137,6 +137,7 @@ impl DurableObject for JobShard {
             ShardRequest::Reseal(r) => reply(self.reseal(r)),
             ShardRequest::Topology(r) => self.answer(s.topology(r)),
             ShardRequest::ClaimKeys(r) => self.answer(s.claim_keys(r)),
+            ShardRequest::Flow(r) => self.effects(s.flow(r)).await,
         }
     }
 

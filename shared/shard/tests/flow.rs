@@ -1,0 +1,318 @@
+//! The flow gate on rusqlite (#28): a concurrency key never runs more than its limit, the
+//! others wait and start as slots free (complete, retry, dead, cancel), the best waiting
+//! job goes first (priority, then age, with the starvation guard), two keys are taken in
+//! one order, a rate spaces starts, pauses park jobs, debounce and throttle answer the
+//! enqueue. After every step the shard's counts agree with its jobs (`flow::check`).
+
+use std::cell::Cell;
+
+use edgejobs_core::flow::{self, FlowOp, FlowReply, KeyState, Subject, Target};
+use edgejobs_core::machine::{Disposition, Event};
+use edgejobs_core::plan::JobEvent;
+use edgejobs_core::protocol::{ApplyMany, FlowOutcome, Get};
+use edgejobs_core::tenant::Tenant;
+use edgejobs_core::{Job, JobId, JobState};
+use edgejobs_shard::native::Sqlite;
+use edgejobs_shard::{Effects, Host, Level, Shard};
+use serde_json::{Value, json};
+
+const NOW: u64 = 1_800_000_000_000;
+
+#[derive(Debug, Default)]
+struct World {
+    now: Cell<u64>,
+    n: Cell<u64>,
+}
+
+impl Host for &World {
+    fn now_ms(&self) -> u64 {
+        NOW + self.now.get()
+    }
+    fn random_u64(&self) -> u64 {
+        self.n.set(self.n.get() + 1);
+        self.n.get().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn log(&self, _level: Level, _msg: &str, _fields: Value) {}
+}
+
+type S<'a> = Shard<Sqlite, &'a World>;
+
+fn shard(w: &World) -> S<'_> {
+    let s = Shard::new(Sqlite::memory().expect("db"), w, Some(0));
+    s.migrate().expect("schema");
+    s
+}
+
+/// Builds a job of `spec` (its flow fields resolved as the router does, tenant `acme`).
+fn job(w: &World, spec: Value) -> Job {
+    let now = NOW + w.now.get();
+    let mut spec = edgejobs_core::spec::parse_spec(&spec, now).expect("spec");
+    spec.tenant = Some(Tenant::parse("acme").expect("tenant"));
+    let f = flow::resolve(&spec.flow, &Subject { job: &Value::Null, tenant: "acme" }, None).expect("flow");
+    let mut j = spec.into_job(JobId::new(0, now, w.random_u64()), now).0;
+    j.flow = f;
+    j
+}
+
+/// Creates jobs in one call; answers the ids created and the ids sent.
+fn create(s: &S, w: &World, specs: Vec<Value>) -> (Vec<JobId>, Vec<JobId>) {
+    let jobs: Vec<Job> = specs.into_iter().map(|v| job(w, v)).collect();
+    let ids = jobs.iter().map(|j| j.id.clone()).collect();
+    let (_, effects) = s.create(jobs, 60_000).expect("create");
+    (ids, sent(&effects))
+}
+
+fn sent(e: &Effects) -> Vec<JobId> {
+    e.enqueue.iter().map(|(_, r)| r.id.clone()).collect()
+}
+
+fn events(s: &S, evs: Vec<(JobId, Event)>) -> Vec<JobId> {
+    let events = evs.into_iter().map(|(id, event)| JobEvent { id, event }).collect();
+    let (answers, effects) = s.apply_many(ApplyMany { events, full: false, tenant: None }).expect("apply");
+    for a in answers {
+        a.expect("each event is accepted");
+    }
+    sent(&effects)
+}
+
+fn start(s: &S, id: &JobId) {
+    let attempt = get(s, id).attempt + 1;
+    events(s, vec![(id.clone(), Event::Start { attempt })]);
+}
+
+fn complete(s: &S, id: &JobId) -> Vec<JobId> {
+    let attempt = get(s, id).attempt;
+    events(s, vec![(id.clone(), Event::Complete { attempt, result: None })])
+}
+
+fn get(s: &S, id: &JobId) -> Job {
+    s.get(Get { id: id.clone(), tenant: None }).expect("the job")
+}
+
+fn consistent(s: &S) {
+    let problems = edgejobs_shard::flow::check(&s.db).expect("check");
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+fn key(s: &S, k: &str) -> KeyState {
+    match s.flow(FlowOp::Key { tenant: Tenant::parse("acme").expect("t"), key: k.into() }).expect("flow").0 {
+        FlowReply::Key(k) => k,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn limited(k: &str, limit: u32) -> Value {
+    json!({ "type": "noop", "concurrency": { "key": k, "limit": limit } })
+}
+
+#[test]
+fn a_key_runs_at_most_its_limit_and_the_next_starts_when_one_ends() {
+    let w = World::default();
+    let s = shard(&w);
+    let (ids, sent) = create(&s, &w, (0..5).map(|_| limited("conv", 2)).collect());
+    assert_eq!(sent, ids[..2], "two of five are sent");
+    assert_eq!(get(&s, &ids[2]).waiting_for.as_deref(), Some("concurrency:conv"));
+    assert_eq!(key(&s, "conv"), KeyState { running: 2, limit: 2, waiting: 3, ..KeyState::default() });
+    consistent(&s);
+    start(&s, &ids[0]);
+    // A completion starts the oldest waiting job, in the same call.
+    assert_eq!(complete(&s, &ids[0]), [ids[2].clone()]);
+    assert_eq!(get(&s, &ids[2]).waiting_for, None);
+    consistent(&s);
+    // A cancel of a waiting job frees nothing and leaves the list; of a sent one, a slot.
+    assert!(events(&s, vec![(ids[3].clone(), Event::Cancel)]).is_empty());
+    consistent(&s);
+    assert_eq!(events(&s, vec![(ids[1].clone(), Event::Cancel)]), [ids[4].clone()]);
+    consistent(&s);
+    assert_eq!(key(&s, "conv").waiting, 0);
+}
+
+#[test]
+fn a_retry_and_a_dead_job_give_their_slot_back() {
+    let w = World::default();
+    let s = shard(&w);
+    let spec = json!({ "type": "noop", "max_attempts": 2, "concurrency": { "key": "k", "limit": 1 } });
+    let (ids, first) = create(&s, &w, vec![spec.clone(), spec.clone(), spec]);
+    assert_eq!(first, [ids[0].clone()]);
+    start(&s, &ids[0]);
+    let fail = |_: &JobId, attempt| Event::Fail { attempt, error: "x".into(), disposition: Disposition::Retryable };
+    // Into retry (scheduled): the slot goes to the next job.
+    assert_eq!(events(&s, vec![(ids[0].clone(), fail(&ids[0], 1))]), [ids[1].clone()]);
+    assert_eq!(get(&s, &ids[0]).state, JobState::Scheduled);
+    consistent(&s);
+    start(&s, &ids[1]);
+    let dead = Event::Fail { attempt: 1, error: "x".into(), disposition: Disposition::Permanent };
+    assert_eq!(events(&s, vec![(ids[1].clone(), dead)]), [ids[2].clone()]);
+    assert_eq!(get(&s, &ids[1]).state, JobState::Dead);
+    consistent(&s);
+    // The retried job wakes up behind the one running: it waits.
+    w.now.set(3_600_000);
+    let (effects, _) = s.wake_page().expect("wake");
+    assert!(sent(&effects).is_empty(), "{effects:?}");
+    assert_eq!(get(&s, &ids[0]).waiting_for.as_deref(), Some("concurrency:k"));
+    consistent(&s);
+    start(&s, &ids[2]);
+    assert_eq!(complete(&s, &ids[2]), [ids[0].clone()]);
+    consistent(&s);
+}
+
+#[test]
+fn the_highest_priority_goes_first_and_age_lifts_the_low_ones() {
+    let w = World::default();
+    let s = shard(&w);
+    let p = |prio: u8| json!({ "type": "noop", "priority": prio, "concurrency": { "key": "k", "limit": 1 } });
+    let (ids, _) = create(&s, &w, vec![p(5), p(1)]);
+    w.now.set(1);
+    let (hi, _) = create(&s, &w, vec![p(9), p(5)]);
+    start(&s, &ids[0]);
+    // 9 first, then the 5, then the 1.
+    assert_eq!(complete(&s, &ids[0]), [hi[0].clone()]);
+    start(&s, &hi[0]);
+    assert_eq!(complete(&s, &hi[0]), [hi[1].clone()]);
+    start(&s, &hi[1]);
+    // A new 9 arrives, but the 1 has waited long enough to rank with it and is older.
+    w.now.set(8 * flow::AGING_MS + 1);
+    let (late, _) = create(&s, &w, vec![p(9)]);
+    assert_eq!(complete(&s, &hi[1]), [ids[1].clone()], "the starvation guard");
+    start(&s, &ids[1]);
+    assert_eq!(complete(&s, &ids[1]), [late[0].clone()]);
+    consistent(&s);
+}
+
+#[test]
+fn two_keys_are_both_held_and_a_flood_of_one_user_cannot_crowd_the_tenant() {
+    let w = World::default();
+    let s = shard(&w);
+    let two = |user: &str| json!({ "type": "noop", "concurrency": [{ "key": user, "limit": 1 }, { "key": "tenant", "limit": 2 }] });
+    let (flood, sent) = create(&s, &w, (0..20).map(|_| two("u-flood")).collect());
+    assert_eq!(sent, [flood[0].clone()], "the user's limit");
+    let (small, sent) = create(&s, &w, vec![two("u-small")]);
+    assert_eq!(sent, small, "the small user takes the tenant's other slot");
+    assert_eq!(key(&s, "tenant").running, 2);
+    consistent(&s);
+    start(&s, &flood[0]);
+    assert_eq!(complete(&s, &flood[0]), [flood[1].clone()]);
+    consistent(&s);
+}
+
+#[test]
+fn a_rate_spaces_starts_evenly_and_the_alarm_sends_the_next() {
+    let w = World::default();
+    let s = shard(&w);
+    let r = json!({ "type": "noop", "rate": { "key": "rx", "limit": 2, "period": "1s" } });
+    let (ids, sent) = create(&s, &w, vec![r.clone(), r.clone(), r]);
+    assert_eq!(sent, [ids[0].clone()]);
+    assert_eq!(get(&s, &ids[1]).waiting_for.as_deref(), Some("rate:rx"));
+    assert_eq!(s.next_wake().expect("wake"), Some(NOW + 500), "the next start, 1 s / 2 later");
+    w.now.set(499);
+    assert!(sent_by_alarm(&s).is_empty());
+    w.now.set(500);
+    assert_eq!(sent_by_alarm(&s), [ids[1].clone()]);
+    w.now.set(1000);
+    assert_eq!(sent_by_alarm(&s), [ids[2].clone()]);
+    assert_eq!(s.next_wake().expect("wake"), None);
+    consistent(&s);
+}
+
+fn sent_by_alarm(s: &S) -> Vec<JobId> {
+    sent(&s.wake_page().expect("wake").0)
+}
+
+fn pause(s: &S, target: Target, paused: bool) -> Vec<JobId> {
+    let (reply, effects) = s.flow(FlowOp::Pause { target, paused }).expect("pause");
+    assert_eq!(reply, FlowReply::Changed(true));
+    sent(&effects)
+}
+
+#[test]
+fn a_paused_key_or_type_starts_nothing_new_and_a_resume_sends_what_waited() {
+    let w = World::default();
+    let s = shard(&w);
+    let acme = Tenant::parse("acme").expect("t");
+    pause(&s, Target::Key { tenant: acme.clone(), key: "k".into() }, true);
+    let (ids, sent) = create(&s, &w, vec![limited("k", 5), limited("k", 5)]);
+    assert!(sent.is_empty());
+    assert_eq!(get(&s, &ids[0]).waiting_for.as_deref(), Some("paused"));
+    assert!(key(&s, "k").paused);
+    consistent(&s);
+    assert_eq!(pause(&s, Target::Key { tenant: acme, key: "k".into() }, false), ids);
+    consistent(&s);
+    // A type without any key.
+    pause(&s, Target::Type { name: "noop".into() }, true);
+    let (plain, sent) = create(&s, &w, vec![json!({ "type": "noop" })]);
+    assert!(sent.is_empty());
+    assert_eq!(get(&s, &plain[0]).waiting_for.as_deref(), Some("paused"));
+    assert_eq!(pause(&s, Target::Type { name: "noop".into() }, false), plain);
+    consistent(&s);
+}
+
+#[test]
+fn a_waiting_job_cannot_be_started_by_a_stray_delivery() {
+    let w = World::default();
+    let s = shard(&w);
+    let (ids, _) = create(&s, &w, vec![limited("k", 1), limited("k", 1)]);
+    let (answers, _) = s
+        .apply_many(ApplyMany {
+            events: vec![JobEvent { id: ids[1].clone(), event: Event::Start { attempt: 1 } }],
+            full: false,
+            tenant: None,
+        })
+        .expect("apply");
+    assert!(answers[0].is_err(), "{answers:?}");
+    assert_eq!(get(&s, &ids[1]).state, JobState::Queued);
+}
+
+fn create_one(s: &S, w: &World, spec: Value) -> edgejobs_core::protocol::Stored {
+    let (mut stored, _) = s.create(vec![job(w, spec)], 60_000).expect("create");
+    stored.remove(0)
+}
+
+#[test]
+fn debounce_collapses_a_burst_into_one_run_with_the_last_payload() {
+    let w = World::default();
+    let s = shard(&w);
+    let d = |n: u64| json!({ "type": "noop", "payload": { "n": n }, "debounce": { "key": "d", "period": "2s", "max_wait": "5s" } });
+    let first = create_one(&s, &w, d(0));
+    assert!(first.created && first.flow.is_none());
+    let first: Job = serde_json::from_str(first.job.get()).expect("job");
+    assert_eq!((first.state, first.run_at), (JobState::Scheduled, NOW + 2000));
+    for n in 1..=100 {
+        w.now.set(n * 30);
+        let again = create_one(&s, &w, d(n));
+        assert_eq!((again.created, again.flow), (false, Some(FlowOutcome::Debounced)));
+    }
+    let job = get(&s, &first.id);
+    assert_eq!(job.payload, json!({ "n": 100 }), "the last payload wins");
+    assert_eq!(job.run_at, NOW + 3000 + 2000);
+    // `max_wait` bounds the delay: 5 s after the first enqueue.
+    w.now.set(4900);
+    create_one(&s, &w, d(101));
+    assert_eq!(get(&s, &first.id).run_at, NOW + 5000);
+    w.now.set(5000);
+    assert_eq!(sent_by_alarm(&s), std::slice::from_ref(&first.id));
+    // Once it ran, a new enqueue opens a new window.
+    w.now.set(5001);
+    assert!(create_one(&s, &w, d(102)).created);
+}
+
+#[test]
+fn throttle_drops_or_rejects_over_its_limit_and_reopens_after_the_period() {
+    let w = World::default();
+    let s = shard(&w);
+    let t = |on: &str| json!({ "type": "noop", "throttle": { "key": on, "limit": 2, "period": "1m", "on_limit": on } });
+    let a = create_one(&s, &w, t("drop"));
+    let b = create_one(&s, &w, t("drop"));
+    assert!(a.created && b.created);
+    let over = create_one(&s, &w, t("drop"));
+    assert_eq!((over.created, over.flow), (false, Some(FlowOutcome::Throttled)));
+    let id = |s: &edgejobs_core::protocol::Stored| serde_json::from_str::<Job>(s.job.get()).expect("job").id;
+    assert_eq!(id(&over), id(&b), "the key's last job");
+    assert_ne!(id(&a), id(&b));
+    create_one(&s, &w, t("reject"));
+    create_one(&s, &w, t("reject"));
+    w.now.set(15_000);
+    let refused = create_one(&s, &w, t("reject"));
+    assert_eq!(refused.flow, Some(FlowOutcome::Rejected { retry_after_ms: 45_000 }));
+    w.now.set(60_000);
+    assert!(create_one(&s, &w, t("reject")).created);
+}
