@@ -10,12 +10,14 @@
 //! - `job.rs`: a job as the API shows it (`Job`), a listing's summary (`JobSummary`), pages.
 //! - `reply.rs`: the other replies: batch enqueue, replay, errors, stats, whoami, backups.
 //! - `schedule.rs`: a schedule as the API shows it (`ScheduleView`) and its replies.
+//! - `flow.rs`: flow control's replies: a key's state, the busiest keys, a pause's answer.
 //! - `health.rs`: `GET /health` and `GET /health/live`.
 //! - `spec.rs`: request bodies: a job spec, a schedule spec.
 //!
 //! Times are RFC 3339 strings here: the types carry what the wire carries, and the crate
 //! stays serde-only.
 
+mod flow;
 mod health;
 mod job;
 mod reply;
@@ -24,6 +26,7 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
+pub use flow::{BusyKey, BusyKeys, FlowChanged, FlowKey, FlowPauseRequest};
 pub use health::{Check, Checks, Health, HealthStatus, Live};
 pub use job::{
     AttemptRecord, Backoff, Flow, FlowDebounce, FlowLimit, FlowRate, FlowThrottle, Job, JobList, JobState, JobSummary,

@@ -15,6 +15,7 @@ use crate::http;
 pub mod admin;
 pub mod dashboard;
 pub mod dead;
+pub mod flow;
 pub mod health;
 pub mod internal;
 pub mod jobs;
@@ -196,6 +197,24 @@ pub const ROUTES: &[Route] = {
             ADMIN,
             "schedule_action",
             keyed!(|c| schedules::act(c.env, c.cfg, c.param, Action::Trigger).await),
+        ),
+        // Flow control (#28): a key's state and the busiest keys are reads of a jobs key
+        // (its own tenant's); pausing is an admin action.
+        route(Get, "/v1/flow", JOBS, "flow", keyed!(|c| flow::key(c.req, c.env, c.cfg, c.who).await)),
+        route(Get, "/v1/flow/busiest", JOBS, "flow_busiest", keyed!(|c| flow::busiest(c.req, c.env, c.cfg, c.who).await)),
+        route(
+            Post,
+            "/v1/admin/flow/pause",
+            ADMIN,
+            "flow_pause",
+            keyed!(|c| flow::pause(c.req, c.env, c.cfg, true).await),
+        ),
+        route(
+            Post,
+            "/v1/admin/flow/resume",
+            ADMIN,
+            "flow_pause",
+            keyed!(|c| flow::pause(c.req, c.env, c.cfg, false).await),
         ),
         route(Get, "/v1/dead", JOBS, "dead", keyed!(|c| dead::list(c.req, c.env, c.cfg, c.who).await)),
         // Bulk replay is admin-only; replaying one job is a jobs action (`/v1/jobs/{id}/retry`).
@@ -383,6 +402,10 @@ mod tests {
         ("/v1/admin/backups/latest", "latest_backup", "", "GET", &[Some(Scope::Admin)]),
         ("/v1/admin/backups/b1/verify", "verify_backup", "b1", "POST", &[Some(Scope::Admin)]),
         ("/v1/admin/reseal", "reseal", "", "POST", &[Some(Scope::Admin)]),
+        ("/v1/flow", "flow", "", "GET", &[Some(Scope::Jobs)]),
+        ("/v1/flow/busiest", "flow_busiest", "", "GET", &[Some(Scope::Jobs)]),
+        ("/v1/admin/flow/pause", "flow_pause", "", "POST", &[Some(Scope::Admin)]),
+        ("/v1/admin/flow/resume", "flow_pause", "", "POST", &[Some(Scope::Admin)]),
     ];
 
     fn scope(a: Access) -> Option<Scope> {

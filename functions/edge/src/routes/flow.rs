@@ -1,0 +1,274 @@
+//! Flow control's routes (#28): one key's state (`GET /v1/flow`), the busiest keys
+//! (`GET /v1/flow/busiest`), and pausing or resuming a key or a type
+//! (`POST /v1/admin/flow/pause`, `POST /v1/admin/flow/resume`, admin scope).
+//!
+//! A key lives on one shard, the home of its tenant-scoped name under the first shard count
+//! (where the router places every job of that key; see `jobs::prepare`), so a key's read or
+//! pause is one shard call. A type's jobs live everywhere: its pause goes to every shard.
+//! The busiest keys are each shard's top lists, merged.
+
+use edgejobs_api::{BusyKey, BusyKeys, FlowChanged, FlowKey};
+use edgejobs_core::auth::Principal;
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::flow::{BusyList, FlowOp, FlowReply, KeyState, MAX_KEY_BYTES, Target};
+use edgejobs_core::tenant::Tenant;
+use edgejobs_core::time::format_rfc3339;
+use edgejobs_core::types::Types;
+use edgejobs_core::{ApiError, ErrorCode};
+use futures_util::future::join_all;
+use serde_json::Value;
+use worker::{Env, Request};
+
+use super::jobs::{Out, query_pairs, respond};
+use crate::http;
+use crate::platform::now_ms;
+use crate::shard;
+
+/// The busiest keys a request answers when it names no `n`.
+pub const DEFAULT_BUSIEST: u32 = 10;
+/// The most busiest keys one request may ask for (a shard answers at most as many).
+pub const MAX_BUSIEST: u32 = 100;
+
+/// A key as a request names it: 1 to [`MAX_KEY_BYTES`] bytes without control characters
+/// (what a resolved job key may be).
+pub fn parse_key(field: &str, raw: &str) -> Result<String, ApiError> {
+    if raw.is_empty() || raw.len() > MAX_KEY_BYTES || raw.chars().any(char::is_control) {
+        return Err(ApiError::field(field, format!("must be 1 to {MAX_KEY_BYTES} bytes without control characters")));
+    }
+    Ok(raw.to_owned())
+}
+
+/// `n` of the busiest keys: an integer from 1 to [`MAX_BUSIEST`].
+pub fn parse_n(raw: &str) -> Result<u32, ApiError> {
+    raw.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=MAX_BUSIEST).contains(n))
+        .ok_or_else(|| ApiError::field("n", format!("must be an integer from 1 to {MAX_BUSIEST}")))
+}
+
+/// The shard that decides `key` of `tenant`.
+fn home(cfg: &EdgeConfig, tenant: &Tenant, key: &str) -> u16 {
+    cfg.topology.schedule_home(&tenant.scope_key(key))
+}
+
+/// A shard's key state as the API shows it at `now`: the rate's next start only while it
+/// is ahead.
+pub fn key_view(tenant: &Tenant, key: String, s: KeyState, now: u64) -> FlowKey {
+    let KeyState { running, limit, waiting, rate_waiting, rate_next_at, parked, paused } = s;
+    FlowKey {
+        tenant: tenant.to_string(),
+        key,
+        running,
+        limit,
+        waiting,
+        rate_waiting,
+        rate_next_at: (rate_next_at != 0 && rate_next_at > now).then(|| format_rfc3339(rate_next_at)),
+        parked,
+        paused,
+    }
+}
+
+/// `GET /v1/flow?key=K[&tenant=T]`: a `jobs` key reads its own tenant's keys (naming another
+/// tenant is 403 `forbidden`); an admin names the tenant (default `default`).
+pub async fn key(req: &Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
+    let (mut key, mut asked) = (None, None);
+    for (k, v) in query_pairs(req)? {
+        match k.as_str() {
+            "key" => key = Some(parse_key("key", &v)?),
+            "tenant" => asked = Some(Tenant::from_field("tenant", &v)?),
+            other => return Err(ApiError::field(other, "unknown parameter; known: key, tenant")),
+        }
+    }
+    let key = key.ok_or_else(|| ApiError::field("key", "is required (the flow key)"))?;
+    let tenant = who.sees.owner_of_new(asked)?;
+    let op = FlowOp::Key { tenant: tenant.clone(), key: key.clone() };
+    match shard::call(env, home(cfg, &tenant, &key), op).await? {
+        FlowReply::Key(s) => respond(200, &key_view(&tenant, key, s, now_ms())),
+        _ => Err(malformed()),
+    }
+}
+
+/// What a pause or resume names, read from its body: `{"key", "tenant"?}` or `{"type"}`.
+pub fn parse_target(body: &Value, types: &Types) -> Result<Target, ApiError> {
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
+    };
+    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "key" | "tenant" | "type")) {
+        return Err(ApiError::field(k, "unknown field; known: key, tenant, type"));
+    }
+    let string = |k: &str| match obj.get(k) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(ApiError::field(k, "must be a string")),
+    };
+    match (string("key")?, string("tenant")?, string("type")?) {
+        (Some(key), tenant, None) => {
+            let tenant = tenant.map(|t| Tenant::from_field("tenant", t)).transpose()?.unwrap_or_default();
+            Ok(Target::Key { tenant, key: parse_key("key", key)? })
+        }
+        (None, None, Some(name)) => match types.get(name) {
+            Some(_) => Ok(Target::Type { name: name.to_owned() }),
+            None => {
+                let shown: String = name.chars().take(64).collect();
+                Err(ApiError::new(ErrorCode::UnknownType, format!("unknown job type {shown:?}")))
+            }
+        },
+        (None, Some(_), Some(_)) => Err(ApiError::field("tenant", "names a key's tenant; a type is paused for all")),
+        (Some(_), _, Some(_)) => Err(ApiError::field("type", "name a key or a type, not both")),
+        (None, _, None) => Err(ApiError::field("key", "is required (or type)")),
+    }
+}
+
+/// `POST /v1/admin/flow/pause` (`paused`) and `.../resume`: a key on its shard, a type on
+/// every shard (changed when any shard changed). Nothing new starts while paused; queued
+/// jobs stay, parked, and start on resume.
+pub async fn pause(req: &mut Request, env: &Env, cfg: &EdgeConfig, paused: bool) -> Out {
+    let body = http::read_json(req).await?;
+    let target = parse_target(&body, &cfg.types)?;
+    let shards: Vec<u16> = match &target {
+        Target::Key { tenant, key } => vec![home(cfg, tenant, key)],
+        Target::Type { .. } => (0..cfg.topology.count()).collect(),
+    };
+    let calls = shards.into_iter().map(|s| shard::call(env, s, FlowOp::Pause { target: target.clone(), paused }));
+    let mut changed = false;
+    for r in join_all(calls).await {
+        match r? {
+            FlowReply::Changed(c) => changed |= c,
+            _ => return Err(malformed()),
+        }
+    }
+    respond(200, &FlowChanged { changed })
+}
+
+/// `GET /v1/flow/busiest[?n=10]`: the `n` lists with the most waiting jobs across the shards.
+/// An admin sees every tenant's; a `jobs` key its own tenant's keys only (a paused type is
+/// the platform's, not shown to it).
+pub async fn busiest(req: &Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
+    let mut n = DEFAULT_BUSIEST;
+    for (k, v) in query_pairs(req)? {
+        match k.as_str() {
+            "n" => n = parse_n(&v)?,
+            other => return Err(ApiError::field(other, "unknown parameter; known: n")),
+        }
+    }
+    let only = who.tenant().cloned();
+    let lists = busiest_lists(env, cfg, if only.is_some() { MAX_BUSIEST } else { n }).await?;
+    respond(200, &BusyKeys { keys: merge_busiest(lists, n, only.as_ref()) })
+}
+
+/// Every shard's `n` busiest lists (a shard that fails fails the read).
+pub async fn busiest_lists(env: &Env, cfg: &EdgeConfig, n: u32) -> Result<Vec<Vec<BusyList>>, ApiError> {
+    let calls = (0..cfg.topology.count()).map(|s| shard::call(env, s, FlowOp::Busiest { n }));
+    let mut out = Vec::new();
+    for r in join_all(calls).await {
+        match r? {
+            FlowReply::Busiest(l) => out.push(l),
+            _ => return Err(malformed()),
+        }
+    }
+    Ok(out)
+}
+
+/// The shards' lists merged: `only`'s tenant's (when given), most waiting first, then most
+/// running, then by kind, tenant and key (a stable order), at most `n`.
+pub fn merge_busiest(lists: Vec<Vec<BusyList>>, n: u32, only: Option<&Tenant>) -> Vec<BusyKey> {
+    let mut all: Vec<BusyKey> = lists
+        .into_iter()
+        .flatten()
+        .filter(|l| only.is_none_or(|t| l.kind != "paused_type" && l.tenant == t.as_str()))
+        .map(|l| BusyKey {
+            kind: l.kind,
+            tenant: l.tenant,
+            key: l.key,
+            running: l.running,
+            limit: l.limit,
+            waiting: l.waiting,
+        })
+        .filter(|k| k.waiting > 0 || k.running > 0)
+        .collect();
+    all.sort_by(|a, b| {
+        (b.waiting, b.running)
+            .cmp(&(a.waiting, a.running))
+            .then_with(|| (&a.kind, &a.tenant, &a.key).cmp(&(&b.kind, &b.tenant, &b.key)))
+    });
+    all.truncate(n as usize);
+    all
+}
+
+fn malformed() -> ApiError {
+    ApiError::new(ErrorCode::Unavailable, "malformed shard answer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn list(kind: &str, tenant: &str, key: &str, running: u64, waiting: u64) -> BusyList {
+        BusyList { kind: kind.into(), tenant: tenant.into(), key: key.into(), running, limit: 2, waiting }
+    }
+
+    #[test]
+    fn busiest_merges_shards_most_waiting_first_and_filters_a_tenant() {
+        let shards = vec![
+            vec![list("concurrency", "acme", "a", 1, 3), list("concurrency", "beta", "b", 2, 0)],
+            vec![list("rate", "acme", "c", 0, 7), list("paused_type", "", "noop", 0, 4)],
+            vec![list("concurrency", "acme", "idle", 0, 0)],
+        ];
+        let keys = |v: Vec<BusyKey>| v.into_iter().map(|k| k.key).collect::<Vec<_>>();
+        assert_eq!(keys(merge_busiest(shards.clone(), 10, None)), ["c", "noop", "a", "b"]);
+        assert_eq!(keys(merge_busiest(shards.clone(), 2, None)), ["c", "noop"]);
+        let acme = Tenant::parse("acme").expect("tenant");
+        assert_eq!(keys(merge_busiest(shards, 10, Some(&acme))), ["c", "a"]);
+    }
+
+    #[test]
+    fn a_key_view_shows_the_rate_time_only_ahead() {
+        let t = Tenant::default();
+        let s = |at| KeyState { rate_next_at: at, ..KeyState::default() };
+        assert_eq!(key_view(&t, "k".into(), s(0), 1000).rate_next_at, None);
+        assert_eq!(key_view(&t, "k".into(), s(500), 1000).rate_next_at, None);
+        assert_eq!(key_view(&t, "k".into(), s(2000), 1000).rate_next_at.as_deref(), Some("1970-01-01T00:00:02.000Z"));
+        assert_eq!(key_view(&t, "k".into(), s(2000), 1000).tenant, "default");
+    }
+
+    #[test]
+    fn inputs_are_checked() {
+        assert!(parse_key("key", "user:1").is_ok());
+        for bad in ["", "a\nb", &"x".repeat(MAX_KEY_BYTES + 1)] {
+            assert_eq!(parse_key("key", bad).map_err(|e| e.field), Err(Some("key".into())), "{bad:?}");
+        }
+        assert_eq!(parse_n("10").ok(), Some(10));
+        for bad in ["0", "101", "-1", "x", ""] {
+            assert!(parse_n(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_target_is_a_key_or_a_known_type() {
+        let cfg = Types::builtins();
+        let field = |b: Value| parse_target(&b, &cfg).map_err(|e| (e.code, e.field));
+        assert_eq!(
+            parse_target(&json!({"key": "k", "tenant": "acme"}), &cfg).ok(),
+            Some(Target::Key { tenant: Tenant::parse("acme").expect("t"), key: "k".into() })
+        );
+        assert_eq!(
+            parse_target(&json!({"key": "k"}), &cfg).ok(),
+            Some(Target::Key { tenant: Tenant::default(), key: "k".into() })
+        );
+        assert_eq!(parse_target(&json!({"type": "noop"}), &cfg).ok(), Some(Target::Type { name: "noop".into() }));
+        assert_eq!(field(json!({"type": "nope"})).err().map(|e| e.0), Some(ErrorCode::UnknownType));
+        assert_eq!(field(json!({"key": "k", "x": 1})).err(), Some((ErrorCode::InvalidField, Some("x".into()))));
+        assert_eq!(field(json!({})).err(), Some((ErrorCode::InvalidField, Some("key".into()))));
+        assert_eq!(field(json!({"key": 5})).err(), Some((ErrorCode::InvalidField, Some("key".into()))));
+        assert_eq!(
+            field(json!({"key": "k", "type": "noop"})).err(),
+            Some((ErrorCode::InvalidField, Some("type".into())))
+        );
+        assert_eq!(
+            field(json!({"key": "k", "tenant": "Bad"})).err(),
+            Some((ErrorCode::InvalidField, Some("tenant".into())))
+        );
+        assert_eq!(field(json!([1])).err().map(|e| e.0), Some(ErrorCode::InvalidJson));
+    }
+}
