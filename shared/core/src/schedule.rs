@@ -430,7 +430,11 @@ pub fn parse_job(job: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiErr
             format!("at most {} tags (each run adds schedule:{{name}})", crate::spec::MAX_TAGS - 1),
         ));
     }
-    parse_spec_in(job, now, types).map_err(under_job)
+    let spec = parse_spec_in(job, now, types).map_err(under_job)?;
+    // Its flow keys resolve now (a type's pointer that names nothing is refused here, not at
+    // every run); the run resolves them again with its own tenant and webhook settings.
+    crate::flow::for_spec(&spec, None).map_err(under_job)?;
+    Ok(spec)
 }
 
 /// Applies a patch body to a schedule at `now`: the merged definition is validated whole;

@@ -842,3 +842,73 @@ fn find(db: &impl Sql, out: &[Window], fresh: &BTreeMap<JobId, usize>, id: &str)
     }
     store::load(db, &id)
 }
+
+/// A restore's share (one page of a shard's jobs, already written): the first page clears
+/// the lists (pauses stay: they are the operator's, not the jobs'); a restored running job
+/// holds its keys again; a restored queued job goes through the gate as a new send, so a job
+/// that waited waits again (and one the backup caught sent, but not yet started, may wait
+/// now). Answers the jobs the gate changed (to write) and the plan's effects.
+pub fn restore(db: &impl Sql, jobs: &[Job], first: bool, now: u64) -> Result<Plan, StoreError> {
+    if first {
+        db.script("DELETE FROM flow_lists; DELETE FROM flow_wait; DELETE FROM flow_wakes; DELETE FROM flow_windows;")?;
+    }
+    let mut plan = Plan::default();
+    // Running jobs hold their keys again (written before the gate reads the lists).
+    let mut g = Gate {
+        db,
+        now,
+        lists: BTreeMap::new(),
+        paused: BTreeSet::new(),
+        moved: BTreeMap::new(),
+        to_pump: BTreeSet::new(),
+        wakes: BTreeMap::new(),
+        out: Vec::new(),
+    };
+    for j in jobs {
+        match j.state {
+            JobState::Active => {
+                if let Some(f) = &j.flow
+                    && !f.concurrency.is_empty()
+                {
+                    for c in f.order() {
+                        let row = g.list(&concurrency_list(&j.tenant.scope_key(&c.key)))?;
+                        row.running += 1;
+                        row.lim = row.lim.max(u64::from(c.limit));
+                    }
+                    let mut job = j.clone();
+                    if let Some(f) = job.flow.as_mut() {
+                        f.held = u8::try_from(f.concurrency.len()).unwrap_or(u8::MAX);
+                        f.spot = None;
+                    }
+                    job.waiting_for = None;
+                    plan.updates.push(job);
+                }
+            }
+            JobState::Queued => {
+                let mut job = j.clone();
+                if let Some(f) = job.flow.as_mut() {
+                    f.held = 0;
+                    f.spot = None;
+                    f.admitted = 0;
+                }
+                job.waiting_for = None;
+                plan.effects.add(&job, edgejobs_core::machine::Effect::Enqueue);
+                plan.updates.push(job);
+            }
+            _ => {
+                if j.flow.as_ref().is_some_and(|f| f.held > 0 || f.spot.is_some()) || j.waiting_for.is_some() {
+                    let mut job = j.clone();
+                    if let Some(f) = job.flow.as_mut() {
+                        f.held = 0;
+                        f.spot = None;
+                    }
+                    job.waiting_for = None;
+                    plan.updates.push(job);
+                }
+            }
+        }
+    }
+    g.finish()?;
+    gate(db, &mut plan, now)?;
+    Ok(plan)
+}

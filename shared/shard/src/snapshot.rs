@@ -87,14 +87,13 @@ impl<S: Sql, H: Host> Shard<S, H> {
         }
         let mut effects = Effects::default();
         for j in &jobs {
-            match j.state {
-                JobState::Queued => effects.add(j, Effect::Enqueue),
-                JobState::Scheduled => effects.add(j, Effect::Alarm(j.run_at)),
-                _ => {}
+            if j.state == JobState::Scheduled {
+                effects.add(j, Effect::Alarm(j.run_at));
             }
         }
         let rows = jobs.len() as u64;
-        self.commit(|db| {
+        let now = self.host.now_ms();
+        let sends = self.commit(|db| {
             if r.first {
                 db.rows("DELETE FROM jobs", &[])?;
                 // Keys that moved away after a growth stay moved: their jobs live elsewhere,
@@ -117,8 +116,12 @@ impl<S: Sql, H: Host> Shard<S, H> {
             }
             store::put_keys(db, &keys)?;
             store::recount_pending(db)?;
-            Ok(())
+            // Queued jobs are sent through the flow gate: those that waited wait again.
+            let plan = crate::flow::restore(db, &jobs, r.first, now)?;
+            store::write_rows(db, &plan.updates, true)?;
+            Ok(plan.effects)
         })?;
+        effects.merge(sends);
         Ok((Imported { rows }, effects))
     }
 

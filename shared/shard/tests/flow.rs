@@ -316,3 +316,23 @@ fn throttle_drops_or_rejects_over_its_limit_and_reopens_after_the_period() {
     w.now.set(60_000);
     assert!(create_one(&s, &w, t("reject")).created);
 }
+
+#[test]
+fn a_restore_keeps_waiting_jobs_waiting_and_running_ones_holding_their_slots() {
+    use edgejobs_core::protocol::{Export, Import};
+    let w = World::default();
+    let s = shard(&w);
+    let (ids, _) = create(&s, &w, (0..3).map(|_| limited("k", 1)).collect());
+    start(&s, &ids[0]);
+    let page = s.export(Export { after: None, max_rows: 100, max_bytes: 1 << 20 }).expect("export");
+    assert_eq!(page.rows, 3);
+    let fresh = shard(&w);
+    let import = Import { shard: 0, ndjson: page.ndjson, first: true, idempotency_window_ms: 60_000, epoch: NOW };
+    let (_, effects) = fresh.import(import).expect("import");
+    assert!(sent(&effects).is_empty(), "the running job holds the key's one slot: {effects:?}");
+    assert_eq!(key(&fresh, "k"), KeyState { running: 1, limit: 1, waiting: 2, ..KeyState::default() });
+    assert_eq!(get(&fresh, &ids[1]).waiting_for.as_deref(), Some("concurrency:k"));
+    consistent(&fresh);
+    assert_eq!(complete(&fresh, &ids[0]), [ids[1].clone()]);
+    consistent(&fresh);
+}

@@ -111,10 +111,11 @@ pub fn parse(cfg: &EdgeConfig, body: &Value, who: &Principal, now: u64) -> std::
 pub fn prepare(cfg: &EdgeConfig, spec: JobSpec, keyless: u16, now: u64) -> std::result::Result<Prepared, ApiError> {
     edgejobs_core::spec::check_schema(&spec)?;
     let flow = resolve_flow(cfg, &spec)?;
-    let shard = match flow.as_ref().and_then(|f| f.route_key()) {
-        // Every key a job names is decided by the shard of its flow key, placed by the first
-        // count so it never moves when `SHARD_COUNT` grows (ARCHITECTURE.md, "Flow control").
-        Some(k) => cfg.topology.schedule_home(&spec.tenant.clone().unwrap_or_default().scope_key(k)),
+    // Every key a job names is decided by the shard of its flow key, placed by the first
+    // count so it never moves when `SHARD_COUNT` grows (ARCHITECTURE.md, "Flow control").
+    let shard = match edgejobs_core::flow::home(flow.as_ref(), &spec.tenant.clone().unwrap_or_default(), &cfg.topology)
+    {
+        Some(home) => home,
         None => shard_for(cfg, spec.idempotency_key.as_deref(), keyless, now),
     };
     let id = JobId::new(shard, now, random_u64());
@@ -127,44 +128,9 @@ pub fn prepare(cfg: &EdgeConfig, spec: JobSpec, keyless: u16, now: u64) -> std::
     Ok(Prepared { shard, job })
 }
 
-/// The job's flow control with its keys resolved: JSON pointers of its type against the
-/// job (built only when a key needs it), `"tenant"`, and an edge webhook's receiver origin
-/// with `WEBHOOK_CONCURRENCY`.
+/// The job's flow control with its keys resolved (see `edgejobs_core::flow::for_spec`).
 pub fn resolve_flow(cfg: &EdgeConfig, spec: &JobSpec) -> std::result::Result<Option<Flow>, ApiError> {
-    use edgejobs_core::flow::{self, KeyRef};
-    let tenant = spec.tenant.clone().unwrap_or_default();
-    let f = &spec.flow;
-    let pointers = f
-        .concurrency
-        .iter()
-        .map(|c| &c.0)
-        .chain(f.rate.iter().map(|r| &r.0))
-        .chain(f.debounce.iter().map(|d| &d.0))
-        .chain(f.throttle.iter().map(|t| &t.0))
-        .any(|k| matches!(k, KeyRef::Pointer(_)));
-    let view = if pointers {
-        serde_json::json!({
-            "type": spec.job_type.name,
-            "payload": spec.payload,
-            "tags": spec.tags,
-            "metadata": spec.metadata,
-            "tenant": tenant.as_str(),
-        })
-    } else {
-        Value::Null
-    };
-    let webhook = match (spec.job_type.lane, cfg.webhook_concurrency) {
-        (edgejobs_core::Lane::Edge, Some(limit)) => {
-            let url = match &spec.job_type.url {
-                Some(u) => Some(u.as_str()),
-                None if spec.job_type.name == "webhook" => spec.payload.get("url").and_then(Value::as_str),
-                None => None,
-            };
-            url.and_then(flow::origin_key).map(|k| (k, limit))
-        }
-        _ => None,
-    };
-    flow::resolve(f, &flow::Subject { job: &view, tenant: tenant.as_str() }, webhook)
+    edgejobs_core::flow::for_spec(spec, cfg.webhook_concurrency)
 }
 
 thread_local! {
