@@ -34,6 +34,7 @@ pub mod edge;
 pub mod handlers;
 pub mod metrics;
 pub mod outbound;
+pub mod slots;
 pub mod stream;
 pub mod upstreams;
 pub mod wake;

@@ -255,10 +255,10 @@ impl Worker {
         }
         // Jobs get their own token: stopping the poll loop must not interrupt them.
         let jobs_stop = CancellationToken::new();
-        // Two limits: `slots` caps running handlers; `intake` caps entries taken (started at
+        // Two limits: `slots` caps running handlers (handed out by priority: `slots.rs`); `intake` caps entries taken (started at
         // the edge, waiting for a slot, or running), so up to `prefetch` jobs are started
         // ahead and a slot that frees starts its next handler at once.
-        let slots = Arc::new(Semaphore::new(self.settings.concurrency));
+        let slots = crate::slots::Slots::new(self.settings.concurrency);
         let intake = Arc::new(Semaphore::new(self.settings.concurrency + self.settings.prefetch));
         let mut tasks = JoinSet::new();
         let mut interval = self.settings.poll_min;
@@ -418,7 +418,7 @@ impl Worker {
     async fn run_entry(
         self: Arc<Self>,
         e: Entry,
-        (taken, slots): (OwnedSemaphorePermit, Arc<Semaphore>),
+        (taken, slots): (OwnedSemaphorePermit, Arc<crate::slots::Slots>),
         cancel: CancellationToken,
     ) {
         let Some(id) = e.id.clone() else {
@@ -462,7 +462,9 @@ impl Worker {
         );
         // A job cancelled while it waits still goes through its handler, which sees the
         // cancelled token at once; the refused outcome then settles the entry as usual.
-        let Ok(slot) = slots.acquire_owned().await else { return };
+        // The highest priority among the jobs this consumer took ahead runs first.
+        let priority = job.flow.as_ref().map_or(edgejobs_core::flow::DEFAULT_PRIORITY, |f| f.priority);
+        let slot = slots.acquire(priority).await;
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         let began = Instant::now();
         let outcome = self.execute(&job, progress, cancel.clone()).await;
