@@ -90,6 +90,9 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
             .collect(),
         flow: flow.map(flow_view),
         waiting_for,
+        // Set by the enqueue's answer (see `flagged`), never on a read.
+        debounced: None,
+        throttled: None,
     }
 }
 

@@ -67,3 +67,48 @@ pub struct FlowPauseRequest {
 pub struct FlowChanged {
     pub changed: bool,
 }
+
+/// A job spec's `concurrency`: one key and limit, or a list of 1 to 2 (all must allow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum ConcurrencyInput {
+    One(crate::job::FlowLimit),
+    Many(Vec<crate::job::FlowLimit>),
+}
+
+/// A job spec's `rate`: at most `limit` starts per `period` for `key`, evenly spaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RateInput {
+    pub key: String,
+    pub limit: u32,
+    pub period: crate::spec::DurationInput,
+}
+
+/// A job spec's `debounce`: enqueues with `key` within `period` collapse into one job that
+/// runs once the key is quiet (the last payload wins); `max_wait` bounds the delay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DebounceInput {
+    pub key: String,
+    pub period: crate::spec::DurationInput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait: Option<crate::spec::DurationInput>,
+}
+
+/// A job spec's `throttle`: at most `limit` jobs created per `period` for `key`; over it,
+/// the enqueue answers 200 with the key's last job (`on_limit: "drop"`) or 429 `throttled`
+/// (`"reject"`, the default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleInput {
+    pub key: String,
+    pub limit: u32,
+    pub period: crate::spec::DurationInput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_limit: Option<String>,
+}

@@ -138,6 +138,14 @@ pub struct Job {
     /// Why a queued job has not started: `concurrency:<key>`, `rate:<key>`, `paused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// On an enqueue's answer only: the job is the debounce key's pending one, which this
+    /// enqueue's payload replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounced: Option<bool>,
+    /// On an enqueue's answer only: the throttle (`on_limit: "drop"`) answered with the
+    /// key's last job instead of creating one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<bool>,
 }
 
 /// A job's flow control as resolved at its creation (keys as the job names them).
@@ -245,6 +253,12 @@ pub struct JobSummary {
     pub stream_entry: Option<StreamEntry>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub epoch: u64,
+    /// Flow control: the job's keys, rate, priority, debounce and throttle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Flow>,
+    /// Why a queued job has not started: `concurrency:<key>`, `rate:<key>`, `paused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// A page of `GET /v1/jobs` or `GET /v1/dead`, newest first. `J` is what a job is read as:

@@ -26,7 +26,9 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
-pub use flow::{BusyKey, BusyKeys, FlowChanged, FlowKey, FlowPauseRequest};
+pub use flow::{
+    BusyKey, BusyKeys, ConcurrencyInput, DebounceInput, FlowChanged, FlowKey, FlowPauseRequest, RateInput, ThrottleInput,
+};
 pub use health::{Check, Checks, Health, HealthStatus, Live};
 pub use job::{
     AttemptRecord, Backoff, Flow, FlowDebounce, FlowLimit, FlowRate, FlowThrottle, Job, JobList, JobState, JobSummary,

@@ -56,6 +56,17 @@ pub struct JobSpec {
     /// configured tenant for an admin key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// Flow control (#28): concurrency keys, rate, priority (0-9), debounce, throttle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::flow::ConcurrencyInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<crate::flow::RateInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<crate::flow::DebounceInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<crate::flow::ThrottleInput>,
 }
 
 /// A schedule to create (`POST /v1/schedules`). `job` is a job spec without

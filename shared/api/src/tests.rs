@@ -377,6 +377,37 @@ fn table(doc: &Value) -> Vec<String> {
                 "ends_at": "2027-12-01T00:00:00Z" }),
         &[".job"],
     ));
+    // Flow control (#28): a key's state, the busiest keys, a pause's body and answer, and
+    // a job spec's flow fields.
+    out.extend(check::<FlowKey>(
+        doc,
+        &s("FlowKey"),
+        json!({ "tenant": "acme", "key": "user:1", "running": 1, "limit": 2, "waiting": 3, "rate_waiting": 0,
+                "rate_next_at": null, "parked": 0, "paused": false }),
+    ));
+    out.extend(check::<BusyKeys>(
+        doc,
+        &response("/v1/flow/busiest", "get", 200),
+        json!({ "keys": [{ "kind": "concurrency", "tenant": "acme", "key": "user:1", "running": 1, "limit": 2,
+                           "waiting": 3 }] }),
+    ));
+    out.extend(check::<FlowPauseRequest>(doc, &s("FlowPauseRequest"), json!({ "key": "user:1", "tenant": "acme" })));
+    out.extend(check::<FlowChanged>(doc, &response("/v1/admin/flow/pause", "post", 200), json!({ "changed": true })));
+    let flowed = json!({ "type": "resize", "payload": { "w": 1 }, "priority": 7,
+                         "concurrency": [{ "key": "user:1", "limit": 1 }, { "key": "acme", "limit": 10 }],
+                         "rate": { "key": "r", "limit": 10, "period": "1s" },
+                         "debounce": { "key": "d", "period": 2000, "max_wait": "10s" },
+                         "throttle": { "key": "t", "limit": 5, "period": "1m", "on_limit": "drop" } });
+    out.extend(check::<JobSpec>(doc, &s("DeclaredJobSpec"), flowed));
+    let mut job = sample_job();
+    if let Some(o) = job.as_object_mut() {
+        o.insert("flow".into(), json!({ "concurrency": [{ "key": "user:1", "limit": 1 }], "priority": 5,
+            "rate": { "key": "r", "limit": 10, "period_ms": 1000 }, "debounce": { "key": "d", "period_ms": 2000, "max_wait_ms": 10000 },
+            "throttle": { "key": "t", "limit": 5, "period_ms": 60000, "on_limit": "drop" } }));
+        o.insert("waiting_for".into(), json!("concurrency:user:1"));
+        o.insert("debounced".into(), json!(true));
+    }
+    out.extend(check::<Job>(doc, &s("Job"), job));
     out.extend(check::<WebhookSecret>(
         doc,
         &response("/v1/admin/webhook-secret", "post", 200),
