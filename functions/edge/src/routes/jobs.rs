@@ -286,6 +286,9 @@ async fn claim_moved_keys(env: &Env, cfg: &EdgeConfig, items: &[Prepared]) -> Ve
     let routes: Vec<(Vec<u16>, Option<String>)> = items
         .iter()
         .map(|p| match (p.job.idempotency_key.as_deref(), p.job.scoped_key()) {
+            // A flow-controlled job lives on its flow key's shard, which never moves: its
+            // idempotency key was never anywhere else.
+            _ if p.job.flow.as_ref().and_then(|f| f.route_key()).is_some() => (Vec::new(), None),
             (Some(k), Some(scoped)) => (cfg.topology.route_key(k, now, window).claim_first, Some(scoped)),
             _ => (Vec::new(), None),
         })
