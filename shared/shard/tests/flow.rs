@@ -336,3 +336,37 @@ fn a_restore_keeps_waiting_jobs_waiting_and_running_ones_holding_their_slots() {
     assert_eq!(complete(&fresh, &ids[0]), [ids[1].clone()]);
     consistent(&fresh);
 }
+
+#[test]
+fn a_schedules_runs_go_through_the_gate() {
+    use edgejobs_core::protocol::{ScheduleOp, ScheduleReply};
+    let vars: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::from([
+        ("SHARD_COUNT", "1".to_owned()),
+        ("EDGEJOBS_API_KEYS", "ej_test_jobs_key_0123456789".to_owned()),
+        ("EDGEJOBS_ADMIN_KEYS", "ej_test_admin_key_0123456789".to_owned()),
+        ("EDGEJOBS_CONSUMER_TOKEN", "ej_test_consumer_token_0123456789".to_owned()),
+        ("WEBHOOK_SIGNING_SECRET", "ej_test_webhook_secret_0123456789".to_owned()),
+        ("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:1".to_owned()),
+        ("UPSTASH_REDIS_REST_TOKEN", "ej_test_upstash_token_0123456789".to_owned()),
+        ("PAYLOAD_ENCRYPTION_KEYS", "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned()),
+    ]);
+    let cfg = edgejobs_core::config::EdgeConfig::parse(|k| vars.get(k).cloned()).expect("config");
+    let w = World::default();
+    let s = shard(&w);
+    let create = json!({ "name": "every", "cron": "0 * * * *",
+        "job": { "type": "noop", "priority": 8, "concurrency": { "key": "k", "limit": 1 } } });
+    let def = edgejobs_core::schedule::parse_create(&create, NOW, &cfg.types).expect("schedule");
+    s.schedules(ScheduleOp::Create { schedule: Box::new(def.schedule) }, &cfg).expect("created");
+    let mut run = || match s.schedules(ScheduleOp::Trigger { name: "every".into() }, &cfg).expect("trigger") {
+        (ScheduleReply::Triggered { job, .. }, effects, _) => (job, sent(&effects)),
+        (other, _, _) => panic!("{other:?}"),
+    };
+    let (first, sent_first) = run();
+    assert_eq!(sent_first, [first.id.clone()]);
+    assert_eq!(first.flow.as_ref().map(|f| f.priority), Some(8), "the run carries the schedule's flow");
+    w.now.set(1);
+    let (second, sent_second) = run();
+    assert!(sent_second.is_empty(), "the key's one slot is the first run's");
+    assert_eq!(get(&s, &second.id).waiting_for.as_deref(), Some("concurrency:k"));
+    consistent(&s);
+}
