@@ -357,12 +357,12 @@ fn a_schedules_runs_go_through_the_gate() {
         "job": { "type": "noop", "priority": 8, "concurrency": { "key": "k", "limit": 1 } } });
     let def = edgejobs_core::schedule::parse_create(&create, NOW, &cfg.types).expect("schedule");
     s.schedules(ScheduleOp::Create { schedule: Box::new(def.schedule) }, &cfg).expect("created");
-    let mut run = || match s.schedules(ScheduleOp::Trigger { name: "every".into() }, &cfg).expect("trigger") {
+    let run = || match s.schedules(ScheduleOp::Trigger { name: "every".into() }, &cfg).expect("trigger") {
         (ScheduleReply::Triggered { job, .. }, effects, _) => (job, sent(&effects)),
         (other, _, _) => panic!("{other:?}"),
     };
     let (first, sent_first) = run();
-    assert_eq!(sent_first, [first.id.clone()]);
+    assert_eq!(sent_first, std::slice::from_ref(&first.id));
     assert_eq!(first.flow.as_ref().map(|f| f.priority), Some(8), "the run carries the schedule's flow");
     w.now.set(1);
     let (second, sent_second) = run();
