@@ -10,7 +10,7 @@
 //!
 //! Layout: this file is the command line's definition and its dispatch; `client.rs` finds
 //! the API and calls it; one module per command group (`jobs.rs`: enqueue, get, list,
-//! cancel, retry, tail; `dead.rs`; `backups.rs`; `schedules.rs`; `health.rs`);
+//! cancel, retry, tail; `dead.rs`; `backups.rs`; `schedules.rs`; `flow.rs`; `health.rs`);
 //! `input.rs` reads job specs, `output.rs` writes tables, JSON and progress.
 
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand};
 mod backups;
 mod client;
 mod dead;
+mod flow;
 mod health;
 mod input;
 mod jobs;
@@ -94,6 +95,9 @@ enum Command {
     /// Schedules: recurring jobs (reading: any key; changing: an admin key).
     #[command(subcommand)]
     Schedules(Schedules),
+    /// Flow control's keys: show one, the busiest, pause or resume a key or a type.
+    #[command(subcommand)]
+    Flow(Flow),
     /// The edge's health; exit code 6 when unhealthy.
     Health,
     /// Follow new jobs and failures as they happen (Ctrl-C stops).
@@ -264,6 +268,45 @@ enum Schedules {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum Flow {
+    /// One key's state: running, waiting, rate, parked, paused.
+    Show {
+        /// The key (as the jobs name it).
+        #[arg(value_name = "KEY")]
+        flow_key: String,
+        /// The key's tenant (an admin key; a jobs key sees its own).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Pause a key or a type (admin key): nothing new starts; queued jobs stay, parked.
+    Pause(Target),
+    /// Resume a key or a type (admin key): its parked jobs start again.
+    Resume(Target),
+    /// The keys with the most waiting jobs.
+    Busiest {
+        #[arg(short = 'n', long = "n", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+        n: u32,
+    },
+}
+
+/// What `flow pause` and `flow resume` name: a key (of a tenant) or a job type. (The key
+/// is positional: `--key` is the API key.)
+#[derive(Debug, Args)]
+#[group(skip)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["flow_key", "job_type"]))]
+struct Target {
+    /// The key (as the jobs name it).
+    #[arg(value_name = "KEY")]
+    flow_key: Option<String>,
+    /// The key's tenant (default: default).
+    #[arg(long, requires = "flow_key")]
+    tenant: Option<String>,
+    /// A job type (paused on every shard, for every tenant).
+    #[arg(long = "type")]
+    job_type: Option<String>,
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -302,6 +345,7 @@ fn run(cli: &Cli, api: &Api) -> Res<()> {
         Command::Backups(b) => backups::run(cli, api, b),
         Command::Reseal { limit } => reseal::run(cli, api, *limit),
         Command::Schedules(s) => schedules::run(cli, api, s),
+        Command::Flow(f) => flow::run(cli, api, f),
         Command::Health => health::run(cli, api),
         Command::Tail { job_type, tag, interval, run_for } => jobs::tail(cli, api, job_type, tag, *interval, *run_for),
         Command::Consume(_) | Command::Completions { .. } => Ok(()),
