@@ -239,6 +239,9 @@ pub enum Role {
     /// moves in the same transaction as the jobs it counts), exported as a gauge summed
     /// over the shards.
     Level,
+    /// A gauge the edge computes at scrape time from the shards' flow lists (#28), not
+    /// stored: the busiest keys only, so its labels stay bounded.
+    Scrape,
 }
 
 macro_rules! registry {
@@ -310,6 +313,9 @@ registry! {
     BackupLastSizeBytes "edgejobs_backup_last_size_bytes" Gauge "Size of the newest valid backup.";
     SweepLastRunTimestampSeconds "edgejobs_sweep_last_run_timestamp_seconds" Gauge "Unix time the sweep last ran.";
     DeploymentFirstSeenTimestampSeconds "edgejobs_deployment_first_seen_timestamp_seconds" Internal "When the edge first answered /health (the grace before a backup is due).";
+    FlowWaiting "edgejobs_flow_waiting" Scrape "Jobs waiting in the 10 busiest flow lists across the shards, by kind (concurrency, rate, paused, paused_type), tenant and key.";
+    FlowRunning "edgejobs_flow_running" Scrape "Jobs holding a slot of the 10 busiest concurrency keys across the shards, by tenant and key.";
+    FlowWaitingJobs "edgejobs_flow_waiting_jobs" Scrape "Jobs waiting in flow lists (for a concurrency slot, a rate or a resume), summed over each shard's 100 busiest lists (exact while a shard has at most 100).";
 }
 
 /// The registered metrics of one role, in registry order.

@@ -11,6 +11,8 @@ use edgejobs_api::{BusyKey, BusyKeys, FlowChanged, FlowKey};
 use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::flow::{BusyList, FlowOp, FlowReply, KeyState, MAX_KEY_BYTES, Target};
+use edgejobs_core::metrics::{Family, Kind};
+use edgejobs_core::stats::Metric;
 use edgejobs_core::tenant::Tenant;
 use edgejobs_core::time::format_rfc3339;
 use edgejobs_core::types::Types;
@@ -198,6 +200,35 @@ pub fn merge_busiest(lists: Vec<Vec<BusyList>>, n: u32, only: Option<&Tenant>) -
     all
 }
 
+/// How many of the busiest lists `/metrics` labels (a key is a label value: few, so the
+/// series stay bounded whatever the keys).
+pub const METRIC_TOP: u32 = 10;
+
+/// Flow control's gauges from every shard's busiest lists (`None`: the shards could not be
+/// read; the families are then shown without samples, rather than as zeros):
+/// `edgejobs_flow_waiting` for the [`METRIC_TOP`] lists with the most waiting jobs,
+/// `edgejobs_flow_running` for the [`METRIC_TOP`] concurrency keys with the most running,
+/// and `edgejobs_flow_waiting_jobs`, every list's waiting jobs summed.
+pub fn metric_families(lists: Option<&[Vec<BusyList>]>) -> Vec<Family> {
+    let family = |m: Metric| Family::new(m.name(), m.help(), Kind::Gauge);
+    let (mut waiting, mut running, mut total) =
+        (family(Metric::FlowWaiting), family(Metric::FlowRunning), family(Metric::FlowWaitingJobs));
+    if let Some(lists) = lists {
+        let merged = merge_busiest(lists.to_vec(), METRIC_TOP, None);
+        for k in merged.iter().filter(|k| k.waiting > 0) {
+            waiting.sample(&[("kind", &k.kind), ("tenant", &k.tenant), ("key", &k.key)], k.waiting as f64);
+        }
+        let mut busy: Vec<&BusyList> =
+            lists.iter().flatten().filter(|l| l.kind == "concurrency" && l.running > 0).collect();
+        busy.sort_by(|a, b| b.running.cmp(&a.running).then_with(|| (&a.tenant, &a.key).cmp(&(&b.tenant, &b.key))));
+        for l in busy.into_iter().take(METRIC_TOP as usize) {
+            running.sample(&[("tenant", &l.tenant), ("key", &l.key)], l.running as f64);
+        }
+        total.sample(&[], lists.iter().flatten().map(|l| l.waiting).sum::<u64>() as f64);
+    }
+    vec![waiting, running, total]
+}
+
 fn malformed() -> ApiError {
     ApiError::new(ErrorCode::Unavailable, "malformed shard answer")
 }
@@ -223,6 +254,24 @@ mod tests {
         assert_eq!(keys(merge_busiest(shards.clone(), 2, None)), ["c", "noop"]);
         let acme = Tenant::parse("acme").expect("tenant");
         assert_eq!(keys(merge_busiest(shards, 10, Some(&acme))), ["c", "a"]);
+    }
+
+    #[test]
+    fn metrics_show_the_busiest_lists_only() {
+        let mut shard: Vec<BusyList> =
+            (0..30).map(|i| list("concurrency", "acme", &format!("k{i:02}"), i, i)).collect();
+        shard.push(list("paused_type", "", "noop", 0, 100));
+        let fams = metric_families(Some(&[shard, vec![list("rate", "beta", "r", 0, 1)]]));
+        let page = edgejobs_core::metrics::render(&fams);
+        let series = |name: &str| page.lines().filter(|l| l.starts_with(&format!("{name}{{"))).count();
+        assert_eq!((series("edgejobs_flow_waiting"), series("edgejobs_flow_running")), (10, 10), "{page}");
+        assert!(page.contains("edgejobs_flow_waiting{kind=\"paused_type\",tenant=\"\",key=\"noop\"} 100"), "{page}");
+        assert!(page.contains("edgejobs_flow_running{tenant=\"acme\",key=\"k29\"} 29"), "{page}");
+        assert!(!page.contains("key=\"r\""), "a list outside the top 10: {page}");
+        // Every list's waiting jobs: 0 + 1 + ... + 29, the paused type's 100 and the rate's 1.
+        assert!(page.contains("edgejobs_flow_waiting_jobs 536"), "{page}");
+        let unread = edgejobs_core::metrics::render(&metric_families(None));
+        assert!(!unread.contains("edgejobs_flow_waiting_jobs 0"), "{unread}");
     }
 
     #[test]

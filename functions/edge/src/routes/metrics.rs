@@ -94,5 +94,13 @@ async fn scrape(env: &Env, flush: bool) -> std::result::Result<Vec<Family>, ApiE
     };
     all.push(stats_object);
     let (health, _) = super::health::evaluate_with(env, cfg.as_ref(), &fetched).await;
-    Ok(families(&all, now_ms(), health))
+    // Flow control's busiest lists (#28): gauges of the top keys only; a shard that does not
+    // answer leaves them without samples, not the scrape refused.
+    let lists = match &cfg {
+        Some(c) => super::flow::busiest_lists(env, c, super::flow::MAX_BUSIEST).await.ok(),
+        None => None,
+    };
+    let mut fams = families(&all, now_ms(), health);
+    fams.extend(super::flow::metric_families(lists.as_deref()));
+    Ok(fams)
 }
