@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use edgejobs_tests::browser::Browser;
 use edgejobs_tests::hooks::Reply;
 use edgejobs_tests::stack::StackOptions;
 use serde_json::{Value, json};
@@ -20,6 +21,7 @@ pub const TESTS: &[Test] = &[
     ("flow_api_bad_inputs_answer_400", bad_inputs_answer_400),
     ("flow_api_type_pause_parks_a_plain_job", type_pause_parks_a_plain_job),
     ("flow_api_cli_show_pause_resume_busiest", cli_show_pause_resume_busiest),
+    ("flow_api_dashboard_shows_busiest_keys_and_resumes_one", dashboard_shows_busiest_keys_and_resumes_one),
 ];
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -347,4 +349,53 @@ fn cli_show_pause_resume_busiest(ctx: &Ctx) -> anyhow::Result<()> {
     let v: Value = serde_json::from_str(&out).with_context(|| format!("not JSON: {out}"))?;
     ensure(v["changed"] == true, || format!("resume: {v}"))?;
     ctx.wait_state(&id, "completed", WAIT).map(|_| ())
+}
+
+/// The dashboard's Flow view in a real browser: a jobs key sees its parked key and no
+/// button; an admin resumes it with the row's button, and the parked job then runs.
+fn dashboard_shows_busiest_keys_and_resumes_one(ctx: &Ctx) -> anyhow::Result<()> {
+    let key = unique("flow-ui");
+    ensure(pause(ctx, &json!({ "key": key }), true)?, || "pause changed nothing".into())?;
+    let outcome = (|| -> anyhow::Result<()> {
+        let id = ctx.enqueue(&json!({ "type": "noop", "concurrency": { "key": key, "limit": 1 } }))?;
+        let q = format!("key={key}");
+        wait_for("the job was never parked", || flow(ctx, &ctx.api_key, &q), |v| v["parked"] == 1)?;
+        let shots = StackOptions::default_root().join("target/dashboard");
+        std::fs::create_dir_all(&shots)?;
+        let mut b = Browser::launch(&shots)?;
+        b.goto(&format!("{}/dashboard", ctx.edge))?;
+        let row = format!("#flow-list tr[data-key='{key}'][data-kind='paused']");
+        let sign_in = |b: &mut Browser, k: &str| -> anyhow::Result<()> {
+            b.wait_for(
+                "document.body.dataset.view === 'login' && document.querySelector('#key')",
+                Duration::from_secs(20),
+            )?;
+            b.fill("#key", k)?;
+            b.click("#login button[type=submit]")?;
+            b.wait_for(
+                "document.body.dataset.view === 'overview' && document.querySelector('#tiles')",
+                Duration::from_secs(20),
+            )?;
+            b.eval("location.hash = '#/flow'")?;
+            b.wait_for(
+                &format!("document.body.dataset.view === 'flow' && document.querySelector(\"{row}\") !== null"),
+                Duration::from_secs(20),
+            )
+        };
+        sign_in(&mut b, &ctx.api_key)?;
+        ensure(b.eval(&format!("document.querySelectorAll(\"{row} button\").length"))? == json!(0), || {
+            "a pause button offered to a jobs key".into()
+        })?;
+        b.click("#logout")?;
+        sign_in(&mut b, &ctx.admin_key)?;
+        ensure(b.text(&row)?.contains("default"), || "the row names the tenant".into())?;
+        b.screenshot("flow")?;
+        b.click(&format!("{row} button.resume"))?;
+        b.wait_for("document.querySelector('#flash').textContent.includes('resumed')", Duration::from_secs(20))?;
+        let after = flow(ctx, &ctx.api_key, &q)?;
+        ensure(after["paused"] == false, || format!("not resumed through the page: {after}"))?;
+        ctx.wait_state(&id, "completed", WAIT).map(|_| ())
+    })();
+    let _ = pause(ctx, &json!({ "key": key }), false);
+    outcome
 }

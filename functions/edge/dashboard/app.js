@@ -143,7 +143,7 @@ async function render() {
   state.timer = null;
   const r = route();
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.view === r.view);
-  const views = { overview, jobs, job, dead, schedules, backups };
+  const views = { overview, jobs, job, dead, schedules, flow, backups };
   const view = views[r.view] || overview;
   document.body.dataset.view = r.view;
   try {
@@ -399,7 +399,8 @@ async function job(r) {
           [["type", j.type], ["lane", j.lane], ["state", j.state], ["attempt", `${j.attempt} (${j.attempt - j.series_base} of ${j.max_attempts} in this series)`],
             ["timeout", `${j.timeout_ms / 1000} s`], ["idempotency key", j.idempotency_key || "—"], ["tags", (j.tags || []).join(", ") || "—"],
             ["created", when(j.created_at)], ["runs at", when(j.run_at)], ["started", when(j.started_at) || "—"],
-            ["finished", when(j.finished_at) || "—"], ["last change", when(j.updated_at)], ["last error", j.last_error || "—"]]
+            ["finished", when(j.finished_at) || "—"], ["last change", when(j.updated_at)], ["last error", j.last_error || "—"],
+            ["priority", j.flow ? String(j.flow.priority) : "—"], ["waiting for", j.waiting_for || "—"]]
             .map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
       el("div", { class: "card" }, el("h2", {}, "Payload"), pretty(j.payload),
         el("h2", {}, "Result"), pretty(j.result), el("h2", {}, "Metadata"), pretty(j.metadata))),
@@ -481,6 +482,58 @@ async function schedules(r) {
           el("td", { class: "row-actions" }, actions(s))))))
         : el("p", { class: "muted", id: "empty" }, "No schedule yet: create one with POST /v1/schedules or `edgejobs schedules create`."),
       pager(r.params, "schedules", page.next_cursor)));
+}
+
+// ---------- flow control ----------
+
+// The busiest flow keys (most waiting jobs first) and one key's state; an admin pauses and
+// resumes keys (and a paused type) from here.
+async function flow(r) {
+  const key = r.params.get("key") || "";
+  const tenant = r.params.get("tenant") || "";
+  const [busiest, one] = await Promise.all([
+    api("GET", "/v1/flow/busiest?n=20"),
+    key ? api("GET", `/v1/flow?${new URLSearchParams(tenant ? { key, tenant } : { key })}`) : null,
+  ]);
+  const toggle = (target, pause, what) => el("button", { class: `plain ${pause ? "pause" : "resume"}`, on: { click: async () => {
+    const done = () => `${what} ${pause ? "paused: nothing new starts" : "resumed"}.`;
+    if (await act(done, () => api("POST", `/v1/admin/flow/${pause ? "pause" : "resume"}`, target))) render();
+  } } }, pause ? "Pause" : "Resume");
+  const isType = (k) => k.kind === "paused_type";
+  const actions = (k) => state.admin ? toggle(isType(k) ? { type: k.key } : { key: k.key, tenant: k.tenant },
+    !k.kind.startsWith("paused"), isType(k) ? `Type ${k.key}` : `Key ${k.key}`) : null;
+  const form = el("form", { class: "filters card", id: "flow-key" },
+    el("label", {}, "key", el("input", { name: "key", value: key, size: 28, spellcheck: false })),
+    state.admin && el("label", {}, "tenant", el("input", { name: "tenant", value: tenant, size: 12, placeholder: "default" })),
+    el("button", { type: "submit" }, "Show"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const p = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (v) p.set(k, v);
+    go("flow", p);
+  });
+  const card = one && el("div", { class: "card", id: "flow-state", "data-paused": String(one.paused) },
+    el("h2", {}, "Key ", el("span", { class: "mono" }, one.key), ` of tenant ${one.tenant}`),
+    el("dl", { class: "kv" },
+      [["state", one.paused ? "paused" : "open"], ["running", `${one.running} of ${one.limit || "—"}`],
+        ["waiting for a slot", one.waiting], ["waiting for the rate", one.rate_waiting],
+        ["rate's next start", when(one.rate_next_at) || "—"], ["parked while paused", one.parked]]
+        .map(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))])),
+    state.admin && el("div", { class: "actions" }, toggle({ key: one.key, tenant: one.tenant }, !one.paused, `Key ${one.key}`)));
+  replace(
+    el("h1", {}, "Flow control"),
+    form,
+    card,
+    el("div", { class: "card" }, el("h2", {}, "Busiest keys"),
+      !state.admin && el("p", { class: "muted" }, "Pausing and resuming need an admin key."),
+      busiest.keys.length ? el("table", { id: "flow-list" },
+        el("thead", {}, el("tr", {}, ["kind", "tenant", "key", "running", "limit", "waiting", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, busiest.keys.map((k) => el("tr", { "data-key": k.key, "data-kind": k.kind, "data-tenant": k.tenant },
+          el("td", {}, k.kind), el("td", {}, k.tenant || "—"),
+          el("td", { class: "mono" }, isType(k) ? k.key : el("a", { href: `#/flow?${new URLSearchParams({ key: k.key, tenant: k.tenant })}` }, k.key)),
+          el("td", {}, String(k.running)), el("td", {}, k.limit ? String(k.limit) : "—"), el("td", {}, String(k.waiting)),
+          el("td", { class: "row-actions" }, actions(k))))))
+        : el("p", { class: "muted", id: "empty" }, "No job waits for a flow key.")));
 }
 
 // ---------- backups ----------
