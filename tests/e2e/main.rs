@@ -9,6 +9,7 @@ mod cli;
 mod consumer;
 mod dashboard;
 mod examples;
+mod flow_api;
 mod growth;
 mod hook;
 mod hostile;
@@ -58,6 +59,7 @@ fn main() {
         lease::TESTS,
         wake::TESTS,
         growth::TESTS,
+        flow_api::TESTS,
     ]
     .concat();
     if listing {
