@@ -2,10 +2,14 @@
 //! (`GET /v1/flow/busiest`), and pausing or resuming a key or a type
 //! (`POST /v1/admin/flow/pause`, `POST /v1/admin/flow/resume`, admin scope).
 //!
-//! A key lives on one shard, the home of its tenant-scoped name under the first shard count
-//! (where the router places every job of that key; see `jobs::prepare`), so a key's read or
-//! pause is one shard call. A type's jobs live everywhere: its pause goes to every shard.
-//! The busiest keys are each shard's top lists, merged.
+//! A job lives on the shard of its flow key (its last concurrency key, else its rate key...;
+//! see `jobs::prepare`), and the shard keeps the lists of every key the job names. A key is
+//! therefore mostly on its own home shard, but not always: a narrower key listed before a
+//! broader one (`[user, tenant]`, or any key of an edge webhook, which gets its origin's key
+//! last) has its lists on the broader key's shard. So a key's read and a key's pause go to
+//! every shard (a read sums what they hold; a pause holds everywhere, so it catches the
+//! key's jobs wherever they are), as a type's pause does. The busiest keys are each shard's
+//! top lists, merged.
 
 use edgejobs_api::{BusyKey, BusyKeys, FlowChanged, FlowKey};
 use edgejobs_core::auth::Principal;
@@ -51,9 +55,26 @@ pub fn parse_n(raw: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::field("n", format!("must be an integer from 1 to {MAX_BUSIEST}")))
 }
 
-/// The shard that decides `key` of `tenant`.
-fn home(cfg: &EdgeConfig, tenant: &Tenant, key: &str) -> u16 {
-    cfg.topology.schedule_home(&tenant.scope_key(key))
+/// Every shard (a key's lists may be on any; see the module's notes).
+fn every_shard(cfg: &EdgeConfig) -> std::ops::Range<u16> {
+    0..cfg.topology.count()
+}
+
+/// What the shards hold of one key, as one: counts summed, the highest limit, the earliest
+/// next rate start, paused when any shard has it paused.
+pub fn merge_key_states(states: impl IntoIterator<Item = KeyState>) -> KeyState {
+    states.into_iter().fold(KeyState::default(), |a, s| KeyState {
+        running: a.running + s.running,
+        limit: a.limit.max(s.limit),
+        waiting: a.waiting + s.waiting,
+        rate_waiting: a.rate_waiting + s.rate_waiting,
+        rate_next_at: match (a.rate_next_at, s.rate_next_at) {
+            (0, b) | (b, 0) => b,
+            (x, y) => x.min(y),
+        },
+        parked: a.parked + s.parked,
+        paused: a.paused || s.paused,
+    })
 }
 
 /// A shard's key state as the API shows it at `now`: the rate's next start only while it
@@ -87,10 +108,15 @@ pub async fn key(req: &Request, env: &Env, cfg: &EdgeConfig, who: &Principal) ->
     let key = key.ok_or_else(|| ApiError::field("key", "is required (the flow key)"))?;
     let tenant = who.sees.owner_of_new(asked)?;
     let op = FlowOp::Key { tenant: tenant.clone(), key: key.clone() };
-    match shard::call(env, home(cfg, &tenant, &key), op).await? {
-        FlowReply::Key(s) => respond(200, &key_view(&tenant, key, s, now_ms())),
-        _ => Err(malformed()),
+    let calls = every_shard(cfg).map(|s| shard::call(env, s, op.clone()));
+    let mut states = Vec::new();
+    for r in join_all(calls).await {
+        match r? {
+            FlowReply::Key(s) => states.push(s),
+            _ => return Err(malformed()),
+        }
     }
+    respond(200, &key_view(&tenant, key, merge_key_states(states), now_ms()))
 }
 
 /// What a pause or resume names, read from its body: `{"key", "tenant"?}` or `{"type"}`.
@@ -124,17 +150,14 @@ pub fn parse_target(body: &Value, types: &Types) -> Result<Target, ApiError> {
     }
 }
 
-/// `POST /v1/admin/flow/pause` (`paused`) and `.../resume`: a key on its shard, a type on
-/// every shard (changed when any shard changed). Nothing new starts while paused; queued
-/// jobs stay, parked, and start on resume.
+/// `POST /v1/admin/flow/pause` (`paused`) and `.../resume`: a key or a type, on every shard
+/// (changed when any shard changed; a shard that fails fails the call, which is idempotent:
+/// call again). Nothing new starts while paused; queued jobs stay, parked, and start on
+/// resume.
 pub async fn pause(req: &mut Request, env: &Env, cfg: &EdgeConfig, paused: bool) -> Out {
     let body = http::read_json(req).await?;
     let target = parse_target(&body, &cfg.types)?;
-    let shards: Vec<u16> = match &target {
-        Target::Key { tenant, key } => vec![home(cfg, tenant, key)],
-        Target::Type { .. } => (0..cfg.topology.count()).collect(),
-    };
-    let calls = shards.into_iter().map(|s| shard::call(env, s, FlowOp::Pause { target: target.clone(), paused }));
+    let calls = every_shard(cfg).map(|s| shard::call(env, s, FlowOp::Pause { target: target.clone(), paused }));
     let mut changed = false;
     for r in join_all(calls).await {
         match r? {
@@ -163,7 +186,7 @@ pub async fn busiest(req: &Request, env: &Env, cfg: &EdgeConfig, who: &Principal
 
 /// Every shard's `n` busiest lists (a shard that fails fails the read).
 pub async fn busiest_lists(env: &Env, cfg: &EdgeConfig, n: u32) -> Result<Vec<Vec<BusyList>>, ApiError> {
-    let calls = (0..cfg.topology.count()).map(|s| shard::call(env, s, FlowOp::Busiest { n }));
+    let calls = every_shard(cfg).map(|s| shard::call(env, s, FlowOp::Busiest { n }));
     let mut out = Vec::new();
     for r in join_all(calls).await {
         match r? {
@@ -282,6 +305,30 @@ mod tests {
         assert_eq!(key_view(&t, "k".into(), s(500), 1000).rate_next_at, None);
         assert_eq!(key_view(&t, "k".into(), s(2000), 1000).rate_next_at.as_deref(), Some("1970-01-01T00:00:02.000Z"));
         assert_eq!(key_view(&t, "k".into(), s(2000), 1000).tenant, "default");
+    }
+
+    #[test]
+    fn a_key_held_on_several_shards_reads_as_one() {
+        let s = |running, waiting, limit, next, paused| KeyState {
+            running,
+            limit,
+            waiting,
+            rate_waiting: waiting,
+            rate_next_at: next,
+            parked: 1,
+            paused,
+        };
+        let merged = merge_key_states([
+            s(1, 2, 2, 0, false),
+            KeyState::default(),
+            s(1, 3, 3, 500, true),
+            s(0, 0, 1, 300, false),
+        ]);
+        assert_eq!(
+            merged,
+            KeyState { running: 2, limit: 3, waiting: 5, rate_waiting: 5, rate_next_at: 300, parked: 3, paused: true }
+        );
+        assert_eq!(merge_key_states([]), KeyState::default());
     }
 
     #[test]
