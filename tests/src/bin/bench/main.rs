@@ -15,8 +15,10 @@
 //! - [`procfs`]: CPU time and peak RSS of the stack's processes;
 //! - [`wrk`]: reads wrk's output;
 //! - [`report`]: targets, machine facts, the printed tables;
-//! - [`latency`]: enqueue-to-start/-complete of both lanes, BullMQ beside them, CPU per job.
+//! - [`latency`]: enqueue-to-start/-complete of both lanes, BullMQ beside them, CPU per job;
+//! - [`flow`]: flow control's cost, fairness, limits and debounce (issue #28).
 
+mod flow;
 mod latency;
 mod model;
 mod ops;
@@ -300,8 +302,9 @@ impl Bench {
         }
     }
 
-    /// Enqueues `jobs` jobs with batch requests of up to 100 from `clients` threads.
-    fn enqueue(&self, spec: &Value, jobs: usize) -> EnqueueOutcome {
+    /// Enqueues jobs `0..jobs`, job `n` being `spec(n)`, in order, with batch requests of up
+    /// to 100 from `clients` threads.
+    fn enqueue_each(&self, jobs: usize, spec: impl Fn(usize) -> Value + Sync) -> EnqueueOutcome {
         let batches = jobs.div_ceil(BATCH);
         let next = AtomicUsize::new(0);
         let url = self.edge("/v1/jobs/batch");
@@ -317,7 +320,7 @@ impl Bench {
                                 return out;
                             }
                             let n = BATCH.min(jobs - b * BATCH);
-                            let body = json!({ "jobs": vec![spec.clone(); n] });
+                            let body = json!({ "jobs": (b * BATCH..b * BATCH + n).map(&spec).collect::<Vec<_>>() });
                             let r = self.http.post(&url).bearer_auth(&key).json(&body).send();
                             let fail = |out: &mut EnqueueOutcome, e: String| {
                                 out.failed_requests += 1;
@@ -411,11 +414,23 @@ impl Bench {
     /// counter), then read the settled counters.
     fn lane(&mut self, spec: Value, jobs: usize, consumer: Option<usize>) -> anyhow::Result<Lane> {
         let job_type = spec["type"].as_str().unwrap_or("noop").to_owned();
+        self.lane_each(&job_type, jobs, consumer, |_| spec.clone())
+    }
+
+    /// [`Bench::lane`] with job `n` being `spec(n)` (every job of type `job_type`).
+    fn lane_each(
+        &mut self,
+        job_type: &str,
+        jobs: usize,
+        consumer: Option<usize>,
+        spec: impl Fn(usize) -> Value + Sync,
+    ) -> anyhow::Result<Lane> {
+        let job_type = job_type.to_owned();
         let before = self.settled(consumer)?;
         let base = before.completed(&job_type).context("the edge's /metrics has no edgejobs_jobs_completed_total")?;
         let cpu0 = cpu_snap(&self.roots());
         let t0 = Instant::now();
-        let out = self.enqueue(&spec, jobs);
+        let out = self.enqueue_each(jobs, spec);
         let enqueue_s = t0.elapsed().as_secs_f64();
         check_interrupted()?;
         say(format!(
@@ -935,6 +950,9 @@ fn scenarios(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
         check_interrupted()?;
         say(format!("the latency scenario stopped: {e:#}"));
         report["scenarios"]["latency"]["error"] = json!(format!("{e:#}"));
+    }
+    if only.contains("flow") {
+        flow::run(b, report)?;
     }
     if only.contains("schedules") {
         let secs = if b.s.quick { 8 } else { 20 };

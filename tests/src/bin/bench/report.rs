@@ -162,6 +162,7 @@ pub fn targets(report: &Value) -> Vec<Value> {
         t("stream_pending_after_run", "pending stream entries after the run", f(&stream["pending"]), "<=", 0.0),
     ];
     out.extend(crate::latency::targets(report));
+    out.extend(crate::flow::targets(report));
     out
 }
 
@@ -352,6 +353,7 @@ pub fn print_table(r: &Value) {
     ]);
     print_rows(&["scenario", "result", "target", "met?"], &rows);
     crate::latency::print(r);
+    crate::flow::print(r);
 
     // Operations per job.
     println!();

@@ -13,7 +13,8 @@ usage: edgejobs-bench [--quick] [--json-only] [options]
 Starts a private local stack (release binaries, 127.0.0.1 only), runs the scenarios, prints a
 table and writes target/bench/bench-<unix time>.json and target/bench/latest.json.
 
-  --quick              smaller counts (2,000 edge jobs, 500 native jobs, 3 s wrk runs)
+  --quick              smaller counts (2,000 edge jobs, 500 native jobs, 3 s wrk runs; flow:
+                       200 keys × 5 jobs, a flood of 2,500 jobs)
   --json-only          print only the JSON object on stdout (progress still goes to stderr)
   --duration D         each wrk run (default 10s; env BENCH_DURATION)
   --threads N          wrk threads (default 2; env BENCH_THREADS)
@@ -28,7 +29,8 @@ table and writes target/bench/bench-<unix time>.json and target/bench/latest.jso
   --timeout D          bound on waiting for completions per scenario (default 300s, quick 120s;
                        env BENCH_TIMEOUT)
   --only LIST          run only these of: edge,native,liveness,single,batch,reference,schedules,
-                       latency (both lanes idle and loaded, with BullMQ beside them), bullmq
+                       latency (both lanes idle and loaded, with BullMQ beside them), bullmq,
+                       flow (flow control: overhead, fairness, limits held, debounce)
   --latency-samples N  idle latency samples per lane, one job at a time (default 200, quick 30;
                        env BENCH_LATENCY_SAMPLES)
   --schedules N        schedules every second in the schedules scenario (default 20)
@@ -39,6 +41,10 @@ table and writes target/bench/bench-<unix time>.json and target/bench/latest.jso
                        must not grow; exits 1 when something grows (tests/src/bin/bench/soak.rs)
   --debug              run the debug binaries (target/debug) that scripts/test already built
 ";
+
+/// The scenarios `--only` may name; a run without `--only` runs them all.
+const SCENARIOS: [&str; 10] =
+    ["edge", "native", "liveness", "single", "batch", "reference", "schedules", "latency", "bullmq", "flow"];
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -107,10 +113,7 @@ pub fn parse_args() -> anyhow::Result<Settings> {
         timeout: Duration::from_secs(if quick { 120 } else { 300 }),
         poll: Duration::from_millis(500),
         settle_timeout: Duration::from_secs(20),
-        only: ["edge", "native", "liveness", "single", "batch", "reference", "schedules", "latency", "bullmq"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        only: SCENARIOS.iter().map(|s| s.to_string()).collect(),
         schedules: 20,
         latency_samples: if quick { 30 } else { 200 },
         out_dir: PathBuf::new(),
@@ -179,10 +182,8 @@ pub fn parse_args() -> anyhow::Result<Settings> {
             "--only" => {
                 let v = value()?;
                 s.only = v.split(',').map(|x| x.trim().to_owned()).filter(|x| !x.is_empty()).collect();
-                let known =
-                    ["edge", "native", "liveness", "single", "batch", "reference", "schedules", "latency", "bullmq"];
-                if let Some(bad) = s.only.iter().find(|x| !known.contains(&x.as_str())) {
-                    bail!("--only: unknown scenario {bad:?} (known: {})", known.join(","));
+                if let Some(bad) = s.only.iter().find(|x| !SCENARIOS.contains(&x.as_str())) {
+                    bail!("--only: unknown scenario {bad:?} (known: {})", SCENARIOS.join(","));
                 }
             }
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
