@@ -10,6 +10,8 @@ mod consumer;
 mod dashboard;
 mod examples;
 mod flow_api;
+mod flow_edge;
+mod flow_native;
 mod growth;
 mod hook;
 mod hostile;
@@ -59,6 +61,8 @@ fn main() {
         lease::TESTS,
         wake::TESTS,
         growth::TESTS,
+        flow_edge::TESTS,
+        flow_native::TESTS,
         flow_api::TESTS,
     ]
     .concat();
