@@ -46,6 +46,31 @@ pub struct Bugs {
     /// (as before growth existed): a router that missed the growth creates the key's job
     /// at the old home while the new home holds one.
     pub moved_key_created: bool,
+    /// The flow gate admits a job whatever its concurrency key's count (`running < limit`
+    /// forgotten): a key runs more than its limit.
+    pub flow_over_limit: bool,
+    /// A job that ends cancelled or dead keeps its concurrency slots (the release forgot
+    /// those endings): the key's count drifts above the jobs holding it, and it stalls.
+    pub flow_slot_leak: bool,
+    /// A released slot does not start the key's next waiting job (the release forgot to
+    /// pump its list): jobs wait while their key has room.
+    pub flow_no_wake: bool,
+}
+
+thread_local! {
+    /// The flow bugs of this thread's shards: the gate runs inside `store::apply`, which
+    /// has no shard to read `Shard::bugs` from (the simulation switches them per run).
+    static FLOW: std::cell::RefCell<Bugs> = std::cell::RefCell::new(Bugs::default());
+}
+
+/// Switches the flow gate's bugs (`flow_*`) of `b` on for this thread.
+pub fn switch_flow(b: &Bugs) {
+    FLOW.with(|f| *f.borrow_mut() = b.clone());
+}
+
+/// This thread's flow bugs.
+pub fn flow() -> Bugs {
+    FLOW.with(|f| f.borrow().clone())
 }
 
 impl Bugs {

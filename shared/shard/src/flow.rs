@@ -277,6 +277,11 @@ impl<S: Sql> Gate<'_, S> {
     /// Gives back every slot `job` holds and takes it out of the list it waits in.
     fn release(&mut self, job: &mut Job) -> Result<(), StoreError> {
         let tenant = job.tenant.clone();
+        #[cfg(feature = "bugs")]
+        let (leak, no_wake) = {
+            let b = crate::bugs::flow();
+            (b.flow_slot_leak && matches!(job.state, JobState::Cancelled | JobState::Dead), b.flow_no_wake)
+        };
         let Some(flow) = job.flow.as_mut() else { return Ok(()) };
         let held: Vec<String> = flow
             .order()
@@ -288,8 +293,16 @@ impl<S: Sql> Gate<'_, S> {
         let spot = flow.spot.take();
         job.waiting_for = None;
         for l in held {
+            #[cfg(feature = "bugs")]
+            if leak {
+                continue;
+            }
             let row = self.list(&l)?;
             row.running = row.running.saturating_sub(1);
+            #[cfg(feature = "bugs")]
+            if no_wake {
+                continue;
+            }
             self.to_pump.insert(l);
         }
         if let Some(s) = spot {
@@ -331,7 +344,13 @@ impl<S: Sql> Gate<'_, S> {
         for (l, c) in &keys {
             let row = self.list(l)?;
             row.lim = u64::from(c.limit);
-            let room = row.running < row.lim && (row.waiting == 0 || popped.as_deref() == Some(l.as_str()));
+            #[allow(unused_mut)]
+            let mut below = row.running < row.lim;
+            #[cfg(feature = "bugs")]
+            if crate::bugs::flow().flow_over_limit {
+                below = true;
+            }
+            let room = below && (row.waiting == 0 || popped.as_deref() == Some(l.as_str()));
             if !room {
                 return self.wait(job, l, format!("concurrency:{}", c.key));
             }
@@ -484,6 +503,11 @@ impl<S: Sql> Gate<'_, S> {
             }
             if l.starts_with("c:") {
                 self.admit(&mut job, Some(l.to_owned()))?;
+            } else if l.starts_with("r:") && self.stopped(&job) {
+                // Its type or one of its keys was paused while it waited for the rate: it
+                // gives its keys back and is parked (admission parks it).
+                self.release(&mut job)?;
+                self.admit(&mut job, None)?;
             } else if l.starts_with("r:") {
                 let r = self.list(l)?;
                 r.next_at = now.max(r.next_at) + r.spacing;
@@ -496,6 +520,15 @@ impl<S: Sql> Gate<'_, S> {
         // More than one call moves: the alarm goes on at once.
         self.wakes.insert(l.to_owned(), Some(self.now));
         Ok(())
+    }
+
+    /// Whether a pause stops `job`: its type's, or one of its keys'.
+    fn stopped(&self, job: &Job) -> bool {
+        let Some(flow) = &job.flow else { return self.paused.contains(&format!("t:{}", job.job_type)) };
+        std::iter::once(format!("t:{}", job.job_type))
+            .chain(flow.concurrency.iter().map(|c| format!("k:{}", job.tenant.scope_key(&c.key))))
+            .chain(flow.rate.iter().map(|r| format!("k:{}", job.tenant.scope_key(&r.key))))
+            .any(|p| self.paused.contains(&p))
     }
 
     fn keep(&mut self, job: Job) {
@@ -844,16 +877,18 @@ fn find(db: &impl Sql, out: &[Window], fresh: &BTreeMap<JobId, usize>, id: &str)
 }
 
 /// A restore's share (one page of a shard's jobs, already written): the first page clears
-/// the lists (pauses stay: they are the operator's, not the jobs'); a restored running job
-/// holds its keys again; a restored queued job goes through the gate as a new send, so a job
-/// that waited waits again (and one the backup caught sent, but not yet started, may wait
-/// now). Answers the jobs the gate changed (to write) and the plan's effects.
+/// the lists (pauses and the debounce and throttle windows stay: they are the keys', not
+/// the jobs'). Each job takes back exactly what it had, so the result does not depend on
+/// which page holds which job: a running job, and a queued one the backup caught sent
+/// (its next attempt admitted), hold their keys again (the sent one is sent again, a
+/// re-send the gate passes); a job that waited waits again in its list (holding its keys
+/// if it waited for a rate), keeping its age. Only a queued job the gate never saw goes
+/// through it. Answers the jobs changed (to write) and the plan's effects.
 pub fn restore(db: &impl Sql, jobs: &[Job], first: bool, now: u64) -> Result<Plan, StoreError> {
     if first {
-        db.script("DELETE FROM flow_lists; DELETE FROM flow_wait; DELETE FROM flow_wakes; DELETE FROM flow_windows;")?;
+        db.script("DELETE FROM flow_lists; DELETE FROM flow_wait; DELETE FROM flow_wakes;")?;
     }
     let mut plan = Plan::default();
-    // Running jobs hold their keys again (written before the gate reads the lists).
     let mut g = Gate {
         db,
         now,
@@ -865,48 +900,87 @@ pub fn restore(db: &impl Sql, jobs: &[Job], first: bool, now: u64) -> Result<Pla
         out: Vec::new(),
     };
     for j in jobs {
-        match j.state {
-            JobState::Active => {
-                if let Some(f) = &j.flow
-                    && !f.concurrency.is_empty()
-                {
-                    for c in f.order() {
-                        let row = g.list(&concurrency_list(&j.tenant.scope_key(&c.key)))?;
-                        row.running += 1;
-                        row.lim = row.lim.max(u64::from(c.limit));
-                    }
-                    let mut job = j.clone();
-                    if let Some(f) = job.flow.as_mut() {
-                        f.held = u8::try_from(f.concurrency.len()).unwrap_or(u8::MAX);
-                        f.spot = None;
-                    }
-                    job.waiting_for = None;
-                    plan.updates.push(job);
+        let Some(f) = j.flow.clone() else {
+            // Through the gate (its type may be paused).
+            if j.state == JobState::Queued {
+                plan.effects.add(j, edgejobs_core::machine::Effect::Enqueue);
+                plan.updates.push(j.clone());
+            }
+            continue;
+        };
+        let mut job = j.clone();
+        let hold = |g: &mut Gate<'_, _>, job: &mut Job| -> Result<(), StoreError> {
+            for c in f.order() {
+                let row = g.list(&concurrency_list(&job.tenant.scope_key(&c.key)))?;
+                row.running += 1;
+                row.lim = row.lim.max(u64::from(c.limit));
+            }
+            if let Some(f) = job.flow.as_mut() {
+                f.held = u8::try_from(f.concurrency.len()).unwrap_or(u8::MAX);
+            }
+            Ok(())
+        };
+        match (j.state, &f.spot) {
+            (JobState::Active, _) => {
+                hold(&mut g, &mut job)?;
+                if let Some(f) = job.flow.as_mut() {
+                    f.spot = None;
+                }
+                job.waiting_for = None;
+            }
+            (JobState::Queued, Some(spot)) => {
+                // It waits again where it waited, as old as it was.
+                let in_rate = spot.list.starts_with("r:");
+                if let Some(fl) = job.flow.as_mut() {
+                    fl.held = 0;
+                    fl.spot = None;
+                }
+                if in_rate {
+                    hold(&mut g, &mut job)?;
+                    let spacing = f.rate.as_ref().map_or(0, edgejobs_core::flow::Rate::spacing_ms);
+                    g.list(&spot.list)?.spacing = spacing;
+                    g.wakes.insert(spot.list.clone(), None);
+                }
+                if spot.list.starts_with("c:") {
+                    let limit = f
+                        .concurrency
+                        .iter()
+                        .find(|c| concurrency_list(&job.tenant.scope_key(&c.key)) == spot.list)
+                        .map_or(0, |c| u64::from(c.limit));
+                    let row = g.list(&spot.list)?;
+                    row.lim = row.lim.max(limit);
+                }
+                let reason = job.waiting_for.clone().unwrap_or_else(|| "paused".to_owned());
+                g.wait(&mut job, &spot.list, reason)?;
+                if let Some(s) = job.flow.as_mut().and_then(|f| f.spot.as_mut()) {
+                    s.since = spot.since;
+                    db.rows(
+                        "UPDATE flow_wait SET since = ? WHERE list = ? AND rank = ? AND seq = ?",
+                        &[int(spot.since), text(s.list.clone()), int(u64::from(s.rank)), int(s.seq)],
+                    )?;
                 }
             }
-            JobState::Queued => {
-                let mut job = j.clone();
+            (JobState::Queued, None) if j.waiting_for.is_none() && f.admitted == j.attempt + 1 => {
+                hold(&mut g, &mut job)?;
+                plan.effects.add(&job, edgejobs_core::machine::Effect::Enqueue);
+            }
+            (JobState::Queued, None) => {
                 if let Some(f) = job.flow.as_mut() {
                     f.held = 0;
-                    f.spot = None;
                     f.admitted = 0;
                 }
                 job.waiting_for = None;
                 plan.effects.add(&job, edgejobs_core::machine::Effect::Enqueue);
-                plan.updates.push(job);
             }
             _ => {
-                if j.flow.as_ref().is_some_and(|f| f.held > 0 || f.spot.is_some()) || j.waiting_for.is_some() {
-                    let mut job = j.clone();
-                    if let Some(f) = job.flow.as_mut() {
-                        f.held = 0;
-                        f.spot = None;
-                    }
-                    job.waiting_for = None;
-                    plan.updates.push(job);
+                if let Some(f) = job.flow.as_mut() {
+                    f.held = 0;
+                    f.spot = None;
                 }
+                job.waiting_for = None;
             }
         }
+        plan.updates.push(job);
     }
     g.finish()?;
     gate(db, &mut plan, now)?;
