@@ -7,9 +7,11 @@
 //! `--seed N` (default 1), `--seeds K` (runs seeds N..N+K), `--steps S` per seed (default
 //! 20000), `--faults F` (fault level, default 1; 0 none), `--bug NAME` (switch a known
 //! bug on: `stale-overwrite`, `unchecked-attempts`, `sweep-resends-cancelled`,
-//! `schedule-ticks-twice`, `unchecked-lease`, `schedule-key-hijack`, `pending-uncounted`),
+//! `schedule-ticks-twice`, `unchecked-lease`, `schedule-key-hijack`, `pending-uncounted`,
+//! `reseal-unbound`, `moved-key-created`, `flow-over-limit`, `flow-slot-leak`, `flow-no-wake`),
 //! `--expect-violation` (exit 0 only when a violation is found;
 
+mod flow;
 mod oracle;
 mod rng;
 mod world;
@@ -63,6 +65,9 @@ fn bugs(name: Option<&str>) -> Result<Bugs, String> {
         Some("pending-uncounted") => b.pending_uncounted = true,
         Some("reseal-unbound") => b.reseal_unbound = true,
         Some("moved-key-created") => b.moved_key_created = true,
+        Some("flow-over-limit") => b.flow_over_limit = true,
+        Some("flow-slot-leak") => b.flow_slot_leak = true,
+        Some("flow-no-wake") => b.flow_no_wake = true,
         Some(other) => return Err(format!("unknown bug {other}")),
     }
     Ok(b)
@@ -152,11 +157,15 @@ fn main() -> ExitCode {
     let mut total_ops = 0u64;
     let mut peak_jobs = 0usize;
     let mut checks: std::collections::BTreeMap<&str, u64> = Default::default();
+    let (mut waiting_lists, mut collapsed, mut pauses) = (0u64, 0u64, 0u64);
     for seed in args.seed..args.seed + args.seeds {
         let steps = actions(seed, args.steps);
         let (w, failed) = run(seed, faults, &bugs, &steps, false);
         total_ops += w.ops;
         peak_jobs = peak_jobs.max(w.peak_jobs);
+        waiting_lists += w.oracle.flow.waiting_lists;
+        collapsed += w.oracle.flow.collapsed;
+        pauses += w.oracle.flow.pauses;
         for (k, v) in &w.oracle.checks {
             *checks.entry(k).or_default() += v;
         }
@@ -191,6 +200,9 @@ fn main() -> ExitCode {
         args.bug.as_deref().unwrap_or("none")
     );
     println!("  at most {peak_jobs} jobs stored at once");
+    println!(
+        "  flow: {waiting_lists} waiting lists seen by the checks, {collapsed} debounced or throttled answers, {pauses} pauses and resumes"
+    );
     for name in INVARIANTS {
         println!("  invariant {name}: checked {} times, held", checks.get(name).copied().unwrap_or(0));
     }

@@ -32,6 +32,12 @@ pub const INVARIANTS: &[&str] = &[
     "sealed-values-survive-reseal",
     "no-storage-errors",
     "liveness-after-faults-stop",
+    "flow-limit-never-exceeded",
+    "flow-counts-match",
+    "waiting-jobs-start",
+    "paused-starts-nothing",
+    "debounce-one-run-per-quiet-window",
+    "throttle-at-most-limit-per-window",
 ];
 
 /// A broken invariant.
@@ -67,6 +73,8 @@ pub struct Oracle {
     /// How many times each invariant was checked.
     pub checks: BTreeMap<&'static str, u64>,
     pub violation: Option<Violation>,
+    /// Flow control (#28), see [`crate::flow`].
+    pub flow: crate::flow::FlowSeen,
 }
 
 impl Oracle {
@@ -80,7 +88,7 @@ impl Oracle {
         }
     }
 
-    fn check(&mut self, invariant: &'static str) {
+    pub(crate) fn check(&mut self, invariant: &'static str) {
         *self.checks.entry(invariant).or_default() += 1;
     }
 
@@ -100,6 +108,9 @@ impl Oracle {
             }
         }
         for (id, new) in &now_rows {
+            if new.state != "queued" {
+                self.flow.live.remove(id);
+            }
             match before.get(id) {
                 None => {
                     if is_final(&new.state) {

@@ -33,6 +33,9 @@ pub const GROWTHS: &[(u64, u16)] = &[(120_000, 3), (240_000, SHARDS)];
 /// How long after a growth a router may still route as before it (one that read the
 /// topology before the growth): at most the settling margin the real router allows.
 pub const STALE_ROUTER_MS: u64 = edgejobs_core::topology::SETTLE_MS;
+/// Steps between two checks of every shard's flow counts against its jobs (a check reads
+/// every queued and running flow job; after every step it would cost most of the run).
+pub const FLOW_CHECK_EVERY: u64 = 20;
 /// The idempotency window of the simulated deployment.
 pub const WINDOW_MS: u64 = 60_000;
 pub const LEASE_MS: u64 = 10_000;
@@ -170,6 +173,7 @@ pub enum Kind {
     WriteStaged,
     CrossTenant,
     Reseal,
+    FlowPause,
 }
 
 /// Weighted choice of the next action.
@@ -194,6 +198,7 @@ pub const KINDS: &[(Kind, u64)] = &[
     (Kind::WriteStaged, 6),
     (Kind::CrossTenant, 3),
     (Kind::Reseal, 2),
+    (Kind::FlowPause, 1),
 ];
 
 /// The payload keys of the simulated deployment: the new one seals, the old one still opens
@@ -234,6 +239,8 @@ pub struct World {
     pub trace: Option<Vec<String>>,
     pub ops: u64,
     pub peak_jobs: usize,
+    /// Numbers the flow workload's payloads (a debounce's last payload is recognisable).
+    flow_serial: u64,
     /// The shard counts the deployment has had, as shard 0 recorded them.
     topology: edgejobs_core::topology::Topology,
 }
@@ -277,6 +284,7 @@ impl World {
                 let db = Sqlite::memory().unwrap_or_else(|e| panic!("an in-memory database: {e}"));
                 let mut shard = Shard::new(db, host, Some(n));
                 shard.bugs = bugs.clone();
+                edgejobs_shard::bugs::switch_flow(&bugs);
                 if let Err(e) = shard.migrate() {
                     panic!("the shard schema: {e}");
                 }
@@ -304,6 +312,7 @@ impl World {
             trace: None,
             ops: 0,
             peak_jobs: 0,
+            flow_serial: 0,
             topology: edgejobs_core::topology::Topology::single(INITIAL_SHARDS),
         };
         w.record_topology(INITIAL_SHARDS);
@@ -344,6 +353,7 @@ impl World {
     /// duplicated, delayed by the faults), the alarm.
     fn effects(&mut self, shard: u16, effects: Effects) {
         for (lane, r) in effects.enqueue {
+            self.oracle.flow_sent(r.id.as_str(), r.attempt);
             self.send(lane, r);
         }
         if effects.alarm.is_some() {
@@ -502,6 +512,7 @@ impl World {
         for shard in touched {
             let rows = self.rows(shard);
             self.oracle.observe(shard as usize, rows, &allow);
+            self.check_flow(shard);
         }
         let errors = self.errors.borrow().clone();
         self.oracle.storage(&errors);
@@ -650,6 +661,18 @@ impl World {
             }
             Kind::WriteStaged => self.write_staged(rng),
             Kind::Reseal => self.reseal(any_shard, rng),
+            Kind::FlowPause => {
+                // Pauses are short (about a minute): half the time one of them ends.
+                let paused: Vec<edgejobs_core::flow::Target> = self.oracle.flow.paused.values().cloned().collect();
+                match rng.pick(&paused).cloned() {
+                    Some(target) if rng.chance(0.5) => self.set_paused(target, false),
+                    _ => {
+                        let target = crate::flow::target(rng, TENANTS);
+                        let paused = !self.oracle.flow.paused.contains_key(&target.stored());
+                        self.set_paused(target, paused)
+                    }
+                }
+            }
         }
     }
 
@@ -703,6 +726,7 @@ impl World {
         let mut by_shard: BTreeMap<u16, Vec<edgejobs_core::Job>> = BTreeMap::new();
         let mut specs: BTreeMap<String, edgejobs_core::spec::JobSpec> = BTreeMap::new();
         let mut last_key: Option<String> = None;
+        let mut windows: BTreeMap<String, crate::flow::Window> = BTreeMap::new();
         for _ in 0..n {
             let native = rng.chance(0.35);
             let mut body = json!({ "type": if native { "sleep" } else { "noop" }, "max_attempts": 1 + rng.below(3) });
@@ -713,6 +737,30 @@ impl World {
             // Both tenants draw keys from one small pool: equal keys of two tenants are two.
             let tenant = TENANTS[rng.below(TENANTS.len() as u64) as usize];
             body["tenant"] = json!(tenant);
+            if rng.chance(0.3) {
+                // A flow-controlled job, placed as the router places it: on its flow key's shard.
+                let mut f = Rng::new(rng.next_u64());
+                self.flow_serial += 1;
+                let window = crate::flow::spec(&mut f, &mut body, tenant, self.flow_serial);
+                let spec = match edgejobs_core::spec::parse_spec_in(&body, now, &self.cfg.types) {
+                    Ok(s) => s,
+                    Err(e) => panic!("a simulated flow spec is invalid: {} ({body})", e.message),
+                };
+                let flow = match edgejobs_core::flow::for_spec(&spec, self.cfg.webhook_concurrency) {
+                    Ok(f) => f,
+                    Err(e) => panic!("a simulated flow spec does not resolve: {} ({body})", e.message),
+                };
+                let t = spec.tenant.clone().unwrap_or_default();
+                let shard = edgejobs_core::flow::home(flow.as_ref(), &t, &self.topology).unwrap_or(keyless);
+                let rand = self.shards[0].host.random_u64();
+                let mut job = spec.into_job(JobId::new(shard, now, rand), now).0;
+                job.flow = flow;
+                if let Some(w) = window {
+                    windows.insert(job.id.to_string(), w);
+                }
+                by_shard.entry(shard).or_default().push(job);
+                continue;
+            }
             if rng.chance(0.35) {
                 // Often the key of the item before: two requests with one key in one round.
                 let key = match &last_key {
@@ -754,7 +802,7 @@ impl World {
         }
         let mut touched: Vec<u16> = by_shard.keys().copied().collect();
         let mut moved: Vec<(u16, edgejobs_core::Job)> = Vec::new();
-        self.create_at(by_shard, &mut moved);
+        self.create_at(by_shard, &mut moved, &windows);
         // A key that moved after a growth: the client's retry, routed afresh, creates it at
         // the new home the old one named.
         let mut again: BTreeMap<u16, Vec<edgejobs_core::Job>> = BTreeMap::new();
@@ -765,7 +813,7 @@ impl World {
                 touched.push(to);
             }
         }
-        self.create_at(again, &mut Vec::new());
+        self.create_at(again, &mut Vec::new(), &windows);
         touched
     }
 
@@ -774,10 +822,34 @@ impl World {
         &mut self,
         by_shard: BTreeMap<u16, Vec<edgejobs_core::Job>>,
         moved: &mut Vec<(u16, edgejobs_core::Job)>,
+        windows: &BTreeMap<String, crate::flow::Window>,
     ) {
         let now = self.now();
         for (shard, jobs) in by_shard {
             let sent = jobs.clone();
+            // Each debounce key's open window before this create: its job, still scheduled
+            // and never run.
+            let mut open: BTreeMap<String, Option<String>> = BTreeMap::new();
+            // The answers show the jobs as this create left them: a key's last payload of
+            // the call wins for every one of its answers.
+            let mut last: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+            for j in &jobs {
+                if let Some(crate::flow::Window::Debounce(key, _, _, payload)) = windows.get(j.id.as_str()) {
+                    last.insert(key.clone(), payload.clone());
+                }
+            }
+            for j in &jobs {
+                if let Some(crate::flow::Window::Debounce(key, ..)) = windows.get(j.id.as_str()) {
+                    let known = self.oracle.flow.debounce.get(key).map(|(id, _)| id.clone());
+                    let still = known.filter(|id| {
+                        id.parse::<JobId>()
+                            .ok()
+                            .and_then(|id| self.row(&id))
+                            .is_some_and(|r| r.state == "scheduled" && r.attempt == 0)
+                    });
+                    open.insert(key.clone(), still);
+                }
+            }
             let keys: Vec<Option<String>> = jobs.iter().map(|j| j.scoped_key()).collect();
             let s = &self.shards[shard as usize];
             match s.settle(s.create(jobs, WINDOW_MS)) {
@@ -788,10 +860,13 @@ impl World {
                             moved.push((to, job));
                             continue;
                         }
-                        let id = serde_json::from_str::<serde_json::Value>(st.job.get())
-                            .ok()
-                            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-                            .unwrap_or_default();
+                        let doc = serde_json::from_str::<serde_json::Value>(st.job.get()).unwrap_or_default();
+                        let id = doc.get("id").and_then(|i| i.as_str()).map(str::to_owned).unwrap_or_default();
+                        self.flow_answer(&job, (&id, st.created, st.flow), &doc, windows, (&mut open, &last));
+                        if id.is_empty() {
+                            // Over a throttle that rejects: nothing was created.
+                            continue;
+                        }
                         self.oracle.acked.insert(id.clone());
                         if let Some(k) = key {
                             self.oracle.keyed(&k, &id, now, WINDOW_MS);
@@ -800,6 +875,19 @@ impl World {
                         self.note(|| format!("enqueue {id} on shard {shard} (created: {created})"));
                     }
                     self.effects(shard, effects);
+                    // The last payload wins: each key's window job holds the call's last.
+                    for (key, payload) in &last {
+                        let Some(Some(id)) = open.get(key) else { continue };
+                        let q = "SELECT json_extract(doc, '$.payload') FROM jobs WHERE id = ?";
+                        let s = &self.shards[shard as usize];
+                        let stored =
+                            s.db.rows(q, &[edgejobs_shard::sql::text(id.as_str())])
+                                .ok()
+                                .and_then(|r| r.into_iter().next())
+                                .and_then(|r| Cols::new(r).text().ok())
+                                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+                        self.oracle.debounce_payload(key, id, stored.as_ref(), payload);
+                    }
                 }
                 Err(e) => self.note(|| format!("enqueue refused: {}", e.message)),
             }
@@ -1312,6 +1400,83 @@ impl World {
         self.oracle.counters(total as u64);
     }
 
+    /// The flow invariants on `shard` after a step: the simulation's count of slots held
+    /// per key and no list idle with jobs waiting; every [`FLOW_CHECK_EVERY`] steps, every
+    /// shard's own counts against its jobs (`flow::check`, which reads every flow job).
+    fn check_flow(&mut self, shard: u16) {
+        self.oracle.flow_limits(shard as usize);
+        let db = &self.shards[shard as usize].db;
+        let (idle, waiting) = crate::flow::idle_lists(db);
+        self.oracle.flow.waiting_lists += waiting;
+        self.oracle.flow_idle(shard as usize, idle);
+        if self.ops.is_multiple_of(FLOW_CHECK_EVERY) {
+            for n in 0..SHARDS {
+                let problems = edgejobs_shard::flow::check(&self.shards[n as usize].db).map_err(|e| e.to_string());
+                self.oracle.flow_counts(n as usize, problems);
+            }
+        }
+    }
+
+    /// Pauses or resumes `target` as the admin API does: a key on its home shard, a type on
+    /// every shard of the current count. The simulation's view changes first (a resume's
+    /// sends are new starts that are allowed).
+    fn set_paused(&mut self, target: edgejobs_core::flow::Target, paused: bool) -> Vec<u16> {
+        use edgejobs_core::flow::{FlowOp, Target};
+        let shards: Vec<u16> = match &target {
+            Target::Key { tenant, key } => vec![self.topology.schedule_home(&tenant.scope_key(key))],
+            Target::Type { .. } => (0..self.topology.count()).collect(),
+        };
+        let name = target.stored();
+        self.oracle.flow.pauses += 1;
+        if paused {
+            self.oracle.flow.paused.insert(name.clone(), target.clone());
+        } else {
+            self.oracle.flow.paused.remove(&name);
+        }
+        for shard in &shards {
+            let s = &self.shards[*shard as usize];
+            match s.settle(s.flow(FlowOp::Pause { target: target.clone(), paused })) {
+                Ok((_, effects)) => self.effects(*shard, effects),
+                Err(e) => self.note(|| format!("flow pause refused: {}", e.message)),
+            }
+        }
+        let shown = name.replace('\u{1f}', "/");
+        self.note(|| format!("{} {shown}", if paused { "pause" } else { "resume" }));
+        shards
+    }
+
+    /// A flow job's create answer: remembered (its keys) when created; a debounce's or a
+    /// throttle's answer checked against its window. `open`: each debounce key's open
+    /// window job in this create, moved on as the answers come.
+    fn flow_answer(
+        &mut self,
+        job: &edgejobs_core::Job,
+        (id, created, outcome): (&str, bool, Option<edgejobs_core::protocol::FlowOutcome>),
+        doc: &serde_json::Value,
+        windows: &BTreeMap<String, crate::flow::Window>,
+        (open, last): (&mut BTreeMap<String, Option<String>>, &BTreeMap<String, serde_json::Value>),
+    ) {
+        if created && let Some(f) = crate::flow::FlowJob::of(job) {
+            self.oracle.flow.jobs.insert(id.to_owned(), f);
+        }
+        let now = self.now();
+        match windows.get(job.id.as_str()) {
+            Some(crate::flow::Window::Debounce(key, period, max_wait, payload)) => {
+                let before = open.get(key).cloned().flatten();
+                // A debounced answer shows the job as this enqueue left it; a created one
+                // as the whole call did (later enqueues of the call collapse into it).
+                let payload = if created { last.get(key).unwrap_or(payload) } else { payload };
+                let limits = (now, *period, *max_wait);
+                self.oracle.debounced(key, before.as_deref(), (id, created, outcome), doc, payload, limits);
+                open.insert(key.clone(), Some(id.to_owned()));
+            }
+            Some(crate::flow::Window::Throttle(key, limit, period)) => {
+                self.oracle.throttled(key, (id, created, outcome), (now, *limit, *period));
+            }
+            None => {}
+        }
+    }
+
     /// The faults stop: consumers come back, schedules pause, and the world runs until every
     /// job is final (bounded); then liveness is checked.
     pub fn drain(&mut self) {
@@ -1323,6 +1488,10 @@ impl World {
         for (name, shard, _) in self.schedules.clone() {
             let s = &self.shards[shard as usize];
             let _ = s.settle(s.schedules(ScheduleOp::Pause { name }, &self.cfg));
+        }
+        let paused: Vec<edgejobs_core::flow::Target> = self.oracle.flow.paused.values().cloned().collect();
+        for target in paused {
+            self.set_paused(target, false);
         }
         let mut allow = Allow::default();
         for _ in 0..400 {
@@ -1389,6 +1558,13 @@ impl World {
             .filter(|(_, s)| !is_final(&s.state))
             .map(|(id, s)| (id.clone(), s.state.clone()))
             .collect();
+        let waiting: Vec<(String, String)> =
+            self.shards.iter().flat_map(|s| crate::flow::still_waiting(&s.db)).collect();
+        self.oracle.flow_drained(waiting);
+        for n in 0..SHARDS {
+            let problems = edgejobs_shard::flow::check(&self.shards[n as usize].db).map_err(|e| e.to_string());
+            self.oracle.flow_counts(n as usize, problems);
+        }
         self.oracle.liveness(stuck);
         self.check_counters();
         let errors = self.errors.borrow().clone();

@@ -70,6 +70,12 @@ fn without_a_bug_a_run_holds_every_invariant_and_says_so() {
         "stale-reports-change-nothing",
         "unleased-reports-change-nothing",
         "liveness-after-faults-stop",
+        "flow-limit-never-exceeded",
+        "flow-counts-match",
+        "waiting-jobs-start",
+        "paused-starts-nothing",
+        "debounce-one-run-per-quiet-window",
+        "throttle-at-most-limit-per-window",
     ] {
         let line = out.lines().find(|l| l.contains(&format!("invariant {name}:"))).expect("reported");
         assert!(!line.contains("checked 0 times"), "{name} was never exercised: {line}");
@@ -87,4 +93,19 @@ fn a_failing_run_is_shrunk_and_printed_and_exits_1() {
 #[test]
 fn a_create_that_ignores_a_moved_key_is_found() {
     found("moved-key-created", "one-job-per-idempotency-key");
+}
+
+#[test]
+fn a_gate_that_admits_over_a_keys_limit_is_found() {
+    found("flow-over-limit", "flow-limit-never-exceeded");
+}
+
+#[test]
+fn a_cancelled_or_dead_job_that_keeps_its_slots_is_found() {
+    found("flow-slot-leak", "flow-counts-match");
+}
+
+#[test]
+fn a_release_that_does_not_start_the_next_waiting_job_is_found() {
+    found("flow-no-wake", "waiting-jobs-start");
 }
