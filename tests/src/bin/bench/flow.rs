@@ -463,6 +463,18 @@ fn flood_run(b: &mut Bench, z: Sizes, consumer: usize, with: bool) -> anyhow::Re
     // Met only when every small key finished all its jobs, each before the flood's p20.
     let all_small = keys_done == SMALL_KEYS && small_done.len() == small_total;
     let ratio = latest_small.zip(flood_p20).filter(|(_, p)| *p > 0.0 && all_small).map(|(l, p)| l / p);
+    // The flood key's slots: how busy its runs kept them, and the mean time a slot stood
+    // idle per job between one run's finish and the next run's start (the hand-off: the
+    // report reaches the shard, the shard sends the next job, the consumer reads it).
+    let flood_runs: Vec<Run> = flood.iter().filter_map(Listed::run).collect();
+    let span = flood_runs.iter().map(|r| r.0).min().zip(flood_runs.iter().map(|r| r.1).max()).map(|(a, z)| z - a);
+    let busy: u64 = flood_runs.iter().map(|(s, e)| e.saturating_sub(*s)).sum();
+    let mean_run_ms = (!flood_runs.is_empty()).then(|| busy as f64 / flood_runs.len() as f64);
+    let slots = f64::from(if with { limit } else { z.consumer });
+    let slot_busy = span.filter(|s| *s > 0).map(|s| busy as f64 / (slots * s as f64));
+    let idle_per_job_ms = span
+        .filter(|_| !flood_runs.is_empty())
+        .map(|s| ((slots * s as f64) - busy as f64).max(0.0) / flood_runs.len() as f64);
     let mut all = flood.clone();
     all.extend(small.iter().cloned());
     let lim = limits(&all);
@@ -483,6 +495,10 @@ fn flood_run(b: &mut Bench, z: Sizes, consumer: usize, with: bool) -> anyhow::Re
         "limit_per_key": if with { json!(limit) } else { Value::Null },
         "flood_jobs": flood_out.created,
         "jobs_per_s": through,
+        "flood_slots": slots,
+        "flood_mean_run_ms": mean_run_ms,
+        "flood_slot_busy_fraction": slot_busy,
+        "flood_slot_idle_per_job_ms": idle_per_job_ms,
         "ideal_jobs_per_s": ideal,
         "ratio_to_ideal": through.map(|t| t / ideal),
         "small_jobs": small_out.created,
@@ -866,7 +882,8 @@ pub fn print(r: &Value) {
                 let fd = &v["flood_done_s"];
                 format!(
                     "small keys done at p50 {} s, p99 {} s, last key {} s (enqueue to complete p50 {} s, p99 {} s); \
-                     flood p20 {} s, p50 {} s, p99 {} s; consumer {} jobs/s ({}× ideal){}",
+                     flood p20 {} s, p50 {} s, p99 {} s; consumer {} jobs/s ({}× ideal); flood runs {} ms each \
+                     (start to finish), its {} slots busy {}%, idle {} ms per job{}",
                     secs(sd, "p50"),
                     secs(sd, "p99"),
                     num(f(&v["small_last_s_latest"]), 1),
@@ -877,6 +894,10 @@ pub fn print(r: &Value) {
                     secs(fd, "p99"),
                     num(f(&v["jobs_per_s"]), 0),
                     num(f(&v["ratio_to_ideal"]), 2),
+                    num(f(&v["flood_mean_run_ms"]), 0),
+                    v["flood_slots"],
+                    num(f(&v["flood_slot_busy_fraction"]).map(|x| x * 100.0), 0),
+                    num(f(&v["flood_slot_idle_per_job_ms"]), 0),
                     if v["all_completed"] == true { String::new() } else { " (NOT ALL COMPLETED)".into() }
                 )
             })
