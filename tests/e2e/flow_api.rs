@@ -91,7 +91,14 @@ fn key_shows_running_and_waiting_jobs(ctx: &Ctx) -> anyhow::Result<()> {
         "the key never showed one running and two waiting",
         || flow(ctx, &ctx.api_key, &q),
         |v| v["running"] == 1 && v["waiting"] == 2,
-    )?;
+    )
+    .map_err(|e| {
+        // What the shards and the jobs said instead.
+        let busiest = get_as(ctx, &ctx.admin_key, "/v1/flow/busiest?n=100").map(|r| r.body).unwrap_or_default();
+        let jobs: Vec<Value> =
+            ids.iter().filter_map(|id| ctx.get(&format!("/v1/jobs/{id}")).ok().map(|r| r.body)).collect();
+        anyhow::anyhow!("{e:#}\nbusiest: {busiest}\njobs: {jobs:?}")
+    })?;
     ensure(seen["limit"] == 1 && seen["tenant"] == "default" && seen["key"] == key.as_str(), || format!("{seen}"))?;
     ensure(seen["paused"] == false && seen["parked"] == 0 && seen["rate_next_at"].is_null(), || format!("{seen}"))?;
     let waiting: Vec<Value> =
