@@ -387,14 +387,20 @@ fn limit_is_reached_never_exceeded(ctx: &Ctx) -> anyhow::Result<()> {
 /// A limit-1 key paused, four jobs with priorities 1, 9, 5, 9 parked; on resume they start
 /// one at a time in the order 9, 9 (the older first), 5, 1, read from their `started_at`.
 fn priority_order(ctx: &Ctx) -> anyhow::Result<()> {
+    priority_order_of(ctx, |p| json!({ "type": "noop", "priority": p, "payload": { "p": p } }))
+}
+
+/// [`priority_order`] with jobs made by `job` (given the priority; the key is added).
+pub fn priority_order_of(ctx: &Ctx, job: impl Fn(u8) -> Value) -> anyhow::Result<()> {
     let api = Api::main(ctx);
     let key = unique("flow-prio");
     ensure(api.pause(&key, true)?, || "the pause changed the key".into())?;
     let result = (|| -> anyhow::Result<()> {
         let mut ids = Vec::new();
         for p in [1, 9, 5, 9] {
-            ids.push(api.enqueue(&json!({ "type": "noop", "priority": p, "payload": { "p": p },
-                "concurrency": { "key": key, "limit": 1 } }))?);
+            let mut body = job(p);
+            body["concurrency"] = json!({ "key": key, "limit": 1 });
+            ids.push(api.enqueue(&body)?);
         }
         for id in &ids {
             let j = api.job(id)?;

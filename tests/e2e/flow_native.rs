@@ -16,6 +16,7 @@ use crate::util::{Ctx, Test, ensure, unique};
 pub const TESTS: &[Test] = &[
     ("flow_native_limit_is_reached_never_exceeded_across_five_keys", limit_is_reached_never_exceeded),
     ("flow_native_round_robin_a_flood_cannot_delay_a_small_user", round_robin),
+    ("flow_native_priority_starts_nine_nine_five_one", priority_order),
     ("flow_native_cancel_lease_loss_and_dead_each_free_the_slot", slot_is_freed),
     ("flow_native_jobs_waiting_survive_a_workerd_restart", restart_with_jobs_waiting),
 ];
@@ -124,6 +125,12 @@ fn round_robin(ctx: &Ctx) -> anyhow::Result<()> {
     }
     ensure(max_overlap(&spans) == 1, || format!("A one at a time: {spans:?}"))?;
     ensure(spans.windows(2).all(|w| w[0].0 <= w[1].0), || format!("A in its order: {spans:?}"))
+}
+
+/// The edge lane's priority test with `sleep` jobs: a paused limit-1 key, priorities
+/// 1, 9, 5, 9 parked; on resume they start 9, 9, 5, 1.
+fn priority_order(ctx: &Ctx) -> anyhow::Result<()> {
+    crate::flow_edge::priority_order_of(ctx, |p| json!({ "type": "sleep", "priority": p, "payload": { "ms": 200 } }))
 }
 
 /// On the fault stack with one consumer, a key with a limit of 1, each time a running job
