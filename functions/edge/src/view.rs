@@ -233,16 +233,22 @@ pub fn raw(doc: Box<RawValue>) -> Box<RawValue> {
     let Ok(mut v) = serde_json::from_str::<Value>(doc.get()) else { return doc };
     if let Some(o) = v.as_object_mut() {
         o.remove("lease");
-        if let Some(f) = o.get_mut("flow").and_then(Value::as_object_mut) {
-            for internal in ["held", "admitted", "spot"] {
-                f.remove(internal);
-            }
-        }
+        strip_gate_state(o);
     }
     if let Some(p) = v.get_mut("payload") {
         seal::redact_headers(p);
     }
     serde_json::value::to_raw_value(&v).unwrap_or(doc)
+}
+
+/// Removes where a job stands in its shard's flow gate (`flow.held`, `admitted`, `spot`):
+/// the API shows what the job asked, and `waiting_for`.
+fn strip_gate_state(job: &mut serde_json::Map<String, Value>) {
+    if let Some(f) = job.get_mut("flow").and_then(Value::as_object_mut) {
+        for internal in ["held", "admitted", "spot"] {
+            f.remove(internal);
+        }
+    }
 }
 
 /// How a stored job's flow control starts in its JSON (compact).
@@ -274,6 +280,7 @@ pub fn listed(doc: &RawValue, include: edgejobs_core::wire::Include) -> Option<V
         obj.remove(path.trim_start_matches("$."));
     }
     obj.remove("lease");
+    strip_gate_state(obj);
     // A job stored before tenants has none in its document: it is the default tenant's.
     obj.entry("tenant").or_insert_with(|| Value::String(edgejobs_core::tenant::Tenant::DEFAULT.to_owned()));
     if let Some(p) = obj.get_mut("payload") {

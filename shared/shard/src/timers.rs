@@ -124,7 +124,11 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 if self.bugs.sweep_resends_cancelled {
                     return self.buggy_resend_page(run).map(Some);
                 }
-                let q = "state = 'queued' AND updated_at < ? ORDER BY updated_at LIMIT ?";
+                // Jobs the flow gate holds back were never sent (nothing was lost) and are
+                // never updated by a sweep: left out here, or a page of them would be read
+                // again by every page (the walk relies on re-sent jobs' `updated_at` moving).
+                let q = "state = 'queued' AND updated_at < ? AND instr(doc, '\"waiting_for\":') = 0
+                         ORDER BY updated_at LIMIT ?";
                 let cutoff = self.host.now_ms().saturating_sub(policy.queued_after_ms);
                 let pick = |j: &Job, now| plan::sweep_resends(j, now, &policy).then_some(Event::Resend);
                 let page = self.page(q, &[int(cutoff), int(PAGE)], pick)?;

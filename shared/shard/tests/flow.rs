@@ -370,3 +370,31 @@ fn a_schedules_runs_go_through_the_gate() {
     assert_eq!(get(&s, &second.id).waiting_for.as_deref(), Some("concurrency:k"));
     consistent(&s);
 }
+
+#[test]
+fn the_sweep_walks_past_waiting_jobs_and_re_sends_only_what_was_sent() {
+    use edgejobs_core::plan::SweepPolicy;
+    use edgejobs_shard::timers::SweepRun;
+    let w = World::default();
+    let s = shard(&w);
+    // More waiting jobs than a sweep page (500) holds, then a plain job whose message is lost.
+    for _ in 0..6 {
+        create(&s, &w, (0..100).map(|_| limited("k", 1)).collect());
+    }
+    w.now.set(1);
+    let (plain, _) = create(&s, &w, vec![json!({ "type": "noop" })]);
+    w.now.set(180_000);
+    let mut run =
+        SweepRun::new(SweepPolicy { queued_after_ms: 120_000, active_grace_ms: 30_000, native_lease_ms: 300_000 });
+    let mut resent = Vec::new();
+    for _ in 0..50 {
+        match s.sweep_page(&mut run).expect("sweep") {
+            Some(e) => resent.extend(sent(&e)),
+            None => break,
+        }
+    }
+    assert!(run.report.complete, "{:?}", run.report);
+    assert!(resent.contains(&plain[0]), "the plain job is re-sent");
+    assert_eq!(run.report.resent, 2, "the plain job and the key's head, never a waiting job: {:?}", run.report);
+    consistent(&s);
+}
