@@ -470,7 +470,8 @@ fn flood_run(b: &mut Bench, z: Sizes, consumer: usize, with: bool) -> anyhow::Re
     let span = flood_runs.iter().map(|r| r.0).min().zip(flood_runs.iter().map(|r| r.1).max()).map(|(a, z)| z - a);
     let busy: u64 = flood_runs.iter().map(|(s, e)| e.saturating_sub(*s)).sum();
     let mean_run_ms = (!flood_runs.is_empty()).then(|| busy as f64 / flood_runs.len() as f64);
-    let slots = f64::from(if with { limit } else { z.consumer });
+    let slot_count = if with { limit } else { z.consumer };
+    let slots = f64::from(slot_count);
     let slot_busy = span.filter(|s| *s > 0).map(|s| busy as f64 / (slots * s as f64));
     let idle_per_job_ms = span
         .filter(|_| !flood_runs.is_empty())
@@ -495,7 +496,7 @@ fn flood_run(b: &mut Bench, z: Sizes, consumer: usize, with: bool) -> anyhow::Re
         "limit_per_key": if with { json!(limit) } else { Value::Null },
         "flood_jobs": flood_out.created,
         "jobs_per_s": through,
-        "flood_slots": slots,
+        "flood_slots": slot_count,
         "flood_mean_run_ms": mean_run_ms,
         "flood_slot_busy_fraction": slot_busy,
         "flood_slot_idle_per_job_ms": idle_per_job_ms,
