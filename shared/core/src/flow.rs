@@ -462,47 +462,6 @@ pub fn resolve(spec: &FlowSpec, subject: &Subject, webhook: Option<(String, u32)
     Ok((!plain).then_some(flow))
 }
 
-/// The flow control of a validated spec with its keys resolved: JSON pointers of its type
-/// against the job (built only when a key needs one: `type`, `payload`, `tags`,
-/// `metadata`, `tenant`), `"tenant"`, and an edge webhook's receiver origin (its type's
-/// fixed `url`, or the `webhook` type's `payload.url`) with `webhook_concurrency`
-/// (`WEBHOOK_CONCURRENCY`). The router and a schedule's runs resolve the same way.
-pub fn for_spec(spec: &crate::spec::JobSpec, webhook_concurrency: Option<u32>) -> Result<Option<Flow>, ApiError> {
-    let tenant = spec.tenant.clone().unwrap_or_default();
-    let f = &spec.flow;
-    let pointers = f
-        .concurrency
-        .iter()
-        .map(|c| &c.0)
-        .chain(f.rate.iter().map(|r| &r.0))
-        .chain(f.debounce.iter().map(|d| &d.0))
-        .chain(f.throttle.iter().map(|t| &t.0))
-        .any(|k| matches!(k, KeyRef::Pointer(_)));
-    let view = if pointers {
-        serde_json::json!({
-            "type": spec.job_type.name,
-            "payload": spec.payload,
-            "tags": spec.tags,
-            "metadata": spec.metadata,
-            "tenant": tenant.as_str(),
-        })
-    } else {
-        Value::Null
-    };
-    let webhook = match (spec.job_type.lane, webhook_concurrency) {
-        (crate::job::Lane::Edge, Some(limit)) => {
-            let url = match &spec.job_type.url {
-                Some(u) => Some(u.as_str()),
-                None if spec.job_type.name == "webhook" => spec.payload.get("url").and_then(Value::as_str),
-                None => None,
-            };
-            url.and_then(origin_key).map(|k| (k, limit))
-        }
-        _ => None,
-    };
-    resolve(f, &Subject { job: &view, tenant: tenant.as_str() }, webhook)
-}
-
 /// The shard a job with this flow control lives on, for `tenant`: its flow key's home
 /// under the deployment's first count (it never moves when `SHARD_COUNT` grows); `None`
 /// when the job has no key (it is placed as any job is).

@@ -433,7 +433,7 @@ pub fn parse_job(job: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiErr
     let spec = parse_spec_in(job, now, types).map_err(under_job)?;
     // Its flow keys resolve now (a type's pointer that names nothing is refused here, not at
     // every run); the run resolves them again with its own tenant and webhook settings.
-    crate::flow::for_spec(&spec, None).map_err(under_job)?;
+    crate::spec::flow_of(&spec, None).map_err(under_job)?;
     Ok(spec)
 }
 

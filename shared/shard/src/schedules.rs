@@ -203,7 +203,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
         let spec = parse_spec_in(&body, now, &cfg.types)?;
         // A run goes through this shard's flow gate (see ARCHITECTURE.md, "Flow control":
         // its keys count with the key's other jobs when the key's home is this shard).
-        let flow = edgejobs_core::flow::for_spec(&spec, cfg.webhook_concurrency)?;
+        let flow = edgejobs_core::spec::flow_of(&spec, cfg.webhook_concurrency)?;
         let mut job = spec.into_job(JobId::new(shard, now, self.host.random_u64()), now).0;
         job.flow = flow;
         job.schedule = Some(s.name.clone());

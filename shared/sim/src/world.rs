@@ -746,7 +746,7 @@ impl World {
                     Ok(s) => s,
                     Err(e) => panic!("a simulated flow spec is invalid: {} ({body})", e.message),
                 };
-                let flow = match edgejobs_core::flow::for_spec(&spec, self.cfg.webhook_concurrency) {
+                let flow = match edgejobs_core::spec::flow_of(&spec, self.cfg.webhook_concurrency) {
                     Ok(f) => f,
                     Err(e) => panic!("a simulated flow spec does not resolve: {} ({body})", e.message),
                 };

@@ -128,9 +128,9 @@ pub fn prepare(cfg: &EdgeConfig, spec: JobSpec, keyless: u16, now: u64) -> std::
     Ok(Prepared { shard, job })
 }
 
-/// The job's flow control with its keys resolved (see `edgejobs_core::flow::for_spec`).
+/// The job's flow control with its keys resolved (see `edgejobs_core::spec::flow_of`).
 pub fn resolve_flow(cfg: &EdgeConfig, spec: &JobSpec) -> std::result::Result<Option<Flow>, ApiError> {
-    edgejobs_core::flow::for_spec(spec, cfg.webhook_concurrency)
+    edgejobs_core::spec::flow_of(spec, cfg.webhook_concurrency)
 }
 
 thread_local! {
