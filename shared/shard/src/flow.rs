@@ -889,6 +889,13 @@ pub fn restore(db: &impl Sql, jobs: &[Job], first: bool, now: u64) -> Result<Pla
         db.script("DELETE FROM flow_lists; DELETE FROM flow_wait; DELETE FROM flow_wakes;")?;
     }
     let mut plan = Plan::default();
+    let paused = read_paused(db)?;
+    // A job parked for a pause that is over (resumed between the backup and the restore)
+    // goes through the gate like a new one.
+    let parked_for_nothing = |list: &str| match list.strip_prefix("p:") {
+        Some(k) => !paused.contains(&format!("k:{k}")),
+        None => list.starts_with("t:") && !paused.contains(list),
+    };
     let mut g = Gate {
         db,
         now,
@@ -928,7 +935,7 @@ pub fn restore(db: &impl Sql, jobs: &[Job], first: bool, now: u64) -> Result<Pla
                 }
                 job.waiting_for = None;
             }
-            (JobState::Queued, Some(spot)) => {
+            (JobState::Queued, Some(spot)) if !parked_for_nothing(&spot.list) => {
                 // It waits again where it waited, as old as it was.
                 let in_rate = spot.list.starts_with("r:");
                 if let Some(fl) = job.flow.as_mut() {
@@ -964,9 +971,10 @@ pub fn restore(db: &impl Sql, jobs: &[Job], first: bool, now: u64) -> Result<Pla
                 hold(&mut g, &mut job)?;
                 plan.effects.add(&job, edgejobs_core::machine::Effect::Enqueue);
             }
-            (JobState::Queued, None) => {
+            (JobState::Queued, _) => {
                 if let Some(f) = job.flow.as_mut() {
                     f.held = 0;
+                    f.spot = None;
                     f.admitted = 0;
                 }
                 job.waiting_for = None;

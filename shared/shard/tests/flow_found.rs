@@ -161,3 +161,32 @@ fn a_job_waiting_for_its_rate_is_parked_when_its_type_is_paused() {
     assert_eq!(sent(&effects), [b]);
     consistent(&s);
 }
+
+#[test]
+fn a_restore_sends_a_job_parked_for_a_pause_that_is_over() {
+    let w = World::default();
+    let s = shard(&w);
+    let target = Target::Key { tenant: Tenant::parse("acme").expect("t"), key: "k".into() };
+    s.flow(FlowOp::Pause { target, paused: true }).expect("pause");
+    let (a, sent_a) = create(&s, &w, json!({ "type": "noop", "concurrency": { "key": "k", "limit": 1 } }));
+    assert!(sent_a.is_empty());
+    assert_eq!(get(&s, &a).waiting_for.as_deref(), Some("paused"));
+    // Restored where the key is not paused (resumed since the backup): it starts.
+    let page = s.export(Export { after: None, max_rows: 100, max_bytes: 1 << 20 }).expect("export");
+    let fresh = shard(&w);
+    let import = Import { shard: 0, ndjson: page.ndjson, first: true, idempotency_window_ms: 60_000, epoch: NOW };
+    let (_, effects) = fresh.import(import).expect("import");
+    assert_eq!(sent(&effects), std::slice::from_ref(&a));
+    assert_eq!(key(&fresh, "k"), KeyState { running: 1, limit: 1, ..KeyState::default() });
+    consistent(&fresh);
+    // Restored where it is still paused: it stays parked.
+    let paused = shard(&w);
+    let target = Target::Key { tenant: Tenant::parse("acme").expect("t"), key: "k".into() };
+    paused.flow(FlowOp::Pause { target, paused: true }).expect("pause");
+    let page = s.export(Export { after: None, max_rows: 100, max_bytes: 1 << 20 }).expect("export");
+    let import = Import { shard: 0, ndjson: page.ndjson, first: true, idempotency_window_ms: 60_000, epoch: NOW };
+    let (_, effects) = paused.import(import).expect("import");
+    assert!(sent(&effects).is_empty(), "{effects:?}");
+    assert_eq!(get(&paused, &a).waiting_for.as_deref(), Some("paused"));
+    consistent(&paused);
+}
