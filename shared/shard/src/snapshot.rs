@@ -106,12 +106,12 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 store::write_rows(db, std::slice::from_ref(j), false)?;
                 // Keys are scoped by the job's tenant, as at enqueue (a backup from before
                 // tenants restores its jobs, and their keys, as the default tenant's).
-                if let Some(key) = j.scoped_key() {
-                    keys.push(KeyWrite {
-                        key,
-                        job: j.id.clone(),
-                        expires_at: j.created_at.saturating_add(r.idempotency_window_ms),
-                    });
+                // A key whose window is over names nothing any more: it is not written (it
+                // would replace the mark of a key that moved away after a growth, and a
+                // router that missed the growth would then create the key's job twice).
+                let expires_at = j.created_at.saturating_add(r.idempotency_window_ms);
+                if let Some(key) = j.scoped_key().filter(|_| expires_at > now) {
+                    keys.push(KeyWrite { key, job: j.id.clone(), expires_at });
                 }
             }
             store::put_keys(db, &keys)?;

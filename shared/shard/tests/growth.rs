@@ -90,3 +90,24 @@ fn an_old_home_answers_a_claim_with_its_job_or_records_the_move() {
     let (stored, _) = old.create(vec![job(5, 4, "new")], WINDOW).expect("after the window");
     assert!(stored[0].created, "{:?}", stored[0].moved_to);
 }
+
+/// Found by the simulation (seeds 13 and 19): a restore wrote the key of every restored
+/// job, even one whose window was over, over the mark of a key that had moved away since;
+/// a router that missed the growth then created the key's job a second time.
+#[test]
+fn a_restore_keeps_a_moved_key_moved_over_an_expired_job_of_that_key() {
+    use edgejobs_core::protocol::{Export, Import};
+    let host = Clock::default();
+    let old = shard(&host, 5);
+    old.create(vec![job(5, 1, "k")], WINDOW).expect("created long ago");
+    let page = old.export(Export { after: None, max_rows: 10, max_bytes: 1 << 20 }).expect("export");
+    // The window is over; after a growth the key moves to shard 40.
+    host.now.set(WINDOW + 1);
+    let scoped = job(5, 0, "k").tenant.scope_key("k");
+    let claims = ClaimKeys { claims: vec![KeyClaim { key: scoped, to: 40 }], idempotency_window_ms: WINDOW };
+    assert!(old.claim_keys(claims).expect("claimed")[0].is_none(), "the key moved");
+    let import = Import { shard: 5, ndjson: page.ndjson, first: true, idempotency_window_ms: WINDOW, epoch: NOW };
+    old.import(import).expect("restored");
+    let (stored, _) = old.create(vec![job(5, 2, "k")], WINDOW).expect("answered");
+    assert_eq!(stored[0].moved_to, Some(40), "still moved after the restore");
+}
