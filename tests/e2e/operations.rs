@@ -242,7 +242,14 @@ fn retention_archives_and_deletes_jobs_and_old_backups(ctx: &Ctx) -> anyhow::Res
             fire(ctx, &stack.edge_url, MAINTENANCE_CRON)?;
             let gone = |id: &String| job_on(ctx, stack, id).is_ok_and(|j| j["error"]["code"] == "job_not_found");
             ensure(wait_until(Duration::from_secs(20), || ids[..3].iter().all(gone)), || {
-                "the 3 oldest completed jobs are deleted".into()
+                let states: Vec<String> = ids
+                    .iter()
+                    .map(|id| {
+                        job_on(ctx, stack, id).map(|j| format!("{}", j["state"])).unwrap_or_else(|e| e.to_string())
+                    })
+                    .collect();
+                let deleted = metric(ctx, stack, "edgejobs_retention_deleted_total").unwrap_or(-1.0);
+                format!("the 3 oldest completed jobs are deleted: states {states:?}, deleted {deleted0}→{deleted}")
             })?;
             for id in &ids[3..] {
                 ensure(job_on(ctx, stack, id)?["state"] == "completed", || format!("{id}: the newest 2 are kept"))?;

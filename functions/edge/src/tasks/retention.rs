@@ -56,7 +56,10 @@ pub async fn job_retention(env: &Env, cfg: &EdgeConfig) -> Result<(u64, u64), Ap
     let mut cutoffs: BTreeMap<String, BTreeMap<String, (u64, String)>> = BTreeMap::new();
     for ((class, t), mut rows) in tops {
         let keep = keep_of(&class, &t) as usize;
-        if rows.len() > keep && keep > 0 {
+        // Each shard reports at most `keep` rows, so `keep` rows in all may hide older jobs
+        // on a shard that holds every job of the type (flow-controlled jobs live on their
+        // key's shard): the keep-th newest is the cut-off whenever there are `keep` rows.
+        if rows.len() >= keep && keep > 0 {
             rows.sort_by(|a, b| b.cmp(a));
             cutoffs.entry(class).or_default().insert(t, rows[keep - 1].clone());
         }
