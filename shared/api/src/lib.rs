@@ -27,7 +27,8 @@ mod spec;
 mod tests;
 
 pub use flow::{
-    BusyKey, BusyKeys, ConcurrencyInput, DebounceInput, FlowChanged, FlowKey, FlowPauseRequest, RateInput, ThrottleInput,
+    BusyKey, BusyKeys, ConcurrencyInput, DebounceInput, FlowChanged, FlowKey, FlowPauseRequest, RateInput,
+    ThrottleInput,
 };
 pub use health::{Check, Checks, Health, HealthStatus, Live};
 pub use job::{

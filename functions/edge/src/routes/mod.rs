@@ -201,7 +201,13 @@ pub const ROUTES: &[Route] = {
         // Flow control (#28): a key's state and the busiest keys are reads of a jobs key
         // (its own tenant's); pausing is an admin action.
         route(Get, "/v1/flow", JOBS, "flow", keyed!(|c| flow::key(c.req, c.env, c.cfg, c.who).await)),
-        route(Get, "/v1/flow/busiest", JOBS, "flow_busiest", keyed!(|c| flow::busiest(c.req, c.env, c.cfg, c.who).await)),
+        route(
+            Get,
+            "/v1/flow/busiest",
+            JOBS,
+            "flow_busiest",
+            keyed!(|c| flow::busiest(c.req, c.env, c.cfg, c.who).await),
+        ),
         route(
             Post,
             "/v1/admin/flow/pause",
