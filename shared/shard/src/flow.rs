@@ -117,16 +117,7 @@ pub fn gate(db: &impl Sql, plan: &mut Plan, now: u64) -> Result<(), StoreError> 
     if !flowing && !paused.iter().any(|p| p.starts_with("t:")) {
         return Ok(());
     }
-    let mut g = Gate {
-        db,
-        now,
-        lists: BTreeMap::new(),
-        paused,
-        moved: BTreeMap::new(),
-        to_pump: BTreeSet::new(),
-        wakes: BTreeMap::new(),
-        out: Vec::new(),
-    };
+    let mut g = Gate::new(db, now, paused);
     // 1. Attempts that ended give their slots back and leave their lists.
     for job in plan.inserts.iter_mut().chain(plan.updates.iter_mut()) {
         if job.flow.is_some() && !holds(job.state) {
@@ -198,16 +189,7 @@ pub fn wake(db: &impl Sql, plan: &mut Plan, now: u64) -> Result<(), StoreError> 
     if due.is_empty() {
         return Ok(());
     }
-    let mut g = Gate {
-        db,
-        now,
-        lists: BTreeMap::new(),
-        paused: read_paused(db)?,
-        moved: BTreeMap::new(),
-        to_pump: due.into_iter().collect(),
-        wakes: BTreeMap::new(),
-        out: Vec::new(),
-    };
+    let mut g = Gate { to_pump: due.into_iter().collect(), ..Gate::new(db, now, read_paused(db)?) };
     for l in g.to_pump.clone() {
         g.wakes.insert(l, None);
     }
@@ -246,7 +228,20 @@ fn plain_flow() -> Flow {
     }
 }
 
-impl<S: Sql> Gate<'_, S> {
+impl<'a, S: Sql> Gate<'a, S> {
+    fn new(db: &'a S, now: u64, paused: BTreeSet<String>) -> Gate<'a, S> {
+        Gate {
+            db,
+            now,
+            lists: BTreeMap::new(),
+            paused,
+            moved: BTreeMap::new(),
+            to_pump: BTreeSet::new(),
+            wakes: BTreeMap::new(),
+            out: Vec::new(),
+        }
+    }
+
     fn list(&mut self, name: &str) -> Result<&mut ListRow, StoreError> {
         if !self.lists.contains_key(name) {
             let rows = self.db.rows(
@@ -591,16 +586,7 @@ pub fn set_paused(db: &impl Sql, plan: &mut Plan, what: &str, paused: bool, now:
         return Ok(was != paused);
     }
     db.rows("DELETE FROM flow_paused WHERE what = ?", &[text(what)])?;
-    let mut g = Gate {
-        db,
-        now,
-        lists: BTreeMap::new(),
-        paused: read_paused(db)?,
-        moved: BTreeMap::new(),
-        to_pump: BTreeSet::new(),
-        wakes: BTreeMap::new(),
-        out: Vec::new(),
-    };
+    let mut g = Gate::new(db, now, read_paused(db)?);
     match what.strip_prefix("k:") {
         Some(k) => {
             g.to_pump.extend([format!("p:{k}"), concurrency_list(k), rate_list(k)]);
@@ -896,16 +882,7 @@ pub fn restore(db: &impl Sql, jobs: &[Job], first: bool, now: u64) -> Result<Pla
         Some(k) => !paused.contains(&format!("k:{k}")),
         None => list.starts_with("t:") && !paused.contains(list),
     };
-    let mut g = Gate {
-        db,
-        now,
-        lists: BTreeMap::new(),
-        paused: BTreeSet::new(),
-        moved: BTreeMap::new(),
-        to_pump: BTreeSet::new(),
-        wakes: BTreeMap::new(),
-        out: Vec::new(),
-    };
+    let mut g = Gate::new(db, now, BTreeSet::new());
     for j in jobs {
         let Some(f) = j.flow.clone() else {
             // Through the gate (its type may be paused).

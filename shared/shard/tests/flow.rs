@@ -4,44 +4,18 @@
 //! one order, a rate spaces starts, pauses park jobs, debounce and throttle answer the
 //! enqueue. After every step the shard's counts agree with its jobs (`flow::check`).
 
-use std::cell::Cell;
+mod common;
 
 use edgejobs_core::flow::{self, FlowOp, FlowReply, KeyState, Subject, Target};
 use edgejobs_core::machine::{Disposition, Event};
 use edgejobs_core::plan::JobEvent;
-use edgejobs_core::protocol::{ApplyMany, FlowOutcome, Get};
+use edgejobs_core::protocol::{ApplyMany, FlowOutcome};
 use edgejobs_core::tenant::Tenant;
 use edgejobs_core::{Job, JobId, JobState};
-use edgejobs_shard::native::Sqlite;
-use edgejobs_shard::{Effects, Host, Level, Shard};
+use edgejobs_shard::Host;
 use serde_json::{Value, json};
 
-const NOW: u64 = 1_800_000_000_000;
-
-#[derive(Debug, Default)]
-struct World {
-    now: Cell<u64>,
-    n: Cell<u64>,
-}
-
-impl Host for &World {
-    fn now_ms(&self) -> u64 {
-        NOW + self.now.get()
-    }
-    fn random_u64(&self) -> u64 {
-        self.n.set(self.n.get() + 1);
-        self.n.get().wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn log(&self, _level: Level, _msg: &str, _fields: Value) {}
-}
-
-type S<'a> = Shard<Sqlite, &'a World>;
-
-fn shard(w: &World) -> S<'_> {
-    let s = Shard::new(Sqlite::memory().expect("db"), w, Some(0));
-    s.migrate().expect("schema");
-    s
-}
+use common::{NOW, S, World, get, sent, shard};
 
 /// Builds a job of `spec` (its flow fields resolved as the router does, tenant `acme`).
 fn job(w: &World, spec: Value) -> Job {
@@ -62,10 +36,6 @@ fn create(s: &S, w: &World, specs: Vec<Value>) -> (Vec<JobId>, Vec<JobId>) {
     (ids, sent(&effects))
 }
 
-fn sent(e: &Effects) -> Vec<JobId> {
-    e.enqueue.iter().map(|(_, r)| r.id.clone()).collect()
-}
-
 fn events(s: &S, evs: Vec<(JobId, Event)>) -> Vec<JobId> {
     let events = evs.into_iter().map(|(id, event)| JobEvent { id, event }).collect();
     let (answers, effects) = s.apply_many(ApplyMany { events, full: false, tenant: None }).expect("apply");
@@ -83,10 +53,6 @@ fn start(s: &S, id: &JobId) {
 fn complete(s: &S, id: &JobId) -> Vec<JobId> {
     let attempt = get(s, id).attempt;
     events(s, vec![(id.clone(), Event::Complete { attempt, result: None })])
-}
-
-fn get(s: &S, id: &JobId) -> Job {
-    s.get(Get { id: id.clone(), tenant: None }).expect("the job")
 }
 
 fn consistent(s: &S) {

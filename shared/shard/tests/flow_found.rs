@@ -2,44 +2,18 @@
 //! in pages gives every job back exactly what it had, whatever page holds it; a job that
 //! waits for its rate while its type is paused is parked, not sent, when the rate allows.
 
-use std::cell::Cell;
+mod common;
 
 use edgejobs_core::flow::{self, FlowOp, FlowReply, KeyState, Subject, Target};
 use edgejobs_core::machine::Event;
 use edgejobs_core::plan::JobEvent;
-use edgejobs_core::protocol::{ApplyMany, Export, Get, Import};
+use edgejobs_core::protocol::{ApplyMany, Export, Import};
 use edgejobs_core::tenant::Tenant;
 use edgejobs_core::{Job, JobId};
-use edgejobs_shard::native::Sqlite;
-use edgejobs_shard::{Effects, Host, Level, Shard};
+use edgejobs_shard::Host;
 use serde_json::{Value, json};
 
-const NOW: u64 = 1_800_000_000_000;
-
-#[derive(Debug, Default)]
-struct World {
-    now: Cell<u64>,
-    n: Cell<u64>,
-}
-
-impl Host for &World {
-    fn now_ms(&self) -> u64 {
-        NOW + self.now.get()
-    }
-    fn random_u64(&self) -> u64 {
-        self.n.set(self.n.get() + 1);
-        self.n.get().wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn log(&self, _level: Level, _msg: &str, _fields: Value) {}
-}
-
-type S<'a> = Shard<Sqlite, &'a World>;
-
-fn shard(w: &World) -> S<'_> {
-    let s = Shard::new(Sqlite::memory().expect("db"), w, Some(0));
-    s.migrate().expect("schema");
-    s
-}
+use common::{NOW, S, World, get, sent, shard};
 
 fn create(s: &S, w: &World, spec: Value) -> (JobId, Vec<JobId>) {
     w.now.set(w.now.get() + 1);
@@ -54,10 +28,6 @@ fn create(s: &S, w: &World, spec: Value) -> (JobId, Vec<JobId>) {
     (id, sent(&effects))
 }
 
-fn sent(e: &Effects) -> Vec<JobId> {
-    e.enqueue.iter().map(|(_, r)| r.id.clone()).collect()
-}
-
 fn event(s: &S, id: &JobId, event: Event) -> Vec<JobId> {
     let events = vec![JobEvent { id: id.clone(), event }];
     let (answers, effects) = s.apply_many(ApplyMany { events, full: false, tenant: None }).expect("apply");
@@ -65,10 +35,6 @@ fn event(s: &S, id: &JobId, event: Event) -> Vec<JobId> {
         a.expect("the event is accepted");
     }
     sent(&effects)
-}
-
-fn get(s: &S, id: &JobId) -> Job {
-    s.get(Get { id: id.clone(), tenant: None }).expect("the job")
 }
 
 fn consistent(s: &S) {
