@@ -26,10 +26,7 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
-pub use flow::{
-    BusyKey, BusyKeys, ConcurrencyInput, DebounceInput, FlowChanged, FlowKey, FlowPauseRequest, RateInput,
-    ThrottleInput,
-};
+pub use flow::{BusyKey, BusyKeys, FlowChanged, FlowKey, FlowPauseRequest};
 pub use health::{Check, Checks, Health, HealthStatus, Live};
 pub use job::{
     AttemptRecord, Backoff, Flow, FlowDebounce, FlowLimit, FlowRate, FlowThrottle, Job, JobList, JobState, JobSummary,
@@ -44,4 +41,6 @@ pub use reply::{
 pub use schedule::{
     CatchUp, Overlap, RunKind, ScheduleDeleted, ScheduleList, ScheduleRunView, ScheduleView, Triggered,
 };
-pub use spec::{BackoffInput, DurationInput, JobSpec, ScheduleSpec};
+pub use spec::{
+    BackoffInput, ConcurrencyInput, DebounceInput, DurationInput, JobSpec, RateInput, ScheduleSpec, ThrottleInput,
+};

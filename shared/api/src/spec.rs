@@ -58,15 +58,15 @@ pub struct JobSpec {
     pub tenant: Option<String>,
     /// Flow control (#28): concurrency keys, rate, priority (0-9), debounce, throttle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrency: Option<crate::flow::ConcurrencyInput>,
+    pub concurrency: Option<ConcurrencyInput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate: Option<crate::flow::RateInput>,
+    pub rate: Option<RateInput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub debounce: Option<crate::flow::DebounceInput>,
+    pub debounce: Option<DebounceInput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub throttle: Option<crate::flow::ThrottleInput>,
+    pub throttle: Option<ThrottleInput>,
 }
 
 /// A schedule to create (`POST /v1/schedules`). `job` is a job spec without
@@ -89,4 +89,49 @@ pub struct ScheduleSpec {
     pub starts_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<String>,
+}
+
+/// A job spec's `concurrency`: one key and limit, or a list of 1 to 2 (all must allow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum ConcurrencyInput {
+    One(crate::job::FlowLimit),
+    Many(Vec<crate::job::FlowLimit>),
+}
+
+/// A job spec's `rate`: at most `limit` starts per `period` for `key`, evenly spaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RateInput {
+    pub key: String,
+    pub limit: u32,
+    pub period: DurationInput,
+}
+
+/// A job spec's `debounce`: enqueues with `key` within `period` collapse into one job that
+/// runs once the key is quiet (the last payload wins); `max_wait` bounds the delay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DebounceInput {
+    pub key: String,
+    pub period: DurationInput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait: Option<DurationInput>,
+}
+
+/// A job spec's `throttle`: at most `limit` jobs created per `period` for `key`; over it,
+/// the enqueue answers 200 with the key's last job (`on_limit: "drop"`) or 429 `throttled`
+/// (`"reject"`, the default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleInput {
+    pub key: String,
+    pub limit: u32,
+    pub period: DurationInput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_limit: Option<String>,
 }

@@ -57,20 +57,14 @@ pub struct Bugs {
     pub flow_no_wake: bool,
 }
 
-thread_local! {
-    /// The flow bugs of this thread's shards: the gate runs inside `store::apply`, which
-    /// has no shard to read `Shard::bugs` from (the simulation switches them per run).
-    static FLOW: std::cell::RefCell<Bugs> = std::cell::RefCell::new(Bugs::default());
-}
-
-/// Switches the flow gate's bugs (`flow_*`) of `b` on for this thread.
+/// Switches the flow gate's bugs (`flow_*`) of `b` on for this thread (the gate keeps
+/// them: it runs inside `flow::apply`, which has no shard to read `Shard::bugs` from).
 pub fn switch_flow(b: &Bugs) {
-    FLOW.with(|f| *f.borrow_mut() = b.clone());
-}
-
-/// This thread's flow bugs.
-pub fn flow() -> Bugs {
-    FLOW.with(|f| f.borrow().clone())
+    crate::flow::switch_bugs(crate::flow::FlowBugs {
+        over_limit: b.flow_over_limit,
+        slot_leak: b.flow_slot_leak,
+        no_wake: b.flow_no_wake,
+    });
 }
 
 impl Bugs {
@@ -172,7 +166,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
         let now = self.host.now_ms();
         let Staged { mut plan, answers } = staged;
         self.commit(|db| {
-            store::apply(db, &mut plan, now)?;
+            crate::flow::apply(db, &mut plan, now)?;
             Ok((answers, plan.effects))
         })
     }
@@ -196,7 +190,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 plan.updates.push(j);
             }
             let resent = plan.updates.len() as u64;
-            store::apply(db, &mut plan, now)?;
+            crate::flow::apply(db, &mut plan, now)?;
             Ok((plan.effects, loaded, resent))
         })?;
         let (effects, loaded, resent) = out;

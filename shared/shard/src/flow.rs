@@ -1,5 +1,5 @@
 //! The gate of flow control (#28): which queued jobs this shard lets through to the queue
-//! or the stream, and which wait. It runs inside every write of a plan ([`store::apply`]),
+//! or the stream, and which wait. It runs inside every write of a plan ([`apply`]: the gate, then `store::write_plan`),
 //! so a job's admission, its wait and the release of its slots commit with the transition
 //! that caused them: nothing awaits between reading a key's count and writing it.
 //!
@@ -30,36 +30,6 @@ use edgejobs_core::{Job, JobId, JobState};
 use crate::sql::{Cols, Sql, StoreError, int, text};
 use crate::store;
 
-/// The flow tables (created with the others at every start).
-pub const TABLES: &str = "
-CREATE TABLE IF NOT EXISTS flow_lists (
-    list TEXT PRIMARY KEY,
-    running INTEGER NOT NULL DEFAULT 0,
-    lim INTEGER NOT NULL DEFAULT 0,
-    waiting INTEGER NOT NULL DEFAULT 0,
-    seq INTEGER NOT NULL DEFAULT 0,
-    next_at INTEGER NOT NULL DEFAULT 0,
-    spacing INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flow_wait (
-    list TEXT NOT NULL,
-    rank INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    job_id TEXT NOT NULL,
-    since INTEGER NOT NULL,
-    PRIMARY KEY (list, rank, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS flow_wait_age ON flow_wait(list, seq);
-CREATE TABLE IF NOT EXISTS flow_paused (what TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flow_wakes (list TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flow_windows (
-    key TEXT PRIMARY KEY,
-    start INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    job_id TEXT NOT NULL
-) WITHOUT ROWID;
-";
-
 /// Most jobs one call moves out of one list (a resume of a key with more parked jobs goes
 /// on at the next alarm, which `flow_wakes` arms for now).
 pub const MAX_MOVES: u64 = 500;
@@ -88,6 +58,34 @@ struct Gate<'a, S: Sql> {
     /// Rate lists that still hold jobs after this call: the alarm's next time for each.
     wakes: BTreeMap<String, Option<u64>>,
     out: Vec<(edgejobs_core::Lane, JobRef)>,
+}
+
+/// The gate's seeded bugs (feature `bugs`, for the simulation; see `bugs::switch_flow`).
+#[cfg(feature = "bugs")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlowBugs {
+    /// Admission forgets `running < limit`.
+    pub over_limit: bool,
+    /// A cancelled or dead job keeps its slots.
+    pub slot_leak: bool,
+    /// A release does not start the next waiting job.
+    pub no_wake: bool,
+}
+
+#[cfg(feature = "bugs")]
+thread_local! {
+    static BUGS: std::cell::Cell<FlowBugs> = std::cell::Cell::new(FlowBugs::default());
+}
+
+/// Switches this thread's gate bugs.
+#[cfg(feature = "bugs")]
+pub fn switch_bugs(b: FlowBugs) {
+    BUGS.with(|c| c.set(b));
+}
+
+#[cfg(feature = "bugs")]
+fn bugs() -> FlowBugs {
+    BUGS.with(std::cell::Cell::get)
 }
 
 /// The list a concurrency key's jobs wait in.
@@ -167,6 +165,13 @@ pub fn gate(db: &impl Sql, plan: &mut Plan, now: u64) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Writes a plan after the gate decided which of its sends wait (and added the jobs it
+/// moved): every operation's write goes through here.
+pub fn apply(db: &impl Sql, plan: &mut Plan, now: u64) -> Result<Vec<String>, StoreError> {
+    gate(db, plan, now)?;
+    store::write_plan(db, plan, now)
+}
+
 /// Puts the jobs the gate moved into the plan: over their insert when this plan creates
 /// them, else as updates.
 fn settle(plan: &mut Plan, moved: BTreeMap<JobId, Job>) {
@@ -200,15 +205,6 @@ pub fn wake(db: &impl Sql, plan: &mut Plan, now: u64) -> Result<(), StoreError> 
     }
     settle(plan, std::mem::take(&mut g.moved));
     Ok(())
-}
-
-/// The earliest wake-up a flow list needs, if any.
-pub fn next_wake(db: &impl Sql) -> Result<Option<u64>, StoreError> {
-    let rows = db.rows("SELECT MIN(at) FROM flow_wakes", &[])?;
-    match rows.into_iter().next() {
-        Some(row) => Ok(Cols::new(row).opt_f64()?.map(|v| v as u64)),
-        None => Ok(None),
-    }
 }
 
 fn read_paused(db: &impl Sql) -> Result<BTreeSet<String>, StoreError> {
@@ -274,8 +270,8 @@ impl<'a, S: Sql> Gate<'a, S> {
         let tenant = job.tenant.clone();
         #[cfg(feature = "bugs")]
         let (leak, no_wake) = {
-            let b = crate::bugs::flow();
-            (b.flow_slot_leak && matches!(job.state, JobState::Cancelled | JobState::Dead), b.flow_no_wake)
+            let b = bugs();
+            (b.slot_leak && matches!(job.state, JobState::Cancelled | JobState::Dead), b.no_wake)
         };
         let Some(flow) = job.flow.as_mut() else { return Ok(()) };
         let held: Vec<String> = flow
@@ -342,7 +338,7 @@ impl<'a, S: Sql> Gate<'a, S> {
             #[allow(unused_mut)]
             let mut below = row.running < row.lim;
             #[cfg(feature = "bugs")]
-            if crate::bugs::flow().flow_over_limit {
+            if bugs().over_limit {
                 below = true;
             }
             let room = below && (row.waiting == 0 || popped.as_deref() == Some(l.as_str()));
@@ -737,7 +733,7 @@ impl<S: Sql, H: crate::Host> crate::Shard<S, H> {
             FlowOp::Pause { target, paused } => self.commit(|db| {
                 let mut plan = Plan::default();
                 let changed = set_paused(db, &mut plan, &target.stored(), paused, now)?;
-                store::apply(db, &mut plan, now)?;
+                apply(db, &mut plan, now)?;
                 Ok((FlowReply::Changed(changed), plan.effects))
             }),
             FlowOp::Key { tenant, key } => {

@@ -121,7 +121,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 }
             }
             let (mut plan, key_writes, answers) = plan::create(jobs, here.jobs, now, window_ms);
-            let mut docs = store::apply(db, &mut plan, now)?.into_iter();
+            let mut docs = crate::flow::apply(db, &mut plan, now)?.into_iter();
             store::put_keys(db, &key_writes)?;
             // Answer with the JSON just written (created jobs come in insert order).
             let mut answers = answers.into_iter();
@@ -178,7 +178,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let (mut plan, answers) = plan::apply_events(loaded, events, now, &mut || self.host.random_unit());
             #[cfg(feature = "bugs")]
             self.bugs.pending_uncounted(&mut plan);
-            store::apply(db, &mut plan, now)?;
+            crate::flow::apply(db, &mut plan, now)?;
             Ok((answers, plan.effects))
         })?;
         let applied = answers.into_iter().zip(wants).map(|(a, want)| applied(a, want, false)).collect();
@@ -211,7 +211,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
             };
             let (mut plan, answers) =
                 plan::apply_reports(loaded, reports, now, &mut || self.host.random_unit(), &mut token);
-            store::apply(db, &mut plan, now)?;
+            crate::flow::apply(db, &mut plan, now)?;
             Ok((answers, plan.effects))
         })?;
         let refused: Vec<String> = order
@@ -395,7 +395,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let dead = store::load_where(db, &query, &binds)?;
             let events = dead.iter().map(|j| JobEvent { id: j.id.clone(), event: Event::Replay }).collect();
             let (mut plan, answers) = plan::apply_events(dead, events, now, &mut || self.host.random_unit());
-            store::apply(db, &mut plan, now)?;
+            crate::flow::apply(db, &mut plan, now)?;
             Ok((answers.into_iter().filter_map(Result::ok).map(|j| j.id).collect(), plan.effects))
         })
     }
@@ -407,7 +407,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
         self.commit(|db| {
             let loaded = store::load_many(db, &ids)?;
             let (mut plan, answers) = plan::handoffs(loaded, r.entries);
-            store::apply(db, &mut plan, now)?;
+            crate::flow::apply(db, &mut plan, now)?;
             Ok(answers)
         })
     }

@@ -292,7 +292,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
             }
             out.push((created.job, created.created));
         }
-        store::apply(db, &mut plan, now)?;
+        crate::flow::apply(db, &mut plan, now)?;
         store::put_keys(db, &key_writes)?;
         Ok((plan.effects, out))
     }

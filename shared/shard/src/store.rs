@@ -58,6 +58,36 @@ CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs(run_at) WHERE state = 'schedul
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs(tenant, id);
 ";
 
+/// The flow gate's tables (`crate::flow`), created with the others at every start.
+pub const FLOW_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS flow_lists (
+    list TEXT PRIMARY KEY,
+    running INTEGER NOT NULL DEFAULT 0,
+    lim INTEGER NOT NULL DEFAULT 0,
+    waiting INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL DEFAULT 0,
+    next_at INTEGER NOT NULL DEFAULT 0,
+    spacing INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_wait (
+    list TEXT NOT NULL,
+    rank INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    job_id TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    PRIMARY KEY (list, rank, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flow_wait_age ON flow_wait(list, seq);
+CREATE TABLE IF NOT EXISTS flow_paused (what TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_wakes (list TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_windows (
+    key TEXT PRIMARY KEY,
+    start INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    job_id TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
 const OTHER_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT NOT NULL,
@@ -232,7 +262,7 @@ pub fn migrate(db: &impl Sql) -> Result<Migrated, StoreError> {
         };
         db.script(JOBS_INDEXES)?;
         db.script(OTHER_TABLES)?;
-        db.script(crate::flow::TABLES)?;
+        db.script(FLOW_TABLES)?;
         if let Migrated::From(_) = done {
             recount_pending(db)?;
         }
@@ -319,11 +349,10 @@ pub fn write_rows(db: &impl Sql, jobs: &[Job], upsert: bool) -> Result<Vec<Strin
     Ok(written)
 }
 
-/// Writes a plan, after the flow gate decided which of its sends wait (`flow::gate`, which
-/// may add jobs it moved): its inserts, updates and metric deltas. Returns the JSON of the
-/// inserted jobs, in order (a create answers with it).
-pub fn apply(db: &impl Sql, plan: &mut Plan, now: u64) -> Result<Vec<String>, StoreError> {
-    crate::flow::gate(db, plan, now)?;
+/// Writes a plan: its inserts, updates and metric deltas. Returns the JSON of the
+/// inserted jobs, in order (a create answers with it). Operations write through
+/// `flow::apply`, which runs the flow gate first.
+pub fn write_plan(db: &impl Sql, plan: &Plan, now: u64) -> Result<Vec<String>, StoreError> {
     let inserted = write_rows(db, &plan.inserts, false)?;
     write_rows(db, &plan.updates, true)?;
     record(db, &plan.deltas, now)?;
@@ -482,21 +511,18 @@ pub fn put_keys(db: &impl Sql, keys: &[KeyWrite]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The earliest `run_at` of a scheduled job or wake-up of a schedule, if any.
+/// The earliest `run_at` of a scheduled job, wake-up of a schedule, or start a flow rate
+/// list waits for (`flow_wakes`), if any.
 pub fn next_wake(db: &impl Sql) -> Result<Option<u64>, StoreError> {
     let rows = db.rows(
         "SELECT MIN(run_at) AS run_at FROM (
             SELECT MIN(run_at) AS run_at FROM jobs WHERE state = 'scheduled'
-            UNION ALL SELECT MIN(wake_at) AS run_at FROM schedules WHERE wake_at IS NOT NULL)",
+            UNION ALL SELECT MIN(wake_at) AS run_at FROM schedules WHERE wake_at IS NOT NULL
+            UNION ALL SELECT MIN(at) AS run_at FROM flow_wakes)",
         &[],
     )?;
-    let jobs = match rows.into_iter().next() {
-        Some(row) => Cols::new(row).opt_f64()?.map(|v| v as u64),
-        None => None,
-    };
-    let flow = crate::flow::next_wake(db)?;
-    Ok(match (jobs, flow) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
+    match rows.into_iter().next() {
+        Some(row) => Ok(Cols::new(row).opt_f64()?.map(|v| v as u64)),
+        None => Ok(None),
+    }
 }

@@ -71,7 +71,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 jobs.iter().filter_map(|j| pick(j, now).map(|event| JobEvent { id: j.id.clone(), event })).collect();
             let loaded = jobs.len();
             let (mut plan, answers) = plan::apply_events(jobs, events, now, &mut || self.host.random_unit());
-            store::apply(db, &mut plan, now)?;
+            crate::flow::apply(db, &mut plan, now)?;
             Ok(Page {
                 loaded,
                 accepted: answers.iter().filter(|a| a.is_ok()).count() as u64,
@@ -98,7 +98,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
         self.commit(|db| {
             let mut plan = edgejobs_core::plan::Plan::default();
             crate::flow::wake(db, &mut plan, now)?;
-            store::apply(db, &mut plan, now)?;
+            crate::flow::apply(db, &mut plan, now)?;
             Ok(plan.effects)
         })
     }

@@ -15,7 +15,7 @@ use edgejobs_core::protocol::FlowOutcome;
 use edgejobs_core::tenant::Tenant;
 use serde_json::{Value, json};
 
-use crate::oracle::Oracle;
+use crate::oracle::{FlowJob, Oracle};
 use crate::rng::Rng;
 
 /// Broad concurrency keys and their limits (each job's last key: its flow key).
@@ -94,37 +94,6 @@ pub fn target(rng: &mut Rng, tenants: &[&str]) -> Target {
     let keys: Vec<&str> = BROAD.iter().map(|b| b.0).chain(RATES.iter().map(|r| r.0)).collect();
     let key = keys[rng.below(keys.len() as u64) as usize];
     Target::Key { tenant: Tenant::parse(tenant).unwrap_or_else(|e| panic!("{e:?}")), key: key.to_owned() }
-}
-
-/// What the simulation knows of flow control, independently of the shards.
-#[derive(Debug, Default)]
-pub struct FlowSeen {
-    /// Per flow job created: its concurrency lists (`c:<scoped key>`) and limits, its type
-    /// and the pause names that stop it (`t:<type>`, `k:<scoped flow key>`).
-    pub jobs: BTreeMap<String, FlowJob>,
-    /// Per flow job, the highest attempt the shard sent (admitted).
-    pub sent: BTreeMap<String, u32>,
-    /// Flow jobs sent and not observed since in another state than `queued`: they hold
-    /// their slots (a start makes them `active`, which holds them too).
-    pub live: BTreeSet<String>,
-    /// Paused targets (as `flow_paused` names them) and the targets themselves.
-    pub paused: BTreeMap<String, Target>,
-    /// Per debounce key: the job of its window and when the window opened.
-    pub debounce: BTreeMap<String, (String, u64)>,
-    /// Per throttle key: the window's start, jobs created in it, the last one.
-    pub throttle: BTreeMap<String, (u64, u32, String)>,
-    /// Debounced and throttled answers seen (how often the windows were exercised).
-    pub collapsed: u64,
-    /// Lists with jobs waiting, summed over the checks (how much keys contended).
-    pub waiting_lists: u64,
-    /// Pauses and resumes made.
-    pub pauses: u64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct FlowJob {
-    pub lists: Vec<(String, u32)>,
-    pub stops: Vec<String>,
 }
 
 impl FlowJob {

@@ -74,7 +74,7 @@ pub struct Oracle {
     pub checks: BTreeMap<&'static str, u64>,
     pub violation: Option<Violation>,
     /// Flow control (#28), see [`crate::flow`].
-    pub flow: crate::flow::FlowSeen,
+    pub flow: FlowSeen,
 }
 
 impl Oracle {
@@ -269,4 +269,36 @@ impl Oracle {
             self.fail("no-storage-errors", e.clone());
         }
     }
+}
+
+/// What the simulation knows of flow control, independently of the shards (its rules are
+/// in [`crate::flow`]).
+#[derive(Debug, Default)]
+pub struct FlowSeen {
+    /// Per flow job created: its concurrency lists (`c:<scoped key>`) and limits, its type
+    /// and the pause names that stop it (`t:<type>`, `k:<scoped flow key>`).
+    pub jobs: BTreeMap<String, FlowJob>,
+    /// Per flow job, the highest attempt the shard sent (admitted).
+    pub sent: BTreeMap<String, u32>,
+    /// Flow jobs sent and not observed since in another state than `queued`: they hold
+    /// their slots (a start makes them `active`, which holds them too).
+    pub live: BTreeSet<String>,
+    /// Paused targets (as `flow_paused` names them) and the targets themselves.
+    pub paused: BTreeMap<String, edgejobs_core::flow::Target>,
+    /// Per debounce key: the job of its window and when the window opened.
+    pub debounce: BTreeMap<String, (String, u64)>,
+    /// Per throttle key: the window's start, jobs created in it, the last one.
+    pub throttle: BTreeMap<String, (u64, u32, String)>,
+    /// Debounced and throttled answers seen (how often the windows were exercised).
+    pub collapsed: u64,
+    /// Lists with jobs waiting, summed over the checks (how much keys contended).
+    pub waiting_lists: u64,
+    /// Pauses and resumes made.
+    pub pauses: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FlowJob {
+    pub lists: Vec<(String, u32)>,
+    pub stops: Vec<String>,
 }

@@ -1456,7 +1456,7 @@ impl World {
         windows: &BTreeMap<String, crate::flow::Window>,
         (open, last): (&mut BTreeMap<String, Option<String>>, &BTreeMap<String, serde_json::Value>),
     ) {
-        if created && let Some(f) = crate::flow::FlowJob::of(job) {
+        if created && let Some(f) = crate::oracle::FlowJob::of(job) {
             self.oracle.flow.jobs.insert(id.to_owned(), f);
         }
         let now = self.now();
