@@ -60,15 +60,15 @@ impl<'a> Api<'a> {
     }
 
     pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Resp> {
-        self.ctx.send_unchecked(self.ctx.http.post(format!("{}{path}", self.base)).bearer_auth(&self.key).json(body))
+        self.ctx.send(self.ctx.http.post(format!("{}{path}", self.base)).bearer_auth(&self.key).json(body))
     }
 
     pub fn admin_post(&self, path: &str, body: &Value) -> anyhow::Result<Resp> {
-        self.ctx.send_unchecked(self.ctx.http.post(format!("{}{path}", self.base)).bearer_auth(&self.admin).json(body))
+        self.ctx.send(self.ctx.http.post(format!("{}{path}", self.base)).bearer_auth(&self.admin).json(body))
     }
 
     pub fn get(&self, path: &str) -> anyhow::Result<Resp> {
-        self.ctx.send_unchecked(self.ctx.http.get(format!("{}{path}", self.base)).bearer_auth(&self.key))
+        self.ctx.send(self.ctx.http.get(format!("{}{path}", self.base)).bearer_auth(&self.key))
     }
 
     /// Enqueues; the id, failing unless 201.
