@@ -49,7 +49,9 @@ pub struct ListRow {
 struct Gate<'a, S: Sql> {
     db: &'a S,
     now: u64,
-    lists: BTreeMap<String, (ListRow, bool)>,
+    /// Each list read: its row now, and as it was read (`None`: it had no row). Only rows
+    /// that changed are written at the end.
+    lists: BTreeMap<String, (ListRow, Option<ListRow>)>,
     paused: BTreeSet<String>,
     /// Jobs changed here that the plan did not hold (moved out of a list).
     moved: BTreeMap<JobId, Job>,
@@ -247,21 +249,20 @@ impl<'a, S: Sql> Gate<'a, S> {
             let row = match rows.into_iter().next() {
                 Some(r) => {
                     let mut c = Cols::new(r);
-                    ListRow {
+                    Some(ListRow {
                         running: c.u64()?,
                         lim: c.u64()?,
                         waiting: c.u64()?,
                         seq: c.u64()?,
                         next_at: c.u64()?,
                         spacing: c.u64()?,
-                    }
+                    })
                 }
-                None => ListRow::default(),
+                None => None,
             };
-            self.lists.insert(name.to_owned(), (row, false));
+            self.lists.insert(name.to_owned(), (row.clone().unwrap_or_default(), row));
         }
-        let (row, dirty) = self.lists.get_mut(name).ok_or_else(|| StoreError("a flow list vanished".into()))?;
-        *dirty = true;
+        let (row, _) = self.lists.get_mut(name).ok_or_else(|| StoreError("a flow list vanished".into()))?;
         Ok(row)
     }
 
@@ -528,11 +529,13 @@ impl<'a, S: Sql> Gate<'a, S> {
 
     /// Writes the lists' rows and the rate wake-ups; answers the earliest wake-up.
     fn finish(&mut self) -> Result<Option<u64>, StoreError> {
-        for (name, (row, dirty)) in &self.lists {
-            if !*dirty {
+        for (name, (row, read)) in &self.lists {
+            let spent = row.running == 0 && row.waiting == 0 && row.next_at <= self.now;
+            // Unchanged: nothing to write (a spent row that exists is still cleaned up).
+            if read.as_ref() == Some(row) && !spent || read.is_none() && spent {
                 continue;
             }
-            if row.running == 0 && row.waiting == 0 && row.next_at <= self.now {
+            if spent {
                 self.db.rows("DELETE FROM flow_lists WHERE list = ?", &[text(name.clone())])?;
                 continue;
             }
