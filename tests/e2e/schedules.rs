@@ -1,11 +1,14 @@
 //! Schedules end to end: a schedule every second runs and its jobs complete, pause stops
 //! it, resume and trigger work, `skip` holds back a run while a long job is active, a
 //! wrangler restart loses no schedule and creates no duplicate tick, a backup and restore
-//! keep it, and the API refuses bad input with the field and position.
+//! keep it, the API refuses bad input with the field and position, and a schedule whose
+//! runs carry a concurrency key lives on the key's shard (its runs wait for the key's other
+//! jobs) while its name answers as any schedule's.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use edgejobs_tests::proc::wait_until;
 use edgejobs_tests::stack::Stack;
 use serde_json::{Value, json};
@@ -20,6 +23,7 @@ pub const TESTS: &[Test] = &[
     ("schedules_survive_a_wrangler_restart_without_duplicate_ticks", survive_a_wrangler_restart),
     ("schedules_are_kept_by_backup_and_restore", kept_by_backup_and_restore),
     ("schedules_lost_alarm_is_rearmed_by_the_maintenance_cron", lost_alarm_is_rearmed_by_the_maintenance_cron),
+    ("schedules_runs_count_with_their_concurrency_keys_other_jobs", runs_count_with_their_keys_other_jobs),
 ];
 
 /// Where requests go: the shared stack or the fault stack, with its keys.
@@ -382,13 +386,19 @@ fn kept_by_backup_and_restore(ctx: &Ctx) -> anyhow::Result<()> {
             "name": name, "cron": "30 2 * * *", "timezone": "America/New_York", "overlap": "queue_one",
             "catch_up": "last", "job": { "type": "noop", "payload": { "n": 1 } }
         }))?;
+        // A schedule whose runs hold a key lives on the key's shard, its name kept at the
+        // name's: the restore puts both back.
+        let (keyed, key, key_home) = off_key_shard("kept-keyed");
+        on.create(&json!({ "name": keyed, "cron": "0 0 1 1 *",
+            "job": { "type": "noop", "concurrency": { "key": key, "limit": 1 } } }))?;
         let r = on.admin("POST", "/v1/admin/backups", None)?;
         ensure(r.status == 201, || format!("backup: {} {}", r.status, r.body))?;
         let id = r.body["id"].as_str().unwrap_or_default().to_owned();
-        ensure(r.body["schedules"]["rows"].as_u64() >= Some(1), || {
+        ensure(r.body["schedules"]["rows"].as_u64() >= Some(2), || {
             format!("the manifest lists the schedules: {}", r.body)
         })?;
         on.delete(&name)?;
+        on.delete(&keyed)?;
         let other = unique("after-backup");
         on.create(&json!({ "name": other, "cron": "0 0 * * *", "job": { "type": "noop" } }))?;
         let r = on.admin("POST", "/v1/admin/restore", Some(&json!({ "backup": id })))?;
@@ -402,8 +412,25 @@ fn kept_by_backup_and_restore(ctx: &Ctx) -> anyhow::Result<()> {
         // The restore replaced the schedules: one made after the backup is gone.
         let r = on.read(&format!("/v1/schedules/{other}"))?;
         ensure(r.status == 404, || format!("a schedule newer than the backup: {} {}", r.status, r.body))?;
+        // The keyed schedule answers by name, and its run is made on its key's shard.
+        let t = on.admin("POST", &format!("/v1/schedules/{keyed}/trigger"), None)?;
+        ensure(t.status == 201, || format!("trigger after the restore: {} {}", t.status, t.body))?;
+        let run: edgejobs_core::JobId = t.body["job"]["id"].as_str().unwrap_or_default().parse()?;
+        ensure(run.shard() == key_home, || format!("the run {run} is on shard {key_home}, the key's"))?;
+        on.delete(&keyed)?;
         on.delete(&name)
     })
+}
+
+/// A unique schedule name, a unique key of the default tenant whose shard (of 16) is not
+/// the name's, and that shard.
+fn off_key_shard(tag: &str) -> (String, String, u16) {
+    let topology = edgejobs_core::topology::Topology::single(16);
+    let key = unique(&format!("{tag}-key"));
+    let key_home = topology.schedule_home(&edgejobs_core::tenant::Tenant::default().scope_key(&key));
+    let base = unique(tag);
+    let name = (0..).map(|i| format!("{base}-{i}")).find(|n| topology.schedule_home(n) != key_home);
+    (name.unwrap_or(base), key, key_home)
 }
 
 fn lost_alarm_is_rearmed_by_the_maintenance_cron(ctx: &Ctx) -> anyhow::Result<()> {
@@ -427,4 +454,81 @@ fn lost_alarm_is_rearmed_by_the_maintenance_cron(ctx: &Ctx) -> anyhow::Result<()
         on.admin("POST", &format!("/v1/schedules/{name}/pause"), None)?;
         on.delete(&name)
     })
+}
+
+/// A schedule whose runs hold concurrency key K (limit 1), named so that its name's shard
+/// (of 16) is not K's. A `sleep` of K holds the slot; a triggered run then waits for it
+/// (`waiting_for: concurrency:K`) and runs after it ends. The name answers GET, pause,
+/// resume, trigger, a listing and delete as any schedule's; a second create of the name is
+/// 409; a patch to a key on another shard is 400; after the delete the name is free.
+fn runs_count_with_their_keys_other_jobs(ctx: &Ctx) -> anyhow::Result<()> {
+    let on = On::shared(ctx);
+    let topology = edgejobs_core::topology::Topology::single(16);
+    let (name, key, key_home) = off_key_shard("keyed");
+    let job = json!({ "type": "noop", "concurrency": { "key": key, "limit": 1 } });
+    let body = json!({ "name": name, "cron": "0 0 1 1 *", "job": job });
+    on.create(&body)?;
+    let again = on.admin("POST", "/v1/schedules", Some(&body))?;
+    ensure(again.status == 409 && again.code() == "schedule_exists", || {
+        format!("a second create of the name: {} {}", again.status, again.body)
+    })?;
+    // The slot of K is taken by a sleep of 4 s.
+    let holder = ctx.enqueue(&json!({ "type": "sleep", "payload": { "ms": 4000 },
+        "concurrency": { "key": key, "limit": 1 } }))?;
+    let running = wait_until(Duration::from_secs(30), || {
+        on.read(&format!("/v1/jobs/{holder}")).is_ok_and(|r| r.body["state"] == "active")
+    });
+    ensure(running, || "the holder of the key started".into())?;
+    let t = on.admin("POST", &format!("/v1/schedules/{name}/trigger"), None)?;
+    ensure(t.status == 201, || format!("trigger: {} {}", t.status, t.body))?;
+    let run = t.body["job"]["id"].as_str().context("the run's id")?.to_owned();
+    let seen = on.read(&format!("/v1/jobs/{run}"))?.body;
+    let holder_now = on.read(&format!("/v1/jobs/{holder}"))?.body;
+    ensure(holder_now["state"] == "active", || format!("the holder still runs: {holder_now}"))?;
+    ensure(seen["state"] == "queued" && seen["waiting_for"] == format!("concurrency:{key}"), || {
+        format!("the run waits for the key while the holder runs: {seen}")
+    })?;
+    let done = |id: &str| {
+        let mut last = Value::Null;
+        let ok = wait_until(Duration::from_secs(60), || {
+            last = on.read(&format!("/v1/jobs/{id}")).map(|r| r.body).unwrap_or(Value::Null);
+            last["state"] == "completed"
+        });
+        ensure(ok, || format!("{id} completed: {last}")).map(|()| last)
+    };
+    let (held, ran) = (done(&holder)?, done(&run)?);
+    ensure(ran["started_at"].as_str() >= held["finished_at"].as_str(), || {
+        format!("the run started after the holder ended: {} vs {}", ran["started_at"], held["finished_at"])
+    })?;
+    // The name answers as any schedule's.
+    ensure(on.schedule(&name)?["runs"].as_array().is_some_and(|r| r.len() == 1), || "one run recorded".into())?;
+    for action in ["pause", "resume"] {
+        let r = on.admin("POST", &format!("/v1/schedules/{name}/{action}"), None)?;
+        ensure(r.status == 200 && r.body["paused"] == (action == "pause"), || {
+            format!("{action}: {} {}", r.status, r.body)
+        })?;
+    }
+    let listed = on.read("/v1/schedules?limit=200")?;
+    let names: Vec<&str> =
+        listed.body["schedules"].as_array().into_iter().flatten().filter_map(|s| s["name"].as_str()).collect();
+    ensure(names.contains(&name.as_str()), || format!("listed: {names:?}"))?;
+    // A job whose key lives on another shard is refused; one on the same key is taken.
+    let other = (0..)
+        .map(|i| format!("{key}-{i}"))
+        .find(|k| topology.schedule_home(&edgejobs_core::tenant::Tenant::default().scope_key(k)) != key_home)
+        .context("a key on another shard")?;
+    let moved = json!({ "job": { "type": "noop", "concurrency": { "key": other, "limit": 1 } } });
+    let r = on.admin("PATCH", &format!("/v1/schedules/{name}"), Some(&moved))?;
+    ensure(r.status == 400 && r.body["error"]["field"] == "job", || {
+        format!("patch to {other}: {} {}", r.status, r.body)
+    })?;
+    let same = json!({ "job": { "type": "noop", "priority": 7, "concurrency": { "key": key, "limit": 1 } } });
+    let r = on.admin("PATCH", &format!("/v1/schedules/{name}"), Some(&same))?;
+    ensure(r.status == 200, || format!("patch on the same key: {} {}", r.status, r.body))?;
+    on.delete(&name)?;
+    let gone = on.read(&format!("/v1/schedules/{name}"))?;
+    ensure(gone.status == 404, || format!("deleted: {} {}", gone.status, gone.body))?;
+    // The name is free again, for a schedule without a key (on its name's shard).
+    on.create(&json!({ "name": name, "cron": "0 0 1 1 *", "job": { "type": "noop" } }))?;
+    on.delete(&name)
 }

@@ -501,8 +501,9 @@ mod tests {
     }
 }
 
-/// An operation on the schedules a shard holds (a schedule lives in the shard its name
-/// hashes to, and its runs' jobs are created in that shard). Answers are [`ScheduleReply`]:
+/// An operation on the schedules a shard holds (a schedule lives in the shard of its runs'
+/// flow key, else in the shard its name hashes to, and its runs' jobs are created in that
+/// shard; see `schedule::home`). Answers are [`ScheduleReply`]:
 /// domain data, which the edge turns into the API's `ScheduleView`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -549,10 +550,52 @@ pub enum ScheduleOp {
     },
     /// Every schedule of the shard, as stored (backups).
     Export,
-    /// Replaces every schedule of the shard (restores).
+    /// Replaces every schedule of the shard, and the names it keeps for schedules living
+    /// elsewhere (restores).
     Import {
         schedules: Vec<crate::schedule::Schedule>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        claims: Vec<NameClaim>,
     },
+    /// At the name's shard: records that schedule `name` lives on shard `home` (its runs'
+    /// flow key's), before it is created there; 409 when the name is taken here, by a
+    /// schedule or by a claim for another shard. A claim for the same shard answers again.
+    Claim {
+        name: String,
+        home: u16,
+    },
+    /// At the name's shard: forgets its claim (the schedule was deleted at its home).
+    Unclaim {
+        name: String,
+    },
+}
+
+impl ScheduleOp {
+    /// The schedule an operation names, if it names one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            ScheduleOp::Get { name }
+            | ScheduleOp::Patch { name, .. }
+            | ScheduleOp::Delete { name }
+            | ScheduleOp::Pause { name }
+            | ScheduleOp::Resume { name }
+            | ScheduleOp::Trigger { name } => Some(name),
+            ScheduleOp::Create { .. }
+            | ScheduleOp::List { .. }
+            | ScheduleOp::Export
+            | ScheduleOp::Import { .. }
+            | ScheduleOp::Claim { .. }
+            | ScheduleOp::Unclaim { .. } => None,
+        }
+    }
+}
+
+/// A name kept at its shard for a schedule that lives on shard `home`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameClaim {
+    pub name: String,
+    pub home: u16,
 }
 
 /// A schedule as a shard shows it: as stored, with the state of each run's job (`None`:
@@ -594,6 +637,14 @@ pub enum ScheduleReply {
     },
     Imported {
         schedules: u64,
+    },
+    /// Claim: the name is kept for its home.
+    Claimed {
+        name: String,
+    },
+    /// An operation on a name whose schedule lives on shard `home`: ask there.
+    Elsewhere {
+        home: u16,
     },
 }
 

@@ -437,6 +437,31 @@ pub fn parse_job(job: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiErr
     Ok(spec)
 }
 
+/// The shard a schedule named `name` with job `spec` lives on: its runs' flow key's home
+/// when they have one, so a run counts with the key's other jobs (one shard decides a key),
+/// else its name's. Keys that do not resolve (refused when the schedule is stored) leave
+/// it at its name's home.
+pub fn home(name: &str, spec: &JobSpec, webhook_concurrency: Option<u32>, topology: &crate::topology::Topology) -> u16 {
+    let flow = crate::spec::flow_of(spec, webhook_concurrency).ok().flatten();
+    let tenant = spec.tenant.clone().unwrap_or_default();
+    crate::flow::home(flow.as_ref(), &tenant, topology).unwrap_or_else(|| topology.schedule_home(name))
+}
+
+/// The home of a stored schedule (a restore places it there): [`home`] of its job as
+/// stored, or its name's when the job no longer validates (a type removed since).
+pub fn stored_home(
+    s: &Schedule,
+    now: u64,
+    types: &Types,
+    webhook_concurrency: Option<u32>,
+    topology: &crate::topology::Topology,
+) -> u16 {
+    match parse_spec_in(&s.job, now, types) {
+        Ok(spec) => home(&s.name, &spec, webhook_concurrency, topology),
+        Err(_) => topology.schedule_home(&s.name),
+    }
+}
+
 /// Applies a patch body to a schedule at `now`: the merged definition is validated whole;
 /// the history stays. A change of cron, time zone or window recomputes the next tick.
 pub fn parse_patch(current: &Schedule, body: &Value, now: u64, types: &Types) -> Result<Definition, ApiError> {
@@ -601,6 +626,37 @@ mod tests {
 
     fn t(s: &str) -> u64 {
         parse_rfc3339(s).unwrap_or(0)
+    }
+
+    #[test]
+    fn a_schedule_lives_on_its_runs_flow_key_shard_else_its_names() {
+        let topology = crate::topology::Topology::single(16);
+        let types = Types::builtins();
+        let now = t("2026-12-06T10:00:00Z");
+        let def = |name: &str, job: Value| {
+            let body = json!({ "name": name, "cron": "0 * * * *", "job": job });
+            parse_create(&body, now, &types).unwrap_or_else(|e| panic!("{e:?}"))
+        };
+        // Names whose shard is not the key's (for the default and for acme).
+        let key_home = |tenant: &str| {
+            topology.schedule_home(&crate::tenant::Tenant::parse(tenant).expect("a tenant").scope_key("k"))
+        };
+        let name = (0..)
+            .map(|i| format!("s{i}"))
+            .find(|n| topology.schedule_home(n) != key_home("default"))
+            .expect("a name off the key's shard");
+        let keyed = def(&name, json!({ "type": "noop", "concurrency": { "key": "k", "limit": 1 } }));
+        assert_eq!(home(&name, &keyed.spec, None, &topology), key_home("default"));
+        assert_eq!(stored_home(&keyed.schedule, now, &types, None, &topology), key_home("default"));
+        let theirs =
+            def(&name, json!({ "type": "noop", "tenant": "acme", "rate": { "key": "k", "limit": 1, "period": "1s" } }));
+        assert_eq!(home(&name, &theirs.spec, None, &topology), key_home("acme"), "a key is its tenant's");
+        let plain = def(&name, json!({ "type": "noop", "priority": 9 }));
+        assert_eq!(home(&name, &plain.spec, None, &topology), topology.schedule_home(&name));
+        // A stored job that no longer validates (its type is gone) stays at its name's shard.
+        let mut gone = keyed.schedule.clone();
+        gone.job["type"] = json!("removed.type");
+        assert_eq!(stored_home(&gone, now, &types, None, &topology), topology.schedule_home(&name));
     }
 
     fn make(body: Value, now: &str) -> Schedule {

@@ -1,5 +1,7 @@
-//! The schedules a shard holds, and their runs. A schedule lives in the shard its name
-//! hashes to; the shard's alarm wakes at its next tick, and the runs' jobs are created in
+//! The schedules a shard holds, and their runs. A schedule lives in the shard of its runs'
+//! flow key (`schedule::home`), else in the shard its name hashes to; the name's shard then
+//! keeps a claim (`schedule_names`) that sends the name's operations there. The shard's
+//! alarm wakes at its next tick, and the runs' jobs are created in
 //! this shard, in the same transaction that moves the schedule on: a tick is handled once,
 //! whatever restarts in between, and its idempotency key (`schedule:{name}:{tick}`) makes a
 //! second fire of the same tick answer with the first job.
@@ -46,6 +48,26 @@ fn save(db: &impl Sql, s: &Schedule, now: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn put_claim(db: &impl Sql, name: &str, home: u16) -> Result<(), StoreError> {
+    db.rows("INSERT OR REPLACE INTO schedule_names (name, home) VALUES (?, ?)", &[text(name), int(home as u64)])?;
+    Ok(())
+}
+
+/// The shard a claim kept here says schedule `name` lives on.
+fn claim(db: &impl Sql, name: &str) -> Result<Option<u16>, StoreError> {
+    match db.rows("SELECT home FROM schedule_names WHERE name = ?", &[text(name)])?.into_iter().next() {
+        Some(r) => Ok(Some(Cols::new(r).u64()? as u16)),
+        None => Ok(None),
+    }
+}
+
+fn taken(name: &str) -> Failure {
+    Failure::Refused(ApiError::new(
+        ErrorCode::ScheduleExists,
+        format!("a schedule named {name:?} exists; change it with PATCH or delete it first"),
+    ))
+}
+
 fn existing(db: &impl Sql, name: &str) -> Outcome<Schedule> {
     load(db, name)?.ok_or_else(|| Failure::Refused(schedule::missing(name)))
 }
@@ -74,6 +96,12 @@ impl<S: Sql, H: Host> Shard<S, H> {
         }
         let now = self.host.now_ms();
         let read = |r: ScheduleReply| Ok((r, Effects::default(), false));
+        // A name kept here for a schedule living elsewhere: the router asks there.
+        if let Some(name) = op.name()
+            && let Some(home) = claim(&self.db, name)?
+        {
+            return read(ScheduleReply::Elsewhere { home });
+        }
         let shown = |s: ScheduleShown| ScheduleReply::Shown { schedule: Box::new(s) };
         let changed =
             |s: Schedule| -> Outcome<Answer> { Ok((shown(self.view(s, now, true)?), Effects::default(), true)) };
@@ -86,12 +114,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 read(ScheduleReply::Stored { schedules: load_where(&self.db, "1 = 1 ORDER BY name", &[])? })
             }
             ScheduleOp::Create { schedule } => changed(self.commit(|db| {
-                if load(db, &schedule.name)?.is_some() {
-                    return Err(ApiError::new(
-                        ErrorCode::ScheduleExists,
-                        format!("a schedule named {:?} exists; change it with PATCH or delete it first", schedule.name),
-                    )
-                    .into());
+                if load(db, &schedule.name)?.is_some() || claim(db, &schedule.name)?.is_some() {
+                    return Err(taken(&schedule.name));
                 }
                 let n = match db.rows("SELECT COUNT(*) FROM schedules", &[])?.into_iter().next() {
                     Some(r) => Cols::new(r).u64()?,
@@ -126,13 +150,30 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 Ok((ScheduleReply::Deleted { name }, Effects::default(), true))
             }),
             ScheduleOp::Trigger { name } => self.trigger(&name, cfg),
-            ScheduleOp::Import { schedules } => self.commit(|db| {
+            ScheduleOp::Import { schedules, claims } => self.commit(|db| {
                 db.rows("DELETE FROM schedules", &[])?;
+                db.rows("DELETE FROM schedule_names", &[])?;
                 for s in &schedules {
                     schedule::check_name(&s.name)?;
                     save(db, s, now)?;
                 }
+                for c in &claims {
+                    schedule::check_name(&c.name)?;
+                    put_claim(db, &c.name, c.home)?;
+                }
                 Ok((ScheduleReply::Imported { schedules: schedules.len() as u64 }, Effects::default(), true))
+            }),
+            ScheduleOp::Claim { name, home } => self.commit(|db| {
+                schedule::check_name(&name)?;
+                if load(db, &name)?.is_some() || claim(db, &name)?.is_some_and(|h| h != home) {
+                    return Err(taken(&name));
+                }
+                put_claim(db, &name, home)?;
+                Ok((ScheduleReply::Claimed { name }, Effects::default(), false))
+            }),
+            ScheduleOp::Unclaim { name } => self.commit(|db| {
+                db.rows("DELETE FROM schedule_names WHERE name = ?", &[text(name.clone())])?;
+                Ok((ScheduleReply::Deleted { name }, Effects::default(), false))
             }),
         }
     }
@@ -201,8 +242,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
             }
         }
         let spec = parse_spec_in(&body, now, &cfg.types)?;
-        // A run goes through this shard's flow gate (see ARCHITECTURE.md, "Flow control":
-        // its keys count with the key's other jobs when the key's home is this shard).
+        // A run goes through this shard's flow gate: the schedule lives on its runs' flow
+        // key's home (`schedule::home`), so they count with the key's other jobs.
         let flow = edgejobs_core::spec::flow_of(&spec, cfg.webhook_concurrency)?;
         let mut job = spec.into_job(JobId::new(shard, now, self.host.random_u64()), now).0;
         job.flow = flow;

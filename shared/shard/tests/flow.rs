@@ -306,17 +306,7 @@ fn a_restore_keeps_waiting_jobs_waiting_and_running_ones_holding_their_slots() {
 #[test]
 fn a_schedules_runs_go_through_the_gate() {
     use edgejobs_core::protocol::{ScheduleOp, ScheduleReply};
-    let vars: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::from([
-        ("SHARD_COUNT", "1".to_owned()),
-        ("EDGEJOBS_API_KEYS", "ej_test_jobs_key_0123456789".to_owned()),
-        ("EDGEJOBS_ADMIN_KEYS", "ej_test_admin_key_0123456789".to_owned()),
-        ("EDGEJOBS_CONSUMER_TOKEN", "ej_test_consumer_token_0123456789".to_owned()),
-        ("WEBHOOK_SIGNING_SECRET", "ej_test_webhook_secret_0123456789".to_owned()),
-        ("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:1".to_owned()),
-        ("UPSTASH_REDIS_REST_TOKEN", "ej_test_upstash_token_0123456789".to_owned()),
-        ("PAYLOAD_ENCRYPTION_KEYS", "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".to_owned()),
-    ]);
-    let cfg = edgejobs_core::config::EdgeConfig::parse(|k| vars.get(k).cloned()).expect("config");
+    let cfg = common::edge_config(1);
     let w = World::default();
     let s = shard(&w);
     let create = json!({ "name": "every", "cron": "0 * * * *",
@@ -335,6 +325,47 @@ fn a_schedules_runs_go_through_the_gate() {
     assert!(sent_second.is_empty(), "the key's one slot is the first run's");
     assert_eq!(get(&s, &second.id).waiting_for.as_deref(), Some("concurrency:k"));
     consistent(&s);
+}
+
+/// A schedule living on its runs' flow key's shard leaves a claim at its name's shard: the
+/// name's operations there answer where it is, a second create of the name is refused on
+/// either shard, and the claim goes with an unclaim.
+#[test]
+fn a_schedules_name_is_kept_at_its_names_shard_when_it_lives_elsewhere() {
+    use edgejobs_core::protocol::{ScheduleOp, ScheduleReply};
+    let cfg = common::edge_config(1);
+    let (w0, w1) = (World::default(), World::default());
+    let (named, home) = (shard(&w0), shard(&w1));
+    let create = json!({ "name": "nightly", "cron": "0 3 * * *", "job": { "type": "noop" } });
+    let def = || edgejobs_core::schedule::parse_create(&create, NOW, &cfg.types).expect("schedule").schedule;
+    let claim = |h: u16| ScheduleOp::Claim { name: "nightly".into(), home: h };
+    assert!(matches!(named.schedules(claim(3), &cfg).expect("claimed").0, ScheduleReply::Claimed { .. }));
+    // The same claim answers again (a create retried); one for another shard is refused.
+    assert!(matches!(named.schedules(claim(3), &cfg).expect("again").0, ScheduleReply::Claimed { .. }));
+    let refused = named.schedules(claim(4), &cfg).map(|r| r.0).expect_err("taken for shard 3");
+    assert!(format!("{refused:?}").contains("ScheduleExists"), "{refused:?}");
+    home.schedules(ScheduleOp::Create { schedule: Box::new(def()) }, &cfg).expect("created at its home");
+    // At the name's shard: every operation by name answers where the schedule is, and a
+    // create of the name there is refused.
+    for op in [
+        ScheduleOp::Get { name: "nightly".into() },
+        ScheduleOp::Pause { name: "nightly".into() },
+        ScheduleOp::Trigger { name: "nightly".into() },
+        ScheduleOp::Delete { name: "nightly".into() },
+    ] {
+        let reply = named.schedules(op.clone(), &cfg).expect("answered").0;
+        assert_eq!(reply, ScheduleReply::Elsewhere { home: 3 }, "{op:?}");
+    }
+    let refused = named.schedules(ScheduleOp::Create { schedule: Box::new(def()) }, &cfg).map(|r| r.0);
+    assert!(format!("{:?}", refused.expect_err("claimed")).contains("ScheduleExists"));
+    // At its home it answers as any schedule; once unclaimed, the name is free again.
+    let shown = home.schedules(ScheduleOp::Get { name: "nightly".into() }, &cfg).expect("there").0;
+    assert_eq!(shown.shown().expect("one schedule").schedule.name, "nightly");
+    named.schedules(ScheduleOp::Unclaim { name: "nightly".into() }, &cfg).expect("unclaimed");
+    named.schedules(ScheduleOp::Create { schedule: Box::new(def()) }, &cfg).expect("the name is free");
+    // A claim is refused where a schedule of the name lives.
+    let refused = named.schedules(claim(3), &cfg).map(|r| r.0).expect_err("a schedule has the name here");
+    assert!(format!("{refused:?}").contains("ScheduleExists"), "{refused:?}");
 }
 
 #[test]

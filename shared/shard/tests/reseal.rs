@@ -2,8 +2,9 @@
 //! `PAYLOAD_ENCRYPTION_KEYS` key, page by page, so the old key can be dropped: afterwards a
 //! configuration holding only the new key opens the job's headers and runs the schedule.
 
+mod common;
+
 use std::cell::Cell;
-use std::collections::BTreeMap;
 
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::protocol::{Reseal, ResealReport, ScheduleOp};
@@ -35,17 +36,7 @@ impl Host for &Counter {
 }
 
 fn config(keys: &str) -> EdgeConfig {
-    let vars: BTreeMap<&str, String> = BTreeMap::from([
-        ("SHARD_COUNT", "1".to_owned()),
-        ("EDGEJOBS_API_KEYS", "ej_test_jobs_key_0123456789".to_owned()),
-        ("EDGEJOBS_ADMIN_KEYS", "ej_test_admin_key_0123456789".to_owned()),
-        ("EDGEJOBS_CONSUMER_TOKEN", "ej_test_consumer_token_0123456789".to_owned()),
-        ("WEBHOOK_SIGNING_SECRET", "ej_test_webhook_secret_0123456789".to_owned()),
-        ("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:1".to_owned()),
-        ("UPSTASH_REDIS_REST_TOKEN", "ej_test_upstash_token_0123456789".to_owned()),
-        ("PAYLOAD_ENCRYPTION_KEYS", keys.to_owned()),
-    ]);
-    EdgeConfig::parse(|k| vars.get(k).cloned()).unwrap_or_else(|e| panic!("config: {e:?}"))
+    common::edge_config_keyed(1, keys)
 }
 
 fn nonce(host: &Counter) -> impl FnMut() -> Result<[u8; 12], String> + '_ {

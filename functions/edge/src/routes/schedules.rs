@@ -2,7 +2,10 @@
 //! `POST /v1/schedules/{name}/{pause,resume,trigger}`. Reads need a `jobs` key; writes an
 //! admin key (a schedule enqueues on its own, forever, outside any key's rate limit).
 //! Validation happens here (and, for a patch, again in the shard against the stored
-//! schedule); each schedule lives in the shard its name hashes to.
+//! schedule). A schedule lives in the shard of its runs' flow key (so a run counts with the
+//! key's other jobs), else in the shard its name hashes to; the name's shard then keeps a
+//! claim naming the schedule's, and an operation by name asked there is asked again at the
+//! schedule's (`ScheduleReply::Elsewhere`).
 
 use edgejobs_api::{ScheduleDeleted, ScheduleList, ScheduleView, Triggered};
 use edgejobs_core::auth::Principal;
@@ -50,8 +53,31 @@ fn seal_job(job: &mut Value, name: &str, cfg: &EdgeConfig) -> Result<(), ApiErro
     Ok(())
 }
 
+/// Asks the name's shard, then the schedule's when the name's keeps a claim for it;
+/// answers with the shard that answered.
+async fn call_at(env: &Env, cfg: &EdgeConfig, name: &str, op: ScheduleOp) -> Result<(u16, ScheduleReply), ApiError> {
+    let at = shard_of(name, cfg);
+    match shard::call(env, at, Schedules { op: op.clone() }).await? {
+        ScheduleReply::Elsewhere { home } if home != at => match shard::call(env, home, Schedules { op }).await? {
+            ScheduleReply::Elsewhere { .. } => {
+                Err(ApiError::new(ErrorCode::Internal, format!("schedule {name:?}: shard {home} sent it back")))
+            }
+            reply => Ok((home, reply)),
+        },
+        ScheduleReply::Elsewhere { .. } => {
+            Err(ApiError::new(ErrorCode::Internal, format!("schedule {name:?}: its shard names itself as elsewhere")))
+        }
+        reply => Ok((at, reply)),
+    }
+}
+
 async fn call(env: &Env, cfg: &EdgeConfig, name: &str, op: ScheduleOp) -> Result<ScheduleReply, ApiError> {
-    shard::call(env, shard_of(name, cfg), Schedules { op }).await
+    Ok(call_at(env, cfg, name, op).await?.1)
+}
+
+/// The shard a schedule of `spec` lives on (see `schedule::home`).
+fn home_of(name: &str, spec: &edgejobs_core::spec::JobSpec, cfg: &EdgeConfig) -> u16 {
+    schedule::home(name, spec, cfg.webhook_concurrency, &cfg.topology)
 }
 
 /// Calls an operation that answers one schedule, and shows it.
@@ -68,7 +94,19 @@ pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     let mut s = def.schedule;
     let name = s.name.clone();
     seal_job(&mut s.job, &name, cfg)?;
-    respond(201, &one(env, cfg, &name, ScheduleOp::Create { schedule: Box::new(s) }).await?)
+    let home = home_of(&name, &def.spec, cfg);
+    if home != shard_of(&name, cfg) {
+        // The name is kept first: a second create of it, for any shard, is refused there.
+        // A create that fails after the claim leaves it; the same create claims again.
+        match shard::call(env, shard_of(&name, cfg), Schedules { op: ScheduleOp::Claim { name: name.clone(), home } })
+            .await?
+        {
+            ScheduleReply::Claimed { .. } => {}
+            other => return Err(ApiError::new(ErrorCode::Internal, format!("a claim was answered with {other:?}"))),
+        }
+    }
+    let created = shard::call(env, home, Schedules { op: ScheduleOp::Create { schedule: Box::new(s) } }).await?;
+    respond(201, &view::schedule(created.shown()?))
 }
 
 /// A schedule's runs belong to the tenant its job spec names (`job.tenant`), which must be
@@ -133,14 +171,27 @@ pub async fn get(env: &Env, cfg: &EdgeConfig, who: &Principal, name: &str) -> Ou
 pub async fn patch(req: &mut Request, env: &Env, cfg: &EdgeConfig, name: &str) -> Out {
     let name = named(name)?;
     let mut body = http::read_json(req).await?;
+    let mut moves_to = None;
     if let Some(job) = body.get_mut("job") {
         let spec = schedule::parse_job(job, now_ms(), &cfg.types)?;
         edgejobs_core::spec::check_outbound(&spec, &cfg.outbound_allow).map_err(schedule::under_job)?;
         check_spec_tenant(&spec, cfg)?;
         seal_job(job, name, cfg)?;
+        moves_to = Some(home_of(name, &spec, cfg));
     }
     if !body.is_object() {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
+    }
+    if let Some(to) = moves_to {
+        // A schedule stays where it is: a job whose flow key lives elsewhere is refused
+        // (its runs would be counted apart from the key's other jobs).
+        let (at, _) = call_at(env, cfg, name, ScheduleOp::Get { name: name.to_owned() }).await?;
+        if at != to {
+            return Err(ApiError::field(
+                "job",
+                "names a flow key that lives on another shard than this schedule (its runs are counted with the key's other jobs there); delete the schedule and create it again with this job",
+            ));
+        }
     }
     respond(200, &one(env, cfg, name, ScheduleOp::Patch { name: name.to_owned(), body }).await?)
 }
@@ -148,7 +199,26 @@ pub async fn patch(req: &mut Request, env: &Env, cfg: &EdgeConfig, name: &str) -
 /// `DELETE /v1/schedules/{name}`: its jobs stay.
 pub async fn delete(env: &Env, cfg: &EdgeConfig, name: &str) -> Out {
     let name = named(name)?;
-    match call(env, cfg, name, ScheduleOp::Delete { name: name.to_owned() }).await? {
+    let at = shard_of(name, cfg);
+    let op = || Schedules { op: ScheduleOp::Delete { name: name.to_owned() } };
+    let reply = match shard::call(env, at, op()).await? {
+        ScheduleReply::Elsewhere { home } if home != at => {
+            // Deleted at its home (or gone from there: a create that never finished), then
+            // the name is freed; a failure in between leaves the claim, and the same
+            // delete frees it. A home that fails keeps the claim (the schedule is there).
+            let deleted = shard::call(env, home, op()).await;
+            let gone = match &deleted {
+                Ok(_) => true,
+                Err(e) => e.code == ErrorCode::ScheduleNotFound,
+            };
+            if gone {
+                shard::call(env, at, Schedules { op: ScheduleOp::Unclaim { name: name.to_owned() } }).await?;
+            }
+            deleted?
+        }
+        reply => reply,
+    };
+    match reply {
         ScheduleReply::Deleted { name } => respond(200, &ScheduleDeleted { deleted: true, name }),
         other => Err(ApiError::new(ErrorCode::Internal, format!("a shard answered a delete with {other:?}"))),
     }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use edgejobs_core::backup::{self, Manifest, Manifested, ShardEntry};
 use edgejobs_core::config::EdgeConfig;
-use edgejobs_core::protocol::{Export, Import, ScheduleOp, Schedules};
-use edgejobs_core::schedule::Schedule;
+use edgejobs_core::protocol::{Export, Import, NameClaim, ScheduleOp, Schedules};
+use edgejobs_core::schedule::{self, Schedule};
 use edgejobs_core::time::format_rfc3339;
 use edgejobs_core::{ApiError, ErrorCode};
 use futures_util::future::join_all;
@@ -236,12 +236,21 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
     let restored_schedules = match schedules {
         Some(all) => {
             let n = all.len();
-            let mut by_shard: BTreeMap<u16, Vec<Schedule>> = (0..cfg.shard_count).map(|s| (s, Vec::new())).collect();
+            let mut by_shard: BTreeMap<u16, (Vec<Schedule>, Vec<NameClaim>)> =
+                (0..cfg.shard_count).map(|s| (s, Default::default())).collect();
+            let now = now_ms();
             for s in all {
-                by_shard.entry(cfg.topology.schedule_home(&s.name)).or_default().push(s);
+                // Where a create would put it: its runs' flow key's shard, its name kept at
+                // its name's shard (see `schedule::home`).
+                let home = schedule::stored_home(&s, now, &cfg.types, cfg.webhook_concurrency, &cfg.topology);
+                let named = cfg.topology.schedule_home(&s.name);
+                if home != named {
+                    by_shard.entry(named).or_default().1.push(NameClaim { name: s.name.clone(), home });
+                }
+                by_shard.entry(home).or_default().0.push(s);
             }
-            for (s, schedules) in by_shard {
-                shard::call(env, s, Schedules { op: ScheduleOp::Import { schedules } }).await?;
+            for (s, (schedules, claims)) in by_shard {
+                shard::call(env, s, Schedules { op: ScheduleOp::Import { schedules, claims } }).await?;
             }
             Some(n)
         }

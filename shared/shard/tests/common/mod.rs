@@ -45,3 +45,23 @@ pub fn sent(e: &Effects) -> Vec<JobId> {
 pub fn get(s: &S, id: &JobId) -> Job {
     s.get(Get { id: id.clone(), tenant: None }).expect("the job")
 }
+
+/// A deployment's edge config with test secrets and `SHARD_COUNT` = `shards`.
+pub fn edge_config(shards: u16) -> edgejobs_core::config::EdgeConfig {
+    edge_config_keyed(shards, "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+}
+
+/// [`edge_config`] with `PAYLOAD_ENCRYPTION_KEYS` = `keys`.
+pub fn edge_config_keyed(shards: u16, keys: &str) -> edgejobs_core::config::EdgeConfig {
+    let vars: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::from([
+        ("SHARD_COUNT", shards.to_string()),
+        ("EDGEJOBS_API_KEYS", "ej_test_jobs_key_0123456789".to_owned()),
+        ("EDGEJOBS_ADMIN_KEYS", "ej_test_admin_key_0123456789".to_owned()),
+        ("EDGEJOBS_CONSUMER_TOKEN", "ej_test_consumer_token_0123456789".to_owned()),
+        ("WEBHOOK_SIGNING_SECRET", "ej_test_webhook_secret_0123456789".to_owned()),
+        ("UPSTASH_REDIS_REST_URL", "http://127.0.0.1:1".to_owned()),
+        ("UPSTASH_REDIS_REST_TOKEN", "ej_test_upstash_token_0123456789".to_owned()),
+        ("PAYLOAD_ENCRYPTION_KEYS", keys.to_owned()),
+    ]);
+    edgejobs_core::config::EdgeConfig::parse(|k| vars.get(k).cloned()).unwrap_or_else(|e| panic!("config: {e:?}"))
+}
