@@ -55,6 +55,10 @@ pub struct Bugs {
     /// A released slot does not start the key's next waiting job (the release forgot to
     /// pump its list): jobs wait while their key has room.
     pub flow_no_wake: bool,
+    /// A schedule whose runs carry a concurrency key lives on its name's shard, as before
+    /// `schedule::home` (the router's placement, which the simulation plays): its runs are
+    /// counted apart from the key's other jobs, and the key runs over its limit.
+    pub schedule_misplaced: bool,
 }
 
 /// Switches the flow gate's bugs (`flow_*`) of `b` on for this thread (the gate keeps

@@ -131,11 +131,12 @@ impl Oracle {
     /// "Limit never exceeded", by the simulation's own view: a flow job holds its keys'
     /// slots while it runs (`active`, as last observed) or once the shard sent its next
     /// attempt until it is observed in another state than `queued` ([`FlowSeen::live`]);
-    /// per key of `shard`'s jobs, at most its limit hold one.
-    pub fn flow_limits(&mut self, shard: usize) {
+    /// per key, over every shard's jobs (a key's jobs, schedules' runs too, must all be
+    /// counted by one shard), at most its limit hold one.
+    pub fn flow_limits(&mut self) {
         self.check("flow-limit-never-exceeded");
         let mut held: BTreeMap<&str, (u32, u32, Vec<&str>)> = BTreeMap::new();
-        for (id, seen) in &self.rows[shard] {
+        for (id, seen) in self.rows.iter().flatten() {
             let holds = seen.state == "active" || (seen.state == "queued" && self.flow.live.contains(id));
             if !holds {
                 continue;
@@ -148,7 +149,7 @@ impl Oracle {
             }
         }
         if let Some((l, (n, limit, ids))) = held.iter().find(|(_, (n, limit, _))| n > limit) {
-            let msg = format!("shard {shard}: {n} jobs hold {} (limit {limit}): {ids:?}", l.replace('\u{1f}', "/"));
+            let msg = format!("{n} jobs hold {} (limit {limit}): {ids:?}", l.replace('\u{1f}', "/"));
             self.fail("flow-limit-never-exceeded", msg);
         }
     }

@@ -8,7 +8,8 @@
 //! 20000), `--faults F` (fault level, default 1; 0 none), `--bug NAME` (switch a known
 //! bug on: `stale-overwrite`, `unchecked-attempts`, `sweep-resends-cancelled`,
 //! `schedule-ticks-twice`, `unchecked-lease`, `schedule-key-hijack`, `pending-uncounted`,
-//! `reseal-unbound`, `moved-key-created`, `flow-over-limit`, `flow-slot-leak`, `flow-no-wake`),
+//! `reseal-unbound`, `moved-key-created`, `flow-over-limit`, `flow-slot-leak`, `flow-no-wake`,
+//! `schedule-misplaced`),
 //! `--expect-violation` (exit 0 only when a violation is found;
 
 mod flow;
@@ -68,6 +69,7 @@ fn bugs(name: Option<&str>) -> Result<Bugs, String> {
         Some("flow-over-limit") => b.flow_over_limit = true,
         Some("flow-slot-leak") => b.flow_slot_leak = true,
         Some("flow-no-wake") => b.flow_no_wake = true,
+        Some("schedule-misplaced") => b.schedule_misplaced = true,
         Some(other) => return Err(format!("unknown bug {other}")),
     }
     Ok(b)

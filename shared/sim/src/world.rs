@@ -217,6 +217,12 @@ const SCHEDULES: &[(&str, &str, &str, u64)] = &[
     ("every-10m-london", "*/10 * * * *", "Europe/London", 600_000),
 ];
 
+/// A schedule whose runs hold concurrency key `c0` (limit 1) of the default tenant, as the
+/// workload's jobs do: named so that its name's shard is not the key's, where the router
+/// must place it (`schedule::home`).
+const FLOW_SCHEDULE_NAMES: &[&str] = &["every-7m-c0", "every-7m-c0-b", "every-7m-c0-c", "every-7m-c0-d"];
+const FLOW_SCHEDULE_PERIOD: u64 = 420_000;
+
 pub struct World {
     clock: Rc<Cell<u64>>,
     errors: Rc<RefCell<Vec<String>>>,
@@ -347,6 +353,44 @@ impl World {
             self.rearm(shard);
             self.schedules.push(((*name).to_owned(), shard, *period));
         }
+        self.create_flow_schedule();
+    }
+
+    /// The schedule of [`FLOW_SCHEDULE_NAMES`], placed as the router places it: on its runs'
+    /// flow key's shard, its name kept at its name's shard.
+    fn create_flow_schedule(&mut self) {
+        let job = json!({ "type": "noop", "concurrency": { "key": "c0", "limit": 1 } });
+        let defs = FLOW_SCHEDULE_NAMES.iter().map(|name| {
+            let body = json!({ "name": name, "cron": "*/7 * * * *", "timezone": "UTC", "job": job });
+            match edgejobs_core::schedule::parse_create(&body, self.now(), &self.cfg.types) {
+                Ok(d) => d,
+                Err(e) => panic!("schedule {name}: {}", e.message),
+            }
+        });
+        let home = |d: &edgejobs_core::schedule::Definition| {
+            edgejobs_core::schedule::home(&d.schedule.name, &d.spec, self.cfg.webhook_concurrency, &self.topology)
+        };
+        let mut defs: Vec<_> = defs.collect();
+        let Some(i) = defs.iter().position(|d| home(d) != self.topology.schedule_home(&d.schedule.name)) else {
+            panic!("every flow schedule name hashes to its key's shard");
+        };
+        let def = defs.swap_remove(i);
+        let name = def.schedule.name.clone();
+        let named = self.topology.schedule_home(&name);
+        let shard = if self.shards[0].bugs.schedule_misplaced { named } else { home(&def) };
+        if shard != named {
+            let claim = ScheduleOp::Claim { name: name.clone(), home: shard };
+            if let Err(e) = self.shards[named as usize].schedules(claim, &self.cfg) {
+                panic!("schedule {name}: {e:?}");
+            }
+        }
+        let op = ScheduleOp::Create { schedule: Box::new(def.schedule) };
+        match self.shards[shard as usize].schedules(op, &self.cfg) {
+            Ok((_, effects, _)) => self.effects(shard, effects),
+            Err(e) => panic!("schedule {name}: {e:?}"),
+        }
+        self.rearm(shard);
+        self.schedules.push((name, shard, FLOW_SCHEDULE_PERIOD));
     }
 
     /// Carries out a committed operation's effects: messages to the queue (dropped,
@@ -509,9 +553,16 @@ impl World {
         let mut rng = Rng::new(a.r);
         let mut allow = Allow::default();
         let touched = self.act(a.kind, &mut rng, &mut allow);
-        for shard in touched {
+        // Every touched shard is observed before the flow checks, which count a key's
+        // holders across shards.
+        for &shard in &touched {
             let rows = self.rows(shard);
             self.oracle.observe(shard as usize, rows, &allow);
+        }
+        if !touched.is_empty() {
+            self.oracle.flow_limits();
+        }
+        for shard in touched {
             self.check_flow(shard);
         }
         let errors = self.errors.borrow().clone();
@@ -1240,6 +1291,18 @@ impl World {
                 .rows(&format!("SELECT id FROM jobs WHERE {}", edgejobs_shard::ops::TAG_CONDITION), &[pattern]);
             let ids: Vec<String> =
                 rows.unwrap_or_default().into_iter().filter_map(|r| Cols::new(r).text().ok()).collect();
+            // A run with flow keys counts with the key's other jobs from now on.
+            for id in &ids {
+                if self.oracle.flow.jobs.contains_key(id) {
+                    continue;
+                }
+                let Ok(job_id) = id.parse::<edgejobs_core::JobId>() else { continue };
+                if let Ok(Some(job)) = edgejobs_shard::store::load(&self.shards[shard as usize].db, &job_id)
+                    && let Some(f) = crate::oracle::FlowJob::of(&job)
+                {
+                    self.oracle.flow.jobs.insert(id.clone(), f);
+                }
+            }
             // Ticks in (created, now]: at most one per period, plus one at the transition of
             // a DST gap.
             let most = (now - self.started) / period + 2;
@@ -1400,11 +1463,10 @@ impl World {
         self.oracle.counters(total as u64);
     }
 
-    /// The flow invariants on `shard` after a step: the simulation's count of slots held
-    /// per key and no list idle with jobs waiting; every [`FLOW_CHECK_EVERY`] steps, every
+    /// The flow invariants of `shard` after a step (the count of slots held per key across
+    /// shards is checked once per step, in `step`): no list idle with jobs waiting; every [`FLOW_CHECK_EVERY`] steps, every
     /// shard's own counts against its jobs (`flow::check`, which reads every flow job).
     fn check_flow(&mut self, shard: u16) {
-        self.oracle.flow_limits(shard as usize);
         let db = &self.shards[shard as usize].db;
         let (idle, waiting) = crate::flow::idle_lists(db);
         self.oracle.flow.waiting_lists += waiting;
