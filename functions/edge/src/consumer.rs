@@ -13,7 +13,7 @@ use std::time::Duration;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::{Disposition, Event};
 use edgejobs_core::plan::{Handoff, JobEvent};
-use edgejobs_core::protocol::{ApplyMany, HandoffMany};
+use edgejobs_core::protocol::{ApplyMany, FinishMany, HandoffMany};
 use edgejobs_core::wire::{HANDOFF_CHUNK, JobRef, QueueBody, handoff_command};
 use edgejobs_core::{ApiError, ErrorCode, Job, Lane};
 use futures_util::future::{Either, join_all, select};
@@ -99,7 +99,15 @@ async fn run_shard(env: &Env, cfg: &EdgeConfig, shard: u16, refs: Vec<JobRef>) -
     Ok(retry)
 }
 
-/// Starts, runs and reports one chunk; true when its starts could not be recorded.
+/// Rounds of jobs a chunk's call may take after its own (see [`run_chunk`]).
+const MAX_ROUNDS: u32 = 20;
+/// A chunk takes no more jobs once it has run this long (the invocation ends in time).
+const ROUNDS_BUDGET_MS: u64 = 10_000;
+
+/// Starts, runs and reports one chunk; true when its starts could not be recorded. The
+/// report takes the jobs its outcomes let start (a key's next job, admitted by the flow
+/// gate) and runs them in turn, up to [`MAX_ROUNDS`] rounds and [`ROUNDS_BUDGET_MS`]: a
+/// key's jobs then follow each other without a queue hop and a start call each.
 async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[JobRef]) -> bool {
     let events =
         chunk.iter().map(|r| JobEvent { id: r.id.clone(), event: Event::Start { attempt: r.attempt } }).collect();
@@ -114,18 +122,28 @@ async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[JobRef]) ->
     if refused > 0 {
         counters::add(Metric::DeliveriesRefusedTotal, &[("lane", "edge")], refused as f64);
     }
-    let jobs: Vec<Job> = started.into_iter().filter_map(|a| a.ok().and_then(|a| a.job)).collect();
-    if jobs.is_empty() {
-        return false;
-    }
-    let outcomes = join_all(jobs.iter().map(|job| run_one(job, cfg))).await;
-    let events: Vec<JobEvent> =
-        jobs.iter().zip(outcomes).map(|(job, event)| JobEvent { id: job.id.clone(), event }).collect();
-    let n = events.len();
-    if let Err(e) = shard::call(env, shard, ApplyMany { events, full: false, tenant: None }).await {
-        // The attempts ran but their outcomes are not recorded; the jobs stay active
-        // until the sweep times them out and retries them by policy.
-        log("error", "could not report attempts' outcomes", json!({ "shard": shard, "jobs": n, "error": e.message }));
+    let mut jobs: Vec<Job> = started.into_iter().filter_map(|a| a.ok().and_then(|a| a.job)).collect();
+    let began = crate::platform::now_ms();
+    for round in 0.. {
+        if jobs.is_empty() {
+            break;
+        }
+        let outcomes = join_all(jobs.iter().map(|job| run_one(job, cfg))).await;
+        let events: Vec<JobEvent> =
+            jobs.iter().zip(outcomes).map(|(job, event)| JobEvent { id: job.id.clone(), event }).collect();
+        let n = events.len();
+        let more = round < MAX_ROUNDS && crate::platform::now_ms().saturating_sub(began) < ROUNDS_BUDGET_MS;
+        let take = if more { CHUNK as u16 } else { 0 };
+        jobs = match shard::call(env, shard, FinishMany { events, take }).await {
+            Ok(finished) => finished.next,
+            Err(e) => {
+                // The attempts ran but their outcomes are not recorded; the jobs stay
+                // active until the sweep times them out and retries them by policy.
+                let fields = json!({ "shard": shard, "jobs": n, "error": e.message });
+                log("error", "could not report attempts' outcomes", fields);
+                Vec::new()
+            }
+        };
     }
     false
 }

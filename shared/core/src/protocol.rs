@@ -89,6 +89,7 @@ requests! {
     Get(Get) -> Job, "get", Never;
     ApplyMany(ApplyMany) -> Vec<Result<Applied, Refusal>>, "apply_many", WhenDue;
     ReportMany(ReportMany) -> Vec<Result<Applied, Refusal>>, "report_many", WhenDue;
+    FinishMany(FinishMany) -> Finished, "finish_many", WhenDue;
     List(List) -> ListPage, "list", Never;
     GetMany(GetMany) -> Vec<Box<serde_json::value::RawValue>>, "get_many", Never;
     ReplayDead(ReplayDead) -> Vec<JobId>, "replay_dead", WhenDue;
@@ -208,6 +209,28 @@ pub struct ApplyMany {
     /// exactly as a missing one (a `jobs` key's cancel or retry). `None`: any job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<crate::tenant::Tenant>,
+}
+
+/// The edge queue consumer's outcomes of the attempts it ran (events as [`ApplyMany`]'s),
+/// and up to `take` edge-lane jobs that the flow gate lets start because of them (the next
+/// job of a key whose slot an outcome released), started in the same transaction for the
+/// caller to run at once instead of going through the queue ("fetch next on completion",
+/// as BullMQ's `moveToCompleted` does). The rest of what the gate sends goes to the queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishMany {
+    pub events: Vec<JobEvent>,
+    #[serde(default)]
+    pub take: u16,
+}
+
+/// A [`FinishMany`]'s answer: each event's, in order, and the jobs started for the caller
+/// (with their payloads), which it must run and report as it does a delivered job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finished {
+    pub answers: Vec<Result<Applied, Refusal>>,
+    pub next: Vec<Job>,
 }
 
 /// Applies native consumers' reports (the consumer route's only way in): native-lane jobs

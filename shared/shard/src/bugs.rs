@@ -59,6 +59,10 @@ pub struct Bugs {
     /// `schedule::home` (the router's placement, which the simulation plays): its runs are
     /// counted apart from the key's other jobs, and the key runs over its limit.
     pub schedule_misplaced: bool,
+    /// A finish that takes the next jobs for its caller takes queued edge jobs that wait
+    /// in a flow list, past the gate (the key's next job taken directly, its admission
+    /// forgotten): a key runs over its limit.
+    pub take_past_gate: bool,
 }
 
 /// Switches the flow gate's bugs (`flow_*`) of `b` on for this thread (the gate keeps
@@ -72,6 +76,34 @@ pub fn switch_flow(b: &Bugs) {
 }
 
 impl Bugs {
+    /// With `take_past_gate`, adds up to `take` waiting edge jobs to the sends a finish
+    /// takes from, their wait cleared and written without the gate.
+    pub fn skip_gate_on_take(
+        &self,
+        db: &impl Sql,
+        mut effects: Effects,
+        take: usize,
+        now: u64,
+    ) -> Result<Effects, crate::sql::StoreError> {
+        if !self.take_past_gate || take == 0 {
+            return Ok(effects);
+        }
+        let q = "SELECT doc FROM jobs WHERE state = 'queued' AND instr(doc, '\"waiting_for\":') > 0 LIMIT ?";
+        let mut plan = Plan::default();
+        for row in db.rows(q, &[int(take as u64)])? {
+            let mut job: edgejobs_core::Job = store::parse(&crate::sql::Cols::new(row).text()?)?;
+            if job.lane != edgejobs_core::Lane::Edge {
+                continue;
+            }
+            job.waiting_for = None;
+            let r = edgejobs_core::wire::JobRef { id: job.id.clone(), attempt: job.attempt + 1, epoch: job.epoch };
+            effects.enqueue.push((edgejobs_core::Lane::Edge, r));
+            plan.updates.push(job);
+        }
+        store::write_plan(db, &plan, now)?;
+        Ok(effects)
+    }
+
     /// With `pending_uncounted`, drops the deltas that count jobs off their tenant's pending.
     pub fn pending_uncounted(&self, plan: &mut Plan) {
         if self.pending_uncounted {

@@ -7,12 +7,12 @@ use std::collections::BTreeSet;
 use edgejobs_core::machine::{Event, Refusal};
 use edgejobs_core::plan::{self, JobEvent};
 use edgejobs_core::protocol::{
-    Applied, ApplyMany, FlowOutcome, Get, GetMany, HandoffMany, List, ListPage, Listed, MAX_SCAN, Pending, ReplayDead,
-    ReportMany, SetGauge, Stored,
+    Applied, ApplyMany, FinishMany, Finished, FlowOutcome, Get, GetMany, HandoffMany, List, ListPage, Listed, MAX_SCAN,
+    Pending, ReplayDead, ReportMany, SetGauge, Stored,
 };
 use edgejobs_core::stats::{JobCount, ShardStats};
 use edgejobs_core::wire::{Cursor, Include};
-use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
+use edgejobs_core::{ApiError, ErrorCode, Job, JobId, Lane};
 use serde_json::value::RawValue;
 
 use crate::sql::{Cols, Sql, StoreError, Value, int, text};
@@ -183,6 +183,66 @@ impl<S: Sql, H: Host> Shard<S, H> {
         })?;
         let applied = answers.into_iter().zip(wants).map(|(a, want)| applied(a, want, false)).collect();
         Ok((applied, effects))
+    }
+
+    /// The edge consumer's outcomes (see [`FinishMany`]): applied as [`Self::apply_many`]
+    /// does, then up to `take` of the edge-lane jobs the gate sends because of them are
+    /// started in the same transaction and handed to the caller instead of the queue. A
+    /// job taken this way was admitted by the gate like any send (its key had room, it is
+    /// not paused); if its caller dies, it is an active job without a runner, which the
+    /// sweep times out as any other.
+    pub fn finish_many(&self, r: FinishMany) -> Outcome<(Finished, Effects)> {
+        let now = self.host.now_ms();
+        let FinishMany { events, take } = r;
+        #[cfg(feature = "bugs")]
+        let events = self.bugs.unchecked_attempts(&self.db, events)?;
+        let ids: BTreeSet<JobId> = events.iter().map(|e| e.id.clone()).collect();
+        let (answers, next, effects) = self.commit(|db| {
+            let loaded = store::load_many(db, &ids)?;
+            #[allow(unused_mut)]
+            let (mut plan, answers) = plan::apply_events(loaded, events, now, &mut || self.host.random_unit());
+            #[cfg(feature = "bugs")]
+            self.bugs.pending_uncounted(&mut plan);
+            crate::flow::apply(db, &mut plan, now)?;
+            let (next, effects) = self.take_next(db, plan.effects, take as usize, now)?;
+            Ok((answers, next, effects))
+        })?;
+        let answers = answers.into_iter().map(|a| applied(a, false, false)).collect();
+        Ok((Finished { answers, next }, effects))
+    }
+
+    /// Starts up to `take` of the edge-lane sends of `effects` for the caller (within the
+    /// caller's transaction); answers them and the effects left (a start refused keeps its
+    /// send).
+    fn take_next(&self, db: &S, effects: Effects, take: usize, now: u64) -> Outcome<(Vec<Job>, Effects)> {
+        #[cfg(feature = "bugs")]
+        let effects = self.bugs.skip_gate_on_take(db, effects, take, now)?;
+        let mut effects = effects;
+        if take == 0 || !effects.enqueue.iter().any(|(lane, _)| *lane == Lane::Edge) {
+            return Ok((Vec::new(), effects));
+        }
+        let (mut mine, mut rest) = (Vec::new(), Vec::new());
+        for (lane, r) in std::mem::take(&mut effects.enqueue) {
+            if lane == Lane::Edge && mine.len() < take {
+                mine.push(r);
+            } else {
+                rest.push((lane, r));
+            }
+        }
+        let loaded = store::load_many(db, mine.iter().map(|r| &r.id))?;
+        let events = mine.iter().map(|r| JobEvent { id: r.id.clone(), event: Event::Start { attempt: r.attempt } });
+        let (mut plan, answers) = plan::apply_events(loaded, events.collect(), now, &mut || self.host.random_unit());
+        crate::flow::apply(db, &mut plan, now)?;
+        let mut next = Vec::with_capacity(mine.len());
+        for (r, a) in mine.into_iter().zip(answers) {
+            match applied(a, true, false).ok().and_then(|a| a.job) {
+                Some(job) => next.push(job),
+                None => rest.push((Lane::Edge, r)),
+            }
+        }
+        effects.enqueue = rest;
+        effects.merge(plan.effects);
+        Ok((next, effects))
     }
 
     /// Applies native consumers' reports in one transaction (see `plan::apply_reports`):

@@ -327,6 +327,48 @@ fn a_schedules_runs_go_through_the_gate() {
     consistent(&s);
 }
 
+/// An edge runner's finish takes the job its outcome lets start (started here, not sent),
+/// up to `take`; with `take` 0, or for a paused key, the gate's sends go as before.
+#[test]
+fn a_finish_takes_the_next_job_its_outcome_lets_start() {
+    use edgejobs_core::protocol::FinishMany;
+    let w = World::default();
+    let s = shard(&w);
+    let (ids, sent_now) = create(&s, &w, (0..4).map(|_| limited("k", 1)).collect());
+    assert_eq!(sent_now, [ids[0].clone()]);
+    start(&s, &ids[0]);
+    let finish = |id: &JobId, take: u16| {
+        let attempt = get(&s, id).attempt;
+        let events = vec![JobEvent { id: id.clone(), event: Event::Complete { attempt, result: None } }];
+        let (finished, effects) = s.finish_many(FinishMany { events, take }).expect("finish");
+        assert!(finished.answers.iter().all(Result::is_ok), "{:?}", finished.answers);
+        (finished.next.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), sent(&effects), finished.next)
+    };
+    let (next, sent_by_queue, jobs) = finish(&ids[0], 5);
+    assert_eq!(next, [ids[1].clone()], "the key's next job is taken");
+    assert!(sent_by_queue.is_empty(), "and not sent through the queue too");
+    assert_eq!(jobs[0].state, JobState::Active, "taken started: {:?}", jobs[0]);
+    assert_eq!(jobs[0].attempt, 1);
+    assert_eq!(get(&s, &ids[1]).state, JobState::Active);
+    assert_eq!(key(&s, "k").running, 1);
+    consistent(&s);
+    // Taking nothing: the next job goes to the queue as before.
+    let (next, sent_by_queue, _) = finish(&ids[1], 0);
+    assert!(next.is_empty());
+    assert_eq!(sent_by_queue, [ids[2].clone()]);
+    start(&s, &ids[2]);
+    // A paused key: its next job is parked, neither taken nor sent.
+    let paused = s.flow(FlowOp::Pause {
+        target: Target::Key { tenant: Tenant::parse("acme").expect("t"), key: "k".into() },
+        paused: true,
+    });
+    paused.expect("paused");
+    let (next, sent_by_queue, _) = finish(&ids[2], 5);
+    assert!(next.is_empty() && sent_by_queue.is_empty(), "{next:?} {sent_by_queue:?}");
+    assert_eq!(get(&s, &ids[3]).state, JobState::Queued);
+    consistent(&s);
+}
+
 /// A schedule living on its runs' flow key's shard leaves a claim at its name's shard: the
 /// name's operations there answer where it is, a second create of the name is refused on
 /// either shard, and the claim goes with an unclaim.

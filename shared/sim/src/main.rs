@@ -9,7 +9,7 @@
 //! bug on: `stale-overwrite`, `unchecked-attempts`, `sweep-resends-cancelled`,
 //! `schedule-ticks-twice`, `unchecked-lease`, `schedule-key-hijack`, `pending-uncounted`,
 //! `reseal-unbound`, `moved-key-created`, `flow-over-limit`, `flow-slot-leak`, `flow-no-wake`,
-//! `schedule-misplaced`),
+//! `schedule-misplaced`, `take-past-gate`),
 //! `--expect-violation` (exit 0 only when a violation is found;
 
 mod flow;
@@ -70,6 +70,7 @@ fn bugs(name: Option<&str>) -> Result<Bugs, String> {
         Some("flow-slot-leak") => b.flow_slot_leak = true,
         Some("flow-no-wake") => b.flow_no_wake = true,
         Some("schedule-misplaced") => b.schedule_misplaced = true,
+        Some("take-past-gate") => b.take_past_gate = true,
         Some(other) => return Err(format!("unknown bug {other}")),
     }
     Ok(b)
@@ -159,7 +160,7 @@ fn main() -> ExitCode {
     let mut total_ops = 0u64;
     let mut peak_jobs = 0usize;
     let mut checks: std::collections::BTreeMap<&str, u64> = Default::default();
-    let (mut waiting_lists, mut collapsed, mut pauses) = (0u64, 0u64, 0u64);
+    let (mut waiting_lists, mut collapsed, mut pauses, mut taken) = (0u64, 0u64, 0u64, 0u64);
     for seed in args.seed..args.seed + args.seeds {
         let steps = actions(seed, args.steps);
         let (w, failed) = run(seed, faults, &bugs, &steps, false);
@@ -168,6 +169,7 @@ fn main() -> ExitCode {
         waiting_lists += w.oracle.flow.waiting_lists;
         collapsed += w.oracle.flow.collapsed;
         pauses += w.oracle.flow.pauses;
+        taken += w.oracle.flow.taken;
         for (k, v) in &w.oracle.checks {
             *checks.entry(k).or_default() += v;
         }
@@ -203,7 +205,7 @@ fn main() -> ExitCode {
     );
     println!("  at most {peak_jobs} jobs stored at once");
     println!(
-        "  flow: {waiting_lists} waiting lists seen by the checks, {collapsed} debounced or throttled answers, {pauses} pauses and resumes"
+        "  flow: {waiting_lists} waiting lists seen by the checks, {collapsed} debounced or throttled answers, {pauses} pauses and resumes, {taken} jobs taken by a finish"
     );
     for name in INVARIANTS {
         println!("  invariant {name}: checked {} times, held", checks.get(name).copied().unwrap_or(0));

@@ -295,6 +295,8 @@ pub struct FlowSeen {
     pub waiting_lists: u64,
     /// Pauses and resumes made.
     pub pauses: u64,
+    /// Jobs an edge runner's finish took to run next (without the queue).
+    pub taken: u64,
 }
 
 #[derive(Debug, Clone, Default)]

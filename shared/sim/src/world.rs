@@ -11,7 +11,8 @@ use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::{Disposition, Event};
 use edgejobs_core::plan::{JobEvent, SweepPolicy};
 use edgejobs_core::protocol::{
-    ApplyMany, Export, HandoffMany, Import, ReplayDead, ReportMany, RetentionDelete, RetentionPage, ScheduleOp,
+    ApplyMany, Export, FinishMany, HandoffMany, Import, ReplayDead, ReportMany, RetentionDelete, RetentionPage,
+    ScheduleOp,
 };
 use edgejobs_core::report::Report;
 use edgejobs_core::wire::JobRef;
@@ -230,6 +231,8 @@ pub struct World {
     alarms: Vec<Option<u64>>,
     queue: Vec<Msg>,
     edge_runs: Vec<Run>,
+    /// Jobs seen sent that have no flow keys (see `know_flow`).
+    plain: std::collections::BTreeSet<JobId>,
     stream: Vec<Entry>,
     consumers: Vec<Consumer>,
     late: Vec<(u64, JobEvent, Via)>,
@@ -304,6 +307,7 @@ impl World {
             alarms: vec![None; SHARDS as usize],
             queue: Vec::new(),
             edge_runs: Vec::new(),
+            plain: Default::default(),
             stream: Vec::new(),
             consumers: vec![Consumer::default(); 3],
             late: Vec::new(),
@@ -397,11 +401,29 @@ impl World {
     /// duplicated, delayed by the faults), the alarm.
     fn effects(&mut self, shard: u16, effects: Effects) {
         for (lane, r) in effects.enqueue {
+            self.know_flow(&r.id);
             self.oracle.flow_sent(r.id.as_str(), r.attempt);
             self.send(lane, r);
         }
         if effects.alarm.is_some() {
             self.rearm(shard);
+        }
+    }
+
+    /// Makes sure the simulation knows a job it sees sent for the first time that it did
+    /// not create itself (a schedule's run): its flow keys, read from its shard.
+    fn know_flow(&mut self, id: &JobId) {
+        if self.oracle.flow.jobs.contains_key(id.as_str()) || self.plain.contains(id) {
+            return;
+        }
+        let db = &self.shards[id.shard() as usize].db;
+        match edgejobs_shard::store::load(db, id).ok().flatten().as_ref().and_then(crate::oracle::FlowJob::of) {
+            Some(f) => {
+                self.oracle.flow.jobs.insert(id.to_string(), f);
+            }
+            None => {
+                self.plain.insert(id.clone());
+            }
         }
     }
 
@@ -440,6 +462,35 @@ impl World {
             Ok((answers, effects)) => {
                 self.effects(shard, effects);
                 answers
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// An edge runner's outcomes, as the edge consumer reports them (`finish_many`): every
+    /// other call takes up to 3 of the jobs they let start, which run as delivered ones do
+    /// (a taken job is a new admission: the pause and limit checks see it).
+    fn finish(
+        &mut self,
+        shard: u16,
+        events: Vec<JobEvent>,
+    ) -> Vec<Result<edgejobs_core::protocol::Applied, edgejobs_core::machine::Refusal>> {
+        let take = if self.ops.is_multiple_of(2) { 3 } else { 0 };
+        let s = &self.shards[shard as usize];
+        match s.settle(s.finish_many(FinishMany { events, take })) {
+            Ok((finished, effects)) => {
+                self.effects(shard, effects);
+                for job in finished.next {
+                    self.know_flow(&job.id);
+                    self.oracle.flow.taken += 1;
+                    self.oracle.flow_sent(job.id.as_str(), job.attempt);
+                    let mut rng = Rng::new(self.now() ^ 0x7a ^ job.attempt as u64 ^ self.edge_runs.len() as u64);
+                    let end = Self::outcome(&mut rng, &self.faults);
+                    let (id, attempt) = (job.id, job.attempt);
+                    self.note(|| format!("finish takes {id} attempt {attempt} (edge): started"));
+                    self.edge_runs.push(Run { id, attempt, at: self.now() + rng.below(4_000), end, via: Via::Edge });
+                }
+                finished.answers
             }
             Err(_) => Vec::new(),
         }
@@ -504,7 +555,7 @@ impl World {
         let shard = id.shard();
         let name = event.name();
         let answers = match via {
-            Via::Edge => self.apply(shard, vec![JobEvent { id: id.clone(), event }]),
+            Via::Edge => self.finish(shard, vec![JobEvent { id: id.clone(), event }]),
             Via::Consumer(lease) => self.report_many(shard, vec![Report::new(id.clone(), event, lease)]),
         };
         let ok = answers.first().is_some_and(Result::is_ok);
@@ -1291,18 +1342,6 @@ impl World {
                 .rows(&format!("SELECT id FROM jobs WHERE {}", edgejobs_shard::ops::TAG_CONDITION), &[pattern]);
             let ids: Vec<String> =
                 rows.unwrap_or_default().into_iter().filter_map(|r| Cols::new(r).text().ok()).collect();
-            // A run with flow keys counts with the key's other jobs from now on.
-            for id in &ids {
-                if self.oracle.flow.jobs.contains_key(id) {
-                    continue;
-                }
-                let Ok(job_id) = id.parse::<edgejobs_core::JobId>() else { continue };
-                if let Ok(Some(job)) = edgejobs_shard::store::load(&self.shards[shard as usize].db, &job_id)
-                    && let Some(f) = crate::oracle::FlowJob::of(&job)
-                {
-                    self.oracle.flow.jobs.insert(id.clone(), f);
-                }
-            }
             // Ticks in (created, now]: at most one per period, plus one at the transition of
             // a DST gap.
             let most = (now - self.started) / period + 2;

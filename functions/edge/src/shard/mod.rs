@@ -119,6 +119,7 @@ impl DurableObject for JobShard {
             ShardRequest::Get(r) => self.answer(s.get(r)),
             ShardRequest::ApplyMany(r) => self.effects(s.apply_many(r)).await,
             ShardRequest::ReportMany(r) => self.effects(s.report_many(r)).await,
+            ShardRequest::FinishMany(r) => self.effects(s.finish_many(r)).await,
             ShardRequest::List(r) => self.answer(s.list(r)),
             ShardRequest::GetMany(r) => self.answer(s.get_many(r)),
             ShardRequest::ReplayDead(r) => self.effects(s.replay_dead(r)).await,

@@ -277,7 +277,12 @@ pub fn run(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
     report["scenarios"]["flow"] = json!({ "quick": b.s.quick });
     type Part = fn(&mut Bench, Sizes) -> anyhow::Result<Value>;
     let parts: [(&str, Part); 3] = [("overhead", overhead), ("fairness", fairness), ("debounce", debounce)];
+    // `BENCH_FLOW_PARTS=overhead,debounce` runs only those parts (all by default).
+    let only = std::env::var("BENCH_FLOW_PARTS").ok();
     for (name, part) in parts {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|p| p.trim() == name)) {
+            continue;
+        }
         let v = match part(b, z) {
             Ok(v) => v,
             Err(e) if !INTERRUPTED.load(Ordering::Relaxed) => {
