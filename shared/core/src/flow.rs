@@ -244,7 +244,16 @@ pub enum FlowOp {
 pub enum FlowReply {
     Changed(bool),
     Key(KeyState),
-    Busiest(Vec<BusyList>),
+    Busiest(Busiest),
+}
+
+/// A shard's busiest lists, and the jobs waiting in all its lists (a job waits in one list
+/// at a time, so the sum is exact however many lists there are).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Busiest {
+    pub lists: Vec<BusyList>,
+    pub waiting: u64,
 }
 
 /// What a shard knows of one key: slots held and the limit its newest job named, jobs

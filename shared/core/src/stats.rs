@@ -315,7 +315,7 @@ registry! {
     DeploymentFirstSeenTimestampSeconds "edgejobs_deployment_first_seen_timestamp_seconds" Internal "When the edge first answered /health (the grace before a backup is due).";
     FlowWaiting "edgejobs_flow_waiting" Scrape "Jobs waiting in the 10 busiest flow lists across the shards, by kind (concurrency, rate, paused, paused_type), tenant and key.";
     FlowRunning "edgejobs_flow_running" Scrape "Jobs holding a slot of the 10 busiest concurrency keys across the shards, by tenant and key.";
-    FlowWaitingJobs "edgejobs_flow_waiting_jobs" Scrape "Jobs waiting in flow lists (for a concurrency slot, a rate or a resume), summed over each shard's 100 busiest lists (exact while a shard has at most 100).";
+    FlowWaitingJobs "edgejobs_flow_waiting_jobs" Scrape "Jobs waiting in flow lists (for a concurrency slot, a rate or a resume), every shard's.";
 }
 
 /// The registered metrics of one role, in registry order.

@@ -743,7 +743,13 @@ impl<S: Sql, H: crate::Host> crate::Shard<S, H> {
                 Ok((FlowReply::Key(key_state(&self.db, &tenant.scope_key(&key))?), Effects::default()))
             }
             FlowOp::Busiest { n } => {
-                Ok((FlowReply::Busiest(busiest(&self.db, u64::from(n.min(100)))?), Effects::default()))
+                let lists = busiest(&self.db, u64::from(n.min(100)))?;
+                let total = self.db.rows("SELECT COALESCE(SUM(waiting), 0) FROM flow_lists", &[])?;
+                let waiting = match total.into_iter().next() {
+                    Some(r) => Cols::new(r).u64()?,
+                    None => 0,
+                };
+                Ok((FlowReply::Busiest(edgejobs_core::flow::Busiest { lists, waiting }), Effects::default()))
             }
         }
     }

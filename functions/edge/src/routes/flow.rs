@@ -14,7 +14,7 @@
 use edgejobs_api::{BusyKey, BusyKeys, FlowChanged, FlowKey};
 use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
-use edgejobs_core::flow::{BusyList, FlowOp, FlowReply, KeyState, MAX_KEY_BYTES, Target};
+use edgejobs_core::flow::{Busiest, BusyList, FlowOp, FlowReply, KeyState, MAX_KEY_BYTES, Target};
 use edgejobs_core::metrics::{Family, Kind};
 use edgejobs_core::stats::Metric;
 use edgejobs_core::tenant::Tenant;
@@ -180,17 +180,19 @@ pub async fn busiest(req: &Request, env: &Env, cfg: &EdgeConfig, who: &Principal
         }
     }
     let only = who.tenant().cloned();
-    let lists = busiest_lists(env, cfg, if only.is_some() { MAX_BUSIEST } else { n }).await?;
+    let shards = busiest_lists(env, cfg, if only.is_some() { MAX_BUSIEST } else { n }).await?;
+    let lists = shards.into_iter().map(|b| b.lists).collect();
     respond(200, &BusyKeys { keys: merge_busiest(lists, n, only.as_ref()) })
 }
 
-/// Every shard's `n` busiest lists (a shard that fails fails the read).
-pub async fn busiest_lists(env: &Env, cfg: &EdgeConfig, n: u32) -> Result<Vec<Vec<BusyList>>, ApiError> {
+/// Every shard's `n` busiest lists and its total of waiting jobs (a shard that fails fails
+/// the read).
+pub async fn busiest_lists(env: &Env, cfg: &EdgeConfig, n: u32) -> Result<Vec<Busiest>, ApiError> {
     let calls = every_shard(cfg).map(|s| shard::call(env, s, FlowOp::Busiest { n }));
     let mut out = Vec::new();
     for r in join_all(calls).await {
         match r? {
-            FlowReply::Busiest(l) => out.push(l),
+            FlowReply::Busiest(b) => out.push(b),
             _ => return Err(malformed()),
         }
     }
@@ -231,13 +233,14 @@ pub const METRIC_TOP: u32 = 10;
 /// read; the families are then shown without samples, rather than as zeros):
 /// `edgejobs_flow_waiting` for the [`METRIC_TOP`] lists with the most waiting jobs,
 /// `edgejobs_flow_running` for the [`METRIC_TOP`] concurrency keys with the most running,
-/// and `edgejobs_flow_waiting_jobs`, every list's waiting jobs summed.
-pub fn metric_families(lists: Option<&[Vec<BusyList>]>) -> Vec<Family> {
+/// and `edgejobs_flow_waiting_jobs`, every shard's waiting jobs summed.
+pub fn metric_families(shards: Option<&[Busiest]>) -> Vec<Family> {
     let family = |m: Metric| Family::new(m.name(), m.help(), Kind::Gauge);
     let (mut waiting, mut running, mut total) =
         (family(Metric::FlowWaiting), family(Metric::FlowRunning), family(Metric::FlowWaitingJobs));
-    if let Some(lists) = lists {
-        let merged = merge_busiest(lists.to_vec(), METRIC_TOP, None);
+    if let Some(shards) = shards {
+        let lists: Vec<Vec<BusyList>> = shards.iter().map(|b| b.lists.clone()).collect();
+        let merged = merge_busiest(lists.clone(), METRIC_TOP, None);
         for k in merged.iter().filter(|k| k.waiting > 0) {
             waiting.sample(&[("kind", &k.kind), ("tenant", &k.tenant), ("key", &k.key)], k.waiting as f64);
         }
@@ -247,7 +250,7 @@ pub fn metric_families(lists: Option<&[Vec<BusyList>]>) -> Vec<Family> {
         for l in busy.into_iter().take(METRIC_TOP as usize) {
             running.sample(&[("tenant", &l.tenant), ("key", &l.key)], l.running as f64);
         }
-        total.sample(&[], lists.iter().flatten().map(|l| l.waiting).sum::<u64>() as f64);
+        total.sample(&[], shards.iter().map(|b| b.waiting).sum::<u64>() as f64);
     }
     vec![waiting, running, total]
 }
@@ -284,15 +287,19 @@ mod tests {
         let mut shard: Vec<BusyList> =
             (0..30).map(|i| list("concurrency", "acme", &format!("k{i:02}"), i, i)).collect();
         shard.push(list("paused_type", "", "noop", 0, 100));
-        let fams = metric_families(Some(&[shard, vec![list("rate", "beta", "r", 0, 1)]]));
+        // The first shard has more lists than it answered with: its total counts them too.
+        let fams = metric_families(Some(&[
+            Busiest { lists: shard, waiting: 600 },
+            Busiest { lists: vec![list("rate", "beta", "r", 0, 1)], waiting: 1 },
+        ]));
         let page = edgejobs_core::metrics::render(&fams);
         let series = |name: &str| page.lines().filter(|l| l.starts_with(&format!("{name}{{"))).count();
         assert_eq!((series("edgejobs_flow_waiting"), series("edgejobs_flow_running")), (10, 10), "{page}");
         assert!(page.contains("edgejobs_flow_waiting{kind=\"paused_type\",tenant=\"\",key=\"noop\"} 100"), "{page}");
         assert!(page.contains("edgejobs_flow_running{tenant=\"acme\",key=\"k29\"} 29"), "{page}");
         assert!(!page.contains("key=\"r\""), "a list outside the top 10: {page}");
-        // Every list's waiting jobs: 0 + 1 + ... + 29, the paused type's 100 and the rate's 1.
-        assert!(page.contains("edgejobs_flow_waiting_jobs 536"), "{page}");
+        // Every shard's waiting jobs, not only those of the lists it answered with.
+        assert!(page.contains("edgejobs_flow_waiting_jobs 601"), "{page}");
         let unread = edgejobs_core::metrics::render(&metric_families(None));
         assert!(!unread.contains("edgejobs_flow_waiting_jobs 0"), "{unread}");
     }
