@@ -8,6 +8,16 @@ use crate::error::ApiError;
 use crate::retry::Backoff;
 
 pub const MAX_TAGS: usize = 20;
+/// Longest tag, in bytes.
+pub const MAX_TAG_BYTES: usize = 64;
+/// What a tag may be: 1 to [`MAX_TAG_BYTES`] bytes without commas (the tags column joins
+/// them with commas).
+pub const TAG_RULE: &str = "a tag is a string of 1 to 64 bytes without commas";
+
+/// Whether `s` may be a tag (see [`TAG_RULE`]).
+pub fn is_tag(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_TAG_BYTES && !s.contains(',')
+}
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 /// Edge-lane attempts run inside a queue consumer invocation, which Cloudflare limits to
 /// 15 minutes of wall time.

@@ -176,7 +176,7 @@ pub fn parse_spec_unchecked(body: &Value, now: u64, types: &Types) -> Result<Job
             let mut tags = Vec::with_capacity(items.len());
             for t in items {
                 match t {
-                    Value::String(s) if !s.is_empty() && s.len() <= 64 && !s.contains(',') => tags.push(s.clone()),
+                    Value::String(s) if crate::fields::is_tag(s) => tags.push(s.clone()),
                     _ => {
                         return Err(ApiError::field(
                             "tags",

@@ -280,7 +280,10 @@ pub fn parse_list_params<'a>(
                 })?)
             }
             "type" => q.job_type = Some(v.to_owned()),
-            "tag" => q.tag = Some(v.to_owned()),
+            "tag" if crate::fields::is_tag(v) => q.tag = Some(v.to_owned()),
+            // No job can carry it; its filter could not be answered (a pattern this long
+            // is refused by the store).
+            "tag" => return Err(ApiError::field("tag", crate::fields::TAG_RULE)),
             "tenant" => q.tenant = Some(crate::tenant::Tenant::from_field("tenant", v)?),
             "from" | "to" => {
                 let t = crate::time::parse_rfc3339_bound(v)
@@ -465,9 +468,21 @@ mod tests {
     fn list_params_table() {
         let q = parse_list_params([("state", "dead"), ("type", "noop"), ("limit", "5")], ALL).expect("valid");
         assert_eq!((q.state, q.job_type.as_deref(), q.limit), (Some(JobState::Dead), Some("noop"), 5));
-        for (k, v) in
-            [("state", "done"), ("limit", "0"), ("limit", "101"), ("limit", "x"), ("cursor", "abc"), ("colour", "red")]
-        {
+        let long = "😍".repeat(16);
+        let q = parse_list_params([("tag", long.as_str())], ALL).expect("a 64-byte tag");
+        assert_eq!(q.tag.as_deref(), Some(long.as_str()));
+        let too_long = format!("{long}x");
+        for (k, v) in [
+            ("state", "done"),
+            ("limit", "0"),
+            ("limit", "101"),
+            ("limit", "x"),
+            ("cursor", "abc"),
+            ("colour", "red"),
+            ("tag", ""),
+            ("tag", "a,b"),
+            ("tag", too_long.as_str()),
+        ] {
             let e = parse_list_params([(k, v)], ALL).expect_err(k);
             assert_eq!(e.field.as_deref(), Some(k));
         }

@@ -16,7 +16,7 @@ use edgejobs_core::{ApiError, ErrorCode, Job, JobId, Lane};
 use serde_json::value::RawValue;
 
 use crate::sql::{Cols, Sql, StoreError, Value, int, text};
-use crate::store::{self, like_escape, tags_column};
+use crate::store::{self, tags_column};
 use crate::{Effects, Failure, Host, Level, Outcome, Shard};
 
 /// Largest page a listing may ask one shard for.
@@ -34,12 +34,15 @@ fn raw(doc: String) -> Result<Box<RawValue>, StoreError> {
     RawValue::from_string(doc).map_err(|e| StoreError(format!("a stored document is not JSON: {e}")))
 }
 
-/// The condition of a filter by tag, with [`tag_pattern`] as its one bind.
-pub const TAG_CONDITION: &str = "tags LIKE ? ESCAPE '\\'";
+/// The condition of a filter by tag, with [`tag_pattern`] as its one bind: `instr`, not
+/// `LIKE`, because Durable Objects' SQLite refuses a `LIKE` pattern over 50 bytes (a tag
+/// may have 64), and a substring needs no escaping.
+pub const TAG_CONDITION: &str = "instr(tags, ?) > 0";
 
-/// What [`TAG_CONDITION`] matches for `tag`: its entry in the tags column, escaped.
+/// What [`TAG_CONDITION`] looks for: the tag's entry in the tags column (`,tag,`; a tag
+/// has no comma, so the entry is found only where the tag is whole).
 pub fn tag_pattern(tag: &str) -> Value {
-    text(format!("%{}%", like_escape(&tags_column(&[tag.to_owned()]))))
+    text(tags_column(&[tag.to_owned()]))
 }
 
 /// An event's answer as its caller gets it: the job when `want`ed, and, when `hand_over`

@@ -202,10 +202,6 @@ pub fn tags_column(tags: &[String]) -> String {
     if tags.is_empty() { String::new() } else { format!(",{},", tags.join(",")) }
 }
 
-pub fn like_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
-}
-
 pub fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }

@@ -59,6 +59,9 @@ pub async fn replay(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
         Some(_) => Err(ApiError::field(k, "must be a string")),
     };
     let (job_type, tag) = (string("type")?, string("tag")?);
+    if tag.as_deref().is_some_and(|t| !edgejobs_core::fields::is_tag(t)) {
+        return Err(ApiError::field("tag", edgejobs_core::fields::TAG_RULE));
+    }
     let tenant = string("tenant")?.map(|t| edgejobs_core::tenant::Tenant::from_field("tenant", &t)).transpose()?;
     let limit = match obj.get("limit") {
         None | Some(Value::Null) => 100,
