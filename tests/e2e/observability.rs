@@ -146,7 +146,8 @@ fn metrics_survive_a_restart_and_honour_the_token(ctx: &Ctx) -> anyhow::Result<(
 
 fn a_real_prometheus_reads_back_what_was_enqueued(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.with_fault_stack(|stack| {
-        // Only this test enqueues webhook jobs on the fault stack.
+        // Other fault-stack tests enqueue webhook jobs too: Prometheus must read 7 more than
+        // it read before this test's enqueues.
         let dir = stack.opts.state_dir.join("prometheus");
         std::fs::create_dir_all(dir.join("data"))?;
         let target = stack.edge_url.trim_start_matches("http://").to_owned();
@@ -161,6 +162,22 @@ fn a_real_prometheus_reads_back_what_was_enqueued(ctx: &Ctx) -> anyhow::Result<(
             .arg(format!("--web.listen-address=127.0.0.1:{port}"));
         let mut prom = Proc::spawn("prometheus", cmd, &dir.join("prometheus.log"))?;
         let api = format!("http://127.0.0.1:{port}/api/v1/query");
+        let query = "sum(edgejobs_jobs_enqueued_total{type=\"webhook\"}) or vector(0)";
+        let query_url = reqwest::Url::parse_with_params(&api, &[("query", query)])?;
+        let read = || -> (Option<f64>, Value) {
+            let v: Option<Value> = ctx.http.get(query_url.clone()).send().ok().and_then(|r| r.json().ok());
+            let n = v.as_ref().and_then(|v| v["data"]["result"][0]["value"][1].as_str()).and_then(|s| s.parse::<f64>().ok());
+            (n, v.unwrap_or(Value::Null))
+        };
+        // The count before: once Prometheus has scraped the edge (its `up` is 1).
+        let up_url = reqwest::Url::parse_with_params(&api, &[("query", "up{job=\"edgejobs-edge\"}")])?;
+        let scraped = wait_until(Duration::from_secs(60), || {
+            let v: Option<Value> = ctx.http.get(up_url.clone()).send().ok().and_then(|r| r.json().ok());
+            v.is_some_and(|v| v["data"]["result"][0]["value"][1] == "1")
+        });
+        ensure(scraped, || format!("Prometheus scraped the edge\n{}", prom.log_tail(20)))?;
+        let (before, seen_before) = read();
+        let before = before.with_context(|| format!("no count before: {seen_before}"))?;
         let url = ctx.hooks.script(
             &format!("/{}", crate::util::unique("prom")),
             vec![edgejobs_tests::hooks::Reply::status(200)],
@@ -174,17 +191,14 @@ fn a_real_prometheus_reads_back_what_was_enqueued(ctx: &Ctx) -> anyhow::Result<(
             )?;
             ensure(r.status == 201, || format!("enqueue: {}", r.status))?;
         }
-        let query = "sum(edgejobs_jobs_enqueued_total{type=\"webhook\"})";
-        let url = reqwest::Url::parse_with_params(&api, &[("query", query)])?;
         let mut last = Value::Null;
         let seen = wait_until(Duration::from_secs(60), || {
-            let v: Option<Value> = ctx.http.get(url.clone()).send().ok().and_then(|r| r.json().ok());
-            let n = v.as_ref().and_then(|v| v["data"]["result"][0]["value"][1].as_str()).and_then(|s| s.parse::<f64>().ok());
-            last = v.unwrap_or(Value::Null);
-            n == Some(7.0)
+            let (n, v) = read();
+            last = v;
+            n == Some(before + 7.0)
         });
         prom.stop(Duration::from_secs(5));
-        ensure(seen, || format!("Prometheus never read 7: {last}\n{}", prom.log_tail(20)))
+        ensure(seen, || format!("Prometheus never read {before} + 7: {last}\n{}", prom.log_tail(20)))
     })
 }
 

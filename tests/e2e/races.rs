@@ -21,7 +21,16 @@ const MAINTENANCE_CRON: &str = "*/5+*+*+*+*";
 
 fn cancels_never_lose_to_the_alarm_or_the_sweep(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.with_fault_stack(|stack| {
-        stack.restart_wrangler(vec![("SWEEP_QUEUED_AFTER".into(), "1s".into())])?;
+        // Rate limit off: the two races enqueue 600 jobs within a minute, the tenant's default
+        // limit. The receiver's origin limit off: every woken job goes through the queue (a
+        // key's next job is otherwise started by the previous one's report, with no window
+        // between its wake and its start for a cancel to land in).
+        let vars = vec![
+            ("SWEEP_QUEUED_AFTER".into(), "1s".into()),
+            ("RATE_LIMIT".into(), "off".into()),
+            ("WEBHOOK_CONCURRENCY".into(), "off".into()),
+        ];
+        stack.restart_wrangler(vars)?;
         let result = alarm_race(ctx, stack).and_then(|()| sweep_race(ctx, stack));
         stack.restart_wrangler(Vec::new())?;
         result
@@ -165,7 +174,20 @@ fn alarm_round(ctx: &Ctx, stack: &Stack) -> anyhow::Result<bool> {
     Ok(refused_now > refused0)
 }
 
+/// The sweep race, in up to three rounds, as the alarm race (a round whose cancels all
+/// landed before the re-sends or after the hand-offs proves nothing).
 fn sweep_race(ctx: &Ctx, stack: &Stack) -> anyhow::Result<()> {
+    for round in 1..=3 {
+        if sweep_round(ctx, stack)? {
+            return Ok(());
+        }
+        eprintln!("sweep race: round {round} did not hit the window");
+    }
+    Err(anyhow::anyhow!("the race window was not hit in 3 rounds: no job was cancelled after its re-send"))
+}
+
+/// One round of the sweep race; whether a cancel landed between a re-send and its hand-off.
+fn sweep_round(ctx: &Ctx, stack: &Stack) -> anyhow::Result<bool> {
     // No consumer runs on the fault stack: native jobs are handed to the stream and stay
     // queued, so the sweep re-sends them once they are a second old.
     let tag = unique("sweep-race");
@@ -205,16 +227,10 @@ fn sweep_race(ctx: &Ctx, stack: &Stack) -> anyhow::Result<()> {
         resent_now - resent0,
         refused_now - refused0
     );
-    ensure(resent_now > resent0 && refused_now > refused0, || {
-        format!(
-            "the race window was not hit: re-sent {}, refused {} (a job must be cancelled after its re-send)",
-            resent_now - resent0,
-            refused_now - refused0
-        )
-    })?;
+    ensure(resent_now > resent0, || "the sweep re-sent the jobs".into())?;
     for id in &cancelled {
         let job = job_on(ctx, stack, id)?;
         ensure(job["state"] == "cancelled", || format!("a cancelled job was revived by the sweep: {job}"))?;
     }
-    Ok(())
+    Ok(refused_now > refused0)
 }
