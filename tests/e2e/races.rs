@@ -116,13 +116,19 @@ fn grown(ctx: &Ctx, stack: &Stack, name: &str, before: f64) -> f64 {
 /// or after the start (the alarm fires late on a loaded machine) proves nothing, so another
 /// one runs. A cancelled job that ran fails the test in any round.
 fn alarm_race(ctx: &Ctx, stack: &Stack) -> anyhow::Result<()> {
-    for round in 1..=3 {
-        if alarm_round(ctx, stack)? {
+    in_rounds("alarm race", "no job was cancelled between its wake and its start", || alarm_round(ctx, stack))
+}
+
+/// Runs `round` up to three times until one hits the race window (answers true); an error
+/// of any round (a cancel lost) fails at once.
+fn in_rounds(race: &str, missed: &str, mut round: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+    for n in 1..=3 {
+        if round()? {
             return Ok(());
         }
-        eprintln!("alarm race: round {round} did not hit the window");
+        eprintln!("{race}: round {n} did not hit the window");
     }
-    Err(anyhow::anyhow!("the race window was not hit in 3 rounds: no job was cancelled between its wake and its start"))
+    Err(anyhow::anyhow!("{race}: the race window was not hit in 3 rounds: {missed}"))
 }
 
 /// One round of the alarm race; whether a cancel landed between a wake and its start.
@@ -177,13 +183,7 @@ fn alarm_round(ctx: &Ctx, stack: &Stack) -> anyhow::Result<bool> {
 /// The sweep race, in up to three rounds, as the alarm race (a round whose cancels all
 /// landed before the re-sends or after the hand-offs proves nothing).
 fn sweep_race(ctx: &Ctx, stack: &Stack) -> anyhow::Result<()> {
-    for round in 1..=3 {
-        if sweep_round(ctx, stack)? {
-            return Ok(());
-        }
-        eprintln!("sweep race: round {round} did not hit the window");
-    }
-    Err(anyhow::anyhow!("the race window was not hit in 3 rounds: no job was cancelled after its re-send"))
+    in_rounds("sweep race", "no job was cancelled after its re-send", || sweep_round(ctx, stack))
 }
 
 /// One round of the sweep race; whether a cancel landed between a re-send and its hand-off.
