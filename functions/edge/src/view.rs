@@ -46,6 +46,8 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         lease: _,
         flow,
         waiting_for,
+        steps,
+        free_attempts,
     } = job;
     edgejobs_api::Job {
         id: id.as_str().to_owned(),
@@ -90,9 +92,27 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
             .collect(),
         flow: flow.map(flow_view),
         waiting_for,
+        steps: steps.into_iter().map(step_view).collect(),
+        free_attempts,
         // Set by the enqueue's answer (see `flagged`), never on a read.
         debounced: None,
         throttled: None,
+    }
+}
+
+/// A recorded workflow step as the API shows it: its result's size, not the result.
+fn step_view(s: edgejobs_core::workflow::Step) -> edgejobs_api::Step {
+    edgejobs_api::Step {
+        name: s.name,
+        kind: s.kind.as_str().to_owned(),
+        state: s.state.as_str().to_owned(),
+        attempts: s.attempts,
+        started_at: format_rfc3339(s.started_at),
+        ended_at: s.ended_at.map(format_rfc3339),
+        until: s.until.filter(|u| *u < edgejobs_core::workflow::NEVER).map(format_rfc3339),
+        result_bytes: s.result.map(|r| serde_json::to_string(&r).map_or(0, |t| t.len() as u64)),
+        error: s.error,
+        event: s.wait.map(|w| w.event),
     }
 }
 

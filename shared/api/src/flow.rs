@@ -67,3 +67,16 @@ pub struct FlowPauseRequest {
 pub struct FlowChanged {
     pub changed: bool,
 }
+
+/// `POST /v1/events`'s answer (202): how many waiting workflow runs the event resumed, and
+/// whether it repeated an earlier send with the same `id` (then nothing new happened, and
+/// `resumed` counts the earlier send's matches that were delivered again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct EventSent {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub duplicate: bool,
+    pub resumed: u32,
+}

@@ -68,6 +68,33 @@ pub struct AttemptRecord {
     pub error: Option<String>,
 }
 
+/// One recorded step of a workflow run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Step {
+    pub name: String,
+    /// `run`, `sleep` or `wait`.
+    pub kind: String,
+    /// `completed`, `failed`, `retrying`, `sleeping`, `waiting` or `timed_out`.
+    pub state: String,
+    /// Executions of the step that reported.
+    pub attempts: u32,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// A sleep's end, a wait's timeout, a retry's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Bytes of the recorded result (JSON text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The event a wait waits (or waited) for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+}
+
 /// Native lane: the stream entry carrying the newest hand-off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
@@ -77,6 +104,10 @@ pub struct StreamEntry {
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -138,6 +169,13 @@ pub struct Job {
     /// Why a queued job has not started: `concurrency:<key>`, `rate:<key>`, `paused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// A workflow run's recorded steps, in order. Not in listings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<Step>,
+    /// Attempts of the current series that ended by suspending the run (sleeps, waits,
+    /// step retries): they do not count against `max_attempts`.
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub free_attempts: u32,
     /// On an enqueue's answer only: the job is the debounce key's pending one, which this
     /// enqueue's payload replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -26,11 +26,11 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
-pub use flow::{BusyKey, BusyKeys, FlowChanged, FlowKey, FlowPauseRequest};
+pub use flow::{BusyKey, BusyKeys, EventSent, FlowChanged, FlowKey, FlowPauseRequest};
 pub use health::{Check, Checks, Health, HealthStatus, Live};
 pub use job::{
     AttemptRecord, Backoff, Flow, FlowDebounce, FlowLimit, FlowRate, FlowThrottle, Job, JobList, JobState, JobSummary,
-    Lane, StreamEntry,
+    Lane, Step, StreamEntry,
 };
 pub use reply::{
     BackupList, BackupSummary, BatchItem, BatchItemCreated, BatchItemFailed, BatchRequest, BatchResult, Consumer,

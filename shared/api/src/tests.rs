@@ -393,6 +393,11 @@ fn table(doc: &Value) -> Vec<String> {
     ));
     out.extend(check::<FlowPauseRequest>(doc, &s("FlowPauseRequest"), json!({ "key": "user:1", "tenant": "acme" })));
     out.extend(check::<FlowChanged>(doc, &response("/v1/admin/flow/pause", "post", 200), json!({ "changed": true })));
+    out.extend(check::<EventSent>(
+        doc,
+        &response("/v1/events", "post", 202),
+        json!({ "name": "approved", "id": "e1", "duplicate": false, "resumed": 1 }),
+    ));
     let flowed = json!({ "type": "resize", "payload": { "w": 1 }, "priority": 7,
                          "concurrency": [{ "key": "user:1", "limit": 1 }, { "key": "acme", "limit": 10 }],
                          "rate": { "key": "r", "limit": 10, "period": "1s" },

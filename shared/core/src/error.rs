@@ -39,6 +39,11 @@ pub enum ErrorCode {
     TenantPendingLimit,
     /// An enqueue over its `throttle` with `on_limit: "reject"`.
     Throttled,
+    /// A workflow step report that does not fit what the run recorded: the handler changed
+    /// its steps between executions.
+    NondeterministicStep,
+    /// A workflow run over its limits (steps per run, bytes per run).
+    StepLimit,
     Unavailable,
     Internal,
 }
@@ -58,7 +63,9 @@ impl ErrorCode {
             | ErrorCode::LeaseHeld
             | ErrorCode::LeaseMismatch
             | ErrorCode::NotLeased
-            | ErrorCode::JobCancelled => 409,
+            | ErrorCode::JobCancelled
+            | ErrorCode::NondeterministicStep => 409,
+            ErrorCode::StepLimit => 413,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited | ErrorCode::TenantPendingLimit | ErrorCode::Throttled => 429,
@@ -91,6 +98,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TenantPendingLimit => "tenant_pending_limit",
             ErrorCode::Throttled => "throttled",
+            ErrorCode::NondeterministicStep => "nondeterministic_step",
+            ErrorCode::StepLimit => "step_limit",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

@@ -168,6 +168,14 @@ pub struct Job {
     /// (its key or type). `None` once the gate let it through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// A workflow run's recorded steps, in the order its handler reached them (#29; see
+    /// [`crate::workflow`]). Listings leave them out; `GET /v1/jobs/{id}` shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<crate::workflow::Step>,
+    /// Attempts of the current series that ended by suspending the run (a sleep, a wait, a
+    /// step retry): they do not count against `max_attempts`.
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub free_attempts: u32,
 }
 
 /// How many ended attempts a job remembers.
@@ -207,6 +215,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero32(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Where a native-lane attempt was handed to the long-job stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamEntry {
@@ -238,7 +250,7 @@ impl Job {
 
     /// Attempts started in the current series.
     pub fn attempts_in_series(&self) -> u32 {
-        self.attempt.saturating_sub(self.series_base)
+        self.attempt.saturating_sub(self.series_base).saturating_sub(self.free_attempts)
     }
 
     /// Checks what a stored job must satisfy (a job read from a backup is checked before it
@@ -247,6 +259,9 @@ impl Job {
         let id = &self.id;
         if self.series_base > self.attempt {
             return Err(format!("{id}: series_base {} is past attempt {}", self.series_base, self.attempt));
+        }
+        if self.series_base.saturating_add(self.free_attempts) > self.attempt {
+            return Err(format!("{id}: free_attempts {} is past the series' attempts", self.free_attempts));
         }
         if self.max_attempts == 0 || self.max_attempts > crate::fields::MAX_ATTEMPTS_LIMIT {
             return Err(format!("{id}: max_attempts {} is out of range", self.max_attempts));

@@ -33,6 +33,7 @@
 //!   defaults, payload schemas and fixed webhook URLs.
 //! - [`webhook`]: webhook signatures and the classification of answers.
 //! - [`wire`]: the messages exchanged between the edge router, the shards and the queue.
+//! - [`workflow`]: durable workflows: a run's steps, suspensions and the event index's keys.
 
 pub mod auth;
 pub mod backup;
@@ -64,6 +65,7 @@ pub mod topology;
 pub mod types;
 pub mod webhook;
 pub mod wire;
+pub mod workflow;
 
 pub use error::{ApiError, ErrorCode};
 pub use id::JobId;

@@ -59,6 +59,15 @@ pub enum Refusal {
     /// it was not started by a consumer).
     #[error("no consumer holds an attempt of this job (it is {state})")]
     NotLeased { state: String },
+    /// A workflow step report that does not fit the run's recorded steps.
+    #[error("nondeterministic step {seq}: {message}")]
+    Nondeterministic { seq: u32, message: String },
+    /// A workflow step report that is malformed whatever the run holds.
+    #[error("{field}: {message}")]
+    BadStep { field: String, message: String },
+    /// A workflow run over its limits.
+    #[error("{message}")]
+    StepLimit { message: String },
 }
 
 impl Refusal {
@@ -78,13 +87,19 @@ impl Refusal {
             Refusal::LeaseMismatch { .. } => ErrorCode::LeaseMismatch,
             Refusal::EdgeLane | Refusal::NotLeased { .. } => ErrorCode::NotLeased,
             Refusal::CancelledWhileRunning => ErrorCode::JobCancelled,
+            Refusal::Nondeterministic { .. } => ErrorCode::NondeterministicStep,
+            Refusal::BadStep { .. } => ErrorCode::InvalidField,
+            Refusal::StepLimit { .. } => ErrorCode::StepLimit,
         }
     }
 }
 
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> ApiError {
-        ApiError::new(r.code(), r.to_string())
+        match &r {
+            Refusal::BadStep { field, message } => ApiError::field(&format!("step.{field}"), message.clone()),
+            _ => ApiError::new(r.code(), r.to_string()),
+        }
     }
 }
 
@@ -141,6 +156,10 @@ pub enum Event {
     /// The sweep found the job queued for too long (its queue message was lost): send it
     /// again. Only a queued job can be re-sent; the attempt it waits for does not change.
     Resend,
+    /// The running attempt of a workflow run reached a step (see [`crate::workflow`]).
+    Step { attempt: u32, step: crate::workflow::StepReport },
+    /// An event matched the run's wait `step`: it completes with `data` and the run goes on.
+    Resume { step: String, data: Value },
 }
 
 impl Event {
@@ -155,6 +174,8 @@ impl Event {
             Event::Cancel => "cancel",
             Event::Replay => "replay",
             Event::Resend => "resend",
+            Event::Step { .. } => "step",
+            Event::Resume { .. } => "resume",
         }
     }
 
@@ -168,6 +189,7 @@ impl Event {
                 | Event::Complete { .. }
                 | Event::Fail { .. }
                 | Event::Reclaim { .. }
+                | Event::Step { .. }
         )
     }
 }
@@ -230,7 +252,10 @@ pub fn check_lease(job: &Job, event: &Event, lease: Option<&str>) -> Result<(), 
         return Err(Refusal::EdgeLane);
     }
     let attempt = match event {
-        Event::Heartbeat { attempt, .. } | Event::Complete { attempt, .. } | Event::Fail { attempt, .. } => *attempt,
+        Event::Heartbeat { attempt, .. }
+        | Event::Complete { attempt, .. }
+        | Event::Fail { attempt, .. }
+        | Event::Step { attempt, .. } => *attempt,
         _ => return Ok(()),
     };
     if job.state != JobState::Active {
@@ -376,11 +401,20 @@ fn step(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition, Refu
                 }
             }
         }
+        (Active, Event::Step { attempt, step }) => {
+            fence(job, *attempt)?;
+            if job.cancel_requested {
+                return cancelled_report(job, now);
+            }
+            crate::workflow::record(job, step, now, unit)
+        }
+        (_, Event::Resume { step, data }) => crate::workflow::resume(job, step, data, now),
         (Scheduled, Event::Wake) => {
             if job.run_at > now {
                 return Err(Refusal::NotDue);
             }
             let mut next = job.clone();
+            crate::workflow::wake(&mut next, now);
             next.state = Queued;
             next.updated_at = now;
             ok(next, Effect::Enqueue)
@@ -401,6 +435,7 @@ fn step(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition, Refu
             let mut next = job.clone();
             next.state = Queued;
             next.series_base = job.attempt;
+            next.free_attempts = 0;
             next.run_at = now;
             next.finished_at = None;
             next.started_at = None;

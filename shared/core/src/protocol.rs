@@ -109,6 +109,70 @@ requests! {
     Topology(TopologyOp) -> crate::topology::Topology, "topology", Never;
     ClaimKeys(ClaimKeys) -> Vec<Option<Box<serde_json::value::RawValue>>>, "claim_keys", WhenDue;
     Flow(FlowOp) -> crate::flow::FlowReply, "flow", WhenDue;
+    Events(EventsOp) -> EventsReply, "events", WhenDue;
+}
+
+/// The event index of workflow waits (#29), kept by the shard an event name hashes to
+/// ([`event_home`]): waits are registered there before their run records them, and an event
+/// sent finds the waits it matches there without looking at any run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EventsOp {
+    /// Index these waits; each is answered with the data of an event that already matches
+    /// it (sent since the wait's `since`, or one that matched an earlier registration).
+    Register { waits: Vec<WaitEntry> },
+    /// An event was sent: remember it (its id for deduplication, its data for look-backs)
+    /// and take the waits it matches.
+    Signal { tenant: crate::tenant::Tenant, name: String, data: serde_json::Value, id: Option<String> },
+    /// These matches reached their runs: forget them.
+    Delivered { keys: Vec<WaitKey> },
+}
+
+/// A wait to index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitEntry {
+    pub tenant: crate::tenant::Tenant,
+    pub key: WaitKey,
+    #[serde(flatten)]
+    pub wait: crate::workflow::WaitFor,
+    /// When the index may forget it (its timeout; [`crate::workflow::NEVER`] without one).
+    pub expires_at: u64,
+    /// Events indexed at or after this time match it (the wait's start, less its look-back).
+    pub since: u64,
+}
+
+/// A wait's identity: the run and its step.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitKey {
+    pub job: JobId,
+    pub step: String,
+}
+
+/// The event index's answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventsReply {
+    Registered { matched: Vec<Option<serde_json::Value>> },
+    Signaled(Signaled),
+    Delivered,
+}
+
+/// What an event send took: the waits to resume (with the event's data), and whether the
+/// send repeated an earlier one with the same id (whose matches not yet delivered are
+/// answered again, so a retried send finishes the delivery).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signaled {
+    pub duplicate: bool,
+    pub resumes: Vec<WaitKey>,
+    pub data: serde_json::Value,
+}
+
+/// The shard that indexes `tenant`'s event `name` (by the first shard count, so it does
+/// not move when the count grows).
+pub fn event_home(tenant: &crate::tenant::Tenant, name: &str, topology: &crate::topology::Topology) -> u16 {
+    topology.schedule_home(&format!("event\u{1f}{}", tenant.scope_key(name)))
 }
 
 /// Creates jobs (already validated and given ids by the router), each answered in order.

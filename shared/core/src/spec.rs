@@ -504,6 +504,8 @@ impl JobSpec {
             lease: None,
             flow: None,
             waiting_for: None,
+            steps: Vec::new(),
+            free_attempts: 0,
         };
         (job, effect)
     }

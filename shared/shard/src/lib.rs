@@ -21,6 +21,7 @@ use edgejobs_core::{ApiError, ErrorCode};
 
 #[cfg(feature = "bugs")]
 pub mod bugs;
+pub mod events;
 pub mod flow;
 pub mod growth;
 #[cfg(not(target_arch = "wasm32"))]

@@ -261,7 +261,11 @@ impl<S: Sql, H: Host> Shard<S, H> {
         let ids: BTreeSet<JobId> = order.iter().cloned().collect();
         let begins: Vec<bool> =
             reports.iter().map(|e| matches!(e.event, Event::Start { .. } | Event::Reclaim { .. })).collect();
-        let wants: Vec<bool> = begins.iter().map(|b| full || *b).collect();
+        // A wait's answer carries the job: an event that came first completed it at once.
+        let waits = reports
+            .iter()
+            .map(|e| matches!(e.event, Event::Step { step: edgejobs_core::workflow::StepReport::Wait { .. }, .. }));
+        let wants: Vec<bool> = begins.iter().zip(waits).map(|(b, w)| full || *b || w).collect();
         // Tokens are drawn before the transaction: a failing random source refuses the call
         // (503, the consumer tries again) instead of issuing a weak token.
         let mut tokens = begins.iter().filter(|b| **b).map(|_| self.lease_token()).collect::<Outcome<Vec<String>>>()?;

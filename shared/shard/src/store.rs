@@ -260,6 +260,7 @@ pub fn migrate(db: &impl Sql) -> Result<Migrated, StoreError> {
         db.script(JOBS_INDEXES)?;
         db.script(OTHER_TABLES)?;
         db.script(FLOW_TABLES)?;
+        db.script(crate::events::TABLES)?;
         if let Migrated::From(_) = done {
             recount_pending(db)?;
         }

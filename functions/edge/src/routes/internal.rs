@@ -62,12 +62,16 @@ pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
         return Err(ApiError::new(ErrorCode::Internal, "a report planned to nothing"));
     };
     let (s, r) = item?;
+    let waits = is_wait(&r.event);
     let answers = shard::call(env, s, ReportMany { reports: vec![r], consumer: consumer(who), full: true }).await?;
     let (job, lease): (Job, Option<String>) = match answers.into_iter().next() {
         Some(Ok(Applied { job: Some(job), lease, .. })) => (job, lease),
         Some(Err(e)) => return Err(e.into()),
         _ => return Err(ApiError::new(ErrorCode::Internal, "malformed shard answer")),
     };
+    if waits {
+        super::workflows::register(env, cfg, vec![job.clone()]).await;
+    }
     let mut resp = respond(200, &job)?;
     if let Some(lease) = lease {
         resp.headers_mut()
@@ -75,6 +79,11 @@ pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
             .map_err(|_| ApiError::new(ErrorCode::Internal, "response encoding failed"))?;
     }
     Ok(resp)
+}
+
+/// Whether a report is a workflow wait (its answer carries the run, whose wait is indexed).
+fn is_wait(e: &Event) -> bool {
+    matches!(e, Event::Step { step: edgejobs_core::workflow::StepReport::Wait { .. }, .. })
 }
 
 /// `POST /v1/internal/events`: many reports in one request (`{"events":[{"id":..,"event":
@@ -90,11 +99,22 @@ pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princ
         return Err(ApiError::field("events", format!("{} events; at most {MAX_EVENTS} per request", events.len())));
     }
     let planned = report::plan(events, cfg.shard_count, cfg.native_lease_ms);
+    let waits: Vec<bool> = planned.iter().map(|p| p.as_ref().is_ok_and(|(_, r)| is_wait(&r.event))).collect();
     let name = consumer(who);
     let applied = scatter::by_shard(planned, |s, reports| {
         shard::call(env, s, ReportMany { reports, consumer: name.clone(), full: false })
     })
     .await;
+    // The waits the reports recorded are indexed before the consumer hears back.
+    let recorded: Vec<Job> = applied
+        .iter()
+        .zip(&waits)
+        .filter(|(_, w)| **w)
+        .filter_map(|(a, _)| a.as_ref().ok()?.as_ref().ok()?.job.clone())
+        .collect();
+    if !recorded.is_empty() {
+        super::workflows::register(env, cfg, recorded).await;
+    }
     let answers = applied.into_iter().map(|a| Answer::from(a.and_then(|a| a.map_err(ApiError::from)))).collect();
     respond(200, &Answers { lease_ms: cfg.native_lease_ms, answers })
 }

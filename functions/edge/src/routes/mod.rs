@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod schedules;
 pub mod stats;
+pub mod workflows;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +223,8 @@ pub const ROUTES: &[Route] = {
             "flow_pause",
             keyed!(|c| flow::pause(c.req, c.env, c.cfg, false).await),
         ),
+        // Workflow events (#29): a jobs key sends its own tenant's events.
+        route(Post, "/v1/events", JOBS, "events_send", keyed!(|c| workflows::send(c.req, c.env, c.cfg, c.who).await)),
         route(Get, "/v1/dead", JOBS, "dead", keyed!(|c| dead::list(c.req, c.env, c.cfg, c.who).await)),
         // Bulk replay is admin-only; replaying one job is a jobs action (`/v1/jobs/{id}/retry`).
         route(Post, "/v1/dead/replay", ADMIN, "dead_replay", keyed!(|c| dead::replay(c.req, c.env, c.cfg).await)),
@@ -412,6 +415,7 @@ mod tests {
         ("/v1/flow/busiest", "flow_busiest", "", "GET", &[Some(Scope::Jobs)]),
         ("/v1/admin/flow/pause", "flow_pause", "", "POST", &[Some(Scope::Admin)]),
         ("/v1/admin/flow/resume", "flow_pause", "", "POST", &[Some(Scope::Admin)]),
+        ("/v1/events", "events_send", "", "POST", &[Some(Scope::Jobs)]),
     ];
 
     fn scope(a: Access) -> Option<Scope> {

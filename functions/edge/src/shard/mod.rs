@@ -139,6 +139,7 @@ impl DurableObject for JobShard {
             ShardRequest::Topology(r) => self.answer(s.topology(r)),
             ShardRequest::ClaimKeys(r) => self.answer(s.claim_keys(r)),
             ShardRequest::Flow(r) => self.effects(s.flow(r)).await,
+            ShardRequest::Events(r) => self.answer(s.events(r)),
         }
     }
 

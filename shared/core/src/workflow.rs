@@ -1,0 +1,663 @@
+//! Durable workflows (#29): a job whose handler is re-executed from the start on each attempt
+//! and whose *steps* run once. Every step a handler reaches is reported to the job's shard
+//! (a [`StepReport`], carried by [`crate::machine::Event::Step`] and fenced by attempt and
+//! lease like any report) and recorded in the job document ([`Step`]); a later execution gets
+//! the recorded steps with the job and returns their results without running them again.
+//!
+//! A sleep, a wait for an event and a step retry *suspend* the run: the attempt ends without
+//! counting against `max_attempts`, the job becomes `scheduled` until the sleep's end, the
+//! wait's timeout or the retry time (or until an event resumes it), and holds no worker and
+//! no lease meanwhile. The shard's alarm, or [`resume`], brings it back.
+//!
+//! Steps are identified by their position (`seq`) and their name: a report whose name does
+//! not match the step recorded at its position, that skips a position, or that reuses a name
+//! is refused with `nondeterministic_step` — the handler changed between executions.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::job::{Job, JobState};
+use crate::machine::{Effect, Refusal, Transition};
+use crate::retry::Backoff;
+use crate::time::{rfc3339, rfc3339_opt};
+
+/// Most steps one run may record.
+pub const MAX_STEPS: usize = 1_000;
+/// Largest result of one step (JSON text), the same cap as a job's result.
+pub const MAX_STEP_RESULT_BYTES: usize = 64 * 1024;
+/// Most bytes of step results (and errors) one run may hold, so a job document stays well
+/// under SQLite's 2 MB row limit on Durable Objects.
+pub const MAX_RUN_BYTES: usize = 1024 * 1024;
+/// Longest step name.
+pub const MAX_STEP_NAME_BYTES: usize = 128;
+/// Longest event name.
+pub const MAX_EVENT_NAME_BYTES: usize = 128;
+/// Longest step error kept.
+pub const MAX_STEP_ERROR_BYTES: usize = 2_048;
+/// Longest sleep, wait or retry delay: one year.
+pub const MAX_SUSPEND_MS: u64 = 365 * 86_400_000;
+/// Longest look-back of a wait (how old an event it may take), and how long the shard that
+/// indexes an event name keeps its events and event ids.
+pub const MAX_LOOKBACK_MS: u64 = 86_400_000;
+/// Most match conditions of one wait.
+pub const MAX_MATCHES: usize = 4;
+/// Most attempts of one step.
+pub const MAX_STEP_ATTEMPTS: u32 = 100;
+/// `run_at` of a run waiting for an event without a timeout: never due.
+pub const NEVER: u64 = u64::MAX / 2;
+
+/// What a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// `step.run`: user code whose result is recorded.
+    Run,
+    /// `step.sleep` / `step.sleep_until`.
+    Sleep,
+    /// `step.wait_for_event`.
+    Wait,
+}
+
+/// Where a step stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Done: its result is recorded (a sleep that ended, a wait an event resumed).
+    Completed,
+    /// Failed for good (its attempts are spent): its error is recorded and returned.
+    Failed,
+    /// Failed with attempts left: the run sleeps until `until`, then runs it again.
+    Retrying,
+    /// A sleep until `until`.
+    Sleeping,
+    /// A wait for an event, until `until` at the latest.
+    Waiting,
+    /// A wait that reached its timeout without an event.
+    TimedOut,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Run => "run",
+            StepKind::Sleep => "sleep",
+            StepKind::Wait => "wait",
+        }
+    }
+}
+
+impl StepState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Completed => "completed",
+            StepState::Failed => "failed",
+            StepState::Retrying => "retrying",
+            StepState::Sleeping => "sleeping",
+            StepState::Waiting => "waiting",
+            StepState::TimedOut => "timed_out",
+        }
+    }
+
+    /// Whether a later execution gets this step's outcome without running it.
+    pub fn is_recorded(self) -> bool {
+        matches!(self, StepState::Completed | StepState::Failed | StepState::TimedOut)
+    }
+}
+
+/// One condition of a wait: the event's value at `event` (a JSON pointer into
+/// `{"name", "data", "id"}`) must equal `value` (resolved by the handler from the run's own
+/// job, e.g. its `/payload/order_id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    pub event: String,
+    pub value: Value,
+}
+
+/// What a wait waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitFor {
+    pub event: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<Match>,
+}
+
+/// One recorded step of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub name: String,
+    pub kind: StepKind,
+    pub state: StepState,
+    /// Executions of the step that reported (a retried `run` counts each).
+    pub attempts: u32,
+    #[serde(with = "rfc3339")]
+    pub started_at: u64,
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
+    /// A sleep's end, a wait's timeout, a retry's time.
+    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitFor>,
+    /// A wait's look-back: events sent up to this long before it match it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lookback_ms: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Step {
+    /// The wait to index for this step, when it is one still waiting: events sent since its
+    /// start (less its look-back) match it, so one sent while it was being registered is not
+    /// missed.
+    pub fn wait_entry(&self, job: &Job) -> Option<crate::protocol::WaitEntry> {
+        let wait = self.wait.clone().filter(|_| self.state == StepState::Waiting)?;
+        Some(crate::protocol::WaitEntry {
+            tenant: job.tenant.clone(),
+            key: crate::protocol::WaitKey { job: job.id.clone(), step: self.name.clone() },
+            wait,
+            expires_at: self.until.unwrap_or(NEVER),
+            since: self.started_at.saturating_sub(self.lookback_ms),
+        })
+    }
+
+    /// Bytes this step counts against [`MAX_RUN_BYTES`].
+    pub fn weight(&self) -> usize {
+        self.name.len()
+            + self.result.as_ref().map_or(0, json_len)
+            + self.error.as_ref().map_or(0, String::len)
+            + self.wait.as_ref().map_or(0, |w| {
+                w.event.len() + w.matches.iter().map(|m| m.event.len() + json_len(&m.value)).sum::<usize>()
+            })
+    }
+}
+
+fn json_len(v: &Value) -> usize {
+    serde_json::to_string(v).map_or(usize::MAX / 4, |s| s.len())
+}
+
+/// A step's retry policy: how many executions in all, and the delay between them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRetry {
+    pub attempts: u32,
+    #[serde(default)]
+    pub backoff: Backoff,
+}
+
+impl Default for StepRetry {
+    fn default() -> Self {
+        StepRetry { attempts: 1, backoff: Backoff::default() }
+    }
+}
+
+/// What a handler reports about the step at position `seq` of its run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepReport {
+    /// A `run` step succeeded with `result`.
+    Run { seq: u32, name: String, result: Value },
+    /// A `run` step failed; `retry` decides whether the run sleeps and tries it again or the
+    /// error is recorded for good (and returned to the handler).
+    Fail {
+        seq: u32,
+        name: String,
+        error: String,
+        #[serde(default)]
+        retry: StepRetry,
+    },
+    /// Sleep for `ms` or until `until` (exactly one of them).
+    Sleep {
+        seq: u32,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ms: Option<u64>,
+        #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
+        until: Option<u64>,
+    },
+    /// Wait for an event matching `wait`, for at most `timeout_ms` (none: until an event or a
+    /// cancel). `lookback_ms` lets an event sent up to that long before the wait match it.
+    Wait {
+        seq: u32,
+        name: String,
+        #[serde(flatten)]
+        wait: WaitFor,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        #[serde(default)]
+        lookback_ms: u64,
+    },
+}
+
+impl StepReport {
+    pub fn seq(&self) -> u32 {
+        match self {
+            StepReport::Run { seq, .. }
+            | StepReport::Fail { seq, .. }
+            | StepReport::Sleep { seq, .. }
+            | StepReport::Wait { seq, .. } => *seq,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            StepReport::Run { name, .. }
+            | StepReport::Fail { name, .. }
+            | StepReport::Sleep { name, .. }
+            | StepReport::Wait { name, .. } => name,
+        }
+    }
+
+    pub fn kind(&self) -> StepKind {
+        match self {
+            StepReport::Run { .. } | StepReport::Fail { .. } => StepKind::Run,
+            StepReport::Sleep { .. } => StepKind::Sleep,
+            StepReport::Wait { .. } => StepKind::Wait,
+        }
+    }
+
+    /// Checks what a report must satisfy whatever the run holds: names, sizes, durations and
+    /// pointers. The message names the field.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let name = self.name();
+        if name.is_empty() || name.len() > MAX_STEP_NAME_BYTES || name.chars().any(char::is_control) {
+            return Err((
+                "name",
+                format!("a step name is 1 to {MAX_STEP_NAME_BYTES} bytes without control characters"),
+            ));
+        }
+        match self {
+            StepReport::Run { result, .. } if json_len(result) > MAX_STEP_RESULT_BYTES => {
+                Err(("result", format!("a step result has at most {MAX_STEP_RESULT_BYTES} bytes")))
+            }
+            StepReport::Fail { retry, .. } if retry.attempts == 0 || retry.attempts > MAX_STEP_ATTEMPTS => {
+                Err(("retry.attempts", format!("a step has 1 to {MAX_STEP_ATTEMPTS} attempts")))
+            }
+            StepReport::Sleep { ms, until, .. } => match (ms, until) {
+                (Some(ms), None) if *ms <= MAX_SUSPEND_MS => Ok(()),
+                (Some(_), None) => Err(("ms", format!("a sleep lasts at most {MAX_SUSPEND_MS} ms"))),
+                (None, Some(_)) => Ok(()),
+                _ => Err(("ms", "a sleep has exactly one of ms and until".to_owned())),
+            },
+            StepReport::Wait { wait, timeout_ms, lookback_ms, .. } => {
+                if wait.event.is_empty() || wait.event.len() > MAX_EVENT_NAME_BYTES {
+                    return Err(("event", format!("an event name is 1 to {MAX_EVENT_NAME_BYTES} bytes")));
+                }
+                if wait.matches.len() > MAX_MATCHES {
+                    return Err(("matches", format!("a wait has at most {MAX_MATCHES} match conditions")));
+                }
+                if let Some(m) = wait.matches.iter().find(|m| !is_pointer(&m.event)) {
+                    return Err(("matches", format!("{:?} is not a JSON pointer into the event", m.event)));
+                }
+                if timeout_ms.is_some_and(|t| t > MAX_SUSPEND_MS) {
+                    return Err(("timeout_ms", format!("a wait lasts at most {MAX_SUSPEND_MS} ms")));
+                }
+                if *lookback_ms > MAX_LOOKBACK_MS {
+                    return Err(("lookback_ms", format!("a look-back is at most {MAX_LOOKBACK_MS} ms")));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A JSON pointer as RFC 6901 writes it: empty, or `/`-separated tokens, at most 256 bytes.
+pub fn is_pointer(p: &str) -> bool {
+    p.len() <= 256 && (p.is_empty() || p.starts_with('/'))
+}
+
+/// The event object match pointers are resolved against.
+pub fn event_subject(name: &str, data: &Value, id: Option<&str>) -> Value {
+    serde_json::json!({ "name": name, "data": data, "id": id })
+}
+
+/// Whether every condition of `matches` holds for `event` (an [`event_subject`]).
+pub fn matches_event(matches: &[Match], event: &Value) -> bool {
+    matches.iter().all(|m| event.pointer(&m.event) == Some(&m.value))
+}
+
+/// The canonical form of a wait's conditions, which the event index keys on: the sorted
+/// pointers (`ptrs`) and their values in that order (`values`, JSON text). An event is
+/// matched by computing the same `values` from its own data for each `ptrs` registered.
+pub fn index_key(matches: &[Match]) -> (String, String) {
+    let mut sorted: Vec<&Match> = matches.iter().collect();
+    sorted.sort_by(|a, b| a.event.cmp(&b.event));
+    let ptrs: Vec<&str> = sorted.iter().map(|m| m.event.as_str()).collect();
+    let values: Vec<&Value> = sorted.iter().map(|m| &m.value).collect();
+    (serde_json::to_string(&ptrs).unwrap_or_default(), serde_json::to_string(&values).unwrap_or_default())
+}
+
+/// The `values` an event has at the pointers `ptrs` (an [`index_key`]'s first half), or
+/// `None` when one of them names nothing in the event (no wait with these pointers matches).
+pub fn event_values(ptrs: &str, event: &Value) -> Option<String> {
+    let ptrs: Vec<String> = serde_json::from_str(ptrs).ok()?;
+    let values: Option<Vec<&Value>> = ptrs.iter().map(|p| event.pointer(p)).collect();
+    serde_json::to_string(&values?).ok()
+}
+
+fn nondeterministic(seq: u32, message: String) -> Refusal {
+    Refusal::Nondeterministic { seq, message }
+}
+
+/// Records `report` for the running attempt of `job` at `now` (the attempt, its lease and a
+/// pending cancel were checked by the caller). `unit` is the jitter sample of a retry.
+pub fn record(job: &Job, report: &StepReport, now: u64, unit: f64) -> Result<Transition, Refusal> {
+    if let Err((field, message)) = report.check() {
+        return Err(Refusal::BadStep { field: field.to_owned(), message });
+    }
+    let seq = report.seq() as usize;
+    let name = report.name();
+    let mut next = job.clone();
+    next.updated_at = now;
+    let unchanged = |job: &Job| Ok(Transition { job: job.clone(), effect: Effect::None, refusal: None });
+    match job.steps.get(seq) {
+        Some(old) if old.name != name => {
+            return Err(nondeterministic(
+                report.seq(),
+                format!("step {seq} was recorded as {:?}, and this execution reached {name:?}", old.name),
+            ));
+        }
+        Some(old) if old.kind != report.kind() => {
+            return Err(nondeterministic(
+                report.seq(),
+                format!("step {name:?} was recorded as a {:?} step", old.kind).to_lowercase(),
+            ));
+        }
+        // Recorded already (an event came first, or a report arrived twice): nothing changes
+        // and the answer carries the recorded outcome.
+        Some(old) if old.state.is_recorded() => return unchanged(job),
+        Some(old) if old.state != StepState::Retrying => {
+            return Err(Refusal::InvalidTransition {
+                event: format!("report step {name:?} of"),
+                state: format!("{:?}", old.state).to_lowercase(),
+            });
+        }
+        Some(_) => {}
+        None if seq > job.steps.len() => {
+            return Err(nondeterministic(
+                report.seq(),
+                format!("step {seq} ({name:?}) comes after only {} recorded steps", job.steps.len()),
+            ));
+        }
+        None => {
+            if job.steps.iter().any(|s| s.name == name) {
+                return Err(nondeterministic(report.seq(), format!("step name {name:?} is used twice in one run")));
+            }
+            if job.steps.len() >= MAX_STEPS {
+                return Err(Refusal::StepLimit { message: format!("a run has at most {MAX_STEPS} steps") });
+            }
+            next.steps.push(Step {
+                name: name.to_owned(),
+                kind: report.kind(),
+                state: StepState::Retrying,
+                attempts: 0,
+                started_at: now,
+                ended_at: None,
+                until: None,
+                result: None,
+                error: None,
+                wait: None,
+                lookback_ms: 0,
+            });
+        }
+    }
+    let mut suspend_until = None;
+    {
+        let step = &mut next.steps[seq];
+        step.attempts += 1;
+        match report {
+            StepReport::Run { result, .. } => {
+                step.state = StepState::Completed;
+                step.result = Some(result.clone());
+                step.ended_at = Some(now);
+                step.until = None;
+            }
+            StepReport::Fail { error, retry, .. } => {
+                step.error = Some(crate::job::clip(error, MAX_STEP_ERROR_BYTES));
+                if step.attempts < retry.attempts {
+                    let at = now.saturating_add(retry.backoff.delay_ms(step.attempts, unit).min(MAX_SUSPEND_MS));
+                    step.state = StepState::Retrying;
+                    step.until = Some(at);
+                    suspend_until = Some(at);
+                } else {
+                    step.state = StepState::Failed;
+                    step.ended_at = Some(now);
+                    step.until = None;
+                }
+            }
+            StepReport::Sleep { ms, until, .. } => {
+                let at = until.or(ms.map(|ms| now.saturating_add(ms))).unwrap_or(now).min(now + MAX_SUSPEND_MS);
+                step.until = Some(at);
+                if at <= now {
+                    step.state = StepState::Completed;
+                    step.ended_at = Some(now);
+                } else {
+                    step.state = StepState::Sleeping;
+                    suspend_until = Some(at);
+                }
+            }
+            StepReport::Wait { wait, timeout_ms, lookback_ms, .. } => {
+                step.wait = Some(wait.clone());
+                step.lookback_ms = *lookback_ms;
+                let at = timeout_ms.map_or(NEVER, |t| now.saturating_add(t));
+                step.state = StepState::Waiting;
+                step.until = timeout_ms.map(|_| at);
+                suspend_until = Some(at);
+            }
+        }
+    }
+    let total: usize = next.steps.iter().map(Step::weight).sum();
+    if total > MAX_RUN_BYTES {
+        return Err(Refusal::StepLimit { message: format!("a run's steps hold at most {MAX_RUN_BYTES} bytes") });
+    }
+    Ok(match suspend_until {
+        None => Transition { job: next, effect: Effect::None, refusal: None },
+        Some(at) => suspend(next, at, now),
+    })
+}
+
+/// Ends the running attempt without counting it: the run waits, `scheduled`, until `at`.
+fn suspend(mut job: Job, at: u64, now: u64) -> Transition {
+    job.record_attempt(now, "suspended", None);
+    job.free_attempts += 1;
+    job.state = JobState::Scheduled;
+    job.run_at = at;
+    job.started_at = None;
+    job.heartbeat_at = None;
+    job.progress = None;
+    let effect = if at >= NEVER { Effect::None } else { Effect::Alarm(at) };
+    Transition { job, effect, refusal: None }
+}
+
+/// What the alarm's wake-up does to a suspended run's steps at `now`: a sleep that ended is
+/// completed, a wait past its timeout timed out.
+pub fn wake(job: &mut Job, now: u64) {
+    for step in job.steps.iter_mut().filter(|s| s.until.is_some_and(|u| u <= now)) {
+        match step.state {
+            StepState::Sleeping => {
+                step.state = StepState::Completed;
+                step.ended_at = Some(now);
+            }
+            StepState::Waiting => {
+                step.state = StepState::TimedOut;
+                step.ended_at = Some(now);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// An event matched the wait `step` of `job`: the step completes with `data`, and the
+/// suspended run is queued at once. Anything else is refused (`not_waiting`): a wait
+/// resumes once.
+pub fn resume(job: &Job, step: &str, data: &Value, now: u64) -> Result<Transition, Refusal> {
+    let mut next = job.clone();
+    next.updated_at = now;
+    match next.steps.iter_mut().find(|s| s.name == step) {
+        Some(s) if s.state == StepState::Waiting && job.state == JobState::Scheduled => {
+            s.state = StepState::Completed;
+            s.result = Some(data.clone());
+            s.ended_at = Some(now);
+            next.state = JobState::Queued;
+            next.run_at = now;
+            Ok(Transition { job: next, effect: Effect::Enqueue, refusal: None })
+        }
+        _ => Err(Refusal::NotWaiting),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::{self, Event};
+    use serde_json::json;
+
+    fn running() -> Job {
+        let mut job = crate::spec::parse_spec(&json!({ "type": "noop", "max_attempts": 3 }), 1_000)
+            .expect("valid")
+            .into_job(crate::JobId::new(0, 1_000, 1), 1_000)
+            .0;
+        job.lane = crate::job::Lane::Native;
+        machine::apply(&job, Event::Start { attempt: 1 }, 1_000, 0.5).expect("start").job
+    }
+
+    fn run(seq: u32, name: &str, v: Value) -> StepReport {
+        StepReport::Run { seq, name: name.into(), result: v }
+    }
+
+    fn apply(job: &Job, report: StepReport, now: u64) -> Result<Transition, Refusal> {
+        machine::apply(job, Event::Step { attempt: job.attempt, step: report }, now, 0.5)
+    }
+
+    #[test]
+    fn a_recorded_step_is_kept_and_a_second_report_changes_nothing() {
+        let job = running();
+        let t = apply(&job, run(0, "a", json!(1)), 2_000).expect("recorded");
+        assert_eq!(t.job.state, JobState::Active);
+        assert_eq!(t.job.steps[0].state, StepState::Completed);
+        assert_eq!(t.job.steps[0].result, Some(json!(1)));
+        let again = apply(&t.job, run(0, "a", json!(2)), 3_000).expect("answered");
+        assert_eq!(again.job, t.job, "the first result stays");
+    }
+
+    #[test]
+    fn a_changed_handler_is_refused_as_nondeterministic() {
+        let job = apply(&running(), run(0, "a", json!(1)), 2_000).expect("a").job;
+        let other = apply(&job, run(0, "b", json!(1)), 3_000).expect_err("renamed");
+        assert!(matches!(other, Refusal::Nondeterministic { seq: 0, .. }), "{other:?}");
+        let gap = apply(&job, run(2, "c", json!(1)), 3_000).expect_err("gap");
+        assert!(matches!(gap, Refusal::Nondeterministic { seq: 2, .. }), "{gap:?}");
+        let twice = apply(&job, run(1, "a", json!(1)), 3_000).expect_err("name reused");
+        assert!(matches!(twice, Refusal::Nondeterministic { seq: 1, .. }), "{twice:?}");
+        let kind = apply(&job, StepReport::Sleep { seq: 0, name: "a".into(), ms: Some(5), until: None }, 3_000)
+            .expect_err("kind changed");
+        assert!(matches!(kind, Refusal::Nondeterministic { .. }), "{kind:?}");
+        assert_eq!(kind.code(), crate::ErrorCode::NondeterministicStep);
+    }
+
+    #[test]
+    fn a_sleep_suspends_without_spending_an_attempt_and_the_wake_completes_it() {
+        let mut job = running();
+        job.max_attempts = 1;
+        let t = apply(&job, StepReport::Sleep { seq: 0, name: "nap".into(), ms: Some(60_000), until: None }, 2_000)
+            .expect("slept");
+        assert_eq!((t.job.state, t.job.run_at, t.effect), (JobState::Scheduled, 62_000, Effect::Alarm(62_000)));
+        assert_eq!(t.job.lease, None, "a suspended run holds no lease");
+        assert_eq!(t.job.attempts_in_series(), 0, "the suspension is free");
+        assert!(machine::apply(&t.job, Event::Wake, 61_999, 0.5).is_err(), "not before its end");
+        let woke = machine::apply(&t.job, Event::Wake, 62_000, 0.5).expect("woke");
+        assert_eq!(woke.job.state, JobState::Queued);
+        assert_eq!(woke.job.steps[0].state, StepState::Completed);
+        let next = machine::apply(&woke.job, Event::Start { attempt: 2 }, 62_001, 0.5).expect("runs again");
+        assert_eq!(next.job.attempts_in_series(), 1, "one attempt of one allowed");
+    }
+
+    #[test]
+    fn a_failing_step_retries_by_its_policy_then_records_its_error() {
+        let job = running();
+        let retry = StepRetry { attempts: 2, backoff: Backoff { base_ms: 1_000, factor: 2.0, cap_ms: 1_000 } };
+        let fail = |seq| StepReport::Fail { seq, name: "call".into(), error: "boom".into(), retry };
+        let t = apply(&job, fail(0), 2_000).expect("first failure");
+        assert_eq!(t.job.state, JobState::Scheduled, "the run sleeps until the retry");
+        assert_eq!(t.job.steps[0].state, StepState::Retrying);
+        let woke = machine::apply(&t.job, Event::Wake, t.job.run_at, 0.5).expect("woke").job;
+        let again = machine::apply(&woke, Event::Start { attempt: 2 }, t.job.run_at + 1, 0.5).expect("start").job;
+        let t = apply(&again, fail(0), t.job.run_at + 2).expect("second failure");
+        assert_eq!(t.job.state, JobState::Active, "the handler gets the error and goes on");
+        assert_eq!((t.job.steps[0].state, t.job.steps[0].attempts), (StepState::Failed, 2));
+        assert_eq!(t.job.steps[0].error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn a_wait_resumes_once_with_the_event_or_times_out() {
+        let job = running();
+        let wait = |timeout_ms| StepReport::Wait {
+            seq: 0,
+            name: "approved".into(),
+            wait: WaitFor { event: "approval".into(), matches: vec![] },
+            timeout_ms,
+            lookback_ms: 0,
+        };
+        let t = apply(&job, wait(Some(10_000)), 2_000).expect("waits");
+        assert_eq!((t.job.state, t.job.run_at), (JobState::Scheduled, 12_000));
+        let r = resume(&t.job, "approved", &json!({"ok": true}), 3_000).expect("resumed");
+        assert_eq!((r.job.state, r.effect), (JobState::Queued, Effect::Enqueue));
+        assert_eq!(r.job.steps[0].result, Some(json!({"ok": true})));
+        assert_eq!(resume(&r.job, "approved", &json!(2), 3_001).expect_err("once"), Refusal::NotWaiting);
+        let timed = machine::apply(&t.job, Event::Wake, 12_000, 0.5).expect("timeout").job;
+        assert_eq!(timed.steps[0].state, StepState::TimedOut);
+        assert_eq!(resume(&timed, "approved", &json!(2), 12_001).expect_err("late"), Refusal::NotWaiting);
+        let forever = apply(&job, wait(None), 2_000).expect("waits");
+        assert_eq!((forever.job.run_at, forever.effect), (NEVER, Effect::None));
+    }
+
+    #[test]
+    fn limits_and_bad_reports_are_refused_and_change_nothing() {
+        let job = running();
+        let big = run(0, "a", json!("x".repeat(MAX_STEP_RESULT_BYTES)));
+        assert!(matches!(apply(&job, big, 2_000), Err(Refusal::BadStep { .. })));
+        assert!(matches!(apply(&job, run(0, "", json!(1)), 2_000), Err(Refusal::BadStep { .. })));
+        let mut full = job.clone();
+        for i in 0..MAX_STEPS {
+            full = apply(&full, run(i as u32, &format!("s{i}"), json!(i)), 2_000).expect("room").job;
+        }
+        let over = apply(&full, run(MAX_STEPS as u32, "one-more", json!(0)), 2_000).expect_err("over");
+        assert!(matches!(over, Refusal::StepLimit { .. }));
+        assert_eq!(over.code(), crate::ErrorCode::StepLimit);
+        let mut heavy = job.clone();
+        let chunk = json!("y".repeat(60_000));
+        let mut refused = None;
+        for i in 0..40u32 {
+            match apply(&heavy, run(i, &format!("h{i}"), chunk.clone()), 2_000) {
+                Ok(t) => heavy = t.job,
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        assert!(matches!(refused, Some(Refusal::StepLimit { .. })), "{refused:?}");
+    }
+
+    #[test]
+    fn the_index_key_is_the_same_for_the_wait_and_the_event() {
+        let matches = vec![
+            Match { event: "/data/order".into(), value: json!(7) },
+            Match { event: "/data/a".into(), value: json!("x") },
+        ];
+        let (ptrs, values) = index_key(&matches);
+        let event = event_subject("paid", &json!({"order": 7, "a": "x", "other": 1}), None);
+        assert_eq!(event_values(&ptrs, &event), Some(values));
+        assert!(matches_event(&matches, &event));
+        let other = event_subject("paid", &json!({"order": 8, "a": "x"}), None);
+        assert!(!matches_event(&matches, &other));
+        assert_eq!(event_values(&ptrs, &event_subject("paid", &json!({}), None)), None);
+    }
+}
