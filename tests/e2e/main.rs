@@ -29,6 +29,7 @@ mod types;
 mod upstash;
 mod util;
 mod wake;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -64,6 +65,7 @@ fn main() {
         flow_edge::TESTS,
         flow_native::TESTS,
         flow_api::TESTS,
+        workflows::TESTS,
     ]
     .concat();
     if listing {

@@ -20,8 +20,8 @@ use crate::batch;
 /// What the edge said about a report.
 #[derive(Debug)]
 pub enum Answer {
-    /// Accepted; the job is there for a start or a reclaim.
-    Accepted(Option<Box<Job>>),
+    /// Accepted: the job's state after it, and the job for a start, a reclaim or a wait.
+    Accepted(Option<Box<Job>>, edgejobs_core::JobState),
     /// The shard refused it (stale attempt, lease lost or held, cancelled, finished, unknown).
     Refused(ApiError),
     /// The edge could not be reached or failed (5xx): try again later.
@@ -173,11 +173,12 @@ impl Sender {
             .map(|a| match a {
                 // A start's lease token travels beside its job; the worker keeps it there.
                 report::Answer::Ok(applied) => {
-                    let edgejobs_core::protocol::Applied { job, lease, .. } = *applied;
-                    Answer::Accepted(job.map(|mut job| {
+                    let edgejobs_core::protocol::Applied { job, lease, state, .. } = *applied;
+                    let job = job.map(|mut job| {
                         job.lease = lease;
                         Box::new(job)
-                    }))
+                    });
+                    Answer::Accepted(job, state)
                 }
                 report::Answer::Error(e) if e.code.status() >= 500 => Answer::Unavailable(e.message),
                 report::Answer::Error(e) => Answer::Refused(e),

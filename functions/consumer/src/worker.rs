@@ -432,8 +432,8 @@ impl Worker {
             Event::Start { attempt: e.attempt }
         };
         let job = match self.edge.report(&id, &start, None).await {
-            Answer::Accepted(Some(job)) => *job,
-            Answer::Accepted(None) => {
+            Answer::Accepted(Some(job), _) => *job,
+            Answer::Accepted(None, _) => {
                 tracing::error!(job = %id, "the edge accepted the start without the job; not running it");
                 return;
             }
@@ -476,8 +476,16 @@ impl Worker {
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         let (event, label) = match outcome {
             Ok(result) => (Event::Complete { attempt: job.attempt, result: Some(result) }, "completed"),
+            // The step's report suspended the run in its shard (accepted before the handler
+            // heard of it): nothing is left to report, and the entry is done.
+            Err(HandlerError::Suspended) => {
+                self.metrics.job(&job.job_type, "suspended", Some(took));
+                self.ack(&e.entry).await;
+                return;
+            }
             Err(err) => {
                 let (disposition, label) = match &err {
+                    HandlerError::Suspended => (Disposition::Retryable, "retried"),
                     HandlerError::Permanent(_) => (Disposition::Permanent, "dead"),
                     HandlerError::Retryable(_) => (Disposition::Retryable, "retried"),
                     HandlerError::RetryAfter { after, .. } => {
@@ -496,7 +504,7 @@ impl Worker {
             }
         };
         match self.edge.report_persistently(&id, &event, job.lease.as_deref()).await {
-            Answer::Accepted(_) => {
+            Answer::Accepted(..) => {
                 self.metrics.job(&job.job_type, label, Some(took));
                 self.ack(&e.entry).await;
             }
@@ -528,6 +536,7 @@ impl Worker {
             outbound: std::sync::Arc::clone(&self.settings.outbound),
             payload_keys: self.settings.payload_keys.clone(),
             max_response_bytes: self.settings.max_response_bytes,
+            step: crate::handlers::steps::Steps::new(job, Some(self.edge.clone())),
         };
         // A type's `rate_group` takes a token from that upstream's bucket before each attempt
         // (the attempt's timeout includes the wait).

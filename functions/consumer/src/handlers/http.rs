@@ -18,7 +18,13 @@ const KEPT: usize = 4096;
 #[async_trait::async_trait]
 impl Handler for HttpRequest {
     async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
-        let p = &ctx.job.payload;
+        self.call(ctx, &ctx.job.payload).await
+    }
+}
+
+impl HttpRequest {
+    /// Makes one request of `http.request`'s payload form (`{url, method?, headers?, body?}`), for a workflow step or a handler of your own.
+    pub async fn call(&self, ctx: &JobCtx, p: &Value) -> Result<Value, HandlerError> {
         let url = p.get("url").and_then(Value::as_str).unwrap_or_default();
         // The URL's form first (the host names the upstream); every hop, its addresses
         // included, is checked by the guard when sent.

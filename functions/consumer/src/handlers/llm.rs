@@ -25,10 +25,16 @@ pub struct LlmChat {
 #[async_trait::async_trait]
 impl Handler for LlmChat {
     async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
+        self.call(ctx, &ctx.job.payload).await
+    }
+}
+
+impl LlmChat {
+    /// Makes one chat call of `llm.chat`'s payload form (`{messages, model?, ...}`), for a workflow step or a handler of your own.
+    pub async fn call(&self, ctx: &JobCtx, p: &Value) -> Result<Value, HandlerError> {
         let Some(key) = &self.api_key else {
             return Err(HandlerError::Permanent("no LLM API key is configured (EDGEJOBS_LLM_API_KEY)".into()));
         };
-        let p = &ctx.job.payload;
         let Some(messages) = p.get("messages").filter(|m| m.as_array().is_some_and(|a| !a.is_empty())) else {
             return Err(HandlerError::Permanent("payload.messages must be a non-empty array".into()));
         };

@@ -20,6 +20,7 @@ use crate::upstreams::Upstreams;
 pub mod http;
 pub mod llm;
 pub mod sleep;
+pub mod steps;
 
 /// How an attempt failed, which decides what happens next.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -33,6 +34,10 @@ pub enum HandlerError {
     /// Retried no sooner than `after` (an upstream's Retry-After).
     #[error("{message}")]
     RetryAfter { after: Duration, message: String },
+    /// A workflow run slept or waited ([`steps::StepError::Suspended`]): the shard already
+    /// holds it until it resumes, so the attempt ends without a report.
+    #[error("the run is suspended")]
+    Suspended,
 }
 
 /// Reports progress of the running job; the latest value goes out with the next heartbeat.
@@ -71,6 +76,8 @@ pub struct JobCtx {
     pub payload_keys: Option<edgejobs_core::seal::Keys>,
     /// Most bytes of an answer to read.
     pub max_response_bytes: usize,
+    /// Durable workflow steps (#29): `ctx.step.run("name", || async { .. }).await?`.
+    pub step: steps::Steps,
 }
 
 impl JobCtx {

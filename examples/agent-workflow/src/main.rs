@@ -1,0 +1,83 @@
+//! A durable agent loop (#29), built on `edgejobs-consumer` as a library: job type
+//! `agent.run` asks the model what to do, calls a tool over HTTP, asks the model again with
+//! the tool's answer, waits (holding no worker) for a person to approve the order, then
+//! notifies a webhook. Every step runs once for the run: a crash, a deploy or a week-long
+//! wait between two of them re-executes the handler, which gets the recorded results back
+//! instead of calling the model or the tool again.
+//!
+//! Declare the type in the Worker's `JOB_TYPES` (`{"agent.run": {"lane": "native",
+//! "timeout": "2m"}}`), run this binary with the consumer's usual settings, and enqueue
+//! `{"type": "agent.run", "payload": {"question": "..", "order_id": 42, "tool_url": "..",
+//! "notify_url": ".."}}`. `POST /v1/events {"name": "order.approved", "data": {"order_id":
+//! 42, "by": "ann"}}` lets it finish.
+
+use std::time::Duration;
+
+use clap::Parser as _;
+use edgejobs_consumer::handlers::http::HttpRequest;
+use edgejobs_consumer::handlers::llm::LlmChat;
+use edgejobs_consumer::handlers::steps::{StepError, Wait};
+use edgejobs_consumer::handlers::{Handler, HandlerError, JobCtx};
+use serde_json::{Value, json};
+
+/// The agent loop.
+struct Agent {
+    llm: LlmChat,
+}
+
+/// A step's work failed: its message becomes the step's recorded error.
+fn step_error(e: HandlerError) -> String {
+    e.to_string()
+}
+
+#[async_trait::async_trait]
+impl Handler for Agent {
+    async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
+        let p = &ctx.job.payload;
+        let field = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_owned);
+        let (Some(question), Some(tool_url), Some(notify_url)) =
+            (field("question"), field("tool_url"), field("notify_url"))
+        else {
+            return Err(HandlerError::Permanent("payload needs question, tool_url and notify_url".into()));
+        };
+        let ask = |content: String| {
+            let body = json!({ "messages": [{ "role": "user", "content": content }] });
+            async move { self.llm.call(ctx, &body).await.map_err(step_error) }
+        };
+        // 1. The model plans.
+        let plan: Value = ctx.step.run("plan", || ask(question.clone())).await?;
+        // 2. The tool, over HTTP (the guarded client: the outbound rules apply).
+        let tool_call = json!({ "url": tool_url, "method": "POST", "body": { "plan": plan["content"] } });
+        let tool: Value =
+            ctx.step.run("tool", || async { HttpRequest.call(ctx, &tool_call).await.map_err(step_error) }).await?;
+        // 3. The model again, with what the tool said.
+        let answer: Value = ctx.step.run("answer", || ask(format!("{question}\ntool said: {}", tool["body"]))).await?;
+        // 4. A person approves this order: the run is suspended until the event comes.
+        let timeout = p.get("approval_timeout_ms").and_then(Value::as_u64).unwrap_or(3_600_000);
+        let wait = Wait::event("order.approved")
+            .matching("/data/order_id", "/payload/order_id")
+            .timeout(Duration::from_millis(timeout));
+        let approval = ctx.step.wait_for_event("approved", wait).await?;
+        let Some(approval) = approval else {
+            return Err(HandlerError::Permanent("nobody approved the order in time".into()));
+        };
+        // 5. Tell the shop.
+        let note = json!({ "url": notify_url, "method": "POST",
+            "body": { "answer": answer["content"], "approved_by": approval["by"] } });
+        let notified: Result<Value, StepError> =
+            ctx.step.run("notify", || async { HttpRequest.call(ctx, &note).await.map_err(step_error) }).await;
+        notified?;
+        Ok(json!({ "answer": answer["content"], "approved_by": approval["by"] }))
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    edgejobs_consumer::main_with_handlers(edgejobs_consumer::Config::parse(), |settings, registry| {
+        let llm = LlmChat {
+            base_url: settings.llm_base_url.clone(),
+            api_key: settings.llm_api_key.clone(),
+            model: settings.llm_model.clone(),
+        };
+        registry.register("agent.run", Agent { llm });
+    })
+}

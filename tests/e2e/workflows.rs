@@ -1,0 +1,175 @@
+//! Durable workflows (#29) end to end: `examples/agent-workflow` runs an agent loop on the
+//! fault stack (a model call, a tool call, a model call, a wait for an approval event, a
+//! webhook), each step exactly once, the wait holding no worker; events resume the matching
+//! run once whatever is sent twice or concurrently; a handler that changes its steps and bad
+//! step reports or events are refused with a clear error and change nothing.
+
+use std::time::Duration;
+
+use edgejobs_tests::hooks::Reply;
+use edgejobs_tests::proc::wait_until;
+use edgejobs_tests::stack::Stack;
+use serde_json::{Value, json};
+
+use crate::util::{Ctx, Resp, Test, enqueue_on, ensure, job_on, report_on, unique, wait_on};
+
+pub const TESTS: &[Test] = &[
+    ("workflows_agent_loop_runs_each_step_once_and_an_event_resumes_it_once", agent_loop),
+    ("workflows_refuse_changed_handlers_and_bad_reports_and_events", refusals),
+];
+
+fn send_event(ctx: &Ctx, stack: &Stack, body: &Value) -> anyhow::Result<Resp> {
+    ctx.send(ctx.http.post(format!("{}/v1/events", stack.edge_url)).bearer_auth(&stack.secrets.api_key).json(body))
+}
+
+fn steps(job: &Value) -> Vec<(String, String)> {
+    job["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| (s["name"].as_str().unwrap_or("").to_owned(), s["state"].as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn agent_loop(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let types = json!({ "agent.run": { "lane": "native", "timeout": "60s" } });
+        stack.restart_wrangler(vec![("JOB_TYPES".into(), types.to_string())])?;
+        let outcome = run_agent(ctx, stack);
+        stack.kill_consumers();
+        stack.restart_wrangler(Vec::new())?;
+        outcome
+    })
+}
+
+fn run_agent(ctx: &Ctx, stack: &mut Stack) -> anyhow::Result<()> {
+    let tool_path = format!("/{}", unique("tool"));
+    let notify_path = format!("/{}", unique("notify"));
+    let tool_url = ctx.hooks.script(&tool_path, vec![Reply::status(200)]);
+    let notify_url = ctx.hooks.script(&notify_path, vec![Reply::status(200)]);
+    let order = 1_000 + u64::from_str_radix(&edgejobs_tests::stack::random_hex(3), 16).unwrap_or(0);
+    let llm_before = ctx.llm.requests();
+    let id = enqueue_on(
+        ctx,
+        stack,
+        &json!({ "type": "agent.run", "payload": {
+            "question": "which plan fits order 7?", "order_id": order,
+            "tool_url": tool_url, "notify_url": notify_url, "approval_timeout_ms": 120_000 } }),
+    )?;
+    stack.start_consumer_binary("agent-workflow", &[])?;
+    // The run reaches its wait and is suspended there: scheduled, holding nothing.
+    let mut job = Value::Null;
+    let waiting = wait_until(Duration::from_secs(60), || {
+        job = job_on(ctx, stack, &id).unwrap_or(Value::Null);
+        job["state"] == "scheduled" && steps(&job).last().is_some_and(|(n, s)| n == "approved" && s == "waiting")
+    });
+    ensure(waiting, || format!("the run did not reach its wait: {job}"))?;
+    let names: Vec<String> = steps(&job).into_iter().map(|(n, _)| n).collect();
+    ensure(names == ["plan", "tool", "answer", "approved"], || format!("the steps so far: {names:?}"))?;
+    ensure(job["free_attempts"].as_u64().unwrap_or(0) >= 1, || format!("the wait spent no attempt: {job}"))?;
+    ensure(job["steps"][3]["event"] == "order.approved", || format!("the wait names its event: {job}"))?;
+    ensure(ctx.hooks.received(&tool_path).len() == 1, || "the tool was called once".into())?;
+    ensure(ctx.llm.requests() - llm_before == 2, || format!("{} model calls", ctx.llm.requests() - llm_before))?;
+
+    // Another order's approval resumes nothing.
+    let other =
+        send_event(ctx, stack, &json!({ "name": "order.approved", "data": { "order_id": order + 1, "by": "bob" } }))?;
+    ensure(other.status == 202 && other.body["resumed"] == 0, || {
+        format!("another order: {} {}", other.status, other.body)
+    })?;
+    ensure(job_on(ctx, stack, &id)?["state"] == "scheduled", || "still waiting".into())?;
+    // The approval, sent twice at once with one id and once more with another: one resume.
+    let approval = json!({ "name": "order.approved", "id": unique("approval"),
+        "data": { "order_id": order, "by": "ann" } });
+    let answers: Vec<anyhow::Result<Resp>> = std::thread::scope(|s| {
+        let sends: Vec<_> = (0..2).map(|_| s.spawn(|| send_event(ctx, stack, &approval))).collect();
+        sends.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a send panicked")))).collect()
+    });
+    let mut resumed = 0;
+    let mut duplicates = 0;
+    for a in answers {
+        let a = a?;
+        ensure(a.status == 202, || format!("event: {} {}", a.status, a.body))?;
+        resumed += a.body["resumed"].as_u64().unwrap_or(0);
+        duplicates += u64::from(a.body["duplicate"] == true);
+    }
+    let again =
+        send_event(ctx, stack, &json!({ "name": "order.approved", "data": { "order_id": order, "by": "eve" } }))?;
+    resumed += again.body["resumed"].as_u64().unwrap_or(0);
+    ensure(duplicates == 1, || format!("{duplicates} sends of one id were answered as duplicates"))?;
+    ensure(resumed == 1, || format!("the wait was resumed {resumed} times"))?;
+
+    let done = wait_on(ctx, stack, &id, "completed")?;
+    ensure(done["result"]["approved_by"] == "ann", || format!("the first approval's data: {}", done["result"]))?;
+    let names: Vec<(String, String)> = steps(&done);
+    ensure(
+        names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() == ["plan", "tool", "answer", "approved", "notify"]
+            && names.iter().all(|(_, s)| s == "completed"),
+        || format!("every step completed once: {names:?}"),
+    )?;
+    // Re-executed after the event, the handler got every earlier step from the record.
+    ensure(ctx.hooks.received(&tool_path).len() == 1, || "the tool was called again".into())?;
+    ensure(ctx.llm.requests() - llm_before == 2, || "the model was called again".into())?;
+    let notes = ctx.hooks.received(&notify_path);
+    ensure(notes.len() == 1, || format!("{} notifications", notes.len()))?;
+    let note: Value = serde_json::from_str(&notes[0].body).unwrap_or(Value::Null);
+    ensure(note["approved_by"] == "ann", || format!("the webhook body: {}", notes[0].body))?;
+    Ok(())
+}
+
+/// A native job no consumer runs on the fault stack, started by hand with the consumer
+/// token: its id and lease token.
+fn started_by_hand(ctx: &Ctx, stack: &Stack) -> anyhow::Result<(String, String)> {
+    let id = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
+    let r = report_on(ctx, stack, &id, &json!({ "event": "start", "attempt": 1 }))?;
+    ensure(r.status == 200, || format!("start: {} {}", r.status, r.body))?;
+    let lease = r.headers.get("x-edgejobs-lease").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    ensure(!lease.is_empty(), || "the start issued a lease".into())?;
+    Ok((id, lease))
+}
+
+fn refusals(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let (id, lease) = started_by_hand(ctx, stack)?;
+        let step = |step: Value| json!({ "event": "step", "attempt": 1, "lease": lease, "step": step });
+        let r = report_on(ctx, stack, &id, &step(json!({ "kind": "run", "seq": 0, "name": "a", "result": 1 })))?;
+        ensure(r.status == 200, || format!("a step: {} {}", r.status, r.body))?;
+        let before = job_on(ctx, stack, &id)?;
+        let cases = [
+            (json!({ "kind": "run", "seq": 0, "name": "b", "result": 1 }), 409, "nondeterministic_step"),
+            (json!({ "kind": "run", "seq": 3, "name": "c", "result": 1 }), 409, "nondeterministic_step"),
+            (json!({ "kind": "run", "seq": 1, "name": "a", "result": 1 }), 409, "nondeterministic_step"),
+            (json!({ "kind": "run", "seq": 1, "name": "", "result": 1 }), 400, "invalid_field"),
+            (json!({ "kind": "sleep", "seq": 1, "name": "n" }), 400, "invalid_field"),
+            (json!({ "kind": "wait", "seq": 1, "name": "w", "event": "" }), 400, "invalid_field"),
+            (json!({ "kind": "wait", "seq": 1, "name": "w", "event": "e", "lookback_ms": 86_400_001u64 }), 400, "invalid_field"),
+            (json!({ "kind": "nope", "seq": 1, "name": "w" }), 400, "invalid_field"),
+        ];
+        for (body, status, code) in cases {
+            let r = report_on(ctx, stack, &id, &step(body.clone()))?;
+            ensure(r.status == status && r.code() == code, || format!("{body}: {} {}", r.status, r.body))?;
+        }
+        let forged = json!({ "event": "step", "attempt": 1, "lease": "x", "step": { "kind": "run", "seq": 1, "name": "z", "result": 1 } });
+        let r = report_on(ctx, stack, &id, &forged)?;
+        ensure(r.status == 409 && r.code() == "lease_mismatch", || format!("forged: {} {}", r.status, r.body))?;
+        let after = job_on(ctx, stack, &id)?;
+        ensure(after == before, || format!("a refused report changed the run:\n{before}\n{after}"))?;
+
+        for (body, status, field) in [
+            (json!({}), 400, "name"),
+            (json!({ "name": "" }), 400, "name"),
+            (json!({ "name": "x", "id": "" }), 400, "id"),
+            (json!({ "name": "x", "typo": 1 }), 400, "typo"),
+            (json!({ "name": "x", "tenant": "someone-else" }), 403, ""),
+            (json!({ "name": "x", "data": "y".repeat(70_000) }), 413, ""),
+        ] {
+            let r = send_event(ctx, stack, &body)?;
+            ensure(r.status == status && (field.is_empty() || r.body["error"]["field"] == field), || {
+                format!("{}: {} {}", body.to_string().chars().take(80).collect::<String>(), r.status, r.body)
+            })?;
+        }
+        Ok(())
+    })
+}
