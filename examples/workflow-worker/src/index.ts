@@ -1,0 +1,69 @@
+// An example workflow endpoint on Cloudflare Workers: the job type `order.flow` quotes an
+// order, optionally asks a tool, cools off, then waits for its approval. The end-to-end
+// tests drive it through the edge, so it also counts how often the quote step really ran:
+// a recorded step must never run twice, however many times the edge calls back.
+//
+// Routes:
+// - POST /workflow: the workflow endpoint (the URL the job type declares in JOB_TYPES).
+// - GET /calls?run=<job id>: `{"quote": n}`, how many times the quote step ran for that run.
+// - anything else: 404.
+
+import { serve } from "../../../sdk/typescript/src/index.ts";
+
+interface Env {
+  WORKFLOW_SECRET: string;
+}
+
+// Per isolate, so only meaningful where one isolate serves every call (`wrangler dev`);
+// a deployed Worker would count in a Durable Object or KV instead. Never pruned: this is
+// a test fixture, not a pattern for production.
+const quoteRuns = new Map<string, number>();
+
+const workflow = serve({
+  secret: (env: Env) => env.WORKFLOW_SECRET,
+  workflows: {
+    "order.flow": async (run, step) => {
+      const quote = await step.run("quote", () => {
+        quoteRuns.set(run.id, (quoteRuns.get(run.id) ?? 0) + 1);
+        return { price: run.payload.qty * 3 };
+      });
+
+      // Whether this step exists depends only on the payload, which never changes for a
+      // run, so every execution takes the same steps in the same order.
+      let tool: unknown = null;
+      if (run.payload.tool_url) {
+        tool = await step.run("tool", async () => {
+          const res = await fetch(run.payload.tool_url, { method: "POST", body: JSON.stringify({ q: quote.price }) });
+          if (!res.ok) {
+            // Thrown, so the edge records a failed step instead of an error page as a result.
+            throw new Error(`the tool answered ${res.status}`);
+          }
+          return res.json();
+        });
+      }
+
+      await step.sleep("cool-off", run.payload.sleep_ms ?? 1000);
+
+      const approval = await step.waitForEvent<{ by: string }>("approval", {
+        event: "order.approved",
+        match: { "/data/order_id": "/payload/order_id" },
+        timeout: run.payload.wait_ms ?? 60_000,
+      });
+
+      return { price: quote.price, tool, approved_by: approval ? approval.by : null };
+    },
+  },
+});
+
+export default {
+  async fetch(req: Request, env: Env): Promise<Response> {
+    const url = new URL(req.url);
+    if (url.pathname === "/workflow") {
+      return workflow(req, env);
+    }
+    if (url.pathname === "/calls" && req.method === "GET") {
+      return Response.json({ quote: quoteRuns.get(url.searchParams.get("run") ?? "") ?? 0 });
+    }
+    return new Response("not found", { status: 404 });
+  },
+};
