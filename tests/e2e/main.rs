@@ -100,7 +100,17 @@ fn main() {
         }
     };
     let receiver_port = receiver_reservation.local_addr().map(|a| a.port()).unwrap_or_default();
-    let outbound_allow = util::outbound_allow(&hooks, &llm, &[receiver_port, outbound::second_origin_port()]);
+    // The same for examples/workflow-worker (a workflow endpoint under `wrangler dev`).
+    let workflow_reservation = match std::net::TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("no free port: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let workflow_port = workflow_reservation.local_addr().map(|a| a.port()).unwrap_or_default();
+    let outbound_allow =
+        util::outbound_allow(&hooks, &llm, &[receiver_port, outbound::second_origin_port(), workflow_port]);
     let consumer_env = util::consumer_env(&llm);
     let state_dir = std::env::temp_dir().join(format!("edgejobs-e2e-{}", std::process::id()));
     let opts = StackOptions {
@@ -126,7 +136,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let ctx = Arc::new(Ctx::new(&stack, llm, hooks, receiver_reservation));
+    let ctx = Arc::new(Ctx::new(&stack, llm, hooks, receiver_reservation, workflow_reservation));
     let trials = tests
         .into_iter()
         .map(|(name, f)| {

@@ -48,6 +48,10 @@ pub struct Ctx {
     pub receiver_reservation: Mutex<Option<std::net::TcpListener>>,
     /// The shared stack's state directory (logs of what tests start go under `logs/`).
     pub state_dir: PathBuf,
+    /// A free loopback port inside the allow-list, for `examples/workflow-worker`, held like
+    /// `receiver_port`.
+    pub workflow_port: u16,
+    pub workflow_reservation: Mutex<Option<std::net::TcpListener>>,
 }
 
 /// A response, read whole.
@@ -66,8 +70,16 @@ impl Resp {
 }
 
 impl Ctx {
-    pub fn new(stack: &Stack, llm: FakeLlm, hooks: Hooks, receiver: std::net::TcpListener) -> Ctx {
+    pub fn new(
+        stack: &Stack,
+        llm: FakeLlm,
+        hooks: Hooks,
+        receiver: std::net::TcpListener,
+        workflow: std::net::TcpListener,
+    ) -> Ctx {
         Ctx {
+            workflow_port: workflow.local_addr().map(|a| a.port()).unwrap_or_default(),
+            workflow_reservation: Mutex::new(Some(workflow)),
             receiver_port: receiver.local_addr().map(|a| a.port()).unwrap_or_default(),
             receiver_reservation: Mutex::new(Some(receiver)),
             edge: stack.edge_url.clone(),

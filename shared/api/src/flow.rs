@@ -79,4 +79,8 @@ pub struct EventSent {
     pub id: Option<String>,
     pub duplicate: bool,
     pub resumed: u32,
+    /// The jobs the event started (types declared with `on_event`); a repeated id answers
+    /// the same jobs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub started: Vec<String>,
 }

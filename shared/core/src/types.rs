@@ -119,6 +119,12 @@ pub struct TypeDef {
     /// Flow control every job of the type has (#28): keys may be JSON pointers or
     /// `"tenant"`; a job's own fields replace these one by one.
     pub flow: crate::flow::FlowSpec,
+    /// An edge type whose `url` serves a durable workflow (#29): the edge calls it with the
+    /// run's recorded steps and records the step it answers (`workflow::Answer`).
+    pub workflow: bool,
+    /// `POST /v1/events` with this event name starts a job of the type, the event's data as
+    /// its payload (Inngest's event triggers).
+    pub on_event: Option<String>,
 }
 
 impl TypeDef {
@@ -143,6 +149,8 @@ fn builtin(name: &str, lane: Lane, max_attempts: u32, timeout_ms: u64, base_ms: 
         builtin: true,
         tenants: Vec::new(),
         flow: crate::flow::FlowSpec::default(),
+        workflow: false,
+        on_event: None,
     }
 }
 
@@ -174,6 +182,8 @@ const FIELDS: &[&str] = &[
     "priority",
     "debounce",
     "throttle",
+    "workflow",
+    "on_event",
 ];
 const RETENTION_FIELDS: &[&str] = &["completed_age", "completed_keep", "dead_age", "dead_keep"];
 
@@ -386,6 +396,29 @@ fn declare(
         }
         (None, _, _) => {}
     }
+    match (obj.get("workflow"), lane) {
+        (None, _) | (Some(Value::Bool(false)), _) => {}
+        (Some(Value::Bool(true)), Lane::Edge) if !builtin => t.workflow = true,
+        (Some(Value::Bool(true)), Lane::Native) => problems.push(
+            "workflow: a native type's handler uses steps (ctx.step) without declaring it; \
+             workflow: true makes an edge type's url a workflow endpoint"
+                .into(),
+        ),
+        (Some(Value::Bool(true)), _) => problems.push("workflow: a built-in type is not a workflow".into()),
+        (Some(_), _) => problems.push("workflow: must be true or false".into()),
+    }
+    if let Some(e) = obj.get("on_event") {
+        match e.as_str() {
+            Some(n) if !n.is_empty() && n.len() <= crate::workflow::MAX_EVENT_NAME_BYTES && !builtin => {
+                t.on_event = Some(n.to_owned())
+            }
+            Some(_) if builtin => problems.push("on_event: a built-in type is not started by events".into()),
+            _ => problems.push(format!(
+                "on_event: must be an event name of 1 to {} bytes",
+                crate::workflow::MAX_EVENT_NAME_BYTES
+            )),
+        }
+    }
     if let Some(d) = obj.get("description")
         && d.as_str().is_none_or(|s| s.len() > 500)
     {
@@ -454,6 +487,29 @@ mod tests {
         assert_eq!(t.get("noop").map(|n| (n.timeout_ms, n.builtin)), Some((20_000, true)));
         assert_eq!(t.get("welcome").and_then(|w| w.url.as_deref()), Some("https://hooks.example.com/welcome"));
         assert_eq!(Types::parse("", &Allow::default()), Ok(Types::builtins()));
+    }
+
+    #[test]
+    fn workflow_types_and_event_triggers_are_declared_with_their_rules() {
+        let t = parse(json!({
+            "order.flow": { "lane": "edge", "url": "https://flows.example.com/workflow", "workflow": true },
+            "on.signup": { "lane": "native", "on_event": "user.signup" }
+        }))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(t.get("order.flow").map(|d| d.workflow), Some(true));
+        assert_eq!(t.get("on.signup").and_then(|d| d.on_event.as_deref()), Some("user.signup"));
+        let errors = parse(json!({
+            "native-flow": { "lane": "native", "workflow": true },
+            "not-bool": { "lane": "edge", "url": "https://x.example/", "workflow": "yes" },
+            "builtin": { "workflow": true, "lane": "edge" },
+            "empty-event": { "lane": "native", "on_event": "" }
+        }))
+        .err()
+        .unwrap_or_default();
+        let has = |ty: &str, what: &str| errors.iter().any(|e| e.contains(&format!("{ty:?}")) && e.contains(what));
+        assert!(has("native-flow", "workflow: a native type"), "{errors:#?}");
+        assert!(has("not-bool", "workflow: must be true or false"), "{errors:#?}");
+        assert!(has("empty-event", "on_event: must be"), "{errors:#?}");
     }
 
     #[test]

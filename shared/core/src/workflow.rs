@@ -513,6 +513,60 @@ pub fn resume(job: &Job, step: &str, data: &Value, now: u64) -> Result<Transitio
     }
 }
 
+/// What a workflow endpoint answers a call of the HTTP protocol (#29, README "Workflows"):
+/// the first step its handler reached that the run has not recorded, or the run's end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Answer {
+    Step {
+        step: StepReport,
+    },
+    Complete {
+        #[serde(default)]
+        result: Value,
+    },
+    Fail {
+        error: String,
+        #[serde(default)]
+        retryable: bool,
+    },
+}
+
+/// The body of a call of the HTTP protocol: the run (`id`, `type`, `tenant`, `attempt`,
+/// `payload`, `metadata`) and its recorded steps with their outcomes, in order.
+pub fn call_body(job: &Job) -> Value {
+    let steps: Vec<Value> = job
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(seq, s)| {
+            let mut v = serde_json::json!({
+                "seq": seq, "name": s.name, "kind": s.kind.as_str(), "state": s.state.as_str(), "attempts": s.attempts,
+            });
+            if let Some(r) = &s.result {
+                v["result"] = r.clone();
+            }
+            if let Some(e) = &s.error {
+                v["error"] = Value::String(e.clone());
+            }
+            v
+        })
+        .collect();
+    serde_json::json!({
+        "run": {
+            "id": job.id.as_str(), "type": job.job_type, "tenant": job.tenant.to_string(),
+            "attempt": job.attempt, "payload": job.payload, "metadata": job.metadata,
+        },
+        "steps": steps,
+    })
+}
+
+/// The Standard Webhooks id of a call: the run, its attempt and how many steps it has
+/// recorded, so a repeated call of the same state has the same id.
+pub fn call_id(job: &Job) -> String {
+    format!("{}_{}_{}", job.id, job.attempt, job.steps.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,6 +698,27 @@ mod tests {
             }
         }
         assert!(matches!(refused, Some(Refusal::StepLimit { .. })), "{refused:?}");
+    }
+
+    #[test]
+    fn the_protocol_answers_parse_and_the_call_carries_the_recorded_outcomes() {
+        let step: Answer = serde_json::from_value(json!({ "op": "step",
+            "step": { "kind": "run", "seq": 0, "name": "quote", "result": { "price": 9 } } }))
+        .expect("a step");
+        assert_eq!(step, Answer::Step { step: run(0, "quote", json!({ "price": 9 })) });
+        let fail: Answer = serde_json::from_value(json!({ "op": "fail", "error": "no" })).expect("a fail");
+        assert_eq!(fail, Answer::Fail { error: "no".into(), retryable: false });
+        assert!(serde_json::from_value::<Answer>(json!({ "op": "done" })).is_err());
+        assert!(serde_json::from_value::<Answer>(json!({ "op": "complete", "extra": 1 })).is_err());
+        let job = apply(&running(), run(0, "quote", json!(9)), 2_000).expect("recorded").job;
+        let body = call_body(&job);
+        assert_eq!(
+            body["steps"][0],
+            json!({ "seq": 0, "name": "quote", "kind": "run", "state": "completed",
+            "attempts": 1, "result": 9 })
+        );
+        assert_eq!(body["run"]["attempt"], 1);
+        assert_eq!(call_id(&job), format!("{}_1_1", job.id));
     }
 
     #[test]

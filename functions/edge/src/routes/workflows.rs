@@ -16,7 +16,7 @@ use edgejobs_core::{ApiError, ErrorCode, Job, JobState};
 use serde_json::Value;
 use worker::{Env, Request};
 
-use super::jobs::{Out, respond};
+use super::jobs::{self, Out, respond};
 use crate::http;
 use crate::shard;
 
@@ -71,6 +71,19 @@ pub async fn send(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principa
         Some(_) => return Err(ApiError::field("tenant", "must be a tenant name")),
     };
     let tenant = who.sees.owner_of_new(asked)?;
+    // The jobs the event starts (types declared with `on_event`) are checked first: one
+    // that cannot be created refuses the send before anything changed.
+    let now = crate::platform::now_ms();
+    let mut starts = Vec::new();
+    for t in cfg.types.all().filter(|t| t.on_event.as_deref() == Some(name.as_str()) && t.open_to(&tenant)) {
+        let mut body = serde_json::json!({ "type": t.name, "payload": data });
+        if let Some(id) = &id {
+            body["idempotency_key"] = Value::String(trigger_key(&name, id, &t.name));
+        }
+        let mut spec = jobs::parse(cfg, &body, who, now)?;
+        spec.tenant = Some(tenant.clone());
+        starts.push(jobs::prepare(cfg, spec, jobs::random_shard(cfg.shard_count), now)?);
+    }
     let home = event_home(&tenant, &name, &cfg.topology);
     let op = EventsOp::Signal { tenant: tenant.clone(), name: name.clone(), data, id: id.clone() };
     let signaled = match shard::call(env, home, op).await? {
@@ -79,7 +92,22 @@ pub async fn send(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principa
     };
     let resumes: Vec<(WaitKey, Value)> = signaled.resumes.into_iter().map(|k| (k, signaled.data.clone())).collect();
     let resumed = deliver(env, cfg, &tenant, home, resumes).await?;
-    respond(202, &edgejobs_api::EventSent { name, id, duplicate: signaled.duplicate, resumed })
+    let mut started = Vec::new();
+    for stored in jobs::persist_many(env, cfg, starts).await {
+        let (_, job) = stored?;
+        let job: Value = serde_json::from_str(job.get())
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "a started job does not read back"))?;
+        started.extend(job["id"].as_str().map(str::to_owned));
+    }
+    respond(202, &edgejobs_api::EventSent { name, id, duplicate: signaled.duplicate, resumed, started })
+}
+
+/// The idempotency key of the job an event with `id` starts for type `ty`: a repeated send
+/// starts nothing new. Hashed, so any name and id fit the key's 256 bytes.
+fn trigger_key(name: &str, id: &str, ty: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{name}\u{1f}{id}\u{1f}{ty}").as_bytes());
+    format!("event:{}", hex::encode(&digest[..16]))
 }
 
 /// Resumes the matched waits on their runs' shards (one call per shard, only `tenant`'s

@@ -1,0 +1,100 @@
+//! Workflows served by the user's own endpoint (#29, README "Workflows: the HTTP protocol"):
+//! an edge type declared with `"workflow": true` and a fixed `url`. One execution calls the
+//! endpoint with the run's recorded steps (signed as Standard Webhooks), records the step it
+//! answers in the run's shard, and calls again with the new record, until the endpoint
+//! answers the run's end or a step that suspends it (a sleep, a wait, a retry later).
+
+use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::machine::{Disposition, Event, Refusal};
+use edgejobs_core::plan::JobEvent;
+use edgejobs_core::protocol::ApplyMany;
+use edgejobs_core::workflow::{self, Answer, MAX_STEPS, StepReport};
+use edgejobs_core::{Job, JobState, webhook};
+use serde_json::Value;
+use worker::Env;
+
+use crate::handlers::{Failure, Outcome, exchange, permanent};
+use crate::shard;
+
+/// Most bytes of an endpoint's answer read (a step result has at most 64 KiB).
+const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// How an execution of a run ended.
+#[derive(Debug)]
+pub enum Ran {
+    /// The run's end (or a failed execution), to report like any edge job's outcome.
+    Outcome(Outcome),
+    /// The run's shard already holds what happened (it suspended, or a cancel ended it):
+    /// nothing to report.
+    Settled,
+}
+
+/// Runs one execution of the workflow run `job` against its endpoint `url`.
+pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
+    let mut job = job.clone();
+    // Each call records one step or ends the run; a run has at most MAX_STEPS steps.
+    for _ in 0..=MAX_STEPS + 1 {
+        let answer = match call(cfg, &job, url).await {
+            Ok(a) => a,
+            Err(f) => return Ran::Outcome(Err(f)),
+        };
+        let step = match answer {
+            Answer::Complete { result } => return Ran::Outcome(Ok(Some(result))),
+            Answer::Fail { error, retryable } => {
+                let disposition = if retryable { Disposition::Retryable } else { Disposition::Permanent };
+                return Ran::Outcome(Err(Failure { error: format!("the workflow failed: {error}"), disposition }));
+            }
+            Answer::Step { step } => step,
+        };
+        let waits = matches!(step, StepReport::Wait { .. });
+        let event = JobEvent { id: job.id.clone(), event: Event::Step { attempt: job.attempt, step } };
+        let answered = shard::call(env, job.id.shard(), ApplyMany { events: vec![event], full: true, tenant: None })
+            .await
+            .map(|mut a| a.pop());
+        job = match answered {
+            Ok(Some(Ok(applied))) => match applied.job {
+                Some(j) => j,
+                None => return Ran::Outcome(Err(retryable("the shard answered the step without the run"))),
+            },
+            // The handler's own mistake (a changed handler, a malformed step, a limit): the
+            // run fails for good, with the shard's words.
+            Ok(Some(Err(
+                r @ (Refusal::Nondeterministic { .. } | Refusal::BadStep { .. } | Refusal::StepLimit { .. }),
+            ))) => return Ran::Outcome(Err(permanent(format!("the workflow's step was refused: {r}")))),
+            // Cancelled meanwhile, or no longer this attempt's: nothing more to do.
+            Ok(Some(Err(_))) => return Ran::Settled,
+            Ok(None) => return Ran::Outcome(Err(retryable("the shard did not answer the step"))),
+            Err(e) => return Ran::Outcome(Err(retryable(&format!("the step could not be recorded: {}", e.message)))),
+        };
+        if job.state != JobState::Active {
+            if waits {
+                crate::routes::workflows::register(env, cfg, vec![job]).await;
+            }
+            return Ran::Settled;
+        }
+    }
+    Ran::Outcome(Err(permanent(format!("the workflow answered more than {MAX_STEPS} steps"))))
+}
+
+fn retryable(error: &str) -> Failure {
+    Failure { error: error.to_owned(), disposition: Disposition::Retryable }
+}
+
+/// One call of the protocol: the endpoint's answer, or why the execution failed (a status
+/// the webhook rules retry or not, an answer that is not the protocol's).
+async fn call(cfg: &EdgeConfig, job: &Job, url: &str) -> Result<Answer, Failure> {
+    let body = workflow::call_body(job).to_string();
+    let id = workflow::call_id(job);
+    let (status, retry_after, text) = exchange(job, cfg, url, body, Vec::new(), &id, MAX_ANSWER_BYTES).await?;
+    if let Some(d) = webhook::classify(status, retry_after.as_deref()) {
+        let shown: String = text.chars().take(512).collect();
+        return Err(Failure { error: format!("the workflow endpoint answered {status}: {shown}"), disposition: d });
+    }
+    if text.len() >= MAX_ANSWER_BYTES {
+        return Err(permanent(format!("the workflow endpoint's answer is over {MAX_ANSWER_BYTES} bytes")));
+    }
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| retryable(&format!("the workflow endpoint's answer is not JSON: {e}")))?;
+    serde_json::from_value(value)
+        .map_err(|e| permanent(format!("the workflow endpoint's answer is not the protocol's: {e}")))
+}
