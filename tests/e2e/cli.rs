@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use edgejobs_tests::hooks::Reply;
-use edgejobs_tests::stack::StackOptions;
+use edgejobs_tests::stack::{Stack, StackOptions};
 use serde_json::{Value, json};
 
-use crate::util::{Ctx, Test, ensure, unique};
+use crate::util::{Ctx, Test, cancel_on, enqueue_on, ensure, job_on, report_on, unique};
 
 pub const TESTS: &[Test] = &[
     ("cli_enqueue_and_get_wait_human_and_json", cli_enqueue_and_get_wait),
@@ -22,6 +22,7 @@ pub const TESTS: &[Test] = &[
     ("cli_finds_dev_env_above_the_current_directory", cli_finds_dev_env),
     ("cli_completions_tail_and_backups", cli_completions_tail_and_backups),
     ("cli_schedules_create_show_trigger_pause_delete", cli_schedules),
+    ("cli_get_prints_a_workflow_runs_steps", cli_get_prints_steps),
 ];
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -362,4 +363,68 @@ fn cli_schedules(ctx: &Ctx) -> anyhow::Result<()> {
     })?;
     expect(&run(ctx, &ctx.admin_key, &["schedules", "delete", &name, "--yes"])?, 0, "delete")?;
     expect(&run(ctx, &ctx.api_key, &["schedules", "show", &name])?, 5, "show after delete")
+}
+
+/// A workflow run on the fault stack (where no consumer runs), its steps reported by hand
+/// with the consumer token: `plan` completed, `call` failed for good, and `approval` waiting
+/// for `order.approved` (10 minutes at most), which suspended the run. Its id; the caller
+/// cancels it.
+pub fn run_with_steps(ctx: &Ctx, stack: &Stack) -> anyhow::Result<String> {
+    let id = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 1 } }))?;
+    let r = report_on(ctx, stack, &id, &json!({ "event": "start", "attempt": 1 }))?;
+    ensure(r.status == 200, || format!("start: {} {}", r.status, r.body))?;
+    let lease = r.headers.get("x-edgejobs-lease").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    ensure(!lease.is_empty(), || "the start issued a lease".into())?;
+    for step in [
+        json!({ "kind": "run", "seq": 0, "name": "plan", "result": { "plan": "basic" } }),
+        json!({ "kind": "fail", "seq": 1, "name": "call", "error": "upstream 503" }),
+        json!({ "kind": "wait", "seq": 2, "name": "approval", "event": "order.approved", "timeout_ms": 600_000 }),
+    ] {
+        let r = report_on(ctx, stack, &id, &json!({ "event": "step", "attempt": 1, "lease": lease, "step": step }))?;
+        ensure(r.status == 200, || format!("{step}: {} {}", r.status, r.body))?;
+    }
+    let job = job_on(ctx, stack, &id)?;
+    let states: Vec<&str> = job["steps"].as_array().into_iter().flatten().filter_map(|s| s["state"].as_str()).collect();
+    ensure(job["state"] == "scheduled" && states == ["completed", "failed", "waiting"], || format!("the run: {job}"))?;
+    Ok(id)
+}
+
+fn cli_get_prints_steps(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let id = run_with_steps(ctx, stack)?;
+        let env = [("EDGEJOBS_URL", stack.edge_url.as_str()), ("EDGEJOBS_KEY", stack.secrets.api_key.as_str())];
+        let out = run_in(ctx, &std::env::temp_dir(), &env, &["get", &id])?;
+        expect(&out, 0, "get")?;
+        ensure(!out.stdout.contains(stack.secrets.api_key.as_str()), || "the key was printed".into())?;
+        // The fields, then a blank line, then a row per step in order.
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        let head = lines.iter().position(|l| l.starts_with("SEQ")).unwrap_or(lines.len());
+        let rows = &lines[head.min(lines.len())..];
+        let cols = |l: &str| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect();
+        let cells: Vec<Vec<String>> = rows.iter().map(|l| cols(l)).collect();
+        let want = |seq: &str, name: &str, kind: &str, state: &str, last: &str| {
+            cells.iter().any(|c| {
+                c.len() >= 6 && c[..5] == [seq, name, kind, state, "1"] && c.last().is_some_and(|l| l.as_str() == last)
+            })
+        };
+        ensure(
+            out.stdout.starts_with("FIELD")
+                && head > 0
+                && lines[head - 1].is_empty()
+                && cells.len() == 4
+                && want("0", "plan", "run", "completed", "16 bytes")
+                && want("1", "call", "run", "failed", "error: upstream 503")
+                && want("2", "approval", "wait", "waiting", "waits for order.approved")
+                && cells[3].iter().any(|c| c.starts_with("until ")),
+            || format!("human get:\n{}", out.stdout),
+        )?;
+        ensure(lines.iter().any(|l| cols(l) == ["free_attempts", "1"]), || format!("fields:\n{}", out.stdout))?;
+        // --json prints the API's document unchanged.
+        let out = run_in(ctx, &std::env::temp_dir(), &env, &["get", &id, "--json"])?;
+        expect(&out, 0, "get --json")?;
+        let api = job_on(ctx, stack, &id)?;
+        ensure(out.json()? == api, || format!("--json: {}\nthe API: {api}", out.stdout))?;
+        let r = cancel_on(ctx, stack, &id)?;
+        ensure(r.status == 200, || format!("cancel: {} {}", r.status, r.body))
+    })
 }

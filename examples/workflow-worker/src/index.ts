@@ -11,7 +11,10 @@
 import { serve } from "../../../sdk/typescript/src/index.ts";
 
 interface Env {
+  /** The secret of `order.flow` at this URL (POST /v1/admin/webhook-secret). */
   WORKFLOW_SECRET: string;
+  /** The secret of `order.batch` at this URL: each type is signed with its own key. */
+  BATCH_SECRET?: string;
 }
 
 // Per isolate, so only meaningful where one isolate serves every call (`wrangler dev`);
@@ -20,7 +23,7 @@ interface Env {
 const quoteRuns = new Map<string, number>();
 
 const workflow = serve({
-  secret: (env: Env) => env.WORKFLOW_SECRET,
+  secret: (env: Env, type) => (type === "order.batch" ? env.BATCH_SECRET : env.WORKFLOW_SECRET),
   workflows: {
     "order.flow": async (run, step) => {
       const quote = await step.run("quote", () => {
@@ -51,6 +54,16 @@ const workflow = serve({
       });
 
       return { price: quote.price, tool, approved_by: approval ? approval.by : null };
+    },
+
+    // Child jobs: a fan-out of `n` noop jobs, then one invoke; the run holds nothing while
+    // they run, and each step resumes it with the children's outcomes.
+    "order.batch": async (run, step) => {
+      const n: number = run.payload.n ?? 2;
+      const specs = Array.from({ length: n }, (_, i) => ({ type: "noop", payload: { i } }));
+      const outcomes = await step.fanOut("children", specs);
+      const one = await step.invoke("one-more", { type: "noop" });
+      return { completed: outcomes.filter((o) => o.state === "completed").length, one };
     },
   },
 });

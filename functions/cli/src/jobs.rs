@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::client::{Api, Failure, Res, enc, query};
 use crate::input::{Spec, read_ndjson};
-use crate::output::{cell, cell_of, print_jobs, print_json, progress, table};
+use crate::output::{cell, cell_of, print_jobs, print_json, progress, steps_table, table};
 use crate::{Cli, Enqueue, Filters, ListArgs};
 
 /// `enqueue TYPE [flags]`
@@ -116,8 +116,14 @@ pub fn get(cli: &Cli, api: &Api, id: &str, wait: bool, timeout: Duration) -> Res
             [Some("finished_at".into()), j.finished_at.as_ref().map(cell_of)],
             [Some("last_error".into()), j.last_error.as_ref().map(cell_of)],
             [Some("result".into()), j.result.as_ref().filter(|r| !r.is_null()).map(cell)],
+            [Some("free_attempts".into()), (j.free_attempts > 0).then(|| j.free_attempts.to_string())],
         ];
         table(&["field", "value"], rows.into_iter().filter_map(|[k, v]| Some(vec![k?, v?])).collect());
+        // A workflow run (#29): its steps after its fields.
+        if !j.steps.is_empty() {
+            println!();
+            print!("{}", steps_table(&j.steps));
+        }
     }
     let state = job.value.state;
     if wait && state != edgejobs_api::JobState::Completed {

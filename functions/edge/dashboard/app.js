@@ -389,6 +389,8 @@ async function job(r) {
   } } }, "Retry");
   const canCancel = ["queued", "scheduled", "active"].includes(j.state) && !j.cancel_requested;
   const attempts = j.attempts || [];
+  const steps = j.steps || [];
+  const free = j.free_attempts || 0;
   replace(
     el("h1", {}, "Job ", el("span", { class: "mono", id: "job-id" }, j.id), " ", stateBadge(j.state)),
     el("div", { class: "actions" }, canCancel && cancel, j.state === "dead" && retry,
@@ -396,7 +398,9 @@ async function job(r) {
     el("div", { class: "grid" },
       el("div", { class: "card", id: "job" }, el("h2", {}, "Job"),
         el("dl", { class: "kv" },
-          [["type", j.type], ["lane", j.lane], ["state", j.state], ["attempt", `${j.attempt} (${j.attempt - j.series_base} of ${j.max_attempts} in this series)`],
+          [["type", j.type], ["lane", j.lane], ["state", j.state],
+            ["attempt", `${j.attempt} (${j.attempt - j.series_base - free} of ${j.max_attempts} in this series${free ? `, and ${free} free` : ""})`],
+            ...(steps.length || free ? [["free attempts", `${free} (ended by a sleep, a wait or a step retry)`]] : []),
             ["timeout", `${j.timeout_ms / 1000} s`], ["idempotency key", j.idempotency_key || "—"], ["tags", (j.tags || []).join(", ") || "—"],
             ["created", when(j.created_at)], ["runs at", when(j.run_at)], ["started", when(j.started_at) || "—"],
             ["finished", when(j.finished_at) || "—"], ["last change", when(j.updated_at)], ["last error", j.last_error || "—"],
@@ -404,15 +408,49 @@ async function job(r) {
             .map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
       el("div", { class: "card" }, el("h2", {}, "Payload"), pretty(j.payload),
         el("h2", {}, "Result"), pretty(j.result), el("h2", {}, "Metadata"), pretty(j.metadata))),
+    ...(steps.length ? [el("div", { class: "card" }, el("h2", {}, `Steps (${steps.length})`), timeline(steps))] : []),
     el("div", { class: "card" }, el("h2", {}, `Attempts (${attempts.length})`),
       attempts.length ? el("table", { id: "attempts" },
         el("thead", {}, el("tr", {}, ["attempt", "started", "ended", "duration", "outcome", "error"].map((h) => el("th", {}, h)))),
         el("tbody", {}, attempts.map((a) => el("tr", {}, el("td", {}, String(a.attempt)), el("td", {}, when(a.started_at)),
           el("td", {}, when(a.ended_at)), el("td", {}, `${(a.duration_ms / 1000).toFixed(3)} s`),
-          el("td", {}, el("span", { class: `state ${a.outcome === "completed" ? "completed" : "dead"}` }, a.outcome)),
+          el("td", {}, el("span", { class: `state ${a.outcome === "completed" ? "completed" : a.outcome === "suspended" ? "scheduled" : "dead"}` }, a.outcome)),
           el("td", { class: "err", title: a.error || "" }, a.error || "")))))
         : el("p", { class: "muted" }, j.state === "active" ? "The first attempt is running." : "No attempt has ended yet.")),
   );
+}
+
+// A workflow run's steps (#29) as a timeline: a row per step in the order the handler
+// reached them, each with a bar from its start to its end (or to when it sleeps, waits or
+// retries until; an open wait runs to now) on one time axis for the whole run.
+function timeline(steps) {
+  const t = (ts) => (ts ? Date.parse(ts) : NaN);
+  const now = Date.now();
+  const end = (s) => t(s.ended_at) || t(s.until) || now;
+  const from = Math.min(...steps.map((s) => t(s.started_at)));
+  const to = Math.max(from + 1, ...steps.map(end));
+  const pct = (ms) => (100 * (ms - from)) / (to - from);
+  const bar = (s) => {
+    const x = Math.max(0, Math.min(99.5, pct(t(s.started_at))));
+    const svg = el("svg", { class: "span", viewBox: "0 0 100 10", preserveAspectRatio: "none", role: "img" });
+    svg.append(el("rect", { class: `span-${s.state}`, x, y: 1, width: Math.max(0.5, pct(end(s)) - x), height: 8 },
+      el("title", {}, `${s.name}: ${when(s.started_at)} → ${when(s.ended_at || s.until) || "now"}`)));
+    return svg;
+  };
+  const span = (s) => s.ended_at ? `${when(s.started_at)} → ${when(s.ended_at)}`
+    : s.until ? `${when(s.started_at)} → until ${when(s.until)}` : `${when(s.started_at)} →`;
+  const outcome = (s) => s.error ? s.error
+    : s.result_bytes !== undefined ? `${s.result_bytes} bytes`
+    : s.event ? `waits for ${s.event}` : "";
+  return el("table", { id: "steps" },
+    el("thead", {}, el("tr", {}, ["#", "step", "kind", "state", "started → ended / until", "attempts", "result / error", "timeline"]
+      .map((h) => el("th", {}, h)))),
+    el("tbody", {}, steps.map((s, i) => el("tr", { "data-name": s.name, "data-state": s.state },
+      el("td", {}, String(i)), el("td", { class: "mono" }, s.name), el("td", {}, s.kind),
+      el("td", {}, el("span", { class: `state step-${s.state}` }, s.state.replace("_", " "))),
+      el("td", {}, span(s)), el("td", {}, String(s.attempts)),
+      el("td", { class: s.error ? "err" : null, title: s.error || null }, outcome(s)),
+      el("td", { class: "timeline" }, bar(s))))));
 }
 
 // ---------- dead letters ----------

@@ -48,6 +48,7 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         waiting_for,
         steps,
         free_attempts,
+        parent,
     } = job;
     edgejobs_api::Job {
         id: id.as_str().to_owned(),
@@ -94,6 +95,7 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         waiting_for,
         steps: steps.into_iter().map(step_view).collect(),
         free_attempts,
+        parent: parent.map(|p| edgejobs_api::JobParent { job: p.job.to_string(), step: p.step }),
         // Set by the enqueue's answer (see `flagged`), never on a read.
         debounced: None,
         throttled: None,
@@ -113,6 +115,7 @@ fn step_view(s: edgejobs_core::workflow::Step) -> edgejobs_api::Step {
         result_bytes: s.result.map(|r| serde_json::to_string(&r).map_or(0, |t| t.len() as u64)),
         error: s.error,
         event: s.wait.map(|w| w.event),
+        children: s.children.into_iter().map(|c| c.id.to_string()).collect(),
     }
 }
 

@@ -47,7 +47,11 @@ pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
             Answer::Step { step } => step,
         };
         let waits = matches!(step, StepReport::Wait { .. });
-        let event = JobEvent { id: job.id.clone(), event: Event::Step { attempt: job.attempt, step } };
+        let mut event = Event::Step { attempt: job.attempt, step };
+        if let Err(e) = crate::routes::workflows::prepare_children(cfg, &runner(), &job.id, &mut event) {
+            return Ran::Outcome(Err(permanent(format!("the workflow's step was refused: {e}"))));
+        }
+        let event = JobEvent { id: job.id.clone(), event };
         let answered = shard::call(env, job.id.shard(), ApplyMany { events: vec![event], full: true, tenant: None })
             .await
             .map(|mut a| a.pop());
@@ -74,6 +78,17 @@ pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
         }
     }
     Ran::Outcome(Err(permanent(format!("the workflow answered more than {MAX_STEPS} steps"))))
+}
+
+/// Who the edge's own runner acts as when it checks a run's child specs: it sees every
+/// tenant (the shard gives each child its run's tenant).
+fn runner() -> edgejobs_core::auth::Principal {
+    edgejobs_core::auth::Principal {
+        key_id: "workflow-runner".into(),
+        limit: None,
+        sees: edgejobs_core::tenant::Sees::All,
+        consumer: None,
+    }
 }
 
 fn retryable(error: &str) -> Failure {

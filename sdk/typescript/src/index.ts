@@ -63,6 +63,28 @@ export interface WaitOptions {
   lookback?: Duration;
 }
 
+/**
+ * A child job, as the enqueue API (`POST /v1/jobs`) takes it: `type` is required, the other
+ * fields (`payload`, `metadata`, `max_attempts`, `delay`, ...) are that API's and are sent
+ * as they are.
+ */
+export interface JobSpec {
+  type: string;
+  payload?: unknown;
+  [field: string]: unknown;
+}
+
+/** How one child of a fan-out ended, in the order the children were given. */
+export interface ChildOutcome {
+  /** The child's job id. */
+  id: string;
+  state: "completed" | "dead" | "cancelled";
+  /** The child's result, when it completed. */
+  result?: any;
+  /** Why it did not complete. */
+  error?: string;
+}
+
 /** What a handler calls its steps through. Every method must be awaited (see README). */
 export interface Step {
   /** Runs `fn` once per run and returns its (JSON) result on every later execution. */
@@ -71,13 +93,28 @@ export interface Step {
   sleepUntil(name: string, time: Date | string): Promise<void>;
   /** The matching event's data, or null when the timeout passed first. */
   waitForEvent<T = unknown>(name: string, opts: WaitOptions): Promise<T | null>;
+  /**
+   * Starts a child job and returns its result once it completed; a child that did not
+   * complete is thrown as a StepError.
+   */
+  invoke<T = unknown>(name: string, job: JobSpec): Promise<T>;
+  /**
+   * Starts 1 to 1000 child jobs and returns, once all of them are final, how each ended
+   * (in the order given). A child that failed does not throw: look at its `state`.
+   */
+  fanOut(name: string, jobs: JobSpec[]): Promise<ChildOutcome[]>;
 }
 
 export type Handler = (run: Run, step: Step) => Promise<unknown>;
 
 export interface ServeOptions {
-  /** The endpoint's `whsec_...` secret, or a function reading it from the Worker's env. */
-  secret: string | ((env: any) => string | undefined);
+  /**
+   * The endpoint's `whsec_...` secret, or a function reading it from the Worker's env. The
+   * edge signs each workflow type with a key of its own (POST /v1/admin/webhook-secret with
+   * the URL and the type), so an endpoint serving several types picks the secret by `type`
+   * (read from the body before it is verified, only to choose the key).
+   */
+  secret: string | ((env: any, type: string | undefined) => string | undefined);
   /** Handlers by job type. */
   workflows: Record<string, Handler>;
   /** Largest accepted distance between `webhook-timestamp` and this clock. Default 300 s. */
@@ -130,7 +167,7 @@ class Suspension extends Error {
 interface Recorded {
   seq: number;
   name: string;
-  kind: "run" | "sleep" | "wait";
+  kind: "run" | "sleep" | "wait" | "invoke" | "fan_out";
   state: string;
   result?: unknown;
   error?: string;
@@ -150,6 +187,7 @@ const DEFAULT_BACKOFF = { base_ms: 1000, factor: 2, cap_ms: 3_600_000 };
 const MAX_STEP_ATTEMPTS = 100;
 const MAX_STEP_NAME_BYTES = 128;
 const MAX_MATCHES = 4;
+const MAX_FAN_OUT = 1000;
 
 /**
  * A fetch handler (`export default { fetch: serve({...}) }` in a Worker) answering the
@@ -159,31 +197,33 @@ const MAX_MATCHES = 4;
  */
 export function serve(opts: ServeOptions): (req: Request, env?: unknown) => Promise<Response> {
   const tolerance = opts.tolerance_s ?? 300;
-  // Importing the key costs more than the HMAC itself; a Worker sees one secret, so one
-  // cached entry suffices.
-  let cached: { secret: string; key: Promise<CryptoKey> } | null = null;
+  // Importing a key costs more than the HMAC itself: one import per secret (a Worker sees
+  // one per workflow type it serves).
+  const keys = new Map<string, Promise<CryptoKey>>();
 
   return async (req, env) => {
     if (req.method !== "POST") {
       return reply(405, { error: "workflow calls are POSTs" }, { allow: "POST" });
     }
-    const secret = typeof opts.secret === "function" ? opts.secret(env) : opts.secret;
+    const body = new Uint8Array(await req.arrayBuffer());
+    const secret = typeof opts.secret === "function" ? opts.secret(env, peekType(body)) : opts.secret;
     if (typeof secret !== "string" || secret === "") {
       return reply(500, { error: "no workflow secret is configured" });
     }
-    if (cached?.secret !== secret) {
-      cached = { secret, key: importKey(secret) };
+    let entry = keys.get(secret);
+    if (entry === undefined) {
+      entry = importKey(secret);
+      keys.set(secret, entry);
     }
     let key: CryptoKey;
     try {
-      key = await cached.key;
+      key = await entry;
     } catch {
-      cached = null;
+      keys.delete(secret);
       // 5xx: the edge retries, so the run survives until the secret is fixed.
       return reply(500, { error: "the workflow secret is not a Standard Webhooks secret (whsec_ and base64)" });
     }
 
-    const body = new Uint8Array(await req.arrayBuffer());
     const refused = await checkSignature(key, req.headers, body, tolerance);
     if (refused !== null) {
       return reply(401, { error: refused });
@@ -203,6 +243,16 @@ export function serve(opts: ServeOptions): (req: Request, env?: unknown) => Prom
     }
     return reply(200, await execute(handler, run, recorded));
   };
+}
+
+/** `run.type` of a body not yet verified, to choose its secret; undefined when unreadable. */
+function peekType(body: Uint8Array): string | undefined {
+  try {
+    const t = JSON.parse(new TextDecoder().decode(body))?.run?.type;
+    return typeof t === "string" ? t : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function reply(status: number, body: unknown, headers: Record<string, string> = {}): Response {
@@ -273,6 +323,17 @@ class Execution {
       sleep: async (name, duration) => this.#sleep(name, { ms: parseDuration(duration) }),
       sleepUntil: async (name, time) => this.#sleep(name, { until: parseTime(time) }),
       waitForEvent: async (name, opts) => this.#wait(name, opts),
+      invoke: async <T>(name: string, job: JobSpec) => {
+        checkName(name);
+        return (await this.#children("invoke", name, jobSpecs(name, [job]))) as T;
+      },
+      fanOut: async (name, jobs) => {
+        checkName(name);
+        if (!Array.isArray(jobs) || jobs.length < 1 || jobs.length > MAX_FAN_OUT) {
+          throw new Error(`fan-out ${JSON.stringify(name)}: an array of 1 to ${MAX_FAN_OUT} job specs, got ${Array.isArray(jobs) ? jobs.length : "no array"}`);
+        }
+        return (await this.#children("fan_out", name, jobSpecs(name, jobs))) as ChildOutcome[];
+      },
     };
   }
 
@@ -382,6 +443,20 @@ class Execution {
     this.#end({ op: "step", step: { kind: "wait", seq, name, event: opts.event, matches, timeout_ms, lookback_ms } });
   }
 
+  /**
+   * A step that starts child jobs (checked specs): its recorded outcome, else the answer.
+   * The edge records the outcome once the children are final, so until then the run waits
+   * and holds nothing here.
+   */
+  async #children(kind: "invoke" | "fan_out", name: string, jobs: unknown[]): Promise<unknown> {
+    const { seq, rec } = this.#begin(kind, name);
+    if (rec !== undefined) {
+      return replay(rec);
+    }
+    this.#claim();
+    this.#end({ op: "step", step: { kind, seq, name, jobs } });
+  }
+
   /** The wait's conditions with the run's side resolved to values. */
   #matches(name: string, match: Record<string, string>): { event: string; value: unknown }[] {
     const entries = Object.entries(match);
@@ -416,6 +491,25 @@ function replay(rec: Recorded): unknown {
     default:
       return rec.result ?? null;
   }
+}
+
+/**
+ * The job specs as the edge will receive them, or a throw: each is an object with a
+ * non-empty `type`, and JSON (checked now, so a BigInt is the handler's error and not a
+ * broken answer). The enqueue API checks the rest when the edge starts the children.
+ */
+function jobSpecs(step: string, jobs: unknown[]): unknown[] {
+  return jobs.map((job, i) => {
+    const which = jobs.length === 1 ? "the job spec" : `job spec ${i}`;
+    if (!isObject(job) || typeof job.type !== "string" || job.type === "") {
+      throw new Error(`step ${JSON.stringify(step)}: ${which} is an object with a non-empty string type`);
+    }
+    const json = asJson(job);
+    if (!json.ok) {
+      throw new Error(`step ${JSON.stringify(step)}: ${which} is not JSON: ${json.error}`);
+    }
+    return json.value;
+  });
 }
 
 function checkName(name: unknown): void {
@@ -526,6 +620,8 @@ function text(e: unknown): string {
   }
 }
 
+const KINDS = new Set<string>(["run", "sleep", "wait", "invoke", "fan_out"]);
+
 /** The run and its recorded steps by position, or a throw saying what is wrong. */
 function parseCall(body: unknown): { run: Run; recorded: (Recorded | undefined)[] } {
   if (!isObject(body) || !isObject(body.run)) {
@@ -562,9 +658,9 @@ function parseCall(body: unknown): { run: Run; recorded: (Recorded | undefined)[
       (s.seq as number) < 0 ||
       typeof s.name !== "string" ||
       typeof s.state !== "string" ||
-      !(s.kind === "run" || s.kind === "sleep" || s.kind === "wait")
+      !(typeof s.kind === "string" && KINDS.has(s.kind))
     ) {
-      throw new Error("each step has a seq (integer), a name, a kind (run, sleep or wait) and a state");
+      throw new Error("each step has a seq (integer), a name, a kind (run, sleep, wait, invoke or fan_out) and a state");
     }
     if (s.error !== undefined && typeof s.error !== "string") {
       throw new Error(`step ${s.seq}: error is a string`);

@@ -100,6 +100,19 @@ describe("signature", () => {
     assert.equal(calls, 1, "no refused call reached the handler");
   });
 
+  it("picks each type's secret, and a call signed with another type's secret is refused", async () => {
+    const bySecret = serve({
+      secret: (_env, type) => (type === "b" ? OTHER_SECRET : SECRET),
+      workflows: { a: async () => "a", b: async () => "b" },
+    });
+    const call = (type: string, secret: string) =>
+      request(JSON.stringify(callBody(type)), { secret }).then((r) => bySecret(r).then((res) => res.status));
+    assert.equal(await call("a", SECRET), 200);
+    assert.equal(await call("b", OTHER_SECRET), 200);
+    assert.equal(await call("b", SECRET), 401, "a's secret does not sign b's calls");
+    assert.equal(await call("a", OTHER_SECRET), 401);
+  });
+
   it("accepts a timestamp within the 5 minutes", async () => {
     assert.equal(await status(await request(body, { ts: now() - 240 })), 200);
   });
@@ -428,6 +441,124 @@ describe("steps", () => {
       return step.run("next", () => 1);
     });
     assert.deepEqual(caught, { op: "step", step: { kind: "run", seq: 0, name: "next", result: 1 } });
+  });
+});
+
+describe("child jobs", () => {
+  const child = { type: "email.send", payload: { to: "ann@example.com" }, max_attempts: 3 };
+  const kids = [{ type: "resize", payload: { w: 100 } }, { type: "resize", payload: { w: 200 } }];
+
+  it("answers an invoke with its one job spec, after the recorded steps", async () => {
+    const handler: Handler = async (_run, step) => {
+      const quote = await step.run("quote", () => 9);
+      const sent = await step.invoke<{ message_id: string }>("notify", { ...child, payload: { ...child.payload, price: quote } });
+      return sent.message_id;
+    };
+    assert.deepEqual(await answer(handler, [done(0, "quote", "run", 9)]), {
+      op: "step",
+      step: { kind: "invoke", seq: 1, name: "notify", jobs: [{ ...child, payload: { to: "ann@example.com", price: 9 } }] },
+    });
+    const recorded = [done(0, "quote", "run", 9), done(1, "notify", "invoke", { message_id: "m1" })];
+    assert.deepEqual(await answer(handler, recorded), { op: "complete", result: "m1" });
+  });
+
+  it("throws an invoke whose child failed as a StepError", async () => {
+    const failed = { seq: 0, name: "notify", kind: "invoke", state: "failed", error: "child j0kid dead: smtp down" };
+    assert.deepEqual(await answer(async (_run, step) => step.invoke("notify", child), [failed]), {
+      op: "fail", error: 'StepError: step "notify" failed: child j0kid dead: smtp down', retryable: false,
+    });
+    const caught = await answer(async (_run, step) => {
+      try {
+        return await step.invoke("notify", child);
+      } catch (e) {
+        assert.ok(e instanceof StepError && e.step === "notify" && e.error === "child j0kid dead: smtp down");
+        return "compensated";
+      }
+    }, [failed]);
+    assert.deepEqual(caught, { op: "complete", result: "compensated" });
+  });
+
+  it("answers a fan-out with the specs in order, and returns the outcomes as recorded", async () => {
+    let ran = 0;
+    const handler: Handler = async (_run, step) => {
+      const outcomes = await step.fanOut("thumbs", kids);
+      await step.run("count", () => ++ran);
+      return outcomes;
+    };
+    assert.deepEqual(await answer(handler), { op: "step", step: { kind: "fan_out", seq: 0, name: "thumbs", jobs: kids } });
+    assert.equal(ran, 0, "nothing after the fan-out ran");
+    const outcomes = [
+      { id: "j0a", state: "completed", result: { url: "a.png" } },
+      { id: "j0b", state: "dead", error: "out of memory" },
+    ];
+    const recorded = [done(0, "thumbs", "fan_out", outcomes), done(1, "count", "run", 1)];
+    assert.deepEqual(await answer(handler, recorded), { op: "complete", result: outcomes });
+    assert.equal(ran, 0, "a replay runs no recorded step");
+    const failed = { seq: 0, name: "thumbs", kind: "fan_out", state: "failed", error: "enqueue refused" };
+    assert.deepEqual(await answer(handler, [failed]), {
+      op: "fail", error: 'StepError: step "thumbs" failed: enqueue refused', retryable: false,
+    });
+  });
+
+  it("accepts 1 and 1000 specs", async () => {
+    const many = Array.from({ length: 1000 }, (_, i) => ({ type: "t", payload: i }));
+    const got = await answer(async (_run, step) => step.fanOut("many", many));
+    assert.equal(got.step.kind, "fan_out");
+    assert.equal(got.step.jobs.length, 1000);
+    assert.deepEqual(got.step.jobs[999], { type: "t", payload: 999 });
+    const one = await answer(async (_run, step) => step.fanOut("one", [{ type: "t" }]));
+    assert.deepEqual(one, { op: "step", step: { kind: "fan_out", seq: 0, name: "one", jobs: [{ type: "t" }] } });
+  });
+
+  it("refuses a recorded step of another kind at the position", async () => {
+    const invokeOverRun = await answer(async (_run, step) => step.invoke("a", child), [done(0, "a", "run", 1)]);
+    assert.deepEqual(invokeOverRun, {
+      op: "fail", error: 'nondeterministic step at position 0: the run recorded run "a", the handler now calls invoke "a"', retryable: false,
+    });
+    const fanOutOverInvoke = await answer(async (_run, step) => step.fanOut("a", kids), [done(0, "a", "invoke", 1)]);
+    assert.match(fanOutOverInvoke.error, /^nondeterministic step at position 0: the run recorded invoke "a", the handler now calls fan_out "a"/);
+    assert.equal(fanOutOverInvoke.retryable, false);
+    const invokeOverFanOut = await answer(async (_run, step) => step.invoke("a", child), [done(0, "a", "fan_out", [])]);
+    assert.match(invokeOverFanOut.error, /^nondeterministic step at position 0: the run recorded fan_out "a", the handler now calls invoke "a"/);
+    const runOverInvoke = await answer(async (_run, step) => step.run("a", () => 1), [done(0, "a", "invoke", 1)]);
+    assert.match(runOverInvoke.error, /^nondeterministic step at position 0: the run recorded invoke "a", the handler now calls run "a"/);
+    const renamed = await answer(async (_run, step) => step.fanOut("b", kids), [done(0, "a", "fan_out", [])]);
+    assert.match(renamed.error, /^nondeterministic step at position 0: the run recorded fan_out "a", the handler now calls fan_out "b"/);
+  });
+
+  it("refuses bad specs with a plain error, before taking a position", async () => {
+    const bad: [string, (step: Parameters<Handler>[1]) => Promise<unknown>, RegExp][] = [
+      ["no spec", (step) => step.invoke("x", undefined as never), /the job spec is an object with a non-empty string type/],
+      ["an array", (step) => step.invoke("x", [{ type: "t" }] as never), /the job spec is an object/],
+      ["no type", (step) => step.invoke("x", { payload: 1 } as never), /the job spec is an object/],
+      ["an empty type", (step) => step.invoke("x", { type: "" }), /the job spec is an object/],
+      ["a numeric type", (step) => step.invoke("x", { type: 7 } as never), /the job spec is an object/],
+      ["a BigInt payload", (step) => step.invoke("x", { type: "t", payload: 1n }), /the job spec is not JSON/],
+      ["no specs", (step) => step.fanOut("x", []), /an array of 1 to 1000 job specs, got 0/],
+      ["1001 specs", (step) => step.fanOut("x", Array.from({ length: 1001 }, () => ({ type: "t" }))), /got 1001/],
+      ["not an array", (step) => step.fanOut("x", { type: "t" } as never), /got no array/],
+      ["null", (step) => step.fanOut("x", null as never), /got no array/],
+      ["a bad second spec", (step) => step.fanOut("x", [{ type: "t" }, { type: "" }]), /job spec 1 is an object/],
+      ["a bad name", (step) => step.fanOut("", [{ type: "t" }]), /a step name is a string/],
+    ];
+    for (const [what, call] of bad) {
+      const got = await answer(async (_run, step) => call(step));
+      assert.equal(got.op, "fail", what);
+      assert.equal(got.retryable, true, `${what}: a plain Error`);
+      assert.match(got.error, /^Error: /, what);
+      assert.match(got.error, bad.find(([w]) => w === what)![2], what);
+      // The bad call took no position: the next step is still seq 0.
+      const caught = await answer(async (_run, step) => { await call(step).catch(() => {}); return step.run("next", () => 1); });
+      assert.deepEqual(caught, { op: "step", step: { kind: "run", seq: 0, name: "next", result: 1 } }, what);
+    }
+  });
+
+  it("accepts recorded invoke and fan_out steps in a call", async () => {
+    const fetch = serve({ secret: SECRET, workflows: { t: async () => "ok" } });
+    for (const kind of ["invoke", "fan_out"]) {
+      const res = await fetch(await request(JSON.stringify(callBody("t", [done(0, "a", kind, null)]))));
+      assert.equal(res.status, 200, kind);
+    }
   });
 });
 

@@ -93,6 +93,17 @@ pub struct Step {
     /// The event a wait waits (or waited) for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// An invoke's or a fan-out's child jobs, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
+}
+
+/// The run (and its step) a child job was started by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct JobParent {
+    pub job: String,
+    pub step: String,
 }
 
 /// Native lane: the stream entry carrying the newest hand-off.
@@ -176,6 +187,9 @@ pub struct Job {
     /// step retries): they do not count against `max_attempts`.
     #[serde(default, skip_serializing_if = "is_zero32")]
     pub free_attempts: u32,
+    /// For a child job: the workflow run and step that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<JobParent>,
     /// On an enqueue's answer only: the job is the debounce key's pending one, which this
     /// enqueue's payload replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]

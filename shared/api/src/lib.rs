@@ -29,8 +29,8 @@ mod tests;
 pub use flow::{BusyKey, BusyKeys, EventSent, FlowChanged, FlowKey, FlowPauseRequest};
 pub use health::{Check, Checks, Health, HealthStatus, Live};
 pub use job::{
-    AttemptRecord, Backoff, Flow, FlowDebounce, FlowLimit, FlowRate, FlowThrottle, Job, JobList, JobState, JobSummary,
-    Lane, Step, StreamEntry,
+    AttemptRecord, Backoff, Flow, FlowDebounce, FlowLimit, FlowRate, FlowThrottle, Job, JobList, JobParent, JobState,
+    JobSummary, Lane, Step, StreamEntry,
 };
 pub use reply::{
     BackupList, BackupSummary, BatchItem, BatchItemCreated, BatchItemFailed, BatchRequest, BatchResult, Consumer,

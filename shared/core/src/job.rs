@@ -176,6 +176,10 @@ pub struct Job {
     /// step retry): they do not count against `max_attempts`.
     #[serde(default, skip_serializing_if = "is_zero32")]
     pub free_attempts: u32,
+    /// For a child job a run's `invoke` or `fan_out` step started: that run and step, which
+    /// the child's end resumes. Children live in their parent's shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<crate::workflow::Parent>,
 }
 
 /// How many ended attempts a job remembers.

@@ -506,6 +506,7 @@ impl JobSpec {
             waiting_for: None,
             steps: Vec::new(),
             free_attempts: 0,
+            parent: None,
         };
         (job, effect)
     }

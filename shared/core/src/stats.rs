@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{Job, JobState};
 use crate::metrics::{Family, Histogram, Kind};
+use crate::workflow::{Step, StepState};
 
 /// One change to a counter or histogram.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,11 +98,16 @@ pub fn transition(before: &Job, after: &Job, now: u64) -> Vec<Delta> {
     // Tenants are bounded (the configured ones), so the per-job counters carry them.
     let tenant = after.tenant.as_str();
     let mut out = Vec::new();
+    // A workflow run suspended by a sleep, a wait or a step retry (#29): its attempt ended
+    // without counting against `max_attempts`, so it is neither a failed attempt nor a retry
+    // (the failure-rate alert would otherwise fire on runs that merely sleep).
+    let suspended = is_suspension(before, after);
     // An attempt ended: completed, failed (retried or dead), or lost its lease (a takeover
     // bumps the attempt number while the job stays active).
     let attempt_ended = before.state == JobState::Active
         && (after.state != JobState::Active || after.attempt != before.attempt)
-        && after.state != JobState::Cancelled;
+        && after.state != JobState::Cancelled
+        && !suspended;
     if attempt_ended {
         let outcome = if after.state == JobState::Completed { "completed" } else { "failed" };
         out.push(count(
@@ -126,7 +132,7 @@ pub fn transition(before: &Job, after: &Job, now: u64) -> Vec<Delta> {
             JobState::Completed => out.push(count(Metric::JobsCompletedTotal, &[("type", t), ("tenant", tenant)])),
             JobState::Dead => out.push(count(Metric::JobsDeadTotal, &[("type", t), ("tenant", tenant)])),
             JobState::Cancelled => out.push(count(Metric::JobsCancelledTotal, &[("type", t), ("tenant", tenant)])),
-            JobState::Scheduled | JobState::Queued if before.state == JobState::Active => {
+            JobState::Scheduled | JobState::Queued if before.state == JobState::Active && !suspended => {
                 out.push(count(Metric::JobsRetriedTotal, &[("type", t)]))
             }
             JobState::Active if before.state == JobState::Active => {
@@ -135,7 +141,69 @@ pub fn transition(before: &Job, after: &Job, now: u64) -> Vec<Delta> {
             _ => {}
         }
     }
+    if !before.steps.is_empty() || !after.steps.is_empty() {
+        workflow(before, after, suspended, &mut out);
+    }
     out
+}
+
+/// Whether the transition from `before` to `after` suspended a workflow run: the running
+/// attempt ended as a free one and the run waits, `scheduled` (see `workflow::record`).
+fn is_suspension(before: &Job, after: &Job) -> bool {
+    before.state == JobState::Active && after.state == JobState::Scheduled && after.free_attempts > before.free_attempts
+}
+
+/// The steps of `after` with their version in `before` (`None`: new in this transition). A
+/// run only appends steps, so a step keeps its position; a name that differs there is taken
+/// as new.
+fn steps_changed<'a>(before: &'a Job, after: &'a Job) -> impl Iterator<Item = (Option<&'a Step>, &'a Step)> {
+    after
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (before.steps.get(i).filter(|p| p.name == s.name), s))
+        .filter(|(p, s)| p.is_none_or(|p| p.state != s.state || p.attempts != s.attempts || p.ended_at != s.ended_at))
+}
+
+/// What a transition adds to the workflow counters (#29). Labels are fixed sets: a step's
+/// kind and state, a suspension's reason, a resume's cause (never a step or event name).
+fn workflow(before: &Job, after: &Job, suspended: bool, out: &mut Vec<Delta>) {
+    let mut reason = None;
+    let mut by = "alarm";
+    for (prev, step) in steps_changed(before, after) {
+        let retried = step.state == StepState::Retrying && step.attempts > prev.map_or(0, |p| p.attempts);
+        let reached = step.state.is_recorded() && prev.is_none_or(|p| p.state != step.state);
+        if retried || reached {
+            out.push(count(
+                Metric::WorkflowStepsTotal,
+                &[("kind", step.kind.as_str()), ("state", step.state.as_str())],
+            ));
+        }
+        let was = prev.map(|p| p.state);
+        match step.state {
+            StepState::Sleeping if was != Some(StepState::Sleeping) => reason = Some("sleep"),
+            StepState::Waiting if was != Some(StepState::Waiting) => reason = Some("wait"),
+            StepState::Retrying if retried => reason = Some("retry"),
+            StepState::Completed if was == Some(StepState::Waiting) => by = "event",
+            StepState::TimedOut if was == Some(StepState::Waiting) && by != "event" => by = "timeout",
+            _ => {}
+        }
+    }
+    if suspended && let Some(reason) = reason {
+        out.push(count(Metric::WorkflowSuspensionsTotal, &[("reason", reason)]));
+    }
+    // A suspended run comes back: the last attempt record says it ended by suspending, so
+    // a run waiting out an ordinary retry of its job is not counted.
+    let was_suspended = before.attempts.last().is_some_and(|a| a.outcome == "suspended");
+    if before.state == JobState::Scheduled && after.state == JobState::Queued && was_suspended {
+        out.push(count(Metric::WorkflowResumesTotal, &[("by", by)]));
+    }
+}
+
+/// What an event send adds (#29), counted by the shard that indexes the event's name:
+/// `duplicate` when its id was seen before (nothing new is resumed).
+pub fn event_sent(duplicate: bool) -> Delta {
+    count(Metric::EventsTotal, &[("outcome", if duplicate { "duplicate" } else { "sent" })])
 }
 
 /// Label pairs of one series.
@@ -306,6 +374,10 @@ registry! {
     CronFailuresTotal "edgejobs_cron_failures_total" Counter "Scheduled steps that failed, by step (backup, sweep, job_retention, backup_retention).";
     ScheduleRunsTotal "edgejobs_schedule_runs_total" Counter "Runs created by schedules, by schedule and kind (tick, catch_up, trigger).";
     ScheduleSkipsTotal "edgejobs_schedule_skips_total" Counter "Schedule ticks not run, by schedule and reason (overlap, missed).";
+    WorkflowStepsTotal "edgejobs_workflow_steps_total" Counter "Workflow steps that reached a recorded state (completed, failed, timed_out) or failed with attempts left (retrying), by kind (run, sleep, wait) and state.";
+    WorkflowSuspensionsTotal "edgejobs_workflow_suspensions_total" Counter "Workflow runs suspended without spending an attempt, by reason (sleep, wait, retry).";
+    WorkflowResumesTotal "edgejobs_workflow_resumes_total" Counter "Suspended workflow runs queued again, by cause (event, timeout: a wait's, alarm: a sleep's end or a step's retry time).";
+    EventsTotal "edgejobs_events_total" Counter "Events sent (POST /v1/events), by outcome (sent, duplicate: an id seen before).";
     DeliveriesRefusedTotal "edgejobs_deliveries_refused_total" Counter "Queue deliveries the shard refused, by lane: a duplicate, a stale attempt, or a job cancelled meanwhile.";
     AttemptDurationSeconds "edgejobs_attempt_duration_seconds" Histogram "Duration of attempts, by type and lane.";
     ScheduleLatenessSeconds "edgejobs_schedule_lateness_seconds" Histogram "How late a schedule's run was created after its tick.";
@@ -521,6 +593,121 @@ mod tests {
         assert!(
             d.iter().any(|n| n.starts_with("edgejobs_jobs_dead_total")) && !d.iter().any(|n| n.contains("retried"))
         );
+    }
+
+    /// Every counter a run of transitions adds, as `name{k=v,...}` → sum.
+    fn tally(d: &[Delta]) -> BTreeMap<String, f64> {
+        let mut t = BTreeMap::new();
+        for d in d {
+            if let Delta::Count { name, labels, n } = d {
+                let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                *t.entry(format!("{name}{{{}}}", l.join(","))).or_default() += n;
+            }
+        }
+        t
+    }
+
+    /// A workflow run through every kind of step, each transition counted as the shard
+    /// counts it: steps as they are recorded or retried, each suspension with its reason,
+    /// each resume with its cause; a suspension is neither a failed attempt nor a retry.
+    #[test]
+    fn a_runs_steps_suspensions_and_resumes_are_counted() {
+        use crate::retry::Backoff;
+        use crate::workflow::{StepReport, StepRetry, WaitFor};
+        /// Applies the event `e` makes of the run at `at` (`None`: when the run is due, its
+        /// `run_at`), keeping what the shard would count.
+        fn go(j: &mut Job, deltas: &mut Vec<Delta>, at: Option<u64>, e: impl FnOnce(&Job) -> Event) {
+            let at = at.unwrap_or(j.run_at);
+            let next = apply(j, e(j), at, 0.5).expect("applies").job;
+            deltas.extend(transition(j, &next, at));
+            *j = next;
+        }
+        let start = |j: &Job| Event::Start { attempt: j.attempt + 1 };
+        let step = |step| move |j: &Job| Event::Step { attempt: j.attempt, step };
+        let retry = StepRetry { attempts: 2, backoff: Backoff { base_ms: 1_000, factor: 2.0, cap_ms: 1_000 } };
+        let fail = || StepReport::Fail { seq: 1, name: "call".into(), error: "boom".into(), retry };
+        let wait = |seq, name: &str, timeout_ms| StepReport::Wait {
+            seq,
+            name: name.into(),
+            wait: WaitFor { event: "approved".into(), matches: vec![] },
+            timeout_ms,
+            lookback_ms: 0,
+        };
+        let (mut j, mut d) = (job(), Vec::new());
+        go(&mut j, &mut d, Some(2_000), start);
+        go(&mut j, &mut d, Some(2_000), step(StepReport::Run { seq: 0, name: "plan".into(), result: json!(1) }));
+        go(&mut j, &mut d, Some(2_000), step(fail())); // retrying: the run sleeps until the retry
+        assert_eq!(j.state, JobState::Scheduled);
+        go(&mut j, &mut d, None, |_| Event::Wake); // the alarm
+        go(&mut j, &mut d, None, start);
+        go(&mut j, &mut d, None, step(fail())); // failed for good; the run goes on
+        assert_eq!(j.state, JobState::Active);
+        go(&mut j, &mut d, None, step(StepReport::Sleep { seq: 2, name: "nap".into(), ms: Some(5_000), until: None }));
+        go(&mut j, &mut d, None, |_| Event::Wake); // the sleep's end
+        let now = j.run_at;
+        go(&mut j, &mut d, Some(now), start);
+        go(&mut j, &mut d, Some(now), step(wait(3, "approval", None)));
+        go(&mut j, &mut d, Some(now + 1), |_| Event::Resume { step: "approval".into(), data: json!({ "ok": true }) });
+        go(&mut j, &mut d, Some(now + 2), start);
+        go(&mut j, &mut d, Some(now + 2), step(wait(4, "second", Some(10_000))));
+        go(&mut j, &mut d, None, |_| Event::Wake); // the wait's timeout
+        go(&mut j, &mut d, None, start);
+        go(&mut j, &mut d, None, |j| Event::Complete { attempt: j.attempt, result: Some(json!("done")) });
+        let deltas = d;
+        let t = tally(&deltas);
+        let n = |k: &str| t.get(k).copied().unwrap_or(0.0);
+        let steps = |kind: &str, state: &str| n(&format!("edgejobs_workflow_steps_total{{kind={kind},state={state}}}"));
+        assert_eq!(steps("run", "completed"), 1.0, "{t:#?}");
+        assert_eq!(steps("run", "retrying"), 1.0, "{t:#?}");
+        assert_eq!(steps("run", "failed"), 1.0, "{t:#?}");
+        assert_eq!(steps("sleep", "completed"), 1.0, "{t:#?}");
+        assert_eq!(steps("wait", "completed"), 1.0, "{t:#?}");
+        assert_eq!(steps("wait", "timed_out"), 1.0, "{t:#?}");
+        for reason in ["retry", "sleep"] {
+            assert_eq!(n(&format!("edgejobs_workflow_suspensions_total{{reason={reason}}}")), 1.0, "{t:#?}");
+        }
+        assert_eq!(n("edgejobs_workflow_suspensions_total{reason=wait}"), 2.0, "{t:#?}");
+        for by in ["event", "timeout"] {
+            assert_eq!(n(&format!("edgejobs_workflow_resumes_total{{by={by}}}")), 1.0, "{t:#?}");
+        }
+        assert_eq!(n("edgejobs_workflow_resumes_total{by=alarm}"), 2.0, "{t:#?}");
+        assert_eq!(t.keys().filter(|k| k.starts_with("edgejobs_workflow_")).count(), 12, "{t:#?}");
+        // Four suspensions and one completion: one attempt ended as attempts count them.
+        let attempts: f64 = t.iter().filter(|(k, _)| k.starts_with("edgejobs_attempts_total")).map(|(_, v)| v).sum();
+        assert_eq!(attempts, 1.0, "{t:#?}");
+        assert_eq!(n("edgejobs_jobs_retried_total{type=noop}"), 0.0, "{t:#?}");
+        assert_eq!(n("edgejobs_jobs_completed_total{type=noop,tenant=default}"), 1.0, "{t:#?}");
+        assert_eq!(j.state, JobState::Completed);
+    }
+
+    /// An ordinary retry of a run's job (its attempt failed) is not a resume, and a report
+    /// repeated for a recorded step counts nothing again.
+    #[test]
+    fn a_runs_job_retry_and_a_repeated_report_count_no_step() {
+        use crate::workflow::StepReport;
+        let j0 = apply(&job(), Event::Start { attempt: 1 }, 2_000, 0.5).expect("start").job;
+        let report = Event::Step { attempt: 1, step: StepReport::Run { seq: 0, name: "a".into(), result: json!(1) } };
+        let j1 = apply(&j0, report.clone(), 2_000, 0.5).expect("step").job;
+        assert_eq!(
+            names(&transition(&j0, &j1, 2_000)),
+            ["edgejobs_workflow_steps_total[(\"kind\", \"run\"), (\"state\", \"completed\")]"]
+        );
+        let again = apply(&j1, report, 2_001, 0.5).expect("answered").job;
+        assert!(transition(&j1, &again, 2_001).is_empty());
+        let fail = Event::Fail { attempt: 1, error: "x".into(), disposition: Disposition::Retryable };
+        let j2 = apply(&j1, fail, 2_500, 0.5).expect("fail").job;
+        let d = names(&transition(&j1, &j2, 2_500));
+        assert!(d.iter().any(|n| n.starts_with("edgejobs_jobs_retried_total")), "{d:?}");
+        assert!(!d.iter().any(|n| n.contains("workflow")), "{d:?}");
+        let j3 = apply(&j2, Event::Wake, j2.run_at, 0.5).expect("wake").job;
+        assert!(transition(&j2, &j3, j2.run_at).is_empty(), "an ordinary retry is no resume");
+    }
+
+    #[test]
+    fn events_are_counted_sent_or_duplicate() {
+        let d = tally(&[event_sent(false), event_sent(true), event_sent(false)]);
+        assert_eq!(d.get("edgejobs_events_total{outcome=sent}"), Some(&2.0));
+        assert_eq!(d.get("edgejobs_events_total{outcome=duplicate}"), Some(&1.0));
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub enum StepKind {
     Sleep,
     /// `step.wait_for_event`.
     Wait,
+    /// `step.invoke`: one child job; resumes with its result or its final error.
+    Invoke,
+    /// `step.fan_out`: child jobs; resumes when all are final, with their outcomes in order.
+    FanOut,
 }
 
 /// Where a step stands.
@@ -82,6 +86,8 @@ impl StepKind {
             StepKind::Run => "run",
             StepKind::Sleep => "sleep",
             StepKind::Wait => "wait",
+            StepKind::Invoke => "invoke",
+            StepKind::FanOut => "fan_out",
         }
     }
 }
@@ -146,6 +152,27 @@ pub struct Step {
     /// A wait's look-back: events sent up to this long before it match it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lookback_ms: u64,
+    /// An invoke's or a fan-out's child jobs, in order, with the outcome of each that ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Child>,
+}
+
+/// A child job of a run's step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Child {
+    pub id: crate::JobId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Value>,
+}
+
+/// Most children of one fan-out.
+pub const MAX_CHILDREN: usize = 1_000;
+
+/// Where a child job reports its end: its parent run and the step that started it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parent {
+    pub job: crate::JobId,
+    pub step: String,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -233,15 +260,47 @@ pub enum StepReport {
         #[serde(default)]
         lookback_ms: u64,
     },
+    /// Start one child job (`jobs` holds its spec, as `POST /v1/jobs` takes it) and resume
+    /// with its result.
+    Invoke {
+        seq: u32,
+        name: String,
+        jobs: Vec<Value>,
+        /// Set by the edge, never by a handler: the children made from `jobs`, with ids in
+        /// the run's shard (the run's shard inserts them with the step).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        children: Vec<Job>,
+    },
+    /// Start child jobs and resume when all are final.
+    FanOut {
+        seq: u32,
+        name: String,
+        jobs: Vec<Value>,
+        /// As [`StepReport::Invoke`]'s.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        children: Vec<Job>,
+    },
 }
 
 impl StepReport {
+    /// The children the edge prepared, for an invoke or a fan-out.
+    pub fn children_mut(&mut self) -> Option<(&[Value], &mut Vec<Job>)> {
+        match self {
+            StepReport::Invoke { jobs, children, .. } | StepReport::FanOut { jobs, children, .. } => {
+                Some((jobs, children))
+            }
+            _ => None,
+        }
+    }
+
     pub fn seq(&self) -> u32 {
         match self {
             StepReport::Run { seq, .. }
             | StepReport::Fail { seq, .. }
             | StepReport::Sleep { seq, .. }
-            | StepReport::Wait { seq, .. } => *seq,
+            | StepReport::Wait { seq, .. }
+            | StepReport::Invoke { seq, .. }
+            | StepReport::FanOut { seq, .. } => *seq,
         }
     }
 
@@ -250,7 +309,9 @@ impl StepReport {
             StepReport::Run { name, .. }
             | StepReport::Fail { name, .. }
             | StepReport::Sleep { name, .. }
-            | StepReport::Wait { name, .. } => name,
+            | StepReport::Wait { name, .. }
+            | StepReport::Invoke { name, .. }
+            | StepReport::FanOut { name, .. } => name,
         }
     }
 
@@ -259,6 +320,8 @@ impl StepReport {
             StepReport::Run { .. } | StepReport::Fail { .. } => StepKind::Run,
             StepReport::Sleep { .. } => StepKind::Sleep,
             StepReport::Wait { .. } => StepKind::Wait,
+            StepReport::Invoke { .. } => StepKind::Invoke,
+            StepReport::FanOut { .. } => StepKind::FanOut,
         }
     }
 
@@ -302,6 +365,17 @@ impl StepReport {
                     return Err(("lookback_ms", format!("a look-back is at most {MAX_LOOKBACK_MS} ms")));
                 }
                 Ok(())
+            }
+            StepReport::Invoke { jobs, .. } if jobs.len() != 1 => {
+                Err(("jobs", "an invoke starts exactly one job".to_owned()))
+            }
+            StepReport::FanOut { jobs, .. } if jobs.is_empty() || jobs.len() > MAX_CHILDREN => {
+                Err(("jobs", format!("a fan-out starts 1 to {MAX_CHILDREN} jobs")))
+            }
+            StepReport::Invoke { jobs, children, .. } | StepReport::FanOut { jobs, children, .. }
+                if children.len() != jobs.len() =>
+            {
+                Err(("jobs", "the children were not prepared".to_owned()))
             }
             _ => Ok(()),
         }
@@ -405,6 +479,7 @@ pub fn record(job: &Job, report: &StepReport, now: u64, unit: f64) -> Result<Tra
                 error: None,
                 wait: None,
                 lookback_ms: 0,
+                children: Vec::new(),
             });
         }
     }
@@ -450,6 +525,11 @@ pub fn record(job: &Job, report: &StepReport, now: u64, unit: f64) -> Result<Tra
                 step.state = StepState::Waiting;
                 step.until = timeout_ms.map(|_| at);
                 suspend_until = Some(at);
+            }
+            StepReport::Invoke { children, .. } | StepReport::FanOut { children, .. } => {
+                step.children = children.iter().map(|c| Child { id: c.id.clone(), outcome: None }).collect();
+                step.state = StepState::Waiting;
+                suspend_until = Some(NEVER);
             }
         }
     }
@@ -511,6 +591,67 @@ pub fn resume(job: &Job, step: &str, data: &Value, now: u64) -> Result<Transitio
         }
         _ => Err(Refusal::NotWaiting),
     }
+}
+
+/// A child job of `parent` ended (`child` is final): its outcome is recorded in the step that
+/// started it, and when that step's children are all final the step completes (an invoke
+/// with its child's result, or fails with its error; a fan-out with every child's outcome
+/// in order) and the suspended run is queued. `None` when nothing changes (the run is
+/// final, the step no longer waits, the child was recorded already).
+pub fn child_done(parent: &Job, child: &Job, now: u64) -> Option<Transition> {
+    let link = child.parent.as_ref()?;
+    if parent.state.is_finished() || !child.state.is_finished() {
+        return None;
+    }
+    let mut next = parent.clone();
+    let step = next.steps.iter_mut().find(|s| s.name == link.step && s.state == StepState::Waiting)?;
+    let slot = step.children.iter_mut().find(|c| c.id == child.id && c.outcome.is_none())?;
+    let mut outcome = serde_json::json!({ "id": child.id.as_str(), "state": child.state.as_str() });
+    if let Some(r) = &child.result {
+        outcome["result"] = r.clone();
+    }
+    if child.state != JobState::Completed {
+        let error = child.last_error.clone().unwrap_or_else(|| format!("the child job ended {}", child.state.as_str()));
+        outcome["error"] = Value::String(crate::job::clip(&error, MAX_STEP_ERROR_BYTES));
+    }
+    slot.outcome = Some(outcome);
+    next.updated_at = now;
+    if step.children.iter().any(|c| c.outcome.is_none()) {
+        return Some(Transition { job: next, effect: Effect::None, refusal: None });
+    }
+    step.ended_at = Some(now);
+    let outcomes: Vec<Value> = step.children.iter().filter_map(|c| c.outcome.clone()).collect();
+    match step.kind {
+        StepKind::FanOut => {
+            step.state = StepState::Completed;
+            step.result = Some(Value::Array(outcomes));
+        }
+        _ => match outcomes.first() {
+            Some(o) if o["state"] == "completed" => {
+                step.state = StepState::Completed;
+                step.result = Some(o.get("result").cloned().unwrap_or(Value::Null));
+            }
+            o => {
+                step.state = StepState::Failed;
+                step.error = Some(o.and_then(|o| o["error"].as_str()).unwrap_or("the child job failed").to_owned());
+            }
+        },
+    }
+    if next.state == JobState::Scheduled {
+        next.state = JobState::Queued;
+        next.run_at = now;
+        return Some(Transition { job: next, effect: Effect::Enqueue, refusal: None });
+    }
+    Some(Transition { job: next, effect: Effect::None, refusal: None })
+}
+
+/// The children a run that ended leaves waiting: cancelling a run cancels them.
+pub fn waiting_children(job: &Job) -> Vec<crate::JobId> {
+    job.steps
+        .iter()
+        .filter(|s| s.state == StepState::Waiting)
+        .flat_map(|s| s.children.iter().filter(|c| c.outcome.is_none()).map(|c| c.id.clone()))
+        .collect()
 }
 
 /// What a workflow endpoint answers a call of the HTTP protocol (#29, README "Workflows"):

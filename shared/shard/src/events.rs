@@ -11,6 +11,7 @@
 //! once, so a repeated delivery changes nothing.
 
 use edgejobs_core::protocol::{EventsOp, EventsReply, Signaled, WaitEntry, WaitKey};
+use edgejobs_core::stats;
 use edgejobs_core::workflow::{self, MAX_LOOKBACK_MS};
 use serde_json::Value;
 
@@ -72,7 +73,9 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 }
                 EventsOp::Signal { tenant, name, data, id } => {
                     prune(db, now)?;
-                    EventsReply::Signaled(signal(db, &tenant.to_string(), &name, data, id, now)?)
+                    let signaled = signal(db, &tenant.to_string(), &name, data, id, now)?;
+                    store::record(db, &[stats::event_sent(signaled.duplicate)], now)?;
+                    EventsReply::Signaled(signaled)
                 }
                 EventsOp::Delivered { keys } => {
                     for k in keys {

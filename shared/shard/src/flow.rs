@@ -170,6 +170,9 @@ pub fn gate(db: &impl Sql, plan: &mut Plan, now: u64) -> Result<(), StoreError> 
 /// Writes a plan after the gate decided which of its sends wait (and added the jobs it
 /// moved): every operation's write goes through here.
 pub fn apply(db: &impl Sql, plan: &mut Plan, now: u64) -> Result<Vec<String>, StoreError> {
+    // Children that ended resume their runs, cancelled runs cancel their children: before
+    // the gate, which then sends the runs queued again.
+    crate::children::settle(db, plan, now)?;
     gate(db, plan, now)?;
     store::write_plan(db, plan, now)
 }

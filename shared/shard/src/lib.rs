@@ -21,6 +21,7 @@ use edgejobs_core::{ApiError, ErrorCode};
 
 #[cfg(feature = "bugs")]
 pub mod bugs;
+pub mod children;
 pub mod events;
 pub mod flow;
 pub mod growth;

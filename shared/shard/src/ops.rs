@@ -45,6 +45,12 @@ pub fn tag_pattern(tag: &str) -> Value {
     text(tags_column(&[tag.to_owned()]))
 }
 
+/// How many steps each loaded run had (an invoke's children are inserted only with the
+/// step's first record).
+fn steps_of(loaded: &[Job]) -> std::collections::BTreeMap<JobId, usize> {
+    loaded.iter().map(|j| (j.id.clone(), j.steps.len())).collect()
+}
+
 /// An event's answer as its caller gets it: the job when `want`ed, and, when `hand_over`
 /// (a start or a takeover, to its consumer), the attempt's lease token beside it. The token
 /// is its holder's alone: never inside an answer's job.
@@ -177,8 +183,11 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let mut loaded = store::load_many(db, &ids)?;
             // Another tenant's job is left out, so its event is answered as a missing job's.
             loaded.retain(|j| tenant.as_ref().is_none_or(|t| *t == j.tenant));
+            let invoked = crate::children::invoked(events.iter().map(|e| (&e.id, &e.event)));
+            let before = steps_of(&loaded);
             #[allow(unused_mut)]
             let (mut plan, answers) = plan::apply_events(loaded, events, now, &mut || self.host.random_unit());
+            crate::children::insert(&mut plan, &before, invoked);
             #[cfg(feature = "bugs")]
             self.bugs.pending_uncounted(&mut plan);
             crate::flow::apply(db, &mut plan, now)?;
@@ -276,8 +285,11 @@ impl<S: Sql, H: Host> Shard<S, H> {
                     .pop()
                     .unwrap_or_else(|| format!("{:016x}{:016x}", self.host.random_u64(), self.host.random_u64()))
             };
+            let invoked = crate::children::invoked(reports.iter().map(|r| (&r.id, &r.event)));
+            let before = steps_of(&loaded);
             let (mut plan, answers) =
                 plan::apply_reports(loaded, reports, now, &mut || self.host.random_unit(), &mut token);
+            crate::children::insert(&mut plan, &before, invoked);
             crate::flow::apply(db, &mut plan, now)?;
             Ok((answers, plan.effects))
         })?;

@@ -200,3 +200,91 @@ fn a_wait_times_out_at_the_alarm_and_a_late_event_changes_nothing() {
     }
     assert_eq!(get(&s, &id).steps[0].state, StepState::TimedOut);
 }
+
+/// A child job the edge would prepare for run `parent` (an id in its shard, no tenant yet).
+fn child(w: &World, parent: &JobId) -> Job {
+    let spec = edgejobs_core::spec::parse_spec(&json!({ "type": "noop" }), NOW).expect("spec");
+    spec.into_job(JobId::new(parent.shard(), NOW, w.random_u64()), NOW).0
+}
+
+fn finish_child(s: &S, id: &JobId, ok: bool) -> Vec<JobId> {
+    let start = vec![JobEvent { id: id.clone(), event: Event::Start { attempt: 1 } }];
+    s.apply_many(ApplyMany { events: start, full: false, tenant: None }).expect("start").0.remove(0).expect("started");
+    let end = if ok {
+        Event::Complete { attempt: 1, result: Some(json!({ "child": id.as_str() })) }
+    } else {
+        Event::Fail { attempt: 1, error: "broke".into(), disposition: edgejobs_core::machine::Disposition::Permanent }
+    };
+    let (mut answers, effects) = s
+        .apply_many(ApplyMany { events: vec![JobEvent { id: id.clone(), event: end }], full: false, tenant: None })
+        .expect("end");
+    answers.remove(0).expect("ended");
+    sent(&effects)
+}
+
+#[test]
+fn a_fan_out_starts_its_children_in_the_runs_shard_and_resumes_it_when_all_are_final() {
+    let w = World::default();
+    let s = shard(&w);
+    let (id, lease) = running(&s, &w, json!({}));
+    let kids = vec![child(&w, &id), child(&w, &id)];
+    let ids: Vec<JobId> = kids.iter().map(|k| k.id.clone()).collect();
+    let specs = vec![json!({ "type": "noop" }), json!({ "type": "noop" })];
+    let fan = StepReport::FanOut { seq: 0, name: "all".into(), jobs: specs.clone(), children: kids.clone() };
+    let attempt = get(&s, &id).attempt;
+    let r = ReportMany {
+        reports: vec![Report::new(id.clone(), Event::Step { attempt, step: fan.clone() }, Some(lease.clone()))],
+        consumer: "host-a".into(),
+        full: false,
+    };
+    let (answers, effects) = s.report_many(r).expect("call");
+    assert_eq!(answers[0].as_ref().map(|a| a.state).ok(), Some(JobState::Scheduled), "the run waits");
+    assert_eq!(sent(&effects), ids, "the children are sent with the step");
+    for k in &ids {
+        let kid = get(&s, k);
+        assert_eq!((kid.tenant.clone(), kid.parent.as_ref().map(|p| p.step.as_str())), (acme(), Some("all")));
+    }
+    // The same report again (a retry) starts nothing new.
+    step(&s, &id, &lease, fan).expect_err("the run no longer runs this attempt");
+    assert!(finish_child(&s, &ids[0], true).is_empty(), "one child of two: the run still waits");
+    assert_eq!(get(&s, &id).state, JobState::Scheduled);
+    assert_eq!(finish_child(&s, &ids[1], false), vec![id.clone()], "the last child sends the run");
+    let run = get(&s, &id);
+    assert_eq!((run.state, run.steps[0].state), (JobState::Queued, StepState::Completed));
+    let outcomes = run.steps[0].result.clone().unwrap_or_default();
+    assert_eq!(outcomes[0]["result"], json!({ "child": ids[0].as_str() }));
+    assert_eq!((outcomes[1]["state"].clone(), outcomes[1]["error"].clone()), (json!("dead"), json!("broke")));
+}
+
+#[test]
+fn cancelling_a_run_cancels_its_waiting_children_and_an_invoke_takes_its_childs_error() {
+    let w = World::default();
+    let s = shard(&w);
+    let (id, lease) = running(&s, &w, json!({}));
+    let kid = child(&w, &id);
+    let kid_id = kid.id.clone();
+    let invoke =
+        StepReport::Invoke { seq: 0, name: "one".into(), jobs: vec![json!({ "type": "noop" })], children: vec![kid] };
+    step(&s, &id, &lease, invoke).expect("invoked");
+    let cancel = vec![JobEvent { id: id.clone(), event: Event::Cancel }];
+    s.apply_many(ApplyMany { events: cancel, full: false, tenant: None }).expect("cancel").0.remove(0).expect("ok");
+    assert_eq!(get(&s, &kid_id).state, JobState::Cancelled, "the child went with its run");
+
+    let (id, lease) = running(&s, &w, json!({}));
+    let kid = child(&w, &id);
+    let kid_id = kid.id.clone();
+    let invoke =
+        StepReport::Invoke { seq: 0, name: "one".into(), jobs: vec![json!({ "type": "noop" })], children: vec![kid] };
+    step(&s, &id, &lease, invoke).expect("invoked");
+    finish_child(&s, &kid_id, false);
+    let run = get(&s, &id);
+    assert_eq!(
+        (run.state, run.steps[0].state, run.steps[0].error.as_deref()),
+        (JobState::Queued, StepState::Failed, Some("broke"))
+    );
+    let unprepared =
+        StepReport::Invoke { seq: 1, name: "two".into(), jobs: vec![json!({ "type": "noop" })], children: vec![] };
+    let lease = start(&s, &id);
+    let refused = step(&s, &id, &lease, unprepared);
+    assert!(matches!(refused, Err(Refusal::BadStep { .. })), "children the edge did not prepare: {refused:?}");
+}

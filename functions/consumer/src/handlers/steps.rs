@@ -208,6 +208,30 @@ impl Steps {
         }
     }
 
+    /// Starts the child job `spec` (as `POST /v1/jobs` takes it, in this run's tenant) and
+    /// resumes with its result, or [`StepError::Failed`] with its final error. The run holds
+    /// no worker while the child runs.
+    pub async fn invoke(&self, name: &str, spec: Value) -> Result<Value, StepError> {
+        let (seq, replay) = self.claim(name, StepKind::Invoke)?;
+        if let Replay::Recorded(step) = replay {
+            return recorded(step);
+        }
+        let report = StepReport::Invoke { seq, name: name.to_owned(), jobs: vec![spec], children: Vec::new() };
+        self.report(report).await?;
+        Err(StepError::Suspended)
+    }
+
+    /// Starts the child jobs `specs` (1 to 1,000) and resumes when all are final, with each
+    /// one's outcome in order: `{"id", "state", "result"?, "error"?}`.
+    pub async fn fan_out(&self, name: &str, specs: Vec<Value>) -> Result<Vec<Value>, StepError> {
+        let (seq, replay) = self.claim(name, StepKind::FanOut)?;
+        if let Replay::Recorded(step) = replay {
+            return recorded(step);
+        }
+        self.report(StepReport::FanOut { seq, name: name.to_owned(), jobs: specs, children: Vec::new() }).await?;
+        Err(StepError::Suspended)
+    }
+
     /// Waits for event `wait.event` whose conditions hold: answers its data, or `None` when
     /// `wait.timeout` passed first. Conditions pair a pointer into the event (`/data/id`)
     /// with a pointer into this run (`/payload/order_id`), resolved here.
@@ -307,6 +331,7 @@ mod tests {
             error: None,
             wait: None,
             lookback_ms: 0,
+            children: Vec::new(),
         }
     }
 

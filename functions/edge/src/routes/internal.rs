@@ -61,7 +61,8 @@ pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
     let Some(item) = planned.into_iter().next() else {
         return Err(ApiError::new(ErrorCode::Internal, "a report planned to nothing"));
     };
-    let (s, r) = item?;
+    let (s, mut r) = item?;
+    super::workflows::prepare_children(cfg, who, &r.id, &mut r.event)?;
     let waits = is_wait(&r.event);
     let answers = shard::call(env, s, ReportMany { reports: vec![r], consumer: consumer(who), full: true }).await?;
     let (job, lease): (Job, Option<String>) = match answers.into_iter().next() {
@@ -98,7 +99,14 @@ pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princ
     if events.len() > MAX_EVENTS {
         return Err(ApiError::field("events", format!("{} events; at most {MAX_EVENTS} per request", events.len())));
     }
-    let planned = report::plan(events, cfg.shard_count, cfg.native_lease_ms);
+    let planned: report::Planned = report::plan(events, cfg.shard_count, cfg.native_lease_ms)
+        .into_iter()
+        .map(|p| {
+            let (s, mut r) = p?;
+            super::workflows::prepare_children(cfg, who, &r.id, &mut r.event)?;
+            Ok((s, r))
+        })
+        .collect();
     let waits: Vec<bool> = planned.iter().map(|p| p.as_ref().is_ok_and(|(_, r)| is_wait(&r.event))).collect();
     let name = consumer(who);
     let applied = scatter::by_shard(planned, |s, reports| {

@@ -12,7 +12,7 @@ use edgejobs_core::plan::JobEvent;
 use edgejobs_core::protocol::{ApplyMany, EventsOp, EventsReply, WaitEntry, WaitKey, event_home};
 use edgejobs_core::tenant::Tenant;
 use edgejobs_core::workflow::{MAX_EVENT_NAME_BYTES, MAX_STEP_RESULT_BYTES};
-use edgejobs_core::{ApiError, ErrorCode, Job, JobState};
+use edgejobs_core::{ApiError, ErrorCode, Job, JobId, JobState};
 use serde_json::Value;
 use worker::{Env, Request};
 
@@ -154,6 +154,26 @@ async fn deliver(
         shard::call(env, home, EventsOp::Delivered { keys: settled }).await?;
     }
     Ok(resumed)
+}
+
+/// Prepares the children of an invoke or fan-out step report about run `parent` (whatever
+/// the reporter put there is replaced): each spec is checked as `POST /v1/jobs` checks one,
+/// with the errors naming `step.jobs[i]`.
+pub fn prepare_children(cfg: &EdgeConfig, who: &Principal, parent: &JobId, event: &mut Event) -> Result<(), ApiError> {
+    let Event::Step { step, .. } = event else { return Ok(()) };
+    let Some((specs, children)) = step.children_mut() else { return Ok(()) };
+    let now = crate::platform::now_ms();
+    let mut made = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let named = |e: ApiError| match e.field {
+            Some(f) => ApiError::field(&format!("step.jobs[{i}].{f}"), e.message),
+            None => ApiError { message: format!("step.jobs[{i}]: {}", e.message), ..e },
+        };
+        let parsed = jobs::parse(cfg, spec, who, now).map_err(named)?;
+        made.push(jobs::child_job(cfg, parsed, parent, now).map_err(named)?);
+    }
+    *children = made;
+    Ok(())
 }
 
 /// Indexes the waits that answered reports recorded (`jobs`: the runs as their shards
