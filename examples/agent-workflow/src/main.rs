@@ -87,6 +87,52 @@ impl Handler for Batch {
     }
 }
 
+/// `steps.demo` (the fault battery's workflow): three calls of `payload.urls` as steps, a
+/// sleep between the first two and a wait for `chaos.go` (matched on `order_id`) before the
+/// last. Each call is made again only if the consumer died before its step was recorded.
+struct Demo;
+
+#[async_trait::async_trait]
+impl Handler for Demo {
+    async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
+        let p = &ctx.job.payload;
+        let urls: Vec<String> = p["urls"]
+            .as_array()
+            .map_or_else(Vec::new, |a| a.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect());
+        if urls.len() != 3 {
+            return Err(HandlerError::Permanent("payload.urls must hold three URLs".into()));
+        }
+        let call = |i: usize| {
+            let req = json!({ "url": urls[i], "method": "POST", "body": { "step": i } });
+            async move { HttpRequest.call(ctx, &req).await.map_err(step_error) }
+        };
+        let a: Value = ctx.step.run("call-0", || call(0)).await?;
+        let nap = p["sleep_ms"].as_u64().unwrap_or(500);
+        ctx.step.sleep("nap", Duration::from_millis(nap)).await?;
+        let b: Value = ctx.step.run("call-1", || call(1)).await?;
+        let wait =
+            Wait::event("chaos.go").matching("/data/order_id", "/payload/order_id").timeout(Duration::from_secs(600));
+        let go = ctx.step.wait_for_event("go", wait).await?;
+        let c: Value = ctx.step.run("call-2", || call(2)).await?;
+        Ok(json!({ "statuses": [a["status"], b["status"], c["status"]], "go": go }))
+    }
+}
+
+/// `bench.steps` (scripts/bench's workflow scenario, `--only workflow`): five trivial steps,
+/// so what is measured is a step's cost (one batched report each), not the work.
+struct BenchSteps;
+
+#[async_trait::async_trait]
+impl Handler for BenchSteps {
+    async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
+        let mut sum = 0u64;
+        for name in ["s1", "s2", "s3", "s4", "s5"] {
+            sum += ctx.step.run(name, || async { Ok::<u64, String>(1) }).await?;
+        }
+        Ok(json!({ "sum": sum }))
+    }
+}
+
 fn main() -> std::process::ExitCode {
     edgejobs_consumer::main_with_handlers(edgejobs_consumer::Config::parse(), |settings, registry| {
         let llm = LlmChat {
@@ -96,5 +142,7 @@ fn main() -> std::process::ExitCode {
         };
         registry.register("agent.run", Agent { llm });
         registry.register("agent.batch", Batch);
+        registry.register("steps.demo", Demo);
+        registry.register("bench.steps", BenchSteps);
     })
 }

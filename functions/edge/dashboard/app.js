@@ -404,11 +404,20 @@ async function job(r) {
             ["timeout", `${j.timeout_ms / 1000} s`], ["idempotency key", j.idempotency_key || "—"], ["tags", (j.tags || []).join(", ") || "—"],
             ["created", when(j.created_at)], ["runs at", when(j.run_at)], ["started", when(j.started_at) || "—"],
             ["finished", when(j.finished_at) || "—"], ["last change", when(j.updated_at)], ["last error", j.last_error || "—"],
-            ["priority", j.flow ? String(j.flow.priority) : "—"], ["waiting for", j.waiting_for || "—"]]
+            ["priority", j.flow ? String(j.flow.priority) : "—"], ["waiting for", j.waiting_for || "—"],
+            // A child job links to the run (and step) that started it.
+            ...(j.parent ? [["parent run", el("span", {}, el("a", { id: "parent", class: "mono", href: `#/job/${encodeURIComponent(j.parent.job)}` }, j.parent.job), ` (step ${j.parent.step})`)]] : [])]
             .map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
       el("div", { class: "card" }, el("h2", {}, "Payload"), pretty(j.payload),
         el("h2", {}, "Result"), pretty(j.result), el("h2", {}, "Metadata"), pretty(j.metadata))),
     ...(steps.length ? [el("div", { class: "card" }, el("h2", {}, `Steps (${steps.length})`), timeline(steps))] : []),
+    // An invoke's or a fan-out's children, each a link to its own page.
+    ...(steps.some((st) => (st.children || []).length) ? [el("div", { class: "card" }, el("h2", {}, "Children"),
+      el("table", { id: "children" },
+        el("thead", {}, el("tr", {}, ["step", "child job"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, steps.flatMap((st) => (st.children || []).map((c) => el("tr", {},
+          el("td", { class: "mono" }, st.name),
+          el("td", { class: "mono" }, el("a", { href: `#/job/${encodeURIComponent(c)}` }, c))))))))] : []),
     el("div", { class: "card" }, el("h2", {}, `Attempts (${attempts.length})`),
       attempts.length ? el("table", { id: "attempts" },
         el("thead", {}, el("tr", {}, ["attempt", "started", "ended", "duration", "outcome", "error"].map((h) => el("th", {}, h)))),

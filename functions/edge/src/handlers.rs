@@ -37,7 +37,7 @@ pub async fn run(job: &Job, cfg: &EdgeConfig) -> Outcome {
         "webhook" => webhook(job, cfg).await,
         other => match cfg.types.get(other).and_then(|t| t.url.clone()) {
             Some(_) if cfg.types.get(other).is_some_and(|t| t.workflow) => Err(Failure {
-                error: format!("type {other:?} is a workflow; its runs go through crate::workflow"),
+                error: format!("type {other:?} is a workflow; the queue consumer runs it with the workflow runner"),
                 disposition: Disposition::Permanent,
             }),
             Some(url) => deliver(job, cfg, &url, job.payload.to_string(), Vec::new()).await,

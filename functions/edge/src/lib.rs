@@ -31,6 +31,7 @@ pub mod http;
 pub mod platform;
 pub mod ratelimit;
 pub mod routes;
+pub mod runs;
 pub mod scatter;
 pub mod shard;
 pub mod tasks;

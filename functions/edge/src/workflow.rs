@@ -48,7 +48,7 @@ pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
         };
         let waits = matches!(step, StepReport::Wait { .. });
         let mut event = Event::Step { attempt: job.attempt, step };
-        if let Err(e) = crate::routes::workflows::prepare_children(cfg, &runner(), &job.id, &mut event) {
+        if let Err(e) = crate::runs::prepare_children(cfg, &runner(), &job.id, &mut event) {
             return Ran::Outcome(Err(permanent(format!("the workflow's step was refused: {e}"))));
         }
         let event = JobEvent { id: job.id.clone(), event };
@@ -72,7 +72,7 @@ pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
         };
         if job.state != JobState::Active {
             if waits {
-                crate::routes::workflows::register(env, cfg, vec![job]).await;
+                crate::runs::register(env, cfg, vec![job]).await;
             }
             return Ran::Settled;
         }

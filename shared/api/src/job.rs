@@ -73,7 +73,7 @@ pub struct AttemptRecord {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Step {
     pub name: String,
-    /// `run`, `sleep` or `wait`.
+    /// `run`, `sleep`, `wait`, `invoke` or `fan_out`.
     pub kind: String,
     /// `completed`, `failed`, `retrying`, `sleeping`, `waiting` or `timed_out`.
     pub state: String,

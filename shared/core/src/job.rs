@@ -171,7 +171,7 @@ pub struct Job {
     /// A workflow run's recorded steps, in the order its handler reached them (#29; see
     /// [`crate::workflow`]). Listings leave them out; `GET /v1/jobs/{id}` shows them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<crate::workflow::Step>,
+    pub steps: Vec<crate::steps::Step>,
     /// Attempts of the current series that ended by suspending the run (a sleep, a wait, a
     /// step retry): they do not count against `max_attempts`.
     #[serde(default, skip_serializing_if = "is_zero32")]
@@ -179,7 +179,7 @@ pub struct Job {
     /// For a child job a run's `invoke` or `fan_out` step started: that run and step, which
     /// the child's end resumes. Children live in their parent's shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<crate::workflow::Parent>,
+    pub parent: Option<crate::steps::Parent>,
 }
 
 /// How many ended attempts a job remembers.

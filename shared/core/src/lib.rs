@@ -10,6 +10,7 @@
 //! - [`fields`]: durations, backoff and the bounds a job spec and a type declaration share.
 //! - [`spec`]: the registry of job types and validation of enqueue requests.
 //! - [`machine`]: the state machine; the only place that decides legal transitions.
+//! - [`outcome`]: what the state machine answers: a transition and its effect, or a refusal.
 //! - [`outbound`]: outbound safety: which URLs and addresses the system may call for a user.
 //! - [`plan`]: batch planning: what a shard writes and does for many jobs at once.
 //! - [`protocol`]: the typed requests and replies between the router and the shards.
@@ -33,6 +34,7 @@
 //!   defaults, payload schemas and fixed webhook URLs.
 //! - [`webhook`]: webhook signatures and the classification of answers.
 //! - [`wire`]: the messages exchanged between the edge router, the shards and the queue.
+//! - [`steps`]: the records of a workflow run's steps, as a job document holds them.
 //! - [`workflow`]: durable workflows: a run's steps, suspensions and the event index's keys.
 
 pub mod auth;
@@ -47,6 +49,7 @@ pub mod job;
 pub mod machine;
 pub mod metrics;
 pub mod outbound;
+pub mod outcome;
 pub mod plan;
 pub mod protocol;
 pub mod ratelimit;
@@ -59,6 +62,7 @@ pub mod secret;
 pub mod settings;
 pub mod spec;
 pub mod stats;
+pub mod steps;
 pub mod tenant;
 pub mod time;
 pub mod topology;

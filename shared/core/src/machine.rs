@@ -5,103 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{ApiError, ErrorCode};
-use crate::id::JobId;
 use crate::job::{Job, JobState, Lane};
-
-/// Why the state machine (or a batch planner around it) refused an event: nothing changed.
-/// Domain words only; [`ApiError::from`] turns one into the API's error where a route or
-/// the consumer answers it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[serde(tag = "refusal", rename_all = "snake_case")]
-pub enum Refusal {
-    /// No job has this id (in this shard).
-    #[error("no job with id {id}")]
-    NotFound { id: JobId },
-    /// The event does not apply to a job in this state.
-    #[error("cannot {event} a job in state {state}")]
-    InvalidTransition { event: String, state: String },
-    /// A start for another attempt than the next one.
-    #[error("attempt {attempt} is not the next attempt ({next})")]
-    NotNextAttempt { attempt: u32, next: u32 },
-    /// A takeover naming an attempt newer than the running one.
-    #[error("attempt {attempt} is newer than the current attempt ({current})")]
-    NewerAttempt { attempt: u32, current: u32 },
-    /// A report from an attempt that is not the running one.
-    #[error("attempt {attempt} is not the current attempt ({current})")]
-    StaleAttempt { attempt: u32, current: u32 },
-    /// A report from an attempt whose lease another consumer took.
-    #[error("attempt {attempt} lost its lease; attempt {current} runs now")]
-    LeaseLost { attempt: u32, current: u32 },
-    /// A takeover while the running attempt still heartbeats.
-    #[error("the running attempt still holds its lease")]
-    LeaseHeld,
-    /// A takeover of an attempt that had none left: the job is dead now.
-    #[error("the job had no attempts left and is now dead")]
-    NoAttemptsLeft,
-    /// The alarm woke a job before its time.
-    #[error("the job is not due yet")]
-    NotDue,
-    /// A report from an attempt whose job a user cancelled meanwhile.
-    #[error("the job was cancelled while it ran")]
-    CancelledWhileRunning,
-    /// A hand-off for an attempt the job no longer waits for.
-    #[error("the job no longer waits for this attempt")]
-    NotWaiting,
-    /// A consumer's report on the running attempt without that attempt's lease token (a
-    /// forged report, or one from a host that never held the attempt).
-    #[error("the report does not carry the lease token of attempt {attempt}")]
-    LeaseMismatch { attempt: u32 },
-    /// A consumer's report about an edge-lane job: only the edge runs and reports those.
-    #[error("the job runs in the edge lane; consumers do not report on it")]
-    EdgeLane,
-    /// A consumer's report about a job no consumer holds (no native attempt is running, or
-    /// it was not started by a consumer).
-    #[error("no consumer holds an attempt of this job (it is {state})")]
-    NotLeased { state: String },
-    /// A workflow step report that does not fit the run's recorded steps.
-    #[error("nondeterministic step {seq}: {message}")]
-    Nondeterministic { seq: u32, message: String },
-    /// A workflow step report that is malformed whatever the run holds.
-    #[error("{field}: {message}")]
-    BadStep { field: String, message: String },
-    /// A workflow run over its limits.
-    #[error("{message}")]
-    StepLimit { message: String },
-}
-
-impl Refusal {
-    /// The API's error code for it.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Refusal::NotFound { .. } => ErrorCode::JobNotFound,
-            Refusal::InvalidTransition { .. } | Refusal::NoAttemptsLeft | Refusal::NotDue => {
-                ErrorCode::InvalidTransition
-            }
-            Refusal::NotNextAttempt { .. }
-            | Refusal::NewerAttempt { .. }
-            | Refusal::StaleAttempt { .. }
-            | Refusal::NotWaiting => ErrorCode::StaleAttempt,
-            Refusal::LeaseLost { .. } => ErrorCode::LeaseLost,
-            Refusal::LeaseHeld => ErrorCode::LeaseHeld,
-            Refusal::LeaseMismatch { .. } => ErrorCode::LeaseMismatch,
-            Refusal::EdgeLane | Refusal::NotLeased { .. } => ErrorCode::NotLeased,
-            Refusal::CancelledWhileRunning => ErrorCode::JobCancelled,
-            Refusal::Nondeterministic { .. } => ErrorCode::NondeterministicStep,
-            Refusal::BadStep { .. } => ErrorCode::InvalidField,
-            Refusal::StepLimit { .. } => ErrorCode::StepLimit,
-        }
-    }
-}
-
-impl From<Refusal> for ApiError {
-    fn from(r: Refusal) -> ApiError {
-        match &r {
-            Refusal::BadStep { field, message } => ApiError::field(&format!("step.{field}"), message.clone()),
-            _ => ApiError::new(r.code(), r.to_string()),
-        }
-    }
-}
+pub use crate::outcome::{Effect, Refusal, Transition};
 
 /// How a failed attempt should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,26 +102,6 @@ impl Event {
 /// The longest wait a `RetryAfter` can impose (an upstream's Retry-After, reported by a
 /// consumer): one day. Longer values are shortened to it.
 pub const MAX_RETRY_AFTER_MS: u64 = 86_400_000;
-
-/// What the shard must do after committing the new job state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
-    None,
-    /// Send the job to its queue for attempt `job.attempt + 1`.
-    Enqueue,
-    /// Make sure the shard alarm fires no later than this time (ms).
-    Alarm(u64),
-}
-
-/// The result of an accepted event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transition {
-    pub job: Job,
-    pub effect: Effect,
-    /// Set when the new state must be committed but the caller's report is still refused
-    /// (a report from an attempt whose job a user cancelled meanwhile).
-    pub refusal: Option<Refusal>,
-}
 
 fn refuse(job: &Job, event: &Event) -> Refusal {
     Refusal::InvalidTransition { event: event.name().to_owned(), state: job.state.as_str().to_owned() }
@@ -474,6 +359,7 @@ pub const LEGAL: &[(JobState, JobState)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{ApiError, ErrorCode};
 
     /// The API sees a refusal as the code and message it always had: the domain type is
     /// mapped once, here, and the wire (the consumer reads these codes) does not change.

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::flow::FlowOp;
 use crate::id::JobId;
 use crate::job::{Job, JobState};
-use crate::machine::Refusal;
+use crate::outcome::Refusal;
 use crate::plan::{Handoff, JobEvent, SweepPolicy};
 use crate::stats::{Delta, ShardStats};
 use crate::wire::ListQuery;
@@ -128,27 +128,7 @@ pub enum EventsOp {
     Delivered { keys: Vec<WaitKey> },
 }
 
-/// A wait to index.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WaitEntry {
-    pub tenant: crate::tenant::Tenant,
-    pub key: WaitKey,
-    #[serde(flatten)]
-    pub wait: crate::workflow::WaitFor,
-    /// When the index may forget it (its timeout; [`crate::workflow::NEVER`] without one).
-    pub expires_at: u64,
-    /// Events indexed at or after this time match it (the wait's start, less its look-back).
-    pub since: u64,
-}
-
-/// A wait's identity: the run and its step.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WaitKey {
-    pub job: JobId,
-    pub step: String,
-}
+pub use crate::steps::{WaitEntry, WaitKey};
 
 /// The event index's answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

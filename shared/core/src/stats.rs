@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{Job, JobState};
 use crate::metrics::{Family, Histogram, Kind};
-use crate::workflow::{Step, StepState};
+use crate::workflow::{Step, StepKind, StepState};
 
 /// One change to a counter or histogram.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +184,12 @@ fn workflow(before: &Job, after: &Job, suspended: bool, out: &mut Vec<Delta>) {
             StepState::Sleeping if was != Some(StepState::Sleeping) => reason = Some("sleep"),
             StepState::Waiting if was != Some(StepState::Waiting) => reason = Some("wait"),
             StepState::Retrying if retried => reason = Some("retry"),
+            // A step waiting for children completes (or fails) when the last one ends.
+            StepState::Completed | StepState::Failed
+                if was == Some(StepState::Waiting) && matches!(step.kind, StepKind::Invoke | StepKind::FanOut) =>
+            {
+                by = "children"
+            }
             StepState::Completed if was == Some(StepState::Waiting) => by = "event",
             StepState::TimedOut if was == Some(StepState::Waiting) && by != "event" => by = "timeout",
             _ => {}
@@ -376,7 +382,7 @@ registry! {
     ScheduleSkipsTotal "edgejobs_schedule_skips_total" Counter "Schedule ticks not run, by schedule and reason (overlap, missed).";
     WorkflowStepsTotal "edgejobs_workflow_steps_total" Counter "Workflow steps that reached a recorded state (completed, failed, timed_out) or failed with attempts left (retrying), by kind (run, sleep, wait) and state.";
     WorkflowSuspensionsTotal "edgejobs_workflow_suspensions_total" Counter "Workflow runs suspended without spending an attempt, by reason (sleep, wait, retry).";
-    WorkflowResumesTotal "edgejobs_workflow_resumes_total" Counter "Suspended workflow runs queued again, by cause (event, timeout: a wait's, alarm: a sleep's end or a step's retry time).";
+    WorkflowResumesTotal "edgejobs_workflow_resumes_total" Counter "Suspended workflow runs queued again, by cause (event, children: an invoke's or a fan-out's last child ended, timeout: a wait's, alarm: a sleep's end or a step's retry time).";
     EventsTotal "edgejobs_events_total" Counter "Events sent (POST /v1/events), by outcome (sent, duplicate: an id seen before).";
     DeliveriesRefusedTotal "edgejobs_deliveries_refused_total" Counter "Queue deliveries the shard refused, by lane: a duplicate, a stale attempt, or a job cancelled meanwhile.";
     AttemptDurationSeconds "edgejobs_attempt_duration_seconds" Histogram "Duration of attempts, by type and lane.";

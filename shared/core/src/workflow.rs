@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::job::{Job, JobState};
-use crate::machine::{Effect, Refusal, Transition};
+use crate::outcome::{Effect, Refusal, Transition};
 use crate::retry::Backoff;
-use crate::time::{rfc3339, rfc3339_opt};
+use crate::steps::json_len;
+pub use crate::steps::{Child, MAX_CHILDREN, Match, Parent, Step, StepKind, StepState, WaitFor};
+use crate::time::rfc3339_opt;
 
 /// Most steps one run may record.
 pub const MAX_STEPS: usize = 1_000;
@@ -46,167 +48,20 @@ pub const MAX_STEP_ATTEMPTS: u32 = 100;
 /// `run_at` of a run waiting for an event without a timeout: never due.
 pub const NEVER: u64 = u64::MAX / 2;
 
-/// What a step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepKind {
-    /// `step.run`: user code whose result is recorded.
-    Run,
-    /// `step.sleep` / `step.sleep_until`.
-    Sleep,
-    /// `step.wait_for_event`.
-    Wait,
-    /// `step.invoke`: one child job; resumes with its result or its final error.
-    Invoke,
-    /// `step.fan_out`: child jobs; resumes when all are final, with their outcomes in order.
-    FanOut,
-}
-
-/// Where a step stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepState {
-    /// Done: its result is recorded (a sleep that ended, a wait an event resumed).
-    Completed,
-    /// Failed for good (its attempts are spent): its error is recorded and returned.
-    Failed,
-    /// Failed with attempts left: the run sleeps until `until`, then runs it again.
-    Retrying,
-    /// A sleep until `until`.
-    Sleeping,
-    /// A wait for an event, until `until` at the latest.
-    Waiting,
-    /// A wait that reached its timeout without an event.
-    TimedOut,
-}
-
-impl StepKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepKind::Run => "run",
-            StepKind::Sleep => "sleep",
-            StepKind::Wait => "wait",
-            StepKind::Invoke => "invoke",
-            StepKind::FanOut => "fan_out",
-        }
-    }
-}
-
-impl StepState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepState::Completed => "completed",
-            StepState::Failed => "failed",
-            StepState::Retrying => "retrying",
-            StepState::Sleeping => "sleeping",
-            StepState::Waiting => "waiting",
-            StepState::TimedOut => "timed_out",
-        }
-    }
-
-    /// Whether a later execution gets this step's outcome without running it.
-    pub fn is_recorded(self) -> bool {
-        matches!(self, StepState::Completed | StepState::Failed | StepState::TimedOut)
-    }
-}
-
-/// One condition of a wait: the event's value at `event` (a JSON pointer into
-/// `{"name", "data", "id"}`) must equal `value` (resolved by the handler from the run's own
-/// job, e.g. its `/payload/order_id`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Match {
-    pub event: String,
-    pub value: Value,
-}
-
-/// What a wait waits for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WaitFor {
-    pub event: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub matches: Vec<Match>,
-}
-
-/// One recorded step of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Step {
-    pub name: String,
-    pub kind: StepKind,
-    pub state: StepState,
-    /// Executions of the step that reported (a retried `run` counts each).
-    pub attempts: u32,
-    #[serde(with = "rfc3339")]
-    pub started_at: u64,
-    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
-    pub ended_at: Option<u64>,
-    /// A sleep's end, a wait's timeout, a retry's time.
-    #[serde(default, with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
-    pub until: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait: Option<WaitFor>,
-    /// A wait's look-back: events sent up to this long before it match it.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub lookback_ms: u64,
-    /// An invoke's or a fan-out's child jobs, in order, with the outcome of each that ended.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub children: Vec<Child>,
-}
-
-/// A child job of a run's step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Child {
-    pub id: crate::JobId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<Value>,
-}
-
-/// Most children of one fan-out.
-pub const MAX_CHILDREN: usize = 1_000;
-
-/// Where a child job reports its end: its parent run and the step that started it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Parent {
-    pub job: crate::JobId,
-    pub step: String,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
 impl Step {
     /// The wait to index for this step, when it is one still waiting: events sent since its
     /// start (less its look-back) match it, so one sent while it was being registered is not
     /// missed.
-    pub fn wait_entry(&self, job: &Job) -> Option<crate::protocol::WaitEntry> {
+    pub fn wait_entry(&self, job: &Job) -> Option<crate::steps::WaitEntry> {
         let wait = self.wait.clone().filter(|_| self.state == StepState::Waiting)?;
-        Some(crate::protocol::WaitEntry {
+        Some(crate::steps::WaitEntry {
             tenant: job.tenant.clone(),
-            key: crate::protocol::WaitKey { job: job.id.clone(), step: self.name.clone() },
+            key: crate::steps::WaitKey { job: job.id.clone(), step: self.name.clone() },
             wait,
             expires_at: self.until.unwrap_or(NEVER),
             since: self.started_at.saturating_sub(self.lookback_ms),
         })
     }
-
-    /// Bytes this step counts against [`MAX_RUN_BYTES`].
-    pub fn weight(&self) -> usize {
-        self.name.len()
-            + self.result.as_ref().map_or(0, json_len)
-            + self.error.as_ref().map_or(0, String::len)
-            + self.wait.as_ref().map_or(0, |w| {
-                w.event.len() + w.matches.iter().map(|m| m.event.len() + json_len(&m.value)).sum::<usize>()
-            })
-    }
-}
-
-fn json_len(v: &Value) -> usize {
-    serde_json::to_string(v).map_or(usize::MAX / 4, |s| s.len())
 }
 
 /// A step's retry policy: how many executions in all, and the delay between them.
@@ -349,8 +204,15 @@ impl StepReport {
                 _ => Err(("ms", "a sleep has exactly one of ms and until".to_owned())),
             },
             StepReport::Wait { wait, timeout_ms, lookback_ms, .. } => {
-                if wait.event.is_empty() || wait.event.len() > MAX_EVENT_NAME_BYTES {
-                    return Err(("event", format!("an event name is 1 to {MAX_EVENT_NAME_BYTES} bytes")));
+                // As `POST /v1/events` takes them: a name it refuses could never be matched.
+                if wait.event.is_empty()
+                    || wait.event.len() > MAX_EVENT_NAME_BYTES
+                    || wait.event.chars().any(char::is_control)
+                {
+                    return Err((
+                        "event",
+                        format!("an event name is 1 to {MAX_EVENT_NAME_BYTES} bytes without control characters"),
+                    ));
                 }
                 if wait.matches.len() > MAX_MATCHES {
                     return Err(("matches", format!("a wait has at most {MAX_MATCHES} match conditions")));
@@ -615,12 +477,26 @@ pub fn child_done(parent: &Job, child: &Job, now: u64) -> Option<Transition> {
         outcome["error"] = Value::String(crate::job::clip(&error, MAX_STEP_ERROR_BYTES));
     }
     slot.outcome = Some(outcome);
+    // A child's result that would take the run past its bytes is not kept, and says so.
+    let total: usize = next.steps.iter().map(Step::weight).sum();
+    let step = next.steps.iter_mut().find(|s| s.name == link.step)?;
+    if total > MAX_RUN_BYTES
+        && let Some(o) = step.children.iter_mut().find(|c| c.id == child.id).and_then(|c| c.outcome.as_mut())
+        && let Some(map) = o.as_object_mut()
+    {
+        map.remove("result");
+        map.insert(
+            "error".into(),
+            Value::String(format!("the child's result does not fit the run's {MAX_RUN_BYTES} bytes of steps")),
+        );
+    }
     next.updated_at = now;
     if step.children.iter().any(|c| c.outcome.is_none()) {
         return Some(Transition { job: next, effect: Effect::None, refusal: None });
     }
     step.ended_at = Some(now);
-    let outcomes: Vec<Value> = step.children.iter().filter_map(|c| c.outcome.clone()).collect();
+    // The outcomes move into the step's result (held once, not twice).
+    let outcomes: Vec<Value> = step.children.iter_mut().filter_map(|c| c.outcome.take()).collect();
     match step.kind {
         StepKind::FanOut => {
             step.state = StepState::Completed;
@@ -860,6 +736,40 @@ mod tests {
         );
         assert_eq!(body["run"]["attempt"], 1);
         assert_eq!(call_id(&job), format!("{}_1_1", job.id));
+    }
+
+    #[test]
+    fn a_fan_out_resumes_with_every_outcome_and_keeps_within_the_runs_bytes() {
+        let job = running();
+        let kid = |n: u64| {
+            let mut k = job.clone();
+            k.id = crate::JobId::new(0, 1_000, 100 + n);
+            k.steps.clear();
+            k
+        };
+        let kids = vec![kid(1), kid(2)];
+        let fan =
+            StepReport::FanOut { seq: 0, name: "all".into(), jobs: vec![json!({}), json!({})], children: kids.clone() };
+        let run = apply(&job, fan, 2_000).expect("fanned out").job;
+        assert_eq!((run.state, run.steps[0].state), (JobState::Scheduled, StepState::Waiting));
+        let ended = |k: &Job, result: Value| {
+            let mut k = k.clone();
+            k.state = JobState::Completed;
+            k.result = Some(result);
+            k.parent = Some(Parent { job: run.id.clone(), step: "all".into() });
+            k
+        };
+        let big = json!("z".repeat(600_000));
+        let one = child_done(&run, &ended(&kids[0], big.clone()), 3_000).expect("recorded").job;
+        assert_eq!(one.state, JobState::Scheduled, "one child of two");
+        let two = child_done(&one, &ended(&kids[1], big), 4_000).expect("resumed");
+        assert_eq!((two.job.state, two.effect), (JobState::Queued, Effect::Enqueue));
+        let outcomes = two.job.steps[0].result.clone().unwrap_or_default();
+        assert_eq!(outcomes[0]["state"], "completed");
+        assert!(outcomes[0]["result"].is_string(), "the first result fits");
+        assert!(outcomes[1].get("result").is_none() && outcomes[1]["error"].is_string(), "the second does not");
+        assert!(two.job.steps.iter().map(Step::weight).sum::<usize>() <= MAX_RUN_BYTES);
+        assert!(child_done(&two.job, &ended(&kids[1], json!(1)), 5_000).is_none(), "a child ends once");
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
         return Err(ApiError::new(ErrorCode::Internal, "a report planned to nothing"));
     };
     let (s, mut r) = item?;
-    super::workflows::prepare_children(cfg, who, &r.id, &mut r.event)?;
+    crate::runs::prepare_children(cfg, who, &r.id, &mut r.event)?;
     let waits = is_wait(&r.event);
     let answers = shard::call(env, s, ReportMany { reports: vec![r], consumer: consumer(who), full: true }).await?;
     let (job, lease): (Job, Option<String>) = match answers.into_iter().next() {
@@ -71,7 +71,7 @@ pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
         _ => return Err(ApiError::new(ErrorCode::Internal, "malformed shard answer")),
     };
     if waits {
-        super::workflows::register(env, cfg, vec![job.clone()]).await;
+        crate::runs::register(env, cfg, vec![job.clone()]).await;
     }
     let mut resp = respond(200, &job)?;
     if let Some(lease) = lease {
@@ -103,7 +103,7 @@ pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princ
         .into_iter()
         .map(|p| {
             let (s, mut r) = p?;
-            super::workflows::prepare_children(cfg, who, &r.id, &mut r.event)?;
+            crate::runs::prepare_children(cfg, who, &r.id, &mut r.event)?;
             Ok((s, r))
         })
         .collect();
@@ -121,7 +121,7 @@ pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princ
         .filter_map(|(a, _)| a.as_ref().ok()?.as_ref().ok()?.job.clone())
         .collect();
     if !recorded.is_empty() {
-        super::workflows::register(env, cfg, recorded).await;
+        crate::runs::register(env, cfg, recorded).await;
     }
     let answers = applied.into_iter().map(|a| Answer::from(a.and_then(|a| a.map_err(ApiError::from)))).collect();
     respond(200, &Answers { lease_ms: cfg.native_lease_ms, answers })

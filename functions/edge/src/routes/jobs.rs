@@ -128,26 +128,6 @@ pub fn prepare(cfg: &EdgeConfig, spec: JobSpec, keyless: u16, now: u64) -> std::
     Ok(Prepared { shard, job })
 }
 
-/// A child job of run `parent`'s invoke or fan-out step, from its spec: its id in the run's
-/// shard (a child's end resumes its run in one transaction), its header values sealed. A
-/// child has no flow control of its own (its keys would be decided in another shard than
-/// its home) and no idempotency key (its step runs once); an edge webhook child does not
-/// get its origin's concurrency key either.
-pub fn child_job(cfg: &EdgeConfig, spec: JobSpec, parent: &JobId, now: u64) -> std::result::Result<Job, ApiError> {
-    edgejobs_core::spec::check_schema(&spec)?;
-    if spec.idempotency_key.is_some() {
-        return Err(ApiError::field("idempotency_key", "a child job has none: its step runs once"));
-    }
-    if spec.flow != edgejobs_core::flow::FlowSpec::default() {
-        return Err(ApiError::field("concurrency", "a child job lives in its run's shard and takes no flow control"));
-    }
-    let id = JobId::new(parent.shard(), now, random_u64());
-    let mut job = spec.into_job(id, now).0;
-    edgejobs_core::seal::seal_headers(&mut job.payload, job.id.as_str(), &cfg.payload_keys, &mut random_nonce)
-        .map_err(crate::http::unsealable)?;
-    Ok(job)
-}
-
 /// The job's flow control with its keys resolved (see `edgejobs_core::spec::flow_of`).
 pub fn resolve_flow(cfg: &EdgeConfig, spec: &JobSpec) -> std::result::Result<Option<Flow>, ApiError> {
     edgejobs_core::spec::flow_of(spec, cfg.webhook_concurrency)

@@ -1,18 +1,14 @@
-//! Workflow events (#29): `POST /v1/events`, and the registration of the waits that reports
-//! record. An event name's waits are indexed by one shard (`protocol::event_home`); a send
-//! asks that shard which waits it matches, resumes them on their runs' shards (one call per
-//! shard), then tells the index they were delivered.
-
-use std::collections::BTreeMap;
+//! Workflow events (#29): `POST /v1/events`. An event name's waits are indexed by one shard
+//! (`protocol::event_home`); a send asks that shard which waits it matches, resumes them on
+//! their runs' shards (one call per shard, `runs::deliver`), then tells the index they were
+//! delivered; it also starts the jobs of the types declared with its name in `on_event`.
 
 use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
-use edgejobs_core::machine::Event;
-use edgejobs_core::plan::JobEvent;
-use edgejobs_core::protocol::{ApplyMany, EventsOp, EventsReply, WaitEntry, WaitKey, event_home};
+use edgejobs_core::protocol::{EventsOp, EventsReply, WaitKey, event_home};
 use edgejobs_core::tenant::Tenant;
 use edgejobs_core::workflow::{MAX_EVENT_NAME_BYTES, MAX_STEP_RESULT_BYTES};
-use edgejobs_core::{ApiError, ErrorCode, Job, JobId, JobState};
+use edgejobs_core::{ApiError, ErrorCode};
 use serde_json::Value;
 use worker::{Env, Request};
 
@@ -91,7 +87,7 @@ pub async fn send(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principa
         _ => return Err(ApiError::new(ErrorCode::Internal, "the event index answered another operation")),
     };
     let resumes: Vec<(WaitKey, Value)> = signaled.resumes.into_iter().map(|k| (k, signaled.data.clone())).collect();
-    let resumed = deliver(env, cfg, &tenant, home, resumes).await?;
+    let resumed = crate::runs::deliver(env, cfg, &tenant, home, resumes).await?;
     let mut started = Vec::new();
     for stored in jobs::persist_many(env, cfg, starts).await {
         let (_, job) = stored?;
@@ -108,119 +104,4 @@ fn trigger_key(name: &str, id: &str, ty: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(format!("{name}\u{1f}{id}\u{1f}{ty}").as_bytes());
     format!("event:{}", hex::encode(&digest[..16]))
-}
-
-/// Resumes the matched waits on their runs' shards (one call per shard, only `tenant`'s
-/// jobs), then tells the index at `home` which matches are settled: resumed now, or no
-/// longer waiting (resumed before, timed out, cancelled, gone). Answers how many resumed.
-async fn deliver(
-    env: &Env,
-    cfg: &EdgeConfig,
-    tenant: &Tenant,
-    home: u16,
-    resumes: Vec<(WaitKey, Value)>,
-) -> Result<u32, ApiError> {
-    if resumes.is_empty() {
-        return Ok(0);
-    }
-    let mut by_shard: BTreeMap<u16, Vec<(WaitKey, Value)>> = BTreeMap::new();
-    for (k, data) in resumes {
-        if k.job.shard() < cfg.shard_count {
-            by_shard.entry(k.job.shard()).or_default().push((k, data));
-        }
-    }
-    let calls = by_shard.into_iter().map(|(s, items)| async move {
-        let events = items
-            .iter()
-            .map(|(k, data)| JobEvent {
-                id: k.job.clone(),
-                event: Event::Resume { step: k.step.clone(), data: data.clone() },
-            })
-            .collect();
-        let answers = shard::call(env, s, ApplyMany { events, full: false, tenant: Some(tenant.clone()) }).await;
-        (items, answers)
-    });
-    let mut settled = Vec::new();
-    let mut resumed = 0u32;
-    for (items, answers) in futures_util::future::join_all(calls).await {
-        // A shard that failed keeps its matches in the index: a repeated send delivers them.
-        let Ok(answers) = answers else { continue };
-        for ((k, _), a) in items.into_iter().zip(answers) {
-            resumed += u32::from(a.is_ok());
-            settled.push(k);
-        }
-    }
-    if !settled.is_empty() {
-        shard::call(env, home, EventsOp::Delivered { keys: settled }).await?;
-    }
-    Ok(resumed)
-}
-
-/// Prepares the children of an invoke or fan-out step report about run `parent` (whatever
-/// the reporter put there is replaced): each spec is checked as `POST /v1/jobs` checks one,
-/// with the errors naming `step.jobs[i]`.
-pub fn prepare_children(cfg: &EdgeConfig, who: &Principal, parent: &JobId, event: &mut Event) -> Result<(), ApiError> {
-    let Event::Step { step, .. } = event else { return Ok(()) };
-    let Some((specs, children)) = step.children_mut() else { return Ok(()) };
-    let now = crate::platform::now_ms();
-    let mut made = Vec::with_capacity(specs.len());
-    for (i, spec) in specs.iter().enumerate() {
-        let named = |e: ApiError| match e.field {
-            Some(f) => ApiError::field(&format!("step.jobs[{i}].{f}"), e.message),
-            None => ApiError { message: format!("step.jobs[{i}]: {}", e.message), ..e },
-        };
-        let parsed = jobs::parse(cfg, spec, who, now).map_err(named)?;
-        made.push(jobs::child_job(cfg, parsed, parent, now).map_err(named)?);
-    }
-    *children = made;
-    Ok(())
-}
-
-/// Indexes the waits that answered reports recorded (`jobs`: the runs as their shards
-/// answered, a wait's report's answer carries its job), and resumes at once those an
-/// event already matched (sent since the wait began, or within its look-back). One call per
-/// event home. A failure is logged: the run then waits until its timeout.
-pub async fn register(env: &Env, cfg: &EdgeConfig, jobs: Vec<Job>) {
-    let mut by_home: BTreeMap<u16, Vec<WaitEntry>> = BTreeMap::new();
-    for job in jobs.iter().filter(|j| j.state == JobState::Scheduled) {
-        for entry in job.steps.iter().filter_map(|s| s.wait_entry(job)) {
-            let home = event_home(&entry.tenant, &entry.wait.event, &cfg.topology);
-            by_home.entry(home).or_default().push(entry);
-        }
-    }
-    let calls = by_home.into_iter().map(|(home, waits)| async move {
-        let keys: Vec<(Tenant, WaitKey)> = waits.iter().map(|w| (w.tenant.clone(), w.key.clone())).collect();
-        let mut answer = shard::call(env, home, EventsOp::Register { waits: waits.clone() }).await;
-        if answer.is_err() {
-            answer = shard::call(env, home, EventsOp::Register { waits }).await;
-        }
-        let matched = match answer {
-            Ok(EventsReply::Registered { matched }) => matched,
-            Ok(_) => return,
-            Err(e) => {
-                crate::http::log(
-                    "error",
-                    "cannot index workflow waits; they end at their timeout",
-                    serde_json::json!({ "error": e }),
-                );
-                return;
-            }
-        };
-        let mut by_tenant: BTreeMap<Tenant, Vec<(WaitKey, Value)>> = BTreeMap::new();
-        for ((tenant, key), data) in keys.into_iter().zip(matched) {
-            if let Some(data) = data {
-                by_tenant.entry(tenant).or_default().push((key, data));
-            }
-        }
-        for (tenant, resumes) in by_tenant {
-            if let Err(e) = deliver(env, cfg, &tenant, home, resumes).await {
-                crate::http::log(
-                    "error",
-                    "cannot resume a workflow wait an event already matched",
-                    serde_json::json!({ "error": e }),
-                );
-            }
-        }
-    });
-    futures_util::future::join_all(calls).await;
 }

@@ -222,6 +222,15 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
     let mut per_shard: BTreeMap<u16, u64> = BTreeMap::new();
     for e in &entries {
         let ndjson = text(&e.key, read(&b, &e.key).await?)?;
+        // Workflow runs restored waiting for an event are indexed again (the index lives in
+        // the event name's shard, which a backup does not carry): from the jobs in hand.
+        let waiting: Vec<edgejobs_core::Job> = backup::jobs_for_restore(&ndjson, e.shard)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|j| {
+                j.state == edgejobs_core::JobState::Scheduled && j.steps.iter().any(|s| s.wait_entry(j).is_some())
+            })
+            .collect();
         let import = Import {
             shard: e.shard,
             ndjson,
@@ -230,6 +239,9 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
             epoch,
         };
         *per_shard.entry(e.shard).or_default() += shard::call(env, e.shard, import).await?.rows;
+        if !waiting.is_empty() {
+            crate::runs::register(env, cfg, waiting).await;
+        }
     }
     // Then the schedules, every shard's replaced (a backup from before schedules leaves
     // them as they are).

@@ -44,6 +44,7 @@ pub fn name(case: u8) -> &'static str {
         6 => "R2 failures during a backup",
         7 => "one idempotency key ×100; a poison job",
         8 => "drain: every 2xx job of the battery",
+        9 => "workflow runs: kill -9 consumers mid-step, workerd during sleeps and waits, events twice",
         _ => "unknown",
     }
 }
@@ -58,6 +59,7 @@ pub fn run(b: &mut Battery, proxy: &Proxy, case: u8) -> anyhow::Result<Row> {
         6 => r2_failures(b)?,
         7 => idempotency_and_poison(b)?,
         8 => drain(b)?,
+        9 => workflows(b)?,
         _ => anyhow::bail!("no case {case}"),
     };
     row.case = case;
@@ -598,5 +600,155 @@ fn drain(b: &mut Battery) -> anyhow::Result<Row> {
     row.notes.push(format!("{} jobs of {} cases", all.len(), all.iter().map(|t| t.case).collect::<HashSet<_>>().len()));
     row.ok = row.lost == 0 && row.unexpected == 0;
     stop_consumers(b, &ids);
+    Ok(row)
+}
+
+/// 9: workflow runs (`steps.demo` of examples/agent-workflow: a call, a sleep, a call, a
+/// wait for `chaos.go`, a call; each call a step at a counting upstream) under faults: the
+/// consumers are killed with SIGKILL mid-step and replaced, workerd is killed while the
+/// runs sleep and wait, and each run's event is sent twice at once with one id and once
+/// more with another. Checked: every run completes; no upstream call of a step arrives after
+/// the step was recorded (`repeated_attempts` counts those); each run is resumed once.
+fn workflows(b: &mut Battery) -> anyhow::Result<Row> {
+    let (runs, kills) = if b.s.quick { (16, 4) } else { (60, 12) };
+    let mut row = Row::default();
+    let mut vars = base_vars();
+    vars.push(("JOB_TYPES".into(), json!({ "steps.demo": { "lane": "native", "timeout": "60s" } }).to_string()));
+    b.stack.restart_wrangler(vars)?;
+    // Wall time of the hooks' receipt instants, to compare with the steps' ended_at.
+    let (wall0, mono0) = (std::time::SystemTime::now(), Instant::now());
+    let wall_ms = |at: Instant| {
+        let t = wall0 + at.saturating_duration_since(mono0);
+        t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    };
+    let env = [("EDGEJOBS_CONCURRENCY", "10")];
+    let mut ids = vec![
+        b.stack.start_consumer_binary("agent-workflow", &env)?,
+        b.stack.start_consumer_binary("agent-workflow", &env)?,
+    ];
+    let seed = b.s.seed;
+    let mut made = Vec::new();
+    for r in 0..runs {
+        let urls: Vec<String> = (0..3)
+            .map(|step| {
+                let delay = Duration::from_millis(b.rng.range(200, 1200));
+                ledger::upstream(&b.hooks, 9, r * 3 + step, seed, Reply::status(200).delay(delay)).1
+            })
+            .collect();
+        let spec = json!({ "type": "steps.demo", "max_attempts": 10,
+            "payload": { "urls": urls, "order_id": r, "sleep_ms": b.rng.range(200, 2000) } });
+        match b.api.enqueue(&spec) {
+            api::Sent::Created(id) => made.push((r, id)),
+            api::Sent::Refused(..) => row.refused += 1,
+            api::Sent::Indeterminate(_) => row.indeterminate += 1,
+        }
+    }
+    row.n = made.len();
+    // Kill a consumer that runs steps, then replace it.
+    let mut missed = 0;
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_millis(b.rng.range(300, 900)));
+        let pick = b.rng.range(0, 2) as usize;
+        let victim = if in_flight(b, ids[pick]) > 0.0 { pick } else { 1 - pick };
+        if in_flight(b, ids[victim]) <= 0.0 {
+            missed += 1;
+        }
+        b.stack.kill_consumer(ids[victim]);
+        row.faults += 1;
+        ids[victim] = b.stack.start_consumer_binary("agent-workflow", &env)?;
+    }
+    if missed > 0 {
+        row.notes.push(format!("{missed} kills found no step running"));
+    }
+    // workerd dies while the runs sleep and wait.
+    b.stack.kill_wrangler();
+    row.faults += 1;
+    b.stack.start_wrangler()?;
+    let waiting = |id: &str| {
+        b.api.job(id).ok().flatten().is_some_and(|j| {
+            j["state"] == "scheduled"
+                && j["steps"]
+                    .as_array()
+                    .and_then(|s| s.last())
+                    .is_some_and(|s| s["name"] == "go" && s["state"] == "waiting")
+        })
+    };
+    // The sweep re-sends what the killed workerd's in-memory queue lost (as `ledger::settle`).
+    let mut swept = Instant::now();
+    let mut sweep = |b: &Battery| {
+        if swept.elapsed() >= Duration::from_secs(4) {
+            b.api.sweep();
+            swept = Instant::now();
+        }
+    };
+    let all_wait = wait_until(Duration::from_secs(180), || {
+        sweep(b);
+        made.iter().all(|(_, id)| waiting(id))
+    });
+    if !all_wait {
+        let stuck: Vec<String> = made
+            .iter()
+            .filter(|(_, id)| !waiting(id))
+            .filter_map(|(_, id)| b.api.job(id).ok().flatten())
+            .map(|j| format!("{} {} {}", j["id"], j["state"], j["steps"]))
+            .take(3)
+            .collect();
+        row.notes.push(format!("not every run reached its wait in 180 s: {stuck:?}"));
+    }
+    // Each run's event: twice at once with one id, then once more with another id.
+    let mut resumed = 0u64;
+    let mut duplicates = 0u64;
+    for (r, _) in &made {
+        let event = json!({ "name": "chaos.go", "id": format!("go-{seed:x}-{r}"), "data": { "order_id": r } });
+        let answers: Vec<Value> = std::thread::scope(|s| {
+            let sends: Vec<_> = (0..2).map(|_| s.spawn(|| b.api.post("/v1/events", &event, false))).collect();
+            sends.into_iter().filter_map(|h| h.join().ok().and_then(Result::ok)).map(|(_, v)| v).collect()
+        });
+        let again = b.api.post("/v1/events", &json!({ "name": "chaos.go", "data": { "order_id": r } }), false);
+        for a in answers.iter().chain(again.iter().map(|(_, v)| v)) {
+            resumed += a["resumed"].as_u64().unwrap_or(0);
+            duplicates += u64::from(a["duplicate"] == true);
+        }
+    }
+    row.notes.push(format!("{resumed} resumes for {} runs, {duplicates} duplicate sends answered", made.len()));
+    if all_wait && resumed != made.len() as u64 {
+        row.broken = true;
+        row.notes.push("an event resumed a run twice, or a run was not resumed".into());
+    }
+    // Every run completes; no step's upstream call arrives after its record.
+    let done = |id: &str| b.api.job(id).ok().flatten().filter(|j| j["state"] == "completed");
+    wait_until(Duration::from_secs(180), || {
+        sweep(b);
+        made.iter().all(|(_, id)| done(id).is_some())
+    });
+    for (r, id) in &made {
+        let Some(job) = done(id) else {
+            row.lost += 1;
+            continue;
+        };
+        for step in 0..3 {
+            let path = format!("/c9/{seed:x}/{}", r * 3 + step);
+            let calls = b.hooks.received(&path);
+            row.extra_executions += calls.len().saturating_sub(1);
+            let name = format!("call-{step}");
+            let ended = job["steps"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["name"] == name.as_str()))
+                .and_then(|s| s["ended_at"].as_str())
+                .and_then(edgejobs_core::time::parse_rfc3339)
+                .unwrap_or(0);
+            row.repeated_attempts += calls.iter().filter(|c| wall_ms(c.at) > ended + 5).count();
+            if calls.is_empty() {
+                row.unexpected += 1;
+            }
+        }
+    }
+    row.recovered = made.len();
+    row.ok = row.lost == 0 && row.unexpected == 0 && row.repeated_attempts == 0;
+    if row.repeated_attempts > 0 {
+        row.notes.push(format!("{} step calls arrived after their step was recorded", row.repeated_attempts));
+    }
+    stop_consumers(b, &ids);
+    b.stack.restart_wrangler(base_vars())?;
     Ok(row)
 }
