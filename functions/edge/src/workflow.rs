@@ -72,7 +72,7 @@ pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
         };
         if job.state != JobState::Active {
             if waits {
-                crate::runs::register(env, cfg, vec![job]).await;
+                crate::shard::waits::register(env, cfg, vec![job]).await;
             }
             return Ran::Settled;
         }

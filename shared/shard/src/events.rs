@@ -58,7 +58,18 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_name ON events(tenant, name, at);
 CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events(tenant, name, eid) WHERE eid IS NOT NULL;
+CREATE TABLE IF NOT EXISTS waits_to_index (
+    job TEXT NOT NULL,
+    step TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (job, step)
+) WITHOUT ROWID;
 ";
+
+/// How long after a wait is recorded its run's shard makes sure the wait was indexed (the
+/// edge indexes it at once; this catches an edge that died in between), and how long it
+/// waits before trying again when the index could not be reached.
+pub const INDEX_CHECK_MS: u64 = 30_000;
 
 impl<S: Sql, H: Host> Shard<S, H> {
     /// The event index's operations, each one transaction.
@@ -88,6 +99,75 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 }
             };
             Ok(reply)
+        })
+    }
+}
+
+/// The outbox of wait indexing, on the run's shard: every wait a plan records gets a row in
+/// the same transaction; the alarm at [`INDEX_CHECK_MS`] indexes the waits still waiting
+/// ([`Shard::waits_to_index`]) and the caller deletes their rows once the index answered
+/// ([`Shard::indexed`]). So a wait is indexed even when the edge that recorded it died
+/// before it could index it.
+pub fn note_new_waits(db: &impl Sql, plan: &edgejobs_core::plan::Plan, now: u64) -> Result<(), StoreError> {
+    for job in plan.updates.iter().filter(|j| j.state == edgejobs_core::JobState::Scheduled) {
+        for step in job.steps.iter().filter(|s| s.started_at == now && s.wait_entry(job).is_some()) {
+            db.rows(
+                "INSERT OR IGNORE INTO waits_to_index (job, step, at) VALUES (?, ?, ?)",
+                &[text(job.id.to_string()), text(step.name.clone()), int(now.saturating_add(INDEX_CHECK_MS))],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+impl<S: Sql, H: Host> Shard<S, H> {
+    /// The waits of this shard's runs due for an indexing check: those still waiting, to
+    /// index (their rows are moved on by [`INDEX_CHECK_MS`], in case the index cannot be
+    /// reached); the rows of waits that ended are deleted.
+    pub fn waits_to_index(&self) -> Outcome<Vec<WaitEntry>> {
+        let now = self.host.now_ms();
+        self.commit(|db| {
+            let rows = db.rows(
+                "SELECT job, step FROM waits_to_index WHERE at <= ? ORDER BY at LIMIT ?",
+                &[int(now), int(PRUNE_ROWS)],
+            )?;
+            let keys = keys_of(rows)?;
+            let ids: std::collections::BTreeSet<edgejobs_core::JobId> = keys.iter().map(|k| k.job.clone()).collect();
+            let jobs = store::load_many(db, &ids)?;
+            let mut due = Vec::new();
+            for k in keys {
+                let entry = jobs
+                    .iter()
+                    .find(|j| j.id == k.job && j.state == edgejobs_core::JobState::Scheduled)
+                    .and_then(|j| j.steps.iter().find(|s| s.name == k.step).and_then(|s| s.wait_entry(j)));
+                let (job, step) = (text(k.job.to_string()), text(k.step.clone()));
+                match entry {
+                    Some(e) => {
+                        db.rows(
+                            "UPDATE waits_to_index SET at = ? WHERE job = ? AND step = ?",
+                            &[int(now.saturating_add(INDEX_CHECK_MS)), job, step],
+                        )?;
+                        due.push(e);
+                    }
+                    None => {
+                        db.rows("DELETE FROM waits_to_index WHERE job = ? AND step = ?", &[job, step])?;
+                    }
+                }
+            }
+            Ok(due)
+        })
+    }
+
+    /// These waits were indexed: their outbox rows go.
+    pub fn indexed(&self, keys: &[WaitKey]) -> Outcome<()> {
+        self.commit(|db| {
+            for k in keys {
+                db.rows(
+                    "DELETE FROM waits_to_index WHERE job = ? AND step = ?",
+                    &[text(k.job.to_string()), text(k.step.clone())],
+                )?;
+            }
+            Ok(())
         })
     }
 }

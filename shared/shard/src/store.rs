@@ -509,15 +509,17 @@ pub fn put_keys(db: &impl Sql, keys: &[KeyWrite]) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The earliest `run_at` of a scheduled job, wake-up of a schedule, or start a flow rate
-/// list waits for (`flow_wakes`), if any.
+/// The earliest `run_at` of a scheduled job, wake-up of a schedule, start a flow rate list
+/// waits for (`flow_wakes`), or check of a wait's indexing (`waits_to_index`), if any.
 pub fn next_wake(db: &impl Sql) -> Result<Option<u64>, StoreError> {
     let rows = db.rows(
         "SELECT MIN(run_at) AS run_at FROM (
-            SELECT MIN(run_at) AS run_at FROM jobs WHERE state = 'scheduled'
+            SELECT MIN(run_at) AS run_at FROM jobs WHERE state = 'scheduled' AND run_at < ?
             UNION ALL SELECT MIN(wake_at) AS run_at FROM schedules WHERE wake_at IS NOT NULL
-            UNION ALL SELECT MIN(at) AS run_at FROM flow_wakes)",
-        &[],
+            UNION ALL SELECT MIN(at) AS run_at FROM flow_wakes
+            UNION ALL SELECT MIN(at) AS run_at FROM waits_to_index)",
+        // A run waiting for an event without a timeout is never due (`workflow::NEVER`).
+        &[int(edgejobs_core::workflow::NEVER)],
     )?;
     match rows.into_iter().next() {
         Some(row) => Ok(Cols::new(row).opt_f64()?.map(|v| v as u64)),

@@ -288,3 +288,36 @@ fn cancelling_a_run_cancels_its_waiting_children_and_an_invoke_takes_its_childs_
     let refused = step(&s, &id, &lease, unprepared);
     assert!(matches!(refused, Err(Refusal::BadStep { .. })), "children the edge did not prepare: {refused:?}");
 }
+
+#[test]
+fn a_recorded_wait_is_kept_in_the_outbox_until_indexed_and_the_alarm_comes_for_it() {
+    let w = World::default();
+    let s = shard(&w);
+    let (id, lease) = running(&s, &w, json!({}));
+    step(&s, &id, &lease, wait(0, "ok", "approved", vec![], None)).expect("waits");
+    let check = NOW + edgejobs_shard::events::INDEX_CHECK_MS;
+    assert_eq!(s.next_wake().expect("next"), Some(check), "the alarm comes back for the wait (no timeout of its own)");
+    assert!(s.waits_to_index().expect("page").is_empty(), "not due before the check");
+    w.now.set(edgejobs_shard::events::INDEX_CHECK_MS);
+    let due = s.waits_to_index().expect("page");
+    assert_eq!(
+        due.iter().map(|e| (e.key.job.clone(), e.key.step.clone())).collect::<Vec<_>>(),
+        vec![(id.clone(), "ok".into())]
+    );
+    assert_eq!(due[0].tenant, acme());
+    assert_eq!(
+        s.next_wake().expect("next"),
+        Some(check + edgejobs_shard::events::INDEX_CHECK_MS),
+        "tried again unless indexed"
+    );
+    s.indexed(&due.iter().map(|e| e.key.clone()).collect::<Vec<_>>()).expect("indexed");
+    assert_eq!(s.next_wake().expect("next"), None, "indexed: nothing left to wake for");
+    // A wait that ended before its check is dropped without indexing.
+    let (other, lease) = running(&s, &w, json!({}));
+    step(&s, &other, &lease, wait(0, "ok", "approved", vec![], None)).expect("waits");
+    let cancel = vec![JobEvent { id: other.clone(), event: Event::Cancel }];
+    s.apply_many(ApplyMany { events: cancel, full: false, tenant: None }).expect("cancel");
+    w.now.set(3 * edgejobs_shard::events::INDEX_CHECK_MS);
+    assert!(s.waits_to_index().expect("page").is_empty(), "a cancelled run's wait is not indexed");
+    assert_eq!(s.next_wake().expect("next"), None);
+}

@@ -71,7 +71,7 @@ pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
         _ => return Err(ApiError::new(ErrorCode::Internal, "malformed shard answer")),
     };
     if waits {
-        crate::runs::register(env, cfg, vec![job.clone()]).await;
+        crate::shard::waits::register(env, cfg, vec![job.clone()]).await;
     }
     let mut resp = respond(200, &job)?;
     if let Some(lease) = lease {
@@ -121,7 +121,7 @@ pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princ
         .filter_map(|(a, _)| a.as_ref().ok()?.as_ref().ok()?.job.clone())
         .collect();
     if !recorded.is_empty() {
-        crate::runs::register(env, cfg, recorded).await;
+        crate::shard::waits::register(env, cfg, recorded).await;
     }
     let answers = applied.into_iter().map(|a| Answer::from(a.and_then(|a| a.map_err(ApiError::from)))).collect();
     respond(200, &Answers { lease_ms: cfg.native_lease_ms, answers })

@@ -87,7 +87,7 @@ pub async fn send(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principa
         _ => return Err(ApiError::new(ErrorCode::Internal, "the event index answered another operation")),
     };
     let resumes: Vec<(WaitKey, Value)> = signaled.resumes.into_iter().map(|k| (k, signaled.data.clone())).collect();
-    let resumed = crate::runs::deliver(env, cfg, &tenant, home, resumes).await?;
+    let resumed = crate::shard::waits::deliver(env, cfg, &tenant, home, resumes).await?;
     let mut started = Vec::new();
     for stored in jobs::persist_many(env, cfg, starts).await {
         let (_, job) = stored?;

@@ -32,6 +32,7 @@ use crate::platform::{now_ms, random_u64};
 pub mod client;
 mod rounds;
 mod sql;
+pub mod waits;
 
 pub use client::{STATS, call, call_named};
 
@@ -225,13 +226,36 @@ impl JobShard {
         self.pages("wake due jobs", || self.shard.wake_page()).await;
         if self.shard.number.is_some() {
             match crate::config::load(&self.env) {
-                Ok(cfg) => self.pages("fire due schedules", || self.shard.fire_schedules_page(&cfg)).await,
+                Ok(cfg) => {
+                    self.pages("fire due schedules", || self.shard.fire_schedules_page(&cfg)).await;
+                    self.index_waits(&cfg).await;
+                }
                 Err(e) => {
                     log("error", "schedules cannot fire: the configuration is invalid", json!({ "error": e.message }))
                 }
             }
         }
         self.rearm_with(true).await;
+    }
+
+    /// The outbox of wait indexing: the waits this shard's runs recorded a while ago and
+    /// still wait on are indexed (again: indexing is idempotent), and their rows go once the
+    /// index took them; an edge that died before indexing a wait is caught here.
+    async fn index_waits(&self, cfg: &edgejobs_core::config::EdgeConfig) {
+        let due = match self.shard.settle(self.shard.waits_to_index()) {
+            Ok(due) => due,
+            Err(e) => {
+                log("error", "the alarm could not read the waits to index", json!({ "error": e.message }));
+                return;
+            }
+        };
+        if due.is_empty() {
+            return;
+        }
+        let taken = waits::index(&self.env, cfg, due).await;
+        if let Err(e) = self.shard.settle(self.shard.indexed(&taken)) {
+            log("error", "the alarm could not record indexed waits", json!({ "error": e.message }));
+        }
     }
 
     /// The sweep of this shard, page by page with each page's effects after it; then the

@@ -240,7 +240,7 @@ pub async fn restore(env: &Env, cfg: &EdgeConfig, id: &str) -> Result<Value, Api
         };
         *per_shard.entry(e.shard).or_default() += shard::call(env, e.shard, import).await?.rows;
         if !waiting.is_empty() {
-            crate::runs::register(env, cfg, waiting).await;
+            crate::shard::waits::register(env, cfg, waiting).await;
         }
     }
     // Then the schedules, every shard's replaced (a backup from before schedules leaves
