@@ -26,46 +26,6 @@ const LOOKBACK_ROWS: u64 = 100;
 /// Expired rows removed per call, so cleaning never makes one call long.
 const PRUNE_ROWS: u64 = 100;
 
-pub const TABLES: &str = "
-CREATE TABLE IF NOT EXISTS waits (
-    job TEXT NOT NULL,
-    step TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    event TEXT NOT NULL,
-    ptrs TEXT NOT NULL,
-    vals TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    matched TEXT,
-    matched_by INTEGER,
-    PRIMARY KEY (job, step)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS waits_by_event ON waits(tenant, event, ptrs, vals);
-CREATE INDEX IF NOT EXISTS waits_expiry ON waits(expires_at);
-CREATE INDEX IF NOT EXISTS waits_matched ON waits(matched_by) WHERE matched_by IS NOT NULL;
-CREATE TABLE IF NOT EXISTS wait_shapes (
-    tenant TEXT NOT NULL,
-    event TEXT NOT NULL,
-    ptrs TEXT NOT NULL,
-    PRIMARY KEY (tenant, event, ptrs)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (
-    n INTEGER PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    name TEXT NOT NULL,
-    eid TEXT,
-    at INTEGER NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_name ON events(tenant, name, at);
-CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events(tenant, name, eid) WHERE eid IS NOT NULL;
-CREATE TABLE IF NOT EXISTS waits_to_index (
-    job TEXT NOT NULL,
-    step TEXT NOT NULL,
-    at INTEGER NOT NULL,
-    PRIMARY KEY (job, step)
-) WITHOUT ROWID;
-";
-
 /// How long after a wait is recorded its run's shard makes sure the wait was indexed (the
 /// edge indexes it at once; this catches an edge that died in between), and how long it
 /// waits before trying again when the index could not be reached.

@@ -88,6 +88,48 @@ CREATE TABLE IF NOT EXISTS flow_windows (
 ) WITHOUT ROWID;
 ";
 
+/// The event index of workflow waits and the outbox of waits to index (#29; see
+/// `events.rs`).
+const EVENT_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS waits (
+    job TEXT NOT NULL,
+    step TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    event TEXT NOT NULL,
+    ptrs TEXT NOT NULL,
+    vals TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    matched TEXT,
+    matched_by INTEGER,
+    PRIMARY KEY (job, step)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS waits_by_event ON waits(tenant, event, ptrs, vals);
+CREATE INDEX IF NOT EXISTS waits_expiry ON waits(expires_at);
+CREATE INDEX IF NOT EXISTS waits_matched ON waits(matched_by) WHERE matched_by IS NOT NULL;
+CREATE TABLE IF NOT EXISTS wait_shapes (
+    tenant TEXT NOT NULL,
+    event TEXT NOT NULL,
+    ptrs TEXT NOT NULL,
+    PRIMARY KEY (tenant, event, ptrs)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    n INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    eid TEXT,
+    at INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_name ON events(tenant, name, at);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_id ON events(tenant, name, eid) WHERE eid IS NOT NULL;
+CREATE TABLE IF NOT EXISTS waits_to_index (
+    job TEXT NOT NULL,
+    step TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (job, step)
+) WITHOUT ROWID;
+";
+
 const OTHER_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT NOT NULL,
@@ -260,7 +302,7 @@ pub fn migrate(db: &impl Sql) -> Result<Migrated, StoreError> {
         db.script(JOBS_INDEXES)?;
         db.script(OTHER_TABLES)?;
         db.script(FLOW_TABLES)?;
-        db.script(crate::events::TABLES)?;
+        db.script(EVENT_TABLES)?;
         if let Migrated::From(_) = done {
             recount_pending(db)?;
         }

@@ -132,6 +132,17 @@ fn recovery_after(b: &Battery, jobs: &[Tracked], faults: &[Instant]) -> Vec<u64>
     out
 }
 
+/// SIGKILL to one of the two consumers `ids` (`binary`), a random one that runs jobs when one
+/// does, replaced by a new one (concurrency 10); whether the killed one ran jobs.
+fn kill_a_busy_one(b: &mut Battery, ids: &mut [usize], binary: &str) -> anyhow::Result<bool> {
+    let pick = b.rng.range(0, 2) as usize;
+    let victim = if in_flight(b, ids[pick]) > 0.0 { pick } else { 1 - pick };
+    let busy = in_flight(b, ids[victim]) > 0.0;
+    b.stack.kill_consumer(ids[victim]);
+    ids[victim] = b.stack.start_consumer_binary(binary, &[("EDGEJOBS_CONCURRENCY", "10")])?;
+    Ok(busy)
+}
+
 /// 1: two consumers under load; a random one is killed with SIGKILL while it runs jobs
 /// (checked: its in-flight gauge was above 0), then replaced.
 fn kill_consumers(b: &mut Battery) -> anyhow::Result<Row> {
@@ -148,14 +159,8 @@ fn kill_consumers(b: &mut Battery) -> anyhow::Result<Row> {
         let load = s.spawn(|| ledger::load(&api, work.len(), 2, rate, Duration::from_secs(600), |i| work[i].clone()));
         for _ in 0..cycles {
             std::thread::sleep(Duration::from_millis(b.rng.range(500, 1200)));
-            let pick = b.rng.range(0, 2) as usize;
-            let victim = if in_flight(b, ids[pick]) > 0.0 { pick } else { 1 - pick };
-            if in_flight(b, ids[victim]) <= 0.0 {
-                missed += 1;
-            }
-            b.stack.kill_consumer(ids[victim]);
+            missed += usize::from(!kill_a_busy_one(b, &mut ids, "edgejobs-consumer")?);
             kills.push(Instant::now());
-            ids[victim] = b.stack.start_consumer(&[("EDGEJOBS_CONCURRENCY", "10")])?;
         }
         load.join().map_err(|_| anyhow::anyhow!("the load thread panicked"))
     })?;
@@ -648,14 +653,8 @@ fn workflows(b: &mut Battery) -> anyhow::Result<Row> {
     let mut missed = 0;
     for _ in 0..kills {
         std::thread::sleep(Duration::from_millis(b.rng.range(300, 900)));
-        let pick = b.rng.range(0, 2) as usize;
-        let victim = if in_flight(b, ids[pick]) > 0.0 { pick } else { 1 - pick };
-        if in_flight(b, ids[victim]) <= 0.0 {
-            missed += 1;
-        }
-        b.stack.kill_consumer(ids[victim]);
+        missed += usize::from(!kill_a_busy_one(b, &mut ids, "agent-workflow")?);
         row.faults += 1;
-        ids[victim] = b.stack.start_consumer_binary("agent-workflow", &env)?;
     }
     if missed > 0 {
         row.notes.push(format!("{missed} kills found no step running"));
