@@ -165,11 +165,49 @@ impl Steps {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, String>>,
     {
+        self.run_inner(name, retry, None, f).await
+    }
+
+    /// [`Self::run_with`] with a timeout: an execution of the step that takes longer is cut
+    /// and counts as a failure (`timed out after ..`), retried by `retry`.
+    pub async fn run_timed<T, F, Fut>(
+        &self,
+        name: &str,
+        retry: StepRetry,
+        timeout: Duration,
+        f: F,
+    ) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
+        self.run_inner(name, retry, Some(timeout), f).await
+    }
+
+    async fn run_inner<T, F, Fut>(
+        &self,
+        name: &str,
+        retry: StepRetry,
+        timeout: Option<Duration>,
+        f: F,
+    ) -> Result<T, StepError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, String>>,
+    {
         let (seq, replay) = self.claim(name, StepKind::Run)?;
         if let Replay::Recorded(step) = replay {
             return recorded(step);
         }
-        match f().await {
+        let ran = match timeout {
+            None => f().await,
+            Some(t) => tokio::time::timeout(t, f())
+                .await
+                .unwrap_or_else(|_| Err(format!("the step timed out after {} ms", t.as_millis()))),
+        };
+        match ran {
             Ok(value) => {
                 let result = serde_json::to_value(&value)
                     .map_err(|e| StepError::Decode { step: name.to_owned(), error: e.to_string() })?;
@@ -370,5 +408,21 @@ mod tests {
         let c = steps.run("c", || async { Ok::<u32, String>(1) }).await;
         assert!(matches!(c, Err(StepError::Unavailable(_))), "a new step needs the edge");
         assert!(matches!(HandlerError::from(StepError::Suspended), HandlerError::Suspended));
+    }
+
+    #[tokio::test]
+    async fn a_step_past_its_timeout_is_cut_and_reported_as_a_failure() {
+        let job = edgejobs_core::spec::parse_spec(&json!({ "type": "sleep" }), 1)
+            .expect("spec")
+            .into_job(edgejobs_core::JobId::new(0, 1, 1), 1)
+            .0;
+        let steps = Steps::new(&job, None);
+        let slow = steps.run_timed("slow", StepRetry::default(), Duration::from_millis(20), || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<u32, String>(1)
+        });
+        // Cut well before the minute: the failure is then reported (here: no edge to report to).
+        let out = tokio::time::timeout(Duration::from_secs(10), slow).await.expect("the step was cut");
+        assert!(matches!(out, Err(StepError::Unavailable(_))), "{out:?}");
     }
 }
