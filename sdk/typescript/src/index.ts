@@ -45,6 +45,12 @@ export interface RunOptions {
   /** Extra attempts after the first failure, 0 to 99. Default 0: a failure is final. */
   retries?: number;
   backoff?: Backoff;
+  /**
+   * Longest one execution of the step may take (ms or "30s"); past it the step fails
+   * ("timed out after N ms") and is retried by `retries`. The function keeps running in
+   * the background (JavaScript cannot stop it), but its result is not used.
+   */
+  timeout?: number | string;
 }
 
 export interface WaitOptions {
@@ -382,13 +388,14 @@ class Execution {
       throw new Error(`step ${JSON.stringify(name)}: the second argument is the step's function`);
     }
     const retry = retryPolicy(opts);
+    const timeout = opts?.timeout === undefined ? undefined : parseDuration(opts.timeout);
     const { seq, rec } = this.#begin("run", name);
     if (rec !== undefined) {
       return replay(rec) as T;
     }
     // A `retrying` step at this position is simply run again: the edge counts attempts.
     this.#claim();
-    const outcome = this.#attempt(seq, name, fn, retry);
+    const outcome = this.#attempt(seq, name, timeout === undefined ? fn : () => within(fn, timeout), retry);
     this.#inflight = outcome;
     this.#end(await outcome);
   }
@@ -521,6 +528,15 @@ function checkName(name: unknown): void {
   ) {
     throw new Error(`a step name is a string of 1 to ${MAX_STEP_NAME_BYTES} bytes without control characters, not ${JSON.stringify(name)}`);
   }
+}
+
+/** `fn`'s value, or a rejection once `ms` passed first. */
+function within<T>(fn: () => Promise<T> | T, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the step timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([Promise.resolve().then(fn), late]).finally(() => clearTimeout(timer));
 }
 
 function retryPolicy(opts?: RunOptions): { attempts: number; backoff: Required<Backoff> } {

@@ -250,6 +250,23 @@ describe("steps", () => {
     });
   });
 
+  it("fails a step that runs past its timeout, by its retry policy", async () => {
+    const slow: Handler = async (_run, step) =>
+      step.run("slow", () => new Promise((r) => setTimeout(() => r(1), 5_000)), { timeout: 30, retries: 1 });
+    const started = Date.now();
+    const got = await answer(slow);
+    assert.ok(Date.now() - started < 2_000, "cut at the timeout, not after the function");
+    assert.deepEqual(got, {
+      op: "step",
+      step: {
+        kind: "fail", seq: 0, name: "slow", error: "Error: the step timed out after 30 ms",
+        retry: { attempts: 2, backoff: { base_ms: 1000, factor: 2, cap_ms: 3_600_000 } },
+      },
+    });
+    const quick: Handler = async (_run, step) => step.run("quick", async () => 7, { timeout: "5s" });
+    assert.deepEqual(await answer(quick), { op: "step", step: { kind: "run", seq: 0, name: "quick", result: 7 } });
+  });
+
   it("runs a retrying step again", async () => {
     let runs = 0;
     const handler: Handler = async (_run, step) => step.run("call", () => ++runs, { retries: 2 });
