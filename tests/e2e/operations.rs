@@ -151,6 +151,17 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
             ensure(r.status == 200, || format!("start: {}", r.body))?;
             ids.extend([done, dead, later, gone, waiting, running]);
         }
+        // A workflow run waiting for an event (its wait reported by hand, as a consumer would):
+        // the restore gives it back its wait, indexed again (the wipe takes the index too).
+        let order = edgejobs_tests::stack::random_hex(4);
+        let run = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "order": order } }))?;
+        let r = crate::util::report_on(ctx, stack, &run, &json!({ "event": "start", "attempt": 1 }))?;
+        let lease = r.headers.get("x-edgejobs-lease").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let wait = json!({ "event": "step", "attempt": 1, "lease": lease, "step": { "kind": "wait", "seq": 0,
+            "name": "paid", "event": "dr.paid", "matches": [{ "event": "/data/order", "value": order }] } });
+        let r = crate::util::report_on(ctx, stack, &run, &wait)?;
+        ensure(r.status == 200 && r.body["state"] == "scheduled", || format!("the wait: {} {}", r.status, r.body))?;
+        ids.push(run.clone());
         std::thread::sleep(Duration::from_secs(2)); // let the hand-offs settle
         let before: BTreeMap<String, Value> =
             ids.iter().map(|id| Ok((id.clone(), job_on(ctx, stack, id)?))).collect::<anyhow::Result<_>>()?;
@@ -203,6 +214,20 @@ fn disaster_recovery_restores_every_job_identically(ctx: &Ctx) -> anyhow::Result
             }
             ensure(now == job, || format!("{id} differs after restore:\nbefore {job}\nafter  {now}"))?;
         }
+        // The restored run resumes where it was: its event finds it.
+        let sent = ctx.send(
+            ctx.http
+                .post(format!("{}/v1/events", stack.edge_url))
+                .bearer_auth(&stack.secrets.api_key)
+                .json(&json!({ "name": "dr.paid", "data": { "order": order } })),
+        )?;
+        ensure(sent.status == 202 && sent.body["resumed"] == 1, || {
+            format!("the event after the restore: {}", sent.body)
+        })?;
+        let resumed = job_on(ctx, stack, &run)?;
+        ensure(resumed["state"] == "queued" && resumed["steps"][0]["state"] == "completed", || {
+            format!("the restored run resumed: {resumed}")
+        })?;
         Ok(())
     })
 }
