@@ -63,6 +63,14 @@ pub struct Bugs {
     /// in a flow list, past the gate (the key's next job taken directly, its admission
     /// forgotten): a key runs over its limit.
     pub take_past_gate: bool,
+    /// A suspend (a sleep, a wait, a step retry) writes the run's last completed `run` step
+    /// back as retrying (someone "reset the step in flight" when the attempt ended): the next
+    /// execution runs a step whose result was recorded.
+    pub step_forgotten: bool,
+    /// A resume completes a wait that an earlier resume completed, as long as its run is not
+    /// over (the check that the step still waits was left to the run's state): a repeated
+    /// delivery resumes the wait twice, the second event's data replacing the first's.
+    pub resume_twice: bool,
 }
 
 /// Switches the flow gate's bugs (`flow_*`) of `b` on for this thread (the gate keeps
@@ -134,6 +142,55 @@ impl Bugs {
 }
 
 impl Bugs {
+    /// With `step_forgotten`, the runs a report suspended forget their last completed `run`
+    /// step (written back as retrying, its result dropped).
+    pub fn step_forgotten(&self, plan: &mut Plan) {
+        use edgejobs_core::workflow::{StepKind, StepState};
+        if !self.step_forgotten {
+            return;
+        }
+        for job in &mut plan.updates {
+            let suspended = job
+                .steps
+                .last()
+                .is_some_and(|s| matches!(s.state, StepState::Sleeping | StepState::Waiting | StepState::Retrying));
+            if job.state != JobState::Scheduled || !suspended {
+                continue;
+            }
+            let n = job.steps.len() - 1;
+            if let Some(s) =
+                job.steps[..n].iter_mut().rev().find(|s| s.kind == StepKind::Run && s.state == StepState::Completed)
+            {
+                s.state = StepState::Retrying;
+                s.result = None;
+                s.ended_at = None;
+            }
+        }
+    }
+
+    /// With `resume_twice`, a resume of a wait an earlier resume completed finds it waiting
+    /// again, its run suspended, while the run is not over (so the state machine accepts it).
+    pub fn resume_twice(&self, loaded: &mut [edgejobs_core::Job], events: &[JobEvent]) {
+        use edgejobs_core::workflow::{StepKind, StepState};
+        if !self.resume_twice {
+            return;
+        }
+        for e in events {
+            let Event::Resume { step, .. } = &e.event else { continue };
+            let Some(job) = loaded.iter_mut().find(|j| j.id == e.id) else { continue };
+            if !matches!(job.state, JobState::Queued | JobState::Scheduled | JobState::Active) {
+                continue;
+            }
+            let done = |s: &&mut edgejobs_core::workflow::Step| {
+                s.name == *step && s.kind == StepKind::Wait && s.state == StepState::Completed
+            };
+            if let Some(s) = job.steps.iter_mut().find(done) {
+                s.state = StepState::Waiting;
+                job.state = JobState::Scheduled;
+            }
+        }
+    }
+
     /// With `unchecked_lease`, gives every consumer report the live token of its job.
     pub fn unchecked_lease(&self, db: &impl Sql, mut reports: Vec<Report>) -> Outcome<Vec<Report>> {
         if !self.unchecked_lease {

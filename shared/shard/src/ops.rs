@@ -183,6 +183,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let mut loaded = store::load_many(db, &ids)?;
             // Another tenant's job is left out, so its event is answered as a missing job's.
             loaded.retain(|j| tenant.as_ref().is_none_or(|t| *t == j.tenant));
+            #[cfg(feature = "bugs")]
+            self.bugs.resume_twice(&mut loaded, &events);
             let invoked = crate::children::invoked(events.iter().map(|e| (&e.id, &e.event)));
             let before = steps_of(&loaded);
             #[allow(unused_mut)]
@@ -290,6 +292,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let (mut plan, answers) =
                 plan::apply_reports(loaded, reports, now, &mut || self.host.random_unit(), &mut token);
             crate::children::insert(&mut plan, &before, invoked);
+            #[cfg(feature = "bugs")]
+            self.bugs.step_forgotten(&mut plan);
             crate::flow::apply(db, &mut plan, now)?;
             Ok((answers, plan.effects))
         })?;

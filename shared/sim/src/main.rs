@@ -9,12 +9,13 @@
 //! bug on: `stale-overwrite`, `unchecked-attempts`, `sweep-resends-cancelled`,
 //! `schedule-ticks-twice`, `unchecked-lease`, `schedule-key-hijack`, `pending-uncounted`,
 //! `reseal-unbound`, `moved-key-created`, `flow-over-limit`, `flow-slot-leak`, `flow-no-wake`,
-//! `schedule-misplaced`, `take-past-gate`),
+//! `schedule-misplaced`, `take-past-gate`, `step-forgotten`, `resume-twice`),
 //! `--expect-violation` (exit 0 only when a violation is found;
 
 mod flow;
 mod oracle;
 mod rng;
+mod workflows;
 mod world;
 
 use std::process::ExitCode;
@@ -71,6 +72,8 @@ fn bugs(name: Option<&str>) -> Result<Bugs, String> {
         Some("flow-no-wake") => b.flow_no_wake = true,
         Some("schedule-misplaced") => b.schedule_misplaced = true,
         Some("take-past-gate") => b.take_past_gate = true,
+        Some("step-forgotten") => b.step_forgotten = true,
+        Some("resume-twice") => b.resume_twice = true,
         Some(other) => return Err(format!("unknown bug {other}")),
     }
     Ok(b)
@@ -161,6 +164,7 @@ fn main() -> ExitCode {
     let mut peak_jobs = 0usize;
     let mut checks: std::collections::BTreeMap<&str, u64> = Default::default();
     let (mut waiting_lists, mut collapsed, mut pauses, mut taken) = (0u64, 0u64, 0u64, 0u64);
+    let mut wf = [0u64; 7];
     for seed in args.seed..args.seed + args.seeds {
         let steps = actions(seed, args.steps);
         let (w, failed) = run(seed, faults, &bugs, &steps, false);
@@ -170,6 +174,12 @@ fn main() -> ExitCode {
         collapsed += w.oracle.flow.collapsed;
         pauses += w.oracle.flow.pauses;
         taken += w.oracle.flow.taken;
+        let seen = &w.oracle.wf;
+        let figures =
+            [seen.runs, seen.executed, seen.replayed, seen.suspended, seen.events, seen.resumed, seen.refused];
+        for (sum, n) in wf.iter_mut().zip(figures) {
+            *sum += n;
+        }
         for (k, v) in &w.oracle.checks {
             *checks.entry(k).or_default() += v;
         }
@@ -206,6 +216,10 @@ fn main() -> ExitCode {
     println!("  at most {peak_jobs} jobs stored at once");
     println!(
         "  flow: {waiting_lists} waiting lists seen by the checks, {collapsed} debounced or throttled answers, {pauses} pauses and resumes, {taken} jobs taken by a finish"
+    );
+    let [runs, executed, replayed, suspended, events, resumed, refused] = wf;
+    println!(
+        "  workflows: {runs} runs, {executed} steps executed and {replayed} replayed, {suspended} suspensions, {events} events sent, {resumed} resumes accepted and {refused} refused"
     );
     for name in INVARIANTS {
         println!("  invariant {name}: checked {} times, held", checks.get(name).copied().unwrap_or(0));

@@ -4,6 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use edgejobs_core::workflow::{Step, StepState, event_subject, matches_event};
+use serde_json::Value;
+
+use crate::workflows::{Sent, WaitSeen};
+
 /// A job's row as last observed: state, attempt, last change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
@@ -38,6 +43,8 @@ pub const INVARIANTS: &[&str] = &[
     "paused-starts-nothing",
     "debounce-one-run-per-quiet-window",
     "throttle-at-most-limit-per-window",
+    "a-recorded-step-never-reruns",
+    "an-event-resumes-a-wait-once",
 ];
 
 /// A broken invariant.
@@ -75,6 +82,8 @@ pub struct Oracle {
     pub violation: Option<Violation>,
     /// Flow control (#28), see [`crate::flow`].
     pub flow: FlowSeen,
+    /// Durable workflows (#29), see [`crate::workflows`].
+    pub wf: crate::workflows::WorkflowSeen,
 }
 
 impl Oracle {
@@ -303,4 +312,181 @@ pub struct FlowSeen {
 pub struct FlowJob {
     pub lists: Vec<(String, u32)>,
     pub stops: Vec<String>,
+}
+
+/// The workflow invariants' bookkeeping (#29; the workload and its types are in
+/// [`crate::workflows`]).
+impl Oracle {
+    /// An execution of a run begins (its start or takeover was answered): its mark.
+    pub fn wf_began(&mut self) -> u64 {
+        self.wf.clock += 1;
+        self.wf.clock
+    }
+
+    /// Step `seq` of `job` was answered recorded (a `run` result, or its failure for good).
+    pub fn wf_recorded(&mut self, job: &str, seq: usize) {
+        self.wf.clock += 1;
+        let at = self.wf.clock;
+        self.wf.recorded.entry((job.to_owned(), seq)).or_insert(at);
+    }
+
+    /// An execution that began at `began` executes (`ran`) or replays step `seq` of `job`.
+    pub fn wf_step(&mut self, job: &str, seq: usize, name: &str, began: u64, ran: bool) {
+        self.check("a-recorded-step-never-reruns");
+        if ran {
+            self.wf.executed += 1;
+        } else {
+            self.wf.replayed += 1;
+        }
+        if ran && let Some(at) = self.wf.recorded.get(&(job.to_owned(), seq)).copied().filter(|at| *at < began) {
+            self.fail(
+                "a-recorded-step-never-reruns",
+                format!(
+                    "step {name} of {job} ran again in an execution that began (#{began}) after its result was recorded (#{at})"
+                ),
+            );
+        }
+    }
+
+    /// A wait report was answered with its run suspended on it.
+    pub fn wf_waits(&mut self, job: &str, tenant: &str, step: &Step) {
+        let Some(wait) = step.wait.clone() else { return };
+        let key = (job.to_owned(), step.name.clone());
+        let seen = WaitSeen {
+            tenant: tenant.to_owned(),
+            wait,
+            since: step.started_at.saturating_sub(step.lookback_ms),
+            until: step.until,
+            registered: false,
+            owed: None,
+            settled: false,
+            accepted: 0,
+            drained: false,
+        };
+        self.wf.waits.entry(key.clone()).or_insert(seen);
+        self.wf.open.insert(key);
+    }
+
+    fn meets(w: &WaitSeen, e: &Sent) -> bool {
+        let subject = event_subject(&e.name, &e.data, e.id.as_deref());
+        e.tenant == w.tenant && e.name == w.wait.event && matches_event(&w.wait.matches, &subject)
+    }
+
+    /// The index registered the wait at `now`: an event its look-back reaches is owed to it.
+    pub fn wf_registered(&mut self, job: &str, step: &str, now: u64) {
+        let key = (job.to_owned(), step.to_owned());
+        let Some(w) = self.wf.waits.get(&key) else { return };
+        let owed = self
+            .wf
+            .sent
+            .values()
+            .any(|e| e.last >= w.since && e.tenant == w.tenant && e.name == w.wait.event && Self::meets(w, e));
+        if let Some(w) = self.wf.waits.get_mut(&key) {
+            w.registered = true;
+            if w.owed.is_none() && owed {
+                w.owed = Some(now);
+            }
+        }
+    }
+
+    /// The event index took a send at `now` (`duplicate`: an id sent before): a new event
+    /// is owed to every registered wait it meets, before the wait's timeout.
+    pub fn wf_signaled(&mut self, sent: Sent, duplicate: bool) {
+        self.wf.events += 1;
+        if duplicate {
+            self.wf.duplicates += 1;
+            return;
+        }
+        let Some(n) = sent.data.get("n").and_then(Value::as_u64) else { return };
+        let at = sent.at;
+        // A wait past its timeout is owed nothing more (and a send no longer aims at it).
+        let waits = &self.wf.waits;
+        self.wf.open.retain(|k| waits.get(k).is_some_and(|w| w.until.is_none_or(|u| at < u)));
+        for key in &self.wf.open {
+            let Some(w) = self.wf.waits.get_mut(key) else { continue };
+            if w.registered && w.owed.is_none() && w.until.is_none_or(|u| at < u) && Self::meets(w, &sent) {
+                w.owed = Some(at);
+            }
+        }
+        self.wf.sent.entry(n).and_modify(|e| e.last = at).or_insert(sent);
+    }
+
+    /// A resume of wait `step` of `job` with `data` was answered (`accepted`); `before` and
+    /// `after` are the run just before and just after.
+    pub fn wf_resumed(
+        &mut self,
+        (job, step): (&str, &str),
+        data: &Value,
+        accepted: bool,
+        before: Option<&edgejobs_core::Job>,
+        after: Option<&edgejobs_core::Job>,
+    ) {
+        const NAME: &str = "an-event-resumes-a-wait-once";
+        self.check(NAME);
+        let key = (job.to_owned(), step.to_owned());
+        let waiting = before.is_some_and(|j| {
+            j.state == edgejobs_core::JobState::Scheduled
+                && j.steps.iter().any(|s| s.name == step && s.state == StepState::Waiting)
+        });
+        if !accepted {
+            self.wf.refused += 1;
+            if waiting {
+                self.fail(NAME, format!("a resume of wait {step} of {job} was refused while it waited"));
+            }
+            if let Some(w) = self.wf.waits.get_mut(&key) {
+                w.settled = true;
+            }
+            self.wf.open.remove(&key);
+            return;
+        }
+        self.wf.resumed += 1;
+        self.wf.open.remove(&key);
+        let Some(w) = self.wf.waits.get_mut(&key) else {
+            self.fail(NAME, format!("a resume of {step} of {job} was accepted, and no such wait was recorded"));
+            return;
+        };
+        w.settled = true;
+        w.accepted += 1;
+        let (accepted, w) = (w.accepted, w.clone());
+        if accepted > 1 {
+            self.fail(NAME, format!("wait {step} of {job} was resumed {accepted} times (the last with {data})"));
+            return;
+        }
+        let event = data.get("n").and_then(Value::as_u64).and_then(|n| self.wf.sent.get(&n));
+        match event {
+            Some(e) if Self::meets(&w, e) && e.last >= w.since => {}
+            Some(e) => {
+                let msg = format!(
+                    "wait {step} of {job} (tenant {}, {:?}, since {}) was resumed with an event it does not take: {e:?}",
+                    w.tenant, w.wait, w.since
+                );
+                self.fail(NAME, msg);
+            }
+            None => self.fail(NAME, format!("wait {step} of {job} was resumed with {data}, which no event carried")),
+        }
+        let recorded = after.and_then(|j| j.steps.iter().find(|s| s.name == step));
+        if !recorded.is_some_and(|s| s.state == StepState::Completed && s.result.as_ref() == Some(data)) {
+            self.fail(NAME, format!("wait {step} of {job} was resumed with {data}; its record is {recorded:?}"));
+        }
+    }
+
+    /// After the drain: every wait an event was owed to was reached by a resume.
+    pub fn wf_drained(&mut self) {
+        const NAME: &str = "an-event-resumes-a-wait-once";
+        let owed: Vec<((String, String), u64)> = self
+            .wf
+            .waits
+            .iter()
+            .filter(|(_, w)| !w.settled)
+            .filter_map(|(k, w)| w.owed.map(|at| (k.clone(), at)))
+            .collect();
+        self.check(NAME);
+        if let Some(((job, step), at)) = owed.first() {
+            let msg = format!(
+                "{} waits met by an event after their registration were never resumed, e.g. {step} of {job} (event at {at})",
+                owed.len()
+            );
+            self.fail(NAME, msg);
+        }
+    }
 }

@@ -26,6 +26,8 @@ use serde_json::json;
 use crate::oracle::{Allow, Oracle, Seen, is_final};
 use crate::rng::Rng;
 
+mod workflows;
+
 pub const SHARDS: u16 = 4;
 /// The shard count the deployment starts with; it grows to [`SHARDS`] in [`GROWTHS`].
 pub const INITIAL_SHARDS: u16 = 2;
@@ -37,6 +39,9 @@ pub const STALE_ROUTER_MS: u64 = edgejobs_core::topology::SETTLE_MS;
 /// Steps between two checks of every shard's flow counts against its jobs (a check reads
 /// every queued and running flow job; after every step it would cost most of the run).
 pub const FLOW_CHECK_EVERY: u64 = 20;
+/// The share of enqueued jobs that are workflow runs (each goes through the stream once per
+/// execution, so a larger share saturates the simulated consumers).
+pub const WORKFLOW_SHARE: f64 = 0.05;
 /// The idempotency window of the simulated deployment.
 pub const WINDOW_MS: u64 = 60_000;
 pub const LEASE_MS: u64 = 10_000;
@@ -120,6 +125,8 @@ struct Run {
     /// How its reports travel: the edge's own (edge lane) or a consumer's with the lease
     /// token its start or takeover was answered with (a stale holder keeps its old one).
     via: Via,
+    /// A workflow run's execution (its handler's place in its steps).
+    wf: Option<Box<crate::workflows::Exec>>,
 }
 
 /// Who reports: the edge runner (its own events, no lease) or a native consumer through
@@ -175,6 +182,8 @@ pub enum Kind {
     CrossTenant,
     Reseal,
     FlowPause,
+    SendEvent,
+    EdgeEvents,
 }
 
 /// Weighted choice of the next action.
@@ -200,6 +209,8 @@ pub const KINDS: &[(Kind, u64)] = &[
     (Kind::CrossTenant, 3),
     (Kind::Reseal, 2),
     (Kind::FlowPause, 1),
+    (Kind::SendEvent, 4),
+    (Kind::EdgeEvents, 5),
 ];
 
 /// The payload keys of the simulated deployment: the new one seals, the old one still opens
@@ -222,7 +233,9 @@ const SCHEDULES: &[(&str, &str, &str, u64)] = &[
 /// workload's jobs do: named so that its name's shard is not the key's, where the router
 /// must place it (`schedule::home`).
 const FLOW_SCHEDULE_NAMES: &[&str] = &["every-7m-c0", "every-7m-c0-b", "every-7m-c0-c", "every-7m-c0-d"];
-const FLOW_SCHEDULE_PERIOD: u64 = 420_000;
+/// The count check's period of `*/7 * * * *`: nine ticks an hour (the gap across the hour is
+/// four minutes, so 7 minutes undercounts runs of several hours).
+const FLOW_SCHEDULE_PERIOD: u64 = 400_000;
 
 pub struct World {
     clock: Rc<Cell<u64>>,
@@ -252,6 +265,10 @@ pub struct World {
     flow_serial: u64,
     /// The shard counts the deployment has had, as shard 0 recorded them.
     topology: edgejobs_core::topology::Topology,
+    /// The edge's event work not done yet (workflows, see `world/workflows.rs`).
+    edge_work: Vec<workflows::EdgeWork>,
+    /// Numbers the events sent (their data's `n`).
+    event_serial: u64,
 }
 
 impl std::fmt::Debug for World {
@@ -324,6 +341,8 @@ impl World {
             peak_jobs: 0,
             flow_serial: 0,
             topology: edgejobs_core::topology::Topology::single(INITIAL_SHARDS),
+            edge_work: Vec::new(),
+            event_serial: 0,
         };
         w.record_topology(INITIAL_SHARDS);
         w.create_schedules();
@@ -488,7 +507,14 @@ impl World {
                     let end = Self::outcome(&mut rng, &self.faults);
                     let (id, attempt) = (job.id, job.attempt);
                     self.note(|| format!("finish takes {id} attempt {attempt} (edge): started"));
-                    self.edge_runs.push(Run { id, attempt, at: self.now() + rng.below(4_000), end, via: Via::Edge });
+                    self.edge_runs.push(Run {
+                        id,
+                        attempt,
+                        at: self.now() + rng.below(4_000),
+                        end,
+                        via: Via::Edge,
+                        wf: None,
+                    });
                 }
                 finished.answers
             }
@@ -534,10 +560,21 @@ impl World {
     /// token (a forged one, an edge-lane job's): its row is read just before and just
     /// after, so nothing else can be blamed.
     fn report(&mut self, id: JobId, event: Event, via: Via) -> bool {
+        self.report_answer(id, event, via).is_some_and(|a| a.is_ok())
+    }
+
+    /// [`report`](Self::report), answered as the shard answered.
+    fn report_answer(
+        &mut self,
+        id: JobId,
+        event: Event,
+        via: Via,
+    ) -> Option<Result<edgejobs_core::protocol::Applied, edgejobs_core::machine::Refusal>> {
         let attempt = match &event {
-            Event::Heartbeat { attempt, .. } | Event::Complete { attempt, .. } | Event::Fail { attempt, .. } => {
-                *attempt
-            }
+            Event::Heartbeat { attempt, .. }
+            | Event::Complete { attempt, .. }
+            | Event::Fail { attempt, .. }
+            | Event::Step { attempt, .. } => *attempt,
             _ => 0,
         };
         let before = self.row(&id);
@@ -553,7 +590,13 @@ impl World {
         };
         let unleased = before.clone().filter(|_| unleased);
         let shard = id.shard();
-        let name = event.name();
+        let name = match &event {
+            Event::Step { step: edgejobs_core::workflow::StepReport::Fail { name, .. }, .. } => {
+                format!("step {name} (failed)")
+            }
+            Event::Step { step, .. } => format!("step {}", step.name()),
+            e => e.name().to_owned(),
+        };
         let answers = match via {
             Via::Edge => self.finish(shard, vec![JobEvent { id: id.clone(), event }]),
             Via::Consumer(lease) => self.report_many(shard, vec![Report::new(id.clone(), event, lease)]),
@@ -568,7 +611,7 @@ impl World {
             self.oracle.unleased_report(id.as_str(), &was, now.as_ref());
         }
         self.note(|| format!("report {name} attempt {attempt} of {id}: {}", if ok { "accepted" } else { "refused" }));
-        ok
+        answers.into_iter().next()
     }
 
     fn outcome(rng: &mut Rng, faults: &Faults) -> End {
@@ -669,7 +712,16 @@ impl World {
                 let Some(&i) = rng.pick(&due) else { return vec![] };
                 let (_, e, via) = self.late.swap_remove(i);
                 let shard = e.id.shard();
-                self.report(e.id, e.event, via);
+                let run = match &e.event {
+                    Event::Step { step: edgejobs_core::workflow::StepReport::Run { seq, .. }, .. } => Some(*seq),
+                    _ => None,
+                };
+                let key = e.id.to_string();
+                if self.report(e.id, e.event, via)
+                    && let Some(seq) = run
+                {
+                    self.oracle.wf_recorded(&key, seq as usize);
+                }
                 vec![shard]
             }
             Kind::NativeTake => {
@@ -763,6 +815,8 @@ impl World {
             }
             Kind::WriteStaged => self.write_staged(rng),
             Kind::Reseal => self.reseal(any_shard, rng),
+            Kind::SendEvent => self.send_event(rng),
+            Kind::EdgeEvents => self.edge_events(rng),
             Kind::FlowPause => {
                 // Pauses are short (about a minute): half the time one of them ends.
                 let paused: Vec<edgejobs_core::flow::Target> = self.oracle.flow.paused.values().cloned().collect();
@@ -830,6 +884,13 @@ impl World {
         let mut last_key: Option<String> = None;
         let mut windows: BTreeMap<String, crate::flow::Window> = BTreeMap::new();
         for _ in 0..n {
+            if rng.chance(WORKFLOW_SHARE) {
+                // A workflow run (#29): a native job whose handler's steps are recorded.
+                let tenant = TENANTS[rng.below(TENANTS.len() as u64) as usize];
+                let job = self.workflow_job(keyless, tenant, rng);
+                by_shard.entry(keyless).or_default().push(job);
+                continue;
+            }
             let native = rng.chance(0.35);
             let mut body = json!({ "type": if native { "sleep" } else { "noop" }, "max_attempts": 1 + rng.below(3) });
             if rng.chance(0.2) {
@@ -1052,7 +1113,14 @@ impl World {
                 });
                 if started {
                     let end = Self::outcome(rng, &self.faults);
-                    self.edge_runs.push(Run { id, attempt, at: self.now() + rng.below(4_000), end, via: Via::Edge });
+                    self.edge_runs.push(Run {
+                        id,
+                        attempt,
+                        at: self.now() + rng.below(4_000),
+                        end,
+                        via: Via::Edge,
+                        wf: None,
+                    });
                 }
             }
             Lane::Native => {
@@ -1130,6 +1198,7 @@ impl World {
                         at: self.now() + rng.below(4_000),
                         end,
                         via: Via::Edge,
+                        wf: None,
                     });
                 }
             }
@@ -1163,29 +1232,40 @@ impl World {
         rng.pick(&live).copied()
     }
 
+    /// A consumer reads the stream: it starts a free entry's attempt; an entry whose start
+    /// is refused (a stale or repeated one) is acknowledged and the read goes on to another
+    /// (up to four), as a read of a batch does.
     fn native_take(&mut self, rng: &mut Rng) -> Vec<u16> {
         let Some(c) = self.live_consumer(rng) else { return vec![] };
-        let free: Vec<usize> = (0..self.stream.len()).filter(|i| self.stream[*i].owner.is_none()).collect();
-        let Some(&i) = rng.pick(&free) else { return vec![] };
-        let (id, attempt) = (self.stream[i].id.clone(), self.stream[i].attempt);
-        let shard = id.shard();
-        let answers = self.report_many(shard, vec![Report::new(id.clone(), Event::Start { attempt }, None)]);
-        let lease = match answers.into_iter().next() {
-            Some(Ok(a)) => Some(a.lease),
-            _ => None,
-        };
-        let ok = lease.is_some();
-        self.note(|| format!("consumer {c} takes {id} attempt {attempt}: {}", if ok { "started" } else { "refused" }));
-        if let Some(lease) = lease {
-            self.stream[i].owner = Some(c);
-            self.stream[i].idle_since = self.now();
-            let end = Self::outcome(rng, &self.faults);
-            let at = self.now() + rng.below(3 * LEASE_MS);
-            self.consumers[c].holds.push(Run { id, attempt, at, end, via: Via::Consumer(lease) });
-        } else {
+        let mut touched = Vec::new();
+        for _ in 0..4 {
+            let free: Vec<usize> = (0..self.stream.len()).filter(|i| self.stream[*i].owner.is_none()).collect();
+            let Some(&i) = rng.pick(&free) else { break };
+            let (id, attempt) = (self.stream[i].id.clone(), self.stream[i].attempt);
+            let shard = id.shard();
+            touched.push(shard);
+            let answers = self.report_many(shard, vec![Report::new(id.clone(), Event::Start { attempt }, None)]);
+            let (lease, wf) = match answers.into_iter().next() {
+                Some(Ok(a)) => (Some(a.lease), self.exec_of(a.job.as_ref())),
+                _ => (None, None),
+            };
+            let ok = lease.is_some();
+            self.note(|| {
+                format!("consumer {c} takes {id} attempt {attempt}: {}", if ok { "started" } else { "refused" })
+            });
+            if let Some(lease) = lease {
+                self.stream[i].owner = Some(c);
+                self.stream[i].idle_since = self.now();
+                let end = Self::outcome(rng, &self.faults);
+                let at = self.now() + rng.below(3 * LEASE_MS);
+                self.consumers[c].holds.push(Run { id, attempt, at, end, via: Via::Consumer(lease), wf });
+                break;
+            }
             self.stream.swap_remove(i);
         }
-        vec![shard]
+        touched.sort_unstable();
+        touched.dedup();
+        touched
     }
 
     fn native_beat(&mut self, rng: &mut Rng) -> Vec<u16> {
@@ -1215,6 +1295,12 @@ impl World {
         let Some(&i) = rng.pick(&due) else { return vec![] };
         let run = self.consumers[c].holds.swap_remove(i);
         let shard = run.id.shard();
+        if run.wf.is_some() {
+            if let Some(run) = self.wf_step(c, run, rng) {
+                self.consumers[c].holds.push(run);
+            }
+            return vec![shard];
+        }
         match Self::end_event(&run) {
             Some(event) => {
                 if rng.chance(self.faults.late_report) {
@@ -1247,7 +1333,8 @@ impl World {
                 let end = Self::outcome(rng, &self.faults);
                 let lease = a.lease;
                 let at = now + rng.below(3 * LEASE_MS);
-                let run = Run { id: id.clone(), attempt: a.attempt, at, end, via: Via::Consumer(lease) };
+                let wf = self.exec_of(a.job.as_ref());
+                let run = Run { id: id.clone(), attempt: a.attempt, at, end, via: Via::Consumer(lease), wf };
                 self.consumers[c].holds.push(run);
                 self.note(|| format!("consumer {c} reclaims {id}: runs attempt {}", a.attempt));
             }
@@ -1634,6 +1721,16 @@ impl World {
             for c in 0..self.consumers.len() {
                 let holds = std::mem::take(&mut self.consumers[c].holds);
                 for run in holds {
+                    if run.wf.is_some() {
+                        let mut hold = Some(run);
+                        for _ in 0..16 {
+                            match hold {
+                                Some(h) => hold = self.wf_step(c, h, &mut r),
+                                None => break,
+                            }
+                        }
+                        continue;
+                    }
                     if let Some(e) = Self::end_event(&run) {
                         self.report(run.id.clone(), e, run.via.clone());
                     }
@@ -1645,9 +1742,10 @@ impl World {
                 self.native_reclaim(&mut r);
             }
             self.late.clear();
+            self.drain_events();
             self.observe_all(&mut allow);
             let open = self.oracle.rows.iter().flat_map(|m| m.values()).any(|s| !is_final(&s.state));
-            if !open && self.queue.is_empty() {
+            if !open && self.queue.is_empty() && self.edge_work.is_empty() {
                 break;
             }
         }
@@ -1666,6 +1764,8 @@ impl World {
             let problems = edgejobs_shard::flow::check(&self.shards[n as usize].db).map_err(|e| e.to_string());
             self.oracle.flow_counts(n as usize, problems);
         }
+        self.drain_events();
+        self.oracle.wf_drained();
         self.oracle.liveness(stuck);
         self.check_counters();
         let errors = self.errors.borrow().clone();

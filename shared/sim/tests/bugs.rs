@@ -76,6 +76,8 @@ fn without_a_bug_a_run_holds_every_invariant_and_says_so() {
         "paused-starts-nothing",
         "debounce-one-run-per-quiet-window",
         "throttle-at-most-limit-per-window",
+        "a-recorded-step-never-reruns",
+        "an-event-resumes-a-wait-once",
     ] {
         let line = out.lines().find(|l| l.contains(&format!("invariant {name}:"))).expect("reported");
         assert!(!line.contains("checked 0 times"), "{name} was never exercised: {line}");
@@ -108,4 +110,22 @@ fn a_cancelled_or_dead_job_that_keeps_its_slots_is_found() {
 #[test]
 fn a_release_that_does_not_start_the_next_waiting_job_is_found() {
     found("flow-no-wake", "waiting-jobs-start");
+}
+
+#[test]
+fn a_suspend_that_forgets_a_recorded_step_is_found() {
+    found("step-forgotten", "a-recorded-step-never-reruns");
+}
+
+#[test]
+fn a_resume_of_a_wait_that_no_longer_waits_is_found() {
+    found("resume-twice", "an-event-resumes-a-wait-once");
+}
+
+#[test]
+fn a_found_workflow_bug_is_shrunk_to_a_run_that_fails_the_same_way() {
+    let (ok, out) = sim(&["--seed", "1", "--steps", "2000", "--bug", "step-forgotten"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("shortest failing run found"), "{out}");
+    assert!(out.contains("=> a-recorded-step-never-reruns"), "the shrunk run fails the same way:\n{out}");
 }
