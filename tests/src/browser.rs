@@ -33,15 +33,25 @@ pub struct Browser {
     next_id: u64,
     /// Problems the page reported so far (console errors, exceptions, failed requests).
     problems: Vec<String>,
-    _proc: Proc,
+    proc: Proc,
     dir: PathBuf,
+    /// This launch's own profile, deleted when the browser goes.
+    profile: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        self.proc.kill_hard();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
 }
 
 impl Browser {
     /// Starts chromium with a fresh profile under `dir` (its log goes there too) and
-    /// connects to its first page.
+    /// connects to its first page. Each launch has a profile of its own: tests that run at
+    /// once share `dir`, and a shared profile is deleted under a running browser.
     pub fn launch(dir: &Path) -> anyhow::Result<Browser> {
-        let profile = dir.join("profile");
+        let profile = dir.join(format!("profile-{}", crate::stack::random_hex(6)));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile)?;
         let mut cmd = Command::new(CHROMIUM);
@@ -66,7 +76,7 @@ impl Browser {
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("about:blank");
-        let proc = Proc::spawn("chromium", cmd, &dir.join("chromium.log"))?;
+        let proc = Proc::spawn("chromium", cmd, &profile.join("chromium.log"))?;
         // Chromium writes its port to the profile once it listens.
         let port_file = profile.join("DevToolsActivePort");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -98,7 +108,7 @@ impl Browser {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(CALL_TIMEOUT))?;
         let (ws, _) = tungstenite::client(ws_url.as_str(), stream).context("DevTools handshake")?;
-        let mut b = Browser { ws, next_id: 0, problems: Vec::new(), _proc: proc, dir: dir.to_owned() };
+        let mut b = Browser { ws, next_id: 0, problems: Vec::new(), proc, dir: dir.to_owned(), profile };
         for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
             b.call(domain, json!({}))?;
         }
