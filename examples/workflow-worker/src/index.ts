@@ -1,11 +1,13 @@
 // An example workflow endpoint on Cloudflare Workers: the job type `order.flow` quotes an
-// order, optionally asks a tool, cools off, then waits for its approval. The end-to-end
-// tests drive it through the edge, so it also counts how often the quote step really ran:
-// a recorded step must never run twice, however many times the edge calls back.
+// order, optionally asks a tool, cools off, then waits for its approval (`order.batch` runs
+// children; `bench.http` is scripts/bench's five trivial steps). The end-to-end tests drive
+// it through the edge, so it also counts how often the quote step really ran: a recorded
+// step must never run twice, however many times the edge calls back.
 //
 // Routes:
 // - POST /workflow: the workflow endpoint (the URL the job type declares in JOB_TYPES).
-// - GET /calls?run=<job id>: `{"quote": n}`, how many times the quote step ran for that run.
+// - GET /calls?run=<job id>: `{"quote": n, "bench_calls": m}`, how many times the quote step
+//   ran for that run, and how many calls `bench.http` has answered in all.
 // - anything else: 404.
 
 import { serve } from "../../../sdk/typescript/src/index.ts";
@@ -15,15 +17,20 @@ interface Env {
   WORKFLOW_SECRET: string;
   /** The secret of `order.batch` at this URL: each type is signed with its own key. */
   BATCH_SECRET?: string;
+  /** The secret of `bench.http` at this URL (scripts/bench's workflow scenario). */
+  BENCH_SECRET?: string;
 }
 
 // Per isolate, so only meaningful where one isolate serves every call (`wrangler dev`);
 // a deployed Worker would count in a Durable Object or KV instead. Never pruned: this is
 // a test fixture, not a pattern for production.
 const quoteRuns = new Map<string, number>();
+// Calls of `bench.http` answered (each call runs the handler from the top once).
+let benchCalls = 0;
 
 const workflow = serve({
-  secret: (env: Env, type) => (type === "order.batch" ? env.BATCH_SECRET : env.WORKFLOW_SECRET),
+  secret: (env: Env, type) =>
+    type === "order.batch" ? env.BATCH_SECRET : type === "bench.http" ? env.BENCH_SECRET : env.WORKFLOW_SECRET,
   workflows: {
     "order.flow": async (run, step) => {
       const quote = await step.run("quote", () => {
@@ -65,6 +72,17 @@ const workflow = serve({
       const one = await step.invoke("one-more", { type: "noop" });
       return { completed: outcomes.filter((o) => o.state === "completed").length, one };
     },
+
+    // scripts/bench's workflow scenario (`--only workflow`): five trivial steps, so what is
+    // measured is the protocol (one call and one recorded step each), not the work.
+    "bench.http": async (_run, step) => {
+      benchCalls += 1;
+      let sum = 0;
+      for (const name of ["s1", "s2", "s3", "s4", "s5"]) {
+        sum += await step.run(name, () => 1);
+      }
+      return { sum };
+    },
   },
 });
 
@@ -75,7 +93,7 @@ export default {
       return workflow(req, env);
     }
     if (url.pathname === "/calls" && req.method === "GET") {
-      return Response.json({ quote: quoteRuns.get(url.searchParams.get("run") ?? "") ?? 0 });
+      return Response.json({ quote: quoteRuns.get(url.searchParams.get("run") ?? "") ?? 0, bench_calls: benchCalls });
     }
     return new Response("not found", { status: 404 });
   },

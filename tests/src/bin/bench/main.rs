@@ -16,7 +16,8 @@
 //! - [`wrk`]: reads wrk's output;
 //! - [`report`]: targets, machine facts, the printed tables;
 //! - [`latency`]: enqueue-to-start/-complete of both lanes, BullMQ beside them, CPU per job;
-//! - [`flow`]: flow control's cost, fairness, limits and debounce (issue #28).
+//! - [`flow`]: flow control's cost, fairness, limits and debounce (issue #28);
+//! - [`workflow`]: runs of 5 steps on the native lane and over the HTTP protocol (issue #29).
 
 mod flow;
 mod latency;
@@ -27,6 +28,7 @@ mod prom;
 mod report;
 mod settings;
 mod soak;
+mod workflow;
 mod wrk;
 
 use std::collections::BTreeMap;
@@ -147,6 +149,8 @@ struct Bench {
     /// Peak RSS per pid seen so far: (component, comm, bytes).
     peaks: BTreeMap<u32, (String, String, u64)>,
     scratch: PathBuf,
+    /// The workflow scenario's endpoint port, reserved before the stack started.
+    workflow: Option<workflow::Endpoint>,
 }
 
 impl Bench {
@@ -785,6 +789,13 @@ fn run() -> anyhow::Result<()> {
         ));
     }
 
+    // The workflow scenario's types name its endpoint's port, so it is reserved first.
+    let endpoint =
+        if s.only.contains("workflow") && s.soak.is_none() { Some(workflow::Endpoint::reserve()?) } else { None };
+    let workflow_vars = endpoint.as_ref().map(workflow::Endpoint::vars).unwrap_or_default();
+    for (k, v) in &workflow_vars {
+        report["settings"]["stack_vars"][k] = json!(v);
+    }
     say(format!("starting a private stack (release binaries) in {}", state_dir.display()));
     let opts = StackOptions {
         // Every run on a private copy of the Worker's build: a rebuild in the shared tree,
@@ -794,10 +805,10 @@ fn run() -> anyhow::Result<()> {
         dev_vars: None,
         consumer: false,
         persist_redis: false,
-        vars: [vec![("RATE_LIMIT".into(), "off".into())], soak::vars(s.soak)].concat(),
+        vars: [vec![("RATE_LIMIT".into(), "off".into())], soak::vars(s.soak), workflow_vars].concat(),
         consumer_env: Vec::new(),
         profile: if s.debug { Profile::Debug } else { Profile::Release },
-        outbound_allow: String::new(),
+        outbound_allow: endpoint.as_ref().map(workflow::Endpoint::allow).unwrap_or_default(),
         native_lease: None,
         edge_upstash_url: None,
     };
@@ -808,8 +819,16 @@ fn run() -> anyhow::Result<()> {
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(s.clients * 2)
         .build()?;
-    let mut b =
-        Bench { s: s.clone(), stack, http, reads: 0, overhead: Overhead::new(), peaks: BTreeMap::new(), scratch };
+    let mut b = Bench {
+        s: s.clone(),
+        stack,
+        http,
+        reads: 0,
+        overhead: Overhead::new(),
+        peaks: BTreeMap::new(),
+        scratch,
+        workflow: endpoint,
+    };
     let outcome = scenarios(&mut b, &mut report);
     report["duration_s"] = json!(t_start.elapsed().as_secs_f64());
     report["machine"]["loadavg_end"] = json!(loadavg());
@@ -953,6 +972,9 @@ fn scenarios(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
     }
     if only.contains("flow") {
         flow::run(b, report)?;
+    }
+    if only.contains("workflow") {
+        workflow::run(b, report)?;
     }
     if only.contains("schedules") {
         let secs = if b.s.quick { 8 } else { 20 };

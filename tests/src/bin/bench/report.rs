@@ -163,6 +163,7 @@ pub fn targets(report: &Value) -> Vec<Value> {
     ];
     out.extend(crate::latency::targets(report));
     out.extend(crate::flow::targets(report));
+    out.extend(crate::workflow::targets(report));
     out
 }
 
@@ -354,6 +355,7 @@ pub fn print_table(r: &Value) {
     print_rows(&["scenario", "result", "target", "met?"], &rows);
     crate::latency::print(r);
     crate::flow::print(r);
+    crate::workflow::print(r);
 
     // Operations per job.
     println!();
@@ -507,6 +509,13 @@ pub fn ordered(sc: &Value) -> Vec<(String, &Value)> {
     let mut native = native_scenarios(sc);
     native.sort_by_key(|(c, _)| *c);
     out.extend(native.into_iter().map(|(c, v)| (format!("native c={c}"), v)));
+    // Workflow lanes: a run of 5 steps is their job.
+    for (k, name) in [("native", "workflow native (per run)"), ("http", "workflow http (per run)")] {
+        let v = &sc["workflow"][k];
+        if v.is_object() && v["error"].is_null() {
+            out.push((name.to_owned(), v));
+        }
+    }
     out
 }
 

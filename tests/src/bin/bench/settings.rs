@@ -30,7 +30,9 @@ table and writes target/bench/bench-<unix time>.json and target/bench/latest.jso
                        env BENCH_TIMEOUT)
   --only LIST          run only these of: edge,native,liveness,single,batch,reference,schedules,
                        latency (both lanes idle and loaded, with BullMQ beside them), bullmq,
-                       flow (flow control: overhead, fairness, limits held, debounce)
+                       flow (flow control: overhead, fairness, limits held, debounce),
+                       workflow (runs of 5 trivial steps on the native lane and over the HTTP
+                       protocol; env BENCH_WORKFLOW_RUNS, BENCH_WORKFLOW_LANES=native,http)
   --latency-samples N  idle latency samples per lane, one job at a time (default 200, quick 30;
                        env BENCH_LATENCY_SAMPLES)
   --schedules N        schedules every second in the schedules scenario (default 20)
@@ -43,8 +45,19 @@ table and writes target/bench/bench-<unix time>.json and target/bench/latest.jso
 ";
 
 /// The scenarios `--only` may name; a run without `--only` runs them all.
-const SCENARIOS: [&str; 10] =
-    ["edge", "native", "liveness", "single", "batch", "reference", "schedules", "latency", "bullmq", "flow"];
+const SCENARIOS: [&str; 11] = [
+    "edge",
+    "native",
+    "liveness",
+    "single",
+    "batch",
+    "reference",
+    "schedules",
+    "latency",
+    "bullmq",
+    "flow",
+    "workflow",
+];
 
 #[derive(Debug, Clone)]
 pub struct Settings {
