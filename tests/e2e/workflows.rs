@@ -17,6 +17,7 @@ pub const TESTS: &[Test] = &[
     ("workflows_agent_loop_runs_each_step_once_and_an_event_resumes_it_once", agent_loop),
     ("workflows_served_by_a_typescript_worker_over_http_run_each_step_once", http_workflow),
     ("workflows_refuse_changed_handlers_and_bad_reports_and_events", refusals),
+    ("workflows_the_outbox_check_of_a_wait_leaves_the_shards_alarm_working", outbox_check),
 ];
 
 fn send_event(ctx: &Ctx, stack: &Stack, body: &Value) -> anyhow::Result<Resp> {
@@ -256,6 +257,28 @@ fn started_by_hand(ctx: &Ctx, stack: &Stack) -> anyhow::Result<(String, String)>
     let lease = r.headers.get("x-edgejobs-lease").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     ensure(!lease.is_empty(), || "the start issued a lease".into())?;
     Ok((id, lease))
+}
+
+/// A wait still waiting 30 s after it was recorded is indexed again by its run's shard's
+/// alarm (the outbox; the index may be that same shard). The alarm goes on working after it:
+/// the wait's own timeout, 10 s later, is kept by the next alarm.
+fn outbox_check(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let (id, lease) = started_by_hand(ctx, stack)?;
+        let wait = json!({ "event": "step", "attempt": 1, "lease": lease, "step": { "kind": "wait", "seq": 0,
+            "name": "later", "event": unique("outbox"), "timeout_ms": 40_000 } });
+        let r = report_on(ctx, stack, &id, &wait)?;
+        ensure(r.status == 200 && r.body["state"] == "scheduled", || format!("the wait: {} {}", r.status, r.body))?;
+        // Past the outbox check (30 s) and the wait's timeout (40 s): the alarm times it out.
+        let mut job = Value::Null;
+        let timed_out = wait_until(Duration::from_secs(90), || {
+            job = job_on(ctx, stack, &id).unwrap_or(Value::Null);
+            job["steps"][0]["state"] == "timed_out"
+        });
+        ensure(timed_out, || format!("the wait did not time out after the outbox check: {job}"))?;
+        ensure(job["state"] == "queued", || format!("the timed-out run is queued again: {job}"))?;
+        Ok(())
+    })
 }
 
 fn refusals(ctx: &Ctx) -> anyhow::Result<()> {
