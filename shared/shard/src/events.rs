@@ -31,6 +31,11 @@ const PRUNE_ROWS: u64 = 100;
 /// waits before trying again when the index could not be reached.
 pub const INDEX_CHECK_MS: u64 = 30_000;
 
+/// How long a matched wait may stay undelivered (its send failed half-way, or the sender
+/// died) before the index's own alarm delivers it again, and again after as long while its
+/// run's shard cannot be reached.
+pub const REDELIVER_MS: u64 = 30_000;
+
 impl<S: Sql, H: Host> Shard<S, H> {
     /// The event index's operations, each one transaction.
     pub fn events(&self, op: EventsOp) -> Outcome<EventsReply> {
@@ -115,6 +120,36 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 }
             }
             Ok(due)
+        })
+    }
+
+    /// The index's matched waits still undelivered [`REDELIVER_MS`] after their event (a
+    /// send that failed half-way, with or without an id): each with its tenant and the
+    /// event's data, moved on by [`REDELIVER_MS`] until `Delivered` forgets them. The alarm
+    /// delivers them.
+    pub fn undelivered(&self) -> Outcome<Vec<(edgejobs_core::tenant::Tenant, WaitKey, Value)>> {
+        let now = self.host.now_ms();
+        self.commit(|db| {
+            let rows = db.rows(
+                "SELECT job, step, tenant, matched FROM waits WHERE matched_at IS NOT NULL AND matched_at <= ? \
+                 ORDER BY matched_at LIMIT ?",
+                &[int(now.saturating_sub(REDELIVER_MS)), int(PRUNE_ROWS)],
+            )?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let mut c = Cols::new(row);
+                let (job, step, tenant, data) = (c.text()?, c.text()?, c.text()?, c.text()?);
+                db.rows(
+                    "UPDATE waits SET matched_at = ? WHERE job = ? AND step = ?",
+                    &[int(now), text(job.clone()), text(step.clone())],
+                )?;
+                let job =
+                    job.parse().map_err(|_| StoreError(format!("a stored wait's job id {job:?} does not parse")))?;
+                let tenant = edgejobs_core::tenant::Tenant::parse(&tenant)
+                    .map_err(|_| StoreError(format!("a stored wait's tenant {tenant:?} does not parse")))?;
+                out.push((tenant, WaitKey { job, step }, store::parse(&data)?));
+            }
+            Ok(out)
         })
     }
 
@@ -243,8 +278,8 @@ fn signal(
         )?)?;
         for k in &found {
             db.rows(
-                "UPDATE waits SET matched = ?, matched_by = ? WHERE job = ? AND step = ?",
-                &[text(body.clone()), int(n), text(k.job.to_string()), text(k.step.clone())],
+                "UPDATE waits SET matched = ?, matched_by = ?, matched_at = ? WHERE job = ? AND step = ?",
+                &[text(body.clone()), int(n), int(now), text(k.job.to_string()), text(k.step.clone())],
             )?;
         }
         resumes.extend(found);

@@ -101,11 +101,13 @@ CREATE TABLE IF NOT EXISTS waits (
     expires_at INTEGER NOT NULL,
     matched TEXT,
     matched_by INTEGER,
+    matched_at INTEGER,
     PRIMARY KEY (job, step)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS waits_by_event ON waits(tenant, event, ptrs, vals);
 CREATE INDEX IF NOT EXISTS waits_expiry ON waits(expires_at);
 CREATE INDEX IF NOT EXISTS waits_matched ON waits(matched_by) WHERE matched_by IS NOT NULL;
+CREATE INDEX IF NOT EXISTS waits_undelivered ON waits(matched_at) WHERE matched_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS wait_shapes (
     tenant TEXT NOT NULL,
     event TEXT NOT NULL,
@@ -552,16 +554,18 @@ pub fn put_keys(db: &impl Sql, keys: &[KeyWrite]) -> Result<(), StoreError> {
 }
 
 /// The earliest `run_at` of a scheduled job, wake-up of a schedule, start a flow rate list
-/// waits for (`flow_wakes`), or check of a wait's indexing (`waits_to_index`), if any.
+/// waits for (`flow_wakes`), check of a wait's indexing (`waits_to_index`), or delivery of a
+/// matched wait again (`waits.matched_at`), if any.
 pub fn next_wake(db: &impl Sql) -> Result<Option<u64>, StoreError> {
     let rows = db.rows(
         "SELECT MIN(run_at) AS run_at FROM (
             SELECT MIN(run_at) AS run_at FROM jobs WHERE state = 'scheduled' AND run_at < ?
             UNION ALL SELECT MIN(wake_at) AS run_at FROM schedules WHERE wake_at IS NOT NULL
             UNION ALL SELECT MIN(at) AS run_at FROM flow_wakes
-            UNION ALL SELECT MIN(at) AS run_at FROM waits_to_index)",
+            UNION ALL SELECT MIN(at) AS run_at FROM waits_to_index
+            UNION ALL SELECT MIN(matched_at) + ? AS run_at FROM waits WHERE matched_at IS NOT NULL)",
         // A run waiting for an event without a timeout is never due (`workflow::NEVER`).
-        &[int(edgejobs_core::workflow::NEVER)],
+        &[int(edgejobs_core::workflow::NEVER), int(crate::events::REDELIVER_MS)],
     )?;
     match rows.into_iter().next() {
         Some(row) => Ok(Cols::new(row).opt_f64()?.map(|v| v as u64)),

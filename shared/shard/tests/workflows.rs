@@ -321,3 +321,29 @@ fn a_recorded_wait_is_kept_in_the_outbox_until_indexed_and_the_alarm_comes_for_i
     assert!(s.waits_to_index().expect("page").is_empty(), "a cancelled run's wait is not indexed");
     assert_eq!(s.next_wake().expect("next"), None);
 }
+
+#[test]
+fn a_match_no_send_delivered_is_handed_to_the_alarm_until_delivered() {
+    let w = World::default();
+    let s = shard(&w);
+    let (id, lease) = running(&s, &w, json!({}));
+    step(&s, &id, &lease, wait(0, "ok", "approved", vec![], None)).expect("waits");
+    register(&s, &get(&s, &id));
+    // A send without an id matched the wait, then its delivery failed: nobody repeats it.
+    let sig = signal(&s, "approved", json!({ "by": "ann" }), None);
+    assert_eq!(sig.resumes.len(), 1);
+    assert!(s.undelivered().expect("page").is_empty(), "not before the delay");
+    let at = s.next_wake().expect("next").unwrap_or(0);
+    assert!(at <= NOW + edgejobs_shard::events::REDELIVER_MS, "the alarm comes back for it at {at}");
+    w.now.set(edgejobs_shard::events::REDELIVER_MS + edgejobs_shard::events::INDEX_CHECK_MS);
+    let due = s.undelivered().expect("page");
+    assert_eq!(due.len(), 1, "handed over for delivery");
+    let (tenant, key, data) = due[0].clone();
+    assert_eq!((tenant, key.job.clone(), data.clone()), (acme(), id.clone(), json!({ "by": "ann" })));
+    assert!(s.undelivered().expect("page").is_empty(), "moved on while its delivery runs");
+    let (resumed, _) = resume(&s, &id, "ok", data);
+    assert!(resumed.is_ok(), "the run resumes with the event's data");
+    s.events(EventsOp::Delivered { keys: vec![key] }).expect("delivered");
+    w.now.set(10 * edgejobs_shard::events::REDELIVER_MS);
+    assert!(s.undelivered().expect("page").is_empty(), "delivered: forgotten");
+}

@@ -229,6 +229,7 @@ impl JobShard {
                 Ok(cfg) => {
                     self.pages("fire due schedules", || self.shard.fire_schedules_page(&cfg)).await;
                     self.index_waits(&cfg).await;
+                    self.redeliver(&cfg).await;
                 }
                 Err(e) => {
                     log("error", "schedules cannot fire: the configuration is invalid", json!({ "error": e.message }))
@@ -236,6 +237,28 @@ impl JobShard {
             }
         }
         self.rearm_with(true).await;
+    }
+
+    /// The event index's matched waits that no send delivered (one failed half-way): this
+    /// shard, their index, delivers them itself, each to its run's shard with its tenant.
+    async fn redeliver(&self, cfg: &edgejobs_core::config::EdgeConfig) {
+        let due = match self.shard.settle(self.shard.undelivered()) {
+            Ok(due) => due,
+            Err(e) => {
+                log("error", "the alarm could not read undelivered waits", json!({ "error": e.message }));
+                return;
+            }
+        };
+        let Some(home) = self.shard.number else { return };
+        let mut by_tenant: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
+        for (tenant, key, data) in due {
+            by_tenant.entry(tenant).or_default().push((key, data));
+        }
+        for (tenant, resumes) in by_tenant {
+            if let Err(e) = waits::deliver(&self.env, cfg, &tenant, home, resumes).await {
+                log("warn", "matched waits could not be delivered yet", json!({ "error": e.message }));
+            }
+        }
     }
 
     /// The outbox of wait indexing: the waits this shard's runs recorded a while ago and
