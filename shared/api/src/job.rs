@@ -190,6 +190,15 @@ pub struct Job {
     /// For a child job: the workflow run and step that started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<JobParent>,
+    /// The callback job inserted when this job completes (#30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_complete: Option<JobCallback>,
+    /// The callback job inserted when this job first dies (#30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_fail: Option<JobCallback>,
+    /// The batch (`POST /v1/jobs/batch` with `on_complete`) the job belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
     /// On an enqueue's answer only: the job is the debounce key's pending one, which this
     /// enqueue's payload replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +207,38 @@ pub struct Job {
     /// key's last job instead of creating one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled: Option<bool>,
+}
+
+/// A completion callback as its job carries it (#30): the callback job it inserts, in the
+/// job's shard, with the finished job's summary (a URL callback's body, a job callback's
+/// `payload.callback`); header values `[redacted]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct JobCallback {
+    /// `url` (a `webhook` job to it) or `job` (a job spec).
+    pub kind: String,
+    /// The callback job's id (fixed at enqueue; the job exists once it fired).
+    pub id: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub lane: Lane,
+    /// The callback job's payload before the summary is added.
+    pub payload: Value,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_group: Option<String>,
+    /// How long after the firing the callback job first runs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay_ms: u64,
+    /// When it fired (a callback fires once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired_at: Option<String>,
 }
 
 /// A job's flow control as resolved at its creation (keys as the job names them).
@@ -311,6 +352,9 @@ pub struct JobSummary {
     /// Why a queued job has not started: `concurrency:<key>`, `rate:<key>`, `paused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+    /// The batch (`POST /v1/jobs/batch` with `on_complete`) the job belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
 }
 
 /// A page of `GET /v1/jobs` or `GET /v1/dead`, newest first. `J` is what a job is read as:

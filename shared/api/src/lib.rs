@@ -29,18 +29,19 @@ mod tests;
 pub use flow::{BusyKey, BusyKeys, EventSent, FlowChanged, FlowKey, FlowPauseRequest};
 pub use health::{Check, Checks, Health, HealthStatus, Live};
 pub use job::{
-    AttemptRecord, Backoff, Flow, FlowDebounce, FlowLimit, FlowRate, FlowThrottle, Job, JobList, JobParent, JobState,
-    JobSummary, Lane, Step, StreamEntry,
+    AttemptRecord, Backoff, Flow, FlowDebounce, FlowLimit, FlowRate, FlowThrottle, Job, JobCallback, JobList,
+    JobParent, JobState, JobSummary, Lane, Step, StreamEntry,
 };
 pub use reply::{
     BackupList, BackupSummary, BatchItem, BatchItemCreated, BatchItemFailed, BatchRequest, BatchResult, Consumer,
-    Consumers, ErrorBody, ErrorReply, Manifest, ManifestEntry, ManifestSchedules, MinutePoint, ReplayRequest,
-    ReplayResult, RestoreRequest, Restored, ShardRows, ShardsAnswered, Stats, StatsJobs, VerifyResult, WebhookSecret,
-    Whoami,
+    Consumers, ErrorBody, ErrorReply, Manifest, ManifestEntry, ManifestSchedules, MinutePoint, ReadToken,
+    ReplayRequest, ReplayResult, RestoreRequest, Restored, ShardRows, ShardsAnswered, Stats, StatsJobs, VerifyResult,
+    WebhookSecret, Whoami,
 };
 pub use schedule::{
     CatchUp, Overlap, RunKind, ScheduleDeleted, ScheduleList, ScheduleRunView, ScheduleView, Triggered,
 };
 pub use spec::{
-    BackoffInput, ConcurrencyInput, DebounceInput, DurationInput, JobSpec, RateInput, ScheduleSpec, ThrottleInput,
+    BackoffInput, CallbackInput, CallbackJobSpec, ConcurrencyInput, DebounceInput, DurationInput, JobCallbackInput,
+    JobSpec, RateInput, ScheduleSpec, ThrottleInput, UrlCallbackInput,
 };

@@ -65,6 +65,10 @@ pub struct BatchItemFailed<E = ErrorBody> {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct BatchResult<J = Job, E = ErrorBody> {
     pub results: Vec<BatchItem<J, E>>,
+    /// The batch the created jobs form, when the request had `on_complete` (#30) and any
+    /// job was created: its callback fires once all of them are final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
 }
 
 /// `POST /v1/dead/replay`'s body (admin scope); every field optional.
@@ -168,6 +172,23 @@ pub struct Whoami {
     /// The key's tenant; `null` for an admin key, which sees every tenant.
     #[cfg_attr(test, schemars(required))]
     pub tenant: Option<String>,
+}
+
+/// A read token (#30), from `POST /v1/jobs/{id}/token` and `POST /v1/tokens`: short-lived,
+/// read-only, for one job (`job`) or the jobs of one tag (`tag`) of one tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReadToken {
+    /// `ejr_...`: sent as `?token=` or `Authorization: Bearer`.
+    pub token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub tenant: String,
 }
 
 /// A backup in `GET /v1/admin/backups` and `GET /v1/admin/backups/latest` (which adds its

@@ -67,6 +67,65 @@ pub struct JobSpec {
     pub debounce: Option<DebounceInput>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleInput>,
+    /// Completion callbacks (#30): enqueued in the job's shard when it completes
+    /// (`on_complete`) or dies (`on_fail`), with the finished job's summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_complete: Option<CallbackInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_fail: Option<CallbackInput>,
+}
+
+/// A completion callback (#30): a URL, delivered as a `webhook` job (signed, retried) whose
+/// body is the summary, or a job spec, whose payload gets the summary under `"callback"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum CallbackInput {
+    Url(UrlCallbackInput),
+    Job(JobCallbackInput),
+}
+
+/// `{"url": "https://...", "headers": {...}}`: header values are sealed at enqueue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UrlCallbackInput {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `{"job": {...}}`: the callback job's spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct JobCallbackInput {
+    pub job: CallbackJobSpec,
+}
+
+/// A callback job's spec: a job spec without callbacks of its own, idempotency key,
+/// tenant, `run_at` or flow control; its payload an object (the summary is added under
+/// `"callback"`), its `delay` counted from the firing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CallbackJobSpec {
+    #[serde(rename = "type")]
+    pub job_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<BackoffInput>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<DurationInput>,
 }
 
 /// A schedule to create (`POST /v1/schedules`). `job` is a job spec without

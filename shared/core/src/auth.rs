@@ -125,6 +125,7 @@ mod tests {
             types: crate::types::Types::builtins(),
             tenant_max_pending: crate::config::PendingCaps::default(),
             webhook_concurrency: None,
+            allowed_origins: crate::config::Origins::None,
         }
     }
 

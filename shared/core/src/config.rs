@@ -25,6 +25,7 @@ pub mod names {
     pub const JOB_TYPES: &str = "JOB_TYPES";
     pub const TENANT_MAX_PENDING: &str = "TENANT_MAX_PENDING";
     pub const WEBHOOK_CONCURRENCY: &str = "WEBHOOK_CONCURRENCY";
+    pub const ALLOWED_ORIGINS: &str = "ALLOWED_ORIGINS";
 }
 
 /// `WEBHOOK_CONCURRENCY` unset: at most this many edge webhooks run at once per receiver
@@ -168,6 +169,55 @@ pub struct EdgeConfig {
     /// number from 1 to 10000 or `off`; default [`DEFAULT_WEBHOOK_CONCURRENCY`]): the origin
     /// is a concurrency key of every edge-lane webhook that names fewer than two.
     pub webhook_concurrency: Option<u32>,
+    /// The browser origins that may read jobs and their streams across origins (#30:
+    /// `ALLOWED_ORIGINS`, comma-separated `https://app.example.com` origins, or `*`; default
+    /// none: no CORS header is sent). Only the read routes a read token opens answer CORS.
+    pub allowed_origins: Origins,
+}
+
+/// `ALLOWED_ORIGINS`: which `Origin`s get CORS headers on the read routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Origins {
+    /// No cross-origin reads (the default).
+    #[default]
+    None,
+    /// Any origin (`*`): safe because the routes answer only to a key or a read token.
+    Any,
+    /// These origins exactly (scheme, host and port; no path).
+    List(Vec<String>),
+}
+
+impl Origins {
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
+    pub fn allow(&self, origin: Option<&str>) -> Option<String> {
+        let origin = origin?;
+        match self {
+            Origins::None => None,
+            Origins::Any => Some(origin.to_owned()),
+            Origins::List(l) => l.iter().find(|o| o.as_str() == origin).cloned(),
+        }
+    }
+
+    fn parse(s: &str) -> Result<Origins, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(Origins::None);
+        }
+        if s == "*" {
+            return Ok(Origins::Any);
+        }
+        let mut out = Vec::new();
+        for o in s.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            let u =
+                url::Url::parse(o).map_err(|_| format!("{o:?} is not an origin such as https://app.example.com"))?;
+            let shown = u.origin().ascii_serialization();
+            if !matches!(u.scheme(), "http" | "https") || shown != o.trim_end_matches('/') {
+                return Err(format!("{o:?} is not an origin such as https://app.example.com (no path)"));
+            }
+            out.push(shown);
+        }
+        Ok(Origins::List(out))
+    }
 }
 
 /// `TENANT_MAX_PENDING`: a cap for every tenant and caps for some.
@@ -415,6 +465,13 @@ impl EdgeConfig {
                 }
             },
         };
+        let allowed_origins = match Origins::parse(&get(names::ALLOWED_ORIGINS).unwrap_or_default()) {
+            Ok(o) => o,
+            Err(e) => {
+                errors.push(format!("{}: {e}", names::ALLOWED_ORIGINS));
+                Origins::None
+            }
+        };
         if let (true, Some(payload_keys)) = (errors.is_empty(), payload_keys) {
             Ok(EdgeConfig {
                 shard_count,
@@ -436,6 +493,7 @@ impl EdgeConfig {
                 types,
                 tenant_max_pending,
                 webhook_concurrency,
+                allowed_origins,
             })
         } else {
             Err(errors)
@@ -579,5 +637,27 @@ mod tests {
         pairs.push((names::OUTBOUND_ALLOW, "10.0.0.5"));
         let c = parse(&pairs).expect("allowed");
         assert_eq!(c.types.get("hook").and_then(|t| t.url.as_deref()), Some("http://10.0.0.5/in"));
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::Origins;
+
+    #[test]
+    fn allowed_origins_parse_and_match_exactly() {
+        assert_eq!(Origins::parse("").expect("empty"), Origins::None);
+        assert_eq!(Origins::parse("*").expect("any"), Origins::Any);
+        let l = Origins::parse("https://app.example.com, http://localhost:5173").expect("list");
+        assert_eq!(l.allow(Some("https://app.example.com")).as_deref(), Some("https://app.example.com"));
+        assert_eq!(l.allow(Some("http://localhost:5173")).as_deref(), Some("http://localhost:5173"));
+        assert_eq!(l.allow(Some("https://evil.example.com")), None);
+        assert_eq!(l.allow(Some("https://app.example.com.evil.io")), None);
+        assert_eq!(l.allow(None), None);
+        assert_eq!(Origins::Any.allow(Some("https://x.io")).as_deref(), Some("https://x.io"));
+        assert_eq!(Origins::None.allow(Some("https://x.io")), None);
+        for bad in ["app.example.com", "https://app.example.com/path", "ftp://x.io", "https://"] {
+            assert!(Origins::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -44,6 +44,8 @@ pub enum ErrorCode {
     NondeterministicStep,
     /// A workflow run over its limits (steps per run, bytes per run).
     StepLimit,
+    /// A live update (#30) over a job's limits: its streams' bytes, its metadata's size.
+    LiveLimit,
     Unavailable,
     Internal,
 }
@@ -65,7 +67,7 @@ impl ErrorCode {
             | ErrorCode::NotLeased
             | ErrorCode::JobCancelled
             | ErrorCode::NondeterministicStep => 409,
-            ErrorCode::StepLimit => 413,
+            ErrorCode::StepLimit | ErrorCode::LiveLimit => 413,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited | ErrorCode::TenantPendingLimit | ErrorCode::Throttled => 429,
@@ -100,6 +102,7 @@ impl ErrorCode {
             ErrorCode::Throttled => "throttled",
             ErrorCode::NondeterministicStep => "nondeterministic_step",
             ErrorCode::StepLimit => "step_limit",
+            ErrorCode::LiveLimit => "live_limit",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

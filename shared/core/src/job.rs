@@ -180,6 +180,25 @@ pub struct Job {
     /// the child's end resumes. Children live in their parent's shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<crate::steps::Parent>,
+    /// Completion callbacks (#30): the callback job inserted, in this job's shard and in the
+    /// transaction that ends it, when it completes (`on_complete`) or first dies (`on_fail`);
+    /// a cancelled job fires neither. Each fires once ([`crate::callbacks::Callback`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_complete: Option<Box<crate::callbacks::Callback>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_fail: Option<Box<crate::callbacks::Callback>>,
+    /// The batch (`POST /v1/jobs/batch` with `on_complete`) the job belongs to; the batch's
+    /// row lives in this shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
+    /// Whether the job's batch counted its end: only its first (a replayed dead job that
+    /// ends again is not counted twice). Never shown by the API.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub batch_counted: bool,
+    /// The job's stream chunks as its shard loaded them, and those this transaction adds
+    /// (#30, [`crate::live::Tape`]): never part of the stored document.
+    #[serde(skip)]
+    pub tape: crate::live::Tape,
 }
 
 /// How many ended attempts a job remembers.
@@ -221,6 +240,10 @@ fn is_zero(n: &u64) -> bool {
 
 fn is_zero32(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Where a native-lane attempt was handed to the long-job stream.

@@ -9,6 +9,8 @@
 //! - [`job`]: the job record, its states and lanes.
 //! - [`fields`]: durations, backoff and the bounds a job spec and a type declaration share.
 //! - [`spec`]: the registry of job types and validation of enqueue requests.
+//! - [`callbacks`]: completion callbacks (#30): what a job or a batch enqueues when it ends.
+//! - [`live`]: live results: progress, metadata and stream chunks of a running attempt.
 //! - [`machine`]: the state machine; the only place that decides legal transitions.
 //! - [`outcome`]: what the state machine answers: a transition and its effect, or a refusal.
 //! - [`outbound`]: outbound safety: which URLs and addresses the system may call for a user.
@@ -29,6 +31,7 @@
 //! - [`stats`]: what each state change adds to the edge metrics, and their merge.
 //! - [`error`]: the one API error type: a stable code, an HTTP status and a message.
 //! - [`tenant`]: tenants, which own jobs, and what a key may see.
+//! - [`token`]: signed read-only tokens for one job or tag, for browsers (#30).
 //! - [`time`]: ms timestamps and their RFC 3339 form.
 //! - [`types`]: job types: the built-ins and those declared in `JOB_TYPES`, with their
 //!   defaults, payload schemas and fixed webhook URLs.
@@ -39,6 +42,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod callbacks;
 pub mod config;
 pub mod cron;
 pub mod error;
@@ -46,6 +50,7 @@ pub mod fields;
 pub mod flow;
 pub mod id;
 pub mod job;
+pub mod live;
 pub mod machine;
 pub mod metrics;
 pub mod outbound;
@@ -65,6 +70,7 @@ pub mod stats;
 pub mod steps;
 pub mod tenant;
 pub mod time;
+pub mod token;
 pub mod topology;
 pub mod types;
 pub mod webhook;

@@ -65,6 +65,13 @@ pub enum Event {
     Step { attempt: u32, step: crate::workflow::StepReport },
     /// An event matched the run's wait `step`: it completes with `data` and the run goes on.
     Resume { step: String, data: Value },
+    /// The running attempt's live output (#30): progress, metadata to merge, stream chunks
+    /// (see [`crate::live`]). Counts as a heartbeat.
+    Update {
+        attempt: u32,
+        #[serde(flatten)]
+        update: crate::live::Update,
+    },
 }
 
 impl Event {
@@ -81,6 +88,7 @@ impl Event {
             Event::Resend => "resend",
             Event::Step { .. } => "step",
             Event::Resume { .. } => "resume",
+            Event::Update { .. } => "update",
         }
     }
 
@@ -95,6 +103,7 @@ impl Event {
                 | Event::Fail { .. }
                 | Event::Reclaim { .. }
                 | Event::Step { .. }
+                | Event::Update { .. }
         )
     }
 }
@@ -140,8 +149,12 @@ pub fn check_lease(job: &Job, event: &Event, lease: Option<&str>) -> Result<(), 
         Event::Heartbeat { attempt, .. }
         | Event::Complete { attempt, .. }
         | Event::Fail { attempt, .. }
-        | Event::Step { attempt, .. } => *attempt,
-        _ => return Ok(()),
+        | Event::Step { attempt, .. }
+        | Event::Update { attempt, .. } => *attempt,
+        // A start or a takeover is how a consumer gets a lease. Every other consumer report
+        // is listed above: a new one left out here would be taken without the holder's token.
+        Event::Start { .. } | Event::Reclaim { .. } => return Ok(()),
+        Event::Wake | Event::Cancel | Event::Replay | Event::Resend | Event::Resume { .. } => return Ok(()),
     };
     if job.state != JobState::Active {
         return Err(Refusal::NotLeased { state: job.state.as_str().to_owned() });
@@ -196,7 +209,8 @@ fn step(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition, Refu
             next.attempt = *attempt;
             next.started_at = Some(now);
             next.heartbeat_at = Some(now);
-            next.progress = None;
+            // Progress stays until the new attempt reports its own (as BullMQ keeps it): a
+            // workflow run's executions are attempts, and its progress spans them.
             next.updated_at = now;
             ok(next, Effect::None)
         }
@@ -227,7 +241,8 @@ fn step(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition, Refu
             next.attempt = job.attempt + 1;
             next.started_at = Some(now);
             next.heartbeat_at = Some(now);
-            next.progress = None;
+            // Progress stays until the new attempt reports its own (as BullMQ keeps it): a
+            // workflow run's executions are attempts, and its progress spans them.
             next.updated_at = now;
             ok(next, Effect::None)
         }
@@ -241,6 +256,17 @@ fn step(job: &Job, event: Event, now: u64, unit: f64) -> Result<Transition, Refu
             if progress.is_some() {
                 next.progress = progress.clone();
             }
+            next.updated_at = now;
+            ok(next, Effect::None)
+        }
+        (Active, Event::Update { attempt, update }) => {
+            fence(job, *attempt)?;
+            if job.cancel_requested {
+                return cancelled_report(job, now);
+            }
+            let mut next = job.clone();
+            crate::live::apply(&mut next, update, now)?;
+            next.heartbeat_at = Some(now);
             next.updated_at = now;
             ok(next, Effect::None)
         }

@@ -67,6 +67,12 @@ pub enum Refusal {
     /// A workflow run over its limits.
     #[error("{message}")]
     StepLimit { message: String },
+    /// A live update (#30) that is malformed whatever the job holds.
+    #[error("{field}: {message}")]
+    BadUpdate { field: String, message: String },
+    /// A live update that would take the job over its limits (stream bytes, metadata size).
+    #[error("{message}")]
+    LiveLimit { message: String },
 }
 
 impl Refusal {
@@ -89,6 +95,8 @@ impl Refusal {
             Refusal::Nondeterministic { .. } => ErrorCode::NondeterministicStep,
             Refusal::BadStep { .. } => ErrorCode::InvalidField,
             Refusal::StepLimit { .. } => ErrorCode::StepLimit,
+            Refusal::BadUpdate { .. } => ErrorCode::InvalidField,
+            Refusal::LiveLimit { .. } => ErrorCode::LiveLimit,
         }
     }
 }
@@ -97,6 +105,7 @@ impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> ApiError {
         match &r {
             Refusal::BadStep { field, message } => ApiError::field(&format!("step.{field}"), message.clone()),
+            Refusal::BadUpdate { field, message } => ApiError::field(&format!("update.{field}"), message.clone()),
             _ => ApiError::new(r.code(), r.to_string()),
         }
     }

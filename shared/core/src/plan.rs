@@ -20,6 +20,8 @@ use crate::wire::JobRef;
 pub struct Effects {
     pub enqueue: Vec<(Lane, JobRef)>,
     pub alarm: Option<u64>,
+    /// The jobs the commit wrote, for the shard's subscribers (#30; see [`crate::live`]).
+    pub touched: Vec<crate::live::Touched>,
 }
 
 impl Effects {
@@ -37,6 +39,7 @@ impl Effects {
 
     pub fn merge(&mut self, other: Effects) {
         self.enqueue.extend(other.enqueue);
+        self.touched.extend(other.touched);
         if let Some(at) = other.alarm {
             self.alarm = Some(self.alarm.map_or(at, |a| a.min(at)));
         }

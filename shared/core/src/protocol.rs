@@ -161,6 +161,11 @@ pub fn event_home(tenant: &crate::tenant::Tenant, name: &str, topology: &crate::
 pub struct CreateMany {
     pub jobs: Vec<Job>,
     pub idempotency_window_ms: u64,
+    /// The batch these jobs open (#30: `POST /v1/jobs/batch` with `on_complete`): every
+    /// job naming it is among `jobs`, and the shard writes its row (the jobs it created
+    /// are its total) in the same transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<crate::callbacks::BatchOpen>,
 }
 
 /// One job a create answers with: whether this call created it, and the job's JSON as the
@@ -238,6 +243,14 @@ pub struct Get {
     /// missing job does (`None`: an admin, who sees all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<crate::tenant::Tenant>,
+    /// A long poll (#30): when the job is not final, answer once it is or after this many ms
+    /// (0: at once). The edge caps it at [`crate::live::MAX_WAIT_MS`].
+    #[serde(default, skip_serializing_if = "is_zero_ms")]
+    pub wait_ms: u64,
+}
+
+fn is_zero_ms(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Applies events to jobs (starts, outcomes, cancels, retries), each answered on its own.

@@ -20,6 +20,7 @@ pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 /// Longest accepted delay or distance of `run_at` into the future: 365 days.
 pub const MAX_DELAY_MS: u64 = 365 * 86_400_000;
 
+use crate::callbacks::{CallbackSpec, Which};
 pub use crate::types::TypeDef as JobType;
 use crate::types::Types;
 
@@ -42,6 +43,17 @@ pub struct JobSpec {
     /// Flow control (#28): the job's own fields over its type's, keys not yet resolved
     /// (the router resolves them once the tenant is known: [`crate::flow::resolve`]).
     pub flow: crate::flow::FlowSpec,
+    /// Completion callbacks (#30): enqueued when the job completes, or dies
+    /// ([`crate::callbacks`]). Only an enqueue's own job has them ([`parse_enqueue_unchecked`]).
+    pub on_complete: Option<Box<CallbackSpec>>,
+    pub on_fail: Option<Box<CallbackSpec>>,
+}
+
+impl JobSpec {
+    /// The spec's callbacks, `on_complete` first.
+    pub fn callbacks(&self) -> impl Iterator<Item = &CallbackSpec> {
+        self.on_complete.iter().chain(self.on_fail.iter()).map(|c| &**c)
+    }
 }
 
 /// Idempotency keys and tags in this namespace belong to schedules (`schedule:{name}:{tick}`
@@ -51,6 +63,9 @@ pub const SCHEDULE_NAMESPACE: &str = "schedule:";
 /// Refuses what only a schedule's run may carry: an idempotency key or a tag in the
 /// schedules' namespace. Checked for every job a caller sends (not for schedule runs).
 pub fn check_user_namespace(spec: &JobSpec) -> Result<(), ApiError> {
+    for c in spec.callbacks() {
+        check_user_namespace(&c.spec).map_err(|e| c.rename(e))?;
+    }
     if spec.idempotency_key.as_deref().is_some_and(|k| k.starts_with(SCHEDULE_NAMESPACE)) {
         return Err(ApiError::field("idempotency_key", "keys starting with \"schedule:\" are reserved for schedules"));
     }
@@ -78,6 +93,8 @@ const FIELDS: &[&str] = &[
     "priority",
     "debounce",
     "throttle",
+    "on_complete",
+    "on_fail",
 ];
 
 /// Validates an enqueue request body against the built-in types only (tests, tools).
@@ -98,7 +115,50 @@ pub fn parse_spec_in(body: &Value, now: u64, types: &Types) -> Result<JobSpec, A
 /// check whose cost grows with what the deployment declares. The edge runs it after the
 /// body's size check and the rate limit, so a refused or over-limit request costs no schema
 /// work; [`check_schema`] completes the validation.
+///
+/// The job may not have callbacks (`on_complete`, `on_fail`): this is the parse of the jobs
+/// that take none — a schedule's, a workflow step's child, a callback job itself. An
+/// enqueue's own job is parsed by [`parse_enqueue_unchecked`].
 pub fn parse_spec_unchecked(body: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiError> {
+    parse_fields(body, now, types, false)
+}
+
+/// [`parse_spec_unchecked`] for the job of `POST /v1/jobs` (or an item of a batch), which
+/// may have completion callbacks (#30): each is validated as an enqueue of its job would
+/// be ([`crate::callbacks::parse`]; [`check_outbound`], [`check_schema`] and
+/// [`check_user_namespace`] check them with their job).
+pub fn parse_enqueue_unchecked(body: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiError> {
+    parse_fields(body, now, types, true)
+}
+
+/// [`parse_enqueue_unchecked`], then [`check_schema`].
+pub fn parse_enqueue_in(body: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiError> {
+    let spec = parse_enqueue_unchecked(body, now, types)?;
+    check_schema(&spec)?;
+    Ok(spec)
+}
+
+/// A job's `on_complete` or `on_fail`, where the job may have one.
+fn callback_field(
+    obj: &Map<String, Value>,
+    which: Which,
+    allowed: bool,
+    now: u64,
+    types: &Types,
+) -> Result<Option<Box<CallbackSpec>>, ApiError> {
+    let field = which.field();
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) if !allowed => Err(ApiError::field(
+            field,
+            "only a job enqueued by POST /v1/jobs or /v1/jobs/batch has callbacks (not a callback job, a schedule's \
+             job or a workflow step's child)",
+        )),
+        Some(v) => Ok(Some(Box::new(crate::callbacks::parse(v, field, now, types)?))),
+    }
+}
+
+fn parse_fields(body: &Value, now: u64, types: &Types, callbacks: bool) -> Result<JobSpec, ApiError> {
     let Some(obj) = body.as_object() else {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
     };
@@ -221,8 +281,12 @@ pub fn parse_spec_unchecked(body: &Value, now: u64, types: &Types) -> Result<Job
         Some(_) => return Err(ApiError::field("tenant", "must be a tenant name")),
     };
     let flow = crate::flow::parse(obj, false)?.over(&jt.flow);
+    let on_complete = callback_field(obj, Which::Complete, callbacks, now, types)?;
+    let on_fail = callback_field(obj, Which::Fail, callbacks, now, types)?;
     Ok(JobSpec {
         flow,
+        on_complete,
+        on_fail,
         job_type: jt,
         payload,
         idempotency_key,
@@ -278,11 +342,24 @@ pub fn flow_of(spec: &JobSpec, webhook_concurrency: Option<u32>) -> Result<Optio
     resolve(f, &Subject { job: &view, tenant: tenant.as_str() }, webhook)
 }
 
-/// The payload against its type's JSON Schema (`JOB_TYPES`' `schema`), if it has one.
+/// The payload against its type's JSON Schema (`JOB_TYPES`' `schema`), if it has one; and
+/// each callback job's payload against its type's, as it will be when it fires (with the
+/// summary it gets, so a schema that allows no other property refuses it now).
 pub fn check_schema(spec: &JobSpec) -> Result<(), ApiError> {
-    let jt = &spec.job_type;
+    for c in spec.callbacks() {
+        check_payload_schema(&c.spec.job_type, &c.payload_when_fired(false)).map_err(|e| c.rename(e))?;
+    }
+    check_payload_schema(&spec.job_type, &spec.payload)
+}
+
+/// A batch's callback (#30) against its type's schema, as it will be when it fires.
+pub fn check_batch_callback_schema(c: &CallbackSpec) -> Result<(), ApiError> {
+    check_payload_schema(&c.spec.job_type, &c.payload_when_fired(true)).map_err(|e| c.rename(e))
+}
+
+fn check_payload_schema(jt: &JobType, payload: &Value) -> Result<(), ApiError> {
     if let Some(schema) = &jt.schema
-        && let Some((pointer, problem)) = schema.first_violation(&spec.payload)
+        && let Some((pointer, problem)) = schema.first_violation(payload)
     {
         // The field is a JSON pointer into the request body: `/payload` and the path of the
         // first value that breaks the type's schema.
@@ -455,6 +532,9 @@ fn validate_headers(h: &Value) -> Result<(), ApiError> {
 /// literal private address or a local name in `payload.url` is refused at enqueue, unless
 /// `allow` opens it. Names are checked again where the request is made.
 pub fn check_outbound(spec: &JobSpec, allow: &crate::outbound::Allow) -> Result<(), ApiError> {
+    for c in spec.callbacks() {
+        check_outbound(&c.spec, allow).map_err(|e| c.rename(e))?;
+    }
     if let Some(url) = spec.payload.get("url").and_then(Value::as_str)
         && matches!(spec.job_type.name.as_str(), "webhook" | "http.request")
     {
@@ -464,8 +544,16 @@ pub fn check_outbound(spec: &JobSpec, allow: &crate::outbound::Allow) -> Result<
 }
 
 impl JobSpec {
-    /// Builds the new job with id `id` at `now`, and says what the shard must do next.
+    /// Builds the new job with id `id` at `now`, and says what the shard must do next. Its
+    /// callbacks become the templates it carries, each with its id
+    /// ([`crate::callbacks::callback_id`]); their header values are still to be sealed
+    /// (under each template's id), which the edge does.
     pub fn into_job(self, id: JobId, now: u64) -> (Job, Effect) {
+        let template = |c: Option<Box<CallbackSpec>>, which| {
+            c.map(|c| Box::new(c.template(crate::callbacks::callback_id(&id, which))))
+        };
+        let on_complete = template(self.on_complete, Which::Complete);
+        let on_fail = template(self.on_fail, Which::Fail);
         let (state, run_at, effect) = match self.run_at {
             Some(t) if t > now => (JobState::Scheduled, t, Effect::Alarm(t)),
             _ => (JobState::Queued, now, Effect::Enqueue),
@@ -507,6 +595,11 @@ impl JobSpec {
             steps: Vec::new(),
             free_attempts: 0,
             parent: None,
+            on_complete,
+            on_fail,
+            batch: None,
+            batch_counted: false,
+            tape: Default::default(),
         };
         (job, effect)
     }
@@ -797,5 +890,184 @@ mod schema_order_tests {
         assert_eq!(parse_spec_in(&bad, 0, &types).map_err(|e| e.code).err(), Some(ErrorCode::InvalidField));
         let huge = json!({ "type": "welcome-email", "payload": { "user_id": "x".repeat(MAX_PAYLOAD_BYTES) } });
         assert_eq!(parse_spec_in(&huge, 0, &types).map_err(|e| e.code).err(), Some(ErrorCode::PayloadTooLarge));
+    }
+}
+
+#[cfg(test)]
+mod callback_tests {
+    use super::*;
+    use crate::callbacks::{Kind, callback_id};
+    use crate::outbound::Allow;
+    use serde_json::json;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn enqueue(body: Value) -> Result<JobSpec, ApiError> {
+        parse_enqueue_in(&body, NOW, &Types::builtins())
+    }
+
+    #[test]
+    fn both_forms_parse_into_templates_with_fixed_ids() {
+        let s = enqueue(json!({ "type": "noop",
+            "on_complete": { "url": "https://example.com/done", "headers": { "Authorization": "Bearer x" } },
+            "on_fail": { "job": { "type": "noop", "payload": { "a": 1 }, "tags": ["cb"], "delay": "2s", "max_attempts": 2 } } }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let url = s.on_complete.as_deref().expect("on_complete");
+        assert_eq!((url.kind, url.spec.job_type.name.as_str(), url.delay_ms), (Kind::Url, "webhook", 0));
+        assert_eq!(
+            url.spec.payload,
+            json!({ "url": "https://example.com/done", "headers": { "Authorization": "Bearer x" } })
+        );
+        let job = s.on_fail.as_deref().expect("on_fail");
+        assert_eq!((job.kind, job.delay_ms, job.spec.max_attempts, job.spec.run_at), (Kind::Job, 2000, 2, None));
+        let id = JobId::new(4, NOW, 9);
+        let (j, _) = s.into_job(id.clone(), NOW);
+        let (c, f) = (j.on_complete.expect("template"), j.on_fail.expect("template"));
+        assert_eq!((c.id.clone(), f.id.clone()), (callback_id(&id, Which::Complete), callback_id(&id, Which::Fail)));
+        assert_eq!((c.fired_at, f.tags.clone(), f.payload.clone()), (None, vec!["cb".to_owned()], json!({ "a": 1 })));
+        // Absent or null: none; a job callback without a payload gets an object.
+        let s = enqueue(json!({ "type": "noop", "on_complete": null, "on_fail": { "job": { "type": "noop" } } }))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.on_complete.is_none());
+        assert_eq!(s.on_fail.expect("on_fail").spec.payload, json!({}));
+    }
+
+    #[test]
+    fn table_of_invalid_callbacks_names_the_field() {
+        let big = "x".repeat(crate::callbacks::MAX_CALLBACK_PAYLOAD_BYTES);
+        let table: Vec<(Value, ErrorCode, &str)> = vec![
+            (json!("https://example.com/"), ErrorCode::InvalidField, "on_complete"),
+            (json!({}), ErrorCode::InvalidField, "on_complete"),
+            (json!({ "url": "https://x.example/", "job": { "type": "noop" } }), ErrorCode::InvalidField, "on_complete"),
+            (json!({ "url": "ftp://x" }), ErrorCode::InvalidField, "on_complete.url"),
+            (json!({ "url": 5 }), ErrorCode::InvalidField, "on_complete.url"),
+            (json!({ "url": "https://u:p@x.example/" }), ErrorCode::InvalidField, "on_complete.url"),
+            (
+                json!({ "url": "https://x.example/", "headers": { "a": 1 } }),
+                ErrorCode::InvalidField,
+                "on_complete.headers",
+            ),
+            (
+                json!({ "url": "https://x.example/", "headers": { "Host": "h" } }),
+                ErrorCode::InvalidField,
+                "on_complete.headers",
+            ),
+            (json!({ "url": "https://x.example/", "method": "GET" }), ErrorCode::InvalidField, "on_complete.method"),
+            (json!({ "job": "noop" }), ErrorCode::InvalidField, "on_complete.job"),
+            (json!({ "job": { "type": "noop" }, "x": 1 }), ErrorCode::InvalidField, "on_complete.x"),
+            (json!({ "job": { "type": "nope" } }), ErrorCode::UnknownType, "on_complete.job.type"),
+            (json!({ "job": {} }), ErrorCode::InvalidField, "on_complete.job.type"),
+            (json!({ "job": { "type": "noop", "typo": 1 } }), ErrorCode::InvalidField, "on_complete.job.typo"),
+            // No chains.
+            (
+                json!({ "job": { "type": "noop", "on_complete": { "url": "https://x.example/" } } }),
+                ErrorCode::InvalidField,
+                "on_complete.job.on_complete",
+            ),
+            (
+                json!({ "job": { "type": "noop", "on_fail": { "job": { "type": "noop" } } } }),
+                ErrorCode::InvalidField,
+                "on_complete.job.on_fail",
+            ),
+            (
+                json!({ "job": { "type": "noop", "idempotency_key": "k" } }),
+                ErrorCode::InvalidField,
+                "on_complete.job.idempotency_key",
+            ),
+            (
+                json!({ "job": { "type": "noop", "concurrency": { "key": "k", "limit": 1 } } }),
+                ErrorCode::InvalidField,
+                "on_complete.job.concurrency",
+            ),
+            (json!({ "job": { "type": "noop", "priority": 9 } }), ErrorCode::InvalidField, "on_complete.job.priority"),
+            (json!({ "job": { "type": "noop", "tenant": "acme" } }), ErrorCode::InvalidField, "on_complete.job.tenant"),
+            (
+                json!({ "job": { "type": "noop", "run_at": "2030-01-01T00:00:00Z" } }),
+                ErrorCode::InvalidField,
+                "on_complete.job.run_at",
+            ),
+            // The payload must be an object, which gets the key "callback".
+            (json!({ "job": { "type": "noop", "payload": [1] } }), ErrorCode::InvalidField, "on_complete.job.payload"),
+            (json!({ "job": { "type": "noop", "payload": "x" } }), ErrorCode::InvalidField, "on_complete.job.payload"),
+            (json!({ "job": { "type": "noop", "payload": 3 } }), ErrorCode::InvalidField, "on_complete.job.payload"),
+            (
+                json!({ "job": { "type": "noop", "payload": { "callback": 1 } } }),
+                ErrorCode::InvalidField,
+                "on_complete.job.payload.callback",
+            ),
+            (
+                json!({ "job": { "type": "noop", "payload": { "b": big } } }),
+                ErrorCode::InvalidField,
+                "on_complete.job.payload",
+            ),
+            (
+                json!({ "job": { "type": "webhook", "payload": {} } }),
+                ErrorCode::InvalidField,
+                "on_complete.job.payload.url",
+            ),
+            (
+                json!({ "job": { "type": "sleep", "payload": { "ms": "x" } } }),
+                ErrorCode::InvalidField,
+                "on_complete.job.payload.ms",
+            ),
+        ];
+        for (cb, code, field) in table {
+            for which in ["on_complete", "on_fail"] {
+                let e = enqueue(json!({ "type": "noop", which: cb })).expect_err(&cb.to_string());
+                let want = field.replacen("on_complete", which, 1);
+                assert_eq!((e.code, e.field.as_deref()), (code, Some(want.as_str())), "{which} {cb}: {e}");
+                assert!(e.message.starts_with(&want), "the message names the field: {e}");
+            }
+        }
+    }
+
+    /// Callbacks belong to an enqueue's own job: the parse of the others (a schedule's job, a
+    /// workflow step's child, a callback job) refuses them, naming the field.
+    #[test]
+    fn jobs_other_than_an_enqueues_take_no_callbacks() {
+        let body = json!({ "type": "noop", "on_complete": { "url": "https://x.example/" } });
+        let e = parse_spec(&body, NOW).expect_err("refused");
+        assert_eq!(e.field.as_deref(), Some("on_complete"));
+        let e = crate::schedule::parse_job(&body, NOW, &Types::builtins()).expect_err("refused");
+        assert!(e.field.as_deref().is_some_and(|f| f.ends_with("on_complete")), "{e}");
+    }
+
+    /// The checks an enqueue's job passes, its callbacks pass too, named by their field.
+    #[test]
+    fn outbound_namespace_and_schema_checks_reach_the_callbacks() {
+        let none = Allow::default();
+        let s = enqueue(json!({ "type": "noop", "on_complete": { "url": "http://169.254.169.254/latest" } }))
+            .expect("well-formed");
+        let e = check_outbound(&s, &none).expect_err("a private target");
+        assert_eq!(e.field.as_deref(), Some("on_complete.url"), "{e}");
+        let s = enqueue(json!({ "type": "noop",
+            "on_fail": { "job": { "type": "http.request", "payload": { "url": "http://localhost/" } } } }))
+        .expect("well-formed");
+        let e = check_outbound(&s, &none).expect_err("a local name");
+        assert_eq!(e.field.as_deref(), Some("on_fail.job.payload.url"), "{e}");
+        let s = enqueue(json!({ "type": "noop", "on_fail": { "job": { "type": "noop", "tags": ["schedule:x"] } } }))
+            .expect("well-formed");
+        let e = check_user_namespace(&s).expect_err("a schedule's tag");
+        assert_eq!(e.field.as_deref(), Some("on_fail.job.tags"), "{e}");
+        // A schema that allows no other property refuses the payload the callback will have.
+        let types = Types::parse(
+            &json!({
+                "strict": { "lane": "native", "schema": { "type": "object", "additionalProperties": false,
+                            "properties": { "w": { "type": "integer" } } } },
+                "open": { "lane": "native", "schema": { "type": "object", "required": ["w"],
+                          "properties": { "w": { "type": "integer" }, "callback": { "type": "object" } } } }
+            })
+            .to_string(),
+            &none,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let strict = json!({ "type": "noop", "on_complete": { "job": { "type": "strict", "payload": { "w": 1 } } } });
+        let e = parse_enqueue_in(&strict, NOW, &types).expect_err("refused");
+        assert!(e.field.as_deref().is_some_and(|f| f.starts_with("/on_complete/job/payload")), "{e}");
+        let bad = json!({ "type": "noop", "on_complete": { "job": { "type": "open", "payload": { "w": "x" } } } });
+        let e = parse_enqueue_in(&bad, NOW, &types).expect_err("refused");
+        assert_eq!(e.field.as_deref(), Some("/on_complete/job/payload/w"), "{e}");
+        let good = json!({ "type": "noop", "on_complete": { "job": { "type": "open", "payload": { "w": 1 } } } });
+        parse_enqueue_in(&good, NOW, &types).unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -406,7 +406,7 @@ impl Include {
     /// attempt's, and can be as large as a result).
     pub fn dropped_paths(&self) -> Vec<&'static str> {
         // `$.lease`: a running native attempt's token, which only its holder may see.
-        let mut out = vec!["$.progress", "$.attempts", "$.lease", "$.steps"];
+        let mut out = vec!["$.progress", "$.attempts", "$.lease", "$.steps", "$.on_complete", "$.on_fail"];
         if !self.payload {
             out.push("$.payload");
         }

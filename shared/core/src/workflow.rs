@@ -413,7 +413,7 @@ fn suspend(mut job: Job, at: u64, now: u64) -> Transition {
     job.run_at = at;
     job.started_at = None;
     job.heartbeat_at = None;
-    job.progress = None;
+    // A suspended run keeps its progress (#30): it is the run's, not the attempt's.
     let effect = if at >= NEVER { Effect::None } else { Effect::Alarm(at) };
     Transition { job, effect, refusal: None }
 }

@@ -71,6 +71,14 @@ pub struct Bugs {
     /// over (the check that the step still waits was left to the run's state): a repeated
     /// delivery resumes the wait twice, the second event's data replacing the first's.
     pub resume_twice: bool,
+    /// A live update (#30) is applied whatever lease token it carries (the lease check
+    /// forgot the new event, as it once did): anyone may write a running job's progress,
+    /// metadata and stream.
+    pub update_unleased: bool,
+    /// A live update numbers its chunks without reading the job's stored ones (the tape is
+    /// not loaded) and writes them over the rows with the same numbers: a stream loses its
+    /// earlier chunks.
+    pub live_forgets_tape: bool,
 }
 
 /// Switches the flow gate's bugs (`flow_*`) of `b` on for this thread (the gate keeps
@@ -81,6 +89,7 @@ pub fn switch_flow(b: &Bugs) {
         slot_leak: b.flow_slot_leak,
         no_wake: b.flow_no_wake,
     });
+    crate::live::switch_bugs(b.live_forgets_tape);
 }
 
 impl Bugs {
@@ -191,14 +200,18 @@ impl Bugs {
         }
     }
 
-    /// With `unchecked_lease`, gives every consumer report the live token of its job.
+    /// With `unchecked_lease`, gives every consumer report the live token of its job (with
+    /// `update_unleased`, every live update).
     pub fn unchecked_lease(&self, db: &impl Sql, mut reports: Vec<Report>) -> Outcome<Vec<Report>> {
-        if !self.unchecked_lease {
+        if !self.unchecked_lease && !self.update_unleased {
             return Ok(reports);
         }
         let ids: BTreeSet<JobId> = reports.iter().map(|e| e.id.clone()).collect();
         let jobs = store::load_many(db, &ids)?;
         for r in &mut reports {
+            if !self.unchecked_lease && !matches!(r.event, edgejobs_core::machine::Event::Update { .. }) {
+                continue;
+            }
             if let Some(job) = jobs.iter().find(|j| j.id == r.id)
                 && job.lease.is_some()
             {

@@ -173,8 +173,10 @@ pub fn apply(db: &impl Sql, plan: &mut Plan, now: u64) -> Result<Vec<String>, St
     // Children that ended resume their runs, cancelled runs cancel their children: before
     // the gate, which then sends the runs queued again.
     crate::children::settle(db, plan, now)?;
+    crate::callbacks::fire(db, plan, now)?;
     crate::events::note_new_waits(db, plan, now)?;
     gate(db, plan, now)?;
+    crate::live::note(db, plan, now)?;
     store::write_plan(db, plan, now)
 }
 

@@ -10,6 +10,7 @@
 //! Layout: [`sql`] the seam; [`store`] the schema and shared reads and writes; [`ops`] the
 //! batch operations; [`timers`] the alarm's pages and the sweep's; [`snapshot`] export,
 //! import and retention; [`schedules`] schedules and their runs; [`native`] rusqlite;
+//! [`live`] stream chunks and what each commit wrote, for subscribers;
 //! [`bugs`] (feature `bugs`) switches that bring back known bugs, for the simulation to
 //! prove it finds them.
 
@@ -21,10 +22,12 @@ use edgejobs_core::{ApiError, ErrorCode};
 
 #[cfg(feature = "bugs")]
 pub mod bugs;
+pub mod callbacks;
 pub mod children;
 pub mod events;
 pub mod flow;
 pub mod growth;
+pub mod live;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
 pub mod ops;

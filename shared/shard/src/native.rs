@@ -44,6 +44,12 @@ impl Sqlite {
 
     fn wrap(conn: rusqlite::Connection) -> Result<Sqlite, StoreError> {
         conn.set_prepared_statement_cache_capacity(128);
+        // Workerd's limits, so a statement the Durable Object would refuse fails here too:
+        // at most five terms in a compound SELECT (a sixth `UNION ALL` in `next_wake` passed
+        // every native test and broke every alarm in workerd) and 100 bound parameters.
+        use rusqlite::limits::Limit;
+        conn.set_limit(Limit::SQLITE_LIMIT_COMPOUND_SELECT, 5).map_err(err)?;
+        conn.set_limit(Limit::SQLITE_LIMIT_VARIABLE_NUMBER, crate::store::MAX_PARAMS as i32).map_err(err)?;
         Ok(Sqlite { conn, read: Cell::new(0), written: Cell::new(0) })
     }
 }
@@ -96,5 +102,25 @@ impl Sql for Sqlite {
 
     fn take_row_counts(&self) -> (u64, u64) {
         (self.read.replace(0), self.written.replace(0))
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::Sqlite;
+    use crate::sql::Sql;
+
+    /// The native database refuses what workerd's does: a sixth term of a compound SELECT,
+    /// a 101st bound parameter.
+    #[test]
+    fn workerds_limits_hold_here_too() {
+        let db = Sqlite::memory().expect("db");
+        let five = ["SELECT 1"; 5].join(" UNION ALL ");
+        assert!(db.rows(&five, &[]).is_ok());
+        let six = ["SELECT 1"; 6].join(" UNION ALL ");
+        assert!(db.rows(&six, &[]).is_err(), "six terms pass");
+        let binds = vec![crate::sql::Value::Int(1); 101];
+        let q = format!("SELECT {}", ["?"; 101].join(", "));
+        assert!(db.rows(&q, &binds).is_err(), "101 parameters pass");
     }
 }

@@ -67,11 +67,43 @@ impl<S: Sql, H: Host> Shard<S, H> {
     /// in order with the JSON written. The edge hands in the jobs of every request that
     /// arrived meanwhile (group commit) with the deployment's idempotency window.
     pub fn create(&self, jobs: Vec<Job>, window_ms: u64) -> Outcome<(Vec<Stored>, Effects)> {
+        self.create_batches(jobs, window_ms, Vec::new())
+    }
+
+    /// [`Self::create`], opening `batches` (#30: `POST /v1/jobs/batch` with `on_complete`)
+    /// in the same transaction: each gets its row, its total the jobs of it created. A job
+    /// naming a batch that this call does not open is refused with the whole call (its end
+    /// would count against no row, and the batch's callback would never fire).
+    pub fn create_batches(
+        &self,
+        jobs: Vec<Job>,
+        window_ms: u64,
+        batches: Vec<edgejobs_core::callbacks::BatchOpen>,
+    ) -> Outcome<(Vec<Stored>, Effects)> {
         let number = self.numbered()?;
         if let Some(j) = jobs.iter().find(|j| j.id.shard() != number) {
             return Err(
                 ApiError::new(ErrorCode::InvalidField, format!("job {} does not belong to this shard", j.id)).into()
             );
+        }
+        if let Some(b) = batches.iter().find(|b| edgejobs_core::callbacks::batch_shard(&b.id) != Some(number)) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!("batch {} does not belong to this shard", b.id),
+            )
+            .into());
+        }
+        let unopened = |j: &&Job| j.batch.as_ref().is_some_and(|b| !batches.iter().any(|o| &o.id == b));
+        if let Some(j) = jobs.iter().find(unopened) {
+            return Err(ApiError::new(
+                ErrorCode::Internal,
+                format!(
+                    "job {} names batch {}, which this create does not open",
+                    j.id,
+                    j.batch.as_deref().unwrap_or("")
+                ),
+            )
+            .into());
         }
         // The schedules' namespace is theirs (the router refuses such keys first): a job
         // holding a run's key would stand in for that run.
@@ -130,6 +162,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
                 }
             }
             let (mut plan, key_writes, answers) = plan::create(jobs, here.jobs, now, window_ms);
+            crate::callbacks::open(db, &plan, &batches)?;
             let mut docs = crate::flow::apply(db, &mut plan, now)?.into_iter();
             store::put_keys(db, &key_writes)?;
             // Answer with the JSON just written (created jobs come in insert order).
@@ -168,6 +201,18 @@ impl<S: Sql, H: Host> Shard<S, H> {
         store::load(&self.db, &r.id)?.filter(visible).ok_or_else(|| not_found(&r.id).into())
     }
 
+    /// What a new subscriber of a job's stream gets first (#30): the job, its chunks after
+    /// `after` (one page), and the newest chunk number. Reads only.
+    pub fn live_start(&self, r: Get, after: u64) -> Outcome<(Job, Vec<edgejobs_core::live::Row>, u64)> {
+        let job = self.get(r)?;
+        let rows = crate::live::read(&self.db, &job.id, after, crate::live::PAGE)?;
+        let newest = match rows.last() {
+            Some(last) if (rows.len() as u64) < crate::live::PAGE => last.n,
+            _ => crate::live::newest(&self.db, &job.id)?,
+        };
+        Ok((job, rows, newest))
+    }
+
     /// Applies events (starts, heartbeats, outcomes, cancels, retries) in one transaction,
     /// each answered on its own.
     pub fn apply_many(&self, r: ApplyMany) -> Outcome<(Vec<Result<Applied, Refusal>>, Effects)> {
@@ -183,6 +228,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
             let mut loaded = store::load_many(db, &ids)?;
             // Another tenant's job is left out, so its event is answered as a missing job's.
             loaded.retain(|j| tenant.as_ref().is_none_or(|t| *t == j.tenant));
+            crate::live::load_tapes(db, &mut loaded, events.iter().map(|e| (&e.id, &e.event)))?;
             #[cfg(feature = "bugs")]
             self.bugs.resume_twice(&mut loaded, &events);
             let invoked = crate::children::invoked(events.iter().map(|e| (&e.id, &e.event)));
@@ -212,7 +258,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
         let events = self.bugs.unchecked_attempts(&self.db, events)?;
         let ids: BTreeSet<JobId> = events.iter().map(|e| e.id.clone()).collect();
         let (answers, next, effects) = self.commit(|db| {
-            let loaded = store::load_many(db, &ids)?;
+            let mut loaded = store::load_many(db, &ids)?;
+            crate::live::load_tapes(db, &mut loaded, events.iter().map(|e| (&e.id, &e.event)))?;
             #[allow(unused_mut)]
             let (mut plan, answers) = plan::apply_events(loaded, events, now, &mut || self.host.random_unit());
             #[cfg(feature = "bugs")]
@@ -281,7 +328,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
         // (503, the consumer tries again) instead of issuing a weak token.
         let mut tokens = begins.iter().filter(|b| **b).map(|_| self.lease_token()).collect::<Outcome<Vec<String>>>()?;
         let (answers, effects) = self.commit(|db| {
-            let loaded = store::load_many(db, &ids)?;
+            let mut loaded = store::load_many(db, &ids)?;
+            crate::live::load_tapes(db, &mut loaded, reports.iter().map(|e| (&e.id, &e.event)))?;
             let mut token = || {
                 tokens
                     .pop()

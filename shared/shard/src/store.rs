@@ -166,6 +166,15 @@ CREATE TABLE IF NOT EXISTS idempotency (
     job_id TEXT NOT NULL,
     expires_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    total INTEGER NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0,
+    dead INTEGER NOT NULL DEFAULT 0,
+    cancelled INTEGER NOT NULL DEFAULT 0,
+    fired INTEGER NOT NULL DEFAULT 0,
+    doc TEXT NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Version 1: jobs in a rowid table with a creation-time and a state index. Kept so the
@@ -305,6 +314,7 @@ pub fn migrate(db: &impl Sql) -> Result<Migrated, StoreError> {
         db.script(OTHER_TABLES)?;
         db.script(FLOW_TABLES)?;
         db.script(EVENT_TABLES)?;
+        db.script(crate::live::LIVE_TABLES)?;
         if let Migrated::From(_) = done {
             recount_pending(db)?;
         }
@@ -567,8 +577,17 @@ pub fn next_wake(db: &impl Sql) -> Result<Option<u64>, StoreError> {
         // A run waiting for an event without a timeout is never due (`workflow::NEVER`).
         &[int(edgejobs_core::workflow::NEVER), int(crate::events::REDELIVER_MS)],
     )?;
-    match rows.into_iter().next() {
-        Some(row) => Ok(Cols::new(row).opt_f64()?.map(|v| v as u64)),
-        None => Ok(None),
-    }
+    // Workerd's SQLite allows at most five terms in a compound SELECT: the live results'
+    // expiry (#30) is a query of its own.
+    let expiry = db.rows("SELECT MIN(at) FROM live_expiry", &[])?;
+    let first = |rows: Vec<crate::sql::Row>| -> Result<Option<u64>, StoreError> {
+        match rows.into_iter().next() {
+            Some(row) => Ok(Cols::new(row).opt_f64()?.map(|v| v as u64)),
+            None => Ok(None),
+        }
+    };
+    Ok(match (first(rows)?, first(expiry)?) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }

@@ -88,6 +88,8 @@ impl<S: Sql, H: Host> Shard<S, H> {
         let page = self.page(q, &[int(self.host.now_ms()), int(PAGE)], |_, _| Some(Event::Wake))?;
         let mut effects = page.effects;
         effects.merge(self.flow_wake()?);
+        let now = self.host.now_ms();
+        self.commit(|db| Ok(crate::live::expire(db, now)?))?;
         Ok((effects, page.loaded as u64 == PAGE))
     }
 

@@ -61,7 +61,7 @@ fn report(s: &Shard<Sqlite, &World>, id: &JobId, event: Event, lease: Option<&st
 }
 
 fn get(s: &Shard<Sqlite, &World>, id: &JobId) -> Job {
-    s.get(Get { id: id.clone(), tenant: None }).expect("the job")
+    s.get(Get { id: id.clone(), tenant: None, wait_ms: 0 }).expect("the job")
 }
 
 fn code(r: Result<Applied, Refusal>) -> Option<ErrorCode> {

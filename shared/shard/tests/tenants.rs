@@ -56,15 +56,15 @@ fn a_tenant_sees_and_changes_only_its_own_jobs() {
     let (a, b) = (job(1, "acme", Some("k")), job(2, "globex", Some("k")));
     let (stored, _) = s.create(vec![a.clone(), b.clone()], 60_000).expect("create");
     assert!(stored.iter().all(|st| st.created), "equal keys of two tenants make two jobs");
-    let missing = s.get(Get { id: JobId::new(0, 1_800_000_000_009, 9), tenant: Some(tenant("globex")) });
-    let theirs = s.get(Get { id: a.id.clone(), tenant: Some(tenant("globex")) });
+    let missing = s.get(Get { id: JobId::new(0, 1_800_000_000_009, 9), tenant: Some(tenant("globex")), wait_ms: 0 });
+    let theirs = s.get(Get { id: a.id.clone(), tenant: Some(tenant("globex")), wait_ms: 0 });
     let message = |r: Result<Job, edgejobs_shard::Failure>| match r {
         Err(edgejobs_shard::Failure::Refused(e)) => (e.code, e.message.replace(|c: char| c.is_ascii_hexdigit(), "")),
         other => panic!("not refused: {other:?}"),
     };
     assert_eq!(message(theirs), message(missing), "another tenant's job reads as a missing one");
-    assert!(s.get(Get { id: a.id.clone(), tenant: Some(tenant("acme")) }).is_ok());
-    assert!(s.get(Get { id: a.id.clone(), tenant: None }).is_ok(), "an admin sees it");
+    assert!(s.get(Get { id: a.id.clone(), tenant: Some(tenant("acme")), wait_ms: 0 }).is_ok());
+    assert!(s.get(Get { id: a.id.clone(), tenant: None, wait_ms: 0 }).is_ok(), "an admin sees it");
     let cancel = |t: &str| ApplyMany {
         events: vec![JobEvent { id: a.id.clone(), event: Event::Cancel }],
         full: false,

@@ -74,6 +74,8 @@ fn bugs(name: Option<&str>) -> Result<Bugs, String> {
         Some("take-past-gate") => b.take_past_gate = true,
         Some("step-forgotten") => b.step_forgotten = true,
         Some("resume-twice") => b.resume_twice = true,
+        Some("update-unleased") => b.update_unleased = true,
+        Some("live-forgets-tape") => b.live_forgets_tape = true,
         Some(other) => return Err(format!("unknown bug {other}")),
     }
     Ok(b)

@@ -15,6 +15,8 @@ pub struct Seen {
     pub state: String,
     pub attempt: u64,
     pub updated_at: u64,
+    /// The chunks its stream holds (#30): a refused report adds none.
+    pub chunks: u64,
 }
 
 pub fn is_final(state: &str) -> bool {
@@ -162,6 +164,19 @@ impl Oracle {
             self.fail(
                 "stale-reports-change-nothing",
                 format!("a report for a non-current attempt of {id} changed it: {was:?} -> {now:?}"),
+            );
+        }
+    }
+
+    /// An accepted live update (#30): the job's stream holds exactly the chunks of its
+    /// accepted updates, numbered 1, 2, 3… in the order they were sent.
+    pub fn stream(&mut self, id: &str, stored: &[(u64, String)], sent: &[String]) {
+        self.check("a-stream-holds-its-accepted-chunks-in-order");
+        let want: Vec<(u64, String)> = sent.iter().enumerate().map(|(i, d)| (i as u64 + 1, d.clone())).collect();
+        if stored != want.as_slice() {
+            self.fail(
+                "a-stream-holds-its-accepted-chunks-in-order",
+                format!("the stream of {id} holds {stored:?}; its accepted updates sent {want:?}"),
             );
         }
     }

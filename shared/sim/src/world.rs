@@ -250,6 +250,8 @@ pub struct World {
     consumers: Vec<Consumer>,
     late: Vec<(u64, JobEvent, Via)>,
     staged: Vec<(u16, edgejobs_shard::bugs::Staged)>,
+    /// The chunks each job's accepted live updates sent, in order (#30).
+    streams: BTreeMap<String, Vec<String>>,
     cfg: EdgeConfig,
     policy: SweepPolicy,
     pub faults: Faults,
@@ -329,6 +331,7 @@ impl World {
             consumers: vec![Consumer::default(); 3],
             late: Vec::new(),
             staged: Vec::new(),
+            streams: BTreeMap::new(),
             cfg: config(),
             policy: SweepPolicy { queued_after_ms: 15_000, active_grace_ms: 5_000, native_lease_ms: 3 * LEASE_MS },
             faults,
@@ -524,10 +527,11 @@ impl World {
 
     /// One job's row, read now.
     fn row(&self, id: &JobId) -> Option<Seen> {
-        let q = "SELECT state, json_extract(doc, '$.attempt'), updated_at FROM jobs WHERE id = ?";
+        let q = "SELECT state, json_extract(doc, '$.attempt'), updated_at,
+                 (SELECT count(*) FROM live WHERE live.job = jobs.id) FROM jobs WHERE id = ?";
         let rows = self.shards[id.shard() as usize].db.rows(q, &[edgejobs_shard::sql::text(id.as_str())]).ok()?;
         let mut c = Cols::new(rows.into_iter().next()?);
-        Some(Seen { state: c.text().ok()?, attempt: c.u64().ok()?, updated_at: c.u64().ok()? })
+        Some(Seen { state: c.text().ok()?, attempt: c.u64().ok()?, updated_at: c.u64().ok()?, chunks: c.u64().ok()? })
     }
 
     /// Native consumers' reports, through the consumer route's operation.
@@ -574,7 +578,8 @@ impl World {
             Event::Heartbeat { attempt, .. }
             | Event::Complete { attempt, .. }
             | Event::Fail { attempt, .. }
-            | Event::Step { attempt, .. } => *attempt,
+            | Event::Step { attempt, .. }
+            | Event::Update { attempt, .. } => *attempt,
             _ => 0,
         };
         let before = self.row(&id);
@@ -1073,7 +1078,7 @@ impl World {
         let other = TENANTS.iter().find(|t| **t != owner).copied().unwrap_or("acme");
         let other = edgejobs_core::tenant::Tenant::parse(other).ok();
         let before = self.row(&id);
-        let read = s.get(edgejobs_core::protocol::Get { id: id.clone(), tenant: other.clone() });
+        let read = s.get(edgejobs_core::protocol::Get { id: id.clone(), tenant: other.clone(), wait_ms: 0 });
         let events = vec![JobEvent { id: id.clone(), event: Event::Cancel }];
         let answers = match s.settle(s.apply_many(ApplyMany { events, full: false, tenant: other })) {
             Ok((answers, effects)) => {
@@ -1274,7 +1279,30 @@ impl World {
         let mut touched = BTreeSet::new();
         for h in holds {
             touched.insert(h.id.shard());
-            let ok = self.report(h.id.clone(), Event::Heartbeat { attempt: h.attempt, progress: None }, h.via.clone());
+            // Half the beats are live updates (#30) with a few chunks, named by attempt and
+            // order so a lost or repeated one shows.
+            let sent = self.streams.get(h.id.as_str()).map_or(0, Vec::len);
+            let chunks: Vec<String> =
+                (0..1 + rng.below(3)).map(|i| format!("{}:{}", h.attempt, sent as u64 + i)).collect();
+            let event = if rng.chance(0.5) {
+                let update = edgejobs_core::live::Update {
+                    progress: Some(edgejobs_core::live::Progress { percent: rng.below(101) as f64, message: None }),
+                    metadata: None,
+                    chunks: chunks
+                        .iter()
+                        .map(|d| edgejobs_core::live::Chunk { stream: "s".into(), data: d.clone() })
+                        .collect(),
+                };
+                Event::Update { attempt: h.attempt, update }
+            } else {
+                Event::Heartbeat { attempt: h.attempt, progress: None }
+            };
+            let is_update = matches!(event, Event::Update { .. });
+            let ok = self.report(h.id.clone(), event, h.via.clone());
+            if ok && is_update {
+                self.streams.entry(h.id.to_string()).or_default().extend(chunks);
+                self.check_stream(&h.id);
+            }
             if ok {
                 let now = self.now();
                 for e in self.stream.iter_mut().filter(|e| e.id == h.id && e.owner == Some(c)) {
@@ -1285,6 +1313,22 @@ impl World {
             }
         }
         touched.into_iter().collect()
+    }
+
+    /// The stream of `id` against the chunks its accepted updates sent.
+    fn check_stream(&mut self, id: &JobId) {
+        let q = "SELECT n, data FROM live WHERE job = ? ORDER BY n";
+        let rows = self.shards[id.shard() as usize].db.rows(q, &[edgejobs_shard::sql::text(id.as_str())]);
+        let stored: Vec<(u64, String)> = rows
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| {
+                let mut c = Cols::new(r);
+                Some((c.u64().ok()?, c.text().ok()?))
+            })
+            .collect();
+        let sent = self.streams.get(id.as_str()).cloned().unwrap_or_default();
+        self.oracle.stream(id.as_str(), &stored, &sent);
     }
 
     fn native_finish(&mut self, rng: &mut Rng) -> Vec<u16> {
@@ -1371,8 +1415,15 @@ impl World {
             1 => Some(format!("{:032x}", rng.next_u64())),
             _ => rng.pick(&stolen).cloned().flatten(),
         };
-        let event = match rng.below(4) {
+        let event = match rng.below(5) {
             0 => Event::Heartbeat { attempt, progress: Some(json!("forged")) },
+            3 => Event::Update {
+                attempt,
+                update: edgejobs_core::live::Update {
+                    chunks: vec![edgejobs_core::live::Chunk { stream: "s".into(), data: "forged".into() }],
+                    ..Default::default()
+                },
+            },
             1 => Event::Complete { attempt, result: Some(json!("forged")) },
             2 => Event::Fail { attempt, error: "forged".into(), disposition: Disposition::Permanent },
             _ => Event::Start { attempt: attempt + 1 },
@@ -1527,7 +1578,7 @@ impl World {
         let r = self.shards[shard as usize].db.scan(q, &[], &mut |row| {
             let mut c = Cols::new(row);
             if let (Ok(id), Ok(state), Ok(updated_at)) = (c.text(), c.text(), c.u64()) {
-                out.insert(id, Seen { state, attempt: 0, updated_at });
+                out.insert(id, Seen { state, attempt: 0, updated_at, chunks: 0 });
             }
             true
         });

@@ -43,7 +43,7 @@ pub fn sent(e: &Effects) -> Vec<JobId> {
 }
 
 pub fn get(s: &S, id: &JobId) -> Job {
-    s.get(Get { id: id.clone(), tenant: None }).expect("the job")
+    s.get(Get { id: id.clone(), tenant: None, wait_ms: 0 }).expect("the job")
 }
 
 /// A deployment's edge config with test secrets and `SHARD_COUNT` = `shards`.
