@@ -56,7 +56,7 @@ pub async fn read_json(req: &mut Request) -> std::result::Result<Value, ApiError
 }
 
 /// The request body, read chunk by chunk up to `MAX_BODY_BYTES`.
-async fn read_capped(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> {
+pub async fn read_capped(req: &mut Request) -> std::result::Result<Vec<u8>, ApiError> {
     use futures_util::StreamExt as _;
     let unreadable = || ApiError::new(ErrorCode::InvalidJson, "could not read the request body");
     let mut stream = match req.stream() {

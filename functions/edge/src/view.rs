@@ -49,6 +49,13 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         steps,
         free_attempts,
         parent,
+        on_complete,
+        on_fail,
+        batch,
+        // Whether its batch counted its end: the shard's bookkeeping.
+        batch_counted: _,
+        // The shard's working copy of the job's stream, never stored or shown.
+        tape: _,
     } = job;
     edgejobs_api::Job {
         id: id.as_str().to_owned(),
@@ -96,9 +103,52 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         steps: steps.into_iter().map(step_view).collect(),
         free_attempts,
         parent: parent.map(|p| edgejobs_api::JobParent { job: p.job.to_string(), step: p.step }),
+        on_complete: on_complete.map(|c| callback_view(*c)),
+        on_fail: on_fail.map(|c| callback_view(*c)),
+        batch,
         // Set by the enqueue's answer (see `flagged`), never on a read.
         debounced: None,
         throttled: None,
+    }
+}
+
+/// A completion callback as the API shows it (#30): every field named, header values
+/// `[redacted]`.
+fn callback_view(c: edgejobs_core::callbacks::Callback) -> edgejobs_api::JobCallback {
+    use edgejobs_core::callbacks::{Callback, Kind};
+    let Callback {
+        kind,
+        id,
+        job_type,
+        lane,
+        mut payload,
+        max_attempts,
+        backoff,
+        timeout_ms,
+        tags,
+        metadata,
+        rate_group,
+        delay_ms,
+        fired_at,
+    } = c;
+    seal::redact_headers(&mut payload);
+    edgejobs_api::JobCallback {
+        kind: match kind {
+            Kind::Url => "url".to_owned(),
+            Kind::Job => "job".to_owned(),
+        },
+        id: id.to_string(),
+        job_type,
+        lane: lane_of(lane),
+        payload,
+        max_attempts,
+        backoff: edgejobs_api::Backoff { base_ms: backoff.base_ms, factor: backoff.factor, cap_ms: backoff.cap_ms },
+        timeout_ms,
+        tags,
+        metadata,
+        rate_group,
+        delay_ms,
+        fired_at: fired_at.map(format_rfc3339),
     }
 }
 
@@ -249,19 +299,35 @@ pub fn schedule(shown: edgejobs_core::protocol::ScheduleShown) -> edgejobs_api::
 /// value (only jobs with headers do), so the common case costs no parsing.
 pub fn raw(doc: Box<RawValue>) -> Box<RawValue> {
     // A running native job holds its consumer's lease token, which the API never shows;
-    // a flow-controlled job, where it stands in its shard's gate (`waiting_for` says it).
-    if !doc.get().contains(PREFIX) && !doc.get().contains(LEASE_FIELD) && !doc.get().contains(FLOW_FIELD) {
+    // a flow-controlled job, where it stands in its shard's gate (`waiting_for` says it);
+    // a job of a batch, whether the batch counted its end.
+    let d = doc.get();
+    if !d.contains(PREFIX) && !d.contains(LEASE_FIELD) && !d.contains(FLOW_FIELD) && !d.contains(BATCH_COUNTED_FIELD) {
         return doc;
     }
     let Ok(mut v) = serde_json::from_str::<Value>(doc.get()) else { return doc };
     if let Some(o) = v.as_object_mut() {
         o.remove("lease");
+        o.remove("batch_counted");
         strip_gate_state(o);
-    }
-    if let Some(p) = v.get_mut("payload") {
-        seal::redact_headers(p);
+        redact_all_headers(o);
     }
     serde_json::value::to_raw_value(&v).unwrap_or(doc)
+}
+
+/// How a stored job's batch bookkeeping starts in its JSON (compact).
+const BATCH_COUNTED_FIELD: &str = "\"batch_counted\":";
+
+/// Redacts the header values of a stored job's payload and of its callbacks' (#30).
+fn redact_all_headers(job: &mut serde_json::Map<String, Value>) {
+    if let Some(p) = job.get_mut("payload") {
+        seal::redact_headers(p);
+    }
+    for cb in ["on_complete", "on_fail"] {
+        if let Some(p) = job.get_mut(cb).and_then(|c| c.get_mut("payload")) {
+            seal::redact_headers(p);
+        }
+    }
 }
 
 /// Removes where a job stands in its shard's flow gate (`flow.held`, `admitted`, `spot`):
@@ -303,6 +369,11 @@ pub fn listed(doc: &RawValue, include: edgejobs_core::wire::Include) -> Option<V
         obj.remove(path.trim_start_matches("$."));
     }
     obj.remove("lease");
+    // A summary leaves out a job's callbacks (#30; `GET /v1/jobs/{id}` shows them) and its
+    // batch bookkeeping.
+    for internal in ["on_complete", "on_fail", "batch_counted"] {
+        obj.remove(internal);
+    }
     strip_gate_state(obj);
     // A job stored before tenants has none in its document: it is the default tenant's.
     obj.entry("tenant").or_insert_with(|| Value::String(edgejobs_core::tenant::Tenant::DEFAULT.to_owned()));
@@ -322,7 +393,7 @@ mod tests {
     /// through unparsed), every optional field set.
     #[test]
     fn the_api_job_writes_what_the_stored_job_writes() {
-        let stored = json!({
+        let mut stored = json!({
             "id": JobId::new(1, 1_800_000_000_000, 7).as_str(), "tenant": "acme", "type": "webhook", "lane": "native", "state": "dead",
             "payload": { "url": "https://example.com/" }, "attempt": 2, "series_base": 1, "max_attempts": 3,
             "backoff": { "base_ms": 1000, "factor": 2.5, "cap_ms": 60000 }, "timeout_ms": 30000,
@@ -335,8 +406,56 @@ mod tests {
             "attempts": [{ "attempt": 1, "started_at": "2027-01-15T08:00:00.000Z", "ended_at": "2027-01-15T08:00:01.000Z",
                            "duration_ms": 1000, "outcome": "failed", "error": "boom" }]
         });
+        // Completion callbacks (#30), each form, every optional field set on one.
+        stored["on_complete"] = json!({ "kind": "url", "id": JobId::new(1, 1_800_000_000_000, 8).as_str(), "type": "webhook",
+                             "lane": "edge", "payload": { "url": "https://example.com/cb", "headers": { "a": "[redacted]" } },
+                             "max_attempts": 5, "backoff": { "base_ms": 1000, "factor": 2.0, "cap_ms": 3600000 },
+                             "timeout_ms": 30000 });
+        stored["on_fail"] = json!({ "kind": "job", "id": JobId::new(1, 1_800_000_000_000, 9).as_str(), "type": "sleep",
+                         "lane": "native", "payload": { "ms": 1 }, "max_attempts": 2,
+                         "backoff": { "base_ms": 1000, "factor": 2.0, "cap_ms": 3600000 }, "timeout_ms": 60000,
+                         "tags": ["cb"], "metadata": { "m": 2 }, "rate_group": "g", "delay_ms": 5000,
+                         "fired_at": "2027-01-15T08:00:02.500Z" });
+        stored["batch"] = json!("b01000000000000000000000000001");
         let core: Job = serde_json::from_value(stored.clone()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(serde_json::to_value(&core).ok(), Some(stored.clone()), "the sample is a stored job");
         assert_eq!(serde_json::to_value(job(core)).ok(), Some(stored));
+    }
+
+    /// A job's callbacks (#30) are shown with their header values redacted, whichever way
+    /// the job is read; its batch bookkeeping never is.
+    #[test]
+    fn callbacks_show_without_their_header_values() {
+        let sealed = format!("{PREFIX}k1:c2VhbGVk");
+        let stored = json!({
+            "id": JobId::new(1, 1_800_000_000_000, 7).as_str(), "type": "noop", "lane": "edge", "state": "dead",
+            "payload": {}, "attempt": 1, "series_base": 0, "max_attempts": 1,
+            "backoff": { "base_ms": 1000, "factor": 2.0, "cap_ms": 60000 }, "timeout_ms": 30000,
+            "created_at": "2027-01-15T08:00:00.000Z", "updated_at": "2027-01-15T08:00:00.000Z",
+            "run_at": "2027-01-15T08:00:00.000Z", "finished_at": "2027-01-15T08:00:00.000Z", "cancel_requested": false,
+            "on_complete": { "kind": "url", "id": JobId::new(1, 1_800_000_000_000, 8).as_str(), "type": "webhook",
+                             "lane": "edge", "payload": { "url": "https://example.com/cb", "headers": { "authorization": sealed } },
+                             "max_attempts": 5, "backoff": { "base_ms": 1000, "factor": 2.0, "cap_ms": 3600000 },
+                             "timeout_ms": 30000 },
+            "on_fail": { "kind": "job", "id": JobId::new(1, 1_800_000_000_000, 9).as_str(), "type": "webhook",
+                         "lane": "edge", "payload": { "url": "https://example.com/f", "headers": { "x-key": sealed } },
+                         "max_attempts": 5, "backoff": { "base_ms": 1000, "factor": 2.0, "cap_ms": 3600000 },
+                         "timeout_ms": 30000 },
+            "batch": "b01000000000000000000000000001", "batch_counted": true
+        });
+        let raw_doc = RawValue::from_string(stored.to_string()).expect("json");
+        let shown: Value = serde_json::from_str(raw(raw_doc).get()).expect("json");
+        let core: Job = serde_json::from_value(stored.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let typed = serde_json::to_value(job(core)).expect("json");
+        for v in [&shown, &typed] {
+            assert_eq!(v["on_complete"]["payload"]["headers"]["authorization"], seal::REDACTED, "{v}");
+            assert_eq!(v["on_fail"]["payload"]["headers"]["x-key"], seal::REDACTED, "{v}");
+            assert_eq!(v["batch"], "b01000000000000000000000000001");
+            assert!(v.get("batch_counted").is_none() && !v.to_string().contains(PREFIX), "{v}");
+        }
+        let listed =
+            listed(&RawValue::from_string(stored.to_string()).expect("json"), Default::default()).expect("a job");
+        assert!(listed.get("on_complete").is_none() && listed.get("batch_counted").is_none(), "{listed}");
+        assert_eq!(listed["batch"], "b01000000000000000000000000001");
     }
 }

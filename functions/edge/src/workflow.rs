@@ -5,6 +5,7 @@
 //! answers the run's end or a step that suspends it (a sleep, a wait, a retry later).
 
 use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::live::Update;
 use edgejobs_core::machine::{Disposition, Event, Refusal};
 use edgejobs_core::plan::JobEvent;
 use edgejobs_core::protocol::ApplyMany;
@@ -34,17 +35,31 @@ pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
     let mut job = job.clone();
     // Each call records one step or ends the run; a run has at most MAX_STEPS steps.
     for _ in 0..=MAX_STEPS + 1 {
-        let answer = match call(cfg, &job, url).await {
+        let (answer, live) = match call(cfg, &job, url).await {
             Ok(a) => a,
             Err(f) => return Ran::Outcome(Err(f)),
         };
+        let update =
+            live.map(|update| JobEvent { id: job.id.clone(), event: Event::Update { attempt: job.attempt, update } });
         let step = match answer {
-            Answer::Complete { result } => return Ran::Outcome(Ok(Some(result))),
-            Answer::Fail { error, retryable } => {
-                let disposition = if retryable { Disposition::Retryable } else { Disposition::Permanent };
-                return Ran::Outcome(Err(Failure { error: format!("the workflow failed: {error}"), disposition }));
-            }
             Answer::Step { step } => step,
+            end => {
+                // The run's end: its live output is applied first (one call), so its chunks
+                // come before the final state the outcome report writes.
+                if let Some(u) = update
+                    && let Err(e) = live_only(env, &job, u).await
+                {
+                    return Ran::Outcome(Err(e));
+                }
+                return match end {
+                    Answer::Fail { error, retryable } => {
+                        let disposition = if retryable { Disposition::Retryable } else { Disposition::Permanent };
+                        Ran::Outcome(Err(Failure { error: format!("the workflow failed: {error}"), disposition }))
+                    }
+                    Answer::Complete { result } => Ran::Outcome(Ok(Some(result))),
+                    Answer::Step { .. } => Ran::Outcome(Err(permanent("unreachable: a step is not an end".into()))),
+                };
+            }
         };
         let waits = matches!(step, StepReport::Wait { .. });
         let mut event = Event::Step { attempt: job.attempt, step };
@@ -52,9 +67,17 @@ pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
             return Ran::Outcome(Err(permanent(format!("the workflow's step was refused: {e}"))));
         }
         let event = JobEvent { id: job.id.clone(), event };
-        let answered = shard::call(env, job.id.shard(), ApplyMany { events: vec![event], full: true, tenant: None })
+        // The step's live output and the step, in one call and in that order.
+        let events: Vec<JobEvent> = update.into_iter().chain(std::iter::once(event)).collect();
+        let with_live = events.len() == 2;
+        let answered = shard::call(env, job.id.shard(), ApplyMany { events, full: true, tenant: None })
             .await
-            .map(|mut a| a.pop());
+            .map(|a| live_answer(a, with_live));
+        let answered = match answered {
+            Ok(Err(e)) => return Ran::Outcome(Err(e)),
+            Ok(Ok(a)) => Ok(a),
+            Err(e) => Err(e),
+        };
         job = match answered {
             Ok(Some(Ok(applied))) => match applied.job {
                 Some(j) => j,
@@ -80,6 +103,34 @@ pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
     Ran::Outcome(Err(permanent(format!("the workflow answered more than {MAX_STEPS} steps"))))
 }
 
+/// The step's answer of a call that carried the step's live output first (each event is
+/// answered on its own; the step's is the last). An update refused as malformed or over its
+/// limits fails the run for good, with the shard's words: the endpoint's own mistake, like a
+/// malformed step.
+fn live_answer(
+    mut answers: Vec<Result<edgejobs_core::protocol::Applied, Refusal>>,
+    with_live: bool,
+) -> Result<Option<Result<edgejobs_core::protocol::Applied, Refusal>>, Failure> {
+    let step = answers.pop();
+    if with_live && let Some(Err(r @ (Refusal::BadUpdate { .. } | Refusal::LiveLimit { .. }))) = answers.pop() {
+        return Err(permanent(format!("the workflow's live output was refused: {r}")));
+    }
+    Ok(step)
+}
+
+/// Applies a run's live output on its own (before its end is reported).
+async fn live_only(env: &Env, job: &Job, update: JobEvent) -> Result<(), Failure> {
+    let answers = shard::call(env, job.id.shard(), ApplyMany { events: vec![update], full: false, tenant: None })
+        .await
+        .map_err(|e| retryable(&format!("the live output could not be recorded: {}", e.message)))?;
+    match live_answer(answers, false) {
+        Ok(Some(Err(r @ (Refusal::BadUpdate { .. } | Refusal::LiveLimit { .. })))) => {
+            Err(permanent(format!("the workflow's live output was refused: {r}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Who the edge's own runner acts as when it checks a run's child specs: it sees every
 /// tenant (the shard gives each child its run's tenant).
 fn runner() -> edgejobs_core::auth::Principal {
@@ -97,7 +148,7 @@ fn retryable(error: &str) -> Failure {
 
 /// One call of the protocol: the endpoint's answer, or why the execution failed (a status
 /// the webhook rules retry or not, an answer that is not the protocol's).
-async fn call(cfg: &EdgeConfig, job: &Job, url: &str) -> Result<Answer, Failure> {
+async fn call(cfg: &EdgeConfig, job: &Job, url: &str) -> Result<(Answer, Option<Update>), Failure> {
     let body = workflow::call_body(job).to_string();
     let id = workflow::call_id(job);
     let (status, retry_after, text) = exchange(job, cfg, url, body, Vec::new(), &id, MAX_ANSWER_BYTES).await?;
@@ -108,8 +159,17 @@ async fn call(cfg: &EdgeConfig, job: &Job, url: &str) -> Result<Answer, Failure>
     if text.len() >= MAX_ANSWER_BYTES {
         return Err(permanent(format!("the workflow endpoint's answer is over {MAX_ANSWER_BYTES} bytes")));
     }
-    let value: Value = serde_json::from_str(&text)
+    let mut value: Value = serde_json::from_str(&text)
         .map_err(|e| retryable(&format!("the workflow endpoint's answer is not JSON: {e}")))?;
-    serde_json::from_value(value)
-        .map_err(|e| permanent(format!("the workflow endpoint's answer is not the protocol's: {e}")))
+    // Live output (#30) rides along with any answer: `"live": {progress, metadata, chunks}`.
+    let live = match value.as_object_mut().and_then(|o| o.remove("live")) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value::<Update>(v)
+                .map_err(|e| permanent(format!("the workflow endpoint's answer is not the protocol's: live: {e}")))?,
+        ),
+    };
+    let answer = serde_json::from_value(value)
+        .map_err(|e| permanent(format!("the workflow endpoint's answer is not the protocol's: {e}")))?;
+    Ok((answer, live.filter(|u| !u.is_empty())))
 }

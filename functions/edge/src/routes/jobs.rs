@@ -2,15 +2,16 @@
 
 use edgejobs_api::{BatchItem, BatchItemCreated, BatchItemFailed, BatchResult, JobList};
 use edgejobs_core::auth::Principal;
+use edgejobs_core::callbacks::{BatchOpen, CallbackSpec};
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::flow::Flow;
 use edgejobs_core::machine::Event;
 use edgejobs_core::plan::JobEvent;
 use edgejobs_core::protocol::{
-    Applied, ApplyMany, ClaimKeys, CreateMany, FlowOutcome, Get, GetMany, KeyClaim, List, Listed,
+    Applied, ApplyMany, ClaimKeys, CreateMany, FlowOutcome, GetMany, KeyClaim, List, Listed,
 };
 use edgejobs_core::ratelimit::Decision;
-use edgejobs_core::spec::{JobSpec, parse_spec_unchecked};
+use edgejobs_core::spec::{JobSpec, parse_enqueue_unchecked};
 use edgejobs_core::wire::{Include, ListQuery, merge_by, parse_list_params};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use futures_util::future::join_all;
@@ -82,9 +83,10 @@ pub struct Prepared {
 /// creation are counted from it), all but its payload schema (which [`prepare`] checks once
 /// the request passed the rate limit).
 /// The job's tenant is decided here: a `jobs` key's own (naming another is refused), an
-/// admin's choice among the configured tenants, or `default`.
+/// admin's choice among the configured tenants, or `default`. Its completion callbacks
+/// (#30) are checked as enqueues of their jobs for that tenant would be.
 pub fn parse(cfg: &EdgeConfig, body: &Value, who: &Principal, now: u64) -> std::result::Result<JobSpec, ApiError> {
-    let mut spec = parse_spec_unchecked(body, now, &cfg.types).map_err(|e| for_tenant(e, body, cfg, who))?;
+    let mut spec = parse_enqueue_unchecked(body, now, &cfg.types).map_err(|e| for_tenant(e, body, cfg, who))?;
     // A type declared for other tenants does not exist for this key.
     if let Some(t) = who.tenant()
         && !spec.job_type.open_to(t)
@@ -101,16 +103,51 @@ pub fn parse(cfg: &EdgeConfig, body: &Value, who: &Principal, now: u64) -> std::
             format!("type {:?} is not declared for tenant {owner}", spec.job_type.name),
         ));
     }
+    for c in spec.callbacks() {
+        check_callback_tenant(cfg, who, c, &owner)?;
+    }
     spec.tenant = Some(owner);
     Ok(spec)
+}
+
+/// A callback job's type must exist for its job's tenant (a callback job is its job's
+/// tenant's): otherwise it is an unknown type, named by the callback's field.
+fn check_callback_tenant(
+    cfg: &EdgeConfig,
+    who: &Principal,
+    c: &CallbackSpec,
+    owner: &edgejobs_core::tenant::Tenant,
+) -> std::result::Result<(), ApiError> {
+    if c.spec.job_type.open_to(owner) {
+        return Ok(());
+    }
+    Err(c.rename(unknown_type(&c.spec.job_type.name, cfg, who)))
 }
 
 /// Checks a parsed spec's payload against its type's schema and gives the job an id in
 /// its shard, created at `now`: the time the spec was parsed at, not a later one (the rate
 /// limit awaits between the two, and a `delay` is counted from the creation).
 pub fn prepare(cfg: &EdgeConfig, spec: JobSpec, keyless: u16, now: u64) -> std::result::Result<Prepared, ApiError> {
+    prepare_in(cfg, spec, keyless, now, None)
+}
+
+/// [`prepare`], for a job of `batch` (#30) when given: it lives in the batch's shard
+/// (`keyless`; a batch with `on_complete` takes no idempotency key and no keyed flow
+/// control, refused before this), so an edge webhook does not get its origin's
+/// concurrency key either (the key would place it in another shard), as a workflow's child
+/// does not.
+fn prepare_in(
+    cfg: &EdgeConfig,
+    spec: JobSpec,
+    keyless: u16,
+    now: u64,
+    batch: Option<&str>,
+) -> std::result::Result<Prepared, ApiError> {
     edgejobs_core::spec::check_schema(&spec)?;
-    let flow = resolve_flow(cfg, &spec)?;
+    let flow = match batch {
+        Some(_) => edgejobs_core::spec::flow_of(&spec, None)?,
+        None => resolve_flow(cfg, &spec)?,
+    };
     // Every key a job names is decided by the shard of its flow key, placed by the first
     // count so it never moves when `SHARD_COUNT` grows (ARCHITECTURE.md, "Flow control").
     let shard = match edgejobs_core::flow::home(flow.as_ref(), &spec.tenant.clone().unwrap_or_default(), &cfg.topology)
@@ -121,11 +158,22 @@ pub fn prepare(cfg: &EdgeConfig, spec: JobSpec, keyless: u16, now: u64) -> std::
     let id = JobId::new(shard, now, random_u64());
     let mut job = spec.into_job(id, now).0;
     job.flow = flow;
+    job.batch = batch.map(str::to_owned);
     // Header values are sealed before the job leaves the router: shards, backups and
-    // archives only ever see them encrypted.
+    // archives only ever see them encrypted. A callback's are sealed under the callback
+    // job's own id (fixed now for that reason), which its handler opens them with.
     edgejobs_core::seal::seal_headers(&mut job.payload, job.id.as_str(), &cfg.payload_keys, &mut random_nonce)
         .map_err(crate::http::unsealable)?;
+    for t in job.on_complete.iter_mut().chain(job.on_fail.iter_mut()) {
+        seal_callback(cfg, t)?;
+    }
     Ok(Prepared { shard, job })
+}
+
+/// Seals a callback template's header values under its id.
+fn seal_callback(cfg: &EdgeConfig, t: &mut edgejobs_core::callbacks::Callback) -> std::result::Result<(), ApiError> {
+    edgejobs_core::seal::seal_headers(&mut t.payload, t.id.as_str(), &cfg.payload_keys, &mut random_nonce)
+        .map_err(crate::http::unsealable)
 }
 
 /// The job's flow control with its keys resolved (see `edgejobs_core::spec::flow_of`).
@@ -216,10 +264,18 @@ fn unknown_type(name: &str, cfg: &EdgeConfig, who: &Principal) -> ApiError {
     )
 }
 
-/// Rewrites an `unknown_type` error so it names only the types `who` may use.
+/// Rewrites an `unknown_type` error so it names only the types `who` may use (also one
+/// about a callback's job, `on_complete.job.type`, whose field it keeps).
 fn for_tenant(e: ApiError, body: &Value, cfg: &EdgeConfig, who: &Principal) -> ApiError {
     if e.code != ErrorCode::UnknownType || who.tenant().is_none() {
         return e;
+    }
+    if let Some(field) = e.field.clone()
+        && let Some(callback) = field.strip_suffix(".job.type")
+    {
+        let name = body.get(callback).and_then(|c| c.get("job")).and_then(|j| j.get("type"));
+        let own = unknown_type(name.and_then(Value::as_str).unwrap_or_default(), cfg, who);
+        return ApiError { message: format!("{field}: {}", own.message), ..e };
     }
     unknown_type(body.get("type").and_then(Value::as_str).unwrap_or_default(), cfg, who)
 }
@@ -233,13 +289,20 @@ pub type Persisted = std::result::Result<(u16, Box<RawValue>), ApiError>;
 /// earlier counts (one call per such shard, a round per earlier count): a key found there
 /// answers with its job, and only the others are created.
 pub async fn persist_many(env: &Env, cfg: &EdgeConfig, items: Vec<Prepared>) -> Vec<Persisted> {
+    persist_in(env, cfg, items, None).await
+}
+
+/// [`persist_many`], opening `batch` (#30) in its shard with the create of its jobs.
+async fn persist_in(env: &Env, cfg: &EdgeConfig, items: Vec<Prepared>, batch: Option<BatchOpen>) -> Vec<Persisted> {
     let window = cfg.idempotency_window_ms;
     let mut answers = claim_moved_keys(env, cfg, &items).await;
     let jobs =
         items.into_iter().zip(&answers).filter(|(_, a)| a.is_none()).map(|(p, _)| Ok((p.shard, p.job))).collect();
-    let created =
-        scatter::by_shard(jobs, |s, jobs| shard::call(env, s, CreateMany { jobs, idempotency_window_ms: window }))
-            .await;
+    let opens_in = |s: u16| batch.clone().filter(|b| edgejobs_core::callbacks::batch_shard(&b.id) == Some(s));
+    let created = scatter::by_shard(jobs, |s, jobs| {
+        shard::call(env, s, CreateMany { jobs, idempotency_window_ms: window, batch: opens_in(s) })
+    })
+    .await;
     let mut created = created.into_iter().map(|c| {
         c.and_then(|c| match c.moved_to {
             // Another isolate recorded a growth this one had not read: read it again; the
@@ -364,12 +427,19 @@ pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princi
 /// `{"status":400,"error":{...}}`. A malformed envelope creates nothing. The valid items
 /// count against the rate limit together; over it, nothing is created. Items without an
 /// idempotency key share one shard, so such a batch is one Durable Object call.
+///
+/// With `on_complete` (#30; a URL or a job spec, as a job's), the jobs created are one
+/// batch whose callback fires once all of them are final: they all live in one shard,
+/// which keeps the batch's row, so items with an idempotency key or keyed flow control
+/// (either would place the job elsewhere) or of another tenant than the first valid item's
+/// are refused on their own; a bad `on_complete` refuses the whole request. The answer
+/// names the batch (`"batch"`) when any job was created.
 pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
     let body = http::read_json(req).await?;
     let Some(obj) = body.as_object() else {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
     };
-    if let Some(k) = obj.keys().find(|k| k.as_str() != "jobs") {
+    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "jobs" | "on_complete")) {
         return Err(ApiError::field(k, "unknown field"));
     }
     let items = match obj.get("jobs") {
@@ -378,7 +448,19 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
     };
     let keyless = random_shard(cfg.shard_count);
     let now = now_ms();
-    let specs: Vec<std::result::Result<JobSpec, ApiError>> = items.iter().map(|i| parse(cfg, i, who, now)).collect();
+    let on_complete = match obj.get("on_complete") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            edgejobs_core::callbacks::parse(v, "on_complete", now, &cfg.types)
+                .map_err(|e| for_tenant(e, &body, cfg, who))?,
+        ),
+    };
+    let mut specs: Vec<std::result::Result<JobSpec, ApiError>> =
+        items.iter().map(|i| parse(cfg, i, who, now)).collect();
+    let on_complete = match on_complete {
+        Some(c) => Some(batch_members(cfg, who, c, &mut specs)?),
+        None => None,
+    };
     let valid = specs.iter().filter(|p| p.is_ok()).count() as u32;
     let decision = if valid > 0 {
         match limit(cfg, who, valid).await {
@@ -392,8 +474,20 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
     check_pending_all(env, cfg, specs.iter().flatten()).await?;
     // Schemas only once the batch passed the limit (an item its schema refuses still
     // counted: the limit is decided before any schema work).
-    let prepared: Vec<std::result::Result<Prepared, ApiError>> =
-        specs.into_iter().map(|s| s.and_then(|s| prepare(cfg, s, keyless, now))).collect();
+    let opened = match on_complete {
+        Some((c, tenant)) => Some(open_batch(cfg, c, tenant, keyless, now)?),
+        None => None,
+    };
+    let in_batch = opened.as_ref().map(|b| b.id.as_str());
+    let prepared: Vec<std::result::Result<Prepared, ApiError>> = specs
+        .into_iter()
+        .map(|s| {
+            s.and_then(|s| prepare_in(cfg, s, keyless, now, in_batch)).and_then(|p| match in_batch {
+                Some(_) if p.shard != keyless => Err(ApiError::new(ErrorCode::Internal, "a batch job left its shard")),
+                _ => Ok(p),
+            })
+        })
+        .collect();
     let mut slots: Vec<Option<Persisted>> = Vec::with_capacity(prepared.len());
     let mut good = Vec::new();
     for p in prepared {
@@ -405,7 +499,7 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
             Err(e) => slots.push(Some(Err(e))),
         }
     }
-    let mut stored = persist_many(env, cfg, good).await.into_iter();
+    let mut stored = persist_in(env, cfg, good, opened.clone()).await.into_iter();
     let out: Vec<Persisted> = slots
         .into_iter()
         .map(|slot| {
@@ -421,7 +515,78 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
             Err(e) => BatchItem::Failed(BatchItemFailed { status: e.status(), error: e }),
         })
         .collect();
-    with_limit_headers(respond(200, &BatchResult { results }), decision)
+    let created = out.iter().any(|r| matches!(r, Ok((201, _))));
+    let batch = opened.filter(|_| created).map(|b| b.id);
+    with_limit_headers(respond(200, &BatchResult { results, batch }), decision)
+}
+
+/// The checks of a batch's `on_complete` (#30) and its items, before the rate limit: the
+/// batch is the tenant's of its first valid item (the key's own when none is valid), its
+/// callback is checked as an enqueue of its job for that tenant would be, and an item that
+/// cannot join the batch (another tenant's, an idempotency key, keyed flow control) is
+/// refused on its own. Returns the callback and the batch's tenant.
+fn batch_members(
+    cfg: &EdgeConfig,
+    who: &Principal,
+    c: CallbackSpec,
+    specs: &mut [std::result::Result<JobSpec, ApiError>],
+) -> std::result::Result<(CallbackSpec, edgejobs_core::tenant::Tenant), ApiError> {
+    let tenant = match specs.iter().flatten().next() {
+        Some(s) => s.tenant.clone().unwrap_or_default(),
+        None => who.sees.owner_of_new(None)?,
+    };
+    check_callback_tenant(cfg, who, &c, &tenant)?;
+    edgejobs_core::spec::check_outbound(&c.spec, &cfg.outbound_allow).map_err(|e| c.rename(e))?;
+    edgejobs_core::spec::check_user_namespace(&c.spec).map_err(|e| c.rename(e))?;
+    for slot in specs.iter_mut() {
+        let Ok(s) = slot else { continue };
+        let f = &s.flow;
+        let keyed = [
+            ("concurrency", !f.concurrency.is_empty()),
+            ("rate", f.rate.is_some()),
+            ("debounce", f.debounce.is_some()),
+            ("throttle", f.throttle.is_some()),
+        ];
+        let refusal = if s.idempotency_key.is_some() {
+            Some(ApiError::field(
+                "idempotency_key",
+                "a job of a batch with on_complete takes none: a key decides its job's shard, and a batch's jobs share one",
+            ))
+        } else if s.tenant.as_ref() != Some(&tenant) {
+            Some(ApiError::field("tenant", format!("every job of a batch with on_complete is its tenant's ({tenant})")))
+        } else {
+            keyed.iter().find(|(_, set)| *set).map(|(field, _)| {
+                ApiError::field(
+                    field,
+                    "a job of a batch with on_complete lives in the batch's shard and takes no keyed flow control \
+                     (its key would place it in another)",
+                )
+            })
+        };
+        if let Some(e) = refusal {
+            *slot = Err(e);
+        }
+    }
+    Ok((c, tenant))
+}
+
+/// The batch `POST /v1/jobs/batch` opens in shard `shard` for its `on_complete` (#30): its
+/// id, and its callback's template with its id, its schema checked and its header values
+/// sealed under that id.
+fn open_batch(
+    cfg: &EdgeConfig,
+    c: CallbackSpec,
+    tenant: edgejobs_core::tenant::Tenant,
+    shard: u16,
+    now: u64,
+) -> std::result::Result<BatchOpen, ApiError> {
+    edgejobs_core::spec::check_batch_callback_schema(&c)?;
+    let id = edgejobs_core::callbacks::batch_id(shard, now, random_u64());
+    let cb_id = edgejobs_core::callbacks::batch_callback_id(&id)
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "a new batch id does not read back"))?;
+    let mut on_complete = c.template(cb_id);
+    seal_callback(cfg, &mut on_complete)?;
+    Ok(BatchOpen { id, tenant, on_complete })
 }
 
 /// Parses a job id from a path, answering 404 `job_not_found` for anything that is not one
@@ -438,12 +603,6 @@ pub fn parse_id(raw: &str, cfg: &EdgeConfig) -> std::result::Result<JobId, ApiEr
 }
 
 /// `GET /v1/jobs/{id}`
-pub async fn get(env: &Env, cfg: &EdgeConfig, who: &Principal, raw_id: &str) -> Out {
-    let id = parse_id(raw_id, cfg)?;
-    let job = shard::call(env, id.shard(), Get { id, tenant: who.tenant().cloned() }).await?;
-    respond(200, &view::job(job))
-}
-
 /// Applies one event to one job of `tenant` (any job: `None`) and returns the job after it
 /// (or why it was refused: another tenant's job is answered as a missing one).
 pub async fn apply_one(

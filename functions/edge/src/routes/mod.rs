@@ -19,6 +19,7 @@ pub mod flow;
 pub mod health;
 pub mod internal;
 pub mod jobs;
+pub mod live;
 pub mod metrics;
 pub mod schedules;
 pub mod stats;
@@ -32,12 +33,16 @@ pub enum Access {
     /// A key with this scope: [`Scope::Jobs`] (a jobs or an admin key), [`Scope::Admin`], or
     /// [`Scope::Consumer`] (the token of the native consumers, which hold the leases).
     Key(Scope),
+    /// A read route (#30): a `jobs` or admin key, or a read token for the job or tag read
+    /// (see `routes::live`). These routes answer CORS (`ALLOWED_ORIGINS`).
+    Reader,
 }
 
 const ANYONE: Access = Access::Anyone;
 const JOBS: Access = Access::Key(Scope::Jobs);
 const ADMIN: Access = Access::Key(Scope::Admin);
 const CONSUMER: Access = Access::Key(Scope::Consumer);
+const READER: Access = Access::Reader;
 
 /// What a keyed route's handler gets: the request, the Worker's environment, the parsed
 /// configuration, who called (the key passed the route's scope) and the path's one
@@ -49,6 +54,16 @@ pub struct Call<'a> {
     pub cfg: &'a EdgeConfig,
     pub who: &'a Principal,
     pub param: &'a str,
+    /// On a read route called with a read token: what the token grants (the `who` is then
+    /// the token's tenant, without a key).
+    pub grant: Option<&'a edgejobs_core::token::Grant>,
+}
+
+impl<'a> Call<'a> {
+    /// The reader of a read route.
+    fn reader(&self) -> live::Reader<'a> {
+        live::Reader { who: self.who, grant: self.grant }
+    }
 }
 
 /// An open route's handler: the answer and whether the request was authenticated.
@@ -144,7 +159,29 @@ pub const ROUTES: &[Route] = {
         route(Get, "/v1/jobs", JOBS, "jobs", keyed!(|c| jobs::list(c.req, c.env, c.cfg, c.who).await)),
         route(Post, "/v1/jobs", JOBS, "jobs", keyed!(|c| jobs::create(c.req, c.env, c.cfg, c.who).await)),
         route(Post, "/v1/jobs/batch", JOBS, "batch", keyed!(|c| jobs::batch(c.req, c.env, c.cfg, c.who).await)),
-        route(Get, "/v1/jobs/{id}", JOBS, "job", keyed!(|c| jobs::get(c.env, c.cfg, c.who, c.param).await)),
+        route(
+            Get,
+            "/v1/jobs/{id}",
+            READER,
+            "job",
+            keyed!(|c| live::get(c.req, c.env, c.cfg, c.reader(), c.param).await),
+        ),
+        // Live results (#30).
+        route(
+            Get,
+            "/v1/jobs/{id}/events",
+            READER,
+            "job_events",
+            keyed!(|c| live::job_events(c.req, c.env, c.cfg, c.reader(), c.param).await),
+        ),
+        route(
+            Post,
+            "/v1/jobs/{id}/token",
+            JOBS,
+            "job_token",
+            keyed!(|c| live::job_token(c.req, c.env, c.cfg, c.who, c.param).await),
+        ),
+        route(Post, "/v1/tokens", JOBS, "tokens", keyed!(|c| live::tag_token(c.req, c.cfg, c.who).await)),
         route(
             Post,
             "/v1/jobs/{id}/cancel",
@@ -224,7 +261,15 @@ pub const ROUTES: &[Route] = {
             keyed!(|c| flow::pause(c.req, c.env, c.cfg, false).await),
         ),
         // Workflow events (#29): a jobs key sends its own tenant's events.
+        // One name for the path's methods (a metric label): sends and subscriptions.
         route(Post, "/v1/events", JOBS, "events_send", keyed!(|c| workflows::send(c.req, c.env, c.cfg, c.who).await)),
+        route(
+            Get,
+            "/v1/events",
+            READER,
+            "events_send",
+            keyed!(|c| live::many_events(c.req, c.env, c.cfg, c.reader()).await),
+        ),
         route(Get, "/v1/dead", JOBS, "dead", keyed!(|c| dead::list(c.req, c.env, c.cfg, c.who).await)),
         // Bulk replay is admin-only; replaying one job is a jobs action (`/v1/jobs/{id}/retry`).
         route(Post, "/v1/dead/replay", ADMIN, "dead_replay", keyed!(|c| dead::replay(c.req, c.env, c.cfg).await)),
@@ -329,6 +374,12 @@ async fn route_request(mut req: Request, env: Env) -> Result<(Response, bool)> {
         return anonymous(http::error(&ApiError::new(ErrorCode::NotFound, format!("no route for {shown}"))));
     };
     let method = req.method();
+    if req.inner().method().eq_ignore_ascii_case("OPTIONS") && rows.iter().any(|r| r.access == Access::Reader) {
+        return match crate::topology::load(&env).await {
+            Ok(cfg) => anonymous(live::preflight(&req, &cfg)),
+            Err(e) => anonymous(http::error(&e)),
+        };
+    }
     // workers-rs reads a method it does not know (QUERY, PROPFIND, FOO) as GET; such a
     // request must be refused like any other method the route lacks, not served as a read.
     let raw = req.inner().method();
@@ -347,6 +398,7 @@ async fn route_request(mut req: Request, env: Env) -> Result<(Response, bool)> {
     let (scope, run) = match (row.access, row.run) {
         (_, Handler::Open(run)) => return run(&req, &env, param).await,
         (Access::Key(scope), Handler::Keyed(run)) => (scope, run),
+        (Access::Reader, Handler::Keyed(run)) => (Scope::Jobs, run),
         (Access::Anyone, Handler::Keyed(_)) => {
             return anonymous(http::error(&ApiError::new(ErrorCode::Internal, "a keyed route without a scope")));
         }
@@ -355,6 +407,11 @@ async fn route_request(mut req: Request, env: Env) -> Result<(Response, bool)> {
         Ok(c) => c,
         Err(e) => return anonymous(http::error(&e)),
     };
+    if row.access == Access::Reader {
+        let origin = live::request_origin(&req);
+        let (resp, authenticated) = read_route(&mut req, &env, &cfg, param, run).await?;
+        return Ok((live::with_cors(resp, origin.as_deref(), &cfg), authenticated));
+    }
     let who = match http::authorize(&req, scope, &cfg) {
         Ok(p) => p,
         Err(e) => return anonymous(http::error(&e)),
@@ -368,7 +425,49 @@ async fn route_request(mut req: Request, env: Env) -> Result<(Response, bool)> {
             Err(e) => return http::error(&e).map(|r| (r, true)),
         }
     }
-    let call = Call { req: &mut req, env: &env, cfg: &cfg, who: &who, param };
+    let call = Call { req: &mut req, env: &env, cfg: &cfg, who: &who, param, grant: None };
+    match run(call).await {
+        Ok(resp) => Ok((resp, true)),
+        Err(e) => http::error(&e).map(|r| (r, true)),
+    }
+}
+
+/// A read route (#30): a read token (`?token=` or `Authorization: Bearer ejr_...`) reads
+/// what it grants, without a key and outside the keys' read limits (it is short-lived and
+/// covers one job or tag); otherwise the route takes a `jobs` key like any other.
+async fn read_route(
+    req: &mut Request,
+    env: &Env,
+    cfg: &EdgeConfig,
+    param: &str,
+    run: for<'a> fn(Call<'a>) -> LocalBoxFuture<'a, jobs::Out>,
+) -> Result<(Response, bool)> {
+    let (who, grant) = match live::presented_token(req) {
+        Some(t) => match edgejobs_core::token::verify(&t, &cfg.webhook_secret, crate::platform::now_ms()) {
+            Ok(g) => {
+                let who = Principal {
+                    key_id: "read-token".into(),
+                    limit: None,
+                    sees: edgejobs_core::tenant::Sees::Tenant(g.tenant.clone()),
+                    consumer: None,
+                };
+                (who, Some(g))
+            }
+            Err(e) => return anonymous(http::error(&e)),
+        },
+        None => match http::authorize(req, Scope::Jobs, cfg) {
+            Ok(p) => {
+                match crate::ratelimit::admit_read(cfg, &p).await {
+                    Ok(Some(d)) if !d.allowed => return crate::ratelimit::refusal_of(&d, "reads").map(|r| (r, true)),
+                    Ok(_) => {}
+                    Err(e) => return http::error(&e).map(|r| (r, true)),
+                }
+                (p, None)
+            }
+            Err(e) => return anonymous(http::error(&e)),
+        },
+    };
+    let call = Call { req, env, cfg, who: &who, param, grant: grant.as_ref() };
     match run(call).await {
         Ok(resp) => Ok((resp, true)),
         Err(e) => http::error(&e).map(|r| (r, true)),
@@ -415,13 +514,18 @@ mod tests {
         ("/v1/flow/busiest", "flow_busiest", "", "GET", &[Some(Scope::Jobs)]),
         ("/v1/admin/flow/pause", "flow_pause", "", "POST", &[Some(Scope::Admin)]),
         ("/v1/admin/flow/resume", "flow_pause", "", "POST", &[Some(Scope::Admin)]),
-        ("/v1/events", "events_send", "", "POST", &[Some(Scope::Jobs)]),
+        ("/v1/events", "events_send", "", "POST, GET", &[Some(Scope::Jobs), Some(Scope::Jobs)]),
+        ("/v1/jobs/j01/events", "job_events", "j01", "GET", &[Some(Scope::Jobs)]),
+        ("/v1/jobs/j01/token", "job_token", "j01", "POST", &[Some(Scope::Jobs)]),
+        ("/v1/tokens", "tokens", "", "POST", &[Some(Scope::Jobs)]),
     ];
 
     fn scope(a: Access) -> Option<Scope> {
         match a {
             Access::Anyone => None,
             Access::Key(s) => Some(s),
+            // A read route takes a jobs key (or a read token, which is no key).
+            Access::Reader => Some(Scope::Jobs),
         }
     }
 

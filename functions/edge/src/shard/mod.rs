@@ -30,6 +30,7 @@ use crate::http::log;
 use crate::platform::{now_ms, random_u64};
 
 pub mod client;
+pub mod live;
 mod rounds;
 mod sql;
 pub mod waits;
@@ -79,6 +80,8 @@ pub struct JobShard {
     sends: Rounds<Vec<(Lane, JobRef)>, ()>,
     /// Creates waiting to be committed with those of concurrent requests (group commit).
     creates: Rounds<CreateMany, std::result::Result<Vec<Stored>, ApiError>>,
+    /// Live subscribers and long polls (#30).
+    hub: live::Hub,
 }
 
 impl DurableObject for JobShard {
@@ -86,10 +89,21 @@ impl DurableObject for JobShard {
         let number = state.id().name().and_then(|n| n.strip_prefix("shard-").and_then(|s| s.parse().ok()));
         let shard = Shard::new(DoSql::new(&state), EdgeHost, number);
         let ready = std::cell::Cell::new(shard.migrate().is_ok());
-        JobShard { state, env, shard, ready, sends: Rounds::default(), creates: Rounds::default() }
+        JobShard {
+            state,
+            env,
+            shard,
+            ready,
+            sends: Rounds::default(),
+            creates: Rounds::default(),
+            hub: live::Hub::default(),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.path() == "/live" {
+            return self.subscribe(&req);
+        }
         // A body that cannot be read is refused, never taken for an empty call.
         let bytes = match req.bytes().await {
             Ok(b) => b,
@@ -117,7 +131,7 @@ impl DurableObject for JobShard {
         let s = &self.shard;
         match call.request {
             ShardRequest::CreateMany(r) => reply(self.create_many(r).await),
-            ShardRequest::Get(r) => self.answer(s.get(r)),
+            ShardRequest::Get(r) => self.answer(self.get_waiting(r).await),
             ShardRequest::ApplyMany(r) => self.effects(s.apply_many(r)).await,
             ShardRequest::ReportMany(r) => self.effects(s.report_many(r)).await,
             ShardRequest::FinishMany(r) => self.effects(s.finish_many(r)).await,
@@ -149,10 +163,40 @@ impl DurableObject for JobShard {
         self.wake_due().await;
         Response::ok("ok")
     }
+
+    // Subscribers send nothing that matters: a message is ignored, a close is answered.
+    async fn websocket_message(&self, _ws: worker::WebSocket, _m: worker::WebSocketIncomingMessage) -> Result<()> {
+        Ok(())
+    }
+
+    async fn websocket_close(&self, ws: worker::WebSocket, code: usize, _reason: String, _clean: bool) -> Result<()> {
+        // 1005 (no status) and 1006 (abnormal) may not be sent back.
+        let code = if code == 1005 || code == 1006 { 1000 } else { code as u16 };
+        let _ = ws.close(Some(code), Some("bye"));
+        Ok(())
+    }
+
+    async fn websocket_error(&self, _ws: worker::WebSocket, _e: worker::Error) -> Result<()> {
+        Ok(())
+    }
 }
 
 fn reply<T: Serialize>(out: std::result::Result<T, ApiError>) -> Result<Response> {
     Response::from_json(&out)
+}
+
+/// An SSE response of a subscriber's stream, with the CORS origin the router allowed.
+fn sse_response(rx: futures_channel::mpsc::UnboundedReceiver<Vec<u8>>, origin: Option<&String>) -> Result<Response> {
+    let mut resp = Response::from_stream(live::sse_body(rx))?;
+    let h = resp.headers_mut();
+    h.set("content-type", "text/event-stream; charset=utf-8")?;
+    h.set("cache-control", "no-cache, no-transform")?;
+    h.set("x-accel-buffering", "no")?;
+    if let Some(o) = origin {
+        h.set("access-control-allow-origin", o)?;
+        h.set("vary", "origin")?;
+    }
+    Ok(resp)
 }
 
 /// What the handler of operation `O` returns: its protocol reply type, so the compiler
@@ -186,9 +230,11 @@ impl JobShard {
         let counts: Vec<(u64, usize)> = parts.iter().map(|(t, p)| (*t, p.jobs.len())).collect();
         // One window for the round: every request of a deployment sends the configured one.
         let window = parts.iter().map(|(_, p)| p.idempotency_window_ms).max().unwrap_or(0);
+        // A batch with `on_complete` (#30) opens its record in the same transaction.
+        let batches = parts.iter().filter_map(|(_, p)| p.batch.clone()).collect();
         let jobs = parts.into_iter().flat_map(|(_, p)| p.jobs).collect();
         let results: Vec<(u64, std::result::Result<Vec<Stored>, ApiError>)> =
-            match self.shard.settle(self.shard.create(jobs, window)) {
+            match self.shard.settle(self.shard.create_batches(jobs, window, batches)) {
                 Ok((stored, effects)) => {
                     self.carry_out(effects).await;
                     let mut stored = stored.into_iter();
@@ -308,11 +354,111 @@ impl JobShard {
         self.shard.settle(self.shard.reseal(r, &cfg.payload_keys))
     }
 
+    /// Reads a job; a long poll (`wait_ms`) of a job not final yet answers once a commit
+    /// ends it, or when the wait is over, with the job as it is then.
+    async fn get_waiting(&self, r: edgejobs_core::protocol::Get) -> Outcome<edgejobs_core::Job> {
+        let wait = r.wait_ms.min(edgejobs_core::live::MAX_WAIT_MS);
+        let job = self.shard.get(r.clone())?;
+        if wait == 0 || job.state.is_finished() {
+            return Ok(job);
+        }
+        // Registered in the same synchronous step as the read: no commit falls between.
+        let ended = self.hub.wait_for(job.id.clone());
+        let timeout = worker::Delay::from(std::time::Duration::from_millis(wait));
+        futures_util::pin_mut!(timeout);
+        let _ = futures_util::future::select(ended, timeout).await;
+        self.shard.get(r)
+    }
+
+    /// A live subscription (#30): `GET /live?job=&after=&tenant=&origin=` (one job's chunks
+    /// and states) or `?many=1&tag=&tenant=` (many jobs' states), over SSE or, with
+    /// `Upgrade: websocket`, a hibernatable WebSocket. The router checked who may see what
+    /// and passes the tenant to filter by (none: an admin) and the CORS origin to allow.
+    fn subscribe(&self, req: &Request) -> Result<Response> {
+        let url = req.url()?;
+        let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+        let tenant = q.get("tenant").map(|t| edgejobs_core::tenant::Tenant::parse(t)).transpose();
+        let Ok(tenant) = tenant else {
+            return reply::<()>(Err(ApiError::field("tenant", "not a tenant")));
+        };
+        let ws = req.headers().get("upgrade").ok().flatten().is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+        if self.hub.len(&self.state) >= live::MAX_SUBSCRIBERS {
+            return reply::<()>(Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "this shard holds too many subscribers; retry",
+            )));
+        }
+        let after = edgejobs_core::live::parse_last_id(q.get("after").map(String::as_str));
+        let (filter, first, done) = match q.get("job") {
+            Some(id) => {
+                let Ok(id) = id.parse::<edgejobs_core::JobId>() else {
+                    return reply::<()>(Err(ApiError::field("id", "not a job id")));
+                };
+                let get = edgejobs_core::protocol::Get { id, tenant, wait_ms: 0 };
+                let (job, rows, _) = match self.shard.settle(self.shard.live_start(get, after)) {
+                    Ok(found) => found,
+                    Err(e) => return reply::<()>(Err(e)),
+                };
+                let done = job.state.is_finished() && rows.len() < edgejobs_shard::live::PAGE as usize;
+                (live::Filter::Job(job.id.clone()), (job, rows), done)
+            }
+            None => {
+                let filter = live::Filter::Jobs { tenant, tag: q.get("tag").cloned() };
+                return self.subscribe_many(filter, ws, q.get("origin"));
+            }
+        };
+        let origin = q.get("origin");
+        if ws {
+            let pair = worker::WebSocketPair::new()?;
+            self.state.accept_websocket_with_tags(&pair.server, &[&filter.ws_tag()]);
+            let (job, rows) = first;
+            for r in &rows {
+                live::ws_send(
+                    &pair.server,
+                    r.n,
+                    "chunk",
+                    &edgejobs_core::live::ChunkView {
+                        attempt: r.attempt,
+                        stream: r.stream.clone(),
+                        data: r.data.clone(),
+                    },
+                );
+            }
+            live::ws_send(
+                &pair.server,
+                rows.last().map_or(after, |r| r.n),
+                "state",
+                &edgejobs_core::live::StateView::of(&job),
+            );
+            if done {
+                let _ = pair.server.close(Some(1000), Some("the job is final"));
+            }
+            return Response::from_websocket(pair.client);
+        }
+        let (job, rows) = first;
+        let rx = self.hub.subscribe_sse(filter, live::backlog(&job, &rows), done);
+        sse_response(rx, origin)
+    }
+
+    /// A subscription to many jobs' states (a tag, or all a tenant's).
+    fn subscribe_many(&self, filter: live::Filter, ws: bool, origin: Option<&String>) -> Result<Response> {
+        if ws {
+            let pair = worker::WebSocketPair::new()?;
+            self.state.accept_websocket_with_tags(&pair.server, &[&filter.ws_tag()]);
+            pair.server.serialize_attachment(&filter)?;
+            return Response::from_websocket(pair.client);
+        }
+        let rx = self.hub.subscribe_sse(filter, Vec::new(), false);
+        sse_response(rx, origin)
+    }
+
     /// Carries out the effects of a committed plan: the jobs to send, grouped with those of
     /// concurrent requests ([`rounds`]) into envelopes of one lane and up to 100 jobs, in as
     /// few `sendBatch` calls as Cloudflare's limits allow; then the alarm. A failed send is
     /// logged, not returned: the jobs are safely queued and the sweep re-sends them.
     async fn carry_out(&self, effects: Effects) {
+        // Subscribers first, synchronously after the commit: they see exactly what it wrote.
+        self.hub.publish(&self.state, &self.shard, &effects.touched);
         if !effects.enqueue.is_empty()
             && let Turn::Lead { parts, mine } = self.sends.submit(effects.enqueue).await
         {
