@@ -123,6 +123,12 @@ pub struct Config {
     /// Most bytes of an answer a handler reads; the rest is never read.
     #[arg(long, env = "EDGEJOBS_MAX_RESPONSE_BYTES", default_value_t = 1024 * 1024)]
     pub max_response_bytes: usize,
+    /// How long a running job's live output (progress, metadata, stream chunks such as LLM
+    /// tokens) gathers before it goes to the edge as one update: at most one update per job
+    /// per linger (0ms: as soon as the previous one is answered). Everything is sent before
+    /// the job's outcome.
+    #[arg(long, env = "EDGEJOBS_LIVE_LINGER", default_value = "25ms", value_parser = duration)]
+    pub live_linger: Duration,
 }
 
 /// The checked settings.
@@ -152,6 +158,7 @@ pub struct Settings {
     pub outbound: std::sync::Arc<crate::outbound::Guard>,
     pub payload_keys: Option<edgejobs_core::seal::Keys>,
     pub max_response_bytes: usize,
+    pub live_linger: Duration,
 }
 
 impl Config {
@@ -213,6 +220,9 @@ impl Config {
         if self.max_response_bytes == 0 || self.max_response_bytes > 64 * 1024 * 1024 {
             errors.push("EDGEJOBS_MAX_RESPONSE_BYTES: must be from 1 to 67108864".to_owned());
         }
+        if self.live_linger > Duration::from_secs(10) {
+            errors.push("EDGEJOBS_LIVE_LINGER: must be at most 10s".to_owned());
+        }
         let name = self.name.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_owned())
@@ -247,6 +257,7 @@ impl Config {
             outbound: std::sync::Arc::new(crate::outbound::Guard::new(allow, fixed)),
             payload_keys,
             max_response_bytes: self.max_response_bytes,
+            live_linger: self.live_linger,
         })
     }
 }
@@ -299,6 +310,7 @@ mod tests {
             "the renewal follows the edge's lease unless set"
         );
         assert_eq!(s.edge_url, "http://127.0.0.1:8787");
+        assert_eq!(s.live_linger, Duration::from_millis(25));
         assert!(!format!("{s:?}").contains("0123456789abcdef"), "secrets are redacted");
     }
 

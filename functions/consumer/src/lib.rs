@@ -11,6 +11,8 @@
 //! - [`stream`]: the stream commands (XREADGROUP, XAUTOCLAIM, XCLAIM, XACK).
 //! - [`edge`]: reports to the edge.
 //! - [`handlers`]: the [`handlers::Handler`] trait, the registry and the built-ins.
+//! - [`live`]: a running attempt's live output (progress, metadata, stream chunks),
+//!   coalesced into `update` reports.
 //! - [`upstreams`]: token buckets and 429 pauses per upstream.
 //! - [`outbound`]: the guarded HTTP client of the handlers (no private addresses).
 //! - [`metrics`]: counters and gauges for `/metrics`.
@@ -32,10 +34,13 @@ pub mod batch;
 pub mod config;
 pub mod edge;
 pub mod handlers;
+pub mod live;
 pub mod metrics;
 pub mod outbound;
 pub mod slots;
 pub mod stream;
+#[cfg(test)]
+mod testing;
 pub mod upstreams;
 pub mod wake;
 pub mod worker;

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub wake_subscribed: AtomicU64,
     /// Subscriptions requested (each is one Upstash command).
     pub wake_subscribes: AtomicU64,
+    /// Live updates (#30) the edge accepted, and the stream chunks they carried.
+    pub live_updates: AtomicU64,
+    pub live_chunks: AtomicU64,
     started: Instant,
     /// Ms since `started` of the last successful poll; 0 = never.
     last_poll_ms: AtomicU64,
@@ -60,6 +63,8 @@ impl Default for Metrics {
             reclaim_tries: AtomicU64::new(0),
             wake_subscribed: AtomicU64::new(0),
             wake_subscribes: AtomicU64::new(0),
+            live_updates: AtomicU64::new(0),
+            live_chunks: AtomicU64::new(0),
             started: Instant::now(),
             last_poll_ms: AtomicU64::new(0),
         }
@@ -206,6 +211,16 @@ impl Metrics {
             "1 while the wake-up subscription is open (0: polling only).",
             &self.wake_subscribed,
         );
+        let live_updates = counter(
+            "edgejobs_consumer_live_updates_total",
+            "Live updates (progress, metadata, stream chunks of a running job, coalesced per linger) the edge accepted.",
+            &self.live_updates,
+        );
+        let live_chunks = counter(
+            "edgejobs_consumer_live_chunks_total",
+            "Stream chunks (e.g. LLM tokens) carried by the live updates the edge accepted.",
+            &self.live_chunks,
+        );
         render(&[
             jobs,
             dur,
@@ -225,6 +240,8 @@ impl Metrics {
             reads,
             tries,
             subscribed,
+            live_updates,
+            live_chunks,
         ])
     }
 }

@@ -21,6 +21,7 @@ use crate::batch;
 use crate::config::Settings;
 use crate::edge::{Answer, Edge};
 use crate::handlers::{HandlerError, JobCtx, Progress, Registry};
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::stream::{Entry, Stream};
 use crate::upstreams::Upstreams;
@@ -525,6 +526,8 @@ impl Worker {
             return Err(HandlerError::Permanent(format!("this consumer has no handler for {:?}", job.job_type)));
         };
         let timeout = Duration::from_millis(job.timeout_ms);
+        let live =
+            Live::start(self.edge.clone(), job, self.settings.live_linger, cancel.clone(), Arc::clone(&self.metrics));
         let ctx = JobCtx {
             job: job.clone(),
             cancel: cancel.clone(),
@@ -536,7 +539,8 @@ impl Worker {
             outbound: std::sync::Arc::clone(&self.settings.outbound),
             payload_keys: self.settings.payload_keys.clone(),
             max_response_bytes: self.settings.max_response_bytes,
-            step: crate::handlers::steps::Steps::new(job, Some(self.edge.clone())),
+            step: crate::handlers::steps::Steps::with_live(job, Some(self.edge.clone()), live.clone()),
+            live: live.clone(),
         };
         // A type's `rate_group` takes a token from that upstream's bucket before each attempt
         // (the attempt's timeout includes the wait).
@@ -553,6 +557,9 @@ impl Worker {
                 Err(HandlerError::Retryable(format!("timed out after {} ms", job.timeout_ms)))
             }
         };
+        // The live output is sent, and answered, before the outcome is reported: a stream's
+        // subscribers get every chunk before the final state.
+        live.close().await;
         result.and_then(|v| {
             let size = v.to_string().len();
             if size > MAX_RESULT_BYTES {
@@ -577,15 +584,20 @@ impl Worker {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
+            // A heartbeat carries free-form progress only when it changed since the last one
+            // went out, so it never overwrites newer live progress (#30) with a stale value.
             let held: Vec<Beat> = self
                 .held()
-                .iter()
+                .iter_mut()
                 .map(|(entry, h)| Beat {
                     entry: entry.clone(),
                     id: h.id.clone(),
                     attempt: h.attempt,
                     lease: h.lease.clone(),
-                    progress: h.progress.borrow().clone(),
+                    progress: match h.progress.has_changed() {
+                        Ok(true) => h.progress.borrow_and_update().clone(),
+                        _ => None,
+                    },
                     cancel: h.cancel.clone(),
                 })
                 .collect();
@@ -613,9 +625,18 @@ impl Worker {
                 Err(e) => tracing::warn!(entries = entries.len(), error = %e, "lease renewal failed"),
             }
             for (h, answer) in held.iter().zip(answers) {
-                if let Answer::Refused(err) = answer {
-                    tracing::info!(job = %h.id, code = err.code.as_str(), "heartbeat refused; stopping the job");
-                    h.cancel.cancel();
+                match answer {
+                    Answer::Refused(err) => {
+                        tracing::info!(job = %h.id, code = err.code.as_str(), "heartbeat refused; stopping the job");
+                        h.cancel.cancel();
+                    }
+                    // The progress it carried goes with the next heartbeat instead.
+                    Answer::Unavailable(_) if h.progress.is_some() => {
+                        if let Some(held) = self.held().get_mut(&h.entry) {
+                            held.progress.mark_changed();
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -663,6 +684,78 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Streams 20 tokens and a progress, then completes.
+    struct Streams;
+
+    #[async_trait::async_trait]
+    impl crate::handlers::Handler for Streams {
+        async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
+            for i in 0..20 {
+                ctx.stream("tokens", format!("t{i} "))?;
+            }
+            ctx.progress(100.0, Some("done"))?;
+            Ok(serde_json::json!({ "ok": true }))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_live_output_is_sent_and_answered_before_the_outcome_is_reported() {
+        use clap::Parser as _;
+        let fake = crate::testing::FakeEdge::start().await;
+        let job = crate::testing::job(7);
+        fake.add_job(&job);
+        // A linger longer than the job: only the flush before the outcome sends the update.
+        let settings = crate::Config::try_parse_from([
+            "edgejobs-consumer",
+            "--edge-url",
+            &fake.url,
+            "--consumer-token",
+            "ej_consumer_0123456789abcdef",
+            "--upstash-url",
+            "http://127.0.0.1:9",
+            "--upstash-token",
+            "tok",
+            "--live-linger",
+            "10s",
+        ])
+        .expect("parses")
+        .settings()
+        .expect("valid");
+        let upstash = edgejobs_upstash::Client::new(
+            edgejobs_upstash::Credentials { url: settings.upstash_url.clone(), token: settings.upstash_token.clone() },
+            ReqwestTransport::new(),
+        );
+        let stream = Stream { client: upstash, key: "s".into(), group: "g".into(), me: "me".into() };
+        let mut registry = Registry::new();
+        registry.register("test", Streams);
+        let upstreams = Arc::new(Upstreams::new(HashMap::new()));
+        let w = Arc::new(Worker::new(settings, stream, fake.edge(), registry, upstreams, reqwest::Client::new()));
+        // Acknowledgements are answered here (no Upstash in this test).
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let rx = w.acks_rx.lock().expect("lock").take().expect("receiver");
+        let log = Arc::clone(&acked);
+        tokio::spawn(rx.run(ACK_BATCH, move |entries: Vec<String>| {
+            let n = entries.len();
+            log.lock().expect("lock").extend(entries);
+            async move { vec![true; n] }
+        }));
+        let entry = Entry { entry: "1-0".into(), id: Some(job.id.clone()), attempt: 1, previous_owner: None };
+        let taken = Arc::new(Semaphore::new(1)).acquire_owned().await.expect("permit");
+        let slots = crate::slots::Slots::new(1);
+        Arc::clone(&w).run_entry(entry, (taken, slots), CancellationToken::new()).await;
+
+        let events = fake.events();
+        let names: Vec<&str> = events.iter().map(|(_, e)| e.name()).collect();
+        assert_eq!(names, ["start", "update", "complete"], "the update precedes the outcome");
+        let Event::Update { attempt, update } = &events[1].1 else { panic!("{events:?}") };
+        assert_eq!(*attempt, 1);
+        let text: String = update.chunks.iter().map(|c| c.data.as_str()).collect();
+        assert_eq!(text, (0..20).map(|i| format!("t{i} ")).collect::<String>(), "every chunk, in order, in one update");
+        assert_eq!(update.progress.as_ref().map(|p| p.percent), Some(100.0));
+        assert_eq!(*acked.lock().expect("lock"), ["1-0"]);
+        assert_eq!(w.metrics.live_chunks.load(Ordering::Relaxed), 20);
+    }
 
     #[test]
     fn renewal_stays_within_a_third_of_the_edge_lease() {

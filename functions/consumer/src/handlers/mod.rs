@@ -40,7 +40,9 @@ pub enum HandlerError {
     Suspended,
 }
 
-/// Reports progress of the running job; the latest value goes out with the next heartbeat.
+/// Free-form progress of the running job (any JSON): the latest value goes out with the next
+/// heartbeat, so it costs no request of its own. For live progress (a percentage and a
+/// message, seen within milliseconds by a stream's subscribers) use [`JobCtx::progress`].
 #[derive(Debug, Clone)]
 pub struct Progress(watch::Sender<Option<Value>>);
 
@@ -78,12 +80,41 @@ pub struct JobCtx {
     pub max_response_bytes: usize,
     /// Durable workflow steps (#29): `ctx.step.run("name", || async { .. }).await?`.
     pub step: steps::Steps,
+    /// The attempt's live output (#30), which [`JobCtx::progress`], [`JobCtx::metadata`],
+    /// [`JobCtx::set_metadata`] and [`JobCtx::stream`] feed.
+    pub live: crate::live::Live,
 }
 
 impl JobCtx {
     /// Time left before the attempt's timeout.
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Live progress: `percent` from 0 to 100 and an optional message (at most 256 bytes).
+    /// No request of its own: it goes out with the attempt's next live update (within
+    /// `EDGEJOBS_LIVE_LINGER`), and the newest value wins. A percent out of range is refused
+    /// here; after the edge refused an update, every live call answers that refusal.
+    pub fn progress(&self, percent: f64, message: Option<&str>) -> Result<(), crate::live::LiveError> {
+        self.live.progress(percent, message)
+    }
+
+    /// Sets one key of the job's metadata (`Value::Null` removes it), with the next live update.
+    pub fn metadata(&self, key: impl Into<String>, value: impl Into<Value>) -> Result<(), crate::live::LiveError> {
+        self.live.metadata(key, value)
+    }
+
+    /// Merges `keys` into the job's metadata (a `null` value removes its key), with the next
+    /// live update.
+    pub fn set_metadata(&self, keys: serde_json::Map<String, Value>) -> Result<(), crate::live::LiveError> {
+        self.live.set_metadata(keys)
+    }
+
+    /// Appends `chunk` to the job's stream `name` (`[A-Za-z0-9_.:-]{1,64}`, e.g. `tokens`),
+    /// which the job's live subscribers receive in order. Calls within a
+    /// linger travel as one update; every chunk reaches the edge before the attempt's outcome.
+    pub fn stream(&self, name: &str, chunk: impl Into<String>) -> Result<(), crate::live::LiveError> {
+        self.live.stream(name, chunk)
     }
 }
 

@@ -105,6 +105,8 @@ pub struct Steps {
 #[derive(Debug)]
 struct Inner {
     edge: Option<Edge>,
+    /// The attempt's live output, flushed before each step report.
+    live: Option<crate::live::Live>,
     job: Job,
     /// What match conditions resolve against: `{payload, metadata, id, type}`.
     subject: Value,
@@ -115,10 +117,21 @@ impl Steps {
     /// The steps of `job`'s running attempt, reported through `edge` (`None`: a context with
     /// no edge, for handlers run outside a consumer; every new step is then unavailable).
     pub fn new(job: &Job, edge: Option<Edge>) -> Steps {
+        Steps::build(job, edge, None)
+    }
+
+    /// [`Steps::new`] for an attempt with live output (#30): what the handler streamed is
+    /// sent, and answered, before each step report, so a step's chunks precede its record
+    /// (and reach the edge while the run still holds the attempt, before a sleep or a wait).
+    pub fn with_live(job: &Job, edge: Option<Edge>, live: crate::live::Live) -> Steps {
+        Steps::build(job, edge, Some(live))
+    }
+
+    fn build(job: &Job, edge: Option<Edge>, live: Option<crate::live::Live>) -> Steps {
         let subject = serde_json::json!({
             "payload": job.payload, "metadata": job.metadata, "id": job.id.as_str(), "type": job.job_type,
         });
-        Steps { inner: Arc::new(Inner { edge, job: job.clone(), subject, next: AtomicU32::new(0) }) }
+        Steps { inner: Arc::new(Inner { edge, live, job: job.clone(), subject, next: AtomicU32::new(0) }) }
     }
 
     fn claim(&self, name: &str, kind: StepKind) -> Result<(u32, Replay), StepError> {
@@ -136,6 +149,11 @@ impl Steps {
         let Some(edge) = &self.inner.edge else {
             return Err(StepError::Unavailable("no edge to record steps with".into()));
         };
+        if let Some(live) = &self.inner.live {
+            // A refused or undelivered update was logged by the live sender; the step's own
+            // report answers for the attempt.
+            let _ = live.flush().await;
+        }
         let job = &self.inner.job;
         let event = Event::Step { attempt: job.attempt, step };
         match edge.report_persistently(&job.id, &event, job.lease.as_deref()).await {
@@ -408,6 +426,30 @@ mod tests {
         let c = steps.run("c", || async { Ok::<u32, String>(1) }).await;
         assert!(matches!(c, Err(StepError::Unavailable(_))), "a new step needs the edge");
         assert!(matches!(HandlerError::from(StepError::Suspended), HandlerError::Suspended));
+    }
+
+    #[tokio::test]
+    async fn what_a_step_streamed_reaches_the_edge_before_the_step_record() {
+        let fake = crate::testing::FakeEdge::start().await;
+        let job = crate::testing::job(3);
+        // A linger longer than the test: only the flush before the step report sends.
+        let mut ctx = crate::testing::ctx(&job, &fake, Duration::from_secs(10), "");
+        ctx.step = Steps::with_live(&job, Some(fake.edge()), ctx.live.clone());
+        let ctx = &ctx;
+        let n: u32 = ctx
+            .step
+            .run("write", || async move {
+                ctx.stream("tokens", "Hel").map_err(|e| e.to_string())?;
+                ctx.stream("tokens", "lo").map_err(|e| e.to_string())?;
+                Ok(2)
+            })
+            .await
+            .expect("recorded");
+        assert_eq!(n, 2);
+        let events = fake.events();
+        let names: Vec<&str> = events.iter().map(|(_, e)| e.name()).collect();
+        assert_eq!(names, ["update", "step"]);
+        ctx.live.close().await;
     }
 
     #[tokio::test]
