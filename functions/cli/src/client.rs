@@ -45,7 +45,7 @@ pub struct Reply<T> {
 }
 
 /// The API at one URL with one key.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Api {
     url: String,
     key: String,
@@ -93,6 +93,35 @@ impl Api {
             ));
         }
         Err(Failure::new(6, "rate_limited: still limited after 5 retries"))
+    }
+
+    /// Opens an event stream (`GET`, SSE) and returns the response to read, resuming after
+    /// `last_id` when given. Each read waits at most 45 s: the server sends a keepalive every
+    /// 15 s, so a longer silence is a connection that died without closing. A refusal is a
+    /// failure as [`Api::call`] makes it (429 included: the caller retries it).
+    pub fn open_stream(&self, path: &str, last_id: Option<&str>) -> Res<reqwest::blocking::Response> {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+            .header("accept", "text/event-stream")
+            .timeout(Duration::from_secs(45));
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.send().map_err(|e| Failure::new(1, format!("cannot reach {}: {}", self.url, short(e))))?;
+        let status = resp.status().as_u16();
+        if status == 200 {
+            return Ok(resp);
+        }
+        let error: Option<edgejobs_api::ErrorReply> = serde_json::from_str(&resp.text().unwrap_or_default()).ok();
+        Err(Failure::new(
+            exit_code(status),
+            match error {
+                Some(e) => format!("{}: {}", e.error.code, e.error.message),
+                None => format!("GET {} answered HTTP {status}", strip(path)),
+            },
+        ))
     }
 
     /// [`Api::call`] without a body.

@@ -11,7 +11,8 @@
 //! Layout: this file is the command line's definition and its dispatch; `client.rs` finds
 //! the API and calls it; one module per command group (`jobs.rs`: enqueue, get, list,
 //! cancel, retry, tail; `dead.rs`; `backups.rs`; `schedules.rs`; `flow.rs`; `health.rs`);
-//! `input.rs` reads job specs, `output.rs` writes tables, JSON and progress.
+//! `live.rs` follows the API's event streams (`get --wait`, `tail`); `input.rs` reads job
+//! specs, `output.rs` writes tables, JSON and progress.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ mod flow;
 mod health;
 mod input;
 mod jobs;
+mod live;
 mod output;
 mod reseal;
 mod schedules;
@@ -64,14 +66,19 @@ struct Cli {
 enum Command {
     /// Enqueue one job, or every line of an NDJSON file (`--from`), in batches of 100.
     Enqueue(Enqueue),
-    /// Show a job; with --wait, wait until it is completed, dead or cancelled.
+    /// Show a job; with --wait, follow it until it is completed, dead or cancelled.
     Get {
         id: String,
+        /// Follow the job's event stream until it is final: its state and progress on
+        /// standard error as they change, then the job.
         #[arg(long)]
         wait: bool,
         /// How long --wait waits.
         #[arg(long, default_value = "60s", value_parser = duration)]
         timeout: Duration,
+        /// With --wait: print the job's streams (such as an LLM's tokens) as they come.
+        #[arg(long, requires = "wait")]
+        stream: bool,
     },
     /// List jobs, newest first.
     List(ListArgs),
@@ -100,13 +107,13 @@ enum Command {
     Flow(Flow),
     /// The edge's health; exit code 6 when unhealthy.
     Health,
-    /// Follow new jobs and failures as they happen (Ctrl-C stops).
+    /// Follow jobs' states as they change, from the API's event stream (Ctrl-C stops).
     Tail {
         #[arg(long = "type")]
         job_type: Option<String>,
         #[arg(long)]
         tag: Option<String>,
-        /// How often to look.
+        /// The first wait before opening a dropped stream again (it doubles up to 30s).
         #[arg(long, default_value = "1s", value_parser = duration)]
         interval: Duration,
         /// Stop after this long (default: until Ctrl-C).
@@ -336,7 +343,7 @@ fn run(cli: &Cli, api: &Api) -> Res<()> {
             Some(file) => jobs::enqueue_file(cli, api, file),
             None => jobs::enqueue_one(cli, api, e),
         },
-        Command::Get { id, wait, timeout } => jobs::get(cli, api, id, *wait, *timeout),
+        Command::Get { id, wait, timeout, stream } => jobs::get(cli, api, id, *wait, *timeout, *stream),
         Command::List(a) => jobs::list(cli, api, a),
         Command::Cancel { id } => jobs::act(cli, api, id, "cancel"),
         Command::Retry { id } => jobs::act(cli, api, id, "retry"),

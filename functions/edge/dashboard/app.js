@@ -1,15 +1,28 @@
 // The edgejobs dashboard: plain JS, no dependency, nothing loaded from elsewhere. Every
 // figure and every action goes through the public API with the key this tab holds
 // (sessionStorage: gone when the tab closes). Data is only ever put in the page as text.
+// The overview and a job's page follow the API's event streams (#30) instead of refreshing
+// on a timer.
 "use strict";
 
 const KEY = "edgejobs.key";
-const REFRESH_MS = 5000;
 const PAGE = 50;
 const FINAL = ["completed", "dead", "cancelled"];
 const STATES = ["queued", "scheduled", "active", "completed", "dead", "cancelled"];
+// The overview redraws at most this often however many jobs change (each redraw reads
+// every shard once through /v1/stats).
+const LIVE_THROTTLE_MS = 1000;
+// While a stream is down (it reconnects meanwhile), the overview still redraws this often.
+const FALLBACK_MS = 30000;
+// The waits before reconnecting a dropped stream, the last one repeated.
+const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
 
-const state = { admin: false, timer: null, renders: 0 };
+// `gen` counts the views drawn: a late answer meant for an earlier view is dropped. `leave`
+// holds what the shown view must undo when another is drawn (its streams and timers).
+// `calls` counts requests by method and path (no query), `events` the stream events the
+// page received by type, `streams` the subscriptions open: the browser tests read them to
+// tell live updates from periodic refreshes.
+const state = { admin: false, renders: 0, gen: 0, leave: [], calls: {}, events: {}, streams: 0 };
 
 // ---------- small DOM helpers ----------
 
@@ -55,12 +68,12 @@ function ago(seconds) {
   return `${Math.round(s / 86400)}d ago`;
 }
 
-function stateBadge(s) {
-  return el("span", { class: `state ${s}` }, s);
+function stateBadge(s, id) {
+  return el("span", { class: `state ${s}`, id }, s);
 }
 
-function pretty(v) {
-  return el("pre", { class: "mono" }, v === undefined ? "—" : JSON.stringify(v, null, 2));
+function pretty(v, id) {
+  return el("pre", { class: "mono", id }, v === undefined ? "—" : JSON.stringify(v, null, 2));
 }
 
 // ---------- the API ----------
@@ -73,10 +86,21 @@ class ApiError extends Error {
   }
 }
 
+function bearer() {
+  return `Bearer ${sessionStorage.getItem(KEY) || ""}`;
+}
+
+// Counts a request in `state.calls` under its method and path without the query.
+function counted(method, path) {
+  const name = `${method} ${path.split("?")[0]}`;
+  state.calls[name] = (state.calls[name] || 0) + 1;
+}
+
 async function api(method, path, body) {
-  const headers = { authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` };
+  const headers = { authorization: bearer() };
   if (body !== undefined) headers["content-type"] = "application/json";
   let resp;
+  counted(method, path);
   try {
     resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
@@ -104,6 +128,113 @@ async function act(label, f) {
     flash(e.message, true);
     return null;
   }
+}
+
+// ---------- live updates: Server-Sent Events over fetch() ----------
+
+// Reads an SSE body and calls `emit({ type, data, id })` for each event. `EventSource` cannot
+// send the Authorization header the key travels in, so the stream is read with fetch() and
+// parsed here: lines end with "\n" (a "\r" before it is dropped), "field: value" lines
+// build an event, a blank line dispatches it, ":" lines are comments (the keepalives).
+async function readEvents(body, emit) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  let ev = { type: "", data: [], id: null };
+  const line = (raw) => {
+    const text = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+    if (text === "") {
+      if (ev.data.length) emit({ type: ev.type || "message", data: ev.data.join("\n"), id: ev.id });
+      ev = { type: "", data: [], id: null };
+      return;
+    }
+    if (text.startsWith(":")) return;
+    const at = text.indexOf(":");
+    const field = at < 0 ? text : text.slice(0, at);
+    let value = at < 0 ? "" : text.slice(at + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") ev.type = value;
+    else if (field === "data") ev.data.push(value);
+    else if (field === "id" && !value.includes("\0")) ev.id = value;
+    // "retry" is left out on purpose: reconnecting follows BACKOFF_MS.
+  };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, { stream: true });
+    let nl;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      line(buf.slice(0, nl));
+      buf = buf.slice(nl + 1);
+    }
+  }
+}
+
+// Follows the event stream at `path` for the shown view, reconnecting a dropped stream after
+// BACKOFF_MS with `Last-Event-ID` (the newest event id received, so a job's chunks resume
+// exactly). `on.event(ev)` returns true once the stream is done (a job's final state: the
+// server then ends it). `on.open()` runs on each (re)connection, `on.drop()` when a
+// connection is lost, `on.fail(error)` when the API refuses the subscription (no retry).
+// The subscription is closed when the view is left.
+function subscribe(path, on) {
+  const sub = { closed: false, failures: 0, lastId: null, ctrl: null, timer: null };
+  state.streams += 1;
+  const close = () => {
+    if (sub.closed) return;
+    state.streams -= 1;
+    sub.closed = true;
+    clearTimeout(sub.timer);
+    if (sub.ctrl) sub.ctrl.abort();
+  };
+  const connect = async () => {
+    if (sub.closed) return;
+    sub.ctrl = new AbortController();
+    let done = false;
+    try {
+      const headers = { authorization: bearer(), accept: "text/event-stream" };
+      if (sub.lastId !== null) headers["last-event-id"] = sub.lastId;
+      counted("GET", path);
+      const resp = await fetch(path, { headers, signal: sub.ctrl.signal, cache: "no-store" });
+      if (!resp.ok || !resp.body) {
+        const err = ((await resp.json().catch(() => null)) || {}).error || {};
+        throw new ApiError(resp.status, err.code || `http_${resp.status}`, err.message || resp.statusText);
+      }
+      sub.failures = 0;
+      if (on.open) on.open();
+      await readEvents(resp.body, (ev) => {
+        if (sub.closed || done) return;
+        if (ev.id !== null) sub.lastId = ev.id;
+        state.events[ev.type] = (state.events[ev.type] || 0) + 1;
+        done = Boolean(on.event(ev));
+      });
+    } catch (e) {
+      if (sub.closed) return;
+      // A refusal that a retry cannot change (the key, the job, the request) ends it; the
+      // rest (network, 429, 5xx) is retried.
+      if (e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 429) {
+        close();
+        if (on.fail) on.fail(e);
+        return;
+      }
+    }
+    if (sub.closed) return;
+    if (done) {
+      close();
+      return;
+    }
+    if (on.drop) on.drop();
+    sub.timer = setTimeout(connect, BACKOFF_MS[Math.min(sub.failures, BACKOFF_MS.length - 1)]);
+    sub.failures += 1;
+  };
+  state.leave.push(close);
+  connect();
+  return sub;
+}
+
+// Marks the live state of the shown view on the body (the browser tests wait on it):
+// "open", "retrying", "ended" (a job's stream after its final state) or "failed".
+function liveState(s) {
+  document.body.dataset.live = s;
 }
 
 // ---------- confirmation (in the page, no window.confirm) ----------
@@ -138,9 +269,22 @@ function go(view, params) {
   location.hash = `#/${view}${q ? `?${q}` : ""}`;
 }
 
+// Undoes what the shown view set up: closes its streams, clears its timers.
+function leaveView() {
+  const undo = state.leave;
+  state.leave = [];
+  state.gen += 1;
+  for (const f of undo) f();
+  document.body.dataset.live = "none";
+}
+
+// Whether the view drawn as generation `gen` is still the one shown.
+function shown(gen) {
+  return gen === state.gen && Boolean(sessionStorage.getItem(KEY));
+}
+
 async function render() {
-  clearInterval(state.timer);
-  state.timer = null;
+  leaveView();
   const r = route();
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.view === r.view);
   const views = { overview, jobs, job, dead, schedules, flow, backups };
@@ -183,7 +327,7 @@ async function signIn(key) {
 
 function signOut(message) {
   sessionStorage.removeItem(KEY);
-  clearInterval(state.timer);
+  leaveView();
   state.admin = false;
   $("#nav").hidden = true;
   $("#logout").hidden = true;
@@ -233,13 +377,82 @@ function chart(points, kind) {
   return svg;
 }
 
+// The overview follows `GET /v1/events` (every job the key sees): a state event redraws it
+// (at most once per LIVE_THROTTLE_MS, and not while the tab is hidden: then once it shows
+// again). Nothing redraws it on a timer while the stream is open; while the stream is down
+// it reconnects with a backoff and redraws every FALLBACK_MS meanwhile.
 async function overview() {
+  const gen = state.gen;
+  await drawOverview(gen);
+  if (!shown(gen)) return;
+  const live = { due: null, last: Date.now(), dirty: false, fallback: null, dropped: false };
+  const redraw = async () => {
+    live.due = null;
+    if (!shown(gen)) return;
+    if (document.hidden) {
+      live.dirty = true;
+      return;
+    }
+    live.dirty = false;
+    live.last = Date.now();
+    try {
+      await drawOverview(gen);
+    } catch (e) {
+      if (shown(gen)) flash(e.message, true);
+    }
+  };
+  const soon = () => {
+    if (live.due !== null) return;
+    live.due = setTimeout(redraw, Math.max(0, live.last + LIVE_THROTTLE_MS - Date.now()));
+  };
+  const fallback = () => {
+    clearTimeout(live.fallback);
+    live.fallback = setTimeout(() => {
+      live.fallback = null;
+      redraw().then(() => { if (shown(gen) && live.dropped) fallback(); });
+    }, FALLBACK_MS);
+  };
+  const visible = () => { if (!document.hidden && live.dirty) soon(); };
+  document.addEventListener("visibilitychange", visible);
+  state.leave.push(() => {
+    clearTimeout(live.due);
+    clearTimeout(live.fallback);
+    document.removeEventListener("visibilitychange", visible);
+  });
+  subscribe("/v1/events", {
+    open: () => {
+      liveState("open");
+      clearTimeout(live.fallback);
+      live.fallback = null;
+      // Whatever changed while the stream was down is drawn now.
+      if (live.dropped) soon();
+      live.dropped = false;
+    },
+    event: (ev) => {
+      if (ev.type === "state") soon();
+      return false;
+    },
+    drop: () => {
+      liveState("retrying");
+      if (!live.dropped) fallback();
+      live.dropped = true;
+    },
+    fail: (e) => {
+      liveState("failed");
+      if (e.status === 401) signOut("The key was refused: " + e.message);
+      else { live.dropped = true; fallback(); }
+    },
+  });
+}
+
+async function drawOverview(gen) {
   const [stats, health] = await Promise.all([
     api("GET", "/v1/stats"),
     // With the key, health is checked now (an anonymous caller gets a result up to 5 s old).
-    fetch("/health", { headers: { authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` } })
+    (counted("GET", "/health"), fetch("/health", { headers: { authorization: bearer() } }))
       .then((r) => r.json()).catch(() => null),
   ]);
+  if (!shown(gen)) return;
   const byState = Object.fromEntries(STATES.map((s) => [s, 0]));
   const types = {};
   for (const row of stats.jobs) {
@@ -291,7 +504,6 @@ async function overview() {
           : el("p", { class: "muted" }, "No native consumer has announced itself."))),
     el("div", { class: "card" }, el("h2", {}, "Jobs by type"), typeTable),
   );
-  state.timer = setInterval(() => { if (route().view === "overview" && !document.hidden) overview().catch((e) => flash(e.message, true)); }, REFRESH_MS);
 }
 
 // ---------- jobs ----------
@@ -378,8 +590,116 @@ async function jobs(r) {
       pager(r.params, "jobs", page.next_cursor)));
 }
 
+// A job's page follows the job's stream while it is shown: a state event updates the state
+// and the progress bar at once and reads the job again (its steps, attempts, metadata and
+// result; one read at a time, only when the event is newer than what is drawn); chunks are
+// appended to their stream's text, which starts over when a new attempt's chunks arrive.
+// The stream ends after the final state.
 async function job(r) {
-  const j = await api("GET", `/v1/jobs/${encodeURIComponent(r.arg || "")}`);
+  const gen = state.gen;
+  const path = `/v1/jobs/${encodeURIComponent(r.arg || "")}`;
+  const j = await api("GET", path);
+  if (!shown(gen)) return;
+  const page = { job: j, attempt: null, reading: false, again: false };
+  const streams = el("div", { id: "streams" }, el("p", { class: "muted", id: "no-stream" }, "Nothing streamed."));
+  replace(
+    el("div", { id: "job-head" }),
+    el("div", { class: "card", id: "live" },
+      el("h2", {}, "Progress and streams"),
+      el("div", { id: "progress", class: "progress" },
+        el("progress", { id: "progress-bar", max: 100, value: 0 }), el("span", { id: "progress-text" }, "")),
+      streams,
+      el("p", { class: "muted", id: "live-status" }, "Connecting to the job's stream…")),
+    el("div", { id: "job-body" }));
+  drawJob(page.job);
+  drawProgress(page.job.progress, page.job.state);
+  const status = (text, live) => {
+    $("#live-status").textContent = text;
+    liveState(live);
+  };
+  const reread = async () => {
+    if (page.reading) {
+      page.again = true;
+      return;
+    }
+    page.reading = true;
+    try {
+      do {
+        page.again = false;
+        const fresh = await api("GET", path);
+        if (!shown(gen)) return;
+        page.job = fresh;
+        drawJob(fresh);
+      } while (page.again);
+    } catch (e) {
+      if (shown(gen)) flash(e.message, true);
+    } finally {
+      page.reading = false;
+    }
+  };
+  const chunk = (c) => {
+    if (page.attempt !== null && c.attempt !== page.attempt) {
+      // A retry's chunks: the failed attempt's text is not the answer any more.
+      streams.replaceChildren(el("p", { class: "muted" }, `Attempt ${c.attempt} started over; the text of earlier attempts is not shown.`));
+    }
+    page.attempt = c.attempt;
+    const none = $("#no-stream");
+    if (none) none.remove();
+    let pre = [...streams.querySelectorAll("pre[data-stream]")].find((p) => p.dataset.stream === c.stream);
+    if (!pre) {
+      pre = el("pre", { class: "mono stream", "data-stream": c.stream, "data-attempt": String(c.attempt) });
+      streams.append(el("h3", {}, `${c.stream} (attempt ${c.attempt})`), pre);
+    }
+    pre.append(document.createTextNode(c.data));
+    pre.scrollTop = pre.scrollHeight;
+  };
+  subscribe(`${path}/events`, {
+    open: () => status(FINAL.includes(page.job.state) ? "The job is final; reading what it streamed." : "Following the job as it runs.", "open"),
+    event: (ev) => {
+      if (!shown(gen)) return true;
+      let data;
+      try {
+        data = JSON.parse(ev.data);
+      } catch (e) {
+        return false;
+      }
+      if (ev.type === "chunk") {
+        chunk(data);
+        return false;
+      }
+      if (ev.type !== "state") return false;
+      const badge = $("#job-state");
+      if (badge) badge.replaceWith(stateBadge(data.state, "job-state"));
+      drawProgress(data.progress, data.state);
+      if (data.updated_at !== page.job.updated_at || data.state !== page.job.state) reread();
+      const final = FINAL.includes(data.state);
+      if (final) status(`The job is ${data.state}.`, "ended");
+      return final;
+    },
+    drop: () => status("The stream was lost; reconnecting…", "retrying"),
+    fail: (e) => status(`The job's stream was refused: ${e.message}`, "failed"),
+  });
+}
+
+// The progress bar and its text ("40% · reading page 2"); hidden until the job reports any.
+function drawProgress(progress, jobState) {
+  const box = $("#progress");
+  if (!box) return;
+  const p = progress || null;
+  box.hidden = !p;
+  if (!p) return;
+  const pct = typeof p.percent === "number" ? Math.max(0, Math.min(100, p.percent)) : null;
+  const bar = $("#progress-bar");
+  if (pct === null) bar.removeAttribute("value");
+  else bar.value = pct;
+  const parts = [];
+  if (pct !== null) parts.push(`${Math.round(pct)}%`);
+  if (p.message) parts.push(p.message);
+  $("#progress-text").textContent = parts.join(" · ") + (FINAL.includes(jobState) ? ` (${jobState})` : "");
+}
+
+// Everything of a job's page but its progress and streams, from the job as read.
+function drawJob(j) {
   const again = () => render();
   const cancel = el("button", { id: "cancel", class: "danger", on: { click: async () => {
     if (await act(() => `Job ${j.id} cancelled (or marked to cancel while it runs).`, () => api("POST", `/v1/jobs/${j.id}/cancel`))) again();
@@ -391,10 +711,11 @@ async function job(r) {
   const attempts = j.attempts || [];
   const steps = j.steps || [];
   const free = j.free_attempts || 0;
-  replace(
-    el("h1", {}, "Job ", el("span", { class: "mono", id: "job-id" }, j.id), " ", stateBadge(j.state)),
+  $("#job-head").replaceChildren(
+    el("h1", {}, "Job ", el("span", { class: "mono", id: "job-id" }, j.id), " ", stateBadge(j.state, "job-state")),
     el("div", { class: "actions" }, canCancel && cancel, j.state === "dead" && retry,
-      el("a", { href: "#/jobs" }, "all jobs")),
+      el("a", { href: "#/jobs" }, "all jobs")));
+  $("#job-body").replaceChildren(
     el("div", { class: "grid" },
       el("div", { class: "card", id: "job" }, el("h2", {}, "Job"),
         el("dl", { class: "kv" },
@@ -409,7 +730,7 @@ async function job(r) {
             ...(j.parent ? [["parent run", el("span", {}, el("a", { id: "parent", class: "mono", href: `#/job/${encodeURIComponent(j.parent.job)}` }, j.parent.job), ` (step ${j.parent.step})`)]] : [])]
             .map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
       el("div", { class: "card" }, el("h2", {}, "Payload"), pretty(j.payload),
-        el("h2", {}, "Result"), pretty(j.result), el("h2", {}, "Metadata"), pretty(j.metadata))),
+        el("h2", {}, "Result"), pretty(j.result, "result"), el("h2", {}, "Metadata"), pretty(j.metadata, "metadata"))),
     ...(steps.length ? [el("div", { class: "card" }, el("h2", {}, `Steps (${steps.length})`), timeline(steps))] : []),
     // An invoke's or a fan-out's children, each a link to its own page.
     ...(steps.some((st) => (st.children || []).length) ? [el("div", { class: "card" }, el("h2", {}, "Children"),
