@@ -1,10 +1,13 @@
 //! The `edgejobs` CLI against the shared stack: output (human and `--json`), bulk enqueue
-//! from NDJSON, the exit codes, and where it finds its URL and key. Every run is checked
-//! for the key in its output.
+//! from NDJSON, the exit codes, and where it finds its URL and key; and on the fault stack
+//! (the test is the consumer there) `get --wait` and `tail` following the event streams.
+//! Every run is checked for the key in its output.
 
+use std::io::{BufRead as _, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use edgejobs_tests::hooks::Reply;
@@ -23,6 +26,8 @@ pub const TESTS: &[Test] = &[
     ("cli_completions_tail_and_backups", cli_completions_tail_and_backups),
     ("cli_schedules_create_show_trigger_pause_delete", cli_schedules),
     ("cli_get_prints_a_workflow_runs_steps", cli_get_prints_steps),
+    ("cli_get_wait_follows_the_jobs_stream", cli_get_wait_follows_the_stream),
+    ("cli_tail_follows_the_events_stream", cli_tail_follows_the_events_stream),
 ];
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -426,5 +431,177 @@ fn cli_get_prints_steps(ctx: &Ctx) -> anyhow::Result<()> {
         ensure(out.json()? == api, || format!("--json: {}\nthe API: {api}", out.stdout))?;
         let r = cancel_on(ctx, stack, &id)?;
         ensure(r.status == 200, || format!("cancel: {} {}", r.status, r.body))
+    })
+}
+
+/// A native job started on the fault stack by the test as its consumer: its id and the
+/// attempt's lease.
+pub fn started_native(ctx: &Ctx, stack: &Stack, tag: &str) -> anyhow::Result<(String, String)> {
+    let id = enqueue_on(ctx, stack, &json!({ "type": "sleep", "payload": { "ms": 1 }, "tags": [tag] }))?;
+    let start = report_on(ctx, stack, &id, &json!({ "event": "start", "attempt": 1 }))?;
+    let lease = start.headers.get("x-edgejobs-lease").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    ensure(start.status == 200 && !lease.is_empty(), || format!("start: {} {}", start.status, start.body))?;
+    Ok((id, lease))
+}
+
+/// Sends attempt 1's `update` report (progress, metadata, chunks: `body`'s fields).
+pub fn live_update(ctx: &Ctx, stack: &Stack, id: &str, lease: &str, body: Value) -> anyhow::Result<()> {
+    let mut event = json!({ "event": "update", "attempt": 1, "lease": lease });
+    if let (Some(e), Some(b)) = (event.as_object_mut(), body.as_object()) {
+        e.extend(b.clone());
+    }
+    let r = report_on(ctx, stack, id, &event)?;
+    ensure(r.status == 200, || format!("update: {} {}", r.status, r.body))
+}
+
+/// Completes attempt 1 with `{"ok": 1}`.
+pub fn complete_native(ctx: &Ctx, stack: &Stack, id: &str, lease: &str) -> anyhow::Result<()> {
+    let r = report_on(
+        ctx,
+        stack,
+        id,
+        &json!({ "event": "complete", "attempt": 1, "result": { "ok": 1 }, "lease": lease }),
+    )?;
+    ensure(r.status == 200 && r.body["state"] == "completed", || format!("complete: {} {}", r.status, r.body))
+}
+
+/// Starts the CLI against the fault stack with its standard output and error piped.
+fn spawn_on(stack: &Stack, args: &[&str]) -> anyhow::Result<Child> {
+    let bin = edgejobs_tests::stack::binary(&StackOptions::default_root(), "edgejobs")?;
+    Command::new(bin)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("EDGEJOBS_URL", &stack.edge_url)
+        .env("EDGEJOBS_KEY", &stack.secrets.api_key)
+        .current_dir(std::env::temp_dir())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run edgejobs")
+}
+
+/// The lines of a child's pipe as they are written (read on a thread).
+fn lines_of(pipe: Option<impl Read + Send + 'static>) -> anyhow::Result<mpsc::Receiver<String>> {
+    let pipe = pipe.ok_or_else(|| anyhow::anyhow!("the pipe was not captured"))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Lines from `rx` until one satisfies `done` (returned with every line before it), for at
+/// most `limit`.
+fn until_line(
+    rx: &mpsc::Receiver<String>,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&str) -> bool,
+) -> anyhow::Result<Vec<String>> {
+    let end = Instant::now() + limit;
+    let mut got = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let hit = done(&line);
+                got.push(line);
+                if hit {
+                    return Ok(got);
+                }
+            }
+            Err(e) => anyhow::bail!("no line {what} within {limit:?} ({e}); got {got:?}"),
+        }
+    }
+}
+
+/// `get --wait --stream` follows a running job's stream: a line per state and progress as
+/// they come (standard error), the chunks as they come (standard output), then the job, and
+/// exit 0 once it completed. Again afterwards, with `--json`: the chunks as JSON lines
+/// with their numbers, then the job.
+fn cli_get_wait_follows_the_stream(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let (id, lease) = started_native(ctx, stack, &unique("cli-live"))?;
+        let mut child = spawn_on(stack, &["get", &id, "--wait", "--stream", "--timeout", "50s"])?;
+        let stderr = lines_of(child.stderr.take())?;
+        // Its first line is the state at subscription: from then on it hears every change.
+        until_line(&stderr, "for the running job", WAIT, |l| l == "active  attempt 1")?;
+        let chunks = json!([{ "stream": "tokens", "data": "Hello" }, { "stream": "tokens", "data": "," }]);
+        live_update(
+            ctx,
+            stack,
+            &id,
+            &lease,
+            json!({ "progress": { "percent": 40, "message": "reading page 2" }, "chunks": chunks }),
+        )?;
+        until_line(&stderr, "with the progress", WAIT, |l| l == "active  attempt 1  40%  reading page 2")?;
+        live_update(ctx, stack, &id, &lease, json!({ "chunks": [{ "stream": "tokens", "data": " world" }] }))?;
+        complete_native(ctx, stack, &id, &lease)?;
+        let rest = until_line(&stderr, "with the final state", WAIT, |l| l.starts_with("completed  attempt 1"))?;
+        let o = child.wait_with_output()?;
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        ensure(o.status.code() == Some(0), || format!("exit {:?}\nstdout: {stdout}\nstderr: {rest:?}", o.status))?;
+        ensure(!stdout.contains(stack.secrets.api_key.as_str()), || "the key was printed".into())?;
+        let lines: Vec<&str> = stdout.lines().collect();
+        ensure(
+            lines.first() == Some(&"[tokens] Hello, world")
+                && lines.get(1).is_some_and(|l| l.starts_with("FIELD"))
+                && lines.iter().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["state", "completed"]),
+            || format!("get --wait --stream printed:\n{stdout}"),
+        )?;
+
+        // The job is final: its stream replays the chunks and the final state, then ends.
+        let env = [("EDGEJOBS_URL", stack.edge_url.as_str()), ("EDGEJOBS_KEY", stack.secrets.api_key.as_str())];
+        let out = run_in(ctx, &std::env::temp_dir(), &env, &["get", &id, "--wait", "--stream", "--json"])?;
+        expect(&out, 0, "get --wait --stream --json")?;
+        let docs: Vec<Value> =
+            serde_json::Deserializer::from_str(&out.stdout).into_iter::<Value>().collect::<Result<_, _>>()?;
+        let got: Vec<(u64, &str)> =
+            docs.iter().filter_map(|d| Some((d["id"].as_u64()?, d["data"].as_str()?))).collect();
+        ensure(got == [(1, "Hello"), (2, ","), (3, " world")], || format!("chunks: {}", out.stdout))?;
+        ensure(docs.last().is_some_and(|j| j["id"] == id.as_str() && j["state"] == "completed"), || {
+            format!("the job last: {}", out.stdout)
+        })
+    })
+}
+
+/// `tail` follows `GET /v1/events`: once it says it is following, a job of its tag that is
+/// enqueued, started and completed is printed as each change comes, while it runs.
+fn cli_tail_follows_the_events_stream(ctx: &Ctx) -> anyhow::Result<()> {
+    ctx.with_fault_stack(|stack| {
+        let tag = unique("cli-tail");
+        let mut child = spawn_on(stack, &["tail", "--tag", &tag, "--for", "90s", "--json"])?;
+        let (stdout, stderr) = (lines_of(child.stdout.take())?, lines_of(child.stderr.take())?);
+        let outcome = (|| {
+            until_line(&stderr, "saying it follows", WAIT, |l| l.starts_with("following /v1/events"))?;
+            let (id, lease) = started_native(ctx, stack, &tag)?;
+            live_update(ctx, stack, &id, &lease, json!({ "progress": { "percent": 50 } }))?;
+            complete_native(ctx, stack, &id, &lease)?;
+            let lines = until_line(&stdout, "for the completed job", WAIT, |l| {
+                serde_json::from_str::<Value>(l).is_ok_and(|j| j["id"] == id.as_str() && j["state"] == "completed")
+            })?;
+            let states: Vec<String> = lines
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|j| j["id"] == id.as_str())
+                .filter_map(|j| j["state"].as_str().map(str::to_owned))
+                .collect();
+            // One line per state (the progress update changed no state), in order.
+            ensure(states.ends_with(&["active".to_owned(), "completed".to_owned()]) && states.len() <= 3, || {
+                format!("tail printed {lines:?}")
+            })?;
+            ensure(lines.iter().all(|l| !l.contains(stack.secrets.api_key.as_str())), || "the key was printed".into())
+        })();
+        // The test started it; --for would end it later.
+        let _ = child.kill();
+        let _ = child.wait();
+        outcome
     })
 }

@@ -1,7 +1,7 @@
 //! The dashboard and the API it is drawn from: `/v1/stats`, `/v1/whoami`, the explorer's
 //! filters (search, id prefix, time range), the attempt history, replay by tag; and the
 //! dashboard itself in a real headless chromium driven over the DevTools protocol, a
-//! workflow run's steps included.
+//! workflow run's steps included, and its live updates from the event streams (#30).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -23,6 +23,7 @@ pub const TESTS: &[Test] = &[
     ("dashboard_in_a_real_browser", dashboard_in_a_real_browser),
     ("dashboard_schedules_in_a_real_browser", dashboard_schedules_in_a_real_browser),
     ("dashboard_shows_a_workflow_runs_steps_in_a_real_browser", dashboard_steps_in_a_real_browser),
+    ("dashboard_job_page_updates_live_in_a_real_browser", dashboard_job_page_updates_live),
 ];
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -444,5 +445,108 @@ fn dashboard_steps_in_a_real_browser(ctx: &Ctx) -> anyhow::Result<()> {
         ensure(problems.is_empty(), || format!("the page reported errors:\n{}", problems.join("\n")))?;
         let r = crate::util::cancel_on(ctx, stack, &id)?;
         ensure(r.status == 200, || format!("cancel: {} {}", r.status, r.body))
+    })
+}
+
+/// A number the page holds (`expr`), 0 when it is not one.
+fn number(b: &mut Browser, expr: &str) -> anyhow::Result<u64> {
+    Ok(b.eval(&format!("Number({expr}) || 0"))?.as_u64().unwrap_or(0))
+}
+
+/// The overview and a running job's page follow the event streams (#30): on the fault stack,
+/// where the test is the consumer, the overview's count of completed jobs changes when a job
+/// completes, and a job's page shows its progress, its streamed text and at last its
+/// completion, without the page being loaded again, drawn again by navigation, or refreshed
+/// by any timer (the page's `setInterval` is counted from before the first view is drawn).
+fn dashboard_job_page_updates_live(ctx: &Ctx) -> anyhow::Result<()> {
+    use crate::cli::{complete_native, live_update, started_native};
+    ctx.with_fault_stack(|stack| {
+        let shots = StackOptions::default_root().join("target/dashboard");
+        std::fs::create_dir_all(&shots)?;
+        let mut b = Browser::launch(&shots)?;
+        b.goto(&format!("{}/dashboard", stack.edge_url))?;
+        // Set once per document: a reload would lose both.
+        b.eval(
+            "(() => { window.intervals = 0; window.loaded = 'once'; const si = window.setInterval.bind(window); \
+             window.setInterval = (...a) => { window.intervals += 1; return si(...a); }; })()",
+        )?;
+        sign_in(&mut b, &stack.secrets.api_key)?;
+        b.wait_for("document.body.dataset.live === 'open'", Duration::from_secs(20))?;
+        let renders = number(&mut b, "document.body.dataset.renders")?;
+        let tile = "document.querySelector('#tiles [data-state=completed] .n').textContent.replace(/,/g, '')";
+        let completed = number(&mut b, tile)?;
+        let stats = number(&mut b, "state.calls['GET /v1/stats']")?;
+
+        // The overview: a job completes, and the count follows from its state events.
+        let tag = unique("ui-live");
+        let (done, lease) = started_native(ctx, stack, &tag)?;
+        complete_native(ctx, stack, &done, &lease)?;
+        b.wait_for(&format!("Number({tile}) > {completed}"), Duration::from_secs(30))?;
+        let after = number(&mut b, "state.calls['GET /v1/stats']")?;
+        let states = number(&mut b, "state.events.state")?;
+        ensure(after > stats && states > 0, || format!("stats read {after} times after {states} state events"))?;
+        ensure(number(&mut b, "window.intervals")? == 0, || "the page set an interval".into())?;
+        ensure(number(&mut b, "document.body.dataset.renders")? == renders, || "the overview was drawn anew".into())?;
+        b.screenshot("overview-live")?;
+
+        // A running job's page.
+        let (id, lease) = started_native(ctx, stack, &tag)?;
+        show(&mut b, &format!("#/job/{id}"))?;
+        b.wait_for("document.body.dataset.live === 'open'", Duration::from_secs(20))?;
+        ensure(b.text("#job-state")? == "active", || "the job is shown running".into())?;
+        let renders = number(&mut b, "document.body.dataset.renders")?;
+        let (stats, states) =
+            (number(&mut b, "state.calls['GET /v1/stats']")?, number(&mut b, "state.events.state")?);
+        live_update(
+            ctx,
+            stack,
+            &id,
+            &lease,
+            json!({ "progress": { "percent": 40, "message": "reading page 2" }, "metadata": { "pages": 2 },
+                    "chunks": [{ "stream": "tokens", "data": "Hel" }, { "stream": "tokens", "data": "lo" }] }),
+        )?;
+        b.wait_for(
+            "document.querySelector('#progress-text').textContent === '40% · reading page 2' \
+             && document.querySelector('#progress-bar').value === 40 && !document.querySelector('#progress').hidden",
+            Duration::from_secs(20),
+        )?;
+        let text = "(document.querySelector('#streams pre[data-stream=tokens]') || {}).textContent";
+        b.wait_for(&format!("{text} === 'Hello'"), Duration::from_secs(20))?;
+        // The state event made the page read the job again: its metadata.
+        b.wait_for("document.querySelector('#metadata').textContent.includes('\"pages\": 2')", Duration::from_secs(20))?;
+        live_update(ctx, stack, &id, &lease, json!({ "chunks": [{ "stream": "tokens", "data": ", world" }] }))?;
+        b.wait_for(&format!("{text} === 'Hello, world'"), Duration::from_secs(20))?;
+        b.screenshot("job-live")?;
+        complete_native(ctx, stack, &id, &lease)?;
+        b.wait_for(
+            "document.querySelector('#job-state').textContent === 'completed' && document.body.dataset.live === 'ended'",
+            Duration::from_secs(20),
+        )?;
+        b.wait_for(
+            "document.querySelectorAll('#attempts tbody tr').length === 1 \
+             && document.querySelector('#attempts').textContent.includes('completed') \
+             && document.querySelector('#result').textContent.includes('ok')",
+            Duration::from_secs(20),
+        )?;
+        ensure(b.eval(text)? == json!("Hello, world"), || "the text was kept".into())?;
+
+        // Nothing but the stream drew it: the same document, no navigation, no timer, no
+        // overview refresh behind it, and the job read once plus at most once per state event.
+        ensure(b.eval("window.loaded")? == json!("once"), || "the page was loaded again".into())?;
+        ensure(number(&mut b, "document.body.dataset.renders")? == renders, || "the job page was drawn anew".into())?;
+        ensure(number(&mut b, "window.intervals")? == 0, || "the page set an interval".into())?;
+        let stats_now = number(&mut b, "state.calls['GET /v1/stats']")?;
+        ensure(stats_now == stats, || format!("the overview kept refreshing behind the job page: {stats} -> {stats_now}"))?;
+        let reads = number(&mut b, &format!("state.calls['GET /v1/jobs/{id}']"))?;
+        let seen = number(&mut b, "state.events.state")? - states;
+        ensure(reads >= 2 && reads <= 1 + seen, || format!("the job was read {reads} times for {seen} state events"))?;
+        b.screenshot("job-live-done")?;
+
+        // Leaving the page: the job's stream is closed, the overview's opened.
+        show(&mut b, "#/overview")?;
+        b.wait_for("document.body.dataset.live === 'open'", Duration::from_secs(20))?;
+        ensure(number(&mut b, "state.streams")? == 1, || "a stream was left open".into())?;
+        let problems = b.problems()?;
+        ensure(problems.is_empty(), || format!("the page reported errors:\n{}", problems.join("\n")))
     })
 }

@@ -5,6 +5,7 @@
 //! Custom harness (libtest-mimic) so that the stack is started once and shared; the output
 //! and the closing summary are cargo test's.
 
+mod callbacks;
 mod cli;
 mod consumer;
 mod dashboard;
@@ -18,6 +19,7 @@ mod hostile;
 mod jobs;
 mod lease;
 mod limits;
+mod live;
 mod observability;
 mod operations;
 mod outbound;
@@ -66,6 +68,8 @@ fn main() {
         flow_native::TESTS,
         flow_api::TESTS,
         workflows::TESTS,
+        live::TESTS,
+        callbacks::TESTS,
     ]
     .concat();
     if listing {
@@ -109,6 +113,15 @@ fn main() {
         }
     };
     let workflow_port = workflow_reservation.local_addr().map(|a| a.port()).unwrap_or_default();
+    // The origin of the live-results browser test's page (#30), allowed by the stack's CORS.
+    let page_reservation = match std::net::TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("no free port: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let page_port = page_reservation.local_addr().map(|a| a.port()).unwrap_or_default();
     let outbound_allow =
         util::outbound_allow(&hooks, &llm, &[receiver_port, outbound::second_origin_port(), workflow_port]);
     let consumer_env = util::consumer_env(&llm);
@@ -122,7 +135,10 @@ fn main() {
         // The suite's tests run in parallel and most enqueue with the default tenant's key,
         // which shares one window (RATE_LIMIT is per tenant): a limit for a whole suite.
         // Limits themselves are tested with keys that carry their own (`limited_key`).
-        vars: vec![("RATE_LIMIT".into(), "6000/60s".into())],
+        vars: vec![
+            ("RATE_LIMIT".into(), "6000/60s".into()),
+            ("ALLOWED_ORIGINS".into(), format!("http://127.0.0.1:{page_port}")),
+        ],
         consumer_env,
         profile: Profile::default(),
         outbound_allow: outbound_allow.clone(),
@@ -136,7 +152,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let ctx = Arc::new(Ctx::new(&stack, llm, hooks, receiver_reservation, workflow_reservation));
+    let ctx = Arc::new(Ctx::new(&stack, llm, hooks, receiver_reservation, workflow_reservation, page_reservation));
     let trials = tests
         .into_iter()
         .map(|(name, f)| {

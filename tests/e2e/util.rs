@@ -52,6 +52,10 @@ pub struct Ctx {
     /// `receiver_port`.
     pub workflow_port: u16,
     pub workflow_reservation: Mutex<Option<std::net::TcpListener>>,
+    /// The loopback port the live-results browser test serves its page from: its origin is
+    /// the shared stack's `ALLOWED_ORIGINS` (#30). Held like `receiver_port`.
+    pub page_port: u16,
+    pub page_reservation: Mutex<Option<std::net::TcpListener>>,
 }
 
 /// A response, read whole.
@@ -76,10 +80,13 @@ impl Ctx {
         hooks: Hooks,
         receiver: std::net::TcpListener,
         workflow: std::net::TcpListener,
+        page: std::net::TcpListener,
     ) -> Ctx {
         Ctx {
             workflow_port: workflow.local_addr().map(|a| a.port()).unwrap_or_default(),
             workflow_reservation: Mutex::new(Some(workflow)),
+            page_port: page.local_addr().map(|a| a.port()).unwrap_or_default(),
+            page_reservation: Mutex::new(Some(page)),
             receiver_port: receiver.local_addr().map(|a| a.port()).unwrap_or_default(),
             receiver_reservation: Mutex::new(Some(receiver)),
             edge: stack.edge_url.clone(),

@@ -236,6 +236,22 @@ fn served_over_http(ctx: &Ctx, stack: &mut Stack, endpoint: &str) -> anyhow::Res
         ensure(steps(&done).iter().all(|(_, s)| s == "completed"), || format!("{:?}", steps(&done)))?;
         ensure(calls(&id)["quote"] == 1, || format!("the quote step ran {} times", calls(&id)["quote"]))?;
         ensure(ctx.hooks.received(&tool_path).len() == 1, || "the tool was called more than once".into())?;
+        // Live output over HTTP (#30): what the steps emitted, once each, in order, although
+        // the edge called the endpoint again after every step.
+        let url = format!("{}/v1/jobs/{id}/events", stack.edge_url);
+        let events = crate::live::subscribe(&url, &[("authorization", format!("Bearer {}", stack.secrets.api_key))])?
+            .to_end(Duration::from_secs(30))?;
+        let log: Vec<(Option<u64>, String)> = events
+            .iter()
+            .filter(|e| e.event == "chunk")
+            .map(|e| (e.id, e.data["data"].as_str().unwrap_or("").to_owned()))
+            .collect();
+        ensure(log == [(Some(1), "quoted;".to_owned()), (Some(2), "tool;".to_owned())], || {
+            format!("the run's stream: {log:?}")
+        })?;
+        ensure(done["progress"]["message"] == "quoted" && done["metadata"]["priced"] == true, || {
+            format!("progress and metadata: {} {}", done["progress"], done["metadata"])
+        })?;
         // Children over HTTP: a fan-out of two and an invoke.
         let batch = enqueue_on(ctx, stack, &json!({ "type": "order.batch", "payload": { "n": 2 } }))?;
         let done = wait_on(ctx, stack, &batch, "completed")?;

@@ -35,6 +35,9 @@ const workflow = serve({
     "order.flow": async (run, step) => {
       const quote = await step.run("quote", () => {
         quoteRuns.set(run.id, (quoteRuns.get(run.id) ?? 0) + 1);
+        // Live output (#30): subscribers of the run see it as the step is recorded, once.
+        step.progress(25, "quoted");
+        step.stream("log", "quoted;");
         return { price: run.payload.qty * 3 };
       });
 
@@ -48,9 +51,11 @@ const workflow = serve({
             // Thrown, so the edge records a failed step instead of an error page as a result.
             throw new Error(`the tool answered ${res.status}`);
           }
+          step.stream("log", "tool;");
           return res.json();
         });
       }
+      step.metadata("priced", true);
 
       await step.sleep("cool-off", run.payload.sleep_ms ?? 1000);
 

@@ -109,6 +109,23 @@ export interface Step {
    * (in the order given). A child that failed does not throw: look at its `state`.
    */
   fanOut(name: string, jobs: JobSpec[]): Promise<ChildOutcome[]>;
+  /**
+   * Live output (#30), sent with this execution's answer: the run's progress (0 to 100 and
+   * a message), keys merged into its metadata (null removes one), and chunks of a named
+   * stream (an LLM's tokens). Subscribers of the run (`GET /v1/jobs/{id}/events`) see them.
+   * Only what a call past the recorded steps emits is sent: a later execution replays the
+   * code before its recorded steps, and what that code emitted was sent the first time.
+   */
+  progress(percent: number, message?: string): void;
+  metadata(key: string, value: unknown): void;
+  stream(name: string, data: string): void;
+}
+
+/** The live output an answer carries (`live`), as the edge reads it. */
+interface Live {
+  progress?: { percent: number; message?: string };
+  metadata?: Record<string, unknown>;
+  chunks?: { stream: string; data: string }[];
 }
 
 export type Handler = (run: Run, step: Step) => Promise<unknown>;
@@ -180,10 +197,13 @@ interface Recorded {
   attempts?: number;
 }
 
-type Answer =
+type Answer = (
   | { op: "step"; step: Record<string, unknown> }
   | { op: "complete"; result: unknown }
-  | { op: "fail"; error: string; retryable: boolean };
+  | { op: "fail"; error: string; retryable: boolean }
+) & { live?: Live };
+
+const STREAM_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 /** States whose outcome a later execution returns without running the step again. */
 const RECORDED_STATES = new Set(["completed", "failed", "timed_out"]);
@@ -280,6 +300,12 @@ async function execute(handler: Handler, run: Run, recorded: (Recorded | undefin
   // A step's function may still run when the handler has already settled: a concurrent
   // sibling's suspension rejected a Promise.all, or a step was not awaited.
   await exec.settled();
+  const answer = decide(exec, outcome);
+  const live = exec.live();
+  return live === undefined ? answer : { ...answer, live };
+}
+
+function decide(exec: Execution, outcome: { ok: true; value: unknown } | { ok: false; error: unknown }): Answer {
   // The answer wins over how the handler ended: a handler that swallowed the suspension
   // and returned (or threw something else) is still suspended at that step.
   if (exec.answer !== null) {
@@ -318,6 +344,7 @@ class Execution {
   // later unrecorded step (a concurrent sibling) suspends at once.
   #claimed = false;
   #inflight: Promise<unknown> | null = null;
+  #live: Live = {};
 
   constructor(run: Run, recorded: (Recorded | undefined)[]) {
     this.#run = run;
@@ -333,6 +360,31 @@ class Execution {
         checkName(name);
         return (await this.#children("invoke", name, jobSpecs(name, [job]))) as T;
       },
+      progress: (percent, message) => {
+        if (typeof percent !== "number" || !(percent >= 0 && percent <= 100)) {
+          throw new Error(`progress: a number from 0 to 100, got ${JSON.stringify(percent)}`);
+        }
+        if (this.#fresh()) {
+          this.#live.progress = message === undefined ? { percent } : { percent, message: String(message) };
+        }
+      },
+      metadata: (key, value) => {
+        const v = asJson(value);
+        if (!v.ok) {
+          throw new Error(`metadata ${JSON.stringify(key)}: not JSON: ${v.error}`);
+        }
+        if (this.#fresh()) {
+          (this.#live.metadata ??= {})[String(key)] = v.value ?? null;
+        }
+      },
+      stream: (name, data) => {
+        if (typeof name !== "string" || !STREAM_NAME.test(name)) {
+          throw new Error(`stream: a name is 1 to 64 characters of A-Z a-z 0-9 _ . : -, got ${JSON.stringify(name)}`);
+        }
+        if (this.#fresh()) {
+          (this.#live.chunks ??= []).push({ stream: name, data: String(data) });
+        }
+      },
       fanOut: async (name, jobs) => {
         checkName(name);
         if (!Array.isArray(jobs) || jobs.length < 1 || jobs.length > MAX_FAN_OUT) {
@@ -345,6 +397,17 @@ class Execution {
 
   async settled(): Promise<void> {
     await this.#inflight;
+  }
+
+  /** Whether the handler is past its recorded steps (what it emits now was never sent). */
+  #fresh(): boolean {
+    return this.#next >= this.#recorded.length;
+  }
+
+  /** The live output gathered, if any. */
+  live(): Live | undefined {
+    const l = this.#live;
+    return l.progress === undefined && l.metadata === undefined && l.chunks === undefined ? undefined : l;
   }
 
   /** Keeps the first answer and unwinds the handler. */

@@ -592,3 +592,60 @@ describe("parseDuration", () => {
     for (const d of bad) assert.throws(() => parseDuration(d as never), /invalid duration/, String(d));
   });
 });
+
+describe("live output (#30)", () => {
+  const handler: Handler = async (_run, step) => {
+    step.progress(10, "before the first step");
+    step.stream("log", "start;");
+    const a = await step.run("a", () => {
+      step.stream("tokens", "Hel");
+      step.stream("tokens", "lo");
+      step.metadata("pages", 1);
+      return 1;
+    });
+    step.progress(60, "between");
+    const b = await step.run("b", () => {
+      step.stream("tokens", " world");
+      step.metadata("gone", null);
+      return 2;
+    });
+    return a + b;
+  };
+
+  it("sends what the first execution emitted with its answer", async () => {
+    assert.deepEqual(await answer(handler), {
+      op: "step",
+      step: { kind: "run", seq: 0, name: "a", result: 1 },
+      live: {
+        progress: { percent: 10, message: "before the first step" },
+        metadata: { pages: 1 },
+        chunks: [
+          { stream: "log", data: "start;" },
+          { stream: "tokens", data: "Hel" },
+          { stream: "tokens", data: "lo" },
+        ],
+      },
+    });
+  });
+
+  it("does not send again what a replayed part emitted", async () => {
+    assert.deepEqual(await answer(handler, [done(0, "a", "run", 1)]), {
+      op: "step",
+      step: { kind: "run", seq: 1, name: "b", result: 2 },
+      live: { progress: { percent: 60, message: "between" }, metadata: { gone: null }, chunks: [{ stream: "tokens", data: " world" }] },
+    });
+    assert.deepEqual(await answer(handler, [done(0, "a", "run", 1), done(1, "b", "run", 2)]), { op: "complete", result: 3 });
+  });
+
+  it("refuses a bad percent or stream name where it is written", async () => {
+    for (const bad of [
+      async (_r: unknown, s: any) => s.progress(101),
+      async (_r: unknown, s: any) => s.progress(Number.NaN),
+      async (_r: unknown, s: any) => s.stream("no spaces", "x"),
+    ]) {
+      const a = await answer(bad as Handler);
+      assert.equal(a.op, "fail");
+      assert.equal(a.live, undefined);
+    }
+  });
+});
