@@ -7,24 +7,7 @@ use crate::id::JobId;
 use crate::retry::Backoff;
 use crate::time::{rfc3339, rfc3339_opt};
 
-/// Where a job type runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Lane {
-    /// Short jobs, run by the edge queue consumer.
-    Edge,
-    /// Long jobs, handed to the Upstash stream and run by the native consumer.
-    Native,
-}
-
-impl Lane {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lane::Edge => "edge",
-            Lane::Native => "native",
-        }
-    }
-}
+pub use crate::lane::Lane;
 
 /// The states of a job. The legal moves between them are in [`crate::machine`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -182,11 +165,11 @@ pub struct Job {
     pub parent: Option<crate::steps::Parent>,
     /// Completion callbacks (#30): the callback job inserted, in this job's shard and in the
     /// transaction that ends it, when it completes (`on_complete`) or first dies (`on_fail`);
-    /// a cancelled job fires neither. Each fires once ([`crate::callbacks::Callback`]).
+    /// a cancelled job fires neither. Each fires once ([`crate::callback::Callback`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_complete: Option<Box<crate::callbacks::Callback>>,
+    pub on_complete: Option<Box<crate::callback::Callback>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_fail: Option<Box<crate::callbacks::Callback>>,
+    pub on_fail: Option<Box<crate::callback::Callback>>,
     /// The batch (`POST /v1/jobs/batch` with `on_complete`) the job belongs to; the batch's
     /// row lives in this shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,9 +179,9 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "is_false")]
     pub batch_counted: bool,
     /// The job's stream chunks as its shard loaded them, and those this transaction adds
-    /// (#30, [`crate::live::Tape`]): never part of the stored document.
+    /// (#30, [`crate::tape::Tape`]): never part of the stored document.
     #[serde(skip)]
-    pub tape: crate::live::Tape,
+    pub tape: crate::tape::Tape,
 }
 
 /// How many ended attempts a job remembers.

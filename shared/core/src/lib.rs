@@ -6,6 +6,9 @@
 //!
 //! Layout:
 //! - [`id`]: job ids, which carry their shard so lookups need no index.
+//! - [`lane`]: the lanes a job runs in.
+//! - [`tape`]: a job's stream chunks in one shard transaction (#30).
+//! - [`callback`]: the callback records a job carries (#30).
 //! - [`job`]: the job record, its states and lanes.
 //! - [`fields`]: durations, backoff and the bounds a job spec and a type declaration share.
 //! - [`spec`]: the registry of job types and validation of enqueue requests.
@@ -42,6 +45,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod callback;
 pub mod callbacks;
 pub mod config;
 pub mod cron;
@@ -50,6 +54,7 @@ pub mod fields;
 pub mod flow;
 pub mod id;
 pub mod job;
+pub mod lane;
 pub mod live;
 pub mod machine;
 pub mod metrics;
@@ -68,6 +73,7 @@ pub mod settings;
 pub mod spec;
 pub mod stats;
 pub mod steps;
+pub mod tape;
 pub mod tenant;
 pub mod time;
 pub mod token;

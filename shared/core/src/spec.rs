@@ -20,9 +20,12 @@ pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 /// Longest accepted delay or distance of `run_at` into the future: 365 days.
 pub const MAX_DELAY_MS: u64 = 365 * 86_400_000;
 
-use crate::callbacks::{CallbackSpec, Which};
+use crate::callbacks::Which;
+
+mod callback_spec;
 pub use crate::types::TypeDef as JobType;
 use crate::types::Types;
+pub use callback_spec::{CallbackSpec, parse_callback};
 
 /// A validated enqueue request, before it has an id.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,7 +128,7 @@ pub fn parse_spec_unchecked(body: &Value, now: u64, types: &Types) -> Result<Job
 
 /// [`parse_spec_unchecked`] for the job of `POST /v1/jobs` (or an item of a batch), which
 /// may have completion callbacks (#30): each is validated as an enqueue of its job would
-/// be ([`crate::callbacks::parse`]; [`check_outbound`], [`check_schema`] and
+/// be ([`parse_callback`]; [`check_outbound`], [`check_schema`] and
 /// [`check_user_namespace`] check them with their job).
 pub fn parse_enqueue_unchecked(body: &Value, now: u64, types: &Types) -> Result<JobSpec, ApiError> {
     parse_fields(body, now, types, true)
@@ -154,7 +157,7 @@ fn callback_field(
             "only a job enqueued by POST /v1/jobs or /v1/jobs/batch has callbacks (not a callback job, a schedule's \
              job or a workflow step's child)",
         )),
-        Some(v) => Ok(Some(Box::new(crate::callbacks::parse(v, field, now, types)?))),
+        Some(v) => Ok(Some(Box::new(parse_callback(v, field, now, types)?))),
     }
 }
 

@@ -157,7 +157,7 @@ fn a_dead_job_fires_on_fail_and_a_cancelled_one_fires_nothing() {
 /// A batch of `n` noop jobs (one with on_fail) opened with a job callback tagged `batch-cb`.
 fn batch(w: &World, s: &S, n: usize) -> (String, Vec<JobId>) {
     let id = callbacks::batch_id(0, NOW, w.random_u64());
-    let cb = callbacks::parse(
+    let cb = edgejobs_core::spec::parse_callback(
         &json!({ "job": { "type": "noop", "tags": ["batch-cb"] } }),
         "on_complete",
         NOW,

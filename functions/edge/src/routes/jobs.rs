@@ -2,7 +2,7 @@
 
 use edgejobs_api::{BatchItem, BatchItemCreated, BatchItemFailed, BatchResult, JobList};
 use edgejobs_core::auth::Principal;
-use edgejobs_core::callbacks::{BatchOpen, CallbackSpec};
+use edgejobs_core::callbacks::BatchOpen;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::flow::Flow;
 use edgejobs_core::machine::Event;
@@ -11,6 +11,7 @@ use edgejobs_core::protocol::{
     Applied, ApplyMany, ClaimKeys, CreateMany, FlowOutcome, GetMany, KeyClaim, List, Listed,
 };
 use edgejobs_core::ratelimit::Decision;
+use edgejobs_core::spec::CallbackSpec;
 use edgejobs_core::spec::{JobSpec, parse_enqueue_unchecked};
 use edgejobs_core::wire::{Include, ListQuery, merge_by, parse_list_params};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
@@ -451,7 +452,7 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
     let on_complete = match obj.get("on_complete") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
-            edgejobs_core::callbacks::parse(v, "on_complete", now, &cfg.types)
+            edgejobs_core::spec::parse_callback(v, "on_complete", now, &cfg.types)
                 .map_err(|e| for_tenant(e, &body, cfg, who))?,
         ),
     };
