@@ -149,13 +149,7 @@ fn chunks(evs: &[Ev]) -> Vec<(u64, String)> {
 }
 
 fn complete(ctx: &Ctx, stack: &Stack, id: &str, lease: &str) -> anyhow::Result<()> {
-    let r = report_on(
-        ctx,
-        stack,
-        id,
-        &json!({ "event": "complete", "attempt": 1, "result": { "ok": 1 }, "lease": lease }),
-    )?;
-    ensure(r.status == 200 && r.body["state"] == "completed", || format!("complete: {} {}", r.status, r.body))
+    crate::cli::complete_native(ctx, stack, id, lease)
 }
 
 /// A subscriber who came first sees the job's state, then each update's chunks in order

@@ -27,7 +27,6 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::edge::{Answer, Edge};
-use crate::handlers::HandlerError;
 use crate::metrics::Metrics;
 
 /// Why a live call was not taken.
@@ -50,20 +49,6 @@ pub enum LiveError {
     /// The attempt is over (its outcome is being reported).
     #[error("the attempt's live output is closed")]
     Closed,
-}
-
-/// For `ctx.stream(..)?` in a handler: a malformed call or a job over its limits is
-/// permanent (a retry makes the same calls); the rest is worth another attempt.
-impl From<LiveError> for HandlerError {
-    fn from(e: LiveError) -> HandlerError {
-        match &e {
-            LiveError::Invalid { .. } | LiveError::Limit => HandlerError::Permanent(e.to_string()),
-            LiveError::Refused(api) if matches!(api.code, ErrorCode::InvalidField | ErrorCode::LiveLimit) => {
-                HandlerError::Permanent(e.to_string())
-            }
-            _ => HandlerError::Retryable(e.to_string()),
-        }
-    }
 }
 
 /// Where the coalescer's updates go: one attempt of one job, reported through the edge.

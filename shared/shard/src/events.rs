@@ -31,10 +31,7 @@ const PRUNE_ROWS: u64 = 100;
 /// waits before trying again when the index could not be reached.
 pub const INDEX_CHECK_MS: u64 = 30_000;
 
-/// How long a matched wait may stay undelivered (its send failed half-way, or the sender
-/// died) before the index's own alarm delivers it again, and again after as long while its
-/// run's shard cannot be reached.
-pub const REDELIVER_MS: u64 = 30_000;
+pub use crate::store::REDELIVER_MS;
 
 impl<S: Sql, H: Host> Shard<S, H> {
     /// The event index's operations, each one transaction.

@@ -239,6 +239,12 @@ CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, job_id TEXT NOT NU
 UPDATE idempotency SET key = 'default' || char(31) || key WHERE instr(key, char(31)) = 0;
 ";
 
+/// How long a matched workflow wait may stay undelivered (its send failed half-way, or the
+/// sender died) before the event index's own alarm delivers it again, and again after as
+/// long while its run's shard cannot be reached (see `events.rs`; here, because the next
+/// wake-up counts it and the event index reads the store, not the other way round).
+pub const REDELIVER_MS: u64 = 30_000;
+
 /// Most bound parameters one statement may carry in a Durable Object.
 pub const MAX_PARAMS: usize = 100;
 
@@ -575,7 +581,7 @@ pub fn next_wake(db: &impl Sql) -> Result<Option<u64>, StoreError> {
             UNION ALL SELECT MIN(at) AS run_at FROM waits_to_index
             UNION ALL SELECT MIN(matched_at) + ? AS run_at FROM waits WHERE matched_at IS NOT NULL)",
         // A run waiting for an event without a timeout is never due (`workflow::NEVER`).
-        &[int(edgejobs_core::workflow::NEVER), int(crate::events::REDELIVER_MS)],
+        &[int(edgejobs_core::workflow::NEVER), int(REDELIVER_MS)],
     )?;
     // Workerd's SQLite allows at most five terms in a compound SELECT: the live results'
     // expiry (#30) is a query of its own.

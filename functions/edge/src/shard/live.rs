@@ -210,16 +210,7 @@ impl Hub {
         drop(subs);
         for ws in job_ws {
             for r in rows {
-                ws_send(
-                    ws,
-                    r.n,
-                    "chunk",
-                    &edgejobs_core::live::ChunkView {
-                        attempt: r.attempt,
-                        stream: r.stream.clone(),
-                        data: r.data.clone(),
-                    },
-                );
+                ws_chunk(ws, r);
             }
             ws_send(ws, n, "state", &view);
             if finished {
@@ -233,6 +224,12 @@ impl Hub {
             }
         }
     }
+}
+
+/// Sends one stored chunk over a WebSocket.
+pub fn ws_chunk(ws: &WebSocket, r: &Row) {
+    let body = edgejobs_core::live::ChunkView { attempt: r.attempt, stream: r.stream.clone(), data: r.data.clone() };
+    ws_send(ws, r.n, "chunk", &body);
 }
 
 /// Sends one event over a WebSocket (a closed one is skipped: the runtime drops it).

@@ -413,16 +413,7 @@ impl JobShard {
             self.state.accept_websocket_with_tags(&pair.server, &[&filter.ws_tag()]);
             let (job, rows) = first;
             for r in &rows {
-                live::ws_send(
-                    &pair.server,
-                    r.n,
-                    "chunk",
-                    &edgejobs_core::live::ChunkView {
-                        attempt: r.attempt,
-                        stream: r.stream.clone(),
-                        data: r.data.clone(),
-                    },
-                );
+                live::ws_chunk(&pair.server, r);
             }
             live::ws_send(
                 &pair.server,
