@@ -40,6 +40,22 @@ pub enum HandlerError {
     Suspended,
 }
 
+/// For `ctx.stream(..)?` in a handler: a malformed call or a job over its limits is
+/// permanent (a retry makes the same calls); the rest is worth another attempt.
+impl From<crate::live::LiveError> for HandlerError {
+    fn from(e: crate::live::LiveError) -> HandlerError {
+        use crate::live::LiveError;
+        use edgejobs_core::ErrorCode;
+        match &e {
+            LiveError::Invalid { .. } | LiveError::Limit => HandlerError::Permanent(e.to_string()),
+            LiveError::Refused(api) if matches!(api.code, ErrorCode::InvalidField | ErrorCode::LiveLimit) => {
+                HandlerError::Permanent(e.to_string())
+            }
+            _ => HandlerError::Retryable(e.to_string()),
+        }
+    }
+}
+
 /// Free-form progress of the running job (any JSON): the latest value goes out with the next
 /// heartbeat, so it costs no request of its own. For live progress (a percentage and a
 /// message, seen within milliseconds by a stream's subscribers) use [`JobCtx::progress`].
