@@ -11,7 +11,7 @@
 //! "notify_url": ".."}}`. `POST /v1/events {"name": "order.approved", "data": {"order_id":
 //! 42, "by": "ann"}}` lets it finish.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser as _;
 use edgejobs_consumer::handlers::http::HttpRequest;
@@ -133,6 +133,49 @@ impl Handler for BenchSteps {
     }
 }
 
+/// `bench.stream` (scripts/bench's live scenario, `--only live`): `payload.chunks` chunks
+/// (default 200) on the stream `tokens`, `payload.every_ms` apart (default 5), then the
+/// result `{"chunks": n}`. Chunk `n` is `"<n> <µs since the epoch>"`, the time it was
+/// handed to `ctx.stream`: the bench subtracts it from when a subscriber received the chunk
+/// (the same machine's clock), which is the latency from a handler to a subscriber.
+struct BenchStream;
+
+/// Most chunks one `bench.stream` job emits: ~30 bytes each stays far below a job's 1 MiB
+/// of stream text.
+const BENCH_STREAM_MAX_CHUNKS: u64 = 10_000;
+/// The longest pause between two chunks.
+const BENCH_STREAM_MAX_EVERY_MS: u64 = 10_000;
+
+#[async_trait::async_trait]
+impl Handler for BenchStream {
+    async fn run(&self, ctx: &JobCtx) -> Result<Value, HandlerError> {
+        let p = &ctx.job.payload;
+        let chunks = p.get("chunks").and_then(Value::as_u64).unwrap_or(200);
+        let every_ms = p.get("every_ms").and_then(Value::as_u64).unwrap_or(5);
+        if chunks > BENCH_STREAM_MAX_CHUNKS || every_ms > BENCH_STREAM_MAX_EVERY_MS {
+            return Err(HandlerError::Permanent(format!(
+                "payload.chunks must be at most {BENCH_STREAM_MAX_CHUNKS} and payload.every_ms at most \
+                 {BENCH_STREAM_MAX_EVERY_MS}"
+            )));
+        }
+        // Chunk n is due at a fixed point from the start, so the timer's rounding of each
+        // pause does not add up over the stream.
+        let began = tokio::time::Instant::now();
+        for n in 1..=chunks {
+            if n > 1 {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(began + Duration::from_millis(every_ms * (n - 1))) => {}
+                    _ = ctx.cancel.cancelled() => return Err(HandlerError::Retryable("interrupted".into())),
+                }
+            }
+            // A clock before 1970 would give a wrong latency, not a wrong chunk: it is sent as 0.
+            let us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros());
+            ctx.stream("tokens", format!("{n} {us}"))?;
+        }
+        Ok(json!({ "chunks": chunks }))
+    }
+}
+
 fn main() -> std::process::ExitCode {
     edgejobs_consumer::main_with_handlers(edgejobs_consumer::Config::parse(), |settings, registry| {
         let llm = LlmChat {
@@ -144,5 +187,6 @@ fn main() -> std::process::ExitCode {
         registry.register("agent.batch", Batch);
         registry.register("steps.demo", Demo);
         registry.register("bench.steps", BenchSteps);
+        registry.register("bench.stream", BenchStream);
     })
 }

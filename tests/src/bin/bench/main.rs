@@ -17,10 +17,12 @@
 //! - [`report`]: targets, machine facts, the printed tables;
 //! - [`latency`]: enqueue-to-start/-complete of both lanes, BullMQ beside them, CPU per job;
 //! - [`flow`]: flow control's cost, fairness, limits and debounce (issue #28);
-//! - [`workflow`]: runs of 5 steps on the native lane and over the HTTP protocol (issue #29).
+//! - [`workflow`]: runs of 5 steps on the native lane and over the HTTP protocol (issue #29);
+//! - [`live`]: chunks from a handler to SSE subscribers: latency, 1,000 subscribers, cost (issue #30).
 
 mod flow;
 mod latency;
+mod live;
 mod model;
 mod ops;
 mod procfs;
@@ -792,7 +794,11 @@ fn run() -> anyhow::Result<()> {
     // The workflow scenario's types name its endpoint's port, so it is reserved first.
     let endpoint =
         if s.only.contains("workflow") && s.soak.is_none() { Some(workflow::Endpoint::reserve()?) } else { None };
-    let workflow_vars = endpoint.as_ref().map(workflow::Endpoint::vars).unwrap_or_default();
+    let mut workflow_vars = endpoint.as_ref().map(workflow::Endpoint::vars).unwrap_or_default();
+    // The live scenario's type joins the same JOB_TYPES.
+    if s.only.contains("live") && s.soak.is_none() {
+        live::declare(&mut workflow_vars)?;
+    }
     for (k, v) in &workflow_vars {
         report["settings"]["stack_vars"][k] = json!(v);
     }
@@ -986,7 +992,8 @@ fn scenarios(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
         ));
         report["scenarios"]["schedules"] = v;
     }
-    if only.contains("liveness") || only.contains("single") {
+    // The live scenario's target compares with the liveness p99 of the same run.
+    if only.contains("liveness") || only.contains("single") || only.contains("live") {
         say(format!("runtime ceiling: GET /health/live, wrk {}s", b.s.wrk_duration.as_secs()));
         let cpu0 = cpu_snap(&b.roots());
         let w = b.wrk("/health/live", None, b.s.wrk_connections)?;
@@ -998,6 +1005,9 @@ fn scenarios(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
             num(w.p("99%"), 1)
         ));
         report["scenarios"]["liveness"] = json!({ "wrk": w.to_json(), "cpu_during_wrk": cpu_between(&cpu0, &cpu1) });
+    }
+    if only.contains("live") {
+        live::run(b, report)?;
     }
     if only.contains("single") {
         let script = b.write_lua("single.lua", r#"{"type":"noop","payload":{"n":1}}"#, "/v1/jobs")?;

@@ -164,6 +164,7 @@ pub fn targets(report: &Value) -> Vec<Value> {
     out.extend(crate::latency::targets(report));
     out.extend(crate::flow::targets(report));
     out.extend(crate::workflow::targets(report));
+    out.extend(crate::live::targets(report));
     out
 }
 
@@ -356,6 +357,7 @@ pub fn print_table(r: &Value) {
     crate::latency::print(r);
     crate::flow::print(r);
     crate::workflow::print(r);
+    crate::live::print(r);
 
     // Operations per job.
     println!();

@@ -32,7 +32,11 @@ table and writes target/bench/bench-<unix time>.json and target/bench/latest.jso
                        latency (both lanes idle and loaded, with BullMQ beside them), bullmq,
                        flow (flow control: overhead, fairness, limits held, debounce),
                        workflow (runs of 5 trivial steps on the native lane and over the HTTP
-                       protocol; env BENCH_WORKFLOW_RUNS, BENCH_WORKFLOW_LANES=native,http)
+                       protocol; env BENCH_WORKFLOW_RUNS, BENCH_WORKFLOW_LANES=native,http),
+                       live (chunks from a handler to SSE subscribers: latency beside liveness,
+                       which it runs too, 1,000 subscribers on 100 jobs of 200 chunks, cost
+                       per chunk; quick: 20 jobs × 10 × 50 chunks; env BENCH_LIVE_JOBS,
+                       BENCH_LIVE_SUBSCRIBERS (per job), BENCH_LIVE_CHUNKS)
   --latency-samples N  idle latency samples per lane, one job at a time (default 200, quick 30;
                        env BENCH_LATENCY_SAMPLES)
   --schedules N        schedules every second in the schedules scenario (default 20)
@@ -45,7 +49,7 @@ table and writes target/bench/bench-<unix time>.json and target/bench/latest.jso
 ";
 
 /// The scenarios `--only` may name; a run without `--only` runs them all.
-const SCENARIOS: [&str; 11] = [
+const SCENARIOS: [&str; 12] = [
     "edge",
     "native",
     "liveness",
@@ -57,6 +61,7 @@ const SCENARIOS: [&str; 11] = [
     "bullmq",
     "flow",
     "workflow",
+    "live",
 ];
 
 #[derive(Debug, Clone)]
