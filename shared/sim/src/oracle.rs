@@ -47,6 +47,7 @@ pub const INVARIANTS: &[&str] = &[
     "throttle-at-most-limit-per-window",
     "a-recorded-step-never-reruns",
     "an-event-resumes-a-wait-once",
+    "a-stream-holds-its-accepted-chunks-in-order",
 ];
 
 /// A broken invariant.
