@@ -35,22 +35,26 @@ def _parse_one_at_a_time(*args, **kwargs):
 ast.parse = _parse_one_at_a_time
 
 _SPEC = os.path.join(os.path.dirname(__file__), "..", "..", "functions", "edge", "openapi.json")
-_validator = None
+_validators = {}
 
 
-def _job_spec_validator():
-    global _validator
-    if _validator is None:
+def _schema_validator(name):
+    """A validator of the OpenAPI document's schema `name` (JobSpec, CallbackInput)."""
+    if name not in _validators:
         with open(_SPEC) as f:
             doc = json.load(f)
-        _validator = jsonschema_rs.validator_for(
+        _validators[name] = jsonschema_rs.validator_for(
             {
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "components": doc["components"],
-                "$ref": "#/components/schemas/JobSpec",
+                "$ref": f"#/components/schemas/{name}",
             }
         )
-    return _validator
+    return _validators[name]
+
+
+def _job_spec_validator():
+    return _schema_validator("JobSpec")
 
 
 @schemathesis.check
@@ -59,11 +63,15 @@ def batch_items_rejected_on_their_own(ctx, response, case):
     if case.operation.method.upper() != "POST" or case.operation.path != "/v1/jobs/batch":
         return None
     body = case.body
+    # The envelope: `jobs` (1 to 100 items) and, since #30, an optional batch `on_complete`
+    # (null is its absence).
     envelope_ok = (
         isinstance(body, dict)
-        and set(body) == {"jobs"}
+        and "jobs" in body
+        and set(body) <= {"jobs", "on_complete"}
         and isinstance(body["jobs"], list)
         and 1 <= len(body["jobs"]) <= 100
+        and _schema_validator("CallbackInput").is_valid(body.get("on_complete"))
     )
     if not envelope_ok:
         if response.status_code < 400:
