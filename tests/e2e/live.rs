@@ -346,6 +346,12 @@ fn tokens_read_their_job_or_tag_only(ctx: &Ctx) -> anyhow::Result<()> {
         ctx.http.post(ctx.url(&format!("/v1/jobs/{a}/token"))).bearer_auth(&ctx.tenant_keys[0]).json(&json!({})),
     )?;
     ensure(r.status == 404, || format!("globex mints for default's job: {} {}", r.status, r.body))?;
+    // A body that is not an object is refused (serde alone would read `[null, null]`).
+    for bad in [json!([null, null]), json!("x"), json!({ "ttl": 5 }), json!({ "nope": 1 })] {
+        let r =
+            ctx.send(ctx.http.post(ctx.url(&format!("/v1/jobs/{a}/token"))).bearer_auth(&ctx.api_key).json(&bad))?;
+        ensure(r.status == 400, || format!("token body {bad}: {} {}", r.status, r.body))?;
+    }
     // A tag's token: the tagged job, not the other.
     let r = ctx.send(ctx.http.post(ctx.url("/v1/tokens")).bearer_auth(&ctx.api_key).json(&json!({ "tag": tag })))?;
     ensure(r.status == 201 && r.body["tag"] == tag.as_str(), || format!("tag token: {} {}", r.status, r.body))?;

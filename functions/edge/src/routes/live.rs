@@ -231,15 +231,25 @@ async fn token_request(req: &mut Request) -> Result<TokenRequest, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(TokenRequest::default());
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid body: {e}")))
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("malformed JSON: {e}")))?;
+    // Only an object: serde would also read a struct from an array (`[null, null]`).
+    if !value.is_object() {
+        return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::field("body", format!("{e}")))
 }
 
 fn ttl_of(r: &TokenRequest) -> Result<Option<u64>, ApiError> {
+    let bad = || ApiError::field("ttl", "must be a duration from 1s to 24h, such as \"15m\"");
     match &r.ttl {
-        None => Ok(None),
-        Some(v) => edgejobs_core::fields::parse_duration(v)
-            .map(Some)
-            .ok_or_else(|| ApiError::field("ttl", "must be a duration from 1s to 24h, such as \"15m\"")),
+        None | Some(serde_json::Value::Null) => Ok(None),
+        // A string only (a bare number would read as milliseconds), of at least a second.
+        Some(v @ serde_json::Value::String(_)) => match edgejobs_core::fields::parse_duration(v) {
+            Some(ms) if ms >= 1000 => Ok(Some(ms)),
+            _ => Err(bad()),
+        },
+        Some(_) => Err(bad()),
     }
 }
 
