@@ -415,6 +415,12 @@ fn tag_subscribers_see_states(ctx: &Ctx) -> anyhow::Result<()> {
     let sub =
         subscribe(&ctx.url(&format!("/v1/events?tag={tag}")), &[("authorization", format!("Bearer {}", ctx.api_key))])?;
     ensure(sub.status == 200, || format!("subscribe: {} {}", sub.status, sub.body))?;
+    // Another tenant's key, on the same tag: it sees none of the default tenant's jobs.
+    let globex = subscribe(
+        &ctx.url(&format!("/v1/events?tag={tag}")),
+        &[("authorization", format!("Bearer {}", ctx.tenant_keys[0]))],
+    )?;
+    ensure(globex.status == 200, || format!("globex subscribes: {} {}", globex.status, globex.body))?;
     let ids: Vec<String> =
         (0..3).map(|_| ctx.enqueue(&json!({ "type": "noop", "tags": [tag] }))).collect::<anyhow::Result<_>>()?;
     let other = ctx.enqueue(&json!({ "type": "noop", "tags": [unique("other")] }))?;
@@ -422,6 +428,10 @@ fn tag_subscribers_see_states(ctx: &Ctx) -> anyhow::Result<()> {
         ids.iter().all(|id| evs.iter().any(|e| e.data["id"] == id.as_str() && e.data["state"] == "completed"))
     })?;
     ensure(got.iter().all(|e| e.event == "state" && e.data["id"] != other.as_str()), || format!("{got:?}"))?;
+    // By the time the default tenant saw all three complete, globex had heard of none (its
+    // stream would have got them first: the same commits publish to both).
+    let (seen, _) = globex.until(std::time::Duration::from_millis(500), |e| !e.is_empty()).unwrap_or_default();
+    ensure(seen.is_empty(), || format!("another tenant saw {seen:?}"))?;
     ensure(got.iter().all(|e| e.data["tags"].as_array().is_some_and(|t| t.contains(&json!(tag)))), || {
         format!("{got:?}")
     })

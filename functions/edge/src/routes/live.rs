@@ -262,18 +262,7 @@ pub async fn job_token(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Pri
     let id = parse_id(raw_id, cfg)?;
     let job = shard::call(env, id.shard(), Get { id, tenant: who.tenant().cloned(), wait_ms: 0 }).await?;
     let exp = token::expiry(crate::platform::now_ms(), ttl_of(&body)?)?;
-    let grant = Grant { tenant: job.tenant.clone(), job: Some(job.id.clone()), tag: None, exp };
-    let token = token::issue(&grant, &cfg.webhook_secret)?;
-    respond(
-        201,
-        &ReadToken {
-            token,
-            expires_at: edgejobs_core::time::format_rfc3339(exp),
-            job: Some(job.id.to_string()),
-            tag: None,
-            tenant: job.tenant.to_string(),
-        },
-    )
+    mint(Grant { tenant: job.tenant, job: Some(job.id), tag: None, exp }, cfg)
 }
 
 /// `POST /v1/tokens` (jobs scope): a read token for the jobs of one tag (a dashboard of many
@@ -287,16 +276,20 @@ pub async fn tag_token(req: &mut Request, cfg: &EdgeConfig, who: &Principal) -> 
     let asked = body.tenant.as_deref().map(|t| Tenant::from_field("tenant", t)).transpose()?;
     let tenant = who.sees.owner_of_new(asked)?;
     let exp = token::expiry(crate::platform::now_ms(), ttl_of(&body)?)?;
-    let grant = Grant { tenant: tenant.clone(), job: None, tag: Some(tag.clone()), exp };
+    mint(Grant { tenant, job: None, tag: Some(tag), exp }, cfg)
+}
+
+/// Signs `grant` and answers it (201).
+fn mint(grant: Grant, cfg: &EdgeConfig) -> Out {
     let token = token::issue(&grant, &cfg.webhook_secret)?;
     respond(
         201,
         &ReadToken {
             token,
-            expires_at: edgejobs_core::time::format_rfc3339(exp),
-            job: None,
-            tag: Some(tag),
-            tenant: tenant.to_string(),
+            expires_at: edgejobs_core::time::format_rfc3339(grant.exp),
+            job: grant.job.map(|j| j.to_string()),
+            tag: grant.tag,
+            tenant: grant.tenant.to_string(),
         },
     )
 }
