@@ -163,7 +163,7 @@ async fn run_one(env: &Env, job: &Job, cfg: &EdgeConfig) -> Option<Event> {
     let run = async {
         match &workflow_url {
             Some(url) => crate::workflow::run(env, cfg, job, url).await,
-            None => crate::workflow::Ran::Outcome(handlers::run(job, cfg).await),
+            None => crate::workflow::Ran::Outcome(handlers::run(env, job, cfg).await),
         }
     };
     let outcome = match select(Box::pin(run), timeout).await {

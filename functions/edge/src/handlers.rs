@@ -8,7 +8,7 @@ use edgejobs_core::outbound::{check_url, redact_url};
 use edgejobs_core::webhook;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response};
+use worker::{Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response};
 
 use crate::platform::now_ms;
 
@@ -30,11 +30,16 @@ pub const MAX_REDIRECTS: usize = 5;
 
 /// Runs the handler of an edge-lane job type.
 /// A type declared in `JOB_TYPES` with a fixed `url` is delivered there, its whole payload
-/// as the body, signed as a `webhook` job is.
-pub async fn run(job: &Job, cfg: &EdgeConfig) -> Outcome {
+/// as the body, signed as a `webhook` job is; one with a `service` goes to that service
+/// binding's Worker (#31).
+pub async fn run(env: &Env, job: &Job, cfg: &EdgeConfig) -> Outcome {
     match job.job_type.as_str() {
         "noop" => Ok(Some(json!({ "ok": true }))),
         "webhook" => webhook(job, cfg).await,
+        other if cfg.types.get(other).is_some_and(|t| t.service.is_some()) => {
+            let binding = cfg.types.get(other).and_then(|t| t.service.clone()).unwrap_or_default();
+            to_service(env, job, &binding).await
+        }
         other => match cfg.types.get(other).and_then(|t| t.url.clone()) {
             Some(_) if cfg.types.get(other).is_some_and(|t| t.workflow) => Err(Failure {
                 error: format!("type {other:?} is a workflow; the queue consumer runs it with the workflow runner"),
@@ -90,6 +95,55 @@ async fn deliver(job: &Job, cfg: &EdgeConfig, raw_url: &str, body: String, extra
     match webhook::classify(status, retry_after.as_deref()) {
         None => Ok(Some(json!({ "status": status, "body": truncate(&text) }))),
         Some(d) => Err(Failure { error: format!("webhook answered {status}: {}", truncate(&text)), disposition: d }),
+    }
+}
+
+/// Where a binding's deliveries are POSTed: the bound Worker sees this URL (a service
+/// binding ignores the host; the path tells its router what came in).
+pub const SERVICE_DELIVERY_URL: &str = "https://edgejobs.internal/deliveries";
+
+/// POSTs a job of a `service` type to the Worker behind the service binding `binding`: the
+/// payload as the body, the job's id, attempt and type and the delivery's message id (for
+/// the receiver's de-duplication) as headers, no signature (nothing but that binding reaches
+/// the Worker this way). Its answer is judged like a webhook's. A binding missing from
+/// `wrangler.toml` is a deployment error an operator fixes, so it is retried.
+async fn to_service(env: &Env, job: &Job, binding: &str) -> Outcome {
+    let fetcher = env.service(binding).map_err(|_| Failure {
+        error: format!("no service binding {binding:?} in wrangler.toml ([[services]] binding = {binding:?})"),
+        disposition: Disposition::Retryable,
+    })?;
+    let msg_id = webhook::message_id(job.id.as_str(), job.series_base);
+    let headers = Headers::new();
+    let mut ok = true;
+    for (k, v) in [
+        ("content-type", "application/json"),
+        ("user-agent", "edgejobs-binding/1"),
+        (webhook::HEADER_ID, msg_id.as_str()),
+        ("x-edgejobs-job-id", job.id.as_str()),
+        ("x-edgejobs-attempt", job.attempt.to_string().as_str()),
+        ("x-edgejobs-type", job.job_type.as_str()),
+    ] {
+        ok &= headers.set(k, v).is_ok();
+    }
+    if !ok {
+        return Err(permanent("the job's id or type is not a valid header value".into()));
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(job.payload.to_string().into()));
+    let req = Request::new_with_init(SERVICE_DELIVERY_URL, &init)
+        .map_err(|e| permanent(format!("invalid delivery request: {e}")))?;
+    let resp = fetcher.fetch_request(req).await.map_err(|e| Failure {
+        error: format!("service binding {binding} failed: {e}"),
+        disposition: Disposition::Retryable,
+    })?;
+    let status = resp.status_code();
+    let retry_after = resp.headers().get("retry-after").ok().flatten();
+    let text = read_capped(resp, KEPT_BODY_BYTES).await;
+    match webhook::classify(status, retry_after.as_deref()) {
+        None => Ok(Some(json!({ "status": status, "body": truncate(&text) }))),
+        Some(d) => {
+            Err(Failure { error: format!("service {binding} answered {status}: {}", truncate(&text)), disposition: d })
+        }
     }
 }
 

@@ -85,6 +85,22 @@ pub fn authorize(req: &Request, scope: Scope, cfg: &EdgeConfig) -> std::result::
     auth::authorize(header.as_deref(), scope, cfg)
 }
 
+/// [`authorize`] for a request that may have come through a service binding acting for
+/// `binding` (#31): a key in `Authorization` decides when there is one; without, the
+/// binding's tenant does (see `auth::authorize_binding`).
+pub fn authorize_as(
+    req: &Request,
+    scope: Scope,
+    cfg: &EdgeConfig,
+    binding: Option<&str>,
+) -> std::result::Result<auth::Principal, ApiError> {
+    let header = req.headers().get("authorization").ok().flatten();
+    match (header, binding) {
+        (None, Some(tenant)) => auth::authorize_binding(tenant, scope, cfg),
+        (header, _) => auth::authorize(header.as_deref(), scope, cfg),
+    }
+}
+
 /// The error a request gets when header values cannot be sealed (the runtime's random
 /// source failed): logged here, answered 503 without details.
 pub fn unsealable(e: String) -> edgejobs_core::ApiError {

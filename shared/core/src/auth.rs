@@ -91,6 +91,35 @@ pub fn authorize(header: Option<&str>, scope: Scope, cfg: &EdgeConfig) -> Result
     }
 }
 
+/// The caller of a request that came through a Cloudflare service binding whose props name
+/// `tenant` (#31). Props are set where the binding is declared (the calling Worker's
+/// `wrangler.toml`, deployed by someone who may deploy to the account) and the calling code
+/// cannot change them; a request from the internet has none. So a binding acts for its
+/// tenant like a `jobs` key of it, when `BINDING_TENANTS` lists the tenant; never as admin or
+/// consumer (403), and an unlisted tenant is refused (401) as an unknown key is.
+pub fn authorize_binding(tenant: &str, scope: Scope, cfg: &EdgeConfig) -> Result<Principal, ApiError> {
+    let listed = Tenant::parse(tenant).ok().filter(|t| cfg.binding_tenants.contains(t));
+    let Some(tenant) = listed else {
+        let shown: String = tenant.chars().take(64).collect();
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            format!("the service binding's tenant {shown:?} is not in BINDING_TENANTS"),
+        ));
+    };
+    if scope != Scope::Jobs {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("a service binding acts with the jobs scope, not {scope:?}").to_lowercase(),
+        ));
+    }
+    Ok(Principal {
+        key_id: format!("binding-{}", tenant.as_str()),
+        limit: None,
+        sees: Sees::Tenant(tenant),
+        consumer: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +155,7 @@ mod tests {
             tenant_max_pending: crate::config::PendingCaps::default(),
             webhook_concurrency: None,
             allowed_origins: crate::config::Origins::None,
+            binding_tenants: vec![Tenant::parse("acme").expect("valid")],
         }
     }
 
@@ -192,5 +222,23 @@ mod tests {
     fn errors_never_echo_the_token() {
         let e = authorize(Some("Bearer wrong-key-0123456789"), Scope::Jobs, &cfg()).expect_err("refused");
         assert!(!e.message.contains("wrong-key"));
+    }
+
+    #[test]
+    fn a_binding_acts_for_a_listed_tenant_with_the_jobs_scope_only() {
+        let c = cfg();
+        let p = authorize_binding("acme", Scope::Jobs, &c).expect("listed");
+        assert_eq!((p.tenant().map(Tenant::as_str), p.limit, p.key_id.as_str()), (Some("acme"), None, "binding-acme"));
+        for (tenant, scope, code) in [
+            ("globex", Scope::Jobs, ErrorCode::Unauthorized),
+            ("not a tenant!", Scope::Jobs, ErrorCode::Unauthorized),
+            ("acme", Scope::Admin, ErrorCode::Forbidden),
+            ("acme", Scope::Consumer, ErrorCode::Forbidden),
+        ] {
+            assert_eq!(authorize_binding(tenant, scope, &c).expect_err(tenant).code, code, "{tenant} {scope:?}");
+        }
+        let mut none = c.clone();
+        none.binding_tenants.clear();
+        assert_eq!(authorize_binding("acme", Scope::Jobs, &none).expect_err("unlisted").code, ErrorCode::Unauthorized);
     }
 }

@@ -26,6 +26,7 @@ pub mod names {
     pub const TENANT_MAX_PENDING: &str = "TENANT_MAX_PENDING";
     pub const WEBHOOK_CONCURRENCY: &str = "WEBHOOK_CONCURRENCY";
     pub const ALLOWED_ORIGINS: &str = "ALLOWED_ORIGINS";
+    pub const BINDING_TENANTS: &str = "BINDING_TENANTS";
 }
 
 /// `WEBHOOK_CONCURRENCY` unset: at most this many edge webhooks run at once per receiver
@@ -173,6 +174,11 @@ pub struct EdgeConfig {
     /// `ALLOWED_ORIGINS`, comma-separated `https://app.example.com` origins, or `*`; default
     /// none: no CORS header is sent). Only the read routes a read token opens answer CORS.
     pub allowed_origins: Origins,
+    /// The tenants a Cloudflare service binding may act for (#31: `BINDING_TENANTS`,
+    /// comma-separated tenant names; default none). A Worker bound to edgejobs with
+    /// `props = { tenant = "acme" }` on its `[[services]]` binding calls the `jobs` routes
+    /// as tenant `acme` without a key, when `acme` is listed here (see [`crate::auth`]).
+    pub binding_tenants: Vec<crate::tenant::Tenant>,
 }
 
 /// `ALLOWED_ORIGINS`: which `Origin`s get CORS headers on the read routes.
@@ -256,10 +262,12 @@ impl PendingCaps {
 }
 
 impl EdgeConfig {
-    /// The tenants of the configured `jobs` keys, and `default` (whose jobs may predate
-    /// tenants): every tenant a job may be created for, so metric labels stay bounded.
+    /// The tenants of the configured `jobs` keys and service bindings (`BINDING_TENANTS`),
+    /// and `default` (whose jobs may predate tenants): every tenant a job may be created
+    /// for, so metric labels stay bounded.
     pub fn tenants(&self) -> Vec<crate::tenant::Tenant> {
         let mut all: Vec<crate::tenant::Tenant> = self.api_keys.iter().filter_map(|k| k.tenant.clone()).collect();
+        all.extend(self.binding_tenants.iter().cloned());
         all.push(crate::tenant::Tenant::default());
         all.sort();
         all.dedup();
@@ -472,6 +480,15 @@ impl EdgeConfig {
                 Origins::None
             }
         };
+        let mut binding_tenants = Vec::new();
+        for name in get(names::BINDING_TENANTS).unwrap_or_default().split(',').map(str::trim).filter(|n| !n.is_empty())
+        {
+            match crate::tenant::Tenant::parse(name) {
+                Ok(t) if !binding_tenants.contains(&t) => binding_tenants.push(t),
+                Ok(_) => errors.push(format!("{}: {name:?} is listed twice", names::BINDING_TENANTS)),
+                Err(e) => errors.push(format!("{}: {e}", names::BINDING_TENANTS)),
+            }
+        }
         if let (true, Some(payload_keys)) = (errors.is_empty(), payload_keys) {
             Ok(EdgeConfig {
                 shard_count,
@@ -494,6 +511,7 @@ impl EdgeConfig {
                 tenant_max_pending,
                 webhook_concurrency,
                 allowed_origins,
+                binding_tenants,
             })
         } else {
             Err(errors)
@@ -530,6 +548,24 @@ mod tests {
         assert_eq!(c.rate_limit, Some(Limit { requests: 600, window_ms: 60_000 }));
         assert!(c.rate_limit_fail_open);
         assert_eq!(c.upstash_timeout_ms, 2000);
+    }
+
+    #[test]
+    fn binding_tenants_are_listed_names() {
+        assert!(parse(GOOD).expect("valid").binding_tenants.is_empty(), "none by default");
+        let mut pairs = GOOD.to_vec();
+        pairs.push((names::BINDING_TENANTS, " acme, globex ,"));
+        let names: Vec<String> =
+            parse(&pairs).expect("valid").binding_tenants.iter().map(|t| t.as_str().to_owned()).collect();
+        assert_eq!(names, ["acme", "globex"]);
+        let known = parse(&pairs).expect("valid").tenants();
+        assert!(known.iter().any(|t| t.as_str() == "globex"), "a binding's tenant may own jobs: {known:?}");
+        for bad in ["acme,acme", "not a tenant!"] {
+            pairs.pop();
+            pairs.push((names::BINDING_TENANTS, bad));
+            let errors = parse(&pairs).expect_err(bad);
+            assert!(errors.iter().any(|e| e.starts_with("BINDING_TENANTS:")), "{bad}: {errors:?}");
+        }
     }
 
     #[test]

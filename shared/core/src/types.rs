@@ -111,6 +111,11 @@ pub struct TypeDef {
     pub schema: Option<Schema>,
     /// A user type of the edge lane: its jobs are POSTed, payload as the body, here.
     pub url: Option<String>,
+    /// A user type of the edge lane delivered to a Worker through a service binding of this
+    /// name (#31: `"service": "EMAILER"` with `[[services]] binding = "EMAILER"` in
+    /// edgejobs' `wrangler.toml`): POSTed, payload as the body, without a signature (the
+    /// binding reaches that Worker only). Exactly one of `url` and `service`.
+    pub service: Option<String>,
     /// One of ours (`noop`, `webhook`, `sleep`, `http.request`, `llm.chat`).
     pub builtin: bool,
     /// The tenants whose keys may enqueue it (`"tenants": ["acme"]`); empty: every tenant.
@@ -146,6 +151,7 @@ fn builtin(name: &str, lane: Lane, max_attempts: u32, timeout_ms: u64, base_ms: 
         retention: Retention::default(),
         schema: None,
         url: None,
+        service: None,
         builtin: true,
         tenants: Vec::new(),
         flow: crate::flow::FlowSpec::default(),
@@ -164,6 +170,15 @@ impl Default for Types {
     }
 }
 
+/// Whether `name` can be a binding's name in `wrangler.toml` (a JavaScript identifier of
+/// ASCII letters, digits and `_`, not starting with a digit).
+fn is_binding_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// The fields a declaration may have.
 const FIELDS: &[&str] = &[
     "lane",
@@ -175,6 +190,7 @@ const FIELDS: &[&str] = &[
     "retention",
     "schema",
     "url",
+    "service",
     "description",
     "tenants",
     "concurrency",
@@ -383,6 +399,20 @@ fn declare(
             Err(e) => problems.push(format!("schema: {e}")),
         }
     }
+    if let Some(v) = obj.get("service") {
+        match (v.as_str(), lane, builtin) {
+            (_, _, true) => problems.push("service: a built-in type is not delivered to a binding".into()),
+            (_, Lane::Native, _) => problems.push("service: only an edge type is delivered to a binding".into()),
+            (_, _, _) if obj.contains_key("url") => {
+                problems.push("service: give either url or service, not both".into())
+            }
+            (Some(name), Lane::Edge, false) if is_binding_name(name) => t.service = Some(name.to_owned()),
+            _ => problems.push(
+                "service: must be the name of a service binding in wrangler.toml (letters, digits and _, at most 64)"
+                    .into(),
+            ),
+        }
+    }
     match (obj.get("url"), lane, builtin) {
         (Some(_), _, true) => problems.push("url: a built-in type takes its URL from each job's payload".into()),
         (Some(_), Lane::Native, _) => problems.push("url: only an edge type has a fixed URL".into()),
@@ -391,13 +421,18 @@ fn declare(
             Some(Err(e)) => problems.push(format!("url: {e}")),
             None => problems.push("url: must be a string".into()),
         },
-        (None, Lane::Edge, false) => {
-            problems.push("url: is required for an edge type (its jobs are POSTed there as signed webhooks)".into())
-        }
+        (None, Lane::Edge, false) if !obj.contains_key("service") => problems.push(
+            "url: is required for an edge type (its jobs are POSTed there as signed webhooks), \
+             or service: a service binding to deliver them to"
+                .into(),
+        ),
         (None, _, _) => {}
     }
     match (obj.get("workflow"), lane) {
         (None, _) | (Some(Value::Bool(false)), _) => {}
+        (Some(Value::Bool(true)), Lane::Edge) if obj.contains_key("service") => {
+            problems.push("workflow: a workflow endpoint is a url, not a service binding".into())
+        }
         (Some(Value::Bool(true)), Lane::Edge) if !builtin => t.workflow = true,
         (Some(Value::Bool(true)), Lane::Native) => problems.push(
             "workflow: a native type's handler uses steps (ctx.step) without declaring it; \
@@ -510,6 +545,33 @@ mod tests {
         assert!(has("native-flow", "workflow: a native type"), "{errors:#?}");
         assert!(has("not-bool", "workflow: must be true or false"), "{errors:#?}");
         assert!(has("empty-event", "on_event: must be"), "{errors:#?}");
+    }
+
+    #[test]
+    fn service_types_name_a_binding_instead_of_a_url() {
+        let t = parse(json!({ "welcome.email": { "lane": "edge", "service": "EMAILER" } }))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let d = t.get("welcome.email").expect("declared");
+        assert_eq!((d.service.as_deref(), d.url.as_deref()), (Some("EMAILER"), None));
+        let errors = parse(json!({
+            "both": { "lane": "edge", "service": "EMAILER", "url": "https://x.example/" },
+            "native": { "lane": "native", "service": "EMAILER" },
+            "bad-name": { "lane": "edge", "service": "emailer-worker" },
+            "digit": { "lane": "edge", "service": "1EMAILER" },
+            "not-string": { "lane": "edge", "service": 7 },
+            "flow": { "lane": "edge", "service": "EMAILER", "workflow": true },
+            "webhook": { "service": "EMAILER" }
+        }))
+        .err()
+        .unwrap_or_default();
+        let has = |ty: &str, what: &str| errors.iter().any(|e| e.contains(&format!("{ty:?}")) && e.contains(what));
+        assert!(has("both", "either url or service"), "{errors:#?}");
+        assert!(has("native", "only an edge type"), "{errors:#?}");
+        for ty in ["bad-name", "digit", "not-string"] {
+            assert!(has(ty, "service: must be the name of a service binding"), "{ty}: {errors:#?}");
+        }
+        assert!(has("flow", "workflow: a workflow endpoint is a url"), "{errors:#?}");
+        assert!(has("webhook", "service: a built-in type"), "{errors:#?}");
     }
 
     #[test]

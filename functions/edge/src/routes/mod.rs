@@ -155,7 +155,7 @@ pub const ROUTES: &[Route] = {
             open!(|_req, _env, file| anonymous(dashboard::serve(file))),
         ),
         route(Get, "/v1/stats", JOBS, "stats", keyed!(|c| stats::stats(c.req, c.env, c.cfg, c.who).await)),
-        route(Get, "/v1/whoami", JOBS, "whoami", keyed!(|c| stats::whoami(c.req, c.cfg))),
+        route(Get, "/v1/whoami", JOBS, "whoami", keyed!(|c| stats::whoami(c.who))),
         route(Get, "/v1/jobs", JOBS, "jobs", keyed!(|c| jobs::list(c.req, c.env, c.cfg, c.who).await)),
         route(Post, "/v1/jobs", JOBS, "jobs", keyed!(|c| jobs::create(c.req, c.env, c.cfg, c.who).await)),
         route(Post, "/v1/jobs/batch", JOBS, "batch", keyed!(|c| jobs::batch(c.req, c.env, c.cfg, c.who).await)),
@@ -339,11 +339,14 @@ fn resolve(path: &str) -> Option<(Vec<&'static Route>, &str)> {
 /// in this isolate's counters, which the next shard call carries (or a flush a second
 /// later): counting never costs a call of its own on the request path.
 pub async fn handle(req: Request, env: Env, ctx: &worker::Context) -> Result<Response> {
+    // A request through a service binding carries the props its binding was declared with
+    // (#31); one from the internet carries none, and nothing in a request can set them.
+    let binding = ctx.props::<BindingProps>().ok().and_then(|p| p.tenant);
     let path = req.path();
     let route = resolve(&path).map_or("unknown", |(rows, _)| rows[0].name);
     crate::counters::invocation("fetch", route);
     let counted = req.method() == Method::Post && matches!(route, "jobs" | "batch");
-    let (resp, authenticated) = route_request(req, env.clone()).await?;
+    let (resp, authenticated) = route_request(req, env.clone(), binding.as_deref()).await?;
     if counted {
         let status = resp.status_code();
         crate::counters::add(Metric::EnqueueRequestsTotal, &[("status", &status.to_string())], 1.0);
@@ -366,8 +369,16 @@ pub async fn handle(req: Request, env: Env, ctx: &worker::Context) -> Result<Res
     Ok(resp)
 }
 
-/// Answers a request; the flag says whether it carried a valid key.
-async fn route_request(mut req: Request, env: Env) -> Result<(Response, bool)> {
+/// The props of a service binding to edgejobs (`[[services]] ... props = { tenant = "acme" }`
+/// in the calling Worker's `wrangler.toml`): the tenant it acts for.
+#[derive(Debug, serde::Deserialize)]
+struct BindingProps {
+    tenant: Option<String>,
+}
+
+/// Answers a request; the flag says whether it carried a valid key (or came through a
+/// service binding naming `binding` as its tenant).
+async fn route_request(mut req: Request, env: Env, binding: Option<&str>) -> Result<(Response, bool)> {
     let path = req.path();
     let Some((rows, param)) = resolve(&path) else {
         let shown: String = path.chars().take(200).collect();
@@ -409,10 +420,10 @@ async fn route_request(mut req: Request, env: Env) -> Result<(Response, bool)> {
     };
     if row.access == Access::Reader {
         let origin = live::request_origin(&req);
-        let (resp, authenticated) = read_route(&mut req, &env, &cfg, param, run).await?;
+        let (resp, authenticated) = read_route(&mut req, &env, &cfg, param, run, binding).await?;
         return Ok((live::with_cors(resp, origin.as_deref(), &cfg), authenticated));
     }
-    let who = match http::authorize(&req, scope, &cfg) {
+    let who = match http::authorize_as(&req, scope, &cfg, binding) {
         Ok(p) => p,
         Err(e) => return anonymous(http::error(&e)),
     };
@@ -441,6 +452,7 @@ async fn read_route(
     cfg: &EdgeConfig,
     param: &str,
     run: for<'a> fn(Call<'a>) -> LocalBoxFuture<'a, jobs::Out>,
+    binding: Option<&str>,
 ) -> Result<(Response, bool)> {
     let (who, grant) = match live::presented_token(req) {
         Some(t) => match edgejobs_core::token::verify(&t, &cfg.webhook_secret, crate::platform::now_ms()) {
@@ -455,7 +467,7 @@ async fn read_route(
             }
             Err(e) => return anonymous(http::error(&e)),
         },
-        None => match http::authorize(req, Scope::Jobs, cfg) {
+        None => match http::authorize_as(req, Scope::Jobs, cfg, binding) {
             Ok(p) => {
                 match crate::ratelimit::admit_read(cfg, &p).await {
                     Ok(Some(d)) if !d.allowed => return crate::ratelimit::refusal_of(&d, "reads").map(|r| (r, true)),
