@@ -1,22 +1,19 @@
 //! `backups list|verify|start|restore` (admin key).
 
-use edgejobs_api::{BackupList, Manifest, RestoreRequest, Restored, VerifyResult};
-
-use crate::client::{Api, Failure, Res, enc};
-use crate::output::{cell_of, confirm, print_json, table};
+use crate::client::{Api, Failure, Res};
+use crate::output::{cell_of, confirm, print_json_of, table};
 use crate::{Backups, Cli};
 
 pub fn run(cli: &Cli, api: &Api, b: &Backups) -> Res<()> {
     match b {
         Backups::List => {
-            let out = api.get::<BackupList>("GET", "/v1/admin/backups")?;
+            let out = api.run(api.client.backups())?;
             if cli.json {
-                print_json(&out.raw);
+                print_json_of(&out);
             } else {
                 table(
                     &["id", "created", "rows", "bytes", "complete"],
-                    out.value
-                        .backups
+                    out.backups
                         .iter()
                         .map(|b| {
                             vec![
@@ -32,32 +29,31 @@ pub fn run(cli: &Cli, api: &Api, b: &Backups) -> Res<()> {
             }
         }
         Backups::Verify { id } => {
-            let out = api.get::<VerifyResult>("POST", &format!("/v1/admin/backups/{}/verify", enc(id)))?;
+            let out = api.run(api.client.verify_backup(id))?;
             if cli.json {
-                print_json(&out.raw);
+                print_json_of(&out);
             } else {
-                println!("{id}: {}", if out.value.valid { "valid" } else { "DAMAGED" });
-                for p in &out.value.problems {
+                println!("{id}: {}", if out.valid { "valid" } else { "DAMAGED" });
+                for p in &out.problems {
                     println!("  {p}");
                 }
             }
-            if !out.value.valid {
+            if !out.valid {
                 return Err(Failure::new(3, "the backup is damaged"));
             }
         }
         Backups::Start => {
-            let out = api.get::<Manifest>("POST", "/v1/admin/backups")?;
+            let out = api.run(api.client.start_backup())?;
             if cli.json {
-                print_json(&out.raw);
+                print_json_of(&out);
             } else {
-                println!("{} {} rows", out.value.id, out.value.total_rows);
+                println!("{} {} rows", out.id, out.total_rows);
             }
         }
         Backups::Restore { id, yes } => {
             confirm(&format!("Replace every job with those of backup {id}?"), *yes)?;
-            let out =
-                api.call::<Restored>("POST", "/v1/admin/restore", Some(&RestoreRequest { backup: id.clone() }))?;
-            print_json(&out.raw);
+            let out = api.run(api.client.restore(id))?;
+            print_json_of(&out);
         }
     }
     Ok(())

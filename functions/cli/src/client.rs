@@ -1,13 +1,10 @@
 //! The API at one URL with one key: finding them (flags, environment, `.edgejobs/dev.env`),
-//! sending a request, reading the reply as its `edgejobs-api` type, and the failures with
-//! the exit codes they mean.
+//! the `edgejobs-client` that sends the requests, and the failures with the exit codes they
+//! mean.
 
 use std::path::Path;
-use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
+use edgejobs_client::{Client, DeadQuery, Error, JobQuery};
 
 use crate::{Cli, Filters};
 
@@ -37,114 +34,39 @@ pub fn exit_code(status: u16) -> u8 {
     }
 }
 
-/// A reply: read as its type, and as it came (what `--json` prints, unchanged).
+/// The API at one URL with one key: the async `edgejobs-client` driven on a
+/// current-thread runtime, so each command stays a plain sequence of calls.
 #[derive(Debug)]
-pub struct Reply<T> {
-    pub value: T,
-    pub raw: Value,
-}
-
-/// The API at one URL with one key.
-#[derive(Debug, Clone)]
 pub struct Api {
-    url: String,
-    key: String,
-    http: reqwest::blocking::Client,
+    pub client: Client,
+    rt: tokio::runtime::Runtime,
 }
 
 impl Api {
-    /// Sends a request and reads the reply as `T`; 429 is retried after its Retry-After (at
-    /// most 5 times). Any other non-2xx answer is a failure carrying the API's error code
-    /// and message; a 2xx answer that is not a `T` is a failure with exit code 1.
-    pub fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<&impl Serialize>) -> Res<Reply<T>> {
-        let url = format!("{}{path}", self.url);
-        for _ in 0..6 {
-            let mut req = match method {
-                "POST" => self.http.post(&url),
-                "DELETE" => self.http.delete(&url),
-                _ => self.http.get(&url),
-            }
-            .bearer_auth(&self.key);
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let resp = req.send().map_err(|e| Failure::new(1, format!("cannot reach {}: {}", self.url, short(e))))?;
-            let status = resp.status().as_u16();
-            let wait = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            let text = resp.text().unwrap_or_default();
-            if (200..300).contains(&status) {
-                let raw: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                let value = serde_json::from_value(raw.clone()).map_err(|e| {
-                    Failure::new(1, format!("{method} {} answered {status} with an unexpected body: {e}", strip(path)))
-                })?;
-                return Ok(Reply { value, raw });
-            }
-            if status == 429 {
-                std::thread::sleep(Duration::from_secs(wait.unwrap_or(1).clamp(1, 60)));
-                continue;
-            }
-            let error: Option<edgejobs_api::ErrorReply> = serde_json::from_str(&text).ok();
-            return Err(Failure::new(
-                exit_code(status),
-                match error {
-                    Some(e) => format!("{}: {}", e.error.code, e.error.message),
-                    None => format!("HTTP {status}"),
-                },
-            ));
-        }
-        Err(Failure::new(6, "rate_limited: still limited after 5 retries"))
+    /// Runs one client call to its end; an error becomes the failure with its exit code.
+    pub fn run<T>(&self, call: impl Future<Output = edgejobs_client::Result<T>>) -> Res<T> {
+        self.rt.block_on(call).map_err(|e| failure(&self.client, e))
     }
 
-    /// Opens an event stream (`GET`, SSE) and returns the response to read, resuming after
-    /// `last_id` when given. Each read waits at most 45 s: the server sends a keepalive every
-    /// 15 s, so a longer silence is a connection that died without closing. A refusal is a
-    /// failure as [`Api::call`] makes it (429 included: the caller retries it).
-    pub fn open_stream(&self, path: &str, last_id: Option<&str>) -> Res<reqwest::blocking::Response> {
-        let mut req = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.key)
-            .header("accept", "text/event-stream")
-            .timeout(Duration::from_secs(45));
-        if let Some(id) = last_id {
-            req = req.header("last-event-id", id);
-        }
-        let resp = req.send().map_err(|e| Failure::new(1, format!("cannot reach {}: {}", self.url, short(e))))?;
-        let status = resp.status().as_u16();
-        if status == 200 {
-            return Ok(resp);
-        }
-        let error: Option<edgejobs_api::ErrorReply> = serde_json::from_str(&resp.text().unwrap_or_default()).ok();
-        Err(Failure::new(
-            exit_code(status),
-            match error {
-                Some(e) => format!("{}: {}", e.error.code, e.error.message),
-                None => format!("GET {} answered HTTP {status}", strip(path)),
-            },
-        ))
+    /// Runs `f` on the runtime (for a stream's reads bounded by a deadline).
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 
-    /// [`Api::call`] without a body.
-    pub fn get<T: DeserializeOwned>(&self, method: &str, path: &str) -> Res<Reply<T>> {
-        self.call(method, path, None::<&Value>)
+    /// The failure an error means, with its exit code.
+    pub fn failure(&self, e: Error) -> Failure {
+        failure(&self.client, e)
     }
 }
 
-/// A path without its query (which may carry search text).
-fn strip(path: &str) -> &str {
-    path.split('?').next().unwrap_or(path)
-}
-
-/// An error's message without the URL's query (reqwest prints the URL).
-fn short(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut out = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        out = format!("{out}: {c}");
-        cause = c.source();
+/// A client error as a failure: an API refusal keeps its stable code and message (exit
+/// code by status; 429 after the client's retries is 6), anything else is exit code 1.
+fn failure(client: &Client, e: Error) -> Failure {
+    match e {
+        Error::Api { status, code, message, .. } => Failure::new(exit_code(status), format!("{code}: {message}")),
+        Error::Transport(why) => Failure::new(1, format!("cannot reach {}: {why}", client.base_url())),
+        other => Failure::new(1, other.to_string()),
     }
-    out
 }
 
 /// `NAME=value` lines (blank lines and `#` comments skipped; quotes around a value dropped).
@@ -221,33 +143,38 @@ pub fn connect(cli: &Cli) -> Res<Api> {
     let from_dev_env =
         (from_file("EDGEJOBS_URL"), from_file("EDGEJOBS_ADMIN_KEY").or_else(|| from_file("EDGEJOBS_API_KEY")));
     let (url, key, _) = pick(flags, from_env, from_dev_env).map_err(|e| Failure::new(2, e))?;
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(60))
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
+        .map_err(|e| Failure::new(1, format!("cannot start the runtime: {e}")))?;
+    // The transport's timers and connections belong to the runtime: built inside it.
+    let client = rt
+        .block_on(async { Client::new(&url, &key) })
         .map_err(|e| Failure::new(1, format!("cannot build the HTTP client: {e}")))?;
-    Ok(Api { url: url.trim_end_matches('/').to_owned(), key, http })
+    Ok(Api { client, rt })
 }
 
-/// Percent-encodes one path segment or query value.
-pub fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The query string of filters and extra pairs, encoded.
-pub fn query(f: &Filters, extra: &[(&str, String)]) -> String {
-    let mut pairs: Vec<(&str, String)> = Vec::new();
-    for (k, v) in [("type", &f.job_type), ("tag", &f.tag), ("from", &f.from), ("to", &f.to)] {
-        if let Some(v) = v {
-            pairs.push((k, v.clone()));
-        }
+/// The filters as a jobs query.
+pub fn job_query(f: &Filters) -> JobQuery {
+    JobQuery {
+        job_type: f.job_type.clone(),
+        tag: f.tag.clone(),
+        from: f.from.clone(),
+        to: f.to.clone(),
+        ..JobQuery::default()
     }
-    pairs.extend(extra.iter().cloned());
-    pairs.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect::<Vec<_>>().join("&")
+}
+
+/// The filters as a dead-letter query.
+pub fn dead_query(f: &Filters, limit: u32) -> DeadQuery {
+    DeadQuery {
+        job_type: f.job_type.clone(),
+        tag: f.tag.clone(),
+        from: f.from.clone(),
+        to: f.to.clone(),
+        limit: Some(limit),
+        ..DeadQuery::default()
+    }
 }
 
 #[cfg(test)]
@@ -316,12 +243,5 @@ mod tests {
         let e = pick(none.clone(), none.clone(), (Some("u".into()), None)).expect_err("half a file");
         assert!(e.contains("a key of .edgejobs/dev.env"), "{e}");
         assert!(pick(none.clone(), none.clone(), none).expect_err("nothing").contains("scripts/dev"));
-    }
-
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(enc("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
-        let f = Filters { job_type: Some("noop".into()), tag: Some("x y".into()), from: None, to: None };
-        assert_eq!(query(&f, &[("limit", "5".into())]), "type=noop&tag=x%20y&limit=5");
     }
 }

@@ -2,41 +2,27 @@
 
 use std::collections::BTreeSet;
 
-use edgejobs_api::{JobList, ReplayRequest, ReplayResult};
+use edgejobs_api::{ReplayRequest, ReplayResult};
 use serde_json::json;
 
-use crate::client::{Api, Res, query};
-use crate::output::{confirm, print_jobs, print_json, progress};
+use crate::client::{Api, Res, dead_query};
+use crate::output::{confirm, print_jobs, print_json, print_json_of, progress};
 use crate::{Cli, Filters};
 
 /// `dead list`
 pub fn list(cli: &Cli, api: &Api, filters: &Filters, limit: u32) -> Res<()> {
-    let page = api.get::<JobList>("GET", &format!("/v1/dead?{}", query(filters, &[("limit", limit.to_string())])))?;
+    let page = api.run(api.client.dead(&dead_query(filters, limit)))?;
     if cli.json {
-        print_json(&page.raw)
+        print_json_of(&page)
     } else {
-        print_jobs(&page.value.jobs)
+        print_jobs(&page.jobs)
     }
     Ok(())
 }
 
 /// Counts the dead jobs that match (up to 10,000).
 fn count(api: &Api, f: &Filters) -> Res<u64> {
-    let mut n = 0;
-    let mut cursor: Option<String> = None;
-    for _ in 0..100 {
-        let mut extra = vec![("limit", "100".to_owned())];
-        if let Some(c) = &cursor {
-            extra.push(("cursor", c.clone()));
-        }
-        let page = api.get::<JobList>("GET", &format!("/v1/dead?{}", query(f, &extra)))?.value;
-        n += page.jobs.len() as u64;
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    Ok(n)
+    Ok(api.run(api.client.dead_pages(&dead_query(f, 100)).collect(100))?.len() as u64)
 }
 
 /// `dead replay`: every dead job that matches (asks first unless `yes`).
@@ -64,7 +50,7 @@ pub fn replay(cli: &Cli, api: &Api, f: &Filters, yes: bool) -> Res<()> {
     // Each call replays up to 1,000; a replayed job is no longer dead, so the next call
     // takes the next ones. Bounded by what was counted.
     for _ in 0..=(n / 1000 + 1) {
-        let out = api.call::<ReplayResult>("POST", "/v1/dead/replay", Some(&body))?.value;
+        let out = api.run(api.client.replay_dead(&body))?;
         let fresh: Vec<String> = out.ids.into_iter().filter(|i| seen.insert(i.clone())).collect();
         bar.inc(fresh.len() as u64);
         let done = fresh.is_empty() || ids.len() + fresh.len() >= n as usize;

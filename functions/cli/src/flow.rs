@@ -2,10 +2,10 @@
 //! with any key (a jobs key sees its own tenant's keys); `pause` and `resume` need an admin
 //! key.
 
-use edgejobs_api::{BusyKeys, FlowChanged, FlowKey, FlowPauseRequest};
+use edgejobs_api::{FlowKey, FlowPauseRequest};
 
-use crate::client::{Api, Failure, Res, enc};
-use crate::output::{cell_of, print_json, table};
+use crate::client::{Api, Failure, Res};
+use crate::output::{cell_of, print_json_of, table};
 use crate::{Cli, Flow, Target};
 
 /// What a pause or resume sends: a key (of `tenant`, default `default`) or a type.
@@ -42,17 +42,16 @@ fn show(k: &FlowKey) {
 pub fn run(cli: &Cli, api: &Api, f: &Flow) -> Res<()> {
     match f {
         Flow::Show { flow_key: key, tenant } => {
-            let q = tenant.as_ref().map_or(String::new(), |t| format!("&tenant={}", enc(t)));
-            let out = api.get::<FlowKey>("GET", &format!("/v1/flow?key={}{q}", enc(key)))?;
-            if cli.json { print_json(&out.raw) } else { show(&out.value) }
+            let out = api.run(api.client.flow_key(key, tenant.as_deref()))?;
+            if cli.json { print_json_of(&out) } else { show(&out) }
         }
         Flow::Pause(t) | Flow::Resume(t) => {
             let paused = matches!(f, Flow::Pause(_));
             let body = target_body(t)?;
-            let path = if paused { "/v1/admin/flow/pause" } else { "/v1/admin/flow/resume" };
-            let out = api.call::<FlowChanged>("POST", path, Some(&body))?;
+            let out =
+                if paused { api.run(api.client.flow_pause(&body))? } else { api.run(api.client.flow_resume(&body))? };
             if cli.json {
-                print_json(&out.raw);
+                print_json_of(&out);
             } else {
                 let what = match (&body.key, &body.job_type) {
                     (Some(k), _) => format!("key {k} of tenant {}", body.tenant.as_deref().unwrap_or("default")),
@@ -60,17 +59,16 @@ pub fn run(cli: &Cli, api: &Api, f: &Flow) -> Res<()> {
                     _ => String::new(),
                 };
                 let verb = if paused { "paused" } else { "resumed" };
-                let note = if out.value.changed { "" } else { " (it already was)" };
+                let note = if out.changed { "" } else { " (it already was)" };
                 println!("{what} {verb}{note}");
             }
         }
         Flow::Busiest { n } => {
-            let out = api.get::<BusyKeys>("GET", &format!("/v1/flow/busiest?n={n}"))?;
+            let out = api.run(api.client.flow_busiest(*n))?;
             if cli.json {
-                print_json(&out.raw);
+                print_json_of(&out);
             } else {
                 let rows = out
-                    .value
                     .keys
                     .iter()
                     .map(|k| {

@@ -1,26 +1,29 @@
 //! `health`: the edge's health; exit code 6 when unhealthy.
 
-use edgejobs_api::{Health, HealthStatus};
+use edgejobs_api::HealthStatus;
 use serde_json::Value;
 
 use crate::Cli;
 use crate::client::{Api, Failure, Res};
-use crate::output::print_json;
+use crate::output::{print_json, print_json_of};
 
 pub fn run(cli: &Cli, api: &Api) -> Res<()> {
     // 503 (unhealthy) and other unavailability read as unhealthy without details.
-    let h = match api.get::<Health>("GET", "/health") {
+    let h = match api.run(api.client.health()) {
         Ok(h) => Some(h),
         Err(f) if f.code == 6 => None,
         Err(f) => return Err(f),
     };
-    let status = h.as_ref().map_or(HealthStatus::Unhealthy, |h| h.value.status);
+    let status = h.as_ref().map_or(HealthStatus::Unhealthy, |h| h.status);
     if cli.json {
-        print_json(h.as_ref().map_or(&Value::Null, |h| &h.raw));
+        match &h {
+            Some(h) => print_json_of(h),
+            None => print_json(&Value::Null),
+        }
     } else {
         println!("{}", status.as_str());
         // Each check is shown to an admin key (or the metrics token) only.
-        let checks = h.as_ref().and_then(|h| h.value.checks.as_ref());
+        let checks = h.as_ref().and_then(|h| h.checks.as_ref());
         for (name, check) in checks.map(|c| c.all()).unwrap_or_default() {
             println!("  {name:<18} {}", if check.ok { "ok" } else { "FAILING" });
         }

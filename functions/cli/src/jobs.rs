@@ -6,14 +6,14 @@ use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use edgejobs_api::{BatchItem, BatchRequest, BatchResult, Job, JobList, JobState};
+use edgejobs_api::{BatchItem, JobState};
+use edgejobs_client::{Chunk, JobQuery, StateEvent, Step};
 use serde_json::{Value, json};
 
-use crate::client::{Api, Failure, Res, enc, query};
+use crate::client::{Api, Failure, Res, job_query};
 use crate::input::{Spec, read_ndjson};
-use crate::live::{Chunk, Follow, StateEvent, Step};
-use crate::output::{cell, cell_of, print_jobs, print_json, progress, steps_table, table};
-use crate::{Cli, Enqueue, Filters, ListArgs};
+use crate::output::{cell, cell_of, print_jobs, print_json, print_json_of, progress, steps_table, table};
+use crate::{Cli, Enqueue, ListArgs};
 
 /// `enqueue TYPE [flags]`
 pub fn enqueue_one(cli: &Cli, api: &Api, e: &Enqueue) -> Res<()> {
@@ -28,11 +28,11 @@ pub fn enqueue_one(cli: &Cli, api: &Api, e: &Enqueue) -> Res<()> {
         timeout: e.timeout.clone(),
     };
     let body = spec.to_spec().map_err(|m| Failure::new(2, m))?;
-    let job = api.call::<Job>("POST", "/v1/jobs", Some(&body))?;
+    let job = api.run(api.client.enqueue(&body))?;
     if cli.json {
-        print_json(&job.raw);
+        print_json_of(&job);
     } else {
-        println!("{} {}", job.value.id, job.value.state.as_str());
+        println!("{} {}", job.id, job.state.as_str());
     }
     Ok(())
 }
@@ -51,8 +51,8 @@ pub fn enqueue_file(cli: &Cli, api: &Api, file: &Path) -> Res<()> {
     let (mut created, mut existing, mut refused) = (0u64, 0u64, Vec::new());
     for (chunk_no, chunk) in lines.chunks(100).enumerate() {
         let jobs: Vec<Value> = chunk.iter().map(|(_, v)| v.clone()).collect();
-        let answer = api.call::<BatchResult>("POST", "/v1/jobs/batch", Some(&BatchRequest { jobs }))?;
-        for (i, r) in answer.value.results.iter().enumerate() {
+        let answer = api.run(api.client.enqueue_batch_json(jobs))?;
+        for (i, r) in answer.results.iter().enumerate() {
             match r {
                 BatchItem::Created(c) if c.status == 201 => created += 1,
                 BatchItem::Created(_) => existing += 1,
@@ -93,26 +93,25 @@ enum Waited {
 /// job is final (a line on standard error per change of state or progress; with `--stream`
 /// the chunks on standard output as they come), then reads the job and prints it.
 pub fn get(cli: &Cli, api: &Api, id: &str, wait: bool, timeout: Duration, stream: bool) -> Res<()> {
-    let path = format!("/v1/jobs/{}", enc(id));
-    if wait && let Waited::TimedOut(seen) = follow_job(cli, api, &path, Instant::now() + timeout, stream)? {
+    if wait && let Waited::TimedOut(seen) = follow_job(cli, api, id, Instant::now() + timeout, stream)? {
         // The job as it is now, for the message and for `--json` (as before the stream).
-        let job = api.get::<Job>("GET", &path).ok();
+        let job = api.run(api.client.job(id)).ok();
         if cli.json
             && let Some(j) = &job
         {
-            print_json(&j.raw);
+            print_json_of(j);
         }
-        let state = job.map(|j| j.value.state).or(seen).map_or("unfinished", JobState::as_str);
+        let state = job.map(|j| j.state).or(seen).map_or("unfinished", JobState::as_str);
         return Err(Failure::new(
             7,
             format!("job {id} is still {state} after {}", humantime::format_duration(timeout)),
         ));
     }
-    let job = api.get::<Job>("GET", &path)?;
+    let job = api.run(api.client.job(id))?;
     if cli.json {
-        print_json(&job.raw);
+        print_json_of(&job);
     } else {
-        let j = &job.value;
+        let j = &job;
         let rows: Vec<[Option<String>; 2]> = vec![
             [Some("id".into()), Some(cell_of(&j.id))],
             [Some("type".into()), Some(cell_of(&j.job_type))],
@@ -131,29 +130,47 @@ pub fn get(cli: &Cli, api: &Api, id: &str, wait: bool, timeout: Duration, stream
             print!("{}", steps_table(&j.steps));
         }
     }
-    let state = job.value.state;
+    let state = job.state;
     if wait && state != JobState::Completed {
         return Err(Failure::new(8, format!("job {id} ended {}", state.as_str())));
     }
     Ok(())
 }
 
-/// Follows the job at `path` until its final state or `deadline`.
-fn follow_job(cli: &Cli, api: &Api, path: &str, deadline: Instant, stream: bool) -> Res<Waited> {
-    let mut follow = Follow::new(api, &format!("{path}/events"), Some(deadline), Duration::from_secs(1));
+/// The next step of a followed stream, or `None` once `deadline` passed (`None`: never).
+fn next_step(api: &Api, s: &mut edgejobs_client::EventStream, deadline: Option<Instant>) -> Res<Option<Step>> {
+    let left = match deadline {
+        Some(d) => match d.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) {
+            Some(left) => left,
+            None => return Ok(None),
+        },
+        None => Duration::from_secs(86_400),
+    };
+    // The timer is made inside the runtime (it registers with the runtime's clock).
+    match api.block_on(async { tokio::time::timeout(left, s.next()).await }) {
+        Err(_) => Ok(None),
+        Ok(step) => step.map(Some).map_err(|e| api.failure(e)),
+    }
+}
+
+/// Follows the job `id` until its final state or `deadline`.
+fn follow_job(cli: &Cli, api: &Api, id: &str, deadline: Instant, stream: bool) -> Res<Waited> {
+    let mut follow = api.client.job_events(id).with_backoff(Duration::from_secs(1));
     let mut text = StreamText { json: cli.json, terminal: std::io::stdout().is_terminal(), ..StreamText::default() };
     let mut last_line = String::new();
     let mut seen = None;
     let out = loop {
-        let ev = match follow.next()? {
-            Step::Deadline => break Waited::TimedOut(seen),
-            Step::Opened { .. } => continue,
-            Step::Dropped { why, retry_in } => {
+        let ev = match next_step(api, &mut follow, Some(deadline))? {
+            None => break Waited::TimedOut(seen),
+            // The stream ends only after the final state, which ended the loop already.
+            Some(Step::Ended) => break Waited::Final,
+            Some(Step::Opened { .. }) => continue,
+            Some(Step::Dropped { why, retry_in }) => {
                 text.break_line();
                 eprintln!("the job's stream was lost ({why}); again in {}", humantime::format_duration(retry_in));
                 continue;
             }
-            Step::Event(ev) => ev,
+            Some(Step::Event(ev)) => ev,
         };
         match ev.event.as_str() {
             "chunk" if stream => {
@@ -263,57 +280,43 @@ impl StreamText {
 
 /// `cancel ID` and `retry ID` (`verb`).
 pub fn act(cli: &Cli, api: &Api, id: &str, verb: &str) -> Res<()> {
-    let job = api.get::<Job>("POST", &format!("/v1/jobs/{}/{verb}", enc(id)))?;
+    let job = if verb == "cancel" { api.run(api.client.cancel(id))? } else { api.run(api.client.retry(id))? };
     if cli.json {
-        print_json(&job.raw);
+        print_json_of(&job);
     } else {
-        println!("{} {}", job.value.id, job.value.state.as_str());
+        println!("{} {}", job.id, job.state.as_str());
     }
     Ok(())
 }
 
-/// The jobs of a page, each as read and as it came.
-fn jobs_of(page: &crate::client::Reply<JobList>) -> impl Iterator<Item = (&edgejobs_api::JobSummary, &Value)> {
-    let raw = page.raw["jobs"].as_array().map(Vec::as_slice).unwrap_or_default();
-    page.value.jobs.iter().zip(raw)
-}
-
 /// `list`
 pub fn list(cli: &Cli, api: &Api, a: &ListArgs) -> Res<()> {
-    let mut extra: Vec<(&str, String)> = vec![("limit", a.limit.to_string())];
-    for (k, v) in [("state", &a.state), ("id_prefix", &a.id_prefix), ("q", &a.search)] {
-        if let Some(v) = v {
-            extra.push((k, v.clone()));
-        }
-    }
-    let base = format!("/v1/jobs?{}", query(&a.filters, &extra));
+    let q = JobQuery {
+        state: a.state.clone(),
+        id_prefix: a.id_prefix.clone(),
+        q: a.search.clone(),
+        limit: Some(a.limit),
+        ..job_query(&a.filters)
+    };
     if !a.all {
-        let page = api.get::<JobList>("GET", &base)?;
+        let page = api.run(api.client.jobs(&q))?;
         if cli.json {
-            print_json(&page.raw)
+            print_json_of(&page)
         } else {
-            print_jobs(&page.value.jobs)
+            print_jobs(&page.jobs)
         }
         return Ok(());
     }
     let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
+    let mut pages = api.client.job_pages(&q);
     for _ in 0..1000 {
-        let path = match &cursor {
-            Some(c) => format!("{base}&cursor={}", enc(c)),
-            None => base.clone(),
-        };
-        let page = api.get::<JobList>("GET", &path)?;
-        for (j, raw) in jobs_of(&page) {
+        let Some(page) = api.block_on(pages.next()) else { break };
+        for j in page.map_err(|e| api.failure(e))? {
             if cli.json {
-                println!("{raw}");
+                println!("{}", serde_json::to_value(&j).unwrap_or(Value::Null));
             } else {
-                all.push(j.clone());
+                all.push(j);
             }
-        }
-        match page.value.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
         }
     }
     if !cli.json {
@@ -387,30 +390,30 @@ pub fn tail(
 ) -> Res<()> {
     let stop_at = run_for.map(|d| Instant::now() + d);
     let path = match tag {
-        Some(t) => format!("/v1/events?tag={}", enc(t)),
-        None => "/v1/events".to_owned(),
+        Some(_) => "/v1/events?tag=...",
+        None => "/v1/events",
     };
-    let mut follow = Follow::new(api, &path, stop_at, every);
+    let mut follow = api.client.events(tag.as_deref()).with_backoff(every);
     let mut shown = Shown::default();
     let mut heard = std::time::SystemTime::now();
     loop {
-        let ev = match follow.next()? {
-            Step::Deadline => return Ok(()),
-            Step::Opened { again } => {
+        let ev = match next_step(api, &mut follow, stop_at)? {
+            None | Some(Step::Ended) => return Ok(()),
+            Some(Step::Opened { again }) => {
                 eprintln!(
                     "{} {} (Ctrl-C stops)",
                     if again { "following again" } else { "following" },
-                    path.split('?').next().unwrap_or(&path)
+                    path.split('?').next().unwrap_or(path)
                 );
                 catch_up(cli, api, job_type, tag, heard - Duration::from_secs(5), &mut shown)?;
                 heard = std::time::SystemTime::now();
                 continue;
             }
-            Step::Dropped { why, retry_in } => {
+            Some(Step::Dropped { why, retry_in }) => {
                 eprintln!("the stream was lost ({why}); again in {}", humantime::format_duration(retry_in));
                 continue;
             }
-            Step::Event(ev) => ev,
+            Some(Step::Event(ev)) => ev,
         };
         heard = std::time::SystemTime::now();
         if ev.event != "state" {
@@ -438,22 +441,22 @@ fn catch_up(
     from: std::time::SystemTime,
     shown: &mut Shown,
 ) -> Res<()> {
-    let filters = Filters { job_type: job_type.clone(), tag: tag.clone(), from: None, to: None };
     let from = humantime::format_rfc3339_millis(from).to_string();
-    let mut cursor: Option<String> = None;
-    let mut fresh: Vec<(edgejobs_api::JobSummary, Value)> = Vec::new();
-    for _ in 0..50 {
-        let mut extra = vec![("limit", "100".to_owned()), ("from", from.clone())];
-        if let Some(c) = &cursor {
-            extra.push(("cursor", c.clone()));
-        }
-        let page = api.get::<JobList>("GET", &format!("/v1/jobs?{}", query(&filters, &extra)))?;
-        fresh.extend(jobs_of(&page).map(|(j, raw)| (j.clone(), raw.clone())));
-        match page.value.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
+    let q = JobQuery {
+        job_type: job_type.clone(),
+        tag: tag.clone(),
+        from: Some(from),
+        limit: Some(100),
+        ..JobQuery::default()
+    };
+    let jobs = api.run(api.client.job_pages(&q).collect(50))?;
+    let mut fresh: Vec<(edgejobs_api::JobSummary, Value)> = jobs
+        .into_iter()
+        .map(|j| {
+            let raw = serde_json::to_value(&j).unwrap_or(Value::Null);
+            (j, raw)
+        })
+        .collect();
     fresh.sort_by(|(a, _), (b, _)| a.updated_at.cmp(&b.updated_at));
     for (j, raw) in fresh {
         if !shown.fresh(&j.id, j.state, j.attempt, &j.updated_at) {
@@ -467,7 +470,10 @@ fn catch_up(
             state: j.state,
             attempt: j.attempt,
             progress: j.progress,
+            metadata: j.metadata,
+            result: j.result,
             last_error: j.last_error,
+            tags: Some(j.tags),
             updated_at: j.updated_at,
         };
         tail_line(cli, &s, &Value::Object(view));

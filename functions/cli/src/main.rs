@@ -9,10 +9,10 @@
 //! The key is never printed.
 //!
 //! Layout: this file is the command line's definition and its dispatch; `client.rs` finds
-//! the API and calls it; one module per command group (`jobs.rs`: enqueue, get, list,
-//! cancel, retry, tail; `dead.rs`; `backups.rs`; `schedules.rs`; `flow.rs`; `health.rs`);
-//! `live.rs` follows the API's event streams (`get --wait`, `tail`); `input.rs` reads job
-//! specs, `output.rs` writes tables, JSON and progress.
+//! the API and holds the `edgejobs-client` every request goes through (its event streams
+//! carry `get --wait` and `tail`); one module per command group (`jobs.rs`: enqueue, get,
+//! list, cancel, retry, tail; `dead.rs`; `backups.rs`; `schedules.rs`; `flow.rs`;
+//! `health.rs`); `input.rs` reads job specs, `output.rs` writes tables, JSON and progress.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,7 +27,6 @@ mod flow;
 mod health;
 mod input;
 mod jobs;
-mod live;
 mod output;
 mod reseal;
 mod schedules;

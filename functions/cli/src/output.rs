@@ -13,6 +13,11 @@ pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// Prints a reply as indented JSON: the API's document as the client read it.
+pub fn print_json_of(v: &impl serde::Serialize) {
+    print_json(&serde_json::to_value(v).unwrap_or(Value::Null));
+}
+
 /// A cell of anything serializable (as [`cell`] shows its JSON).
 pub fn cell_of(v: &impl serde::Serialize) -> String {
     cell(&serde_json::to_value(v).unwrap_or(Value::Null))

@@ -2,39 +2,17 @@
 //! `PAYLOAD_ENCRYPTION_KEYS` key, page by page (`POST /v1/admin/reseal`), so an old key can
 //! be retired. Idempotent: run it again at any time.
 
-use edgejobs_api::Stats;
-use serde::{Deserialize, Serialize};
+use edgejobs_client::{ResealPage as Page, ResealRequest};
 
 use crate::Cli;
 use crate::client::{Api, Failure, Res};
-
-#[derive(Debug, Serialize)]
-struct Request<'a> {
-    shard: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cursor: Option<&'a str>,
-    limit: u32,
-}
-
-/// One page's answer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Page {
-    shard: usize,
-    key: String,
-    scanned: u64,
-    jobs_resealed: u64,
-    schedules_resealed: u64,
-    unopenable: u64,
-    cursor: Option<String>,
-    done: bool,
-}
 
 /// Most pages one shard may take (at `limit` jobs each) before the command gives up.
 const MAX_PAGES: usize = 100_000;
 
 pub fn run(cli: &Cli, api: &Api, limit: u32) -> Res<()> {
     // `shards.of` of the stats is the deployment's SHARD_COUNT.
-    let shards = api.get::<Stats>("GET", "/v1/stats")?.value.shards.of;
+    let shards = api.run(api.client.stats(None))?.shards.of;
     let mut totals: Vec<Page> = Vec::with_capacity(shards);
     for shard in 0..shards {
         let mut total = Page { shard, ..Page::default() };
@@ -43,8 +21,8 @@ pub fn run(cli: &Cli, api: &Api, limit: u32) -> Res<()> {
             if page == MAX_PAGES {
                 return Err(Failure::new(1, format!("shard {shard}: no end after {MAX_PAGES} pages")));
             }
-            let body = Request { shard, cursor: cursor.as_deref(), limit };
-            let r = api.call::<Page>("POST", "/v1/admin/reseal", Some(&body))?.value;
+            let body = ResealRequest { shard, cursor: cursor.clone(), limit };
+            let r = api.run(api.client.reseal(&body))?;
             total.key = r.key;
             total.scanned += r.scanned;
             total.jobs_resealed += r.jobs_resealed;

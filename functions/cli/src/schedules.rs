@@ -1,11 +1,12 @@
 //! `schedules list|show|create|pause|resume|trigger|delete`.
 
-use edgejobs_api::{ScheduleDeleted, ScheduleList, ScheduleView, Triggered};
-use serde_json::{Value, json};
+use edgejobs_api::{ScheduleSpec, ScheduleView};
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
-use crate::client::{Api, Failure, Res, enc};
+use crate::client::{Api, Failure, Res};
 use crate::input::Spec;
-use crate::output::{cell_of, confirm, print_json, table};
+use crate::output::{cell_of, confirm, print_json_of, table};
 use crate::{Cli, Schedules};
 
 const HEADER: [&str; 6] = ["name", "cron", "timezone", "state", "next", "last run"];
@@ -52,62 +53,61 @@ fn show(s: &ScheduleView) {
     }
 }
 
+/// A flag's value as the enum the API takes (`--overlap`, `--catch-up`).
+fn choice<T: DeserializeOwned>(flag: &str, v: &Option<String>, allowed: &str) -> Res<Option<T>> {
+    v.as_ref()
+        .map(|v| serde_json::from_value(json!(v)).map_err(|_| Failure::new(2, format!("{flag}: one of {allowed}"))))
+        .transpose()
+}
+
 pub fn run(cli: &Cli, api: &Api, s: &Schedules) -> Res<()> {
-    let path = |name: &str, action: &str| format!("/v1/schedules/{}{action}", enc(name));
     // One schedule in, shown as JSON or as its table.
-    let one = |reply: crate::client::Reply<ScheduleView>| {
-        if cli.json { print_json(&reply.raw) } else { show(&reply.value) }
+    let one = |reply: ScheduleView| {
+        if cli.json { print_json_of(&reply) } else { show(&reply) }
     };
     match s {
         Schedules::List => {
             // Every page (at most 50 of 200).
-            let mut all: Vec<ScheduleView> = Vec::new();
-            let mut raw: Vec<Value> = Vec::new();
-            let mut cursor: Option<String> = None;
-            for _ in 0..50 {
-                let q = cursor.as_ref().map_or(String::new(), |c| format!("&cursor={}", enc(c)));
-                let page = api.get::<ScheduleList>("GET", &format!("/v1/schedules?limit=200{q}"))?;
-                raw.extend(page.raw["schedules"].as_array().cloned().unwrap_or_default());
-                all.extend(page.value.schedules);
-                match page.value.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
+            let all = api.run(api.client.schedule_pages(200).collect(50))?;
             if cli.json {
-                print_json(&Value::Array(raw));
+                print_json_of(&all);
             } else {
                 table(&HEADER, all.iter().map(row).collect());
             }
         }
-        Schedules::Show { name } => one(api.get("GET", &path(name, ""))?),
+        Schedules::Show { name } => one(api.run(api.client.schedule(name))?),
         Schedules::Create { name, cron, job_type, payload, timezone, overlap, catch_up, tags, paused } => {
             let spec =
                 Spec { job_type: job_type.clone(), payload: payload.clone(), tags: tags.clone(), ..Spec::default() };
             let job = spec.to_spec().map_err(|e| Failure::new(2, e))?;
-            let mut body = json!({ "name": name, "cron": cron, "job": job, "paused": paused });
-            for (k, v) in [("timezone", timezone), ("overlap", overlap), ("catch_up", catch_up)] {
-                if let Some(v) = v {
-                    body[k] = json!(v);
-                }
-            }
-            one(api.call("POST", "/v1/schedules", Some(&body))?)
+            let body = ScheduleSpec {
+                name: name.clone(),
+                cron: cron.clone(),
+                timezone: timezone.clone(),
+                job,
+                overlap: choice("--overlap", overlap, "allow, skip, queue_one")?,
+                catch_up: choice("--catch-up", catch_up, "none, last")?,
+                paused: Some(*paused),
+                starts_at: None,
+                ends_at: None,
+            };
+            one(api.run(api.client.create_schedule(&body))?)
         }
-        Schedules::Pause { name } => one(api.get("POST", &path(name, "/pause"))?),
-        Schedules::Resume { name } => one(api.get("POST", &path(name, "/resume"))?),
+        Schedules::Pause { name } => one(api.run(api.client.pause_schedule(name))?),
+        Schedules::Resume { name } => one(api.run(api.client.resume_schedule(name))?),
         Schedules::Trigger { name } => {
-            let out = api.get::<Triggered>("POST", &path(name, "/trigger"))?;
+            let out = api.run(api.client.trigger_schedule(name))?;
             if cli.json {
-                print_json(&out.raw);
+                print_json_of(&out);
             } else {
-                println!("{} {}", out.value.job.id, out.value.job.state.as_str());
+                println!("{} {}", out.job.id, out.job.state.as_str());
             }
         }
         Schedules::Delete { name, yes } => {
             confirm(&format!("Delete schedule {name}?"), *yes)?;
-            let out = api.get::<ScheduleDeleted>("DELETE", &path(name, ""))?;
+            let out = api.run(api.client.delete_schedule(name))?;
             if cli.json {
-                print_json(&out.raw);
+                print_json_of(&out);
             } else {
                 println!("{name} deleted");
             }
