@@ -518,16 +518,29 @@ fn serve_page(listener: std::net::TcpListener, stop: std::sync::Arc<std::sync::a
                 let mut buf = [0u8; 4096];
                 let n = s.read(&mut buf).unwrap_or(0);
                 let first = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_owned();
-                let (status, body) = if first.starts_with("GET / ") { ("200 OK", PAGE) } else { ("404 Not Found", "") };
+                // The page, and the TypeScript SDK's browser bundle it imports (#31).
+                let bundle = || std::fs::read_to_string(sdk_bundle()).unwrap_or_default();
+                let (status, kind, body) = if first.starts_with("GET / ") {
+                    ("200 OK", "text/html", PAGE.to_owned())
+                } else if first.starts_with("GET /edgejobs.js ") {
+                    ("200 OK", "text/javascript", bundle())
+                } else {
+                    ("404 Not Found", "text/plain", String::new())
+                };
                 let _ = write!(
                     s,
-                    "HTTP/1.1 {status}\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\ncontent-type: {kind}; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
             }
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
+}
+
+/// The TypeScript SDK as one ES module for browsers (built by `scripts/sdk-typescript`).
+fn sdk_bundle() -> std::path::PathBuf {
+    edgejobs_tests::stack::StackOptions::default_root().join("sdk/typescript/dist/edgejobs.browser.js")
 }
 
 /// The browser: a page on another origin, with a job's read token only, watches `llm.chat`
@@ -606,6 +619,31 @@ fn browser_run(ctx: &Ctx) -> anyhow::Result<()> {
     b.wait_for("window.wsdone === true", Duration::from_secs(30))?;
     let got = b.eval("window.wsgot.filter(m => m.event === 'chunk').map(m => m.data.data).join('')")?;
     ensure(got == json!(words.concat()), || format!("the page's WebSocket got {got}"))?;
+    // The TypeScript SDK in the page (#31), with the read token as its key: the job, its
+    // stream to the end, and a typed refusal of another job.
+    ensure(sdk_bundle().exists(), || format!("{} is missing: scripts/sdk-typescript builds it", sdk_bundle().display()))?;
+    b.eval(&format!(
+        "window.sdk = null; import('/edgejobs.js').then(async (m) => {{ \
+           const c = new m.Client({{ url: {edge}, apiKey: {token} }}); \
+           const job = await c.jobs.get({id}); const text = []; const states = []; \
+           for await (const e of c.jobs.stream({id})) {{ if (e.event === 'chunk') text.push(e.data.data); else states.push(e.data.state); }} \
+           let other = null; try {{ await c.jobs.get({other}); }} catch (e) {{ other = [e.constructor.name, e.status, e.code]; }} \
+           window.sdk = {{ state: job.state, text: text.join(''), last: states[states.length - 1], other }}; \
+         }}).catch((e) => {{ window.sdk = {{ error: String(e) }}; }})",
+        edge = serde_json::to_string(&ctx.edge)?,
+        token = serde_json::to_string(&token)?,
+        id = serde_json::to_string(&id)?,
+        other = serde_json::to_string(&other)?,
+    ))?;
+    b.wait_for("window.sdk !== null", Duration::from_secs(60))?;
+    let sdk = b.eval("window.sdk")?;
+    ensure(
+        sdk["state"] == "completed"
+            && sdk["text"] == json!(words.concat())
+            && sdk["last"] == "completed"
+            && sdk["other"] == json!(["NotFoundError", 404, "job_not_found"]),
+        || format!("the SDK in the page: {sdk}"),
+    )?;
     b.screenshot("live")?;
     let problems = b.problems()?;
     // The wrong token's and the other job's refusals are logged by the browser as failed

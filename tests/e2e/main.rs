@@ -7,6 +7,7 @@
 
 mod callbacks;
 mod cli;
+mod client;
 mod consumer;
 mod dashboard;
 mod examples;
@@ -25,6 +26,7 @@ mod operations;
 mod outbound;
 mod races;
 mod schedules;
+mod sdk;
 mod small;
 mod tenants;
 mod types;
@@ -70,6 +72,8 @@ fn main() {
         workflows::TESTS,
         live::TESTS,
         callbacks::TESTS,
+        sdk::TESTS,
+        client::TESTS,
     ]
     .concat();
     if listing {
@@ -122,8 +126,21 @@ fn main() {
         }
     };
     let page_port = page_reservation.local_addr().map(|a| a.port()).unwrap_or_default();
-    let outbound_allow =
-        util::outbound_allow(&hooks, &llm, &[receiver_port, outbound::second_origin_port(), workflow_port]);
+    // Where the TypeScript and the Python clients' scenarios receive a delivery to verify.
+    let sdk_reservations =
+        match (std::net::TcpListener::bind("127.0.0.1:0"), std::net::TcpListener::bind("127.0.0.1:0")) {
+            (Ok(a), Ok(b)) => [a, b],
+            _ => {
+                eprintln!("no free port for the SDK scenarios");
+                std::process::exit(1);
+            }
+        };
+    let sdk_ports = sdk_reservations.each_ref().map(|l| l.local_addr().map(|a| a.port()).unwrap_or_default());
+    let outbound_allow = util::outbound_allow(
+        &hooks,
+        &llm,
+        &[receiver_port, outbound::second_origin_port(), workflow_port, sdk_ports[0], sdk_ports[1]],
+    );
     let consumer_env = util::consumer_env(&llm);
     let state_dir = std::env::temp_dir().join(format!("edgejobs-e2e-{}", std::process::id()));
     let opts = StackOptions {
@@ -138,6 +155,9 @@ fn main() {
         vars: vec![
             ("RATE_LIMIT".into(), "6000/60s".into()),
             ("ALLOWED_ORIGINS".into(), format!("http://127.0.0.1:{page_port}")),
+            // The workflow types the TypeScript and the Python scenarios serve themselves, to
+            // see an event resume a wait (#31).
+            ("JOB_TYPES".into(), sdk::job_types(sdk_ports)),
         ],
         consumer_env,
         profile: Profile::default(),
@@ -152,7 +172,15 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let ctx = Arc::new(Ctx::new(&stack, llm, hooks, receiver_reservation, workflow_reservation, page_reservation));
+    let ctx = Arc::new(Ctx::new(
+        &stack,
+        llm,
+        hooks,
+        receiver_reservation,
+        workflow_reservation,
+        page_reservation,
+        sdk_reservations,
+    ));
     let trials = tests
         .into_iter()
         .map(|(name, f)| {

@@ -56,6 +56,13 @@ pub struct Ctx {
     /// the shared stack's `ALLOWED_ORIGINS` (#30). Held like `receiver_port`.
     pub page_port: u16,
     pub page_reservation: Mutex<Option<std::net::TcpListener>>,
+    /// The `default` tenant's keys limited to 3 requests per 10 s, one per client SDK
+    /// (TypeScript, Python, Rust), so that each client's 429 test has its own window.
+    pub sdk_keys: [String; 3],
+    /// Loopback ports inside the allow-list where the TypeScript and the Python scenarios
+    /// receive a webhook delivery to verify, held like `receiver_port` until taken.
+    pub sdk_ports: [u16; 2],
+    pub sdk_reservations: [Mutex<Option<std::net::TcpListener>>; 2],
 }
 
 /// A response, read whole.
@@ -81,8 +88,13 @@ impl Ctx {
         receiver: std::net::TcpListener,
         workflow: std::net::TcpListener,
         page: std::net::TcpListener,
+        sdk: [std::net::TcpListener; 2],
     ) -> Ctx {
+        let port = |l: &std::net::TcpListener| l.local_addr().map(|a| a.port()).unwrap_or_default();
         Ctx {
+            sdk_keys: stack.secrets.sdk_keys.clone().unwrap_or_default(),
+            sdk_ports: [port(&sdk[0]), port(&sdk[1])],
+            sdk_reservations: sdk.map(|l| Mutex::new(Some(l))),
             workflow_port: workflow.local_addr().map(|a| a.port()).unwrap_or_default(),
             workflow_reservation: Mutex::new(Some(workflow)),
             page_port: page.local_addr().map(|a| a.port()).unwrap_or_default(),
@@ -110,6 +122,12 @@ impl Ctx {
             outbound_allow: stack.opts.outbound_allow.clone(),
             state_dir: stack.opts.state_dir.clone(),
         }
+    }
+
+    /// Takes (closes) the reservation of SDK port `i` so that a scenario process can bind it.
+    pub fn take_sdk_port(&self, i: usize) -> u16 {
+        drop(self.sdk_reservations[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        self.sdk_ports[i]
     }
 
     /// Runs `f` with the fault stack (started on first use), holding it exclusively.

@@ -60,6 +60,11 @@ impl Proc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The exit code once the process has exited (`None` while it runs or after a signal).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().ok().flatten().and_then(|s| s.code())
+    }
+
     /// SIGTERM to the group, SIGKILL after `grace`; waits for the child.
     pub fn stop(&mut self, grace: Duration) {
         let pg = Pid::from_raw(self.child.id() as i32);

@@ -70,6 +70,14 @@ impl StackOptions {
 }
 
 /// The secrets a stack runs with.
+/// The service binding of the stack's Worker that a `"service"` job type names (#31), and
+/// the Worker behind it: `examples/ts-worker`'s `name`.
+pub const EXAMPLE_BINDING: &str = "EMAILER";
+pub const EXAMPLE_WORKER: &str = "edgejobs-ts-example";
+
+/// The rate limit of each SDK key ([`Secrets::sdk_keys`]).
+pub const SDK_KEY_LIMIT: &str = "3/10s";
+
 #[derive(Debug, Clone)]
 pub struct Secrets {
     pub api_key: String,
@@ -88,6 +96,9 @@ pub struct Secrets {
     /// tenant `initech`, capped at 3 jobs not yet final (`TENANT_MAX_PENDING`), for the
     /// tenant tests; `api_key` and `limited_key` are the `default` tenant's.
     pub tenant_keys: Option<[String; 3]>,
+    /// One `default`-tenant key per client SDK (TypeScript, Python, Rust), each limited to
+    /// 3 requests per 10 s, so each client's 429 test has a window of its own (#31).
+    pub sdk_keys: Option<[String; 3]>,
     /// The `.dev.vars` these came from, whole: every line reaches the Worker (key lists and
     /// local overrides such as `RATE_LIMIT="off"`), as with `wrangler dev` itself.
     pub file: Option<String>,
@@ -109,6 +120,11 @@ impl Secrets {
                 format!("ej_globex_next_{}", random_hex(16)),
                 format!("ej_initech_{}", random_hex(16)),
             ]),
+            sdk_keys: Some([
+                format!("ej_sdk_ts_{}", random_hex(16)),
+                format!("ej_sdk_py_{}", random_hex(16)),
+                format!("ej_sdk_rs_{}", random_hex(16)),
+            ]),
             file: None,
         }
     }
@@ -122,6 +138,9 @@ impl Secrets {
             Some(k) => format!("{},{k}:5/60s", self.api_key),
             None => self.api_key.clone(),
         };
+        for key in self.sdk_keys.iter().flatten() {
+            api_keys.push_str(&format!(",{key}:{SDK_KEY_LIMIT}"));
+        }
         let mut caps = String::new();
         if let Some([a, b, c]) = &self.tenant_keys {
             api_keys.push_str(&format!(",globex={a},globex={b},initech={c}"));
@@ -171,6 +190,7 @@ impl Secrets {
                 .with_context(|| format!("{} has no PAYLOAD_ENCRYPTION_KEYS", path.display()))?,
             limited_key: None,
             tenant_keys: None,
+            sdk_keys: None,
             file: Some(text.clone()),
         })
     }
@@ -400,6 +420,10 @@ impl Stack {
                 writeln!(out, "{line}")?;
             }
         }
+        // The service binding a `"service": "EMAILER"` job type is delivered through (#31),
+        // to the Worker `examples/ts-worker` runs as. A binding to a Worker that is not
+        // running only fails the deliveries that use it.
+        writeln!(out, "\n[[services]]\nbinding = {EXAMPLE_BINDING:?}\nservice = {EXAMPLE_WORKER:?}")?;
         let dir = self.opts.state_dir.join("worker");
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("wrangler.toml");
@@ -438,6 +462,7 @@ impl Stack {
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env("NO_COLOR", "1")
+            .env("WRANGLER_REGISTRY_PATH", self.registry_path())
             .arg("dev")
             .arg("-c")
             .arg(&config)
@@ -627,9 +652,16 @@ impl Stack {
     }
 
     /// `KEY=value` lines describing the running stack (for `.edgejobs/dev.env`).
+    /// The directory `wrangler dev` registers this stack's Worker in (its dev registry): a
+    /// Worker started with the same `WRANGLER_REGISTRY_PATH` binds to this stack's
+    /// `edgejobs`, not to another stack's running at the same time.
+    pub fn registry_path(&self) -> PathBuf {
+        self.opts.state_dir.join("wrangler-registry")
+    }
+
     pub fn env_lines(&self) -> String {
         format!(
-            "EDGEJOBS_URL={}\nEDGEJOBS_API_KEY={}\nEDGEJOBS_ADMIN_KEY={}\nEDGEJOBS_CONSUMER_URL={}\nEDGEJOBS_CONSUMER_TOKEN={}\nUPSTASH_REDIS_REST_URL={}\nUPSTASH_REDIS_REST_TOKEN={}\nEDGEJOBS_REDIS_PORT={}\nEDGEJOBS_STATE_DIR={}\n",
+            "EDGEJOBS_URL={}\nEDGEJOBS_API_KEY={}\nEDGEJOBS_ADMIN_KEY={}\nEDGEJOBS_CONSUMER_URL={}\nEDGEJOBS_CONSUMER_TOKEN={}\nUPSTASH_REDIS_REST_URL={}\nUPSTASH_REDIS_REST_TOKEN={}\nEDGEJOBS_REDIS_PORT={}\nEDGEJOBS_STATE_DIR={}\nWRANGLER_REGISTRY_PATH={}\n",
             self.edge_url,
             self.secrets.api_key,
             self.secrets.admin_key,
@@ -638,7 +670,8 @@ impl Stack {
             self.upstash_url,
             self.secrets.upstash_token,
             self.redis_port,
-            self.opts.state_dir.display()
+            self.opts.state_dir.display(),
+            self.registry_path().display()
         )
     }
 

@@ -172,8 +172,9 @@ describe("the TypeScript client against the stack", () => {
   it("a job that dies is in the dead-letter set, is retried, and is replayed in bulk", async () => {
     const c = client();
     const tag = unique("dead");
-    // Port 9 is not one the stack's outbound rules open: the delivery is refused, and with one attempt the job dies.
-    const job = await c.jobs.enqueue({ type: "webhook", payload: { url: "http://127.0.0.1:9/never" }, max_attempts: 1, tags: [tag] });
+    // The receiver answers 500 under /fail: with one attempt the job dies.
+    const url = `${await receiver()}/fail/${tag}`;
+    const job = await c.jobs.enqueue({ type: "webhook", payload: { url }, max_attempts: 1, tags: [tag] });
     const dead = await c.jobs.wait(job.id, { timeoutMs: 60_000 });
     assert.equal(dead.state, "dead", JSON.stringify(dead));
     const listed: string[] = [];
