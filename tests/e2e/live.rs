@@ -515,9 +515,17 @@ fn serve_page(listener: std::net::TcpListener, stop: std::sync::Arc<std::sync::a
                 served += 1;
                 let _ = s.set_nonblocking(false);
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                // The whole head is read before answering: closing a socket with unread bytes
+                // resets it, and a reset can cut a long answer (the SDK's bundle) short.
+                let mut head = Vec::new();
                 let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).unwrap_or(0);
-                let first = String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_owned();
+                while head.len() < 64 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let first = String::from_utf8_lossy(&head).lines().next().unwrap_or("").to_owned();
                 // The page, and the TypeScript SDK's browser bundle it imports (#31).
                 let bundle = || std::fs::read_to_string(sdk_bundle()).unwrap_or_default();
                 let (status, kind, body) = if first.starts_with("GET / ") {
@@ -532,6 +540,8 @@ fn serve_page(listener: std::net::TcpListener, stop: std::sync::Arc<std::sync::a
                     "HTTP/1.1 {status}\r\ncontent-type: {kind}; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let _ = s.read(&mut buf);
             }
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
