@@ -271,7 +271,12 @@ pub const EDGE_VARS: &[(&str, &str, &str)] = &[
     (
         "JOB_TYPES",
         "(built-ins only)",
-        "your job types as a JSON object: name → lane, url (edge), timeout, max_attempts, backoff, tags, rate_group, retention, schema",
+        "your job types as a JSON object: name → lane, url or service (edge), timeout, max_attempts, backoff, tags, rate_group, retention, schema",
+    ),
+    (
+        "BINDING_TENANTS",
+        "(none)",
+        "tenants a Worker bound to edgejobs may act for without a key, named by its binding's props = { tenant = \"acme\" }; comma-separated",
     ),
 ];
 
