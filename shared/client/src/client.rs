@@ -81,6 +81,17 @@ pub struct Client {
     key: String,
     transport: Arc<dyn Transport>,
     retry: RetryPolicy,
+    /// Whether an enqueue without an idempotency key gets a generated one
+    /// ([`Client::with_generated_keys`]).
+    generate_keys: bool,
+}
+
+/// A fresh idempotency key: `rs-` and 16 random bytes in hex, from the system's (or the
+/// Worker's) random source.
+pub fn idempotency_key() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Invalid(format!("no random source for an idempotency key: {e}")))?;
+    Ok(format!("rs-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }
 
 /// The body of `POST /v1/events`: wakes the workflow runs waiting for `name` (and starts the
@@ -208,7 +219,25 @@ impl Client {
             key: key.to_owned(),
             transport,
             retry: RetryPolicy::default(),
+            generate_keys: false,
         }
+    }
+
+    /// The same client generating an idempotency key ([`idempotency_key`]) for each enqueue
+    /// (and batch item) that has none: every enqueue is then safe to retry, and is retried
+    /// on a 503 or a lost connection with the same key, so it creates one job at most.
+    pub fn with_generated_keys(mut self, on: bool) -> Client {
+        self.generate_keys = on;
+        self
+    }
+
+    /// `spec`, with a generated key when this client generates keys and it has none.
+    fn keyed(&self, spec: &JobSpec) -> Result<JobSpec> {
+        let mut spec = spec.clone();
+        if self.generate_keys && spec.idempotency_key.is_none() {
+            spec.idempotency_key = Some(idempotency_key()?);
+        }
+        Ok(spec)
     }
 
     /// The same client with another retry policy.
@@ -321,13 +350,15 @@ impl Client {
     /// `POST /v1/jobs`. With `spec.idempotency_key` the enqueue is safe to repeat (the API
     /// answers the existing job, 200), so it is also retried after a 503 or a lost connection.
     pub async fn enqueue(&self, spec: &JobSpec) -> Result<Job> {
+        let spec = self.keyed(spec)?;
         let safe = if spec.idempotency_key.is_some() { Safe::Yes } else { Safe::No };
-        self.post("/v1/jobs", Some(spec), safe).await
+        self.post("/v1/jobs", Some(&spec), safe).await
     }
 
     /// `POST /v1/jobs/batch`: 1 to 100 specs, one result per item (a refused item is a
     /// [`edgejobs_api::BatchItem::Failed`] with its status and error, not an `Err`).
     pub async fn enqueue_batch(&self, specs: &[JobSpec]) -> Result<BatchResult> {
+        let specs = specs.iter().map(|s| self.keyed(s)).collect::<Result<Vec<_>>>()?;
         let jobs = specs.iter().map(serde_json::to_value).collect::<Result<Vec<_>, _>>();
         let jobs = jobs.map_err(|e| Error::Invalid(e.to_string()))?;
         let safe = if specs.iter().all(|s| s.idempotency_key.is_some()) { Safe::Yes } else { Safe::No };

@@ -30,7 +30,7 @@ mod tests;
 mod transport;
 mod webhook;
 
-pub use client::{Client, EventRequest, Page, Pages, ResealPage, ResealRequest, RetryPolicy};
+pub use client::{Client, EventRequest, Page, Pages, ResealPage, ResealRequest, RetryPolicy, idempotency_key};
 pub use edgejobs_api as api;
 pub use error::{Code, Error, ErrorCode, Result};
 pub use fake::{FakeTransport, Scripted, Unreliable};

@@ -83,6 +83,39 @@ fn a_503_is_retried_only_when_repeating_is_safe() {
     assert!(matches!(e, Error::Transport(_)), "{e:?}");
 }
 
+/// A client that generates keys sends one with each enqueue, keeps it across its retries
+/// (so a lost answer cannot make a second job), and leaves a key the caller gave alone.
+#[test]
+fn generated_keys_make_enqueues_safe_to_repeat() {
+    let (c, fake) = client(vec![
+        Scripted::error(503, "unavailable", &[]),
+        Scripted::Fail("connection reset".into()),
+        Scripted::json(201, &job("j1", "queued"), &[]),
+        Scripted::json(201, &job("j2", "queued"), &[]),
+        Scripted::json(201, &job("j3", "queued"), &[]),
+    ]);
+    let c = c.with_generated_keys(true);
+    let keys = |from: usize| -> Vec<String> {
+        fake.requests()[from..]
+            .iter()
+            .map(|r| serde_json::from_slice::<Value>(r.body.as_deref().unwrap_or_default()).expect("json"))
+            .map(|b| b["idempotency_key"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert!(block(c.enqueue(&JobSpec { job_type: "noop".into(), ..JobSpec::default() })).is_ok());
+    let first = keys(0);
+    assert_eq!(first.len(), 3, "two retries: {first:?}");
+    assert!(first[0].starts_with("rs-") && first[0].len() == 35, "{first:?}");
+    assert!(first.iter().all(|k| *k == first[0]), "one key across the retries: {first:?}");
+    assert!(block(c.enqueue(&JobSpec { job_type: "noop".into(), ..JobSpec::default() })).is_ok());
+    let own = JobSpec { job_type: "noop".into(), idempotency_key: Some("order-7".into()), ..JobSpec::default() };
+    assert!(block(c.enqueue(&own)).is_ok());
+    let later = keys(3);
+    assert_ne!(later[0], first[0], "each enqueue its own key");
+    assert_eq!(later[1], "order-7");
+    assert_ne!(crate::idempotency_key().expect("random"), crate::idempotency_key().expect("random"));
+}
+
 #[test]
 fn error_answers_map_to_typed_errors() {
     let cases: Vec<(u16, &str, Code)> = vec![
