@@ -33,6 +33,21 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # Builds the Worker with worker-build unless its output is newer than every input.
+# Builds examples/rust-worker (a Rust Worker on edgejobs-client, #31) the same way; the e2e
+# suite runs it under wrangler dev. Skipped when its wasm is newer than its sources.
+build_example_worker() {
+    local dir="$ROOT/examples/rust-worker"
+    local out="$dir/build/index_bg.wasm"
+    if [[ -f "$out" && -f "$dir/build/worker/shim.mjs" ]] &&
+        [[ -z "$(find "$dir/src" "$dir/Cargo.toml" "$ROOT/shared/client" "$ROOT/shared/api" "$ROOT/shared/core" \
+            "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" -newer "$out" -type f -print -quit)" ]]; then
+        log "example Rust Worker is up to date"
+        return 0
+    fi
+    log "building examples/rust-worker (worker-build --profile wasm-release)"
+    (cd "$dir" && worker-build --profile wasm-release)
+}
+
 build_worker() {
     local out="$ROOT/functions/edge/build/index_bg.wasm"
     if [[ -f "$out" && -f "$ROOT/functions/edge/build/worker/shim.mjs" ]] &&

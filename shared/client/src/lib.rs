@@ -41,7 +41,7 @@ pub use native::ReqwestTransport;
 pub use query::{DeadQuery, JobQuery, enc};
 pub use sse::{Chunk, Event, Parser, StateEvent};
 pub use stream::{EventStream, Step};
-pub use transport::{ByteStream, Method, Request, Response, Streaming, Transport};
+pub use transport::{ByteStream, MaybeSend, Method, Request, Response, Streaming, Transport};
 #[cfg(any(not(target_arch = "wasm32"), feature = "worker"))]
 pub use webhook::verify_webhook;
 pub use webhook::{TOLERANCE_SECS, verify_webhook_at};

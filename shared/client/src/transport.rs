@@ -81,11 +81,22 @@ impl std::fmt::Debug for Streaming {
     }
 }
 
+/// `Send + Sync` natively; nothing in wasm, where a transport may hold JavaScript values
+/// (a service binding's `Fetcher`) and there is one thread.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSend: Send + Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + Sync> MaybeSend for T {}
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSend {}
+#[cfg(target_arch = "wasm32")]
+impl<T> MaybeSend for T {}
+
 /// How the client reaches the API. Natively the futures are `Send` (so the client works on
 /// a multi-threaded runtime); in wasm they are not (a Worker's JavaScript values never are).
 #[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
-pub trait Transport: std::fmt::Debug + Send + Sync {
+pub trait Transport: std::fmt::Debug + MaybeSend {
     /// Sends a request and reads the whole answer. `Err` only when no answer came (the
     /// connection failed or timed out); any status is an `Ok`.
     async fn send(&self, req: Request) -> Result<Response>;
