@@ -631,7 +631,9 @@ fn browser_run(ctx: &Ctx) -> anyhow::Result<()> {
     ensure(got == json!(words.concat()), || format!("the page's WebSocket got {got}"))?;
     // The TypeScript SDK in the page (#31), with the read token as its key: the job, its
     // stream to the end, and a typed refusal of another job.
-    ensure(sdk_bundle().exists(), || format!("{} is missing: scripts/sdk-typescript builds it", sdk_bundle().display()))?;
+    ensure(sdk_bundle().exists(), || {
+        format!("{} is missing: scripts/sdk-typescript builds it", sdk_bundle().display())
+    })?;
     b.eval(&format!(
         "window.sdk = null; import('/edgejobs.js').then(async (m) => {{ \
            const c = new m.Client({{ url: {edge}, apiKey: {token} }}); \

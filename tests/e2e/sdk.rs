@@ -142,7 +142,9 @@ fn start_example(ctx: &Ctx, stack: &Stack, example: &str) -> anyhow::Result<(Pro
 
 fn two_workers(ctx: &Ctx, stack: &mut Stack) -> anyhow::Result<()> {
     let built = StackOptions::default_root().join("examples/rust-worker/build/worker/shim.mjs");
-    ensure(built.exists(), || "examples/rust-worker is not built: scripts/test builds it (build_example_worker)".into())?;
+    ensure(built.exists(), || {
+        "examples/rust-worker is not built: scripts/test builds it (build_example_worker)".into()
+    })?;
     let (mut worker, base, log) = start_example(ctx, stack, "ts-worker")?;
     let (mut rust, rust_base, rust_log) = match start_example(ctx, stack, "rust-worker") {
         Ok(r) => r,
