@@ -98,6 +98,19 @@ async fn deliver(job: &Job, cfg: &EdgeConfig, raw_url: &str, body: String, extra
     }
 }
 
+/// The headers every delivery of `job` carries, signed or not: JSON, who sends it, the
+/// message id (stable across attempts, for de-duplication) and the job's id, attempt, type.
+fn delivery_headers(job: &Job, msg_id: &str, agent: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("content-type", "application/json".into()),
+        ("user-agent", agent.into()),
+        (webhook::HEADER_ID, msg_id.into()),
+        ("x-edgejobs-job-id", job.id.as_str().into()),
+        ("x-edgejobs-attempt", job.attempt.to_string()),
+        ("x-edgejobs-type", job.job_type.clone()),
+    ]
+}
+
 /// Where a binding's deliveries are POSTed: the bound Worker sees this URL (a service
 /// binding ignores the host; the path tells its router what came in).
 pub const SERVICE_DELIVERY_URL: &str = "https://edgejobs.internal/deliveries";
@@ -115,15 +128,8 @@ async fn to_service(env: &Env, job: &Job, binding: &str) -> Outcome {
     let msg_id = webhook::message_id(job.id.as_str(), job.series_base);
     let headers = Headers::new();
     let mut ok = true;
-    for (k, v) in [
-        ("content-type", "application/json"),
-        ("user-agent", "edgejobs-binding/1"),
-        (webhook::HEADER_ID, msg_id.as_str()),
-        ("x-edgejobs-job-id", job.id.as_str()),
-        ("x-edgejobs-attempt", job.attempt.to_string().as_str()),
-        ("x-edgejobs-type", job.job_type.as_str()),
-    ] {
-        ok &= headers.set(k, v).is_ok();
+    for (k, v) in delivery_headers(job, &msg_id, "edgejobs-binding/1") {
+        ok &= headers.set(k, &v).is_ok();
     }
     if !ok {
         return Err(permanent("the job's id or type is not a valid header value".into()));
@@ -178,17 +184,10 @@ pub async fn exchange(
         for (k, v) in extra.iter().filter(|_| at_home) {
             ok &= headers.set(k, v).is_ok();
         }
-        for (k, v) in [
-            ("content-type", "application/json"),
-            ("user-agent", "edgejobs-webhook/1"),
-            (webhook::HEADER_ID, msg_id),
-            (webhook::HEADER_TIMESTAMP, timestamp.to_string().as_str()),
-            (webhook::HEADER_SIGNATURE, signature.as_str()),
-            ("x-edgejobs-job-id", job.id.as_str()),
-            ("x-edgejobs-attempt", job.attempt.to_string().as_str()),
-            ("x-edgejobs-type", job.job_type.as_str()),
-        ] {
-            ok &= headers.set(k, v).is_ok();
+        let mut own = delivery_headers(job, msg_id, "edgejobs-webhook/1");
+        own.extend([(webhook::HEADER_TIMESTAMP, timestamp.to_string()), (webhook::HEADER_SIGNATURE, signature)]);
+        for (k, v) in own {
+            ok &= headers.set(k, &v).is_ok();
         }
         if !ok {
             return Err(permanent("payload.headers holds a header name or value that HTTP does not allow".into()));
