@@ -19,7 +19,6 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::query::{DeadQuery, JobQuery, enc};
-use crate::stream::EventStream;
 use crate::transport::{Method, Request, Response, Streaming, Transport, header};
 
 /// When and how often a call is tried again.
@@ -336,7 +335,7 @@ impl Client {
         self.call(method, path, body, if safe { Safe::Yes } else { Safe::No }).await
     }
 
-    /// Opens an event stream once (no retries: [`EventStream`] does its own).
+    /// Opens an event stream once (no retries: `EventStream` does its own).
     pub(crate) async fn open_stream(&self, path: &str, last_id: Option<&str>) -> Result<Streaming> {
         let mut extra = vec![("accept", "text/event-stream")];
         if let Some(id) = last_id {
@@ -540,23 +539,7 @@ impl Client {
         self.post("/v1/tokens", Some(&body), Safe::No).await
     }
 
-    // ---- Live streams ----
-
-    /// `GET /v1/jobs/{id}/events`: the job's `state` and `chunk` events, followed across
-    /// dropped connections (resuming after the last chunk) until the job is final.
-    pub fn job_events(&self, id: &str) -> EventStream {
-        EventStream::new(self.clone(), format!("/v1/jobs/{}/events", enc(id)), true)
-    }
-
-    /// `GET /v1/events`: the `state` events of every job the key sees (of `tag`), followed
-    /// across dropped connections until dropped.
-    pub fn events(&self, tag: Option<&str>) -> EventStream {
-        let path = match tag {
-            Some(t) => format!("/v1/events?tag={}", enc(t)),
-            None => "/v1/events".to_owned(),
-        };
-        EventStream::new(self.clone(), path, false)
-    }
+    // ---- Live streams: `job_events` and `events` are in `stream.rs`, beside `EventStream` ----
 
     // ---- Health, identity, statistics ----
 

@@ -164,3 +164,21 @@ impl EventStream {
         }
     }
 }
+
+impl Client {
+    /// `GET /v1/jobs/{id}/events`: the job's `state` and `chunk` events, followed across
+    /// dropped connections (resuming after the last chunk) until the job is final.
+    pub fn job_events(&self, id: &str) -> EventStream {
+        EventStream::new(self.clone(), format!("/v1/jobs/{}/events", crate::query::enc(id)), true)
+    }
+
+    /// `GET /v1/events`: the `state` events of every job the key sees (of `tag`), followed
+    /// across dropped connections until dropped.
+    pub fn events(&self, tag: Option<&str>) -> EventStream {
+        let path = match tag {
+            Some(t) => format!("/v1/events?tag={}", crate::query::enc(t)),
+            None => "/v1/events".to_owned(),
+        };
+        EventStream::new(self.clone(), path, false)
+    }
+}
