@@ -9,6 +9,14 @@ export class WebhookVerificationError extends Error {
   }
 }
 
+/** The secret itself is unusable (not `whsec_` and base64, or empty): the receiver's fault. */
+export class WebhookSecretError extends WebhookVerificationError {
+  constructor(message: string) {
+    super(message);
+    this.name = "WebhookSecretError";
+  }
+}
+
 export interface VerifyOptions {
   /** Largest distance in seconds between the delivery's timestamp and this clock. Default 300. */
   toleranceS?: number;
@@ -28,7 +36,8 @@ const keys = new Map<string, Promise<CryptoKey>>();
  * `whsec_...` secret (`POST /v1/admin/webhook-secret`), or several while one is rotated.
  * `body` must be the raw bytes or text received, not a re-serialized object. Throws a
  * `WebhookVerificationError` when no `v1` signature matches the HMAC-SHA256 of
- * `${webhook-id}.${webhook-timestamp}.${body}`, or the timestamp is stale.
+ * `${webhook-id}.${webhook-timestamp}.${body}`, or the timestamp is stale (a
+ * `WebhookSecretError` when the secret itself is unusable).
  */
 export async function verifyWebhook(
   secret: string | readonly string[],
@@ -36,6 +45,29 @@ export async function verifyWebhook(
   body: string | Uint8Array | ArrayBuffer,
   options: VerifyOptions = {},
 ): Promise<unknown> {
+  const text = new TextDecoder().decode(await verifySignature(secret, headers, body, options));
+  if (text === "") return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    // A verified body that is not JSON is still the sender's: hand it back as text.
+    return text;
+  }
+}
+
+/**
+ * The check of [`verifyWebhook`] without reading the body: returns the verified bytes or
+ * throws. The workflow handler (`serve`) uses it before parsing a call.
+ */
+export async function verifySignature(
+  secret: string | readonly string[],
+  headers: HeadersLike,
+  body: string | Uint8Array | ArrayBuffer,
+  options: VerifyOptions = {},
+): Promise<Uint8Array> {
+  const secrets = typeof secret === "string" ? [secret] : secret;
+  // An unusable secret is found before the request is judged: it is not the sender's fault.
+  const macKeys = await Promise.all(secrets.map(hmacKey));
   const id = header(headers, "webhook-id");
   const timestamp = header(headers, "webhook-timestamp");
   const signatures = header(headers, "webhook-signature");
@@ -58,20 +90,11 @@ export async function verifyWebhook(
   const signed = new Uint8Array(prefix.length + bytes.length);
   signed.set(prefix);
   signed.set(bytes, prefix.length);
+  // Several signatures while a secret is rotated; entries of other versions never match.
   const given = signatures.split(" ").filter((s) => s.startsWith("v1,")).map((s) => s.slice(3));
-  for (const s of typeof secret === "string" ? [secret] : secret) {
-    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKey(s), signed));
-    const expected = base64(mac);
-    if (given.some((g) => sameText(g, expected))) {
-      const text = new TextDecoder().decode(bytes);
-      if (text === "") return null;
-      try {
-        return JSON.parse(text);
-      } catch {
-        // A verified body that is not JSON is still the sender's: hand it back as text.
-        return text;
-      }
-    }
+  for (const key of macKeys) {
+    const expected = base64(new Uint8Array(await crypto.subtle.sign("HMAC", key, signed)));
+    if (given.some((g) => sameText(g, expected))) return bytes;
   }
   throw new WebhookVerificationError("no webhook-signature matches");
 }
@@ -91,9 +114,9 @@ function hmacKey(secret: string): Promise<CryptoKey> {
       try {
         bytes = Uint8Array.from(atob(secret.startsWith("whsec_") ? secret.slice(6) : secret), (c) => c.charCodeAt(0));
       } catch {
-        throw new WebhookVerificationError("the secret is not whsec_ and base64");
+        throw new WebhookSecretError("the secret is not whsec_ and base64");
       }
-      if (bytes.length === 0) throw new WebhookVerificationError("the secret is empty");
+      if (bytes.length === 0) throw new WebhookSecretError("the secret is empty");
       return crypto.subtle.importKey("raw", bytes, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
     })();
     key.catch(() => keys.delete(secret));

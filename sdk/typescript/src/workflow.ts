@@ -2,16 +2,19 @@
 // execution of a run (the edgejobs workflow protocol over HTTP). The handler is
 // re-run from the start on every call; steps the run already recorded return their outcome
 // without running again, and the first step not recorded is run (or requested) and becomes
-// the answer. Nothing here imports a Node built-in or a package, so the one file runs
-// unchanged in Cloudflare Workers and in Node 22 (both have WebCrypto, Request and Response).
+// the answer. Nothing here imports a Node built-in or a package (the signature check is
+// `webhook.ts`'s), so it runs unchanged in Cloudflare Workers and in Node 22 (both have
+// WebCrypto, Request and Response).
 //
 // Layout:
 // - `serve`: method, secret, signature, body, then the handler named by `run.type`.
 // - `Execution`: one pass of a handler; hands out positions (seq) and holds the answer.
-// - helpers: signatures, durations, JSON pointers, retry policies.
+// - helpers: durations, JSON pointers, retry policies.
 //
 // Only erasable TypeScript syntax is used (no enums, namespaces or parameter properties),
 // so Node's type stripping runs this file as it is.
+
+import { verifySignature, WebhookSecretError } from "./webhook.ts";
 
 /** A JSON value, as step results and the run's payload travel. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -223,9 +226,6 @@ const MAX_FAN_OUT = 1000;
  */
 export function serve(opts: ServeOptions): (req: Request, env?: unknown) => Promise<Response> {
   const tolerance = opts.tolerance_s ?? 300;
-  // Importing a key costs more than the HMAC itself: one import per secret (a Worker sees
-  // one per workflow type it serves).
-  const keys = new Map<string, Promise<CryptoKey>>();
 
   return async (req, env) => {
     if (req.method !== "POST") {
@@ -236,23 +236,14 @@ export function serve(opts: ServeOptions): (req: Request, env?: unknown) => Prom
     if (typeof secret !== "string" || secret === "") {
       return reply(500, { error: "no workflow secret is configured" });
     }
-    let entry = keys.get(secret);
-    if (entry === undefined) {
-      entry = importKey(secret);
-      keys.set(secret, entry);
-    }
-    let key: CryptoKey;
     try {
-      key = await entry;
-    } catch {
-      keys.delete(secret);
-      // 5xx: the edge retries, so the run survives until the secret is fixed.
-      return reply(500, { error: "the workflow secret is not a Standard Webhooks secret (whsec_ and base64)" });
-    }
-
-    const refused = await checkSignature(key, req.headers, body, tolerance);
-    if (refused !== null) {
-      return reply(401, { error: refused });
+      await verifySignature(secret, req.headers, body, { toleranceS: tolerance });
+    } catch (e) {
+      if (e instanceof WebhookSecretError) {
+        // 5xx: the edge retries, so the run survives until the secret is fixed.
+        return reply(500, { error: "the workflow secret is not a Standard Webhooks secret (whsec_ and base64)" });
+      }
+      return reply(401, { error: e instanceof Error ? e.message : "the signature was not verified" });
     }
 
     let parsed: { run: Run; recorded: (Recorded | undefined)[] };
@@ -757,54 +748,3 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** The HMAC key of a Standard Webhooks secret: the base64 after `whsec_`. */
-async function importKey(secret: string): Promise<CryptoKey> {
-  const bytes = Uint8Array.from(atob(secret.startsWith("whsec_") ? secret.slice(6) : secret), (c) => c.charCodeAt(0));
-  if (bytes.length === 0) {
-    throw new Error("empty key");
-  }
-  return crypto.subtle.importKey("raw", bytes, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-}
-
-/**
- * Standard Webhooks verification: null when one of the `v1,` signatures is the HMAC of
- * `<id>.<timestamp>.<body>` and the timestamp is near this clock, else the reason.
- */
-async function checkSignature(key: CryptoKey, headers: Headers, body: Uint8Array, toleranceS: number): Promise<string | null> {
-  const id = headers.get("webhook-id");
-  const timestamp = headers.get("webhook-timestamp");
-  const signatures = headers.get("webhook-signature");
-  if (!id || !timestamp || !signatures) {
-    return "missing webhook-id, webhook-timestamp or webhook-signature";
-  }
-  if (!/^\d{1,15}$/.test(timestamp)) {
-    return "webhook-timestamp is not unix seconds";
-  }
-  // A captured call replayed later is refused: the timestamp is part of what is signed.
-  if (Math.abs(Date.now() / 1000 - Number(timestamp)) > toleranceS) {
-    return `webhook-timestamp is more than ${toleranceS} s from this endpoint's clock`;
-  }
-  // The raw bytes are signed, not a decoded string, so a body that is not valid UTF-8
-  // cannot verify under a different reading.
-  const prefix = new TextEncoder().encode(`${id}.${timestamp}.`);
-  const signed = new Uint8Array(prefix.length + body.length);
-  signed.set(prefix);
-  signed.set(body, prefix.length);
-  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, signed));
-  const expected = `v1,${btoa(String.fromCharCode(...mac))}`;
-  // Several signatures while a secret is rotated; entries of other versions never match.
-  const ok = signatures.split(" ").some((s) => sameText(s, expected));
-  return ok ? null : "no webhook-signature matches";
-}
-
-/** Compares in time that does not depend on where the texts differ. */
-function sameText(a: string, b: string): boolean {
-  if (a.length !== b.length) {
-    return false;
-  }
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
-  }
-  return diff === 0;
-}
