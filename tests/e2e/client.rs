@@ -23,6 +23,7 @@ pub const TESTS: &[Test] = &[
     ("client_streams_an_llm_chat_jobs_tokens", stream_tokens),
     ("client_429_is_retried_after_retry_after", rate_limited),
     ("client_error_codes_are_typed", typed_errors),
+    ("client_verifies_a_real_delivery", verifies_a_delivery),
 ];
 
 /// Runs one async scenario on a runtime of its own.
@@ -303,5 +304,31 @@ fn typed_errors(ctx: &Ctx) -> anyhow::Result<()> {
         check("cancel twice", c.cancel(&j.id).await.map(drop), 409, ErrorCode::InvalidTransition)?;
         // A refused stream is the same typed error.
         check("stream of no job", c.job_events("j0nosuchjob").next().await.map(drop), 404, ErrorCode::JobNotFound)
+    })
+}
+
+/// The README's fifth step against the stack: a real edge delivery, captured by the webhook
+/// target, verifies with the receiver's secret (read with the admin key); the same bytes
+/// with another body, or under another receiver's secret, do not.
+fn verifies_a_delivery(ctx: &Ctx) -> anyhow::Result<()> {
+    run(async {
+        let c = client(ctx, &ctx.api_key)?;
+        let path = format!("/{}", unique("rs-verify"));
+        let url = ctx.hooks.script(&path, vec![edgejobs_tests::hooks::Reply::status(200)]);
+        let job = c.enqueue(&spec("webhook", json!({ "url": url, "body": { "order": 7 } }), "rs-verify")).await?;
+        let done = c.wait_for(&job.id, Duration::from_secs(30)).await?;
+        ensure(done.state == JobState::Completed, || format!("the delivery: {done:?}"))?;
+        let got = ctx.hooks.received(&path).into_iter().next().context("no delivery captured")?;
+        let headers: Vec<(String, String)> = got.headers.into_iter().collect();
+        let admin = client(ctx, &ctx.admin_key)?;
+        let secret = admin.webhook_secret(&url, None).await?.secret;
+        edgejobs_client::verify_webhook(&secret, &headers, got.body.as_bytes())?;
+        let forged = edgejobs_client::verify_webhook(&secret, &headers, br#"{"order":8}"#);
+        ensure(forged.is_err(), || "a changed body verifies".into())?;
+        // Each receiver origin has its own secret: another allowed port is another receiver.
+        let elsewhere_url = format!("http://127.0.0.1:{}/hooks", ctx.receiver_port);
+        let other = admin.webhook_secret(&elsewhere_url, None).await?.secret;
+        let elsewhere = edgejobs_client::verify_webhook(&other, &headers, got.body.as_bytes());
+        ensure(other != secret && elsewhere.is_err(), || "another receiver's secret verifies".into())
     })
 }
