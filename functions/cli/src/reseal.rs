@@ -21,7 +21,7 @@ pub fn run(cli: &Cli, api: &Api, limit: u32) -> Res<()> {
             if page == MAX_PAGES {
                 return Err(Failure::new(1, format!("shard {shard}: no end after {MAX_PAGES} pages")));
             }
-            let body = ResealRequest { shard, cursor: cursor.clone(), limit };
+            let body = ResealRequest { shard, cursor: cursor.clone(), limit: Some(limit) };
             let r = api.run(api.client.reseal(&body))?;
             total.key = r.key;
             total.scanned += r.scanned;

@@ -12,7 +12,8 @@
 //! - `schedule.rs`: a schedule as the API shows it (`ScheduleView`) and its replies.
 //! - `flow.rs`: flow control's replies: a key's state, the busiest keys, a pause's answer.
 //! - `health.rs`: `GET /health` and `GET /health/live`.
-//! - `spec.rs`: request bodies: a job spec, a schedule spec.
+//! - `spec.rs`: request bodies: a job spec, a schedule spec, an event, a re-seal page.
+//! - `live.rs`: the data of a job stream's `state` and `chunk` events.
 //!
 //! Times are RFC 3339 strings here: the types carry what the wire carries, and the crate
 //! stays serde-only.
@@ -20,6 +21,7 @@
 mod flow;
 mod health;
 mod job;
+mod live;
 mod reply;
 mod schedule;
 mod spec;
@@ -32,16 +34,17 @@ pub use job::{
     AttemptRecord, Backoff, Flow, FlowDebounce, FlowLimit, FlowRate, FlowThrottle, Job, JobCallback, JobList,
     JobParent, JobState, JobSummary, Lane, Step, StreamEntry,
 };
+pub use live::{Chunk, StateEvent};
 pub use reply::{
     BackupList, BackupSummary, BatchItem, BatchItemCreated, BatchItemFailed, BatchRequest, BatchResult, Consumer,
     Consumers, ErrorBody, ErrorReply, Manifest, ManifestEntry, ManifestSchedules, MinutePoint, ReadToken,
-    ReplayRequest, ReplayResult, RestoreRequest, Restored, ShardRows, ShardsAnswered, Stats, StatsJobs, VerifyResult,
-    WebhookSecret, Whoami,
+    ReplayRequest, ReplayResult, ResealPage, RestoreRequest, Restored, ShardRows, ShardsAnswered, Stats, StatsJobs,
+    VerifyResult, WebhookSecret, Whoami,
 };
 pub use schedule::{
     CatchUp, Overlap, RunKind, ScheduleDeleted, ScheduleList, ScheduleRunView, ScheduleView, Triggered,
 };
 pub use spec::{
-    BackoffInput, CallbackInput, CallbackJobSpec, ConcurrencyInput, DebounceInput, DurationInput, JobCallbackInput,
-    JobSpec, RateInput, ScheduleSpec, ThrottleInput, UrlCallbackInput,
+    BackoffInput, CallbackInput, CallbackJobSpec, ConcurrencyInput, DebounceInput, DurationInput, EventRequest,
+    JobCallbackInput, JobSpec, RateInput, ResealRequest, ScheduleSpec, ThrottleInput, UrlCallbackInput,
 };

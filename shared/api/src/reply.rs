@@ -314,3 +314,24 @@ pub struct WebhookSecret {
     /// first); during a rotation a receiver may hold any of them.
     pub secrets: Vec<String>,
 }
+
+/// `POST /v1/admin/reseal`'s answer: what one page re-sealed, and where the next starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ResealPage {
+    pub shard: usize,
+    /// The key values are sealed under now (the newest).
+    pub key: String,
+    /// Jobs read on this page.
+    pub scanned: u64,
+    /// Jobs with at least one value re-sealed.
+    pub jobs_resealed: u64,
+    /// Schedules with at least one value re-sealed (first page only).
+    pub schedules_resealed: u64,
+    /// Jobs and schedules holding a value no configured key opens.
+    pub unopenable: u64,
+    /// Where the next page starts; `None` when done.
+    #[cfg_attr(test, schemars(required))]
+    pub cursor: Option<String>,
+    pub done: bool,
+}

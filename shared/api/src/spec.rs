@@ -1,5 +1,6 @@
-//! Request bodies: a job spec (`POST /v1/jobs`, each item of a batch) and a schedule spec
-//! (`POST /v1/schedules`). The API validates them; these types only carry them.
+//! Request bodies: a job spec (`POST /v1/jobs`, each item of a batch), a schedule spec
+//! (`POST /v1/schedules`), an event (`POST /v1/events`) and a re-seal page
+//! (`POST /v1/admin/reseal`). The API validates them; these types only carry them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -193,4 +194,29 @@ pub struct ThrottleInput {
     pub period: DurationInput,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_limit: Option<String>,
+}
+
+/// The body of `POST /v1/events`: wakes the workflow runs waiting for `name` (and starts the
+/// types declared `on_event`). `id` makes the send idempotent (and safe to retry).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct EventRequest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// The body of `POST /v1/admin/reseal`: one page of one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct ResealRequest {
+    pub shard: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }

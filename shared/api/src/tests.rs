@@ -402,6 +402,19 @@ fn table(doc: &Value) -> Vec<String> {
         json!({ "keys": [{ "kind": "concurrency", "tenant": "acme", "key": "user:1", "running": 1, "limit": 2,
                            "waiting": 3 }] }),
     ));
+    out.extend(check::<EventRequest>(
+        doc,
+        &s("EventRequest"),
+        json!({ "name": "order.approved", "data": { "order": 7 }, "id": "evt-1", "tenant": "acme" }),
+    ));
+    let reseal = "/paths/~1v1~1admin~1reseal/post/requestBody/content/application~1json/schema";
+    out.extend(check::<ResealRequest>(doc, reseal, json!({ "shard": 3, "cursor": "j0abc", "limit": 50 })));
+    out.extend(check::<ResealPage>(
+        doc,
+        &response("/v1/admin/reseal", "post", 200),
+        json!({ "shard": 3, "key": "k2", "scanned": 50, "jobs_resealed": 4, "schedules_resealed": 0,
+                "unopenable": 0, "cursor": "j0abd", "done": false }),
+    ));
     out.extend(check::<FlowPauseRequest>(doc, &s("FlowPauseRequest"), json!({ "key": "user:1", "tenant": "acme" })));
     out.extend(check::<FlowChanged>(doc, &response("/v1/admin/flow/pause", "post", 200), json!({ "changed": true })));
     out.extend(check::<EventSent>(

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgejobs_api::{
-    BackupList, BackupSummary, BatchRequest, BatchResult, BusyKeys, EventSent, FlowChanged, FlowKey, FlowPauseRequest,
-    Health, Job, JobList, JobSpec, JobSummary, Manifest, ReadToken, ReplayRequest, ReplayResult, RestoreRequest,
-    Restored, ScheduleDeleted, ScheduleList, ScheduleSpec, ScheduleView, Stats, Triggered, VerifyResult, WebhookSecret,
-    Whoami,
+    BackupList, BackupSummary, BatchRequest, BatchResult, BusyKeys, EventRequest, EventSent, FlowChanged, FlowKey,
+    FlowPauseRequest, Health, Job, JobList, JobSpec, JobSummary, Manifest, ReadToken, ReplayRequest, ReplayResult,
+    ResealPage, ResealRequest, RestoreRequest, Restored, ScheduleDeleted, ScheduleList, ScheduleSpec, ScheduleView,
+    Stats, Triggered, VerifyResult, WebhookSecret, Whoami,
 };
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -91,41 +91,6 @@ pub fn idempotency_key() -> Result<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| Error::Invalid(format!("no random source for an idempotency key: {e}")))?;
     Ok(format!("rs-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
-}
-
-/// The body of `POST /v1/events`: wakes the workflow runs waiting for `name` (and starts the
-/// types declared `on_event`). `id` makes the send idempotent (and safe to retry).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EventRequest {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
-}
-
-/// The body of `POST /v1/admin/reseal`: one page of one shard.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResealRequest {
-    pub shard: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cursor: Option<String>,
-    pub limit: u32,
-}
-
-/// `POST /v1/admin/reseal`'s answer: what one page re-sealed, and where the next starts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResealPage {
-    pub shard: usize,
-    pub key: String,
-    pub scanned: u64,
-    pub jobs_resealed: u64,
-    pub schedules_resealed: u64,
-    pub unopenable: u64,
-    pub cursor: Option<String>,
-    pub done: bool,
 }
 
 /// A page type of a listing: its items and the cursor of the next page.

@@ -30,8 +30,10 @@ mod tests;
 mod transport;
 mod webhook;
 
-pub use client::{Client, EventRequest, Page, Pages, ResealPage, ResealRequest, RetryPolicy, idempotency_key};
+pub use client::{Client, Page, Pages, RetryPolicy, idempotency_key};
+// The wire types the client's methods take and return beyond `api::*`, at the crate's root.
 pub use edgejobs_api as api;
+pub use edgejobs_api::{Chunk, EventRequest, ResealPage, ResealRequest, StateEvent};
 pub use error::{Code, Error, ErrorCode, Result};
 pub use fake::{FakeTransport, Scripted, Unreliable};
 #[cfg(all(target_arch = "wasm32", feature = "worker"))]
@@ -39,7 +41,7 @@ pub use fetch::FetchTransport;
 #[cfg(not(target_arch = "wasm32"))]
 pub use native::ReqwestTransport;
 pub use query::{DeadQuery, JobQuery, enc};
-pub use sse::{Chunk, Event, Parser, StateEvent};
+pub use sse::{Event, Parser};
 pub use stream::{EventStream, Step};
 pub use transport::{ByteStream, MaybeSend, Method, Request, Response, Streaming, Transport};
 #[cfg(any(not(target_arch = "wasm32"), feature = "worker"))]

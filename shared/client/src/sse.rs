@@ -1,9 +1,8 @@
 //! Server-Sent Events as the API writes them (#30): the parser (bytes in any pieces, events
-//! out), and the two kinds of event a job's stream carries, `state` and `chunk`.
+//! out), and the reading of the two kinds a job's stream carries (`edgejobs-api`'s
+//! `StateEvent` and `Chunk`).
 
-use edgejobs_api::JobState;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use edgejobs_api::{Chunk, StateEvent};
 
 /// One event as the server sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,35 +27,6 @@ impl Event {
         serde_json::from_str(&self.data)
             .map_err(|e| crate::Error::Decode { what: "a chunk event".into(), reason: e.to_string() })
     }
-}
-
-/// A job's state as a `state` event carries it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StateEvent {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub job_type: String,
-    pub state: JobState,
-    pub attempt: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Vec<String>>,
-    pub updated_at: String,
-}
-
-/// A piece of a job's stream (such as an LLM's tokens) as a `chunk` event carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chunk {
-    pub attempt: u32,
-    pub stream: String,
-    pub data: String,
 }
 
 /// Builds events from an SSE body given in pieces of any size: a piece may end in the middle
@@ -127,6 +97,7 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgejobs_api::JobState;
 
     fn ev(event: &str, data: &str, id: Option<&str>) -> Event {
         Event { event: event.into(), data: data.into(), id: id.map(str::to_owned) }
