@@ -29,6 +29,7 @@ mod schedules;
 mod sdk;
 mod small;
 mod tenants;
+mod tracing;
 mod types;
 mod upstash;
 mod util;
@@ -73,6 +74,7 @@ fn main() {
         live::TESTS,
         callbacks::TESTS,
         sdk::TESTS,
+        tracing::TESTS,
         client::TESTS,
     ]
     .concat();
@@ -164,6 +166,7 @@ fn main() {
         outbound_allow: outbound_allow.clone(),
         native_lease: Some("3s".into()),
         edge_upstash_url: None,
+        traces: true,
     };
     let stack = match Stack::start(opts) {
         Ok(s) => s,

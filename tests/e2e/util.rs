@@ -63,6 +63,8 @@ pub struct Ctx {
     /// receive a webhook delivery to verify, held like `receiver_port` until taken.
     pub sdk_ports: [u16; 2],
     pub sdk_reservations: [Mutex<Option<std::net::TcpListener>>; 2],
+    /// The shared stack's OTLP receiver (#32): its HTTP base, with the query API.
+    pub otlp_url: String,
 }
 
 /// A response, read whole.
@@ -121,6 +123,7 @@ impl Ctx {
             fault_dir: stack.opts.state_dir.join("fault"),
             outbound_allow: stack.opts.outbound_allow.clone(),
             state_dir: stack.opts.state_dir.clone(),
+            otlp_url: stack.otlp_url.clone(),
         }
     }
 
@@ -146,6 +149,7 @@ impl Ctx {
                 outbound_allow: self.outbound_allow.clone(),
                 native_lease: Some("3s".into()),
                 edge_upstash_url: None,
+                traces: true,
             };
             *guard = Some(Stack::start(opts).context("starting the fault stack")?);
         }

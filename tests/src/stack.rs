@@ -40,6 +40,9 @@ pub struct StackOptions {
     /// The Upstash URL the edge uses, when not the gateway itself (a fault proxy in front
     /// of it); consumers always use the gateway.
     pub edge_upstash_url: Option<String>,
+    /// Start the local OTLP receiver (`otlp-local`, #32) and export the edge's spans (OTLP/
+    /// HTTP, JSON) and the consumers' (OTLP/gRPC) to it.
+    pub traces: bool,
 }
 
 /// The cargo profile whose binaries (`upstash-local`, `edgejobs-consumer`) a stack runs.
@@ -236,8 +239,13 @@ pub struct Stack {
     redis_password: String,
     edge_port: u16,
     inspector_port: u16,
+    /// The OTLP receiver's HTTP base (`http://127.0.0.1:PORT`: `/v1/traces` and its query
+    /// API) and gRPC endpoint; empty without [`StackOptions::traces`].
+    pub otlp_url: String,
+    pub otlp_grpc: String,
     redis: Option<Proc>,
     gateway: Option<Proc>,
+    otlp: Option<Proc>,
     wrangler: Option<Proc>,
     /// Consumers, by index; a stopped one leaves `None`.
     consumers: Vec<Option<(Proc, String)>>,
@@ -304,8 +312,11 @@ impl Stack {
             redis_password: random_hex(16),
             edge_port,
             inspector_port,
+            otlp_url: String::new(),
+            otlp_grpc: String::new(),
             redis: None,
             gateway: None,
+            otlp: None,
             wrangler: None,
             consumers: Vec::new(),
             omit_sections: Vec::new(),
@@ -313,6 +324,9 @@ impl Stack {
         };
         stack.start_redis()?;
         stack.start_gateway(gateway_port)?;
+        if stack.opts.traces {
+            stack.start_otlp()?;
+        }
         stack.start_wrangler()?;
         if stack.opts.consumer {
             let i = stack.start_consumer(&[])?;
@@ -373,6 +387,21 @@ impl Stack {
     pub fn restart_gateway(&mut self) -> anyhow::Result<()> {
         let port = self.upstash_url.rsplit(':').next().and_then(|p| p.parse().ok()).context("gateway port")?;
         self.start_gateway(port)
+    }
+
+    /// Starts the OTLP receiver on two free loopback ports.
+    fn start_otlp(&mut self) -> anyhow::Result<()> {
+        let (http, grpc) = (free_port()?, free_port()?);
+        let mut cmd = Command::new(binary_in(&self.opts.root, self.opts.profile, "otlp-local")?);
+        cmd.args(["--http", &format!("127.0.0.1:{http}"), "--grpc", &format!("127.0.0.1:{grpc}")]);
+        self.otlp = Some(Proc::spawn("otlp-local", cmd, &self.log("otlp-local"))?);
+        self.otlp_url = format!("http://127.0.0.1:{http}");
+        self.otlp_grpc = format!("http://127.0.0.1:{grpc}");
+        let stats = format!("{}/api/stats", self.otlp_url);
+        if !wait_until(Duration::from_secs(10), || http_ok(&stats, None, None)) {
+            bail!("otlp-local did not start:\n{}", self.tail("otlp-local"));
+        }
+        Ok(())
     }
 
     fn start_gateway(&mut self, port: u16) -> anyhow::Result<()> {
@@ -436,6 +465,9 @@ impl Stack {
         }
         if let Some(lease) = &self.opts.native_lease {
             writeln!(vars, "NATIVE_LEASE=\"{lease}\"")?;
+        }
+        if !self.otlp_url.is_empty() {
+            writeln!(vars, "OTEL_EXPORTER_OTLP_ENDPOINT=\"{}\"", self.otlp_url)?;
         }
         for (k, v) in overrides {
             // Single quotes keep a value literal (JSON such as JOB_TYPES has double quotes).
@@ -578,6 +610,13 @@ impl Stack {
             .env("UPSTASH_REDIS_REST_TOKEN", &self.secrets.upstash_token)
             .env("EDGEJOBS_PAYLOAD_KEYS", &self.secrets.payload_keys)
             .env("EDGEJOBS_OUTBOUND_ALLOW", &self.opts.outbound_allow);
+        if !self.otlp_grpc.is_empty() {
+            // gRPC here (the edge uses OTLP/HTTP), exported every 200 ms so a test's trace
+            // is complete soon after its job.
+            cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &self.otlp_grpc)
+                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+                .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+        }
         for (k, v) in &self.opts.consumer_env {
             cmd.env(k, v);
         }
@@ -608,7 +647,7 @@ impl Stack {
     /// `consumer-<i>`): for footprint and CPU figures. wrangler's workerd and esbuild are
     /// its descendants (and in its process group).
     pub fn pids(&self) -> Vec<(String, u32)> {
-        let mut out: Vec<(String, u32)> = [&self.redis, &self.gateway, &self.wrangler]
+        let mut out: Vec<(String, u32)> = [&self.redis, &self.gateway, &self.otlp, &self.wrangler]
             .into_iter()
             .flatten()
             .map(|p| (p.name.clone(), p.pid()))
@@ -678,7 +717,8 @@ impl Stack {
     /// Stops every part, newest first.
     pub fn stop(&mut self) {
         let consumers: Vec<Proc> = self.consumers.iter_mut().filter_map(Option::take).map(|(p, _)| p).collect();
-        let rest = [self.wrangler.take(), self.gateway.take(), self.redis.take()].into_iter().flatten();
+        let rest =
+            [self.wrangler.take(), self.otlp.take(), self.gateway.take(), self.redis.take()].into_iter().flatten();
         for mut p in consumers.into_iter().chain(rest) {
             p.stop(Duration::from_secs(5));
         }

@@ -159,6 +159,8 @@ pub struct Settings {
     pub payload_keys: Option<edgejobs_core::seal::Keys>,
     pub max_response_bytes: usize,
     pub live_linger: Duration,
+    /// Trace export (#32): the standard `OTEL_*` variables, read from the environment.
+    pub trace: crate::telemetry::TraceConfig,
 }
 
 impl Config {
@@ -229,9 +231,16 @@ impl Config {
                 .unwrap_or_else(|_| "consumer".into());
             format!("{host}-{}", std::process::id())
         });
-        if !errors.is_empty() {
+        let trace = match crate::telemetry::TraceConfig::from_env(|k| std::env::var(k).ok()) {
+            Ok(t) => Some(t),
+            Err(mut e) => {
+                errors.append(&mut e);
+                None
+            }
+        };
+        let (true, Some(trace)) = (errors.is_empty(), trace) else {
             return Err(errors);
-        }
+        };
         Ok(Settings {
             listen: self.listen,
             edge_url: self.edge_url.clone(),
@@ -258,6 +267,7 @@ impl Config {
             payload_keys,
             max_response_bytes: self.max_response_bytes,
             live_linger: self.live_linger,
+            trace,
         })
     }
 }

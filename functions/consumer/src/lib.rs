@@ -16,6 +16,8 @@
 //! - [`upstreams`]: token buckets and 429 pauses per upstream.
 //! - [`outbound`]: the guarded HTTP client of the handlers (no private addresses).
 //! - [`metrics`]: counters and gauges for `/metrics`.
+//! - [`telemetry`]: OpenTelemetry spans of deliveries, attempts and outbound calls, exported
+//!   over OTLP (#32).
 //! - [`run`] runs it all; [`app`] is the HTTP routes, testable without a server.
 
 use std::future::Future;
@@ -39,6 +41,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod slots;
 pub mod stream;
+pub mod telemetry;
 #[cfg(test)]
 mod testing;
 pub mod upstreams;
@@ -70,7 +73,11 @@ pub fn worker(settings: Settings, registry: Registry) -> anyhow::Result<Arc<Work
     };
     let edge = edge::Edge::new(&settings.edge_url, settings.consumer_token.clone(), system, Default::default());
     let upstreams = Arc::new(upstreams::Upstreams::new(settings.upstream_limits.clone()));
-    Ok(Arc::new(Worker::new(settings, stream, edge, registry, upstreams, http)))
+    // The exporter's tasks run on the caller's runtime.
+    let telemetry = telemetry::Telemetry::start(&settings.trace).map_err(anyhow::Error::msg)?;
+    let mut w = Worker::new(settings, stream, edge, registry, upstreams, http);
+    w.telemetry = telemetry;
+    Ok(Arc::new(w))
 }
 
 /// Polls succeed: the last one is recent (within three of the longest poll intervals, and
@@ -126,7 +133,7 @@ pub async fn run(
 ) -> anyhow::Result<bool> {
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let w = worker(settings, registry)?;
-    tracing::info!(listen = %listener.local_addr()?, consumer = w.settings.name, concurrency = w.settings.concurrency, "consumer ready");
+    tracing::info!(listen = %listener.local_addr()?, consumer = w.settings.name, concurrency = w.settings.concurrency, tracing = w.telemetry.summary(), "consumer ready");
     let stop = CancellationToken::new();
     let server_stop = CancellationToken::new();
     let server = {
@@ -143,6 +150,10 @@ pub async fn run(
     let drained = loop_task.await.unwrap_or(false);
     server_stop.cancel();
     let _ = server.await;
+    // The last spans go out before the process ends (bounded).
+    if let Err(e) = w.telemetry.clone().shutdown().await {
+        tracing::warn!(error = e, "the last spans could not be exported");
+    }
     tracing::info!(drained, "consumer stopped");
     Ok(drained)
 }
@@ -169,7 +180,12 @@ pub fn main_with_handlers(config: Config, add: impl FnOnce(&Settings, &mut Regis
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().json())
-        .with(config.sentry_dsn.as_ref().map(|_| sentry::integrations::tracing::layer()))
+        // The exporter's own errors (a collector that is down) are logs, not Sentry events.
+        .with(config.sentry_dsn.as_ref().map(|_| {
+            use tracing_subscriber::Layer as _;
+            sentry::integrations::tracing::layer()
+                .with_filter(tracing_subscriber::filter::filter_fn(|m| !m.target().starts_with("opentelemetry")))
+        }))
         .init();
     let settings = match config.settings() {
         Ok(s) => s,

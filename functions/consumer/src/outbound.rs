@@ -59,6 +59,9 @@ pub struct Outgoing<'a> {
     pub json: Option<&'a Value>,
     /// When the whole exchange, redirects included, must be over.
     pub deadline: Instant,
+    /// The attempt the request is made for (#32): each hop is a client span under it, and
+    /// carries that span's `traceparent`.
+    pub trace: Option<&'a crate::telemetry::Traced>,
 }
 
 impl Guard {
@@ -154,10 +157,25 @@ impl Guard {
             for (k, v) in out.headers {
                 req = req.header(*k, v.as_str());
             }
+            let span = out.trace.map(|t| t.outbound(method.as_str(), &url));
+            for (k, v) in span.iter().flat_map(|s| s.traceparent().headers()) {
+                req = req.header(k, v);
+            }
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let resp = req.send().await.map_err(SendError::Network)?;
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(s) = span {
+                        s.finish(None, Some(if e.is_timeout() { "timeout" } else { "connect" }));
+                    }
+                    return Err(SendError::Network(e));
+                }
+            };
+            if let Some(s) = span {
+                s.finish(Some(resp.status().as_u16()), None);
+            }
             drop(pin);
             if let Some(peer) = resp.remote_addr()
                 && !self.connectable(url.host_str().unwrap_or_default(), peer.ip(), &[peer.port()])
@@ -367,6 +385,7 @@ mod tests {
         let secret =
             [("x-api-key".to_owned(), "s3cret".to_owned()), ("authorization".to_owned(), "Bearer t".to_owned())];
         let out = Outgoing {
+            trace: None,
             method: reqwest::Method::POST,
             url,
             secret_headers: &secret,

@@ -6,6 +6,7 @@
 //! entries are deleted at once (XACK + XDEL), so the stream holds only unfinished work.
 
 use edgejobs_core::JobId;
+use edgejobs_core::trace::TraceContext;
 use edgejobs_core::wire::{CONSUMERS_KEY, Presence};
 use edgejobs_upstash::client::cmd;
 use edgejobs_upstash::transport::Transport;
@@ -17,6 +18,9 @@ pub struct Entry {
     pub entry: String,
     pub id: Option<JobId>,
     pub attempt: u32,
+    /// The job's trace context as the edge handed it off (#32): the parent of this
+    /// delivery's span. `None` for entries written before #32 or without one.
+    pub trace: Option<TraceContext>,
     /// For a takeover: the consumer that held it, to give it back if the edge says its lease
     /// still holds.
     pub previous_owner: Option<String>,
@@ -34,33 +38,39 @@ pub struct Stream<T> {
 // reads them too.
 pub use edgejobs_core::scripts::{ACK_SCRIPT, GIVE_BACK_SCRIPT, RECLAIM_SCRIPT, RENEW_SCRIPT};
 
-fn parse_fields(fields: &Reply) -> (Option<JobId>, u32) {
+/// The fields of an entry: job id, attempt and trace context.
+type Fields = (Option<JobId>, u32, Option<TraceContext>);
+
+fn parse_fields(fields: &Reply) -> Fields {
     let fields = fields.as_array().unwrap_or_default();
     let mut id = None;
     let mut attempt = 0;
+    let mut trace = None;
     for kv in fields.chunks(2) {
         match (kv[0].as_str(), kv.get(1)) {
             (Some("id"), Some(v)) => id = v.as_str().and_then(|s| s.parse().ok()),
             (Some("attempt"), Some(v)) => attempt = v.as_int().unwrap_or(0) as u32,
+            // An unreadable context starts a new trace, as a receiver of a bad header does.
+            (Some("traceparent"), Some(v)) => trace = v.as_str().and_then(|s| TraceContext::parse(s, None)),
             _ => {}
         }
     }
-    (id, attempt)
+    (id, attempt, trace)
 }
 
 fn parse_entry(r: &Reply) -> Option<Entry> {
     let parts = r.as_array()?;
     let entry = parts.first()?.as_str()?.to_owned();
-    let (id, attempt) = parts.get(1).map(parse_fields).unwrap_or_default();
-    Some(Entry { entry, id, attempt, previous_owner: None })
+    let (id, attempt, trace) = parts.get(1).map(parse_fields).unwrap_or_default();
+    Some(Entry { entry, id, attempt, trace, previous_owner: None })
 }
 
 fn parse_reclaimed(r: &Reply) -> Option<Entry> {
     let parts = r.as_array()?;
     let entry = parts.first()?.as_str()?.to_owned();
     let owner = parts.get(1).and_then(Reply::as_str).map(str::to_owned);
-    let (id, attempt) = parts.get(2).map(parse_fields).unwrap_or_default();
-    Some(Entry { entry, id, attempt, previous_owner: owner })
+    let (id, attempt, trace) = parts.get(2).map(parse_fields).unwrap_or_default();
+    Some(Entry { entry, id, attempt, trace, previous_owner: owner })
 }
 
 /// A reply that is not the shape a command answers: an error, never read as "no entries"
@@ -241,8 +251,14 @@ mod tests {
     fn parses_entries_and_tolerates_deleted_ones() {
         let id = JobId::new(1, 2, 3);
         let e = Reply::Array(vec![b("1-0"), Reply::Array(vec![b("id"), b(id.as_str()), b("attempt"), b("2")])]);
-        let want = Entry { entry: "1-0".into(), id: Some(id.clone()), attempt: 2, previous_owner: None };
+        let want = Entry { entry: "1-0".into(), id: Some(id.clone()), attempt: 2, trace: None, previous_owner: None };
         assert_eq!(parse_entry(&e), Some(want));
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let traced = Reply::Array(vec![
+            b("1-1"),
+            Reply::Array(vec![b("id"), b(id.as_str()), b("attempt"), b("2"), b("traceparent"), b(tp)]),
+        ]);
+        assert_eq!(parse_entry(&traced).and_then(|e| e.trace).map(|t| t.traceparent()), Some(tp.to_owned()));
         let deleted = Reply::Array(vec![b("2-0"), Reply::Nil]);
         assert_eq!(parse_entry(&deleted).map(|e| e.id), Some(None));
         let taken = Reply::Array(vec![b("3-0"), b("other"), Reply::Array(vec![b("id"), b(id.as_str())])]);

@@ -200,5 +200,12 @@ pub fn ctx(job: &Job, edge: &FakeEdge, linger: Duration, allow: &str) -> JobCtx 
         max_response_bytes: 1024 * 1024,
         step: crate::handlers::steps::Steps::new(job, None),
         live,
+        trace: Arc::new(crate::telemetry::Traced::off(&job.trace.clone().unwrap_or_else(test_trace))),
     }
+}
+
+/// A fixed trace context for jobs made without one.
+pub fn test_trace() -> edgejobs_core::trace::TraceContext {
+    edgejobs_core::trace::TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None)
+        .expect("a valid traceparent")
 }

@@ -8,14 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edgejobs_core::machine::{Disposition, Event};
+use edgejobs_core::otlp;
 use edgejobs_core::wire::{PRESENCE_EVERY_MS, PRESENCE_FORGET_MS, Presence};
-use edgejobs_core::{ErrorCode, Job, JobId};
+use edgejobs_core::{ErrorCode, Job, JobId, Lane};
 use edgejobs_upstash::transport::ReqwestTransport;
 use futures_util::future::join_all;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::batch;
 use crate::config::Settings;
@@ -24,6 +26,7 @@ use crate::handlers::{HandlerError, JobCtx, Progress, Registry};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::stream::{Entry, Stream};
+use crate::telemetry::{Telemetry, Traced};
 use crate::upstreams::Upstreams;
 
 /// How often the poll loop looks for entries to take over.
@@ -119,6 +122,8 @@ pub struct Worker {
     /// Entries to acknowledge, sent in batches by `ack_batch`.
     acks: batch::Sender<String, bool>,
     acks_rx: Mutex<Option<batch::Receiver<String, bool>>>,
+    /// Spans of deliveries, attempts and outbound calls (#32); off unless configured.
+    pub telemetry: Telemetry,
 }
 
 /// The renewal interval: the configured one, but never more than a third of the edge's
@@ -184,6 +189,7 @@ impl Worker {
             held: Mutex::default(),
             acks,
             acks_rx: Mutex::new(Some(acks_rx)),
+            telemetry: Telemetry::off(),
         }
     }
 
@@ -426,6 +432,27 @@ impl Worker {
             self.ack(&e.entry).await; // a deleted or foreign entry
             return;
         };
+        // The delivery's span (#32), under the hand-off's that the entry names (an entry
+        // from before #32 starts a trace of its own).
+        let parent = e.trace.clone().unwrap_or_else(crate::telemetry::new_root);
+        let delivery = self.telemetry.delivery(&parent, &self.settings.stream, &e.entry);
+        delivery.set_attribute(otlp::keys::JOB_ID, id.to_string());
+        delivery.set_attribute(otlp::keys::CONSUMER, self.settings.name.clone());
+        let (trace_id, span_id) = (delivery.trace_id_hex(), delivery.span_id_hex());
+        let log = tracing::info_span!("job", job = %id, trace_id = %trace_id, span_id = %span_id);
+        self.run_delivery(e, id, delivery, taken, slots, cancel).instrument(log).await
+    }
+
+    /// [`Worker::run_entry`] once its delivery has a span.
+    async fn run_delivery(
+        self: Arc<Self>,
+        e: Entry,
+        id: edgejobs_core::JobId,
+        delivery: crate::telemetry::JobSpan,
+        taken: OwnedSemaphorePermit,
+        slots: Arc<crate::slots::Slots>,
+        cancel: CancellationToken,
+    ) {
         // The edge decides a takeover with its own lease; the number here is ignored.
         let start = if e.previous_owner.is_some() {
             Event::Reclaim { attempt: e.attempt, lease_ms: 0 }
@@ -449,6 +476,41 @@ impl Worker {
                 return;
             }
         };
+        delivery.event(
+            otlp::keys::events::LEASE_TAKEN,
+            [
+                otlp::Attr::new(otlp::keys::JOB_ATTEMPT, job.attempt),
+                otlp::Attr::new(otlp::keys::LEASE_TAKEOVER, e.previous_owner.is_some()),
+            ],
+        );
+        // The stream entry carries no `tracestate` (it can be long); the job does, and its
+        // attempt and calls send it on.
+        let mut parent = delivery.context();
+        parent.state = parent.state.or_else(|| job.trace.as_ref().and_then(|t| t.state.clone()));
+        let attempt = self.telemetry.attempt(&parent, &job.job_type, id.as_str(), job.attempt, Lane::Native);
+        attempt.set_attribute(otlp::keys::TENANT, job.tenant.to_string());
+        let traced = Arc::new(Traced { telemetry: self.telemetry.clone(), span: attempt });
+        let (trace_id, span_id) = (traced.span.trace_id_hex(), traced.span.span_id_hex());
+        let log = tracing::info_span!("attempt", attempt = job.attempt, trace_id = %trace_id, span_id = %span_id);
+        let sentry_trace = traced.span.sentry_context();
+        sentry::configure_scope(|s| s.set_context("trace", sentry::protocol::Context::Trace(Box::new(sentry_trace))));
+        self.run_attempt(e, id, job, traced, taken, slots, cancel).instrument(log).await;
+        delivery.end();
+    }
+
+    /// Runs a started attempt in its span: waits for a slot, runs the handler, reports the
+    /// outcome and acknowledges.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_attempt(
+        self: Arc<Self>,
+        e: Entry,
+        id: edgejobs_core::JobId,
+        job: Job,
+        traced: Arc<Traced>,
+        taken: OwnedSemaphorePermit,
+        slots: Arc<crate::slots::Slots>,
+        cancel: CancellationToken,
+    ) {
         let (progress, progress_rx) = Progress::channel();
         // Held from the accepted start: a job waiting for a slot keeps its lease too.
         self.held().insert(
@@ -468,7 +530,7 @@ impl Worker {
         let slot = slots.acquire(priority).await;
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         let began = Instant::now();
-        let outcome = self.execute(&job, progress, cancel.clone()).await;
+        let outcome = self.execute(&job, progress, cancel.clone(), Arc::clone(&traced)).await;
         self.held().remove(&e.entry);
         // Both permits are for taking and running jobs: the report and the ack below hold
         // neither (the task itself is still awaited by the drain).
@@ -480,6 +542,7 @@ impl Worker {
             // The step's report suspended the run in its shard (accepted before the handler
             // heard of it): nothing is left to report, and the entry is done.
             Err(HandlerError::Suspended) => {
+                traced.span.outcome("suspended", None, None);
                 self.metrics.job(&job.job_type, "suspended", Some(took));
                 self.ack(&e.entry).await;
                 return;
@@ -504,12 +567,25 @@ impl Worker {
                 (Event::Fail { attempt: job.attempt, error: err.to_string(), disposition }, label)
             }
         };
+        let error = match &event {
+            Event::Fail { error, .. } => Some(error.clone()),
+            _ => None,
+        };
         match self.edge.report_persistently(&id, &event, job.lease.as_deref()).await {
-            Answer::Accepted(..) => {
+            Answer::Accepted(after, _) => {
+                // A retried attempt's delay is the shard's: when its job runs next.
+                let delay = after
+                    .filter(|j| j.state == edgejobs_core::JobState::Scheduled)
+                    .map(|j| j.run_at.saturating_sub(now_ms()));
+                let outcome = if label == "retried" { "failed" } else { label };
+                traced.span.outcome(outcome, delay, error.as_deref());
                 self.metrics.job(&job.job_type, label, Some(took));
                 self.ack(&e.entry).await;
             }
             Answer::Refused(err) => {
+                let outcome = if err.code == ErrorCode::LeaseLost { "lease_lost" } else { "cancelled" };
+                traced.span.event(otlp::keys::events::LEASE_LOST, []);
+                traced.span.outcome(outcome, None, Some(err.code.as_str()));
                 self.metrics.job(&job.job_type, "refused", Some(took));
                 tracing::info!(job = %id, code = err.code.as_str(), "the edge refused the outcome (cancelled or taken over)");
                 self.settle_refused(&e, err.code).await;
@@ -521,7 +597,13 @@ impl Worker {
     }
 
     /// Runs the handler within the job's timeout; cancellation comes from the lease task.
-    async fn execute(&self, job: &Job, progress: Progress, cancel: CancellationToken) -> Result<Value, HandlerError> {
+    async fn execute(
+        &self,
+        job: &Job,
+        progress: Progress,
+        cancel: CancellationToken,
+        trace: Arc<Traced>,
+    ) -> Result<Value, HandlerError> {
         let Some(handler) = self.registry.get(&job.job_type) else {
             return Err(HandlerError::Permanent(format!("this consumer has no handler for {:?}", job.job_type)));
         };
@@ -541,6 +623,7 @@ impl Worker {
             max_response_bytes: self.settings.max_response_bytes,
             step: crate::handlers::steps::Steps::with_live(job, Some(self.edge.clone()), live.clone()),
             live: live.clone(),
+            trace,
         };
         // A type's `rate_group` takes a token from that upstream's bucket before each attempt
         // (the attempt's timeout includes the wait).
@@ -740,7 +823,8 @@ mod tests {
             log.lock().expect("lock").extend(entries);
             async move { vec![true; n] }
         }));
-        let entry = Entry { entry: "1-0".into(), id: Some(job.id.clone()), attempt: 1, previous_owner: None };
+        let entry =
+            Entry { entry: "1-0".into(), id: Some(job.id.clone()), attempt: 1, trace: None, previous_owner: None };
         let taken = Arc::new(Semaphore::new(1)).acquire_owned().await.expect("permit");
         let slots = crate::slots::Slots::new(1);
         Arc::clone(&w).run_entry(entry, (taken, slots), CancellationToken::new()).await;

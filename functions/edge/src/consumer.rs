@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::{Disposition, Event};
+use edgejobs_core::otlp::{self, SpanKind, SpanRecord};
 use edgejobs_core::plan::{Handoff, JobEvent};
 use edgejobs_core::protocol::{ApplyMany, FinishMany, HandoffMany};
-use edgejobs_core::wire::{HANDOFF_CHUNK, JobRef, QueueBody, handoff_command};
+use edgejobs_core::trace::TraceContext;
+use edgejobs_core::wire::{HANDOFF_CHUNK, JobRef, QueueBody, STREAM_KEY, handoff_command};
 use edgejobs_core::{ApiError, ErrorCode, Job, Lane};
 use futures_util::future::{Either, join_all, select};
 use serde_json::{Value, json};
@@ -26,6 +28,7 @@ use crate::handlers::{self, Failure};
 use crate::http::log;
 use crate::scatter;
 use crate::shard;
+use crate::telemetry;
 
 /// Most edge jobs one start call begins: their handlers run together, so a chunk's last
 /// job does not wait long after its start was recorded.
@@ -47,6 +50,7 @@ pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
     let mut edge: Vec<(usize, JobRef)> = Vec::new();
     let mut native: Vec<(usize, JobRef)> = Vec::new();
     let mut malformed: Vec<usize> = Vec::new();
+    let mut deliveries = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         // Bodies are JSON text; deployments before that sent JavaScript objects.
         let raw = m.body();
@@ -70,7 +74,21 @@ pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
             log("warn", "message reached the dead-letter queue", json!({ "jobs": ids }));
             continue;
         }
-        for (lane, r) in body.refs() {
+        for (lane, mut r) in body.refs() {
+            // The delivery's span (#32), under the job's enqueue span; the reference carries
+            // it on as the parent of the attempt or the hand-off.
+            let span = telemetry::start(
+                &cfg.tracing,
+                r.trace.as_ref(),
+                otlp::messaging_span_name("receive", &queue),
+                SpanKind::Consumer,
+            )
+            .attrs(otlp::messaging_attrs(otlp::keys::SYSTEM_CLOUDFLARE_QUEUES, "receive", &queue, Some(&m.id()), None))
+            .attr(otlp::keys::JOB_ID, r.id.to_string())
+            .attr(otlp::keys::JOB_ATTEMPT, r.attempt)
+            .attr(otlp::keys::JOB_LANE, lane.as_str());
+            r.trace = Some(span.context());
+            deliveries.push(span);
             match lane {
                 Lane::Edge => edge.push((i, r)),
                 Lane::Native => native.push((i, r)),
@@ -85,6 +103,9 @@ pub async fn handle_batch(batch: MessageBatch<Value>, env: &Env) {
     let retry: BTreeSet<usize> = edge_retry.chain(native_retry).chain(malformed).collect();
     for (i, m) in messages.iter().enumerate() {
         if retry.contains(&i) { m.retry() } else { m.ack() }
+    }
+    for span in deliveries {
+        telemetry::end(&cfg.tracing, span);
     }
 }
 
@@ -128,7 +149,13 @@ async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[JobRef]) ->
         if jobs.is_empty() {
             break;
         }
-        let outcomes = join_all(jobs.iter().map(|job| run_one(env, job, cfg))).await;
+        // A delivered job's attempt is a child of its delivery; one a report took in a
+        // later round, of its enqueue.
+        let outcomes = join_all(jobs.iter().map(|job| {
+            let parent = chunk.iter().find(|r| r.id == job.id).and_then(|r| r.trace.as_ref()).or(job.trace.as_ref());
+            run_one(env, job, cfg, parent)
+        }))
+        .await;
         // A workflow run its steps suspended (or a cancel ended) has nothing to report.
         let events: Vec<JobEvent> = jobs
             .iter()
@@ -157,7 +184,48 @@ async fn run_chunk(env: &Env, cfg: &EdgeConfig, shard: u16, chunk: &[JobRef]) ->
 
 /// Runs one job's handler within its timeout and turns the outcome into its report (none
 /// when a workflow run's own step reports settled it).
-async fn run_one(env: &Env, job: &Job, cfg: &EdgeConfig) -> Option<Event> {
+async fn run_one(env: &Env, job: &Job, cfg: &EdgeConfig, parent: Option<&TraceContext>) -> Option<Event> {
+    let mut span = attempt_span(cfg, job, parent);
+    // The handler's outbound calls are children of the attempt: it reads its parent from
+    // the job it is given.
+    let mut traced = job.clone();
+    traced.trace = Some(span.context());
+    let job = &traced;
+    let event = run_traced(env, job, cfg).await;
+    let outcome = match &event {
+        None => "suspended",
+        Some(Event::Complete { .. }) => "completed",
+        Some(Event::Fail { disposition: Disposition::Permanent, .. }) => "dead",
+        Some(_) => "failed",
+    };
+    span.set_attr(otlp::keys::JOB_OUTCOME, outcome);
+    if let Some(Event::Fail { error, .. }) = &event {
+        span.set_status(otlp::Status::Error(error.clone()));
+    }
+    telemetry::end(&cfg.tracing, span);
+    event
+}
+
+/// An attempt's span (#32): a consumer `process` span with the job's type, id, attempt and
+/// lane.
+fn attempt_span(cfg: &EdgeConfig, job: &Job, parent: Option<&TraceContext>) -> SpanRecord {
+    let name = otlp::messaging_span_name("process", &job.job_type);
+    telemetry::start(&cfg.tracing, parent, name, SpanKind::Consumer)
+        .attrs(otlp::messaging_attrs(
+            otlp::keys::SYSTEM_CLOUDFLARE_QUEUES,
+            "process",
+            &job.job_type,
+            Some(job.id.as_str()),
+            None,
+        ))
+        .attr(otlp::keys::JOB_TYPE, job.job_type.clone())
+        .attr(otlp::keys::JOB_ATTEMPT, job.attempt)
+        .attr(otlp::keys::JOB_LANE, "edge")
+        .attr(otlp::keys::TENANT, job.tenant.to_string())
+}
+
+/// [`run_one`] without its span.
+async fn run_traced(env: &Env, job: &Job, cfg: &EdgeConfig) -> Option<Event> {
     let timeout = Delay::from(Duration::from_millis(job.timeout_ms));
     let workflow_url = cfg.types.get(&job.job_type).filter(|t| t.workflow).and_then(|t| t.url.clone());
     let run = async {
@@ -189,6 +257,23 @@ async fn hand_off(env: &Env, cfg: &EdgeConfig, refs: Vec<(usize, JobRef)>) -> Ve
         return Vec::new();
     }
     let client = crate::ratelimit::upstash(cfg);
+    // Each hand-off's span (#32), under its delivery's; the stream entry carries it, so the
+    // native consumer's delivery is its child.
+    let mut refs = refs;
+    let mut spans = Vec::with_capacity(refs.len());
+    for (_, r) in &mut refs {
+        let span = telemetry::start(
+            &cfg.tracing,
+            r.trace.as_ref(),
+            otlp::messaging_span_name("send", STREAM_KEY),
+            SpanKind::Producer,
+        )
+        .attrs(otlp::messaging_attrs(otlp::keys::SYSTEM_REDIS_STREAMS, "send", STREAM_KEY, None, None))
+        .attr(otlp::keys::JOB_ID, r.id.to_string())
+        .attr(otlp::keys::JOB_ATTEMPT, r.attempt);
+        r.trace = Some(span.context().parent_only());
+        spans.push(span);
+    }
     let chunks: Vec<&[(usize, JobRef)]> = refs.chunks(HANDOFF_CHUNK).collect();
     let calls = chunks.iter().map(|chunk| {
         let command = handoff_command(&chunk.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>());
@@ -213,6 +298,13 @@ async fn hand_off(env: &Env, cfg: &EdgeConfig, refs: Vec<(usize, JobRef)>) -> Ve
             }
         };
         replies.extend((0..chunk.len()).map(|i| entries.get(i).cloned().flatten()));
+    }
+    for (span, entry) in spans.into_iter().zip(&replies) {
+        let span = match entry {
+            Some(e) => span.attr(otlp::keys::MESSAGING_MESSAGE_ID, e.clone()),
+            None => span.status(otlp::Status::Error("not handed off".into())),
+        };
+        telemetry::end(&cfg.tracing, span);
     }
     // Each shard records its entries in one call; an attempt without an entry is retried.
     let items = refs

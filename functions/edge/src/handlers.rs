@@ -4,6 +4,7 @@
 use edgejobs_core::Job;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Disposition;
+use edgejobs_core::otlp;
 use edgejobs_core::outbound::{check_url, redact_url};
 use edgejobs_core::types::TypeDef;
 use edgejobs_core::webhook;
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 use worker::{Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response};
 
 use crate::platform::now_ms;
+use crate::telemetry;
 
 /// Why an attempt failed, and whether to retry it.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +44,7 @@ pub async fn run(env: &Env, job: &Job, cfg: &EdgeConfig) -> Outcome {
                 error: format!("type {other:?} is a workflow; the queue consumer runs it with the workflow runner"),
                 disposition: Disposition::Permanent,
             }),
-            Some(TypeDef { service: Some(binding), .. }) => to_service(env, job, binding).await,
+            Some(TypeDef { service: Some(binding), .. }) => to_service(env, job, cfg, binding).await,
             Some(TypeDef { url: Some(url), .. }) => deliver(job, cfg, url, job.payload.to_string(), Vec::new()).await,
             _ => Err(Failure {
                 error: format!("no edge handler for type {other:?}"),
@@ -118,7 +120,7 @@ pub const SERVICE_DELIVERY_URL: &str = "https://edgejobs.internal/deliveries";
 /// the receiver's de-duplication) as headers, no signature (nothing but that binding reaches
 /// the Worker this way). Its answer is judged like a webhook's. A binding missing from
 /// `wrangler.toml` is a deployment error an operator fixes, so it is retried.
-async fn to_service(env: &Env, job: &Job, binding: &str) -> Outcome {
+async fn to_service(env: &Env, job: &Job, cfg: &EdgeConfig, binding: &str) -> Outcome {
     let fetcher = env.service(binding).map_err(|_| Failure {
         error: format!("no service binding {binding:?} in wrangler.toml ([[services]] binding = {binding:?})"),
         disposition: Disposition::Retryable,
@@ -126,7 +128,12 @@ async fn to_service(env: &Env, job: &Job, binding: &str) -> Outcome {
     let msg_id = webhook::message_id(job.id.as_str(), job.series_base);
     let headers = Headers::new();
     let mut ok = true;
-    for (k, v) in delivery_headers(job, &msg_id, "edgejobs-binding/1") {
+    let target = url::Url::parse(SERVICE_DELIVERY_URL).map_err(|e| permanent(format!("delivery URL: {e}")))?;
+    let span = telemetry::outbound(&cfg.tracing, job.trace.as_ref(), "POST", &target)
+        .attr(otlp::keys::SERVICE_BINDING, binding.to_owned());
+    let mut own = delivery_headers(job, &msg_id, "edgejobs-binding/1");
+    own.extend(span.context().headers());
+    for (k, v) in own {
         ok &= headers.set(k, &v).is_ok();
     }
     if !ok {
@@ -136,11 +143,18 @@ async fn to_service(env: &Env, job: &Job, binding: &str) -> Outcome {
     init.with_method(Method::Post).with_headers(headers).with_body(Some(job.payload.to_string().into()));
     let req = Request::new_with_init(SERVICE_DELIVERY_URL, &init)
         .map_err(|e| permanent(format!("invalid delivery request: {e}")))?;
-    let resp = fetcher.fetch_request(req).await.map_err(|e| Failure {
-        error: format!("service binding {binding} failed: {e}"),
-        disposition: Disposition::Retryable,
-    })?;
+    let resp = match fetcher.fetch_request(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            telemetry::end_outbound(&cfg.tracing, span, "POST", &target, None);
+            return Err(Failure {
+                error: format!("service binding {binding} failed: {e}"),
+                disposition: Disposition::Retryable,
+            });
+        }
+    };
     let status = resp.status_code();
+    telemetry::end_outbound(&cfg.tracing, span, "POST", &target, Some(status));
     let retry_after = resp.headers().get("retry-after").ok().flatten();
     let text = read_capped(resp, KEPT_BODY_BYTES).await;
     match webhook::classify(status, retry_after.as_deref()) {
@@ -182,7 +196,10 @@ pub async fn exchange(
         for (k, v) in extra.iter().filter(|_| at_home) {
             ok &= headers.set(k, v).is_ok();
         }
+        // Each hop is a client span under the attempt (#32), whose context the receiver gets.
+        let span = telemetry::outbound(&cfg.tracing, job.trace.as_ref(), method.as_ref(), &url);
         let mut own = delivery_headers(job, msg_id, "edgejobs-webhook/1");
+        own.extend(span.context().headers());
         own.extend([(webhook::HEADER_TIMESTAMP, timestamp.to_string()), (webhook::HEADER_SIGNATURE, signature)]);
         for (k, v) in own {
             ok &= headers.set(k, &v).is_ok();
@@ -197,11 +214,18 @@ pub async fn exchange(
             .with_body(body.clone().map(Into::into));
         let req = Request::new_with_init(url.as_str(), &init)
             .map_err(|e| permanent(format!("invalid webhook request: {e}")))?;
-        let resp = Fetch::Request(req).send().await.map_err(|e| Failure {
-            error: format!("webhook network error calling {}: {e}", redact_url(url.as_str())),
-            disposition: Disposition::Retryable,
-        })?;
+        let resp = match Fetch::Request(req).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                telemetry::end_outbound(&cfg.tracing, span, method.as_ref(), &url, None);
+                return Err(Failure {
+                    error: format!("webhook network error calling {}: {e}", redact_url(url.as_str())),
+                    disposition: Disposition::Retryable,
+                });
+            }
+        };
         let status = resp.status_code();
+        telemetry::end_outbound(&cfg.tracing, span, method.as_ref(), &url, Some(status));
         if (300..400).contains(&status)
             && let Some(location) = resp.headers().get("location").ok().flatten()
         {

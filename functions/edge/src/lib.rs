@@ -18,6 +18,7 @@
 //! - [`tasks`]: the cron tasks: backups, restore, retention, the sweep.
 //! - [`view`]: what the public API shows of a job (header values redacted).
 //! - [`platform`]: the clock and the random source, the only impure inputs of the core.
+//! - [`telemetry`]: the edge's spans, exported over OTLP/HTTP after each invocation (#32).
 
 use worker::{Context, Env, MessageBatch, Request, Response, Result, ScheduleContext, ScheduledEvent, event};
 
@@ -35,13 +36,23 @@ pub mod runs;
 pub mod scatter;
 pub mod shard;
 pub mod tasks;
+pub mod telemetry;
 pub mod topology;
 pub mod view;
 pub mod workflow;
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
-    routes::handle(req, env, &ctx).await
+    let answer = routes::handle(req, env.clone(), &ctx).await;
+    if let Some(export) = export_spans(&env) {
+        ctx.wait_until(export);
+    }
+    answer
+}
+
+/// The export of the spans this invocation recorded, to run after it answered (#32).
+fn export_spans(env: &Env) -> Option<impl Future<Output = ()> + 'static> {
+    config::load(env).ok().and_then(|c| telemetry::flush(&c.tracing))
 }
 
 #[event(queue)]
@@ -50,6 +61,9 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, ctx: Context) -
     consumer::handle_batch(batch, &env).await;
     if let Some(flush) = gauges::flush_later(&env, shard_count(&env)) {
         ctx.wait_until(flush);
+    }
+    if let Some(export) = export_spans(&env) {
+        ctx.wait_until(export);
     }
     Ok(())
 }
@@ -60,6 +74,9 @@ async fn scheduled(event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
     tasks::scheduled(&event.cron(), &env).await;
     if let Some(flush) = gauges::flush_later(&env, shard_count(&env)) {
         ctx.wait_until(flush);
+    }
+    if let Some(export) = export_spans(&env) {
+        ctx.wait_until(export);
     }
 }
 

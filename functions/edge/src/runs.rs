@@ -5,6 +5,7 @@
 use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::machine::Event;
+use edgejobs_core::trace::TraceContext;
 use edgejobs_core::{ApiError, Job, JobId};
 
 use crate::platform::{now_ms, random_nonce, random_u64};
@@ -12,7 +13,14 @@ use crate::platform::{now_ms, random_nonce, random_u64};
 /// Prepares the children of an invoke or fan-out step report about run `parent` (whatever
 /// the reporter put there is replaced): each spec is checked as `POST /v1/jobs` checks one,
 /// with the errors naming `step.jobs[i]`.
-pub fn prepare_children(cfg: &EdgeConfig, who: &Principal, parent: &JobId, event: &mut Event) -> Result<(), ApiError> {
+/// Children continue `trace` (#32): the step's span, or the reporter's run.
+pub fn prepare_children(
+    cfg: &EdgeConfig,
+    who: &Principal,
+    parent: &JobId,
+    trace: Option<&TraceContext>,
+    event: &mut Event,
+) -> Result<(), ApiError> {
     let Event::Step { step, .. } = event else { return Ok(()) };
     let Some((specs, children)) = step.children_mut() else { return Ok(()) };
     let now = now_ms();
@@ -28,7 +36,9 @@ pub fn prepare_children(cfg: &EdgeConfig, who: &Principal, parent: &JobId, event
         {
             return Err(named(ApiError::field("type", format!("no job type {:?}", parsed.job_type.name))));
         }
-        made.push(child_job(cfg, parsed, parent, now).map_err(named)?);
+        let mut child = child_job(cfg, parsed, parent, now).map_err(named)?;
+        child.trace = trace.cloned();
+        made.push(child);
     }
     *children = made;
     Ok(())

@@ -54,6 +54,7 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         batch,
         // Whether its batch counted its end: the shard's bookkeeping.
         batch_counted: _,
+        trace,
         // The shard's working copy of the job's stream, never stored or shown.
         tape: _,
     } = job;
@@ -106,6 +107,7 @@ pub fn job(mut job: Job) -> edgejobs_api::Job {
         on_complete: on_complete.map(|c| callback_view(*c)),
         on_fail: on_fail.map(|c| callback_view(*c)),
         batch,
+        trace: trace.map(|t| edgejobs_api::JobTrace { traceparent: t.traceparent(), tracestate: t.state }),
         // Set by the enqueue's answer (see `flagged`), never on a read.
         debounced: None,
         throttled: None,

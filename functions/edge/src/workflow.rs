@@ -7,6 +7,7 @@
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::live::Update;
 use edgejobs_core::machine::{Disposition, Event, Refusal};
+use edgejobs_core::otlp::{self, SpanKind};
 use edgejobs_core::plan::JobEvent;
 use edgejobs_core::protocol::ApplyMany;
 use edgejobs_core::workflow::{self, Answer, MAX_STEPS, StepReport};
@@ -16,6 +17,7 @@ use worker::Env;
 
 use crate::handlers::{Failure, Outcome, exchange, permanent};
 use crate::shard;
+use crate::telemetry;
 
 /// Most bytes of an endpoint's answer read (a step result has at most 64 KiB).
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
@@ -33,12 +35,28 @@ pub enum Ran {
 /// Runs one execution of the workflow run `job` against its endpoint `url`.
 pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
     let mut job = job.clone();
+    // The attempt's span (#32): each call to the endpoint is a step span under it.
+    let attempt = job.trace.clone();
     // Each call records one step or ends the run; a run has at most MAX_STEPS steps.
     for _ in 0..=MAX_STEPS + 1 {
+        let mut step = telemetry::Scoped::new(
+            &cfg.tracing,
+            telemetry::start(&cfg.tracing, attempt.as_ref(), "workflow step", SpanKind::Internal)
+                .attr(otlp::keys::WORKFLOW_STEP_INDEX, job.steps.len()),
+        );
+        job.trace = Some(step.context());
         let (answer, live) = match call(cfg, &job, url).await {
             Ok(a) => a,
-            Err(f) => return Ran::Outcome(Err(f)),
+            Err(f) => {
+                step.fail(&f.error);
+                return Ran::Outcome(Err(f));
+            }
         };
+        if let Answer::Step { step: s } = &answer {
+            step.rename(format!("step {}", s.name()));
+            step.set_attr(otlp::keys::WORKFLOW_STEP, s.name().to_owned());
+            step.set_attr(otlp::keys::WORKFLOW_STEP_KIND, s.kind().as_str());
+        }
         let update =
             live.map(|update| JobEvent { id: job.id.clone(), event: Event::Update { attempt: job.attempt, update } });
         let step = match answer {
@@ -63,7 +81,7 @@ pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
         };
         let waits = matches!(step, StepReport::Wait { .. });
         let mut event = Event::Step { attempt: job.attempt, step };
-        if let Err(e) = crate::runs::prepare_children(cfg, &runner(), &job.id, &mut event) {
+        if let Err(e) = crate::runs::prepare_children(cfg, &runner(), &job.id, job.trace.as_ref(), &mut event) {
             return Ran::Outcome(Err(permanent(format!("the workflow's step was refused: {e}"))));
         }
         let event = JobEvent { id: job.id.clone(), event };
@@ -80,7 +98,7 @@ pub async fn run(env: &Env, cfg: &EdgeConfig, job: &Job, url: &str) -> Ran {
         };
         job = match answered {
             Ok(Some(Ok(applied))) => match applied.job {
-                Some(j) => j,
+                Some(j) => Job { trace: job.trace.take(), ..j },
                 None => return Ran::Outcome(Err(retryable("the shard answered the step without the run"))),
             },
             // The handler's own mistake (a changed handler, a malformed step, a limit): the

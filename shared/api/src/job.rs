@@ -106,6 +106,16 @@ pub struct JobParent {
     pub step: String,
 }
 
+/// Where a job sits in a distributed trace (#32): the W3C headers of its enqueue span,
+/// whose children are its deliveries and attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct JobTrace {
+    pub traceparent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
+}
+
 /// Native lane: the stream entry carrying the newest hand-off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(schemars::JsonSchema))]
@@ -199,6 +209,9 @@ pub struct Job {
     /// The batch (`POST /v1/jobs/batch` with `on_complete`) the job belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<String>,
+    /// The job's trace context (#32): its enqueue span's `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<JobTrace>,
     /// On an enqueue's answer only: the job is the debounce key's pending one, which this
     /// enqueue's payload replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -32,7 +32,7 @@ pub use flow::{BusyKey, BusyKeys, EventSent, FlowChanged, FlowKey, FlowPauseRequ
 pub use health::{Check, Checks, Health, HealthStatus, Live};
 pub use job::{
     AttemptRecord, Backoff, Flow, FlowDebounce, FlowLimit, FlowRate, FlowThrottle, Job, JobCallback, JobList,
-    JobParent, JobState, JobSummary, Lane, Step, StreamEntry,
+    JobParent, JobState, JobSummary, JobTrace, Lane, Step, StreamEntry,
 };
 pub use live::{Chunk, StateEvent};
 pub use reply::{

@@ -156,6 +156,7 @@ mod tests {
             webhook_concurrency: None,
             allowed_origins: crate::config::Origins::None,
             binding_tenants: vec![Tenant::parse("acme").expect("valid")],
+            tracing: Default::default(),
         }
     }
 

@@ -154,6 +154,7 @@ impl Callback {
             on_fail: None,
             batch: None,
             batch_counted: false,
+            trace: None,
             tape: Default::default(),
         };
         (job, effect)

@@ -179,6 +179,9 @@ pub struct EdgeConfig {
     /// `props = { tenant = "acme" }` on its `[[services]]` binding calls the `jobs` routes
     /// as tenant `acme` without a key, when `acme` is listed here (see [`crate::auth`]).
     pub binding_tenants: Vec<crate::tenant::Tenant>,
+    /// Trace export and sampling (#32: the standard `OTEL_*` variables; default: no export,
+    /// `parentbased_always_on`). See [`crate::tracing_config`].
+    pub tracing: crate::tracing_config::Tracing,
 }
 
 /// `ALLOWED_ORIGINS`: which `Origin`s get CORS headers on the read routes.
@@ -489,6 +492,7 @@ impl EdgeConfig {
                 Err(e) => errors.push(format!("{}: {e}", names::BINDING_TENANTS)),
             }
         }
+        let tracing = crate::tracing_config::Tracing::parse(&get, &mut errors);
         if let (true, Some(payload_keys)) = (errors.is_empty(), payload_keys) {
             Ok(EdgeConfig {
                 shard_count,
@@ -512,6 +516,7 @@ impl EdgeConfig {
                 webhook_concurrency,
                 allowed_origins,
                 binding_tenants,
+                tracing,
             })
         } else {
             Err(errors)

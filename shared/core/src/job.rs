@@ -178,6 +178,11 @@ pub struct Job {
     /// ends again is not counted twice). Never shown by the API.
     #[serde(default, skip_serializing_if = "is_false")]
     pub batch_counted: bool,
+    /// Where the job sits in a distributed trace (#32): the enqueue span, whose children
+    /// are the job's deliveries and attempts. Set by the router at enqueue: from the
+    /// caller's `traceparent` when valid, else a new trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceContext>,
     /// The job's stream chunks as its shard loaded them, and those this transaction adds
     /// (#30, [`crate::tape::Tape`]): never part of the stored document.
     #[serde(skip)]

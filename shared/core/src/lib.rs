@@ -15,6 +15,7 @@
 //! - [`callbacks`]: completion callbacks (#30): what a job or a batch enqueues when it ends.
 //! - [`live`]: live results: progress, metadata and stream chunks of a running attempt.
 //! - [`machine`]: the state machine; the only place that decides legal transitions.
+//! - [`otlp`]: the edge's spans and their OTLP/JSON export request, with semconv attributes.
 //! - [`outcome`]: what the state machine answers: a transition and its effect, or a refusal.
 //! - [`outbound`]: outbound safety: which URLs and addresses the system may call for a user.
 //! - [`plan`]: batch planning: what a shard writes and does for many jobs at once.
@@ -29,6 +30,7 @@
 //! - [`backup`]: the backup format (NDJSON per shard + manifest), checks and retention.
 //! - [`auth`]: API key scopes and constant-time comparison.
 //! - [`config`]: the typed edge configuration.
+//! - [`sampler`]: trace sampling as `OTEL_TRACES_SAMPLER` configures it, as the SDK decides.
 //! - [`secret`]: the redacting [`secret::Secret`] and constant-time comparison of keys.
 //! - [`cron`]: cron expressions and their run times in any IANA time zone (DST rules).
 //! - [`stats`]: what each state change adds to the edge metrics, and their merge.
@@ -36,6 +38,8 @@
 //! - [`tenant`]: tenants, which own jobs, and what a key may see.
 //! - [`token`]: signed read-only tokens for one job or tag, for browsers (#30).
 //! - [`time`]: ms timestamps and their RFC 3339 form.
+//! - [`trace`]: W3C Trace Context, which a job carries from its enqueue to its outbound calls.
+//! - [`tracing_config`]: the edge's trace export settings (the standard `OTEL_*` variables).
 //! - [`types`]: job types: the built-ins and those declared in `JOB_TYPES`, with their
 //!   defaults, payload schemas and fixed webhook URLs.
 //! - [`webhook`]: webhook signatures and the classification of answers.
@@ -58,6 +62,7 @@ pub mod lane;
 pub mod live;
 pub mod machine;
 pub mod metrics;
+pub mod otlp;
 pub mod outbound;
 pub mod outcome;
 pub mod plan;
@@ -65,6 +70,7 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod report;
 pub mod retry;
+pub mod sampler;
 pub mod schedule;
 pub mod scripts;
 pub mod seal;
@@ -78,6 +84,8 @@ pub mod tenant;
 pub mod time;
 pub mod token;
 pub mod topology;
+pub mod trace;
+pub mod tracing_config;
 pub mod types;
 pub mod webhook;
 pub mod wire;

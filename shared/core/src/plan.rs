@@ -30,7 +30,12 @@ impl Effects {
         match effect {
             Effect::None => {}
             Effect::Enqueue => {
-                let r = JobRef { id: job.id.clone(), attempt: job.attempt + 1, epoch: job.epoch };
+                let r = JobRef {
+                    id: job.id.clone(),
+                    attempt: job.attempt + 1,
+                    epoch: job.epoch,
+                    trace: job.trace.as_ref().map(crate::trace::TraceContext::parent_only),
+                };
                 self.enqueue.push((job.lane, r))
             }
             Effect::Alarm(at) => self.alarm = Some(self.alarm.map_or(at, |a| a.min(at))),
@@ -452,8 +457,8 @@ mod tests {
         assert_eq!(
             plan.effects.enqueue,
             vec![
-                (Lane::Edge, JobRef { id: q.id.clone(), attempt: 1, epoch: 0 }),
-                (Lane::Native, JobRef { id: n.id.clone(), attempt: 1, epoch: 0 })
+                (Lane::Edge, JobRef { id: q.id.clone(), attempt: 1, epoch: 0, trace: None }),
+                (Lane::Native, JobRef { id: n.id.clone(), attempt: 1, epoch: 0, trace: None })
             ]
         );
         assert_eq!(plan.effects.alarm, Some(sooner.run_at));
@@ -515,7 +520,10 @@ mod tests {
         let now = q.updated_at + 5_000;
         let (plan, answers) = apply_events(vec![q.clone()], vec![ev(&q, Event::Resend)], now, &mut half());
         assert_eq!(answers[0].as_ref().map(|j| j.updated_at), Ok(now));
-        assert_eq!(plan.effects.enqueue, vec![(Lane::Edge, JobRef { id: q.id.clone(), attempt: 1, epoch: 0 })]);
+        assert_eq!(
+            plan.effects.enqueue,
+            vec![(Lane::Edge, JobRef { id: q.id.clone(), attempt: 1, epoch: 0, trace: None })]
+        );
         assert!(plan.deltas.contains(&stats::resent()));
         // A job cancelled meanwhile is not re-sent.
         let gone = machine::apply(&q, Event::Cancel, now, 0.5).expect("cancel").job;

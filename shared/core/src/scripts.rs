@@ -18,7 +18,8 @@ redis.call('PUBLISH', KEYS[1] .. ':wake', 1) \
 return {1, e}";
 
 /// [`HANDOFF_SCRIPT`] for many attempts in one call: KEYS[1] is the stream, KEYS[2..] the
-/// hand-off keys, and ARGV holds (job id, attempt) for each of them, in order. Returns
+/// hand-off keys, and ARGV holds (job id, attempt, traceparent) for each of them, in order;
+/// the entry gets a `traceparent` field when that is not empty (#32). Returns
 /// `{1|0, entry}` per attempt. When it added any, it publishes how many on the stream's wake
 /// channel (one PUBLISH per call, none when nothing was added).
 pub const HANDOFF_MANY_SCRIPT: &str = "local out = {} \
@@ -28,7 +29,13 @@ for i = 2, #KEYS do \
   if dup then \
     out[#out + 1] = {0, dup} \
   else \
-    local e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[2 * i - 3], 'attempt', ARGV[2 * i - 2]) \
+    local tp = ARGV[3 * i - 3] \
+    local e \
+    if tp == '' then \
+      e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[3 * i - 5], 'attempt', ARGV[3 * i - 4]) \
+    else \
+      e = redis.call('XADD', KEYS[1], '*', 'id', ARGV[3 * i - 5], 'attempt', ARGV[3 * i - 4], 'traceparent', tp) \
+    end \
     redis.call('SET', KEYS[i], e, 'EX', 604800) \
     out[#out + 1] = {1, e} \
     added = added + 1 \

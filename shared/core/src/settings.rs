@@ -278,6 +278,24 @@ pub const EDGE_VARS: &[(&str, &str, &str)] = &[
         "(none)",
         "tenants a Worker bound to edgejobs may act for without a key, named by its binding's props = { tenant = \"acme\" }; comma-separated",
     ),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "(none: no export)",
+        "the OTLP/HTTP collector the edge exports its spans to (JSON encoding; `/v1/traces` is appended); see README \"Tracing\"",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "(none)",
+        "the OTLP/HTTP traces URL, used as given (wins over the one above)",
+    ),
+    ("OTEL_SERVICE_NAME", "edgejobs-edge", "the `service.name` of the edge's spans"),
+    (
+        "OTEL_TRACES_SAMPLER",
+        "parentbased_always_on",
+        "which traces are recorded: always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
+    ),
+    ("OTEL_TRACES_SAMPLER_ARG", "1.0", "the ratio of the traceidratio samplers, 0 to 1"),
+    ("OTEL_SDK_DISABLED", "false", "true turns trace export off whatever the endpoint"),
 ];
 
 /// The edge's secrets (`wrangler secret put NAME`): name, meaning.
@@ -301,6 +319,10 @@ pub const EDGE_SECRETS: &[(&str, &str)] = &[
     (
         "METRICS_TOKEN",
         "the bearer token /metrics requires and /health's checks accept (an admin key works too); optional locally, required by scripts/deploy and check-env",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "headers sent with each trace export, key=value,... (percent-encoded values), such as a tracing vendor's API key; optional",
     ),
 ];
 
@@ -351,6 +373,13 @@ mod reference_tests {
             names::JOB_TYPES,
             names::TENANT_MAX_PENDING,
             names::WEBHOOK_CONCURRENCY,
+            crate::tracing_config::names::ENDPOINT,
+            crate::tracing_config::names::TRACES_ENDPOINT,
+            crate::tracing_config::names::HEADERS,
+            crate::tracing_config::names::SERVICE_NAME,
+            crate::tracing_config::names::SDK_DISABLED,
+            crate::sampler::ENV_SAMPLER,
+            crate::sampler::ENV_SAMPLER_ARG,
         ] {
             assert!(listed.contains(&n), "{n} is parsed but not in the reference");
         }

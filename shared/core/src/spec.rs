@@ -602,6 +602,7 @@ impl JobSpec {
             on_fail,
             batch: None,
             batch_counted: false,
+            trace: None,
             tape: Default::default(),
         };
         (job, effect)

@@ -384,6 +384,8 @@ registry! {
     WorkflowSuspensionsTotal "edgejobs_workflow_suspensions_total" Counter "Workflow runs suspended without spending an attempt, by reason (sleep, wait, retry).";
     WorkflowResumesTotal "edgejobs_workflow_resumes_total" Counter "Suspended workflow runs queued again, by cause (event, children: an invoke's or a fan-out's last child ended, timeout: a wait's, alarm: a sleep's end or a step's retry time).";
     EventsTotal "edgejobs_events_total" Counter "Events sent (POST /v1/events), by outcome (sent, duplicate: an id seen before).";
+    SpansExportedTotal "edgejobs_spans_exported_total" Counter "Spans the edge exported to its OTLP endpoint (#32).";
+    SpansDroppedTotal "edgejobs_spans_dropped_total" Counter "Spans the edge recorded but did not export, by reason (refused: the collector answered an error; unreachable: no answer in time; overflow: more than an isolate buffers).";
     DeliveriesRefusedTotal "edgejobs_deliveries_refused_total" Counter "Queue deliveries the shard refused, by lane: a duplicate, a stale attempt, or a job cancelled meanwhile.";
     AttemptDurationSeconds "edgejobs_attempt_duration_seconds" Histogram "Duration of attempts, by type and lane.";
     ScheduleLatenessSeconds "edgejobs_schedule_lateness_seconds" Histogram "How late a schedule's run was created after its tick.";

@@ -113,7 +113,12 @@ impl Bugs {
                 continue;
             }
             job.waiting_for = None;
-            let r = edgejobs_core::wire::JobRef { id: job.id.clone(), attempt: job.attempt + 1, epoch: job.epoch };
+            let r = edgejobs_core::wire::JobRef {
+                id: job.id.clone(),
+                attempt: job.attempt + 1,
+                epoch: job.epoch,
+                trace: job.trace.as_ref().map(edgejobs_core::trace::TraceContext::parent_only),
+            };
             effects.enqueue.push((edgejobs_core::Lane::Edge, r));
             plan.updates.push(job);
         }

@@ -62,7 +62,10 @@ pub fn fire(db: &impl Sql, plan: &mut Plan, now: u64) -> Result<(), StoreError> 
                 Which::Fail => &mut job.on_fail,
             };
             if let Some(t) = slot.as_deref_mut() {
-                fired.push(t.fire(&job.tenant, now, summary));
+                // The callback continues its job's trace (#32).
+                let (mut cb, effect) = t.fire(&job.tenant, now, summary);
+                cb.trace = job.trace.clone();
+                fired.push((cb, effect));
                 t.fired_at = Some(now);
             }
         }

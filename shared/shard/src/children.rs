@@ -48,6 +48,9 @@ pub fn insert(plan: &mut Plan, before: &BTreeMap<JobId, usize>, invoked: Invoked
         for mut kid in kids {
             kid.tenant = tenant.clone();
             kid.parent = Some(Parent { job: id.clone(), step: name.clone() });
+            // A child continues its run's trace (#32), unless its step's report named a
+            // context (the span of the step that started it).
+            kid.trace = kid.trace.or_else(|| run.trace.clone());
             let effect = if kid.state == JobState::Scheduled { Effect::Alarm(kid.run_at) } else { Effect::Enqueue };
             plan.deltas.extend(stats::created(&kid));
             plan.effects.add(&kid, effect);

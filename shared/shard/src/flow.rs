@@ -382,7 +382,15 @@ impl<'a, S: Sql> Gate<'a, S> {
             f.spot = None;
         }
         job.waiting_for = None;
-        self.out.push((job.lane, JobRef { id: job.id.clone(), attempt, epoch: job.epoch }));
+        self.out.push((
+            job.lane,
+            JobRef {
+                id: job.id.clone(),
+                attempt,
+                epoch: job.epoch,
+                trace: job.trace.as_ref().map(edgejobs_core::trace::TraceContext::parent_only),
+            },
+        ));
     }
 
     fn wait(&mut self, job: &mut Job, list: &str, reason: String) -> Result<(), StoreError> {

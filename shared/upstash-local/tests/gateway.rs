@@ -355,11 +355,28 @@ async fn a_subscription_streams_hand_off_wake_ups_and_stalls_nothing() {
         assert_eq!(s.get(&format!("/get/k{i}")).await, (200, json!({ "result": "v" })));
     }
     // Two attempts handed off in one call: one wake-up carrying how many were added.
-    let handoff =
-        json!(["EVAL", *edgejobs_core_scripts::HANDOFF_MANY, 3, "jobs", "h:1", "h:2", "job-1", "1", "job-2", "1"]);
+    // The first carries its trace context into the entry (#32), the second has none.
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let handoff = json!([
+        "EVAL",
+        *edgejobs_core_scripts::HANDOFF_MANY,
+        3,
+        "jobs",
+        "h:1",
+        "h:2",
+        "job-1",
+        "1",
+        tp,
+        "job-2",
+        "1",
+        ""
+    ]);
     let (status, body) = s.cmd(handoff.clone()).await;
     assert_eq!(status, 200, "{body}");
     read_until(&mut sub, "data: message,jobs:wake,2\n").await;
+    let (_, entries) = s.cmd(json!(["XRANGE", "jobs", "-", "+"])).await;
+    assert_eq!(entries["result"][0][1], json!(["id", "job-1", "attempt", "1", "traceparent", tp]), "{entries}");
+    assert_eq!(entries["result"][1][1], json!(["id", "job-2", "attempt", "1"]), "{entries}");
     // The same hand-off again adds nothing, and announces nothing; a later one does.
     assert_eq!(s.cmd(handoff).await.0, 200);
     let single = json!(["EVAL", *edgejobs_core_scripts::HANDOFF, 2, "jobs", "h:3", "job-3", "1"]);

@@ -54,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         outbound_allow: String::new(),
         native_lease: None,
         edge_upstash_url: None,
+        traces: true,
     };
     let mut stack = Stack::start(opts)?;
     let env = stack.env_lines();

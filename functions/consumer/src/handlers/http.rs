@@ -50,6 +50,7 @@ impl HttpRequest {
             headers: &system,
             json: p.get("body"),
             deadline: ctx.deadline,
+            trace: Some(&ctx.trace),
         };
         let resp = tokio::select! {
             r = ctx.outbound.send(&ctx.http, out) => match r {

@@ -73,6 +73,7 @@ impl LlmChat {
                 headers: &[],
                 json: Some(&body),
                 deadline: ctx.deadline,
+                trace: Some(&ctx.trace),
             };
             let resp = tokio::select! {
                 r = ctx.outbound.send(&ctx.http, out) => r,

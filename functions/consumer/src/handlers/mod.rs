@@ -99,6 +99,9 @@ pub struct JobCtx {
     /// The attempt's live output (#30), which [`JobCtx::progress`], [`JobCtx::metadata`],
     /// [`JobCtx::set_metadata`] and [`JobCtx::stream`] feed.
     pub live: crate::live::Live,
+    /// The attempt's span (#32): outbound calls made with [`crate::outbound::Outgoing::trace`]
+    /// set to it are its children and send its trace on (`traceparent`).
+    pub trace: Arc<crate::telemetry::Traced>,
 }
 
 impl JobCtx {

@@ -35,6 +35,7 @@ fn consumer(who: &Principal) -> String {
 /// 409 `stale_attempt`, `lease_lost`, `lease_held`, `lease_mismatch`, `not_leased`,
 /// `invalid_transition` or `job_cancelled` when the shard refuses the report.
 pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal, raw_id: &str) -> Out {
+    let trace = crate::telemetry::incoming(req);
     let mut body = http::read_json(req).await?;
     let size = body.to_string().len();
     if size > MAX_RESULT_BYTES + 1024 {
@@ -62,7 +63,7 @@ pub async fn event(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
         return Err(ApiError::new(ErrorCode::Internal, "a report planned to nothing"));
     };
     let (s, mut r) = item?;
-    crate::runs::prepare_children(cfg, who, &r.id, &mut r.event)?;
+    crate::runs::prepare_children(cfg, who, &r.id, trace.as_ref(), &mut r.event)?;
     let waits = is_wait(&r.event);
     let answers = shard::call(env, s, ReportMany { reports: vec![r], consumer: consumer(who), full: true }).await?;
     let (job, lease): (Job, Option<String>) = match answers.into_iter().next() {
@@ -93,6 +94,8 @@ fn is_wait(e: &Event) -> bool {
 /// {"error":{..}}, ..]}` in request order. A start or reclaim's answer holds the job and,
 /// beside it, the attempt's lease token (`lease`).
 pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principal) -> Out {
+    // A consumer reporting a step sends its attempt's context: the step's children join it.
+    let trace = crate::telemetry::incoming(req);
     let body = http::read_json(req).await?;
     let Reports { events } = serde_json::from_value(body)
         .map_err(|e| ApiError::field("events", format!("not a valid report batch: {e}")))?;
@@ -103,7 +106,7 @@ pub async fn reports(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princ
         .into_iter()
         .map(|p| {
             let (s, mut r) = p?;
-            crate::runs::prepare_children(cfg, who, &r.id, &mut r.event)?;
+            crate::runs::prepare_children(cfg, who, &r.id, trace.as_ref(), &mut r.event)?;
             Ok((s, r))
         })
         .collect();

@@ -6,6 +6,7 @@ use edgejobs_core::callbacks::BatchOpen;
 use edgejobs_core::config::EdgeConfig;
 use edgejobs_core::flow::Flow;
 use edgejobs_core::machine::Event;
+use edgejobs_core::otlp::{self, SpanKind, SpanRecord};
 use edgejobs_core::plan::JobEvent;
 use edgejobs_core::protocol::{
     Applied, ApplyMany, ClaimKeys, CreateMany, FlowOutcome, GetMany, KeyClaim, List, Listed,
@@ -13,12 +14,13 @@ use edgejobs_core::protocol::{
 use edgejobs_core::ratelimit::Decision;
 use edgejobs_core::spec::CallbackSpec;
 use edgejobs_core::spec::{JobSpec, parse_enqueue_unchecked};
+use edgejobs_core::trace::TraceContext;
 use edgejobs_core::wire::{Include, ListQuery, merge_by, parse_list_params};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId};
 use futures_util::future::join_all;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use worker::{Env, Request, Response};
 
 use crate::http;
@@ -26,6 +28,7 @@ use crate::platform::{now_ms, random_nonce, random_u64};
 use crate::ratelimit;
 use crate::scatter;
 use crate::shard;
+use crate::telemetry;
 use crate::view;
 
 pub type Out = std::result::Result<Response, ApiError>;
@@ -416,11 +419,43 @@ pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princi
         Err(refused) => return refused,
     };
     check_pending_all(env, cfg, std::iter::once(&spec)).await?;
-    let prepared = prepare(cfg, spec, random_shard(cfg.shard_count), now)?;
+    let mut prepared = prepare(cfg, spec, random_shard(cfg.shard_count), now)?;
+    let span = enqueue_span(cfg, telemetry::incoming(req).as_ref(), &prepared.job.job_type, None);
+    trace_job(&mut prepared, &span);
+    let commit = commit_span(cfg, &span, prepared.shard, 1);
     let answer = persist_many(env, cfg, vec![prepared]).await.pop();
+    telemetry::end(&cfg.tracing, commit);
+    telemetry::end(&cfg.tracing, span);
     let (status, job) =
         answer.unwrap_or_else(|| Err(ApiError::new(ErrorCode::Internal, "no answer from the shard")))?;
     with_limit_headers(respond(status, &view::raw(job)), decision)
+}
+
+/// The enqueue's span (#32): a producer span under the caller's `traceparent` (or the root
+/// of a new trace), which every job of the request names as its parent. A batch's is one
+/// span for all its jobs, named by their types when they share one.
+fn enqueue_span(cfg: &EdgeConfig, parent: Option<&TraceContext>, job_type: &str, batch: Option<usize>) -> SpanRecord {
+    let name = otlp::messaging_span_name("send", job_type);
+    telemetry::start(&cfg.tracing, parent, name, SpanKind::Producer).attrs(otlp::messaging_attrs(
+        telemetry::SYSTEM,
+        "send",
+        job_type,
+        None,
+        batch,
+    ))
+}
+
+/// Gives a prepared job the enqueue span as its parent, and names the job on the span of a
+/// single enqueue.
+fn trace_job(p: &mut Prepared, span: &SpanRecord) {
+    p.job.trace = Some(span.context());
+}
+
+/// The shard commit under an enqueue span: how long the shard took to write `jobs` jobs.
+fn commit_span(cfg: &EdgeConfig, parent: &SpanRecord, shard: u16, jobs: usize) -> SpanRecord {
+    telemetry::start(&cfg.tracing, Some(&parent.context()), "commit", SpanKind::Client)
+        .attr(otlp::keys::SHARD, shard)
+        .attr(otlp::keys::MESSAGING_BATCH_MESSAGE_COUNT, jobs)
 }
 
 /// `POST /v1/jobs/batch` with `{"jobs":[...]}` (1 to 100): every item is validated and
@@ -500,7 +535,17 @@ pub async fn batch(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Princip
             Err(e) => slots.push(Some(Err(e))),
         }
     }
+    let types: BTreeSet<&str> = good.iter().map(|p| p.job.job_type.as_str()).collect();
+    let one_type = if types.len() == 1 { types.first().copied().unwrap_or("jobs") } else { "jobs" }.to_owned();
+    let span = enqueue_span(cfg, telemetry::incoming(req).as_ref(), &one_type, Some(good.len()));
+    let shards: BTreeSet<u16> = good.iter().map(|p| p.shard).collect();
+    for p in &mut good {
+        trace_job(p, &span);
+    }
+    let commit = commit_span(cfg, &span, shards.first().copied().unwrap_or_default(), good.len());
     let mut stored = persist_in(env, cfg, good, opened.clone()).await.into_iter();
+    telemetry::end(&cfg.tracing, commit);
+    telemetry::end(&cfg.tracing, span);
     let out: Vec<Persisted> = slots
         .into_iter()
         .map(|slot| {

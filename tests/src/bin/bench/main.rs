@@ -817,6 +817,7 @@ fn run() -> anyhow::Result<()> {
         outbound_allow: endpoint.as_ref().map(workflow::Endpoint::allow).unwrap_or_default(),
         native_lease: None,
         edge_upstash_url: None,
+        traces: false,
     };
     let stack =
         Stack::start(opts).inspect_err(|_| say(format!("logs kept in {}", state_dir.join("logs").display())))?;

@@ -601,10 +601,21 @@ pub struct SizeCheck {
     pub limit: Documented,
 }
 
+/// A trace context as long as a reference carries one (sampled, no `tracestate`).
+fn longest_trace() -> edgejobs_core::trace::TraceContext {
+    let id = edgejobs_core::trace::TraceId([0xff; 16]);
+    edgejobs_core::trace::TraceContext::root(id, edgejobs_core::trace::SpanId([0xff; 8]), true)
+}
+
 pub fn size_checks(limits: &Limits) -> Vec<SizeCheck> {
     // The largest ids and attempt numbers encode longest.
     let refs: Vec<JobRef> = (0..HANDOFF_CHUNK.max(ENVELOPE_MAX))
-        .map(|i| JobRef { id: JobId::new(255, u64::MAX, u64::MAX - i as u64), attempt: u32::MAX, epoch: u64::MAX })
+        .map(|i| JobRef {
+            id: JobId::new(255, u64::MAX, u64::MAX - i as u64),
+            attempt: u32::MAX,
+            epoch: u64::MAX,
+            trace: Some(longest_trace()),
+        })
         .collect();
     let envelope = Envelope { shard: 255, lane: JobLane::Native, jobs: refs[..ENVELOPE_MAX].to_vec() };
     let envelope_bytes = serde_json::to_vec(&envelope).map_or(0, |v| v.len()) as f64;

@@ -172,6 +172,7 @@ fn run() -> anyhow::Result<bool> {
         outbound_allow: format!("127.0.0.1:{hooks_port}"),
         native_lease: Some("3s".into()),
         edge_upstash_url: None,
+        traces: false,
     };
     let stack = Stack::start(opts).inspect_err(|_| say(format!("logs kept in {}", state_dir.display())))?;
     proxy.target(&stack.upstash_url);
