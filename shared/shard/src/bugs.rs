@@ -79,10 +79,15 @@ pub struct Bugs {
     /// not loaded) and writes them over the rows with the same numbers: a stream loses its
     /// earlier chunks.
     pub live_forgets_tape: bool,
+    /// A workflow run's child (an invoke or fan-out step's) is inserted with the context its
+    /// step's report named and nothing else (#32: `or_else(run.trace)` forgotten): a child
+    /// whose report named none starts no trace at all, cut off from its run's.
+    pub child_trace_dropped: bool,
 }
 
-/// Switches the flow gate's bugs (`flow_*`) of `b` on for this thread (the gate keeps
-/// them: it runs inside `flow::apply`, which has no shard to read `Shard::bugs` from).
+/// Switches the bugs of `b` that live in functions without a shard on for this thread: the
+/// flow gate's (`flow_*`; it runs inside `flow::apply`, which has no shard to read
+/// `Shard::bugs` from), the live tape's and the children's insert's (`child_trace_dropped`).
 pub fn switch_flow(b: &Bugs) {
     crate::flow::switch_bugs(crate::flow::FlowBugs {
         over_limit: b.flow_over_limit,
@@ -90,6 +95,7 @@ pub fn switch_flow(b: &Bugs) {
         no_wake: b.flow_no_wake,
     });
     crate::live::switch_bugs(b.live_forgets_tape);
+    crate::children::switch_bugs(b.child_trace_dropped);
 }
 
 impl Bugs {

@@ -14,6 +14,25 @@ use edgejobs_core::{Job, JobId, JobState, stats};
 use crate::sql::{Sql, StoreError};
 use crate::store;
 
+#[cfg(feature = "bugs")]
+thread_local! {
+    static TRACE_DROPPED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Switches this thread's `child_trace_dropped` bug (feature `bugs`, for the simulation:
+/// `insert` is a function of the plan, with no shard to read `Shard::bugs` from).
+#[cfg(feature = "bugs")]
+pub fn switch_bugs(trace_dropped: bool) {
+    TRACE_DROPPED.with(|c| c.set(trace_dropped));
+}
+
+fn trace_dropped() -> bool {
+    #[cfg(feature = "bugs")]
+    return TRACE_DROPPED.with(std::cell::Cell::get);
+    #[cfg(not(feature = "bugs"))]
+    false
+}
+
 /// The children that reports carry (prepared by the edge), by run and step position.
 pub type Invoked = BTreeMap<(JobId, u32), Vec<Job>>;
 
@@ -50,7 +69,9 @@ pub fn insert(plan: &mut Plan, before: &BTreeMap<JobId, usize>, invoked: Invoked
             kid.parent = Some(Parent { job: id.clone(), step: name.clone() });
             // A child continues its run's trace (#32), unless its step's report named a
             // context (the span of the step that started it).
-            kid.trace = kid.trace.or_else(|| run.trace.clone());
+            if !trace_dropped() {
+                kid.trace = kid.trace.or_else(|| run.trace.clone());
+            }
             let effect = if kid.state == JobState::Scheduled { Effect::Alarm(kid.run_at) } else { Effect::Enqueue };
             plan.deltas.extend(stats::created(&kid));
             plan.effects.add(&kid, effect);

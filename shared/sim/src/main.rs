@@ -9,12 +9,14 @@
 //! bug on: `stale-overwrite`, `unchecked-attempts`, `sweep-resends-cancelled`,
 //! `schedule-ticks-twice`, `unchecked-lease`, `schedule-key-hijack`, `pending-uncounted`,
 //! `reseal-unbound`, `moved-key-created`, `flow-over-limit`, `flow-slot-leak`, `flow-no-wake`,
-//! `schedule-misplaced`, `take-past-gate`, `step-forgotten`, `resume-twice`),
-//! `--expect-violation` (exit 0 only when a violation is found;
+//! `schedule-misplaced`, `take-past-gate`, `step-forgotten`, `resume-twice`, `update-unleased`,
+//! `live-forgets-tape`, `child-trace-dropped`),
+//! `--expect-violation` (exit 0 only when a violation is found).
 
 mod flow;
 mod oracle;
 mod rng;
+mod traces;
 mod workflows;
 mod world;
 
@@ -76,6 +78,7 @@ fn bugs(name: Option<&str>) -> Result<Bugs, String> {
         Some("resume-twice") => b.resume_twice = true,
         Some("update-unleased") => b.update_unleased = true,
         Some("live-forgets-tape") => b.live_forgets_tape = true,
+        Some("child-trace-dropped") => b.child_trace_dropped = true,
         Some(other) => return Err(format!("unknown bug {other}")),
     }
     Ok(b)
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
     let mut checks: std::collections::BTreeMap<&str, u64> = Default::default();
     let (mut waiting_lists, mut collapsed, mut pauses, mut taken) = (0u64, 0u64, 0u64, 0u64);
     let mut wf = [0u64; 7];
+    let mut traced = [0u64; 3];
     for seed in args.seed..args.seed + args.seeds {
         let steps = actions(seed, args.steps);
         let (w, failed) = run(seed, faults, &bugs, &steps, false);
@@ -180,6 +184,10 @@ fn main() -> ExitCode {
         let figures =
             [seen.runs, seen.executed, seen.replayed, seen.suspended, seen.events, seen.resumed, seen.refused];
         for (sum, n) in wf.iter_mut().zip(figures) {
+            *sum += n;
+        }
+        let t = &w.oracle.traces;
+        for (sum, n) in traced.iter_mut().zip([t.enqueued, t.children, t.callbacks]) {
             *sum += n;
         }
         for (k, v) in &w.oracle.checks {
@@ -222,6 +230,10 @@ fn main() -> ExitCode {
     let [runs, executed, replayed, suspended, events, resumed, refused] = wf;
     println!(
         "  workflows: {runs} runs, {executed} steps executed and {replayed} replayed, {suspended} suspensions, {events} events sent, {resumed} resumes accepted and {refused} refused"
+    );
+    let [enqueued, children, callbacks] = traced;
+    println!(
+        "  traces: {enqueued} jobs enqueued with a context, {children} children and {callbacks} callback jobs checked against their origin's"
     );
     for name in INVARIANTS {
         println!("  invariant {name}: checked {} times, held", checks.get(name).copied().unwrap_or(0));

@@ -48,6 +48,8 @@ pub const INVARIANTS: &[&str] = &[
     "a-recorded-step-never-reruns",
     "an-event-resumes-a-wait-once",
     "a-stream-holds-its-accepted-chunks-in-order",
+    "a-job-keeps-its-trace",
+    "children-continue-their-origins-trace",
 ];
 
 /// A broken invariant.
@@ -87,6 +89,8 @@ pub struct Oracle {
     pub flow: FlowSeen,
     /// Durable workflows (#29), see [`crate::workflows`].
     pub wf: crate::workflows::WorkflowSeen,
+    /// Trace contexts (#32), see [`crate::traces`].
+    pub traces: crate::traces::TraceSeen,
 }
 
 impl Oracle {

@@ -27,6 +27,13 @@ impl Rng {
         ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 
+    /// A generator of its own, seeded from this one's next value without advancing it: for
+    /// draws added to an action after its others were written, so the action's other draws
+    /// (and the workload the seed made before) stay what they were.
+    pub fn fork(&self, salt: u64) -> Rng {
+        Rng::new(self.clone().next_u64() ^ salt)
+    }
+
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
         if items.is_empty() { None } else { items.get(self.below(items.len() as u64) as usize) }
     }

@@ -1,5 +1,6 @@
 //! Durable workflows in the simulation (#29): the workflow share of the workload (runs of
-//! two to four steps: `run`, `sleep`, `wait` for an event), the handler's replay as the
+//! two to four steps: `run`, `sleep`, `wait` for an event, `invoke` a child job or
+//! `fan_out` to two or three), the handler's replay as the
 //! native consumer does it (`functions/consumer/src/handlers/steps.rs`), and what the
 //! simulation knows of runs and events independently of the shards, with the invariants it
 //! holds them to (ARCHITECTURE.md, "The simulation"):
@@ -47,6 +48,13 @@ pub enum Planned {
         timeout: Option<u64>,
         lookback: u64,
     },
+    /// Starts child jobs (their specs, as `POST /v1/jobs` takes them) and waits for them to
+    /// end: one (`invoke`, resumed with its result or failed with its error) or several
+    /// (`fan_out`, resumed with every outcome).
+    Children {
+        fan_out: bool,
+        jobs: Vec<Value>,
+    },
 }
 
 impl Planned {
@@ -55,6 +63,8 @@ impl Planned {
             Planned::Run => StepKind::Run,
             Planned::Sleep { .. } => StepKind::Sleep,
             Planned::Wait { .. } => StepKind::Wait,
+            Planned::Children { fan_out: false, .. } => StepKind::Invoke,
+            Planned::Children { fan_out: true, .. } => StepKind::FanOut,
         }
     }
 }
@@ -65,13 +75,15 @@ pub fn step_name(seq: usize, step: &Planned) -> String {
 }
 
 /// Gives `body` (a job spec without a type) the type and payload of a workflow run: a `run`
-/// first, then one to three of `run`, `sleep` and `wait`.
-pub fn spec(rng: &mut Rng, body: &mut Value) {
+/// first, then one to three of `run`, `sleep` and `wait`, of which a fifth become an
+/// `invoke` or a `fan_out` (drawn from `side`, so the rest of the workload is drawn as it
+/// was before children existed).
+pub fn spec(rng: &mut Rng, side: &mut Rng, body: &mut Value) {
     let n = 2 + rng.below(3);
     let mut wf = vec![json!({ "k": "run" })];
     for _ in 1..n {
         let pick = rng.below(100);
-        wf.push(if pick < 30 {
+        let step = if pick < 30 {
             json!({ "k": "run" })
         } else if pick < 55 {
             json!({ "k": "sleep", "ms": 1_000 + rng.below(15_000) })
@@ -85,7 +97,8 @@ pub fn spec(rng: &mut Rng, body: &mut Value) {
             let lookback = if rng.chance(0.3) { 1_000 + rng.below(30_000) } else { 0 };
             let event = EVENTS[rng.below(EVENTS.len() as u64) as usize];
             json!({ "k": "wait", "event": event, "on": on, "timeout": timeout, "lookback": lookback })
-        });
+        };
+        wf.push(if side.chance(0.2) { children(side) } else { step });
     }
     body["type"] = json!("sleep");
     body["payload"] = json!({
@@ -93,6 +106,26 @@ pub fn spec(rng: &mut Rng, body: &mut Value) {
         "order": rng.below(ORDERS),
         "region": REGIONS[rng.below(REGIONS.len() as u64) as usize],
     });
+}
+
+/// An `invoke` (one child) or a `fan_out` (two or three) step: children of either lane,
+/// sometimes delayed (inserted scheduled, woken by the alarm), sometimes retried.
+fn children(rng: &mut Rng) -> Value {
+    let fan_out = rng.chance(0.5);
+    let count = if fan_out { 2 + rng.below(2) } else { 1 };
+    let jobs: Vec<Value> = (0..count)
+        .map(|_| {
+            let mut job = json!({
+                "type": if rng.chance(0.3) { "sleep" } else { "noop" },
+                "max_attempts": 1 + rng.below(2),
+            });
+            if rng.chance(0.2) {
+                job["delay"] = json!(1_000 + rng.below(10_000));
+            }
+            job
+        })
+        .collect();
+    json!({ "k": if fan_out { "fan_out" } else { "invoke" }, "jobs": jobs })
 }
 
 /// A run's plan, read from its payload (`None`: not a workflow run).
@@ -109,6 +142,9 @@ pub fn plan(payload: &Value) -> Option<Vec<Planned>> {
                 timeout: s.get("timeout").and_then(Value::as_u64),
                 lookback: s.get("lookback")?.as_u64()?,
             }),
+            k @ ("invoke" | "fan_out") => {
+                Some(Planned::Children { fan_out: k == "fan_out", jobs: s.get("jobs")?.as_array()?.clone() })
+            }
             _ => None,
         })
         .collect()
@@ -149,6 +185,9 @@ pub fn replay(recorded: &[Step], seq: usize, name: &str, kind: StepKind) -> Repl
 pub struct Exec {
     pub plan: Vec<Planned>,
     pub payload: Value,
+    /// The run's context as its start answered it: a step's report names its span, a child
+    /// of it (#32).
+    pub trace: Option<edgejobs_core::trace::TraceContext>,
     pub steps: Vec<Step>,
     pub next: usize,
     pub began: u64,

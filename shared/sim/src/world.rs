@@ -664,6 +664,9 @@ impl World {
         for shard in touched {
             self.check_flow(shard);
         }
+        if self.ops.is_multiple_of(crate::traces::CHECK_EVERY) {
+            self.check_traces();
+        }
         let errors = self.errors.borrow().clone();
         self.oracle.storage(&errors);
         if self.ops.is_multiple_of(100) {
@@ -881,6 +884,8 @@ impl World {
     /// Enqueues one to three jobs as the router does: a job with an idempotency key goes to
     /// its shard ([`World::route_keyed`]), the others to `keyless`; one create call per shard.
     fn enqueue(&mut self, keyless: u16, rng: &mut Rng) -> Vec<u16> {
+        // Contexts (#32), callbacks (#30) and children (#29) are drawn apart from the rest.
+        let mut side = rng.fork(0x7ACE_CA11);
         let n = 1 + rng.below(3);
         let now = self.now();
         let keyless = keyless % self.topology.count();
@@ -892,7 +897,8 @@ impl World {
             if rng.chance(WORKFLOW_SHARE) {
                 // A workflow run (#29): a native job whose handler's steps are recorded.
                 let tenant = TENANTS[rng.below(TENANTS.len() as u64) as usize];
-                let job = self.workflow_job(keyless, tenant, rng);
+                let mut job = self.workflow_job(keyless, tenant, rng, &mut side);
+                self.traced(&mut job, Some(crate::traces::new_context(&mut side)));
                 by_shard.entry(keyless).or_default().push(job);
                 continue;
             }
@@ -923,6 +929,7 @@ impl World {
                 let rand = self.shards[0].host.random_u64();
                 let mut job = spec.into_job(JobId::new(shard, now, rand), now).0;
                 job.flow = flow;
+                self.traced(&mut job, Some(crate::traces::new_context(&mut side)));
                 if let Some(w) = window {
                     windows.insert(job.id.to_string(), w);
                 }
@@ -959,12 +966,20 @@ impl World {
                 body["tenant"] = json!("default");
                 shard = sched_shard;
             }
-            let spec = match edgejobs_core::spec::parse_spec_in(&body, now, &self.cfg.types) {
+            // Completion callbacks (#30): their jobs continue their job's trace (#32).
+            if side.chance(0.1) {
+                body["on_complete"] = json!({ "job": { "type": "noop", "payload": { "cb": "complete" } } });
+            }
+            if side.chance(0.1) {
+                body["on_fail"] = json!({ "job": { "type": "noop", "max_attempts": 1 } });
+            }
+            let spec = match edgejobs_core::spec::parse_enqueue_in(&body, now, &self.cfg.types) {
                 Ok(s) => s,
                 Err(e) => panic!("a simulated spec is invalid: {} ({body})", e.message),
             };
             let rand = self.shards[0].host.random_u64();
-            let job = spec.clone().into_job(JobId::new(shard, now, rand), now).0;
+            let mut job = spec.clone().into_job(JobId::new(shard, now, rand), now).0;
+            self.traced(&mut job, Some(crate::traces::new_context(&mut side)));
             specs.insert(job.id.to_string(), spec);
             by_shard.entry(shard).or_default().push(job);
         }
@@ -977,12 +992,49 @@ impl World {
         for (to, job) in moved {
             if let Some(spec) = specs.get(job.id.as_str()) {
                 let rand = self.shards[0].host.random_u64();
-                again.entry(to).or_default().push(spec.clone().into_job(JobId::new(to, now, rand), now).0);
+                let mut retry = spec.clone().into_job(JobId::new(to, now, rand), now).0;
+                // The client's retry sends its `traceparent` again: the router continues it.
+                self.traced(&mut retry, job.trace.clone());
+                again.entry(to).or_default().push(retry);
                 touched.push(to);
             }
         }
         self.create_at(again, &mut Vec::new(), &windows);
         touched
+    }
+
+    /// Gives `job` the context the router gives it at enqueue (#32), remembered as the one it
+    /// is created with, and announces its callback jobs, which must continue it.
+    fn traced(&mut self, job: &mut edgejobs_core::Job, context: Option<edgejobs_core::trace::TraceContext>) {
+        job.trace = context;
+        let id = job.id.to_string();
+        self.oracle.trace_created(&id, job.trace.as_ref());
+        for cb in job.on_complete.iter().chain(job.on_fail.iter()) {
+            self.oracle.trace_origin(cb.id.as_str(), crate::traces::Origin::Callback { job: id.clone() });
+        }
+    }
+
+    /// Every shard's stored contexts against the ones their jobs were created with (and each
+    /// new child's and callback job's against its origin's).
+    fn check_traces(&mut self) {
+        let q = "SELECT id, json_extract(doc, '$.trace.traceparent'), json_extract(doc, '$.trace.tracestate')
+                 FROM jobs ORDER BY id";
+        for shard in 0..SHARDS {
+            let mut stored = Vec::new();
+            let r = self.shards[shard as usize].db.scan(q, &[], &mut |row| {
+                let mut c = Cols::new(row);
+                if let (Ok(id), Ok(parent), Ok(state)) = (c.text(), c.opt_text(), c.opt_text()) {
+                    // A stored context that no longer reads as one is held as none.
+                    let context = parent.and_then(|p| edgejobs_core::trace::TraceContext::parse(&p, state.as_deref()));
+                    stored.push((id, context));
+                }
+                true
+            });
+            if let Err(e) = r {
+                self.errors.borrow_mut().push(format!("reading traces: {e}"));
+            }
+            self.oracle.traces(stored);
+        }
     }
 
     /// One create call per shard; jobs whose key moved away are handed back with their new home.
@@ -1153,6 +1205,8 @@ impl World {
         if edgejobs_core::seal::seal_headers(&mut job.payload, &id, &old, &mut || s.host.random_nonce()).is_err() {
             return vec![];
         }
+        // Stored before #32: no context, and a re-seal must not give it one.
+        self.oracle.trace_created(&id, None);
         match s.settle(s.create(vec![job], WINDOW_MS)) {
             Ok((_, effects)) => {
                 self.oracle.acked.insert(id.clone());
@@ -1817,6 +1871,7 @@ impl World {
         }
         self.drain_events();
         self.oracle.wf_drained();
+        self.check_traces();
         self.oracle.liveness(stuck);
         self.check_counters();
         let errors = self.errors.borrow().clone();

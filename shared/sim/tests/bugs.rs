@@ -78,6 +78,8 @@ fn without_a_bug_a_run_holds_every_invariant_and_says_so() {
         "throttle-at-most-limit-per-window",
         "a-recorded-step-never-reruns",
         "an-event-resumes-a-wait-once",
+        "a-job-keeps-its-trace",
+        "children-continue-their-origins-trace",
     ] {
         let line = out.lines().find(|l| l.contains(&format!("invariant {name}:"))).expect("reported");
         assert!(!line.contains("checked 0 times"), "{name} was never exercised: {line}");
@@ -120,6 +122,11 @@ fn a_suspend_that_forgets_a_recorded_step_is_found() {
 #[test]
 fn a_resume_of_a_wait_that_no_longer_waits_is_found() {
     found("resume-twice", "an-event-resumes-a-wait-once");
+}
+
+#[test]
+fn a_child_inserted_without_its_runs_trace_is_found() {
+    found("child-trace-dropped", "children-continue-their-origins-trace");
 }
 
 #[test]

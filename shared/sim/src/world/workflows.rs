@@ -41,10 +41,10 @@ pub(super) enum EdgeWork {
 
 impl World {
     /// A workflow run for `shard` (a native job whose payload lists its steps).
-    pub(super) fn workflow_job(&mut self, shard: u16, tenant: &str, rng: &mut Rng) -> Job {
+    pub(super) fn workflow_job(&mut self, shard: u16, tenant: &str, rng: &mut Rng, side: &mut Rng) -> Job {
         let now = self.now();
         let mut body = json!({ "tenant": tenant, "max_attempts": 1 + rng.below(3) });
-        wf::spec(rng, &mut body);
+        wf::spec(rng, side, &mut body);
         let spec = match edgejobs_core::spec::parse_spec_in(&body, now, &self.cfg.types) {
             Ok(s) => s,
             Err(e) => panic!("a simulated workflow spec is invalid: {} ({body})", e.message),
@@ -59,7 +59,8 @@ impl World {
         let job = job?;
         let plan = wf::plan(&job.payload)?;
         let began = self.oracle.wf_began();
-        Some(Box::new(Exec { plan, payload: job.payload.clone(), steps: job.steps.clone(), next: 0, began }))
+        let (payload, steps, trace) = (job.payload.clone(), job.steps.clone(), job.trace.clone());
+        Some(Box::new(Exec { plan, payload, trace, steps, next: 0, began }))
     }
 
     /// The handler of `run` (held by consumer `c`) goes on: it replays what its start
@@ -136,6 +137,20 @@ impl World {
                 timeout_ms: *timeout,
                 lookback_ms: *lookback,
             },
+            Planned::Children { fan_out, jobs } => {
+                // Half the reports name the step's span (a child of the run's context, as a
+                // consumer's report sends its `traceparent`), half name none.
+                let mut side = rng.fork(0x5EED_C41D);
+                let named =
+                    exec.trace.as_ref().filter(|_| side.chance(0.5)).map(|t| t.child(crate::traces::span(&mut side)));
+                let children = self.prepare_children(&id, jobs, named);
+                let (jobs, name) = (jobs.clone(), name.clone());
+                if *fan_out {
+                    StepReport::FanOut { seq: n, name, jobs, children }
+                } else {
+                    StepReport::Invoke { seq: n, name, jobs, children }
+                }
+            }
         };
         let recorded_run = matches!(report, StepReport::Run { .. });
         let event = Event::Step { attempt: run.attempt, step: report };
@@ -187,6 +202,33 @@ impl World {
         run.at = self.now() + rng.below(LEASE_MS);
         run.wf = Some(exec);
         Some(run)
+    }
+
+    /// The children of an invoke or fan-out step of `run`, as the edge prepares them
+    /// (`functions/edge/src/runs.rs`): each spec parsed, its id in the run's shard, the
+    /// context the report `named` (the shard gives the run's to those without one). Each
+    /// is announced to the oracle with its origin.
+    fn prepare_children(
+        &mut self,
+        run: &JobId,
+        jobs: &[Value],
+        named: Option<edgejobs_core::trace::TraceContext>,
+    ) -> Vec<Job> {
+        let now = self.now();
+        jobs.iter()
+            .map(|spec| {
+                let parsed = match edgejobs_core::spec::parse_spec_in(spec, now, &self.cfg.types) {
+                    Ok(s) => s,
+                    Err(e) => panic!("a simulated child spec is invalid: {} ({spec})", e.message),
+                };
+                let rand = self.shards[0].host.random_u64();
+                let mut child = parsed.into_job(JobId::new(run.shard(), now, rand), now).0;
+                child.trace = named.clone();
+                let origin = crate::traces::Origin::Child { run: run.to_string(), named: named.clone() };
+                self.oracle.trace_origin(child.id.as_str(), origin);
+                child
+            })
+            .collect()
     }
 
     /// A client sends an event: for a wait that is open (of its tenant or the other, data
