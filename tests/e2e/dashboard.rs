@@ -317,6 +317,10 @@ fn dashboard_in_a_real_browser(ctx: &Ctx) -> anyhow::Result<()> {
     ensure(b.text("#attempts")?.contains("500"), || "the attempt's error is shown".into())?;
     let facts = b.text("#job")?;
     ensure(facts.contains("webhook") && facts.contains("1 of 1 in this series"), || format!("job facts: {facts}"))?;
+    // The job's trace id (#32), as its traceparent holds it, for the tracing backend.
+    let traced = ctx.get(&format!("/v1/jobs/{dead}"))?.body["trace"]["traceparent"].as_str().unwrap_or("").to_owned();
+    let trace_id = traced.split('-').nth(1).unwrap_or("?").to_owned();
+    ensure(trace_id.len() == 32 && b.text("#trace-id")? == trace_id, || format!("the page shows trace id {trace_id}"))?;
     ensure(b.eval("Boolean(document.querySelector('#retry'))")? == Value::Bool(true), || "no retry button".into())?;
     b.screenshot("job")?;
 

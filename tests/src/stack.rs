@@ -711,7 +711,7 @@ impl Stack {
             self.redis_port,
             self.opts.state_dir.display(),
             self.registry_path().display()
-        )
+        ) + &format!("EDGEJOBS_TRACES_URL={}\n", self.otlp_url)
     }
 
     /// Stops every part, newest first.

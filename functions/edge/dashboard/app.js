@@ -726,6 +726,8 @@ function drawJob(j) {
             ["created", when(j.created_at)], ["runs at", when(j.run_at)], ["started", when(j.started_at) || "—"],
             ["finished", when(j.finished_at) || "—"], ["last change", when(j.updated_at)], ["last error", j.last_error || "—"],
             ["priority", j.flow ? String(j.flow.priority) : "—"], ["waiting for", j.waiting_for || "—"],
+            // The job's trace id (#32), for the tracing backend: traceparent's second field.
+            ["trace id", el("span", { id: "trace-id", class: "mono" }, j.trace ? j.trace.traceparent.split("-")[1] : "—")],
             // A child job links to the run (and step) that started it.
             ...(j.parent ? [["parent run", el("span", {}, el("a", { id: "parent", class: "mono", href: `#/job/${encodeURIComponent(j.parent.job)}` }, j.parent.job), ` (step ${j.parent.step})`)]] : [])]
             .map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),

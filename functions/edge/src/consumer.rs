@@ -201,6 +201,14 @@ async fn run_one(env: &Env, job: &Job, cfg: &EdgeConfig, parent: Option<&TraceCo
     span.set_attr(otlp::keys::JOB_OUTCOME, outcome);
     if let Some(Event::Fail { error, .. }) = &event {
         span.set_status(otlp::Status::Error(error.clone()));
+        // As the consumer does: a job that dies is an error, a retry a warning; the line
+        // carries the attempt's trace and span ids (#32).
+        let level = if outcome == "dead" { "error" } else { "warn" };
+        let fields = json!({
+            "job": job.id.as_str(), "type": job.job_type, "attempt": job.attempt, "error": error,
+            "trace_id": span.trace_id.to_hex(), "span_id": span.span_id.to_hex(),
+        });
+        log(level, if outcome == "dead" { "job failed for good" } else { "job attempt failed" }, fields);
     }
     telemetry::end(&cfg.tracing, span);
     event

@@ -17,8 +17,13 @@ use crate::counters;
 use crate::platform::{now_ms, random_u64};
 
 /// Most spans an isolate holds between two exports; more are dropped and counted (an
-/// invocation's export takes everything pending, so this bounds one burst, not a rate).
-pub const MAX_PENDING: usize = 4096;
+/// invocation's export takes everything pending, so this bounds one burst, not a rate). A
+/// queue batch of 100 full envelopes is 10,000 jobs, two spans each: it fits.
+pub const MAX_PENDING: usize = 32_768;
+
+/// Most spans in one export request (about 1.5 MB of JSON): a larger burst goes out as
+/// several requests at once, each its own subrequest.
+pub const EXPORT_CHUNK: usize = 2_048;
 
 /// How long one export may take before its spans count as dropped.
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -105,18 +110,22 @@ pub fn flush(cfg: &Tracing) -> Option<impl Future<Output = ()> + use<>> {
         return None;
     }
     let resource = Resource::new(cfg.service_name.clone(), env!("CARGO_PKG_VERSION"));
-    let body = otlp::export_request_json(&resource, SCOPE, env!("CARGO_PKG_VERSION"), &spans);
+    let bodies: Vec<(f64, String)> = spans
+        .chunks(EXPORT_CHUNK)
+        .map(|c| (c.len() as f64, otlp::export_request_json(&resource, SCOPE, env!("CARGO_PKG_VERSION"), c)))
+        .collect();
     let headers: Vec<(String, String)> = cfg.headers.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect();
-    let n = spans.len() as f64;
     Some(async move {
-        let reason = match send(&url, headers, body).await {
-            Ok(()) => {
-                counters::add(Metric::SpansExportedTotal, &[], n);
-                return;
+        let sends = bodies.into_iter().map(|(n, body)| {
+            let (url, headers) = (&url, headers.clone());
+            async move { (n, send(url, headers, body).await) }
+        });
+        for (n, sent) in futures_util::future::join_all(sends).await {
+            match sent {
+                Ok(()) => counters::add(Metric::SpansExportedTotal, &[], n),
+                Err(reason) => counters::add(Metric::SpansDroppedTotal, &[("reason", reason)], n),
             }
-            Err(reason) => reason,
-        };
-        counters::add(Metric::SpansDroppedTotal, &[("reason", reason)], n);
+        }
     })
 }
 

@@ -30,6 +30,7 @@ mod prom;
 mod report;
 mod settings;
 mod soak;
+mod traces;
 mod workflow;
 mod wrk;
 
@@ -811,13 +812,20 @@ fn run() -> anyhow::Result<()> {
         dev_vars: None,
         consumer: false,
         persist_redis: false,
-        vars: [vec![("RATE_LIMIT".into(), "off".into())], soak::vars(s.soak), workflow_vars].concat(),
-        consumer_env: Vec::new(),
+        vars: [
+            vec![("RATE_LIMIT".into(), "off".into()), ("OTEL_SDK_DISABLED".into(), "true".into())],
+            soak::vars(s.soak),
+            workflow_vars,
+        ]
+        .concat(),
+        consumer_env: vec![("OTEL_SDK_DISABLED".into(), "true".into())],
         profile: if s.debug { Profile::Debug } else { Profile::Release },
         outbound_allow: endpoint.as_ref().map(workflow::Endpoint::allow).unwrap_or_default(),
         native_lease: None,
         edge_upstash_url: None,
-        traces: false,
+        // The receiver runs for the tracing scenario only; that scenario turns the edge's
+        // export on and off, every other scenario runs without it.
+        traces: s.only.contains("tracing") && s.soak.is_none(),
     };
     let stack =
         Stack::start(opts).inspect_err(|_| say(format!("logs kept in {}", state_dir.join("logs").display())))?;
@@ -976,6 +984,9 @@ fn scenarios(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
         check_interrupted()?;
         say(format!("the latency scenario stopped: {e:#}"));
         report["scenarios"]["latency"]["error"] = json!(format!("{e:#}"));
+    }
+    if only.contains("tracing") {
+        traces::run(b, report)?;
     }
     if only.contains("flow") {
         flow::run(b, report)?;

@@ -163,6 +163,7 @@ pub fn targets(report: &Value) -> Vec<Value> {
     ];
     out.extend(crate::latency::targets(report));
     out.extend(crate::flow::targets(report));
+    out.extend(crate::traces::targets(report));
     out.extend(crate::workflow::targets(report));
     out.extend(crate::live::targets(report));
     out
@@ -356,6 +357,7 @@ pub fn print_table(r: &Value) {
     print_rows(&["scenario", "result", "target", "met?"], &rows);
     crate::latency::print(r);
     crate::flow::print(r);
+    crate::traces::print(r);
     crate::workflow::print(r);
     crate::live::print(r);
 

@@ -49,7 +49,7 @@ table and writes target/bench/bench-<unix time>.json and target/bench/latest.jso
 ";
 
 /// The scenarios `--only` may name; a run without `--only` runs them all.
-const SCENARIOS: [&str; 12] = [
+const SCENARIOS: [&str; 13] = [
     "edge",
     "native",
     "liveness",
@@ -62,6 +62,7 @@ const SCENARIOS: [&str; 12] = [
     "flow",
     "workflow",
     "live",
+    "tracing",
 ];
 
 #[derive(Debug, Clone)]
