@@ -104,6 +104,16 @@ impl Oracle {
         }
     }
 
+    /// The trace contexts a shard holds now (#32): see [`crate::traces::TraceSeen::observe`].
+    pub fn traces(&mut self, stored: Vec<(String, Option<edgejobs_core::trace::TraceContext>)>) {
+        for (invariant, broke) in self.traces.observe(stored) {
+            self.check(invariant);
+            if let Some(message) = broke {
+                self.fail(invariant, message);
+            }
+        }
+    }
+
     pub(crate) fn check(&mut self, invariant: &'static str) {
         *self.checks.entry(invariant).or_default() += 1;
     }

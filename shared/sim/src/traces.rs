@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 
 use edgejobs_core::trace::{SpanId, TraceContext, TraceId};
 
-use crate::oracle::Oracle;
 use crate::rng::Rng;
 
 /// Steps between two reads of every shard's contexts (a read parses every stored job's
@@ -76,67 +75,68 @@ pub struct TraceSeen {
     pub callbacks: u64,
 }
 
-impl Oracle {
+/// One check of an invariant: its name, and what broke when it did not hold.
+pub type Checked = (&'static str, Option<String>);
+
+impl TraceSeen {
     /// The simulation creates `id` with `context` (its router's, or none).
-    pub fn trace_created(&mut self, id: &str, context: Option<&TraceContext>) {
+    pub fn created(&mut self, id: &str, context: Option<&TraceContext>) {
         if context.is_some() {
-            self.traces.enqueued += 1;
+            self.enqueued += 1;
         }
-        self.traces.created.insert(id.to_owned(), context.cloned());
+        self.created.insert(id.to_owned(), context.cloned());
     }
 
     /// A shard will create `id` (a child or a callback job) from `origin`, if anything.
-    pub fn trace_origin(&mut self, id: &str, origin: Origin) {
-        self.traces.origins.insert(id.to_owned(), origin);
+    pub fn origin(&mut self, id: &str, origin: Origin) {
+        self.origins.insert(id.to_owned(), origin);
     }
 
     /// The contexts a shard holds now, per job: each must be the one the job was created
     /// with. A child or callback job seen for the first time is checked against its origin
-    /// first (and its creation context is what the rule gives it).
-    pub fn traces(&mut self, stored: Vec<(String, Option<TraceContext>)>) {
+    /// first (and its creation context is what the rule gives it). Answers every check made.
+    pub fn observe(&mut self, stored: Vec<(String, Option<TraceContext>)>) -> Vec<Checked> {
+        let mut out = Vec::new();
         for (id, now) in stored {
-            if let Some(origin) = self.traces.origins.remove(&id) {
-                self.trace_continues(&id, origin, now.as_ref());
+            if let Some(origin) = self.origins.remove(&id) {
+                out.extend(self.continues(&id, origin, now.as_ref()));
             }
-            match self.traces.created.get(&id).cloned() {
+            match self.created.get(&id).cloned() {
                 Some(was) => {
-                    self.check(KEEPS);
-                    if was != now {
-                        let msg =
-                            format!("job {id} was created with trace {}, it now holds {}", shown(&was), shown(&now));
-                        self.fail(KEEPS, msg);
-                    }
+                    let broke = (was != now).then(|| {
+                        format!("job {id} was created with trace {}, it now holds {}", shown(&was), shown(&now))
+                    });
+                    out.push((KEEPS, broke));
                 }
                 // A job the shards made on their own (a schedule's run): its first context.
                 None => {
-                    self.traces.created.insert(id, now);
+                    self.created.insert(id, now);
                 }
             }
         }
+        out
     }
 
     /// Child or callback job `id` was created holding `now`; its origin's rule says what it
     /// must hold. An origin the simulation does not know the context of is not checked.
-    fn trace_continues(&mut self, id: &str, origin: Origin, now: Option<&TraceContext>) {
+    fn continues(&mut self, id: &str, origin: Origin, now: Option<&TraceContext>) -> Option<Checked> {
         let (from, want) = match &origin {
             Origin::Child { run, named } => {
-                let Some(of_run) = self.traces.created.get(run) else { return };
-                self.traces.children += 1;
+                let of_run = self.created.get(run)?;
+                self.children += 1;
                 (format!("child of run {run} (its report named {})", shown(named)), named.clone().or(of_run.clone()))
             }
             Origin::Callback { job } => {
-                let Some(of_job) = self.traces.created.get(job) else { return };
-                self.traces.callbacks += 1;
+                let of_job = self.created.get(job)?;
+                self.callbacks += 1;
                 (format!("callback job of {job}"), of_job.clone())
             }
         };
-        self.check(CONTINUES);
-        if now != want.as_ref() {
-            let msg =
-                format!("{id}, the {from}, holds trace {}; it must continue {}", shown(&now.cloned()), shown(&want));
-            self.fail(CONTINUES, msg);
-        }
-        self.traces.created.insert(id.to_owned(), want);
+        let broke = (now != want.as_ref()).then(|| {
+            format!("{id}, the {from}, holds trace {}; it must continue {}", shown(&now.cloned()), shown(&want))
+        });
+        self.created.insert(id.to_owned(), want);
+        Some((CONTINUES, broke))
     }
 }
 

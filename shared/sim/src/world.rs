@@ -1008,9 +1008,9 @@ impl World {
     fn traced(&mut self, job: &mut edgejobs_core::Job, context: Option<edgejobs_core::trace::TraceContext>) {
         job.trace = context;
         let id = job.id.to_string();
-        self.oracle.trace_created(&id, job.trace.as_ref());
+        self.oracle.traces.created(&id, job.trace.as_ref());
         for cb in job.on_complete.iter().chain(job.on_fail.iter()) {
-            self.oracle.trace_origin(cb.id.as_str(), crate::traces::Origin::Callback { job: id.clone() });
+            self.oracle.traces.origin(cb.id.as_str(), crate::traces::Origin::Callback { job: id.clone() });
         }
     }
 
@@ -1206,7 +1206,7 @@ impl World {
             return vec![];
         }
         // Stored before #32: no context, and a re-seal must not give it one.
-        self.oracle.trace_created(&id, None);
+        self.oracle.traces.created(&id, None);
         match s.settle(s.create(vec![job], WINDOW_MS)) {
             Ok((_, effects)) => {
                 self.oracle.acked.insert(id.clone());

@@ -225,7 +225,7 @@ impl World {
                 let mut child = parsed.into_job(JobId::new(run.shard(), now, rand), now).0;
                 child.trace = named.clone();
                 let origin = crate::traces::Origin::Child { run: run.to_string(), named: named.clone() };
-                self.oracle.trace_origin(child.id.as_str(), origin);
+                self.oracle.traces.origin(child.id.as_str(), origin);
                 child
             })
             .collect()
