@@ -18,6 +18,8 @@ pub const TESTS: &[Test] = &[
     ("tracing_an_edge_webhook_without_traceparent_starts_its_own_trace", edge_lane_trace),
     ("tracing_an_invalid_traceparent_is_ignored_and_a_new_trace_started", invalid_traceparent),
     ("tracing_spans_are_dropped_and_counted_when_the_collector_refuses", collector_down),
+    ("tracing_each_schedule_run_starts_a_new_trace_linked_to_the_schedule", schedule_runs),
+    ("tracing_an_event_send_is_a_span_under_the_callers_trace", event_send),
 ];
 
 /// The tests that read or switch the shared receiver run one at a time: the refusal test
@@ -256,4 +258,112 @@ fn collector_down(ctx: &Ctx) -> anyhow::Result<()> {
     })();
     refuse(Value::Null)?;
     outcome
+}
+
+/// A schedule keeps its creator's context; each run, by its tick and by a trigger, starts
+/// a new trace whose root (`send noop`, recorded by the shard's Durable Object for a tick)
+/// links to it, and the run's delivery is that root's child.
+fn schedule_runs(ctx: &Ctx) -> anyhow::Result<()> {
+    let _one = RECEIVER.lock().unwrap_or_else(|p| p.into_inner());
+    let name = unique("traced-schedule");
+    let (trace_id, caller_span) = caller();
+    let traceparent = format!("00-{trace_id}-{caller_span}-01");
+    let body = json!({ "name": name, "cron": "* * * * * *", "job": { "type": "noop", "payload": {} } });
+    let r = ctx.send(
+        ctx.http
+            .post(ctx.url("/v1/schedules"))
+            .bearer_auth(&ctx.admin_key)
+            .header("traceparent", &traceparent)
+            .json(&body),
+    )?;
+    ensure(r.status == 201, || format!("created: {} {}", r.status, r.body))?;
+    ensure(r.body["trace"]["traceparent"] == traceparent.as_str(), || format!("the schedule keeps it: {}", r.body))?;
+    let outcome = (|| -> anyhow::Result<()> {
+        // The first run of a tick (the schedule fires every second).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let tick_job = loop {
+            let s = ctx.get(&format!("/v1/schedules/{name}"))?;
+            let tick = s.body["runs"].as_array().and_then(|runs| runs.iter().find(|r| r["kind"] == "tick"));
+            if let Some(id) = tick.and_then(|r| r["job_id"].as_str()) {
+                break id.to_owned();
+            }
+            ensure(Instant::now() < deadline, || format!("no run of a tick within 20 s: {}", s.body))?;
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        let r =
+            ctx.send(ctx.http.post(ctx.url(&format!("/v1/schedules/{name}/trigger"))).bearer_auth(&ctx.admin_key))?;
+        ensure(r.status == 201, || format!("triggered: {} {}", r.status, r.body))?;
+        let triggered = r.body["job"]["id"].as_str().context("the triggered run's job")?.to_owned();
+        let mut seen = Vec::new();
+        for id in [tick_job, triggered] {
+            let job = ctx.wait_state(&id, "completed", Duration::from_secs(30))?;
+            let stored = job["trace"]["traceparent"].as_str().context("a run's job has a trace")?;
+            let (run_trace, root_id) = ids(stored)?;
+            ensure(run_trace != trace_id, || format!("a run starts a new trace, not the schedule's: {stored}"))?;
+            ensure(!seen.contains(&run_trace.to_owned()), || format!("each run has its own trace: {stored}"))?;
+            seen.push(run_trace.to_owned());
+            let edge = "edgejobs-edge";
+            let spans = trace(ctx, run_trace, |s| has(s, edge, "send noop") && has(s, edge, "receive jobs"))?;
+            let root = one(&spans, edge, "send noop")?;
+            ensure(root.parent_span_id.is_none() && root.span_id == root_id, || {
+                format!("the run's root names no parent and is the job's parent: {root:?}")
+            })?;
+            ensure(root.kind == SpanKind::Producer, || format!("a producer span: {root:?}"))?;
+            ensure(root.links.iter().any(|l| l.trace_id == trace_id && l.span_id == caller_span), || {
+                format!("the root links to the schedule's context {trace_id}/{caller_span}: {:?}", root.links)
+            })?;
+            for (k, v) in [
+                ("edgejobs.schedule.id", json!(name)),
+                ("edgejobs.job.id", json!(id)),
+                ("messaging.system", json!("edgejobs")),
+                ("messaging.operation.type", json!("send")),
+                ("messaging.destination.name", json!("noop")),
+            ] {
+                ensure(attr(root, k) == &v, || format!("root {k} = {v}: {:?}", root.attributes))?;
+            }
+            let delivery = one(&spans, edge, "receive jobs")?;
+            parent_of(delivery, root)?;
+            ensure(attr(delivery, "edgejobs.job.id") == id.as_str(), || format!("{delivery:?}"))?;
+        }
+        Ok(())
+    })();
+    let r = ctx.send(ctx.http.delete(ctx.url(&format!("/v1/schedules/{name}"))).bearer_auth(&ctx.admin_key))?;
+    outcome?;
+    ensure(r.status == 200, || format!("deleted: {} {}", r.status, r.body))
+}
+
+/// `POST /v1/events` with a `traceparent` is a producer span `send <name>` under the
+/// caller's span.
+fn event_send(ctx: &Ctx) -> anyhow::Result<()> {
+    let _one = RECEIVER.lock().unwrap_or_else(|p| p.into_inner());
+    let name = unique("traced-event");
+    let (trace_id, caller_span) = caller();
+    let traceparent = format!("00-{trace_id}-{caller_span}-01");
+    let event_id = unique("event-id");
+    let r = ctx.send(
+        ctx.http
+            .post(ctx.url("/v1/events"))
+            .bearer_auth(&ctx.api_key)
+            .header("traceparent", &traceparent)
+            .json(&json!({ "name": name, "id": event_id, "data": { "n": 1 } })),
+    )?;
+    ensure(r.status == 202, || format!("sent: {} {}", r.status, r.body))?;
+    let span_name = format!("send {name}");
+    let edge = "edgejobs-edge";
+    let spans = trace(ctx, &trace_id, |s| has(s, edge, &span_name))?;
+    let sent = one(&spans, edge, &span_name)?;
+    ensure(sent.parent_span_id.as_deref() == Some(caller_span.as_str()), || {
+        format!("the send's parent is the caller's span: {sent:?}")
+    })?;
+    ensure(sent.kind == SpanKind::Producer, || format!("a producer span: {sent:?}"))?;
+    for (k, v) in [
+        ("messaging.system", json!("edgejobs")),
+        ("messaging.operation.type", json!("send")),
+        ("messaging.destination.name", json!(name)),
+        ("messaging.message.id", json!(event_id)),
+    ] {
+        ensure(attr(sent, k) == &v, || format!("{k} = {v}: {:?}", sent.attributes))?;
+    }
+    ensure(sent.status.code != StatusCode::Error, || format!("{sent:?}"))?;
+    Ok(())
 }

@@ -243,6 +243,7 @@ pub fn schedule(shown: edgejobs_core::protocol::ScheduleShown) -> edgejobs_api::
         runs,
         runs_total,
         skips_total,
+        trace,
     } = schedule;
     if let Some(p) = job.get_mut("payload") {
         seal::redact_headers(p);
@@ -294,6 +295,7 @@ pub fn schedule(shown: edgejobs_core::protocol::ScheduleShown) -> edgejobs_api::
         skips_total,
         overdue,
         upcoming: upcoming.map(|u| u.into_iter().map(format_rfc3339).collect()),
+        trace: trace.map(|t| edgejobs_api::JobTrace { traceparent: t.traceparent(), tracestate: t.state }),
     }
 }
 

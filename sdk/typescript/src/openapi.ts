@@ -746,6 +746,7 @@ export interface components {
             on_fail?: components["schemas"]["JobCallback"];
             /** @description The batch (`POST /v1/jobs/batch` with `on_complete`) the job belongs to */
             batch?: string;
+            trace?: components["schemas"]["JobTrace"];
         };
         /** @description An enqueue request: a job of a built-in type, or of a type the deployment declares in `JOB_TYPES`. Unknown fields are refused; null in an optional field means the default; `delay` and `run_at` exclude each other. */
         JobSpec: components["schemas"]["BuiltinJobSpec"] | components["schemas"]["DeclaredJobSpec"];
@@ -1139,6 +1140,8 @@ export interface components {
             overdue: boolean;
             /** @description The next 5 run times (GET of one schedule) */
             upcoming?: string[];
+            /** @description The W3C trace context (`traceparent`, `tracestate`) the schedule was created or last changed with (#32). Each run starts a new trace whose root span (`send <type>`) links to it; a run's own context is its job's `trace`. */
+            trace?: components["schemas"]["JobTrace"];
         };
         /**
          * @description A duration: one or more spans of a number (`1.5` allowed) and a unit, spaces allowed around each: `250ms`, `30s`, `5m`, `2h`, `1d`, `1h 30m`. Units: ns (nsec, nanos), us (usec), ms (msec, millis), s (sec, secs, second, seconds), m (min, mins, minute, minutes), h (hr, hrs, hour, hours), d (day, days), w (wk, wks, week, weeks), M (month, months: 30.44 d), y (yr, yrs, year, years: 365.25 d). At most 64 characters.
@@ -1905,9 +1908,19 @@ export interface components {
              */
             fired_at?: string;
         };
+        /** @description Where a job sits in a distributed trace (#32): the W3C Trace Context of its enqueue span, whose children are the job's deliveries and attempts. From the enqueue's `traceparent` header when valid, else a new trace. */
+        JobTrace: {
+            traceparent: string;
+            tracestate?: string;
+        };
     };
     responses: never;
-    parameters: never;
+    parameters: {
+        /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+        Traceparent: string;
+        /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+        Tracestate: string;
+    };
     requestBodies: never;
     headers: never;
     pathItems: never;
@@ -2093,7 +2106,12 @@ export interface operations {
     enqueueJob: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+                traceparent?: components["parameters"]["Traceparent"];
+                /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+                tracestate?: components["parameters"]["Tracestate"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -2207,7 +2225,12 @@ export interface operations {
     enqueueBatch: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+                traceparent?: components["parameters"]["Traceparent"];
+                /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+                tracestate?: components["parameters"]["Tracestate"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -4018,7 +4041,12 @@ export interface operations {
     createSchedule: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+                traceparent?: components["parameters"]["Traceparent"];
+                /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+                tracestate?: components["parameters"]["Tracestate"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -4290,7 +4318,12 @@ export interface operations {
     patchSchedule: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+                traceparent?: components["parameters"]["Traceparent"];
+                /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+                tracestate?: components["parameters"]["Tracestate"];
+            };
             path: {
                 /** @description A schedule name. One that cannot exist is answered 404 `schedule_not_found`. */
                 name: string;
@@ -5106,7 +5139,12 @@ export interface operations {
     sendEvent: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+                traceparent?: components["parameters"]["Traceparent"];
+                /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+                tracestate?: components["parameters"]["Tracestate"];
+            };
             path?: never;
             cookie?: never;
         };

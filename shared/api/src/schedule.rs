@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::job::Job;
+use crate::job::{Job, JobTrace};
 
 /// What happens to a tick while the previous run's job is not final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +87,10 @@ pub struct ScheduleView {
     /// The next ticks (on a single read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upcoming: Option<Vec<String>>,
+    /// The W3C trace context the schedule was created or last changed with (#32): each run
+    /// starts a new trace whose root links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<JobTrace>,
 }
 
 /// `GET /v1/schedules`: a page by name. `S` is [`ScheduleView`] for a client; the edge

@@ -246,7 +246,8 @@ fn sample_schedule() -> Value {
         "last_tick": "2026-12-02T03:00:00Z", "waiting_tick": "2026-12-03T03:00:00Z",
         "paused_at": "2026-12-03T04:00:00Z",
         "runs": [{ "tick": "2026-12-02T03:00:00Z", "at": "2026-12-02T03:00:00Z", "job_id": "j00000000000000000000000000001", "kind": "tick", "state": "completed" }],
-        "runs_total": 1, "skips_total": 0, "overdue": false, "upcoming": ["2026-12-04T03:00:00Z"]
+        "runs_total": 1, "skips_total": 0, "overdue": false, "upcoming": ["2026-12-04T03:00:00Z"],
+        "trace": { "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "vendor=1" }
     })
 }
 

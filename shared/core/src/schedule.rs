@@ -11,6 +11,9 @@
 //!   `queue_one` keeps at most one tick waiting and fires it when the previous run ends.
 //! - Each run is an ordinary job tagged `schedule:{name}` with the idempotency key
 //!   `schedule:{name}:{tick}`, so a tick fired twice creates one job.
+//! - Each run starts a new trace (#32), linked to the context the schedule was created or
+//!   last changed with (its `traceparent`): one trace per run, not one trace that grows
+//!   forever.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -20,6 +23,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::id::JobId;
 use crate::spec::{JobSpec, parse_spec_in};
 use crate::time::{format_rfc3339, parse_rfc3339, rfc3339, rfc3339_opt};
+use crate::trace::TraceContext;
 use crate::types::Types;
 
 /// Longest schedule name (its tag, `schedule:{name}`, must stay within a tag's 64 bytes).
@@ -137,6 +141,11 @@ pub struct Schedule {
     pub runs_total: u64,
     #[serde(default)]
     pub skips_total: u64,
+    /// The W3C trace context of the request that created the schedule, or of the last
+    /// change that sent one (#32): each run's new trace links to it. Schedules stored
+    /// before #32 have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 /// The fields a create may carry; a patch may carry all but `name`.
@@ -404,6 +413,7 @@ pub fn parse_create(body: &Value, now: u64, types: &Types) -> Result<Definition,
         runs: Vec::new(),
         runs_total: 0,
         skips_total: 0,
+        trace: None,
     };
     schedule.next_at = schedule.tick_after(&cron, &tz, now);
     if schedule.next_at.is_none() {
@@ -465,7 +475,8 @@ pub fn stored_home(
 /// Applies a patch body to a schedule at `now`: the merged definition is validated whole;
 /// the history stays. A change of cron, time zone or window recomputes the next tick.
 pub fn parse_patch(current: &Schedule, body: &Value, now: u64, types: &Types) -> Result<Definition, ApiError> {
-    let obj = known_fields(body)?;
+    let (body, trace) = take_trace(body)?;
+    let obj = known_fields(&body)?;
     if obj.get("name").is_some_and(|n| n.as_str() != Some(current.name.as_str())) {
         return Err(ApiError::field("name", "cannot be changed (create a new schedule and delete this one)"));
     }
@@ -481,6 +492,7 @@ pub fn parse_patch(current: &Schedule, body: &Value, now: u64, types: &Types) ->
     s.runs = current.runs.clone();
     s.runs_total = current.runs_total;
     s.skips_total = current.skips_total;
+    s.trace = trace.or_else(|| current.trace.clone());
     s.paused_at = match (current.paused, s.paused) {
         (false, true) => Some(now),
         (true, true) => current.paused_at,
@@ -493,6 +505,32 @@ pub fn parse_patch(current: &Schedule, body: &Value, now: u64, types: &Types) ->
         resume_next(s, now);
     }
     Ok(def)
+}
+
+/// The key of a patch body that carries the context of the request's `traceparent` (#32).
+/// Only the edge puts it there ([`with_trace`]), after refusing a caller's own `trace`
+/// field as unknown: the header is the one way to set it.
+pub const PATCH_TRACE: &str = "trace";
+
+/// Puts `trace` into a patch body (an object), so the patch replaces the schedule's context.
+pub fn with_trace(body: &mut Value, trace: &TraceContext) {
+    if let (Some(obj), Ok(v)) = (body.as_object_mut(), serde_json::to_value(trace)) {
+        obj.insert(PATCH_TRACE.into(), v);
+    }
+}
+
+/// A patch body without its [`PATCH_TRACE`], and the context it carried (`None`: the patch
+/// keeps the schedule's).
+fn take_trace(body: &Value) -> Result<(Value, Option<TraceContext>), ApiError> {
+    let mut body = body.clone();
+    let trace = match body.as_object_mut().and_then(|o| o.remove(PATCH_TRACE)) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            serde_json::from_value(v)
+                .map_err(|_| ApiError::field(PATCH_TRACE, "must be {\"traceparent\": ..., \"tracestate\"?: ...}"))?,
+        ),
+    };
+    Ok((body, trace))
 }
 
 /// Pauses: no tick fires until a resume; a waiting tick is dropped.
@@ -910,5 +948,48 @@ mod tests {
         let back: Schedule =
             serde_json::from_value(serde_json::to_value(&s).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, s);
+    }
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_schedule_stored_before_tracing_still_loads_and_keeps_no_trace() {
+        let s = make(json!({ "name": "n", "cron": "0 * * * *", "job": { "type": "noop" } }), "2026-12-01T00:00:00Z");
+        let mut stored = serde_json::to_value(&s).unwrap_or_default();
+        assert!(stored.get("trace").is_none(), "no context, no field: {stored}");
+        stored.as_object_mut().map(|o| o.remove("trace"));
+        let back: Schedule = serde_json::from_value(stored).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.trace, None);
+        // With a context, it is stored as the two header values and read back.
+        let mut traced = s;
+        traced.trace = TraceContext::parse(TP, Some("v=1"));
+        let v = serde_json::to_value(&traced).unwrap_or_default();
+        assert_eq!(v["trace"], json!({ "traceparent": TP, "tracestate": "v=1" }));
+        let back: Schedule = serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, traced);
+    }
+
+    #[test]
+    fn a_patch_keeps_the_context_or_replaces_it_with_the_requests() {
+        let mut s =
+            make(json!({ "name": "n", "cron": "0 * * * *", "job": { "type": "noop" } }), "2026-12-01T00:00:00Z");
+        s.trace = TraceContext::parse(TP, None);
+        let patch = |body: &Value| {
+            parse_patch(&s, body, t("2026-12-01T00:01:00Z"), &Types::builtins())
+                .map(|d| d.schedule.trace)
+                .unwrap_or_else(|e| panic!("{e:?}"))
+        };
+        assert_eq!(patch(&json!({ "paused": true })), s.trace, "a patch without a traceparent keeps it");
+        let other = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00", Some("a=b"))
+            .expect("a valid context");
+        let mut body = json!({ "paused": true });
+        with_trace(&mut body, &other);
+        assert_eq!(patch(&body), Some(other), "one with a traceparent replaces it");
+        let bad = json!({ "trace": { "traceparent": "00-x" } });
+        assert!(parse_patch(&s, &bad, 0, &Types::builtins()).is_err_and(|e| e.field.as_deref() == Some(PATCH_TRACE)));
+        // A create never takes one from the body: the edge sets it from the header.
+        let create =
+            json!({ "name": "n", "cron": "0 * * * *", "job": { "type": "noop" }, "trace": { "traceparent": TP } });
+        assert!(parse_create(&create, 0, &Types::builtins()).is_err_and(|e| e.field.as_deref() == Some("trace")));
     }
 }

@@ -5,17 +5,23 @@
 //! this shard, in the same transaction that moves the schedule on: a tick is handled once,
 //! whatever restarts in between, and its idempotency key (`schedule:{name}:{tick}`) makes a
 //! second fire of the same tick answer with the first job.
+//!
+//! Each run starts a new trace (#32) whose root names the schedule's context as a link; the
+//! alarm returns the runs it created ([`RunStarted`]) so the edge records their root spans.
 
 use edgejobs_core::stats::Metric;
 use std::collections::BTreeMap;
 
 use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::otlp::{self, SpanKind, SpanRecord};
 use edgejobs_core::plan::{self, Effects};
 use edgejobs_core::protocol::{ScheduleOp, ScheduleReply, ScheduleShown};
+use edgejobs_core::sampler::Sampler;
 use edgejobs_core::schedule::{self, Run, RunKind, Schedule};
 use edgejobs_core::seal;
 use edgejobs_core::spec::parse_spec_in;
 use edgejobs_core::stats::Delta;
+use edgejobs_core::trace::{SpanId, TraceContext, TraceId};
 use edgejobs_core::{ApiError, ErrorCode, Job, JobId, JobState};
 use serde_json::{Value, json};
 
@@ -77,6 +83,66 @@ fn existing(db: &impl Sql, name: &str) -> Outcome<Schedule> {
 fn shown(s: Schedule, states: &BTreeMap<JobId, JobState>, now: u64, upcoming: bool) -> ScheduleShown {
     let run_states = s.runs.iter().map(|r| states.get(&r.job_id).copied()).collect();
     ScheduleShown { overdue: s.overdue(now), upcoming: upcoming.then(|| s.upcoming(now)), run_states, schedule: s }
+}
+
+/// A run that was created (#32): what the edge needs to record the root span of the run's
+/// new trace (the shard itself records no span: it does no I/O and exports nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunStarted {
+    pub schedule: String,
+    pub job_id: JobId,
+    pub job_type: String,
+    /// The run's root: the span its job names as its parent (its deliveries' parent).
+    pub trace: TraceContext,
+    /// The schedule's context, which the root links to (none for a schedule stored
+    /// without one).
+    pub link: Option<TraceContext>,
+}
+
+impl RunStarted {
+    /// The run of schedule `s` whose job is `job`; `None` for a job without a trace (one
+    /// made before #32, answered again by its tick's key).
+    pub fn of(s: &Schedule, job: &Job) -> Option<RunStarted> {
+        Some(RunStarted {
+            schedule: s.name.clone(),
+            job_id: job.id.clone(),
+            job_type: job.job_type.clone(),
+            trace: job.trace.clone()?,
+            link: s.trace.clone(),
+        })
+    }
+
+    /// The root span of the run's trace at `now_ns`: `send <type>`, a producer span without
+    /// a parent, linked to the schedule's context, with the messaging attributes of an
+    /// enqueue (`system` is the edge's `messaging.system`), the schedule's name and the job.
+    /// It lasts no time: the run was made inside the alarm's commit, which it does not time.
+    pub fn span(&self, system: &str, now_ns: u64) -> SpanRecord {
+        let t = &self.trace;
+        let name = otlp::messaging_span_name("send", &self.job_type);
+        let span = SpanRecord::root(t.trace_id, t.span_id, t.sampled(), name, SpanKind::Producer, now_ns)
+            .attrs(otlp::messaging_attrs(system, "send", &self.job_type, Some(self.job_id.as_str()), None))
+            .attr(otlp::keys::SCHEDULE_ID, self.schedule.as_str())
+            .attr(otlp::keys::JOB_ID, self.job_id.as_str());
+        match &self.link {
+            Some(l) => span.link(l, Vec::new()),
+            None => span,
+        }
+    }
+}
+
+/// The root context of a run's new trace (#32): new ids from the host's random source,
+/// sampled as `sampler` decides for a span that continues the schedule's context `link`.
+/// With the default (`parentbased_always_on`) a run follows the schedule's `sampled` flag,
+/// and is sampled when the schedule has no context; a ratio sampler decides by the new
+/// trace id, as it will for every later span of the run.
+pub fn run_trace(random: &mut impl FnMut() -> u64, link: Option<&TraceContext>, sampler: &Sampler) -> TraceContext {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&random().to_le_bytes());
+    // Never zero, so the id is always valid.
+    b[8..].copy_from_slice(&random().max(1).to_le_bytes());
+    let trace_id = TraceId::new(b).unwrap_or(TraceId([1; 16]));
+    let span_id = SpanId::new(random().max(1).to_le_bytes()).unwrap_or(SpanId([1, 0, 0, 0, 0, 0, 0, 0]));
+    TraceContext::root(trace_id, span_id, sampler.decide(trace_id, link))
 }
 
 /// A run to create: the schedule (by index), its tick and why.
@@ -248,6 +314,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
         let mut job = spec.into_job(JobId::new(shard, now, self.host.random_u64()), now).0;
         job.flow = flow;
         job.schedule = Some(s.name.clone());
+        job.trace = Some(run_trace(&mut || self.host.random_u64(), s.trace.as_ref(), &cfg.tracing.sampler));
         #[cfg(feature = "bugs")]
         if self.bugs.schedule_ticks_twice {
             // The bug: a run without its tick's key, so nothing stops a second run of it.
@@ -343,8 +410,14 @@ impl<S: Sql, H: Host> Shard<S, H> {
     /// in the same transaction, and their runs are created there. Returns the effects and
     /// whether a full batch was due (more may be).
     pub fn fire_schedules_page(&self, cfg: &EdgeConfig) -> Outcome<(Effects, bool)> {
+        self.fire_schedules_page_traced(cfg).map(|(effects, more, _)| (effects, more))
+    }
+
+    /// [`fire_schedules_page`](Self::fire_schedules_page), with the runs it created (a tick
+    /// whose key answered with an existing job is not a new run) for their root spans.
+    pub fn fire_schedules_page_traced(&self, cfg: &EdgeConfig) -> Outcome<(Effects, bool, Vec<RunStarted>)> {
         if self.number.is_none() {
-            return Ok((Effects::default(), false));
+            return Ok((Effects::default(), false, Vec::new()));
         }
         let now = self.host.now_ms();
         self.commit(|db| {
@@ -366,7 +439,15 @@ impl<S: Sql, H: Host> Shard<S, H> {
             }
             let made = self.prepare_runs(&due, fires, now, cfg, &mut deltas)?;
             store::record(db, &deltas, now)?;
-            let (effects, _) = self.create_runs(db, &mut due, made, now, cfg)?;
+            let (effects, jobs) = self.create_runs(db, &mut due, made, now, cfg)?;
+            let started = jobs
+                .iter()
+                .filter(|(_, created)| *created)
+                .filter_map(|(job, _)| {
+                    let s = due.iter().find(|s| job.schedule.as_deref() == Some(s.name.as_str()))?;
+                    RunStarted::of(s, job)
+                })
+                .collect();
             #[cfg(feature = "bugs")]
             let skip_save = self.bugs.schedule_ticks_twice;
             #[cfg(not(feature = "bugs"))]
@@ -376,7 +457,7 @@ impl<S: Sql, H: Host> Shard<S, H> {
                     save(db, s, now)?;
                 }
             }
-            Ok((effects, n as u64 == WAKE_BATCH))
+            Ok((effects, n as u64 == WAKE_BATCH, started))
         })
     }
 

@@ -66,7 +66,10 @@ fn main() -> anyhow::Result<()> {
     println!("  consumer        {}/health  {}/metrics", stack.consumer_url, stack.consumer_url);
     println!("  upstash-local   {}   (Upstash REST API)", stack.upstash_url);
     println!("  redis-server    127.0.0.1:{}", stack.redis_port);
-    println!("  traces          {}/api/traces/<trace id>   (OTLP receiver; a job's trace id is in its `trace`)", stack.otlp_url);
+    println!(
+        "  traces          {}/api/traces/<trace id>   (OTLP receiver; a job's trace id is in its `trace`)",
+        stack.otlp_url
+    );
     println!("  API key         {}", stack.secrets.api_key);
     println!("  admin key       {}", stack.secrets.admin_key);
     println!("\nall of it is in {} (source it: set -a; . {}; set +a)", env_file.display(), env_file.display());

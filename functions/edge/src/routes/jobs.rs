@@ -448,7 +448,12 @@ fn enqueue_span(cfg: &EdgeConfig, parent: Option<&TraceContext>, job_type: &str,
 /// Gives a prepared job the enqueue span as its parent, and names the job on the span of a
 /// single enqueue.
 fn trace_job(p: &mut Prepared, span: &SpanRecord) {
-    p.job.trace = Some(span.context());
+    set_trace(p, span.context());
+}
+
+/// Makes `ctx` the prepared job's parent (#32): the span that created it.
+pub fn set_trace(p: &mut Prepared, ctx: TraceContext) {
+    p.job.trace = Some(ctx);
 }
 
 /// The shard commit under an enqueue span: how long the shard took to write `jobs` jobs.

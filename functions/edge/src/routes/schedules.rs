@@ -6,6 +6,11 @@
 //! key's other jobs), else in the shard its name hashes to; the name's shard then keeps a
 //! claim naming the schedule's, and an operation by name asked there is asked again at the
 //! schedule's (`ScheduleReply::Elsewhere`).
+//!
+//! Tracing (#32): a create keeps the request's `traceparent`/`tracestate` with the
+//! schedule, and a patch that sends them replaces it. Each run starts a new trace whose
+//! root span (`send <type>`) links to that context: the shard's alarm names the runs it
+//! made and the Durable Object records their roots; a trigger's root is recorded here.
 
 use edgejobs_api::{ScheduleDeleted, ScheduleList, ScheduleView, Triggered};
 use edgejobs_core::auth::Principal;
@@ -21,7 +26,7 @@ use worker::{Env, Request};
 use super::jobs::{Out, query_pairs, respond};
 use crate::http;
 use crate::platform::{now_ms, random_nonce};
-use crate::{shard, view};
+use crate::{shard, telemetry, view};
 
 /// What a path under `/v1/schedules/{name}` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +97,7 @@ pub async fn create(req: &mut Request, env: &Env, cfg: &EdgeConfig) -> Out {
     edgejobs_core::spec::check_outbound(&def.spec, &cfg.outbound_allow).map_err(schedule::under_job)?;
     check_spec_tenant(&def.spec, cfg)?;
     let mut s = def.schedule;
+    s.trace = telemetry::incoming(req);
     let name = s.name.clone();
     seal_job(&mut s.job, &name, cfg)?;
     let home = home_of(&name, &def.spec, cfg);
@@ -182,6 +188,14 @@ pub async fn patch(req: &mut Request, env: &Env, cfg: &EdgeConfig, name: &str) -
     if !body.is_object() {
         return Err(ApiError::new(ErrorCode::InvalidJson, "the body must be a JSON object"));
     }
+    // The context comes from the request's headers only: a body's own `trace` is unknown
+    // (as in a create), and one with `traceparent` replaces the schedule's.
+    if body.get(schedule::PATCH_TRACE).is_some() {
+        return Err(ApiError::field(schedule::PATCH_TRACE, "unknown field"));
+    }
+    if let Some(trace) = telemetry::incoming(req) {
+        schedule::with_trace(&mut body, &trace);
+    }
     if let Some(to) = moves_to {
         // A schedule stays where it is: a job whose flow key lives elsewhere is refused
         // (its runs would be counted apart from the key's other jobs).
@@ -234,10 +248,23 @@ pub async fn act(env: &Env, cfg: &EdgeConfig, name: &str, action: Action) -> Out
     };
     match call(env, cfg, &name, op).await? {
         // A trigger that made a new job answers 201, as an enqueue does.
-        ScheduleReply::Triggered { created, job, schedule } => respond(
-            if created { 201 } else { 200 },
-            &Triggered { created, job: view::job(*job), schedule: view::schedule(*schedule) },
-        ),
+        ScheduleReply::Triggered { created, job, schedule } => {
+            if created {
+                trace_run(cfg, &schedule.schedule, &job);
+            }
+            respond(
+                if created { 201 } else { 200 },
+                &Triggered { created, job: view::job(*job), schedule: view::schedule(*schedule) },
+            )
+        }
         other => respond(200, &view::schedule(other.shown()?)),
+    }
+}
+
+/// Records the root span of a run's new trace, linked to its schedule's context (#32); the
+/// invocation exports it after answering.
+fn trace_run(cfg: &EdgeConfig, s: &schedule::Schedule, job: &edgejobs_core::Job) {
+    if let Some(run) = edgejobs_shard::schedules::RunStarted::of(s, job) {
+        telemetry::keep(&cfg.tracing, run.span(telemetry::SYSTEM, telemetry::now_ns()));
     }
 }

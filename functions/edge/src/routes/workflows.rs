@@ -2,11 +2,15 @@
 //! (`protocol::event_home`); a send asks that shard which waits it matches, resumes them on
 //! their runs' shards (one call per shard, `runs::deliver`), then tells the index they were
 //! delivered; it also starts the jobs of the types declared with its name in `on_event`.
+//! A send is a producer span `send <name>` (#32) under the request's `traceparent`, or the
+//! root of a new trace.
 
 use edgejobs_core::auth::Principal;
 use edgejobs_core::config::EdgeConfig;
+use edgejobs_core::otlp::{self, SpanKind, SpanRecord};
 use edgejobs_core::protocol::{EventsOp, EventsReply, WaitKey, event_home};
 use edgejobs_core::tenant::Tenant;
+use edgejobs_core::trace::TraceContext;
 use edgejobs_core::workflow::{MAX_EVENT_NAME_BYTES, MAX_STEP_RESULT_BYTES};
 use edgejobs_core::{ApiError, ErrorCode};
 use serde_json::Value;
@@ -15,6 +19,7 @@ use worker::{Env, Request};
 use super::jobs::{self, Out, respond};
 use crate::http;
 use crate::shard;
+use crate::telemetry;
 
 /// Longest event id.
 pub const MAX_EVENT_ID_BYTES: usize = 128;
@@ -67,6 +72,42 @@ pub async fn send(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principa
         Some(_) => return Err(ApiError::field("tenant", "must be a tenant name")),
     };
     let tenant = who.sees.owner_of_new(asked)?;
+    let span = event_span(cfg, telemetry::incoming(req).as_ref(), &name, id.as_deref(), &tenant);
+    let mut span = telemetry::Scoped::new(&cfg.tracing, span);
+    let sent = signal(env, cfg, who, Event { tenant, name, id, data }, span.context()).await;
+    if let Err(e) = &sent {
+        span.fail(&e.message);
+    }
+    sent
+}
+
+/// The span of an event's send (#32): a producer span `send <name>` under the caller's
+/// context (or the root of a new trace), its destination the event's name and its message
+/// id the event's `id` when it has one.
+fn event_span(
+    cfg: &EdgeConfig,
+    parent: Option<&TraceContext>,
+    name: &str,
+    id: Option<&str>,
+    tenant: &Tenant,
+) -> SpanRecord {
+    telemetry::start(&cfg.tracing, parent, otlp::messaging_span_name("send", name), SpanKind::Producer)
+        .attrs(otlp::messaging_attrs(telemetry::SYSTEM, "send", name, id, None))
+        .attr(otlp::keys::TENANT, tenant.as_str())
+}
+
+/// An event as the send read it.
+struct Event {
+    tenant: Tenant,
+    name: String,
+    id: Option<String>,
+    data: Value,
+}
+
+/// The send itself, once the request is read: the jobs it starts (children of the send's
+/// span `trace`) checked, the waits it matches resumed, those jobs created.
+async fn signal(env: &Env, cfg: &EdgeConfig, who: &Principal, event: Event, trace: TraceContext) -> Out {
+    let Event { tenant, name, id, data } = event;
     // The jobs the event starts (types declared with `on_event`) are checked first: one
     // that cannot be created refuses the send before anything changed.
     let now = crate::platform::now_ms();
@@ -78,7 +119,9 @@ pub async fn send(req: &mut Request, env: &Env, cfg: &EdgeConfig, who: &Principa
         }
         let mut spec = jobs::parse(cfg, &body, who, now)?;
         spec.tenant = Some(tenant.clone());
-        starts.push(jobs::prepare(cfg, spec, jobs::random_shard(cfg.shard_count), now)?);
+        let mut start = jobs::prepare(cfg, spec, jobs::random_shard(cfg.shard_count), now)?;
+        jobs::set_trace(&mut start, trace.clone());
+        starts.push(start);
     }
     let home = event_home(&tenant, &name, &cfg.topology);
     let op = EventsOp::Signal { tenant: tenant.clone(), name: name.clone(), data, id: id.clone() };

@@ -8,14 +8,16 @@
 //! `edgejobs_shard`'s, the same code the simulation runs; this object is their glue.
 //!
 //! Layout: this file is the object, its dispatch and the effects (queue sends, the
-//! alarm); [`sql`] the storage seam on workerd (`transactionSync`); [`rounds`] group commit
-//! and shared sends; [`client`] how the rest of the Worker calls a shard.
+//! alarm, the root spans of the schedule runs the alarm made); [`sql`] the storage seam on
+//! workerd (`transactionSync`); [`rounds`] group commit and shared sends; [`client`] how
+//! the rest of the Worker calls a shard.
 
 use edgejobs_core::plan::Effects;
 use edgejobs_core::protocol::{ShardCall, ShardOp, ShardReply, ShardRequest};
 use edgejobs_core::stats::Metric;
 use edgejobs_core::wire::{Envelope, envelopes, send_batches};
 use edgejobs_core::{ApiError, ErrorCode};
+use edgejobs_shard::schedules::RunStarted;
 use edgejobs_shard::timers::{MAX_PAGES, SweepRun};
 use edgejobs_shard::{Host, Level, Outcome, Shard};
 use serde::Serialize;
@@ -273,7 +275,16 @@ impl JobShard {
         if self.shard.number.is_some() {
             match crate::config::load(&self.env) {
                 Ok(cfg) => {
-                    self.pages("fire due schedules", || self.shard.fire_schedules_page(&cfg)).await;
+                    let started = std::cell::RefCell::new(Vec::new());
+                    self.pages("fire due schedules", || {
+                        let page = self.shard.fire_schedules_page_traced(&cfg);
+                        page.map(|(effects, more, runs)| {
+                            started.borrow_mut().extend(runs);
+                            (effects, more)
+                        })
+                    })
+                    .await;
+                    self.trace_runs(&cfg, started.into_inner());
                     self.index_waits(&cfg).await;
                     self.redeliver(&cfg).await;
                 }
@@ -283,6 +294,22 @@ impl JobShard {
             }
         }
         self.rearm_with(true).await;
+    }
+
+    /// Records the root span of each run the alarm created (#32): `send <type>`, the start
+    /// of the run's new trace, linked to its schedule's context. The object exports them in
+    /// its own `waitUntil` after the alarm (an alarm has no Worker invocation to do it).
+    fn trace_runs(&self, cfg: &edgejobs_core::config::EdgeConfig, runs: Vec<RunStarted>) {
+        if runs.is_empty() {
+            return;
+        }
+        let now = crate::telemetry::now_ns();
+        for run in &runs {
+            crate::telemetry::keep(&cfg.tracing, run.span(crate::telemetry::SYSTEM, now));
+        }
+        if let Some(export) = crate::telemetry::flush(&cfg.tracing) {
+            self.state.wait_until(export);
+        }
     }
 
     /// The event index's matched waits that no send delivered (one failed half-way): this

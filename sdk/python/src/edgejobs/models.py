@@ -189,6 +189,20 @@ class JobCallback:
 
 
 @dataclass(frozen=True)
+class JobTrace:
+    """Where a job (or a schedule) sits in a distributed trace: W3C Trace Context headers."""
+
+    traceparent: str
+    tracestate: Optional[str] = None
+    raw: Mapping[str, Any] = _raw()
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id: the second field of `traceparent`."""
+        return self.traceparent.split("-")[1]
+
+
+@dataclass(frozen=True)
 class StreamEntry:
     """Native lane: the stream entry carrying the newest hand-off."""
 
@@ -243,6 +257,7 @@ class Job:
     on_complete: Optional[JobCallback] = None
     on_fail: Optional[JobCallback] = None
     batch: Optional[str] = None
+    trace: Optional[JobTrace] = None
     raw: Mapping[str, Any] = _raw()
 
     @property
@@ -395,6 +410,7 @@ class Schedule:
     waiting_tick: Optional[_dt.datetime] = None
     paused_at: Optional[_dt.datetime] = None
     upcoming: Optional[List[_dt.datetime]] = None
+    trace: Optional[JobTrace] = None
     raw: Mapping[str, Any] = _raw()
 
 

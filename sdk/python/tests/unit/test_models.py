@@ -40,6 +40,7 @@ CASES = {
     m.JobParent: SCHEMAS["JobParent"],
     m.JobCallback: SCHEMAS["JobCallback"],
     m.StreamEntry: SCHEMAS["Job"]["properties"]["stream_entry"],
+    m.JobTrace: SCHEMAS["JobTrace"],
     m.ErrorBody: SCHEMAS["ErrorBody"],
     m.BatchResult: SCHEMAS["BatchResult"],
     m.ReplayResult: SCHEMAS["ReplayResult"],

@@ -55,10 +55,14 @@ pub fn run(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
         let lane = b.lane(json!({ "type": "noop" }), jobs, None)?;
         let rate = if lane.completed >= lane.created as f64 { lane.jobs_per_s() } else { None };
         say(format!("tracing {}: {} jobs/s", if on { "on" } else { "off" }, num(rate, 0)));
-        turns.push(json!({ "tracing": on, "jobs_per_s": rate, "completed": lane.completed, "elapsed_s": lane.elapsed_s }));
+        turns.push(
+            json!({ "tracing": on, "jobs_per_s": rate, "completed": lane.completed, "elapsed_s": lane.elapsed_s }),
+        );
     }
     b.stack.restart_wrangler(base)?;
-    let rates = |on: bool| -> Vec<f64> { turns.iter().filter(|t| t["tracing"] == on).filter_map(|t| f(&t["jobs_per_s"])).collect() };
+    let rates = |on: bool| -> Vec<f64> {
+        turns.iter().filter(|t| t["tracing"] == on).filter_map(|t| f(&t["jobs_per_s"])).collect()
+    };
     let (on, off) = (median(rates(true)), median(rates(false)));
     let ratio = on.zip(off).filter(|(_, o)| *o > 0.0).map(|(a, o)| a / o);
     say(format!("tracing: edge lane on ÷ off = {}", num(ratio, 3)));
@@ -67,7 +71,8 @@ pub fn run(b: &mut Bench, report: &mut Value) -> anyhow::Result<()> {
     let native_jobs = b.s.native_jobs.min(2000);
     let mut rss = serde_json::Map::new();
     for on in [true, false] {
-        let env: &[(&str, &str)] = &[("EDGEJOBS_CONCURRENCY", "50"), ("OTEL_SDK_DISABLED", if on { "false" } else { "true" })];
+        let env: &[(&str, &str)] =
+            &[("EDGEJOBS_CONCURRENCY", "50"), ("OTEL_SDK_DISABLED", if on { "false" } else { "true" })];
         let i = b.stack.start_consumer(env)?;
         let pid = b.stack.consumer_pid(i);
         let lane = b.lane(json!({ "type": "sleep", "payload": { "ms": 10 } }), native_jobs, Some(i));
