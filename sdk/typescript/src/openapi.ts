@@ -942,6 +942,7 @@ export interface components {
             waiting_for?: string;
             /** @description The batch (`POST /v1/jobs/batch` with `on_complete`) the job belongs to */
             batch?: string;
+            trace?: components["schemas"]["JobTrace"];
         };
         AttemptRecord: {
             attempt: number;
@@ -1842,6 +1843,7 @@ export interface components {
              * @constant
              */
             throttled?: true;
+            trace?: components["schemas"]["JobTrace"];
         };
         /** @description The workflow run (and its step) that started a child job */
         JobParent: {

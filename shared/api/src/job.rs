@@ -368,6 +368,9 @@ pub struct JobSummary {
     /// The batch (`POST /v1/jobs/batch` with `on_complete`) the job belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<String>,
+    /// The job's trace context (#32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<JobTrace>,
 }
 
 /// A page of `GET /v1/jobs` or `GET /v1/dead`, newest first. `J` is what a job is read as:

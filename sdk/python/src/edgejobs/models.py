@@ -302,6 +302,7 @@ class JobSummary:
     flow: Optional[Flow] = None
     waiting_for: Optional[str] = None
     batch: Optional[str] = None
+    trace: Optional[JobTrace] = None
     raw: Mapping[str, Any] = _raw()
 
     @property
