@@ -1918,9 +1918,9 @@ export interface components {
     };
     responses: never;
     parameters: {
-        /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+        /** @description W3C Trace Context (#32): the caller's span. The work joins that trace. Any value is accepted: an invalid one is ignored and a new trace started, as the W3C spec asks of a receiver (never an error). */
         Traceparent: string;
-        /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+        /** @description W3C Trace Context vendor state, carried with the trace; an invalid or longer than 512 characters one is dropped (never an error). */
         Tracestate: string;
     };
     requestBodies: never;
@@ -2109,9 +2109,9 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace. Any value is accepted: an invalid one is ignored and a new trace started, as the W3C spec asks of a receiver (never an error). */
                 traceparent?: components["parameters"]["Traceparent"];
-                /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+                /** @description W3C Trace Context vendor state, carried with the trace; an invalid or longer than 512 characters one is dropped (never an error). */
                 tracestate?: components["parameters"]["Tracestate"];
             };
             path?: never;
@@ -2228,9 +2228,9 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace. Any value is accepted: an invalid one is ignored and a new trace started, as the W3C spec asks of a receiver (never an error). */
                 traceparent?: components["parameters"]["Traceparent"];
-                /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+                /** @description W3C Trace Context vendor state, carried with the trace; an invalid or longer than 512 characters one is dropped (never an error). */
                 tracestate?: components["parameters"]["Tracestate"];
             };
             path?: never;
@@ -4044,9 +4044,9 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace. Any value is accepted: an invalid one is ignored and a new trace started, as the W3C spec asks of a receiver (never an error). */
                 traceparent?: components["parameters"]["Traceparent"];
-                /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+                /** @description W3C Trace Context vendor state, carried with the trace; an invalid or longer than 512 characters one is dropped (never an error). */
                 tracestate?: components["parameters"]["Tracestate"];
             };
             path?: never;
@@ -4321,9 +4321,9 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace. Any value is accepted: an invalid one is ignored and a new trace started, as the W3C spec asks of a receiver (never an error). */
                 traceparent?: components["parameters"]["Traceparent"];
-                /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+                /** @description W3C Trace Context vendor state, carried with the trace; an invalid or longer than 512 characters one is dropped (never an error). */
                 tracestate?: components["parameters"]["Tracestate"];
             };
             path: {
@@ -5142,9 +5142,9 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace; an invalid value is ignored and a new trace started (never an error). */
+                /** @description W3C Trace Context (#32): the caller's span. The work joins that trace. Any value is accepted: an invalid one is ignored and a new trace started, as the W3C spec asks of a receiver (never an error). */
                 traceparent?: components["parameters"]["Traceparent"];
-                /** @description W3C Trace Context vendor state, carried with the trace (dropped when invalid). */
+                /** @description W3C Trace Context vendor state, carried with the trace; an invalid or longer than 512 characters one is dropped (never an error). */
                 tracestate?: components["parameters"]["Tracestate"];
             };
             path?: never;
