@@ -492,9 +492,13 @@ impl Worker {
         let traced = Arc::new(Traced { telemetry: self.telemetry.clone(), span: attempt });
         let (trace_id, span_id) = (traced.span.trace_id_hex(), traced.span.span_id_hex());
         let log = tracing::info_span!("attempt", attempt = job.attempt, trace_id = %trace_id, span_id = %span_id);
+        // A hub of the attempt's own: jobs run at once on the runtime's threads, so the
+        // trace context goes on a scope this attempt alone uses, not the thread's.
+        let hub = Arc::new(sentry::Hub::new_from_top(sentry::Hub::current()));
         let sentry_trace = traced.span.sentry_context();
-        sentry::configure_scope(|s| s.set_context("trace", sentry::protocol::Context::Trace(Box::new(sentry_trace))));
-        self.run_attempt(e, id, job, traced, taken, slots, cancel).instrument(log).await;
+        hub.configure_scope(|s| s.set_context("trace", sentry::protocol::Context::Trace(Box::new(sentry_trace))));
+        use sentry::SentryFutureExt as _;
+        self.run_attempt(e, id, job, traced, taken, slots, cancel).instrument(log).bind_hub(hub).await;
         delivery.end();
     }
 
